@@ -1,0 +1,1 @@
+// Tensor-dict metadata frames: encode, decode, validate (see docs/wire-format.md).

@@ -1,0 +1,1 @@
+// Group layout, port records, ring/tree/dissemination schedules and chunking.

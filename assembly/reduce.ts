@@ -1,0 +1,1 @@
+// Reduction kernels: dst = op(dst, src) for every dtype.

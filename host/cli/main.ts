@@ -1,0 +1,44 @@
+/**
+ * The `groupcomm` command. Each subcommand lives in its own module (`host/cli/<name>.ts`)
+ * exporting `run(argv): Promise<number>` and a one-line `summary`; they load on demand so
+ * `groupcomm store` never pulls in koffi. Exit status: 0 ok, 1 failure, 2 usage error.
+ */
+const COMMANDS: Record<string, string> = {
+  store: 'run a standalone TCPStore-compatible server',
+  launch: 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)',
+  demo: 'elastic scale-up/down demo on local ranks',
+  bench: 'benchmarks: core | store | pg | cpu | device | coordinator',
+};
+
+export function usage(): string {
+  const lines = Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(8)} ${v}`);
+  return `usage: groupcomm <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
+    `Run \`groupcomm <command> --help\` for a command's options.`;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
+    console.log(usage());
+    return cmd ? 0 : 2;
+  }
+  if (!(cmd in COMMANDS)) {
+    console.error(`groupcomm: unknown command '${cmd}'\n\n${usage()}`);
+    return 2;
+  }
+  let mod: { run(argv: string[]): Promise<number> };
+  try {
+    mod = await import(`./${cmd}.js`);
+  } catch (e) {
+    console.error(`groupcomm: command '${cmd}' is not available in this build: ${(e as Error).message}`);
+    return 1;
+  }
+  try {
+    return await mod.run(rest);
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    console.error(`groupcomm ${cmd}: ${err.code ? err.code + ': ' : ''}${err.message ?? String(e)}`);
+    if (process.env.GROUPCOMM_DEBUG) console.error(e);
+    return 1;
+  }
+}

@@ -1,0 +1,16 @@
+/**
+ * Every public export of groupcomm, by name. Nothing is exported by wildcard so that the
+ * public surface is reviewed here, in one place.
+ */
+export { GroupcommError, ErrorCode, isGroupcommError } from './errors.js';
+export type { GroupcommErrorFields } from './errors.js';
+export { DEFAULT_TIMEOUT_MS } from './deadline.js';
+export type { OpOptions } from './deadline.js';
+export {
+  tensor, empty, toHost, numel, nbytes, itemSize, isTensor, isCpu, bytesOf, fromBytes,
+  parseDevice, arrayClassOf, registerHostCopier, DTYPE_NAMES,
+} from './tensor.js';
+export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tensor.js';
+export { dtypeInfo } from './core/dtype.js';
+export type { DTypeInfo } from './core/dtype.js';
+export type { Store, StoreValue } from './store/types.js';

@@ -1,0 +1,38 @@
+/**
+ * The key-value store contract every layer above uses (the TCP store client, PrefixStore and
+ * test helpers implement it). Semantics follow PyTorch's c10d Store.
+ */
+import type { OpOptions } from '../deadline.js';
+
+export type StoreValue = Uint8Array | string;
+
+export interface Store {
+  /** Creates or overwrites `key`; wakes waiters. */
+  set(key: string, value: StoreValue, opts?: OpOptions): Promise<void>;
+  /** Waits until `key` exists (bounded by timeoutMs), then returns its value. */
+  get(key: string, opts?: OpOptions): Promise<Uint8Array>;
+  /** Adds `delta` to the decimal integer stored at `key` (0 if absent); returns the new value. */
+  add(key: string, delta: number, opts?: OpOptions): Promise<number>;
+  /**
+   * torch's COMPARE_SET: missing key + empty expected → store desired; missing key + non-empty
+   * expected → store nothing, return expected; equal → store desired; else return current.
+   */
+  compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array>;
+  /** True when every key exists; never blocks. */
+  check(keys: string[], opts?: OpOptions): Promise<boolean>;
+  /** Resolves when every key exists; rejects with ERR_GROUPCOMM_TIMEOUT naming the missing keys. */
+  wait(keys: string[], opts?: OpOptions): Promise<void>;
+  /** True when the key existed. */
+  deleteKey(key: string, opts?: OpOptions): Promise<boolean>;
+  /** Number of keys on the server (all of them: not scoped by prefix, as in torch). */
+  numKeys(opts?: OpOptions): Promise<number>;
+  /** Appends to `key`, creating it when absent; wakes waiters. */
+  append(key: string, value: StoreValue, opts?: OpOptions): Promise<void>;
+  /** Waits for all keys, then returns their values in order. */
+  multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
+  multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;
+  /** Round trip to the server; resolves with the time it took in milliseconds. */
+  ping(opts?: OpOptions): Promise<number>;
+  /** Closes this client (not the server it talks to). Idempotent. */
+  close(): Promise<void>;
+}

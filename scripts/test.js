@@ -1,0 +1,93 @@
+#!/usr/bin/env node
+// Runs every test file in its own process, on Node (built dist/) and/or Bun (TypeScript
+// sources), and prints one closing line `N passed, N failed, N skipped` summed over both.
+// A file that crashes or exceeds its time limit counts as one failure, never as silence.
+//   node scripts/test.js all|node|bun|gpu [substring-filter...]
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const [mode = 'all', ...filters] = process.argv.slice(2);
+const fileTimeoutMs = Number(process.env.GROUPCOMM_TEST_FILE_TIMEOUT_MS ?? 300_000);
+const bun = path.join(root, 'node_modules', '.bin', 'bun');
+
+function find(dir, suffix) {
+  const out = [];
+  if (!fs.existsSync(dir)) return out;
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name);
+    if (e.isDirectory()) out.push(...find(p, suffix));
+    else if (e.name.endsWith(suffix)) out.push(p);
+  }
+  return out.sort();
+}
+
+function select(files, base) {
+  return files.filter((f) => {
+    const rel = path.relative(base, f);
+    // gpu mode runs only the GPU files; the default suite runs them too (they skip with a reason).
+    if (mode === 'gpu' && !rel.startsWith('gpu' + path.sep)) return false;
+    return filters.length === 0 || filters.some((s) => rel.includes(s));
+  });
+}
+
+function runFile(cmd, args, label) {
+  return new Promise((resolve) => {
+    const t0 = Date.now();
+    const child = spawn(cmd, args, {
+      cwd: root,
+      env: { ...process.env, NO_COLOR: '1', FORCE_COLOR: '0' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout.on('data', (d) => { out += d; process.stdout.write(d); });
+    child.stderr.on('data', (d) => { out += d; process.stderr.write(d); });
+    const timer = setTimeout(() => {
+      out += `\n[test runner] ${label} exceeded ${fileTimeoutMs}ms; killed\n`;
+      child.kill('SIGKILL');
+    }, fileTimeoutMs);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      const num = (re) => { let s = 0; for (const m of out.matchAll(re)) s += Number(m[1]); return s; };
+      const total = num(/^\s*Total:\s+(\d+)/gm);
+      const passed = num(/^\s*Passed:\s+(\d+)/gm);
+      const skipped = num(/^\s*Skipped:\s+(\d+)/gm);
+      let failed = total - passed - skipped;
+      if ((code !== 0 || signal) && failed === 0) failed = 1; // crashed, hung or never summarised
+      if (total === 0 && code === 0) failed += 1; // a test file that ran no test is a broken file
+      const ms = Date.now() - t0;
+      console.log(`[test runner] ${label}: ${passed} passed, ${failed} failed, ${skipped} skipped (${ms} ms)`);
+      resolve({ passed, failed, skipped, label });
+    });
+  });
+}
+
+const runs = [];
+if (mode === 'all' || mode === 'node' || mode === 'gpu') {
+  for (const f of select(find(path.join(root, 'dist', 'test'), '.test.js'), path.join(root, 'dist', 'test'))) {
+    runs.push(['node', [f], `node ${path.relative(root, f)}`]);
+  }
+}
+if (mode === 'all' || mode === 'bun') {
+  for (const f of select(find(path.join(root, 'test'), '.test.ts'), path.join(root, 'test'))) {
+    runs.push([bun, [f], `bun ${path.relative(root, f)}`]);
+  }
+}
+if (runs.length === 0) {
+  console.log('no test files found (did the build run?)');
+  console.log('0 passed, 1 failed');
+  process.exit(1);
+}
+
+let passed = 0, failed = 0, skipped = 0;
+const failedFiles = [];
+for (const [cmd, args, label] of runs) {
+  const r = await runFile(cmd, args, label);
+  passed += r.passed; failed += r.failed; skipped += r.skipped;
+  if (r.failed) failedFiles.push(label);
+}
+if (failedFiles.length) console.log(`[test runner] failing files:\n  ${failedFiles.join('\n  ')}`);
+console.log(`${passed} passed, ${failed} failed, ${skipped} skipped`);
+process.exit(failed ? 1 : 0);
