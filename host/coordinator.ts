@@ -116,6 +116,8 @@ export class StatelessGroupCoordinator {
   readonly backend: DeviceBackendV1 | undefined;
 
   private readonly ch: Channels;
+  /** Created with groupPorts: the ports are fixed, so destroy() waits until they are free again. */
+  private readonly explicitPorts: boolean;
   private readonly timeoutMs: number;
   private readonly log: Logger;
   private readonly life = new AbortController();
@@ -125,7 +127,8 @@ export class StatelessGroupCoordinator {
   private readonly self: unknown[] = [];
 
   private constructor(globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
-    ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number) {
+    ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number,
+    explicitPorts: boolean) {
     this.rank = globalRank;
     this.ranks = Object.freeze([...layout.ranks]);
     this.worldSize = layout.ranks.length;
@@ -137,6 +140,7 @@ export class StatelessGroupCoordinator {
     this.ports = ports;
     this.backend = backend;
     this.ch = ch;
+    this.explicitPorts = explicitPorts;
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${uniqueName} rank ${this.rankInGroup}/${this.worldSize}`);
   }
@@ -211,7 +215,8 @@ export class StatelessGroupCoordinator {
       releaseName(uniqueName);
       throw e;
     }
-    const g = new StatelessGroupCoordinator(o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs);
+    const g = new StatelessGroupCoordinator(o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
+      o.groupPorts !== undefined);
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
@@ -462,15 +467,17 @@ export class StatelessGroupCoordinator {
    * Closes the device communicator, the CPU group, the store channel and (on group rank 0) the
    * store server, and releases the unique name. Idempotent; never waits for a hung operation
    * (those reject with ERR_GROUPCOMM_DESTROYED); other groups are not touched. Group rank 0
-   * lingers up to `lingerMs` (default 2 s) for the other members to close their store
-   * connections, so their last reads finish; it never waits longer than that for a dead peer.
+   * waits up to `lingerMs` (default 5 s) for the other members to leave (their last reads
+   * finish first); with explicit groupPorts, the others wait up to as long for rank 0's server
+   * to close, so the same ports can be used again as soon as destroy() resolves. A dead peer
+   * costs at most lingerMs.
    */
   destroy(opts: { lingerMs?: number } = {}): Promise<void> {
     if (!this.destroying) {
       this.life.abort(destroyedError(`group ${this.uniqueName} was destroyed`));
       this.destroying = (async () => {
         try {
-          await closeChannels(this.ch, opts.lingerMs ?? 2_000);
+          await closeChannels(this.ch, opts.lingerMs ?? 5_000, this.explicitPorts);
         } finally {
           releaseName(this.uniqueName);
           this.log.info('destroyed');
@@ -606,27 +613,37 @@ function isTensorLike(v: unknown): v is Tensor {
     Array.isArray((v as Tensor).shape) && typeof (v as Tensor).device === 'string';
 }
 
-/** Closes what is open, device first (it may use the store), store server last. */
-async function closeChannels(ch: Channels, lingerMs: number): Promise<void> {
+/**
+ * Closes what is open, device first (it may use the store), the store server last. The store
+ * channel's departure handshake (bounded by lingerMs) lets rank 0, which hosts the server, leave
+ * last, so nobody's final reads or deletes hit a closed server. With `awaitServer`, the other
+ * ranks then wait (also bounded) until that server has closed: a group re-created on the same
+ * explicit ports right after destroy() must not reach the old server.
+ */
+async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false): Promise<void> {
   const errors: unknown[] = [];
   const step = async (fn: () => Promise<unknown> | unknown) => {
     try { await fn(); } catch (e) { errors.push(e); }
   };
-  if (ch.comm) await step(() => ch.comm!.destroy());
+  if (ch.comm) await step(() => ch.comm!.destroy({ timeoutMs: Math.max(lingerMs, 1) }));
   if (ch.cpu) await step(() => ch.cpu!.destroy());
-  if (ch.pg) await step(() => ch.pg!.destroy());
-  if (ch.store) await step(() => ch.store!.close());
-  if (ch.server) {
-    const server = ch.server;
+  if (ch.pg) await step(() => ch.pg!.destroy({ timeoutMs: Math.max(lingerMs, 1), force: lingerMs === 0 }));
+  if (ch.store && !ch.server && awaitServer) {
+    const store = ch.store;
     await step(async () => {
-      // Let the other members finish their last reads (their clients disconnect when they do).
       const until = performance.now() + lingerMs;
-      while (server.numConnections > 0 && performance.now() < until) {
+      while (performance.now() < until) {
+        try {
+          await store.ping({ timeoutMs: Math.max(1, until - performance.now()) });
+        } catch {
+          return; // the server is gone
+        }
         await new Promise((r) => setTimeout(r, 5));
       }
-      await server.close();
     });
   }
+  if (ch.store) await step(() => ch.store!.close());
+  if (ch.server) await step(() => ch.server!.close());
   ch.comm = ch.cpu = ch.pg = ch.store = ch.server = undefined;
   // Destroy never throws for what a dead peer left behind; it logs instead.
   if (errors.length) logger('COORD').debug(`destroy: ${errors.length} channel(s) closed with errors: ${errors.map(String).join('; ')}`);
