@@ -14,3 +14,5 @@ export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tenso
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
 export type { Store, StoreValue } from './store/types.js';
+export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
+export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
