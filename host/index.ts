@@ -18,3 +18,5 @@ export {
 } from './core/reduce.js';
 export type { ReduceOp, CoreBuffer } from './core/reduce.js';
 export type { Store, StoreValue } from './store/types.js';
+export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
+export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
