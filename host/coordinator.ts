@@ -77,14 +77,14 @@ export interface CoordinatorOptions {
   signal?: AbortSignal;
 }
 
-export interface ReduceOptions extends OpOptions {
+export interface CoordinatorReduceOptions extends OpOptions {
   /** Reduction operator (default 'sum'). */
   op?: ReduceOp;
   /** Write the result here (same shape and dtype as the result) and return it. */
   out?: Tensor;
 }
 
-export interface OutOptions extends OpOptions {
+export interface CoordinatorOutOptions extends OpOptions {
   out?: Tensor;
 }
 
@@ -369,7 +369,7 @@ export class StatelessGroupCoordinator {
   }
 
   /** The elementwise reduction (`op`, default sum) of every rank's `tensor`; into `out` when given. */
-  allReduce(tensor: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+  allReduce(tensor: Tensor, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('allReduce', opts, async (b) => {
       const route = this.route(tensor, 'allReduce');
       const out = this.output(opts.out, tensor.shape, tensor, 'allReduce');
@@ -383,7 +383,7 @@ export class StatelessGroupCoordinator {
   }
 
   /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
-  allGather(tensor: Tensor, dim = -1, opts: OutOptions = {}): Promise<Tensor> {
+  allGather(tensor: Tensor, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('allGather', opts, async (b) => {
       this.route(tensor, 'allGather');
       const d = normDim(dim, tensor.shape.length, 'allGather');
@@ -410,7 +410,7 @@ export class StatelessGroupCoordinator {
    * `tensor` gathered on `dst` along `dim` (concatenated in group-rank order); the other ranks
    * resolve with undefined.
    */
-  gather(tensor: Tensor, dst = 0, dim = -1, opts: OutOptions = {}): Promise<Tensor | undefined> {
+  gather(tensor: Tensor, dst = 0, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor | undefined> {
     return this.op('gather', opts, async (b) => {
       checkRank(dst, this.worldSize, 'gather', 'dst');
       this.route(tensor, 'gather');
@@ -438,7 +438,7 @@ export class StatelessGroupCoordinator {
    * The reduction of every rank's `tensor`, scattered along `dim`: rank r gets the r-th of
    * worldSize equal slices (dim's size must divide by the world size). Moves `dim` to 0 and back.
    */
-  reduceScatter(tensor: Tensor, dim = -1, opts: ReduceOptions = {}): Promise<Tensor> {
+  reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, async (b) => {
       this.route(tensor, 'reduceScatter');
       const d = normDim(dim, tensor.shape.length, 'reduceScatter');

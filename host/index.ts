@@ -20,3 +20,7 @@ export type { ReduceOp, CoreBuffer } from './core/reduce.js';
 export type { Store, StoreValue } from './store/types.js';
 export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
+export { StatelessGroupCoordinator } from './coordinator.js';
+export type {
+  CoordinatorOptions, CoordinatorReduceOptions, CoordinatorOutOptions, TensorDict, PortTriple,
+} from './coordinator.js';
