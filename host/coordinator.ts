@@ -190,17 +190,30 @@ export class StatelessGroupCoordinator {
         ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
         const rank = layout.rankInGroup;
         const worldSize = layout.ranks.length;
-        ch.pg = await StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...budget.next() });
+        // The store channel's join and the CPU mesh are independent rendezvous on the group's
+        // own (fresh) store, so they run side by side; creation costs one of them, not both.
+        // If one fails, the other is aborted instead of waiting out its timeout.
+        const sibling = new AbortController();
+        const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
+        let first: unknown;
+        const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
+        const [pg, cpu] = await Promise.allSettled([
+          failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
+          failFast((async () => {
+            await plan.cpu?.release();
+            return CpuGroup.create({
+              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0, ...both,
+            });
+          })()),
+        ]);
+        if (pg.status === 'fulfilled') ch.pg = pg.value;
+        if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
+        if (first !== undefined) throw first;
         // Every member has read the record once the store channel has formed.
         if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
-        await plan.cpu?.release();
-        ch.cpu = await CpuGroup.create({
-          store: ch.store, rank, worldSize, groupName: wireName, epoch: ch.pg.epoch, host,
-          port: isHost ? ports[1] : 0, ...budget.next(),
-        });
         if (backend) {
           const bootstrap = storeBootstrap(ch.store, {
-            rank, worldSize, prefix: `groupcomm/device/${wireName}/${ch.pg.epoch}`, timeoutMs,
+            rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
           });
           ch.comm = await backend.createCommunicator({
             rank, worldSize, deviceIndex: localRank, bootstrap, name: uniqueName, ...budget.next(),
