@@ -14,3 +14,6 @@ export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tenso
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
 export type { Store, StoreValue } from './store/types.js';
+export { encodeTensorDict, decodeTensorDict, fillTensorDict } from './tensor_dict.js';
+export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } from './tensor_dict.js';
+export { FrameError } from './core/frame.js';
