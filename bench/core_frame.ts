@@ -70,6 +70,7 @@ export async function runFrame(report: Report, opts: { quick?: boolean } = {}): 
   const samples = opts.quick ? 5 : 25;
   const batch = opts.quick ? 50 : 400;
   const dict = benchDict();
+  report.section('tensor-dict frame: encode + decode of a 32-entry dict (16 tensors, 16 values)');
 
   const wasm = encodeTensorDict(dict);
   const ts = encodeDictTs(dict);
