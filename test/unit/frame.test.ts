@@ -110,6 +110,19 @@ test('the worked example in docs/wire-format.md is what the encoder writes', () 
   assert.equal(bytes, Array.from(frame));
 });
 
+test('a frame at an odd offset inside a larger buffer (as read off a socket) decodes the same', () => {
+  const bytes = encodeFrame([
+    { key: 'd', kind: 'tensor', dtype: 'int64', shape: [2 ** 33, 0], device: 'cuda:2', nbytes: 0 },
+    { key: 'c', kind: 'tensor', dtype: 'float64', shape: [1], device: 'cpu', nbytes: 8, payload: new Uint8Array(new Float64Array([Math.PI]).buffer) },
+  ]);
+  const big = new Uint8Array(bytes.length + 8);
+  big.set(bytes, 3);
+  const e = decodeFrame(big.subarray(3, 3 + bytes.length));
+  assert.equal(e[0], { key: 'd', kind: 'tensor', dtype: 'int64', shape: [2 ** 33, 0], device: 'cuda:2', nbytes: 0 });
+  assert.ok(e[1].kind === 'tensor' && e[1].payload);
+  if (e[1].kind === 'tensor' && e[1].payload) assert.is(new Float64Array(e[1].payload.buffer)[0], Math.PI);
+});
+
 test('an empty frame is 12 bytes and decodes to no entries', () => {
   const b = encodeFrame([]);
   assert.equal(Array.from(b), new RawFrame().header(0).b);
