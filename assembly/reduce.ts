@@ -309,43 +309,59 @@ function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// float16 with SIMD: arithmetic conversion in integer lanes (no tables, no subnormal f32 math).
+// float16 and float8 with SIMD: the same codec as decodeNarrow/encodeNarrow, four u32 lanes at
+// a time, in integer arithmetic (no tables, no subnormal f32 arithmetic). All compared values
+// are below 2^31, so signed compares (one instruction each on x86) are exact.
 
 // @ts-ignore: decorator
-@inline function f16x4ToF32(h: v128): v128 {
-  // h: four u32 lanes holding f16 bits.
-  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
-  const em = v128.and(h, i32x4.splat(0x7fff));
-  // Normal: rebias the exponent (127 - 15) and move the fields into place.
-  const normal = i32x4.add(i32x4.shl(em, 13), i32x4.splat((127 - 15) << 23));
-  // Inf/NaN: exponent all ones.
-  const special = v128.or(i32x4.shl(em, 13), i32x4.splat(0x7f800000));
-  // Subnormal or zero: the 10-bit mantissa counts units of 2^-24.
-  const sub = f32x4.mul(f32x4.convert_i32x4_u(em), f32x4.splat(5.9604644775390625e-8));
-  const isSub = i32x4.lt_u(em, i32x4.splat(0x400));
-  const isSpecial = i32x4.ge_u(em, i32x4.splat(0x7c00));
-  const mag = v128.bitselect(sub, v128.bitselect(special, normal, isSpecial), isSub);
+@inline function narrowToF32x4(h: v128, E: u32, M: u32, fn: bool): v128 {
+  // h: four u32 lanes holding narrow-float codes.
+  const bias: u32 = (1 << (E - 1)) - 1;
+  const emax: u32 = (1 << E) - 1;
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(1 << (E + M))), 31 - (E + M));
+  const em = v128.and(h, i32x4.splat((1 << (E + M)) - 1));
+  const moved = i32x4.shl(em, 23 - M);
+  // Normal: rebias the exponent.
+  const normal = i32x4.add(moved, i32x4.splat((127 - bias) << 23));
+  // Subnormal or zero: the mantissa counts units of 2^(1 - bias - M).
+  const sub = f32x4.mul(f32x4.convert_i32x4_s(em), f32x4.splat(reinterpret<f32>((128 - bias - M) << 23)));
+  let mag = v128.bitselect(sub, normal, i32x4.lt_s(em, i32x4.splat(1 << M)));
+  if (fn) {
+    // Only the all-ones code is NaN.
+    mag = v128.bitselect(f32x4.splat(NaN), mag, i32x4.eq(em, i32x4.splat((1 << (E + M)) - 1)));
+  } else {
+    // All-ones exponent: infinity or NaN, mantissa kept.
+    const special = v128.or(moved, i32x4.splat(0x7f800000));
+    mag = v128.bitselect(special, mag, i32x4.gt_s(em, i32x4.splat((emax << M) - 1)));
+  }
   return v128.or(mag, sign);
 }
 
 // @ts-ignore: decorator
-@inline function f32x4ToF16(x: v128): v128 {
-  // Result: four u32 lanes holding f16 bits.
-  const sign = i32x4.shr_u(v128.and(x, i32x4.splat(0x80000000)), 16);
+@inline function f32x4ToNarrow(x: v128, E: u32, M: u32, fn: bool, nanBits: u32): v128 {
+  // Result: four u32 lanes holding narrow-float codes.
+  const bias: u32 = (1 << (E - 1)) - 1;
+  const emax: u32 = (1 << E) - 1;
+  const shift: u32 = 23 - M;
+  const limit: u32 = fn ? nanBits : emax << M;
+  const sign = i32x4.shr_u(v128.and(x, i32x4.splat(0x80000000)), 31 - (E + M));
   const a = v128.and(x, i32x4.splat(0x7fffffff));
-  // Normal range: rebias, round to nearest even at bit 13, clamp to infinity.
-  const rebased = i32x4.sub(a, i32x4.splat((127 - 15) << 23));
-  const lsb = v128.and(i32x4.shr_u(rebased, 13), i32x4.splat(1));
-  let normal = i32x4.shr_u(i32x4.add(i32x4.add(rebased, i32x4.splat(0xfff)), lsb), 13);
-  normal = i32x4.min_u(normal, i32x4.splat(0x7c00));
-  // Below 2^-14: adding 0.5 puts the f32 ulp at 2^-24 (the f16 subnormal unit); the hardware's
-  // round-to-nearest-even does the rounding, and the low bits are the f16 code.
-  const sub = i32x4.sub(f32x4.add(a, f32x4.splat(0.5)), f32x4.splat(0.5));
-  const isSub = i32x4.lt_u(a, i32x4.splat(0x38800000));
-  let mag = v128.bitselect(sub, normal, isSub);
-  mag = v128.bitselect(i32x4.splat(0x7e00), mag, i32x4.gt_u(a, i32x4.splat(0x7f800000)));
+  // Normal range: rebias, round to nearest even at `shift`, clamp to the first non-finite code
+  // (infinity, or NaN for fn formats: torch's overflow-to-NaN). Below the normal range the
+  // rebias wraps; those lanes take the subnormal result instead.
+  const rebased = i32x4.sub(a, i32x4.splat((127 - bias) << 23));
+  const lsb = v128.and(i32x4.shr_u(rebased, shift), i32x4.splat(1));
+  let normal = i32x4.shr_u(i32x4.add(i32x4.add(rebased, i32x4.splat((1 << (shift - 1)) - 1)), lsb), shift);
+  normal = i32x4.min_s(normal, i32x4.splat(limit));
+  // Below the smallest normal: adding 2^(1 - bias - M + 23) puts the f32 ulp at the format's
+  // subnormal unit, so the hardware's round-to-nearest-even rounds, and the low bits are the code.
+  const magic = i32x4.splat((151 - bias - M) << 23);
+  const sub = i32x4.sub(f32x4.add(a, magic), magic);
+  let mag = v128.bitselect(sub, normal, i32x4.lt_s(a, i32x4.splat((128 - bias) << 23)));
   // NaN is canonical and unsigned; everything else keeps its sign.
-  return v128.or(mag, v128.andnot(sign, i32x4.gt_u(a, i32x4.splat(0x7f800000))));
+  const isNan = i32x4.gt_s(a, i32x4.splat(0x7f800000));
+  mag = v128.bitselect(i32x4.splat(nanBits), mag, isNan);
+  return v128.or(mag, v128.andnot(sign, isNan));
 }
 
 // @ts-ignore: decorator
@@ -354,10 +370,12 @@ function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
   for (let i: usize = 0; i < end; i += 16) {
     const a = v128.load(dst + i);
     const b = v128.load(src + i);
-    const rlo = f32x4ToF16(fop(op,
-      f16x4ToF32(i32x4.extend_low_i16x8_u(a)), f16x4ToF32(i32x4.extend_low_i16x8_u(b))));
-    const rhi = f32x4ToF16(fop(op,
-      f16x4ToF32(i32x4.extend_high_i16x8_u(a)), f16x4ToF32(i32x4.extend_high_i16x8_u(b))));
+    const rlo = f32x4ToNarrow(fop(op,
+      narrowToF32x4(i32x4.extend_low_i16x8_u(a), 5, 10, false),
+      narrowToF32x4(i32x4.extend_low_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
+    const rhi = f32x4ToNarrow(fop(op,
+      narrowToF32x4(i32x4.extend_high_i16x8_u(a), 5, 10, false),
+      narrowToF32x4(i32x4.extend_high_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
     v128.store(dst + i, i16x8.narrow_i32x4_u(rlo, rhi));
   }
   for (let i = end; i < n << 1; i += 2) {
@@ -373,24 +391,47 @@ function reduceF16(op: i32, dst: usize, src: usize, n: usize): void {
   else f16Loop(MIN, dst, src, n);
 }
 
-// ---------------------------------------------------------------------------------------------
-// float8: a 256-entry decode table per format (filled at start-up) and the scalar encoder.
-
-const E4M3_TABLE: usize = memory.data(256 * 4, 16);
-const E5M2_TABLE: usize = memory.data(256 * 4, 16);
-for (let i: u32 = 0; i < 256; i++) {
-  store<f32>(E4M3_TABLE + (<usize>i << 2), e4m3ToF32(i));
-  store<f32>(E5M2_TABLE + (<usize>i << 2), e5m2ToF32(i));
+// One quarter (4 lanes) of a 16-byte float8 vector: widen, combine, round back.
+// @ts-ignore: decorator
+@inline function fp8Quarter(op: i32, a: v128, b: v128, E: u32, M: u32, fn: bool): v128 {
+  return f32x4ToNarrow(fop(op, narrowToF32x4(a, E, M, fn), narrowToF32x4(b, E, M, fn)), E, M, fn, 0x7f);
 }
 
-function reduceFp8(op: i32, e4m3: bool, dst: usize, src: usize, n: usize): void {
-  const table = e4m3 ? E4M3_TABLE : E5M2_TABLE;
-  for (let i: usize = 0; i < n; i++) {
-    const a = load<f32>(table + (<usize>load<u8>(dst + i) << 2));
-    const b = load<f32>(table + (<usize>load<u8>(src + i) << 2));
-    const r = opFloat<f32>(op, a, b);
-    store<u8>(dst + i, <u8>(e4m3 ? f32ToE4m3(r) : f32ToE5m2(r)));
+// @ts-ignore: decorator
+@inline function fp8Loop(op: i32, dst: usize, src: usize, n: usize, E: u32, M: u32, fn: bool): void {
+  const end = n & ~<usize>15;
+  for (let i: usize = 0; i < end; i += 16) {
+    const a = v128.load(dst + i);
+    const b = v128.load(src + i);
+    const a0 = i16x8.extend_low_i8x16_u(a);
+    const a1 = i16x8.extend_high_i8x16_u(a);
+    const b0 = i16x8.extend_low_i8x16_u(b);
+    const b1 = i16x8.extend_high_i8x16_u(b);
+    const r0 = fp8Quarter(op, i32x4.extend_low_i16x8_u(a0), i32x4.extend_low_i16x8_u(b0), E, M, fn);
+    const r1 = fp8Quarter(op, i32x4.extend_high_i16x8_u(a0), i32x4.extend_high_i16x8_u(b0), E, M, fn);
+    const r2 = fp8Quarter(op, i32x4.extend_low_i16x8_u(a1), i32x4.extend_low_i16x8_u(b1), E, M, fn);
+    const r3 = fp8Quarter(op, i32x4.extend_high_i16x8_u(a1), i32x4.extend_high_i16x8_u(b1), E, M, fn);
+    v128.store(dst + i, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(r0, r1), i16x8.narrow_i32x4_u(r2, r3)));
   }
+  for (let i = end; i < n; i++) {
+    const r = opFloat<f32>(op,
+      decodeNarrow(load<u8>(dst + i), E, M, fn), decodeNarrow(load<u8>(src + i), E, M, fn));
+    store<u8>(dst + i, <u8>encodeNarrow(r, E, M, fn, 0x7f));
+  }
+}
+
+function reduceE4m3(op: i32, dst: usize, src: usize, n: usize): void {
+  if (op == SUM) fp8Loop(SUM, dst, src, n, 4, 3, true);
+  else if (op == PROD) fp8Loop(PROD, dst, src, n, 4, 3, true);
+  else if (op == MAX) fp8Loop(MAX, dst, src, n, 4, 3, true);
+  else fp8Loop(MIN, dst, src, n, 4, 3, true);
+}
+
+function reduceE5m2(op: i32, dst: usize, src: usize, n: usize): void {
+  if (op == SUM) fp8Loop(SUM, dst, src, n, 5, 2, false);
+  else if (op == PROD) fp8Loop(PROD, dst, src, n, 5, 2, false);
+  else if (op == MAX) fp8Loop(MAX, dst, src, n, 5, 2, false);
+  else fp8Loop(MIN, dst, src, n, 5, 2, false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,8 +460,8 @@ export function reduce(op: i32, dtype: i32, dst: usize, src: usize, n: usize): i
     case DTYPE_FLOAT64: reduceVec<f64>(op, dst, src, n); break;
     case DTYPE_FLOAT16: reduceF16(op, dst, src, n); break;
     case DTYPE_BFLOAT16: reduceBf16(op, dst, src, n); break;
-    case DTYPE_FLOAT8_E4M3FN: reduceFp8(op, true, dst, src, n); break;
-    case DTYPE_FLOAT8_E5M2: reduceFp8(op, false, dst, src, n); break;
+    case DTYPE_FLOAT8_E4M3FN: reduceE4m3(op, dst, src, n); break;
+    case DTYPE_FLOAT8_E5M2: reduceE5m2(op, dst, src, n); break;
     case DTYPE_BOOL: reduceBool(op, dst, src, n); break;
     default: return REDUCE_ERR_DTYPE;
   }

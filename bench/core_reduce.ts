@@ -21,27 +21,44 @@ const MiB = 1024 * KiB;
 const castU32 = new Uint32Array(1);
 const castF32 = new Float32Array(castU32.buffer);
 
-function tsSum(dtype: BenchDType, dst: Uint8Array, src: Uint8Array): void {
+// The baseline: one monomorphic loop per dtype, on views created once (what a careful
+// TypeScript implementation would do).
+function tsSumF32(a: Float32Array, b: Float32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] += b[i];
+}
+
+function tsSumI32(a: Int32Array, b: Int32Array): void {
+  for (let i = 0; i < a.length; i++) a[i] = (a[i] + b[i]) | 0;
+}
+
+function tsSumBf16(a: Uint16Array, b: Uint16Array): void {
+  const u = castU32;
+  const f = castF32;
+  for (let i = 0; i < a.length; i++) {
+    u[0] = a[i] << 16;
+    const x = f[0];
+    u[0] = b[i] << 16;
+    f[0] = x + f[0];
+    const bits = u[0];
+    a[i] = (bits & 0x7fffffff) > 0x7f800000 ? 0x7fc0 : (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+  }
+}
+
+/** A closure that sums src into dst with the plain TypeScript loop for dtype. */
+function tsSum(dtype: BenchDType, dst: Uint8Array, src: Uint8Array): () => void {
   if (dtype === 'float32') {
     const a = new Float32Array(dst.buffer, dst.byteOffset, dst.byteLength >> 2);
     const b = new Float32Array(src.buffer, src.byteOffset, src.byteLength >> 2);
-    for (let i = 0; i < a.length; i++) a[i] += b[i];
-  } else if (dtype === 'int32') {
+    return () => tsSumF32(a, b);
+  }
+  if (dtype === 'int32') {
     const a = new Int32Array(dst.buffer, dst.byteOffset, dst.byteLength >> 2);
     const b = new Int32Array(src.buffer, src.byteOffset, src.byteLength >> 2);
-    for (let i = 0; i < a.length; i++) a[i] = (a[i] + b[i]) | 0;
-  } else {
-    const a = new Uint16Array(dst.buffer, dst.byteOffset, dst.byteLength >> 1);
-    const b = new Uint16Array(src.buffer, src.byteOffset, src.byteLength >> 1);
-    for (let i = 0; i < a.length; i++) {
-      castU32[0] = a[i] << 16;
-      const x = castF32[0];
-      castU32[0] = b[i] << 16;
-      castF32[0] = x + castF32[0];
-      const bits = castU32[0];
-      a[i] = (bits & 0x7fffffff) > 0x7f800000 ? 0x7fc0 : (bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
-    }
+    return () => tsSumI32(a, b);
   }
+  const a = new Uint16Array(dst.buffer, dst.byteOffset, dst.byteLength >> 1);
+  const b = new Uint16Array(src.buffer, src.byteOffset, src.byteLength >> 1);
+  return () => tsSumBf16(a, b);
 }
 
 /** Well-behaved inputs (no NaN/Inf, no subnormals) so that repeated sums stay ordinary. */
@@ -106,7 +123,7 @@ export async function runReduce(report: Report, opts: { quick?: boolean } = {}):
         coreB.view().set(hostB);
         // Correctness first: all impls from the same inputs, compared with the TS loop.
         const want = initA.slice();
-        tsSum(dtype, want, hostB);
+        tsSum(dtype, want, hostB)();
         hostA.set(initA);
         reduceBytes('sum', dtype as DType, hostA, hostB);
         const wrongCopy = countWrong(dtype, hostA, want);
@@ -123,7 +140,7 @@ export async function runReduce(report: Report, opts: { quick?: boolean } = {}):
         const cases: Array<[string, () => void, number]> = [
           ['wasm', () => reduceAt('sum', dtype, ptrA, ptrB, count), wrongWasm],
           ['wasm-copy', () => reduceBytes('sum', dtype, hostA, hostB), wrongCopy],
-          ['ts-baseline', () => tsSum(dtype, hostA, hostB), 0],
+          ['ts-baseline', tsSum(dtype, hostA, hostB), 0],
         ];
         for (const [impl, fn, wrong] of cases) {
           // Restart from the same values so that no impl sums into overflowed data.

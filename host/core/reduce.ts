@@ -30,8 +30,12 @@ export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = Object.freeze
   sum: 0, prod: 1, max: 2, min: 3, avg: 4,
 });
 
-/** Largest piece reduceBytes copies into core memory at once (per operand). */
-export const CHUNK_BYTES = 1 << 20;
+/**
+ * Largest piece reduceBytes copies into core memory at once (per operand). 256 KiB keeps both
+ * operands of a piece in L2 between the copy in, the kernel and the copy out; it measured
+ * faster than 1 MiB pieces here, and the call overhead per piece is well under a microsecond.
+ */
+export const CHUNK_BYTES = 1 << 18;
 
 const ERR_OP = 1;
 const ERR_DTYPE = 2;
@@ -99,6 +103,15 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   const base = scratch.ensure(2 * chunk);
   const x = k();
   const core = getCore();
+  if (total === chunk) {
+    // One piece: no subarrays on the way in (the common small-message case).
+    const u8 = core.u8();
+    u8.set(dst, base);
+    u8.set(src, base + chunk);
+    check(x.reduce(code, dt, base, base + chunk, total / itemSize), `reduce ${op}/${dtype}`);
+    dst.set(core.u8().subarray(base, base + total));
+    return;
+  }
   for (let off = 0; off < total; off += chunk) {
     const len = Math.min(chunk, total - off);
     const u8 = core.u8();
