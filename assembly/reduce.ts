@@ -43,6 +43,15 @@ const PROD = REDUCE_PROD;
 const MAX = REDUCE_MAX;
 const MIN = REDUCE_MIN;
 
+// Op markers. The op reaches the loops as a type parameter, not as a value: AssemblyScript
+// resolves sizeof<O>() at compile time, so every (dtype, op) pair compiles to its own
+// branch-free loop. (With the op passed as a constant argument instead, binaryen merged the
+// four near-identical loops back into one that tested the op on every vector.)
+type OpSum = u8;
+type OpProd = u16;
+type OpMax = u32;
+type OpMin = u64;
+
 // ---------------------------------------------------------------------------------------------
 // Narrow float formats <-> f32. One generic codec parameterised by exponent bits E, mantissa
 // bits M, and whether the format is "fn" (finite + NaN only: no infinities, the all-ones code is
@@ -155,31 +164,31 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
 // Scalar element operations.
 
 // @ts-ignore: decorator
-@inline function opInt<T>(op: i32, a: T, b: T): T {
-  if (op == SUM) return <T>(a + b);
-  if (op == PROD) return <T>(a * b);
-  if (op == MAX) return a > b ? a : b;
+@inline function opInt<T, O>(a: T, b: T): T {
+  if (sizeof<O>() == sizeof<OpSum>()) return <T>(a + b);
+  if (sizeof<O>() == sizeof<OpProd>()) return <T>(a * b);
+  if (sizeof<O>() == sizeof<OpMax>()) return a > b ? a : b;
   return a < b ? a : b;
 }
 
 // @ts-ignore: decorator
-@inline function opFloat<T>(op: i32, a: T, b: T): T {
-  if (op == SUM) return a + b;
-  if (op == PROD) return a * b;
-  if (op == MAX) return max<T>(a, b); // f32.max / f64.max: NaN-propagating, +0 > -0
+@inline function opFloat<T, O>(a: T, b: T): T {
+  if (sizeof<O>() == sizeof<OpSum>()) return a + b;
+  if (sizeof<O>() == sizeof<OpProd>()) return a * b;
+  if (sizeof<O>() == sizeof<OpMax>()) return max<T>(a, b); // f32.max / f64.max: NaN-propagating, +0 > -0
   return min<T>(a, b);
 }
 
 // Scalar loop over elements [from, n), for integer and f32/f64 element types.
 // @ts-ignore: decorator
-@inline function scalarLoop<T>(op: i32, dst: usize, src: usize, from: usize, n: usize): void {
+@inline function scalarLoop<T, O>(dst: usize, src: usize, from: usize, n: usize): void {
   const sz = <usize>sizeof<T>();
   const end = n * sz;
   for (let i = from * sz; i < end; i += sz) {
     const a = load<T>(dst + i);
     const b = load<T>(src + i);
-    if (isFloat<T>()) store<T>(dst + i, opFloat<T>(op, a, b));
-    else store<T>(dst + i, opInt<T>(op, a, b));
+    if (isFloat<T>()) store<T>(dst + i, opFloat<T, O>(a, b));
+    else store<T>(dst + i, opInt<T, O>(a, b));
   }
 }
 
@@ -195,9 +204,9 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
 }
 
 // @ts-ignore: decorator
-@inline function vop<T>(op: i32, a: v128, b: v128): v128 {
-  if (op == SUM) return v128.add<T>(a, b);
-  if (op == PROD) {
+@inline function vop<T, O>(a: v128, b: v128): v128 {
+  if (sizeof<O>() == sizeof<OpSum>()) return v128.add<T>(a, b);
+  if (sizeof<O>() == sizeof<OpProd>()) {
     if (sizeof<T>() == 1) return mulI8x16(a, b);
     return v128.mul<T>(a, b);
   }
@@ -211,34 +220,33 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
       y = v128.xor(b, bias);
     }
     const aGreater = i64x2.gt_s(x, y);
-    return op == MAX ? v128.bitselect(a, b, aGreater) : v128.bitselect(b, a, aGreater);
+    if (sizeof<O>() == sizeof<OpMax>()) return v128.bitselect(a, b, aGreater);
+    return v128.bitselect(b, a, aGreater);
   }
-  if (op == MAX) return v128.max<T>(a, b);
+  if (sizeof<O>() == sizeof<OpMax>()) return v128.max<T>(a, b);
   return v128.min<T>(a, b);
 }
 
-// Whole 32-byte blocks with SIMD, the rest scalar. Returns nothing; handles every length.
-// @ts-ignore: decorator
-@inline function vecLoop<T>(op: i32, dst: usize, src: usize, n: usize): void {
+// Whole 32-byte blocks with SIMD, the rest scalar; handles every length.
+function vecLoop<T, O>(dst: usize, src: usize, n: usize): void {
   const bytes = n * <usize>sizeof<T>();
   const end = bytes & ~<usize>31;
   for (let i: usize = 0; i < end; i += 32) {
     const p = dst + i;
     const q = src + i;
-    const r0 = vop<T>(op, v128.load(p), v128.load(q));
-    const r1 = vop<T>(op, v128.load(p, 16), v128.load(q, 16));
+    const r0 = vop<T, O>(v128.load(p), v128.load(q));
+    const r1 = vop<T, O>(v128.load(p, 16), v128.load(q, 16));
     v128.store(p, r0);
     v128.store(p, r1, 16);
   }
-  scalarLoop<T>(op, dst, src, end / <usize>sizeof<T>(), n);
+  scalarLoop<T, O>(dst, src, end / <usize>sizeof<T>(), n);
 }
 
-// The op is a constant in each of these wrappers, so every loop body is branch-free.
 function reduceVec<T>(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) vecLoop<T>(SUM, dst, src, n);
-  else if (op == PROD) vecLoop<T>(PROD, dst, src, n);
-  else if (op == MAX) vecLoop<T>(MAX, dst, src, n);
-  else vecLoop<T>(MIN, dst, src, n);
+  if (op == SUM) vecLoop<T, OpSum>(dst, src, n);
+  else if (op == PROD) vecLoop<T, OpProd>(dst, src, n);
+  else if (op == MAX) vecLoop<T, OpMax>(dst, src, n);
+  else vecLoop<T, OpMin>(dst, src, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,10 +273,10 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
 // bfloat16 with SIMD: 8 lanes widened to two f32x4, combined, rounded back.
 
 // @ts-ignore: decorator
-@inline function fop(op: i32, a: v128, b: v128): v128 {
-  if (op == SUM) return f32x4.add(a, b);
-  if (op == PROD) return f32x4.mul(a, b);
-  if (op == MAX) return f32x4.max(a, b);
+@inline function fop<O>(a: v128, b: v128): v128 {
+  if (sizeof<O>() == sizeof<OpSum>()) return f32x4.add(a, b);
+  if (sizeof<O>() == sizeof<OpProd>()) return f32x4.mul(a, b);
+  if (sizeof<O>() == sizeof<OpMax>()) return f32x4.max(a, b);
   return f32x4.min(a, b);
 }
 
@@ -279,8 +287,7 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
   return v128.bitselect(i32x4.splat(0x7fc0), r, f32x4.ne(x, x));
 }
 
-// @ts-ignore: decorator
-@inline function bf16Loop(op: i32, dst: usize, src: usize, n: usize): void {
+function bf16Loop<O>(dst: usize, src: usize, n: usize): void {
   const zero = i32x4.splat(0);
   const end = (n & ~<usize>7) << 1;
   for (let i: usize = 0; i < end; i += 16) {
@@ -291,21 +298,21 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
     const ahi = i8x16.shuffle(zero, a, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
     const blo = i8x16.shuffle(zero, b, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
     const bhi = i8x16.shuffle(zero, b, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
-    const rlo = bf16Round(fop(op, alo, blo));
-    const rhi = bf16Round(fop(op, ahi, bhi));
+    const rlo = bf16Round(fop<O>(alo, blo));
+    const rhi = bf16Round(fop<O>(ahi, bhi));
     v128.store(dst + i, i16x8.narrow_i32x4_u(rlo, rhi));
   }
   for (let i = end; i < n << 1; i += 2) {
-    const r = opFloat<f32>(op, bf16ToF32(load<u16>(dst + i)), bf16ToF32(load<u16>(src + i)));
+    const r = opFloat<f32, O>(bf16ToF32(load<u16>(dst + i)), bf16ToF32(load<u16>(src + i)));
     store<u16>(dst + i, <u16>f32ToBf16(r));
   }
 }
 
 function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) bf16Loop(SUM, dst, src, n);
-  else if (op == PROD) bf16Loop(PROD, dst, src, n);
-  else if (op == MAX) bf16Loop(MAX, dst, src, n);
-  else bf16Loop(MIN, dst, src, n);
+  if (op == SUM) bf16Loop<OpSum>(dst, src, n);
+  else if (op == PROD) bf16Loop<OpProd>(dst, src, n);
+  else if (op == MAX) bf16Loop<OpMax>(dst, src, n);
+  else bf16Loop<OpMin>(dst, src, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,41 +371,40 @@ function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
   return v128.or(mag, v128.andnot(sign, isNan));
 }
 
-// @ts-ignore: decorator
-@inline function f16Loop(op: i32, dst: usize, src: usize, n: usize): void {
+function f16Loop<O>(dst: usize, src: usize, n: usize): void {
   const end = (n & ~<usize>7) << 1;
   for (let i: usize = 0; i < end; i += 16) {
     const a = v128.load(dst + i);
     const b = v128.load(src + i);
-    const rlo = f32x4ToNarrow(fop(op,
+    const rlo = f32x4ToNarrow(fop<O>(
       narrowToF32x4(i32x4.extend_low_i16x8_u(a), 5, 10, false),
       narrowToF32x4(i32x4.extend_low_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
-    const rhi = f32x4ToNarrow(fop(op,
+    const rhi = f32x4ToNarrow(fop<O>(
       narrowToF32x4(i32x4.extend_high_i16x8_u(a), 5, 10, false),
       narrowToF32x4(i32x4.extend_high_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
     v128.store(dst + i, i16x8.narrow_i32x4_u(rlo, rhi));
   }
   for (let i = end; i < n << 1; i += 2) {
-    const r = opFloat<f32>(op, f16ToF32(load<u16>(dst + i)), f16ToF32(load<u16>(src + i)));
+    const r = opFloat<f32, O>(f16ToF32(load<u16>(dst + i)), f16ToF32(load<u16>(src + i)));
     store<u16>(dst + i, <u16>f32ToF16(r));
   }
 }
 
 function reduceF16(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) f16Loop(SUM, dst, src, n);
-  else if (op == PROD) f16Loop(PROD, dst, src, n);
-  else if (op == MAX) f16Loop(MAX, dst, src, n);
-  else f16Loop(MIN, dst, src, n);
+  if (op == SUM) f16Loop<OpSum>(dst, src, n);
+  else if (op == PROD) f16Loop<OpProd>(dst, src, n);
+  else if (op == MAX) f16Loop<OpMax>(dst, src, n);
+  else f16Loop<OpMin>(dst, src, n);
 }
 
 // One quarter (4 lanes) of a 16-byte float8 vector: widen, combine, round back.
 // @ts-ignore: decorator
-@inline function fp8Quarter(op: i32, a: v128, b: v128, E: u32, M: u32, fn: bool): v128 {
-  return f32x4ToNarrow(fop(op, narrowToF32x4(a, E, M, fn), narrowToF32x4(b, E, M, fn)), E, M, fn, 0x7f);
+@inline function fp8Quarter<O>(a: v128, b: v128, E: u32, M: u32, fn: bool): v128 {
+  return f32x4ToNarrow(fop<O>(narrowToF32x4(a, E, M, fn), narrowToF32x4(b, E, M, fn)), E, M, fn, 0x7f);
 }
 
 // @ts-ignore: decorator
-@inline function fp8Loop(op: i32, dst: usize, src: usize, n: usize, E: u32, M: u32, fn: bool): void {
+@inline function fp8Loop<O>(dst: usize, src: usize, n: usize, E: u32, M: u32, fn: bool): void {
   const end = n & ~<usize>15;
   for (let i: usize = 0; i < end; i += 16) {
     const a = v128.load(dst + i);
@@ -407,31 +413,31 @@ function reduceF16(op: i32, dst: usize, src: usize, n: usize): void {
     const a1 = i16x8.extend_high_i8x16_u(a);
     const b0 = i16x8.extend_low_i8x16_u(b);
     const b1 = i16x8.extend_high_i8x16_u(b);
-    const r0 = fp8Quarter(op, i32x4.extend_low_i16x8_u(a0), i32x4.extend_low_i16x8_u(b0), E, M, fn);
-    const r1 = fp8Quarter(op, i32x4.extend_high_i16x8_u(a0), i32x4.extend_high_i16x8_u(b0), E, M, fn);
-    const r2 = fp8Quarter(op, i32x4.extend_low_i16x8_u(a1), i32x4.extend_low_i16x8_u(b1), E, M, fn);
-    const r3 = fp8Quarter(op, i32x4.extend_high_i16x8_u(a1), i32x4.extend_high_i16x8_u(b1), E, M, fn);
+    const r0 = fp8Quarter<O>(i32x4.extend_low_i16x8_u(a0), i32x4.extend_low_i16x8_u(b0), E, M, fn);
+    const r1 = fp8Quarter<O>(i32x4.extend_high_i16x8_u(a0), i32x4.extend_high_i16x8_u(b0), E, M, fn);
+    const r2 = fp8Quarter<O>(i32x4.extend_low_i16x8_u(a1), i32x4.extend_low_i16x8_u(b1), E, M, fn);
+    const r3 = fp8Quarter<O>(i32x4.extend_high_i16x8_u(a1), i32x4.extend_high_i16x8_u(b1), E, M, fn);
     v128.store(dst + i, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(r0, r1), i16x8.narrow_i32x4_u(r2, r3)));
   }
   for (let i = end; i < n; i++) {
-    const r = opFloat<f32>(op,
+    const r = opFloat<f32, O>(
       decodeNarrow(load<u8>(dst + i), E, M, fn), decodeNarrow(load<u8>(src + i), E, M, fn));
     store<u8>(dst + i, <u8>encodeNarrow(r, E, M, fn, 0x7f));
   }
 }
 
 function reduceE4m3(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) fp8Loop(SUM, dst, src, n, 4, 3, true);
-  else if (op == PROD) fp8Loop(PROD, dst, src, n, 4, 3, true);
-  else if (op == MAX) fp8Loop(MAX, dst, src, n, 4, 3, true);
-  else fp8Loop(MIN, dst, src, n, 4, 3, true);
+  if (op == SUM) fp8Loop<OpSum>(dst, src, n, 4, 3, true);
+  else if (op == PROD) fp8Loop<OpProd>(dst, src, n, 4, 3, true);
+  else if (op == MAX) fp8Loop<OpMax>(dst, src, n, 4, 3, true);
+  else fp8Loop<OpMin>(dst, src, n, 4, 3, true);
 }
 
 function reduceE5m2(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) fp8Loop(SUM, dst, src, n, 5, 2, false);
-  else if (op == PROD) fp8Loop(PROD, dst, src, n, 5, 2, false);
-  else if (op == MAX) fp8Loop(MAX, dst, src, n, 5, 2, false);
-  else fp8Loop(MIN, dst, src, n, 5, 2, false);
+  if (op == SUM) fp8Loop<OpSum>(dst, src, n, 5, 2, false);
+  else if (op == PROD) fp8Loop<OpProd>(dst, src, n, 5, 2, false);
+  else if (op == MAX) fp8Loop<OpMax>(dst, src, n, 5, 2, false);
+  else fp8Loop<OpMin>(dst, src, n, 5, 2, false);
 }
 
 // ---------------------------------------------------------------------------------------------

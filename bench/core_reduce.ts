@@ -92,9 +92,14 @@ function countWrong(dtype: BenchDType, got: Uint8Array, want: Uint8Array): numbe
   return wrong;
 }
 
-/** Median µs per call of fn over `samples` timed batches of `inner` calls, after warm-up. */
+/**
+ * Median µs per call of fn over `samples` timed batches of `inner` calls, after a warm-up of
+ * at least 3 batches and 100 ms, so that both engines' optimizing tiers (V8 TurboFan, JSC OMG)
+ * have compiled the code being timed.
+ */
 function time(fn: () => void, samples: number, inner: number): number {
-  for (let i = 0; i < Math.min(3, samples); i++) for (let j = 0; j < inner; j++) fn();
+  const warmUntil = performance.now() + 100;
+  for (let i = 0; i < 3 || performance.now() < warmUntil; i++) for (let j = 0; j < inner; j++) fn();
   const ts: number[] = [];
   for (let s = 0; s < samples; s++) {
     const t0 = performance.now();
