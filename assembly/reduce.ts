@@ -317,8 +317,8 @@ function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
 
 // ---------------------------------------------------------------------------------------------
 // float16 and float8 with SIMD: the same codec as decodeNarrow/encodeNarrow, four u32 lanes at
-// a time, in integer arithmetic (no tables, no subnormal f32 arithmetic). All compared values
-// are below 2^31, so signed compares (one instruction each on x86) are exact.
+// a time, mostly in integer arithmetic (no tables). All compared values are below 2^31, so
+// signed compares (one instruction each on x86) are exact.
 
 // @ts-ignore: decorator
 @inline function narrowToF32x4(h: v128, E: u32, M: u32, fn: bool): v128 {
@@ -506,26 +506,47 @@ export function reduceDivide(dtype: i32, ptr: usize, n: usize, divisor: i32): i3
     case DTYPE_UINT32: divInt<u32>(ptr, n, divisor); break;
     case DTYPE_INT64: divInt<i64>(ptr, n, divisor); break;
     case DTYPE_UINT64: divInt<u64>(ptr, n, divisor); break;
-    case DTYPE_FLOAT32:
-      for (let i: usize = 0; i < n; i++) store<f32>(ptr + (i << 2), load<f32>(ptr + (i << 2)) / df);
-      break;
-    case DTYPE_FLOAT64: {
-      const dd = <f64>divisor;
-      for (let i: usize = 0; i < n; i++) store<f64>(ptr + (i << 3), load<f64>(ptr + (i << 3)) / dd);
+    case DTYPE_FLOAT32: {
+      // Division, not multiplication by 1/divisor: only division is correctly rounded.
+      const vd = f32x4.splat(df);
+      const end = (n & ~<usize>3) << 2;
+      for (let i: usize = 0; i < end; i += 16) v128.store(ptr + i, f32x4.div(v128.load(ptr + i), vd));
+      for (let i = end; i < n << 2; i += 4) store<f32>(ptr + i, load<f32>(ptr + i) / df);
       break;
     }
-    case DTYPE_FLOAT16:
-      for (let i: usize = 0; i < n; i++) {
-        const p = ptr + (i << 1);
-        store<u16>(p, <u16>f32ToF16(f16ToF32(load<u16>(p)) / df));
-      }
+    case DTYPE_FLOAT64: {
+      const dd = <f64>divisor;
+      const vd = f64x2.splat(dd);
+      const end = (n & ~<usize>1) << 3;
+      for (let i: usize = 0; i < end; i += 16) v128.store(ptr + i, f64x2.div(v128.load(ptr + i), vd));
+      for (let i = end; i < n << 3; i += 8) store<f64>(ptr + i, load<f64>(ptr + i) / dd);
       break;
-    case DTYPE_BFLOAT16:
-      for (let i: usize = 0; i < n; i++) {
-        const p = ptr + (i << 1);
-        store<u16>(p, <u16>f32ToBf16(bf16ToF32(load<u16>(p)) / df));
+    }
+    case DTYPE_FLOAT16: {
+      const vd = f32x4.splat(df);
+      const end = (n & ~<usize>7) << 1;
+      for (let i: usize = 0; i < end; i += 16) {
+        const a = v128.load(ptr + i);
+        const lo = f32x4ToNarrow(f32x4.div(narrowToF32x4(i32x4.extend_low_i16x8_u(a), 5, 10, false), vd), 5, 10, false, 0x7e00);
+        const hi = f32x4ToNarrow(f32x4.div(narrowToF32x4(i32x4.extend_high_i16x8_u(a), 5, 10, false), vd), 5, 10, false, 0x7e00);
+        v128.store(ptr + i, i16x8.narrow_i32x4_u(lo, hi));
       }
+      for (let i = end; i < n << 1; i += 2) store<u16>(ptr + i, <u16>f32ToF16(f16ToF32(load<u16>(ptr + i)) / df));
       break;
+    }
+    case DTYPE_BFLOAT16: {
+      const vd = f32x4.splat(df);
+      const zero = i32x4.splat(0);
+      const end = (n & ~<usize>7) << 1;
+      for (let i: usize = 0; i < end; i += 16) {
+        const a = v128.load(ptr + i);
+        const lo = i8x16.shuffle(zero, a, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+        const hi = i8x16.shuffle(zero, a, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
+        v128.store(ptr + i, i16x8.narrow_i32x4_u(bf16Round(f32x4.div(lo, vd)), bf16Round(f32x4.div(hi, vd))));
+      }
+      for (let i = end; i < n << 1; i += 2) store<u16>(ptr + i, <u16>f32ToBf16(bf16ToF32(load<u16>(ptr + i)) / df));
+      break;
+    }
     case DTYPE_FLOAT8_E4M3FN:
       for (let i: usize = 0; i < n; i++) {
         store<u8>(ptr + i, <u8>f32ToE4m3(e4m3ToF32(load<u8>(ptr + i)) / df));

@@ -130,7 +130,7 @@ export function finishAvg(dtype: DType, buf: Uint8Array, worldSize: number): voi
   if (total % itemSize !== 0) {
     throw invalidArgument(`avg ${dtype}: ${total} bytes is not a whole number of ${itemSize}-byte elements`);
   }
-  if (total === 0 || worldSize === 1) return;
+  if (total === 0) return;
   const chunk = Math.min(total, CHUNK_BYTES);
   const base = scratch.ensure(chunk);
   const core = getCore();
@@ -201,7 +201,7 @@ export function finishAvgAt(dtype: DType, ptr: number, count: number, worldSize:
   const { code: dt, itemSize } = dtypeOf(dtype, 'avg');
   checkDivisor(worldSize);
   if (!Number.isInteger(count) || count < 0) throw invalidArgument(`finishAvgAt: count must be an integer >= 0, got ${count}`);
-  if (count === 0 || worldSize === 1) return;
+  if (count === 0) return;
   checkRange(ptr, count * itemSize, 'finishAvgAt');
   check(k().reduceDivide(dt, ptr, count, worldSize), `avg ${dtype}`);
 }

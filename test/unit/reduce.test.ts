@@ -195,6 +195,20 @@ test('avg: sum of three contributions then finishAvg (and finishAvgAt) matches s
   }
 });
 
+test('finishAvg: divisors 1, 2, 7 and 1000 on every dtype, SIMD body and tail', () => {
+  const rnd = prng(777);
+  for (const dtype of DTYPE_NAMES) {
+    if (dtype === 'bool') continue;
+    for (const d of [1, 2, 7, 1000]) {
+      const data = randomBytes(dtype, 45, rnd);
+      const got = data.slice();
+      finishAvg(dtype, got, d);
+      const bad = sameResult(dtype, got, referenceDivide(dtype, data, d));
+      if (bad) assert.unreachable(`divide ${dtype} by ${d}: ${bad}`);
+    }
+  }
+});
+
 test('integer avg truncates toward zero; sums wrap around first', () => {
   const a = new Int32Array([7, -7, 2147483647, 5]);
   const b = new Int32Array([0, 0, 1, 0]);
