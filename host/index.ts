@@ -25,3 +25,5 @@ export type {
   GroupLayout, PortTriple, BinomialTree, RecursiveDoublingPlan, ChunkPlan,
 } from './core/layout.js';
 export type { Store, StoreValue } from './store/types.js';
+export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
+export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
