@@ -17,6 +17,13 @@ export {
   reduceBytes, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, REDUCE_OP_CODES,
 } from './core/reduce.js';
 export type { ReduceOp, CoreBuffer } from './core/reduce.js';
+export {
+  findGroup, validatePortTriple, groupPortsFor, encodePortRecord, decodePortRecord,
+  ringNeighbors, binomialTree, disseminationPartners, recursiveDoubling, chunkPlan,
+} from './core/layout.js';
+export type {
+  GroupLayout, PortTriple, BinomialTree, RecursiveDoublingPlan, ChunkPlan,
+} from './core/layout.js';
 export type { Store, StoreValue } from './store/types.js';
 export { encodeTensorDict, decodeTensorDict, fillTensorDict } from './tensor_dict.js';
 export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } from './tensor_dict.js';
