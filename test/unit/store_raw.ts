@@ -3,7 +3,7 @@ import net from 'node:net';
 
 export function le64(n: number | bigint): Buffer {
   const b = Buffer.alloc(8);
-  b.writeBigInt64LE(BigInt(n));
+  b.writeBigUInt64LE(BigInt.asUintN(64, BigInt(n)));
   return b;
 }
 
