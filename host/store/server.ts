@@ -11,7 +11,7 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { guard, type OpOptions } from '../deadline.js';
-import { GroupcommError, invalidArgument, timeoutError } from '../errors.js';
+import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, DEFAULT_LIMITS, EXT_PROBE_KEY,
@@ -193,10 +193,14 @@ export class TcpStoreServer {
       if (v === undefined) return 0;
       try { return Number(strtoll(v)); } catch { return 0; }
     };
+    if (this.closing) return Promise.reject(destroyedError('waitForWorkers on a closed TcpStoreServer'));
     if (joined() >= worldSize) return Promise.resolve();
     let watcher: (() => void) | undefined;
-    const p = new Promise<void>((resolve) => {
-      watcher = () => { if (joined() >= worldSize) resolve(); };
+    const p = new Promise<void>((resolve, reject) => {
+      watcher = () => {
+        if (this.closing) reject(destroyedError(`TcpStoreServer closed while waiting for clients (${joined()}/${worldSize} joined)`));
+        else if (joined() >= worldSize) resolve();
+      };
       this.watch(INIT_KEY, watcher);
     });
     const unwatch = () => watcher && this.watchers.get(INIT_KEY)?.delete(watcher);
@@ -221,6 +225,8 @@ export class TcpStoreServer {
         this.server.close(() => resolve());
         for (const c of [...this.conns]) this.drop(c);
       });
+      // wake in-process waiters (waitForWorkers) so they fail now instead of at their timeout
+      for (const set of this.watchers.values()) for (const fn of [...set]) fn();
     }
     return this.closing;
   }
