@@ -20,3 +20,5 @@ export type { ReduceOp, CoreBuffer } from './core/reduce.js';
 export type { Store, StoreValue } from './store/types.js';
 export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
+export { StatelessProcessGroup } from './pg/group.js';
+export type { ProcessGroupOptions, DestroyOptions, ReduceOpName } from './pg/group.js';

@@ -25,8 +25,8 @@ import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadlin
 import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
-import { bytesOf, type Tensor } from '../tensor.js';
-import { reduceBytes, finishAvg, type ReduceOp } from '../core/reduce.js';
+import { bytesOf, type CpuTensor, type Tensor } from '../tensor.js';
+import { reduceBytes, finishAvg } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
@@ -78,6 +78,9 @@ export class StatelessProcessGroup {
   readonly #recvSeq: number[];
   #bcastSendSeq = 0;
   readonly #bcastRecvSeq: number[];
+  /** Per source: the previous receive's read, which the next one waits for (see #chained). */
+  readonly #recvChain: Promise<unknown>[];
+  readonly #bcastChain: Promise<unknown>[];
   #collSeq = 0;
   #collChain: Promise<unknown> = Promise.resolve();
   readonly #pending = new Set<Promise<unknown>>();
@@ -95,6 +98,8 @@ export class StatelessProcessGroup {
     this.#sendSeq = new Array(o.worldSize).fill(0);
     this.#recvSeq = new Array(o.worldSize).fill(0);
     this.#bcastRecvSeq = new Array(o.worldSize).fill(0);
+    this.#recvChain = new Array(o.worldSize).fill(Promise.resolve());
+    this.#bcastChain = new Array(o.worldSize).fill(Promise.resolve());
   }
 
   /**
@@ -235,20 +240,21 @@ export class StatelessProcessGroup {
     return this.#op(async () => {
       checkCpuTensor(t, 'allReduce');
       if (!REDUCE_OPS.includes(op)) throw invalidArgument(`allReduce: unsupported op '${op}'; use one of ${REDUCE_OPS.join(', ')}`);
+      if (op === 'avg' && t.dtype === 'bool') throw invalidArgument('allReduce: avg is not defined for bool (sum/max = any, prod/min = all)');
       if (this.worldSize === 1) return t;
       const parts = await this.#collective(encodeTensor(t), 'allReduce', opts);
-      const got = parts.map((p, r) => (r === this.rank ? { dtype: t.dtype, shape: t.shape, bytes: p.bytes.subarray(p.bytes.length - bytesOf(t as never).length) } : decodeTensor(p.bytes, p.origin)));
+      const got = parts.map((p, r) => (r === this.rank ? { dtype: t.dtype, shape: t.shape, bytes: bytesOf(t as CpuTensor) } : decodeTensor(p.bytes, p.origin)));
       for (let r = 0; r < got.length; r++) {
         const g = got[r];
         if (g.dtype !== t.dtype || g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
           throw invalidArgument(`allReduce: rank ${r} passed [${g.shape.join(', ')}] ${g.dtype}, rank ${this.rank} [${t.shape.join(', ')}] ${t.dtype}`, { peerRank: r });
         }
       }
-      const acc = new Uint8Array(got[0].bytes); // a copy: rank 0's value is the fold's start
-      const kernelOp: ReduceOp = op === 'avg' ? 'sum' : op;
-      for (let r = 1; r < got.length; r++) reduceBytes(kernelOp, t.dtype, acc, got[r].bytes);
+      // Fold in rank order from a copy of rank 0's value; avg reduces like sum, then divides once.
+      const acc = new Uint8Array(got[0].bytes);
+      for (let r = 1; r < got.length; r++) reduceBytes(op, t.dtype, acc, got[r].bytes);
       if (op === 'avg') finishAvg(t.dtype, acc, this.worldSize);
-      bytesOf(t as never).set(acc);
+      bytesOf(t as CpuTensor).set(acc);
       return t;
     });
   }
@@ -389,7 +395,7 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.store.get(key, o);
+      bytes = await this.#chained(this.#recvChain, src, key, o);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
@@ -414,7 +420,7 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.store.get(key, o);
+      bytes = await this.#chained(this.#bcastChain, src, key, o);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
@@ -427,6 +433,20 @@ export class StatelessProcessGroup {
       }), `ack ${key}`);
     }
     return [bytes, { key, src }];
+  }
+
+  /**
+   * The store read of one receive, started only once the previous receive from the same source
+   * has its value. A source writes its messages in order, so while message k is missing so are
+   * k+1, k+2, …: without the chain, 500 unawaited receives would park 500 blocking waits on the
+   * server (each on a connection of its own); with it, at most one per source waits.
+   */
+  #chained(chain: Promise<unknown>[], src: number, key: string, o: { timeoutMs: number; signal?: AbortSignal }): Promise<Uint8Array> {
+    const deadline = performance.now() + o.timeoutMs;
+    const read = () => this.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal });
+    const p = chain[src].then(read, read);
+    chain[src] = p.catch(() => {});
+    return p;
   }
 
   #collKey(n: number, r: number): string {
