@@ -243,7 +243,9 @@ export class StatelessProcessGroup {
       if (op === 'avg' && t.dtype === 'bool') throw invalidArgument('allReduce: avg is not defined for bool (sum/max = any, prod/min = all)');
       if (this.worldSize === 1) return t;
       const parts = await this.#collective(encodeTensor(t), 'allReduce', opts);
-      const got = parts.map((p, r) => (r === this.rank ? { dtype: t.dtype, shape: t.shape, bytes: bytesOf(t as CpuTensor) } : decodeTensor(p.bytes, p.origin)));
+      // This rank's part is decoded from what it published, not re-read from `t`: the caller may
+      // have changed `t` since the call, and every rank must fold the same values.
+      const got = parts.map((p) => decodeTensor(p.bytes, p.origin));
       for (let r = 0; r < got.length; r++) {
         const g = got[r];
         if (g.dtype !== t.dtype || g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
