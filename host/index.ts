@@ -30,3 +30,5 @@ export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } fro
 export { FrameError } from './core/frame.js';
 export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
+export { StatelessProcessGroup } from './pg/group.js';
+export type { ProcessGroupOptions, DestroyOptions, ReduceOpName } from './pg/group.js';
