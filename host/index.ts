@@ -14,3 +14,5 @@ export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tenso
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
 export type { Store, StoreValue } from './store/types.js';
+export { CpuGroup } from './cpu/group.js';
+export type { CpuGroupOptions, ReduceOptions, OutOptions } from './cpu/group.js';
