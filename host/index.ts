@@ -13,6 +13,12 @@ export {
 export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tensor.js';
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
+export {
+  reduceBytes, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, REDUCE_OP_CODES,
+} from './core/reduce.js';
+export type { ReduceOp, CoreBuffer } from './core/reduce.js';
 export type { Store, StoreValue } from './store/types.js';
+export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
+export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
 export { CpuGroup } from './cpu/group.js';
 export type { CpuGroupOptions, ReduceOptions, OutOptions } from './cpu/group.js';
