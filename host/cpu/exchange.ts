@@ -2,7 +2,7 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { protocolError, type GroupcommError } from '../errors.js';
+import { peerLostError, protocolError, type GroupcommError } from '../errors.js';
 import { frameKey, type Mesh, type Sink } from './mesh.js';
 
 interface Posted {
@@ -102,6 +102,7 @@ export class Exchange {
       const onFail = (e: GroupcommError) => reject(e);
       this.failWaiters.add(onFail);
       this.ensureSink(peer);
+      this.checkDeparted(peer);
     });
   }
 
@@ -110,6 +111,16 @@ export class Exchange {
     this.streams.set(peer, sink);
     this.expect(peer, count);
     this.ensureSink(peer);
+    this.checkDeparted(peer);
+  }
+
+  /** Fails this operation if it still expects frames from `peer`, which has left the group. */
+  checkDeparted(peer: number): void {
+    if (this.mesh.departed.has(peer) && (this.expecting.get(peer) ?? 0) > 0) {
+      this.fail(peerLostError(
+        `rank ${this.rank}: rank ${peer} destroyed its end of the group while this operation still expected data from it`,
+        { rank: this.rank, peerRank: peer }));
+    }
   }
 
   private mismatch(peer: number, slot: number, got: number, want: number): GroupcommError {

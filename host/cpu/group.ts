@@ -89,6 +89,9 @@ export class CpuGroup {
       this.broken = err;
       for (const ex of this.active) ex.fail(err);
     });
+    mesh.onDeparted((peer) => {
+      for (const ex of this.active) ex.checkDeparted(peer);
+    });
   }
 
   /** Listens, publishes this rank's address in the store, connects and handshakes the full mesh. */
@@ -212,6 +215,7 @@ export class CpuGroup {
   }
 
   private reducer(op: ReduceOp, dtype: CpuTensor['dtype']) {
+    if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
     const k = op === 'avg' ? 'sum' : op;
     return (dst: Uint8Array, src: Uint8Array) => reduceBytes(k, dtype, dst, src);
   }

@@ -19,7 +19,7 @@ import { GroupcommError, peerLostError, protocolError, timeoutError, abortedErro
 import { logger, type Logger } from '../log.js';
 import {
   ACK_SIZE, HEADER_SIZE, HELLO_FIXED, MAGIC, MAX_NAME_BYTES, Status, VERSION, decodeAck,
-  decodeHelloFixed, encodeAck, encodeHello, readHeader, statusText, writeHeader,
+  decodeHelloFixed, encodeAck, encodeHello, KIND_BYE, readHeader, statusText, writeHeader,
 } from './wire.js';
 
 /** Receives the frames of one operation from one peer. */
@@ -118,6 +118,12 @@ class Inbound {
       this.remaining = 0;
       return;
     }
+    if (h.kind === KIND_BYE) {
+      this.skipping = true;
+      this.remaining = h.length;
+      this.mesh.onBye(this.peer);
+      return;
+    }
     this.key = frameKey(h.kind, h.tag, h.seq);
     this.slot = h.slot;
     this.remaining = h.length;
@@ -175,6 +181,9 @@ export class Mesh {
   private strangers = new Set<net.Socket>();
   private closing = false;
   private lostHandler: (err: GroupcommError) => void = () => {};
+  private departHandler: (peer: number) => void = () => {};
+  /** Peers that said goodbye (destroyed their group): no more frames will come from them. */
+  readonly departed = new Set<number>();
   private readyCheck: () => void = () => {};
   private setupError: ((e: GroupcommError) => void) | undefined;
   address: { host: string; port: number } = { host: '', port: 0 };
@@ -203,6 +212,18 @@ export class Mesh {
   /** Called once with the first connection loss after setup (the group is unusable after it). */
   onLost(fn: (err: GroupcommError) => void): void {
     this.lostHandler = fn;
+  }
+
+  /** Called when a peer destroys its group on purpose (after its last frame to us). */
+  onDeparted(fn: (peer: number) => void): void {
+    this.departHandler = fn;
+  }
+
+  onBye(peer: number): void {
+    if (this.departed.has(peer)) return;
+    this.departed.add(peer);
+    this.log.debug(`rank ${peer} left the group`);
+    this.departHandler(peer);
   }
 
   private prefix(): string {
@@ -372,8 +393,14 @@ export class Mesh {
   }
 
   private lost = false;
-  private lose(peer: number, why: string): void {
-    if (this.closing || this.lost) return;
+  private lose(peer: number, why: string, graceMs = 100): void {
+    if (this.closing || this.lost || this.departed.has(peer)) return;
+    if (graceMs > 0 && !this.setupError) {
+      // A peer that destroys its group says goodbye first, but its goodbye travels on the other
+      // connection of the pair and may be read after this one's close: give it a moment.
+      setTimeout(() => this.lose(peer, why, 0), graceMs);
+      return;
+    }
     const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
@@ -385,7 +412,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.out[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`);
+    this.lose(peer, `protocol error: ${why}`, 0);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
@@ -453,13 +480,24 @@ export class Mesh {
     s.uncork();
   }
 
-  /** Closes every socket and the listener now. Idempotent. */
+  /**
+   * Closes every connection and the listener now. Each peer first gets a goodbye frame behind
+   * everything already written to it, so it can tell a departure from a crash; sockets that
+   * have not drained within a second are destroyed. Idempotent.
+   */
   close(): void {
     if (this.closing) return;
     this.closing = true;
     this.server?.close();
     this.server = undefined;
-    for (const s of [...this.dialed, ...this.out, ...this.strangers]) s?.destroy();
+    const bye = Buffer.alloc(HEADER_SIZE);
+    writeHeader(bye, 0, KIND_BYE, 0, 0, 0, 0);
+    for (const s of this.out) {
+      if (!s || s.destroyed) continue;
+      s.end(bye);
+      setTimeout(() => s.destroy(), 1000).unref();
+    }
+    for (const s of [...this.dialed, ...this.strangers]) s?.destroy();
     this.strangers.clear();
   }
 }

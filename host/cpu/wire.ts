@@ -19,6 +19,8 @@ export const MAX_NAME_BYTES = 1024;
 /** Frame kinds: collective frames are matched by the group's op sequence, p2p by (tag, seq). */
 export const KIND_COLL = 1;
 export const KIND_P2P = 2;
+/** Sent by destroy(): "I am leaving on purpose; everything I had to send precedes this". */
+export const KIND_BYE = 3;
 
 /** ACK status codes (0 = accepted). */
 export const Status = {
