@@ -55,6 +55,19 @@ export interface CpuGroupOptions {
   recvBufferBytes?: number;
 }
 
+function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
+  const pick = (v: number | undefined, env: string, d: number, what: string) => {
+    const x = v ?? envNumber(env, d);
+    if (!Number.isInteger(x) || x < 1 || x > 0xffffffff) throw invalidArgument(`${what} must be an integer in [1, 2^32), got ${x}`);
+    return x;
+  };
+  return {
+    chunkBytes: pick(opts.chunkBytes, 'GROUPCOMM_CPU_CHUNK_BYTES', 512 * 1024, 'chunkBytes'),
+    window: pick(opts.window, 'GROUPCOMM_CPU_WINDOW', 4, 'window'),
+    smallBytes: pick(opts.smallBytes, 'GROUPCOMM_CPU_SMALL_BYTES', 64 * 1024, 'smallBytes'),
+  };
+}
+
 export interface ReduceOptions extends OpOptions { op?: ReduceOp }
 export interface OutOptions extends OpOptions { out?: CpuTensor }
 
@@ -74,17 +87,14 @@ export class CpuGroup {
   private broken: GroupcommError | undefined;
   private destroyed = false;
 
-  private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number) {
+  private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
     this.rank = opts.rank;
     this.worldSize = opts.worldSize;
     this.groupName = opts.groupName;
     this.epoch = opts.epoch ?? 0;
     this.timeoutMs = timeoutMs;
-    this.tuning = {
-      chunkBytes: Math.floor(opts.chunkBytes ?? envNumber('GROUPCOMM_CPU_CHUNK_BYTES', 512 * 1024)),
-      window: Math.floor(opts.window ?? envNumber('GROUPCOMM_CPU_WINDOW', 4)),
-    };
-    this.smallBytes = opts.smallBytes ?? envNumber('GROUPCOMM_CPU_SMALL_BYTES', 64 * 1024);
+    this.tuning = { chunkBytes: tuning.chunkBytes, window: tuning.window };
+    this.smallBytes = tuning.smallBytes;
     mesh.onLost((err) => {
       this.broken = err;
       for (const ex of this.active) ex.fail(err);
@@ -105,7 +115,9 @@ export class CpuGroup {
     const epoch = opts.epoch ?? 0;
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
     const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
+    const tuning = tuningOf(opts);
     const mesh = await Mesh.connect({
+      framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
       host: opts.host ?? '127.0.0.1',
       port: opts.port ?? 0,
@@ -113,7 +125,7 @@ export class CpuGroup {
       signal: opts.signal,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? envNumber('GROUPCOMM_CPU_RECV_BUFFER_BYTES', 1024 * 1024)),
     });
-    return new CpuGroup(mesh, opts, timeoutMs);
+    return new CpuGroup(mesh, opts, timeoutMs, tuning);
   }
 
   /** Where this rank listened during setup (the listener is closed once the mesh is complete). */

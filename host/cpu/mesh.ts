@@ -44,6 +44,11 @@ export interface MeshOptions {
   signal?: AbortSignal;
   /** Bytes of the reused receive buffer per peer. */
   recvBufferBytes: number;
+  /**
+   * Settings that decide how collectives cut messages into frames: every rank must use the
+   * same ones, so they travel in the handshake and a rank with others is refused.
+   */
+  framing: { chunkBytes: number; smallBytes: number };
 }
 
 export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
@@ -54,6 +59,23 @@ const COPY_BELOW = 64 * 1024;
 interface Pending {
   slot: number;
   buf: Uint8Array;
+}
+
+/** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
+function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array): void {
+  let d: Uint8Array | null;
+  try {
+    d = sink.dest(slot, buf.byteLength);
+  } catch (e) {
+    sink.fail(e as GroupcommError);
+    return;
+  }
+  if (d && d.byteLength !== buf.byteLength) {
+    sink.fail(protocolError(`frame ${key} slot ${slot} from rank ${peer} has ${buf.byteLength} bytes, expected ${d.byteLength}: the ranks called different collectives or sizes`, { peerRank: peer }));
+    return;
+  }
+  if (d) d.set(buf);
+  sink.done(slot, d ?? buf);
 }
 
 /** Parses one peer's incoming byte stream: the ACK first, then frames. Tolerates any chunking. */
@@ -159,9 +181,15 @@ class Inbound {
     if (this.skipping) return;
     const buf = this.dest!;
     this.dest = null;
-    const sink = this.sink ?? this.sinks.get(this.key);
-    if (sink) {
-      sink.done(this.slot, buf);
+    if (this.sink) {
+      this.sink.done(this.slot, buf);
+      return;
+    }
+    // The operation may have registered while this frame was arriving into a side buffer:
+    // it then gets the frame the way early frames are handed over (copied into its dest).
+    const late = this.sinks.get(this.key);
+    if (late) {
+      deliver(late, this.key, this.peer, this.slot, buf);
       return;
     }
     let q = this.early.get(this.key);
@@ -323,6 +351,10 @@ export class Mesh {
       if (h.epoch !== this.opts.epoch) return refuse(Status.WRONG_EPOCH, `epoch ${h.epoch}, this is ${this.opts.epoch}`);
       if (h.worldSize !== this.worldSize) return refuse(Status.WRONG_SIZE, `world size ${h.worldSize}, this is ${this.worldSize}`);
       if (h.rank >= this.worldSize || h.rank === this.rank) return refuse(Status.BAD_RANK, `rank ${h.rank}`);
+      const f = this.opts.framing;
+      if (h.chunkBytes !== f.chunkBytes || h.smallBytes !== f.smallBytes) {
+        return refuse(Status.WRONG_TUNING, `chunkBytes ${h.chunkBytes} / smallBytes ${h.smallBytes}, this rank uses ${f.chunkBytes} / ${f.smallBytes}`);
+      }
       if (this.out[h.rank]) return refuse(Status.DUPLICATE, `rank ${h.rank}`);
       s.off('data', onData);
       this.strangers.delete(s);
@@ -358,7 +390,7 @@ export class Mesh {
         connected = true;
         s.setNoDelay(true);
         this.dialed[peer] = s;
-        s.write(encodeHello({ rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName }));
+        s.write(encodeHello({ rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName, ...this.opts.framing }));
         this.watch(s, peer);
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
@@ -422,21 +454,7 @@ export class Mesh {
     const early = inb.early.get(key);
     if (!early) return;
     inb.early.delete(key);
-    for (const f of early) {
-      let d: Uint8Array | null;
-      try {
-        d = sink.dest(f.slot, f.buf.byteLength);
-      } catch (e) {
-        sink.fail(e as GroupcommError);
-        continue;
-      }
-      if (d && d.byteLength !== f.buf.byteLength) {
-        sink.fail(protocolError(`frame ${key} slot ${f.slot} from rank ${peer} has ${f.buf.byteLength} bytes, expected ${d.byteLength}`, { peerRank: peer }));
-        continue;
-      }
-      if (d) d.set(f.buf);
-      sink.done(f.slot, d ?? f.buf);
-    }
+    for (const f of early) deliver(sink, key, peer, f.slot, f.buf);
   }
 
   unregister(peer: number, key: string): void {

@@ -10,7 +10,7 @@
 
 export const MAGIC = 0x55504347; // 'GCPU' read as a little-endian u32
 export const VERSION = 1;
-export const HELLO_FIXED = 24;
+export const HELLO_FIXED = 32;
 export const ACK_SIZE = 12;
 export const HEADER_SIZE = 24;
 /** Longest accepted group name in a HELLO (bytes): bounds what a stranger can make us buffer. */
@@ -32,11 +32,13 @@ export const Status = {
   BAD_RANK: 5,
   DUPLICATE: 6,
   WRONG_SIZE: 7,
+  WRONG_TUNING: 8,
 } as const;
 
 const STATUS_TEXT: Record<number, string> = {
   0: 'ok', 1: 'bad magic', 2: 'unsupported version', 3: 'wrong group name', 4: 'wrong epoch',
   5: 'rank out of range', 6: 'rank already connected', 7: 'world size differs',
+  8: 'chunkBytes / smallBytes differ',
 };
 export const statusText = (s: number) => STATUS_TEXT[s] ?? `status ${s}`;
 
@@ -47,9 +49,13 @@ export interface Hello {
   worldSize: number;
   epoch: number;
   name: string;
+  /** The sender's framing settings (they must match on every rank). */
+  chunkBytes: number;
+  smallBytes: number;
 }
 
-// HELLO: u32 magic, u16 version, u16 nameLen, u32 rank, u32 worldSize, f64 epoch, name bytes.
+// HELLO: u32 magic, u16 version, u16 nameLen, u32 rank, u32 worldSize, f64 epoch,
+//        u32 chunkBytes, u32 smallBytes, name bytes.
 export function encodeHello(h: Omit<Hello, 'magic' | 'version'>): Buffer {
   const name = Buffer.from(h.name, 'utf8');
   const b = Buffer.allocUnsafe(HELLO_FIXED + name.length);
@@ -59,12 +65,14 @@ export function encodeHello(h: Omit<Hello, 'magic' | 'version'>): Buffer {
   b.writeUInt32LE(h.rank, 8);
   b.writeUInt32LE(h.worldSize, 12);
   b.writeDoubleLE(h.epoch, 16);
+  b.writeUInt32LE(h.chunkBytes >>> 0, 24);
+  b.writeUInt32LE(h.smallBytes >>> 0, 28);
   name.copy(b, HELLO_FIXED);
   return b;
 }
 
 /** The fixed part of a HELLO; `nameLen` says how many more bytes to read. */
-export function decodeHelloFixed(b: Buffer): { magic: number; version: number; nameLen: number; rank: number; worldSize: number; epoch: number } {
+export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name'> & { nameLen: number } {
   return {
     magic: b.readUInt32LE(0),
     version: b.readUInt16LE(4),
@@ -72,6 +80,8 @@ export function decodeHelloFixed(b: Buffer): { magic: number; version: number; n
     rank: b.readUInt32LE(8),
     worldSize: b.readUInt32LE(12),
     epoch: b.readDoubleLE(16),
+    chunkBytes: b.readUInt32LE(24),
+    smallBytes: b.readUInt32LE(28),
   };
 }
 

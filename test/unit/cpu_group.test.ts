@@ -60,10 +60,12 @@ test('strangers are refused with a status (wrong group, epoch, magic) and the gr
   const first = CpuGroup.create({ store, rank: 0, worldSize: 2, groupName: name, timeoutMs: 10_000 });
   const addr = Buffer.from(await store.get(`groupcomm/cpu/${name}/0/addr/0`)).toString();
   const port = Number(addr.split(':')[1]);
-  assert.is((await knock(port, encodeHello({ rank: 1, worldSize: 2, epoch: 0, name: 'other' }))).status, Status.WRONG_GROUP);
-  assert.is((await knock(port, encodeHello({ rank: 1, worldSize: 2, epoch: 5, name }))).status, Status.WRONG_EPOCH);
-  assert.is((await knock(port, encodeHello({ rank: 0, worldSize: 2, epoch: 0, name }))).status, Status.BAD_RANK);
-  assert.is((await knock(port, encodeHello({ rank: 1, worldSize: 3, epoch: 0, name }))).status, Status.WRONG_SIZE);
+  const hello = { rank: 1, worldSize: 2, epoch: 0, name, chunkBytes: 512 * 1024, smallBytes: 64 * 1024 };
+  assert.is((await knock(port, encodeHello({ ...hello, name: 'other' }))).status, Status.WRONG_GROUP);
+  assert.is((await knock(port, encodeHello({ ...hello, epoch: 5 }))).status, Status.WRONG_EPOCH);
+  assert.is((await knock(port, encodeHello({ ...hello, rank: 0 }))).status, Status.BAD_RANK);
+  assert.is((await knock(port, encodeHello({ ...hello, worldSize: 3 }))).status, Status.WRONG_SIZE);
+  assert.is((await knock(port, encodeHello({ ...hello, chunkBytes: 4096 }))).status, Status.WRONG_TUNING);
   assert.is((await knock(port, new Uint8Array(32).fill(0x41))).status, Status.BAD_MAGIC);
   const second = CpuGroup.create({ store, rank: 1, worldSize: 2, groupName: name, timeoutMs: 10_000 });
   const gs = await Promise.all([first, second]);
@@ -71,6 +73,19 @@ test('strangers are refused with a status (wrong group, epoch, magic) and the gr
   await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
   assert.equal([...ts[0].data], [11, 22]);
   await destroyAll(gs);
+});
+
+test('a rank with other framing settings is refused at setup, naming the setting', async () => {
+  const name = `tuning-${groupNo++}`;
+  const res = await Promise.allSettled([
+    CpuGroup.create({ store, rank: 0, worldSize: 2, groupName: name, timeoutMs: 3000, chunkBytes: 4096 }),
+    CpuGroup.create({ store, rank: 1, worldSize: 2, groupName: name, timeoutMs: 3000, chunkBytes: 8192 }),
+  ]);
+  for (const r of res) {
+    assert.is(r.status, 'rejected');
+    assert.is((r as PromiseRejectedResult).reason.code, 'ERR_GROUPCOMM_PROTOCOL');
+    assert.match((r as PromiseRejectedResult).reason.message, /chunkBytes/);
+  }
 });
 
 test('the frame parser tolerates any chunking (7-byte receive buffers)', async () => {
