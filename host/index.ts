@@ -32,3 +32,5 @@ export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/i
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
 export { StatelessProcessGroup } from './pg/group.js';
 export type { ProcessGroupOptions, DestroyOptions, ReduceOpName } from './pg/group.js';
+export { CpuGroup } from './cpu/group.js';
+export type { CpuGroupOptions, ReduceOptions, OutOptions } from './cpu/group.js';
