@@ -196,15 +196,20 @@ export interface ParsedPrototype {
 }
 
 /** What koffi makes of a declaration, without loading any library (tests check the table with it). */
+const parsed = new Map<string, ParsedPrototype>();
 export function parsePrototype(decl: string): ParsedPrototype {
+  const hit = parsed.get(decl);
+  if (hit) return hit; // koffi.proto registers the name: a second declaration would clash
   koffi();
   type T = { primitive: string; size: number };
   const t = koffiMod!.proto(decl) as unknown as { proto: { name: string; result: T; arguments: { type: T; direction: string }[] } };
-  return {
+  const p: ParsedPrototype = {
     name: t.proto.name,
     result: { primitive: t.proto.result.primitive, size: t.proto.result.size },
     args: t.proto.arguments.map((a) => ({ primitive: a.type.primitive, size: a.type.size, direction: a.direction })),
   };
+  parsed.set(decl, p);
+  return p;
 }
 
 // ---- discovery ----------------------------------------------------------------------------------
@@ -223,14 +228,16 @@ const PIP_DIRS: Record<LibKind, string[]> = {
   cudart: ['nvidia/cuda_runtime/lib', 'nvidia/cu13/lib'],
 };
 
-let sitePackagesCache: string[] | undefined;
+// Keyed by PATH: asking python is slow (tens of ms), and PATH rarely changes within a process.
+const sitePackagesCache = new Map<string, string[]>();
 
-/** site-packages folders of every distinct python3 on PATH (each asked with a 5 s timeout). */
-export function pythonSitePackages(): string[] {
-  if (sitePackagesCache) return sitePackagesCache;
+/** site-packages folders of every distinct python3 on `searchPath` (each asked with a 5 s timeout). */
+export function pythonSitePackages(searchPath = process.env.PATH ?? ''): string[] {
+  const hit = sitePackagesCache.get(searchPath);
+  if (hit) return hit;
   const seen = new Set<string>();
   const out: string[] = [];
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+  for (const dir of searchPath.split(path.delimiter)) {
     const exe = path.join(dir || '.', 'python3');
     let real: string;
     try { real = fs.realpathSync(exe); fs.accessSync(real, fs.constants.X_OK); } catch { continue; }
@@ -244,7 +251,8 @@ export function pythonSitePackages(): string[] {
       for (const p of JSON.parse(txt.trim().split('\n').pop() ?? '[]') as string[]) if (!out.includes(p)) out.push(p);
     } catch { /* a broken python is just one place fewer to look */ }
   }
-  return (sitePackagesCache = out);
+  sitePackagesCache.set(searchPath, out);
+  return out;
 }
 
 /** Where to look for a library, in order; an env override is the only candidate when set. */
@@ -252,7 +260,7 @@ export function libraryCandidates(kind: LibKind, env: NodeJS.ProcessEnv = proces
   const forced = env[ENV[kind]];
   if (forced) return { candidates: [forced], override: ENV[kind] };
   const c: string[] = [];
-  for (const sp of pythonSitePackages()) {
+  for (const sp of pythonSitePackages(env.PATH ?? '')) {
     for (const d of PIP_DIRS[kind]) for (const so of SONAMES[kind]) {
       const p = path.join(sp, d, so);
       if (fs.existsSync(p)) c.push(p);
