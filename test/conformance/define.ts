@@ -8,6 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadBackend } from '../../host/device/registry.js';
 import type { DeviceBackendV1 } from '../../host/device/types.js';
+import { DTYPE_NAMES } from '../../host/tensor.js';
 import { spawnRanks, type Runtime } from '../helpers/ranks.js';
 import { conformanceCases } from './suite.js';
 import { startTestStore } from './teststore.js';
@@ -34,6 +35,14 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
     if (dropped.length) console.log(`# ${backend.name}: ${n} device(s); world sizes ${dropped.join(', ')} need one device per rank and are not run`);
   }
   if (!probe.available) console.log(`# ${backend.name} plugin unavailable, conformance cases skipped: ${probe.reason}`);
+  const head = suite(`${backend.name} plugin`);
+  head('probe() answers: available, or unavailable with a reason', () => {
+    assert.ok(probe.available || probe.reason.length > 0, JSON.stringify(probe));
+  });
+  head('capabilities list only known dtypes', () => {
+    for (const d of backend.capabilities.reduceDtypes) assert.ok(DTYPE_NAMES.includes(d), d);
+  });
+  head.run();
 
   for (const ws of probe.available ? sizes : spec.worldSizes) {
     const { cases, failures, unsupported } = conformanceCases(backend, ws);
