@@ -14,3 +14,15 @@ export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tenso
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
 export type { Store, StoreValue } from './store/types.js';
+export { DEVICE_API_VERSION, REDUCE_OPS } from './device/types.js';
+export type {
+  DeviceBackendV1, DeviceCommunicatorV1, DeviceBootstrap, CommunicatorOptions, CollectiveOptions,
+  BackendCapabilities, ProbeResult, ReduceOp,
+} from './device/types.js';
+export { resolveBackend, loadBackend, registerBackend, backendNames, backendSpec } from './device/registry.js';
+export { checkBackend, backendProblems } from './device/check.js';
+export { storeBootstrap } from './device/bootstrap.js';
+export type { BootstrapStore, StoreBootstrapOptions } from './device/bootstrap.js';
+export { emptyOn, toDevice, fromDevice, freeTensor, subBuffer, deviceString } from './device/tensors.js';
+export { OrderedOps } from './device/lifecycle.js';
+export { reduceInto } from './device/elementwise.js';
