@@ -188,8 +188,10 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   private async waitEvent(what: string, signal: AbortSignal): Promise<void> {
-    for (let spins = 0; !this.libs.cuda.eventDone(this.event); spins++) {
+    for (let spins = 0; ; spins++) {
+      // The signal first: after an abort the event and stream are being released.
       if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
+      if (this.libs.cuda.eventDone(this.event)) return;
       // A peer failure shows up here, not in the event: without this we would wait for the timeout.
       if (spins % 64 === 63) this.asyncPending(what);
       await sleep(pollDelayMs(spins));
