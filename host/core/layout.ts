@@ -94,7 +94,7 @@ const ERR = {
 /** Largest world size the schedules accept (LAYOUT_MAX_WORLD in the core). */
 const MAX_WORLD = 1 << 30;
 /** Refuse plans with more chunks than this (chunkElems far too small for count). */
-const MAX_CHUNKS = 1 << 24;
+const MAX_CHUNKS = 1 << 20;
 const PORT_NAMES = ['device', 'cpu', 'store'];
 
 interface LayoutExports {
