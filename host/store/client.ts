@@ -382,6 +382,8 @@ export class TcpStore implements Store {
   }
 
   async multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]> {
+    // No keys, no reply bytes: a reader that consumes nothing would never be reached.
+    if (keys.length === 0) return [];
     const wks = keys.map((k) => this.wireKey(k));
     const frame = keyListFrame(Op.MULTI_GET, wks);
     if (this.extended) {

@@ -65,6 +65,12 @@ export interface StoreLimits {
   maxValueBytes: number;
   /** Most keys in one CHECK, WAIT, MULTI_GET or MULTI_SET. */
   maxKeysPerRequest: number;
+  /**
+   * Largest whole request, in bytes: bounds what one connection can make the server buffer
+   * (a MULTI_SET of many maximal values would otherwise be limited only by count × value size).
+   * Default: 256 MiB, or 2 × maxValueBytes + 1 MiB when that is larger (COMPARE_SET carries two).
+   */
+  maxRequestBytes: number;
 }
 
 /** Defaults: torch libuv's key and key-count limits; values up to 64 MiB (torch: 8 MiB). */
@@ -72,7 +78,19 @@ export const DEFAULT_LIMITS: StoreLimits = {
   maxKeyBytes: 8192,
   maxValueBytes: 64 * 1024 * 1024,
   maxKeysPerRequest: 131072,
+  maxRequestBytes: 256 * 1024 * 1024,
 };
+
+/** Fills in defaults; maxRequestBytes follows a raised maxValueBytes unless given. */
+export function resolveLimits(l: Partial<StoreLimits> = {}): StoreLimits {
+  const maxValueBytes = l.maxValueBytes ?? DEFAULT_LIMITS.maxValueBytes;
+  return {
+    maxKeyBytes: l.maxKeyBytes ?? DEFAULT_LIMITS.maxKeyBytes,
+    maxValueBytes,
+    maxKeysPerRequest: l.maxKeysPerRequest ?? DEFAULT_LIMITS.maxKeysPerRequest,
+    maxRequestBytes: l.maxRequestBytes ?? Math.max(DEFAULT_LIMITS.maxRequestBytes, 2 * maxValueBytes + 1024 * 1024),
+  };
+}
 
 /**
  * Builds one request (or reply) into a single buffer. Sizes are computed first so each message is

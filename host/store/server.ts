@@ -14,7 +14,7 @@ import { guard, type OpOptions } from '../deadline.js';
 import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
-  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, DEFAULT_LIMITS, EXT_PROBE_KEY,
+  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
   Frame, INCOMPLETE, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
@@ -120,7 +120,7 @@ export class TcpStoreServer {
   private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
     this.hostOption = opts.host ?? '127.0.0.1';
     this.worldSize = opts.worldSize;
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = resolveLimits(opts.limits);
     this.log = opts.logger ?? makeLogger('STORE');
     if (opts.secret !== undefined) {
       this.secret = secretBytes(opts.secret);
@@ -289,6 +289,12 @@ export class TcpStoreServer {
     } catch (e) {
       if (e === INCOMPLETE) {
         conn.needed = cur.needed - start;
+        if (conn.needed > this.limits.maxRequestBytes) {
+          this.flush(conn);
+          this.drop(conn, `request of at least ${conn.needed} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+          this.flushAll();
+          return;
+        }
       } else {
         this.flush(conn);
         this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);

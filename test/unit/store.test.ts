@@ -158,6 +158,14 @@ test('multiSet / multiGet round-trip in order', () => withStore(async (s) => {
   assert.equal((await s.multiGet(['bar', 'foo', 'bar'])).map(text), ['tato', 'po', 'tato']);
 }));
 
+test('empty key lists: multiGet, multiSet, check and wait', () => withStore(async (s) => {
+  assert.equal(await s.multiGet([]), []);
+  await s.multiSet([], []);
+  assert.ok(await s.check([]));
+  await s.wait([]);
+  assert.is(await s.numKeys(), 1);
+}));
+
 test('multiGet waits for keys set later', () => withStore(async (s) => {
   const p = s.multiGet(['x', 'y'], { timeoutMs: 10_000 });
   await s.set('x', '1');
