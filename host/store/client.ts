@@ -50,6 +50,11 @@ export interface TcpStoreOptions {
   prefixKeys?: boolean;
   /** Server limits, with isServer. */
   limits?: Partial<StoreLimits>;
+  /**
+   * Use groupcomm's extension opcodes (one-round-trip get) when the server has them (default
+   * true). false sends exactly what a torch client sends: for comparisons and debugging.
+   */
+  extensions?: boolean;
   logger?: Logger;
 }
 
@@ -101,6 +106,8 @@ interface ConnectSpec {
   timeoutMs: number;
   signal?: AbortSignal;
   secret?: Buffer;
+  /** Send the extension probe in the handshake. */
+  probe: boolean;
   log: Logger;
 }
 
@@ -153,9 +160,10 @@ async function handshake(conn: Connection, spec: ConnectSpec): Promise<boolean> 
   }
   let nonce = (process.pid ^ crypto.randomBytes(4).readUInt32LE(0)) >>> 0;
   if (nonce === AUTH_REQUIRED_NONCE) nonce ^= 1;
-  const probeKey = Buffer.from(EXT_PROBE_KEY, 'utf8');
   const echo = conn.request(new Frame(5).u8(Op.PING).u32(nonce).done(), readU32);
-  const probe = conn.request(keyListFrame(Op.CHECK, [probeKey]), readU8);
+  const probe = spec.probe
+    ? conn.request(keyListFrame(Op.CHECK, [Buffer.from(EXT_PROBE_KEY, 'utf8')]), readU8)
+    : Promise.resolve(CheckReply.NOT_READY);
   probe.catch(() => {});
   const got = await echo;
   if (got === AUTH_REQUIRED_NONCE) {
@@ -270,7 +278,7 @@ export class TcpStore implements Store {
       throw invalidArgument('TcpStore: a client needs the server\'s port (0 only with isServer)');
     }
     const spec: ConnectSpec = {
-      host, port, timeoutMs, signal: opts.signal, log,
+      host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
     };
     try {
@@ -342,7 +350,7 @@ export class TcpStore implements Store {
     return this.call(keyFrame(Op.GET, wk), readBytes, 'get', opts, key);
   }
 
-  add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
+  async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
     if (typeof delta === 'number' && !Number.isSafeInteger(delta)) throw invalidArgument(`add: delta must be an integer, got ${delta}`);
     return this.addRaw(this.wireKey(key), BigInt(delta), opts, key);
   }
@@ -352,7 +360,7 @@ export class TcpStore implements Store {
     return safeNumber(await this.call(f, readI64, 'add', opts, key), 'add');
   }
 
-  compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array> {
+  async compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array> {
     const wk = this.wireKey(key);
     const e = valueBytes(expected);
     const d = valueBytes(desired);
@@ -365,7 +373,7 @@ export class TcpStore implements Store {
     return r === CheckReply.READY;
   }
 
-  wait(keys: string[], opts?: OpOptions): Promise<void> {
+  async wait(keys: string[], opts?: OpOptions): Promise<void> {
     return this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
