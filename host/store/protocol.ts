@@ -144,25 +144,25 @@ export class Frame {
 export const INCOMPLETE = Symbol('incomplete');
 
 /**
- * Reads fields from a buffer that may end mid-message. `need` throws INCOMPLETE and records how
- * many bytes in total the message needs at least, so the caller can skip re-parsing until that
- * many have arrived (a 64 MiB value arriving in 64 KiB reads is parsed twice, not a thousand times).
+ * Reads fields from `buf` between `pos` and `end`, where the data may stop mid-message. `need`
+ * throws INCOMPLETE and records how many bytes (from the message's start, which the caller
+ * remembers) the message needs at least, so the caller can wait for that many instead of
+ * re-parsing on every read.
  */
 export class Cursor {
   buf: Buffer = Buffer.alloc(0);
   pos = 0;
-  /** After INCOMPLETE: the smallest buffer length (from 0) that could complete the message. */
+  end = 0;
+  /** After INCOMPLETE: the smallest `end` that could complete the message. */
   needed = 0;
 
-  reset(buf: Buffer, pos = 0): void {
+  reset(buf: Buffer, pos: number, end: number): void {
     this.buf = buf;
     this.pos = pos;
-  }
-  left(): number {
-    return this.buf.length - this.pos;
+    this.end = end;
   }
   need(n: number): void {
-    if (this.pos + n > this.buf.length) {
+    if (this.pos + n > this.end) {
       this.needed = this.pos + n;
       throw INCOMPLETE;
     }
@@ -197,6 +197,67 @@ export class Cursor {
     const at = this.pos;
     this.pos += n;
     return at;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The bytes received and not parsed yet, copied at most once. A read that arrives when nothing
+ * is pending is used as it is; otherwise pending bytes and the new read go into a buffer of our
+ * own, sized for the whole message when its length is known (`need`), so a 64 MiB value arriving
+ * in 64 KiB reads is copied once, not once per read. Bytes before `end` are never written again
+ * (a new buffer is allocated instead), so parsed values may keep views into the buffer.
+ */
+export class Inbox {
+  buf: Buffer = EMPTY;
+  start = 0;
+  end = 0;
+  /** Bytes from `start` the parser needs before it can make progress. */
+  need = 0;
+  private owned = false;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /** Adds a read; true when enough is buffered to try parsing. */
+  push(chunk: Buffer): boolean {
+    const have = this.end - this.start;
+    if (have === 0) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      this.owned = false;
+    } else if (this.owned && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+    } else {
+      const total = have + chunk.length;
+      const nb = Buffer.allocUnsafeSlow(Math.max(total, this.need));
+      this.buf.copy(nb, 0, this.start, this.end);
+      chunk.copy(nb, have);
+      this.buf = nb;
+      this.start = 0;
+      this.end = total;
+      this.owned = true;
+    }
+    return this.end - this.start >= this.need;
+  }
+
+  /** Marks everything before `pos` parsed; `need` is what the next message needs (0 if unknown). */
+  consume(pos: number, need: number): void {
+    this.start = pos;
+    this.need = need;
+    if (this.start === this.end) {
+      this.buf = EMPTY;
+      this.start = this.end = 0;
+      this.owned = false;
+    }
+  }
+
+  clear(): void {
+    this.consume(this.end, 0);
   }
 }
 

@@ -4,8 +4,8 @@
  * are buffered; a bad client loses its own connection and nothing else).
  *
  * Values are kept compactly: up to SMALL_VALUE_BYTES as one-byte (latin1) strings, one char per
- * byte, which costs a string header and the bytes; larger ones as unpooled Buffers so deleting a
- * key gives its memory back. Keys are latin1 strings too: an exact, reversible image of the wire
+ * byte, which costs a string header and the bytes; larger ones as unpooled Buffers (or views of
+ * the read buffer they filled) so deleting a key gives its memory back. Keys are latin1 strings too: an exact, reversible image of the wire
  * bytes, whatever encoding the client used.
  */
 import crypto from 'node:crypto';
@@ -15,7 +15,7 @@ import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '.
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
-  Frame, INCOMPLETE, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
+  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
 
@@ -55,10 +55,7 @@ class Violation extends Error {}
 class Conn {
   readonly id: number;
   stage: 'validate' | 'auth-hello' | 'auth-proof' | 'ready';
-  chunks: Buffer[] = [];
-  buffered = 0;
-  /** Bytes the next request needs at least; no parsing until that many are buffered. */
-  needed = 0;
+  readonly inbox = new Inbox();
   out: Buffer[] = [];
   outBytes = 0;
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
@@ -259,7 +256,7 @@ export class TcpStoreServer {
     this.clearWait(conn);
     this.conns.delete(conn);
     this.dirty.delete(conn);
-    conn.chunks = [];
+    conn.inbox.clear();
     if (reason) {
       // end() lets replies already written (the auth-required answer) reach the client first;
       // the timer covers a peer that never closes its side.
@@ -272,41 +269,35 @@ export class TcpStoreServer {
 
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed) return;
-    conn.chunks.push(chunk);
-    conn.buffered += chunk.length;
-    if (conn.buffered < conn.needed) return;
-    const buf = conn.chunks.length === 1 ? conn.chunks[0] : Buffer.concat(conn.chunks, conn.buffered);
+    const inbox = conn.inbox;
+    if (!inbox.push(chunk)) return;
+    const buf = inbox.buf;
     const cur = this.cursor;
-    cur.reset(buf);
-    let start = 0;
+    cur.reset(buf, inbox.start, inbox.end);
+    let start = cur.pos;
+    let need = 0;
     try {
-      while (cur.pos < buf.length && !conn.closed) {
+      while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
         this.handle(conn, cur, buf);
       }
       start = cur.pos;
-      conn.needed = 0;
     } catch (e) {
-      if (e === INCOMPLETE) {
-        conn.needed = cur.needed - start;
-        if (conn.needed > this.limits.maxRequestBytes) {
-          this.flush(conn);
-          this.drop(conn, `request of at least ${conn.needed} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
-          this.flushAll();
-          return;
-        }
-      } else {
+      if (e !== INCOMPLETE) {
         this.flush(conn);
         this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
         this.flushAll();
         return;
       }
+      need = cur.needed - start;
+      if (need > this.limits.maxRequestBytes) {
+        this.flush(conn);
+        this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+        this.flushAll();
+        return;
+      }
     }
-    if (!conn.closed) {
-      const rest = buf.length - start;
-      conn.chunks = rest === 0 ? [] : [buf.subarray(start)];
-      conn.buffered = rest;
-    }
+    if (!conn.closed) inbox.consume(start, need);
     this.flushAll();
   }
 
@@ -348,6 +339,9 @@ export class TcpStoreServer {
 
   private static copyValue(buf: Buffer, a: number, b: number): Value {
     if (b - a <= SMALL_VALUE_BYTES) return buf.toString('latin1', a, b);
+    // A value filling most of its read buffer is kept as a view of it (the Inbox never writes
+    // over parsed bytes, and each read is a fresh buffer): big values are not copied again.
+    if (2 * (b - a) >= buf.length) return buf.subarray(a, b);
     const v = Buffer.allocUnsafeSlow(b - a);
     buf.copy(v, 0, a, b);
     return v;
