@@ -98,6 +98,57 @@ test('server: WAIT answers 00 at once or when another connection sets the keys',
   }
 }));
 
+test('server: WAIT counting — a key deleted after it was counted still counts', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([6]), keys('/a', '/b'));
+  const other = await Raw.connect(server.port);
+  try {
+    other.write(VALIDATE, Buffer.from([1]), str('/a'), str('1'), Buffer.from([8]), str('/a'));
+    await other.read(8);
+    other.write(Buffer.from([1]), str('/b'), str('2'));
+    assert.is(hex(await r.read(1)), '00');
+  } finally {
+    other.close();
+  }
+}));
+
+test('server: a COMPARE_SET that stores nothing wakes no waiter', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([6]), keys('/c'));
+  const other = await Raw.connect(server.port);
+  try {
+    other.write(VALIDATE, Buffer.from([2]), str('/c'), str('expected'), str('new'));
+    assert.is((await other.read(16)).subarray(8).toString(), 'expected');
+    await sync(other);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.is(r.pending, 0);
+    other.write(Buffer.from([2]), str('/c'), str(''), str('new'));
+    await other.read(11);
+    assert.is(hex(await r.read(1)), '00');
+  } finally {
+    other.close();
+  }
+}));
+
+test('server: a QUEUE_PUSH wakes one waiter, not all', () => withRaw(async (r, server) => {
+  const r2 = await Raw.connect(server.port);
+  try {
+    r2.write(VALIDATE, Buffer.from([6]), keys('/q'));
+    r.write(Buffer.from([6]), keys('/q'));
+    await sync(r2);
+    await sync(r);
+    const pusher = await Raw.connect(server.port);
+    pusher.write(VALIDATE, Buffer.from([14]), str('/q'), str('v'));
+    await sync(pusher);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.is(r.pending + r2.pending, 1, 'exactly one waiter woken');
+    pusher.write(Buffer.from([14]), str('/q'), str('w'));
+    await sync(pusher);
+    assert.is(hex(await (r.pending ? r2 : r).read(1)), '00');
+    pusher.close();
+  } finally {
+    r2.close();
+  }
+}));
+
 test('server: CANCEL_WAIT answers 01 and clears the wait', () => withRaw(async (r, server) => {
   r.write(Buffer.from([6]), keys('/never'));
   r.write(Buffer.from([12]));
