@@ -140,6 +140,15 @@ export class Frame {
   }
 }
 
+/** opcode, u64 count, then each key as a u64 length and bytes (CHECK, WAIT, MULTI_GET). */
+export function keyListFrame(op: number, keys: Uint8Array[]): Buffer {
+  let size = 9;
+  for (const k of keys) size += 8 + k.length;
+  const f = new Frame(size).u8(op).u64(keys.length);
+  for (const k of keys) f.bytes(k);
+  return f.done();
+}
+
 /** Thrown (never as an Error, so no stack is captured) when a message is not complete yet. */
 export const INCOMPLETE = Symbol('incomplete');
 
