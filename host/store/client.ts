@@ -36,6 +36,11 @@ export interface TcpStoreOptions {
   worldSize?: number;
   /** With isServer and worldSize: create() resolves only once worldSize clients joined. */
   waitForWorkers?: boolean;
+  /**
+   * This client's rank, 0 ≤ rank < worldSize. With a groupcomm server it is announced on join, so
+   * the master's join timeout can say which ranks are missing (torch's only gives counts).
+   */
+  rank?: number;
   /** Connect deadline and default for every operation (default GROUPCOMM_TIMEOUT_MS or 300 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -120,6 +125,9 @@ export class TcpStore implements Store {
     if (opts.worldSize !== undefined && !(Number.isInteger(opts.worldSize) && opts.worldSize > 0)) {
       throw invalidArgument(`TcpStore: worldSize must be a positive integer, got ${opts.worldSize}`);
     }
+    if (opts.rank !== undefined && !(Number.isInteger(opts.rank) && opts.rank >= 0 && (opts.worldSize === undefined || opts.rank < opts.worldSize))) {
+      throw invalidArgument(`TcpStore: rank must be an integer in [0, worldSize), got ${opts.rank}`);
+    }
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
       throw invalidArgument(`TcpStore: bad port ${opts.port}`);
     }
@@ -140,6 +148,9 @@ export class TcpStore implements Store {
       const { conn, ext } = await openConnection(spec);
       const store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
       if (opts.worldSize !== undefined) {
+        if (opts.rank !== undefined && ext) {
+          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', { timeoutMs });
+        }
         await store.addRaw(Buffer.from(INIT_KEY), 1n, { timeoutMs });
         if (server && (opts.waitForWorkers ?? true)) {
           await server.waitForWorkers({ worldSize: opts.worldSize, timeoutMs, signal: opts.signal });

@@ -32,6 +32,8 @@ export const Op = {
   AUTH_HELLO: 0xe1,
   /** groupcomm: `32 B client proof` → `u8 0` (accepted); anything wrong closes the connection. */
   AUTH_PROOF: 0xe2,
+  /** groupcomm: `i64 rank`, no reply. Says which rank this client is, so a join timeout can name the missing ones. */
+  JOIN_RANK: 0xe3,
 } as const;
 
 export const VALIDATE_MAGIC = 0x3c85f7ce;

@@ -72,6 +72,8 @@ export class TcpStoreServer {
   readonly limits: StoreLimits;
   private readonly table = new KeyTable<Conn>((c) => this.send(c, STOP_WAITING), new Set([EXT_PROBE_LATIN1]));
   private readonly conns = new Set<Conn>();
+  /** Ranks announced with JOIN_RANK (a groupcomm client given a rank); kept after they leave. */
+  private readonly joinedRanks = new Set<number>();
   private readonly dirty = new Set<Conn>();
   private readonly cursor = new Cursor();
   private readonly secret?: Buffer;
@@ -144,7 +146,8 @@ export class TcpStoreServer {
 
   /**
    * Resolves once `worldSize` clients have joined (each client adds 1 to `init/`). The timeout
-   * error says how many joined, like torch's "X/Y clients joined".
+   * error says how many joined, like torch's "X/Y clients joined", and which ranks are missing
+   * when the clients said who they are (TcpStore's `rank` option; `peerRanks` on the error).
    */
   waitForWorkers(opts: { worldSize?: number } & OpOptions = {}): Promise<void> {
     const worldSize = opts.worldSize ?? this.worldSize;
@@ -169,11 +172,16 @@ export class TcpStoreServer {
       signal: opts.signal,
       what: 'waitForWorkers',
       fields: { key: INIT_KEY },
-      onTimeout: (elapsedMs) => timeoutError(
-        `Timed out after ${(timeoutMs / 1000).toFixed(1)} seconds waiting for clients. ` +
-        `${joined()}/${worldSize} clients joined (${this.conns.size} connections open). ` +
-        `Start the missing ranks or raise timeoutMs.`,
-        { key: INIT_KEY, timeoutMs, elapsedMs }),
+      onTimeout: (elapsedMs) => {
+        const missing = this.joinedRanks.size === 0 ? undefined
+          : Array.from({ length: worldSize }, (_, r) => r).filter((r) => !this.joinedRanks.has(r));
+        return timeoutError(
+          `Timed out after ${(timeoutMs / 1000).toFixed(1)} seconds waiting for clients. ` +
+          `${joined()}/${worldSize} clients joined` +
+          (missing ? `; missing ranks: [${missing.join(', ')}]` : '') +
+          ` (${this.conns.size} connections open). Start the missing ranks or raise timeoutMs.`,
+          { key: INIT_KEY, timeoutMs, elapsedMs, peerRanks: missing });
+      },
       cancel: unwatch,
     }).finally(unwatch);
   }
@@ -411,6 +419,12 @@ export class TcpStoreServer {
       case Op.QUEUE_LEN: {
         const [ka, kb] = this.key(cur);
         this.send(conn, new Frame(8).i64(BigInt(this.table.queueLen(buf.toString('latin1', ka, kb)))).done());
+        return;
+      }
+      case Op.JOIN_RANK: {
+        const rank = cur.i64();
+        if (rank < 0n || rank > 0xffffffffn) throw new Violation(`JOIN_RANK with rank ${rank}`);
+        this.joinedRanks.add(Number(rank));
         return;
       }
       case Op.AUTH_HELLO:

@@ -264,6 +264,23 @@ test('worker join: a master with worldSize 2 fails with "1/2 clients joined"', a
   }
 });
 
+test('worker join: clients that give their rank let the timeout name the missing ones', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const clients: TcpStore[] = [];
+  try {
+    for (const rank of [0, 2]) clients.push(await TcpStore.create({ port: server.port, worldSize: 4, rank, timeoutMs: 5000 }));
+    await server.waitForWorkers({ worldSize: 4, timeoutMs: 200 });
+    assert.unreachable('should time out');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
+    assert.equal((e as any).peerRanks, [1, 3]);
+    assert.match((e as Error).message, /2\/4 clients joined; missing ranks: \[1, 3\]/);
+  } finally {
+    for (const c of clients) await c.close();
+    await server.close();
+  }
+});
+
 test('worker join: the master resolves once the other client joined', async () => {
   const server = await TcpStoreServer.listen({ port: 0 });
   try {

@@ -219,7 +219,7 @@ test('server: many requests in one write get their replies in order', () => with
   assert.is((await r.read(4)).readUInt32LE(), 7);
 }));
 
-test('server: CHECK of the extension probe key is READY without storing it; TRY_GET frames', () => withRaw(async (r, server) => {
+test('server: CHECK of the extension probe key is READY without storing it; TRY_GET and JOIN_RANK frames', () => withRaw(async (r, server) => {
   r.write(Buffer.from([5]), keys('\u0000groupcomm/ext/1'));
   assert.is(hex(await r.read(1)), '00');
   assert.is(server.numKeys, 0);
@@ -227,6 +227,9 @@ test('server: CHECK of the extension probe key is READY without storing it; TRY_
   assert.is(hex(await r.read(1)), '00');
   r.write(Buffer.from([1]), str('/t'), str('xy'), Buffer.from([0xe0]), str('/t'));
   assert.is(hex(await r.read(11)), '01' + hex(str('xy')));
+  // JOIN_RANK (0xe3, i64 rank) has no reply
+  r.write(Buffer.from([0xe3]), le64(3));
+  await sync(r);
 }));
 
 // --- our client's requests, against a fake server that answers like torch ---
