@@ -14,15 +14,18 @@
  *   memory      the server's RSS holding --memory-keys keys of 16 B, and after deleting them
  * torch rows (impl torch-2.6) come from running the peer script in the same invocation when a
  * torch ≥ 2.2 is found (test/interop/torch_env.ts); --torch off skips them.
+ * All of this is noisy on a shared 2-core machine: compare rows from one run only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
+import { packageRoot } from '../host/pkgroot.js';
 import { median, percentile, type Report } from './report.js';
 
 const SMALL = 16;
@@ -36,7 +39,12 @@ const CASES: Case[] = [
   { kind: 'tput', op: 'set+get', size: SMALL }, { kind: 'tput', op: 'set+get', size: BIG },
   { kind: 'lat', op: 'get', size: SMALL, ext: false },
 ];
-const PEER_SCRIPT = '/work/shared/peers/torch_store_bench.py';
+/** torch's side: shared/peers/torch_store_bench.py (GROUPCOMM_PEERS_DIR, or a shared/ next to the checkout). */
+function peerScript(): string | undefined {
+  const dirs = [process.env.GROUPCOMM_PEERS_DIR, path.join(packageRoot(), '..', 'shared', 'peers'),
+    path.join(packageRoot(), '..', '..', 'shared', 'peers')];
+  return dirs.filter((d): d is string => !!d).map((d) => path.join(d, 'torch_store_bench.py')).find((f) => fs.existsSync(f));
+}
 const ROLE_ENV = 'GROUPCOMM_BENCH_STORE_ROLE';
 const sizeName = (n: number) => (n === SMALL ? '16B' : n === BIG ? '64KiB' : '-');
 
@@ -176,11 +184,12 @@ async function runTorch(report: Report, clients: number[], seconds: number): Pro
     report.note(`torch rows skipped: ${found.reason}`);
     return;
   }
-  if (!fs.existsSync(PEER_SCRIPT)) {
-    report.note(`torch rows skipped: ${PEER_SCRIPT} not found`);
+  const script = peerScript();
+  if (!script) {
+    report.note('torch rows skipped: torch_store_bench.py not found (set GROUPCOMM_PEERS_DIR)');
     return;
   }
-  const [cmd, args] = found.torch.command(PEER_SCRIPT);
+  const [cmd, args] = found.torch.command(script);
   const child = spawn(cmd, [...args, '--clients', clients.join(','), '--seconds', String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';
