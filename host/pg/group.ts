@@ -84,6 +84,7 @@ export class StatelessProcessGroup {
   #collSeq = 0;
   #collChain: Promise<unknown> = Promise.resolve();
   readonly #pending = new Set<Promise<unknown>>();
+  #cleanups: [string, () => Promise<unknown>][] = [];
   #destroying: Promise<void> | undefined;
 
   private constructor(o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
@@ -288,7 +289,8 @@ export class StatelessProcessGroup {
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const deadline = performance.now() + timeoutMs;
     const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
-    if (!opts.force) await Promise.allSettled([...this.#pending]);
+    // Cleanups queued by finished ops add requests while we wait; drain until nothing is left.
+    if (!opts.force) while (this.#pending.size) await Promise.allSettled([...this.#pending]);
     try {
       if (this.worldSize > 1 && !opts.force) {
         const bye = this.#ns + 'bye';
@@ -341,10 +343,29 @@ export class StatelessProcessGroup {
     p.then(done, done);
   }
 
-  /** Fire-and-forget cleanup request, still awaited by destroy(). */
-  #background(p: Promise<unknown>, what: string): void {
-    const q = p.catch((e) => log.debug(`${what} failed: ${(e as Error).message}`));
-    this.#track(q);
+  /**
+   * Fire-and-forget cleanup (deletes, broadcast acks), still awaited by destroy(). The requests
+   * are issued from a setImmediate, after the caller's continuation: a receiver that answers
+   * at once (ping-pong) then puts its reply on the wire before the cleanup, not behind it.
+   */
+  #later(what: string, fn: () => Promise<unknown>): void {
+    this.#cleanups.push([what, fn]);
+    if (this.#cleanups.length > 1) return;
+    const p = new Promise<void>((resolve) => setImmediate(() => {
+      const batch = this.#cleanups;
+      this.#cleanups = [];
+      for (const [w, f] of batch) {
+        let q: Promise<unknown>;
+        try {
+          q = f();
+        } catch (e) {
+          q = Promise.reject(e);
+        }
+        this.#track(q.catch((e) => log.debug(`${w} failed: ${(e as Error).message}`)));
+      }
+      resolve();
+    }));
+    this.#track(p);
   }
 
   #peer(r: number, op: string, role: string): number {
@@ -401,7 +422,7 @@ export class StatelessProcessGroup {
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    this.#background(this.store.deleteKey(key), `delete ${key}`);
+    this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     return [bytes, { key, src }];
   }
 
@@ -427,12 +448,12 @@ export class StatelessProcessGroup {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
     if (this.worldSize === 2) {
-      this.#background(this.store.deleteKey(key), `delete ${key}`);
+      this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     } else {
       const ack = key + '/ack';
-      this.#background(this.store.add(ack, 1).then((n) => {
+      this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
         if (n === this.worldSize - 1) return Promise.all([this.store.deleteKey(key), this.store.deleteKey(ack)]);
-      }), `ack ${key}`);
+      }));
     }
     return [bytes, { key, src }];
   }
@@ -482,7 +503,10 @@ export class StatelessProcessGroup {
         }
         throw this.#fail(e, what, others, keys[0], o.timeoutMs);
       }
-      if (n > 0) this.#background(this.store.deleteKey(this.#collKey(n - 1, this.rank)), 'delete collective key');
+      if (n > 0) {
+        const stale = this.#collKey(n - 1, this.rank);
+        this.#later(`delete ${stale}`, () => this.store.deleteKey(stale));
+      }
       const out: { bytes: Uint8Array; origin: Origin }[] = [];
       for (let r = 0, i = 0; r < this.worldSize; r++) {
         if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
