@@ -146,6 +146,28 @@ test('destroy and re-create on the same store reads nothing stale', async () => 
   await Promise.all(second.map((g) => g.destroy()));
 });
 
+test('joining ranks skip a finished epoch and leave an abandoned one', async () => {
+  const server = new MemStoreServer();
+  const raw = server.client();
+  // A finished incarnation whose rank 0 never cleaned up (g/open still names it, g/E/all exists).
+  await raw.set('pg/open', '7');
+  await raw.set('pg/7/all', '1');
+  const early = [1, 2].map((rank) => StatelessProcessGroup.create({ rank, worldSize: 3, store: server.client(), timeoutMs: 5000 }));
+  await new Promise((r) => setTimeout(r, 50));
+  // Now an abandoned one: rank 0 opened epoch 8 and died before anyone else joined.
+  await raw.set('pg/open', '8');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(server.data.has('pg/8/join/1'), 'rank 1 should have joined the abandoned epoch 8');
+  const zero = StatelessProcessGroup.create({ rank: 0, worldSize: 3, store: server.client(), timeoutMs: 5000 });
+  const pgs = await Promise.all([zero, ...early]);
+  assert.equal(pgs.map((g) => g.epoch), [1, 1, 1]);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.not.ok(server.data.has('pg/8/join/1') || server.data.has('pg/8/join/2'), 'join keys left in the abandoned epoch');
+  pgs[0].sendObj('fresh', 2);
+  assert.is(await pgs[2].recvObj(0), 'fresh');
+  await Promise.all(pgs.map((g) => g.destroy()));
+});
+
 test('store key count stays bounded after 10k messages', async () => {
   const server = new MemStoreServer();
   const pgs = await groups(3, server);
