@@ -20,8 +20,10 @@
  * another on each rank (an internal chain), which is what makes deleting collective n−1's keys
  * on completing n safe.
  */
-import { invalidArgument, destroyedError, isGroupcommError, peerLostError, timeoutError, GroupcommError } from '../errors.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadline.js';
+import {
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+} from '../errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
 import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
@@ -61,6 +63,12 @@ export type ReduceOpName = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 const REDUCE_OPS: readonly ReduceOpName[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 const EMPTY = new Uint8Array(0);
+
+/** A resolved timeout plus the caller's signal. */
+interface Deadline {
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
 
 export class StatelessProcessGroup {
   readonly rank: number;
@@ -384,7 +392,7 @@ export class StatelessProcessGroup {
     }
   }
 
-  #opts(opts: OpOptions | undefined): { timeoutMs: number; signal?: AbortSignal } {
+  #opts(opts: OpOptions | undefined): Deadline {
     return { timeoutMs: effectiveTimeout(opts, this.timeoutMs), signal: opts?.signal };
   }
 
@@ -418,7 +426,7 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#recvChain, src, key, o);
+      bytes = await this.#chained(this.#recvChain, src, key, o, what);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
@@ -443,7 +451,7 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#bcastChain, src, key, o);
+      bytes = await this.#chained(this.#bcastChain, src, key, o, what);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
@@ -459,17 +467,37 @@ export class StatelessProcessGroup {
   }
 
   /**
+   * Runs `start` once `prev` settled, under this op's own deadline and signal: an op queued
+   * behind a slow one still times out (or aborts) on time, and if it gives up before its turn
+   * its store request is never issued. `inner` is what the next op in the queue waits for.
+   */
+  #queued<T>(prev: Promise<unknown>, o: Deadline, what: string, start: (o: Deadline) => Promise<T>): { inner: Promise<T>; outer: Promise<T> } {
+    const deadline = performance.now() + o.timeoutMs;
+    let gaveUp = false;
+    const go = () => (gaveUp
+      ? Promise.reject(abortedError(`${what}: gave up before its turn`))
+      : start({ timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal }));
+    const inner = prev.then(go, go);
+    const outer = guard(inner, {
+      timeoutMs: o.timeoutMs,
+      signal: o.signal,
+      what,
+      onTimeout: (elapsedMs) => timeoutError(`${what} timed out after ${o.timeoutMs}ms`, { timeoutMs: o.timeoutMs, elapsedMs }),
+      cancel: () => { gaveUp = true; },
+    });
+    return { inner, outer };
+  }
+
+  /**
    * The store read of one receive, started only once the previous receive from the same source
    * has its value. A source writes its messages in order, so while message k is missing so are
-   * k+1, k+2, …: without the chain, 500 unawaited receives would park 500 blocking waits on the
+   * k+1, k+2, …: without the queue, 500 unawaited receives would park 500 blocking waits on the
    * server (each on a connection of its own); with it, at most one per source waits.
    */
-  #chained(chain: Promise<unknown>[], src: number, key: string, o: { timeoutMs: number; signal?: AbortSignal }): Promise<Uint8Array> {
-    const deadline = performance.now() + o.timeoutMs;
-    const read = () => this.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal });
-    const p = chain[src].then(read, read);
-    chain[src] = p.catch(() => {});
-    return p;
+  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string): Promise<Uint8Array> {
+    const { inner, outer } = this.#queued(chain[src], o, what, (lo) => this.store.get(key, lo));
+    chain[src] = inner.catch(() => {});
+    return outer;
   }
 
   #collKey(n: number, r: number): string {
@@ -481,42 +509,41 @@ export class StatelessProcessGroup {
    * collective n−1 finished, so completing n proves every rank finished n−1 and this rank's
    * part of n−1 can go.
    */
-  #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
+  async #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
     const n = this.#collSeq++;
     const o = this.#opts(opts);
-    const deadline = performance.now() + o.timeoutMs;
-    const run = async () => {
-      const myKey = this.#collKey(n, this.rank);
-      const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-      const keys = others.map((r) => this.#collKey(n, r));
-      const lo = { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal };
-      let values: Uint8Array[];
-      try {
-        const put = this.store.set(myKey, mine, lo);
-        const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
-        await put;
-        values = await got;
-      } catch (e) {
-        if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-          const missing = await this.#absent(others, (r) => this.#collKey(n, r));
-          throw this.#fail(e, `${what} (collective #${n})`, missing.length ? missing : others, missing.length ? this.#collKey(n, missing[0]) : keys[0], o.timeoutMs);
-        }
-        throw this.#fail(e, what, others, keys[0], o.timeoutMs);
-      }
+    const myKey = this.#collKey(n, this.rank);
+    const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
+    const keys = others.map((r) => this.#collKey(n, r));
+    const { inner, outer } = this.#queued(this.#collChain, o, what, async (lo) => {
+      const put = this.store.set(myKey, mine, lo);
+      const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
+      await put;
+      const values = await got;
       if (n > 0) {
         const stale = this.#collKey(n - 1, this.rank);
         this.#later(`delete ${stale}`, () => this.store.deleteKey(stale));
       }
-      const out: { bytes: Uint8Array; origin: Origin }[] = [];
-      for (let r = 0, i = 0; r < this.worldSize; r++) {
-        if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
-        else out.push({ bytes: values[i] ?? EMPTY, origin: { key: keys[i++], src: r } });
+      return values;
+    });
+    this.#collChain = inner.catch(() => {});
+    let values: Uint8Array[];
+    try {
+      values = await outer;
+    } catch (e) {
+      if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
+        const missing = await this.#absent(others, (r) => this.#collKey(n, r));
+        const who = missing.length ? missing : others;
+        throw this.#fail(e, `${what} (collective #${n})`, who, this.#collKey(n, who[0]), o.timeoutMs);
       }
-      return out;
-    };
-    const p = this.#collChain.then(run, run);
-    this.#collChain = p.catch(() => {});
-    return p;
+      throw this.#fail(e, what, others, keys[0], o.timeoutMs);
+    }
+    const out: { bytes: Uint8Array; origin: Origin }[] = [];
+    for (let r = 0, i = 0; r < this.worldSize; r++) {
+      if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
+      else out.push({ bytes: values[i] ?? EMPTY, origin: { key: keys[i++], src: r } });
+    }
+    return out;
   }
 
   /** Which of `ranks` have not written their key (bounded probe after a timeout). */
