@@ -12,13 +12,13 @@
  *                          r deletes it when it completes collective n+1 (all ranks then finished n)
  *   ns bye, ns bye/all     departure counter of destroy()
  *
- * Ordering. Every op takes its sequence numbers synchronously, in call order, and issues its
- * first store request before returning; the store client sends requests on one pipelined
- * connection in call order. So callers may start many ops without awaiting and results still
- * match by program order, as long as all ranks issue the same sequence (per peer for send/recv,
- * per source for broadcasts, globally for collectives). Collectives additionally run one after
- * another on each rank (an internal chain), which is what makes deleting collective n−1's keys
- * on completing n safe.
+ * Ordering. Every op takes its sequence number synchronously, in call order, so callers may
+ * start many ops without awaiting and results still match by program order, as long as all
+ * ranks issue the same sequence (per peer for send/recv, per source for broadcasts, globally
+ * for collectives). Writes go out at once, in call order, on the store client's pipelined
+ * connection. Reads from one source queue behind each other (see #chained), and collectives
+ * run one after another on each rank, which is what makes deleting collective n−1's keys on
+ * completing n safe. A queued op still keeps its own deadline and signal (see #queued).
  */
 import {
   abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
@@ -53,7 +53,10 @@ export interface ProcessGroupOptions {
 }
 
 export interface DestroyOptions {
-  /** Skip the departure handshake (rank 0 then may close the server under the others' feet). */
+  /**
+   * Skip waiting for this rank's unfinished ops and the departure handshake (after a failure;
+   * rank 0 then may close the server under the others' feet).
+   */
   force?: boolean;
   timeoutMs?: number;
 }
