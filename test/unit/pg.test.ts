@@ -117,6 +117,28 @@ test('many unawaited ops match by program order', async () => {
   await Promise.all([a, b, c].map((g) => g.destroy()));
 });
 
+test('tensors of odd dtypes and empty shapes travel intact', async () => {
+  const [a, b] = await groups(2);
+  const cases = [
+    tensor(new Uint16Array([0x3c00, 0xc000, 0x7e00]), { dtype: 'float16' }),
+    tensor(new Uint16Array([0x3f80, 0x4049]), { dtype: 'bfloat16' }),
+    tensor(new BigInt64Array([-(2n ** 62n), 5n]), { shape: [2, 1] }),
+    tensor(new Uint8Array([1, 0, 1]), { dtype: 'bool' }),
+    tensor(new Float32Array(0), { shape: [2, 0, 3] }),
+  ];
+  for (const t of cases) a.send(t, 1);
+  for (const t of cases) {
+    const into = { ...t, shape: [...t.shape], data: new (t.data.constructor as Uint8ArrayConstructor)(t.data.length) } as typeof t;
+    assert.is(await b.recv(into, 0), into);
+    assert.equal([...(into.data as Uint8Array)], [...(t.data as Uint8Array)], t.dtype);
+  }
+  const [x, y] = [tensor(new BigInt64Array([2n ** 40n, -3n])), tensor(new BigInt64Array([1n, 7n]))];
+  await Promise.all([a.allReduce(x, 'sum'), b.allReduce(y, 'sum')]);
+  assert.equal([...x.data as BigInt64Array], [2n ** 40n + 1n, 4n]);
+  assert.equal([...y.data as BigInt64Array], [...x.data as BigInt64Array]);
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
 test('two senders to one receiver never collide', async () => {
   const pgs = await groups(3);
   const [r0, r1, r2] = pgs;
