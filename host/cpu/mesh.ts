@@ -62,7 +62,7 @@ interface Pending {
 }
 
 /** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
-function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array): void {
+function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool): void {
   let d: Uint8Array | null;
   try {
     d = sink.dest(slot, buf.byteLength);
@@ -74,8 +74,35 @@ function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8
     sink.fail(protocolError(`frame ${key} slot ${slot} from rank ${peer} has ${buf.byteLength} bytes, expected ${d.byteLength}: the ranks called different collectives or sizes`, { peerRank: peer }));
     return;
   }
-  if (d) d.set(buf);
+  if (d) {
+    d.set(buf);
+    pool.put(buf);
+  }
   sink.done(slot, d ?? buf);
+}
+
+/**
+ * Recycled side buffers for frames that arrive before their operation (a peer one op ahead).
+ * Fresh memory costs a page fault per 4 KiB on first touch (tens of µs each here), which for
+ * pipelined rings is most of the time if every early segment gets a new allocation.
+ */
+class SidePool {
+  private free: Uint8Array[] = [];
+  get(n: number): Uint8Array {
+    for (let i = this.free.length - 1; i >= 0; i--) {
+      const b = this.free[i];
+      if (b.byteLength >= n) {
+        this.free.splice(i, 1);
+        return b.subarray(0, n);
+      }
+    }
+    return new Uint8Array(n);
+  }
+  /** Takes back a buffer that has been copied out; only whole buffers of a useful size are kept. */
+  put(b: Uint8Array): void {
+    if (b.byteLength < 4096 || b.byteLength > (64 << 20) || this.free.length >= 16) return;
+    this.free.push(new Uint8Array(b.buffer, 0, b.buffer.byteLength));
+  }
 }
 
 /** Parses one peer's incoming byte stream: the ACK first, then frames. Tolerates any chunking. */
@@ -98,6 +125,7 @@ class Inbound {
   /** Frames whose operation has not registered yet, per key, in arrival order. */
   readonly early = new Map<string, Pending[]>();
   readonly sinks = new Map<string, Sink>();
+  readonly pool = new SidePool();
 
   constructor(private mesh: Mesh, readonly peer: number) {}
 
@@ -173,7 +201,7 @@ class Inbound {
     } else if (this.discarded.has(this.key)) {
       this.skipping = true;
     }
-    if (!this.skipping && !this.dest) this.dest = new Uint8Array(h.length);
+    if (!this.skipping && !this.dest) this.dest = this.pool.get(h.length);
   }
 
   private complete(): void {
@@ -189,7 +217,7 @@ class Inbound {
     // it then gets the frame the way early frames are handed over (copied into its dest).
     const late = this.sinks.get(this.key);
     if (late) {
-      deliver(late, this.key, this.peer, this.slot, buf);
+      deliver(late, this.key, this.peer, this.slot, buf, this.pool);
       return;
     }
     let q = this.early.get(this.key);
@@ -292,13 +320,16 @@ export class Mesh {
       this.readyCheck = () => {
         if (this.missingPeers().length === 0) { cleanup(); resolve(); }
       };
-      for (const [r, a] of addrOf) this.dial(r, a, performance.now() + left());
+      for (const [r, a] of addrOf) this.dial(r, a, keys[r], performance.now() + left());
     });
     // Everyone is here: stop listening (the port is free again) and drop unfinished strangers.
     this.server?.close();
     this.server = undefined;
     for (const s of this.strangers) s.destroy();
     this.strangers.clear();
+    // Every peer has read our address (it connected to us): drop the key so the store does not
+    // grow, and a later group of the same name and epoch cannot find a stale address.
+    store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
   }
 
   private missingPeers(): number[] {
@@ -372,16 +403,17 @@ export class Mesh {
     s.on('close', () => this.strangers.delete(s));
   }
 
-  private dial(peer: number, addr: string, deadline: number): void {
-    const cut = addr.lastIndexOf(':');
-    const host = addr.slice(0, cut);
-    const port = Number(addr.slice(cut + 1));
+  private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
+    let addr = firstAddr;
     const inbound = new Inbound(this, peer);
     this.inbound[peer] = inbound;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const attempt = () => {
       if (this.closing) return;
       let connected = false;
+      const cut = addr.lastIndexOf(':');
+      const host = addr.slice(0, cut);
+      const port = Number(addr.slice(cut + 1));
       const s = net.connect({
         host, port,
         onread: { buffer, callback: (n: number, b: Uint8Array) => { inbound.feed(b, n); return true; } },
@@ -396,9 +428,16 @@ export class Mesh {
       s.once('error', (e: NodeJS.ErrnoException) => {
         if (connected) return;
         s.destroy();
-        // The peer published its address only after listening, so a refusal is transient
-        // (e.g. a stale key of an earlier run being replaced); retry until the deadline.
-        if (performance.now() < deadline) setTimeout(attempt, 50);
+        // The peer publishes its address only once it listens, so a refusal means the address
+        // is stale (a crashed earlier run of this group): read the key again and retry until
+        // the peer's new incarnation has replaced it, or the deadline.
+        if (performance.now() < deadline) {
+          setTimeout(() => {
+            this.opts.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()) })
+              .then((v) => { addr = Buffer.from(v).toString('utf8'); }, () => {})
+              .finally(attempt);
+          }, 50);
+        }
         else this.setupError?.(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
       });
     };
@@ -454,7 +493,7 @@ export class Mesh {
     const early = inb.early.get(key);
     if (!early) return;
     inb.early.delete(key);
-    for (const f of early) deliver(sink, key, peer, f.slot, f.buf);
+    for (const f of early) deliver(sink, key, peer, f.slot, f.buf, inb.pool);
   }
 
   unregister(peer: number, key: string): void {
