@@ -1,0 +1,73 @@
+// One rank of `groupcomm bench device`: times collectives on the chosen device backend and, on
+// rank 0, reports nccl-tests-style rows (the parent prints them). Args come from GC_BENCH (JSON).
+import { storeBootstrap } from '../host/device/bootstrap.js';
+import { resolveBackend } from '../host/device/registry.js';
+import { emptyOn, freeTensor, fromDevice, toDevice } from '../host/device/tensors.js';
+import type { DeviceCommunicatorV1 } from '../host/device/types.js';
+import type { Tensor } from '../host/tensor.js';
+import { rankEnv, reportResult } from '../test/helpers/ranks.js';
+import { TestStoreClient } from '../test/conformance/teststore.js';
+import { median, percentile, type Row } from './report.js';
+
+interface Args { plugin: string; sizes: number[]; iters: number; warmup: number; ops: string[]; port: number }
+const a = JSON.parse(process.env.GC_BENCH!) as Args;
+const { rank, worldSize: n } = rankEnv();
+const backend = await resolveBackend(a.plugin);
+const dev = backend.capabilities.sharedDevice ? 0 : rank;
+const store = await TestStoreClient.connect(a.port);
+const bootstrap = storeBootstrap(store, { rank, worldSize: n, prefix: 'bench', timeoutMs: 600_000 });
+const comm = await backend.createCommunicator({ rank, worldSize: n, deviceIndex: dev, bootstrap, timeoutMs: 600_000 });
+
+// Bus bandwidth factors from nccl-tests doc/PERFORMANCE.md.
+const BUS: Record<string, number> = { allReduce: (2 * (n - 1)) / n, allGather: (n - 1) / n, reduceScatter: (n - 1) / n, broadcast: 1 };
+
+function f32(count: number, v: number): Tensor {
+  return toDevice(backend, { dtype: 'float32', shape: [count], device: 'cpu', data: new Float32Array(count).fill(v) }, dev);
+}
+
+async function once(op: string, count: number): Promise<{ us: number; wrong: number; check: () => number }> {
+  // size_bytes is the larger buffer, as nccl-tests reports it (allGather: the output).
+  const per = op === 'allGather' ? count / n : op === 'reduceScatter' ? count / n : count;
+  const inp = f32(op === 'reduceScatter' ? count : per, rank + 1);
+  const out = op === 'allGather' ? emptyOn(backend, [count], 'float32', dev) : op === 'reduceScatter' ? emptyOn(backend, [per], 'float32', dev) : inp;
+  const go = (c: DeviceCommunicatorV1) => op === 'allReduce' ? c.allReduce(inp) : op === 'allGather' ? c.allGather(out, inp)
+    : op === 'reduceScatter' ? c.reduceScatter(out, inp) : c.broadcast(inp, 0);
+  const t0 = performance.now();
+  await go(comm);
+  const us = (performance.now() - t0) * 1000;
+  const check = () => {
+    const got = fromDevice(backend, out).data as Float32Array;
+    let wrong = 0;
+    for (let i = 0; i < got.length; i++) {
+      const want = op === 'allReduce' || op === 'reduceScatter' ? (n * (n + 1)) / 2 : op === 'broadcast' ? 1 : Math.floor(i / per) + 1;
+      if (got[i] !== want) wrong++;
+    }
+    return wrong;
+  };
+  const wrong = check();
+  freeTensor(backend, inp);
+  if (out !== inp) freeTensor(backend, out);
+  return { us, wrong, check };
+}
+
+const rows: Omit<Row, 'bench'>[] = [];
+for (const op of a.ops) {
+  for (const size of a.sizes) {
+    const count = Math.max(n, Math.floor(size / 4 / n) * n);
+    const times: number[] = [];
+    let wrong = 0;
+    for (let i = 0; i < a.warmup + a.iters; i++) {
+      const r = await once(op, count);
+      if (i === 0) wrong = r.wrong; // checked on the first iteration, as nccl-tests does with -c 1
+      if (i >= a.warmup) times.push(r.us);
+    }
+    const med = median(times);
+    const bytes = count * 4;
+    const algbw = bytes / (med * 1e3);
+    rows.push({ name: `${op} ${bytes}B`, impl: a.plugin === 'cpu' ? 'cpu' : 'groupcomm', dtype: 'float32', op: op === 'allReduce' || op === 'reduceScatter' ? 'sum' : 'none', ranks: n,
+      size_bytes: bytes, count, median_us: med, p99_us: percentile(times, 0.99), algbw_gbps: algbw, busbw_gbps: algbw * BUS[op], wrong });
+  }
+}
+await comm.destroy();
+store.close();
+reportResult(rank === 0 ? { rows } : { rows: [] });

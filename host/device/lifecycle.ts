@@ -1,0 +1,100 @@
+/**
+ * The part of a communicator that is the same for every backend: operations issued strictly in
+ * call order (NCCL requires every rank to issue collectives in the same order, and callers do
+ * not always await each one), per-call deadlines, and the ready → aborted / destroyed states.
+ *
+ * A timeout or an aborted signal while an operation is in flight aborts the whole communicator:
+ * after a partial collective the peers' state is unknown (NCCL cannot resume either), so the
+ * honest answer is a dead communicator that says why, not a hang on the next call.
+ */
+import { effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import { abortedError, destroyedError, timeoutError, type GroupcommError, type GroupcommErrorFields } from '../errors.js';
+
+export type CommState = 'ready' | 'aborted' | 'destroyed';
+
+export class OrderedOps {
+  state: CommState = 'ready';
+  /** Aborted when the communicator dies; every in-flight operation listens to it. */
+  readonly lifetime = new AbortController();
+  private tail: Promise<unknown> = Promise.resolve();
+  private abortReason = '';
+
+  constructor(
+    private readonly label: string,
+    private readonly rank: number,
+    private readonly defaultTimeoutMs: number,
+    /** Called once when the communicator dies (CUDA: ncclCommAbort). Must not throw. */
+    private readonly onFatal: (reason: string) => Promise<void> | void,
+  ) {}
+
+  /** Rejects at once when the communicator can no longer run operations. */
+  assertUsable(what: string): void {
+    if (this.state === 'destroyed') throw destroyedError(`${what}: ${this.label} on rank ${this.rank} was destroyed`, { rank: this.rank });
+    if (this.state === 'aborted') throw abortedError(`${what}: ${this.label} on rank ${this.rank} was aborted (${this.abortReason})`, { rank: this.rank });
+  }
+
+  /**
+   * Runs `fn` after every earlier operation has settled, bounded by the call's timeout (which
+   * also counts the wait in the queue). `fn` receives a signal that fires if the communicator
+   * dies or the call is given up, and must stop waiting when it does.
+   */
+  run<T>(what: string, opts: OpOptions | undefined, fn: (signal: AbortSignal) => Promise<T>, fields: GroupcommErrorFields = {}): Promise<T> {
+    try { this.assertUsable(what); } catch (e) { return Promise.reject(e); }
+    const timeoutMs = effectiveTimeout(opts, this.defaultTimeoutMs);
+    const callCtl = new AbortController();
+    // One signal for the call: the caller's signal or the communicator's death ends it.
+    const onDeath = () => callCtl.abort(this.lifetime.signal.reason);
+    const onCaller = () => callCtl.abort(opts?.signal?.reason);
+    this.lifetime.signal.addEventListener('abort', onDeath, { once: true });
+    if (opts?.signal?.aborted) callCtl.abort(opts.signal.reason);
+    else opts?.signal?.addEventListener('abort', onCaller, { once: true });
+    let started = false;
+    const body = this.tail.then(async () => {
+      this.assertUsable(what);
+      if (callCtl.signal.aborted) throw abortedError(`${what} given up before it started`, { rank: this.rank });
+      started = true;
+      return fn(callCtl.signal);
+    });
+    this.tail = body.catch(() => {});
+    const fullFields = { rank: this.rank, ...fields };
+    return guard(body, {
+      timeoutMs,
+      signal: callCtl.signal,
+      what: `${what} on rank ${this.rank}`,
+      fields: fullFields,
+      onTimeout: (elapsedMs) => timeoutError(
+        `${what} timed out after ${timeoutMs}ms on rank ${this.rank} (${this.label}); the communicator is aborted. ` +
+        'Set timeoutMs, or run with GROUPCOMM_DEBUG=info', { ...fullFields, timeoutMs, elapsedMs }),
+      cancel: (err: GroupcommError) => {
+        if (!callCtl.signal.aborted) callCtl.abort(err);
+        if (started) void this.abort(`${what} ${err.code === 'ERR_GROUPCOMM_TIMEOUT' ? 'timed out' : 'was aborted'}`);
+      },
+    }).finally(() => {
+      this.lifetime.signal.removeEventListener('abort', onDeath);
+      opts?.signal?.removeEventListener('abort', onCaller);
+    });
+  }
+
+  /** Kills the communicator (idempotent); in-flight and queued operations reject with ABORTED. */
+  async abort(reason: string): Promise<void> {
+    if (this.state !== 'ready') return;
+    this.state = 'aborted';
+    this.abortReason = reason;
+    this.lifetime.abort(abortedError(`${this.label} on rank ${this.rank} aborted: ${reason}`, { rank: this.rank }));
+    await this.onFatal(reason);
+  }
+
+  /** Marks the communicator destroyed; returns false when it already was (destroy is idempotent). */
+  markDestroyed(): boolean {
+    if (this.state === 'destroyed') return false;
+    const wasReady = this.state === 'ready';
+    this.state = 'destroyed';
+    if (wasReady) this.lifetime.abort(destroyedError(`${this.label} on rank ${this.rank} destroyed`, { rank: this.rank }));
+    return true;
+  }
+
+  /** Waits for every operation issued so far to settle (used by destroy and synchronize). */
+  drain(): Promise<void> {
+    return this.tail.then(() => {});
+  }
+}

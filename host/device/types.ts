@@ -1,0 +1,131 @@
+/**
+ * The device plugin contract, version 1. Versioned like NCCL's `ncclNet_vN`: a plugin states
+ * `apiVersion: 1`, and a later `DeviceBackendV2` will be adapted to by the loader rather than
+ * breaking V1 plugins. Everything a plugin needs from groupcomm is in this file.
+ *
+ * Contracts that hold for every method below (docs/plugins.md explains them at length):
+ * - Blocking: no method blocks the event loop for longer than a library call that returns at
+ *   once (an enqueue, a copy of a few bytes). Anything that waits on peers or on the device
+ *   returns a Promise and honours `{ timeoutMs, signal }`.
+ * - Completion: a communicator's Promise resolves once the result is visible to
+ *   `backend.copyToHost` and the inputs may be reused or freed.
+ * - Ownership: callers own every Tensor and DeviceBuffer they pass; a communicator never keeps a
+ *   reference after the returned Promise settles. Buffers must not be freed while an operation
+ *   that uses them is pending.
+ * - Order: collective calls are issued in call order, even when the caller does not await each
+ *   one; every rank must issue the same collectives in the same order (as with NCCL).
+ * - Errors: every rejection is a GroupcommError (ERR_GROUPCOMM_TIMEOUT, _ABORTED, _DESTROYED,
+ *   _INVALID_ARGUMENT, _PEER_LOST, _PROTOCOL, _PLUGIN_UNAVAILABLE). After a timeout or abort the
+ *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; destroy() still works.
+ */
+import type { OpOptions } from '../deadline.js';
+import type { DeviceBuffer, DType, Tensor } from '../tensor.js';
+
+export const DEVICE_API_VERSION = 1;
+
+/** Reduction operators, named as in NCCL's ncclRedOp_t (avg only for floating-point dtypes). */
+export type ReduceOp = 'sum' | 'prod' | 'max' | 'min' | 'avg';
+export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'max', 'min', 'avg'];
+
+export type ProbeResult = { available: true } | { available: false; reason: string };
+
+/**
+ * The group's store channel, handed to `createCommunicator`. A backend uses it to exchange its
+ * bootstrap data (NCCL: the raw 128-byte unique id from rank 0) and may use it as a slow data
+ * path. Every method is collective over the group except sendBytes/recvBytes (a pair).
+ * `storeBootstrap()` builds one over any Store; a StatelessProcessGroup can satisfy it as well.
+ */
+export interface DeviceBootstrap {
+  readonly rank: number;
+  readonly worldSize: number;
+  /** `src` passes its bytes, the others pass undefined; everyone resolves with src's bytes. */
+  broadcastBytes(bytes: Uint8Array | undefined, src: number, opts?: OpOptions): Promise<Uint8Array>;
+  sendBytes(bytes: Uint8Array, dst: number, opts?: OpOptions): Promise<void>;
+  recvBytes(src: number, opts?: OpOptions): Promise<Uint8Array>;
+  /** Resolves when every rank has called it; a timeout names the ranks still missing. */
+  barrier(opts?: OpOptions): Promise<void>;
+}
+
+export interface CommunicatorOptions {
+  rank: number;
+  worldSize: number;
+  /** Which device of this backend the communicator drives (CUDA: the device ordinal). */
+  deviceIndex: number;
+  bootstrap: DeviceBootstrap;
+  /** Bounds creation (NCCL: unique-id exchange and init); also the default for every op. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Names the communicator in logs and errors (the coordinator passes its unique name). */
+  name?: string;
+}
+
+export interface CollectiveOptions extends OpOptions {
+  /** Reduction operator for allReduce / reduceScatter (default 'sum'). */
+  op?: ReduceOp;
+}
+
+/**
+ * One rank's end of a device communicator. Tensors live on this backend's device
+ * (`tensor.device === backend.deviceType + ':' + deviceIndex`), are contiguous, and sizes are
+ * checked before anything is issued (ERR_GROUPCOMM_INVALID_ARGUMENT, nothing sent).
+ */
+export interface DeviceCommunicatorV1 {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly deviceIndex: number;
+  /** In place: every rank's `tensor` ends up holding the reduction over all ranks. */
+  allReduce(tensor: Tensor, opts?: CollectiveOptions): Promise<Tensor>;
+  /** `output` (worldSize × input elements) receives every rank's input, in rank order. */
+  allGather(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor>;
+  /** `input` has worldSize × output elements; rank r receives the reduction of block r. */
+  reduceScatter(output: Tensor, input: Tensor, opts?: CollectiveOptions): Promise<Tensor>;
+  /** In place: `tensor` on every rank ends up equal to src's. */
+  broadcast(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor>;
+  /** Point to point: pairs with `recv` on `dst`, same element count and dtype. */
+  send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void>;
+  /** Fills `tensor` with what `src` sent. */
+  recv(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor>;
+  /** `output` (worldSize × input elements) is written on `dst` only; others pass undefined. */
+  gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined>;
+  /** Equal splits: block j of `input` goes to rank j; block i of `output` comes from rank i. */
+  allToAll(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor>;
+  /** Resolves when every operation issued so far has completed on the device. */
+  synchronize(opts?: OpOptions): Promise<void>;
+  /** Immediate, local, idempotent: pending operations reject with ERR_GROUPCOMM_ABORTED. */
+  abort(reason?: string): Promise<void>;
+  /** Releases the communicator; idempotent; later operations reject with ERR_GROUPCOMM_DESTROYED. */
+  destroy(opts?: OpOptions): Promise<void>;
+}
+
+/** What a backend can do; optional features are found here, not by calling and catching. */
+export interface BackendCapabilities {
+  /** Dtypes allReduce / reduceScatter accept (data movement takes every dtype). */
+  reduceDtypes: readonly DType[];
+  /** True when the backend can create more than one rank on the same device index. */
+  sharedDevice: boolean;
+}
+
+export interface DeviceBackendV1 {
+  readonly apiVersion: 1;
+  /** Used in logs and by name resolution ('cpu', 'cuda'). */
+  readonly name: string;
+  /** The device type in Tensor.device strings ('host', 'cuda'). */
+  readonly deviceType: string;
+  readonly capabilities: BackendCapabilities;
+  /** Cheap and safe to call repeatedly; never throws. Unavailable → the reason, said plainly. */
+  probe(): Promise<ProbeResult>;
+  deviceCount(): Promise<number>;
+  /** Device memory of `nbytes` (zero-filled where the device allows it cheaply: cpu yes, cuda no). */
+  alloc(nbytes: number, deviceIndex: number): DeviceBuffer;
+  /** Idempotent for a buffer already freed. */
+  free(buf: DeviceBuffer): void;
+  /** Synchronous copy; `src.byteLength` must not exceed `dst.nbytes`. */
+  copyFromHost(dst: DeviceBuffer, src: Uint8Array): void;
+  /** Synchronous copy; `dst.byteLength` must not exceed `src.nbytes`. */
+  copyToHost(dst: Uint8Array, src: DeviceBuffer): void;
+  /**
+   * Collective over the bootstrap's group: every rank calls it with the same worldSize.
+   * Rejects with ERR_GROUPCOMM_TIMEOUT (naming the rank) when the group does not form in time.
+   */
+  createCommunicator(opts: CommunicatorOptions): Promise<DeviceCommunicatorV1>;
+}

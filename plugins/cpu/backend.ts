@@ -1,0 +1,61 @@
+/**
+ * The cpu backend: a DeviceBackendV1 whose device memory is host memory (device type 'host',
+ * one device, 'host:0'). It is always available, needs no native code, supports every dtype and
+ * reduce op, and lets any number of ranks share its one device, so the whole device path of
+ * groupcomm (and the conformance suite) runs on any machine.
+ */
+import { invalidArgument } from '../../host/errors.js';
+import { DTYPE_NAMES } from '../../host/tensor.js';
+import { fromDevice } from '../../host/device/tensors.js';
+import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
+import { registerHostCopier, type DeviceBuffer } from '../../host/tensor.js';
+import { CpuCommunicator, DEVICE_TYPE } from './communicator.js';
+import { HostMemory } from './memory.js';
+
+export class CpuBackend implements DeviceBackendV1 {
+  readonly apiVersion = 1 as const;
+  readonly name = 'cpu';
+  readonly deviceType = DEVICE_TYPE;
+  readonly capabilities = { reduceDtypes: DTYPE_NAMES, sharedDevice: true };
+  /** Exposed for tests that check for leaks (live allocation count). */
+  readonly memory = new HostMemory();
+
+  constructor() {
+    // toHost() on a 'host:N' tensor copies through this backend.
+    registerHostCopier(DEVICE_TYPE, async (t) => fromDevice(this, t));
+  }
+
+  async probe(): Promise<ProbeResult> {
+    return { available: true };
+  }
+
+  async deviceCount(): Promise<number> {
+    return 1;
+  }
+
+  private device(i: number): void {
+    if (i !== 0) throw invalidArgument(`the cpu backend has one device (index 0), got ${i}`);
+  }
+
+  alloc(nbytes: number, deviceIndex: number): DeviceBuffer {
+    this.device(deviceIndex);
+    return this.memory.alloc(nbytes);
+  }
+
+  free(buf: DeviceBuffer): void {
+    this.memory.free(buf);
+  }
+
+  copyFromHost(dst: DeviceBuffer, src: Uint8Array): void {
+    this.memory.copyFromHost(dst, src);
+  }
+
+  copyToHost(dst: Uint8Array, src: DeviceBuffer): void {
+    this.memory.copyToHost(dst, src);
+  }
+
+  async createCommunicator(opts: CommunicatorOptions): Promise<DeviceCommunicatorV1> {
+    this.device(opts.deviceIndex);
+    return CpuCommunicator.create(this.memory, opts);
+  }
+}

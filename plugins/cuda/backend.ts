@@ -1,0 +1,113 @@
+/**
+ * The cuda backend: NCCL collectives on CUDA device memory, through koffi.
+ *
+ * probe() runs the library probe in a child process (plugins/cuda/transport.ts) and turns what
+ * it saw into one plain reason: which library was not found where, or what the CUDA runtime
+ * said ("CUDA driver missing or too old: cudaErrorInsufficientDriver (35)"). The libraries are
+ * loaded into this process only after a successful probe, on first use.
+ */
+import { pluginUnavailable } from '../../host/errors.js';
+import { fromDevice } from '../../host/device/tensors.js';
+import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
+import { logger } from '../../host/log.js';
+import { registerHostCopier, type DeviceBuffer } from '../../host/tensor.js';
+import { CudaCommunicator, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
+import { CudaRuntime } from './memory.js';
+import {
+  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FUNCTIONS, ncclVersionString, notFoundMessage, probeLibraries,
+  type ProbeReport,
+} from './transport.js';
+
+const log = logger('DEVICE');
+
+/** One plain sentence per problem the probe found (empty when CUDA and NCCL are usable). */
+export function probeReasons(r: ProbeReport | { error: string }): string[] {
+  if ('error' in r) return [r.error];
+  const out: string[] = [];
+  if (!r.cudart) out.push(notFoundMessage('cudart', r.cudartTried));
+  else {
+    const c = r.cudart;
+    const versions = `runtime ${c.runtimeVersion}, driver ${c.driverVersion}`;
+    if (c.deviceCountRc === CudaError.cudaErrorInsufficientDriver) {
+      out.push(`CUDA driver missing or too old: ${c.errName} (${c.deviceCountRc}) from ${c.path} (${versions}); install the NVIDIA driver, or point GROUPCOMM_CUDART_PATH at a runtime the driver supports`);
+    } else if (c.deviceCountRc === CudaError.cudaErrorNoDevice) {
+      out.push(`no CUDA device: ${c.errName} (${c.deviceCountRc}) (${versions}); check CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? '(unset)'}`);
+    } else if (c.deviceCountRc !== 0) {
+      out.push(`cudaGetDeviceCount failed: ${c.errName} (${c.deviceCountRc}): ${c.errString} (${versions})`);
+    } else if (c.deviceCount === 0) {
+      out.push(`no CUDA device visible (CUDA_VISIBLE_DEVICES=${process.env.CUDA_VISIBLE_DEVICES ?? '(unset)'})`);
+    }
+  }
+  if (!r.nccl) out.push(notFoundMessage('nccl', r.ncclTried));
+  return out;
+}
+
+export class CudaBackend implements DeviceBackendV1 {
+  readonly apiVersion = 1 as const;
+  readonly name = 'cuda';
+  readonly deviceType = DEVICE_TYPE;
+  // NCCL refuses two ranks of one communicator on the same GPU.
+  readonly capabilities = { reduceDtypes: CUDA_REDUCE_DTYPES, sharedDevice: false };
+  private probed: Promise<ProbeReport | { error: string }> | undefined;
+  private libs: NcclLibs | undefined;
+
+  constructor() {
+    registerHostCopier(DEVICE_TYPE, async (t) => fromDevice(this, t));
+  }
+
+  /** The child-process probe, run once per process (the libraries do not change under us). */
+  report(): Promise<ProbeReport | { error: string }> {
+    this.probed ??= probeLibraries();
+    return this.probed;
+  }
+
+  async probe(): Promise<ProbeResult> {
+    const reasons = probeReasons(await this.report());
+    return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
+  }
+
+  /** The libraries, loaded in-process after a successful probe; throws the probe's reason otherwise. */
+  private async load(): Promise<NcclLibs> {
+    if (this.libs) return this.libs;
+    const r = await this.report();
+    const reasons = probeReasons(r);
+    if (reasons.length || 'error' in r) throw pluginUnavailable(`device backend 'cuda' is not available: ${reasons.join('; ')}`);
+    const cuda = new CudaRuntime(bindLibrary(r.cudart!.path, CUDART_FUNCTIONS), r.cudart!.path);
+    const nccl = bindLibrary(r.nccl!.path, NCCL_FUNCTIONS);
+    log.info(`cuda backend: CUDA runtime ${r.cudart!.runtimeVersion} (${r.cudart!.path}), NCCL ${ncclVersionString(r.nccl!.version)} (${r.nccl!.path}), ${r.cudart!.deviceCount} device(s)`);
+    return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path });
+  }
+
+  /** Synchronous entry points need the libraries already loaded (probe, deviceCount or createCommunicator first). */
+  private cuda(): CudaRuntime {
+    if (!this.libs) throw pluginUnavailable("cuda backend not loaded yet: await backend.deviceCount() (or resolveBackend('cuda')) before allocating");
+    return this.libs.cuda;
+  }
+
+  async deviceCount(): Promise<number> {
+    const r = await this.report();
+    if ('error' in r || !r.cudart || r.cudart.deviceCountRc !== 0) return 0;
+    await this.load();
+    return this.cuda().deviceCount();
+  }
+
+  alloc(nbytes: number, deviceIndex: number): DeviceBuffer {
+    return this.cuda().alloc(nbytes, deviceIndex);
+  }
+
+  free(buf: DeviceBuffer): void {
+    this.cuda().free(buf);
+  }
+
+  copyFromHost(dst: DeviceBuffer, src: Uint8Array): void {
+    this.cuda().copyFromHost(dst, src);
+  }
+
+  copyToHost(dst: Uint8Array, src: DeviceBuffer): void {
+    this.cuda().copyToHost(dst, src);
+  }
+
+  async createCommunicator(opts: CommunicatorOptions): Promise<DeviceCommunicatorV1> {
+    return CudaCommunicator.create(await this.load(), opts);
+  }
+}

@@ -1,0 +1,316 @@
+/**
+ * A NCCL communicator driven from JavaScript without blocking the event loop.
+ *
+ * - Creation: rank 0 makes the unique id; its raw 128 bytes travel over the bootstrap. With
+ *   ncclCommInitRankConfig (NCCL >= 2.14) the communicator is created non-blocking and we poll
+ *   ncclCommGetAsyncError, so a rank that never comes ends in a timeout and ncclCommAbort
+ *   instead of a hung process. Older NCCL: ncclCommInitRank runs on koffi's thread pool.
+ * - Operations are enqueued on the communicator's own non-blocking stream, followed by an
+ *   event; completion is awaited by polling cudaEventQuery on a short timer, and the
+ *   communicator's async error is polled alongside. NCCL has no watchdog of its own: a timeout
+ *   here calls ncclCommAbort (the only way to free a stuck kernel) and the communicator is dead.
+ * - Data movement (allGather, broadcast, send/recv, gather, allToAll) is a byte copy and goes as
+ *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
+ *   use the dtype's NCCL type.
+ */
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, sleep, type OpOptions } from '../../host/deadline.js';
+import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/errors.js';
+import { checkReduce } from '../../host/device/elementwise.js';
+import { OrderedOps } from '../../host/device/lifecycle.js';
+import { checkDeviceTensor, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
+import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
+import { logger } from '../../host/log.js';
+import { dtypeInfo } from '../../host/core/dtype.js';
+import type { DType, Tensor } from '../../host/tensor.js';
+import type { CudaRuntime } from './memory.js';
+import { NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
+
+export const DEVICE_TYPE = 'cuda';
+
+/** Dtypes NCCL reduces on every GPU it supports (fp8 needs sm_90; int16 has no NCCL type). */
+export const CUDA_REDUCE_DTYPES: readonly DType[] = [
+  'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64', 'bfloat16', 'bool',
+];
+
+const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
+
+/** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
+export function ncclReduceArgs(dtype: DType, op: ReduceOp): { type: number; op: number } {
+  checkReduce(dtype, op);
+  if (!CUDA_REDUCE_DTYPES.includes(dtype)) {
+    throw invalidArgument(`the cuda backend cannot reduce ${dtype} (NCCL has no ${dtype} reduction on every GPU); see capabilities.reduceDtypes`);
+  }
+  if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
+  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
+}
+
+/** Poll interval for event and async-error queries: short enough for small messages, kind to the CPU for long ones. */
+const pollDelayMs = (spins: number) => (spins < 20 ? 0 : spins < 200 ? 0.2 : 1);
+
+export interface NcclLibs { cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string }
+
+export class CudaCommunicator implements DeviceCommunicatorV1 {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly deviceIndex: number;
+  private readonly ops: OrderedOps;
+  private readonly log;
+  private comm = 0n;
+  private stream = 0n;
+  private event = 0n;
+
+  private constructor(private readonly libs: NcclLibs, o: CommunicatorOptions, private readonly timeoutMs: number) {
+    this.rank = o.rank;
+    this.worldSize = o.worldSize;
+    this.deviceIndex = o.deviceIndex;
+    this.log = logger('DEVICE', `rank ${o.rank}/${o.worldSize} cuda:${o.deviceIndex}`);
+    this.ops = new OrderedOps(`NCCL communicator${o.name ? ` '${o.name}'` : ''}`, o.rank, timeoutMs, (reason) => this.abortNative(reason));
+  }
+
+  private ncclText(rc: number): string {
+    return `${this.libs.nccl.ncclGetErrorString(rc)} (${rc})`;
+  }
+
+  private ncclCheck(rc: number, what: string): void {
+    if (rc === NcclResult.ncclSuccess || rc === NcclResult.ncclInProgress) return;
+    const msg = `NCCL ${what} failed on rank ${this.rank}: ${this.ncclText(rc)}`;
+    if (rc === NcclResult.ncclInvalidArgument || rc === NcclResult.ncclInvalidUsage) throw invalidArgument(msg, { rank: this.rank, detail: rc });
+    if (rc === NcclResult.ncclRemoteError || rc === NcclResult.ncclSystemError) throw peerLostError(msg, { rank: this.rank, detail: rc });
+    throw pluginUnavailable(msg, { rank: this.rank, detail: rc });
+  }
+
+  /** ncclCommGetAsyncError, checked; returns true while the communicator is still in progress. */
+  private asyncPending(what: string): boolean {
+    const st = [0];
+    this.ncclCheck(this.libs.nccl.ncclCommGetAsyncError(this.comm, st), 'ncclCommGetAsyncError');
+    this.ncclCheck(st[0], `${what} (async error)`);
+    return st[0] === NcclResult.ncclInProgress;
+  }
+
+  static async create(libs: NcclLibs, o: CommunicatorOptions): Promise<CudaCommunicator> {
+    const timeoutMs = effectiveTimeout(o, DEFAULT_TIMEOUT_MS);
+    if (o.bootstrap.rank !== o.rank || o.bootstrap.worldSize !== o.worldSize) {
+      throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${o.bootstrap.rank}/${o.bootstrap.worldSize}`, { rank: o.rank });
+    }
+    const c = new CudaCommunicator(libs, o, timeoutMs);
+    const t0 = performance.now();
+    const left = () => Math.max(1, timeoutMs - (performance.now() - t0));
+    // 1. The unique id: made by rank 0, shipped as its raw 128 bytes.
+    let id: Uint8Array | undefined;
+    if (o.rank === 0) {
+      id = new Uint8Array(NCCL_UNIQUE_ID_BYTES);
+      c.ncclCheck(libs.nccl.ncclGetUniqueId(id), 'ncclGetUniqueId');
+    }
+    id = await o.bootstrap.broadcastBytes(id, 0, { timeoutMs: left(), signal: o.signal });
+    if (id.byteLength !== NCCL_UNIQUE_ID_BYTES) throw invalidArgument(`NCCL unique id from rank 0 has ${id.byteLength} bytes, expected ${NCCL_UNIQUE_ID_BYTES}`);
+    // 2. Join: every rank with its device current.
+    libs.cuda.setDevice(o.deviceIndex);
+    await c.initComm(id, left(), o.signal);
+    try {
+      c.stream = libs.cuda.createStream();
+      c.event = libs.cuda.createEvent();
+    } catch (e) {
+      await c.abortNative('stream setup failed');
+      throw e;
+    }
+    c.log.info(`NCCL ${libs.ncclVersion} communicator ready (${libs.ncclPath})`);
+    return c;
+  }
+
+  private async initComm(id: Uint8Array, timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    const { nccl } = this.libs;
+    const out: unknown[] = [null];
+    const uid = { internal: id };
+    if (nccl.ncclCommInitRankConfig) {
+      const rc = nccl.ncclCommInitRankConfig(out, this.worldSize, uid, this.rank, ncclConfigBytes(false));
+      this.comm = out[0] ? BigInt(out[0] as bigint) : 0n;
+      if (rc !== NcclResult.ncclSuccess && rc !== NcclResult.ncclInProgress) {
+        if (this.comm) await this.abortNative('init failed');
+        this.ncclCheck(rc, 'ncclCommInitRankConfig');
+      }
+      const t0 = performance.now();
+      for (let spins = 0; this.asyncPending('ncclCommInitRankConfig'); spins++) {
+        if (signal?.aborted || performance.now() - t0 > timeoutMs) {
+          await this.abortNative('init timed out');
+          if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
+          throw timeoutError(`NCCL init on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
+            { rank: this.rank, timeoutMs });
+        }
+        await sleep(Math.max(1, pollDelayMs(spins)));
+      }
+      return;
+    }
+    // NCCL < 2.14: blocking init on a pool thread. On timeout that thread stays blocked until
+    // NCCL gives up by itself; nothing in NCCL's API can interrupt it before a handle exists.
+    const p = new Promise<void>((resolve, reject) => {
+      nccl.ncclCommInitRank.async(out, this.worldSize, uid, this.rank, (err: unknown, rc: number) => {
+        if (err) return reject(err);
+        try { this.ncclCheck(rc, 'ncclCommInitRank'); this.comm = BigInt(out[0] as bigint); resolve(); } catch (e) { reject(e); }
+      });
+    });
+    await guard(p, { timeoutMs, signal, what: 'NCCL init', fields: { rank: this.rank }, onTimeout: simpleTimeout(`NCCL init on rank ${this.rank}`, timeoutMs, { rank: this.rank }) });
+  }
+
+  /** ncclCommAbort on a pool thread (it may wait for kernels), bounded so we never hang on it. */
+  private async abortNative(reason: string): Promise<void> {
+    const comm = this.comm;
+    this.comm = 0n;
+    if (comm) {
+      this.log.warn(`aborting NCCL communicator: ${reason}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => { this.log.warn('ncclCommAbort still running after 10 s; leaving it'); resolve(); }, 10_000);
+        this.libs.nccl.ncclCommAbort.async(comm, () => { clearTimeout(t); resolve(); });
+      });
+    }
+    this.releaseStream();
+  }
+
+  private releaseStream(): void {
+    const { fn } = this.libs.cuda;
+    if (this.event) { fn.cudaEventDestroy(this.event); this.event = 0n; }
+    if (this.stream) { fn.cudaStreamDestroy(this.stream); this.stream = 0n; }
+  }
+
+  /** Enqueues with `enqueue` (its NCCL calls), then waits for the stream to reach that point. */
+  private issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T> {
+    return this.ops.run(what, opts, async (signal) => {
+      this.libs.cuda.setDevice(this.deviceIndex);
+      enqueue();
+      // A non-blocking communicator may still be launching: wait until it says it is done.
+      for (let spins = 0; this.asyncPending(what); spins++) {
+        if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
+        await sleep(pollDelayMs(spins));
+      }
+      this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
+      await this.waitEvent(what, signal);
+      return result;
+    }, peerRank === undefined ? {} : { peerRank });
+  }
+
+  private async waitEvent(what: string, signal: AbortSignal): Promise<void> {
+    for (let spins = 0; ; spins++) {
+      // The signal first: after an abort the event and stream are being released.
+      if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
+      if (this.libs.cuda.eventDone(this.event)) return;
+      // A peer failure shows up here, not in the event: without this we would wait for the timeout.
+      if (spins % 64 === 63) this.asyncPending(what);
+      await sleep(pollDelayMs(spins));
+    }
+  }
+
+  private t(t: Tensor | undefined, what: string): CheckedTensor {
+    return checkDeviceTensor(t, DEVICE_TYPE, this.deviceIndex, what);
+  }
+
+  private rc(rc: number, what: string): void {
+    this.ncclCheck(rc, what);
+  }
+
+  /** Runs `body` between ncclGroupStart and ncclGroupEnd (the group always ends). */
+  private grouped(what: string, body: () => void): void {
+    const { nccl } = this.libs;
+    this.rc(nccl.ncclGroupStart(), 'ncclGroupStart');
+    try { body(); } finally { this.rc(nccl.ncclGroupEnd(), `ncclGroupEnd (${what})`); }
+  }
+
+  async allReduce(tensor: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
+    const x = this.t(tensor, 'allReduce');
+    const a = ncclReduceArgs(tensor.dtype, opts?.op ?? 'sum');
+    return this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(x.buf.ptr, x.buf.ptr, x.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), tensor);
+  }
+
+  async allGather(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
+    const o = this.t(output, 'allGather output'), i = this.t(input, 'allGather input');
+    checkPair(o, output, i, input, this.worldSize, 'allGather');
+    return this.issue('allGather', opts, () => this.rc(this.libs.nccl.ncclAllGather(i.buf.ptr, o.buf.ptr, i.nbytes, NcclDataType.ncclUint8, this.comm, this.stream), 'ncclAllGather'), output);
+  }
+
+  async reduceScatter(output: Tensor, input: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
+    const o = this.t(output, 'reduceScatter output'), i = this.t(input, 'reduceScatter input');
+    checkPair(i, input, o, output, this.worldSize, 'reduceScatter');
+    const a = ncclReduceArgs(input.dtype, opts?.op ?? 'sum');
+    return this.issue('reduceScatter', opts, () => this.rc(this.libs.nccl.ncclReduceScatter(i.buf.ptr, o.buf.ptr, o.count, a.type, a.op, this.comm, this.stream), 'ncclReduceScatter'), output);
+  }
+
+  async broadcast(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+    const x = this.t(tensor, 'broadcast');
+    checkPeer(src, this.worldSize, 'broadcast', this.rank);
+    return this.issue('broadcast', opts, () => this.rc(this.libs.nccl.ncclBroadcast(x.buf.ptr, x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclBroadcast'), tensor, src);
+  }
+
+  async send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
+    const x = this.t(tensor, 'send');
+    checkPeer(dst, this.worldSize, 'send', this.rank);
+    if (dst === this.rank) throw invalidArgument('send: destination is this rank', { rank: this.rank });
+    return this.issue('send', opts, () => this.rc(this.libs.nccl.ncclSend(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend'), undefined, dst);
+  }
+
+  async recv(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+    const x = this.t(tensor, 'recv');
+    checkPeer(src, this.worldSize, 'recv', this.rank);
+    if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
+    return this.issue('recv', opts, () => this.rc(this.libs.nccl.ncclRecv(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclRecv'), tensor, src);
+  }
+
+  async gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined> {
+    const i = this.t(input, 'gather input');
+    checkPeer(dst, this.worldSize, 'gather', this.rank);
+    let o: CheckedTensor | undefined;
+    if (this.rank === dst) {
+      o = this.t(output, 'gather output');
+      checkPair(o, output!, i, input, this.worldSize, 'gather');
+    }
+    const { nccl } = this.libs;
+    return this.issue('gather', opts, () => this.grouped('gather', () => {
+      if (this.rank !== dst) {
+        this.rc(nccl.ncclSend(i.buf.ptr, i.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend');
+        return;
+      }
+      for (let r = 0; r < this.worldSize; r++) {
+        const at = o!.buf.ptr + BigInt(r * i.nbytes);
+        if (r === dst) this.libs.cuda.copyOnStream(at, i.buf.ptr, i.nbytes, this.stream);
+        else this.rc(nccl.ncclRecv(at, i.nbytes, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
+      }
+    }), this.rank === dst ? output : undefined, dst);
+  }
+
+  async allToAll(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
+    const o = this.t(output, 'allToAll output'), i = this.t(input, 'allToAll input');
+    checkPair(o, output, i, input, 1, 'allToAll');
+    if (i.count % this.worldSize !== 0) throw invalidArgument(`allToAll: ${i.count} elements do not split evenly over ${this.worldSize} ranks`);
+    const block = i.nbytes / this.worldSize;
+    const { nccl } = this.libs;
+    return this.issue('allToAll', opts, () => this.grouped('allToAll', () => {
+      for (let r = 0; r < this.worldSize; r++) {
+        const s = i.buf.ptr + BigInt(r * block), d = o.buf.ptr + BigInt(r * block);
+        if (r === this.rank) { this.libs.cuda.copyOnStream(d, s, block, this.stream); continue; }
+        this.rc(nccl.ncclSend(s, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclSend');
+        this.rc(nccl.ncclRecv(d, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
+      }
+    }), output);
+  }
+
+  async synchronize(opts?: OpOptions): Promise<void> {
+    return this.issue('synchronize', opts, () => {}, undefined);
+  }
+
+  async abort(reason = 'abort() called'): Promise<void> {
+    await this.ops.abort(reason);
+  }
+
+  /**
+   * Local and bounded: like vLLM since #39846, destruction uses ncclCommAbort, which never waits
+   * for peers (ncclCommDestroy may), after letting issued operations finish within the timeout.
+   */
+  async destroy(opts?: OpOptions): Promise<void> {
+    if (this.ops.state === 'destroyed') return;
+    const wasReady = this.ops.state === 'ready';
+    if (wasReady) {
+      const t = effectiveTimeout(opts, this.timeoutMs);
+      await guard(this.ops.drain(), { timeoutMs: t, what: 'destroy', onTimeout: simpleTimeout('destroy', t) }).catch(() => {});
+    }
+    this.ops.markDestroyed();
+    await this.abortNative('destroy');
+    this.log.debug('destroyed');
+  }
+}

@@ -1,0 +1,93 @@
+/**
+ * The CUDA runtime as the cuda backend uses it: every call checked (a non-zero cudaError_t
+ * becomes a GroupcommError naming the call, the error's name and text), device memory
+ * allocation, and synchronous host <-> device copies. Device pointers are BigInts (koffi 3).
+ */
+import { invalidArgument, pluginUnavailable } from '../../host/errors.js';
+import type { DeviceBuffer } from '../../host/tensor.js';
+import { CudaError, CudaMemcpyKind, CUDA_EVENT_DISABLE_TIMING, CUDA_STREAM_NON_BLOCKING, type FnTable } from './transport.js';
+
+export class CudaRuntime {
+  // Live allocations: makes free() idempotent and catches pointers from elsewhere.
+  private readonly live = new Set<bigint>();
+
+  constructor(readonly fn: FnTable, readonly path: string) {}
+
+  errorText(rc: number): string {
+    return `${this.fn.cudaGetErrorName(rc)} (${rc}): ${this.fn.cudaGetErrorString(rc)}`;
+  }
+
+  /** Throws for a non-zero cudaError_t; `what` names the call in the message. */
+  check(rc: number, what: string): void {
+    if (rc !== CudaError.cudaSuccess) {
+      throw pluginUnavailable(`CUDA ${what} failed: ${this.errorText(rc)}`, { detail: rc });
+    }
+  }
+
+  deviceCount(): number {
+    const n = [0];
+    this.check(this.fn.cudaGetDeviceCount(n), 'cudaGetDeviceCount');
+    return n[0];
+  }
+
+  setDevice(i: number): void {
+    this.check(this.fn.cudaSetDevice(i), `cudaSetDevice(${i})`);
+  }
+
+  alloc(nbytes: number, deviceIndex: number): DeviceBuffer {
+    if (!Number.isSafeInteger(nbytes) || nbytes < 0) throw invalidArgument(`alloc: nbytes must be an integer >= 0, got ${nbytes}`);
+    this.setDevice(deviceIndex);
+    const out: unknown[] = [null];
+    // cudaMalloc(0) may return a null pointer; a 1-byte minimum keeps every buffer distinct.
+    this.check(this.fn.cudaMalloc(out, Math.max(nbytes, 1)), `cudaMalloc(${nbytes})`);
+    const ptr = BigInt(out[0] as bigint);
+    this.live.add(ptr);
+    // Zero-filled like every backend's alloc (the contract does not leave garbage to read).
+    this.check(this.fn.cudaMemset(ptr, 0, Math.max(nbytes, 1)), 'cudaMemset');
+    return { ptr, nbytes };
+  }
+
+  free(buf: DeviceBuffer): void {
+    if (typeof buf?.ptr !== 'bigint') throw invalidArgument('free: expected a DeviceBuffer { ptr: bigint, nbytes }');
+    if (!this.live.delete(buf.ptr)) return; // already freed (or not ours): the contract says no-op
+    this.check(this.fn.cudaFree(buf.ptr), 'cudaFree');
+  }
+
+  copyFromHost(dst: DeviceBuffer, src: Uint8Array): void {
+    if (src.byteLength > dst.nbytes) throw invalidArgument(`copyFromHost: ${src.byteLength} bytes do not fit a ${dst.nbytes}-byte buffer`);
+    if (src.byteLength === 0) return;
+    this.check(this.fn.cudaMemcpy(dst.ptr, src, src.byteLength, CudaMemcpyKind.HostToDevice), 'cudaMemcpy(HostToDevice)');
+  }
+
+  copyToHost(dst: Uint8Array, src: DeviceBuffer): void {
+    if (dst.byteLength > src.nbytes) throw invalidArgument(`copyToHost: ${dst.byteLength} bytes requested from a ${src.nbytes}-byte buffer`);
+    if (dst.byteLength === 0) return;
+    this.check(this.fn.cudaMemcpy(dst, src.ptr, dst.byteLength, CudaMemcpyKind.DeviceToHost), 'cudaMemcpy(DeviceToHost)');
+  }
+
+  /** Device-to-device copy on `stream` (both pointers are device memory, so no host buffer is at risk). */
+  copyOnStream(dst: bigint, src: bigint, nbytes: number, stream: bigint): void {
+    if (nbytes === 0) return;
+    this.check(this.fn.cudaMemcpyAsync(dst, src, nbytes, CudaMemcpyKind.DeviceToDevice, stream), 'cudaMemcpyAsync(DeviceToDevice)');
+  }
+
+  createStream(): bigint {
+    const out: unknown[] = [null];
+    this.check(this.fn.cudaStreamCreateWithFlags(out, CUDA_STREAM_NON_BLOCKING), 'cudaStreamCreateWithFlags');
+    return BigInt(out[0] as bigint);
+  }
+
+  createEvent(): bigint {
+    const out: unknown[] = [null];
+    this.check(this.fn.cudaEventCreateWithFlags(out, CUDA_EVENT_DISABLE_TIMING), 'cudaEventCreateWithFlags');
+    return BigInt(out[0] as bigint);
+  }
+
+  /** True when the event has completed, false while the device is still working. */
+  eventDone(event: bigint): boolean {
+    const rc = this.fn.cudaEventQuery(event);
+    if (rc === CudaError.cudaErrorNotReady) return false;
+    this.check(rc, 'cudaEventQuery');
+    return true;
+  }
+}

@@ -1,0 +1,5 @@
+// The cpu reference backend against the whole conformance suite, world sizes 1 and 2, real
+// processes (cpu_ws34 runs 3 and 4: split so that each file stays well under a minute).
+import { defineConformance } from './define.js';
+
+await defineConformance({ plugin: 'cpu', worldSizes: [1, 2] });
