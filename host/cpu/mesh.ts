@@ -98,9 +98,9 @@ class SidePool {
     }
     return new Uint8Array(n);
   }
-  /** Takes back a buffer that has been copied out; only whole buffers of a useful size are kept. */
+  /** Takes back a buffer that is no longer used; only buffers of a useful size are kept. */
   put(b: Uint8Array): void {
-    if (b.byteLength < 4096 || b.byteLength > (64 << 20) || this.free.length >= 16) return;
+    if (b.buffer.byteLength < 4096 || b.buffer.byteLength > (64 << 20) || this.free.length >= 16) return;
     this.free.push(new Uint8Array(b.buffer, 0, b.buffer.byteLength));
   }
 }
@@ -243,6 +243,8 @@ export class Mesh {
   private readyCheck: () => void = () => {};
   private setupError: ((e: GroupcommError) => void) | undefined;
   address: { host: string; port: number } = { host: '', port: 0 };
+  /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
+  private sendPool = new SidePool();
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -523,10 +525,13 @@ export class Mesh {
     }
     const n = payload.byteLength;
     if (copy || n <= COPY_BELOW) {
-      const b = Buffer.allocUnsafe(HEADER_SIZE + n);
+      // Small frames come from Node's shared pool; larger copies from our own recycled
+      // buffers, since a fresh allocation of that size means fresh pages (page faults) here.
+      const pooled = n >= 4096;
+      const b = pooled ? this.sendPool.get(HEADER_SIZE + n) : Buffer.allocUnsafe(HEADER_SIZE + n);
       writeHeader(b, 0, kind, tag, seq, slot, n);
       b.set(payload, HEADER_SIZE);
-      s.write(b, cb);
+      s.write(b, pooled ? (err) => { this.sendPool.put(b); cb(err); } : cb);
       return;
     }
     const h = Buffer.allocUnsafe(HEADER_SIZE);
