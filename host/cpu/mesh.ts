@@ -395,7 +395,7 @@ export class Mesh {
       const peer = h.rank;
       // Nothing may arrive on a send-side socket after the HELLO.
       s.on('data', () => this.protocolFailure(peer, 'unexpected bytes on the send-side connection'));
-      this.watch(s, peer);
+      this.watch(s, peer, 'write');
       s.write(encodeAck(Status.OK, this.rank));
       this.log.debug(`accepted rank ${peer} from ${who}`);
       this.readyCheck();
@@ -425,7 +425,7 @@ export class Mesh {
         s.setNoDelay(true);
         this.dialed[peer] = s;
         s.write(encodeHello({ rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName, ...this.opts.framing }));
-        this.watch(s, peer);
+        this.watch(s, peer, 'read');
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
         if (connected) return;
@@ -459,21 +459,27 @@ export class Mesh {
     this.readyCheck();
   }
 
-  private watch(s: net.Socket, peer: number): void {
-    s.on('error', (e) => this.lose(peer, e.message));
-    s.on('end', () => this.lose(peer, 'connection closed by the peer'));
-    s.on('close', () => this.lose(peer, 'connection closed'));
+  /**
+   * Connection loss. Everything a peer sends, its goodbye included, arrives in order on the
+   * connection we dialed to it, so the end of *that* stream decides: after a goodbye it is a
+   * departure, without one a loss. The send side's close only starts a fallback timer (a peer
+   * whose read side vanished but whose write side lingers would otherwise go unnoticed).
+   */
+  private watch(s: net.Socket, peer: number, side: 'read' | 'write'): void {
+    const gone = (why: string) => (side === 'read' ? this.lose(peer, why) : this.loseLater(peer, why));
+    s.on('error', (e) => gone(e.message));
+    s.on('end', () => gone('connection closed by the peer'));
+    s.on('close', () => gone('connection closed'));
+  }
+
+  private loseLater(peer: number, why: string): void {
+    if (this.closing || this.lost || this.departed.has(peer)) return;
+    setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
   private lost = false;
-  private lose(peer: number, why: string, graceMs = 100): void {
+  private lose(peer: number, why: string): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    if (graceMs > 0 && !this.setupError) {
-      // A peer that destroys its group says goodbye first, but its goodbye travels on the other
-      // connection of the pair and may be read after this one's close: give it a moment.
-      setTimeout(() => this.lose(peer, why, 0), graceMs);
-      return;
-    }
     const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
@@ -485,7 +491,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.out[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`, 0);
+    this.lose(peer, `protocol error: ${why}`);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
