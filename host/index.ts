@@ -13,11 +13,17 @@ export {
 export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tensor.js';
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
+export {
+  reduceBytes, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, REDUCE_OP_CODES,
+} from './core/reduce.js';
+export type { ReduceOp, CoreBuffer } from './core/reduce.js';
 export type { Store, StoreValue } from './store/types.js';
+export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
+export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
 export { DEVICE_API_VERSION, REDUCE_OPS } from './device/types.js';
 export type {
   DeviceBackendV1, DeviceCommunicatorV1, DeviceBootstrap, CommunicatorOptions, CollectiveOptions,
-  BackendCapabilities, ProbeResult, ReduceOp,
+  BackendCapabilities, ProbeResult,
 } from './device/types.js';
 export { resolveBackend, loadBackend, registerBackend, backendNames, backendSpec } from './device/registry.js';
 export { checkBackend, backendProblems } from './device/check.js';
@@ -25,4 +31,3 @@ export { storeBootstrap } from './device/bootstrap.js';
 export type { BootstrapStore, StoreBootstrapOptions } from './device/bootstrap.js';
 export { emptyOn, toDevice, fromDevice, freeTensor, subBuffer, deviceString } from './device/tensors.js';
 export { OrderedOps } from './device/lifecycle.js';
-export { reduceInto } from './device/elementwise.js';

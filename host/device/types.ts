@@ -19,12 +19,16 @@
  *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; destroy() still works.
  */
 import type { OpOptions } from '../deadline.js';
+import type { ReduceOp } from '../core/reduce.js';
 import type { DeviceBuffer, DType, Tensor } from '../tensor.js';
 
 export const DEVICE_API_VERSION = 1;
 
-/** Reduction operators, named as in NCCL's ncclRedOp_t (avg only for floating-point dtypes). */
-export type ReduceOp = 'sum' | 'prod' | 'max' | 'min' | 'avg';
+/**
+ * Reduction operators, as NCCL's ncclRedOp_t and the WASM core name them. avg is sum / worldSize
+ * (integers truncate toward zero, like NCCL's SumPostDiv); bool has no avg.
+ */
+export type { ReduceOp };
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'max', 'min', 'avg'];
 
 export type ProbeResult = { available: true } | { available: false; reason: string };

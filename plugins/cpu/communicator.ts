@@ -1,21 +1,32 @@
 /**
  * The cpu backend's communicator: each operation checks its tensors, reads their bytes from
- * HostMemory, moves bytes with BootstrapTransport, reduces with the host reference kernels,
+ * HostMemory, moves bytes with BootstrapTransport, reduces with the WASM core's kernels,
  * and writes the result back in place. Ordering, deadlines and abort come from OrderedOps, as
  * in every backend.
  */
 import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host/deadline.js';
 import { invalidArgument } from '../../host/errors.js';
-import { checkReduce, reduceInto } from '../../host/device/elementwise.js';
+import { finishAvg, reduceBytes } from '../../host/core/reduce.js';
+import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
 import { checkDeviceTensor, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
-import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1 } from '../../host/device/types.js';
+import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
 import { logger } from '../../host/log.js';
-import type { Tensor } from '../../host/tensor.js';
+import type { DType, Tensor } from '../../host/tensor.js';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport } from './transport.js';
 
 export const DEVICE_TYPE = 'host';
+
+/**
+ * out = op over `parts` with the WASM core's kernels, combining parts in rank order so that every
+ * rank that reduces the same parts gets the same bits (the order matters for floats).
+ */
+function reduceParts(dtype: DType, op: ReduceOp, out: Uint8Array, parts: readonly Uint8Array[]): void {
+  out.set(parts[0]);
+  for (let r = 1; r < parts.length; r++) reduceBytes(op, dtype, out, parts[r]);
+  if (op === 'avg') finishAvg(dtype, out, parts.length);
+}
 
 export class CpuCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -63,7 +74,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     return this.ops.run('allReduce', opts, async (signal) => {
       const mine = this.mem.view(x.buf, x.nbytes);
       const parts = await this.net.allGather(mine.slice(), this.o(signal, opts));
-      reduceInto(tensor.dtype, op, mine, parts);
+      reduceParts(tensor.dtype, op, mine, parts);
       return tensor;
     });
   }
@@ -87,7 +98,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     return this.ops.run('reduceScatter', opts, async (signal) => {
       const parts = await this.net.allGather(this.mem.view(i.buf, i.nbytes).slice(), this.o(signal, opts));
       const mineOf = (p: Uint8Array) => p.subarray(this.rank * o.nbytes, (this.rank + 1) * o.nbytes);
-      reduceInto(output.dtype, op, this.mem.view(o.buf, o.nbytes), parts.map(mineOf));
+      reduceParts(output.dtype, op, this.mem.view(o.buf, o.nbytes), parts.map(mineOf));
       return output;
     });
   }

@@ -1,7 +1,8 @@
 /**
  * The device conformance suite: what every DeviceBackendV1 must do, checked against host
  * references computed here, independently of any backend (exact integer arithmetic with
- * BigInt, float64 for floating point, then the dtype's wrap-around or rounding tolerance).
+ * BigInt, float64 for floating point, then the dtype's wrap-around or rounding tolerance;
+ * integer avg truncates toward zero).
  *
  * A worker process per rank runs `runConformance` and reports one verdict per case; the test
  * file turns each case into one uvu test, so a failure names the case, the rank and the reason.
@@ -45,7 +46,7 @@ export function conformanceCases(backend: Pick<DeviceBackendV1, 'capabilities'>,
   for (const dtype of DTYPE_NAMES) {
     for (const kind of ['allReduce', 'reduceScatter'] as const) {
       for (const op of REDUCE_OPS) {
-        if (op === 'avg' && !isFloat(dtype)) continue;
+        if (op === 'avg' && dtype === 'bool') continue;
         const c = { id: `${kind} ${dtype} ${op} n=${N}`, kind, dtype, op, count: N };
         (backend.capabilities.reduceDtypes.includes(dtype) ? cases : unsupported).push(c);
       }
@@ -124,7 +125,10 @@ export function expectedReduce(dtype: DType, op: ReduceOp, worldSize: number, i:
   switch (op) {
     case 'max': return Math.max(...vals);
     case 'min': return Math.min(...vals);
-    case 'avg': return vals.reduce((a, b) => a + b, 0) / worldSize;
+    case 'avg': {
+      const sum = vals.reduce((a, b) => a + b, 0);
+      return isFloat(dtype) ? sum / worldSize : Math.trunc(sum / worldSize); // integers: NCCL's SumPostDiv truncates
+    }
     case 'sum': return isFloat(dtype) ? vals.reduce((a, b) => a + b, 0) : wrapInt(dtype, vals.reduce((a, b) => a + BigInt(b), 0n));
     case 'prod': return isFloat(dtype) ? vals.reduce((a, b) => a * b, 1) : wrapInt(dtype, vals.reduce((a, b) => a * BigInt(b), 1n));
   }

@@ -1,0 +1,341 @@
+/**
+ * Typed access to the core's tensor-dict frame codec (assembly/frame.ts; the bytes are described
+ * in docs/wire-format.md). This layer knows nothing about msgpack or Tensor objects: an entry is
+ * a key plus either a tensor descriptor (with optional inline CPU bytes) or an opaque value blob.
+ * host/tensor_dict.ts builds dicts on top of it.
+ *
+ *   encodeFrame(entries) → Uint8Array          throws INVALID_ARGUMENT on a bad entry
+ *   decodeFrame(bytes)   → FrameEntry[]        throws PROTOCOL (detail = FRAME_ERR code) on bad bytes
+ *
+ * Pointers never leave this file. Inputs go through two grow-only Scratch regions (one per
+ * direction; each keeps the size of the largest frame seen); outputs are copied out of core
+ * memory, so nothing returned aliases the core.
+ */
+import { getCore, Scratch } from './loader.js';
+import { dtypeInfo, dtypeByCode, type DType } from './dtype.js';
+import { invalidArgument, protocolError } from '../errors.js';
+
+export type FrameEntry = FrameTensorEntry | FrameValueEntry;
+
+export interface FrameTensorEntry {
+  key: string;
+  kind: 'tensor';
+  dtype: DType;
+  shape: number[];
+  /** 'cpu' or 'type:index' (e.g. 'cuda:3'). */
+  device: string;
+  nbytes: number;
+  /** CPU tensors only: the bytes carried inside the frame. Decoded payloads are fresh copies. */
+  payload?: Uint8Array;
+}
+
+export interface FrameValueEntry {
+  key: string;
+  kind: 'value';
+  /** Opaque bytes (tensor_dict puts msgpack there). A decoded blob is a view of the input frame. */
+  blob: Uint8Array;
+}
+
+/** Decode error codes (assembly/frame.ts FRAME_ERR_*); `GroupcommError.detail` carries one. */
+export const FrameError = {
+  TRUNCATED: 1,
+  BAD_MAGIC: 2,
+  BAD_VERSION: 3,
+  BAD_FLAGS: 4,
+  TOO_MANY_ENTRIES: 5,
+  BAD_KIND: 6,
+  BAD_UTF8: 7,
+  DUPLICATE_KEY: 8,
+  BAD_DTYPE: 9,
+  BAD_DEVICE: 10,
+  NDIM_LIMIT: 11,
+  DIM_TOO_LARGE: 12,
+  SIZE_OVERFLOW: 13,
+  NBYTES_MISMATCH: 14,
+  INLINE_NOT_CPU: 15,
+  PAYLOAD_OUT_OF_BOUNDS: 16,
+  BAD_PADDING: 17,
+  TRAILING_BYTES: 18,
+  KEY_TOO_LONG: 19,
+  FRAME_TOO_LARGE: 20,
+  /** Raised by host/tensor_dict.ts: a value blob is not valid msgpack. */
+  BAD_VALUE: 21,
+} as const;
+export type FrameError = (typeof FrameError)[keyof typeof FrameError];
+
+const ERROR_TEXT: Record<number, string> = {
+  1: 'truncated: the frame ends inside a field',
+  2: 'bad magic: not a groupcomm tensor-dict frame',
+  3: 'unsupported frame version',
+  4: 'reserved flag bits set',
+  5: 'too many entries',
+  6: 'unknown entry kind',
+  7: 'key is not valid UTF-8',
+  8: 'duplicate key',
+  9: 'unknown dtype code',
+  10: 'bad device (type must be [a-z][a-z0-9_]{0,15}; cpu has index 0)',
+  11: 'too many dimensions',
+  12: 'dimension out of range (integers 0..2^53-1)',
+  13: 'tensor size overflows the limit',
+  14: 'nbytes does not match dims × itemsize',
+  15: 'inline payload on a non-CPU tensor',
+  16: 'inline payload out of bounds',
+  17: 'nonzero padding',
+  18: 'trailing bytes after the frame',
+  19: 'key too long',
+  20: 'frame too large',
+  21: 'value blob is not valid msgpack',
+};
+
+/** The name of a FrameError code, e.g. 'DUPLICATE_KEY'. */
+export function frameErrorName(code: number): string {
+  for (const [name, c] of Object.entries(FrameError)) if (c === code) return name;
+  return `UNKNOWN_${code}`;
+}
+
+/** Limits of format version 1 (docs/wire-format.md). */
+export const FRAME_LIMITS = {
+  version: 1,
+  maxNdim: 16,
+  maxEntries: 1 << 20,
+  maxKeyBytes: 0xffff,
+  maxDeviceTypeBytes: 16,
+  maxDeviceIndex: 0xffff,
+  maxDim: Number.MAX_SAFE_INTEGER,
+  maxTensorBytes: Number.MAX_SAFE_INTEGER,
+  maxFrameBytes: 0x7fffffff,
+  payloadAlign: 8,
+} as const;
+
+const SPEC = 48;   // FRAME_SPEC_BYTES
+const RECORD = 48; // FRAME_RECORD_BYTES
+
+const encScratch = new Scratch();
+const decScratch = new Scratch();
+
+// ---- UTF-8 (keys are short; a JS loop beats a TextEncoder call for them) ------------------------
+
+/** Writes `s` as UTF-8 at `pos`; returns the end, or -1 when `s` has a lone surrogate. */
+function writeUtf8(u8: Uint8Array, pos: number, s: string): number {
+  for (let i = 0; i < s.length; i++) {
+    let c = s.charCodeAt(i);
+    if (c < 0x80) { u8[pos++] = c; continue; }
+    if (c < 0x800) {
+      u8[pos++] = 0xc0 | (c >> 6);
+      u8[pos++] = 0x80 | (c & 63);
+      continue;
+    }
+    if (c >= 0xd800 && c <= 0xdfff) {
+      const d = s.charCodeAt(i + 1);
+      if (c > 0xdbff || !(d >= 0xdc00 && d <= 0xdfff)) return -1;
+      c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+      i++;
+      u8[pos++] = 0xf0 | (c >> 18);
+      u8[pos++] = 0x80 | ((c >> 12) & 63);
+      u8[pos++] = 0x80 | ((c >> 6) & 63);
+      u8[pos++] = 0x80 | (c & 63);
+      continue;
+    }
+    u8[pos++] = 0xe0 | (c >> 12);
+    u8[pos++] = 0x80 | ((c >> 6) & 63);
+    u8[pos++] = 0x80 | (c & 63);
+  }
+  return pos;
+}
+
+const utf8 = new TextDecoder();
+
+/** Bytes the core already validated as UTF-8. */
+function readUtf8(b: Uint8Array, off: number, len: number): string {
+  let s = '';
+  for (let i = off, end = off + len; i < end; i++) {
+    const c = b[i];
+    if (c >= 0x80) return utf8.decode(b.subarray(off, end));
+    s += String.fromCharCode(c);
+  }
+  return s;
+}
+
+// ---- devices -------------------------------------------------------------------------------
+
+const DEVICE_RE = /^([a-z][a-z0-9_]{0,15})(?::(\d{1,5}))?$/;
+const parsedDevices = new Map<string, [string, number]>();
+
+function parseFrameDevice(device: string, key: string): [string, number] {
+  let d = parsedDevices.get(device);
+  if (d) return d;
+  const m = DEVICE_RE.exec(device);
+  const index = m && m[2] !== undefined ? Number(m[2]) : 0;
+  if (!m || index > FRAME_LIMITS.maxDeviceIndex || (m[1] === 'cpu' && index !== 0)) {
+    throw invalidArgument(`tensor '${key}': bad device '${device}'; expected 'cpu' or 'type:index' ` +
+      `(type [a-z][a-z0-9_]{0,15}, index 0..${FRAME_LIMITS.maxDeviceIndex})`, { key });
+  }
+  d = [m[1], index];
+  if (parsedDevices.size > 256) parsedDevices.clear(); // a bound, not a policy: devices are few
+  parsedDevices.set(device, d);
+  return d;
+}
+
+const deviceNames = new Map<string, string>();
+
+function deviceName(type: string, index: number): string {
+  if (type === 'cpu') return 'cpu';
+  const k = type + ':' + index;
+  let s = deviceNames.get(k);
+  if (s === undefined) {
+    if (deviceNames.size > 256) deviceNames.clear();
+    deviceNames.set(k, (s = k));
+  }
+  return s;
+}
+
+// ---- encode ------------------------------------------------------------------------------------
+
+/** Encodes entries into one frame (metadata plus inline payloads). Keys must be distinct. */
+export function encodeFrame(entries: readonly FrameEntry[]): Uint8Array {
+  const n = entries.length;
+  if (n > FRAME_LIMITS.maxEntries) throw invalidArgument(`frame: ${n} entries exceed the limit of ${FRAME_LIMITS.maxEntries}`);
+  // Scratch layout: n specs, then f64 dims, then key / device-type / blob bytes.
+  let dimsBytes = 0;
+  let bytes = 0;
+  for (const e of entries) {
+    bytes += e.key.length * 3;
+    if (e.kind === 'value') bytes += e.blob.byteLength;
+    else {
+      if (e.shape.length > FRAME_LIMITS.maxNdim) {
+        throw invalidArgument(`tensor '${e.key}': ${e.shape.length} dims exceed the limit of ${FRAME_LIMITS.maxNdim}`, { key: e.key });
+      }
+      dimsBytes += e.shape.length * 8;
+      bytes += 16;
+    }
+  }
+  const base = encScratch.ensure(n * SPEC + dimsBytes + bytes);
+  const c = getCore();
+  const u8 = c.u8();
+  const dv = c.dv();
+  let dimPos = base + n * SPEC;
+  let pos = dimPos + dimsBytes;
+  for (let i = 0; i < n; i++) {
+    const e = entries[i];
+    const s = base + i * SPEC;
+    const keyEnd = writeUtf8(u8, pos, e.key);
+    if (keyEnd < 0) throw invalidArgument(`key ${JSON.stringify(e.key)} has a lone UTF-16 surrogate; keys must be well-formed strings`, { key: e.key });
+    dv.setUint32(s + 4, pos, true);
+    dv.setUint32(s + 8, keyEnd - pos, true);
+    pos = keyEnd;
+    if (e.kind === 'value') {
+      dv.setUint8(s, 1);
+      u8.set(e.blob, pos);
+      dv.setUint32(s + 24, pos, true);
+      dv.setUint32(s + 28, e.blob.byteLength, true);
+      pos += e.blob.byteLength;
+      continue;
+    }
+    const info = dtypeInfo(e.dtype);
+    if (!info) throw invalidArgument(`tensor '${e.key}': unknown dtype '${e.dtype}'`, { key: e.key });
+    const [type, index] = parseFrameDevice(e.device, e.key);
+    const inline = e.payload !== undefined;
+    if (inline && e.payload!.byteLength !== e.nbytes) {
+      throw invalidArgument(`tensor '${e.key}': payload has ${e.payload!.byteLength} bytes, descriptor says ${e.nbytes}`, { key: e.key });
+    }
+    dv.setUint8(s, 0);
+    dv.setUint8(s + 1, info.code);
+    dv.setUint8(s + 2, e.shape.length);
+    dv.setUint8(s + 3, inline ? 1 : 0);
+    dv.setUint32(s + 12, pos, true);
+    dv.setUint32(s + 16, type.length, true);
+    for (let k = 0; k < type.length; k++) u8[pos++] = type.charCodeAt(k);
+    dv.setUint32(s + 20, index, true);
+    dv.setUint32(s + 24, dimPos, true);
+    for (const d of e.shape) {
+      dv.setFloat64(dimPos, d, true);
+      dimPos += 8;
+    }
+    dv.setFloat64(s + 32, e.nbytes, true);
+  }
+  const x = c.exports;
+  const metaLen = x.frameEncode(base, n) as number;
+  if (metaLen < 0) {
+    const entry = x.frameErrorEntry() as number;
+    const key = entry >= 0 ? entries[entry].key : undefined;
+    throw invalidArgument(`frame encode: ${ERROR_TEXT[-metaLen] ?? 'error ' + -metaLen}` +
+      (key !== undefined ? ` (entry ${entry}, key ${JSON.stringify(key)})` : ''), { key, detail: -metaLen });
+  }
+  const frame = new Uint8Array(x.frameTotalLength() as number);
+  const outPtr = (x.frameOutPtr() as number) >>> 0;
+  frame.set(c.u8().subarray(outPtr, outPtr + metaLen));
+  const dv2 = c.dv(); // the call may have grown memory
+  for (let i = 0; i < n; i++) {
+    const e = entries[i];
+    if (e.kind === 'tensor' && e.payload !== undefined) frame.set(e.payload, dv2.getUint32(base + i * SPEC + 40, true));
+  }
+  return frame;
+}
+
+/** A fresh copy (`Buffer#slice` would alias, so never call `.slice` on caller bytes). */
+function copyBytes(b: Uint8Array, off: number, len: number): Uint8Array {
+  const out = new Uint8Array(len);
+  out.set(b.subarray(off, off + len));
+  return out;
+}
+
+// ---- decode ------------------------------------------------------------------------------------
+
+/**
+ * Validates and decodes a frame from an untrusted peer. Keys, blobs and payloads are read from
+ * `frame` itself, the record table from core memory: blobs are views of `frame`, payloads are
+ * fresh (hence aligned) copies, and nothing aliases core memory.
+ */
+export function decodeFrame(frame: Uint8Array): FrameEntry[] {
+  if (!(frame instanceof Uint8Array)) throw invalidArgument('decodeFrame: expected a Uint8Array');
+  const c = getCore();
+  const x = c.exports;
+  if (frame.byteLength > FRAME_LIMITS.maxFrameBytes) {
+    throw protocolError(`tensor-dict frame of ${frame.byteLength} bytes exceeds the limit of ${FRAME_LIMITS.maxFrameBytes}`,
+      { detail: FrameError.FRAME_TOO_LARGE });
+  }
+  const ptr = decScratch.ensure(Math.max(frame.byteLength, 1));
+  c.u8().set(frame, ptr);
+  const count = x.frameDecode(ptr, frame.byteLength) as number;
+  if (count < 0) {
+    const code = -count;
+    const entry = x.frameErrorEntry() as number;
+    throw protocolError(`bad tensor-dict frame: ${ERROR_TEXT[code] ?? 'error ' + code} ` +
+      `(${frameErrorName(code)}, byte ${x.frameErrorOffset()}${entry >= 0 ? `, entry ${entry}` : ''}, ` +
+      `frame of ${frame.byteLength} bytes)`, { detail: code });
+  }
+  const dv = c.dv();
+  const table = (x.frameTablePtr() as number) >>> 0;
+  const fdv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
+  const entries: FrameEntry[] = new Array(count);
+  for (let i = 0; i < count; i++) {
+    const r = table + i * RECORD;
+    const key = readUtf8(frame, dv.getUint32(r, true), dv.getUint32(r + 4, true));
+    const at = dv.getUint32(r + 24, true);
+    if (dv.getUint8(r + 8) === 1) {
+      entries[i] = { key, kind: 'value', blob: frame.subarray(at, at + dv.getUint32(r + 28, true)) };
+      continue;
+    }
+    const ndim = dv.getUint8(r + 10);
+    const shape: number[] = new Array(ndim);
+    // Each dim is <= 2^53 - 1 (checked by the core), so hi * 2^32 + lo is exact.
+    for (let k = 0; k < ndim; k++) shape[k] = fdv.getUint32(at + k * 8 + 4, true) * 0x100000000 + fdv.getUint32(at + k * 8, true);
+    const devOff = dv.getUint32(r + 16, true);
+    const devLen = dv.getUint32(r + 20, true);
+    const nbytes = dv.getFloat64(r + 32, true);
+    const e: FrameTensorEntry = {
+      key,
+      kind: 'tensor',
+      dtype: dtypeByCode(dv.getUint8(r + 9))!.name,
+      shape,
+      device: deviceName(readUtf8(frame, devOff, devLen), dv.getUint32(r + 12, true)),
+      nbytes,
+    };
+    if (dv.getUint8(r + 11) & 1) {
+      const off = dv.getUint32(r + 40, true);
+      e.payload = copyBytes(frame, off, nbytes);
+    }
+    entries[i] = e;
+  }
+  return entries;
+}

@@ -1,0 +1,287 @@
+/**
+ * One client connection to a TCPStore server, pipelined: requests are written as soon as they
+ * are made (batched per tick into one write) and each one leaves a reply reader in a FIFO.
+ * Replies are untagged but ordered, so the reader at the head of the FIFO always owns the next
+ * bytes. Requests without a reply (SET, APPEND, MULTI_SET, QUEUE_PUSH) resolve once their batch
+ * has been handed to the kernel.
+ *
+ * A WAIT's reply can come arbitrarily late and would hold up every reply queued behind it, so
+ * the store client never pipelines anything behind a WAIT: waits run on connections of their own
+ * (see client.ts).
+ */
+import net from 'node:net';
+import { GroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { Cursor, INCOMPLETE } from './protocol.js';
+
+export type Reader<T> = (cur: Cursor) => T;
+
+interface Pending {
+  read: Reader<unknown> | null;
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  /** performance.now() after which the caller is told it timed out (the reader stays queued). */
+  deadline: number;
+  settled: boolean;
+}
+
+const BIG_WRITE = 64 * 1024;
+
+export class Connection {
+  private readonly queue: Pending[] = [];
+  private head = 0;
+  private readonly cursor = new Cursor();
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private needed = 0;
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  private noReply: Pending[] = [];
+  private flushQueued = false;
+  private watchdog?: NodeJS.Timeout;
+  private failure?: GroupcommError;
+  private readonly closeListeners: Array<(e: GroupcommError) => void> = [];
+
+  constructor(
+    readonly socket: net.Socket,
+    readonly address: string,
+    private readonly timeoutMs: number,
+    private readonly log: Logger,
+  ) {
+    socket.setNoDelay(true);
+    socket.on('data', (c: Buffer) => this.onData(c));
+    socket.on('error', (e) => this.fail(peerLostError(`store connection to ${address} failed: ${e.message}`, { cause: e })));
+    socket.on('close', () => this.fail(peerLostError(`store server ${address} closed the connection`)));
+  }
+
+  get closed(): boolean {
+    return this.failure !== undefined;
+  }
+
+  /** Requests waiting for their reply (or, for reply-less ones, for their write). */
+  get inFlight(): number {
+    return this.queue.length - this.head + this.noReply.length;
+  }
+
+  onClose(fn: (e: GroupcommError) => void): void {
+    this.closeListeners.push(fn);
+  }
+
+  /**
+   * Sends `frame` (one buffer, or header + big payload as several) and resolves with what `read`
+   * parses from the reply; `read` null means the request has no reply.
+   */
+  request<T>(frame: Buffer | Buffer[], read: Reader<T> | null, timeoutMs = this.timeoutMs): Promise<T> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<T>((resolve, reject) => {
+      const p: Pending = {
+        read, resolve: resolve as (v: unknown) => void, reject, settled: false,
+        deadline: performance.now() + timeoutMs,
+      };
+      if (read) this.queue.push(p);
+      else this.noReply.push(p);
+      if (Array.isArray(frame)) for (const f of frame) this.queueWrite(f);
+      else this.queueWrite(frame);
+      this.armWatchdog();
+    });
+  }
+
+  /**
+   * Replaces the reader of the oldest request still waiting for its reply. Used by a WAIT that
+   * is being cancelled: its reader must now also swallow the WAIT_CANCELED byte.
+   */
+  replaceHeadReader(read: Reader<unknown>): boolean {
+    if (this.head >= this.queue.length) return false;
+    this.queue[this.head].read = read;
+    return true;
+  }
+
+  /** Writes now, without waiting for the end of the tick (the handshake's VALIDATE). */
+  writeNow(b: Buffer): void {
+    this.queueWrite(b);
+    this.flush();
+  }
+
+  close(err?: GroupcommError): void {
+    this.fail(err ?? new GroupcommError('ERR_GROUPCOMM_DESTROYED', `store connection to ${this.address} was closed`));
+  }
+
+  private queueWrite(b: Buffer): void {
+    this.out.push(b);
+    this.outBytes += b.length;
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      // A microtask, not a timer: requests made in the same synchronous run share one write,
+      // and a lone request goes out without delay.
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.flushQueued = false;
+    if (this.out.length === 0 || this.failure) return;
+    const out = this.out;
+    const total = this.outBytes;
+    const done = this.noReply;
+    this.out = [];
+    this.outBytes = 0;
+    this.noReply = [];
+    const s = this.socket;
+    const cb = done.length
+      ? (err?: Error | null) => {
+        for (const p of done) {
+          if (p.settled) continue;
+          p.settled = true;
+          if (err) p.reject(peerLostError(`write to store ${this.address} failed: ${err.message}`, { cause: err }));
+          else p.resolve(undefined);
+        }
+      }
+      : undefined;
+    if (out.length === 1) {
+      s.write(out[0], cb);
+    } else if (total < 4 * BIG_WRITE) {
+      s.write(Buffer.concat(out, total), cb);
+    } else {
+      let run: Buffer[] = [];
+      let runBytes = 0;
+      const emit = () => {
+        if (run.length) s.write(run.length === 1 ? run[0] : Buffer.concat(run, runBytes));
+        run = [];
+        runBytes = 0;
+      };
+      for (const b of out) {
+        if (b.length >= BIG_WRITE) {
+          emit();
+          s.write(b);
+        } else {
+          run.push(b);
+          runBytes += b.length;
+        }
+      }
+      emit();
+      // Writes complete in order, so an empty write's callback fires after all of them.
+      s.write(Buffer.alloc(0), cb);
+    }
+  }
+
+  private onData(chunk: Buffer): void {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    if (this.buffered < this.needed) return;
+    const buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
+    const cur = this.cursor;
+    cur.reset(buf);
+    let start = 0;
+    this.needed = 0;
+    while (cur.pos < buf.length) {
+      if (this.head >= this.queue.length) {
+        this.fail(protocolError(`store server ${this.address} sent ${buf.length - cur.pos} bytes nobody asked for`));
+        return;
+      }
+      const p = this.queue[this.head];
+      start = cur.pos;
+      let v: unknown;
+      try {
+        v = p.read!(cur);
+      } catch (e) {
+        if (e === INCOMPLETE) {
+          this.needed = cur.needed - start;
+          cur.pos = start;
+          break;
+        }
+        this.fail(e instanceof GroupcommError ? e : protocolError(`bad reply from store ${this.address}: ${(e as Error).message}`, { cause: e }));
+        return;
+      }
+      this.queue[this.head++] = undefined as unknown as Pending;
+      if (!p.settled) {
+        p.settled = true;
+        p.resolve(v);
+      }
+      start = cur.pos;
+    }
+    if (this.head > 1024 && this.head * 2 > this.queue.length) {
+      this.queue.splice(0, this.head);
+      this.head = 0;
+    }
+    const rest = buf.length - cur.pos;
+    this.chunks = rest === 0 ? [] : [buf.subarray(cur.pos)];
+    this.buffered = rest;
+  }
+
+  /**
+   * One timer per connection enforces the default per-request timeout (a hung server). A timed
+   * out request's reader stays queued: its reply, if it ever comes, must still be consumed.
+   */
+  private armWatchdog(): void {
+    if (this.watchdog || this.failure) return;
+    const every = Math.max(10, Math.min(1000, this.timeoutMs / 4));
+    this.watchdog = setInterval(() => {
+      const now = performance.now();
+      let live = 0;
+      for (let i = this.head; i < this.queue.length; i++) {
+        const p = this.queue[i];
+        if (p.settled) continue;
+        if (now > p.deadline) {
+          p.settled = true;
+          p.reject(timeoutError(`store request to ${this.address} got no reply within ${this.timeoutMs}ms`, { timeoutMs: this.timeoutMs }));
+        } else live++;
+      }
+      if (live === 0 && this.noReply.length === 0) {
+        clearInterval(this.watchdog);
+        this.watchdog = undefined;
+      }
+    }, every);
+    this.watchdog.unref?.();
+  }
+
+  private fail(err: GroupcommError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.log.debug(`connection to ${this.address} closed: ${err.message}`);
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.socket.destroy();
+    const pending = [...this.queue.slice(this.head), ...this.noReply];
+    this.queue.length = 0;
+    this.head = 0;
+    this.noReply = [];
+    for (const p of pending) {
+      if (p.settled) continue;
+      p.settled = true;
+      p.reject(err);
+    }
+    for (const fn of this.closeListeners) fn(err);
+  }
+}
+
+// --- reply readers ---
+
+export const readNothing: Reader<void> = () => undefined;
+export const readU8: Reader<number> = (c) => c.u8();
+export const readU32: Reader<number> = (c) => c.u32();
+export const readI64: Reader<bigint> = (c) => c.i64();
+
+function valueAt(c: Cursor, n: number): Uint8Array {
+  const at = c.take(n);
+  // Small values are copied so they do not pin the whole read buffer; big ones are views.
+  return n >= BIG_WRITE ? c.buf.subarray(at, at + n) : new Uint8Array(c.buf.subarray(at, at + n));
+}
+
+export const readBytes: Reader<Uint8Array> = (c) => {
+  const n = c.u64();
+  if (!Number.isFinite(n)) throw protocolError('store reply declares an impossible value length');
+  return valueAt(c, n);
+};
+
+export function readManyBytes(count: number): Reader<Uint8Array[]> {
+  return (c) => {
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) out.push(readBytes(c));
+    return out;
+  };
+}
+
+/** TRY_GET: `u8 found` then the value when found; undefined when the key is missing. */
+export const readTryGet: Reader<Uint8Array | undefined> = (c) => (c.u8() === 0 ? undefined : readBytes(c));
+
+/** QUEUE_POP: `i64 length before the pop`, then the value when it was not empty. */
+export const readQueuePop: Reader<Uint8Array | undefined> = (c) => (c.i64() === 0n ? undefined : readBytes(c));

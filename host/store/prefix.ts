@@ -1,0 +1,44 @@
+/**
+ * PrefixStore: a view of another store in which every key `k` becomes `${prefix}/${k}`. Views
+ * nest like torch's (PrefixStore('a', PrefixStore('b', s)).set('k') writes 'b/a/k'), so groups can
+ * share one server without their keys colliding. numKeys is not scoped: it counts the server's keys.
+ */
+import type { OpOptions } from '../deadline.js';
+import { invalidArgument } from '../errors.js';
+import type { Store, StoreValue } from './types.js';
+
+export class PrefixStore implements Store {
+  constructor(readonly prefix: string, readonly inner: Store) {
+    if (typeof prefix !== 'string') throw invalidArgument('PrefixStore: prefix must be a string');
+  }
+
+  private k(key: string): string {
+    return `${this.prefix}/${key}`;
+  }
+
+  /** The innermost store under any number of PrefixStores. */
+  get underlying(): Store {
+    let s: Store = this.inner;
+    while (s instanceof PrefixStore) s = s.inner;
+    return s;
+  }
+
+  set(key: string, value: StoreValue, opts?: OpOptions) { return this.inner.set(this.k(key), value, opts); }
+  get(key: string, opts?: OpOptions) { return this.inner.get(this.k(key), opts); }
+  add(key: string, delta: number, opts?: OpOptions) { return this.inner.add(this.k(key), delta, opts); }
+  compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions) {
+    return this.inner.compareSet(this.k(key), expected, desired, opts);
+  }
+  check(keys: string[], opts?: OpOptions) { return this.inner.check(keys.map((k) => this.k(k)), opts); }
+  wait(keys: string[], opts?: OpOptions) { return this.inner.wait(keys.map((k) => this.k(k)), opts); }
+  deleteKey(key: string, opts?: OpOptions) { return this.inner.deleteKey(this.k(key), opts); }
+  numKeys(opts?: OpOptions) { return this.inner.numKeys(opts); }
+  append(key: string, value: StoreValue, opts?: OpOptions) { return this.inner.append(this.k(key), value, opts); }
+  multiGet(keys: string[], opts?: OpOptions) { return this.inner.multiGet(keys.map((k) => this.k(k)), opts); }
+  multiSet(keys: string[], values: StoreValue[], opts?: OpOptions) {
+    return this.inner.multiSet(keys.map((k) => this.k(k)), values, opts);
+  }
+  ping(opts?: OpOptions) { return this.inner.ping(opts); }
+  /** Does nothing: a view does not own the store it wraps; close that one yourself. */
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,190 @@
+/**
+ * The TCPStore wire format (torch ≥ 2.2, see docs/store.md): little-endian, a 1-byte opcode, then
+ * fields in a fixed order per opcode. Strings and values are a u64 length and raw bytes; key lists
+ * are a u64 count and that many strings. No outer frame, no request id: replies come back in
+ * request order, and each side knows a message's shape from its opcode alone.
+ *
+ * Opcodes 0..16 are torch's. 0xE0.. are groupcomm extensions; a client only sends them once the
+ * server has proved it understands them (see EXT_PROBE_KEY), so a torch server never sees one.
+ */
+
+export const Op = {
+  VALIDATE: 0,
+  SET: 1,
+  COMPARE_SET: 2,
+  GET: 3,
+  ADD: 4,
+  CHECK: 5,
+  WAIT: 6,
+  GETNUMKEYS: 7,
+  DELETE_KEY: 8,
+  APPEND: 9,
+  MULTI_GET: 10,
+  MULTI_SET: 11,
+  CANCEL_WAIT: 12,
+  PING: 13,
+  QUEUE_PUSH: 14,
+  QUEUE_POP: 15,
+  QUEUE_LEN: 16,
+  /** groupcomm: `str key` → `u8 found` then `bytes value` when found. Never blocks. */
+  TRY_GET: 0xe0,
+  /** groupcomm: `32 B client nonce` → `32 B server nonce` + `32 B server proof`. */
+  AUTH_HELLO: 0xe1,
+  /** groupcomm: `32 B client proof` → `u8 0` (accepted); anything wrong closes the connection. */
+  AUTH_PROOF: 0xe2,
+} as const;
+
+export const VALIDATE_MAGIC = 0x3c85f7ce;
+
+export const CheckReply = { READY: 0, NOT_READY: 1 } as const;
+export const WaitReply = { STOP_WAITING: 0, WAIT_CANCELED: 1 } as const;
+
+/**
+ * CHECK on this key answers READY on a groupcomm server without the key existing (it is never
+ * stored); a torch server answers NOT_READY. That is how a client learns, in the handshake's
+ * one round trip, that the extension opcodes are safe to send.
+ */
+export const EXT_PROBE_KEY = '\u0000groupcomm/ext/1';
+
+/**
+ * What a groupcomm server with a secret answers to PING when the client skipped authentication.
+ * A torch client sees a wrong echo and fails its handshake; our client reports ERR_GROUPCOMM_AUTH.
+ * Our clients never pick this value as their nonce.
+ */
+export const AUTH_REQUIRED_NONCE = 0x41555448; // "HTUA" on the wire
+
+/** torch's internal worker-join counter; it has no '/' prefix, unlike user keys. */
+export const INIT_KEY = 'init/';
+
+export const AUTH_NONCE_BYTES = 32;
+
+export interface StoreLimits {
+  /** Longest key accepted, in bytes (declared length; checked before the bytes are read). */
+  maxKeyBytes: number;
+  /** Largest value accepted, in bytes. */
+  maxValueBytes: number;
+  /** Most keys in one CHECK, WAIT, MULTI_GET or MULTI_SET. */
+  maxKeysPerRequest: number;
+}
+
+/** Defaults: torch libuv's key and key-count limits; values up to 64 MiB (torch: 8 MiB). */
+export const DEFAULT_LIMITS: StoreLimits = {
+  maxKeyBytes: 8192,
+  maxValueBytes: 64 * 1024 * 1024,
+  maxKeysPerRequest: 131072,
+};
+
+/**
+ * Builds one request (or reply) into a single buffer. Sizes are computed first so each message is
+ * one allocation and one copy of each field.
+ */
+export class Frame {
+  readonly buf: Buffer;
+  private pos = 0;
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size);
+  }
+  u8(v: number): this {
+    this.buf[this.pos++] = v;
+    return this;
+  }
+  u32(v: number): this {
+    this.buf.writeUInt32LE(v >>> 0, this.pos);
+    this.pos += 4;
+    return this;
+  }
+  /** u64 length/count; our lengths are always below 2^32 times a small factor, so a Number. */
+  u64(v: number): this {
+    this.buf.writeUInt32LE(v % 0x1_0000_0000, this.pos);
+    this.buf.writeUInt32LE(Math.floor(v / 0x1_0000_0000), this.pos + 4);
+    this.pos += 8;
+    return this;
+  }
+  i64(v: bigint): this {
+    this.buf.writeBigInt64LE(v, this.pos);
+    this.pos += 8;
+    return this;
+  }
+  bytes(b: Uint8Array): this {
+    this.u64(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+  raw(b: Uint8Array): this {
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
+    return this;
+  }
+  done(): Buffer {
+    if (this.pos !== this.buf.length) throw new Error(`frame size mismatch: ${this.pos} != ${this.buf.length}`);
+    return this.buf;
+  }
+}
+
+/** Thrown (never as an Error, so no stack is captured) when a message is not complete yet. */
+export const INCOMPLETE = Symbol('incomplete');
+
+/**
+ * Reads fields from a buffer that may end mid-message. `need` throws INCOMPLETE and records how
+ * many bytes in total the message needs at least, so the caller can skip re-parsing until that
+ * many have arrived (a 64 MiB value arriving in 64 KiB reads is parsed twice, not a thousand times).
+ */
+export class Cursor {
+  buf: Buffer = Buffer.alloc(0);
+  pos = 0;
+  /** After INCOMPLETE: the smallest buffer length (from 0) that could complete the message. */
+  needed = 0;
+
+  reset(buf: Buffer, pos = 0): void {
+    this.buf = buf;
+    this.pos = pos;
+  }
+  left(): number {
+    return this.buf.length - this.pos;
+  }
+  need(n: number): void {
+    if (this.pos + n > this.buf.length) {
+      this.needed = this.pos + n;
+      throw INCOMPLETE;
+    }
+  }
+  u8(): number {
+    this.need(1);
+    return this.buf[this.pos++];
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+  /** A u64 length or count; values ≥ 2^53 come back as Infinity (always over any limit). */
+  u64(): number {
+    this.need(8);
+    const lo = this.buf.readUInt32LE(this.pos);
+    const hi = this.buf.readUInt32LE(this.pos + 4);
+    this.pos += 8;
+    return hi >= 0x200000 ? Infinity : hi * 0x1_0000_0000 + lo;
+  }
+  i64(): bigint {
+    this.need(8);
+    const v = this.buf.readBigInt64LE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+  /** Skips `n` bytes and returns their start offset (the bytes stay in `buf`). */
+  take(n: number): number {
+    this.need(n);
+    const at = this.pos;
+    this.pos += n;
+    return at;
+  }
+}
+
+const enc = new TextEncoder();
+
+/** Keys and values from callers: strings are UTF-8, bytes are used as they are. */
+export function toBytes(v: Uint8Array | string): Uint8Array {
+  return typeof v === 'string' ? enc.encode(v) : v;
+}
