@@ -11,7 +11,7 @@
  */
 import { loadBackend } from '../host/device/registry.js';
 import { startRanks } from '../test/helpers/ranks.js';
-import { startTestStore } from '../test/conformance/teststore.js';
+import { TcpStoreServer } from '../host/store/index.js';
 import type { Report, Row } from './report.js';
 
 function opt(argv: string[], name: string): string | undefined {
@@ -51,7 +51,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
     ops: (opt(argv, 'ops') ?? 'allReduce,allGather,reduceScatter,broadcast').split(','),
   };
   report.section(`${backend.name} backend, ${ranks} ranks, float32${cpu ? ' (host memory through the store: a functional check, not a speed reference)' : ''}`);
-  const store = await startTestStore();
+  const store = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   try {
     const ranksRun = startRanks<{ rows: Omit<Row, 'bench'>[] }>(ranks, 'bench/device_worker', {
       env: { GC_BENCH: JSON.stringify({ ...args, port: store.port }) },

@@ -1,5 +1,5 @@
 /**
- * A DeviceBootstrap over any key-value Store (the TCP store, a PrefixStore, a test store).
+ * A DeviceBootstrap over any key-value Store (TcpStore, PrefixStore, or anything with the same contract).
  * Keys live under `prefix` and are deleted once their last reader has them, so a long-lived
  * group does not grow the store. Sequence numbers are per source (broadcast) and per pair
  * (send/recv), so ranks agree on keys without talking, as long as every rank issues the same
