@@ -37,8 +37,9 @@ export const FRAME_MAX_DIM: f64 = 9007199254740991;
 export const FRAME_MAX_TENSOR_BYTES: f64 = 9007199254740991;
 /** Largest whole frame (metadata + inline payloads); offsets in the decode table are u32. */
 export const FRAME_MAX_FRAME_BYTES: f64 = 2147483647;
-const MAX_U53: u64 = 9007199254740991;
-const MAX_FRAME: u64 = 2147483647;
+const MAX_DIM: u64 = <u64>FRAME_MAX_DIM;
+const MAX_BYTES: u64 = <u64>FRAME_MAX_TENSOR_BYTES;
+const MAX_FRAME: u64 = <u64>FRAME_MAX_FRAME_BYTES;
 // Smallest possible entry (a value with an empty key and an empty blob): kind + key len + blob len.
 const MIN_ENTRY_BYTES: u32 = 7;
 
@@ -377,10 +378,10 @@ function tensorBytesFromFrame(p: usize, ndim: u32, itemSize: i32): i64 {
   let over = false;
   for (let k: u32 = 0; k < ndim; k++) {
     const d = load<u64>(p + (<usize>k) * 8);
-    if (d > MAX_U53) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
+    if (d > MAX_DIM) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
     if (d == 0) zero = true;
     else if (!over) {
-      if (acc > MAX_U53 / d) over = true;
+      if (acc > MAX_BYTES / d) over = true;
       else acc *= d;
     }
   }
@@ -403,7 +404,7 @@ function tensorBytesFromSpec(p: usize, ndim: u32, itemSize: i32): i64 {
     const d = <u64>f;
     if (d == 0) zero = true;
     else if (!over) {
-      if (acc > MAX_U53 / d) over = true;
+      if (acc > MAX_BYTES / d) over = true;
       else acc *= d;
     }
   }

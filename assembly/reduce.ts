@@ -43,6 +43,15 @@ const PROD = REDUCE_PROD;
 const MAX = REDUCE_MAX;
 const MIN = REDUCE_MIN;
 
+// Op markers. The op reaches the loops as a type parameter, not as a value: AssemblyScript
+// resolves sizeof<O>() at compile time, so every (dtype, op) pair compiles to its own
+// branch-free loop. (With the op passed as a constant argument instead, binaryen merged the
+// four near-identical loops back into one that tested the op on every vector.)
+type OpSum = u8;
+type OpProd = u16;
+type OpMax = u32;
+type OpMin = u64;
+
 // ---------------------------------------------------------------------------------------------
 // Narrow float formats <-> f32. One generic codec parameterised by exponent bits E, mantissa
 // bits M, and whether the format is "fn" (finite + NaN only: no infinities, the all-ones code is
@@ -155,31 +164,31 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
 // Scalar element operations.
 
 // @ts-ignore: decorator
-@inline function opInt<T>(op: i32, a: T, b: T): T {
-  if (op == SUM) return <T>(a + b);
-  if (op == PROD) return <T>(a * b);
-  if (op == MAX) return a > b ? a : b;
+@inline function opInt<T, O>(a: T, b: T): T {
+  if (sizeof<O>() == sizeof<OpSum>()) return <T>(a + b);
+  if (sizeof<O>() == sizeof<OpProd>()) return <T>(a * b);
+  if (sizeof<O>() == sizeof<OpMax>()) return a > b ? a : b;
   return a < b ? a : b;
 }
 
 // @ts-ignore: decorator
-@inline function opFloat<T>(op: i32, a: T, b: T): T {
-  if (op == SUM) return a + b;
-  if (op == PROD) return a * b;
-  if (op == MAX) return max<T>(a, b); // f32.max / f64.max: NaN-propagating, +0 > -0
+@inline function opFloat<T, O>(a: T, b: T): T {
+  if (sizeof<O>() == sizeof<OpSum>()) return a + b;
+  if (sizeof<O>() == sizeof<OpProd>()) return a * b;
+  if (sizeof<O>() == sizeof<OpMax>()) return max<T>(a, b); // f32.max / f64.max: NaN-propagating, +0 > -0
   return min<T>(a, b);
 }
 
 // Scalar loop over elements [from, n), for integer and f32/f64 element types.
 // @ts-ignore: decorator
-@inline function scalarLoop<T>(op: i32, dst: usize, src: usize, from: usize, n: usize): void {
+@inline function scalarLoop<T, O>(dst: usize, src: usize, from: usize, n: usize): void {
   const sz = <usize>sizeof<T>();
   const end = n * sz;
   for (let i = from * sz; i < end; i += sz) {
     const a = load<T>(dst + i);
     const b = load<T>(src + i);
-    if (isFloat<T>()) store<T>(dst + i, opFloat<T>(op, a, b));
-    else store<T>(dst + i, opInt<T>(op, a, b));
+    if (isFloat<T>()) store<T>(dst + i, opFloat<T, O>(a, b));
+    else store<T>(dst + i, opInt<T, O>(a, b));
   }
 }
 
@@ -195,9 +204,9 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
 }
 
 // @ts-ignore: decorator
-@inline function vop<T>(op: i32, a: v128, b: v128): v128 {
-  if (op == SUM) return v128.add<T>(a, b);
-  if (op == PROD) {
+@inline function vop<T, O>(a: v128, b: v128): v128 {
+  if (sizeof<O>() == sizeof<OpSum>()) return v128.add<T>(a, b);
+  if (sizeof<O>() == sizeof<OpProd>()) {
     if (sizeof<T>() == 1) return mulI8x16(a, b);
     return v128.mul<T>(a, b);
   }
@@ -211,34 +220,33 @@ export function f32ToNarrow(dtype: i32, x: f32): u32 {
       y = v128.xor(b, bias);
     }
     const aGreater = i64x2.gt_s(x, y);
-    return op == MAX ? v128.bitselect(a, b, aGreater) : v128.bitselect(b, a, aGreater);
+    if (sizeof<O>() == sizeof<OpMax>()) return v128.bitselect(a, b, aGreater);
+    return v128.bitselect(b, a, aGreater);
   }
-  if (op == MAX) return v128.max<T>(a, b);
+  if (sizeof<O>() == sizeof<OpMax>()) return v128.max<T>(a, b);
   return v128.min<T>(a, b);
 }
 
-// Whole 32-byte blocks with SIMD, the rest scalar. Returns nothing; handles every length.
-// @ts-ignore: decorator
-@inline function vecLoop<T>(op: i32, dst: usize, src: usize, n: usize): void {
+// Whole 32-byte blocks with SIMD, the rest scalar; handles every length.
+function vecLoop<T, O>(dst: usize, src: usize, n: usize): void {
   const bytes = n * <usize>sizeof<T>();
   const end = bytes & ~<usize>31;
   for (let i: usize = 0; i < end; i += 32) {
     const p = dst + i;
     const q = src + i;
-    const r0 = vop<T>(op, v128.load(p), v128.load(q));
-    const r1 = vop<T>(op, v128.load(p, 16), v128.load(q, 16));
+    const r0 = vop<T, O>(v128.load(p), v128.load(q));
+    const r1 = vop<T, O>(v128.load(p, 16), v128.load(q, 16));
     v128.store(p, r0);
     v128.store(p, r1, 16);
   }
-  scalarLoop<T>(op, dst, src, end / <usize>sizeof<T>(), n);
+  scalarLoop<T, O>(dst, src, end / <usize>sizeof<T>(), n);
 }
 
-// The op is a constant in each of these wrappers, so every loop body is branch-free.
 function reduceVec<T>(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) vecLoop<T>(SUM, dst, src, n);
-  else if (op == PROD) vecLoop<T>(PROD, dst, src, n);
-  else if (op == MAX) vecLoop<T>(MAX, dst, src, n);
-  else vecLoop<T>(MIN, dst, src, n);
+  if (op == SUM) vecLoop<T, OpSum>(dst, src, n);
+  else if (op == PROD) vecLoop<T, OpProd>(dst, src, n);
+  else if (op == MAX) vecLoop<T, OpMax>(dst, src, n);
+  else vecLoop<T, OpMin>(dst, src, n);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -265,10 +273,10 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
 // bfloat16 with SIMD: 8 lanes widened to two f32x4, combined, rounded back.
 
 // @ts-ignore: decorator
-@inline function fop(op: i32, a: v128, b: v128): v128 {
-  if (op == SUM) return f32x4.add(a, b);
-  if (op == PROD) return f32x4.mul(a, b);
-  if (op == MAX) return f32x4.max(a, b);
+@inline function fop<O>(a: v128, b: v128): v128 {
+  if (sizeof<O>() == sizeof<OpSum>()) return f32x4.add(a, b);
+  if (sizeof<O>() == sizeof<OpProd>()) return f32x4.mul(a, b);
+  if (sizeof<O>() == sizeof<OpMax>()) return f32x4.max(a, b);
   return f32x4.min(a, b);
 }
 
@@ -279,8 +287,7 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
   return v128.bitselect(i32x4.splat(0x7fc0), r, f32x4.ne(x, x));
 }
 
-// @ts-ignore: decorator
-@inline function bf16Loop(op: i32, dst: usize, src: usize, n: usize): void {
+function bf16Loop<O>(dst: usize, src: usize, n: usize): void {
   const zero = i32x4.splat(0);
   const end = (n & ~<usize>7) << 1;
   for (let i: usize = 0; i < end; i += 16) {
@@ -291,106 +298,146 @@ function reduceBool(op: i32, dst: usize, src: usize, n: usize): void {
     const ahi = i8x16.shuffle(zero, a, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
     const blo = i8x16.shuffle(zero, b, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
     const bhi = i8x16.shuffle(zero, b, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
-    const rlo = bf16Round(fop(op, alo, blo));
-    const rhi = bf16Round(fop(op, ahi, bhi));
+    const rlo = bf16Round(fop<O>(alo, blo));
+    const rhi = bf16Round(fop<O>(ahi, bhi));
     v128.store(dst + i, i16x8.narrow_i32x4_u(rlo, rhi));
   }
   for (let i = end; i < n << 1; i += 2) {
-    const r = opFloat<f32>(op, bf16ToF32(load<u16>(dst + i)), bf16ToF32(load<u16>(src + i)));
+    const r = opFloat<f32, O>(bf16ToF32(load<u16>(dst + i)), bf16ToF32(load<u16>(src + i)));
     store<u16>(dst + i, <u16>f32ToBf16(r));
   }
 }
 
 function reduceBf16(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) bf16Loop(SUM, dst, src, n);
-  else if (op == PROD) bf16Loop(PROD, dst, src, n);
-  else if (op == MAX) bf16Loop(MAX, dst, src, n);
-  else bf16Loop(MIN, dst, src, n);
+  if (op == SUM) bf16Loop<OpSum>(dst, src, n);
+  else if (op == PROD) bf16Loop<OpProd>(dst, src, n);
+  else if (op == MAX) bf16Loop<OpMax>(dst, src, n);
+  else bf16Loop<OpMin>(dst, src, n);
 }
 
 // ---------------------------------------------------------------------------------------------
-// float16 with SIMD: arithmetic conversion in integer lanes (no tables, no subnormal f32 math).
+// float16 and float8 with SIMD: the same codec as decodeNarrow/encodeNarrow, four u32 lanes at
+// a time, mostly in integer arithmetic (no tables). All compared values are below 2^31, so
+// signed compares (one instruction each on x86) are exact.
 
 // @ts-ignore: decorator
-@inline function f16x4ToF32(h: v128): v128 {
-  // h: four u32 lanes holding f16 bits.
-  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
-  const em = v128.and(h, i32x4.splat(0x7fff));
-  // Normal: rebias the exponent (127 - 15) and move the fields into place.
-  const normal = i32x4.add(i32x4.shl(em, 13), i32x4.splat((127 - 15) << 23));
-  // Inf/NaN: exponent all ones.
-  const special = v128.or(i32x4.shl(em, 13), i32x4.splat(0x7f800000));
-  // Subnormal or zero: the 10-bit mantissa counts units of 2^-24.
-  const sub = f32x4.mul(f32x4.convert_i32x4_u(em), f32x4.splat(5.9604644775390625e-8));
-  const isSub = i32x4.lt_u(em, i32x4.splat(0x400));
-  const isSpecial = i32x4.ge_u(em, i32x4.splat(0x7c00));
-  const mag = v128.bitselect(sub, v128.bitselect(special, normal, isSpecial), isSub);
+@inline function narrowToF32x4(h: v128, E: u32, M: u32, fn: bool): v128 {
+  // h: four u32 lanes holding narrow-float codes.
+  const bias: u32 = (1 << (E - 1)) - 1;
+  const emax: u32 = (1 << E) - 1;
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(1 << (E + M))), 31 - (E + M));
+  const em = v128.and(h, i32x4.splat((1 << (E + M)) - 1));
+  const moved = i32x4.shl(em, 23 - M);
+  // Normal: rebias the exponent.
+  const normal = i32x4.add(moved, i32x4.splat((127 - bias) << 23));
+  // Subnormal or zero: the mantissa counts units of 2^(1 - bias - M).
+  const sub = f32x4.mul(f32x4.convert_i32x4_s(em), f32x4.splat(reinterpret<f32>((128 - bias - M) << 23)));
+  let mag = v128.bitselect(sub, normal, i32x4.lt_s(em, i32x4.splat(1 << M)));
+  if (fn) {
+    // Only the all-ones code is NaN.
+    mag = v128.bitselect(f32x4.splat(NaN), mag, i32x4.eq(em, i32x4.splat((1 << (E + M)) - 1)));
+  } else {
+    // All-ones exponent: infinity or NaN, mantissa kept.
+    const special = v128.or(moved, i32x4.splat(0x7f800000));
+    mag = v128.bitselect(special, mag, i32x4.gt_s(em, i32x4.splat((emax << M) - 1)));
+  }
   return v128.or(mag, sign);
 }
 
 // @ts-ignore: decorator
-@inline function f32x4ToF16(x: v128): v128 {
-  // Result: four u32 lanes holding f16 bits.
-  const sign = i32x4.shr_u(v128.and(x, i32x4.splat(0x80000000)), 16);
+@inline function f32x4ToNarrow(x: v128, E: u32, M: u32, fn: bool, nanBits: u32): v128 {
+  // Result: four u32 lanes holding narrow-float codes.
+  const bias: u32 = (1 << (E - 1)) - 1;
+  const emax: u32 = (1 << E) - 1;
+  const shift: u32 = 23 - M;
+  const limit: u32 = fn ? nanBits : emax << M;
+  const sign = i32x4.shr_u(v128.and(x, i32x4.splat(0x80000000)), 31 - (E + M));
   const a = v128.and(x, i32x4.splat(0x7fffffff));
-  // Normal range: rebias, round to nearest even at bit 13, clamp to infinity.
-  const rebased = i32x4.sub(a, i32x4.splat((127 - 15) << 23));
-  const lsb = v128.and(i32x4.shr_u(rebased, 13), i32x4.splat(1));
-  let normal = i32x4.shr_u(i32x4.add(i32x4.add(rebased, i32x4.splat(0xfff)), lsb), 13);
-  normal = i32x4.min_u(normal, i32x4.splat(0x7c00));
-  // Below 2^-14: adding 0.5 puts the f32 ulp at 2^-24 (the f16 subnormal unit); the hardware's
-  // round-to-nearest-even does the rounding, and the low bits are the f16 code.
-  const sub = i32x4.sub(f32x4.add(a, f32x4.splat(0.5)), f32x4.splat(0.5));
-  const isSub = i32x4.lt_u(a, i32x4.splat(0x38800000));
-  let mag = v128.bitselect(sub, normal, isSub);
-  mag = v128.bitselect(i32x4.splat(0x7e00), mag, i32x4.gt_u(a, i32x4.splat(0x7f800000)));
+  // Normal range: rebias, round to nearest even at `shift`, clamp to the first non-finite code
+  // (infinity, or NaN for fn formats: torch's overflow-to-NaN). Below the normal range the
+  // rebias wraps; those lanes take the subnormal result instead.
+  const rebased = i32x4.sub(a, i32x4.splat((127 - bias) << 23));
+  const lsb = v128.and(i32x4.shr_u(rebased, shift), i32x4.splat(1));
+  let normal = i32x4.shr_u(i32x4.add(i32x4.add(rebased, i32x4.splat((1 << (shift - 1)) - 1)), lsb), shift);
+  normal = i32x4.min_s(normal, i32x4.splat(limit));
+  // Below the smallest normal: adding 2^(1 - bias - M + 23) puts the f32 ulp at the format's
+  // subnormal unit, so the hardware's round-to-nearest-even rounds, and the low bits are the code.
+  const magic = i32x4.splat((151 - bias - M) << 23);
+  const sub = i32x4.sub(f32x4.add(a, magic), magic);
+  let mag = v128.bitselect(sub, normal, i32x4.lt_s(a, i32x4.splat((128 - bias) << 23)));
   // NaN is canonical and unsigned; everything else keeps its sign.
-  return v128.or(mag, v128.andnot(sign, i32x4.gt_u(a, i32x4.splat(0x7f800000))));
+  const isNan = i32x4.gt_s(a, i32x4.splat(0x7f800000));
+  mag = v128.bitselect(i32x4.splat(nanBits), mag, isNan);
+  return v128.or(mag, v128.andnot(sign, isNan));
 }
 
-// @ts-ignore: decorator
-@inline function f16Loop(op: i32, dst: usize, src: usize, n: usize): void {
+function f16Loop<O>(dst: usize, src: usize, n: usize): void {
   const end = (n & ~<usize>7) << 1;
   for (let i: usize = 0; i < end; i += 16) {
     const a = v128.load(dst + i);
     const b = v128.load(src + i);
-    const rlo = f32x4ToF16(fop(op,
-      f16x4ToF32(i32x4.extend_low_i16x8_u(a)), f16x4ToF32(i32x4.extend_low_i16x8_u(b))));
-    const rhi = f32x4ToF16(fop(op,
-      f16x4ToF32(i32x4.extend_high_i16x8_u(a)), f16x4ToF32(i32x4.extend_high_i16x8_u(b))));
+    const rlo = f32x4ToNarrow(fop<O>(
+      narrowToF32x4(i32x4.extend_low_i16x8_u(a), 5, 10, false),
+      narrowToF32x4(i32x4.extend_low_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
+    const rhi = f32x4ToNarrow(fop<O>(
+      narrowToF32x4(i32x4.extend_high_i16x8_u(a), 5, 10, false),
+      narrowToF32x4(i32x4.extend_high_i16x8_u(b), 5, 10, false)), 5, 10, false, 0x7e00);
     v128.store(dst + i, i16x8.narrow_i32x4_u(rlo, rhi));
   }
   for (let i = end; i < n << 1; i += 2) {
-    const r = opFloat<f32>(op, f16ToF32(load<u16>(dst + i)), f16ToF32(load<u16>(src + i)));
+    const r = opFloat<f32, O>(f16ToF32(load<u16>(dst + i)), f16ToF32(load<u16>(src + i)));
     store<u16>(dst + i, <u16>f32ToF16(r));
   }
 }
 
 function reduceF16(op: i32, dst: usize, src: usize, n: usize): void {
-  if (op == SUM) f16Loop(SUM, dst, src, n);
-  else if (op == PROD) f16Loop(PROD, dst, src, n);
-  else if (op == MAX) f16Loop(MAX, dst, src, n);
-  else f16Loop(MIN, dst, src, n);
+  if (op == SUM) f16Loop<OpSum>(dst, src, n);
+  else if (op == PROD) f16Loop<OpProd>(dst, src, n);
+  else if (op == MAX) f16Loop<OpMax>(dst, src, n);
+  else f16Loop<OpMin>(dst, src, n);
 }
 
-// ---------------------------------------------------------------------------------------------
-// float8: a 256-entry decode table per format (filled at start-up) and the scalar encoder.
-
-const E4M3_TABLE: usize = memory.data(256 * 4, 16);
-const E5M2_TABLE: usize = memory.data(256 * 4, 16);
-for (let i: u32 = 0; i < 256; i++) {
-  store<f32>(E4M3_TABLE + (<usize>i << 2), e4m3ToF32(i));
-  store<f32>(E5M2_TABLE + (<usize>i << 2), e5m2ToF32(i));
+// One quarter (4 lanes) of a 16-byte float8 vector: widen, combine, round back.
+// @ts-ignore: decorator
+@inline function fp8Quarter<O>(a: v128, b: v128, E: u32, M: u32, fn: bool): v128 {
+  return f32x4ToNarrow(fop<O>(narrowToF32x4(a, E, M, fn), narrowToF32x4(b, E, M, fn)), E, M, fn, 0x7f);
 }
 
-function reduceFp8(op: i32, e4m3: bool, dst: usize, src: usize, n: usize): void {
-  const table = e4m3 ? E4M3_TABLE : E5M2_TABLE;
-  for (let i: usize = 0; i < n; i++) {
-    const a = load<f32>(table + (<usize>load<u8>(dst + i) << 2));
-    const b = load<f32>(table + (<usize>load<u8>(src + i) << 2));
-    const r = opFloat<f32>(op, a, b);
-    store<u8>(dst + i, <u8>(e4m3 ? f32ToE4m3(r) : f32ToE5m2(r)));
+// @ts-ignore: decorator
+@inline function fp8Loop<O>(dst: usize, src: usize, n: usize, E: u32, M: u32, fn: bool): void {
+  const end = n & ~<usize>15;
+  for (let i: usize = 0; i < end; i += 16) {
+    const a = v128.load(dst + i);
+    const b = v128.load(src + i);
+    const a0 = i16x8.extend_low_i8x16_u(a);
+    const a1 = i16x8.extend_high_i8x16_u(a);
+    const b0 = i16x8.extend_low_i8x16_u(b);
+    const b1 = i16x8.extend_high_i8x16_u(b);
+    const r0 = fp8Quarter<O>(i32x4.extend_low_i16x8_u(a0), i32x4.extend_low_i16x8_u(b0), E, M, fn);
+    const r1 = fp8Quarter<O>(i32x4.extend_high_i16x8_u(a0), i32x4.extend_high_i16x8_u(b0), E, M, fn);
+    const r2 = fp8Quarter<O>(i32x4.extend_low_i16x8_u(a1), i32x4.extend_low_i16x8_u(b1), E, M, fn);
+    const r3 = fp8Quarter<O>(i32x4.extend_high_i16x8_u(a1), i32x4.extend_high_i16x8_u(b1), E, M, fn);
+    v128.store(dst + i, i8x16.narrow_i16x8_u(i16x8.narrow_i32x4_u(r0, r1), i16x8.narrow_i32x4_u(r2, r3)));
   }
+  for (let i = end; i < n; i++) {
+    const r = opFloat<f32, O>(
+      decodeNarrow(load<u8>(dst + i), E, M, fn), decodeNarrow(load<u8>(src + i), E, M, fn));
+    store<u8>(dst + i, <u8>encodeNarrow(r, E, M, fn, 0x7f));
+  }
+}
+
+function reduceE4m3(op: i32, dst: usize, src: usize, n: usize): void {
+  if (op == SUM) fp8Loop<OpSum>(dst, src, n, 4, 3, true);
+  else if (op == PROD) fp8Loop<OpProd>(dst, src, n, 4, 3, true);
+  else if (op == MAX) fp8Loop<OpMax>(dst, src, n, 4, 3, true);
+  else fp8Loop<OpMin>(dst, src, n, 4, 3, true);
+}
+
+function reduceE5m2(op: i32, dst: usize, src: usize, n: usize): void {
+  if (op == SUM) fp8Loop<OpSum>(dst, src, n, 5, 2, false);
+  else if (op == PROD) fp8Loop<OpProd>(dst, src, n, 5, 2, false);
+  else if (op == MAX) fp8Loop<OpMax>(dst, src, n, 5, 2, false);
+  else fp8Loop<OpMin>(dst, src, n, 5, 2, false);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -419,8 +466,8 @@ export function reduce(op: i32, dtype: i32, dst: usize, src: usize, n: usize): i
     case DTYPE_FLOAT64: reduceVec<f64>(op, dst, src, n); break;
     case DTYPE_FLOAT16: reduceF16(op, dst, src, n); break;
     case DTYPE_BFLOAT16: reduceBf16(op, dst, src, n); break;
-    case DTYPE_FLOAT8_E4M3FN: reduceFp8(op, true, dst, src, n); break;
-    case DTYPE_FLOAT8_E5M2: reduceFp8(op, false, dst, src, n); break;
+    case DTYPE_FLOAT8_E4M3FN: reduceE4m3(op, dst, src, n); break;
+    case DTYPE_FLOAT8_E5M2: reduceE5m2(op, dst, src, n); break;
     case DTYPE_BOOL: reduceBool(op, dst, src, n); break;
     default: return REDUCE_ERR_DTYPE;
   }
@@ -459,26 +506,47 @@ export function reduceDivide(dtype: i32, ptr: usize, n: usize, divisor: i32): i3
     case DTYPE_UINT32: divInt<u32>(ptr, n, divisor); break;
     case DTYPE_INT64: divInt<i64>(ptr, n, divisor); break;
     case DTYPE_UINT64: divInt<u64>(ptr, n, divisor); break;
-    case DTYPE_FLOAT32:
-      for (let i: usize = 0; i < n; i++) store<f32>(ptr + (i << 2), load<f32>(ptr + (i << 2)) / df);
-      break;
-    case DTYPE_FLOAT64: {
-      const dd = <f64>divisor;
-      for (let i: usize = 0; i < n; i++) store<f64>(ptr + (i << 3), load<f64>(ptr + (i << 3)) / dd);
+    case DTYPE_FLOAT32: {
+      // Division, not multiplication by 1/divisor: only division is correctly rounded.
+      const vd = f32x4.splat(df);
+      const end = (n & ~<usize>3) << 2;
+      for (let i: usize = 0; i < end; i += 16) v128.store(ptr + i, f32x4.div(v128.load(ptr + i), vd));
+      for (let i = end; i < n << 2; i += 4) store<f32>(ptr + i, load<f32>(ptr + i) / df);
       break;
     }
-    case DTYPE_FLOAT16:
-      for (let i: usize = 0; i < n; i++) {
-        const p = ptr + (i << 1);
-        store<u16>(p, <u16>f32ToF16(f16ToF32(load<u16>(p)) / df));
-      }
+    case DTYPE_FLOAT64: {
+      const dd = <f64>divisor;
+      const vd = f64x2.splat(dd);
+      const end = (n & ~<usize>1) << 3;
+      for (let i: usize = 0; i < end; i += 16) v128.store(ptr + i, f64x2.div(v128.load(ptr + i), vd));
+      for (let i = end; i < n << 3; i += 8) store<f64>(ptr + i, load<f64>(ptr + i) / dd);
       break;
-    case DTYPE_BFLOAT16:
-      for (let i: usize = 0; i < n; i++) {
-        const p = ptr + (i << 1);
-        store<u16>(p, <u16>f32ToBf16(bf16ToF32(load<u16>(p)) / df));
+    }
+    case DTYPE_FLOAT16: {
+      const vd = f32x4.splat(df);
+      const end = (n & ~<usize>7) << 1;
+      for (let i: usize = 0; i < end; i += 16) {
+        const a = v128.load(ptr + i);
+        const lo = f32x4ToNarrow(f32x4.div(narrowToF32x4(i32x4.extend_low_i16x8_u(a), 5, 10, false), vd), 5, 10, false, 0x7e00);
+        const hi = f32x4ToNarrow(f32x4.div(narrowToF32x4(i32x4.extend_high_i16x8_u(a), 5, 10, false), vd), 5, 10, false, 0x7e00);
+        v128.store(ptr + i, i16x8.narrow_i32x4_u(lo, hi));
       }
+      for (let i = end; i < n << 1; i += 2) store<u16>(ptr + i, <u16>f32ToF16(f16ToF32(load<u16>(ptr + i)) / df));
       break;
+    }
+    case DTYPE_BFLOAT16: {
+      const vd = f32x4.splat(df);
+      const zero = i32x4.splat(0);
+      const end = (n & ~<usize>7) << 1;
+      for (let i: usize = 0; i < end; i += 16) {
+        const a = v128.load(ptr + i);
+        const lo = i8x16.shuffle(zero, a, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+        const hi = i8x16.shuffle(zero, a, 0, 1, 24, 25, 2, 3, 26, 27, 4, 5, 28, 29, 6, 7, 30, 31);
+        v128.store(ptr + i, i16x8.narrow_i32x4_u(bf16Round(f32x4.div(lo, vd)), bf16Round(f32x4.div(hi, vd))));
+      }
+      for (let i = end; i < n << 1; i += 2) store<u16>(ptr + i, <u16>f32ToBf16(bf16ToF32(load<u16>(ptr + i)) / df));
+      break;
+    }
     case DTYPE_FLOAT8_E4M3FN:
       for (let i: usize = 0; i < n; i++) {
         store<u8>(ptr + i, <u8>f32ToE4m3(e4m3ToF32(load<u8>(ptr + i)) / df));

@@ -17,9 +17,23 @@ export {
   reduceBytes, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, REDUCE_OP_CODES,
 } from './core/reduce.js';
 export type { ReduceOp, CoreBuffer } from './core/reduce.js';
+export {
+  findGroup, validatePortTriple, groupPortsFor, encodePortRecord, decodePortRecord,
+  ringNeighbors, binomialTree, disseminationPartners, recursiveDoubling, chunkPlan,
+} from './core/layout.js';
+export type {
+  GroupLayout, PortTriple, BinomialTree, RecursiveDoublingPlan, ChunkPlan,
+} from './core/layout.js';
 export type { Store, StoreValue } from './store/types.js';
+export { encodeTensorDict, decodeTensorDict, fillTensorDict } from './tensor_dict.js';
+export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } from './tensor_dict.js';
+export { FrameError } from './core/frame.js';
 export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
+export { StatelessProcessGroup } from './pg/group.js';
+export type { ProcessGroupOptions, DestroyOptions, ReduceOpName } from './pg/group.js';
+export { CpuGroup } from './cpu/group.js';
+export type { CpuGroupOptions, ReduceOptions, OutOptions } from './cpu/group.js';
 export { DEVICE_API_VERSION, REDUCE_OPS } from './device/types.js';
 export type {
   DeviceBackendV1, DeviceCommunicatorV1, DeviceBootstrap, CommunicatorOptions, CollectiveOptions,

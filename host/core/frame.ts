@@ -176,17 +176,8 @@ function parseFrameDevice(device: string, key: string): [string, number] {
   return d;
 }
 
-const deviceNames = new Map<string, string>();
-
 function deviceName(type: string, index: number): string {
-  if (type === 'cpu') return 'cpu';
-  const k = type + ':' + index;
-  let s = deviceNames.get(k);
-  if (s === undefined) {
-    if (deviceNames.size > 256) deviceNames.clear();
-    deviceNames.set(k, (s = k));
-  }
-  return s;
+  return type === 'cpu' ? 'cpu' : type + ':' + index;
 }
 
 // ---- encode ------------------------------------------------------------------------------------

@@ -30,8 +30,12 @@ export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = Object.freeze
   sum: 0, prod: 1, max: 2, min: 3, avg: 4,
 });
 
-/** Largest piece reduceBytes copies into core memory at once (per operand). */
-export const CHUNK_BYTES = 1 << 20;
+/**
+ * Largest piece reduceBytes copies into core memory at once (per operand). 256 KiB keeps both
+ * operands of a piece in L2 between the copy in, the kernel and the copy out; it measured
+ * faster than 1 MiB pieces here, and the call overhead per piece is well under a microsecond.
+ */
+export const CHUNK_BYTES = 1 << 18;
 
 const ERR_OP = 1;
 const ERR_DTYPE = 2;
@@ -99,6 +103,15 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   const base = scratch.ensure(2 * chunk);
   const x = k();
   const core = getCore();
+  if (total === chunk) {
+    // One piece: no subarrays on the way in (the common small-message case).
+    const u8 = core.u8();
+    u8.set(dst, base);
+    u8.set(src, base + chunk);
+    check(x.reduce(code, dt, base, base + chunk, total / itemSize), `reduce ${op}/${dtype}`);
+    dst.set(core.u8().subarray(base, base + total));
+    return;
+  }
   for (let off = 0; off < total; off += chunk) {
     const len = Math.min(chunk, total - off);
     const u8 = core.u8();
@@ -117,7 +130,7 @@ export function finishAvg(dtype: DType, buf: Uint8Array, worldSize: number): voi
   if (total % itemSize !== 0) {
     throw invalidArgument(`avg ${dtype}: ${total} bytes is not a whole number of ${itemSize}-byte elements`);
   }
-  if (total === 0 || worldSize === 1) return;
+  if (total === 0) return;
   const chunk = Math.min(total, CHUNK_BYTES);
   const base = scratch.ensure(chunk);
   const core = getCore();
@@ -188,7 +201,7 @@ export function finishAvgAt(dtype: DType, ptr: number, count: number, worldSize:
   const { code: dt, itemSize } = dtypeOf(dtype, 'avg');
   checkDivisor(worldSize);
   if (!Number.isInteger(count) || count < 0) throw invalidArgument(`finishAvgAt: count must be an integer >= 0, got ${count}`);
-  if (count === 0 || worldSize === 1) return;
+  if (count === 0) return;
   checkRange(ptr, count * itemSize, 'finishAvgAt');
   check(k().reduceDivide(dt, ptr, count, worldSize), `avg ${dtype}`);
 }

@@ -11,7 +11,7 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { guard, type OpOptions } from '../deadline.js';
-import { GroupcommError, invalidArgument, timeoutError } from '../errors.js';
+import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, DEFAULT_LIMITS, EXT_PROBE_KEY,
@@ -41,6 +41,12 @@ export interface TcpStoreServerOptions {
   /** When set, clients must prove they know it (HMAC handshake) before anything else. */
   secret?: string | Uint8Array;
   logger?: Logger;
+  /**
+   * A net.Server to serve on instead of binding host:port, e.g. one the caller bound itself to
+   * restrict the interface or hold the port (torch's master_listen_fd). Listened on if it is not
+   * listening yet; closed by close().
+   */
+  server?: net.Server;
 }
 
 /** A protocol violation by one client: its connection is closed, nothing else happens. */
@@ -95,7 +101,7 @@ function toValueBytes(v: Value): Buffer {
 }
 
 export class TcpStoreServer {
-  readonly host: string;
+  private readonly hostOption: string;
   readonly worldSize?: number;
   readonly limits: StoreLimits;
   private readonly kv = new Map<string, Value>();
@@ -112,7 +118,7 @@ export class TcpStoreServer {
   private closing?: Promise<void>;
 
   private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
-    this.host = opts.host ?? '127.0.0.1';
+    this.hostOption = opts.host ?? '127.0.0.1';
     this.worldSize = opts.worldSize;
     this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
     this.log = opts.logger ?? makeLogger('STORE');
@@ -131,8 +137,12 @@ export class TcpStoreServer {
     if (opts.worldSize !== undefined && !(Number.isInteger(opts.worldSize) && opts.worldSize > 0)) {
       throw invalidArgument(`TcpStoreServer: worldSize must be a positive integer, got ${opts.worldSize}`);
     }
-    const server = net.createServer({ noDelay: true });
+    const server = opts.server ?? net.createServer({ noDelay: true });
     const store = new TcpStoreServer(server, opts);
+    if (server.listening) {
+      store.log.info(`serving on a listening server, port ${store.port}`);
+      return store;
+    }
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => {
         reject(new GroupcommError('ERR_GROUPCOMM_INVALID_ARGUMENT',
@@ -147,6 +157,12 @@ export class TcpStoreServer {
     });
     store.log.info(`listening on ${host}:${store.port}`);
     return store;
+  }
+
+  /** The bound address (what host resolved to; the given host until bound). */
+  get host(): string {
+    const a = this.server.address();
+    return a && typeof a === 'object' ? a.address : this.hostOption;
   }
 
   /** The bound port (the real one when listen was given port 0). */
@@ -177,10 +193,14 @@ export class TcpStoreServer {
       if (v === undefined) return 0;
       try { return Number(strtoll(v)); } catch { return 0; }
     };
+    if (this.closing) return Promise.reject(destroyedError('waitForWorkers on a closed TcpStoreServer'));
     if (joined() >= worldSize) return Promise.resolve();
     let watcher: (() => void) | undefined;
-    const p = new Promise<void>((resolve) => {
-      watcher = () => { if (joined() >= worldSize) resolve(); };
+    const p = new Promise<void>((resolve, reject) => {
+      watcher = () => {
+        if (this.closing) reject(destroyedError(`TcpStoreServer closed while waiting for clients (${joined()}/${worldSize} joined)`));
+        else if (joined() >= worldSize) resolve();
+      };
       this.watch(INIT_KEY, watcher);
     });
     const unwatch = () => watcher && this.watchers.get(INIT_KEY)?.delete(watcher);
@@ -205,6 +225,8 @@ export class TcpStoreServer {
         this.server.close(() => resolve());
         for (const c of [...this.conns]) this.drop(c);
       });
+      // wake in-process waiters (waitForWorkers) so they fail now instead of at their timeout
+      for (const set of this.watchers.values()) for (const fn of [...set]) fn();
     }
     return this.closing;
   }

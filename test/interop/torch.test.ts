@@ -2,6 +2,7 @@
 // and our client against a torch server. Runs when a torch ≥ 2.2 is found (see torch_env.ts);
 // otherwise every case is reported as skipped, with the reason printed.
 import { spawn, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { test } from 'uvu';
@@ -20,7 +21,11 @@ test('torch lookup: finds a torch ≥ 2.2 or says why not', () => {
   if (found.ok) assert.match(found.torch.version, /^(2\.([2-9]|\d\d)|[3-9])/);
   else assert.ok(found.reason.length > 0);
 });
-const CASES = ['torch client → groupcomm server', 'groupcomm client → torch server'];
+const CASES = [
+  'torch client → groupcomm server',
+  'groupcomm client → torch server',
+  'torch client handshake bytes: 00 ce f7 85 3c, then PING 0d + its pid',
+];
 
 if (!found.ok) {
   console.log(`interop: skipped, no PyTorch ≥ 2.2 found: ${found.reason}`);
@@ -158,6 +163,29 @@ if (!found.ok) {
       assert.is(r.num_keys, 8 + n + 3);
     } finally {
       await c.close();
+    }
+  });
+
+  test(CASES[2], async () => {
+    let got = Buffer.alloc(0);
+    const recorder = net.createServer((sock) => {
+      sock.on('data', (d: Buffer) => {
+        const before = got.length;
+        got = Buffer.concat([got, d]);
+        if (before < 10 && got.length >= 10) sock.write(got.subarray(6, 10)); // echo the nonce
+      });
+      sock.on('error', () => {});
+    });
+    await new Promise<void>((r) => recorder.listen(0, '127.0.0.1', () => r()));
+    try {
+      py!.stdin!.write(`${(recorder.address() as net.AddressInfo).port}\n`);
+      const { pid } = await next('handshake_done');
+      assert.is(got.subarray(0, 5).toString('hex'), '00cef7853c');
+      assert.is(got[5], 13);
+      assert.is(got.readUInt32LE(6), pid);
+      assert.is(got.length, 10, 'nothing after the handshake with wait_for_workers=False');
+    } finally {
+      await new Promise<void>((r) => { recorder.close(() => r()); setTimeout(r, 300); });
     }
   });
 }

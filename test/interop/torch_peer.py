@@ -7,9 +7,12 @@ Protocol with the TypeScript test (one JSON object per stdout line, plain lines 
      {"event": "client_done", "results": {...}}
   3. as the torch server's own client: wait for "ts_waiting", set "py_late", wait for "ts_done",
      read what the TS client wrote and report {"event": "server_done", "results": {...}}
+  4. read a port from stdin; connect a torch client to it (a raw recorder on the TS side);
+     report {"event": "handshake_done", "pid": PID}
 Debian's torch 2.6 has no libuv, so the server is the legacy backend (use_libuv=False).
 """
 import json
+import os
 import sys
 from datetime import timedelta
 
@@ -76,3 +79,10 @@ r2 = {
     "num_keys": srv.num_keys(),
 }
 out(event="server_done", results=r2)
+
+# 4. torch's TestClientProtocol, mirrored: a torch client against a hand-written server that
+#    records its first bytes (world_size=2, wait_for_workers=False: the handshake and nothing else)
+port = int(sys.stdin.readline())
+kw = {"use_libuv": False} if int(torch.__version__.split(".")[0]) >= 2 else {}
+hs = dist.TCPStore("127.0.0.1", port, 2, False, timedelta(seconds=30), wait_for_workers=False, **kw)
+out(event="handshake_done", pid=os.getpid())

@@ -1,7 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeFrame, decodeFrame, FrameError, frameErrorName, FRAME_LIMITS, type FrameEntry } from '../../host/core/frame.js';
+import fs from 'node:fs';
+import path from 'node:path';
 import { getCore } from '../../host/core/loader.js';
+import { packageRoot } from '../../host/pkgroot.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/errors.js';
 import { RawFrame } from '../golden/raw.js';
 
@@ -89,6 +92,35 @@ test('round trip: decode(encode(entries)) = entries, and re-encoding gives the s
   const back = decodeFrame(bytes);
   assert.equal(back.map((e) => ({ ...e, payload: undefined, blob: undefined })), entries.map((e) => ({ ...e, payload: undefined, blob: undefined })));
   assert.equal(Array.from(encodeFrame(back)), Array.from(bytes));
+});
+
+test('the worked example in docs/wire-format.md is what the encoder writes', () => {
+  const doc = fs.readFileSync(path.join(packageRoot(), 'docs', 'wire-format.md'), 'utf8');
+  const block = doc.split('### Example')[1].split('```')[1];
+  const rows = block.split('\n').filter((l) => l.includes('|'));
+  let at = 0;
+  const bytes: number[] = [];
+  for (const row of rows) {
+    const [offset, ...hexes] = row.split('|')[0].trim().split(/\s+/);
+    assert.is(Number(offset), at, `offset column of: ${row}`);
+    for (const h of hexes) bytes.push(parseInt(h, 16));
+    at = bytes.length;
+  }
+  const frame = encodeFrame([{ key: 'x', kind: 'tensor', dtype: 'int8', shape: [3], device: 'cpu', nbytes: 3, payload: Uint8Array.of(1, 2, 3) }]);
+  assert.equal(bytes, Array.from(frame));
+});
+
+test('a frame at an odd offset inside a larger buffer (as read off a socket) decodes the same', () => {
+  const bytes = encodeFrame([
+    { key: 'd', kind: 'tensor', dtype: 'int64', shape: [2 ** 33, 0], device: 'cuda:2', nbytes: 0 },
+    { key: 'c', kind: 'tensor', dtype: 'float64', shape: [1], device: 'cpu', nbytes: 8, payload: new Uint8Array(new Float64Array([Math.PI]).buffer) },
+  ]);
+  const big = new Uint8Array(bytes.length + 8);
+  big.set(bytes, 3);
+  const e = decodeFrame(big.subarray(3, 3 + bytes.length));
+  assert.equal(e[0], { key: 'd', kind: 'tensor', dtype: 'int64', shape: [2 ** 33, 0], device: 'cuda:2', nbytes: 0 });
+  assert.ok(e[1].kind === 'tensor' && e[1].payload);
+  if (e[1].kind === 'tensor' && e[1].payload) assert.is(new Float64Array(e[1].payload.buffer)[0], Math.PI);
 });
 
 test('an empty frame is 12 bytes and decodes to no entries', () => {

@@ -19,6 +19,22 @@ const MAX_N = 1025;
 
 const f32bits = (u: number) => new Float32Array(new Uint32Array([u]).buffer)[0];
 
+const F32_SPECIAL = [0, -0, Infinity, -Infinity, NaN, f32bits(1), -f32bits(1), f32bits(0x7fffff),
+  f32bits(0x800000), 3.4028234663852886e38, -3.4028234663852886e38, 1, -1, 0.5];
+const F64_SPECIAL = [0, -0, Infinity, -Infinity, NaN, 5e-324, -5e-324, 2.2250738585072014e-308,
+  Number.MAX_VALUE, -Number.MAX_VALUE, 1, -1, 0.1];
+const I64_SPECIAL = [0n, 1n, 2n ** 63n, 2n ** 63n - 1n, 2n ** 64n - 1n, 2n ** 32n];
+
+/** Extreme codes for integers and narrow floats: 0, 1, all ones, sign bit, max, ±1 and 1.5. */
+function extremesOf(dtype: DType): number[] {
+  const bits = dtypeInfo(dtype)!.itemSize * 8;
+  const out = [0, 1, 2 ** bits - 1, 2 ** (bits - 1), 2 ** (bits - 1) - 1, 2 ** bits - 2];
+  const nf = NARROW[dtype];
+  if (nf) out.push(encodeNarrow(nf, 1), encodeNarrow(nf, -1), encodeNarrow(nf, 1.5));
+  return out;
+}
+const EXTREMES = new Map(DTYPE_NAMES.map((d) => [d, extremesOf(d)]));
+
 /** Random element bytes for dtype, rich in the values that break kernels. */
 function randomBytes(dtype: DType, n: number, rnd: () => number): Uint8Array {
   const size = dtypeInfo(dtype)!.itemSize;
@@ -26,28 +42,25 @@ function randomBytes(dtype: DType, n: number, rnd: () => number): Uint8Array {
   const dv = new DataView(out.buffer);
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
   const u32 = () => Math.floor(rnd() * 2 ** 32);
+  const extremes = EXTREMES.get(dtype)!;
   for (let i = 0; i < n; i++) {
     const p = i * size;
     const r = rnd();
     switch (dtype) {
       case 'bool': out[p] = pick([0, 0, 1, 1, 2, 255]); break;
       case 'float32': {
-        const special = [0, -0, Infinity, -Infinity, NaN, f32bits(1), -f32bits(1), f32bits(0x7fffff),
-          f32bits(0x800000), 3.4028234663852886e38, -3.4028234663852886e38, 1, -1, 0.5];
-        const v = r < 0.3 ? pick(special) : r < 0.7 ? Math.round((rnd() - 0.5) * 200) / 8 : f32bits(u32());
+        const v = r < 0.3 ? pick(F32_SPECIAL) : r < 0.7 ? Math.round((rnd() - 0.5) * 200) / 8 : f32bits(u32());
         dv.setFloat32(p, v, true);
         break;
       }
       case 'float64': {
-        const special = [0, -0, Infinity, -Infinity, NaN, 5e-324, -5e-324, 2.2250738585072014e-308,
-          Number.MAX_VALUE, -Number.MAX_VALUE, 1, -1, 0.1];
-        if (r < 0.3) dv.setFloat64(p, pick(special), true);
+        if (r < 0.3) dv.setFloat64(p, pick(F64_SPECIAL), true);
         else if (r < 0.7) dv.setFloat64(p, (rnd() - 0.5) * 1e6, true);
         else { dv.setUint32(p, u32(), true); dv.setUint32(p + 4, u32(), true); }
         break;
       }
       case 'int64': case 'uint64': {
-        if (r < 0.3) dv.setBigUint64(p, pick([0n, 1n, 2n ** 63n, 2n ** 63n - 1n, 2n ** 64n - 1n, 2n ** 32n]), true);
+        if (r < 0.3) dv.setBigUint64(p, pick(I64_SPECIAL), true);
         else if (r < 0.5) dv.setBigInt64(p, BigInt(Math.round((rnd() - 0.5) * 1000)), true);
         else { dv.setUint32(p, u32(), true); dv.setUint32(p + 4, u32(), true); }
         break;
@@ -55,14 +68,7 @@ function randomBytes(dtype: DType, n: number, rnd: () => number): Uint8Array {
       default: {
         // Integers and narrow floats: raw random bits (which for the narrow floats covers
         // subnormals, NaNs and infinities), plus the extremes and small values.
-        const bits = size * 8;
-        const extremes = [0, 1, 2 ** bits - 1, 2 ** (bits - 1), 2 ** (bits - 1) - 1, 2 ** bits - 2];
-        const nf = NARROW[dtype];
-        if (nf) {
-          const signBit = 2 ** (bits - 1);
-          extremes.push(signBit, encodeNarrow(nf, 1), encodeNarrow(nf, -1), encodeNarrow(nf, 1.5));
-        }
-        const v = r < 0.25 ? pick(extremes) : r < 0.4 ? Math.floor(rnd() * 8) : u32() % 2 ** bits;
+        const v = r < 0.25 ? pick(extremes) : r < 0.4 ? Math.floor(rnd() * 8) : u32() % 2 ** (size * 8);
         for (let b = 0; b < size; b++) out[p + b] = Math.floor(v / 2 ** (8 * b)) & 0xff;
       }
     }
@@ -189,6 +195,20 @@ test('avg: sum of three contributions then finishAvg (and finishAvgAt) matches s
   }
 });
 
+test('finishAvg: divisors 1, 2, 7 and 1000 on every dtype, SIMD body and tail', () => {
+  const rnd = prng(777);
+  for (const dtype of DTYPE_NAMES) {
+    if (dtype === 'bool') continue;
+    for (const d of [1, 2, 7, 1000]) {
+      const data = randomBytes(dtype, 45, rnd);
+      const got = data.slice();
+      finishAvg(dtype, got, d);
+      const bad = sameResult(dtype, got, referenceDivide(dtype, data, d));
+      if (bad) assert.unreachable(`divide ${dtype} by ${d}: ${bad}`);
+    }
+  }
+});
+
 test('integer avg truncates toward zero; sums wrap around first', () => {
   const a = new Int32Array([7, -7, 2147483647, 5]);
   const b = new Int32Array([0, 0, 1, 0]);
@@ -286,6 +306,20 @@ test('bool: sum/max are or, prod/min are and, output normalized to 0/1', () => {
   assert.equal(run('max'), [0, 1, 1, 1, 1, 1]);
   assert.equal(run('prod'), [0, 0, 0, 1, 0, 1]);
   assert.equal(run('min'), [0, 0, 0, 1, 0, 1]);
+});
+
+test('float8: every pair of codes, every op, both formats (exhaustive)', () => {
+  for (const dtype of ['float8_e4m3fn', 'float8_e5m2'] as DType[]) {
+    const a = new Uint8Array(65536);
+    const b = new Uint8Array(65536);
+    for (let i = 0; i < 65536; i++) { a[i] = i >> 8; b[i] = i & 0xff; }
+    for (const op of OPS) {
+      const got = a.slice();
+      reduceBytes(op, dtype, got, b);
+      const bad = sameResult(dtype, got, referenceReduce(op, dtype, a, b));
+      if (bad) assert.unreachable(`${op} ${dtype}: ${bad}`);
+    }
+  }
 });
 
 test('float16 and bfloat16 codecs: every code decodes exactly and re-encodes to itself', () => {

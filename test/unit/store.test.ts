@@ -292,6 +292,24 @@ test('a second server on a busy port fails with a clear error', async () => {
   }
 });
 
+test('a server can serve on a net.Server the caller bound itself', async () => {
+  const net = await import('node:net');
+  const pre = net.createServer();
+  await new Promise<void>((r) => pre.listen(0, '127.0.0.1', () => r()));
+  const server = await TcpStoreServer.listen({ server: pre });
+  try {
+    assert.is(server.port, (pre.address() as { port: number }).port);
+    assert.is(server.host, '127.0.0.1');
+    const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
+    await c.set('k', 'v');
+    assert.is(text(await c.get('k')), 'v');
+    await c.close();
+  } finally {
+    await server.close();
+  }
+  assert.not.ok(pre.listening);
+});
+
 test('connect: nobody listening gives ERR_GROUPCOMM_TIMEOUT after timeoutMs', async () => {
   const srv = await TcpStoreServer.listen({ port: 0 });
   const port = srv.port;

@@ -5,6 +5,7 @@ import { encodeFrame, FrameError } from '../../host/core/frame.js';
 import { getCore } from '../../host/core/loader.js';
 import { tensor, empty, type Tensor, type CpuTensor } from '../../host/tensor.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/errors.js';
+import { prng } from '../golden/raw.js';
 
 const dev = (dtype: Tensor['dtype'], shape: number[], device: string, nbytes: number): Tensor =>
   ({ dtype, shape, device, data: { ptr: 0x1000n, nbytes } });
@@ -147,7 +148,11 @@ test('unicode keys and key order survive', () => {
 });
 
 test('a value blob that is not msgpack is a PROTOCOL error with detail BAD_VALUE', () => {
-  for (const blob of [new Uint8Array(0), Uint8Array.of(0xc7, 1, 0x74, 99), Uint8Array.of(0x92, 1), Uint8Array.of(0xc0, 0xc0)]) {
+  const bad = [
+    new Uint8Array(0), Uint8Array.of(0xc7, 1, 0x74, 99), Uint8Array.of(0x92, 1), Uint8Array.of(0xc0, 0xc0),
+    Uint8Array.of(0xdd, 0xff, 0xff, 0xff, 0xff), Uint8Array.of(0xc6, 0xff, 0xff, 0xff, 0xff), // huge claimed lengths
+  ];
+  for (const blob of bad) {
     const frame = encodeFrame([{ key: 'k', kind: 'value', blob }]);
     try {
       decodeTensorDict(frame);
@@ -169,6 +174,23 @@ test('bad frames from decodeTensorDict are PROTOCOL errors with the decode code'
     assert.ok(isGroupcommError(e, ErrorCode.PROTOCOL));
     assert.is((e as GroupcommError).detail, FrameError.TRUNCATED);
   }
+});
+
+test('mutated dict frames (values included) decode or fail with PROTOCOL, nothing else', () => {
+  const rnd = prng(7);
+  const frames = [encodeTensorDict(sample()).frame, encodeTensorDict(sample(), { inlineCpu: true }).frame];
+  let ok = 0;
+  for (let i = 0; i < 5000; i++) {
+    const b = Uint8Array.from(frames[i & 1]);
+    for (let k = 1 + Math.floor(rnd() * 3); k > 0; k--) b[Math.floor(rnd() * b.length)] = Math.floor(rnd() * 256);
+    try {
+      decodeTensorDict(b);
+      ok++;
+    } catch (e) {
+      if (!isGroupcommError(e, ErrorCode.PROTOCOL)) throw e;
+    }
+  }
+  assert.ok(ok > 0 && ok < 5000, `${ok} of 5000 decoded`);
 });
 
 test('caller mistakes are INVALID_ARGUMENT', () => {

@@ -1,0 +1,134 @@
+/**
+ * One rank of `groupcomm demo` (host/cli/demo.ts starts these). It serves on a group —
+ * broadcastTensorDict from the group's rank 0, then allReduce, checking both results every
+ * step — and, when rank 0 says so in the broadcast dict, creates the next group while the
+ * current one keeps serving, moves to it, and destroys the old one.
+ *
+ * Events go to the parent as `@@EVENT {json}` lines on stdout; failures go to stderr and the
+ * exit code.
+ */
+import { StatelessGroupCoordinator } from '../coordinator.js';
+import { TcpStore } from '../store/index.js';
+import { tensor, type CpuTensor } from '../tensor.js';
+import { sleep } from '../deadline.js';
+
+const rank = Number(process.env.RANK);
+const port = Number(process.env.GROUPCOMM_DEMO_STORE_PORT);
+const backend = process.env.GROUPCOMM_BACKEND ?? 'cpu';
+const stepMs = Number(process.env.GROUPCOMM_DEMO_STEP_MS ?? 5);
+const steps = Number(process.env.GROUPCOMM_DEMO_STEPS ?? 30);
+const timeoutMs = Number(process.env.GROUPCOMM_DEMO_TIMEOUT_MS ?? 30_000);
+const t0 = Number(process.env.GROUPCOMM_DEMO_T0 ?? Date.now());
+
+function emit(ev: Record<string, unknown>): void {
+  process.stdout.write(`@@EVENT ${JSON.stringify({ ...ev, rank, t: Date.now() - t0 })}\n`);
+}
+
+/** The groups of the demo; each phase's membership is fixed, the move between them is not. */
+const PLAN: Record<string, { members: number[]; next?: string; trigger?: string }> = {
+  A: { members: [0, 1, 2, 3], next: 'B', trigger: 'demo/scale-up' },
+  B: { members: [0, 1, 2, 3, 4, 5], next: 'C', trigger: 'demo/scale-down' },
+  C: { members: [0, 1, 2] },
+};
+
+const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs });
+
+async function join(name: string): Promise<StatelessGroupCoordinator> {
+  const start = performance.now();
+  const g = await StatelessGroupCoordinator.create({
+    groupRanks: [PLAN[name].members], globalRank: rank, localRank: 0, groupName: name,
+    backend, useDeviceCommunicator: backend !== 'cpu', rendezvous: store, timeoutMs,
+  });
+  emit({ ev: 'created', group: name, ms: Math.round(performance.now() - start), uniqueName: g.uniqueName });
+  return g;
+}
+
+interface Outcome { steps: number; ops: number; wrong: number; next?: Promise<StatelessGroupCoordinator> }
+
+/**
+ * Serves on `g` until its rank 0 says stop. Rank 0 says "next" once the parent has set the
+ * group's trigger key and "stop" once its own next group is up, so every member leaves the loop
+ * after the same step and the old group serves all the while the new one is being created.
+ */
+async function serve(g: StatelessGroupCoordinator, name: string): Promise<Outcome> {
+  const plan = PLAN[name];
+  const leader = g.rankInGroup === 0;
+  let step = 0, ops = 0, wrong = 0, nextReady = false, servedWhileCreating = 0;
+  let next: Promise<StatelessGroupCoordinator> | undefined;
+  const reduced = new Float32Array(16);
+  for (;;) {
+    step++;
+    let out: Record<string, unknown> | undefined;
+    if (leader) {
+      let wantNext = next !== undefined;
+      if (!wantNext && plan.next && step > steps) wantNext = await store.check([plan.trigger!]);
+      const stop = plan.next ? nextReady : step >= steps;
+      if (step === steps) emit({ ev: 'steps', group: name, n: step });
+      out = {
+        step, next: wantNext, stop,
+        x: tensor(Float32Array.from({ length: 8 }, (_, i) => step + i / 8)),
+        ids: tensor(BigInt64Array.from([BigInt(step), -1n, 1n << 40n])),
+        empty: tensor(new Int32Array(0), { shape: [0, 3] }),
+        scalar: tensor(new Float64Array([step * 0.5]), { shape: [] }),
+        meta: { group: name, members: plan.members, note: `step ${step}` },
+      };
+    }
+    const d = await g.broadcastTensorDict(out, 0);
+    ops++;
+    if (!checkDict(d, step, name, plan.members)) wrong++;
+    if (d.next && !next && plan.next) {
+      if (PLAN[plan.next].members.includes(rank)) {
+        next = join(plan.next);
+        next.then(() => { nextReady = true; }, () => {});
+      } else next = Promise.resolve(undefined as unknown as StatelessGroupCoordinator);
+      emit({ ev: 'creating', group: plan.next, from: name, step });
+    }
+    if (next && !d.stop) servedWhileCreating++;
+    // allReduce: rank r contributes (r + 1) · step; everyone expects the sum over the members.
+    const mine = tensor(new Float32Array(16).fill((rank + 1) * step));
+    const sum = await g.allReduce(mine);
+    ops++;
+    reduced.set((sum as CpuTensor).data as Float32Array);
+    const expect = plan.members.reduce((s, r) => s + (r + 1) * step, 0);
+    if (!reduced.every((v) => v === expect)) wrong++;
+    if (d.stop) break;
+    if (stepMs > 0) await sleep(stepMs);
+  }
+  emit({ ev: 'stopped', group: name, steps: step, ops, wrong, servedWhileCreating });
+  return { steps: step, ops, wrong, next };
+}
+
+function checkDict(d: Record<string, unknown>, _step: number, name: string, members: number[]): boolean {
+  const step = d.step as number;
+  const x = d.x as CpuTensor, ids = d.ids as CpuTensor, empty = d.empty as CpuTensor, scalar = d.scalar as CpuTensor;
+  const meta = d.meta as { group: string; members: number[]; note: string };
+  return typeof step === 'number' &&
+    x?.dtype === 'float32' && x.shape.join() === '8' && [...(x.data as Float32Array)].every((v, i) => v === step + i / 8) &&
+    ids?.dtype === 'int64' && (ids.data as BigInt64Array)[0] === BigInt(step) && (ids.data as BigInt64Array)[2] === 1n << 40n &&
+    empty?.dtype === 'int32' && empty.shape.join() === '0,3' && empty.data.length === 0 &&
+    scalar?.dtype === 'float64' && scalar.shape.length === 0 && (scalar.data as Float64Array)[0] === step * 0.5 &&
+    meta?.group === name && meta.members.join() === members.join() && meta.note === `step ${step}`;
+}
+
+let exit = 0;
+try {
+  // Ranks that start in A serve there first; ranks 4 and 5 start straight into B.
+  let name = rank < 4 ? 'A' : 'B';
+  let g = await join(name);
+  for (;;) {
+    const o = await serve(g, name);
+    const next = o.next ? await o.next : undefined;
+    await g.destroy();
+    emit({ ev: 'destroyed', group: name });
+    if (!next) break;
+    g = next;
+    name = PLAN[name].next!;
+  }
+} catch (e) {
+  const err = e as { code?: string; message?: string };
+  process.stderr.write(`rank ${rank}: ${err.code ?? ''} ${err.message ?? String(e)}\n`);
+  exit = 1;
+} finally {
+  await store.close();
+}
+process.exit(exit);

@@ -1,0 +1,650 @@
+/**
+ * StatelessGroupCoordinator: one communication group among many in a process, with its own
+ * membership, store, CPU channel and (optionally) device communicator — vLLM's
+ * `StatelessGroupCoordinator` for Node and Bun (design §8, docs/coordinator.md).
+ *
+ * Routing: device tensors go over the device communicator, CPU tensors over the CPU group,
+ * objects and tensor-dict metadata over the store channel (StatelessProcessGroup).
+ *
+ * Contracts (the same for every method; docs/coordinator.md has the table):
+ * - World size 1: every operation returns at once, without traffic, with its input (the
+ *   object, list, dict or tensor passed); a tensor result is copied into `out` when one is given.
+ * - Aliasing: a tensor the caller hands over as the output (broadcast's tensor on receivers,
+ *   `out` options) is filled in place and returned. Any other result is a new tensor, except
+ *   where the result is the input itself (world size 1, the source of a broadcast): then the
+ *   input is returned. Inputs are never written.
+ * - Order: operations on one coordinator run one after the other in call order, even when the
+ *   caller does not await each one; coordinators are independent of each other.
+ * - Ranks in arguments (src, dst) are ranks *in the group* and are range-checked.
+ */
+import { type OpOptions } from './deadline.js';
+import {
+  destroyedError, GroupcommError, invalidArgument, isGroupcommError, ErrorCode,
+} from './errors.js';
+import { logger, type Logger } from './log.js';
+import {
+  bytesOf, isCpu, itemSize, numel, parseDevice, empty as emptyCpu,
+  type CpuTensor, type DType, type Tensor,
+} from './tensor.js';
+import type { Store } from './store/types.js';
+import { TcpStore, TcpStoreServer } from './store/index.js';
+import { StatelessProcessGroup } from './pg/group.js';
+import { CpuGroup } from './cpu/group.js';
+import { resolveBackend } from './device/registry.js';
+import { storeBootstrap } from './device/bootstrap.js';
+import { emptyOn, freeTensor } from './device/tensors.js';
+import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from './device/types.js';
+import { findGroup, type GroupLayout } from './core/layout.js';
+import { reserveName, registerName, releaseName, lookupName } from './coordinator/names.js';
+import { Budget, anySignal, checkRank, defaultTimeout } from './coordinator/ops.js';
+import { catShape, normDim, outerCount, scatterShape } from './coordinator/dims.js';
+import { copyTensor, reorderTensor } from './coordinator/copy.js';
+import { resolvePorts, type PortTriple, type ResolvedPorts } from './coordinator/ports.js';
+import { receiveDict, sendDict, type TensorDict } from './coordinator/dict.js';
+
+export type { TensorDict, PortTriple };
+
+export interface CoordinatorOptions {
+  /** Disjoint lists of global ranks; this process joins the one containing `globalRank`. */
+  groupRanks: number[][];
+  globalRank: number;
+  /** Index of this process's device (CUDA: the device ordinal). Default 0. */
+  localRank?: number;
+  /** Ranks in groupRanks must be below it. Default: one more than the largest listed rank. */
+  globalWorldSize?: number;
+  /** Device backend: 'cpu', 'cuda' or a module specifier (default GROUPCOMM_DEVICE_PLUGIN, else 'cuda'). */
+  backend?: string;
+  /** Open a device communicator (when the group has more than one rank). Default false. */
+  useDeviceCommunicator?: boolean;
+  /** Base of the unique name (`name:N`) and, with `rendezvous`, of the port key `${groupName}_${index}`. */
+  groupName?: string;
+  /** Address the group's rank 0 listens on and the others connect to. Default 127.0.0.1. */
+  host?: string;
+  /**
+   * vLLM's explicit ports: one `[devicePort, cpuPort, storePort]` triple per group of
+   * `groupRanks`, in the same order. Group rank 0 binds them. Use `rendezvous` instead to avoid
+   * choosing ports at all.
+   */
+  groupPorts?: PortTriple[];
+  /**
+   * A coordination store: group rank 0 binds port 0 and publishes the 12-byte port record under
+   * `${groupName}_${index}`; the other ranks wait for it. Race-free (no probe-then-bind).
+   */
+  rendezvous?: Store;
+  /** Bounds creation and is the default for every operation. Default GROUPCOMM_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Aborts creation. */
+  signal?: AbortSignal;
+}
+
+export interface ReduceOptions extends OpOptions {
+  /** Reduction operator (default 'sum'). */
+  op?: ReduceOp;
+  /** Write the result here (same shape and dtype as the result) and return it. */
+  out?: Tensor;
+}
+
+export interface OutOptions extends OpOptions {
+  out?: Tensor;
+}
+
+/** What `create` found out and opened; kept together so a failed create can close it all. */
+interface Channels {
+  server?: TcpStoreServer;
+  store?: TcpStore;
+  pg?: StatelessProcessGroup;
+  cpu?: CpuGroup;
+  comm?: DeviceCommunicatorV1;
+}
+
+export class StatelessGroupCoordinator {
+  /** This process's global rank. */
+  readonly rank: number;
+  /** The group's global ranks, in group-rank order. */
+  readonly ranks: readonly number[];
+  readonly worldSize: number;
+  readonly rankInGroup: number;
+  readonly localRank: number;
+  /** Process-local name, `groupName:N`; released on destroy. */
+  readonly uniqueName: string;
+  /** The device this rank's device tensors live on ('cpu' without a device backend). */
+  readonly device: string;
+  /** The index of this group in `groupRanks` (the `_index` of its port key). */
+  readonly groupIndex: number;
+  /** Group rank 0's [devicePort, cpuPort, storePort]; undefined for a group of one (it binds nothing). */
+  readonly ports: PortTriple | undefined;
+  readonly backend: DeviceBackendV1 | undefined;
+
+  private readonly ch: Channels;
+  /** Created with groupPorts: the ports are fixed, so destroy() waits until they are free again. */
+  private readonly explicitPorts: boolean;
+  private readonly timeoutMs: number;
+  private readonly log: Logger;
+  private readonly life = new AbortController();
+  private tail: Promise<unknown> = Promise.resolve();
+  private destroying: Promise<void> | undefined;
+  /** Loopback queue for point-to-point sends to oneself (how world size 1 keeps P2P uniform). */
+  private readonly self: unknown[] = [];
+
+  private constructor(globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
+    ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number,
+    explicitPorts: boolean) {
+    this.rank = globalRank;
+    this.ranks = Object.freeze([...layout.ranks]);
+    this.worldSize = layout.ranks.length;
+    this.rankInGroup = layout.rankInGroup;
+    this.groupIndex = layout.groupIndex;
+    this.localRank = localRank;
+    this.uniqueName = uniqueName;
+    this.device = device;
+    this.ports = ports;
+    this.backend = backend;
+    this.ch = ch;
+    this.explicitPorts = explicitPorts;
+    this.timeoutMs = timeoutMs;
+    this.log = logger('COORD', `${uniqueName} rank ${this.rankInGroup}/${this.worldSize}`);
+  }
+
+  /**
+   * Joins this process's group of `groupRanks`. Collective: every member calls it (with the
+   * same groupRanks, groupName and ports); it resolves once the store channel, the CPU group
+   * and the device communicator are up on every member, or rejects naming who is missing.
+   */
+  static async create(o: CoordinatorOptions): Promise<StatelessGroupCoordinator> {
+    if (!o || typeof o !== 'object') throw invalidArgument('StatelessGroupCoordinator.create: options object required');
+    const timeoutMs = defaultTimeout(o.timeoutMs);
+    const localRank = o.localRank ?? 0;
+    if (!Number.isInteger(localRank) || localRank < 0) throw invalidArgument(`localRank must be an integer >= 0, got ${localRank}`);
+    if (o.groupPorts && o.rendezvous) throw invalidArgument('pass groupPorts or rendezvous, not both');
+    const base = o.groupName ?? 'anonymous';
+    if (typeof base !== 'string' || base === '' || base.includes('/')) {
+      throw invalidArgument(`groupName must be a non-empty string without '/', got ${JSON.stringify(base)}`);
+    }
+    const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
+    const host = o.host ?? '127.0.0.1';
+    const budget = new Budget(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
+
+    let backend: DeviceBackendV1 | undefined;
+    if (o.useDeviceCommunicator) backend = await resolveBackend(o.backend);
+    const device = backend ? `${backend.deviceType}:${localRank}` : 'cpu';
+
+    const uniqueName = reserveName(base);
+    const ch: Channels = {};
+    let ports: PortTriple | undefined;
+    let held: ResolvedPorts | undefined;
+    try {
+      if (layout.ranks.length > 1) {
+        // One wire name per group, equal on every member (unique names are process-local).
+        const wireName = `${base}_${layout.groupIndex}`;
+        const isHost = layout.rankInGroup === 0;
+        const plan = await resolvePorts({
+          key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, groupPorts: o.groupPorts,
+          rendezvous: o.rendezvous, opts: budget.next(),
+          listenStore: async (port) => {
+            ch.server = await TcpStoreServer.listen({ host, port });
+            return ch.server.port;
+          },
+        });
+        ports = plan.ports;
+        held = plan;
+        ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
+        const rank = layout.rankInGroup;
+        const worldSize = layout.ranks.length;
+        ch.pg = await StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...budget.next() });
+        // Every member has read the record once the store channel has formed.
+        if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
+        await plan.cpu?.release();
+        ch.cpu = await CpuGroup.create({
+          store: ch.store, rank, worldSize, groupName: wireName, epoch: ch.pg.epoch, host,
+          port: isHost ? ports[1] : 0, ...budget.next(),
+        });
+        if (backend) {
+          const bootstrap = storeBootstrap(ch.store, {
+            rank, worldSize, prefix: `groupcomm/device/${wireName}/${ch.pg.epoch}`, timeoutMs,
+          });
+          ch.comm = await backend.createCommunicator({
+            rank, worldSize, deviceIndex: localRank, bootstrap, name: uniqueName, ...budget.next(),
+          });
+        }
+        await plan.device?.release();
+      }
+    } catch (e) {
+      await held?.cpu?.release();
+      await held?.device?.release();
+      await closeChannels(ch, 0);
+      releaseName(uniqueName);
+      throw e;
+    }
+    const g = new StatelessGroupCoordinator(o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
+      o.groupPorts !== undefined);
+    registerName(uniqueName, g);
+    g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
+    return g;
+  }
+
+  /** The live coordinator registered under a unique name in this process, if any. */
+  static lookup(uniqueName: string): StatelessGroupCoordinator | undefined {
+    return lookupName<StatelessGroupCoordinator>(uniqueName);
+  }
+
+  // ---- bookkeeping (vLLM's GroupCoordinator properties) ------------------------------------
+
+  size(): number { return this.worldSize; }
+  get firstRank(): number { return this.ranks[0]; }
+  get lastRank(): number { return this.ranks[this.worldSize - 1]; }
+  get isFirstRank(): boolean { return this.rank === this.firstRank; }
+  get isLastRank(): boolean { return this.rank === this.lastRank; }
+  /** Global rank of the next member (wrapping). */
+  get nextRank(): number { return this.ranks[(this.rankInGroup + 1) % this.worldSize]; }
+  /** Global rank of the previous member (wrapping). */
+  get prevRank(): number { return this.ranks[(this.rankInGroup - 1 + this.worldSize) % this.worldSize]; }
+  get destroyed(): boolean { return this.destroying !== undefined; }
+  /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
+  get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.ch.comm; }
+
+  /** A zero-filled tensor on `device` (default: this group's device). Free device tensors with `free`. */
+  empty(shape: number[], dtype: DType = 'float32', device: string = this.device): Tensor {
+    if (device === 'cpu') return emptyCpu(shape, dtype);
+    const b = this.backendFor(device, 'empty');
+    return emptyOn(b, shape, dtype, parseDevice(device).index);
+  }
+
+  /** Releases a device tensor made by this group's backend (a no-op for CPU tensors). */
+  free(t: Tensor): void {
+    if (!isCpu(t) && this.backend) freeTensor(this.backend, t);
+  }
+
+  // ---- objects (store channel) --------------------------------------------------------------
+
+  /** `src` passes the object; every rank resolves with it (src: the same object, others: a copy). */
+  broadcastObject<T>(obj?: T, src = 0, opts?: OpOptions): Promise<T> {
+    return this.op('broadcastObject', opts, async (b) => {
+      checkRank(src, this.worldSize, 'broadcastObject', 'src');
+      if (this.worldSize === 1) return obj as T;
+      return (await this.ch.pg!.broadcastObj(this.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+    });
+  }
+
+  /**
+   * Fills `list` in place with src's elements and returns it. One message carries the whole
+   * list (vLLM sends one per element); a receiver whose list length differs from src's fails
+   * with INVALID_ARGUMENT and its list untouched, instead of desynchronising the group.
+   */
+  broadcastObjectList<T>(list: T[], src = 0, opts?: OpOptions): Promise<T[]> {
+    return this.op('broadcastObjectList', opts, async (b) => {
+      checkRank(src, this.worldSize, 'broadcastObjectList', 'src');
+      if (!Array.isArray(list)) throw invalidArgument('broadcastObjectList: list must be an array');
+      if (this.worldSize === 1) return list;
+      const got = (await this.ch.pg!.broadcastObj(this.rankInGroup === src ? list : undefined, src, b.next())) as T[];
+      if (this.rankInGroup === src) return list;
+      if (!Array.isArray(got) || got.length !== list.length) {
+        throw invalidArgument(`broadcastObjectList: rank ${src} sent ${Array.isArray(got) ? got.length : 'no'} elements, this rank's list has ${list.length}`, { peerRank: src });
+      }
+      for (let i = 0; i < got.length; i++) list[i] = got[i];
+      return list;
+    });
+  }
+
+  /** Sends `obj` to group rank `dst` (it may be this rank: it then waits for its own recvObject). */
+  sendObject(obj: unknown, dst: number, opts?: OpOptions): Promise<void> {
+    return this.op('sendObject', opts, async (b) => {
+      checkRank(dst, this.worldSize, 'sendObject', 'dst');
+      if (dst === this.rankInGroup) { this.self.push(structuredClone(obj)); return; }
+      await this.ch.pg!.sendObj(obj, dst, b.next());
+    });
+  }
+
+  /** The next object group rank `src` sent to this rank. */
+  recvObject<T = unknown>(src: number, opts?: OpOptions): Promise<T> {
+    return this.op('recvObject', opts, async (b) => {
+      checkRank(src, this.worldSize, 'recvObject', 'src');
+      if (src === this.rankInGroup) return this.takeSelf('recvObject') as T;
+      return (await this.ch.pg!.recvObj(src, b.next())) as T;
+    });
+  }
+
+  /** Resolves once every member has called it; a timeout names the ranks that did not. */
+  barrier(opts?: OpOptions): Promise<void> {
+    return this.op('barrier', opts, async (b) => {
+      if (this.worldSize === 1) return;
+      await this.ch.pg!.barrier(b.next());
+    });
+  }
+
+  // ---- tensor dicts ---------------------------------------------------------------------------
+
+  /**
+   * src passes a dict; every rank resolves with it: src with its own dict, the others with a new
+   * dict (same keys in the same order; tensors new, on this rank's device for device tensors).
+   * Metadata and non-tensor values travel in one frame over the store channel; then each
+   * non-empty tensor over the CPU group or the device communicator.
+   */
+  broadcastTensorDict(dict?: TensorDict, src = 0, opts?: OpOptions): Promise<TensorDict> {
+    return this.op('broadcastTensorDict', opts, async (b) => {
+      checkRank(src, this.worldSize, 'broadcastTensorDict', 'src');
+      if (this.rankInGroup === src) checkDict(dict, 'broadcastTensorDict');
+      if (this.worldSize === 1) return dict!;
+      const io = this.dictIo();
+      if (this.rankInGroup === src) {
+        await sendDict(io, dict!, { kind: 'broadcast', peer: src }, b);
+        return dict!;
+      }
+      return receiveDict(io, { kind: 'broadcast', peer: src }, b);
+    });
+  }
+
+  /** Sends a tensor dict to group rank `dst` (default: the next rank). */
+  sendTensorDict(dict: TensorDict, dst?: number, opts?: OpOptions): Promise<void> {
+    return this.op('sendTensorDict', opts, async (b) => {
+      const to = dst ?? (this.rankInGroup + 1) % this.worldSize;
+      checkRank(to, this.worldSize, 'sendTensorDict', 'dst');
+      checkDict(dict, 'sendTensorDict');
+      if (to === this.rankInGroup) { this.self.push(await cloneDict(dict, this)); return; }
+      await sendDict(this.dictIo(), dict, { kind: 'p2p', peer: to }, b);
+    });
+  }
+
+  /** The next tensor dict group rank `src` (default: the previous rank) sent; always a new dict. */
+  recvTensorDict(src?: number, opts?: OpOptions): Promise<TensorDict> {
+    return this.op('recvTensorDict', opts, async (b) => {
+      const from = src ?? (this.rankInGroup - 1 + this.worldSize) % this.worldSize;
+      checkRank(from, this.worldSize, 'recvTensorDict', 'src');
+      if (from === this.rankInGroup) return this.takeSelf('recvTensorDict') as TensorDict;
+      return receiveDict(this.dictIo(), { kind: 'p2p', peer: from }, b);
+    });
+  }
+
+  // ---- tensor collectives -----------------------------------------------------------------------
+
+  /** In place on every rank: `tensor` ends up equal to src's; returns `tensor`. */
+  broadcast(tensor: Tensor, src = 0, opts?: OpOptions): Promise<Tensor> {
+    return this.op('broadcast', opts, async (b) => {
+      checkRank(src, this.worldSize, 'broadcast', 'src');
+      this.route(tensor, 'broadcast');
+      if (this.worldSize === 1) return tensor;
+      if (!isCpu(tensor)) await this.ch.comm!.broadcast(tensor, src, b.next());
+      else await this.ch.cpu!.broadcast(tensor, { src, ...b.next() });
+      return tensor;
+    });
+  }
+
+  /** The elementwise reduction (`op`, default sum) of every rank's `tensor`; into `out` when given. */
+  allReduce(tensor: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+    return this.op('allReduce', opts, async (b) => {
+      const route = this.route(tensor, 'allReduce');
+      const out = this.output(opts.out, tensor.shape, tensor, 'allReduce');
+      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
+      const dst = out ?? this.allocLike(tensor.shape, tensor);
+      if (dst !== tensor) this.copyInto(dst, tensor);
+      if (route === 'device') await this.ch.comm!.allReduce(dst, { op: opts.op, ...b.next() });
+      else await this.ch.cpu!.allReduce(dst as CpuTensor, { op: opts.op, ...b.next() });
+      return dst;
+    });
+  }
+
+  /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
+  allGather(tensor: Tensor, dim = -1, opts: OutOptions = {}): Promise<Tensor> {
+    return this.op('allGather', opts, async (b) => {
+      this.route(tensor, 'allGather');
+      const d = normDim(dim, tensor.shape.length, 'allGather');
+      const shape = catShape(tensor.shape, d, this.worldSize);
+      const out = this.output(opts.out, shape, tensor, 'allGather');
+      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
+      const outer = outerCount(tensor.shape, d);
+      const dst = out ?? this.allocLike(shape, tensor);
+      // The layers below gather rank-major (dim 0); other dims need one block transpose after.
+      const stage = outer === 1 ? dst : this.allocLike(shape, tensor);
+      try {
+        const o = flat(stage), i = flat(tensor);
+        if (isCpu(tensor)) await this.ch.cpu!.allGather(i as CpuTensor, { out: o as CpuTensor, ...b.next() });
+        else await this.ch.comm!.allGather(o, i, b.next());
+        if (stage !== dst) this.reorder(stage, dst, this.worldSize, outer);
+      } finally {
+        if (stage !== dst) this.free(stage);
+      }
+      return dst;
+    });
+  }
+
+  /**
+   * `tensor` gathered on `dst` along `dim` (concatenated in group-rank order); the other ranks
+   * resolve with undefined.
+   */
+  gather(tensor: Tensor, dst = 0, dim = -1, opts: OutOptions = {}): Promise<Tensor | undefined> {
+    return this.op('gather', opts, async (b) => {
+      checkRank(dst, this.worldSize, 'gather', 'dst');
+      this.route(tensor, 'gather');
+      const d = normDim(dim, tensor.shape.length, 'gather');
+      const shape = catShape(tensor.shape, d, this.worldSize);
+      const mine = this.rankInGroup === dst;
+      const out = mine ? this.output(opts.out, shape, tensor, 'gather') : undefined;
+      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
+      const outer = outerCount(tensor.shape, d);
+      const res = mine ? out ?? this.allocLike(shape, tensor) : undefined;
+      const stage = res && outer !== 1 ? this.allocLike(shape, tensor) : res;
+      try {
+        const o = stage && flat(stage), i = flat(tensor);
+        if (isCpu(tensor)) await this.ch.cpu!.gather(i as CpuTensor, { dst, out: o as CpuTensor | undefined, ...b.next() });
+        else await this.ch.comm!.gather(o, i, dst, b.next());
+        if (res && stage !== res) this.reorder(stage!, res, this.worldSize, outer);
+      } finally {
+        if (stage && stage !== res) this.free(stage);
+      }
+      return res;
+    });
+  }
+
+  /**
+   * The reduction of every rank's `tensor`, scattered along `dim`: rank r gets the r-th of
+   * worldSize equal slices (dim's size must divide by the world size). Moves `dim` to 0 and back.
+   */
+  reduceScatter(tensor: Tensor, dim = -1, opts: ReduceOptions = {}): Promise<Tensor> {
+    return this.op('reduceScatter', opts, async (b) => {
+      this.route(tensor, 'reduceScatter');
+      const d = normDim(dim, tensor.shape.length, 'reduceScatter');
+      const shape = scatterShape(tensor.shape, d, this.worldSize, 'reduceScatter');
+      const out = this.output(opts.out, shape, tensor, 'reduceScatter');
+      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
+      const outer = outerCount(tensor.shape, d);
+      const dst = out ?? this.allocLike(shape, tensor);
+      // (outer, ws, block) → (ws, outer, block): each rank's slice becomes one contiguous block.
+      const src = outer === 1 ? tensor : this.allocLike(tensor.shape, tensor);
+      try {
+        if (src !== tensor) this.reorder(tensor, src, outer, this.worldSize);
+        const o = flat(dst), i = flat(src);
+        if (isCpu(tensor)) await this.ch.cpu!.reduceScatter(i as CpuTensor, { op: opts.op, out: o as CpuTensor, ...b.next() });
+        else await this.ch.comm!.reduceScatter(o, i, { op: opts.op, ...b.next() });
+      } finally {
+        if (src !== tensor) this.free(src);
+      }
+      return dst;
+    });
+  }
+
+  // ---- lifetime ---------------------------------------------------------------------------------
+
+  /**
+   * Closes the device communicator, the CPU group, the store channel and (on group rank 0) the
+   * store server, and releases the unique name. Idempotent; never waits for a hung operation
+   * (those reject with ERR_GROUPCOMM_DESTROYED); other groups are not touched. Group rank 0
+   * waits up to `lingerMs` (default 5 s) for the other members to leave (their last reads
+   * finish first); with explicit groupPorts, the others wait up to as long for rank 0's server
+   * to close, so the same ports can be used again as soon as destroy() resolves. A dead peer
+   * costs at most lingerMs.
+   */
+  destroy(opts: { lingerMs?: number } = {}): Promise<void> {
+    if (!this.destroying) {
+      this.life.abort(destroyedError(`group ${this.uniqueName} was destroyed`));
+      this.destroying = (async () => {
+        try {
+          await closeChannels(this.ch, opts.lingerMs ?? 5_000, this.explicitPorts);
+        } finally {
+          releaseName(this.uniqueName);
+          this.log.info('destroyed');
+        }
+      })();
+    }
+    return this.destroying;
+  }
+
+  // ---- internals --------------------------------------------------------------------------------
+
+  /** Runs `fn` after every earlier operation of this group, under one deadline. */
+  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Budget) => Promise<T>): Promise<T> {
+    if (this.destroying) return Promise.reject(destroyedError(`${this.uniqueName}.${what}: the group was destroyed`));
+    const timeoutMs = defaultTimeout(opts?.timeoutMs ?? this.timeoutMs);
+    const run = async () => {
+      if (this.destroying) throw destroyedError(`${this.uniqueName}.${what}: the group was destroyed`);
+      const signal = anySignal([opts?.signal, this.life.signal]);
+      try {
+        return await fn(new Budget(timeoutMs, signal, `${this.uniqueName}.${what}`));
+      } catch (e) {
+        throw this.explain(e, what);
+      }
+    };
+    const p = this.tail.then(run, run);
+    this.tail = p.catch(() => {});
+    return p;
+  }
+
+  /** Adds the group's name and the global rank of a named peer to a lower layer's error. */
+  private explain(e: unknown, what: string): unknown {
+    if (!isGroupcommError(e)) return e;
+    if (this.destroying && e.code === ErrorCode.ABORTED) {
+      return destroyedError(`${this.uniqueName}.${what}: the group was destroyed`, { cause: e });
+    }
+    const peers = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
+    const named = peers.filter((r) => r >= 0 && r < this.worldSize)
+      .map((r) => `group rank ${r} = global rank ${this.ranks[r]}`);
+    const msg = `${this.uniqueName}.${what} (global rank ${this.rank}): ${e.message}` +
+      (named.length ? ` [${named.join('; ')}]` : '');
+    const err = new GroupcommError(e.code, msg, {
+      rank: this.rank, peerRank: e.peerRank, peerRanks: e.peerRanks, key: e.key, keys: e.keys,
+      timeoutMs: e.timeoutMs, elapsedMs: e.elapsedMs, detail: e.detail, cause: e,
+    });
+    return err;
+  }
+
+  /** 'cpu' or 'device' for a tensor, or INVALID_ARGUMENT when this group cannot carry it. */
+  private route(t: Tensor, what: string): 'cpu' | 'device' {
+    if (!t || typeof t !== 'object' || !Array.isArray(t.shape) || typeof t.device !== 'string') {
+      throw invalidArgument(`${what}: expected a tensor`);
+    }
+    if (isCpu(t)) return 'cpu';
+    if (this.worldSize > 1 && !this.ch.comm) {
+      throw invalidArgument(`${what}: tensor is on ${t.device} but this group has no device communicator (create it with useDeviceCommunicator)`);
+    }
+    if (t.device !== this.device) {
+      throw invalidArgument(`${what}: tensor is on ${t.device}, this rank's device is ${this.device}`);
+    }
+    return 'device';
+  }
+
+  private backendFor(device: string, what: string): DeviceBackendV1 {
+    if (!this.backend || parseDevice(device).type !== this.backend.deviceType) {
+      throw invalidArgument(`${what}: no backend for device '${device}' in group ${this.uniqueName} (device ${this.device})`);
+    }
+    return this.backend;
+  }
+
+  /** Checks a caller-provided output; returns it (or undefined when none was given). */
+  private output(out: Tensor | undefined, shape: number[], like: Tensor, what: string): Tensor | undefined {
+    if (out === undefined) return undefined;
+    if (out.dtype !== like.dtype || out.device !== like.device || out.shape.length !== shape.length ||
+        out.shape.some((s, i) => s !== shape[i])) {
+      throw invalidArgument(`${what}: out must be ${like.dtype}[${shape.join(', ')}] on ${like.device}, ` +
+        `got ${out.dtype}[${out.shape.join(', ')}] on ${out.device}`);
+    }
+    return out;
+  }
+
+  private allocLike(shape: number[], like: Tensor): Tensor {
+    return this.empty(shape, like.dtype, like.device);
+  }
+
+  private copyInto(dst: Tensor, src: Tensor): Tensor {
+    return copyTensor(this.backend, dst, src);
+  }
+
+  private reorder(src: Tensor, dst: Tensor, a: number, b: number): void {
+    reorderTensor(this.backend, src, dst, a, b);
+  }
+
+  private takeSelf(what: string): unknown {
+    if (this.self.length === 0) {
+      throw invalidArgument(`${what}: nothing was sent to this rank by itself (a self-send must come first in program order)`);
+    }
+    return this.self.shift();
+  }
+
+  private dictIo() {
+    return {
+      pg: this.ch.pg!, cpu: this.ch.cpu!, comm: this.ch.comm, device: this.device,
+      route: (t: Tensor, what: string) => this.route(t, what),
+      empty: (shape: number[], dtype: DType, device: string) => this.empty(shape, dtype, device),
+    };
+  }
+}
+
+/** The same memory seen as a 1-d tensor (the layers below work on element counts). */
+function flat(t: Tensor): Tensor {
+  return { dtype: t.dtype, shape: [numel(t.shape)], device: t.device, data: t.data };
+}
+
+function checkDict(d: unknown, what: string): asserts d is TensorDict {
+  if (typeof d !== 'object' || d === null || Array.isArray(d) || d instanceof Map) {
+    throw invalidArgument(`${what}: the source must pass a plain object of tensors and values`);
+  }
+}
+
+/** A deep copy of a dict for a self-send: tensors copied so the sender may reuse its buffers. */
+async function cloneDict(d: TensorDict, g: StatelessGroupCoordinator): Promise<TensorDict> {
+  const out: TensorDict = {};
+  for (const [k, v] of Object.entries(d)) {
+    if (isTensorLike(v)) {
+      out[k] = copyTensor(g.backend, g.empty(v.shape, v.dtype, v.device), v);
+    } else out[k] = structuredClone(v);
+  }
+  return out;
+}
+
+function isTensorLike(v: unknown): v is Tensor {
+  return typeof v === 'object' && v !== null && typeof (v as Tensor).dtype === 'string' &&
+    Array.isArray((v as Tensor).shape) && typeof (v as Tensor).device === 'string';
+}
+
+/**
+ * Closes what is open, device first (it may use the store), the store server last. The store
+ * channel's departure handshake (bounded by lingerMs) lets rank 0, which hosts the server, leave
+ * last, so nobody's final reads or deletes hit a closed server. With `awaitServer`, the other
+ * ranks then wait (also bounded) until that server has closed: a group re-created on the same
+ * explicit ports right after destroy() must not reach the old server.
+ */
+async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false): Promise<void> {
+  const errors: unknown[] = [];
+  const step = async (fn: () => Promise<unknown> | unknown) => {
+    try { await fn(); } catch (e) { errors.push(e); }
+  };
+  if (ch.comm) await step(() => ch.comm!.destroy({ timeoutMs: Math.max(lingerMs, 1) }));
+  if (ch.cpu) await step(() => ch.cpu!.destroy());
+  if (ch.pg) await step(() => ch.pg!.destroy({ timeoutMs: Math.max(lingerMs, 1), force: lingerMs === 0 }));
+  if (ch.store && !ch.server && awaitServer) {
+    const store = ch.store;
+    await step(async () => {
+      const until = performance.now() + lingerMs;
+      while (performance.now() < until) {
+        try {
+          await store.ping({ timeoutMs: Math.max(1, until - performance.now()) });
+        } catch {
+          return; // the server is gone
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    });
+  }
+  if (ch.store) await step(() => ch.store!.close());
+  if (ch.server) await step(() => ch.server!.close());
+  ch.comm = ch.cpu = ch.pg = ch.store = ch.server = undefined;
+  // Destroy never throws for what a dead peer left behind; it logs instead.
+  if (errors.length) logger('COORD').debug(`destroy: ${errors.length} channel(s) closed with errors: ${errors.map(String).join('; ')}`);
+}

@@ -1,0 +1,231 @@
+/**
+ * The collective algorithms, written against one operation's Exchange. All of them work on raw
+ * bytes; element boundaries come in as `itemSize`, and reductions as a callback into the core.
+ *
+ * Large messages: a pipelined ring (every block split into segments, `window` segments of the
+ * first step in flight, each later segment sent as soon as the one it depends on arrived).
+ * Small messages: recursive doubling (allReduce), binomial tree (broadcast), dissemination
+ * (barrier), direct exchange (gather, scatter, allToAll).
+ */
+import type { Exchange } from './exchange.js';
+import type { Sink } from './mesh.js';
+import { protocolError } from '../errors.js';
+
+export type ReduceFn = (dst: Uint8Array, src: Uint8Array) => void;
+
+export interface Tuning {
+  /** Bytes per pipelined segment. */
+  chunkBytes: number;
+  /** Segments of the first ring step in flight at once. */
+  window: number;
+}
+
+/** Staging memory reused by every operation of a group (grow-only). */
+export class Staging {
+  private bufs: Uint8Array[] = [];
+  get(i: number, size: number): Uint8Array {
+    const b = this.bufs[i];
+    if (b && b.byteLength >= size) return b.subarray(0, size);
+    // Zero-filled on purpose: the pages get touched now, once, not on the hot path later.
+    const n = new Uint8Array(Math.max(size, b ? b.byteLength * 2 : 0));
+    this.bufs[i] = n;
+    return n.subarray(0, size);
+  }
+}
+
+/** Byte ranges of `parts` near-equal pieces of `count` elements. */
+export function split(count: number, parts: number, itemSize: number, baseByte = 0): Array<[number, number]> {
+  const base = Math.floor(count / parts);
+  const rem = count % parts;
+  const out: Array<[number, number]> = [];
+  let el = 0;
+  for (let i = 0; i < parts; i++) {
+    const n = base + (i < rem ? 1 : 0);
+    out.push([baseByte + el * itemSize, n * itemSize]);
+    el += n;
+  }
+  return out;
+}
+
+const mod = (a: number, n: number) => ((a % n) + n) % n;
+
+export interface RingSpec {
+  buf: Uint8Array;
+  itemSize: number;
+  /** Total steps, and how many of the first ones reduce (the rest copy). */
+  steps: number;
+  reduceSteps: number;
+  /** Block sent at step s is (rank - s + shift) mod P. */
+  shift: number;
+  reduce?: ReduceFn;
+  tuning: Tuning;
+  staging: Staging;
+}
+
+/**
+ * The pipelined ring: at step s every rank sends one block to rank+1 and receives one from
+ * rank-1. Reduce steps add the received segment into the local block (reduce-scatter); copy
+ * steps receive straight into place (all-gather). A segment is forwarded the moment it is
+ * complete, so all steps overlap; only the first step is paced by the window.
+ *
+ * Sending straight from `buf` is safe: a segment is overwritten only by data that went around
+ * the ring after the peer had received our copy, i.e. after the kernel took our bytes.
+ */
+export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
+  const P = ex.size;
+  const r = ex.rank;
+  if (P === 1 || spec.steps === 0) return;
+  const count = spec.buf.byteLength / spec.itemSize;
+  const blocks = split(count, P, spec.itemSize);
+  const maxBlock = Math.max(...blocks.map((b) => b[1]));
+  const K = Math.max(1, Math.ceil(maxBlock / spec.tuning.chunkBytes));
+  const segs = blocks.map(([off, len]) => split(len / spec.itemSize, K, spec.itemSize, off));
+  const seg = (b: number, k: number) => {
+    const [o, l] = segs[b][k];
+    return spec.buf.subarray(o, o + l);
+  };
+  const right = mod(r + 1, P);
+  const left = mod(r - 1, P);
+  const sendBlock = (s: number) => mod(r - s + spec.shift, P);
+  const recvBlock = (s: number) => mod(r - s - 1 + spec.shift, P);
+  const total = spec.steps * K;
+  const W = Math.max(1, spec.tuning.window);
+
+  let received = 0;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((res) => (resolveDone = res));
+  const sink: Sink = {
+    dest(slot, length) {
+      const s = Math.floor(slot / K);
+      const k = slot % K;
+      if (s >= spec.steps) throw protocolError(`ring frame for step ${s} of ${spec.steps}`, { peerRank: left });
+      if (s < spec.reduceSteps) return spec.staging.get(0, length);
+      return seg(recvBlock(s), k);
+    },
+    done(slot, data) {
+      const s = Math.floor(slot / K);
+      const k = slot % K;
+      const target = seg(recvBlock(s), k);
+      if (s < spec.reduceSteps) {
+        if (target.byteLength !== data.byteLength) throw protocolError(`ring segment of ${data.byteLength} bytes, expected ${target.byteLength}`, { peerRank: left });
+        spec.reduce!(target, data);
+      }
+      if (s + 1 < spec.steps) ex.send(right, (s + 1) * K + k, target);
+      if (s === 0 && k + W < K) ex.send(right, k + W, seg(sendBlock(0), k + W));
+      if (++received === total) resolveDone();
+    },
+    fail(e) {
+      ex.fail(e);
+    },
+  };
+  ex.stream(left, total, sink);
+  for (let k = 0; k < Math.min(W, K); k++) ex.send(right, k, seg(sendBlock(0), k));
+  await Promise.race([done, ex.failed()]);
+}
+
+/** Broadcast along a chain rooted at `root`, segment by segment (large messages). */
+export async function chainBroadcast(ex: Exchange, buf: Uint8Array, root: number, itemSize: number, tuning: Tuning): Promise<void> {
+  const P = ex.size;
+  const v = mod(ex.rank - root, P);
+  const next = v + 1 < P ? mod(ex.rank + 1, P) : -1;
+  const prev = mod(ex.rank - 1, P);
+  const K = Math.max(1, Math.ceil(buf.byteLength / tuning.chunkBytes));
+  const segs = split(buf.byteLength / itemSize, K, itemSize);
+  const seg = (k: number) => buf.subarray(segs[k][0], segs[k][0] + segs[k][1]);
+  if (v === 0) {
+    for (let k = 0; k < K; k++) ex.send(next, k, seg(k));
+    return;
+  }
+  let received = 0;
+  let resolveDone!: () => void;
+  const done = new Promise<void>((res) => (resolveDone = res));
+  ex.stream(prev, K, {
+    dest: (slot) => seg(slot),
+    done: (slot) => {
+      if (next >= 0) ex.send(next, slot, seg(slot));
+      if (++received === K) resolveDone();
+    },
+    fail: (e) => ex.fail(e),
+  });
+  await Promise.race([done, ex.failed()]);
+}
+
+/** Binomial-tree broadcast (small messages): ceil(log2 P) rounds of whole-buffer messages. */
+export async function treeBroadcast(ex: Exchange, buf: Uint8Array, root: number): Promise<void> {
+  const P = ex.size;
+  const v = mod(ex.rank - root, P);
+  let mask = 1;
+  while (mask < P) {
+    if (v & mask) {
+      await ex.recv(mod(v - mask + root, P), 0, buf);
+      break;
+    }
+    mask <<= 1;
+  }
+  mask >>= 1;
+  while (mask > 0) {
+    if (v + mask < P) ex.send(mod(v + mask + root, P), 0, buf);
+    mask >>= 1;
+  }
+}
+
+/**
+ * Recursive doubling allReduce (small messages): log2 P exchanges of the whole buffer. Ranks
+ * beyond the largest power of two first fold into a partner and get the result at the end.
+ * Both partners combine the same two values, so every rank ends with identical bytes.
+ */
+export async function recursiveDoubling(ex: Exchange, buf: Uint8Array, reduce: ReduceFn, staging: Staging): Promise<void> {
+  const P = ex.size;
+  const r = ex.rank;
+  let p2 = 1;
+  while (p2 * 2 <= P) p2 *= 2;
+  const extra = P - p2;
+  const FOLD = 0xfffffffe;
+  const RESULT = 0xffffffff;
+  if (r >= p2) {
+    ex.send(r - p2, FOLD, buf, true);
+    await ex.recv(r - p2, RESULT, buf);
+    return;
+  }
+  if (r < extra) reduce(buf, await ex.recv(r + p2, FOLD, staging.get(0, buf.byteLength)));
+  for (let mask = 1, step = 0; mask < p2; mask <<= 1, step++) {
+    const partner = r ^ mask;
+    // Copied: `buf` changes right after, while the write may still be queued.
+    ex.send(partner, step, buf, true);
+    reduce(buf, await ex.recv(partner, step, staging.get(0, buf.byteLength)));
+  }
+  if (r < extra) ex.send(r + p2, RESULT, buf);
+}
+
+/** Dissemination barrier: ceil(log2 P) rounds of empty frames. */
+export async function dissemination(ex: Exchange): Promise<void> {
+  const P = ex.size;
+  const empty = new Uint8Array(0);
+  for (let d = 1, k = 0; d < P; d <<= 1, k++) {
+    ex.send(mod(ex.rank + d, P), k, empty);
+    await ex.recv(mod(ex.rank - d, P), k, empty);
+  }
+}
+
+/**
+ * Every rank sends `sendPart(peer)` to every peer and receives into `recvPart(peer)`, all in
+ * flight at once (allToAll, and gather/scatter with one side empty). Peers are visited in the
+ * order rank+1, rank+2, … so that not everyone sends to the same rank first.
+ */
+export async function exchangeAll(
+  ex: Exchange,
+  sendPart: ((peer: number) => Uint8Array) | undefined,
+  recvPart: ((peer: number) => Uint8Array) | undefined,
+): Promise<void> {
+  const P = ex.size;
+  const waits: Promise<Uint8Array>[] = [];
+  for (let i = 1; i < P; i++) {
+    const from = mod(ex.rank - i, P);
+    if (recvPart) waits.push(ex.recv(from, 0, recvPart(from)));
+  }
+  for (let i = 1; i < P; i++) {
+    const to = mod(ex.rank + i, P);
+    if (sendPart) ex.send(to, 0, sendPart(to));
+  }
+  await Promise.all(waits);
+}

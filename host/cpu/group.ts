@@ -1,0 +1,476 @@
+/**
+ * CpuGroup: collectives on CPU tensors between the ranks of one group, over a TCP mesh (the gloo
+ * of groupcomm). See docs/cpu-group.md for the algorithms, the wire format and the knobs.
+ *
+ * Aliasing contract: broadcast, allReduce and recv work in place on the tensor passed and return
+ * it. allGather, reduceScatter, gather, scatter and allToAll write into `out` when given (checked
+ * for dtype and shape, and it must not overlap the input) or into a new tensor, and return it.
+ * The input of a non-in-place op is never changed. No tensor passed to an operation may be
+ * changed by the caller until that operation's promise settles.
+ */
+import type { Store } from '../store/types.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import {
+  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+} from '../errors.js';
+import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../tensor.js';
+import { finishAvg, reduceBytes, type ReduceOp } from '../core/reduce.js';
+import {
+  chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,
+} from './algorithms.js';
+import { Exchange } from './exchange.js';
+import { Mesh } from './mesh.js';
+import { KIND_COLL, KIND_P2P } from './wire.js';
+
+export type { ReduceOp };
+const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
+
+function envNumber(name: string, fallback: number): number {
+  const v = Number(process.env[name]);
+  return Number.isFinite(v) && v > 0 ? v : fallback;
+}
+
+export interface CpuGroupOptions {
+  store: Store;
+  rank: number;
+  worldSize: number;
+  /** Names the group in the store and in every handshake; groups with other names are refused. */
+  groupName: string;
+  /** Address to listen on and to publish (default 127.0.0.1). */
+  host?: string;
+  /** Port to listen on (default 0: any free port). */
+  port?: number;
+  /** Default for setup and for every operation (default GROUPCOMM_TIMEOUT_MS or 300 s). */
+  timeoutMs?: number;
+  /** Incarnation of the group; ranks of another epoch are refused (default 0). */
+  epoch?: number;
+  signal?: AbortSignal;
+  /** Bytes per pipelined ring segment (default GROUPCOMM_CPU_CHUNK_BYTES or 512 KiB). */
+  chunkBytes?: number;
+  /** Ring segments in flight (default GROUPCOMM_CPU_WINDOW or 4). */
+  window?: number;
+  /** Messages up to this size use the latency algorithms (default GROUPCOMM_CPU_SMALL_BYTES or 64 KiB). */
+  smallBytes?: number;
+  /** Reused receive buffer per peer (default GROUPCOMM_CPU_RECV_BUFFER_BYTES or 1 MiB). */
+  recvBufferBytes?: number;
+}
+
+function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
+  const pick = (v: number | undefined, env: string, d: number, what: string) => {
+    const x = v ?? envNumber(env, d);
+    if (!Number.isInteger(x) || x < 1 || x > 0xffffffff) throw invalidArgument(`${what} must be an integer in [1, 2^32), got ${x}`);
+    return x;
+  };
+  return {
+    chunkBytes: pick(opts.chunkBytes, 'GROUPCOMM_CPU_CHUNK_BYTES', 512 * 1024, 'chunkBytes'),
+    window: pick(opts.window, 'GROUPCOMM_CPU_WINDOW', 4, 'window'),
+    smallBytes: pick(opts.smallBytes, 'GROUPCOMM_CPU_SMALL_BYTES', 64 * 1024, 'smallBytes'),
+  };
+}
+
+export interface ReduceOptions extends OpOptions { op?: ReduceOp }
+export interface OutOptions extends OpOptions { out?: CpuTensor }
+
+export class CpuGroup {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly groupName: string;
+  readonly epoch: number;
+  readonly timeoutMs: number;
+  private readonly tuning: Tuning;
+  private readonly smallBytes: number;
+  private readonly staging = new Staging();
+  private seq = 0;
+  private tail: Promise<unknown> = Promise.resolve();
+  private active = new Set<Exchange>();
+  private p2pSeq = new Map<string, number>();
+  private broken: GroupcommError | undefined;
+  private destroyed = false;
+
+  private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
+    this.rank = opts.rank;
+    this.worldSize = opts.worldSize;
+    this.groupName = opts.groupName;
+    this.epoch = opts.epoch ?? 0;
+    this.timeoutMs = timeoutMs;
+    this.tuning = { chunkBytes: tuning.chunkBytes, window: tuning.window };
+    this.smallBytes = tuning.smallBytes;
+    mesh.onLost((err) => {
+      this.broken = err;
+      for (const ex of this.active) ex.fail(err);
+    });
+    mesh.onDeparted((peer) => {
+      for (const ex of this.active) ex.checkDeparted(peer);
+    });
+  }
+
+  /** Listens, publishes this rank's address in the store, connects and handshakes the full mesh. */
+  static async create(opts: CpuGroupOptions): Promise<CpuGroup> {
+    const { rank, worldSize, groupName } = opts;
+    if (!Number.isInteger(worldSize) || worldSize < 1) throw invalidArgument(`worldSize must be an integer >= 1, got ${worldSize}`);
+    if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw invalidArgument(`rank must be in [0, ${worldSize}), got ${rank}`);
+    if (typeof groupName !== 'string' || groupName.length === 0 || Buffer.byteLength(groupName) > 1024) {
+      throw invalidArgument('groupName must be a non-empty string of at most 1024 bytes');
+    }
+    const epoch = opts.epoch ?? 0;
+    if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
+    const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
+    const tuning = tuningOf(opts);
+    const mesh = await Mesh.connect({
+      framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
+      store: opts.store, rank, worldSize, groupName, epoch,
+      host: opts.host ?? '127.0.0.1',
+      port: opts.port ?? 0,
+      timeoutMs,
+      signal: opts.signal,
+      recvBufferBytes: Math.floor(opts.recvBufferBytes ?? envNumber('GROUPCOMM_CPU_RECV_BUFFER_BYTES', 1024 * 1024)),
+    });
+    return new CpuGroup(mesh, opts, timeoutMs, tuning);
+  }
+
+  /** Where this rank listened during setup (the listener is closed once the mesh is complete). */
+  get address(): { host: string; port: number } {
+    return { ...this.mesh.address };
+  }
+
+  // ---- the operation runner -------------------------------------------------------------
+
+  private check(): void {
+    if (this.destroyed) throw destroyedError(`CPU group '${this.groupName}' was destroyed`, { rank: this.rank });
+    if (this.broken) {
+      throw peerLostError(`CPU group '${this.groupName}' is unusable: ${this.broken.message}`, {
+        rank: this.rank, peerRank: this.broken.peerRank, cause: this.broken,
+      });
+    }
+  }
+
+  /**
+   * Runs `body` with its own Exchange under the op's deadline. Collectives (`queued`) start one
+   * after the other in call order, which is what keeps every rank's sequence numbers in step;
+   * point-to-point ops start at once (their keys are per peer and tag).
+   */
+  private run<T>(what: string, ex: Exchange, queued: boolean, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
+    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    this.active.add(ex);
+    const exec = async () => {
+      if (this.broken) ex.fail(this.broken);
+      const v = await body(ex);
+      await ex.flushed();
+      ex.release(false);
+      return v;
+    };
+    const p = queued ? this.tail.then(exec) : exec();
+    const settled = p.then(() => undefined, (e) => { ex.fail(isGroupcommError(e) ? e : (e as GroupcommError)); });
+    if (queued) this.tail = settled;
+    void settled.finally(() => this.active.delete(ex));
+    return guard(p, {
+      timeoutMs,
+      signal: opts?.signal,
+      what,
+      fields: { rank: this.rank },
+      onTimeout: (elapsedMs) => {
+        const waiting = ex.waitingOn();
+        return timeoutError(
+          `CPU group '${this.groupName}' rank ${this.rank}: ${what} timed out after ${timeoutMs}ms` +
+            (waiting.length ? `, waiting for ranks ${waiting.join(', ')}` : ''),
+          { rank: this.rank, peerRanks: waiting, timeoutMs, elapsedMs });
+      },
+      cancel: (err) => ex.fail(err),
+    });
+  }
+
+  private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
+    try {
+      this.check();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const ex = new Exchange(this.mesh, KIND_COLL, 0, this.seq++ >>> 0);
+    return this.run(`${what} #${ex.seq}`, ex, true, opts, body);
+  }
+
+  // ---- argument checks ------------------------------------------------------------------
+
+  private cpu(t: Tensor | undefined, what: string): CpuTensor {
+    if (!t || typeof t !== 'object' || !isCpu(t) || !ArrayBuffer.isView((t as CpuTensor).data)) {
+      throw invalidArgument(`${what}: expected a CPU tensor`, { rank: this.rank });
+    }
+    const ct = t as CpuTensor;
+    const n = numel(ct.shape) * itemSize(ct.dtype);
+    if (ct.data.byteLength !== n) throw invalidArgument(`${what}: shape [${ct.shape.join(', ')}] of ${ct.dtype} needs ${n} bytes, data has ${ct.data.byteLength}`);
+    return ct;
+  }
+
+  private peer(r: number, what: string, allowSelf: boolean): number {
+    if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || (!allowSelf && r === this.rank)) {
+      throw invalidArgument(`${what}: rank ${r} is not ${allowSelf ? 'a rank' : 'another rank'} of this group of ${this.worldSize}`, { rank: this.rank });
+    }
+    return r;
+  }
+
+  private reduceOp(op: unknown): ReduceOp {
+    const o = (op ?? 'sum') as ReduceOp;
+    if (!REDUCE_OPS.includes(o)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
+    return o;
+  }
+
+  /** `out` if given (checked), else a new tensor. */
+  private output(out: CpuTensor | undefined, dtype: CpuTensor['dtype'], shape: number[], input: CpuTensor | undefined, what: string): CpuTensor {
+    if (!out) return empty(shape, dtype);
+    const o = this.cpu(out, `${what} out`);
+    if (o.dtype !== dtype) throw invalidArgument(`${what}: out has dtype ${o.dtype}, expected ${dtype}`);
+    if (o.shape.length !== shape.length || o.shape.some((d, i) => d !== shape[i])) {
+      throw invalidArgument(`${what}: out has shape [${o.shape.join(', ')}], expected [${shape.join(', ')}]`);
+    }
+    if (input && overlaps(bytesOf(o), bytesOf(input))) throw invalidArgument(`${what}: out must not overlap the input`);
+    return o;
+  }
+
+  private reducer(op: ReduceOp, dtype: CpuTensor['dtype']) {
+    if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
+    const k = op === 'avg' ? 'sum' : op;
+    return (dst: Uint8Array, src: Uint8Array) => reduceBytes(k, dtype, dst, src);
+  }
+
+  // ---- collectives ----------------------------------------------------------------------
+
+  /** Copies `src`'s tensor into `t` on every rank (in place). */
+  broadcast(t: CpuTensor, opts: OpOptions & { src: number }): Promise<CpuTensor> {
+    return this.start('broadcast', opts, () => {
+      const x = this.cpu(t, 'broadcast');
+      const src = this.peer(opts?.src, 'broadcast src', true);
+      const buf = bytesOf(x);
+      return [async (ex) => {
+        if (buf.byteLength <= this.smallBytes) await treeBroadcast(ex, buf, src);
+        else await chainBroadcast(ex, buf, src, itemSize(x.dtype), this.tuning);
+        return x;
+      }];
+    });
+  }
+
+  /** Reduces `t` over all ranks with `op` (default sum), in place on every rank. */
+  allReduce(t: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
+    return this.start('allReduce', opts, () => {
+      const x = this.cpu(t, 'allReduce');
+      const op = this.reduceOp(opts.op);
+      const buf = bytesOf(x);
+      const reduce = this.reducer(op, x.dtype);
+      return [async (ex) => {
+        if (buf.byteLength <= this.smallBytes || buf.byteLength < this.worldSize * itemSize(x.dtype)) {
+          await recursiveDoubling(ex, buf, reduce, this.staging);
+        } else {
+          await ring(ex, {
+            buf, itemSize: itemSize(x.dtype), steps: 2 * (this.worldSize - 1), reduceSteps: this.worldSize - 1,
+            shift: 0, reduce, tuning: this.tuning, staging: this.staging,
+          });
+        }
+        if (op === 'avg') {
+          await ex.flushed(); // the last forwarded segments are still being written from `buf`
+          finishAvg(x.dtype, buf, this.worldSize);
+        }
+        return x;
+      }];
+    });
+  }
+
+  /** Concatenates every rank's `t` along dim 0 in rank order: [P*d0, ...] (0-d input: [P]). */
+  allGather(t: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+    return this.start('allGather', opts, () => {
+      const x = this.cpu(t, 'allGather');
+      const out = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'allGather');
+      return [async (ex) => {
+        const o = bytesOf(out);
+        const mine = bytesOf(x);
+        o.set(mine, this.rank * mine.byteLength);
+        await ring(ex, {
+          buf: o, itemSize: itemSize(x.dtype), steps: this.worldSize - 1, reduceSteps: 0,
+          shift: 0, tuning: this.tuning, staging: this.staging,
+        });
+        return out;
+      }];
+    });
+  }
+
+  /** Reduces `t` ([P*n, ...]) over all ranks and leaves block `rank` ([n, ...]) on each. */
+  reduceScatter(t: CpuTensor, opts: ReduceOptions & OutOptions = {}): Promise<CpuTensor> {
+    return this.start('reduceScatter', opts, () => {
+      const x = this.cpu(t, 'reduceScatter');
+      const op = this.reduceOp(opts.op);
+      const P = this.worldSize;
+      if (x.shape.length === 0 || x.shape[0] % P !== 0) {
+        throw invalidArgument(`reduceScatter: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
+      }
+      const out = this.output(opts.out, x.dtype, [x.shape[0] / P, ...x.shape.slice(1)], x, 'reduceScatter');
+      const reduce = this.reducer(op, x.dtype);
+      return [async (ex) => {
+        const input = bytesOf(x);
+        const o = bytesOf(out);
+        // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
+        const work = this.staging.get(1, input.byteLength);
+        work.set(input);
+        await ring(ex, {
+          buf: work, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
+          shift: -1, reduce, tuning: this.tuning, staging: this.staging,
+        });
+        o.set(work.subarray(this.rank * o.byteLength, (this.rank + 1) * o.byteLength));
+        if (op === 'avg') finishAvg(x.dtype, o, P);
+        return out;
+      }];
+    });
+  }
+
+  /** Concatenates every rank's `t` on rank `dst` (like allGather); other ranks get undefined. */
+  gather(t: CpuTensor, opts: OutOptions & { dst: number }): Promise<CpuTensor | undefined> {
+    return this.start('gather', opts, () => {
+      const x = this.cpu(t, 'gather');
+      const dst = this.peer(opts?.dst, 'gather dst', true);
+      const mine = bytesOf(x);
+      const n = mine.byteLength;
+      if (this.rank !== dst) {
+        return [async (ex) => {
+          ex.send(dst, 0, mine);
+          return undefined;
+        }];
+      }
+      const out = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'gather');
+      return [async (ex) => {
+        const o = bytesOf(out);
+        o.set(mine, this.rank * n);
+        await exchangeAll(ex, undefined, (p) => o.subarray(p * n, (p + 1) * n));
+        return out;
+      }];
+    });
+  }
+
+  /** Rank `src` splits `t` ([P*n, ...]) along dim 0; rank r receives block r into `out` ([n, ...]). */
+  scatter(t: CpuTensor | undefined, opts: OpOptions & { src: number; out: CpuTensor }): Promise<CpuTensor> {
+    return this.start('scatter', opts, () => {
+      const src = this.peer(opts?.src, 'scatter src', true);
+      const out = this.cpu(opts?.out, 'scatter out');
+      const o = bytesOf(out);
+      const n = o.byteLength;
+      if (this.rank !== src) {
+        return [async (ex) => {
+          await ex.recv(src, 0, o);
+          return out;
+        }];
+      }
+      const x = this.cpu(t, 'scatter');
+      const want = gatheredShape(out.shape, this.worldSize);
+      if (x.dtype !== out.dtype || x.shape.length !== want.length || x.shape.some((d, i) => d !== want[i])) {
+        throw invalidArgument(`scatter: input is ${x.dtype}[${x.shape.join(', ')}], expected ${out.dtype}[${want.join(', ')}] for out ${out.dtype}[${out.shape.join(', ')}]`);
+      }
+      const input = bytesOf(x);
+      if (overlaps(input, o)) throw invalidArgument('scatter: out must not overlap the input');
+      return [async (ex) => {
+        o.set(input.subarray(this.rank * n, (this.rank + 1) * n));
+        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined);
+        return out;
+      }];
+    });
+  }
+
+  /** Block p of `t` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
+  allToAll(t: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+    return this.start('allToAll', opts, () => {
+      const x = this.cpu(t, 'allToAll');
+      const P = this.worldSize;
+      if (x.shape.length === 0 || x.shape[0] % P !== 0) {
+        throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
+      }
+      const out = this.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
+      return [async (ex) => {
+        const input = bytesOf(x);
+        const o = bytesOf(out);
+        const n = input.byteLength / P;
+        o.set(input.subarray(this.rank * n, (this.rank + 1) * n), this.rank * n);
+        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), (p) => o.subarray(p * n, (p + 1) * n));
+        return out;
+      }];
+    });
+  }
+
+  /** Resolves once every rank has entered the barrier. */
+  barrier(opts: OpOptions = {}): Promise<void> {
+    return this.start('barrier', opts, () => [(ex) => dissemination(ex)]);
+  }
+
+  /** Validates synchronously (bad arguments reject before anything is queued), then queues. */
+  private start<T>(what: string, opts: OpOptions | undefined, prepare: () => [(ex: Exchange) => Promise<T>]): Promise<T> {
+    let body: (ex: Exchange) => Promise<T>;
+    try {
+      [body] = prepare();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.collective(what, opts, body);
+  }
+
+  // ---- point to point -------------------------------------------------------------------
+
+  private p2p(dir: 'send' | 'recv', peer: number, tag: number): Exchange {
+    const k = `${dir}:${peer}:${tag}`;
+    const seq = this.p2pSeq.get(k) ?? 0;
+    this.p2pSeq.set(k, seq + 1);
+    return new Exchange(this.mesh, KIND_P2P, tag, seq >>> 0, [peer]);
+  }
+
+  private tagOf(tag: unknown): number {
+    const t = tag ?? 0;
+    if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 0xffffffff) throw invalidArgument(`tag must be an integer in [0, 2^32), got ${String(tag)}`);
+    return t as number;
+  }
+
+  /** Sends `t` to `dst`; matched in order with `dst`'s recv calls of the same tag. */
+  send(t: CpuTensor, dst: number, opts: OpOptions & { tag?: number } = {}): Promise<void> {
+    try {
+      this.check();
+      const x = this.cpu(t, 'send');
+      const peer = this.peer(dst, 'send dst', false);
+      const ex = this.p2p('send', peer, this.tagOf(opts.tag));
+      return this.run(`send to rank ${peer} (tag ${ex.tag})`, ex, false, opts, async (e) => {
+        e.send(peer, 0, bytesOf(x));
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Fills `t` with the next tensor `src` sent with this tag (sizes must match). */
+  recv(t: CpuTensor, src: number, opts: OpOptions & { tag?: number } = {}): Promise<CpuTensor> {
+    try {
+      this.check();
+      const x = this.cpu(t, 'recv');
+      const peer = this.peer(src, 'recv src', false);
+      const ex = this.p2p('recv', peer, this.tagOf(opts.tag));
+      return this.run(`recv from rank ${peer} (tag ${ex.tag})`, ex, false, opts, async (e) => {
+        await e.recv(peer, 0, bytesOf(x));
+        return x;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /**
+   * Closes every socket now; pending operations fail with ERR_GROUPCOMM_DESTROYED, peers see
+   * the connections close (their pending operations fail with ERR_GROUPCOMM_PEER_LOST).
+   * Idempotent.
+   */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    const err = destroyedError(`CPU group '${this.groupName}' was destroyed`, { rank: this.rank });
+    for (const ex of this.active) ex.fail(err);
+    this.mesh.close();
+  }
+}
+
+function gatheredShape(shape: number[], P: number): number[] {
+  return shape.length === 0 ? [P] : [P * shape[0], ...shape.slice(1)];
+}
+
+function overlaps(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.buffer !== b.buffer || a.byteLength === 0 || b.byteLength === 0) return false;
+  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}

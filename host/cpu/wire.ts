@@ -1,0 +1,131 @@
+/**
+ * The CPU group's wire format (all little-endian; docs/cpu-group.md has the byte tables).
+ *
+ * Connection setup: the dialer sends HELLO (who it is and which group/epoch it wants), the
+ * acceptor answers ACK with a status; anything else is refused and the socket closed.
+ * After that, data flows in frames: a fixed 24-byte header followed by `length` payload bytes.
+ * The header's (kind, tag, seq) picks the operation a frame belongs to, `slot` the piece of it,
+ * so several operations can be on the wire at once without mixing.
+ */
+
+export const MAGIC = 0x55504347; // 'GCPU' read as a little-endian u32
+export const VERSION = 1;
+export const HELLO_FIXED = 32;
+export const ACK_SIZE = 12;
+export const HEADER_SIZE = 24;
+/** Longest accepted group name in a HELLO (bytes): bounds what a stranger can make us buffer. */
+export const MAX_NAME_BYTES = 1024;
+
+/** Frame kinds: collective frames are matched by the group's op sequence, p2p by (tag, seq). */
+export const KIND_COLL = 1;
+export const KIND_P2P = 2;
+/** Sent by destroy(): "I am leaving on purpose; everything I had to send precedes this". */
+export const KIND_BYE = 3;
+
+/** ACK status codes (0 = accepted). */
+export const Status = {
+  OK: 0,
+  BAD_MAGIC: 1,
+  BAD_VERSION: 2,
+  WRONG_GROUP: 3,
+  WRONG_EPOCH: 4,
+  BAD_RANK: 5,
+  DUPLICATE: 6,
+  WRONG_SIZE: 7,
+  WRONG_TUNING: 8,
+} as const;
+
+const STATUS_TEXT: Record<number, string> = {
+  0: 'ok', 1: 'bad magic', 2: 'unsupported version', 3: 'wrong group name', 4: 'wrong epoch',
+  5: 'rank out of range', 6: 'rank already connected', 7: 'world size differs',
+  8: 'chunkBytes / smallBytes differ',
+};
+export const statusText = (s: number) => STATUS_TEXT[s] ?? `status ${s}`;
+
+export interface Hello {
+  magic: number;
+  version: number;
+  rank: number;
+  worldSize: number;
+  epoch: number;
+  name: string;
+  /** The sender's framing settings (they must match on every rank). */
+  chunkBytes: number;
+  smallBytes: number;
+}
+
+// HELLO: u32 magic, u16 version, u16 nameLen, u32 rank, u32 worldSize, f64 epoch,
+//        u32 chunkBytes, u32 smallBytes, name bytes.
+export function encodeHello(h: Omit<Hello, 'magic' | 'version'>): Buffer {
+  const name = Buffer.from(h.name, 'utf8');
+  const b = Buffer.allocUnsafe(HELLO_FIXED + name.length);
+  b.writeUInt32LE(MAGIC, 0);
+  b.writeUInt16LE(VERSION, 4);
+  b.writeUInt16LE(name.length, 6);
+  b.writeUInt32LE(h.rank, 8);
+  b.writeUInt32LE(h.worldSize, 12);
+  b.writeDoubleLE(h.epoch, 16);
+  b.writeUInt32LE(h.chunkBytes >>> 0, 24);
+  b.writeUInt32LE(h.smallBytes >>> 0, 28);
+  name.copy(b, HELLO_FIXED);
+  return b;
+}
+
+/** The fixed part of a HELLO; `nameLen` says how many more bytes to read. */
+export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name'> & { nameLen: number } {
+  return {
+    magic: b.readUInt32LE(0),
+    version: b.readUInt16LE(4),
+    nameLen: b.readUInt16LE(6),
+    rank: b.readUInt32LE(8),
+    worldSize: b.readUInt32LE(12),
+    epoch: b.readDoubleLE(16),
+    chunkBytes: b.readUInt32LE(24),
+    smallBytes: b.readUInt32LE(28),
+  };
+}
+
+// ACK: u32 magic, u16 version, u16 status, u32 rank of the acceptor.
+export function encodeAck(status: number, rank: number): Buffer {
+  const b = Buffer.allocUnsafe(ACK_SIZE);
+  b.writeUInt32LE(MAGIC, 0);
+  b.writeUInt16LE(VERSION, 4);
+  b.writeUInt16LE(status, 6);
+  b.writeUInt32LE(rank >>> 0, 8);
+  return b;
+}
+
+export function decodeAck(b: Uint8Array): { magic: number; version: number; status: number; rank: number } {
+  const dv = new DataView(b.buffer, b.byteOffset, ACK_SIZE);
+  return { magic: dv.getUint32(0, true), version: dv.getUint16(4, true), status: dv.getUint16(6, true), rank: dv.getUint32(8, true) };
+}
+
+// Frame header: u8 kind, u8 0, u16 0, u32 tag, u32 seq, u32 slot, f64 length.
+// The length is a double so a frame may exceed 4 GiB without a 64-bit integer dance.
+export function writeHeader(b: Uint8Array, off: number, kind: number, tag: number, seq: number, slot: number, length: number): void {
+  const dv = new DataView(b.buffer, b.byteOffset + off, HEADER_SIZE);
+  dv.setUint32(0, kind, true);
+  dv.setUint32(4, tag >>> 0, true);
+  dv.setUint32(8, seq >>> 0, true);
+  dv.setUint32(12, slot >>> 0, true);
+  dv.setFloat64(16, length, true);
+}
+
+export interface Header {
+  kind: number;
+  tag: number;
+  seq: number;
+  slot: number;
+  length: number;
+}
+
+export function readHeader(b: Uint8Array, off: number): Header {
+  const dv = new DataView(b.buffer, b.byteOffset + off, HEADER_SIZE);
+  return {
+    kind: dv.getUint32(0, true),
+    tag: dv.getUint32(4, true),
+    seq: dv.getUint32(8, true),
+    slot: dv.getUint32(12, true),
+    length: dv.getFloat64(16, true),
+  };
+}

@@ -1,0 +1,213 @@
+/**
+ * Values the process group puts under store keys. Every value starts with a 4-byte header —
+ * magic "gc", format version, kind — so a reader can tell an object from a tensor (a mismatch
+ * is a clear error, not a hang on a key that never appears, as in vLLM) and garbage from both.
+ *
+ *   object: 67 63 01 01 | msgpack bytes
+ *   tensor: 67 63 01 02 | dtype code u8 | ndim u8 | 0 0 | ndim × u64 LE dims | raw element bytes
+ *
+ * Tensor bytes are raw (not msgpack): the element bytes start 8-byte aligned. Decoding treats
+ * every byte as untrusted; anything malformed throws ERR_GROUPCOMM_PROTOCOL naming the key and
+ * the rank that wrote it.
+ */
+import { addExtension, Packr } from 'msgpackr';
+import { dtypeByCode, dtypeInfo, type DType } from '../core/dtype.js';
+import { invalidArgument, protocolError } from '../errors.js';
+import { bytesOf, isCpu, numel, type Tensor } from '../tensor.js';
+
+const MAGIC0 = 0x67; // 'g'
+const MAGIC1 = 0x63; // 'c'
+const VERSION = 1;
+export const KIND_OBJECT = 1;
+export const KIND_TENSOR = 2;
+const HEADER = 4;
+/** Far beyond any real tensor; bounds the header a hostile writer can make us parse. */
+const MAX_NDIM = 64;
+
+// msgpack has one "map" type, and msgpackr decodes it as a plain object when
+// `useRecords: false`, so a Map with number keys would come back as an object with string keys.
+// Maps travel as an extension holding their entries instead. msgpackr checks `constructor ===
+// Map` before consulting extensions, so Maps are swapped for this private box before packing.
+class MapBox {
+  constructor(readonly entries: unknown[][]) {}
+}
+const MAP_EXT = 0x4d; // 'M'; msgpackr's own extension codes are 0x42, 0x62, 0x65, 0x69, 0x70, 0x73, 0x74, 0x78, 0xff
+addExtension({
+  Class: MapBox,
+  type: MAP_EXT,
+  write: (box: MapBox) => box.entries,
+  // Untrusted input: only a list of [key, value] pairs makes a Map; anything else is garbage.
+  read: (entries: unknown) => {
+    if (!Array.isArray(entries) || !entries.every((e) => Array.isArray(e) && e.length === 2)) {
+      throw new Error('malformed Map extension');
+    }
+    return new Map(entries as [unknown, unknown][]);
+  },
+});
+
+const packr = new Packr({ useRecords: false, moreTypes: true });
+
+/** `v` with every Map replaced by a MapBox; containers are copied only along paths that hold a Map. */
+function boxMaps(v: unknown, depth = 0): unknown {
+  // msgpack would silently turn these into nil; say so instead.
+  if (typeof v === 'function' || typeof v === 'symbol') throw invalidArgument(`cannot send a ${typeof v} (objects carry data only)`);
+  if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v) || v instanceof Date) return v;
+  if (depth > 512) throw invalidArgument('object is nested more than 512 levels deep (or is cyclic)');
+  if (v instanceof Map) {
+    return new MapBox([...v].map(([k, x]) => [boxMaps(k, depth + 1), boxMaps(x, depth + 1)]));
+  }
+  if (Array.isArray(v)) {
+    let out: unknown[] | undefined;
+    for (let i = 0; i < v.length; i++) {
+      const x = boxMaps(v[i], depth + 1);
+      if (x !== v[i]) (out ??= v.slice())[i] = x;
+    }
+    return out ?? v;
+  }
+  if (v instanceof Set) {
+    let changed = false;
+    const items = [...v].map((x) => {
+      const y = boxMaps(x, depth + 1);
+      changed ||= y !== x;
+      return y;
+    });
+    return changed ? new Set(items) : v;
+  }
+  if (Object.getPrototypeOf(v) === Object.prototype) {
+    let out: Record<string, unknown> | undefined;
+    for (const k of Object.keys(v)) {
+      const x = (v as Record<string, unknown>)[k];
+      const y = boxMaps(x, depth + 1);
+      if (y !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = y;
+    }
+    return out ?? v;
+  }
+  return v;
+}
+
+function header(kind: number, out: Uint8Array): void {
+  out[0] = MAGIC0;
+  out[1] = MAGIC1;
+  out[2] = VERSION;
+  out[3] = kind;
+}
+
+/** Encodes an object; INVALID_ARGUMENT when msgpack cannot represent it. */
+export function encodeObject(obj: unknown): Uint8Array {
+  let body: Uint8Array;
+  try {
+    body = packr.pack(boxMaps(obj));
+  } catch (e) {
+    if ((e as { code?: string }).code === 'ERR_GROUPCOMM_INVALID_ARGUMENT') throw e;
+    throw invalidArgument(`cannot encode object: ${(e as Error).message}`, { cause: e });
+  }
+  const out = new Uint8Array(HEADER + body.length);
+  header(KIND_OBJECT, out);
+  out.set(body, HEADER);
+  return out;
+}
+
+/** Where a value came from, for error messages. */
+export interface Origin {
+  key: string;
+  src: number;
+}
+
+function bad(what: string, o: Origin, cause?: unknown): Error {
+  return protocolError(`${what} under key '${o.key}' (written by rank ${o.src})`, { key: o.key, peerRank: o.src, cause });
+}
+
+function checkHeader(bytes: Uint8Array, kind: number, o: Origin): void {
+  if (bytes.length < HEADER || bytes[0] !== MAGIC0 || bytes[1] !== MAGIC1) throw bad('not a groupcomm value', o);
+  if (bytes[2] !== VERSION) throw bad(`value format version ${bytes[2]} (this build reads ${VERSION})`, o);
+  if (bytes[3] !== kind) {
+    const name = (k: number) => (k === KIND_OBJECT ? 'an object' : k === KIND_TENSOR ? 'a tensor' : `kind ${k}`);
+    throw bad(`expected ${name(kind)} but found ${name(bytes[3])} (sender and receiver called different ops)`, o);
+  }
+}
+
+export function decodeObject(bytes: Uint8Array, o: Origin): unknown {
+  checkHeader(bytes, KIND_OBJECT, o);
+  try {
+    return packr.unpack(bytes.subarray(HEADER));
+  } catch (e) {
+    throw bad(`undecodable object (${(e as Error).message.slice(0, 120)})`, o, e);
+  }
+}
+
+/** Encodes a CPU tensor as header + raw bytes. */
+export function encodeTensor(t: Tensor): Uint8Array {
+  checkCpuTensor(t, 'send');
+  const info = dtypeInfo(t.dtype)!;
+  const data = bytesOf(t as Parameters<typeof bytesOf>[0]);
+  const head = 8 + 8 * t.shape.length;
+  const out = new Uint8Array(head + data.byteLength);
+  header(KIND_TENSOR, out);
+  out[4] = info.code;
+  out[5] = t.shape.length;
+  const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
+  t.shape.forEach((d, i) => dv.setBigUint64(8 + 8 * i, BigInt(d), true));
+  out.set(data, head);
+  return out;
+}
+
+export interface DecodedTensor {
+  dtype: DType;
+  shape: number[];
+  /** The element bytes, aliasing the value read from the store. */
+  bytes: Uint8Array;
+}
+
+export function decodeTensor(bytes: Uint8Array, o: Origin): DecodedTensor {
+  checkHeader(bytes, KIND_TENSOR, o);
+  if (bytes.length < 8) throw bad('truncated tensor header', o);
+  const info = dtypeByCode(bytes[4]);
+  if (!info) throw bad(`unknown dtype code ${bytes[4]}`, o);
+  const ndim = bytes[5];
+  if (ndim > MAX_NDIM) throw bad(`tensor with ${ndim} dims (limit ${MAX_NDIM})`, o);
+  const head = 8 + 8 * ndim;
+  if (bytes.length < head) throw bad('truncated tensor header', o);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const shape: number[] = [];
+  for (let i = 0; i < ndim; i++) {
+    const d = dv.getBigUint64(8 + 8 * i, true);
+    if (d > BigInt(Number.MAX_SAFE_INTEGER)) throw bad(`tensor dim ${d} out of range`, o);
+    shape.push(Number(d));
+  }
+  // Multiply with an early exit so a hostile shape cannot overflow into a matching size.
+  const room = bytes.length - head;
+  let size = shape.includes(0) ? 0 : info.itemSize;
+  for (const d of shape) {
+    if (size > room) break;
+    size *= d;
+  }
+  if (size !== room) {
+    throw bad(`tensor [${shape.join(', ')}] ${info.name} does not match its ${room} data bytes`, o);
+  }
+  return { dtype: info.name, shape, bytes: bytes.subarray(head) };
+}
+
+export function checkCpuTensor(t: Tensor, op: string): void {
+  if (typeof t !== 'object' || t === null || !dtypeInfo(t.dtype) || !Array.isArray(t.shape)) {
+    throw invalidArgument(`${op}: expected a Tensor ({ dtype, shape, device, data })`);
+  }
+  if (!isCpu(t)) {
+    throw invalidArgument(`${op}: the process group carries CPU tensors only (got device '${t.device}'); use the device communicator`);
+  }
+  const n = numel(t.shape);
+  const data = t.data as ArrayBufferView;
+  if (!ArrayBuffer.isView(data) || data.byteLength !== n * dtypeInfo(t.dtype)!.itemSize) {
+    throw invalidArgument(`${op}: tensor data holds ${(data as ArrayBufferView)?.byteLength} bytes, shape [${t.shape.join(', ')}] ${t.dtype} needs ${n * dtypeInfo(t.dtype)!.itemSize}`);
+  }
+}
+
+/** Copies a received tensor into `t` after checking that they describe the same thing. */
+export function fillTensor(t: Tensor, got: DecodedTensor, op: string, o: Origin): void {
+  if (got.dtype !== t.dtype || got.shape.length !== t.shape.length || got.shape.some((d, i) => d !== t.shape[i])) {
+    throw invalidArgument(
+      `${op}: rank ${o.src} sent [${got.shape.join(', ')}] ${got.dtype} but the tensor passed here is [${t.shape.join(', ')}] ${t.dtype} (key '${o.key}')`,
+      { key: o.key, peerRank: o.src },
+    );
+  }
+  bytesOf(t as Parameters<typeof bytesOf>[0]).set(got.bytes);
+}

@@ -1,0 +1,128 @@
+/**
+ * The join of a process group: every rank learns the group's epoch and knows that every other
+ * rank joined before `create` resolves.
+ *
+ * Keys (g = groupName; they live next to other groups' keys on a shared store):
+ *   g/epoch       counter; rank 0 bumps it once per creation — the epoch E
+ *   g/open        E of the incarnation now joining or live (decimal); deleted by rank 0's destroy
+ *   g/E/join/r    rank r (r > 0) has joined E; deleted by rank 0 once all joined
+ *   g/E/all       every rank joined E; deleted by rank 0's destroy
+ *
+ * Why it is safe to re-create a group on a store that still holds an old incarnation:
+ * - a rank that reads a stale g/open whose E/all exists knows E is a finished incarnation (E/all
+ *   appears only after rank 0 saw this very rank's join key) and polls g/open until it changes;
+ * - a rank that joined an abandoned E (its rank 0 died, or destroyed it) notices g/open moving on
+ *   while it waits, deletes its join key there, and joins the new epoch.
+ * Everything after the join carries E in its keys, so nothing of an old incarnation is read.
+ */
+import type { Store } from '../store/types.js';
+import { isGroupcommError, timeoutError } from '../errors.js';
+import { sleep } from '../deadline.js';
+
+/** How often a waiting rank re-reads g/open to notice that its epoch was abandoned. */
+const REPOLL_MS = 500;
+/** Pause before re-reading a g/open that still names a finished incarnation. */
+const STALE_PAUSE_MS = 20;
+
+export interface JoinSpec {
+  store: Store;
+  groupName: string;
+  rank: number;
+  worldSize: number;
+  deadline: number;
+  signal?: AbortSignal;
+}
+
+const left = (deadline: number) => Math.max(1, deadline - performance.now());
+const dec = new TextDecoder();
+
+export const joinKeys = {
+  epoch: (g: string) => `${g}/epoch`,
+  open: (g: string) => `${g}/open`,
+  join: (g: string, e: number, r: number) => `${g}/${e}/join/${r}`,
+  all: (g: string, e: number) => `${g}/${e}/all`,
+};
+
+/** Ranks among 1..worldSize-1 whose join key is missing (best effort: [] when the store fails). */
+async function missingJoins(s: JoinSpec, epoch: number): Promise<number[]> {
+  const out: number[] = [];
+  try {
+    const checks = [];
+    for (let r = 1; r < s.worldSize; r++) checks.push(s.store.check([joinKeys.join(s.groupName, epoch, r)], { timeoutMs: 2000 }));
+    (await Promise.all(checks)).forEach((ok, i) => ok || out.push(i + 1));
+  } catch {
+    // The store is gone too; the caller's error already says what timed out.
+  }
+  return out;
+}
+
+function joinTimeout(s: JoinSpec, epoch: number, missing: number[], timeoutMs: number, cause: unknown) {
+  const who = missing.length ? `ranks [${missing.join(', ')}] never joined` : 'rank 0 never completed the join';
+  return timeoutError(
+    `create(group '${s.groupName}', epoch ${epoch}) timed out on rank ${s.rank} of ${s.worldSize}: ${who}. ` +
+    'Are all ranks started with the same host/port/worldSize? Raise timeoutMs or GROUPCOMM_TIMEOUT_MS.',
+    { rank: s.rank, peerRanks: missing.length ? missing : [0], timeoutMs, cause },
+  );
+}
+
+/** Rank 0: opens a new epoch and waits for every other rank's join key. */
+async function hostJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
+  const g = s.groupName;
+  const epoch = await s.store.add(joinKeys.epoch(g), 1, { timeoutMs: left(s.deadline), signal: s.signal });
+  await s.store.set(joinKeys.open(g), String(epoch), { timeoutMs: left(s.deadline), signal: s.signal });
+  const keys = [];
+  for (let r = 1; r < s.worldSize; r++) keys.push(joinKeys.join(g, epoch, r));
+  try {
+    await s.store.wait(keys, { timeoutMs: left(s.deadline), signal: s.signal });
+  } catch (e) {
+    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+    throw joinTimeout(s, epoch, await missingJoins(s, epoch), timeoutMs, e);
+  }
+  await s.store.set(joinKeys.all(g, epoch), '1', { timeoutMs: left(s.deadline), signal: s.signal });
+  for (const k of keys) s.store.deleteKey(k).catch(() => {});
+  return epoch;
+}
+
+/** Ranks > 0: find the epoch rank 0 opened, announce ourselves, wait for the others. */
+async function memberJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
+  const g = s.groupName;
+  const opts = () => ({ timeoutMs: left(s.deadline), signal: s.signal });
+  let epoch = -1;
+  for (;;) {
+    let open: number;
+    try {
+      open = Number(dec.decode(await s.store.get(joinKeys.open(g), opts())));
+    } catch (e) {
+      if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+      throw joinTimeout(s, epoch, [], timeoutMs, e);
+    }
+    if (open !== epoch) {
+      // Leaving an abandoned epoch: take our join key back so it does not linger.
+      if (epoch >= 0) s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
+      if (await s.store.check([joinKeys.all(g, open)], opts())) {
+        // A finished incarnation whose rank 0 has not cleaned up yet: wait for the next one.
+        if (performance.now() >= s.deadline) throw joinTimeout(s, open, [], timeoutMs, undefined);
+        await sleep(STALE_PAUSE_MS, s.signal);
+        continue;
+      }
+      epoch = open;
+      await s.store.set(joinKeys.join(g, epoch, s.rank), '1', opts());
+    }
+    try {
+      await s.store.wait([joinKeys.all(g, epoch)], { timeoutMs: Math.min(REPOLL_MS, left(s.deadline)), signal: s.signal });
+      return epoch;
+    } catch (e) {
+      if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+      if (performance.now() >= s.deadline) {
+        const missing = (await missingJoins(s, epoch)).filter((r) => r !== s.rank);
+        s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
+        throw joinTimeout(s, epoch, missing, timeoutMs, e);
+      }
+    }
+  }
+}
+
+/** Runs the join; resolves with the epoch once all ranks joined. */
+export function join(s: JoinSpec, timeoutMs: number): Promise<number> {
+  return s.rank === 0 ? hostJoin(s, timeoutMs) : memberJoin(s, timeoutMs);
+}

@@ -1,0 +1,294 @@
+// StatelessProcessGroup against the in-memory store: several group instances in one process
+// stand in for ranks (gloo's HashStore tests). Real processes and sockets: test/integration/pg*.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { StatelessProcessGroup } from '../../host/pg/group.js';
+import { isGroupcommError } from '../../host/errors.js';
+import { tensor } from '../../host/tensor.js';
+import { MemStoreServer } from '../helpers/memstore.js';
+
+type PG = StatelessProcessGroup;
+
+async function groups(n: number, server = new MemStoreServer(), opts: { groupName?: string; timeoutMs?: number } = {}): Promise<PG[]> {
+  return Promise.all([...Array(n).keys()].map((rank) =>
+    StatelessProcessGroup.create({ rank, worldSize: n, store: server.client(), timeoutMs: opts.timeoutMs ?? 5000, groupName: opts.groupName })));
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
+    assert.is((e as any).code, code, (e as Error).message);
+    return e;
+  }
+  assert.unreachable(`expected ${code}`);
+}
+
+for (const n of [1, 2, 3, 4, 7]) {
+  test(`every op with ${n} rank(s), in-process`, async () => {
+    const server = new MemStoreServer();
+    const pgs = await groups(n, server);
+    assert.equal(pgs.map((g) => g.epoch), new Array(n).fill(pgs[0].epoch));
+    await Promise.all(pgs.map(async (g) => {
+      const r = g.rank;
+      if (n > 1) {
+        const next = (r + 1) % n, prev = (r + n - 1) % n;
+        const sent = g.sendObj({ from: r, to: next }, next);
+        assert.equal(await g.recvObj(prev), { from: prev, to: r });
+        await sent;
+        const t = tensor(new Float32Array([r, r + 0.5]));
+        const out = tensor(new Float32Array(2));
+        await Promise.all([g.send(t, next), g.recv(out, prev)]);
+        assert.equal([...out.data as Float32Array], [prev, prev + 0.5]);
+      }
+      for (let src = 0; src < n; src++) {
+        assert.equal(await g.broadcastObj(r === src ? { src, list: [1, 2] } : null, src), { src, list: [1, 2] });
+        const bt = tensor(new Int32Array(3).fill(r === src ? src * 10 : -1));
+        assert.is(await g.broadcast(bt, src), bt);
+        assert.equal([...bt.data as Int32Array], [src * 10, src * 10, src * 10]);
+      }
+      assert.equal(await g.allGatherObj(`r${r}`), [...Array(n).keys()].map((i) => `r${i}`));
+      await g.barrier();
+      const s = tensor(new Float64Array([r + 1, -r]));
+      await g.allReduce(s, 'sum');
+      assert.equal([...s.data as Float64Array], [(n * (n + 1)) / 2, -(n * (n - 1)) / 2]);
+      const m = tensor(new Int32Array([r, -r]));
+      await g.allReduce(m, 'max');
+      assert.equal([...m.data as Int32Array], [n - 1, 0]);
+      const a = tensor(new Float32Array([r * 2]));
+      await g.allReduce(a, 'avg');
+      assert.equal([...a.data as Float32Array], [n - 1]);
+    }));
+    await Promise.all(pgs.map((g) => g.destroy()));
+    // Only the group's epoch counter survives a clean destroy.
+    assert.equal([...server.data.keys()], ['pg/epoch']);
+  });
+}
+
+test('objects keep their types: Map, Set, Date, bigint, typed arrays, nesting', async () => {
+  const [a, b] = await groups(2);
+  const obj = {
+    m: new Map<unknown, unknown>([[1, 'one'], ['k', new Map([[2n, [new Set([3])]]])]]),
+    s: new Set(['x', 4]),
+    d: new Date(1_700_000_000_123),
+    big: 2n ** 70n,
+    f32: new Float32Array([1.5, -2]),
+    u8: new Uint8Array([0, 255]),
+    i64: new BigInt64Array([-1n]),
+    arr: [null, true, 'str', { nested: new Map([['deep', 1]]) }],
+  };
+  a.sendObj(obj, 1);
+  const got = (await b.recvObj(0)) as typeof obj;
+  assert.ok(got.m instanceof Map);
+  assert.is(got.m.get(1), 'one');
+  assert.ok((got.m.get('k') as Map<bigint, unknown>).get(2n) !== undefined);
+  assert.equal([...((got.m.get('k') as Map<bigint, Set<number>[]>).get(2n)![0])], [3]);
+  assert.equal(got.s, new Set(['x', 4]));
+  assert.is(got.d.getTime(), obj.d.getTime());
+  assert.is(got.big, 2n ** 70n);
+  assert.ok(got.f32 instanceof Float32Array && got.f32[0] === 1.5);
+  assert.ok(got.u8 instanceof Uint8Array && got.u8[1] === 255);
+  assert.ok(got.i64 instanceof BigInt64Array && got.i64[0] === -1n);
+  assert.ok((got.arr[3] as { nested: Map<string, number> }).nested instanceof Map);
+  // The sender's object was not modified by the Map boxing.
+  assert.ok(obj.m instanceof Map && obj.arr[3] !== null);
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
+test('many unawaited ops match by program order', async () => {
+  const [a, b, c] = await groups(3);
+  const N = 200;
+  const sends: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) sends.push(a.sendObj(i, 1), a.broadcastObj(`b${i}`, 0), a.allGatherObj(i * 3));
+  const recvs: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) recvs.push(b.recvObj(0), b.broadcastObj(null, 0), b.allGatherObj(i * 3 + 1));
+  const cs: Promise<unknown>[] = [];
+  for (let i = 0; i < N; i++) cs.push(c.broadcastObj(null, 0), c.allGatherObj(i * 3 + 2));
+  const got = await Promise.all(recvs);
+  for (let i = 0; i < N; i++) {
+    assert.is(got[3 * i], i);
+    assert.is(got[3 * i + 1], `b${i}`);
+    assert.equal(got[3 * i + 2], [3 * i, 3 * i + 1, 3 * i + 2]);
+  }
+  const cg = await Promise.all(cs);
+  for (let i = 0; i < N; i++) assert.is(cg[2 * i], `b${i}`);
+  await Promise.all(sends);
+  await Promise.all([a, b, c].map((g) => g.destroy()));
+});
+
+test('two senders to one receiver never collide', async () => {
+  const pgs = await groups(3);
+  const [r0, r1, r2] = pgs;
+  const p = Promise.all([r1.sendObj('from 1 #0', 0), r2.sendObj('from 2 #0', 0), r1.sendObj('from 1 #1', 0), r2.sendObj('from 2 #1', 0)]);
+  assert.equal(await Promise.all([r0.recvObj(2), r0.recvObj(1), r0.recvObj(2), r0.recvObj(1)]), ['from 2 #0', 'from 1 #0', 'from 2 #1', 'from 1 #1']);
+  await p;
+  await Promise.all(pgs.map((g) => g.destroy()));
+});
+
+test('destroy and re-create on the same store reads nothing stale', async () => {
+  const server = new MemStoreServer();
+  const first = await groups(3, server);
+  // Left behind on purpose: a message never received and a broadcast never read.
+  await first[0].sendObj('stale', 1);
+  await first[0].broadcastObj('stale broadcast', 0);
+  // Non-zero ranks re-create while rank 0 is still leaving the first incarnation.
+  const leaving = first.map((g) => g.destroy());
+  const second = await groups(3, server);
+  await Promise.all(leaving);
+  assert.ok(second[0].epoch > first[0].epoch);
+  assert.equal(second.map((g) => g.epoch), [second[0].epoch, second[0].epoch, second[0].epoch]);
+  second[0].sendObj('fresh', 1);
+  assert.is(await second[1].recvObj(0), 'fresh');
+  second[0].broadcastObj('fresh broadcast', 0);
+  assert.is(await second[2].broadcastObj(null, 0), 'fresh broadcast');
+  await second[1].broadcastObj(null, 0);
+  await Promise.all(second.map((g) => g.destroy()));
+});
+
+test('store key count stays bounded after 10k messages', async () => {
+  const server = new MemStoreServer();
+  const pgs = await groups(3, server);
+  const [a, b, c] = pgs;
+  const jobs: Promise<unknown>[] = [];
+  for (let i = 0; i < 10_000; i++) jobs.push(a.sendObj(i, 1), b.recvObj(0));
+  for (let i = 0; i < 500; i++) {
+    jobs.push(a.broadcastObj(i, 0), b.broadcastObj(null, 0), c.broadcastObj(null, 0));
+    jobs.push(...pgs.map((g) => g.allGatherObj(g.rank)), ...pgs.map((g) => g.barrier()));
+  }
+  await Promise.all(jobs);
+  // Let the fire-and-forget deletes land (they are tracked; a barrier orders nothing here).
+  await new Promise((r) => setTimeout(r, 20));
+  const live = [...server.data.keys()];
+  assert.ok(live.length <= 2 + 2 * 3 + 2, `keys left: ${live.join(' ')}`);
+  await Promise.all(pgs.map((g) => g.destroy()));
+  assert.equal([...server.data.keys()], ['pg/epoch']);
+});
+
+test('garbage under a recv key gives ERR_GROUPCOMM_PROTOCOL naming key and src; group stays usable', async () => {
+  const server = new MemStoreServer();
+  const [a, b] = await groups(2, server);
+  const key0 = `${a.keyPrefix}p/0/1/0`;
+  const writer = server.client();
+  await writer.set(key0, new Uint8Array([0xde, 0xad, 0xbe, 0xef, 1, 2, 3]));
+  const e = await rejectsWith(b.recvObj(0), 'ERR_GROUPCOMM_PROTOCOL');
+  assert.is(e.key, key0);
+  assert.is(e.peerRank, 0);
+  // A valid header with an undecodable msgpack body.
+  await writer.set(`${a.keyPrefix}p/0/1/1`, new Uint8Array([0x67, 0x63, 1, 1, 0xc1, 0xc1]));
+  await rejectsWith(b.recvObj(0), 'ERR_GROUPCOMM_PROTOCOL');
+  // A tensor header claiming more bytes than there are.
+  await writer.set(`${a.keyPrefix}p/0/1/2`, new Uint8Array([0x67, 0x63, 1, 2, 7, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3, 4]));
+  await rejectsWith(b.recv(tensor(new Float32Array(1)), 0), 'ERR_GROUPCOMM_PROTOCOL');
+  // The counters moved past the bad messages; real traffic still works.
+  a.sendObj('skip', 1).catch(() => {});
+  a.sendObj('skip', 1).catch(() => {});
+  a.sendObj('skip', 1).catch(() => {});
+  await a.sendObj('ok', 1);
+  assert.is(await b.recvObj(0), 'ok');
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
+test('object/tensor mismatch is a protocol error, a shape mismatch an invalid argument', async () => {
+  const [a, b] = await groups(2);
+  a.sendObj({ x: 1 }, 1);
+  await rejectsWith(b.recv(tensor(new Float32Array(1)), 0), 'ERR_GROUPCOMM_PROTOCOL');
+  a.send(tensor(new Float32Array([1, 2])), 1);
+  await rejectsWith(b.recv(tensor(new Float32Array(3)), 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  a.send(tensor(new Float32Array([1, 2])), 1);
+  await rejectsWith(b.recv(tensor(new Int32Array(2)), 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
+test('barrier timeout names exactly the ranks that never arrived', async () => {
+  const pgs = await groups(4);
+  const errs = await Promise.all(pgs.slice(0, 2).map((g) => rejectsWith(g.barrier({ timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT')));
+  for (const e of errs) assert.equal(e.peerRanks, [2, 3]);
+  await Promise.all(pgs.map((g) => g.destroy({ force: true })));
+});
+
+test('recv timeout names the source rank and the key', async () => {
+  const [a, b] = await groups(2);
+  const e = await rejectsWith(b.recvObj(0, { timeoutMs: 100 }), 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is(e.peerRank, 0);
+  assert.match(e.key, /p\/0\/1\/0$/);
+  await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
+});
+
+test('an aborted signal rejects with ERR_GROUPCOMM_ABORTED', async () => {
+  const [a, b] = await groups(2);
+  const ac = new AbortController();
+  const p = b.recvObj(0, { signal: ac.signal });
+  ac.abort();
+  await rejectsWith(p, 'ERR_GROUPCOMM_ABORTED');
+  await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
+});
+
+test('create times out naming the ranks that never joined', async () => {
+  const server = new MemStoreServer();
+  const mk = (rank: number) => StatelessProcessGroup.create({ rank, worldSize: 4, store: server.client(), timeoutMs: 400 });
+  const [e0, e1] = await Promise.all([rejectsWith(mk(0), 'ERR_GROUPCOMM_TIMEOUT'), rejectsWith(mk(2), 'ERR_GROUPCOMM_TIMEOUT')]);
+  assert.equal(e0.peerRanks, [1, 3]);
+  assert.equal(e1.peerRanks, [1, 3]);
+});
+
+test('worldSize 1: collectives return their input at once, point-to-point to self is invalid', async () => {
+  const server = new MemStoreServer();
+  const [g] = await groups(1, server);
+  const obj = { a: 1 };
+  assert.is(await g.broadcastObj(obj, 0), obj);
+  assert.equal(await g.allGatherObj(obj), [obj]);
+  await g.barrier();
+  const t = tensor(new Float32Array([3]));
+  assert.is(await g.broadcast(t, 0), t);
+  assert.is(await g.allReduce(t, 'avg'), t);
+  assert.is((t.data as Float32Array)[0], 3);
+  await rejectsWith(g.sendObj(1, 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(g.recvObj(0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(g.broadcastObj(1, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await g.destroy();
+  assert.equal([...server.data.keys()], ['pg/epoch']);
+});
+
+test('arguments are validated: ranks, ops, tensors', async () => {
+  const [a, b] = await groups(2);
+  await rejectsWith(a.sendObj(1, 2), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.sendObj(1, 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.recvObj(-1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.allReduce(tensor(new Float32Array(1)), 'bitwise_or' as never), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.send({ dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 0n, nbytes: 4 } }, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.sendObj(() => 1, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
+test('allReduce with mismatched shapes fails on every rank', async () => {
+  const [a, b] = await groups(2);
+  const [ea, eb] = await Promise.all([
+    rejectsWith(a.allReduce(tensor(new Float32Array(2))), 'ERR_GROUPCOMM_INVALID_ARGUMENT'),
+    rejectsWith(b.allReduce(tensor(new Float32Array(3))), 'ERR_GROUPCOMM_INVALID_ARGUMENT'),
+  ]);
+  assert.is(ea.peerRank, 1);
+  assert.is(eb.peerRank, 0);
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
+test('destroy is idempotent and later ops fail with ERR_GROUPCOMM_DESTROYED', async () => {
+  const [a, b] = await groups(2);
+  const d1 = a.destroy();
+  assert.is(a.destroy(), d1);
+  await Promise.all([d1, b.destroy()]);
+  await rejectsWith(a.sendObj(1, 1), 'ERR_GROUPCOMM_DESTROYED');
+  await rejectsWith(b.barrier(), 'ERR_GROUPCOMM_DESTROYED');
+});
+
+test('groups with different names share one store without interference', async () => {
+  const server = new MemStoreServer();
+  const [x, y] = await Promise.all([groups(2, server, { groupName: 'x' }), groups(2, server, { groupName: 'y' })]);
+  x[0].sendObj('to x', 1);
+  y[0].sendObj('to y', 1);
+  assert.equal(await Promise.all([y[1].recvObj(0), x[1].recvObj(0)]), ['to y', 'to x']);
+  await Promise.all([...x, ...y].map((g) => g.destroy()));
+  assert.equal([...server.data.keys()].sort(), ['x/epoch', 'y/epoch']);
+});
+
+test.run();
