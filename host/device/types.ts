@@ -20,6 +20,7 @@
  */
 import type { OpOptions } from '../deadline.js';
 import type { ReduceOp } from '../core/reduce.js';
+import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../tensor.js';
 
 export const DEVICE_API_VERSION = 1;
@@ -48,6 +49,11 @@ export interface DeviceBootstrap {
   recvBytes(src: number, opts?: OpOptions): Promise<Uint8Array>;
   /** Resolves when every rank has called it; a timeout names the ranks still missing. */
   barrier(opts?: OpOptions): Promise<void>;
+  /**
+   * Optional: the store under the bootstrap, already scoped to this communicator, for backends
+   * that set up their own connections through it (the cpu backend builds a CPU group on it).
+   */
+  readonly store?: Store;
 }
 
 export interface CommunicatorOptions {
@@ -61,6 +67,8 @@ export interface CommunicatorOptions {
   signal?: AbortSignal;
   /** Names the communicator in logs and errors (the coordinator passes its unique name). */
   name?: string;
+  /** Address this rank may listen on, for backends that open their own sockets (default 127.0.0.1). */
+  host?: string;
 }
 
 export interface CollectiveOptions extends OpOptions {

@@ -22,6 +22,8 @@ export interface ConformanceSpec {
   worldSizes: number[];
   runtime?: Runtime;
   timeoutMs?: number;
+  /** Give the backend a bootstrap without a store behind it (the cpu backend then uses its bootstrap transport). */
+  bareBootstrap?: boolean;
 }
 
 export async function defineConformance(spec: ConformanceSpec): Promise<void> {
@@ -46,7 +48,8 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
 
   for (const ws of probe.available ? sizes : spec.worldSizes) {
     const { cases, failures, unsupported } = conformanceCases(backend, ws);
-    const s = suite(`${backend.name} conformance, world size ${ws}${spec.runtime && spec.runtime !== 'same' ? `, ${spec.runtime} runtimes` : ''}`);
+    const variant = `${spec.runtime && spec.runtime !== 'same' ? `, ${spec.runtime} runtimes` : ''}${spec.bareBootstrap ? ', bare bootstrap' : ''}`;
+    const s = suite(`${backend.name} conformance, world size ${ws}${variant}`);
     const ids = [...cases.map((c) => c.id), ...failures];
     if (!probe.available) {
       for (const id of ids) s.skip(id, () => {});
@@ -60,7 +63,7 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
         state.results = await spawnRanks<Verdicts>(ws, 'test/conformance/workers/conformance_worker', {
           runtime: spec.runtime ?? 'same',
           timeoutMs: spec.timeoutMs ?? 150_000,
-          env: { GC_PLUGIN: spec.plugin, GC_STORE_PORT: String(store.port), GC_PREFIX: `ws${ws}-${spec.runtime ?? 'same'}` },
+          env: { GC_PLUGIN: spec.plugin, GC_STORE_PORT: String(store.port), GC_PREFIX: `ws${ws}`, GC_BARE_BOOTSTRAP: spec.bareBootstrap ? '1' : '0' },
         });
       } catch (e) {
         state.error = e;

@@ -15,7 +15,7 @@ import { isGroupcommError, ErrorCode } from '../../host/errors.js';
 import { storeBootstrap, type BootstrapStore } from '../../host/device/bootstrap.js';
 import { decodeMiniFloat, MINIFLOATS } from '../../host/device/elementwise.js';
 import { emptyOn, fromDevice, freeTensor, toDevice } from '../../host/device/tensors.js';
-import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
+import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
 import { REDUCE_OPS } from '../../host/device/types.js';
 import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor, type DType, type Tensor } from '../../host/tensor.js';
 import { dtypeInfo } from '../../host/core/dtype.js';
@@ -161,6 +161,13 @@ export interface RunContext {
   /** Distinguishes this run's keys from other runs on the same store. */
   prefix: string;
   timeoutMs: number;
+  /** Hide the store behind the bootstrap (backends then see only broadcastBytes / sendBytes / barrier). */
+  bareBootstrap?: boolean;
+}
+
+function bootstrapFor(ctx: RunContext, prefix: string, timeoutMs = ctx.timeoutMs): DeviceBootstrap {
+  const b = storeBootstrap(ctx.store, { rank: ctx.rank, worldSize: ctx.worldSize, prefix, timeoutMs });
+  return ctx.bareBootstrap ? { ...b, store: undefined } : b;
 }
 
 async function runCase(ctx: RunContext, comm: DeviceCommunicatorV1, c: Case): Promise<string | null> {
@@ -231,7 +238,7 @@ function expectCode(e: unknown, code: string, what: string): string | null {
 
 async function runFailure(ctx: RunContext, name: string, k: number): Promise<string | null> {
   const { backend, rank, worldSize: ws, deviceIndex } = ctx;
-  const boot = storeBootstrap(ctx.store, { rank, worldSize: ws, prefix: `${ctx.prefix}/f${k}`, timeoutMs: ctx.timeoutMs });
+  const boot = bootstrapFor(ctx, `${ctx.prefix}/f${k}`);
   const make = (timeoutMs = ctx.timeoutMs) => backend.createCommunicator({ rank, worldSize: ws, deviceIndex, bootstrap: boot, timeoutMs, name: `conformance-${k}` });
   const f32 = (v: number, n = 4) => toDevice(backend, { dtype: 'float32', shape: [n], device: 'cpu', data: new Float32Array(n).fill(v) }, deviceIndex);
   // Ranks that must stay silent park here; the rank under test releases them at the end.
@@ -319,7 +326,7 @@ async function runFailure(ctx: RunContext, name: string, k: number): Promise<str
 export async function runConformance(ctx: RunContext, opts: OpOptions = {}): Promise<Record<string, string | null>> {
   const { cases, failures } = conformanceCases(ctx.backend, ctx.worldSize);
   const out: Record<string, string | null> = {};
-  const boot = storeBootstrap(ctx.store, { rank: ctx.rank, worldSize: ctx.worldSize, prefix: `${ctx.prefix}/main`, timeoutMs: opts.timeoutMs ?? ctx.timeoutMs });
+  const boot = bootstrapFor(ctx, `${ctx.prefix}/main`, opts.timeoutMs ?? ctx.timeoutMs);
   const comm = await ctx.backend.createCommunicator({ rank: ctx.rank, worldSize: ctx.worldSize, deviceIndex: ctx.deviceIndex, bootstrap: boot, timeoutMs: ctx.timeoutMs, name: 'conformance' });
   for (const c of cases) out[c.id] = await runCase(ctx, comm, c);
   await comm.destroy();

@@ -22,6 +22,7 @@ const verdicts = await runConformance({
   backend, rank, worldSize, deviceIndex, store,
   prefix: process.env.GC_PREFIX ?? `conformance-${worldSize}`,
   timeoutMs: Number(process.env.GC_TIMEOUT_MS ?? 30_000),
+  bareBootstrap: process.env.GC_BARE_BOOTSTRAP === '1',
 });
 await store.close();
 reportResult({ verdicts });
