@@ -215,8 +215,10 @@ export class StatelessGroupCoordinator {
           const bootstrap = storeBootstrap(ch.store, {
             rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
           });
+          // The wire name, not the unique name: a backend may use it to find its peers (the cpu
+          // backend names its own CPU group after it), and unique names differ between processes.
           ch.comm = await backend.createCommunicator({
-            rank, worldSize, deviceIndex: localRank, bootstrap, name: uniqueName, ...budget.next(),
+            rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
           });
         }
         await plan.device?.release();
