@@ -9,7 +9,10 @@ const worldSize = Number(process.env.WORLD_SIZE);
 const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
 const budgetNs = seconds * 1e9;
 const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
-const now = () => Number(process.hrtime.bigint()); // CLOCK_MONOTONIC: comparable across processes
+// Nanoseconds on a clock every process on the host shares (broadcast latency compares the root's
+// stamp with the receiver's). Bun's hrtime counts from process start, so use the wall-clock
+// origin plus the monotonic offset: microsecond-exact across processes on one host.
+const now = () => (performance.timeOrigin + performance.now()) * 1e6;
 const MiB = 1 << 20;
 const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
@@ -82,12 +85,12 @@ if (worldSize === 2) {
   const once = async (out?: number[]) => {
     await pg.barrier();
     if (rank === 0) {
-      const obj = { ...SMALL, t0: BigInt(now()) };
+      const obj = { ...SMALL, t0: now() };
       await pg.broadcastObj(obj, 0);
-      out?.push(now() - Number(obj.t0));
+      out?.push(now() - obj.t0);
     } else {
-      const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: bigint; name: string };
-      out?.push(now() - Number(obj.t0));
+      const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: number; name: string };
+      out?.push(now() - obj.t0);
       if (obj.name !== SMALL.name) throw new Error('broadcast mismatch');
     }
   };
