@@ -11,7 +11,7 @@
  */
 import { loadBackend } from '../host/device/registry.js';
 import { startRanks } from '../test/helpers/ranks.js';
-import { startTestStore } from '../test/conformance/teststore.js';
+import { TcpStoreServer } from '../host/store/index.js';
 import type { Report, Row } from './report.js';
 
 function opt(argv: string[], name: string): string | undefined {
@@ -41,17 +41,17 @@ export async function run(argv: string[], report: Report): Promise<void> {
   }
   const cpu = backend.name === 'cpu';
   const minB = Number(opt(argv, 'min-bytes') ?? 1024);
-  const maxB = Number(opt(argv, 'max-bytes') ?? (cpu ? 1 << 20 : 1 << 28));
+  const maxB = Number(opt(argv, 'max-bytes') ?? (cpu ? 1 << 24 : 1 << 28));
   const sizes: number[] = [];
-  for (let s = minB; s <= maxB; s *= cpu ? 16 : 4) sizes.push(s);
+  for (let s = minB; s <= maxB; s *= 4) sizes.push(s);
   const args = {
     plugin, sizes,
     iters: Number(opt(argv, 'iters') ?? (cpu ? 5 : 20)),
     warmup: Number(opt(argv, 'warmup') ?? (cpu ? 1 : 5)),
     ops: (opt(argv, 'ops') ?? 'allReduce,allGather,reduceScatter,broadcast').split(','),
   };
-  report.section(`${backend.name} backend, ${ranks} ranks, float32${cpu ? ' (host memory through the store: a functional check, not a speed reference)' : ''}`);
-  const store = await startTestStore();
+  report.section(`${backend.name} backend, ${ranks} ranks, float32${cpu ? ' (host memory over its own CPU group)' : ''}`);
+  const store = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   try {
     const ranksRun = startRanks<{ rows: Omit<Row, 'bench'>[] }>(ranks, 'bench/device_worker', {
       env: { GC_BENCH: JSON.stringify({ ...args, port: store.port }) },

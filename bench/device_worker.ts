@@ -6,7 +6,7 @@ import { emptyOn, freeTensor, fromDevice, toDevice } from '../host/device/tensor
 import type { DeviceCommunicatorV1 } from '../host/device/types.js';
 import type { Tensor } from '../host/tensor.js';
 import { rankEnv, reportResult } from '../test/helpers/ranks.js';
-import { TestStoreClient } from '../test/conformance/teststore.js';
+import { TcpStore } from '../host/store/index.js';
 import { median, percentile, type Row } from './report.js';
 
 interface Args { plugin: string; sizes: number[]; iters: number; warmup: number; ops: string[]; port: number }
@@ -14,7 +14,7 @@ const a = JSON.parse(process.env.GC_BENCH!) as Args;
 const { rank, worldSize: n } = rankEnv();
 const backend = await resolveBackend(a.plugin);
 const dev = backend.capabilities.sharedDevice ? 0 : rank;
-const store = await TestStoreClient.connect(a.port);
+const store = await TcpStore.create({ host: "127.0.0.1", port: a.port });
 const bootstrap = storeBootstrap(store, { rank, worldSize: n, prefix: 'bench', timeoutMs: 600_000 });
 const comm = await backend.createCommunicator({ rank, worldSize: n, deviceIndex: dev, bootstrap, timeoutMs: 600_000 });
 
@@ -69,5 +69,5 @@ for (const op of a.ops) {
   }
 }
 await comm.destroy();
-store.close();
+await store.close();
 reportResult(rank === 0 ? { rows } : { rows: [] });

@@ -1,5 +1,5 @@
 /**
- * A DeviceBootstrap over any key-value Store (the TCP store, a PrefixStore, a test store).
+ * A DeviceBootstrap over any key-value Store (TcpStore, PrefixStore, or anything with the same contract).
  * Keys live under `prefix` and are deleted once their last reader has them, so a long-lived
  * group does not grow the store. Sequence numbers are per source (broadcast) and per pair
  * (send/recv), so ranks agree on keys without talking, as long as every rank issues the same
@@ -7,6 +7,7 @@
  */
 import { effectiveTimeout, DEFAULT_TIMEOUT_MS, guard, simpleTimeout, type OpOptions } from '../deadline.js';
 import { invalidArgument, isGroupcommError, timeoutError, ErrorCode } from '../errors.js';
+import { PrefixStore } from '../store/prefix.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBootstrap } from './types.js';
 
@@ -22,6 +23,13 @@ export interface StoreBootstrapOptions {
   timeoutMs?: number;
 }
 
+const STORE_METHODS = ['set', 'get', 'add', 'compareSet', 'check', 'wait', 'deleteKey', 'numKeys', 'append', 'multiGet', 'multiSet', 'ping', 'close'] as const;
+const isFullStore = (s: BootstrapStore): s is Store => STORE_METHODS.every((m) => typeof (s as unknown as Record<string, unknown>)[m] === 'function');
+
+/**
+ * When `store` is a whole Store, the bootstrap also exposes it as `bootstrap.store`, scoped to
+ * `${prefix}/backend`, for backends that build their own connections through it.
+ */
 export function storeBootstrap(store: BootstrapStore, o: StoreBootstrapOptions): DeviceBootstrap {
   const { rank, worldSize, prefix } = o;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw invalidArgument(`worldSize must be an integer >= 1, got ${worldSize}`);
@@ -39,6 +47,7 @@ export function storeBootstrap(store: BootstrapStore, o: StoreBootstrapOptions):
   return {
     rank,
     worldSize,
+    store: isFullStore(store) ? new PrefixStore(`${prefix}/backend`, store) : undefined,
 
     async broadcastBytes(bytes, src, opts) {
       peer(src, 'broadcastBytes');

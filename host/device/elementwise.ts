@@ -1,17 +1,12 @@
 /**
- * Element codecs and reductions for backends whose "device" memory is host memory (the cpu
- * plugin) and for checking results against host references (the conformance suite).
- * Plain TypeScript on purpose: this is the readable reference, not the fast path (the CPU group
- * reduces in the WASM core).
- *
- * Semantics, chosen to match NCCL on a GPU: integer sum/prod wrap around like C arithmetic on
- * the type; floating-point contributions are combined in float64 and rounded once to the dtype
- * (round to nearest even); avg is sum / worldSize and exists for floating-point dtypes only;
- * bool treats sum/max as OR and prod/min as AND.
+ * Element codecs for the dtypes JavaScript lacks (float16, bfloat16, float8_e4m3fn,
+ * float8_e5m2: round to nearest even, e4m3fn overflow → NaN as torch does) and per-element
+ * access to device bytes, for backends that read their results on the host and for checking
+ * results against host references (the conformance suite). Reductions themselves run in the
+ * WASM core (host/core/reduce.ts); `checkReduce` states which op/dtype pairs exist at all.
  */
 import { invalidArgument } from '../errors.js';
 import type { DType } from '../tensor.js';
-import { itemSize } from '../tensor.js';
 import type { ReduceOp } from './types.js';
 
 interface MiniFloat { exp: number; man: number; bias: number; /** IEEE-style inf/NaN (else e4m3fn: no inf, one NaN) */ ieee: boolean }
@@ -75,8 +70,6 @@ export function decodeMiniFloat(bits: number, m: MiniFloat): number {
 
 export const MINIFLOATS = { float16: F16, bfloat16: BF16, float8_e4m3fn: E4M3FN, float8_e5m2: E5M2 } as const;
 
-const isFloat = (d: DType) => d === 'float32' || d === 'float64' || MINI[d] !== undefined;
-
 /** Element `i` of `bytes` (little-endian) as a number, or a bigint for the 64-bit integers. */
 export function readElement(dtype: DType, dv: DataView, i: number): number | bigint {
   switch (dtype) {
@@ -112,61 +105,8 @@ export function writeElement(dtype: DType, dv: DataView, i: number, v: number | 
   }
 }
 
-/** Throws ERR_GROUPCOMM_INVALID_ARGUMENT for combinations no backend supports (avg on integers). */
+/** Throws ERR_GROUPCOMM_INVALID_ARGUMENT for an unknown op, or avg on bool (no such mean). */
 export function checkReduce(dtype: DType, op: ReduceOp): void {
   if (!['sum', 'prod', 'max', 'min', 'avg'].includes(op)) throw invalidArgument(`unknown reduce op '${op}'; expected sum, prod, max, min or avg`);
-  if (op === 'avg' && !isFloat(dtype)) throw invalidArgument(`reduce op 'avg' needs a floating-point dtype, got ${dtype}`);
-}
-
-const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
-
-function combine(op: ReduceOp, a: number | bigint, b: number | bigint, dtype: DType): number | bigint {
-  if (typeof a === 'bigint' || typeof b === 'bigint') {
-    const x = BigInt(a), y = BigInt(b);
-    switch (op) {
-      case 'sum': return x + y;
-      case 'prod': return dtype === 'int64' ? BigInt.asIntN(64, x * y) : BigInt.asUintN(64, x * y);
-      case 'max': return x > y ? x : y;
-      default: return x < y ? x : y;
-    }
-  }
-  switch (op) {
-    case 'sum': case 'avg': return a + b;
-    case 'prod':
-      // 32-bit integer products overflow float64's exact range; imul wraps like C.
-      if (dtype === 'int32' || dtype === 'uint32') return Math.imul(a, b);
-      return a * b;
-    case 'max': return Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.max(a, b);
-    case 'min': return Number.isNaN(a) || Number.isNaN(b) ? NaN : Math.min(a, b);
-  }
-}
-
-/**
- * out = op over `parts` (each `out.byteLength` bytes), element by element, combining parts in
- * order 0..n-1 so every rank that reduces the same parts gets the same bits.
- */
-export function reduceInto(dtype: DType, op: ReduceOp, out: Uint8Array, parts: readonly Uint8Array[]): void {
-  checkReduce(dtype, op);
-  const size = itemSize(dtype);
-  const n = out.byteLength / size;
-  for (const p of parts) {
-    if (p.byteLength !== out.byteLength) throw invalidArgument(`reduce: part of ${p.byteLength} bytes, expected ${out.byteLength}`);
-  }
-  if (parts.length === 0) return;
-  const views = parts.map(dv);
-  const o = dv(out);
-  const boolOp: ReduceOp = op === 'sum' || op === 'max' ? 'max' : 'min';
-  for (let i = 0; i < n; i++) {
-    let acc = readElement(dtype, views[0], i);
-    for (let k = 1; k < views.length; k++) {
-      acc = combine(dtype === 'bool' ? boolOp : op, acc, readElement(dtype, views[k], i), dtype);
-      // Narrow integer types wrap at every step, as the device would.
-      if (typeof acc === 'number' && !isFloat(dtype) && dtype !== 'bool') {
-        writeElement(dtype, o, i, acc);
-        acc = readElement(dtype, o, i) as number;
-      }
-    }
-    if (op === 'avg') acc = (acc as number) / views.length;
-    writeElement(dtype, o, i, acc);
-  }
+  if (op === 'avg' && dtype === 'bool') throw invalidArgument(`reduce op 'avg' is not defined for bool (use sum or max for "any", prod or min for "all")`);
 }

@@ -8,9 +8,14 @@
  * honest answer is a dead communicator that says why, not a hang on the next call.
  */
 import { effectiveTimeout, guard, type OpOptions } from '../deadline.js';
-import { abortedError, destroyedError, timeoutError, type GroupcommError, type GroupcommErrorFields } from '../errors.js';
+import {
+  abortedError, destroyedError, ErrorCode, isGroupcommError, timeoutError, type GroupcommError, type GroupcommErrorFields,
+} from '../errors.js';
 
 export type CommState = 'ready' | 'aborted' | 'destroyed';
+
+/** Failures after which the peers' state is unknown: the communicator cannot go on. */
+const FATAL = new Set<string>([ErrorCode.TIMEOUT, ErrorCode.ABORTED, ErrorCode.PEER_LOST, ErrorCode.PROTOCOL]);
 
 export class OrderedOps {
   state: CommState = 'ready';
@@ -53,7 +58,18 @@ export class OrderedOps {
       this.assertUsable(what);
       if (callCtl.signal.aborted) throw abortedError(`${what} given up before it started`, { rank: this.rank });
       started = true;
-      return fn(callCtl.signal);
+      try {
+        return await fn(callCtl.signal);
+      } catch (e) {
+        // The body's own deadline (a store wait, a peer's socket) can fire before ours: the
+        // communicator is just as dead, and must say so before the caller sees this error.
+        // This call reports its own error, not the abort it causes: detach it first.
+        if (isGroupcommError(e) && FATAL.has(e.code)) {
+          this.lifetime.signal.removeEventListener('abort', onDeath);
+          void this.abort(`${what} failed: ${e.code}`);
+        }
+        throw e;
+      }
     });
     this.tail = body.catch(() => {});
     const fullFields = { rank: this.rank, ...fields };

@@ -19,12 +19,17 @@
  *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; destroy() still works.
  */
 import type { OpOptions } from '../deadline.js';
+import type { ReduceOp } from '../core/reduce.js';
+import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../tensor.js';
 
 export const DEVICE_API_VERSION = 1;
 
-/** Reduction operators, named as in NCCL's ncclRedOp_t (avg only for floating-point dtypes). */
-export type ReduceOp = 'sum' | 'prod' | 'max' | 'min' | 'avg';
+/**
+ * Reduction operators, as NCCL's ncclRedOp_t and the WASM core name them. avg is sum / worldSize
+ * (integers truncate toward zero, like NCCL's SumPostDiv); bool has no avg.
+ */
+export type { ReduceOp };
 export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'max', 'min', 'avg'];
 
 export type ProbeResult = { available: true } | { available: false; reason: string };
@@ -44,6 +49,11 @@ export interface DeviceBootstrap {
   recvBytes(src: number, opts?: OpOptions): Promise<Uint8Array>;
   /** Resolves when every rank has called it; a timeout names the ranks still missing. */
   barrier(opts?: OpOptions): Promise<void>;
+  /**
+   * Optional: the store under the bootstrap, already scoped to this communicator, for backends
+   * that set up their own connections through it (the cpu backend builds a CPU group on it).
+   */
+  readonly store?: Store;
 }
 
 export interface CommunicatorOptions {
@@ -57,6 +67,8 @@ export interface CommunicatorOptions {
   signal?: AbortSignal;
   /** Names the communicator in logs and errors (the coordinator passes its unique name). */
   name?: string;
+  /** Address this rank may listen on, for backends that open their own sockets (default 127.0.0.1). */
+  host?: string;
 }
 
 export interface CollectiveOptions extends OpOptions {

@@ -1,7 +1,8 @@
 /**
- * The cpu backend: a DeviceBackendV1 whose device memory is host memory (device type 'host',
- * one device, 'host:0'). It is always available, needs no native code, supports every dtype and
- * reduce op, and lets any number of ranks share its one device, so the whole device path of
+ * The cpu backend: a DeviceBackendV1 whose device memory is host memory (device type 'host').
+ * It reports one device, accepts any device index (all name the same memory, so 'host:N' per
+ * local rank works like 'cuda:N'), is always available, needs no native code, supports every
+ * dtype and reduce op, and lets any number of ranks share a device, so the whole device path of
  * groupcomm (and the conformance suite) runs on any machine.
  */
 import { invalidArgument } from '../../host/errors.js';
@@ -33,8 +34,10 @@ export class CpuBackend implements DeviceBackendV1 {
     return 1;
   }
 
+  // Every index names the same host memory: code written for one device per rank
+  // (deviceIndex = localRank, as on GPUs) runs unchanged on the cpu backend.
   private device(i: number): void {
-    if (i !== 0) throw invalidArgument(`the cpu backend has one device (index 0), got ${i}`);
+    if (!Number.isInteger(i) || i < 0) throw invalidArgument(`device index must be an integer >= 0, got ${i}`);
   }
 
   alloc(nbytes: number, deviceIndex: number): DeviceBuffer {

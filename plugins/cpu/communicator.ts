@@ -1,19 +1,19 @@
 /**
- * The cpu backend's communicator: each operation checks its tensors, reads their bytes from
- * HostMemory, moves bytes with BootstrapTransport, reduces with the host reference kernels,
- * and writes the result back in place. Ordering, deadlines and abort come from OrderedOps, as
- * in every backend.
+ * The cpu backend's communicator: each operation checks its tensors, takes byte views of them in
+ * HostMemory and hands those to a HostTransport (the CPU group, or the bootstrap alone), which
+ * writes results in place. Ordering, deadlines and abort come from OrderedOps, as in every
+ * backend.
  */
 import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host/deadline.js';
 import { invalidArgument } from '../../host/errors.js';
-import { checkReduce, reduceInto } from '../../host/device/elementwise.js';
+import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
 import { checkDeviceTensor, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
 import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1 } from '../../host/device/types.js';
 import { logger } from '../../host/log.js';
 import type { Tensor } from '../../host/tensor.js';
 import type { HostMemory } from './memory.js';
-import { BootstrapTransport } from './transport.js';
+import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
 
 export const DEVICE_TYPE = 'host';
 
@@ -22,34 +22,59 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
   readonly worldSize: number;
   readonly deviceIndex: number;
   private readonly ops: OrderedOps;
-  private readonly net: BootstrapTransport;
   private readonly log;
 
-  private constructor(private readonly mem: HostMemory, o: CommunicatorOptions, private readonly timeoutMs: number) {
+  private constructor(private readonly mem: HostMemory, private readonly net: HostTransport, o: CommunicatorOptions, private readonly timeoutMs: number) {
     this.rank = o.rank;
     this.worldSize = o.worldSize;
     this.deviceIndex = o.deviceIndex;
-    this.net = new BootstrapTransport(o.bootstrap);
     const label = `cpu communicator${o.name ? ` '${o.name}'` : ''}`;
     this.log = logger('DEVICE', `rank ${o.rank}/${o.worldSize}`);
-    this.ops = new OrderedOps(label, o.rank, timeoutMs, (reason) => this.log.info(`aborted: ${reason}`));
+    this.ops = new OrderedOps(label, o.rank, timeoutMs, async (reason) => {
+      this.log.info(`aborted: ${reason}`);
+      await this.net.close(); // peers blocked on us see the connections close instead of waiting out their timeout
+    });
   }
 
-  /** Collective: every rank calls it; resolves once all ranks have joined. */
+  /**
+   * Collective: every rank calls it; resolves once all ranks have joined (a rank that never
+   * comes is reported by rank when the timeout ends). With a store behind the bootstrap the
+   * communicator runs on its own CPU group; otherwise on the bootstrap's bytes alone.
+   */
   static async create(mem: HostMemory, o: CommunicatorOptions): Promise<CpuCommunicator> {
     const timeoutMs = effectiveTimeout(o, DEFAULT_TIMEOUT_MS);
-    if (o.bootstrap.rank !== o.rank || o.bootstrap.worldSize !== o.worldSize) {
-      throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${o.bootstrap.rank}/${o.bootstrap.worldSize}`, { rank: o.rank });
+    const b = o.bootstrap;
+    if (b.rank !== o.rank || b.worldSize !== o.worldSize) {
+      throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${b.rank}/${b.worldSize}`, { rank: o.rank });
     }
-    const c = new CpuCommunicator(mem, o, timeoutMs);
-    // Joining is a barrier, so a rank that never comes is reported at creation, by rank.
-    await c.net.barrier({ timeoutMs, signal: o.signal });
-    c.log.debug('communicator ready');
+    let net: HostTransport;
+    net = b.store
+      ? await GroupTransport.create({ store: b.store, rank: o.rank, worldSize: o.worldSize, name: `device:${o.name ?? 'cpu'}`, host: o.host, timeoutMs, signal: o.signal })
+      : new BootstrapTransport(b);
+    // A barrier even after the group's own setup: a rank's mesh can be complete while a peer's
+    // is still handshaking, and a rank that destroyed right away would cut that peer off.
+    try {
+      await net.barrier({ timeoutMs, signal: o.signal });
+    } catch (e) {
+      await net.close();
+      throw e;
+    }
+    const c = new CpuCommunicator(mem, net, o, timeoutMs);
+    c.log.debug(`communicator ready (${net.kind} transport)`);
     return c;
+  }
+
+  /** 'group' or 'bootstrap': which transport this communicator runs on. */
+  get transport(): HostTransport['kind'] {
+    return this.net.kind;
   }
 
   private t(t: Tensor | undefined, what: string): CheckedTensor {
     return checkDeviceTensor(t, DEVICE_TYPE, this.deviceIndex, what);
+  }
+
+  private v(x: CheckedTensor): Uint8Array {
+    return this.mem.view(x.buf, x.nbytes);
   }
 
   private o(signal: AbortSignal, opts?: OpOptions): OpOptions {
@@ -61,9 +86,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const x = this.t(tensor, 'allReduce');
     checkReduce(tensor.dtype, op);
     return this.ops.run('allReduce', opts, async (signal) => {
-      const mine = this.mem.view(x.buf, x.nbytes);
-      const parts = await this.net.allGather(mine.slice(), this.o(signal, opts));
-      reduceInto(tensor.dtype, op, mine, parts);
+      await this.net.allReduce(this.v(x), tensor.dtype, op, this.o(signal, opts));
       return tensor;
     });
   }
@@ -72,9 +95,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const o = this.t(output, 'allGather output'), i = this.t(input, 'allGather input');
     checkPair(o, output, i, input, this.worldSize, 'allGather');
     return this.ops.run('allGather', opts, async (signal) => {
-      const parts = await this.net.allGather(this.mem.view(i.buf, i.nbytes).slice(), this.o(signal, opts));
-      const out = this.mem.view(o.buf, o.nbytes);
-      parts.forEach((p, r) => out.set(p, r * i.nbytes));
+      await this.net.allGather(this.v(o), this.v(i), input.dtype, this.o(signal, opts));
       return output;
     });
   }
@@ -85,9 +106,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     checkPair(i, input, o, output, this.worldSize, 'reduceScatter');
     checkReduce(input.dtype, op);
     return this.ops.run('reduceScatter', opts, async (signal) => {
-      const parts = await this.net.allGather(this.mem.view(i.buf, i.nbytes).slice(), this.o(signal, opts));
-      const mineOf = (p: Uint8Array) => p.subarray(this.rank * o.nbytes, (this.rank + 1) * o.nbytes);
-      reduceInto(output.dtype, op, this.mem.view(o.buf, o.nbytes), parts.map(mineOf));
+      await this.net.reduceScatter(this.v(o), this.v(i), input.dtype, op, this.o(signal, opts));
       return output;
     });
   }
@@ -96,10 +115,8 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const x = this.t(tensor, 'broadcast');
     checkPeer(src, this.worldSize, 'broadcast', this.rank);
     return this.ops.run('broadcast', opts, async (signal) => {
-      const view = this.mem.view(x.buf, x.nbytes);
-      const got = await this.net.broadcast(this.rank === src ? view.slice() : undefined, src, this.o(signal, opts));
-      if (got.byteLength !== x.nbytes) throw invalidArgument(`broadcast: rank ${src} sent ${got.byteLength} bytes, this rank expects ${x.nbytes}`, { rank: this.rank, peerRank: src });
-      if (this.rank !== src) view.set(got);
+      const n = await this.net.broadcast(this.v(x), src, tensor.dtype, this.o(signal, opts));
+      if (n !== x.nbytes) throw invalidArgument(`broadcast: rank ${src} sent ${n} bytes, this rank expects ${x.nbytes}`, { rank: this.rank, peerRank: src });
       return tensor;
     }, { peerRank: src });
   }
@@ -109,7 +126,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     checkPeer(dst, this.worldSize, 'send', this.rank);
     if (dst === this.rank) throw invalidArgument('send: destination is this rank', { rank: this.rank });
     return this.ops.run('send', opts, async (signal) => {
-      await this.net.send(this.mem.view(x.buf, x.nbytes).slice(), dst, this.o(signal, opts));
+      await this.net.send(this.v(x), dst, tensor.dtype, this.o(signal, opts));
     }, { peerRank: dst });
   }
 
@@ -118,9 +135,8 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     checkPeer(src, this.worldSize, 'recv', this.rank);
     if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
     return this.ops.run('recv', opts, async (signal) => {
-      const got = await this.net.recv(src, this.o(signal, opts));
-      if (got.byteLength !== x.nbytes) throw invalidArgument(`recv: rank ${src} sent ${got.byteLength} bytes, expected ${x.nbytes}`, { rank: this.rank, peerRank: src });
-      this.mem.view(x.buf, x.nbytes).set(got);
+      const n = await this.net.recv(this.v(x), src, tensor.dtype, this.o(signal, opts));
+      if (n !== x.nbytes) throw invalidArgument(`recv: rank ${src} sent ${n} bytes, expected ${x.nbytes}`, { rank: this.rank, peerRank: src });
       return tensor;
     }, { peerRank: src });
   }
@@ -134,11 +150,8 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
       checkPair(o, output!, i, input, this.worldSize, 'gather');
     }
     return this.ops.run('gather', opts, async (signal) => {
-      const parts = await this.net.gather(this.mem.view(i.buf, i.nbytes).slice(), dst, this.o(signal, opts));
-      if (!parts || !o) return undefined;
-      const out = this.mem.view(o.buf, o.nbytes);
-      parts.forEach((p, r) => out.set(p, r * i.nbytes));
-      return output;
+      await this.net.gather(o && this.v(o), this.v(i), dst, input.dtype, this.o(signal, opts));
+      return o ? output : undefined;
     }, { peerRank: dst });
   }
 
@@ -147,12 +160,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     checkPair(o, output, i, input, 1, 'allToAll');
     if (i.count % this.worldSize !== 0) throw invalidArgument(`allToAll: ${i.count} elements do not split evenly over ${this.worldSize} ranks`);
     return this.ops.run('allToAll', opts, async (signal) => {
-      const block = i.nbytes / this.worldSize;
-      const src = this.mem.view(i.buf, i.nbytes).slice();
-      const blocks = Array.from({ length: this.worldSize }, (_, j) => src.subarray(j * block, (j + 1) * block));
-      const got = await this.net.allToAll(blocks, this.o(signal, opts));
-      const out = this.mem.view(o.buf, o.nbytes);
-      got.forEach((b, r) => out.set(b, r * block));
+      await this.net.allToAll(this.v(o), this.v(i), input.dtype, this.o(signal, opts));
       return output;
     });
   }
@@ -166,9 +174,10 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     await this.ops.abort(reason);
   }
 
+  /** Local and immediate: closes the transport's connections; idempotent. */
   async destroy(_opts?: OpOptions): Promise<void> {
-    // Local and immediate: the cpu backend holds no peer resources beyond the store keys its
-    // finished operations already removed.
-    if (this.ops.markDestroyed()) this.log.debug('destroyed');
+    if (!this.ops.markDestroyed()) return;
+    await this.net.close();
+    this.log.debug('destroyed');
   }
 }

@@ -1,60 +1,194 @@
 /**
- * How the cpu backend moves bytes between ranks: over the group's bootstrap channel (the store).
- * That is slow (every byte goes through the store server) but needs nothing beyond what every
- * group already has, which is the point of a reference backend: it runs anywhere and is easy to
- * check. Fast host collectives are the CPU group's job (host/cpu/).
+ * How the cpu backend moves bytes between ranks. Two transports behind one interface, picked
+ * when the communicator is created:
  *
+ * - GroupTransport: groupcomm's CPU group (host/cpu/: a TCP mesh with ring / tree algorithms
+ *   and the WASM core's reductions), built over the store the bootstrap exposes. This is the
+ *   normal path and as fast as host collectives get in groupcomm.
+ * - BootstrapTransport: only the bootstrap's broadcast and point-to-point bytes (every byte goes
+ *   through the store server). Slow, but it needs nothing beyond a DeviceBootstrap, so the
+ *   backend works with any bootstrap, even one without a store behind it.
+ *
+ * Buffers are views of HostMemory; every method writes its result into the views it is given.
  * Every call takes the operation's signal and passes it down, so an aborted communicator stops
- * waiting on the store at once.
+ * waiting at once.
  */
+import { CpuGroup } from '../../host/cpu/group.js';
+import { finishAvg, reduceBytes } from '../../host/core/reduce.js';
 import type { OpOptions } from '../../host/deadline.js';
-import type { DeviceBootstrap } from '../../host/device/types.js';
+import type { DeviceBootstrap, ReduceOp } from '../../host/device/types.js';
+import type { Store } from '../../host/store/types.js';
+import { arrayClassOf, type CpuTensor, type DType } from '../../host/tensor.js';
 
-export class BootstrapTransport {
+export interface HostTransport {
+  readonly kind: 'group' | 'bootstrap';
+  allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions): Promise<void>;
+  allGather(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions): Promise<void>;
+  reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions): Promise<void>;
+  /** Resolves with the number of bytes src broadcast (the caller checks it against the buffer). */
+  broadcast(buf: Uint8Array, src: number, dtype: DType, o: OpOptions): Promise<number>;
+  send(buf: Uint8Array, dst: number, dtype: DType, o: OpOptions): Promise<void>;
+  /** Resolves with the number of bytes the peer sent (the caller checks it against the buffer). */
+  recv(buf: Uint8Array, src: number, dtype: DType, o: OpOptions): Promise<number>;
+  gather(out: Uint8Array | undefined, inp: Uint8Array, dst: number, dtype: DType, o: OpOptions): Promise<void>;
+  allToAll(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions): Promise<void>;
+  barrier(o: OpOptions): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** out = op over `parts`, combined in rank order so every rank gets the same bits. */
+function reduceParts(dtype: DType, op: ReduceOp, out: Uint8Array, parts: readonly Uint8Array[]): void {
+  out.set(parts[0]);
+  for (let r = 1; r < parts.length; r++) reduceBytes(op === 'avg' ? 'sum' : op, dtype, out, parts[r]);
+  if (op === 'avg') finishAvg(dtype, out, parts.length);
+}
+
+// ---- over the CPU group ---------------------------------------------------------------------
+
+/** A CpuTensor over `bytes`: aliasing when aligned for the dtype, else over a copy (see `settle`). */
+function view(bytes: Uint8Array, dtype: DType): CpuTensor {
+  const C = arrayClassOf(dtype);
+  const n = bytes.byteLength / C.BYTES_PER_ELEMENT;
+  if (bytes.byteOffset % C.BYTES_PER_ELEMENT === 0) return { dtype, shape: [n], device: 'cpu', data: new C(bytes.buffer, bytes.byteOffset, n) };
+  const data = new C(n);
+  new Uint8Array(data.buffer).set(bytes);
+  return { dtype, shape: [n], device: 'cpu', data };
+}
+
+/** Copies a result back when `view` had to copy (a sub-buffer at an unaligned offset). */
+function settle(t: CpuTensor, bytes: Uint8Array): void {
+  if (t.data.buffer !== bytes.buffer) bytes.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+}
+
+function overlaps(a: Uint8Array, b: Uint8Array): boolean {
+  return a.buffer === b.buffer && a.byteLength > 0 && b.byteLength > 0 &&
+    a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
+}
+
+/** The CPU group refuses an output overlapping the input; device APIs allow it (NCCL in-place). */
+const detach = (inp: Uint8Array, out: Uint8Array | undefined) => (out && overlaps(inp, out) ? inp.slice() : inp);
+
+export class GroupTransport implements HostTransport {
+  readonly kind = 'group';
+  private constructor(private readonly g: CpuGroup) {}
+
+  static async create(o: { store: Store; rank: number; worldSize: number; name: string; host?: string; timeoutMs: number; signal?: AbortSignal }): Promise<GroupTransport> {
+    return new GroupTransport(await CpuGroup.create({
+      store: o.store, rank: o.rank, worldSize: o.worldSize, groupName: o.name, host: o.host, timeoutMs: o.timeoutMs, signal: o.signal,
+    }));
+  }
+
+  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+    const t = view(buf, dtype);
+    await this.g.allReduce(t, { ...o, op });
+    settle(t, buf);
+  }
+  async allGather(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions) {
+    const r = view(out, dtype);
+    await this.g.allGather(view(detach(inp, out), dtype), { ...o, out: r });
+    settle(r, out);
+  }
+  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+    const r = view(out, dtype);
+    await this.g.reduceScatter(view(detach(inp, out), dtype), { ...o, op, out: r });
+    settle(r, out);
+  }
+  async broadcast(buf: Uint8Array, src: number, dtype: DType, o: OpOptions) {
+    const t = view(buf, dtype);
+    await this.g.broadcast(t, { ...o, src });
+    settle(t, buf);
+    return buf.byteLength;
+  }
+  async send(buf: Uint8Array, dst: number, dtype: DType, o: OpOptions) {
+    await this.g.send(view(buf, dtype), dst, o);
+  }
+  async recv(buf: Uint8Array, src: number, dtype: DType, o: OpOptions) {
+    const t = view(buf, dtype);
+    await this.g.recv(t, src, o); // the group checks the size against its own header
+    settle(t, buf);
+    return buf.byteLength;
+  }
+  async gather(out: Uint8Array | undefined, inp: Uint8Array, dst: number, dtype: DType, o: OpOptions) {
+    const r = out && view(out, dtype);
+    await this.g.gather(view(detach(inp, out), dtype), { ...o, dst, out: r });
+    if (r && out) settle(r, out);
+  }
+  async allToAll(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions) {
+    const r = view(out, dtype);
+    await this.g.allToAll(view(detach(inp, out), dtype), { ...o, out: r });
+    settle(r, out);
+  }
+  barrier(o: OpOptions) {
+    return this.g.barrier(o);
+  }
+  close() {
+    return this.g.destroy();
+  }
+}
+
+// ---- over the bootstrap only ------------------------------------------------------------------
+
+export class BootstrapTransport implements HostTransport {
+  readonly kind = 'bootstrap';
   constructor(private readonly boot: DeviceBootstrap) {}
 
-  get rank(): number { return this.boot.rank; }
-  get worldSize(): number { return this.boot.worldSize; }
+  private get rank() { return this.boot.rank; }
+  private get worldSize() { return this.boot.worldSize; }
 
-  broadcast(bytes: Uint8Array | undefined, src: number, opts: OpOptions): Promise<Uint8Array> {
+  private bcast(bytes: Uint8Array | undefined, src: number, o: OpOptions): Promise<Uint8Array> {
     if (this.worldSize === 1) return Promise.resolve(bytes!);
-    return this.boot.broadcastBytes(bytes, src, opts);
+    return this.boot.broadcastBytes(bytes, src, o);
   }
 
-  /** Every rank's bytes, indexed by rank (ours included, not copied). */
-  allGather(bytes: Uint8Array, opts: OpOptions): Promise<Uint8Array[]> {
-    // The broadcasts use distinct keys per source, so they can all be in flight at once.
-    return Promise.all(Array.from({ length: this.worldSize }, (_, src) =>
-      src === this.rank ? this.broadcast(bytes, src, opts) : this.broadcast(undefined, src, opts)));
+  /** Every rank's bytes by rank; the broadcasts use distinct keys per source, so all run at once. */
+  private gatherAll(bytes: Uint8Array, o: OpOptions): Promise<Uint8Array[]> {
+    const mine = bytes.slice();
+    return Promise.all(Array.from({ length: this.worldSize }, (_, src) => this.bcast(src === this.rank ? mine : undefined, src, o)));
   }
 
-  send(bytes: Uint8Array, dst: number, opts: OpOptions): Promise<void> {
-    return this.boot.sendBytes(bytes, dst, opts);
+  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+    reduceParts(dtype, op, buf, await this.gatherAll(buf, o));
   }
-
-  recv(src: number, opts: OpOptions): Promise<Uint8Array> {
-    return this.boot.recvBytes(src, opts);
+  async allGather(out: Uint8Array, inp: Uint8Array, _dtype: DType, o: OpOptions) {
+    const parts = await this.gatherAll(inp, o);
+    parts.forEach((p, r) => out.set(p, r * inp.byteLength));
   }
-
-  /** On dst: every rank's bytes by rank; elsewhere: undefined after our bytes went out. */
-  async gather(bytes: Uint8Array, dst: number, opts: OpOptions): Promise<Uint8Array[] | undefined> {
-    if (this.rank !== dst) {
-      await this.send(bytes, dst, opts);
-      return undefined;
-    }
-    return Promise.all(Array.from({ length: this.worldSize }, (_, src) =>
-      src === dst ? Promise.resolve(bytes) : this.recv(src, opts)));
+  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+    const parts = await this.gatherAll(inp, o);
+    const n = out.byteLength;
+    reduceParts(dtype, op, out, parts.map((p) => p.subarray(this.rank * n, (this.rank + 1) * n)));
   }
-
-  /** blocks[j] goes to rank j; returns what each rank i sent us, by i. */
-  async allToAll(blocks: Uint8Array[], opts: OpOptions): Promise<Uint8Array[]> {
-    const sends = blocks.map((b, j) => (j === this.rank ? Promise.resolve() : this.send(b, j, opts)));
-    const recvs = blocks.map((b, i) => (i === this.rank ? Promise.resolve(b) : this.recv(i, opts)));
+  async broadcast(buf: Uint8Array, src: number, _dtype: DType, o: OpOptions) {
+    const got = await this.bcast(this.rank === src ? buf.slice() : undefined, src, o);
+    if (this.rank !== src && got.byteLength === buf.byteLength) buf.set(got);
+    return got.byteLength;
+  }
+  send(buf: Uint8Array, dst: number, _dtype: DType, o: OpOptions) {
+    return this.boot.sendBytes(buf.slice(), dst, o);
+  }
+  async recv(buf: Uint8Array, src: number, _dtype: DType, o: OpOptions) {
+    const got = await this.boot.recvBytes(src, o);
+    if (got.byteLength === buf.byteLength) buf.set(got);
+    return got.byteLength;
+  }
+  async gather(out: Uint8Array | undefined, inp: Uint8Array, dst: number, _dtype: DType, o: OpOptions) {
+    if (this.rank !== dst) return this.boot.sendBytes(inp.slice(), dst, o);
+    const mine = inp.slice();
+    const parts = await Promise.all(Array.from({ length: this.worldSize }, (_, src) =>
+      src === dst ? Promise.resolve(mine) : this.boot.recvBytes(src, o)));
+    parts.forEach((p, r) => out!.set(p, r * inp.byteLength));
+  }
+  async allToAll(out: Uint8Array, inp: Uint8Array, _dtype: DType, o: OpOptions) {
+    const block = inp.byteLength / this.worldSize;
+    const src = inp.slice();
+    const blocks = Array.from({ length: this.worldSize }, (_, j) => src.subarray(j * block, (j + 1) * block));
+    const sends = blocks.map((b, j) => (j === this.rank ? Promise.resolve() : this.boot.sendBytes(b, j, o)));
+    const recvs = blocks.map((b, i) => (i === this.rank ? Promise.resolve(b) : this.boot.recvBytes(i, o)));
     const [, got] = await Promise.all([Promise.all(sends), Promise.all(recvs)]);
-    return got;
+    got.forEach((b, r) => out.set(b, r * block));
   }
-
-  barrier(opts: OpOptions): Promise<void> {
-    return this.boot.barrier(opts);
+  barrier(o: OpOptions) {
+    return this.boot.barrier(o);
   }
+  async close() {}
 }

@@ -241,8 +241,9 @@ export function pythonSitePackages(searchPath = process.env.PATH ?? ''): string[
     const exe = path.join(dir || '.', 'python3');
     let real: string;
     try { real = fs.realpathSync(exe); fs.accessSync(real, fs.constants.X_OK); } catch { continue; }
-    if (seen.has(exe)) continue;
-    seen.add(exe);
+    // Two PATH entries can lead to one interpreter (symlinks); ask each interpreter once.
+    if (seen.has(real)) continue;
+    seen.add(real);
     try {
       const txt = execFileSync(exe, ['-c',
         'import json,site,sys\nd=list(getattr(site,"getsitepackages",lambda:[])())\n' +

@@ -1,7 +1,7 @@
 /**
  * Turns the conformance suite into uvu tests for one plugin: one uvu suite per world size, one
  * test per case, all ranks of a world size run in real processes (spawnRanks) that talk through
- * a test store on 127.0.0.1. A plugin that fails probe() prints the reason and every case is
+ * groupcomm's TcpStoreServer on 127.0.0.1. A plugin that fails probe() prints the reason and every case is
  * registered with test.skip: counted as skipped, never as passed.
  */
 import { suite } from 'uvu';
@@ -11,7 +11,7 @@ import type { DeviceBackendV1 } from '../../host/device/types.js';
 import { DTYPE_NAMES } from '../../host/tensor.js';
 import { spawnRanks, type Runtime } from '../helpers/ranks.js';
 import { conformanceCases } from './suite.js';
-import { startTestStore } from './teststore.js';
+import { TcpStoreServer } from '../../host/store/index.js';
 
 type Verdicts = { verdicts?: Record<string, string | null>; unavailable?: string };
 
@@ -22,6 +22,8 @@ export interface ConformanceSpec {
   worldSizes: number[];
   runtime?: Runtime;
   timeoutMs?: number;
+  /** Give the backend a bootstrap without a store behind it (the cpu backend then uses its bootstrap transport). */
+  bareBootstrap?: boolean;
 }
 
 export async function defineConformance(spec: ConformanceSpec): Promise<void> {
@@ -46,7 +48,8 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
 
   for (const ws of probe.available ? sizes : spec.worldSizes) {
     const { cases, failures, unsupported } = conformanceCases(backend, ws);
-    const s = suite(`${backend.name} conformance, world size ${ws}`);
+    const variant = `${spec.runtime && spec.runtime !== 'same' ? `, ${spec.runtime} runtimes` : ''}${spec.bareBootstrap ? ', bare bootstrap' : ''}`;
+    const s = suite(`${backend.name} conformance, world size ${ws}${variant}`);
     const ids = [...cases.map((c) => c.id), ...failures];
     if (!probe.available) {
       for (const id of ids) s.skip(id, () => {});
@@ -55,12 +58,12 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
     }
     const state: { results?: Verdicts[]; error?: unknown } = {};
     s.before(async () => {
-      const store = await startTestStore();
+      const store = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
       try {
         state.results = await spawnRanks<Verdicts>(ws, 'test/conformance/workers/conformance_worker', {
           runtime: spec.runtime ?? 'same',
           timeoutMs: spec.timeoutMs ?? 150_000,
-          env: { GC_PLUGIN: spec.plugin, GC_STORE_PORT: String(store.port), GC_PREFIX: `ws${ws}` },
+          env: { GC_PLUGIN: spec.plugin, GC_STORE_PORT: String(store.port), GC_PREFIX: `ws${ws}`, GC_BARE_BOOTSTRAP: spec.bareBootstrap ? '1' : '0' },
         });
       } catch (e) {
         state.error = e;

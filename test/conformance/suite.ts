@@ -1,7 +1,8 @@
 /**
  * The device conformance suite: what every DeviceBackendV1 must do, checked against host
  * references computed here, independently of any backend (exact integer arithmetic with
- * BigInt, float64 for floating point, then the dtype's wrap-around or rounding tolerance).
+ * BigInt, float64 for floating point, then the dtype's wrap-around or rounding tolerance;
+ * integer avg truncates toward zero).
  *
  * A worker process per rank runs `runConformance` and reports one verdict per case; the test
  * file turns each case into one uvu test, so a failure names the case, the rank and the reason.
@@ -14,7 +15,7 @@ import { isGroupcommError, ErrorCode } from '../../host/errors.js';
 import { storeBootstrap, type BootstrapStore } from '../../host/device/bootstrap.js';
 import { decodeMiniFloat, MINIFLOATS } from '../../host/device/elementwise.js';
 import { emptyOn, fromDevice, freeTensor, toDevice } from '../../host/device/tensors.js';
-import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
+import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
 import { REDUCE_OPS } from '../../host/device/types.js';
 import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor, type DType, type Tensor } from '../../host/tensor.js';
 import { dtypeInfo } from '../../host/core/dtype.js';
@@ -45,7 +46,7 @@ export function conformanceCases(backend: Pick<DeviceBackendV1, 'capabilities'>,
   for (const dtype of DTYPE_NAMES) {
     for (const kind of ['allReduce', 'reduceScatter'] as const) {
       for (const op of REDUCE_OPS) {
-        if (op === 'avg' && !isFloat(dtype)) continue;
+        if (op === 'avg' && dtype === 'bool') continue;
         const c = { id: `${kind} ${dtype} ${op} n=${N}`, kind, dtype, op, count: N };
         (backend.capabilities.reduceDtypes.includes(dtype) ? cases : unsupported).push(c);
       }
@@ -124,7 +125,10 @@ export function expectedReduce(dtype: DType, op: ReduceOp, worldSize: number, i:
   switch (op) {
     case 'max': return Math.max(...vals);
     case 'min': return Math.min(...vals);
-    case 'avg': return vals.reduce((a, b) => a + b, 0) / worldSize;
+    case 'avg': {
+      const sum = vals.reduce((a, b) => a + b, 0);
+      return isFloat(dtype) ? sum / worldSize : Math.trunc(sum / worldSize); // integers: NCCL's SumPostDiv truncates
+    }
     case 'sum': return isFloat(dtype) ? vals.reduce((a, b) => a + b, 0) : wrapInt(dtype, vals.reduce((a, b) => a + BigInt(b), 0n));
     case 'prod': return isFloat(dtype) ? vals.reduce((a, b) => a * b, 1) : wrapInt(dtype, vals.reduce((a, b) => a * BigInt(b), 1n));
   }
@@ -157,6 +161,13 @@ export interface RunContext {
   /** Distinguishes this run's keys from other runs on the same store. */
   prefix: string;
   timeoutMs: number;
+  /** Hide the store behind the bootstrap (backends then see only broadcastBytes / sendBytes / barrier). */
+  bareBootstrap?: boolean;
+}
+
+function bootstrapFor(ctx: RunContext, prefix: string, timeoutMs = ctx.timeoutMs): DeviceBootstrap {
+  const b = storeBootstrap(ctx.store, { rank: ctx.rank, worldSize: ctx.worldSize, prefix, timeoutMs });
+  return ctx.bareBootstrap ? { ...b, store: undefined } : b;
 }
 
 async function runCase(ctx: RunContext, comm: DeviceCommunicatorV1, c: Case): Promise<string | null> {
@@ -227,7 +238,7 @@ function expectCode(e: unknown, code: string, what: string): string | null {
 
 async function runFailure(ctx: RunContext, name: string, k: number): Promise<string | null> {
   const { backend, rank, worldSize: ws, deviceIndex } = ctx;
-  const boot = storeBootstrap(ctx.store, { rank, worldSize: ws, prefix: `${ctx.prefix}/f${k}`, timeoutMs: ctx.timeoutMs });
+  const boot = bootstrapFor(ctx, `${ctx.prefix}/f${k}`);
   const make = (timeoutMs = ctx.timeoutMs) => backend.createCommunicator({ rank, worldSize: ws, deviceIndex, bootstrap: boot, timeoutMs, name: `conformance-${k}` });
   const f32 = (v: number, n = 4) => toDevice(backend, { dtype: 'float32', shape: [n], device: 'cpu', data: new Float32Array(n).fill(v) }, deviceIndex);
   // Ranks that must stay silent park here; the rank under test releases them at the end.
@@ -315,7 +326,7 @@ async function runFailure(ctx: RunContext, name: string, k: number): Promise<str
 export async function runConformance(ctx: RunContext, opts: OpOptions = {}): Promise<Record<string, string | null>> {
   const { cases, failures } = conformanceCases(ctx.backend, ctx.worldSize);
   const out: Record<string, string | null> = {};
-  const boot = storeBootstrap(ctx.store, { rank: ctx.rank, worldSize: ctx.worldSize, prefix: `${ctx.prefix}/main`, timeoutMs: opts.timeoutMs ?? ctx.timeoutMs });
+  const boot = bootstrapFor(ctx, `${ctx.prefix}/main`, opts.timeoutMs ?? ctx.timeoutMs);
   const comm = await ctx.backend.createCommunicator({ rank: ctx.rank, worldSize: ctx.worldSize, deviceIndex: ctx.deviceIndex, bootstrap: boot, timeoutMs: ctx.timeoutMs, name: 'conformance' });
   for (const c of cases) out[c.id] = await runCase(ctx, comm, c);
   await comm.destroy();

@@ -8,7 +8,7 @@ import { loadBackend } from '../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
 import { DTYPE_NAMES, arrayClassOf, bytesOf, toHost, type CpuTensor } from '../../host/tensor.js';
 import { spawnRanks } from '../helpers/ranks.js';
-import { startTestStore, TestStoreClient } from '../conformance/teststore.js';
+import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 
 const backend = await loadBackend('cuda');
 const probe = await backend.probe();
@@ -63,8 +63,8 @@ gpu('toHost() brings a cuda tensor back through the registered copier', async ()
 });
 
 gpu('a world-size-1 communicator runs allReduce, broadcast and allGather on device memory', async () => {
-  const server = await startTestStore();
-  const client = await TestStoreClient.connect(server.port);
+  const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
+  const client = await TcpStore.create({ host: '127.0.0.1', port: server.port });
   try {
     const comm = await backend.createCommunicator({ rank: 0, worldSize: 1, deviceIndex: 0, bootstrap: storeBootstrap(client, { rank: 0, worldSize: 1, prefix: 'ws1' }), timeoutMs: 60_000 });
     const x = toDevice(backend, { dtype: 'float32', shape: [1 << 20], device: 'cpu', data: new Float32Array(1 << 20).fill(2) }, 0);
@@ -80,13 +80,13 @@ gpu('a world-size-1 communicator runs allReduce, broadcast and allGather on devi
     freeTensor(backend, x);
     freeTensor(backend, out);
   } finally {
-    client.close();
+    await client.close();
     await server.close();
   }
 });
 
 gpu('a tensor dict travels between two processes on two GPUs', async () => {
-  const server = await startTestStore();
+  const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   try {
     const res = await spawnRanks<{ rank: number; seen: Record<string, number[]> }>(2, 'test/gpu/workers/tensor_dict_worker', {
       env: { GC_STORE_PORT: String(server.port) }, timeoutMs: 240_000,

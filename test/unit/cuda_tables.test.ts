@@ -139,13 +139,14 @@ test('results are int (ncclResult_t / cudaError_t) except the error-string funct
   }
 });
 
-test('reductions map to NCCL types and ops; bool reduces as uint8 OR/AND; int16 and avg on ints are refused', () => {
+test('reductions map to NCCL types and ops; bool reduces as uint8 OR/AND; int16 and avg on bool are refused', () => {
   assert.equal(ncclReduceArgs('float32', 'sum'), { type: 7, op: 0 });
   assert.equal(ncclReduceArgs('bfloat16', 'avg'), { type: 9, op: 4 });
   assert.equal(ncclReduceArgs('bool', 'sum'), { type: 1, op: 2 });
   assert.equal(ncclReduceArgs('bool', 'prod'), { type: 1, op: 3 });
   assert.throws(() => ncclReduceArgs('int16', 'sum'), (e: any) => e.code === 'ERR_GROUPCOMM_INVALID_ARGUMENT');
-  assert.throws(() => ncclReduceArgs('int32', 'avg'), (e: any) => e.code === 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  assert.equal(ncclReduceArgs('int32', 'avg'), { type: 2, op: 4 });
+  assert.throws(() => ncclReduceArgs('bool', 'avg'), (e: any) => e.code === 'ERR_GROUPCOMM_INVALID_ARGUMENT');
 });
 
 test.run();

@@ -1,24 +1,24 @@
-// storeBootstrap over a real TCP test store, several ranks in one process (each its own client).
+// storeBootstrap over the real TcpStore (server in this process), several ranks in one process, each its own client.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { isGroupcommError, ErrorCode } from '../../host/errors.js';
-import { startTestStore, TestStoreClient, type TestStoreServer } from '../conformance/teststore.js';
+import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 
-let server: TestStoreServer;
-const clients: TestStoreClient[] = [];
+let server: TcpStoreServer;
+const clients: TcpStore[] = [];
 async function group(n: number, prefix: string) {
   const out = [];
   for (let r = 0; r < n; r++) {
-    const c = await TestStoreClient.connect(server.port);
+    const c = await TcpStore.create({ host: '127.0.0.1', port: server.port });
     clients.push(c);
     out.push({ c, b: storeBootstrap(c, { rank: r, worldSize: n, prefix, timeoutMs: 10_000 }) });
   }
   return out;
 }
 
-test.before(async () => { server = await startTestStore(); });
-test.after(async () => { for (const c of clients) c.close(); await server.close(); });
+test.before(async () => { server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 }); });
+test.after(async () => { for (const c of clients) await c.close(); await server.close(); });
 
 test('broadcastBytes delivers the source bytes to every rank and leaves no keys behind', async () => {
   const g = await group(3, 'bc');

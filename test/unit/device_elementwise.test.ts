@@ -1,9 +1,9 @@
-// The host reference codecs and reductions (used by the cpu plugin and the conformance suite),
+// The host codecs for device data (used by the conformance suite and backends that read results),
 // pinned to bit patterns written down by hand from the format definitions (IEEE 754 binary16,
 // bfloat16 = the top half of binary32, OCP FP8 E4M3FN / E5M2).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { decodeMiniFloat, encodeMiniFloat, MINIFLOATS, reduceInto } from '../../host/device/elementwise.js';
+import { checkReduce, decodeMiniFloat, encodeMiniFloat, MINIFLOATS, readElement, writeElement } from '../../host/device/elementwise.js';
 import { isGroupcommError, ErrorCode } from '../../host/errors.js';
 
 const { float16: F16, bfloat16: BF16, float8_e4m3fn: E4M3, float8_e5m2: E5M2 } = MINIFLOATS;
@@ -53,41 +53,25 @@ test('every float16 bit pattern that is not NaN survives decode → encode', () 
   }
 });
 
-const bytes = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-
-test('integer sums wrap like C (int8 100 + 100 = -56) and products wrap (uint32)', () => {
-  const out = new Int8Array(1);
-  reduceInto('int8', 'sum', bytes(out), [bytes(new Int8Array([100])), bytes(new Int8Array([100]))]);
-  assert.is(out[0], -56);
-  const o2 = new Uint32Array(1);
-  reduceInto('uint32', 'prod', bytes(o2), [bytes(new Uint32Array([0x10000])), bytes(new Uint32Array([0x10001]))]);
-  assert.is(o2[0], 0x10000);
+test('checkReduce: every op exists for every dtype except avg on bool', () => {
+  for (const op of ['sum', 'prod', 'max', 'min', 'avg'] as const) checkReduce('int32', op);
+  checkReduce('float8_e5m2', 'avg');
+  checkReduce('bool', 'max');
+  assert.throws(() => checkReduce('bool', 'avg'), (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT));
+  assert.throws(() => checkReduce('float32', 'mean' as never), (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT));
 });
 
-test('int64 reduces exactly beyond 2^53', () => {
-  const out = new BigInt64Array(1);
-  reduceInto('int64', 'sum', bytes(out), [bytes(new BigInt64Array([2n ** 60n])), bytes(new BigInt64Array([3n]))]);
-  assert.is(out[0], 2n ** 60n + 3n);
-});
-
-test('bool: sum and max are OR, prod and min are AND', () => {
-  const parts = [bytes(new Uint8Array([1, 0, 0])), bytes(new Uint8Array([1, 1, 0]))];
-  for (const [op, want] of [['sum', [1, 1, 0]], ['max', [1, 1, 0]], ['prod', [1, 0, 0]], ['min', [1, 0, 0]]] as const) {
-    const out = new Uint8Array(3);
-    reduceInto('bool', op, out, parts);
-    assert.equal([...out], want, op);
-  }
-});
-
-test('avg is for floating point only', () => {
-  const out = new Float32Array(1);
-  reduceInto('float32', 'avg', bytes(out), [bytes(new Float32Array([1])), bytes(new Float32Array([2]))]);
-  assert.is(out[0], 1.5);
-  assert.throws(() => reduceInto('int32', 'avg', new Uint8Array(4), [new Uint8Array(4)]), (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT));
-});
-
-test('parts of the wrong size are refused', () => {
-  assert.throws(() => reduceInto('float32', 'sum', new Uint8Array(8), [new Uint8Array(4)]), (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT));
+test('readElement / writeElement: little-endian, integers wrap like C, minifloats round', () => {
+  const dv = new DataView(new ArrayBuffer(8));
+  writeElement('int8', dv, 0, 200);
+  assert.is(readElement('int8', dv, 0), -56);
+  writeElement('uint64', dv, 0, -1n);
+  assert.is(readElement('uint64', dv, 0), 2n ** 64n - 1n);
+  writeElement('float16', dv, 1, 1);
+  assert.is(dv.getUint16(2, true), 0x3c00);
+  assert.is(readElement('float16', dv, 1), 1);
+  writeElement('bool', dv, 0, 5);
+  assert.is(readElement('bool', dv, 0), 1);
 });
 
 test.run();

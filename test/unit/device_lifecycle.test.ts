@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OrderedOps } from '../../host/device/lifecycle.js';
 import { sleep } from '../../host/deadline.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { invalidArgument, isGroupcommError, ErrorCode, timeoutError } from '../../host/errors.js';
 
 test('operations run one at a time in call order, even when not awaited', async () => {
   const ops = new OrderedOps('test', 0, 5_000, () => {});
@@ -47,6 +47,20 @@ test('abort() rejects the operation in flight; markDestroyed is idempotent and l
   assert.ok(ops.markDestroyed());
   assert.not.ok(ops.markDestroyed());
   await ops.run('after', {}, async () => 1).then(() => assert.unreachable(), (e) => assert.ok(isGroupcommError(e, ErrorCode.DESTROYED)));
+});
+
+test('an operation whose own deadline fires first (a store wait) also kills the communicator', async () => {
+  const ops = new OrderedOps('test', 1, 5_000, () => {});
+  await ops.run('recv', { timeoutMs: 5_000 }, async () => { throw timeoutError('store get timed out', { rank: 1 }); })
+    .then(() => assert.unreachable(), (e) => assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT)));
+  assert.is(ops.state, 'aborted');
+});
+
+test('an operation failing on bad input leaves the communicator usable', async () => {
+  const ops = new OrderedOps('test', 0, 5_000, () => {});
+  await ops.run('recv', {}, async () => { throw invalidArgument('size mismatch'); }).catch(() => {});
+  assert.is(ops.state, 'ready');
+  assert.is(await ops.run('next', {}, async () => 7), 7);
 });
 
 test.run();

@@ -40,16 +40,20 @@ test('freed, foreign and overrunning pointers are refused, not read', () => {
   assert.throws(() => b.copyToHost(new Uint8Array(4), { ptr: 0xdead_0000_0000n, nbytes: 4 }), bad);
   b.free(buf);
   assert.throws(() => b.copyToHost(new Uint8Array(4), buf), bad);
-  assert.throws(() => b.alloc(4, 1), bad);
+  assert.throws(() => b.alloc(4, -1), bad);
 });
 
-test('toDevice / fromDevice / toHost round-trip a tensor on device host:0', async () => {
+test('toDevice / fromDevice / toHost round-trip a tensor on device host:0 (and host:3: every index is host memory)', async () => {
   const b = new CpuBackend();
   const d = toDevice(b, tensor(new Float32Array([1.5, -2, 3]), { shape: [3] }));
   assert.is(d.device, 'host:0');
   assert.equal([...(fromDevice(b, d).data as Float32Array)], [1.5, -2, 3]);
   assert.equal([...((await toHost(d)).data as Float32Array)], [1.5, -2, 3]);
   freeTensor(b, d);
+  const d3 = toDevice(b, tensor(new Int32Array([4, 5])), 3);
+  assert.is(d3.device, 'host:3');
+  assert.equal([...((await toHost(d3)).data as Int32Array)], [4, 5]);
+  freeTensor(b, d3);
 });
 
 test('checkDeviceTensor refuses another device, a non-buffer and a buffer too small for the shape', () => {

@@ -6,11 +6,11 @@ import { resolveBackend } from '../../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, toDevice } from '../../../host/device/tensors.js';
 import { tensor, type DType, type Tensor } from '../../../host/tensor.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
-import { TestStoreClient } from '../../conformance/teststore.js';
+import { TcpStore } from '../../../host/store/index.js';
 
 const { rank, worldSize } = rankEnv();
 const backend = await resolveBackend('cuda');
-const store = await TestStoreClient.connect(Number(process.env.GC_STORE_PORT));
+const store = await TcpStore.create({ host: '127.0.0.1', port: Number(process.env.GC_STORE_PORT) });
 const bootstrap = storeBootstrap(store, { rank, worldSize, prefix: 'dict', timeoutMs: 120_000 });
 const comm = await backend.createCommunicator({ rank, worldSize, deviceIndex: rank, bootstrap, timeoutMs: 120_000 });
 
@@ -36,5 +36,5 @@ if (rank === 0) {
   }
 }
 await comm.destroy();
-store.close();
+await store.close();
 reportResult({ rank, seen });

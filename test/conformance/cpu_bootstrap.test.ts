@@ -1,0 +1,5 @@
+// The cpu backend's second transport: a bootstrap with no store behind it, so every byte goes
+// through broadcastBytes / sendBytes (world sizes 2 and 3; the CPU-group transport runs in cpu_ws*).
+import { defineConformance } from './define.js';
+
+await defineConformance({ plugin: 'cpu', worldSizes: [2, 3], bareBootstrap: true });
