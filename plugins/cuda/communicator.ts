@@ -136,7 +136,15 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         this.ncclCheck(rc, 'ncclCommInitRankConfig');
       }
       const t0 = performance.now();
-      for (let spins = 0; this.asyncPending('ncclCommInitRankConfig'); spins++) {
+      const pending = async () => {
+        try {
+          return this.asyncPending('ncclCommInitRankConfig');
+        } catch (e) {
+          await this.abortNative('init failed'); // an async init error: the half-made communicator must go
+          throw e;
+        }
+      };
+      for (let spins = 0; await pending(); spins++) {
         if (signal?.aborted || performance.now() - t0 > timeoutMs) {
           await this.abortNative('init timed out');
           if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
