@@ -184,12 +184,15 @@ export function layoutDecodePorts(src: usize, len: i32, out: usize): i32 {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Schedules. Every function returns -1 (or LAYOUT_ERR_BAD_WORLD) when n < 1 or a rank is
-// outside [0, n).
+// Schedules. Every function returns -1 (or LAYOUT_ERR_BAD_WORLD) when n is outside
+// 1..LAYOUT_MAX_WORLD or a rank is outside [0, n). The cap keeps every sum of two ranks and
+// every power of two up to n inside i32.
+
+export const LAYOUT_MAX_WORLD: i32 = 1 << 30;
 
 // @ts-ignore: decorator
 @inline function badRank(r: i32, n: i32): bool {
-  return n < 1 || r < 0 || r >= n;
+  return n < 1 || n > LAYOUT_MAX_WORLD || r < 0 || r >= n;
 }
 
 export function layoutRingNext(rank: i32, n: i32): i32 {
@@ -242,7 +245,7 @@ export function layoutTreeChildren(rank: i32, root: i32, n: i32, out: usize): i3
 
 /** Rounds of the dissemination barrier: ceil(log2 n) (0 for n = 1), or -1 for n < 1. */
 export function layoutDisseminationRounds(n: i32): i32 {
-  if (n < 1) return -1;
+  if (n < 1 || n > LAYOUT_MAX_WORLD) return -1;
   let rounds = 0;
   for (let d = 1; d < n; d <<= 1) rounds++;
   return rounds;
@@ -275,7 +278,7 @@ export function layoutDissemination(rank: i32, n: i32, sendTo: usize, recvFrom: 
 export function layoutRecursiveDoubling(rank: i32, n: i32, out: usize): i32 {
   if (badRank(rank, n)) return -1;
   let p = 1;
-  while (p * 2 <= n) p *= 2;
+  while (p <= n >> 1) p <<= 1;
   const extra = n - p;
   let fold = -1;
   let isExtra = 0;

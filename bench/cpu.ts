@@ -4,7 +4,9 @@
  *
  * CpuGroup collectives between local rank processes (float32, sum), nccl-tests columns: size,
  * count, type, op, time, algbw, busbw, #wrong (results checked on the first call), plus busbw as
- * a fraction of loopback TCP (3.4 GB/s here) and peak RSS per rank during the 64 MiB allReduce.
+ * a fraction of loopback TCP (3.4 GB/s here), and for the 64 MiB allReduce the peak RSS per rank
+ * (peak_rss_mib, the worst rank) and how far it rose above the RSS with the tensor allocated
+ * (rss_growth_mib: the collective's own memory).
  * Method as in peers/gloo_bench.py, so rows compare: one warm-up call, two calibration calls,
  * then N timed calls (N from --seconds, the same on all ranks); a call's time is the slowest
  * rank's; rows give the median. With torch 2.6 in /opt/trixie (or --gloo on), gloo runs the
@@ -26,7 +28,7 @@ const TRIXIE = '/opt/trixie';
 const GLOO_SCRIPT = '/work/shared/peers/trixie-torch.sh';
 
 interface Case { op: string; size: number }
-interface Timing extends Case { durs: number[]; wrong: number; peakRssMiB?: number; rssBeforeMiB?: number }
+interface Timing extends Case { durs: number[]; wrong: number; peakRssMiB?: number; rssGrowthMiB?: number }
 
 function parseSize(s: string): number {
   const m = /^(\d+)([KMG]?)i?B?$/i.exec(s.trim());
@@ -128,9 +130,10 @@ async function rankMain(): Promise<void> {
       durs.push(performance.now() - a);
     }
     const peak = rssBefore !== undefined ? peakRssMiB() : undefined;
-    // Per-rank peaks travel as the max; per-iteration times as the slowest rank's.
-    const peakAll = peak !== undefined ? (await slowest([peak]))[0] : undefined;
-    out.push({ ...c, durs: await slowest(durs), wrong, peakRssMiB: peakAll, rssBeforeMiB: rssBefore });
+    // Per-rank peaks travel as the max; per-iteration times as the slowest rank's. The growth
+    // is the peak minus the RSS once the tensor existed: what the collective itself needed.
+    const [peakAll, growth] = peak !== undefined ? await slowest([peak, peak - rssBefore!]) : [undefined, undefined];
+    out.push({ ...c, durs: await slowest(durs), wrong, peakRssMiB: peakAll, rssGrowthMiB: growth });
   }
   await g.barrier();
   await g.destroy();
@@ -192,13 +195,13 @@ function runGloo(n: number, sizes: number[], seconds: number): GlooRow[] | strin
 /** One table row; every row has the same keys in the same order (the table's columns). */
 function row(x: {
   name: string; impl: string; op: string; ranks: number; size: number; medianMs: number; p99Ms?: number;
-  algbw?: number; busbw?: number; wrong?: number; iters: number; peakRssMiB?: number;
+  algbw?: number; busbw?: number; wrong?: number; iters: number; peakRssMiB?: number; rssGrowthMiB?: number;
 }): Parameters<Report['add']>[0] {
   return {
     name: x.name, impl: x.impl, dtype: 'float32', op: x.op, ranks: x.ranks, size_bytes: x.size, count: x.size / 4,
     median_us: x.medianMs * 1000, p99_us: x.p99Ms === undefined ? undefined : x.p99Ms * 1000,
     algbw_gbps: x.algbw, busbw_gbps: x.busbw, busbw_frac: x.busbw === undefined ? undefined : x.busbw / LOOPBACK_GBPS,
-    wrong: x.wrong, iters: x.iters, peak_rss_mib: x.peakRssMiB,
+    wrong: x.wrong, iters: x.iters, peak_rss_mib: x.peakRssMiB, rss_growth_mib: x.rssGrowthMiB,
   };
 }
 
@@ -230,7 +233,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
         report.add(row({
           name: `${t.op}/${t.op === 'barrier' ? '-' : sizeStr(t.size)}`, impl: 'groupcomm', op: t.op, ranks: n, size: t.size,
           medianMs: med, p99Ms: percentile(t.durs, 0.99), algbw, busbw: algbw === undefined ? undefined : algbw * busFactor(t.op, n),
-          wrong: t.wrong, iters: t.durs.length, peakRssMiB: t.peakRssMiB,
+          wrong: t.wrong, iters: t.durs.length, peakRssMiB: t.peakRssMiB, rssGrowthMiB: t.rssGrowthMiB,
         }));
       }
       if (!gloo) continue;

@@ -22,20 +22,26 @@ if (rank === 0) {
 const pg = await StatelessProcessGroup.create({ rank, worldSize, store, timeoutMs: 30_000, groupName: 'bench' });
 const res: Record<string, number[]> = {};
 
-/** Warm up, time a few calls, and let rank 0 pick an iteration count that fits the budget. */
-async function iterations(fn: () => Promise<unknown>, lo = 10, hi = 20_000): Promise<number> {
+/**
+ * Warm up with 50 calls (the first ones open wait connections and run cold code; a fixed count,
+ * since every rank must make the same number of collective calls), then let rank 0 pick an
+ * iteration count that fits the budget from the pace of the last 25. At least 100 timed
+ * iterations, so a median means something.
+ */
+async function iterations(fn: () => Promise<unknown>, hi = 20_000): Promise<number> {
+  for (let i = 0; i < 25; i++) await fn();
   const t0 = now();
-  for (let i = 0; i < lo; i++) await fn();
-  const per = Math.max(1, (now() - t0) / lo);
+  for (let i = 0; i < 25; i++) await fn();
+  const per = Math.max(1, (now() - t0) / 25);
   const n = rank === 0 ? Math.floor(budgetNs / per) : 0;
-  return Math.max(lo, Math.min(hi, (await pg.broadcastObj(n, 0)) as number));
+  return Math.max(100, Math.min(hi, (await pg.broadcastObj(n, 0)) as number));
 }
 
-async function pingPong(name: string, payload: unknown, cap: number): Promise<void> {
+async function pingPong(name: string, payload: unknown, cap: number, warmup: number): Promise<void> {
   await pg.barrier();
   if (rank === 0) {
     const msg = { stop: false, p: payload };
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < warmup; i++) {
       await pg.sendObj(msg, 1);
       await pg.recvObj(1);
     }
@@ -62,10 +68,10 @@ async function pingPong(name: string, payload: unknown, cap: number): Promise<vo
 }
 
 if (worldSize === 2) {
-  await pingPong('pingpong_small', { ...SMALL }, 200_000);
+  await pingPong('pingpong_small', { ...SMALL }, 200_000, 50);
   const blob = new Uint8Array(MiB);
   for (let i = 0; i < blob.length; i += 4096) blob[i] = i & 0xff;
-  await pingPong('pingpong_1MiB', blob, 1000);
+  await pingPong('pingpong_1MiB', blob, 1000, 5);
 } else {
   // broadcastObj one-way latency (root's stamp → receiver's clock), iterations separated by an
   // untimed barrier; the parent takes the slowest receiver per iteration.

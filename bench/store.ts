@@ -9,30 +9,42 @@
  *   throughput  set(k, v) + get(k) pairs for --seconds, 16 B and 64 KiB values; aggregate ops/s.
  *               depth 1 is torch's loop (one pair at a time per client); depth D (--depth) runs D
  *               pairs concurrently per client on its one pipelined connection
+ *   get, noext  get latency of a client that sends only torch's requests (CHECK + GET, two round
+ *               trips), to show what the one-round-trip TRY_GET extension buys
  *   memory      the server's RSS holding --memory-keys keys of 16 B, and after deleting them
  * torch rows (impl torch-2.6) come from running the peer script in the same invocation when a
  * torch ≥ 2.2 is found (test/interop/torch_env.ts); --torch off skips them.
+ * All of this is noisy on a shared 2-core machine: compare rows from one run only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
+import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
+import { packageRoot } from '../host/pkgroot.js';
 import { median, percentile, type Report } from './report.js';
 
 const SMALL = 16;
 const BIG = 64 * 1024;
-type Case = { kind: 'lat' | 'tput'; op: string; size: number };
+/** ext false: a client restricted to torch's own requests (get = CHECK + GET), impl groupcomm-noext. */
+type Case = { kind: 'lat' | 'tput'; op: string; size: number; ext?: false };
 const CASES: Case[] = [
   { kind: 'lat', op: 'set', size: SMALL }, { kind: 'lat', op: 'get', size: SMALL },
   { kind: 'lat', op: 'add', size: 8 }, { kind: 'lat', op: 'wait', size: 0 },
   { kind: 'lat', op: 'set', size: BIG }, { kind: 'lat', op: 'get', size: BIG },
   { kind: 'tput', op: 'set+get', size: SMALL }, { kind: 'tput', op: 'set+get', size: BIG },
+  { kind: 'lat', op: 'get', size: SMALL, ext: false },
 ];
-const PEER_SCRIPT = '/work/shared/peers/torch_store_bench.py';
+/** torch's side: shared/peers/torch_store_bench.py (GROUPCOMM_PEERS_DIR, or a shared/ next to the checkout). */
+function peerScript(): string | undefined {
+  const dirs = [process.env.GROUPCOMM_PEERS_DIR, path.join(packageRoot(), '..', 'shared', 'peers'),
+    path.join(packageRoot(), '..', '..', 'shared', 'peers')];
+  return dirs.filter((d): d is string => !!d).map((d) => path.join(d, 'torch_store_bench.py')).find((f) => fs.existsSync(f));
+}
 const ROLE_ENV = 'GROUPCOMM_BENCH_STORE_ROLE';
 const sizeName = (n: number) => (n === SMALL ? '16B' : n === BIG ? '64KiB' : '-');
 
@@ -75,7 +87,8 @@ async function barrier(s: TcpStore, name: string, k: number): Promise<void> {
 /** Client child: runs every case in lock-step with the other clients, prints the timings. */
 async function clientChild(): Promise<void> {
   const cfg = JSON.parse(process.env.GROUPCOMM_BENCH_STORE_CFG!) as { port: number; cid: number; k: number; seconds: number; depth: number; run: string };
-  const s = await TcpStore.create({ port: cfg.port, timeoutMs: 120_000 });
+  const ext = await TcpStore.create({ port: cfg.port, timeoutMs: 120_000 });
+  const noext = await TcpStore.create({ port: cfg.port, timeoutMs: 120_000, extensions: false });
   const small = crypto.randomBytes(SMALL);
   const big = crypto.randomBytes(BIG);
   const key = `c${cfg.cid}/k`;
@@ -84,6 +97,7 @@ async function clientChild(): Promise<void> {
   const depths = [1, cfg.depth];
   let ci = 0;
   for (const c of CASES) {
+    const s = c.ext === false ? noext : ext;
     for (const depth of c.kind === 'tput' ? depths : [1]) {
       const val = c.size === BIG ? big : small;
       await s.set(key, val);
@@ -115,8 +129,9 @@ async function clientChild(): Promise<void> {
       results.push({ latUs: lat.map((ms) => Math.round(ms * 10_000) / 10), elapsedS: (last - t0) / 1000, pairs: lat.length });
     }
   }
-  await barrier(s, `${cfg.run}/end`, cfg.k);
-  await s.close();
+  await barrier(ext, `${cfg.run}/end`, cfg.k);
+  await ext.close();
+  await noext.close();
   // stdout is a pipe: exit only once the (large) line has been written out
   await new Promise<void>((r) => process.stdout.write(JSON.stringify(results) + '\n', () => r()));
   process.exit(0);
@@ -152,7 +167,7 @@ async function runClients(report: Report, port: number, k: number, seconds: numb
       const rate = all.reduce((sum, r) => sum + r[ci].pairs / r[ci].elapsedS, 0);
       report.add({
         name: c.kind === 'tput' ? `pair ${c.op}` : `latency ${c.op}`,
-        impl: 'groupcomm', op: c.op, clients: k, size_bytes: c.size, depth: d,
+        impl: c.ext === false ? 'groupcomm-noext' : 'groupcomm', op: c.op, clients: k, size_bytes: c.size, depth: d,
         median_us: median(lat), p99_us: percentile(lat, 0.99),
         ops_s: Math.round(c.kind === 'tput' ? rate * 2 : rate),
       });
@@ -169,11 +184,12 @@ async function runTorch(report: Report, clients: number[], seconds: number): Pro
     report.note(`torch rows skipped: ${found.reason}`);
     return;
   }
-  if (!fs.existsSync(PEER_SCRIPT)) {
-    report.note(`torch rows skipped: ${PEER_SCRIPT} not found`);
+  const script = peerScript();
+  if (!script) {
+    report.note('torch rows skipped: torch_store_bench.py not found (set GROUPCOMM_PEERS_DIR)');
     return;
   }
-  const [cmd, args] = found.torch.command(PEER_SCRIPT);
+  const [cmd, args] = found.torch.command(script);
   const child = spawn(cmd, [...args, '--clients', clients.join(','), '--seconds', String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   let err = '';

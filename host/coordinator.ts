@@ -77,14 +77,14 @@ export interface CoordinatorOptions {
   signal?: AbortSignal;
 }
 
-export interface ReduceOptions extends OpOptions {
+export interface CoordinatorReduceOptions extends OpOptions {
   /** Reduction operator (default 'sum'). */
   op?: ReduceOp;
   /** Write the result here (same shape and dtype as the result) and return it. */
   out?: Tensor;
 }
 
-export interface OutOptions extends OpOptions {
+export interface CoordinatorOutOptions extends OpOptions {
   out?: Tensor;
 }
 
@@ -190,17 +190,30 @@ export class StatelessGroupCoordinator {
         ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
         const rank = layout.rankInGroup;
         const worldSize = layout.ranks.length;
-        ch.pg = await StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...budget.next() });
+        // The store channel's join and the CPU mesh are independent rendezvous on the group's
+        // own (fresh) store, so they run side by side; creation costs one of them, not both.
+        // If one fails, the other is aborted instead of waiting out its timeout.
+        const sibling = new AbortController();
+        const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
+        let first: unknown;
+        const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
+        const [pg, cpu] = await Promise.allSettled([
+          failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
+          failFast((async () => {
+            await plan.cpu?.release();
+            return CpuGroup.create({
+              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0, ...both,
+            });
+          })()),
+        ]);
+        if (pg.status === 'fulfilled') ch.pg = pg.value;
+        if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
+        if (first !== undefined) throw first;
         // Every member has read the record once the store channel has formed.
         if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
-        await plan.cpu?.release();
-        ch.cpu = await CpuGroup.create({
-          store: ch.store, rank, worldSize, groupName: wireName, epoch: ch.pg.epoch, host,
-          port: isHost ? ports[1] : 0, ...budget.next(),
-        });
         if (backend) {
           const bootstrap = storeBootstrap(ch.store, {
-            rank, worldSize, prefix: `groupcomm/device/${wireName}/${ch.pg.epoch}`, timeoutMs,
+            rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
           });
           ch.comm = await backend.createCommunicator({
             rank, worldSize, deviceIndex: localRank, bootstrap, name: uniqueName, ...budget.next(),
@@ -369,7 +382,7 @@ export class StatelessGroupCoordinator {
   }
 
   /** The elementwise reduction (`op`, default sum) of every rank's `tensor`; into `out` when given. */
-  allReduce(tensor: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+  allReduce(tensor: Tensor, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('allReduce', opts, async (b) => {
       const route = this.route(tensor, 'allReduce');
       const out = this.output(opts.out, tensor.shape, tensor, 'allReduce');
@@ -383,7 +396,7 @@ export class StatelessGroupCoordinator {
   }
 
   /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
-  allGather(tensor: Tensor, dim = -1, opts: OutOptions = {}): Promise<Tensor> {
+  allGather(tensor: Tensor, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('allGather', opts, async (b) => {
       this.route(tensor, 'allGather');
       const d = normDim(dim, tensor.shape.length, 'allGather');
@@ -410,7 +423,7 @@ export class StatelessGroupCoordinator {
    * `tensor` gathered on `dst` along `dim` (concatenated in group-rank order); the other ranks
    * resolve with undefined.
    */
-  gather(tensor: Tensor, dst = 0, dim = -1, opts: OutOptions = {}): Promise<Tensor | undefined> {
+  gather(tensor: Tensor, dst = 0, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor | undefined> {
     return this.op('gather', opts, async (b) => {
       checkRank(dst, this.worldSize, 'gather', 'dst');
       this.route(tensor, 'gather');
@@ -438,7 +451,7 @@ export class StatelessGroupCoordinator {
    * The reduction of every rank's `tensor`, scattered along `dim`: rank r gets the r-th of
    * worldSize equal slices (dim's size must divide by the world size). Moves `dim` to 0 and back.
    */
-  reduceScatter(tensor: Tensor, dim = -1, opts: ReduceOptions = {}): Promise<Tensor> {
+  reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, async (b) => {
       this.route(tensor, 'reduceScatter');
       const d = normDim(dim, tensor.shape.length, 'reduceScatter');

@@ -45,3 +45,5 @@ export { storeBootstrap } from './device/bootstrap.js';
 export type { BootstrapStore, StoreBootstrapOptions } from './device/bootstrap.js';
 export { emptyOn, toDevice, fromDevice, freeTensor, subBuffer, deviceString } from './device/tensors.js';
 export { OrderedOps } from './device/lifecycle.js';
+export { StatelessGroupCoordinator } from './coordinator.js';
+export type { CoordinatorOptions, CoordinatorReduceOptions, CoordinatorOutOptions } from './coordinator.js';

@@ -1,7 +1,8 @@
 /**
  * `groupcomm demo`: elastic scale-up and scale-down on local ranks, one process per rank.
  *
- *   ranks 0-3 serve on group A = [0..3]  (broadcastTensorDict + allReduce, every result checked)
+ *   ranks 0-3 serve on group A = [0..3]  (broadcastTensorDict + allReduce of a CPU and of a device
+ *   tensor, so the store channel, the CPU group and the device communicator all carry traffic)
  *   ranks 4, 5 start; group B = [0..5] is created while A keeps serving; traffic moves to B;
  *   A is destroyed; then C = [0..2] is created while B serves, B is destroyed, ranks 3-5 leave.
  *
@@ -15,13 +16,14 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TcpStore, TcpStoreServer } from '../store/index.js';
+import { resolveBackend } from '../device/registry.js';
 
 export const summary = 'elastic scale-up/down demo on local ranks';
 
 const USAGE = `usage: groupcomm demo [--backend cpu|cuda|MODULE] [--steps N] [--step-ms MS] [--timeout-ms MS]
 
-  --backend     device backend for tensors and the device communicator (default cpu: CPU tensors
-                over the CPU group; anything else also opens a device communicator)
+  --backend     device backend of the device communicator (default cpu: the reference backend,
+                host memory; cuda needs one GPU per rank, i.e. 6)
   --steps       steps each group serves before the next scaling event (default 30)
   --step-ms     pause between steps, so new ranks get CPU to start (default 5)
   --timeout-ms  per-operation and creation timeout in the ranks (default 30000)`;
@@ -56,6 +58,18 @@ export async function run(argv: string[]): Promise<number> {
   const timeoutMs = Number(v['timeout-ms'] ?? 30_000);
   if (!(steps >= 1) || !(stepMs >= 0) || !(timeoutMs > 0)) { console.error(USAGE); return 2; }
 
+  // Fail early and plainly when the backend cannot give every rank its own device.
+  const be = await resolveBackend(backend);
+  if (backend !== 'cpu') {
+    const n = await be.deviceCount();
+    if (n < 6) {
+      console.error(`groupcomm demo: backend '${be.name}' has ${n} device(s); the demo runs 6 ranks with one device each (use --backend cpu)`);
+      return 2;
+    }
+  }
+
+  // The cpu reference backend moves device bytes through the group's store: correct, not fast.
+  const deviceEvery = backend === 'cpu' ? 5 : 1;
   const t0 = Date.now();
   const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   const store = await TcpStore.create({ host: '127.0.0.1', port: server.port, timeoutMs });
@@ -69,7 +83,10 @@ export async function run(argv: string[]): Promise<number> {
   const allDone = new Promise<void>((r) => (finish = r));
   let running = 0;
 
-  console.log(`groupcomm demo: elastic groups on local ranks, one process per rank (backend ${backend}, ${process.versions.bun ? 'bun ' + process.versions.bun : 'node ' + process.versions.node})`);
+  console.log(`groupcomm demo: elastic groups on local ranks, one process per rank (${process.versions.bun ? 'bun ' + process.versions.bun : 'node ' + process.versions.node})`);
+  console.log(`  each step: broadcastTensorDict from rank 0 (metadata over the store channel, CPU tensors over the CPU group,`);
+  console.log(`  a ${be.deviceType} tensor over the '${be.name}' device communicator${deviceEvery > 1 ? ` every ${deviceEvery}th step` : ''}), allReduce of a CPU tensor`);
+  console.log(`  (and of a ${be.deviceType} tensor${deviceEvery > 1 ? ` every ${deviceEvery}th step` : ''}); every result is checked on every rank`);
   const line = (t: number, s: string) => console.log(`${fmtT(t)}  ${s}`);
 
   const start = (ranks: number[]) => {
@@ -80,6 +97,7 @@ export async function run(argv: string[]): Promise<number> {
           ...process.env, RANK: String(rank), GROUPCOMM_DEMO_STORE_PORT: String(server.port),
           GROUPCOMM_BACKEND: backend, GROUPCOMM_DEMO_STEPS: String(steps), GROUPCOMM_DEMO_STEP_MS: String(stepMs),
           GROUPCOMM_DEMO_TIMEOUT_MS: String(timeoutMs), GROUPCOMM_DEMO_T0: String(t0),
+          GROUPCOMM_DEMO_DEVICE_EVERY: String(deviceEvery),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });

@@ -9,7 +9,7 @@
  */
 import { StatelessGroupCoordinator } from '../coordinator.js';
 import { TcpStore } from '../store/index.js';
-import { tensor, type CpuTensor } from '../tensor.js';
+import { tensor, type CpuTensor, type DeviceBuffer, type Tensor } from '../tensor.js';
 import { sleep } from '../deadline.js';
 
 const rank = Number(process.env.RANK);
@@ -19,6 +19,8 @@ const stepMs = Number(process.env.GROUPCOMM_DEMO_STEP_MS ?? 5);
 const steps = Number(process.env.GROUPCOMM_DEMO_STEPS ?? 30);
 const timeoutMs = Number(process.env.GROUPCOMM_DEMO_TIMEOUT_MS ?? 30_000);
 const t0 = Number(process.env.GROUPCOMM_DEMO_T0 ?? Date.now());
+/** Device tensors ride along every this many steps (the cpu reference backend is store-bound). */
+const deviceEvery = Number(process.env.GROUPCOMM_DEMO_DEVICE_EVERY ?? 1);
 
 function emit(ev: Record<string, unknown>): void {
   process.stdout.write(`@@EVENT ${JSON.stringify({ ...ev, rank, t: Date.now() - t0 })}\n`);
@@ -36,11 +38,25 @@ const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs });
 async function join(name: string): Promise<StatelessGroupCoordinator> {
   const start = performance.now();
   const g = await StatelessGroupCoordinator.create({
-    groupRanks: [PLAN[name].members], globalRank: rank, localRank: 0, groupName: name,
-    backend, useDeviceCommunicator: backend !== 'cpu', rendezvous: store, timeoutMs,
+    groupRanks: [PLAN[name].members], globalRank: rank, groupName: name, rendezvous: store, timeoutMs,
+    // One device per rank for real devices; the cpu backend's single host device is shared.
+    backend, useDeviceCommunicator: true, localRank: backend === 'cpu' ? 0 : rank,
   });
   emit({ ev: 'created', group: name, ms: Math.round(performance.now() - start), uniqueName: g.uniqueName });
   return g;
+}
+
+/** A float32 device tensor of `g`'s backend holding `values`. */
+function onDevice(g: StatelessGroupCoordinator, values: Float32Array): Tensor {
+  const t = g.empty([values.length], 'float32');
+  g.backend!.copyFromHost(t.data as DeviceBuffer, new Uint8Array(values.buffer, values.byteOffset, values.byteLength));
+  return t;
+}
+
+function fromDevice(g: StatelessGroupCoordinator, t: Tensor): Float32Array {
+  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
+  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as DeviceBuffer);
+  return out;
 }
 
 interface Outcome { steps: number; ops: number; wrong: number; next?: Promise<StatelessGroupCoordinator> }
@@ -72,10 +88,19 @@ async function serve(g: StatelessGroupCoordinator, name: string): Promise<Outcom
         scalar: tensor(new Float64Array([step * 0.5]), { shape: [] }),
         meta: { group: name, members: plan.members, note: `step ${step}` },
       };
+      if (step % deviceEvery === 0) out.dev = onDevice(g, Float32Array.from([step, -step]));
     }
     const d = await g.broadcastTensorDict(out, 0);
     ops++;
     if (!checkDict(d, step, name, plan.members)) wrong++;
+    if (d.step !== step) wrong++; // members step in lockstep
+    // The device tensor came over the device communicator, onto this rank's device.
+    if (step % deviceEvery === 0) {
+      const dv = d.dev as Tensor;
+      const dvals = dv?.device === g.device ? fromDevice(g, dv) : undefined;
+      if (!dvals || dvals[0] !== d.step || dvals[1] !== -(d.step as number)) wrong++;
+      if (dv) g.free(dv);
+    }
     if (d.next && !next && plan.next) {
       if (PLAN[plan.next].members.includes(rank)) {
         next = join(plan.next);
@@ -85,12 +110,20 @@ async function serve(g: StatelessGroupCoordinator, name: string): Promise<Outcom
     }
     if (next && !d.stop) servedWhileCreating++;
     // allReduce: rank r contributes (r + 1) · step; everyone expects the sum over the members.
-    const mine = tensor(new Float32Array(16).fill((rank + 1) * step));
-    const sum = await g.allReduce(mine);
+    // A CPU tensor (CPU group) and a device tensor (device communicator) every step.
+    const expect = plan.members.reduce((s, r) => s + (r + 1) * step, 0);
+    const sum = await g.allReduce(tensor(new Float32Array(16).fill((rank + 1) * step)));
     ops++;
     reduced.set((sum as CpuTensor).data as Float32Array);
-    const expect = plan.members.reduce((s, r) => s + (r + 1) * step, 0);
     if (!reduced.every((v) => v === expect)) wrong++;
+    if (step % deviceEvery === 0) {
+      const mineDev = onDevice(g, new Float32Array(4).fill((rank + 1) * step));
+      const sumDev = await g.allReduce(mineDev);
+      ops++;
+      if (!fromDevice(g, sumDev).every((v) => v === expect)) wrong++;
+      g.free(mineDev);
+      g.free(sumDev);
+    }
     if (d.stop) break;
     if (stepMs > 0) await sleep(stepMs);
   }

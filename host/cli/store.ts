@@ -21,6 +21,7 @@ Limits (a request over a limit closes that client's connection):
   --max-key-bytes B    default 8192
   --max-value-bytes B  default 67108864
   --max-keys N         keys per request, default 131072
+  --max-request-bytes B  one whole request, default 268435456 (or 2 x max value + 1 MiB)
 
 Security:
   Set GROUPCOMM_STORE_SECRET to require groupcomm's shared-secret handshake (torch clients
@@ -48,6 +49,7 @@ export async function run(argv: string[]): Promise<number> {
         'max-key-bytes': { type: 'string' },
         'max-value-bytes': { type: 'string' },
         'max-keys': { type: 'string' },
+        'max-request-bytes': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -72,6 +74,8 @@ export async function run(argv: string[]): Promise<number> {
     if (lk !== undefined) limits.maxKeyBytes = lk;
     if (lv !== undefined) limits.maxValueBytes = lv;
     if (ln !== undefined) limits.maxKeysPerRequest = ln;
+    const lr = int('max-request-bytes', values['max-request-bytes']);
+    if (lr !== undefined) limits.maxRequestBytes = lr;
   } catch (e) {
     console.error(`groupcomm store: ${(e as Error).message}`);
     return 2;

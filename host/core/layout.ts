@@ -20,7 +20,7 @@
  * - `encodePortRecord(ports)` / `decodePortRecord(bytes)`: the 12-byte record, three big-endian
  *   u32 (Python `struct.pack("!3I", ...)`), as vLLM stores under "{group_name}_{idx}".
  *
- * Schedules (ranks within the group, 0..worldSize-1)
+ * Schedules (ranks within the group, 0..worldSize-1; worldSize 1..2^30)
  * - `ringNeighbors(rank, n)` → { next, prev }.
  * - `binomialTree(rank, root, n)` → { parent (-1 at the root), children (send order: largest
  *   subtree first) }. With v = (rank - root) mod n: parent = v minus its lowest set bit,
@@ -91,8 +91,10 @@ const ERR = {
   BAD_WORLD: 11,
 } as const;
 
+/** Largest world size the schedules accept (LAYOUT_MAX_WORLD in the core). */
+const MAX_WORLD = 1 << 30;
 /** Refuse plans with more chunks than this (chunkElems far too small for count). */
-const MAX_CHUNKS = 1 << 24;
+const MAX_CHUNKS = 1 << 20;
 const PORT_NAMES = ['device', 'cpu', 'store'];
 
 interface LayoutExports {
@@ -246,7 +248,7 @@ export function decodePortRecord(bytes: Uint8Array): PortTriple {
 }
 
 function checkWorld(rank: number, n: number, what: string, root?: number): void {
-  if (!Number.isInteger(n) || n < 1 || n > 0x7fffffff) throw invalidArgument(`${what}: worldSize must be an integer >= 1, got ${n}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_WORLD) throw invalidArgument(`${what}: worldSize must be an integer in 1..2^30, got ${n}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= n) throw invalidArgument(`${what}: rank ${rank} is outside [0, ${n})`, { rank });
   if (root !== undefined && (!Number.isInteger(root) || root < 0 || root >= n)) {
     throw invalidArgument(`${what}: root ${root} is outside [0, ${n})`);

@@ -9,7 +9,11 @@
  *   that keep their buffers in core memory (receive straight into `view()`), no copy at all.
  *
  * avg = sum, then `finishAvg` (or `finishAvgAt`) once on the final result: the kernels reduce
- * avg exactly like sum, so partial results can be combined in any order.
+ * avg exactly like sum, so partial results combine like partial sums.
+ *
+ * reduceBytes takes any host bytes except views of core memory itself (growing the scratch
+ * region may detach them; such callers use reduceAt). reduceAt regions must be equal (in place)
+ * or disjoint.
  *
  * Semantics (assembly/reduce.ts has the details):
  * - integers wrap around (two's complement); integer avg truncates toward zero;
@@ -101,6 +105,9 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   // Whole elements per chunk; the chunk size is a multiple of every item size.
   const chunk = Math.min(total, CHUNK_BYTES);
   const base = scratch.ensure(2 * chunk);
+  if (dst.byteLength !== total || src.byteLength !== total) {
+    throw invalidArgument(`reduce ${op}/${dtype}: an operand was a view of core memory and was detached when it grew; use allocCoreBuffer + reduceAt`);
+  }
   const x = k();
   const core = getCore();
   if (total === chunk) {
@@ -133,6 +140,9 @@ export function finishAvg(dtype: DType, buf: Uint8Array, worldSize: number): voi
   if (total === 0) return;
   const chunk = Math.min(total, CHUNK_BYTES);
   const base = scratch.ensure(chunk);
+  if (buf.byteLength !== total) {
+    throw invalidArgument(`avg ${dtype}: buf was a view of core memory and was detached when it grew; use finishAvgAt`);
+  }
   const core = getCore();
   for (let off = 0; off < total; off += chunk) {
     const len = Math.min(chunk, total - off);
@@ -191,8 +201,12 @@ export function reduceAt(op: ReduceOp, dtype: DType, dstPtr: number, srcPtr: num
   const { code: dt, itemSize } = dtypeOf(dtype, op);
   if (!Number.isInteger(count) || count < 0) throw invalidArgument(`reduceAt: count must be an integer >= 0, got ${count}`);
   if (count === 0) return;
-  checkRange(dstPtr, count * itemSize, 'reduceAt dst');
-  checkRange(srcPtr, count * itemSize, 'reduceAt src');
+  const bytes = count * itemSize;
+  checkRange(dstPtr, bytes, 'reduceAt dst');
+  checkRange(srcPtr, bytes, 'reduceAt src');
+  if (dstPtr !== srcPtr && dstPtr < srcPtr + bytes && srcPtr < dstPtr + bytes) {
+    throw invalidArgument(`reduceAt: dst [${dstPtr}, ${dstPtr + bytes}) and src [${srcPtr}, ${srcPtr + bytes}) overlap; use equal or disjoint regions`);
+  }
   check(k().reduce(code, dt, dstPtr, srcPtr, count), `reduce ${op}/${dtype}`);
 }
 

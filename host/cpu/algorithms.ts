@@ -10,6 +10,7 @@
 import type { Exchange } from './exchange.js';
 import type { Sink } from './mesh.js';
 import { protocolError } from '../errors.js';
+import { ringNeighbors, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
 
 export type ReduceFn = (dst: Uint8Array, src: Uint8Array) => void;
 
@@ -84,8 +85,7 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
     const [o, l] = segs[b][k];
     return spec.buf.subarray(o, o + l);
   };
-  const right = mod(r + 1, P);
-  const left = mod(r - 1, P);
+  const { next: right, prev: left } = ringNeighbors(r, P);
   const sendBlock = (s: number) => mod(r - s + spec.shift, P);
   const recvBlock = (s: number) => mod(r - s - 1 + spec.shift, P);
   const total = spec.steps * K;
@@ -127,8 +127,9 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
 export async function chainBroadcast(ex: Exchange, buf: Uint8Array, root: number, itemSize: number, tuning: Tuning): Promise<void> {
   const P = ex.size;
   const v = mod(ex.rank - root, P);
-  const next = v + 1 < P ? mod(ex.rank + 1, P) : -1;
-  const prev = mod(ex.rank - 1, P);
+  const nb = ringNeighbors(ex.rank, P);
+  const next = v + 1 < P ? nb.next : -1;
+  const prev = nb.prev;
   const K = Math.max(1, Math.ceil(buf.byteLength / tuning.chunkBytes));
   const segs = split(buf.byteLength / itemSize, K, itemSize);
   const seg = (k: number) => buf.subarray(segs[k][0], segs[k][0] + segs[k][1]);
@@ -151,59 +152,41 @@ export async function chainBroadcast(ex: Exchange, buf: Uint8Array, root: number
 }
 
 /** Binomial-tree broadcast (small messages): ceil(log2 P) rounds of whole-buffer messages. */
-export async function treeBroadcast(ex: Exchange, buf: Uint8Array, root: number): Promise<void> {
-  const P = ex.size;
-  const v = mod(ex.rank - root, P);
-  let mask = 1;
-  while (mask < P) {
-    if (v & mask) {
-      await ex.recv(mod(v - mask + root, P), 0, buf);
-      break;
-    }
-    mask <<= 1;
-  }
-  mask >>= 1;
-  while (mask > 0) {
-    if (v + mask < P) ex.send(mod(v + mask + root, P), 0, buf);
-    mask >>= 1;
-  }
+export async function treeBroadcast(ex: Exchange, buf: Uint8Array, tree: BinomialTree): Promise<void> {
+  if (tree.parent >= 0) await ex.recv(tree.parent, 0, buf);
+  for (const child of tree.children) ex.send(child, 0, buf);
 }
 
 /**
  * Recursive doubling allReduce (small messages): log2 P exchanges of the whole buffer. Ranks
- * beyond the largest power of two first fold into a partner and get the result at the end.
- * Both partners combine the same two values, so every rank ends with identical bytes.
+ * beyond the largest power of two first fold into a partner and get the result at the end
+ * (the plan comes from the core's layout). Both partners of an exchange combine the same two
+ * values, so every rank ends with identical bytes.
  */
-export async function recursiveDoubling(ex: Exchange, buf: Uint8Array, reduce: ReduceFn, staging: Staging): Promise<void> {
-  const P = ex.size;
-  const r = ex.rank;
-  let p2 = 1;
-  while (p2 * 2 <= P) p2 *= 2;
-  const extra = P - p2;
+export async function recursiveDoubling(ex: Exchange, buf: Uint8Array, reduce: ReduceFn, staging: Staging, plan: RecursiveDoublingPlan): Promise<void> {
   const FOLD = 0xfffffffe;
   const RESULT = 0xffffffff;
-  if (r >= p2) {
-    ex.send(r - p2, FOLD, buf, true);
-    await ex.recv(r - p2, RESULT, buf);
+  if (plan.isExtra) {
+    ex.send(plan.foldPartner, FOLD, buf, true);
+    await ex.recv(plan.foldPartner, RESULT, buf);
     return;
   }
-  if (r < extra) reduce(buf, await ex.recv(r + p2, FOLD, staging.get(0, buf.byteLength)));
-  for (let mask = 1, step = 0; mask < p2; mask <<= 1, step++) {
-    const partner = r ^ mask;
+  if (plan.foldPartner >= 0) reduce(buf, await ex.recv(plan.foldPartner, FOLD, staging.get(0, buf.byteLength)));
+  for (let step = 0; step < plan.partners.length; step++) {
+    const partner = plan.partners[step];
     // Copied: `buf` changes right after, while the write may still be queued.
     ex.send(partner, step, buf, true);
     reduce(buf, await ex.recv(partner, step, staging.get(0, buf.byteLength)));
   }
-  if (r < extra) ex.send(r + p2, RESULT, buf);
+  if (plan.foldPartner >= 0) ex.send(plan.foldPartner, RESULT, buf);
 }
 
 /** Dissemination barrier: ceil(log2 P) rounds of empty frames. */
-export async function dissemination(ex: Exchange): Promise<void> {
-  const P = ex.size;
+export async function dissemination(ex: Exchange, partners: { sendTo: Int32Array; recvFrom: Int32Array }): Promise<void> {
   const empty = new Uint8Array(0);
-  for (let d = 1, k = 0; d < P; d <<= 1, k++) {
-    ex.send(mod(ex.rank + d, P), k, empty);
-    await ex.recv(mod(ex.rank - d, P), k, empty);
+  for (let k = 0; k < partners.sendTo.length; k++) {
+    ex.send(partners.sendTo[k], k, empty);
+    await ex.recv(partners.recvFrom[k], k, empty);
   }
 }
 

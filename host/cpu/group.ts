@@ -19,6 +19,7 @@ import {
   chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,
 } from './algorithms.js';
 import { Exchange } from './exchange.js';
+import { binomialTree, disseminationPartners, recursiveDoubling as rdPlan, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
 import { Mesh } from './mesh.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 
@@ -85,6 +86,10 @@ export class CpuGroup {
   private active = new Set<Exchange>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
+  // Schedules from the core's layout, computed once per group (trees once per root).
+  private rd: RecursiveDoublingPlan | undefined;
+  private barrierPlan: { sendTo: Int32Array; recvFrom: Int32Array } | undefined;
+  private trees = new Map<number, BinomialTree>();
   private destroyed = false;
 
   private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
@@ -232,6 +237,12 @@ export class CpuGroup {
     return (dst: Uint8Array, src: Uint8Array) => reduceBytes(k, dtype, dst, src);
   }
 
+  private tree(root: number): BinomialTree {
+    let t = this.trees.get(root);
+    if (!t) this.trees.set(root, (t = binomialTree(this.rank, root, this.worldSize)));
+    return t;
+  }
+
   // ---- collectives ----------------------------------------------------------------------
 
   /** Copies `src`'s tensor into `t` on every rank (in place). */
@@ -241,7 +252,7 @@ export class CpuGroup {
       const src = this.peer(opts?.src, 'broadcast src', true);
       const buf = bytesOf(x);
       return [async (ex) => {
-        if (buf.byteLength <= this.smallBytes) await treeBroadcast(ex, buf, src);
+        if (buf.byteLength <= this.smallBytes) await treeBroadcast(ex, buf, this.tree(src));
         else await chainBroadcast(ex, buf, src, itemSize(x.dtype), this.tuning);
         return x;
       }];
@@ -257,7 +268,7 @@ export class CpuGroup {
       const reduce = this.reducer(op, x.dtype);
       return [async (ex) => {
         if (buf.byteLength <= this.smallBytes || buf.byteLength < this.worldSize * itemSize(x.dtype)) {
-          await recursiveDoubling(ex, buf, reduce, this.staging);
+          await recursiveDoubling(ex, buf, reduce, this.staging, (this.rd ??= rdPlan(this.rank, this.worldSize)));
         } else {
           await ring(ex, {
             buf, itemSize: itemSize(x.dtype), steps: 2 * (this.worldSize - 1), reduceSteps: this.worldSize - 1,
@@ -392,7 +403,7 @@ export class CpuGroup {
 
   /** Resolves once every rank has entered the barrier. */
   barrier(opts: OpOptions = {}): Promise<void> {
-    return this.start('barrier', opts, () => [(ex) => dissemination(ex)]);
+    return this.start('barrier', opts, () => [(ex) => dissemination(ex, (this.barrierPlan ??= disseminationPartners(this.rank, this.worldSize)))]);
   }
 
   /** Validates synchronously (bad arguments reject before anything is queued), then queues. */

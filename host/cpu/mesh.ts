@@ -62,7 +62,7 @@ interface Pending {
 }
 
 /** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
-function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array): void {
+function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool): void {
   let d: Uint8Array | null;
   try {
     d = sink.dest(slot, buf.byteLength);
@@ -74,8 +74,35 @@ function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8
     sink.fail(protocolError(`frame ${key} slot ${slot} from rank ${peer} has ${buf.byteLength} bytes, expected ${d.byteLength}: the ranks called different collectives or sizes`, { peerRank: peer }));
     return;
   }
-  if (d) d.set(buf);
+  if (d) {
+    d.set(buf);
+    pool.put(buf);
+  }
   sink.done(slot, d ?? buf);
+}
+
+/**
+ * Recycled side buffers for frames that arrive before their operation (a peer one op ahead).
+ * Fresh memory costs a page fault per 4 KiB on first touch (tens of µs each here), which for
+ * pipelined rings is most of the time if every early segment gets a new allocation.
+ */
+class SidePool {
+  private free: Uint8Array[] = [];
+  get(n: number): Uint8Array {
+    for (let i = this.free.length - 1; i >= 0; i--) {
+      const b = this.free[i];
+      if (b.byteLength >= n) {
+        this.free.splice(i, 1);
+        return b.subarray(0, n);
+      }
+    }
+    return new Uint8Array(n);
+  }
+  /** Takes back a buffer that is no longer used; only buffers of a useful size are kept. */
+  put(b: Uint8Array): void {
+    if (b.buffer.byteLength < 4096 || b.buffer.byteLength > (64 << 20) || this.free.length >= 16) return;
+    this.free.push(new Uint8Array(b.buffer, 0, b.buffer.byteLength));
+  }
 }
 
 /** Parses one peer's incoming byte stream: the ACK first, then frames. Tolerates any chunking. */
@@ -98,6 +125,7 @@ class Inbound {
   /** Frames whose operation has not registered yet, per key, in arrival order. */
   readonly early = new Map<string, Pending[]>();
   readonly sinks = new Map<string, Sink>();
+  readonly pool = new SidePool();
 
   constructor(private mesh: Mesh, readonly peer: number) {}
 
@@ -173,7 +201,7 @@ class Inbound {
     } else if (this.discarded.has(this.key)) {
       this.skipping = true;
     }
-    if (!this.skipping && !this.dest) this.dest = new Uint8Array(h.length);
+    if (!this.skipping && !this.dest) this.dest = this.pool.get(h.length);
   }
 
   private complete(): void {
@@ -189,7 +217,7 @@ class Inbound {
     // it then gets the frame the way early frames are handed over (copied into its dest).
     const late = this.sinks.get(this.key);
     if (late) {
-      deliver(late, this.key, this.peer, this.slot, buf);
+      deliver(late, this.key, this.peer, this.slot, buf, this.pool);
       return;
     }
     let q = this.early.get(this.key);
@@ -215,6 +243,8 @@ export class Mesh {
   private readyCheck: () => void = () => {};
   private setupError: ((e: GroupcommError) => void) | undefined;
   address: { host: string; port: number } = { host: '', port: 0 };
+  /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
+  private sendPool = new SidePool();
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -292,13 +322,16 @@ export class Mesh {
       this.readyCheck = () => {
         if (this.missingPeers().length === 0) { cleanup(); resolve(); }
       };
-      for (const [r, a] of addrOf) this.dial(r, a, performance.now() + left());
+      for (const [r, a] of addrOf) this.dial(r, a, keys[r], performance.now() + left());
     });
     // Everyone is here: stop listening (the port is free again) and drop unfinished strangers.
     this.server?.close();
     this.server = undefined;
     for (const s of this.strangers) s.destroy();
     this.strangers.clear();
+    // Every peer has read our address (it connected to us): drop the key so the store does not
+    // grow, and a later group of the same name and epoch cannot find a stale address.
+    store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
   }
 
   private missingPeers(): number[] {
@@ -362,7 +395,7 @@ export class Mesh {
       const peer = h.rank;
       // Nothing may arrive on a send-side socket after the HELLO.
       s.on('data', () => this.protocolFailure(peer, 'unexpected bytes on the send-side connection'));
-      this.watch(s, peer);
+      this.watch(s, peer, 'write');
       s.write(encodeAck(Status.OK, this.rank));
       this.log.debug(`accepted rank ${peer} from ${who}`);
       this.readyCheck();
@@ -372,16 +405,17 @@ export class Mesh {
     s.on('close', () => this.strangers.delete(s));
   }
 
-  private dial(peer: number, addr: string, deadline: number): void {
-    const cut = addr.lastIndexOf(':');
-    const host = addr.slice(0, cut);
-    const port = Number(addr.slice(cut + 1));
+  private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
+    let addr = firstAddr;
     const inbound = new Inbound(this, peer);
     this.inbound[peer] = inbound;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const attempt = () => {
       if (this.closing) return;
       let connected = false;
+      const cut = addr.lastIndexOf(':');
+      const host = addr.slice(0, cut);
+      const port = Number(addr.slice(cut + 1));
       const s = net.connect({
         host, port,
         onread: { buffer, callback: (n: number, b: Uint8Array) => { inbound.feed(b, n); return true; } },
@@ -391,14 +425,21 @@ export class Mesh {
         s.setNoDelay(true);
         this.dialed[peer] = s;
         s.write(encodeHello({ rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName, ...this.opts.framing }));
-        this.watch(s, peer);
+        this.watch(s, peer, 'read');
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
         if (connected) return;
         s.destroy();
-        // The peer published its address only after listening, so a refusal is transient
-        // (e.g. a stale key of an earlier run being replaced); retry until the deadline.
-        if (performance.now() < deadline) setTimeout(attempt, 50);
+        // The peer publishes its address only once it listens, so a refusal means the address
+        // is stale (a crashed earlier run of this group): read the key again and retry until
+        // the peer's new incarnation has replaced it, or the deadline.
+        if (performance.now() < deadline) {
+          setTimeout(() => {
+            this.opts.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()) })
+              .then((v) => { addr = Buffer.from(v).toString('utf8'); }, () => {})
+              .finally(attempt);
+          }, 50);
+        }
         else this.setupError?.(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
       });
     };
@@ -418,21 +459,27 @@ export class Mesh {
     this.readyCheck();
   }
 
-  private watch(s: net.Socket, peer: number): void {
-    s.on('error', (e) => this.lose(peer, e.message));
-    s.on('end', () => this.lose(peer, 'connection closed by the peer'));
-    s.on('close', () => this.lose(peer, 'connection closed'));
+  /**
+   * Connection loss. Everything a peer sends, its goodbye included, arrives in order on the
+   * connection we dialed to it, so the end of *that* stream decides: after a goodbye it is a
+   * departure, without one a loss. The send side's close only starts a fallback timer (a peer
+   * whose read side vanished but whose write side lingers would otherwise go unnoticed).
+   */
+  private watch(s: net.Socket, peer: number, side: 'read' | 'write'): void {
+    const gone = (why: string) => (side === 'read' ? this.lose(peer, why) : this.loseLater(peer, why));
+    s.on('error', (e) => gone(e.message));
+    s.on('end', () => gone('connection closed by the peer'));
+    s.on('close', () => gone('connection closed'));
+  }
+
+  private loseLater(peer: number, why: string): void {
+    if (this.closing || this.lost || this.departed.has(peer)) return;
+    setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
   private lost = false;
-  private lose(peer: number, why: string, graceMs = 100): void {
+  private lose(peer: number, why: string): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    if (graceMs > 0 && !this.setupError) {
-      // A peer that destroys its group says goodbye first, but its goodbye travels on the other
-      // connection of the pair and may be read after this one's close: give it a moment.
-      setTimeout(() => this.lose(peer, why, 0), graceMs);
-      return;
-    }
     const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
@@ -444,7 +491,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.out[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`, 0);
+    this.lose(peer, `protocol error: ${why}`);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
@@ -454,7 +501,7 @@ export class Mesh {
     const early = inb.early.get(key);
     if (!early) return;
     inb.early.delete(key);
-    for (const f of early) deliver(sink, key, peer, f.slot, f.buf);
+    for (const f of early) deliver(sink, key, peer, f.slot, f.buf, inb.pool);
   }
 
   unregister(peer: number, key: string): void {
@@ -484,10 +531,13 @@ export class Mesh {
     }
     const n = payload.byteLength;
     if (copy || n <= COPY_BELOW) {
-      const b = Buffer.allocUnsafe(HEADER_SIZE + n);
+      // Small frames come from Node's shared pool; larger copies from our own recycled
+      // buffers, since a fresh allocation of that size means fresh pages (page faults) here.
+      const pooled = n >= 4096;
+      const b = pooled ? this.sendPool.get(HEADER_SIZE + n) : Buffer.allocUnsafe(HEADER_SIZE + n);
       writeHeader(b, 0, kind, tag, seq, slot, n);
       b.set(payload, HEADER_SIZE);
-      s.write(b, cb);
+      s.write(b, pooled ? (err) => { this.sendPool.put(b); cb(err); } : cb);
       return;
     }
     const h = Buffer.allocUnsafe(HEADER_SIZE);

@@ -10,7 +10,7 @@
  * every byte as untrusted; anything malformed throws ERR_GROUPCOMM_PROTOCOL naming the key and
  * the rank that wrote it.
  */
-import { addExtension, Packr } from 'msgpackr';
+import { addExtension, Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { dtypeByCode, dtypeInfo, type DType } from '../core/dtype.js';
 import { invalidArgument, protocolError } from '../errors.js';
 import { bytesOf, isCpu, numel, type Tensor } from '../tensor.js';
@@ -94,16 +94,16 @@ function header(kind: number, out: Uint8Array): void {
 
 /** Encodes an object; INVALID_ARGUMENT when msgpack cannot represent it. */
 export function encodeObject(obj: unknown): Uint8Array {
-  let body: Uint8Array;
+  let out: Uint8Array;
   try {
-    body = packr.pack(boxMaps(obj));
+    // msgpackr leaves HEADER bytes free in front of the encoding: no second copy of a big value.
+    // The result is a slice of msgpackr's buffer that later packs do not overwrite.
+    out = packr.pack(boxMaps(obj), RESERVE_START_SPACE | HEADER);
   } catch (e) {
     if ((e as { code?: string }).code === 'ERR_GROUPCOMM_INVALID_ARGUMENT') throw e;
     throw invalidArgument(`cannot encode object: ${(e as Error).message}`, { cause: e });
   }
-  const out = new Uint8Array(HEADER + body.length);
   header(KIND_OBJECT, out);
-  out.set(body, HEADER);
   return out;
 }
 

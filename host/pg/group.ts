@@ -12,16 +12,18 @@
  *                          r deletes it when it completes collective n+1 (all ranks then finished n)
  *   ns bye, ns bye/all     departure counter of destroy()
  *
- * Ordering. Every op takes its sequence numbers synchronously, in call order, and issues its
- * first store request before returning; the store client sends requests on one pipelined
- * connection in call order. So callers may start many ops without awaiting and results still
- * match by program order, as long as all ranks issue the same sequence (per peer for send/recv,
- * per source for broadcasts, globally for collectives). Collectives additionally run one after
- * another on each rank (an internal chain), which is what makes deleting collective n−1's keys
- * on completing n safe.
+ * Ordering. Every op takes its sequence number synchronously, in call order, so callers may
+ * start many ops without awaiting and results still match by program order, as long as all
+ * ranks issue the same sequence (per peer for send/recv, per source for broadcasts, globally
+ * for collectives). Writes go out at once, in call order, on the store client's pipelined
+ * connection. Reads from one source queue behind each other (see #chained), and collectives
+ * run one after another on each rank, which is what makes deleting collective n−1's keys on
+ * completing n safe. A queued op still keeps its own deadline and signal (see #queued).
  */
-import { invalidArgument, destroyedError, isGroupcommError, peerLostError, timeoutError, GroupcommError } from '../errors.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadline.js';
+import {
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+} from '../errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
 import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
@@ -51,7 +53,10 @@ export interface ProcessGroupOptions {
 }
 
 export interface DestroyOptions {
-  /** Skip the departure handshake (rank 0 then may close the server under the others' feet). */
+  /**
+   * Skip waiting for this rank's unfinished ops and the departure handshake (after a failure;
+   * rank 0 then may close the server under the others' feet).
+   */
   force?: boolean;
   timeoutMs?: number;
 }
@@ -61,6 +66,12 @@ export type ReduceOpName = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 const REDUCE_OPS: readonly ReduceOpName[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 const EMPTY = new Uint8Array(0);
+
+/** A resolved timeout plus the caller's signal. */
+interface Deadline {
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
 
 export class StatelessProcessGroup {
   readonly rank: number;
@@ -84,6 +95,7 @@ export class StatelessProcessGroup {
   #collSeq = 0;
   #collChain: Promise<unknown> = Promise.resolve();
   readonly #pending = new Set<Promise<unknown>>();
+  #cleanups: [string, () => Promise<unknown>][] = [];
   #destroying: Promise<void> | undefined;
 
   private constructor(o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
@@ -288,7 +300,8 @@ export class StatelessProcessGroup {
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const deadline = performance.now() + timeoutMs;
     const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
-    if (!opts.force) await Promise.allSettled([...this.#pending]);
+    // Cleanups queued by finished ops add requests while we wait; drain until nothing is left.
+    if (!opts.force) while (this.#pending.size) await Promise.allSettled([...this.#pending]);
     try {
       if (this.worldSize > 1 && !opts.force) {
         const bye = this.#ns + 'bye';
@@ -341,10 +354,29 @@ export class StatelessProcessGroup {
     p.then(done, done);
   }
 
-  /** Fire-and-forget cleanup request, still awaited by destroy(). */
-  #background(p: Promise<unknown>, what: string): void {
-    const q = p.catch((e) => log.debug(`${what} failed: ${(e as Error).message}`));
-    this.#track(q);
+  /**
+   * Fire-and-forget cleanup (deletes, broadcast acks), still awaited by destroy(). The requests
+   * are issued from a setImmediate, after the caller's continuation: a receiver that answers
+   * at once (ping-pong) then puts its reply on the wire before the cleanup, not behind it.
+   */
+  #later(what: string, fn: () => Promise<unknown>): void {
+    this.#cleanups.push([what, fn]);
+    if (this.#cleanups.length > 1) return;
+    const p = new Promise<void>((resolve) => setImmediate(() => {
+      const batch = this.#cleanups;
+      this.#cleanups = [];
+      for (const [w, f] of batch) {
+        let q: Promise<unknown>;
+        try {
+          q = f();
+        } catch (e) {
+          q = Promise.reject(e);
+        }
+        this.#track(q.catch((e) => log.debug(`${w} failed: ${(e as Error).message}`)));
+      }
+      resolve();
+    }));
+    this.#track(p);
   }
 
   #peer(r: number, op: string, role: string): number {
@@ -363,7 +395,7 @@ export class StatelessProcessGroup {
     }
   }
 
-  #opts(opts: OpOptions | undefined): { timeoutMs: number; signal?: AbortSignal } {
+  #opts(opts: OpOptions | undefined): Deadline {
     return { timeoutMs: effectiveTimeout(opts, this.timeoutMs), signal: opts?.signal };
   }
 
@@ -397,11 +429,11 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#recvChain, src, key, o);
+      bytes = await this.#chained(this.#recvChain, src, key, o, what);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    this.#background(this.store.deleteKey(key), `delete ${key}`);
+    this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     return [bytes, { key, src }];
   }
 
@@ -422,33 +454,53 @@ export class StatelessProcessGroup {
     const o = this.#opts(opts);
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#bcastChain, src, key, o);
+      bytes = await this.#chained(this.#bcastChain, src, key, o, what);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
     if (this.worldSize === 2) {
-      this.#background(this.store.deleteKey(key), `delete ${key}`);
+      this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     } else {
       const ack = key + '/ack';
-      this.#background(this.store.add(ack, 1).then((n) => {
+      this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
         if (n === this.worldSize - 1) return Promise.all([this.store.deleteKey(key), this.store.deleteKey(ack)]);
-      }), `ack ${key}`);
+      }));
     }
     return [bytes, { key, src }];
   }
 
   /**
+   * Runs `start` once `prev` settled, under this op's own deadline and signal: an op queued
+   * behind a slow one still times out (or aborts) on time, and if it gives up before its turn
+   * its store request is never issued. `inner` is what the next op in the queue waits for.
+   */
+  #queued<T>(prev: Promise<unknown>, o: Deadline, what: string, start: (o: Deadline) => Promise<T>): { inner: Promise<T>; outer: Promise<T> } {
+    const deadline = performance.now() + o.timeoutMs;
+    let gaveUp = false;
+    const go = () => (gaveUp
+      ? Promise.reject(abortedError(`${what}: gave up before its turn`))
+      : start({ timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal }));
+    const inner = prev.then(go, go);
+    const outer = guard(inner, {
+      timeoutMs: o.timeoutMs,
+      signal: o.signal,
+      what,
+      onTimeout: (elapsedMs) => timeoutError(`${what} timed out after ${o.timeoutMs}ms`, { timeoutMs: o.timeoutMs, elapsedMs }),
+      cancel: () => { gaveUp = true; },
+    });
+    return { inner, outer };
+  }
+
+  /**
    * The store read of one receive, started only once the previous receive from the same source
    * has its value. A source writes its messages in order, so while message k is missing so are
-   * k+1, k+2, …: without the chain, 500 unawaited receives would park 500 blocking waits on the
+   * k+1, k+2, …: without the queue, 500 unawaited receives would park 500 blocking waits on the
    * server (each on a connection of its own); with it, at most one per source waits.
    */
-  #chained(chain: Promise<unknown>[], src: number, key: string, o: { timeoutMs: number; signal?: AbortSignal }): Promise<Uint8Array> {
-    const deadline = performance.now() + o.timeoutMs;
-    const read = () => this.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal });
-    const p = chain[src].then(read, read);
-    chain[src] = p.catch(() => {});
-    return p;
+  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string): Promise<Uint8Array> {
+    const { inner, outer } = this.#queued(chain[src], o, what, (lo) => this.store.get(key, lo));
+    chain[src] = inner.catch(() => {});
+    return outer;
   }
 
   #collKey(n: number, r: number): string {
@@ -460,39 +512,41 @@ export class StatelessProcessGroup {
    * collective n−1 finished, so completing n proves every rank finished n−1 and this rank's
    * part of n−1 can go.
    */
-  #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
+  async #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
     const n = this.#collSeq++;
     const o = this.#opts(opts);
-    const deadline = performance.now() + o.timeoutMs;
-    const run = async () => {
-      const myKey = this.#collKey(n, this.rank);
-      const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-      const keys = others.map((r) => this.#collKey(n, r));
-      const lo = { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal };
-      let values: Uint8Array[];
-      try {
-        const put = this.store.set(myKey, mine, lo);
-        const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
-        await put;
-        values = await got;
-      } catch (e) {
-        if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-          const missing = await this.#absent(others, (r) => this.#collKey(n, r));
-          throw this.#fail(e, `${what} (collective #${n})`, missing.length ? missing : others, missing.length ? this.#collKey(n, missing[0]) : keys[0], o.timeoutMs);
-        }
-        throw this.#fail(e, what, others, keys[0], o.timeoutMs);
+    const myKey = this.#collKey(n, this.rank);
+    const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
+    const keys = others.map((r) => this.#collKey(n, r));
+    const { inner, outer } = this.#queued(this.#collChain, o, what, async (lo) => {
+      const put = this.store.set(myKey, mine, lo);
+      const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
+      await put;
+      const values = await got;
+      if (n > 0) {
+        const stale = this.#collKey(n - 1, this.rank);
+        this.#later(`delete ${stale}`, () => this.store.deleteKey(stale));
       }
-      if (n > 0) this.#background(this.store.deleteKey(this.#collKey(n - 1, this.rank)), 'delete collective key');
-      const out: { bytes: Uint8Array; origin: Origin }[] = [];
-      for (let r = 0, i = 0; r < this.worldSize; r++) {
-        if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
-        else out.push({ bytes: values[i] ?? EMPTY, origin: { key: keys[i++], src: r } });
+      return values;
+    });
+    this.#collChain = inner.catch(() => {});
+    let values: Uint8Array[];
+    try {
+      values = await outer;
+    } catch (e) {
+      if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
+        const missing = await this.#absent(others, (r) => this.#collKey(n, r));
+        const who = missing.length ? missing : others;
+        throw this.#fail(e, `${what} (collective #${n})`, who, this.#collKey(n, who[0]), o.timeoutMs);
       }
-      return out;
-    };
-    const p = this.#collChain.then(run, run);
-    this.#collChain = p.catch(() => {});
-    return p;
+      throw this.#fail(e, what, others, keys[0], o.timeoutMs);
+    }
+    const out: { bytes: Uint8Array; origin: Origin }[] = [];
+    for (let r = 0, i = 0; r < this.worldSize; r++) {
+      if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
+      else out.push({ bytes: values[i] ?? EMPTY, origin: { key: keys[i++], src: r } });
+    }
+    return out;
   }
 
   /** Which of `ranks` have not written their key (bounded probe after a timeout). */

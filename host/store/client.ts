@@ -12,22 +12,17 @@
  * fall back to a wait. Against a torch server: CHECK then GET on the pipelined connection, and a
  * wait only when the key is missing.
  */
-import crypto from 'node:crypto';
-import net from 'node:net';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, sleep, type OpOptions } from '../deadline.js';
-import {
-  authError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError,
-  timeoutError,
-} from '../errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import { GroupcommError, invalidArgument, protocolError, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
-import { authProof, secretBytes } from './auth.js';
+import { secretBytes } from './auth.js';
+import { openConnection, type ConnectSpec } from './connect.js';
 import {
   Connection, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
   readU8, type Reader,
 } from './connection.js';
 import {
-  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, EXT_PROBE_KEY, Frame, INIT_KEY, Op,
-  VALIDATE_MAGIC, WaitReply, type StoreLimits,
+  CheckReply, Frame, INIT_KEY, keyListFrame, Op, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { TcpStoreServer } from './server.js';
 import type { Store, StoreValue } from './types.js';
@@ -41,6 +36,11 @@ export interface TcpStoreOptions {
   worldSize?: number;
   /** With isServer and worldSize: create() resolves only once worldSize clients joined. */
   waitForWorkers?: boolean;
+  /**
+   * This client's rank, 0 ≤ rank < worldSize. With a groupcomm server it is announced on join, so
+   * the master's join timeout can say which ranks are missing (torch's only gives counts).
+   */
+  rank?: number;
   /** Connect deadline and default for every operation (default GROUPCOMM_TIMEOUT_MS or 300 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -50,13 +50,14 @@ export interface TcpStoreOptions {
   prefixKeys?: boolean;
   /** Server limits, with isServer. */
   limits?: Partial<StoreLimits>;
+  /**
+   * Use groupcomm's extension opcodes (one-round-trip get) when the server has them (default
+   * true). false sends exactly what a torch client sends: for comparisons and debugging.
+   */
+  extensions?: boolean;
   logger?: Logger;
 }
 
-/** Connect retry: first pause, growth, cap. torch starts at 500 ms; local ranks start in ms. */
-const BACKOFF_FIRST_MS = 20;
-const BACKOFF_FACTOR = 1.5;
-const BACKOFF_MAX_MS = 1000;
 /** Idle wait connections kept for reuse; more are closed after use. */
 const MAX_IDLE_WAIT_CONNECTIONS = 4;
 
@@ -64,14 +65,6 @@ const u64 = 8;
 
 function keyFrame(op: number, key: Uint8Array): Buffer {
   return new Frame(1 + u64 + key.length).u8(op).bytes(key).done();
-}
-
-function keyListFrame(op: number, keys: Uint8Array[]): Buffer {
-  let size = 1 + u64;
-  for (const k of keys) size += u64 + k.length;
-  const f = new Frame(size).u8(op).u64(keys.length);
-  for (const k of keys) f.bytes(k);
-  return f.done();
 }
 
 /** key + value; a big value travels as its own buffer (no copy into the frame). */
@@ -93,131 +86,6 @@ function safeNumber(v: bigint, what: string): number {
   const n = Number(v);
   if (!Number.isSafeInteger(n)) throw protocolError(`${what} returned ${v}, beyond Number's exact range`);
   return n;
-}
-
-interface ConnectSpec {
-  host: string;
-  port: number;
-  timeoutMs: number;
-  signal?: AbortSignal;
-  secret?: Buffer;
-  log: Logger;
-}
-
-function connectSocket(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host, port, noDelay: true });
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }));
-    }, timeoutMs);
-    s.once('connect', () => {
-      clearTimeout(timer);
-      s.removeAllListeners('error');
-      resolve(s);
-    });
-    s.once('error', (e) => {
-      clearTimeout(timer);
-      s.destroy();
-      reject(e);
-    });
-  });
-}
-
-/** VALIDATE, the optional auth exchange, then PING and the extension probe in one round trip. */
-async function handshake(conn: Connection, spec: ConnectSpec): Promise<boolean> {
-  conn.writeNow(new Frame(5).u8(Op.VALIDATE).u32(VALIDATE_MAGIC).done());
-  if (spec.secret) {
-    const clientNonce = crypto.randomBytes(AUTH_NONCE_BYTES);
-    let reply: Uint8Array;
-    try {
-      reply = await conn.request(new Frame(1 + AUTH_NONCE_BYTES).u8(Op.AUTH_HELLO).raw(clientNonce).done(),
-        (c) => { const at = c.take(2 * AUTH_NONCE_BYTES); return c.buf.subarray(at, at + 2 * AUTH_NONCE_BYTES); });
-    } catch (e) {
-      if (isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST')) {
-        throw authError(`store ${conn.address} refused authentication: it has no secret (or is not a groupcomm server)`, { cause: e });
-      }
-      throw e;
-    }
-    const serverNonce = Buffer.from(reply.subarray(0, AUTH_NONCE_BYTES));
-    const proof = reply.subarray(AUTH_NONCE_BYTES);
-    if (!crypto.timingSafeEqual(proof, authProof(spec.secret, 'server', clientNonce, serverNonce))) {
-      throw authError(`store ${conn.address} failed to prove it knows the secret (different secret?)`);
-    }
-    try {
-      await conn.request(new Frame(1 + 32).u8(Op.AUTH_PROOF).raw(authProof(spec.secret, 'client', serverNonce, clientNonce)).done(), readU8);
-    } catch (e) {
-      if (isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST')) throw authError(`store ${conn.address} rejected our secret`, { cause: e });
-      throw e;
-    }
-  }
-  let nonce = (process.pid ^ crypto.randomBytes(4).readUInt32LE(0)) >>> 0;
-  if (nonce === AUTH_REQUIRED_NONCE) nonce ^= 1;
-  const probeKey = Buffer.from(EXT_PROBE_KEY, 'utf8');
-  const echo = conn.request(new Frame(5).u8(Op.PING).u32(nonce).done(), readU32);
-  const probe = conn.request(keyListFrame(Op.CHECK, [probeKey]), readU8);
-  probe.catch(() => {});
-  const got = await echo;
-  if (got === AUTH_REQUIRED_NONCE) {
-    conn.close();
-    throw authError(`store ${conn.address} requires a secret; pass { secret } (or GROUPCOMM_STORE_SECRET to the CLI)`);
-  }
-  if (got !== nonce) throw protocolError(`store ${conn.address} answered PING with ${got}, expected ${nonce}`);
-  return (await probe) === CheckReply.READY;
-}
-
-const RETRYABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
-
-/**
- * Connects with exponential backoff and jitter until the deadline, like torch's client: a server
- * that is not up yet, or a reset from an overflowing listen backlog, is retried, not reported.
- */
-async function openConnection(spec: ConnectSpec): Promise<{ conn: Connection; ext: boolean }> {
-  const address = `${spec.host}:${spec.port}`;
-  const t0 = performance.now();
-  let delay = BACKOFF_FIRST_MS;
-  let attempts = 0;
-  let last: unknown;
-  for (;;) {
-    if (spec.signal?.aborted) {
-      throw new GroupcommError('ERR_GROUPCOMM_ABORTED', `connect to store ${address} aborted`, { cause: spec.signal.reason });
-    }
-    const left = spec.timeoutMs - (performance.now() - t0);
-    if (left <= 0) break;
-    attempts++;
-    let conn: Connection | undefined;
-    try {
-      const socket = await connectSocket(spec.host, spec.port, left);
-      conn = new Connection(socket, address, spec.timeoutMs, spec.log);
-      const ext = await guard(handshake(conn, spec), {
-        timeoutMs: Math.max(1, spec.timeoutMs - (performance.now() - t0)),
-        signal: spec.signal,
-        what: `handshake with store ${address}`,
-        onTimeout: () => timeoutError(`handshake with store ${address} timed out`),
-      });
-      return { conn, ext };
-    } catch (e) {
-      conn?.close();
-      if (isGroupcommError(e, 'ERR_GROUPCOMM_AUTH') || isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) throw e;
-      const code = (e as NodeJS.ErrnoException).code;
-      if (!(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST') || isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') || (code && RETRYABLE.has(code)))) {
-        throw e instanceof GroupcommError ? e : peerLostError(`cannot connect to store ${address}: ${(e as Error).message}`, { cause: e });
-      }
-      last = e;
-      spec.log.debug(`connect to ${address} failed (try ${attempts}): ${(e as Error).message}; retrying in ~${Math.round(delay)}ms`);
-    }
-    const left2 = spec.timeoutMs - (performance.now() - t0);
-    if (left2 <= 0) break;
-    const pause = Math.min(left2, delay * (0.5 + Math.random()));
-    await sleep(pause, spec.signal);
-    delay = Math.min(BACKOFF_MAX_MS, delay * BACKOFF_FACTOR);
-  }
-  const why = (last as Error | undefined)?.message ?? 'no attempt';
-  throw timeoutError(
-    `the client timed out after ${spec.timeoutMs}ms trying to connect to store ${address} ` +
-    `(${attempts} attempts, last error: ${(last as NodeJS.ErrnoException)?.code ?? why}). Is the server up? Raise timeoutMs?`,
-    { timeoutMs: spec.timeoutMs, cause: last },
-  );
 }
 
 export class TcpStore implements Store {
@@ -257,6 +125,9 @@ export class TcpStore implements Store {
     if (opts.worldSize !== undefined && !(Number.isInteger(opts.worldSize) && opts.worldSize > 0)) {
       throw invalidArgument(`TcpStore: worldSize must be a positive integer, got ${opts.worldSize}`);
     }
+    if (opts.rank !== undefined && !(Number.isInteger(opts.rank) && opts.rank >= 0 && (opts.worldSize === undefined || opts.rank < opts.worldSize))) {
+      throw invalidArgument(`TcpStore: rank must be an integer in [0, worldSize), got ${opts.rank}`);
+    }
     if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) {
       throw invalidArgument(`TcpStore: bad port ${opts.port}`);
     }
@@ -270,13 +141,16 @@ export class TcpStore implements Store {
       throw invalidArgument('TcpStore: a client needs the server\'s port (0 only with isServer)');
     }
     const spec: ConnectSpec = {
-      host, port, timeoutMs, signal: opts.signal, log,
+      host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
     };
     try {
       const { conn, ext } = await openConnection(spec);
       const store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
       if (opts.worldSize !== undefined) {
+        if (opts.rank !== undefined && ext) {
+          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', { timeoutMs });
+        }
         await store.addRaw(Buffer.from(INIT_KEY), 1n, { timeoutMs });
         if (server && (opts.waitForWorkers ?? true)) {
           await server.waitForWorkers({ worldSize: opts.worldSize, timeoutMs, signal: opts.signal });
@@ -342,7 +216,7 @@ export class TcpStore implements Store {
     return this.call(keyFrame(Op.GET, wk), readBytes, 'get', opts, key);
   }
 
-  add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
+  async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
     if (typeof delta === 'number' && !Number.isSafeInteger(delta)) throw invalidArgument(`add: delta must be an integer, got ${delta}`);
     return this.addRaw(this.wireKey(key), BigInt(delta), opts, key);
   }
@@ -352,7 +226,7 @@ export class TcpStore implements Store {
     return safeNumber(await this.call(f, readI64, 'add', opts, key), 'add');
   }
 
-  compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array> {
+  async compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array> {
     const wk = this.wireKey(key);
     const e = valueBytes(expected);
     const d = valueBytes(desired);
@@ -365,7 +239,7 @@ export class TcpStore implements Store {
     return r === CheckReply.READY;
   }
 
-  wait(keys: string[], opts?: OpOptions): Promise<void> {
+  async wait(keys: string[], opts?: OpOptions): Promise<void> {
     return this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
@@ -382,6 +256,8 @@ export class TcpStore implements Store {
   }
 
   async multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]> {
+    // No keys, no reply bytes: a reader that consumes nothing would never be reached.
+    if (keys.length === 0) return [];
     const wks = keys.map((k) => this.wireKey(k));
     const frame = keyListFrame(Op.MULTI_GET, wks);
     if (this.extended) {

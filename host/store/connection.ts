@@ -12,7 +12,7 @@
 import net from 'node:net';
 import { GroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { Cursor, INCOMPLETE } from './protocol.js';
+import { Cursor, INCOMPLETE, Inbox } from './protocol.js';
 
 export type Reader<T> = (cur: Cursor) => T;
 
@@ -31,9 +31,7 @@ export class Connection {
   private readonly queue: Pending[] = [];
   private head = 0;
   private readonly cursor = new Cursor();
-  private chunks: Buffer[] = [];
-  private buffered = 0;
-  private needed = 0;
+  private readonly inbox = new Inbox();
   private out: Buffer[] = [];
   private outBytes = 0;
   private noReply: Pending[] = [];
@@ -165,27 +163,24 @@ export class Connection {
   }
 
   private onData(chunk: Buffer): void {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    if (this.buffered < this.needed) return;
-    const buf = this.chunks.length === 1 ? this.chunks[0] : Buffer.concat(this.chunks, this.buffered);
+    const inbox = this.inbox;
+    if (!inbox.push(chunk)) return;
     const cur = this.cursor;
-    cur.reset(buf);
-    let start = 0;
-    this.needed = 0;
-    while (cur.pos < buf.length) {
+    cur.reset(inbox.buf, inbox.start, inbox.end);
+    let need = 0;
+    while (cur.pos < cur.end) {
       if (this.head >= this.queue.length) {
-        this.fail(protocolError(`store server ${this.address} sent ${buf.length - cur.pos} bytes nobody asked for`));
+        this.fail(protocolError(`store server ${this.address} sent ${cur.end - cur.pos} bytes nobody asked for`));
         return;
       }
       const p = this.queue[this.head];
-      start = cur.pos;
+      const start = cur.pos;
       let v: unknown;
       try {
         v = p.read!(cur);
       } catch (e) {
         if (e === INCOMPLETE) {
-          this.needed = cur.needed - start;
+          need = cur.needed - start;
           cur.pos = start;
           break;
         }
@@ -197,15 +192,12 @@ export class Connection {
         p.settled = true;
         p.resolve(v);
       }
-      start = cur.pos;
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
       this.queue.splice(0, this.head);
       this.head = 0;
     }
-    const rest = buf.length - cur.pos;
-    this.chunks = rest === 0 ? [] : [buf.subarray(cur.pos)];
-    this.buffered = rest;
+    if (!this.failure) inbox.consume(cur.pos, need);
   }
 
   /**
@@ -262,8 +254,9 @@ export const readI64: Reader<bigint> = (c) => c.i64();
 
 function valueAt(c: Cursor, n: number): Uint8Array {
   const at = c.take(n);
-  // Small values are copied so they do not pin the whole read buffer; big ones are views.
-  return n >= BIG_WRITE ? c.buf.subarray(at, at + n) : new Uint8Array(c.buf.subarray(at, at + n));
+  // A value filling most of its read buffer is handed out as a view (the Inbox never writes over
+  // parsed bytes); smaller ones are copied so they do not pin a whole read buffer.
+  return n >= 4096 && 2 * n >= c.buf.length ? c.buf.subarray(at, at + n) : new Uint8Array(c.buf.subarray(at, at + n));
 }
 
 export const readBytes: Reader<Uint8Array> = (c) => {

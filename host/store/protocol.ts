@@ -32,6 +32,8 @@ export const Op = {
   AUTH_HELLO: 0xe1,
   /** groupcomm: `32 B client proof` → `u8 0` (accepted); anything wrong closes the connection. */
   AUTH_PROOF: 0xe2,
+  /** groupcomm: `i64 rank`, no reply. Says which rank this client is, so a join timeout can name the missing ones. */
+  JOIN_RANK: 0xe3,
 } as const;
 
 export const VALIDATE_MAGIC = 0x3c85f7ce;
@@ -65,6 +67,12 @@ export interface StoreLimits {
   maxValueBytes: number;
   /** Most keys in one CHECK, WAIT, MULTI_GET or MULTI_SET. */
   maxKeysPerRequest: number;
+  /**
+   * Largest whole request, in bytes: bounds what one connection can make the server buffer
+   * (a MULTI_SET of many maximal values would otherwise be limited only by count × value size).
+   * Default: 256 MiB, or 2 × maxValueBytes + 1 MiB when that is larger (COMPARE_SET carries two).
+   */
+  maxRequestBytes: number;
 }
 
 /** Defaults: torch libuv's key and key-count limits; values up to 64 MiB (torch: 8 MiB). */
@@ -72,7 +80,19 @@ export const DEFAULT_LIMITS: StoreLimits = {
   maxKeyBytes: 8192,
   maxValueBytes: 64 * 1024 * 1024,
   maxKeysPerRequest: 131072,
+  maxRequestBytes: 256 * 1024 * 1024,
 };
+
+/** Fills in defaults; maxRequestBytes follows a raised maxValueBytes unless given. */
+export function resolveLimits(l: Partial<StoreLimits> = {}): StoreLimits {
+  const maxValueBytes = l.maxValueBytes ?? DEFAULT_LIMITS.maxValueBytes;
+  return {
+    maxKeyBytes: l.maxKeyBytes ?? DEFAULT_LIMITS.maxKeyBytes,
+    maxValueBytes,
+    maxKeysPerRequest: l.maxKeysPerRequest ?? DEFAULT_LIMITS.maxKeysPerRequest,
+    maxRequestBytes: l.maxRequestBytes ?? Math.max(DEFAULT_LIMITS.maxRequestBytes, 2 * maxValueBytes + 1024 * 1024),
+  };
+}
 
 /**
  * Builds one request (or reply) into a single buffer. Sizes are computed first so each message is
@@ -122,29 +142,38 @@ export class Frame {
   }
 }
 
+/** opcode, u64 count, then each key as a u64 length and bytes (CHECK, WAIT, MULTI_GET). */
+export function keyListFrame(op: number, keys: Uint8Array[]): Buffer {
+  let size = 9;
+  for (const k of keys) size += 8 + k.length;
+  const f = new Frame(size).u8(op).u64(keys.length);
+  for (const k of keys) f.bytes(k);
+  return f.done();
+}
+
 /** Thrown (never as an Error, so no stack is captured) when a message is not complete yet. */
 export const INCOMPLETE = Symbol('incomplete');
 
 /**
- * Reads fields from a buffer that may end mid-message. `need` throws INCOMPLETE and records how
- * many bytes in total the message needs at least, so the caller can skip re-parsing until that
- * many have arrived (a 64 MiB value arriving in 64 KiB reads is parsed twice, not a thousand times).
+ * Reads fields from `buf` between `pos` and `end`, where the data may stop mid-message. `need`
+ * throws INCOMPLETE and records how many bytes (from the message's start, which the caller
+ * remembers) the message needs at least, so the caller can wait for that many instead of
+ * re-parsing on every read.
  */
 export class Cursor {
   buf: Buffer = Buffer.alloc(0);
   pos = 0;
-  /** After INCOMPLETE: the smallest buffer length (from 0) that could complete the message. */
+  end = 0;
+  /** After INCOMPLETE: the smallest `end` that could complete the message. */
   needed = 0;
 
-  reset(buf: Buffer, pos = 0): void {
+  reset(buf: Buffer, pos: number, end: number): void {
     this.buf = buf;
     this.pos = pos;
-  }
-  left(): number {
-    return this.buf.length - this.pos;
+    this.end = end;
   }
   need(n: number): void {
-    if (this.pos + n > this.buf.length) {
+    if (this.pos + n > this.end) {
       this.needed = this.pos + n;
       throw INCOMPLETE;
     }
@@ -179,6 +208,67 @@ export class Cursor {
     const at = this.pos;
     this.pos += n;
     return at;
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/**
+ * The bytes received and not parsed yet, copied at most once. A read that arrives when nothing
+ * is pending is used as it is; otherwise pending bytes and the new read go into a buffer of our
+ * own, sized for the whole message when its length is known (`need`), so a 64 MiB value arriving
+ * in 64 KiB reads is copied once, not once per read. Bytes before `end` are never written again
+ * (a new buffer is allocated instead), so parsed values may keep views into the buffer.
+ */
+export class Inbox {
+  buf: Buffer = EMPTY;
+  start = 0;
+  end = 0;
+  /** Bytes from `start` the parser needs before it can make progress. */
+  need = 0;
+  private owned = false;
+
+  get length(): number {
+    return this.end - this.start;
+  }
+
+  /** Adds a read; true when enough is buffered to try parsing. */
+  push(chunk: Buffer): boolean {
+    const have = this.end - this.start;
+    if (have === 0) {
+      this.buf = chunk;
+      this.start = 0;
+      this.end = chunk.length;
+      this.owned = false;
+    } else if (this.owned && this.end + chunk.length <= this.buf.length) {
+      chunk.copy(this.buf, this.end);
+      this.end += chunk.length;
+    } else {
+      const total = have + chunk.length;
+      const nb = Buffer.allocUnsafeSlow(Math.max(total, this.need));
+      this.buf.copy(nb, 0, this.start, this.end);
+      chunk.copy(nb, have);
+      this.buf = nb;
+      this.start = 0;
+      this.end = total;
+      this.owned = true;
+    }
+    return this.end - this.start >= this.need;
+  }
+
+  /** Marks everything before `pos` parsed; `need` is what the next message needs (0 if unknown). */
+  consume(pos: number, need: number): void {
+    this.start = pos;
+    this.need = need;
+    if (this.start === this.end) {
+      this.buf = EMPTY;
+      this.start = this.end = 0;
+      this.owned = false;
+    }
+  }
+
+  clear(): void {
+    this.consume(this.end, 0);
   }
 }
 

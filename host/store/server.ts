@@ -3,10 +3,8 @@
  * model: incremental, transactional parsing; limits checked on declared lengths before any bytes
  * are buffered; a bad client loses its own connection and nothing else).
  *
- * Values are kept compactly: up to SMALL_VALUE_BYTES as one-byte (latin1) strings, one char per
- * byte, which costs a string header and the bytes; larger ones as unpooled Buffers so deleting a
- * key gives its memory back. Keys are latin1 strings too: an exact, reversible image of the wire
- * bytes, whatever encoding the client used.
+ * This module is the network side: connections, the handshake, parsing, replies. The data and
+ * the wait bookkeeping live in table.ts.
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
@@ -14,13 +12,11 @@ import { guard, type OpOptions } from '../deadline.js';
 import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
-  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, DEFAULT_LIMITS, EXT_PROBE_KEY,
-  Frame, INCOMPLETE, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
+  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
+  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
-
-type Value = string | Buffer;
-const SMALL_VALUE_BYTES = 256;
+import { KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
 
@@ -49,16 +45,10 @@ export interface TcpStoreServerOptions {
   server?: net.Server;
 }
 
-/** A protocol violation by one client: its connection is closed, nothing else happens. */
-class Violation extends Error {}
-
 class Conn {
   readonly id: number;
   stage: 'validate' | 'auth-hello' | 'auth-proof' | 'ready';
-  chunks: Buffer[] = [];
-  buffered = 0;
-  /** Bytes the next request needs at least; no parsing until that many are buffered. */
-  needed = 0;
+  readonly inbox = new Inbox();
   out: Buffer[] = [];
   outBytes = 0;
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
@@ -76,40 +66,14 @@ class Conn {
   }
 }
 
-function strtoll(v: Value): bigint {
-  const s = typeof v === 'string' ? v : v.toString('latin1');
-  // C strtoll: leading white space, an optional sign, then decimal digits; the rest is ignored.
-  const m = /^[ \t\n\v\f\r]*([+-]?\d+)/.exec(s);
-  if (!m) throw new Violation(`ADD on a value that is not a decimal integer`);
-  const n = BigInt(m[1]);
-  if (n > 0x7fffffffffffffffn || n < -0x8000000000000000n) throw new Violation('ADD on a value out of int64 range');
-  return n;
-}
-
-function valueLength(v: Value): number {
-  return v.length;
-}
-
-function valueEquals(v: Value, buf: Buffer, start: number, end: number): boolean {
-  if (v.length !== end - start) return false;
-  if (typeof v === 'string') return buf.toString('latin1', start, end) === v;
-  return buf.subarray(start, end).equals(v);
-}
-
-function toValueBytes(v: Value): Buffer {
-  return typeof v === 'string' ? Buffer.from(v, 'latin1') : v;
-}
-
 export class TcpStoreServer {
   private readonly hostOption: string;
   readonly worldSize?: number;
   readonly limits: StoreLimits;
-  private readonly kv = new Map<string, Value>();
-  private readonly queues = new Map<string, Value[]>();
-  private readonly waiters = new Map<string, Conn[]>();
-  /** In-process observers of a key (waitForWorkers); called after every write to it. */
-  private readonly watchers = new Map<string, Set<() => void>>();
+  private readonly table = new KeyTable<Conn>((c) => this.send(c, STOP_WAITING), new Set([EXT_PROBE_LATIN1]));
   private readonly conns = new Set<Conn>();
+  /** Ranks announced with JOIN_RANK (a groupcomm client given a rank); kept after they leave. */
+  private readonly joinedRanks = new Set<number>();
   private readonly dirty = new Set<Conn>();
   private readonly cursor = new Cursor();
   private readonly secret?: Buffer;
@@ -120,7 +84,7 @@ export class TcpStoreServer {
   private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
     this.hostOption = opts.host ?? '127.0.0.1';
     this.worldSize = opts.worldSize;
-    this.limits = { ...DEFAULT_LIMITS, ...opts.limits };
+    this.limits = resolveLimits(opts.limits);
     this.log = opts.logger ?? makeLogger('STORE');
     if (opts.secret !== undefined) {
       this.secret = secretBytes(opts.secret);
@@ -177,43 +141,47 @@ export class TcpStoreServer {
 
   /** Number of keys held (what GETNUMKEYS answers). */
   get numKeys(): number {
-    return this.kv.size;
+    return this.table.size;
   }
 
   /**
    * Resolves once `worldSize` clients have joined (each client adds 1 to `init/`). The timeout
-   * error says how many joined, like torch's "X/Y clients joined".
+   * error says how many joined, like torch's "X/Y clients joined", and which ranks are missing
+   * when the clients said who they are (TcpStore's `rank` option; `peerRanks` on the error).
    */
   waitForWorkers(opts: { worldSize?: number } & OpOptions = {}): Promise<void> {
     const worldSize = opts.worldSize ?? this.worldSize;
     if (worldSize === undefined) return Promise.resolve();
     const timeoutMs = opts.timeoutMs ?? 300_000;
     const joined = () => {
-      const v = this.kv.get(INIT_KEY);
+      const v = this.table.get(INIT_KEY);
       if (v === undefined) return 0;
       try { return Number(strtoll(v)); } catch { return 0; }
     };
     if (this.closing) return Promise.reject(destroyedError('waitForWorkers on a closed TcpStoreServer'));
     if (joined() >= worldSize) return Promise.resolve();
-    let watcher: (() => void) | undefined;
+    let unwatch = () => {};
     const p = new Promise<void>((resolve, reject) => {
-      watcher = () => {
+      unwatch = this.table.watch(INIT_KEY, () => {
         if (this.closing) reject(destroyedError(`TcpStoreServer closed while waiting for clients (${joined()}/${worldSize} joined)`));
         else if (joined() >= worldSize) resolve();
-      };
-      this.watch(INIT_KEY, watcher);
+      });
     });
-    const unwatch = () => watcher && this.watchers.get(INIT_KEY)?.delete(watcher);
     return guard(p, {
       timeoutMs,
       signal: opts.signal,
       what: 'waitForWorkers',
       fields: { key: INIT_KEY },
-      onTimeout: (elapsedMs) => timeoutError(
-        `Timed out after ${(timeoutMs / 1000).toFixed(1)} seconds waiting for clients. ` +
-        `${joined()}/${worldSize} clients joined (${this.conns.size} connections open). ` +
-        `Start the missing ranks or raise timeoutMs.`,
-        { key: INIT_KEY, timeoutMs, elapsedMs }),
+      onTimeout: (elapsedMs) => {
+        const missing = this.joinedRanks.size === 0 ? undefined
+          : Array.from({ length: worldSize }, (_, r) => r).filter((r) => !this.joinedRanks.has(r));
+        return timeoutError(
+          `Timed out after ${(timeoutMs / 1000).toFixed(1)} seconds waiting for clients. ` +
+          `${joined()}/${worldSize} clients joined` +
+          (missing ? `; missing ranks: [${missing.join(', ')}]` : '') +
+          ` (${this.conns.size} connections open). Start the missing ranks or raise timeoutMs.`,
+          { key: INIT_KEY, timeoutMs, elapsedMs, peerRanks: missing });
+      },
       cancel: unwatch,
     }).finally(unwatch);
   }
@@ -226,15 +194,9 @@ export class TcpStoreServer {
         for (const c of [...this.conns]) this.drop(c);
       });
       // wake in-process waiters (waitForWorkers) so they fail now instead of at their timeout
-      for (const set of this.watchers.values()) for (const fn of [...set]) fn();
+      this.table.notify();
     }
     return this.closing;
-  }
-
-  private watch(key: string, fn: () => void): void {
-    let s = this.watchers.get(key);
-    if (!s) this.watchers.set(key, (s = new Set()));
-    s.add(fn);
   }
 
   private accept(socket: net.Socket): void {
@@ -256,10 +218,10 @@ export class TcpStoreServer {
     if (conn.closed) return;
     if (reason) this.log.warn(`closing connection ${conn.id} (${conn.remote}): ${reason}`);
     conn.closed = true;
-    this.clearWait(conn);
+    this.table.cancelWait(conn);
     this.conns.delete(conn);
     this.dirty.delete(conn);
-    conn.chunks = [];
+    conn.inbox.clear();
     if (reason) {
       // end() lets replies already written (the auth-required answer) reach the client first;
       // the timer covers a peer that never closes its side.
@@ -272,35 +234,35 @@ export class TcpStoreServer {
 
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed) return;
-    conn.chunks.push(chunk);
-    conn.buffered += chunk.length;
-    if (conn.buffered < conn.needed) return;
-    const buf = conn.chunks.length === 1 ? conn.chunks[0] : Buffer.concat(conn.chunks, conn.buffered);
+    const inbox = conn.inbox;
+    if (!inbox.push(chunk)) return;
+    const buf = inbox.buf;
     const cur = this.cursor;
-    cur.reset(buf);
-    let start = 0;
+    cur.reset(buf, inbox.start, inbox.end);
+    let start = cur.pos;
+    let need = 0;
     try {
-      while (cur.pos < buf.length && !conn.closed) {
+      while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
         this.handle(conn, cur, buf);
       }
       start = cur.pos;
-      conn.needed = 0;
     } catch (e) {
-      if (e === INCOMPLETE) {
-        conn.needed = cur.needed - start;
-      } else {
+      if (e !== INCOMPLETE) {
         this.flush(conn);
         this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
         this.flushAll();
         return;
       }
+      need = cur.needed - start;
+      if (need > this.limits.maxRequestBytes) {
+        this.flush(conn);
+        this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+        this.flushAll();
+        return;
+      }
     }
-    if (!conn.closed) {
-      const rest = buf.length - start;
-      conn.chunks = rest === 0 ? [] : [buf.subarray(start)];
-      conn.buffered = rest;
-    }
+    if (!conn.closed) inbox.consume(start, need);
     this.flushAll();
   }
 
@@ -340,13 +302,6 @@ export class TcpStoreServer {
     return keys;
   }
 
-  private static copyValue(buf: Buffer, a: number, b: number): Value {
-    if (b - a <= SMALL_VALUE_BYTES) return buf.toString('latin1', a, b);
-    const v = Buffer.allocUnsafeSlow(b - a);
-    buf.copy(v, 0, a, b);
-    return v;
-  }
-
   /**
    * Parses one whole request, then acts on it. Nothing changes before the last field has
    * arrived (INCOMPLETE rewinds), so a request split across reads is applied exactly once.
@@ -370,13 +325,13 @@ export class TcpStoreServer {
       case Op.SET: {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
-        this.put(buf.toString('latin1', ka, kb), TcpStoreServer.copyValue(buf, va, vb));
+        this.table.set(buf.toString('latin1', ka, kb), valueOf(buf, va, vb));
         return;
       }
       case Op.GET:
       case Op.TRY_GET: {
         const [ka, kb] = this.key(cur);
-        const v = this.kv.get(buf.toString('latin1', ka, kb));
+        const v = this.table.get(buf.toString('latin1', ka, kb));
         if (op === Op.TRY_GET) {
           if (v === undefined) this.send(conn, Buffer.from([0]));
           else this.sendValue(conn, v, 1);
@@ -389,11 +344,7 @@ export class TcpStoreServer {
       case Op.ADD: {
         const [ka, kb] = this.key(cur);
         const delta = cur.i64();
-        const key = buf.toString('latin1', ka, kb);
-        const old = this.kv.get(key);
-        const n = (old === undefined ? 0n : strtoll(old)) + delta;
-        if (n > 0x7fffffffffffffffn || n < -0x8000000000000000n) throw new Violation('ADD overflows int64');
-        this.put(key, n.toString());
+        const n = this.table.add(buf.toString('latin1', ka, kb), delta);
         this.send(conn, new Frame(8).i64(n).done());
         return;
       }
@@ -401,84 +352,42 @@ export class TcpStoreServer {
         const [ka, kb] = this.key(cur);
         const [ea, eb] = this.value(cur);
         const [da, db] = this.value(cur);
-        const key = buf.toString('latin1', ka, kb);
-        const cur0 = this.kv.get(key);
-        if (cur0 === undefined ? ea === eb : valueEquals(cur0, buf, ea, eb)) {
-          const v = TcpStoreServer.copyValue(buf, da, db);
-          this.put(key, v);
-          this.sendValue(conn, v, -1);
-        } else if (cur0 === undefined) {
-          // torch: a missing key with a non-empty expected value stores nothing and echoes expected.
-          this.sendValue(conn, TcpStoreServer.copyValue(buf, ea, eb), -1);
-        } else {
-          this.sendValue(conn, cur0, -1);
-        }
+        this.sendValue(conn, this.table.compareSet(buf.toString('latin1', ka, kb), buf, ea, eb, da, db), -1);
         return;
       }
       case Op.CHECK: {
         const keys = this.keyList(cur, buf);
-        this.send(conn, keys.every((k) => this.exists(k)) ? READY : NOT_READY);
+        this.send(conn, keys.every((k) => this.table.exists(k)) ? READY : NOT_READY);
         return;
       }
       case Op.WAIT: {
-        const keys = this.keyList(cur, buf);
-        this.clearWait(conn);
-        let missing = 0;
-        for (const k of keys) {
-          if (this.exists(k)) continue;
-          missing++;
-          let list = this.waiters.get(k);
-          if (!list) this.waiters.set(k, (list = []));
-          list.push(conn);
-        }
-        if (missing === 0) {
-          this.send(conn, STOP_WAITING);
-        } else {
-          conn.waitCount = missing;
-          conn.waitKeys = keys;
-        }
+        if (this.table.wait(conn, this.keyList(cur, buf))) this.send(conn, STOP_WAITING);
         return;
       }
       case Op.CANCEL_WAIT: {
-        this.clearWait(conn);
+        this.table.cancelWait(conn);
         this.send(conn, WAIT_CANCELED);
         return;
       }
       case Op.GETNUMKEYS: {
-        this.send(conn, new Frame(8).i64(BigInt(this.kv.size)).done());
+        this.send(conn, new Frame(8).i64(BigInt(this.table.size)).done());
         return;
       }
       case Op.DELETE_KEY: {
         const [ka, kb] = this.key(cur);
-        const existed = this.kv.delete(buf.toString('latin1', ka, kb));
+        const existed = this.table.delete(buf.toString('latin1', ka, kb));
         this.send(conn, new Frame(8).i64(existed ? 1n : 0n).done());
         return;
       }
       case Op.APPEND: {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
-        const key = buf.toString('latin1', ka, kb);
-        const old = this.kv.get(key);
-        if (old === undefined) {
-          this.put(key, TcpStoreServer.copyValue(buf, va, vb));
-        } else {
-          const total = valueLength(old) + (vb - va);
-          if (total > this.limits.maxValueBytes) throw new Violation(`APPEND grows a value past maxValueBytes ${this.limits.maxValueBytes}`);
-          if (total <= SMALL_VALUE_BYTES) {
-            this.put(key, (old as string) + buf.toString('latin1', va, vb));
-          } else {
-            // A new buffer, never an in-place edit: replies already queued may still hold `old`.
-            const v = Buffer.allocUnsafeSlow(total);
-            toValueBytes(old).copy(v, 0);
-            buf.copy(v, valueLength(old), va, vb);
-            this.put(key, v);
-          }
-        }
+        this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
         return;
       }
       case Op.MULTI_GET: {
         const keys = this.keyList(cur, buf);
-        for (const k of keys) this.sendValue(conn, this.kv.get(k) ?? '', -1);
+        for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);
         return;
       }
       case Op.MULTI_SET: {
@@ -490,36 +399,32 @@ export class TcpStoreServer {
           spans.push(ka, kb, va, vb);
         }
         for (let i = 0; i < spans.length; i += 4) {
-          this.put(buf.toString('latin1', spans[i], spans[i + 1]), TcpStoreServer.copyValue(buf, spans[i + 2], spans[i + 3]));
+          this.table.set(buf.toString('latin1', spans[i], spans[i + 1]), valueOf(buf, spans[i + 2], spans[i + 3]));
         }
         return;
       }
       case Op.QUEUE_PUSH: {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
-        const key = buf.toString('latin1', ka, kb);
-        let q = this.queues.get(key);
-        if (!q) this.queues.set(key, (q = []));
-        q.push(TcpStoreServer.copyValue(buf, va, vb));
-        this.wakeOne(key);
+        this.table.queuePush(buf.toString('latin1', ka, kb), valueOf(buf, va, vb));
         return;
       }
       case Op.QUEUE_POP: {
         const [ka, kb] = this.key(cur);
-        const key = buf.toString('latin1', ka, kb);
-        const q = this.queues.get(key);
-        const len = q?.length ?? 0;
+        const [len, v] = this.table.queuePop(buf.toString('latin1', ka, kb));
         this.send(conn, new Frame(8).i64(BigInt(len)).done());
-        if (q && len > 0) {
-          this.sendValue(conn, q.shift()!, -1);
-          if (q.length === 0) this.queues.delete(key);
-        }
+        if (v !== undefined) this.sendValue(conn, v, -1);
         return;
       }
       case Op.QUEUE_LEN: {
         const [ka, kb] = this.key(cur);
-        const q = this.queues.get(buf.toString('latin1', ka, kb));
-        this.send(conn, new Frame(8).i64(BigInt(q?.length ?? 0)).done());
+        this.send(conn, new Frame(8).i64(BigInt(this.table.queueLen(buf.toString('latin1', ka, kb)))).done());
+        return;
+      }
+      case Op.JOIN_RANK: {
+        const rank = cur.i64();
+        if (rank < 0n || rank > 0xffffffffn) throw new Violation(`JOIN_RANK with rank ${rank}`);
+        this.joinedRanks.add(Number(rank));
         return;
       }
       case Op.AUTH_HELLO:
@@ -564,62 +469,9 @@ export class TcpStoreServer {
     this.send(conn, Buffer.from([0]));
   }
 
-  private exists(key: string): boolean {
-    if (this.kv.has(key)) return true;
-    if (key === EXT_PROBE_LATIN1) return true;
-    const q = this.queues.get(key);
-    return q !== undefined && q.length > 0;
-  }
-
-  private put(key: string, v: Value): void {
-    this.kv.set(key, v);
-    const list = this.waiters.get(key);
-    if (list) {
-      this.waiters.delete(key);
-      for (const c of list) {
-        if (c.closed || c.waitCount === 0) continue;
-        if (--c.waitCount === 0) {
-          c.waitKeys = null;
-          this.send(c, STOP_WAITING);
-        }
-      }
-    }
-    const w = this.watchers.get(key);
-    if (w) for (const fn of [...w]) fn();
-  }
-
-  /** A queue push satisfies one waiter (the oldest), not all of them. */
-  private wakeOne(key: string): void {
-    const list = this.waiters.get(key);
-    if (!list) return;
-    while (list.length) {
-      const c = list.shift()!;
-      if (c.closed || c.waitCount === 0) continue;
-      if (--c.waitCount === 0) {
-        c.waitKeys = null;
-        this.send(c, STOP_WAITING);
-      }
-      break;
-    }
-    if (list.length === 0) this.waiters.delete(key);
-  }
-
-  private clearWait(conn: Conn): void {
-    if (!conn.waitKeys) return;
-    for (const k of conn.waitKeys) {
-      const list = this.waiters.get(k);
-      if (!list) continue;
-      const rest = list.filter((c) => c !== conn);
-      if (rest.length) this.waiters.set(k, rest);
-      else this.waiters.delete(k);
-    }
-    conn.waitKeys = null;
-    conn.waitCount = 0;
-  }
-
   /** Queues a value reply: optional 1-byte tag (TRY_GET), u64 length, bytes. */
   private sendValue(conn: Conn, v: Value, tag: number): void {
-    const len = valueLength(v);
+    const len = v.length;
     const head = tag >= 0 ? 9 : 8;
     if (typeof v === 'string') {
       const f = Buffer.allocUnsafe(head + len);

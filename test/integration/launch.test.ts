@@ -73,6 +73,15 @@ test('launched ranks form a coordinator through the launcher store', async () =>
   for (let rank = 0; rank < 3; rank++) assert.match(r.stdout, `[rank ${rank}] sum=6`);
 });
 
+test('the README example: two groups over four launched ranks', async () => {
+  const r = await launch(['-n', '4', path.join(root, 'examples/two-groups.mjs')]);
+  assert.is(r.code, 0, r.stderr);
+  for (const [rank, pair, x] of [[0, '0,1', '0,7'], [1, '0,1', '0,7'], [2, '2,3', '2,7'], [3, '2,3', '2,7']]) {
+    assert.match(r.stdout, `[rank ${rank}] world sum 10; pair:0 [${pair}] got x=[${x}]`);
+    assert.match(r.stdout, `[rank ${rank}] after the pairs are gone: [0,10,20,30]`);
+  }
+});
+
 test('usage errors exit 2 and say what is wrong', async () => {
   const noN = await launch([worker]);
   assert.is(noN.code, 2);

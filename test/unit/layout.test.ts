@@ -157,7 +157,8 @@ test('ring: next/prev for every rank of world sizes 1..33', () => {
     }
   }
   invalid(() => ringNeighbors(3, 3), /rank 3 is outside \[0, 3\)/);
-  invalid(() => ringNeighbors(0, 0), /worldSize must be an integer >= 1/);
+  invalid(() => ringNeighbors(0, 0), /worldSize must be an integer in 1\.\.2\^30/);
+  invalid(() => ringNeighbors(0, 2 ** 30 + 1), /worldSize must be an integer in 1\.\.2\^30/);
 });
 
 /** Brute force: simulate a halving binomial broadcast from relative rank 0. */
@@ -261,6 +262,27 @@ test('recursive doubling: every world size 1..33 combines all contributions at e
       assert.is(value[r].size, n, `n=${n}: rank ${r} ends with ${value[r].size} contributions`);
     }
   }
+});
+
+test('schedules at the largest world size (2^30) stay exact: no overflow, no endless loop', () => {
+  const n = 2 ** 30;
+  const last = n - 1;
+  assert.equal(ringNeighbors(last, n), { next: 0, prev: last - 1 });
+  const rootTree = binomialTree(0, 0, n);
+  assert.is(rootTree.children.length, 30);
+  assert.is(rootTree.children[0], 2 ** 29);
+  assert.is(binomialTree(last, 0, n).parent, last - 1);
+  assert.is(binomialTree(0, last, n).parent, last);
+  const d = disseminationPartners(last, n);
+  assert.is(d.sendTo.length, 30);
+  assert.is(d.sendTo[29], 2 ** 29 - 1);
+  assert.is(d.recvFrom[29], 2 ** 29 - 1);
+  const rd = recursiveDoubling(last, n);
+  assert.equal([rd.foldPartner, rd.isExtra, rd.partners.length], [-1, false, 30]);
+  assert.is(rd.partners[29], last - 2 ** 29);
+  // One below: 2^30 - 1 = 2^29 + (2^29 - 1) extra ranks.
+  const odd = recursiveDoubling(1, n - 1);
+  assert.equal([odd.foldPartner, odd.isExtra, odd.partners.length], [0, false, 29]);
 });
 
 test('chunkPlan: segments as even as possible, chunks cover [0, count) exactly, no overlap', () => {

@@ -117,6 +117,28 @@ test('many unawaited ops match by program order', async () => {
   await Promise.all([a, b, c].map((g) => g.destroy()));
 });
 
+test('tensors of odd dtypes and empty shapes travel intact', async () => {
+  const [a, b] = await groups(2);
+  const cases = [
+    tensor(new Uint16Array([0x3c00, 0xc000, 0x7e00]), { dtype: 'float16' }),
+    tensor(new Uint16Array([0x3f80, 0x4049]), { dtype: 'bfloat16' }),
+    tensor(new BigInt64Array([-(2n ** 62n), 5n]), { shape: [2, 1] }),
+    tensor(new Uint8Array([1, 0, 1]), { dtype: 'bool' }),
+    tensor(new Float32Array(0), { shape: [2, 0, 3] }),
+  ];
+  for (const t of cases) a.send(t, 1);
+  for (const t of cases) {
+    const into = { ...t, shape: [...t.shape], data: new (t.data.constructor as Uint8ArrayConstructor)(t.data.length) } as typeof t;
+    assert.is(await b.recv(into, 0), into);
+    assert.equal([...(into.data as Uint8Array)], [...(t.data as Uint8Array)], t.dtype);
+  }
+  const [x, y] = [tensor(new BigInt64Array([2n ** 40n, -3n])), tensor(new BigInt64Array([1n, 7n]))];
+  await Promise.all([a.allReduce(x, 'sum'), b.allReduce(y, 'sum')]);
+  assert.equal([...x.data as BigInt64Array], [2n ** 40n + 1n, 4n]);
+  assert.equal([...y.data as BigInt64Array], [...x.data as BigInt64Array]);
+  await Promise.all([a.destroy(), b.destroy()]);
+});
+
 test('two senders to one receiver never collide', async () => {
   const pgs = await groups(3);
   const [r0, r1, r2] = pgs;
@@ -146,6 +168,28 @@ test('destroy and re-create on the same store reads nothing stale', async () => 
   await Promise.all(second.map((g) => g.destroy()));
 });
 
+test('joining ranks skip a finished epoch and leave an abandoned one', async () => {
+  const server = new MemStoreServer();
+  const raw = server.client();
+  // A finished incarnation whose rank 0 never cleaned up (g/open still names it, g/E/all exists).
+  await raw.set('pg/open', '7');
+  await raw.set('pg/7/all', '1');
+  const early = [1, 2].map((rank) => StatelessProcessGroup.create({ rank, worldSize: 3, store: server.client(), timeoutMs: 5000 }));
+  await new Promise((r) => setTimeout(r, 50));
+  // Now an abandoned one: rank 0 opened epoch 8 and died before anyone else joined.
+  await raw.set('pg/open', '8');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.ok(server.data.has('pg/8/join/1'), 'rank 1 should have joined the abandoned epoch 8');
+  const zero = StatelessProcessGroup.create({ rank: 0, worldSize: 3, store: server.client(), timeoutMs: 5000 });
+  const pgs = await Promise.all([zero, ...early]);
+  assert.equal(pgs.map((g) => g.epoch), [1, 1, 1]);
+  await new Promise((r) => setTimeout(r, 20));
+  assert.not.ok(server.data.has('pg/8/join/1') || server.data.has('pg/8/join/2'), 'join keys left in the abandoned epoch');
+  pgs[0].sendObj('fresh', 2);
+  assert.is(await pgs[2].recvObj(0), 'fresh');
+  await Promise.all(pgs.map((g) => g.destroy()));
+});
+
 test('store key count stays bounded after 10k messages', async () => {
   const server = new MemStoreServer();
   const pgs = await groups(3, server);
@@ -157,10 +201,10 @@ test('store key count stays bounded after 10k messages', async () => {
     jobs.push(...pgs.map((g) => g.allGatherObj(g.rank)), ...pgs.map((g) => g.barrier()));
   }
   await Promise.all(jobs);
-  // Let the fire-and-forget deletes land (they are tracked; a barrier orders nothing here).
-  await new Promise((r) => setTimeout(r, 20));
+  // Cleanups are issued from a setImmediate after each op; let those turns pass.
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
   const live = [...server.data.keys()];
-  assert.ok(live.length <= 2 + 2 * 3 + 2, `keys left: ${live.join(' ')}`);
+  assert.ok(live.length <= 2 + 2 * 3 + 2, `${live.length} keys left: ${live.slice(0, 12).join(' ')} …`);
   await Promise.all(pgs.map((g) => g.destroy()));
   assert.equal([...server.data.keys()], ['pg/epoch']);
 });
@@ -213,6 +257,22 @@ test('recv timeout names the source rank and the key', async () => {
   assert.is(e.peerRank, 0);
   assert.match(e.key, /p\/0\/1\/0$/);
   await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
+});
+
+test('an op queued behind a slow one keeps its own deadline', async () => {
+  const [a, b] = await groups(2, undefined, { timeoutMs: 1500 });
+  let firstDone = false;
+  const first = b.recvObj(0).finally(() => (firstDone = true));
+  const e = await rejectsWith(b.recvObj(0, { timeoutMs: 100 }), 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is(e.peerRank, 0);
+  const bar = a.barrier().catch((x) => x);
+  const eb = await rejectsWith(a.barrier({ timeoutMs: 100 }), 'ERR_GROUPCOMM_TIMEOUT');
+  assert.equal(eb.peerRanks, [1]);
+  assert.not.ok(firstDone, 'the queued op waited for the one ahead of it');
+  await a.sendObj('first', 1);
+  assert.is(await first, 'first');
+  await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
+  await bar;
 });
 
 test('an aborted signal rejects with ERR_GROUPCOMM_ABORTED', async () => {

@@ -376,6 +376,7 @@ test('errors: bad op, bad dtype, length mismatch, partial elements, bool avg, ba
   assert.throws(() => reduceAt('sum', 'float32', buf.ptr, limit - 8, 4), isInvalid);
   assert.throws(() => reduceAt('sum', 'float32', 0, buf.ptr, 4), isInvalid);
   assert.throws(() => reduceAt('sum', 'float32', buf.ptr, buf.ptr, -1), isInvalid);
+  assert.throws(() => reduceAt('sum', 'float32', buf.ptr, buf.ptr + 4, 4), isInvalid); // partial overlap
   assert.throws(() => finishAvgAt('float32', buf.ptr, 4, 0), isInvalid);
   // The core also refuses on its own (the wrapper's checks are not the only guard).
   const x = getCore().exports;

@@ -174,14 +174,4 @@ export function referenceDivide(dtype: DType, buf: Uint8Array, d: number): Uint8
   return out;
 }
 
-/** Deterministic PRNG (mulberry32): same data on Node and Bun for a given seed. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { prng } from '../helpers/prng.js';

@@ -158,6 +158,14 @@ test('multiSet / multiGet round-trip in order', () => withStore(async (s) => {
   assert.equal((await s.multiGet(['bar', 'foo', 'bar'])).map(text), ['tato', 'po', 'tato']);
 }));
 
+test('empty key lists: multiGet, multiSet, check and wait', () => withStore(async (s) => {
+  assert.equal(await s.multiGet([]), []);
+  await s.multiSet([], []);
+  assert.ok(await s.check([]));
+  await s.wait([]);
+  assert.is(await s.numKeys(), 1);
+}));
+
 test('multiGet waits for keys set later', () => withStore(async (s) => {
   const p = s.multiGet(['x', 'y'], { timeoutMs: 10_000 });
   await s.set('x', '1');
@@ -253,6 +261,23 @@ test('worker join: a master with worldSize 2 fails with "1/2 clients joined"', a
   } catch (e) {
     assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
     assert.match((e as Error).message, /1\/2 clients joined/);
+  }
+});
+
+test('worker join: clients that give their rank let the timeout name the missing ones', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const clients: TcpStore[] = [];
+  try {
+    for (const rank of [0, 2]) clients.push(await TcpStore.create({ port: server.port, worldSize: 4, rank, timeoutMs: 5000 }));
+    await server.waitForWorkers({ worldSize: 4, timeoutMs: 200 });
+    assert.unreachable('should time out');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
+    assert.equal((e as any).peerRanks, [1, 3]);
+    assert.match((e as Error).message, /2\/4 clients joined; missing ranks: \[1, 3\]/);
+  } finally {
+    for (const c of clients) await c.close();
+    await server.close();
   }
 });
 

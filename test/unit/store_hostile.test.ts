@@ -78,6 +78,20 @@ test('limits are options: a 1 KiB value limit', async () => {
   }
 });
 
+test('a request bigger than maxRequestBytes closes the connection before it is buffered', async () => {
+  const server = await TcpStoreServer.listen({ port: 0, limits: { maxValueBytes: 1024, maxRequestBytes: 4096 } });
+  try {
+    // each value is within maxValueBytes, together they are not
+    const pairs = Array.from({ length: 8 }, (_, i) => Buffer.concat([str(`/k${i}`), le64(1000)]));
+    const head = Buffer.concat([Buffer.from([11]), le64(8), pairs[0]]);
+    assert.ok(await closedBy(server.port, VALIDATE, head, Buffer.alloc(1000), pairs[1], Buffer.alloc(1000), pairs[2], Buffer.alloc(1000),
+      pairs[3], Buffer.alloc(1000), pairs[4]));
+    assert.is(server.numKeys, 0);
+  } finally {
+    await server.close();
+  }
+});
+
 test('a key count over maxKeysPerRequest closes the connection (WAIT, CHECK, MULTI_GET, MULTI_SET)', () => withServer(async (server) => {
   for (const op of [5, 6, 10, 11]) {
     assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([op]), le64(131073)), `opcode ${op}`);

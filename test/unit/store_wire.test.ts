@@ -98,6 +98,57 @@ test('server: WAIT answers 00 at once or when another connection sets the keys',
   }
 }));
 
+test('server: WAIT counting — a key deleted after it was counted still counts', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([6]), keys('/a', '/b'));
+  const other = await Raw.connect(server.port);
+  try {
+    other.write(VALIDATE, Buffer.from([1]), str('/a'), str('1'), Buffer.from([8]), str('/a'));
+    await other.read(8);
+    other.write(Buffer.from([1]), str('/b'), str('2'));
+    assert.is(hex(await r.read(1)), '00');
+  } finally {
+    other.close();
+  }
+}));
+
+test('server: a COMPARE_SET that stores nothing wakes no waiter', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([6]), keys('/c'));
+  const other = await Raw.connect(server.port);
+  try {
+    other.write(VALIDATE, Buffer.from([2]), str('/c'), str('expected'), str('new'));
+    assert.is((await other.read(16)).subarray(8).toString(), 'expected');
+    await sync(other);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.is(r.pending, 0);
+    other.write(Buffer.from([2]), str('/c'), str(''), str('new'));
+    await other.read(11);
+    assert.is(hex(await r.read(1)), '00');
+  } finally {
+    other.close();
+  }
+}));
+
+test('server: a QUEUE_PUSH wakes one waiter, not all', () => withRaw(async (r, server) => {
+  const r2 = await Raw.connect(server.port);
+  try {
+    r2.write(VALIDATE, Buffer.from([6]), keys('/q'));
+    r.write(Buffer.from([6]), keys('/q'));
+    await sync(r2);
+    await sync(r);
+    const pusher = await Raw.connect(server.port);
+    pusher.write(VALIDATE, Buffer.from([14]), str('/q'), str('v'));
+    await sync(pusher);
+    await new Promise((res) => setTimeout(res, 50));
+    assert.is(r.pending + r2.pending, 1, 'exactly one waiter woken');
+    pusher.write(Buffer.from([14]), str('/q'), str('w'));
+    await sync(pusher);
+    assert.is(hex(await (r.pending ? r2 : r).read(1)), '00');
+    pusher.close();
+  } finally {
+    r2.close();
+  }
+}));
+
 test('server: CANCEL_WAIT answers 01 and clears the wait', () => withRaw(async (r, server) => {
   r.write(Buffer.from([6]), keys('/never'));
   r.write(Buffer.from([12]));
@@ -168,7 +219,7 @@ test('server: many requests in one write get their replies in order', () => with
   assert.is((await r.read(4)).readUInt32LE(), 7);
 }));
 
-test('server: CHECK of the extension probe key is READY without storing it; TRY_GET frames', () => withRaw(async (r, server) => {
+test('server: CHECK of the extension probe key is READY without storing it; TRY_GET and JOIN_RANK frames', () => withRaw(async (r, server) => {
   r.write(Buffer.from([5]), keys('\u0000groupcomm/ext/1'));
   assert.is(hex(await r.read(1)), '00');
   assert.is(server.numKeys, 0);
@@ -176,6 +227,9 @@ test('server: CHECK of the extension probe key is READY without storing it; TRY_
   assert.is(hex(await r.read(1)), '00');
   r.write(Buffer.from([1]), str('/t'), str('xy'), Buffer.from([0xe0]), str('/t'));
   assert.is(hex(await r.read(11)), '01' + hex(str('xy')));
+  // JOIN_RANK (0xe3, i64 rank) has no reply
+  r.write(Buffer.from([0xe3]), le64(3));
+  await sync(r);
 }));
 
 // --- our client's requests, against a fake server that answers like torch ---

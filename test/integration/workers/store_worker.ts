@@ -40,12 +40,12 @@ if (mode === 'shared') {
   if (rank === 0) {
     // The master binds port 0 (no port is probed and re-bound), publishes the real port, and only
     // then waits for the workers, whose join it could not see before they knew the port.
-    s = await TcpStore.create({ port: 0, isServer: true, worldSize, waitForWorkers: false, timeoutMs });
+    s = await TcpStore.create({ port: 0, isServer: true, worldSize, rank, waitForWorkers: false, timeoutMs });
     await coord.set('master_port', String(s.port));
     await s.server!.waitForWorkers({ timeoutMs });
   } else {
     const port = Number(text(await coord.get('master_port', { timeoutMs })));
-    s = await TcpStore.create({ port, worldSize, timeoutMs });
+    s = await TcpStore.create({ port, worldSize, rank, timeoutMs });
   }
   const r = await exchange(s);
   if (rank === 0) {

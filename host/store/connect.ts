@@ -1,0 +1,148 @@
+/**
+ * Opening a client connection: TCP connect, then VALIDATE, the optional auth exchange, and PING
+ * with the extension probe in the same write. Retries with exponential backoff and jitter until
+ * the deadline, like torch's client.
+ */
+import crypto from 'node:crypto';
+import net from 'node:net';
+import { guard, sleep } from '../deadline.js';
+import { authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
+import type { Logger } from '../log.js';
+import { authProof } from './auth.js';
+import { Connection, readU32, readU8 } from './connection.js';
+import {
+  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, EXT_PROBE_KEY, Frame, keyListFrame, Op, VALIDATE_MAGIC,
+} from './protocol.js';
+
+/** Connect retry: first pause, growth, cap. torch starts at 500 ms; local ranks start in ms. */
+const BACKOFF_FIRST_MS = 20;
+const BACKOFF_FACTOR = 1.5;
+const BACKOFF_MAX_MS = 1000;
+
+export interface ConnectSpec {
+  host: string;
+  port: number;
+  timeoutMs: number;
+  signal?: AbortSignal;
+  secret?: Buffer;
+  /** Send the extension probe in the handshake. */
+  probe: boolean;
+  log: Logger;
+}
+
+function connectSocket(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port, noDelay: true });
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      resolve(s);
+    });
+    s.once('error', (e) => {
+      clearTimeout(timer);
+      s.destroy();
+      reject(e);
+    });
+  });
+}
+
+/** VALIDATE, the optional auth exchange, then PING and the extension probe in one round trip. */
+async function handshake(conn: Connection, spec: ConnectSpec): Promise<boolean> {
+  conn.writeNow(new Frame(5).u8(Op.VALIDATE).u32(VALIDATE_MAGIC).done());
+  if (spec.secret) {
+    const clientNonce = crypto.randomBytes(AUTH_NONCE_BYTES);
+    let reply: Uint8Array;
+    try {
+      reply = await conn.request(new Frame(1 + AUTH_NONCE_BYTES).u8(Op.AUTH_HELLO).raw(clientNonce).done(),
+        (c) => { const at = c.take(2 * AUTH_NONCE_BYTES); return c.buf.subarray(at, at + 2 * AUTH_NONCE_BYTES); });
+    } catch (e) {
+      if (isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST')) {
+        throw authError(`store ${conn.address} refused authentication: it has no secret (or is not a groupcomm server)`, { cause: e });
+      }
+      throw e;
+    }
+    const serverNonce = Buffer.from(reply.subarray(0, AUTH_NONCE_BYTES));
+    const proof = reply.subarray(AUTH_NONCE_BYTES);
+    if (!crypto.timingSafeEqual(proof, authProof(spec.secret, 'server', clientNonce, serverNonce))) {
+      throw authError(`store ${conn.address} failed to prove it knows the secret (different secret?)`);
+    }
+    try {
+      await conn.request(new Frame(1 + 32).u8(Op.AUTH_PROOF).raw(authProof(spec.secret, 'client', serverNonce, clientNonce)).done(), readU8);
+    } catch (e) {
+      if (isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST')) throw authError(`store ${conn.address} rejected our secret`, { cause: e });
+      throw e;
+    }
+  }
+  let nonce = (process.pid ^ crypto.randomBytes(4).readUInt32LE(0)) >>> 0;
+  if (nonce === AUTH_REQUIRED_NONCE) nonce ^= 1;
+  const echo = conn.request(new Frame(5).u8(Op.PING).u32(nonce).done(), readU32);
+  const probe = spec.probe
+    ? conn.request(keyListFrame(Op.CHECK, [Buffer.from(EXT_PROBE_KEY, 'utf8')]), readU8)
+    : Promise.resolve(CheckReply.NOT_READY);
+  probe.catch(() => {});
+  const got = await echo;
+  if (got === AUTH_REQUIRED_NONCE) {
+    conn.close();
+    throw authError(`store ${conn.address} requires a secret; pass { secret } (or GROUPCOMM_STORE_SECRET to the CLI)`);
+  }
+  if (got !== nonce) throw protocolError(`store ${conn.address} answered PING with ${got}, expected ${nonce}`);
+  return (await probe) === CheckReply.READY;
+}
+
+const RETRYABLE = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ECONNABORTED', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN']);
+
+/**
+ * Connects with exponential backoff and jitter until the deadline, like torch's client: a server
+ * that is not up yet, or a reset from an overflowing listen backlog, is retried, not reported.
+ */
+export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connection; ext: boolean }> {
+  const address = `${spec.host}:${spec.port}`;
+  const t0 = performance.now();
+  let delay = BACKOFF_FIRST_MS;
+  let attempts = 0;
+  let last: unknown;
+  for (;;) {
+    if (spec.signal?.aborted) {
+      throw new GroupcommError('ERR_GROUPCOMM_ABORTED', `connect to store ${address} aborted`, { cause: spec.signal.reason });
+    }
+    const left = spec.timeoutMs - (performance.now() - t0);
+    if (left <= 0) break;
+    attempts++;
+    let conn: Connection | undefined;
+    try {
+      const socket = await connectSocket(spec.host, spec.port, left);
+      conn = new Connection(socket, address, spec.timeoutMs, spec.log);
+      const ext = await guard(handshake(conn, spec), {
+        timeoutMs: Math.max(1, spec.timeoutMs - (performance.now() - t0)),
+        signal: spec.signal,
+        what: `handshake with store ${address}`,
+        onTimeout: () => timeoutError(`handshake with store ${address} timed out`),
+      });
+      return { conn, ext };
+    } catch (e) {
+      conn?.close();
+      if (isGroupcommError(e, 'ERR_GROUPCOMM_AUTH') || isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) throw e;
+      const code = (e as NodeJS.ErrnoException).code;
+      if (!(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST') || isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') || (code && RETRYABLE.has(code)))) {
+        throw e instanceof GroupcommError ? e : peerLostError(`cannot connect to store ${address}: ${(e as Error).message}`, { cause: e });
+      }
+      last = e;
+      spec.log.debug(`connect to ${address} failed (try ${attempts}): ${(e as Error).message}; retrying in ~${Math.round(delay)}ms`);
+    }
+    const left2 = spec.timeoutMs - (performance.now() - t0);
+    if (left2 <= 0) break;
+    const pause = Math.min(left2, delay * (0.5 + Math.random()));
+    await sleep(pause, spec.signal);
+    delay = Math.min(BACKOFF_MAX_MS, delay * BACKOFF_FACTOR);
+  }
+  const why = (last as Error | undefined)?.message ?? 'no attempt';
+  throw timeoutError(
+    `the client timed out after ${spec.timeoutMs}ms trying to connect to store ${address} ` +
+    `(${attempts} attempts, last error: ${(last as NodeJS.ErrnoException)?.code ?? why}). Is the server up? Raise timeoutMs?`,
+    { timeoutMs: spec.timeoutMs, cause: last },
+  );
+}
