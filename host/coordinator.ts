@@ -50,7 +50,7 @@ export interface CoordinatorOptions {
   globalRank: number;
   /** Index of this process's device (CUDA: the device ordinal). Default 0. */
   localRank?: number;
-  /** Ranks in groupRanks must be below it. Default: one more than the largest listed rank. */
+  /** Optional upper bound: every rank in groupRanks must be below it. */
   globalWorldSize?: number;
   /** Device backend: 'cpu', 'cuda' or a module specifier (default GROUPCOMM_DEVICE_PLUGIN, else 'cuda'). */
   backend?: string;
@@ -298,7 +298,10 @@ export class StatelessGroupCoordinator {
     });
   }
 
-  /** Sends `obj` to group rank `dst` (it may be this rank: it then waits for its own recvObject). */
+  /**
+   * Sends `obj` to group rank `dst`. To this rank itself, a structured clone is queued for the
+   * next recvObject(rankInGroup) (how point to point stays uniform down to world size 1).
+   */
   sendObject(obj: unknown, dst: number, opts?: OpOptions): Promise<void> {
     return this.op('sendObject', opts, async (b) => {
       checkRank(dst, this.worldSize, 'sendObject', 'dst');

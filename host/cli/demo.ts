@@ -95,7 +95,7 @@ export async function run(argv: string[]): Promise<number> {
       const child = spawn(process.execPath, [worker], {
         env: {
           ...process.env, RANK: String(rank), GROUPCOMM_DEMO_STORE_PORT: String(server.port),
-          GROUPCOMM_BACKEND: backend, GROUPCOMM_DEMO_STEPS: String(steps), GROUPCOMM_DEMO_STEP_MS: String(stepMs),
+          GROUPCOMM_DEMO_BACKEND: backend, GROUPCOMM_DEMO_STEPS: String(steps), GROUPCOMM_DEMO_STEP_MS: String(stepMs),
           GROUPCOMM_DEMO_TIMEOUT_MS: String(timeoutMs), GROUPCOMM_DEMO_T0: String(t0),
           GROUPCOMM_DEMO_DEVICE_EVERY: String(deviceEvery),
         },

@@ -14,7 +14,7 @@ import { sleep } from '../deadline.js';
 
 const rank = Number(process.env.RANK);
 const port = Number(process.env.GROUPCOMM_DEMO_STORE_PORT);
-const backend = process.env.GROUPCOMM_BACKEND ?? 'cpu';
+const backend = process.env.GROUPCOMM_DEMO_BACKEND ?? 'cpu';
 const stepMs = Number(process.env.GROUPCOMM_DEMO_STEP_MS ?? 5);
 const steps = Number(process.env.GROUPCOMM_DEMO_STEPS ?? 30);
 const timeoutMs = Number(process.env.GROUPCOMM_DEMO_TIMEOUT_MS ?? 30_000);

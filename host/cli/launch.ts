@@ -2,7 +2,8 @@
  * `groupcomm launch -n N [options] script.js|ts [-- args]`: starts N local ranks of a script,
  * the way torchrun does for one node.
  *
- * Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT.
+ * Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT
+ * (and GROUPCOMM_DEVICE_PLUGIN with --backend).
  * MASTER_PORT is the port of a store the launcher itself hosts (GROUPCOMM_LAUNCH_STORE=1 says
  * so): the launcher binds port 0 and hands the bound port to the ranks while it keeps the socket
  * open. Picking a "free" port by binding and closing a probe socket, then hoping rank 0 gets it,
@@ -26,7 +27,8 @@ const USAGE = `usage: groupcomm launch -n N [options] script.js|script.ts [-- sc
 
 options:
   -n, --nproc N          number of local ranks to start (required)
-  --backend NAME         device backend for the ranks (exported as GROUPCOMM_BACKEND): cpu | cuda | module
+  --backend NAME         device backend for the ranks (exported as GROUPCOMM_DEVICE_PLUGIN, the
+                         coordinator's default backend): cpu | cuda | a module
   --master-addr ADDR     address the ranks rendezvous on (default 127.0.0.1)
   --master-port PORT     port of the launcher's store (default 0: the OS picks a free one)
   --no-store             do not host a store; rank 0's script must host one on --master-port
@@ -175,7 +177,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
     };
     if (server) env.GROUPCOMM_LAUNCH_STORE = '1';
     else delete env.GROUPCOMM_LAUNCH_STORE;
-    if (o.backend) env.GROUPCOMM_BACKEND = o.backend;
+    if (o.backend) env.GROUPCOMM_DEVICE_PLUGIN = o.backend;
     const child = spawn(cmd, [script, ...o.args], { env, stdio: ['inherit', 'pipe', 'pipe'] });
     children.push(child);
     const tag = o.prefix ? `[rank ${rank}] ` : '';

@@ -82,6 +82,13 @@ test('the README example: two groups over four launched ranks', async () => {
   }
 });
 
+test('a .ts script runs on Bun whichever runtime runs the launcher', async () => {
+  const r = await launch(['-n', '2', path.join(root, 'test/integration/workers/launch_worker.ts'), 'coord']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, '[rank 0] sum=3');
+  assert.match(r.stdout, '[rank 1] sum=3');
+});
+
 test('usage errors exit 2 and say what is wrong', async () => {
   const noN = await launch([worker]);
   assert.is(noN.code, 2);

@@ -231,6 +231,19 @@ async function overlapping(): Promise<void> {
   // A keeps serving after B is gone.
   const s = await a.allReduce(tensor(new Float64Array([1])));
   check(arr(s)![0] === worldSize, 'A serves after B destroyed');
+  // Two groups {0, 2} and {1, 3} (research §(e) 14): group rank 0 sends to group rank 1, and
+  // each receiver sees its own group's value — addressing is by rank in the group.
+  if (worldSize === 4) {
+    const g = await create('interleaved', [[0, 2], [1, 3]]);
+    check(g.groupIndex === rank % 2 && g.rankInGroup === (rank < 2 ? 0 : 1), `interleaved layout ${g.groupIndex}/${g.rankInGroup}`);
+    const value = g.groupIndex + 1;
+    if (g.rankInGroup === 0) await g.sendTensorDict({ v: tensor(new Int32Array(3).fill(value)) }, 1);
+    else {
+      const d = await g.recvTensorDict(0);
+      check(same(arr(d.v as Tensor), [value, value, value]), `interleaved group ${g.groupIndex} got ${arr(d.v as Tensor)}`);
+    }
+    await g.destroy();
+  }
   await a.destroy();
 }
 

@@ -15,7 +15,7 @@ const extra = process.argv.slice(3);
 
 if (mode === 'env') {
   console.log(`env RANK=${e.RANK} LOCAL_RANK=${e.LOCAL_RANK} WORLD_SIZE=${e.WORLD_SIZE} LOCAL_WORLD_SIZE=${e.LOCAL_WORLD_SIZE} ` +
-    `MASTER_ADDR=${e.MASTER_ADDR} MASTER_PORT=${e.MASTER_PORT} STORE=${e.GROUPCOMM_LAUNCH_STORE} BACKEND=${e.GROUPCOMM_BACKEND} args=${extra.join(',')}`);
+    `MASTER_ADDR=${e.MASTER_ADDR} MASTER_PORT=${e.MASTER_PORT} STORE=${e.GROUPCOMM_LAUNCH_STORE} BACKEND=${e.GROUPCOMM_DEVICE_PLUGIN} args=${extra.join(',')}`);
   process.stdout.write('no newline at the end');
   const store = await TcpStore.create({ host: e.MASTER_ADDR, port: Number(e.MASTER_PORT), timeoutMs: 20_000 });
   await store.add('joined', 1);
@@ -23,10 +23,15 @@ if (mode === 'env') {
   await store.wait([...Array(worldSize).keys()].map((r) => `rank/${r}`));
   await store.close();
 } else if (mode === 'fail') {
+  // Rank 1 fails once every other rank is ready to report the SIGTERM it will get.
+  const store = await TcpStore.create({ host: e.MASTER_ADDR, port: Number(e.MASTER_PORT), timeoutMs: 20_000 });
   if (rank === 1) {
-    setTimeout(() => { console.error('rank 1 fails on purpose'); process.exit(3); }, 300);
+    await store.wait([...Array(worldSize).keys()].filter((r) => r !== 1).map((r) => `ready/${r}`));
+    console.error('rank 1 fails on purpose');
+    process.exit(3);
   } else {
     process.on('SIGTERM', () => { console.log('stopped by SIGTERM'); process.exit(0); });
+    await store.set(`ready/${rank}`, '1');
     setInterval(() => {}, 1000);
   }
 } else if (mode === 'signal') {
