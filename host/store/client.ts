@@ -361,7 +361,11 @@ export class TcpStore implements Store {
       cancel: () => {
         if (cancelled || c.closed) return;
         cancelled = true;
-        c.replaceHeadReader((cur) => {
+        // The WAIT's reply may already have been read in this very tick (an abort fired by a
+        // 'data' listener, before the reply's promise callbacks ran). Then there is nothing to
+        // cancel, and a CANCEL_WAIT now would leave a WAIT_CANCELED byte that the next WAIT on
+        // this pooled connection would take for its own reply.
+        const swapped = c.replaceHeadReader((cur) => {
           const b = cur.u8();
           if (b === WaitReply.STOP_WAITING) {
             if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
@@ -370,7 +374,7 @@ export class TcpStore implements Store {
           }
           return b;
         });
-        c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
+        if (swapped) c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
       },
     });
   }
