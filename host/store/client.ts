@@ -183,7 +183,7 @@ export class TcpStore implements Store {
   private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: string): Promise<T> {
     this.ensureOpen();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const p = this.main.request(frame, read, timeoutMs);
+    const p = this.main.request(frame, read, timeoutMs, what, key);
     if (!opts?.signal && opts?.timeoutMs === undefined) return p;
     return guard(p, {
       timeoutMs, signal: opts?.signal, what,

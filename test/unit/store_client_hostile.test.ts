@@ -1,0 +1,111 @@
+// The store client against servers that misbehave: one that stops answering, one that stops
+// reading, one that announces an absurd reply. Each is a few lines of raw socket code standing in
+// for a hung or hostile TCPStore server; the client must time out naming the key, or fail the
+// connection, and never hang or crash the process.
+import net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TcpStore } from '../../host/index.js';
+import { isGroupcommError } from '../../host/errors.js';
+import { le64 } from './store_raw.js';
+
+type Mode = 'silent' | 'stop-reading' | 'huge-reply';
+
+/**
+ * A server that does the torch handshake (VALIDATE, then echoes PING) and then, per mode: reads
+ * and ignores everything, stops reading, or answers the first request with a value header
+ * declaring 2^40 bytes followed by a few bytes of it.
+ */
+async function fakeServer(mode: Mode): Promise<{ port: number; closedByClient: Promise<void>; close(): Promise<void> }> {
+  const sockets = new Set<net.Socket>();
+  let onClientClose!: () => void;
+  const closedByClient = new Promise<void>((r) => { onClientClose = r; });
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => { sockets.delete(s); onClientClose(); });
+    let buf = Buffer.alloc(0);
+    let stage = 0;
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      if (stage === 0 && buf.length >= 10) {
+        s.write(buf.subarray(6, 10)); // the PING nonce
+        buf = buf.subarray(10);
+        stage = 1;
+        if (mode === 'stop-reading') s.pause();
+      }
+      if (stage === 1 && buf.length > 0 && mode === 'huge-reply') {
+        stage = 2;
+        s.write(le64(2 ** 40));
+        setTimeout(() => s.write(Buffer.alloc(64 * 1024, 7)), 50);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    closedByClient,
+    close: () => {
+      for (const s of sockets) s.destroy();
+      return new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+/** Resolves with what `p` settled to, or 'hung' after ms. */
+async function outcome<T>(p: Promise<T>, ms: number): Promise<{ value?: T; error?: unknown; hung?: true }> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<{ hung: true }>((r) => { timer = setTimeout(() => r({ hung: true }), ms); });
+  try {
+    return await Promise.race([p.then((value) => ({ value }), (error) => ({ error })), hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('a request the server never answers times out after the store timeout, naming its key', async () => {
+  const srv = await fakeServer('silent');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 400, extensions: false });
+  try {
+    const r = await outcome(s.add('counter', 1), 10_000);
+    assert.not.ok(r.hung, 'add must not hang');
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
+    assert.is((r.error as { key?: string }).key, 'counter');
+    assert.match((r.error as Error).message, /counter/);
+    assert.is((r.error as { timeoutMs?: number }).timeoutMs, 400);
+  } finally {
+    await s.close();
+    await srv.close();
+  }
+});
+
+test('a per-call timeoutMs is the one the timeout error reports', async () => {
+  const srv = await fakeServer('silent');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 60_000, extensions: false });
+  try {
+    const r = await outcome(s.deleteKey('k1', { timeoutMs: 300 }), 10_000);
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
+    assert.is((r.error as { key?: string }).key, 'k1');
+    assert.is((r.error as { timeoutMs?: number }).timeoutMs, 300);
+  } finally {
+    await s.close();
+    await srv.close();
+  }
+});
+
+test('a set whose write never completes (server stopped reading) times out naming its key', async () => {
+  const srv = await fakeServer('stop-reading');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 600, extensions: false });
+  try {
+    // Far more than loopback socket buffers hold, so the write cannot complete.
+    const r = await outcome(s.set('big', new Uint8Array(48 * 1024 * 1024)), 10_000);
+    assert.not.ok(r.hung, 'set must not hang when its write never completes');
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
+    assert.is((r.error as { key?: string }).key, 'big');
+  } finally {
+    await s.close();
+    await srv.close();
+  }
+});
+
+test.run();
