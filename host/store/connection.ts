@@ -9,6 +9,7 @@
  * the store client never pipelines anything behind a WAIT: waits run on connections of their own
  * (see client.ts).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import net from 'node:net';
 import { GroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -30,6 +31,7 @@ interface Pending {
 }
 
 const BIG_WRITE = 64 * 1024;
+const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 
 export class Connection {
   private readonly queue: Pending[] = [];
@@ -172,8 +174,16 @@ export class Connection {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.failure) return;
     const inbox = this.inbox;
-    if (!inbox.push(chunk)) return;
+    try {
+      if (!inbox.push(chunk)) return;
+    } catch (e) {
+      // The buffer for a declared reply length could not be allocated (a hostile or broken
+      // server announcing terabytes): this connection is unusable, the process must not die.
+      this.fail(protocolError(`store ${this.address} sent a reply too large to buffer: ${(e as Error).message}`, { cause: e }));
+      return;
+    }
     const cur = this.cursor;
     cur.reset(inbox.buf, inbox.start, inbox.end);
     let need = 0;
@@ -279,7 +289,7 @@ function valueAt(c: Cursor, n: number): Uint8Array {
 
 export const readBytes: Reader<Uint8Array> = (c) => {
   const n = c.u64();
-  if (!Number.isFinite(n)) throw protocolError('store reply declares an impossible value length');
+  if (n > MAX_LENGTH) throw protocolError(`store reply declares a value of ${n} bytes, more than a Buffer can hold`);
   return valueAt(c, n);
 };
 

@@ -108,4 +108,20 @@ test('a set whose write never completes (server stopped reading) times out namin
   }
 });
 
+test('a reply declaring 2^40 bytes fails the connection instead of crashing the process', async () => {
+  const srv = await fakeServer('huge-reply');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 5_000, extensions: false });
+  try {
+    const r = await outcome(s.compareSet('k', '', 'v'), 10_000);
+    assert.not.ok(r.hung, 'compareSet must settle');
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_PROTOCOL'), String(r.error));
+    // The connection is gone; later calls fail at once instead of queueing behind the bad reply.
+    const again = await outcome(s.ping(), 5_000);
+    assert.ok(again.error !== undefined && isGroupcommError(again.error), String(again.error));
+  } finally {
+    await s.close();
+    await srv.close();
+  }
+});
+
 test.run();
