@@ -144,21 +144,25 @@ export class TcpStore implements Store {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
     };
+    let store: TcpStore | undefined;
     try {
       const { conn, ext } = await openConnection(spec);
-      const store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
+      store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
       if (opts.worldSize !== undefined) {
+        const join = { timeoutMs, signal: opts.signal };
         if (opts.rank !== undefined && ext) {
-          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', { timeoutMs });
+          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', join);
         }
-        await store.addRaw(Buffer.from(INIT_KEY), 1n, { timeoutMs });
+        await store.addRaw(Buffer.from(INIT_KEY), 1n, join, INIT_KEY);
         if (server && (opts.waitForWorkers ?? true)) {
           await server.waitForWorkers({ worldSize: opts.worldSize, timeoutMs, signal: opts.signal });
         }
       }
       return store;
     } catch (e) {
-      await server?.close();
+      // The caller never gets this store, so nothing else could close its connection (or server).
+      if (store) await store.close();
+      else await server?.close();
       throw e;
     }
   }

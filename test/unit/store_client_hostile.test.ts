@@ -124,4 +124,33 @@ test('a reply declaring 2^40 bytes fails the connection instead of crashing the 
   }
 });
 
+test('create: a join that fails (server never answers the init/ add) closes the client connection', async () => {
+  const srv = await fakeServer('silent');
+  const r = await outcome(TcpStore.create({ port: srv.port, worldSize: 2, rank: 1, timeoutMs: 400, extensions: false }), 10_000);
+  try {
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
+    const closed = await outcome(srv.closedByClient, 5_000);
+    assert.not.ok(closed.hung, 'the failed client must close its connection');
+  } finally {
+    if (r.value) await r.value.close();
+    await srv.close();
+  }
+});
+
+test('create: an abort during the join rejects with ABORTED and closes the connection', async () => {
+  const srv = await fakeServer('silent');
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 200);
+  const r = await outcome(TcpStore.create({ port: srv.port, worldSize: 2, timeoutMs: 30_000, signal: ac.signal, extensions: false }), 10_000);
+  try {
+    assert.not.ok(r.hung, 'the abort must end create');
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_ABORTED'), String(r.error));
+    const closed = await outcome(srv.closedByClient, 5_000);
+    assert.not.ok(closed.hung, 'the aborted client must close its connection');
+  } finally {
+    if (r.value) await r.value.close();
+    await srv.close();
+  }
+});
+
 test.run();
