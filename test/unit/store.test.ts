@@ -35,6 +35,9 @@ test('add: negative deltas and a value set as decimal text', () => withStore(asy
   assert.is(await s.add('n', -50), -8);
   assert.is(text(await s.get('n')), '-8');
   assert.is(await s.add('big', 2n ** 52n), 2 ** 52);
+  // strtoll: leading zeros are not significant digits
+  await s.set('z', '-' + '0'.repeat(40) + '41');
+  assert.is(await s.add('z', -1), -42);
 }));
 
 test('set/get round-trip bytes, strings and empty values', () => withStore(async (s) => {

@@ -124,6 +124,9 @@ test('ADD on a non-numeric value closes the connection; the value stays', () => 
   // ADD overflowing int64 also closes
   await good.set('huge', '9223372036854775807');
   assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([4]), str('/huge'), le64(1)));
+  // so does a value of millions of digits (out of range, decided without parsing them all)
+  await good.set('digits', '7'.repeat(4 * 1024 * 1024));
+  assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([4]), str('/digits'), le64(1)));
 }));
 
 test('a client vanishing mid-request stores nothing and drops its waits', () => withServer(async (server, good) => {
