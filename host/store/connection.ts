@@ -17,6 +17,17 @@ import { Cursor, INCOMPLETE, Inbox } from './protocol.js';
 
 export type Reader<T> = (cur: Cursor) => T;
 
+/** The key, or keys, an operation is about: timeout errors name them. */
+export type OpKeys = string | string[] | undefined;
+
+export function keyFields(k: OpKeys): { key?: string; keys?: string[] } {
+  return k === undefined ? {} : Array.isArray(k) ? { keys: k } : { key: k };
+}
+
+export function keySuffix(k: OpKeys): string {
+  return k === undefined ? '' : Array.isArray(k) ? `, keys: ${k.join(', ')}` : `, key: ${k}`;
+}
+
 interface Pending {
   read: Reader<unknown> | null;
   resolve(v: unknown): void;
@@ -24,9 +35,9 @@ interface Pending {
   /** performance.now() after which the caller is told it timed out (the reader stays queued). */
   deadline: number;
   timeoutMs: number;
-  /** What the request was, and its key when it has one: for the timeout message. */
+  /** What the request was, and its key(s) when it has any: for the timeout message. */
   what: string;
-  key?: string;
+  key: OpKeys;
   settled: boolean;
 }
 
@@ -78,7 +89,7 @@ export class Connection {
    * parses from the reply; `read` null means the request has no reply (it resolves once written).
    * Either kind rejects with ERR_GROUPCOMM_TIMEOUT naming `what` and `key` after timeoutMs.
    */
-  request<T>(frame: Buffer | Buffer[], read: Reader<T> | null, timeoutMs = this.timeoutMs, what = 'request', key?: string): Promise<T> {
+  request<T>(frame: Buffer | Buffer[], read: Reader<T> | null, timeoutMs = this.timeoutMs, what = 'request', key?: OpKeys): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<T>((resolve, reject) => {
       const p: Pending = {
@@ -238,9 +249,9 @@ export class Connection {
         }
         p.settled = true;
         p.reject(timeoutError(
-          `store ${p.what} timed out after ${p.timeoutMs}ms${p.key === undefined ? '' : `, key: ${p.key}`} ` +
+          `store ${p.what} timed out after ${p.timeoutMs}ms${keySuffix(p.key)} ` +
           `(no ${p.read ? 'reply' : 'completed write'} from ${this.address})`,
-          { key: p.key, timeoutMs: p.timeoutMs }));
+          { ...keyFields(p.key), timeoutMs: p.timeoutMs }));
       };
       for (let i = this.head; i < this.queue.length; i++) check(this.queue[i]);
       for (const p of this.writing) check(p);

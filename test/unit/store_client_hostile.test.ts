@@ -9,19 +9,26 @@ import { TcpStore } from '../../host/index.js';
 import { isGroupcommError } from '../../host/errors.js';
 import { le64 } from './store_raw.js';
 
-type Mode = 'silent' | 'stop-reading' | 'huge-reply';
+type Mode = 'silent' | 'stop-reading' | 'huge-reply' | 'one-connection';
 
 /**
  * A server that does the torch handshake (VALIDATE, then echoes PING) and then, per mode: reads
  * and ignores everything, stops reading, or answers the first request with a value header
- * declaring 2^40 bytes followed by a few bytes of it.
+ * declaring 2^40 bytes followed by a few bytes of it; or ('one-connection') answers CHECK with
+ * NOT_READY on the first connection and ignores every later one (so a wait connection never opens).
  */
 async function fakeServer(mode: Mode): Promise<{ port: number; closedByClient: Promise<void>; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
   let onClientClose!: () => void;
   const closedByClient = new Promise<void>((r) => { onClientClose = r; });
+  let accepted = 0;
   const server = net.createServer((s) => {
     sockets.add(s);
+    if (mode === 'one-connection' && ++accepted > 1) {
+      s.on('error', () => {});
+      s.on('close', () => sockets.delete(s));
+      return;
+    }
     s.on('error', () => {});
     s.on('close', () => { sockets.delete(s); onClientClose(); });
     let buf = Buffer.alloc(0);
@@ -33,6 +40,14 @@ async function fakeServer(mode: Mode): Promise<{ port: number; closedByClient: P
         buf = buf.subarray(10);
         stage = 1;
         if (mode === 'stop-reading') s.pause();
+      }
+      while (stage === 1 && mode === 'one-connection' && buf.length >= 9 && buf[0] === 5) {
+        const n = Number(buf.readBigUInt64LE(1));
+        let at = 9;
+        for (let i = 0; i < n && at + 8 <= buf.length; i++) at += 8 + Number(buf.readBigUInt64LE(at));
+        if (at > buf.length) break;
+        buf = buf.subarray(at);
+        s.write(Buffer.from([1]));
       }
       if (stage === 1 && buf.length > 0 && mode === 'huge-reply') {
         stage = 2;
@@ -149,6 +164,34 @@ test('create: an abort during the join rejects with ABORTED and closes the conne
     assert.not.ok(closed.hung, 'the aborted client must close its connection');
   } finally {
     if (r.value) await r.value.close();
+    await srv.close();
+  }
+});
+
+test('wait: running out of time while opening its wait connection names the keys', async () => {
+  const srv = await fakeServer('one-connection');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 30_000, extensions: false });
+  try {
+    const r = await outcome(s.wait(['a', 'b'], { timeoutMs: 500 }), 10_000);
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
+    assert.equal((r.error as { keys?: string[] }).keys, ['a', 'b']);
+    assert.match((r.error as Error).message, /keys: a, b/);
+  } finally {
+    await s.close();
+    await srv.close();
+  }
+});
+
+test('check: a timeout names its keys', async () => {
+  const srv = await fakeServer('silent');
+  const s = await TcpStore.create({ port: srv.port, timeoutMs: 30_000, extensions: false });
+  try {
+    const c = await outcome(s.check(['x', 'y'], { timeoutMs: 300 }), 10_000);
+    assert.ok(isGroupcommError(c.error, 'ERR_GROUPCOMM_TIMEOUT'), String(c.error));
+    assert.equal((c.error as { keys?: string[] }).keys, ['x', 'y']);
+    assert.match((c.error as Error).message, /keys: x, y/);
+  } finally {
+    await s.close();
     await srv.close();
   }
 });
