@@ -78,66 +78,59 @@ async function outcome<T>(p: Promise<T>, ms: number): Promise<{ value?: T; error
   }
 }
 
-test('a request the server never answers times out after the store timeout, naming its key', async () => {
-  const srv = await fakeServer('silent');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 400, extensions: false });
+/** A client (torch protocol only, as against a torch server) of a fake server in `mode`. */
+async function withFake(mode: Mode, timeoutMs: number, fn: (s: TcpStore) => Promise<void>): Promise<void> {
+  const srv = await fakeServer(mode);
+  const s = await TcpStore.create({ port: srv.port, timeoutMs, extensions: false });
   try {
-    const r = await outcome(s.add('counter', 1), 10_000);
-    assert.not.ok(r.hung, 'add must not hang');
-    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
-    assert.is((r.error as { key?: string }).key, 'counter');
-    assert.match((r.error as Error).message, /counter/);
-    assert.is((r.error as { timeoutMs?: number }).timeoutMs, 400);
+    await fn(s);
   } finally {
     await s.close();
     await srv.close();
   }
-});
+}
 
-test('a per-call timeoutMs is the one the timeout error reports', async () => {
-  const srv = await fakeServer('silent');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 60_000, extensions: false });
-  try {
-    const r = await outcome(s.deleteKey('k1', { timeoutMs: 300 }), 10_000);
-    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
-    assert.is((r.error as { key?: string }).key, 'k1');
-    assert.is((r.error as { timeoutMs?: number }).timeoutMs, 300);
-  } finally {
-    await s.close();
-    await srv.close();
+/** Asserts `err` is a timeout naming `key` (a string) or `keys` (an array). */
+function assertTimeoutNames(err: unknown, k: string | string[]): void {
+  assert.ok(isGroupcommError(err, 'ERR_GROUPCOMM_TIMEOUT'), String(err));
+  const e = err as { key?: string; keys?: string[]; message: string };
+  if (Array.isArray(k)) {
+    assert.equal(e.keys, k);
+    assert.match(e.message, `keys: ${k.join(', ')}`);
+  } else {
+    assert.is(e.key, k);
+    assert.match(e.message, `key: ${k}`);
   }
-});
+}
 
-test('a set whose write never completes (server stopped reading) times out naming its key', async () => {
-  const srv = await fakeServer('stop-reading');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 600, extensions: false });
-  try {
-    // Far more than loopback socket buffers hold, so the write cannot complete.
-    const r = await outcome(s.set('big', new Uint8Array(48 * 1024 * 1024)), 10_000);
-    assert.not.ok(r.hung, 'set must not hang when its write never completes');
-    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
-    assert.is((r.error as { key?: string }).key, 'big');
-  } finally {
-    await s.close();
-    await srv.close();
-  }
-});
+test('a request the server never answers times out after the store timeout, naming its key', () => withFake('silent', 400, async (s) => {
+  const r = await outcome(s.add('counter', 1), 10_000);
+  assert.not.ok(r.hung, 'add must not hang');
+  assertTimeoutNames(r.error, 'counter');
+  assert.is((r.error as { timeoutMs?: number }).timeoutMs, 400);
+}));
 
-test('a reply declaring 2^40 bytes fails the connection instead of crashing the process', async () => {
-  const srv = await fakeServer('huge-reply');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 5_000, extensions: false });
-  try {
-    const r = await outcome(s.compareSet('k', '', 'v'), 10_000);
-    assert.not.ok(r.hung, 'compareSet must settle');
-    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_PROTOCOL'), String(r.error));
-    // The connection is gone; later calls fail at once instead of queueing behind the bad reply.
-    const again = await outcome(s.ping(), 5_000);
-    assert.ok(again.error !== undefined && isGroupcommError(again.error), String(again.error));
-  } finally {
-    await s.close();
-    await srv.close();
-  }
-});
+test('a per-call timeoutMs is the one the timeout error reports', () => withFake('silent', 60_000, async (s) => {
+  const r = await outcome(s.deleteKey('k1', { timeoutMs: 300 }), 10_000);
+  assertTimeoutNames(r.error, 'k1');
+  assert.is((r.error as { timeoutMs?: number }).timeoutMs, 300);
+}));
+
+test('a set whose write never completes (server stopped reading) times out naming its key', () => withFake('stop-reading', 600, async (s) => {
+  // Far more than loopback socket buffers hold, so the write cannot complete.
+  const r = await outcome(s.set('big', new Uint8Array(48 * 1024 * 1024)), 10_000);
+  assert.not.ok(r.hung, 'set must not hang when its write never completes');
+  assertTimeoutNames(r.error, 'big');
+}));
+
+test('a reply declaring 2^40 bytes fails the connection instead of crashing the process', () => withFake('huge-reply', 5_000, async (s) => {
+  const r = await outcome(s.compareSet('k', '', 'v'), 10_000);
+  assert.not.ok(r.hung, 'compareSet must settle');
+  assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_PROTOCOL'), String(r.error));
+  // The connection is gone; later calls fail at once instead of queueing behind the bad reply.
+  const again = await outcome(s.ping(), 5_000);
+  assert.ok(again.error !== undefined && isGroupcommError(again.error), String(again.error));
+}));
 
 test('create: a join that fails (server never answers the init/ add) closes the client connection', async () => {
   const srv = await fakeServer('silent');
@@ -168,32 +161,14 @@ test('create: an abort during the join rejects with ABORTED and closes the conne
   }
 });
 
-test('wait: running out of time while opening its wait connection names the keys', async () => {
-  const srv = await fakeServer('one-connection');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 30_000, extensions: false });
-  try {
-    const r = await outcome(s.wait(['a', 'b'], { timeoutMs: 500 }), 10_000);
-    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_TIMEOUT'), String(r.error));
-    assert.equal((r.error as { keys?: string[] }).keys, ['a', 'b']);
-    assert.match((r.error as Error).message, /keys: a, b/);
-  } finally {
-    await s.close();
-    await srv.close();
-  }
-});
+test('wait: running out of time while opening its wait connection names the keys', () => withFake('one-connection', 30_000, async (s) => {
+  const r = await outcome(s.wait(['a', 'b'], { timeoutMs: 500 }), 10_000);
+  assertTimeoutNames(r.error, ['a', 'b']);
+}));
 
-test('check: a timeout names its keys', async () => {
-  const srv = await fakeServer('silent');
-  const s = await TcpStore.create({ port: srv.port, timeoutMs: 30_000, extensions: false });
-  try {
-    const c = await outcome(s.check(['x', 'y'], { timeoutMs: 300 }), 10_000);
-    assert.ok(isGroupcommError(c.error, 'ERR_GROUPCOMM_TIMEOUT'), String(c.error));
-    assert.equal((c.error as { keys?: string[] }).keys, ['x', 'y']);
-    assert.match((c.error as Error).message, /keys: x, y/);
-  } finally {
-    await s.close();
-    await srv.close();
-  }
-});
+test('check: a timeout names its keys', () => withFake('silent', 30_000, async (s) => {
+  const c = await outcome(s.check(['x', 'y'], { timeoutMs: 300 }), 10_000);
+  assertTimeoutNames(c.error, ['x', 'y']);
+}));
 
 test.run();
