@@ -364,10 +364,11 @@ export class TcpStore implements Store {
     }
     const c = conn;
     let cancelled = false;
+    let cancelTimer: NodeJS.Timeout | undefined;
     const reply = c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
     reply.then(
-      () => this.release(c),
-      () => c.close(),
+      () => { clearTimeout(cancelTimer); this.release(c); },
+      () => { clearTimeout(cancelTimer); c.close(); },
     );
     const shown = reportMs ?? timeoutMs;
     const left = Math.max(1, timeoutMs - (performance.now() - t0));
@@ -393,7 +394,14 @@ export class TcpStore implements Store {
           }
           return b;
         });
-        if (swapped) c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
+        if (!swapped) return;
+        c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
+        // A server that never answers the cancel would keep this connection (and its socket)
+        // forever: the WAIT itself has no deadline. Give the answer the store's timeout.
+        cancelTimer = setTimeout(() => c.close(timeoutError(
+          `store ${this.host}:${this.port} did not answer CANCEL_WAIT within ${this.timeoutMs}ms (keys: ${keys.join(', ')})`,
+          { keys, timeoutMs: this.timeoutMs })), this.timeoutMs);
+        cancelTimer.unref?.();
       },
     });
   }

@@ -9,13 +9,15 @@ import { TcpStore } from '../../host/index.js';
 import { isGroupcommError } from '../../host/errors.js';
 import { le64 } from './store_raw.js';
 
-type Mode = 'silent' | 'stop-reading' | 'huge-reply' | 'one-connection';
+type Mode = 'silent' | 'stop-reading' | 'huge-reply' | 'one-connection' | 'not-ready';
 
 /**
  * A server that does the torch handshake (VALIDATE, then echoes PING) and then, per mode: reads
  * and ignores everything, stops reading, or answers the first request with a value header
  * declaring 2^40 bytes followed by a few bytes of it; or ('one-connection') answers CHECK with
- * NOT_READY on the first connection and ignores every later one (so a wait connection never opens).
+ * NOT_READY on the first connection and ignores every later one (so a wait connection never opens);
+ * or ('not-ready') answers CHECK with NOT_READY on every connection and ignores everything else
+ * (WAIT and CANCEL_WAIT included).
  */
 async function fakeServer(mode: Mode): Promise<{ port: number; closedByClient: Promise<void>; close(): Promise<void> }> {
   const sockets = new Set<net.Socket>();
@@ -41,7 +43,7 @@ async function fakeServer(mode: Mode): Promise<{ port: number; closedByClient: P
         stage = 1;
         if (mode === 'stop-reading') s.pause();
       }
-      while (stage === 1 && mode === 'one-connection' && buf.length >= 9 && buf[0] === 5) {
+      while (stage === 1 && (mode === 'one-connection' || mode === 'not-ready') && buf.length >= 9 && buf[0] === 5) {
         const n = Number(buf.readBigUInt64LE(1));
         let at = 9;
         for (let i = 0; i < n && at + 8 <= buf.length; i++) at += 8 + Number(buf.readBigUInt64LE(at));
@@ -169,6 +171,15 @@ test('wait: running out of time while opening its wait connection names the keys
 test('check: a timeout names its keys', () => withFake('silent', 30_000, async (s) => {
   const c = await outcome(s.check(['x', 'y'], { timeoutMs: 300 }), 10_000);
   assertTimeoutNames(c.error, ['x', 'y']);
+}));
+
+test('wait: a wait connection whose CANCEL_WAIT is never answered is closed after the store timeout', () => withFake('not-ready', 600, async (s) => {
+  const r = await outcome(s.wait(['k'], { timeoutMs: 200 }), 10_000);
+  assertTimeoutNames(r.error, ['k']);
+  const conns = (s as unknown as { waitConns: Set<unknown> }).waitConns;
+  assert.is(conns.size, 1, 'the wait had its own connection');
+  for (let i = 0; conns.size > 0 && i < 500; i++) await new Promise((res) => setTimeout(res, 10));
+  assert.is(conns.size, 0, 'the unanswered wait connection was closed');
 }));
 
 test.run();
