@@ -235,7 +235,14 @@ export class TcpStoreServer {
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed) return;
     const inbox = conn.inbox;
-    if (!inbox.push(chunk)) return;
+    try {
+      if (!inbox.push(chunk)) return;
+    } catch (e) {
+      // Buffering a request of a declared (within-limits) size failed: out of memory. Only this
+      // connection goes; an exception escaping a 'data' handler would take the server down.
+      this.drop(conn, `cannot buffer its request: ${(e as Error).message}`);
+      return;
+    }
     const buf = inbox.buf;
     const cur = this.cursor;
     cur.reset(buf, inbox.start, inbox.end);
