@@ -37,6 +37,7 @@ export interface DictIo {
   device: string;
   route(t: Tensor, what: string): 'cpu' | 'device';
   empty(shape: number[], dtype: DType, device: string): Tensor;
+  free(t: Tensor): void;
 }
 
 export interface Direction {
@@ -73,14 +74,20 @@ export async function receiveDict(io: DictIo, dir: Direction, b: Budget): Promis
   }
   const { dict, slots } = decodeTensorDict(frame);
   const tensors: Tensor[] = [];
-  for (const s of slots) {
-    // vLLM keeps only the device *type*: a sender's cuda:3 tensor lands on this rank's cuda device.
-    const device = s.device === 'cpu' ? 'cpu' : sameType(s.device, io.device, s.key);
-    const t = io.empty(s.shape, s.dtype, device);
-    tensors.push(t);
-    if (s.nbytes > 0) await moveTensor(io, t, dir, false, b.next());
+  try {
+    for (const s of slots) {
+      // vLLM keeps only the device *type*: a sender's cuda:3 tensor lands on this rank's cuda device.
+      const device = s.device === 'cpu' ? 'cpu' : sameType(s.device, io.device, s.key);
+      const t = io.empty(s.shape, s.dtype, device);
+      tensors.push(t);
+      if (s.nbytes > 0) await moveTensor(io, t, dir, false, b.next());
+    }
+    fillTensorDict(dict, slots, tensors);
+  } catch (e) {
+    // Nobody will ever see these tensors: give device memory back.
+    for (const t of tensors) io.free(t);
+    throw e;
   }
-  fillTensorDict(dict, slots, tensors);
   return dict;
 }
 

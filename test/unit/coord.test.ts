@@ -10,6 +10,16 @@ import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { tensor, type CpuTensor, type Tensor } from '../../host/tensor.js';
 import { isGroupcommError } from '../../host/errors.js';
 
+// Whatever a test opened is closed after it, pass or fail, so a failure cannot keep the file alive.
+const opened: { close(): Promise<unknown> }[] = [];
+const track = <T extends { close(): Promise<unknown> }>(x: T): T => (opened.push(x), x);
+async function listen() {
+  return track(await TcpStoreServer.listen({ port: 0 }));
+}
+test.after.each(async () => {
+  for (const x of opened.splice(0).reverse()) await x.close().catch(() => {});
+});
+
 const arr = (t: Tensor | undefined) => [...((t as CpuTensor).data as Float32Array)].map(Number);
 
 async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<void> {
@@ -26,10 +36,11 @@ async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<
 
 /** `n` coordinators of one group in this process (rank r = coordinator r), over real sockets. */
 async function inProcess(n: number, name: string, server: TcpStoreServer) {
-  const stores = await Promise.all(Array.from({ length: n }, () => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const stores = await Promise.all(Array.from({ length: n }, async () => track(await TcpStore.create({ port: server.port, timeoutMs: 20_000 }))));
   const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoordinator.create({
     groupRanks: [[...Array(n).keys()]], globalRank: r, groupName: name, rendezvous, timeoutMs: 20_000,
   })));
+  for (const g of groups) track({ close: () => g.destroy({ lingerMs: 100 }) });
   return {
     groups,
     async close() {
@@ -122,8 +133,8 @@ test('create checks its arguments', async () => {
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /groupPorts or a rendezvous/);
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0, groupPorts: [[1, 1, 2]] }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0]], globalRank: 0, groupName: 'a/b' }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /groupName/);
-  const server = await TcpStoreServer.listen({ port: 0 });
-  const store = await TcpStore.create({ port: server.port });
+  const server = await listen();
+  const store = track(await TcpStore.create({ port: server.port }));
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0, rendezvous: store, groupPorts: [[1, 2, 3]] }),
     'ERR_GROUPCOMM_INVALID_ARGUMENT', /not both/);
   // A failed create releases its name.
@@ -148,7 +159,7 @@ test('destroy is idempotent, releases the name, and later ops fail with DESTROYE
 });
 
 test('in one process: ops issued without awaiting still pair up in call order', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const { groups, close } = await inProcess(3, 'order', server);
   assert.equal(groups.map((g) => g.uniqueName), ['order:0', 'order:1', 'order:2']);
   // Each rank fires 10 broadcasts from rotating roots and 10 allReduces, none awaited.
@@ -174,7 +185,7 @@ test('in one process: ops issued without awaiting still pair up in call order', 
 });
 
 test('in one process: a new group over the same ranks does not disturb one that serves', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const a = await inProcess(2, 'serving', server);
   let stop = false, steps = 0;
   const loop = (async () => {
@@ -198,7 +209,7 @@ test('in one process: a new group over the same ranks does not disturb one that 
 });
 
 test('a device tensor on a group without a device communicator is refused, naming the fix', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const { groups, close } = await inProcess(2, 'nodev', server);
   const fake: Tensor = { dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 1n, nbytes: 4 } };
   await rejects(groups[0].allReduce(fake), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /useDeviceCommunicator/);
@@ -207,12 +218,13 @@ test('a device tensor on a group without a device communicator is refused, namin
 });
 
 test('device tensors with the cpu backend: routed over the device communicator, any dim', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
-  const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const server = await listen();
+  const stores = await Promise.all([0, 1].map(async () => track(await TcpStore.create({ port: server.port, timeoutMs: 20_000 }))));
   const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoordinator.create({
     groupRanks: [[0, 1]], globalRank: r, groupName: 'dev', rendezvous, timeoutMs: 20_000,
     backend: 'cpu', useDeviceCommunicator: true,
   })));
+  for (const g of groups) track({ close: () => g.destroy({ lingerMs: 100 }) });
   assert.equal(groups.map((g) => g.device), ['host:0', 'host:0']);
   assert.ok(groups[0].deviceCommunicator);
   const onDevice = (g: StatelessGroupCoordinator, vals: number[], shape: number[]) => {
