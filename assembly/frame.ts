@@ -324,7 +324,7 @@ export function frameDecode(base: usize, len: u32): i32 {
     p += 3;
     if (end - p < (<usize>ndim) * 8 + 8) return fail(FRAME_ERR_TRUNCATED, len);
     store<u32>(rec, <u32>(p - base), 24);
-    const expected = tensorBytesFromFrame(p, ndim, dtypeItemSize(<i32>dtype));
+    const expected = tensorBytes(p, ndim, dtypeItemSize(<i32>dtype), false);
     if (expected < 0) return fail(<i32>-expected, p - base);
     p += (<usize>ndim) * 8;
     const nbytes = load<u64>(p);
@@ -369,16 +369,25 @@ export function frameDecode(base: usize, len: u32): i32 {
 }
 
 /**
- * Bytes of a tensor with `ndim` u64 dims at p, or -FRAME_ERR_* (as i64). A zero dim makes the
- * tensor empty whatever the other dims are (as in PyTorch), but each dim is still limited.
+ * Bytes of a tensor with `ndim` dims at p, or -FRAME_ERR_* (as i64). The dims are u64 as in a
+ * frame, or (hostDims, encode) f64 from the host, which must be integers in [0, 2^53). A zero dim
+ * makes the tensor empty whatever the other dims are (as in PyTorch), but each dim is still limited.
  */
-function tensorBytesFromFrame(p: usize, ndim: u32, itemSize: i32): i64 {
+function tensorBytes(p: usize, ndim: u32, itemSize: i32, hostDims: bool): i64 {
   let acc: u64 = <u64>itemSize;
   let zero = false;
   let over = false;
   for (let k: u32 = 0; k < ndim; k++) {
-    const d = load<u64>(p + (<usize>k) * 8);
-    if (d > MAX_DIM) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
+    let d: u64;
+    if (hostDims) {
+      const f = load<f64>(p + (<usize>k) * 8);
+      // `!(f >= 0)` also catches NaN.
+      if (!(f >= 0) || f > FRAME_MAX_DIM || f != Math.floor(f)) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
+      d = <u64>f;
+    } else {
+      d = load<u64>(p + (<usize>k) * 8);
+      if (d > MAX_DIM) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
+    }
     if (d == 0) zero = true;
     else if (!over) {
       if (acc > MAX_BYTES / d) over = true;
@@ -391,27 +400,6 @@ function tensorBytesFromFrame(p: usize, ndim: u32, itemSize: i32): i64 {
 }
 
 // ---- encode ------------------------------------------------------------------------------------
-
-/** Same as tensorBytesFromFrame for f64 dims from the host (must be integers in [0, 2^53)). */
-function tensorBytesFromSpec(p: usize, ndim: u32, itemSize: i32): i64 {
-  let acc: u64 = <u64>itemSize;
-  let zero = false;
-  let over = false;
-  for (let k: u32 = 0; k < ndim; k++) {
-    const f = load<f64>(p + (<usize>k) * 8);
-    // `!(f >= 0)` also catches NaN.
-    if (!(f >= 0) || f > FRAME_MAX_DIM || f != Math.floor(f)) return -<i64>FRAME_ERR_DIM_TOO_LARGE;
-    const d = <u64>f;
-    if (d == 0) zero = true;
-    else if (!over) {
-      if (acc > MAX_BYTES / d) over = true;
-      else acc *= d;
-    }
-  }
-  if (zero) return 0;
-  if (over) return -<i64>FRAME_ERR_SIZE_OVERFLOW;
-  return <i64>acc;
-}
 
 /**
  * Encodes `count` specs at `spec`. Returns the length of the metadata part, written at
@@ -456,7 +444,7 @@ export function frameEncode(spec: usize, count: u32): i32 {
     if (cpu && devIndex != 0) return fail(FRAME_ERR_BAD_DEVICE, 0);
     if ((flags & <u32>FRAME_FLAG_INLINE) != 0 && !cpu) return fail(FRAME_ERR_INLINE_NOT_CPU, 0);
     if (ndim > <u32>FRAME_MAX_NDIM) return fail(FRAME_ERR_NDIM_LIMIT, 0);
-    const expected = tensorBytesFromSpec(<usize>load<u32>(s, 24), ndim, dtypeItemSize(<i32>dtype));
+    const expected = tensorBytes(<usize>load<u32>(s, 24), ndim, dtypeItemSize(<i32>dtype), true);
     if (expected < 0) return fail(<i32>-expected, 0);
     if (load<f64>(s, 32) != <f64>expected) return fail(FRAME_ERR_NBYTES_MISMATCH, 0);
     size += 3 + <u64>devLen + 3 + (<u64>ndim) * 8 + 8;

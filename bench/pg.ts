@@ -1,5 +1,5 @@
 /**
- * `groupcomm bench pg [--seconds S] [--rounds N] [--peer CMD] [--json FILE]`
+ * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--rounds N] [--peer CMD] [--json FILE]`
  *
  * StatelessProcessGroup over the TCP store, ranks in child processes on 127.0.0.1:
  *   2 ranks: ping-pong round trip of a small dict and of a 1 MiB Uint8Array (rank 0 measures);
@@ -19,20 +19,22 @@ const MiB = 1 << 20;
 
 interface Options {
   seconds: number;
+  warmupSeconds: number;
   rounds: number;
   peer?: string;
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { seconds: 2, rounds: 1 };
+  const o: Options = { seconds: 2, warmupSeconds: 1, rounds: 1 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
     else if (a === '--rounds') o.rounds = Number(argv[++i]);
+    else if (a === '--warmup-seconds') o.warmupSeconds = Number(argv[++i]);
     else if (a === '--peer') o.peer = argv[++i];
-    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --rounds N, --peer CMD)`);
+    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --rounds N, --peer CMD)`);
   }
-  if (!(o.seconds > 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive');
+  if (!(o.seconds > 0) || !(o.warmupSeconds >= 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive');
   return o;
 }
 
@@ -46,14 +48,14 @@ function workerCommand(): [string, string[]] {
 }
 
 /** Runs one world of bench workers; resolves with each rank's samples. */
-async function runWorld(n: number, seconds: number): Promise<Record<string, number[]>[]> {
+async function runWorld(n: number, o: Options): Promise<Record<string, number[]>[]> {
   const [cmd, args] = workerCommand();
   const out: Record<string, number[]>[] = [];
   const children: ReturnType<typeof spawn>[] = [];
   const start = (rank: number, port?: number) =>
     new Promise<void>((resolve, reject) => {
       const child = spawn(cmd, args, {
-        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(n), PG_BENCH_SECONDS: String(seconds), PG_PORT: String(port ?? 0) },
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(n), PG_BENCH_SECONDS: String(o.seconds), PG_BENCH_WARMUP_SECONDS: String(o.warmupSeconds), PG_PORT: String(port ?? 0) },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       children.push(child);
@@ -79,7 +81,7 @@ async function runWorld(n: number, seconds: number): Promise<Record<string, numb
   const done = [start(0)];
   const port = await ported;
   for (let r = 1; r < n; r++) done.push(start(r, port));
-  const deadline = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), (seconds * 10 + 60) * 1000);
+  const deadline = setTimeout(() => children.forEach((c) => c.kill('SIGKILL')), ((o.seconds + o.warmupSeconds) * 10 + 60) * 1000);
   try {
     await Promise.all(done);
   } finally {
@@ -111,8 +113,8 @@ const CASES: Record<string, Case> = {
 };
 
 async function groupcommRound(o: Options): Promise<Record<string, number[]>> {
-  const two = await runWorld(2, o.seconds);
-  const four = await runWorld(4, o.seconds);
+  const two = await runWorld(2, o);
+  const four = await runWorld(4, o);
   return {
     pingpong_small: two[0].pingpong_small,
     pingpong_1MiB: two[0].pingpong_1MiB,
@@ -152,7 +154,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
     ours.push(await groupcommRound(o));
     if (o.peer) theirs.push(await peerRound(o.peer));
   }
-  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, ${o.seconds}s per case, ${o.rounds} round(s)`);
+  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, ${o.warmupSeconds}s warm-up + ${o.seconds}s per case, ${o.rounds} round(s)`);
   const mine: Record<string, number> = {};
   for (const [key, c] of Object.entries(CASES)) {
     // Median of the rounds' medians; p99 from the round with the median median.

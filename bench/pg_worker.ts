@@ -8,7 +8,11 @@ const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
 const budgetNs = seconds * 1e9;
-const now = () => Number(process.hrtime.bigint()); // CLOCK_MONOTONIC: comparable across processes
+const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
+// Nanoseconds on a clock every process on the host shares (broadcast latency compares the root's
+// stamp with the receiver's). Bun's hrtime counts from process start, so use the wall-clock
+// origin plus the monotonic offset: microsecond-exact across processes on one host.
+const now = () => (performance.timeOrigin + performance.now()) * 1e6;
 const MiB = 1 << 20;
 const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
@@ -23,37 +27,39 @@ const pg = await StatelessProcessGroup.create({ rank, worldSize, store, timeoutM
 const res: Record<string, number[]> = {};
 
 /**
- * Warm up with 50 calls (the first ones open wait connections and run cold code; a fixed count,
- * since every rank must make the same number of collective calls), then let rank 0 pick an
- * iteration count that fits the budget from the pace of the last 25. At least 100 timed
- * iterations, so a median means something.
+ * Warm-up matters here: the first thousand or so calls run cold code and open wait
+ * connections, and are several times slower than steady state. A pilot of 10 calls sets the
+ * pace; rank 0 turns it into a warm-up count worth PG_BENCH_WARMUP_SECONDS and a timed count
+ * worth the budget (at least 100), and broadcasts both: every rank must make the same number
+ * of collective calls.
  */
 async function iterations(fn: () => Promise<unknown>, hi = 20_000): Promise<number> {
-  for (let i = 0; i < 25; i++) await fn();
   const t0 = now();
-  for (let i = 0; i < 25; i++) await fn();
-  const per = Math.max(1, (now() - t0) / 25);
-  const n = rank === 0 ? Math.floor(budgetNs / per) : 0;
-  return Math.max(100, Math.min(hi, (await pg.broadcastObj(n, 0)) as number));
+  for (let i = 0; i < 10; i++) await fn();
+  const per = Math.max(1, (now() - t0) / 10);
+  const plan = rank === 0 ? [Math.min(hi, Math.ceil(warmupNs / per)), Math.floor(budgetNs / per)] : null;
+  const [warm, n] = (await pg.broadcastObj(plan, 0)) as number[];
+  for (let i = 0; i < warm; i++) await fn();
+  return Math.max(100, Math.min(hi, n));
 }
 
-async function pingPong(name: string, payload: unknown, cap: number, warmup: number): Promise<void> {
+/** Rank 0 times round trips; rank 1 echoes until a message says stop. Warm-up is by time. */
+async function pingPong(name: string, payload: unknown, cap: number): Promise<void> {
   await pg.barrier();
   if (rank === 0) {
     const msg = { stop: false, p: payload };
-    for (let i = 0; i < warmup; i++) {
-      await pg.sendObj(msg, 1);
-      await pg.recvObj(1);
-    }
     const rtts: number[] = [];
-    const start = now();
+    const warmEnd = now() + warmupNs;
+    let start = 0;
     for (;;) {
-      const stop = now() - start > budgetNs || rtts.length >= cap;
+      const warming = now() < warmEnd;
+      if (!warming && start === 0) start = now();
+      const stop = !warming && (now() - start > budgetNs || rtts.length >= cap);
       msg.stop = stop;
       const a = now();
       pg.sendObj(msg, 1);
       const echo = (await pg.recvObj(1)) as { stop: boolean };
-      rtts.push(now() - a);
+      if (!warming) rtts.push(now() - a);
       if (echo.stop !== stop) throw new Error('ping-pong echo mismatch');
       if (stop) break;
     }
@@ -68,10 +74,10 @@ async function pingPong(name: string, payload: unknown, cap: number, warmup: num
 }
 
 if (worldSize === 2) {
-  await pingPong('pingpong_small', { ...SMALL }, 200_000, 50);
+  await pingPong('pingpong_small', { ...SMALL }, 200_000);
   const blob = new Uint8Array(MiB);
   for (let i = 0; i < blob.length; i += 4096) blob[i] = i & 0xff;
-  await pingPong('pingpong_1MiB', blob, 1000, 5);
+  await pingPong('pingpong_1MiB', blob, 1000);
 } else {
   // broadcastObj one-way latency (root's stamp → receiver's clock), iterations separated by an
   // untimed barrier; the parent takes the slowest receiver per iteration.
@@ -79,12 +85,12 @@ if (worldSize === 2) {
   const once = async (out?: number[]) => {
     await pg.barrier();
     if (rank === 0) {
-      const obj = { ...SMALL, t0: BigInt(now()) };
+      const obj = { ...SMALL, t0: now() };
       await pg.broadcastObj(obj, 0);
-      out?.push(now() - Number(obj.t0));
+      out?.push(now() - obj.t0);
     } else {
-      const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: bigint; name: string };
-      out?.push(now() - Number(obj.t0));
+      const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: number; name: string };
+      out?.push(now() - obj.t0);
       if (obj.name !== SMALL.name) throw new Error('broadcast mismatch');
     }
   };

@@ -53,6 +53,9 @@ export interface MeshOptions {
 
 export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
 
+/** Payload still to come above which reads go straight into the frame's destination. */
+const DIRECT_READ_MIN = 64 * 1024;
+
 /** Frames up to this size are sent as one copied buffer (one write; caller may reuse at once). */
 const COPY_BELOW = 64 * 1024;
 
@@ -127,9 +130,28 @@ class Inbound {
   readonly sinks = new Map<string, Sink>();
   readonly pool = new SidePool();
 
-  constructor(private mesh: Mesh, readonly peer: number) {}
+  constructor(private mesh: Mesh, readonly peer: number, private recvBuf: Uint8Array) {}
+
+  /**
+   * Where the next read lands (onread's buffer generator, called before every read): straight
+   * into the current frame's destination while a large part of its payload is still to come —
+   * the kernel then copies into the tensor or staging buffer itself — else the reused buffer.
+   */
+  nextBuffer(): Uint8Array {
+    if (this.remaining >= DIRECT_READ_MIN && this.dest && !this.skipping) {
+      return this.dest.subarray(this.destOff, this.destOff + this.remaining);
+    }
+    return this.recvBuf;
+  }
 
   feed(buf: Uint8Array, n: number): void {
+    if (buf.buffer !== this.recvBuf.buffer) {
+      // A direct read (see nextBuffer): the bytes are already where they belong.
+      this.destOff += n;
+      this.remaining -= n;
+      if (this.remaining === 0) this.complete();
+      return;
+    }
     let i = 0;
     if (!this.acked) {
       const k = Math.min(n, ACK_SIZE - this.ackFill);
@@ -407,9 +429,9 @@ export class Mesh {
 
   private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
     let addr = firstAddr;
-    const inbound = new Inbound(this, peer);
-    this.inbound[peer] = inbound;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
+    const inbound = new Inbound(this, peer, buffer);
+    this.inbound[peer] = inbound;
     const attempt = () => {
       if (this.closing) return;
       let connected = false;
@@ -418,7 +440,7 @@ export class Mesh {
       const port = Number(addr.slice(cut + 1));
       const s = net.connect({
         host, port,
-        onread: { buffer, callback: (n: number, b: Uint8Array) => { inbound.feed(b, n); return true; } },
+        onread: { buffer: () => inbound.nextBuffer(), callback: (n: number, b: Uint8Array) => { inbound.feed(b, n); return true; } },
       } as net.NetConnectOpts);
       s.on('connect', () => {
         connected = true;

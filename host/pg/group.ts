@@ -355,28 +355,34 @@ export class StatelessProcessGroup {
   }
 
   /**
-   * Fire-and-forget cleanup (deletes, broadcast acks), still awaited by destroy(). The requests
-   * are issued from a setImmediate, after the caller's continuation: a receiver that answers
-   * at once (ping-pong) then puts its reply on the wire before the cleanup, not behind it.
+   * Fire-and-forget cleanup (deletes, broadcast acks), still awaited by destroy(). Queued, not
+   * sent at once: the next request this group issues takes the queue along (same write, right
+   * behind it), and a setImmediate sends whatever is still queued after the caller's
+   * continuation ran. Either way a reply sent right after a receive goes out before the cleanup.
    */
   #later(what: string, fn: () => Promise<unknown>): void {
     this.#cleanups.push([what, fn]);
     if (this.#cleanups.length > 1) return;
-    const p = new Promise<void>((resolve) => setImmediate(() => {
-      const batch = this.#cleanups;
-      this.#cleanups = [];
-      for (const [w, f] of batch) {
-        let q: Promise<unknown>;
-        try {
-          q = f();
-        } catch (e) {
-          q = Promise.reject(e);
-        }
-        this.#track(q.catch((e) => log.debug(`${w} failed: ${(e as Error).message}`)));
-      }
+    this.#track(new Promise<void>((resolve) => setImmediate(() => {
+      this.#drain();
       resolve();
-    }));
-    this.#track(p);
+    })));
+  }
+
+  /** Sends the queued cleanups now (called right after an op issued its own request). */
+  #drain(): void {
+    if (!this.#cleanups.length) return;
+    const batch = this.#cleanups;
+    this.#cleanups = [];
+    for (const [w, f] of batch) {
+      let q: Promise<unknown>;
+      try {
+        q = f();
+      } catch (e) {
+        q = Promise.reject(e);
+      }
+      this.#track(q.catch((e) => log.debug(`${w} failed: ${(e as Error).message}`)));
+    }
   }
 
   #peer(r: number, op: string, role: string): number {
@@ -420,7 +426,9 @@ export class StatelessProcessGroup {
   #send(bytes: Uint8Array, dst: number, what: string, opts?: OpOptions): Promise<void> {
     const key = `${this.#ns}p/${this.rank}/${dst}/${this.#sendSeq[dst]++}`;
     const o = this.#opts(opts);
-    return this.store.set(key, bytes, o).catch((e) => { throw this.#fail(e, what, [dst], key, o.timeoutMs); });
+    const p = this.store.set(key, bytes, o);
+    this.#drain();
+    return p.catch((e) => { throw this.#fail(e, what, [dst], key, o.timeoutMs); });
   }
 
   /** One get that waits; the key is deleted (ordered behind the get, unawaited) once read. */
@@ -441,7 +449,9 @@ export class StatelessProcessGroup {
     const key = `${this.#ns}b/${this.rank}/${this.#bcastSendSeq++}`;
     const o = this.#opts(opts);
     const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-    return this.store.set(key, bytes, o).catch((e) => { throw this.#fail(e, what, others, key, o.timeoutMs); });
+    const p = this.store.set(key, bytes, o);
+    this.#drain();
+    return p.catch((e) => { throw this.#fail(e, what, others, key, o.timeoutMs); });
   }
 
   /**
@@ -498,7 +508,11 @@ export class StatelessProcessGroup {
    * server (each on a connection of its own); with it, at most one per source waits.
    */
   #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string): Promise<Uint8Array> {
-    const { inner, outer } = this.#queued(chain[src], o, what, (lo) => this.store.get(key, lo));
+    const { inner, outer } = this.#queued(chain[src], o, what, (lo) => {
+      const p = this.store.get(key, lo);
+      this.#drain();
+      return p;
+    });
     chain[src] = inner.catch(() => {});
     return outer;
   }
@@ -521,6 +535,7 @@ export class StatelessProcessGroup {
     const { inner, outer } = this.#queued(this.#collChain, o, what, async (lo) => {
       const put = this.store.set(myKey, mine, lo);
       const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
+      this.#drain();
       await put;
       const values = await got;
       if (n > 0) {

@@ -13,13 +13,13 @@
  * wait only when the key is missing.
  */
 import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
-import { GroupcommError, invalidArgument, protocolError, timeoutError } from '../errors.js';
+import { abortedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
-  Connection, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
-  readU8, type Reader,
+  Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
+  readU8, type OpKeys, type Reader,
 } from './connection.js';
 import {
   CheckReply, Frame, INIT_KEY, keyListFrame, Op, WaitReply, type StoreLimits,
@@ -144,21 +144,25 @@ export class TcpStore implements Store {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
     };
+    let store: TcpStore | undefined;
     try {
       const { conn, ext } = await openConnection(spec);
-      const store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
+      store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
       if (opts.worldSize !== undefined) {
+        const join = { timeoutMs, signal: opts.signal };
         if (opts.rank !== undefined && ext) {
-          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', { timeoutMs });
+          await store.call(new Frame(9).u8(Op.JOIN_RANK).i64(BigInt(opts.rank)).done(), null, 'join', join);
         }
-        await store.addRaw(Buffer.from(INIT_KEY), 1n, { timeoutMs });
+        await store.addRaw(Buffer.from(INIT_KEY), 1n, join, INIT_KEY);
         if (server && (opts.waitForWorkers ?? true)) {
           await server.waitForWorkers({ worldSize: opts.worldSize, timeoutMs, signal: opts.signal });
         }
       }
       return store;
     } catch (e) {
-      await server?.close();
+      // The caller never gets this store, so nothing else could close its connection (or server).
+      if (store) await store.close();
+      else await server?.close();
       throw e;
     }
   }
@@ -180,15 +184,15 @@ export class TcpStore implements Store {
   }
 
   /** Every request on the pipelined connection goes through here: per-call timeout and signal. */
-  private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: string): Promise<T> {
+  private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: OpKeys): Promise<T> {
     this.ensureOpen();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const p = this.main.request(frame, read, timeoutMs);
+    const p = this.main.request(frame, read, timeoutMs, what, key);
     if (!opts?.signal && opts?.timeoutMs === undefined) return p;
     return guard(p, {
       timeoutMs, signal: opts?.signal, what,
-      fields: key === undefined ? {} : { key },
-      onTimeout: (elapsedMs) => timeoutError(`store ${what} timed out after ${timeoutMs}ms${key === undefined ? '' : `, key: ${key}`}`, { key, timeoutMs, elapsedMs }),
+      fields: keyFields(key),
+      onTimeout: (elapsedMs) => timeoutError(`store ${what} timed out after ${timeoutMs}ms${keySuffix(key)}`, { ...keyFields(key), timeoutMs, elapsedMs }),
     });
   }
 
@@ -235,7 +239,7 @@ export class TcpStore implements Store {
   }
 
   async check(keys: string[], opts?: OpOptions): Promise<boolean> {
-    const r = await this.call(keyListFrame(Op.CHECK, keys.map((k) => this.wireKey(k))), readU8, 'check', opts);
+    const r = await this.call(keyListFrame(Op.CHECK, keys.map((k) => this.wireKey(k))), readU8, 'check', opts, keys);
     return r === CheckReply.READY;
   }
 
@@ -263,13 +267,13 @@ export class TcpStore implements Store {
     if (this.extended) {
       // CHECK and MULTI_GET back to back: one round trip when every key is there (a groupcomm
       // server answers a missing key with an empty value, it does not drop the connection).
-      const ready = this.call(keyListFrame(Op.CHECK, wks), readU8, 'multiGet', opts);
-      const values = this.call(frame, readManyBytes(keys.length), 'multiGet', opts);
+      const ready = this.call(keyListFrame(Op.CHECK, wks), readU8, 'multiGet', opts, keys);
+      const values = this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
       values.catch(() => {});
       if ((await ready) === CheckReply.READY) return values;
     }
     await this.waitWire(wks, keys, opts, undefined, this.extended);
-    return this.call(frame, readManyBytes(keys.length), 'multiGet', opts);
+    return this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
   }
 
   async multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void> {
@@ -280,7 +284,7 @@ export class TcpStore implements Store {
     for (let i = 0; i < wks.length; i++) size += 2 * u64 + wks[i].length + vs[i].length;
     const f = new Frame(size).u8(Op.MULTI_SET).u64(wks.length);
     for (let i = 0; i < wks.length; i++) f.bytes(wks[i]).bytes(vs[i]);
-    await this.call(f.done(), null, 'multiSet', opts);
+    await this.call(f.done(), null, 'multiSet', opts, keys);
   }
 
   async ping(opts?: OpOptions): Promise<number> {
@@ -325,12 +329,27 @@ export class TcpStore implements Store {
     let conn = this.idle.pop();
     if (!conn) {
       // Often the keys are there already: one pipelined CHECK saves opening a connection.
-      if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts) === CheckReply.READY) return;
-      const { conn: c } = await openConnection({
-        ...this.spec,
-        timeoutMs: Math.max(1, timeoutMs - (performance.now() - t0)),
-        signal: opts?.signal,
-      });
+      if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys) === CheckReply.READY) return;
+      let c: Connection;
+      try {
+        ({ conn: c } = await openConnection({
+          ...this.spec,
+          timeoutMs: Math.max(1, timeoutMs - (performance.now() - t0)),
+          signal: opts?.signal,
+        }));
+      } catch (e) {
+        // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
+        // on these keys, and the error says so.
+        const shown = reportMs ?? timeoutMs;
+        if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
+          throw timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')} (opening a wait connection: ${e.message})`,
+            { keys, timeoutMs: shown, elapsedMs: performance.now() - t0, cause: e });
+        }
+        if (isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) {
+          throw abortedError(`wait for ${keys.join(', ')} aborted`, { keys, cause: e });
+        }
+        throw e;
+      }
       if (this.closed) {
         c.close();
         this.ensureOpen();
@@ -345,10 +364,11 @@ export class TcpStore implements Store {
     }
     const c = conn;
     let cancelled = false;
+    let cancelTimer: NodeJS.Timeout | undefined;
     const reply = c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
     reply.then(
-      () => this.release(c),
-      () => c.close(),
+      () => { clearTimeout(cancelTimer); this.release(c); },
+      () => { clearTimeout(cancelTimer); c.close(); },
     );
     const shown = reportMs ?? timeoutMs;
     const left = Math.max(1, timeoutMs - (performance.now() - t0));
@@ -361,7 +381,11 @@ export class TcpStore implements Store {
       cancel: () => {
         if (cancelled || c.closed) return;
         cancelled = true;
-        c.replaceHeadReader((cur) => {
+        // The WAIT's reply may already have been read in this very tick (an abort fired by a
+        // 'data' listener, before the reply's promise callbacks ran). Then there is nothing to
+        // cancel, and a CANCEL_WAIT now would leave a WAIT_CANCELED byte that the next WAIT on
+        // this pooled connection would take for its own reply.
+        const swapped = c.replaceHeadReader((cur) => {
           const b = cur.u8();
           if (b === WaitReply.STOP_WAITING) {
             if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
@@ -370,7 +394,14 @@ export class TcpStore implements Store {
           }
           return b;
         });
+        if (!swapped) return;
         c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
+        // A server that never answers the cancel would keep this connection (and its socket)
+        // forever: the WAIT itself has no deadline. Give the answer the store's timeout.
+        cancelTimer = setTimeout(() => c.close(timeoutError(
+          `store ${this.host}:${this.port} did not answer CANCEL_WAIT within ${this.timeoutMs}ms (keys: ${keys.join(', ')})`,
+          { keys, timeoutMs: this.timeoutMs })), this.timeoutMs);
+        cancelTimer.unref?.();
       },
     });
   }

@@ -9,6 +9,7 @@
  * the store client never pipelines anything behind a WAIT: waits run on connections of their own
  * (see client.ts).
  */
+import { constants as bufferConstants } from 'node:buffer';
 import net from 'node:net';
 import { GroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -16,16 +17,32 @@ import { Cursor, INCOMPLETE, Inbox } from './protocol.js';
 
 export type Reader<T> = (cur: Cursor) => T;
 
+/** The key, or keys, an operation is about: timeout errors name them. */
+export type OpKeys = string | string[] | undefined;
+
+export function keyFields(k: OpKeys): { key?: string; keys?: string[] } {
+  return k === undefined ? {} : Array.isArray(k) ? { keys: k } : { key: k };
+}
+
+export function keySuffix(k: OpKeys): string {
+  return k === undefined ? '' : Array.isArray(k) ? `, keys: ${k.join(', ')}` : `, key: ${k}`;
+}
+
 interface Pending {
   read: Reader<unknown> | null;
   resolve(v: unknown): void;
   reject(e: unknown): void;
   /** performance.now() after which the caller is told it timed out (the reader stays queued). */
   deadline: number;
+  timeoutMs: number;
+  /** What the request was, and its key(s) when it has any: for the timeout message. */
+  what: string;
+  key: OpKeys;
   settled: boolean;
 }
 
 const BIG_WRITE = 64 * 1024;
+const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 
 export class Connection {
   private readonly queue: Pending[] = [];
@@ -35,6 +52,8 @@ export class Connection {
   private out: Buffer[] = [];
   private outBytes = 0;
   private noReply: Pending[] = [];
+  /** Reply-less requests handed to socket.write whose callback has not fired yet. */
+  private readonly writing = new Set<Pending>();
   private flushQueued = false;
   private watchdog?: NodeJS.Timeout;
   private failure?: GroupcommError;
@@ -56,25 +75,21 @@ export class Connection {
     return this.failure !== undefined;
   }
 
-  /** Requests waiting for their reply (or, for reply-less ones, for their write). */
-  get inFlight(): number {
-    return this.queue.length - this.head + this.noReply.length;
-  }
-
   onClose(fn: (e: GroupcommError) => void): void {
     this.closeListeners.push(fn);
   }
 
   /**
    * Sends `frame` (one buffer, or header + big payload as several) and resolves with what `read`
-   * parses from the reply; `read` null means the request has no reply.
+   * parses from the reply; `read` null means the request has no reply (it resolves once written).
+   * Either kind rejects with ERR_GROUPCOMM_TIMEOUT naming `what` and `key` after timeoutMs.
    */
-  request<T>(frame: Buffer | Buffer[], read: Reader<T> | null, timeoutMs = this.timeoutMs): Promise<T> {
+  request<T>(frame: Buffer | Buffer[], read: Reader<T> | null, timeoutMs = this.timeoutMs, what = 'request', key?: OpKeys): Promise<T> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise<T>((resolve, reject) => {
       const p: Pending = {
         read, resolve: resolve as (v: unknown) => void, reject, settled: false,
-        deadline: performance.now() + timeoutMs,
+        deadline: performance.now() + timeoutMs, timeoutMs, what, key,
       };
       if (read) this.queue.push(p);
       else this.noReply.push(p);
@@ -125,9 +140,11 @@ export class Connection {
     this.outBytes = 0;
     this.noReply = [];
     const s = this.socket;
+    for (const p of done) this.writing.add(p);
     const cb = done.length
       ? (err?: Error | null) => {
         for (const p of done) {
+          this.writing.delete(p);
           if (p.settled) continue;
           p.settled = true;
           if (err) p.reject(peerLostError(`write to store ${this.address} failed: ${err.message}`, { cause: err }));
@@ -163,8 +180,16 @@ export class Connection {
   }
 
   private onData(chunk: Buffer): void {
+    if (this.failure) return;
     const inbox = this.inbox;
-    if (!inbox.push(chunk)) return;
+    try {
+      if (!inbox.push(chunk)) return;
+    } catch (e) {
+      // The buffer for a declared reply length could not be allocated (a hostile or broken
+      // server announcing terabytes): this connection is unusable, the process must not die.
+      this.fail(protocolError(`store ${this.address} sent a reply too large to buffer: ${(e as Error).message}`, { cause: e }));
+      return;
+    }
     const cur = this.cursor;
     cur.reset(inbox.buf, inbox.start, inbox.end);
     let need = 0;
@@ -201,8 +226,9 @@ export class Connection {
   }
 
   /**
-   * One timer per connection enforces the default per-request timeout (a hung server). A timed
-   * out request's reader stays queued: its reply, if it ever comes, must still be consumed.
+   * One timer per connection enforces each request's timeout (a hung server, or one that stopped
+   * reading so a write never completes). A timed out request's reader stays queued: its reply, if
+   * it ever comes, must still be consumed.
    */
   private armWatchdog(): void {
     if (this.watchdog || this.failure) return;
@@ -210,15 +236,22 @@ export class Connection {
     this.watchdog = setInterval(() => {
       const now = performance.now();
       let live = 0;
-      for (let i = this.head; i < this.queue.length; i++) {
-        const p = this.queue[i];
-        if (p.settled) continue;
-        if (now > p.deadline) {
-          p.settled = true;
-          p.reject(timeoutError(`store request to ${this.address} got no reply within ${this.timeoutMs}ms`, { timeoutMs: this.timeoutMs }));
-        } else live++;
-      }
-      if (live === 0 && this.noReply.length === 0) {
+      const check = (p: Pending) => {
+        if (p.settled) return;
+        if (now <= p.deadline) {
+          live++;
+          return;
+        }
+        p.settled = true;
+        p.reject(timeoutError(
+          `store ${p.what} timed out after ${p.timeoutMs}ms${keySuffix(p.key)} ` +
+          `(no ${p.read ? 'reply' : 'completed write'} from ${this.address})`,
+          { ...keyFields(p.key), timeoutMs: p.timeoutMs }));
+      };
+      for (let i = this.head; i < this.queue.length; i++) check(this.queue[i]);
+      for (const p of this.writing) check(p);
+      for (const p of this.noReply) check(p);
+      if (live === 0) {
         clearInterval(this.watchdog);
         this.watchdog = undefined;
       }
@@ -232,10 +265,11 @@ export class Connection {
     this.log.debug(`connection to ${this.address} closed: ${err.message}`);
     if (this.watchdog) clearInterval(this.watchdog);
     this.socket.destroy();
-    const pending = [...this.queue.slice(this.head), ...this.noReply];
+    const pending = [...this.queue.slice(this.head), ...this.noReply, ...this.writing];
     this.queue.length = 0;
     this.head = 0;
     this.noReply = [];
+    this.writing.clear();
     for (const p of pending) {
       if (p.settled) continue;
       p.settled = true;
@@ -247,7 +281,6 @@ export class Connection {
 
 // --- reply readers ---
 
-export const readNothing: Reader<void> = () => undefined;
 export const readU8: Reader<number> = (c) => c.u8();
 export const readU32: Reader<number> = (c) => c.u32();
 export const readI64: Reader<bigint> = (c) => c.i64();
@@ -261,7 +294,7 @@ function valueAt(c: Cursor, n: number): Uint8Array {
 
 export const readBytes: Reader<Uint8Array> = (c) => {
   const n = c.u64();
-  if (!Number.isFinite(n)) throw protocolError('store reply declares an impossible value length');
+  if (n > MAX_LENGTH) throw protocolError(`store reply declares a value of ${n} bytes, more than a Buffer can hold`);
   return valueAt(c, n);
 };
 

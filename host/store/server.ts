@@ -103,7 +103,11 @@ export class TcpStoreServer {
     }
     const server = opts.server ?? net.createServer({ noDelay: true });
     const store = new TcpStoreServer(server, opts);
+    // An 'error' on a listening server (EMFILE on accept, say) with no listener would be thrown
+    // and take the process down; the store logs it and keeps serving the clients it has.
+    const onListenerError = (e: Error) => store.log.warn(`listener error: ${e.message}`);
     if (server.listening) {
+      server.on('error', onListenerError);
       store.log.info(`serving on a listening server, port ${store.port}`);
       return store;
     }
@@ -115,7 +119,7 @@ export class TcpStoreServer {
       server.once('error', onError);
       server.listen({ host, port, backlog: 4096 }, () => {
         server.off('error', onError);
-        server.on('error', (e) => store.log.warn(`listener error: ${e.message}`));
+        server.on('error', onListenerError);
         resolve();
       });
     });
@@ -235,7 +239,14 @@ export class TcpStoreServer {
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed) return;
     const inbox = conn.inbox;
-    if (!inbox.push(chunk)) return;
+    try {
+      if (!inbox.push(chunk)) return;
+    } catch (e) {
+      // Buffering a request of a declared (within-limits) size failed: out of memory. Only this
+      // connection goes; an exception escaping a 'data' handler would take the server down.
+      this.drop(conn, `cannot buffer its request: ${(e as Error).message}`);
+      return;
+    }
     const buf = inbox.buf;
     const cur = this.cursor;
     cur.reset(buf, inbox.start, inbox.end);

@@ -30,9 +30,12 @@ const I64_MIN = -0x8000000000000000n;
 /** C's strtoll on a stored value: leading white space, a sign, digits; the rest is ignored. */
 export function strtoll(v: Value): bigint {
   const s = typeof v === 'string' ? v : v.toString('latin1');
-  const m = /^[ \t\n\v\f\r]*([+-]?\d+)/.exec(s);
+  const m = /^[ \t\n\v\f\r]*([+-]?)0*(\d+)/.exec(s);
   if (!m) throw new Violation('ADD on a value that is not a decimal integer');
-  const n = BigInt(m[1]);
+  // More than 19 significant digits is out of range whatever they are; deciding that before
+  // BigInt() keeps a value of millions of digits from stalling the event loop for seconds.
+  if (m[2].length > 19) throw new Violation('ADD on a value out of int64 range');
+  const n = BigInt(m[1] + m[2]);
   if (n > I64_MAX || n < I64_MIN) throw new Violation('ADD on a value out of int64 range');
   return n;
 }

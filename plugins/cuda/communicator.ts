@@ -13,7 +13,7 @@
  *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
  *   use the dtype's NCCL type.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, sleep, type OpOptions } from '../../host/deadline.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/deadline.js';
 import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
@@ -44,8 +44,15 @@ export function ncclReduceArgs(dtype: DType, op: ReduceOp): { type: number; op: 
   return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
 }
 
-/** Poll interval for event and async-error queries: short enough for small messages, kind to the CPU for long ones. */
-const pollDelayMs = (spins: number) => (spins < 20 ? 0 : spins < 200 ? 0.2 : 1);
+/**
+ * The pause between two completion polls: the first few on the next event-loop turn
+ * (setImmediate, microseconds: small messages finish within them), then timers (Node rounds
+ * them up to 1 ms), kind to the CPU for long operations.
+ */
+function pollPause(spins: number): Promise<void> {
+  if (spins < 64) return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => setTimeout(resolve, 1));
+}
 
 export interface NcclLibs { cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string }
 
@@ -129,14 +136,22 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         this.ncclCheck(rc, 'ncclCommInitRankConfig');
       }
       const t0 = performance.now();
-      for (let spins = 0; this.asyncPending('ncclCommInitRankConfig'); spins++) {
+      const pending = async () => {
+        try {
+          return this.asyncPending('ncclCommInitRankConfig');
+        } catch (e) {
+          await this.abortNative('init failed'); // an async init error: the half-made communicator must go
+          throw e;
+        }
+      };
+      for (let spins = 0; await pending(); spins++) {
         if (signal?.aborted || performance.now() - t0 > timeoutMs) {
           await this.abortNative('init timed out');
           if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
           throw timeoutError(`NCCL init on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
             { rank: this.rank, timeoutMs });
         }
-        await sleep(Math.max(1, pollDelayMs(spins)));
+        await pollPause(spins);
       }
       return;
     }
@@ -179,7 +194,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       // A non-blocking communicator may still be launching: wait until it says it is done.
       for (let spins = 0; this.asyncPending(what); spins++) {
         if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
-        await sleep(pollDelayMs(spins));
+        await pollPause(spins);
       }
       this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
       await this.waitEvent(what, signal);
@@ -194,7 +209,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       if (this.libs.cuda.eventDone(this.event)) return;
       // A peer failure shows up here, not in the event: without this we would wait for the timeout.
       if (spins % 64 === 63) this.asyncPending(what);
-      await sleep(pollDelayMs(spins));
+      await pollPause(spins);
     }
   }
 

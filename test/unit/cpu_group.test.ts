@@ -98,6 +98,24 @@ test('the frame parser tolerates any chunking (7-byte receive buffers)', async (
   await destroyAll(gs);
 });
 
+test('large messages with the default chunking (reads land straight in place) are exact', async () => {
+  const gs = await groupOf(3);
+  const n = 700_001; // uneven blocks, several 512 KiB segments each
+  const ts = gs.map((_, r) => tensor(Float32Array.from({ length: n }, (_, i) => (i % 1000) + r)));
+  await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
+  for (const t of ts) {
+    let bad = 0;
+    for (let i = 0; i < n; i++) if (t.data[i] !== 3 * (i % 1000) + 3) bad++;
+    assert.is(bad, 0);
+  }
+  const bs = gs.map((_, r) => tensor(Float64Array.from({ length: n }, (_, i) => (r === 2 ? i : -1))));
+  await Promise.all(gs.map((g, r) => g.broadcast(bs[r], { src: 2 })));
+  for (const b of bs) assert.ok(b.data.every((v, i) => v === i));
+  const outs = await Promise.all(gs.map((g, r) => g.allGather(tensor(Int32Array.from({ length: n }, (_, i) => i * 3 + r)))));
+  for (const o of outs) assert.ok(o.data.every((v, j) => v === (j % n) * 3 + Math.floor(j / n)));
+  await destroyAll(gs);
+});
+
 test('collectives issued without awaiting run in program order', async () => {
   const gs = await groupOf(3, { chunkBytes: 64, smallBytes: 32 });
   const results = await Promise.all(gs.map(async (g, r) => {

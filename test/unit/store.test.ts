@@ -35,6 +35,9 @@ test('add: negative deltas and a value set as decimal text', () => withStore(asy
   assert.is(await s.add('n', -50), -8);
   assert.is(text(await s.get('n')), '-8');
   assert.is(await s.add('big', 2n ** 52n), 2 ** 52);
+  // strtoll: leading zeros are not significant digits
+  await s.set('z', '-' + '0'.repeat(40) + '41');
+  assert.is(await s.add('z', -1), -42);
 }));
 
 test('set/get round-trip bytes, strings and empty values', () => withStore(async (s) => {
@@ -325,6 +328,8 @@ test('a server can serve on a net.Server the caller bound itself', async () => {
   try {
     assert.is(server.port, (pre.address() as { port: number }).port);
     assert.is(server.host, '127.0.0.1');
+    // a listener error (EMFILE on accept, say) is logged, not thrown out of the event loop
+    assert.not.throws(() => pre.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' })));
     const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     await c.set('k', 'v');
     assert.is(text(await c.get('k')), 'v');
@@ -382,5 +387,28 @@ test('server gone: a blocked get fails with PEER_LOST instead of hanging', async
   try { await p; assert.unreachable('must fail'); } catch (e) { assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST'), String(e)); }
   await c.close();
 });
+
+test('wait: an abort landing in the tick its reply was read leaves the pooled wait connection in step', () => withStore(async (s) => {
+  const ac = new AbortController();
+  const first = s.wait(['late'], { signal: ac.signal, timeoutMs: 10_000 });
+  first.catch(() => {});
+  // The wait runs on a pooled connection of its own; abort from a 'data' listener that runs
+  // right after the client has read STOP_WAITING, before the reply's promise callbacks.
+  const conns = (s as unknown as { waitConns: Set<{ socket: import('node:net').Socket }> }).waitConns;
+  for (let i = 0; conns.size === 0 && i < 500; i++) await new Promise((r) => setTimeout(r, 10));
+  assert.is(conns.size, 1, 'the wait opened its own connection');
+  const [wc] = conns;
+  wc.socket.on('data', () => ac.abort());
+  await s.set('late', 'x');
+  try { await first; } catch (e) { assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED'), String(e)); }
+  // The next wait reuses that connection at once; a key nobody sets must time out, not "arrive".
+  try {
+    await s.wait(['never-set'], { timeoutMs: 500 });
+    assert.unreachable('a wait for a missing key must not succeed');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
+  }
+  assert.ok(await s.check(['late']));
+}));
 
 test.run();

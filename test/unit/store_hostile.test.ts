@@ -92,6 +92,24 @@ test('a request bigger than maxRequestBytes closes the connection before it is b
   }
 });
 
+test('a declared length the server cannot buffer (limits raised past memory) closes that connection, not the server', async () => {
+  const server = await TcpStoreServer.listen({ port: 0, limits: { maxValueBytes: 2 ** 40, maxRequestBytes: 2 ** 41 } });
+  const good = await TcpStore.create({ port: server.port, timeoutMs: 20_000 });
+  try {
+    const r = await Raw.connect(server.port);
+    r.write(VALIDATE, Buffer.from([1]), str('/huge'), le64(2 ** 40), Buffer.alloc(16));
+    await new Promise((res) => setTimeout(res, 100));
+    r.write(Buffer.alloc(64 * 1024)); // a second read makes the server size its buffer for the whole value
+    assert.ok(await r.waitClosed(5000), 'the connection is closed');
+    r.close();
+    await good.set('still', 'here');
+    assert.is(text(await good.get('still')), 'here');
+  } finally {
+    await good.close();
+    await server.close();
+  }
+});
+
 test('a key count over maxKeysPerRequest closes the connection (WAIT, CHECK, MULTI_GET, MULTI_SET)', () => withServer(async (server) => {
   for (const op of [5, 6, 10, 11]) {
     assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([op]), le64(131073)), `opcode ${op}`);
@@ -106,6 +124,9 @@ test('ADD on a non-numeric value closes the connection; the value stays', () => 
   // ADD overflowing int64 also closes
   await good.set('huge', '9223372036854775807');
   assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([4]), str('/huge'), le64(1)));
+  // so does a value of millions of digits (out of range, decided without parsing them all)
+  await good.set('digits', '7'.repeat(4 * 1024 * 1024));
+  assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([4]), str('/digits'), le64(1)));
 }));
 
 test('a client vanishing mid-request stores nothing and drops its waits', () => withServer(async (server, good) => {

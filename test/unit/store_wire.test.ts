@@ -379,10 +379,14 @@ test('client: a wait timeout sends CANCEL_WAIT and accepts STOP_WAITING racing W
       } catch (e) {
         assert.is((e as any).code, 'ERR_GROUPCOMM_TIMEOUT');
       }
-      await new Promise((res) => setTimeout(res, 30));
-      // the wait connection resynchronised: a ping on the main one still works and nothing broke
+      // The cancelled wait's connection goes back to the pool once its reader has taken both
+      // bytes; the next wait reuses it, and would wrongly resolve on a leftover 01 otherwise.
+      const idle = (c as unknown as { idle: unknown[] }).idle;
+      for (let t = 0; idle.length === 0 && t < 200; t++) await new Promise((res) => setTimeout(res, 10));
+      assert.is(idle.length, 1, 'the cancelled wait connection is back in the pool');
       assert.ok((await c.ping()) >= 0);
     }
+    assert.is((c as unknown as { waitConns: Set<unknown> }).waitConns.size, 1, 'both waits used one pooled connection');
   } finally {
     await c.close();
     await new Promise<void>((res) => { srv.close(() => res()); setTimeout(res, 200); });
