@@ -202,7 +202,8 @@ export class StatelessGroupCoordinator {
           failFast((async () => {
             await plan.cpu?.release();
             return CpuGroup.create({
-              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0, ...both,
+              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
+              recvBufferBytes: recvBufferFor(worldSize), ...both,
             });
           })()),
         ]);
@@ -603,6 +604,17 @@ export class StatelessGroupCoordinator {
       free: (t: Tensor) => this.free(t),
     };
   }
+}
+
+/**
+ * The CPU group keeps one receive buffer per peer (1 MiB by default, zero-filled at setup). In a
+ * large group that is most of the creation time on Node and 63 MiB per rank at 64 ranks, so the
+ * total per rank is capped at 16 MiB (at least 64 KiB per peer) past 17 ranks. Large messages are
+ * read straight into their destination anyway. GROUPCOMM_CPU_RECV_BUFFER_BYTES, when set, wins.
+ */
+function recvBufferFor(worldSize: number): number | undefined {
+  if (process.env.GROUPCOMM_CPU_RECV_BUFFER_BYTES || worldSize <= 17) return undefined;
+  return Math.max(64 * 1024, Math.floor((16 << 20) / (worldSize - 1)));
 }
 
 /** The same memory seen as a 1-d tensor (the layers below work on element counts). */

@@ -208,6 +208,21 @@ test('in one process: a new group over the same ranks does not disturb one that 
   await server.close();
 });
 
+test('in one process: a 20-rank group (smaller per-peer receive buffers) moves large tensors intact', async () => {
+  const server = await listen();
+  const { groups, close } = await inProcess(20, 'wide', server);
+  const n = 300_000; // 1.2 MB: far beyond a 64-KiB-per-peer receive buffer
+  const sums = await Promise.all(groups.map((g, r) => g.allReduce(tensor(Float32Array.from({ length: n }, (_, i) => (i % 7) + r)))));
+  for (const s of sums) {
+    const d = (s as CpuTensor).data as Float32Array;
+    assert.is(d[0], 190);
+    assert.is(d[n - 1], ((n - 1) % 7) * 20 + 190);
+  }
+  const dicts = await Promise.all(groups.map((g, r) => g.broadcastTensorDict(r === 7 ? { big: tensor(Int32Array.from({ length: n }, (_, i) => i)) } : undefined, 7)));
+  for (const d of dicts) assert.is(((d.big as CpuTensor).data as Int32Array)[n - 1], n - 1);
+  await close();
+});
+
 test('a device tensor on a group without a device communicator is refused, naming the fix', async () => {
   const server = await listen();
   const { groups, close } = await inProcess(2, 'nodev', server);
