@@ -223,6 +223,21 @@ test('in one process: a 20-rank group (smaller per-peer receive buffers) moves l
   await close();
 });
 
+test('rendezvous: the port record is gone once the group formed, so the name can be used again', async () => {
+  const server = await listen();
+  const probe = track(await TcpStore.create({ port: server.port }));
+  const first = await inProcess(3, 'again', server);
+  assert.is(await probe.check(['again_0']), false);
+  const p1 = first.groups[0].ports!;
+  assert.is(new Set(p1).size, 3);
+  assert.ok(p1.every((p) => p > 0 && p < 65536));
+  await first.close();
+  const second = await inProcess(3, 'again', server);
+  const s = await Promise.all(second.groups.map((g) => g.allReduce(tensor(new Float32Array([1])))));
+  for (const t of s) assert.equal(arr(t), [3]);
+  await second.close();
+});
+
 test('a device tensor on a group without a device communicator is refused, naming the fix', async () => {
   const server = await listen();
   const { groups, close } = await inProcess(2, 'nodev', server);
