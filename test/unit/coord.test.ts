@@ -8,7 +8,7 @@ import { reserveName, releaseName, registerName, lookupName, registeredNames } f
 import { catShape, normDim, scatterShape, transposeBlocks } from '../../host/coordinator/dims.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { tensor, type CpuTensor, type Tensor } from '../../host/tensor.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { ErrorCode, isGroupcommError } from '../../host/errors.js';
 
 // Whatever a test opened is closed after it, pass or fail, so a failure cannot keep the file alive.
 const opened: { close(): Promise<unknown> }[] = [];
@@ -236,6 +236,29 @@ test('rendezvous: the port record is gone once the group formed, so the name can
   const s = await Promise.all(second.groups.map((g) => g.allReduce(tensor(new Float32Array([1])))));
   for (const t of s) assert.equal(arr(t), [3]);
   await second.close();
+});
+
+test('a barrier that a rank never reaches times out naming it; abort and destroy end waits at once', async () => {
+  const server = await listen();
+  const { groups, close } = await inProcess(3, 'late', server);
+  try {
+    await groups[0].barrier({ timeoutMs: 300 });
+    assert.unreachable('barrier without the others resolved');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
+    const err = e as { peerRanks?: number[]; message: string };
+    assert.equal(err.peerRanks, [1, 2]);
+    assert.match(err.message, 'late:0.barrier (global rank 0)');
+    assert.match(err.message, 'group rank 2 = global rank 2');
+  }
+  const ac = new AbortController();
+  const pending = groups[1].recvObject(0, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  await rejects(pending, 'ERR_GROUPCOMM_ABORTED');
+  const hung = groups[2].recvObject(0);
+  setTimeout(() => void groups[2].destroy({ lingerMs: 50 }), 50);
+  await rejects(hung, 'ERR_GROUPCOMM_DESTROYED');
+  await close();
 });
 
 test('a device tensor on a group without a device communicator is refused, naming the fix', async () => {
