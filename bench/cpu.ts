@@ -1,6 +1,6 @@
 /**
  * `groupcomm bench cpu [--ranks 2,4] [--sizes 4K,256K,4M,64M] [--ops allreduce,broadcast,allgather,barrier]
- *   [--seconds 1] [--runtime node|bun] [--gloo auto|on|off] [--json FILE]`
+ *   [--seconds 1] [--runtime node|bun] [--transport tcp,shm] [--gloo auto|on|off] [--json FILE]`
  *
  * CpuGroup collectives between local rank processes (float32, sum), nccl-tests columns: size,
  * count, type, op, time, algbw, busbw, #wrong (results checked on the first call), plus busbw as
@@ -11,6 +11,9 @@
  * then N timed calls (N from --seconds, the same on all ranks); a call's time is the slowest
  * rank's; rows give the median. With torch 2.6 in /opt/trixie (or --gloo on), gloo runs the
  * same cases right after ours for each world size (impl 'gloo-torch-2.6').
+ *
+ * `--transport` lists the CpuGroup transports to run (each a set of rows, impl
+ * 'groupcomm-<transport>'); default: the group's default (GROUPCOMM_CPU_TRANSPORT or its own).
  *
  * The same file is the rank process (started with --rank-worker).
  */
@@ -143,7 +146,7 @@ async function rankMain(): Promise<void> {
 
 // ---- driver ---------------------------------------------------------------------------------
 
-function runRanks(n: number, cases: Case[], seconds: number, runtime: string, storePort: number): Promise<Timing[]> {
+function runRanks(n: number, cases: Case[], seconds: number, runtime: string, storePort: number, transport?: string): Promise<Timing[]> {
   const self = fileURLToPath(import.meta.url);
   const exe = runtime === 'bun' ? (process.versions.bun ? process.execPath : 'bun') : process.versions.bun ? 'node' : process.execPath;
   const script = runtime === 'bun' ? self.replace(/dist\/(bench\/cpu)\.js$/, '$1.ts') : self.replace(/\/bench\/cpu\.ts$/, '/dist/bench/cpu.js');
@@ -156,6 +159,7 @@ function runRanks(n: number, cases: Case[], seconds: number, runtime: string, st
         env: {
           ...process.env, RANK: String(r), WORLD_SIZE: String(n), GROUPCOMM_BENCH_CASES: JSON.stringify(cases),
           GROUPCOMM_BENCH_SECONDS: String(seconds), GROUPCOMM_BENCH_STORE_PORT: String(storePort),
+          ...(transport ? { GROUPCOMM_CPU_TRANSPORT: transport } : {}),
         },
         stdio: ['ignore', 'pipe', 'pipe'],
       });
@@ -216,25 +220,28 @@ export async function run(argv: string[], report: Report): Promise<void> {
   const seconds = Number(opt('seconds', '1'));
   const runtime = opt('runtime', process.versions.bun ? 'bun' : 'node');
   const glooMode = opt('gloo', 'auto');
+  const transports: (string | undefined)[] = argv.includes('--transport') ? opt('transport', 'tcp').split(',') : [undefined];
   const gloo = glooMode === 'on' || (glooMode === 'auto' && fs.existsSync(`${TRIXIE}/usr/bin/python3`));
   const cases: Case[] = [];
   for (const op of ops) {
     if (op === 'barrier') cases.push({ op, size: 0 });
     else for (const size of sizes) cases.push({ op, size });
   }
-  report.note(`groupcomm CpuGroup over TCP on 127.0.0.1, ${runtime}, float32 sum, ${seconds}s per case; busbw_frac = busbw / ${LOOPBACK_GBPS} GB/s loopback`);
+  report.note(`groupcomm CpuGroup on 127.0.0.1 (transport ${transports.map((t) => t ?? 'default').join(', ')}), ${runtime}, float32 sum, ${seconds}s per case; busbw_frac = busbw / ${LOOPBACK_GBPS} GB/s loopback`);
   const server = await TcpStoreServer.listen({ port: 0 });
   try {
     for (const n of ranks) {
-      const res = await runRanks(n, cases, seconds, runtime, server.port);
-      for (const t of res) {
-        const med = median(t.durs);
-        const algbw = t.op === 'barrier' ? undefined : t.size / (med / 1000) / 1e9;
-        report.add(row({
-          name: `${t.op}/${t.op === 'barrier' ? '-' : sizeStr(t.size)}`, impl: 'groupcomm', op: t.op, ranks: n, size: t.size,
-          medianMs: med, p99Ms: percentile(t.durs, 0.99), algbw, busbw: algbw === undefined ? undefined : algbw * busFactor(t.op, n),
-          wrong: t.wrong, iters: t.durs.length, peakRssMiB: t.peakRssMiB, rssGrowthMiB: t.rssGrowthMiB,
-        }));
+      for (const transport of transports) {
+        const res = await runRanks(n, cases, seconds, runtime, server.port, transport);
+        for (const t of res) {
+          const med = median(t.durs);
+          const algbw = t.op === 'barrier' ? undefined : t.size / (med / 1000) / 1e9;
+          report.add(row({
+            name: `${t.op}/${t.op === 'barrier' ? '-' : sizeStr(t.size)}`, impl: transport ? `groupcomm-${transport}` : 'groupcomm', op: t.op, ranks: n, size: t.size,
+            medianMs: med, p99Ms: percentile(t.durs, 0.99), algbw, busbw: algbw === undefined ? undefined : algbw * busFactor(t.op, n),
+            wrong: t.wrong, iters: t.durs.length, peakRssMiB: t.peakRssMiB, rssGrowthMiB: t.rssGrowthMiB,
+          }));
+        }
       }
       if (!gloo) continue;
       const g = runGloo(n, sizes, seconds);

@@ -20,10 +20,11 @@ import {
 } from './algorithms.js';
 import { Exchange } from './exchange.js';
 import { binomialTree, disseminationPartners, recursiveDoubling as rdPlan, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
-import { Mesh } from './mesh.js';
+import { Mesh, type Transport } from './mesh.js';
+import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 
-export type { ReduceOp };
+export type { ReduceOp, Transport };
 const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 function envNumber(name: string, fallback: number): number {
@@ -54,6 +55,24 @@ export interface CpuGroupOptions {
   smallBytes?: number;
   /** Reused receive buffer per peer (default GROUPCOMM_CPU_RECV_BUFFER_BYTES or 1 MiB). */
   recvBufferBytes?: number;
+  /**
+   * 'tcp': sockets only. 'auto' and 'shm': same-host peers (same hostname and boot id) move
+   * payloads through shared-memory rings, with the socket for doorbells; remote peers, or a
+   * failed shm setup (logged; at warn level for 'shm'), use TCP. Default GROUPCOMM_CPU_TRANSPORT or 'tcp'.
+   */
+  transport?: Transport;
+  /** Payload bytes of each shared-memory ring, a power of two (default GROUPCOMM_CPU_SHM_RING_BYTES or 4 MiB). */
+  shmRingBytes?: number;
+}
+
+export const DEFAULT_TRANSPORT: Transport = 'tcp';
+
+function transportOf(opts: CpuGroupOptions): { transport: Transport; shmRingBytes: number } {
+  const t = opts.transport ?? (process.env.GROUPCOMM_CPU_TRANSPORT || DEFAULT_TRANSPORT);
+  if (t !== 'auto' && t !== 'tcp' && t !== 'shm') throw invalidArgument(`transport must be 'auto', 'tcp' or 'shm', got '${t}'`);
+  const r = opts.shmRingBytes ?? envNumber('GROUPCOMM_CPU_SHM_RING_BYTES', 4 << 20);
+  if (!validRingBytes(r)) throw invalidArgument(`shmRingBytes must be a power of two in [64 KiB, 1 GiB], got ${r}`);
+  return { transport: t, shmRingBytes: r };
 }
 
 function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
@@ -121,6 +140,7 @@ export class CpuGroup {
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
     const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
     const tuning = tuningOf(opts);
+    const transport = transportOf(opts);
     const mesh = await Mesh.connect({
       framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
@@ -128,9 +148,19 @@ export class CpuGroup {
       port: opts.port ?? 0,
       timeoutMs,
       signal: opts.signal,
+      ...transport,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? envNumber('GROUPCOMM_CPU_RECV_BUFFER_BYTES', 1024 * 1024)),
     });
     return new CpuGroup(mesh, opts, timeoutMs, tuning);
+  }
+
+  /**
+   * How this rank exchanges data with `peer`: 'shm' (shared-memory rings both ways), 'tcp',
+   * 'mixed' (one direction each; a failed shm setup on one side), or 'self'.
+   */
+  transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
+    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
+    return this.mesh.transportOf(peer);
   }
 
   /** Where this rank listened during setup (the listener is closed once the mesh is complete). */

@@ -20,7 +20,12 @@ import { logger, type Logger } from '../log.js';
 import {
   ACK_SIZE, HEADER_SIZE, HELLO_FIXED, MAGIC, MAX_NAME_BYTES, Status, VERSION, decodeAck,
   decodeHelloFixed, encodeAck, encodeHello, KIND_BYE, readHeader, statusText, writeHeader,
+  KIND_SHM, DOORBELL_SIZE, WANT_SHM, WANT_TCP,
 } from './wire.js';
+import { hostId, RecvRing, Segment, SendRing } from './shm.js';
+
+/** How a group's ranks on one host talk: 'auto' and 'shm' use shared memory for same-host peers. */
+export type Transport = 'auto' | 'tcp' | 'shm';
 
 /** Receives the frames of one operation from one peer. */
 export interface Sink {
@@ -49,6 +54,10 @@ export interface MeshOptions {
    * same ones, so they travel in the handshake and a rank with others is refused.
    */
   framing: { chunkBytes: number; smallBytes: number };
+  /** 'tcp': sockets only; 'auto' / 'shm': shared-memory rings for same-host peers ('shm' warns on a fallback). */
+  transport: Transport;
+  /** Payload bytes of each shared-memory ring (a power of two). */
+  shmRingBytes: number;
 }
 
 export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
@@ -58,6 +67,12 @@ const DIRECT_READ_MIN = 64 * 1024;
 
 /** Frames up to this size are sent as one copied buffer (one write; caller may reuse at once). */
 const COPY_BELOW = 64 * 1024;
+
+/**
+ * Frames from this size on go through the shared-memory ring when there is one; smaller ones
+ * are cheaper as one socket write (a ring adds a copy and saves little kernel copying).
+ */
+const SHM_MIN = 8 * 1024;
 
 interface Pending {
   slot: number;
@@ -123,6 +138,11 @@ class Inbound {
   private slot = 0;
   private key = '';
   private skipping = false;
+  /** The current frame is a doorbell: its payload waits in `ring`. */
+  private bell = false;
+  private bellBuf = new Uint8Array(DOORBELL_SIZE);
+  /** The shared-memory ring this peer writes into (set from the ACK when it offered one). */
+  ring: RecvRing | undefined;
   /** Keys of abandoned operations: their late frames are dropped. */
   readonly discarded = new Set<string>();
   /** Frames whose operation has not registered yet, per key, in arrival order. */
@@ -196,6 +216,24 @@ class Inbound {
       this.mesh.onBye(this.peer);
       return;
     }
+    this.bell = false;
+    if (h.kind & KIND_SHM) {
+      if (!this.ring || h.length !== DOORBELL_SIZE) {
+        this.mesh.protocolFailure(this.peer, this.ring ? `doorbell of ${h.length} bytes` : 'doorbell without a shared-memory ring');
+        this.skipping = true;
+        this.remaining = h.length;
+        return;
+      }
+      // The doorbell's 16 bytes are read here; the payload is matched in complete().
+      this.bell = true;
+      this.key = frameKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.slot = h.slot;
+      this.remaining = DOORBELL_SIZE;
+      this.destOff = 0;
+      this.skipping = false;
+      this.dest = this.bellBuf;
+      return;
+    }
     this.key = frameKey(h.kind, h.tag, h.seq);
     this.slot = h.slot;
     this.remaining = h.length;
@@ -229,6 +267,12 @@ class Inbound {
   private complete(): void {
     this.hdrFill = 0;
     if (this.skipping) return;
+    if (this.bell) {
+      this.bell = false;
+      this.dest = null;
+      this.ringFrame();
+      return;
+    }
     const buf = this.dest!;
     this.dest = null;
     if (this.sink) {
@@ -245,6 +289,62 @@ class Inbound {
     let q = this.early.get(this.key);
     if (!q) this.early.set(this.key, (q = []));
     q.push({ slot: this.slot, buf });
+  }
+
+  /**
+   * A frame whose payload is in the shared-memory ring: copy it out to where it belongs (the
+   * sink's dest, or a side buffer if its operation has not started), free the ring space, then
+   * hand it over — the same routing as a frame read from the socket.
+   */
+  private ringFrame(): void {
+    const ring = this.ring!;
+    if (this.mesh.isClosing || ring.seg.closed) return;
+    const dv = new DataView(this.bellBuf.buffer, this.bellBuf.byteOffset, DOORBELL_SIZE);
+    const pos = dv.getFloat64(0, true);
+    const n = dv.getFloat64(8, true);
+    const src = Number.isSafeInteger(pos) && Number.isSafeInteger(n) && n >= 0 ? ring.at(pos, n) : undefined;
+    if (!src) {
+      this.mesh.protocolFailure(this.peer, `doorbell for ${n} bytes at ring position ${pos} is outside the ring`);
+      return;
+    }
+    const key = this.key;
+    const slot = this.slot;
+    const sink = this.sinks.get(key);
+    let out: Uint8Array | null = null;
+    let failed = false;
+    if (sink) {
+      try {
+        out = sink.dest(slot, n);
+      } catch (e) {
+        sink.fail(e as GroupcommError);
+        failed = true;
+      }
+      if (!failed && out && out.byteLength !== n) {
+        sink.fail(protocolError(
+          `frame ${key} slot ${slot} from rank ${this.peer} has ${n} bytes, expected ${out.byteLength}: the ranks called different collectives or sizes`,
+          { peerRank: this.peer }));
+        failed = true;
+      }
+    }
+    const drop = failed || (!sink && this.discarded.has(key));
+    if (!drop) {
+      if (!out) out = this.pool.get(n);
+      out.set(src);
+    }
+    if (ring.release(pos, n)) this.mesh.credit(this.peer, ring);
+    if (drop) return;
+    if (sink) {
+      sink.done(slot, out!);
+      return;
+    }
+    const late = this.sinks.get(key);
+    if (late) {
+      deliver(late, key, this.peer, slot, out!, this.pool);
+      return;
+    }
+    let q = this.early.get(key);
+    if (!q) this.early.set(key, (q = []));
+    q.push({ slot, buf: out! });
   }
 }
 
@@ -267,6 +367,14 @@ export class Mesh {
   address: { host: string; port: number } = { host: '', port: 0 };
   /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
   private sendPool = new SidePool();
+  /** Per peer: the ring we write into (shared memory), if that link uses one. */
+  private sendRing: (SendRing | undefined)[];
+  /** Per peer: sends waiting for ring space; later sends queue behind them to keep the order. */
+  private sendQ: (() => boolean)[][];
+  /** Per peer: the accepted connection finished its handshake (shm offer answered). */
+  private outReady: boolean[];
+  /** Every segment this rank mapped (unmapped on close). */
+  private segments: Segment[] = [];
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -275,6 +383,41 @@ export class Mesh {
     this.inbound = new Array(opts.worldSize).fill(undefined);
     this.dialed = new Array(opts.worldSize).fill(undefined);
     this.out = new Array(opts.worldSize).fill(undefined);
+    this.sendRing = new Array(opts.worldSize).fill(undefined);
+    this.sendQ = Array.from({ length: opts.worldSize }, () => []);
+    this.outReady = new Array(opts.worldSize).fill(false);
+  }
+
+  get isClosing(): boolean {
+    return this.closing;
+  }
+
+  /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
+  transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
+    if (peer === this.rank) return 'self';
+    const a = this.sendRing[peer] !== undefined;
+    const b = this.inbound[peer]?.ring !== undefined;
+    return a && b ? 'shm' : !a && !b ? 'tcp' : 'mixed';
+  }
+
+  /** Receiver side: the peer may be waiting for ring space; wake it (on the connection we dialed). */
+  credit(peer: number, _ring: RecvRing): void {
+    const s = this.dialed[peer];
+    if (!s || s.destroyed) return;
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32LE(1, 0);
+    s.write(b);
+  }
+
+  private drain(peer: number): void {
+    const q = this.sendQ[peer];
+    while (q.length > 0 && q[0]()) q.shift();
+  }
+
+  private fallback(peer: number, why: string): void {
+    const msg = `rank ${peer}: shared memory not used, falling back to TCP (${why})`;
+    if (this.opts.transport === 'shm') this.log.warn(msg);
+    else this.log.info(msg);
   }
 
   /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
@@ -359,7 +502,7 @@ export class Mesh {
   private missingPeers(): number[] {
     const m: number[] = [];
     for (let r = 0; r < this.worldSize; r++) {
-      if (r !== this.rank && !(this.out[r] && this.inbound[r]?.acked)) m.push(r);
+      if (r !== this.rank && !(this.outReady[r] && this.inbound[r]?.acked)) m.push(r);
     }
     return m;
   }
@@ -399,9 +542,15 @@ export class Mesh {
       if (h.magic !== MAGIC) return refuse(Status.BAD_MAGIC, `magic 0x${h.magic.toString(16)}`);
       if (h.version !== VERSION) return refuse(Status.BAD_VERSION, `version ${h.version}`);
       if (h.nameLen > MAX_NAME_BYTES) return refuse(Status.WRONG_GROUP, `name of ${h.nameLen} bytes`);
-      if (got.length < HELLO_FIXED + h.nameLen) return;
-      if (got.length > HELLO_FIXED + h.nameLen) return refuse(Status.BAD_MAGIC, 'bytes after the HELLO');
-      const name = got.subarray(HELLO_FIXED).toString('utf8');
+      // After the name: u8 want, u8 hostIdLen, hostId.
+      const tail = HELLO_FIXED + h.nameLen;
+      if (got.length < tail + 2) return;
+      const helloLen = tail + 2 + got[tail + 1];
+      if (got.length < helloLen) return;
+      if (got.length > helloLen) return refuse(Status.BAD_MAGIC, 'bytes after the HELLO');
+      const name = got.subarray(HELLO_FIXED, tail).toString('utf8');
+      const want = got[tail];
+      const theirHost = got.subarray(tail + 2, helloLen).toString('utf8');
       if (name !== this.opts.groupName) return refuse(Status.WRONG_GROUP, `group '${name}', this is '${this.opts.groupName}'`);
       if (h.epoch !== this.opts.epoch) return refuse(Status.WRONG_EPOCH, `epoch ${h.epoch}, this is ${this.opts.epoch}`);
       if (h.worldSize !== this.worldSize) return refuse(Status.WRONG_SIZE, `world size ${h.worldSize}, this is ${this.worldSize}`);
@@ -415,16 +564,63 @@ export class Mesh {
       this.strangers.delete(s);
       this.out[h.rank] = s;
       const peer = h.rank;
-      // Nothing may arrive on a send-side socket after the HELLO.
-      s.on('data', () => this.protocolFailure(peer, 'unexpected bytes on the send-side connection'));
+      const seg = this.offerShm(peer, want, theirHost);
+      if (seg) {
+        // The dialer answers the offer with a u32 (1: mapped, 0: could not), then sends a u32
+        // "space freed" wake-up now and then; nothing else may arrive on a send-side socket.
+        let acc: Buffer = Buffer.alloc(0);
+        let answered = false;
+        s.on('data', (d: Buffer) => {
+          acc = acc.length ? Buffer.concat([acc, d]) : d;
+          let i = 0;
+          for (; acc.length - i >= 4; i += 4) {
+            if (answered) continue;
+            answered = true;
+            seg.unlink();
+            if (acc.readUInt32LE(i) === 1) {
+              this.sendRing[peer] = new SendRing(seg);
+              this.log.debug(`rank ${peer}: sending through shared memory (${seg.ringBytes} byte ring)`);
+            } else {
+              this.fallback(peer, 'the peer could not map the segment');
+              seg.close();
+            }
+            this.outReady[peer] = true;
+            this.readyCheck();
+          }
+          acc = acc.subarray(i);
+          if (answered) this.drain(peer);
+        });
+        s.on('close', () => seg.unlink());
+      } else {
+        s.on('data', () => this.protocolFailure(peer, 'unexpected bytes on the send-side connection'));
+        this.outReady[peer] = true;
+      }
       this.watch(s, peer, 'write');
-      s.write(encodeAck(Status.OK, this.rank));
+      s.write(encodeAck(Status.OK, this.rank, seg ? { ringBytes: seg.ringBytes, name: seg.name } : undefined));
       this.log.debug(`accepted rank ${peer} from ${who}`);
       this.readyCheck();
     };
     s.on('data', onData);
     s.on('error', () => {});
     s.on('close', () => this.strangers.delete(s));
+  }
+
+  /** Creates the ring for sending to `peer` when both sides want shm and share a host; else undefined. */
+  private offerShm(peer: number, want: number, theirHost: string): Segment | undefined {
+    if (this.opts.transport === 'tcp' || want !== WANT_SHM) return undefined;
+    const mine = hostId();
+    if (!mine || theirHost !== mine) {
+      this.log.debug(`rank ${peer} is on another host (${theirHost || 'unknown'}): TCP`);
+      return undefined;
+    }
+    try {
+      const seg = Segment.create(this.opts.shmRingBytes);
+      this.segments.push(seg);
+      return seg;
+    } catch (e) {
+      this.fallback(peer, (e as Error).message);
+      return undefined;
+    }
   }
 
   private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
@@ -446,7 +642,10 @@ export class Mesh {
         connected = true;
         s.setNoDelay(true);
         this.dialed[peer] = s;
-        s.write(encodeHello({ rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName, ...this.opts.framing }));
+        s.write(encodeHello({
+          rank: this.rank, worldSize: this.worldSize, epoch: this.opts.epoch, name: this.opts.groupName, ...this.opts.framing,
+          want: this.opts.transport === 'tcp' ? WANT_TCP : WANT_SHM, hostId: hostId(),
+        }));
         this.watch(s, peer, 'read');
       });
       s.once('error', (e: NodeJS.ErrnoException) => {
@@ -477,6 +676,23 @@ export class Mesh {
       if (this.setupError) this.setupError(err);
       else this.protocolFailure(peer, why);
       return;
+    }
+    if (a.ringBytes > 0) {
+      // The peer offers a ring for what it sends us: map it (which unlinks its name) and answer.
+      let ok = 0;
+      if (this.opts.transport !== 'tcp') {
+        try {
+          const seg = Segment.open(a.shmName, a.ringBytes);
+          this.segments.push(seg);
+          this.inbound[peer]!.ring = new RecvRing(seg);
+          ok = 1;
+        } catch (e) {
+          this.fallback(peer, (e as Error).message);
+        }
+      }
+      const b = Buffer.allocUnsafe(4);
+      b.writeUInt32LE(ok, 0);
+      this.dialed[peer]?.write(b);
     }
     this.readyCheck();
   }
@@ -552,6 +768,43 @@ export class Mesh {
       return;
     }
     const n = payload.byteLength;
+    const ring = this.sendRing[peer];
+    const q = this.sendQ[peer];
+    if (ring && n >= SHM_MIN && n <= ring.maxFrame) {
+      const attempt = () => {
+        if (s.destroyed || this.closing || ring.seg.closed) {
+          cb(new Error(`no connection to rank ${peer}`));
+          return true;
+        }
+        const pos = ring.put(payload);
+        if (pos < 0) return false;
+        const b = Buffer.allocUnsafe(HEADER_SIZE + DOORBELL_SIZE);
+        writeHeader(b, 0, kind | KIND_SHM, tag, seq, slot, DOORBELL_SIZE);
+        b.writeDoubleLE(pos, HEADER_SIZE);
+        b.writeDoubleLE(n, HEADER_SIZE + 8);
+        s.write(b, cb);
+        return true;
+      };
+      if (q.length === 0 && attempt()) return;
+      // No room yet: keep our own copy if the caller may reuse its memory at once.
+      if (copy || n <= COPY_BELOW) payload = payload.slice();
+      q.push(attempt);
+      return;
+    }
+    if (q.length > 0) {
+      // Frames to a peer stay in order: this one waits behind those waiting for ring space.
+      const p = copy || n <= COPY_BELOW ? payload.slice() : payload;
+      q.push(() => {
+        this.tcpSend(s, kind, tag, seq, slot, p, copy, cb);
+        return true;
+      });
+      return;
+    }
+    this.tcpSend(s, kind, tag, seq, slot, payload, copy, cb);
+  }
+
+  private tcpSend(s: net.Socket, kind: number, tag: number, seq: number, slot: number, payload: Uint8Array, copy: boolean, cb: (err?: Error | null) => void): void {
+    const n = payload.byteLength;
     if (copy || n <= COPY_BELOW) {
       // Small frames come from Node's shared pool; larger copies from our own recycled
       // buffers, since a fresh allocation of that size means fresh pages (page faults) here.
@@ -589,5 +842,16 @@ export class Mesh {
     }
     for (const s of [...this.dialed, ...this.strangers]) s?.destroy();
     this.strangers.clear();
+    for (const q of this.sendQ) q.length = 0;
+    // Nothing reads or writes a ring once `closing` is set (both paths check it), so the
+    // mappings can go now; the peer keeps its own mapping of each segment until it closes.
+    for (const seg of this.segments) {
+      try {
+        seg.close();
+      } catch (e) {
+        this.log.debug(`could not unmap ${seg.name}: ${e}`);
+      }
+    }
+    this.segments = [];
   }
 }

@@ -9,9 +9,11 @@
  */
 
 export const MAGIC = 0x55504347; // 'GCPU' read as a little-endian u32
-export const VERSION = 1;
+export const VERSION = 2;
 export const HELLO_FIXED = 32;
-export const ACK_SIZE = 12;
+/** ACK: 12 bytes of status, then the shared-memory offer (ring bytes, segment name). */
+export const ACK_SIZE = 40;
+const SHM_NAME_BYTES = 24;
 export const HEADER_SIZE = 24;
 /** Longest accepted group name in a HELLO (bytes): bounds what a stranger can make us buffer. */
 export const MAX_NAME_BYTES = 1024;
@@ -21,6 +23,16 @@ export const KIND_COLL = 1;
 export const KIND_P2P = 2;
 /** Sent by destroy(): "I am leaving on purpose; everything I had to send precedes this". */
 export const KIND_BYE = 3;
+/**
+ * Or'ed into a frame's kind when its payload lies in the shared-memory ring: the frame then
+ * carries DOORBELL_SIZE bytes (f64 ring position, f64 payload length) instead of the payload.
+ */
+export const KIND_SHM = 0x100;
+export const DOORBELL_SIZE = 16;
+
+/** What a rank asks for in its HELLO (the acceptor decides; both must agree for shm). */
+export const WANT_TCP = 0;
+export const WANT_SHM = 1;
 
 /** ACK status codes (0 = accepted). */
 export const Status = {
@@ -52,13 +64,18 @@ export interface Hello {
   /** The sender's framing settings (they must match on every rank). */
   chunkBytes: number;
   smallBytes: number;
+  /** WANT_SHM when the dialer would take a shared-memory ring for this connection. */
+  want: number;
+  /** The dialer's host id (shm.hostId()); shm needs equal ids. */
+  hostId: string;
 }
 
 // HELLO: u32 magic, u16 version, u16 nameLen, u32 rank, u32 worldSize, f64 epoch,
-//        u32 chunkBytes, u32 smallBytes, name bytes.
-export function encodeHello(h: Omit<Hello, 'magic' | 'version'>): Buffer {
+//        u32 chunkBytes, u32 smallBytes, name bytes, u8 want, u8 hostIdLen, hostId bytes.
+export function encodeHello(h: Omit<Hello, 'magic' | 'version' | 'want' | 'hostId'> & { want?: number; hostId?: string }): Buffer {
   const name = Buffer.from(h.name, 'utf8');
-  const b = Buffer.allocUnsafe(HELLO_FIXED + name.length);
+  const host = Buffer.from(h.hostId ?? '', 'utf8').subarray(0, 255);
+  const b = Buffer.allocUnsafe(HELLO_FIXED + name.length + 2 + host.length);
   b.writeUInt32LE(MAGIC, 0);
   b.writeUInt16LE(VERSION, 4);
   b.writeUInt16LE(name.length, 6);
@@ -68,11 +85,14 @@ export function encodeHello(h: Omit<Hello, 'magic' | 'version'>): Buffer {
   b.writeUInt32LE(h.chunkBytes >>> 0, 24);
   b.writeUInt32LE(h.smallBytes >>> 0, 28);
   name.copy(b, HELLO_FIXED);
+  b[HELLO_FIXED + name.length] = h.want ?? WANT_TCP;
+  b[HELLO_FIXED + name.length + 1] = host.length;
+  host.copy(b, HELLO_FIXED + name.length + 2);
   return b;
 }
 
-/** The fixed part of a HELLO; `nameLen` says how many more bytes to read. */
-export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name'> & { nameLen: number } {
+/** The fixed part of a HELLO; `nameLen` says how many more bytes to read (then the trailer). */
+export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name' | 'want' | 'hostId'> & { nameLen: number } {
   return {
     magic: b.readUInt32LE(0),
     version: b.readUInt16LE(4),
@@ -85,19 +105,31 @@ export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name'> & { nameLen: nu
   };
 }
 
-// ACK: u32 magic, u16 version, u16 status, u32 rank of the acceptor.
-export function encodeAck(status: number, rank: number): Buffer {
-  const b = Buffer.allocUnsafe(ACK_SIZE);
+// ACK: u32 magic, u16 version, u16 status, u32 rank of the acceptor, u32 ringBytes (0: TCP
+//      only), 24 bytes shm segment name (UTF-8, zero-padded).
+export function encodeAck(status: number, rank: number, shm?: { ringBytes: number; name: string }): Buffer {
+  const b = Buffer.alloc(ACK_SIZE);
   b.writeUInt32LE(MAGIC, 0);
   b.writeUInt16LE(VERSION, 4);
   b.writeUInt16LE(status, 6);
   b.writeUInt32LE(rank >>> 0, 8);
+  if (shm) {
+    const name = Buffer.from(shm.name, 'utf8');
+    if (name.length > SHM_NAME_BYTES) throw new Error(`shm name '${shm.name}' is longer than ${SHM_NAME_BYTES} bytes`);
+    b.writeUInt32LE(shm.ringBytes >>> 0, 12);
+    name.copy(b, 16);
+  }
   return b;
 }
 
-export function decodeAck(b: Uint8Array): { magic: number; version: number; status: number; rank: number } {
+export function decodeAck(b: Uint8Array): { magic: number; version: number; status: number; rank: number; ringBytes: number; shmName: string } {
   const dv = new DataView(b.buffer, b.byteOffset, ACK_SIZE);
-  return { magic: dv.getUint32(0, true), version: dv.getUint16(4, true), status: dv.getUint16(6, true), rank: dv.getUint32(8, true) };
+  const raw = Buffer.from(b.buffer, b.byteOffset + 16, SHM_NAME_BYTES);
+  const end = raw.indexOf(0);
+  return {
+    magic: dv.getUint32(0, true), version: dv.getUint16(4, true), status: dv.getUint16(6, true), rank: dv.getUint32(8, true),
+    ringBytes: dv.getUint32(12, true), shmName: raw.subarray(0, end < 0 ? SHM_NAME_BYTES : end).toString('utf8'),
+  };
 }
 
 // Frame header: u8 kind, u8 0, u16 0, u32 tag, u32 seq, u32 slot, f64 length.

@@ -1,0 +1,215 @@
+/**
+ * Same-host shared-memory rings for the CPU group's mesh (docs/cpu-group.md, "Transport").
+ *
+ * One ring per direction of a pair of ranks. The sending side (the rank that accepted the
+ * connection, which is the side that writes on it) creates a POSIX shm segment, maps it with
+ * MAP_POPULATE (its pages are faulted in once, at setup, not on the hot path) and names it in its
+ * ACK; the receiving side maps it too and both unlink the name at once, so nothing is left in
+ * /dev/shm even if a process crashes later. The TCP connection stays: it carries the frame
+ * headers as small "payload at ring position X, N bytes" doorbells (in order with any frame that
+ * still goes over TCP), the receiver's occasional "space freed" wake-ups on the way back, and —
+ * by closing — the news that a peer died.
+ *
+ * Layout of a segment: one 4 KiB control page (u32 `tail` at 0: the receiver's consumed
+ * position), then `ringBytes` (a power of two) of payload. Positions are free-running u32
+ * counters; `pos % ringBytes` is the offset. A payload is always contiguous: when it does not
+ * fit before the end, the sender skips to offset 0, and the skipped bytes are freed with it.
+ */
+import { createRequire } from 'node:module';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+
+const require = createRequire(import.meta.url);
+
+type Koffi = typeof import('koffi');
+interface Libc {
+  koffi: Koffi;
+  shmOpen: (name: string, oflag: number, mode: number) => number;
+  shmUnlink: (name: string) => number;
+  ftruncate: (fd: number, len: number) => number;
+  mmap: (addr: null, len: number, prot: number, flags: number, fd: number, off: number) => bigint;
+  munmap: (addr: bigint, len: number) => number;
+  close: (fd: number) => number;
+}
+
+const O_RDWR = 2;
+const O_CREAT = 0o100;
+const O_EXCL = 0o200;
+const PROT_RW = 3;
+const MAP_SHARED = 1;
+const MAP_POPULATE = 0x8000;
+const MAP_FAILED = 0xffffffffffffffffn;
+const CONTROL_BYTES = 4096;
+
+let libc: Libc | undefined;
+let libcError: string | undefined;
+
+/** libc's shm calls through koffi, loaded on first use; throws with the reason when unavailable. */
+function loadLibc(): Libc {
+  if (libc) return libc;
+  if (libcError) throw new Error(libcError);
+  try {
+    if (process.platform !== 'linux') throw new Error(`shared memory transport is implemented for Linux only (this is ${process.platform})`);
+    const koffi = require('koffi') as Koffi;
+    const lib = koffi.load('libc.so.6');
+    libc = {
+      koffi,
+      shmOpen: lib.func('int shm_open(const char *name, int oflag, uint32_t mode)') as Libc['shmOpen'],
+      shmUnlink: lib.func('int shm_unlink(const char *name)') as Libc['shmUnlink'],
+      ftruncate: lib.func('int ftruncate(int fd, int64_t length)') as Libc['ftruncate'],
+      mmap: lib.func('void *mmap(void *addr, size_t length, int prot, int flags, int fd, int64_t offset)') as Libc['mmap'],
+      munmap: lib.func('int munmap(void *addr, size_t length)') as Libc['munmap'],
+      close: lib.func('int close(int fd)') as Libc['close'],
+    };
+    return libc;
+  } catch (e) {
+    libcError = `shared memory unavailable: ${(e as Error).message}`;
+    throw new Error(libcError);
+  }
+}
+
+/**
+ * Identifies this machine's running kernel: two processes with the same host id can share
+ * memory through /dev/shm (same hostname and same boot). Empty when it cannot be told, which
+ * never matches, so such peers use TCP.
+ */
+let hostIdCache: string | undefined;
+export function hostId(): string {
+  if (hostIdCache !== undefined) return hostIdCache;
+  try {
+    const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    hostIdCache = boot ? `${os.hostname()}/${boot}`.slice(0, 255) : '';
+  } catch {
+    hostIdCache = '';
+  }
+  return hostIdCache;
+}
+
+/** One mapped segment: a control page and a ring. */
+export class Segment {
+  readonly ring: Uint8Array;
+  readonly control: Int32Array;
+  private unlinked = false;
+  private unmapped = false;
+
+  private constructor(readonly name: string, private addr: bigint, private mapBytes: number, readonly ringBytes: number) {
+    const lc = loadLibc();
+    const ab = lc.koffi.view(addr, mapBytes) as ArrayBuffer;
+    this.control = new Int32Array(ab, 0, 1);
+    this.ring = new Uint8Array(ab, CONTROL_BYTES, ringBytes);
+  }
+
+  /** Creates a new segment with a fresh random name (the sender's side). */
+  static create(ringBytes: number): Segment {
+    const lc = loadLibc();
+    const name = `/gcpu-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+    const fd = lc.shmOpen(name, O_RDWR | O_CREAT | O_EXCL, 0o600);
+    if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);
+    return Segment.map(lc, name, fd, ringBytes, true);
+  }
+
+  /** Maps a segment the peer created (the receiver's side) and unlinks its name. */
+  static open(name: string, ringBytes: number): Segment {
+    const lc = loadLibc();
+    const fd = lc.shmOpen(name, O_RDWR, 0o600);
+    if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);
+    const s = Segment.map(lc, name, fd, ringBytes, false);
+    s.unlink();
+    return s;
+  }
+
+  private static map(lc: Libc, name: string, fd: number, ringBytes: number, size: boolean): Segment {
+    const mapBytes = CONTROL_BYTES + ringBytes;
+    try {
+      if (size && lc.ftruncate(fd, mapBytes) !== 0) throw new Error(`ftruncate(${name}, ${mapBytes}) failed: errno ${lc.koffi.errno()}`);
+      const addr = lc.mmap(null, mapBytes, PROT_RW, MAP_SHARED | MAP_POPULATE, fd, 0);
+      if (addr === MAP_FAILED || addr === 0n) throw new Error(`mmap(${name}, ${mapBytes}) failed: errno ${lc.koffi.errno()}`);
+      return new Segment(name, addr, mapBytes, ringBytes);
+    } catch (e) {
+      if (size) lc.shmUnlink(name);
+      throw e;
+    } finally {
+      lc.close(fd);
+    }
+  }
+
+  /** Removes the name (the mapping stays); both sides call it, the second call is a no-op. */
+  unlink(): void {
+    if (this.unlinked) return;
+    this.unlinked = true;
+    loadLibc().shmUnlink(this.name);
+  }
+
+  /** Unlinks and unmaps. The views must not be touched afterwards (callers check `closed`). */
+  close(): void {
+    this.unlink();
+    if (this.unmapped) return;
+    this.unmapped = true;
+    loadLibc().munmap(this.addr, this.mapBytes);
+  }
+
+  get closed(): boolean {
+    return this.unmapped;
+  }
+}
+
+/** The sender's side of a ring: where the next payload goes, and whether it fits now. */
+export class SendRing {
+  private head = 0;
+  /** Largest payload sent through the ring; larger frames go over TCP. */
+  readonly maxFrame: number;
+
+  constructor(readonly seg: Segment) {
+    // The receiver wakes us after every `ringBytes / 4` it frees, so a payload up to 3/4 of
+    // the ring always fits once it has consumed everything: a wait can never deadlock.
+    this.maxFrame = seg.ringBytes - creditStep(seg.ringBytes);
+  }
+
+  /** Copies `payload` into the ring and returns its position, or -1 if there is no room yet. */
+  put(payload: Uint8Array): number {
+    const R = this.seg.ringBytes;
+    const n = payload.byteLength;
+    const off = this.head & (R - 1);
+    const start = off + n > R ? (this.head + (R - off)) >>> 0 : this.head;
+    const tail = Atomics.load(this.seg.control, 0) >>> 0;
+    if (((start + n - tail) >>> 0) > R) return -1;
+    this.seg.ring.set(payload, start & (R - 1));
+    this.head = (start + n) >>> 0;
+    return start;
+  }
+}
+
+export const creditStep = (ringBytes: number) => ringBytes >>> 2;
+
+/** The receiver's side: reads a payload at a position and frees it. */
+export class RecvRing {
+  private tail = 0;
+  private lastCredit = 0;
+
+  constructor(readonly seg: Segment) {}
+
+  /** The payload at `pos` (a view into the ring), or undefined if the doorbell is not valid. */
+  at(pos: number, n: number): Uint8Array | undefined {
+    const R = this.seg.ringBytes;
+    const off = pos & (R - 1);
+    if (n > R || off + n > R || ((pos - this.tail) >>> 0) > R) return undefined;
+    return this.seg.ring.subarray(off, off + n);
+  }
+
+  /** Frees everything up to `pos + n`; returns true when the sender should be woken. */
+  release(pos: number, n: number): boolean {
+    this.tail = (pos + n) >>> 0;
+    Atomics.store(this.seg.control, 0, this.tail | 0);
+    if (((this.tail - this.lastCredit) >>> 0) >= creditStep(this.seg.ringBytes)) {
+      this.lastCredit = this.tail;
+      return true;
+    }
+    return false;
+  }
+}
+
+/** Checks a ring size option: a power of two between 64 KiB and 1 GiB. */
+export function validRingBytes(n: number): boolean {
+  return Number.isInteger(n) && n >= 65536 && n <= (1 << 30) && (n & (n - 1)) === 0;
+}
