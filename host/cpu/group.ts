@@ -58,19 +58,30 @@ export interface CpuGroupOptions {
   /**
    * 'tcp': sockets only. 'auto' and 'shm': same-host peers (same hostname and boot id) move
    * payloads through shared-memory rings, with the socket for doorbells; remote peers, or a
-   * failed shm setup (logged; at warn level for 'shm'), use TCP. Default GROUPCOMM_CPU_TRANSPORT or 'tcp'.
+   * failed shm setup (logged; at warn level for 'shm'), use TCP. Default GROUPCOMM_CPU_TRANSPORT or 'auto'.
    */
   transport?: Transport;
-  /** Payload bytes of each shared-memory ring, a power of two (default GROUPCOMM_CPU_SHM_RING_BYTES or 4 MiB). */
+  /**
+   * Payload bytes of each ring this rank sends through, a power of two (default
+   * GROUPCOMM_CPU_SHM_RING_BYTES, else 16 MiB / (P−1) rounded down to a power of two, between
+   * 256 KiB and 4 MiB, so that a rank's rings stay within ~32 MiB however large the group).
+   */
   shmRingBytes?: number;
 }
 
-export const DEFAULT_TRANSPORT: Transport = 'tcp';
+export const DEFAULT_TRANSPORT: Transport = 'auto';
+
+function defaultRingBytes(worldSize: number): number {
+  const share = (16 << 20) / Math.max(1, worldSize - 1);
+  let r = 256 * 1024;
+  while (r * 2 <= share && r < (4 << 20)) r *= 2;
+  return r;
+}
 
 function transportOf(opts: CpuGroupOptions): { transport: Transport; shmRingBytes: number } {
   const t = opts.transport ?? (process.env.GROUPCOMM_CPU_TRANSPORT || DEFAULT_TRANSPORT);
   if (t !== 'auto' && t !== 'tcp' && t !== 'shm') throw invalidArgument(`transport must be 'auto', 'tcp' or 'shm', got '${t}'`);
-  const r = opts.shmRingBytes ?? envNumber('GROUPCOMM_CPU_SHM_RING_BYTES', 4 << 20);
+  const r = opts.shmRingBytes ?? envNumber('GROUPCOMM_CPU_SHM_RING_BYTES', defaultRingBytes(opts.worldSize));
   if (!validRingBytes(r)) throw invalidArgument(`shmRingBytes must be a power of two in [64 KiB, 1 GiB], got ${r}`);
   return { transport: t, shmRingBytes: r };
 }

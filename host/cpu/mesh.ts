@@ -12,6 +12,10 @@
  * operation that was abandoned (timeout, abort) are skipped. Sinks are called synchronously from
  * the read callback, so an operation can consume a frame (reduce it, forward it) before the next
  * frame needs the same staging buffer.
+ *
+ * Same-host peers (transport 'auto' / 'shm') move payloads through shared-memory rings
+ * (shm.ts): the sender copies a frame's payload into the ring and writes only its header, as a
+ * doorbell, on the socket; the receiver copies it out and routes it like any other frame.
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
@@ -331,7 +335,7 @@ class Inbound {
       if (!out) out = this.pool.get(n);
       out.set(src);
     }
-    if (ring.release(pos, n)) this.mesh.credit(this.peer, ring);
+    if (ring.release(pos, n)) this.mesh.credit(this.peer);
     if (drop) return;
     if (sink) {
       sink.done(slot, out!);
@@ -401,7 +405,7 @@ export class Mesh {
   }
 
   /** Receiver side: the peer may be waiting for ring space; wake it (on the connection we dialed). */
-  credit(peer: number, _ring: RecvRing): void {
+  credit(peer: number): void {
     const s = this.dialed[peer];
     if (!s || s.destroyed) return;
     const b = Buffer.allocUnsafe(4);

@@ -81,10 +81,11 @@ test('same-host ranks use shm both ways, collectives are exact, and no segment n
     await Promise.all(gs.map((g, r) => g.broadcast(b[r], { src: 2 })));
     for (const t of b) assert.ok((t.data as Int32Array).every((x) => x === 7));
     // A frame larger than the ring goes over TCP, in order with the ring's frames.
-    const big = gs.map((g) => tensor(new Uint8Array(6 << 20).fill(g.rank + 1)));
+    // allToAll's blocks of 4 MiB are frames above 3/4 of the 4 MiB rings.
+    const big = gs.map((g) => tensor(new Uint8Array(12 << 20).fill(g.rank + 1)));
     const got = await Promise.all(gs.map((g, r) => g.allToAll(big[r])));
     for (const [r, t] of got.entries()) {
-      const blk = (6 << 20) / 3;
+      const blk = (12 << 20) / 3;
       for (let p = 0; p < 3; p++) assert.is(t.data[p * blk + 5], p + 1, `rank ${r} block ${p}`);
     }
   } finally {
