@@ -78,12 +78,14 @@ function defaultRingBytes(worldSize: number): number {
   return r;
 }
 
-function transportOf(opts: CpuGroupOptions): { transport: Transport; shmRingBytes: number } {
+function transportOf(opts: CpuGroupOptions): { transport: Transport; shmRingBytes: number; shmMinBytes: number } {
   const t = opts.transport ?? (process.env.GROUPCOMM_CPU_TRANSPORT || DEFAULT_TRANSPORT);
   if (t !== 'auto' && t !== 'tcp' && t !== 'shm') throw invalidArgument(`transport must be 'auto', 'tcp' or 'shm', got '${t}'`);
   const r = opts.shmRingBytes ?? envNumber('GROUPCOMM_CPU_SHM_RING_BYTES', defaultRingBytes(opts.worldSize));
   if (!validRingBytes(r)) throw invalidArgument(`shmRingBytes must be a power of two in [64 KiB, 1 GiB], got ${r}`);
-  return { transport: t, shmRingBytes: r };
+  // Tests set it to 1 to send every frame through the rings.
+  const shmMinBytes = envNumber('GROUPCOMM_CPU_SHM_MIN_BYTES', 8192);
+  return { transport: t, shmRingBytes: r, shmMinBytes };
 }
 
 function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {

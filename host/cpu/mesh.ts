@@ -62,6 +62,11 @@ export interface MeshOptions {
   transport: Transport;
   /** Payload bytes of each shared-memory ring (a power of two). */
   shmRingBytes: number;
+  /**
+   * Frames from this size on go through the ring when there is one; smaller ones are cheaper
+   * as one socket write (a ring adds a copy and saves little kernel copying).
+   */
+  shmMinBytes: number;
 }
 
 export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
@@ -72,11 +77,6 @@ const DIRECT_READ_MIN = 64 * 1024;
 /** Frames up to this size are sent as one copied buffer (one write; caller may reuse at once). */
 const COPY_BELOW = 64 * 1024;
 
-/**
- * Frames from this size on go through the shared-memory ring when there is one; smaller ones
- * are cheaper as one socket write (a ring adds a copy and saves little kernel copying).
- */
-const SHM_MIN = 8 * 1024;
 
 interface Pending {
   slot: number;
@@ -774,7 +774,7 @@ export class Mesh {
     const n = payload.byteLength;
     const ring = this.sendRing[peer];
     const q = this.sendQ[peer];
-    if (ring && n >= SHM_MIN && n <= ring.maxFrame) {
+    if (ring && n >= this.opts.shmMinBytes && n <= ring.maxFrame) {
       const attempt = () => {
         if (s.destroyed || this.closing || ring.seg.closed) {
           cb(new Error(`no connection to rank ${peer}`));

@@ -13,7 +13,7 @@ function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'cpu-faults-'));
 }
 
-interface Lost { rank: number; code: string; peerRank?: number; message: string; elapsedMs: number }
+interface Lost { rank: number; code: string; peerRank?: number; message: string; elapsedMs: number; pid: number }
 
 test('a rank killed mid-allReduce: every other rank fails with PEER_LOST naming it, well within the timeout', async () => {
   const dir = tmp();
@@ -27,6 +27,26 @@ test('a rank killed mid-allReduce: every other rank fails with PEER_LOST naming 
       assert.match(r.message, /rank 2/);
       assert.ok(r.elapsedMs < 20_000, `failed after ${r.elapsedMs} ms, the op timeout is 20000 ms`);
     }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a rank killed mid-allReduce with every frame in shared-memory rings (Node and Bun mixed): PEER_LOST naming it, no segment left', async () => {
+  const dir = tmp();
+  try {
+    const env = { GROUPCOMM_CPU_TRANSPORT: 'shm', GROUPCOMM_CPU_SHM_MIN_BYTES: '1', GROUPCOMM_CPU_SHM_RING_BYTES: '65536' };
+    const res = await spawnRanks<Lost>(3, 'test/integration/workers/cpu_worker', { args: ['kill', dir], allowFailure: [2], timeoutMs: 60_000, runtime: 'mixed', env });
+    const survivors = res.filter((r) => r && r.rank !== 2);
+    assert.is(survivors.length, 2);
+    for (const r of survivors) {
+      assert.is(r.code, 'ERR_GROUPCOMM_PEER_LOST', r.message);
+      assert.is(r.peerRank, 2, r.message);
+      assert.ok(r.elapsedMs < 20_000, `failed after ${r.elapsedMs} ms, the op timeout is 20000 ms`);
+    }
+    // Names are unlinked once both sides mapped them: none of the survivors' segments is left.
+    const left = fs.readdirSync('/dev/shm').filter((f) => survivors.some((r) => f.startsWith(`gcpu-${r.pid}-`)));
+    assert.equal(left, []);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }

@@ -133,7 +133,7 @@ async function main(): Promise<void> {
     } catch (e) {
       reportResult({
         rank, code: isGroupcommError(e) ? e.code : String(e), peerRank: isGroupcommError(e) ? e.peerRank : undefined,
-        message: (e as Error).message, elapsedMs: performance.now() - t0,
+        message: (e as Error).message, elapsedMs: performance.now() - t0, pid: process.pid,
       });
     }
     await g.destroy();
