@@ -33,7 +33,7 @@ export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './stor
 export { StatelessProcessGroup } from './pg/group.js';
 export type { ProcessGroupOptions, DestroyOptions, ReduceOpName } from './pg/group.js';
 export { CpuGroup } from './cpu/group.js';
-export type { CpuGroupOptions, ReduceOptions, OutOptions } from './cpu/group.js';
+export type { CpuGroupOptions, ReduceOptions, OutOptions, Transport as CpuTransport } from './cpu/group.js';
 export { DEVICE_API_VERSION, REDUCE_OPS } from './device/types.js';
 export type {
   DeviceBackendV1, DeviceCommunicatorV1, DeviceBootstrap, CommunicatorOptions, CollectiveOptions,
