@@ -14,6 +14,7 @@
  * position), then `ringBytes` (a power of two) of payload. Positions are free-running u32
  * counters; `pos % ringBytes` is the offset. A payload is always contiguous: when it does not
  * fit before the end, the sender skips to offset 0, and the skipped bytes are freed with it.
+ * Payloads above 7/16 of the ring go over TCP (see SendRing for why that bound).
  */
 import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
@@ -161,9 +162,11 @@ export class SendRing {
   readonly maxFrame: number;
 
   constructor(readonly seg: Segment) {
-    // The receiver wakes us after every `ringBytes / 4` it frees, so a payload up to 3/4 of
-    // the ring always fits once it has consumed everything: a wait can never deadlock.
-    this.maxFrame = seg.ringBytes - creditStep(seg.ringBytes);
+    // A waiting sender is woken by the receiver's last wake-up, after which fewer than
+    // T = creditStep bytes may still look used. A payload must then fit wherever the head is,
+    // including when it has to skip to offset 0 (up to n - 1 skipped bytes): 2n + T <= R.
+    // With T = R/8 that allows n = 7R/16, so a wait can never deadlock.
+    this.maxFrame = Math.floor((seg.ringBytes - creditStep(seg.ringBytes)) / 2);
   }
 
   /** Copies `payload` into the ring and returns its position, or -1 if there is no room yet. */
@@ -180,7 +183,7 @@ export class SendRing {
   }
 }
 
-export const creditStep = (ringBytes: number) => ringBytes >>> 2;
+export const creditStep = (ringBytes: number) => ringBytes >>> 3;
 
 /** The receiver's side: reads a payload at a position and frees it. */
 export class RecvRing {

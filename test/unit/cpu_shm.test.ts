@@ -8,7 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
-import { hostId, RecvRing, Segment, SendRing } from '../../host/cpu/shm.js';
+import { creditStep, hostId, RecvRing, Segment, SendRing } from '../../host/cpu/shm.js';
 import { TcpStore } from '../../host/store/client.js';
 import { isGroupcommError } from '../../host/errors.js';
 import { tensor } from '../../host/tensor.js';
@@ -64,6 +64,37 @@ test('a ring carries payloads in order across the wrap and refuses what does not
   }
 });
 
+test('after the last wake-up, a largest frame fits wherever the head is (no deadlock on a full ring)', () => {
+  const R = 65536;
+  const a = Segment.create(R);
+  const b = Segment.open(a.name, R);
+  try {
+    const tx = new SendRing(a);
+    const rx = new RecvRing(b);
+    const T = creditStep(R);
+    for (let target = 0; target < R; target += 1021) {
+      // Move the head to `target`, everything consumed but up to T - 1 bytes (what the last
+      // wake-up may leave unaccounted), then the largest frame must fit.
+      let off = tx.put(new Uint8Array(0)) % R;
+      while (off !== target) {
+        const k = Math.min(4096, off < target ? target - off : R - off); // never wraps
+        const p = tx.put(new Uint8Array(k));
+        rx.release(p, k);
+        off = (p + k) % R;
+      }
+      const p0 = tx.put(new Uint8Array(T - 1));
+      assert.ok(p0 >= 0);
+      const p1 = tx.put(new Uint8Array(tx.maxFrame));
+      assert.ok(p1 >= 0, `a ${tx.maxFrame}-byte frame did not fit with the head at ${target}`);
+      rx.release(p0, T - 1);
+      rx.release(p1, tx.maxFrame);
+    }
+  } finally {
+    a.close();
+    b.close();
+  }
+});
+
 test('same-host ranks use shm both ways, collectives are exact, and no segment name is left', async () => {
   const gs = await groupOf(3);
   try {
@@ -81,7 +112,7 @@ test('same-host ranks use shm both ways, collectives are exact, and no segment n
     await Promise.all(gs.map((g, r) => g.broadcast(b[r], { src: 2 })));
     for (const t of b) assert.ok((t.data as Int32Array).every((x) => x === 7));
     // A frame larger than the ring goes over TCP, in order with the ring's frames.
-    // allToAll's blocks of 4 MiB are frames above 3/4 of the 4 MiB rings.
+    // allToAll's blocks of 4 MiB are frames above 7/16 of the 4 MiB rings.
     const big = gs.map((g) => tensor(new Uint8Array(12 << 20).fill(g.rank + 1)));
     const got = await Promise.all(gs.map((g, r) => g.allToAll(big[r])));
     for (const [r, t] of got.entries()) {
