@@ -136,6 +136,9 @@ async function main(): Promise<void> {
         message: (e as Error).message, elapsedMs: performance.now() - t0, pid: process.pid,
       });
     }
+    // Leave the others time to see the loss themselves: a survivor's goodbye reaching a slower
+    // survivor first would be reported there as that survivor's departure instead.
+    await new Promise((r) => setTimeout(r, 1500));
     await g.destroy();
   } else if (mode === 'large') {
     // Default tuning: 512 KiB segments, so payloads are read straight into place.
