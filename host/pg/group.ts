@@ -431,17 +431,21 @@ export class StatelessProcessGroup {
     return p.catch((e) => { throw this.#fail(e, what, [dst], key, o.timeoutMs); });
   }
 
-  /** One get that waits; the key is deleted (ordered behind the get, unawaited) once read. */
+  /**
+   * One get that waits, and consumes the key: with a store that has `take` the read deletes it
+   * (one request, no reply to handle), else it is deleted (ordered behind the get, unawaited).
+   */
   async #recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const key = `${this.#ns}p/${src}/${this.rank}/${this.#recvSeq[src]++}`;
     const o = this.#opts(opts);
+    const take = this.store.take !== undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#recvChain, src, key, o, what);
+      bytes = await this.#chained(this.#recvChain, src, key, o, what, take);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    this.#later(`delete ${key}`, () => this.store.deleteKey(key));
+    if (!take) this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     return [bytes, { key, src }];
   }
 
@@ -462,12 +466,15 @@ export class StatelessProcessGroup {
   async #bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const key = `${this.#ns}b/${src}/${this.#bcastRecvSeq[src]++}`;
     const o = this.#opts(opts);
+    // The only reader consumes it in the read itself when the store can (see #recv).
+    const take = this.worldSize === 2 && this.store.take !== undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#bcastChain, src, key, o, what);
+      bytes = await this.#chained(this.#bcastChain, src, key, o, what, take);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
+    if (take) return [bytes, { key, src }];
     if (this.worldSize === 2) {
       this.#later(`delete ${key}`, () => this.store.deleteKey(key));
     } else {
@@ -507,9 +514,9 @@ export class StatelessProcessGroup {
    * k+1, k+2, …: without the queue, 500 unawaited receives would park 500 blocking waits on the
    * server (each on a connection of its own); with it, at most one per source waits.
    */
-  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string): Promise<Uint8Array> {
+  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string, take = false): Promise<Uint8Array> {
     const { inner, outer } = this.#queued(chain[src], o, what, (lo) => {
-      const p = this.store.get(key, lo);
+      const p = take ? this.store.take!(key, lo) : this.store.get(key, lo);
       this.#drain();
       return p;
     });

@@ -25,6 +25,13 @@ export class PrefixStore implements Store {
 
   set(key: string, value: StoreValue, opts?: OpOptions) { return this.inner.set(this.k(key), value, opts); }
   get(key: string, opts?: OpOptions) { return this.inner.get(this.k(key), opts); }
+  async take(key: string, opts?: OpOptions): Promise<Uint8Array> {
+    const k = this.k(key);
+    if (this.inner.take) return this.inner.take(k, opts);
+    const v = await this.inner.get(k, opts);
+    this.inner.deleteKey(k).catch(() => {});
+    return v;
+  }
   add(key: string, delta: number, opts?: OpOptions) { return this.inner.add(this.k(key), delta, opts); }
   compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions) {
     return this.inner.compareSet(this.k(key), expected, desired, opts);

@@ -28,6 +28,11 @@ export interface Store {
   numKeys(opts?: OpOptions): Promise<number>;
   /** Appends to `key`, creating it when absent; wakes waiters. */
   append(key: string, value: StoreValue, opts?: OpOptions): Promise<void>;
+  /**
+   * Optional: get, then delete the key (a consuming read of a key written once and read once).
+   * A store may do both in one request; callers fall back to get + deleteKey without it.
+   */
+  take?(key: string, opts?: OpOptions): Promise<Uint8Array>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;
