@@ -55,6 +55,11 @@ export interface TcpStoreOptions {
    * true). false sends exactly what a torch client sends: for comparisons and debugging.
    */
   extensions?: boolean;
+  /**
+   * With isServer: this client (and its clones) reach the in-process server in memory instead of
+   * over loopback TCP (default true): same protocol, no syscalls. false forces TCP.
+   */
+  inProcess?: boolean;
   logger?: Logger;
 }
 
@@ -163,6 +168,7 @@ export class TcpStore implements Store {
     const spec: ConnectSpec = {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
+      local: server && (opts.inProcess ?? true) ? server : undefined,
     };
     let store: TcpStore | undefined;
     try {

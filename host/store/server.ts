@@ -17,6 +17,7 @@ import {
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
 import { KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
+import { LocalSocket } from './local.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
 
@@ -190,6 +191,17 @@ export class TcpStoreServer {
       },
       cancel: unwatch,
     }).finally(unwatch);
+  }
+
+  /**
+   * The client end of an in-process link to this server (see local.ts), for a TcpStore in the
+   * same process; undefined once the server is closing.
+   */
+  connectLocal(): LocalSocket | undefined {
+    if (this.closing) return undefined;
+    const [client, server] = LocalSocket.pair();
+    this.accept(server as unknown as net.Socket);
+    return client;
   }
 
   /** Stops listening and closes every connection. Stored data is dropped with the server. Idempotent. */
