@@ -8,7 +8,7 @@
  *    notification included, ~0.1 ms). A note fits t ∝ ranks^k to say how it grows.
  * 2. broadcastTensorDict of a 32-entry dict (24 tensors of float32/int64 and 8 small objects)
  *    with 4 ranks, one process each: entries of 256 B (the frame carries the tensors inline)
- *    and of 64 KiB (the tensors go over the CPU group). Per call, back to back, closed by a
+ *    and of 64 KiB (packed into one CPU-group broadcast). Per call, back to back, closed by a
  *    barrier; median and p99 over N reps of C calls.
  */
 import { spawn } from 'node:child_process';

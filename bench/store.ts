@@ -159,7 +159,14 @@ async function nextJson<T>(it: AsyncIterator<string>, what: string): Promise<T> 
 async function runClients(report: Report, port: number, k: number, seconds: number, depth: number, run: string): Promise<void> {
   const children = Array.from({ length: k }, (_, cid) =>
     spawnSelf('client', { GROUPCOMM_BENCH_STORE_CFG: JSON.stringify({ port, cid, k, seconds, depth, run }) }));
-  const all = await Promise.all(children.map((c, i) => nextJson<CaseResult[]>(lines(c), `client ${i}`)));
+  let all: CaseResult[][];
+  try {
+    all = await Promise.all(children.map((c, i) => nextJson<CaseResult[]>(lines(c), `client ${i}`)));
+  } catch (e) {
+    // One client died: the others would sit in their barriers until the store timeout.
+    for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+    throw e;
+  }
   let ci = 0;
   for (const c of CASES) {
     for (const d of c.kind === 'tput' ? [1, depth] : [1]) {

@@ -1,4 +1,4 @@
-// Two groups over the same 4 processes. Run: npx groupcomm launch -n 4 examples/two-groups.mjs
+// Two groups over the same 4 processes. Run: node bin/groupcomm.js launch -n 4 examples/two-groups.mjs
 import { StatelessGroupCoordinator, TcpStore, tensor } from 'groupcomm';
 
 const rank = Number(process.env.RANK);

@@ -23,7 +23,7 @@ import {
 } from './errors.js';
 import { logger, type Logger } from './log.js';
 import {
-  bytesOf, isCpu, itemSize, numel, parseDevice, empty as emptyCpu,
+  isCpu, isTensor, numel, parseDevice, empty as emptyCpu,
   type CpuTensor, type DType, type Tensor,
 } from './tensor.js';
 import type { Store } from './store/types.js';
@@ -202,7 +202,8 @@ export class StatelessGroupCoordinator {
           failFast((async () => {
             await plan.cpu?.release();
             return CpuGroup.create({
-              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0, ...both,
+              store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
+              recvBufferBytes: recvBufferFor(worldSize), ...both,
             });
           })()),
         ]);
@@ -215,8 +216,10 @@ export class StatelessGroupCoordinator {
           const bootstrap = storeBootstrap(ch.store, {
             rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
           });
+          // The wire name, not the unique name: a backend may use it to find its peers (the cpu
+          // backend names its own CPU group after it), and unique names differ between processes.
           ch.comm = await backend.createCommunicator({
-            rank, worldSize, deviceIndex: localRank, bootstrap, name: uniqueName, ...budget.next(),
+            rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
           });
         }
         await plan.device?.release();
@@ -355,7 +358,7 @@ export class StatelessGroupCoordinator {
       const to = dst ?? (this.rankInGroup + 1) % this.worldSize;
       checkRank(to, this.worldSize, 'sendTensorDict', 'dst');
       checkDict(dict, 'sendTensorDict');
-      if (to === this.rankInGroup) { this.self.push(await cloneDict(dict, this)); return; }
+      if (to === this.rankInGroup) { this.self.push(cloneDict(dict, this)); return; }
       await sendDict(this.dictIo(), dict, { kind: 'p2p', peer: to }, b);
     });
   }
@@ -598,8 +601,20 @@ export class StatelessGroupCoordinator {
       pg: this.ch.pg!, cpu: this.ch.cpu!, comm: this.ch.comm, device: this.device,
       route: (t: Tensor, what: string) => this.route(t, what),
       empty: (shape: number[], dtype: DType, device: string) => this.empty(shape, dtype, device),
+      free: (t: Tensor) => this.free(t),
     };
   }
+}
+
+/**
+ * The CPU group keeps one receive buffer per peer (1 MiB by default, zero-filled at setup). In a
+ * large group that is most of the creation time on Node and 63 MiB per rank at 64 ranks, so the
+ * total per rank is capped at 16 MiB (at least 64 KiB per peer) past 17 ranks. Large messages are
+ * read straight into their destination anyway. GROUPCOMM_CPU_RECV_BUFFER_BYTES, when set, wins.
+ */
+function recvBufferFor(worldSize: number): number | undefined {
+  if (process.env.GROUPCOMM_CPU_RECV_BUFFER_BYTES || worldSize <= 17) return undefined;
+  return Math.max(64 * 1024, Math.floor((16 << 20) / (worldSize - 1)));
 }
 
 /** The same memory seen as a 1-d tensor (the layers below work on element counts). */
@@ -614,19 +629,14 @@ function checkDict(d: unknown, what: string): asserts d is TensorDict {
 }
 
 /** A deep copy of a dict for a self-send: tensors copied so the sender may reuse its buffers. */
-async function cloneDict(d: TensorDict, g: StatelessGroupCoordinator): Promise<TensorDict> {
+function cloneDict(d: TensorDict, g: StatelessGroupCoordinator): TensorDict {
   const out: TensorDict = {};
   for (const [k, v] of Object.entries(d)) {
-    if (isTensorLike(v)) {
+    if (isTensor(v)) {
       out[k] = copyTensor(g.backend, g.empty(v.shape, v.dtype, v.device), v);
     } else out[k] = structuredClone(v);
   }
   return out;
-}
-
-function isTensorLike(v: unknown): v is Tensor {
-  return typeof v === 'object' && v !== null && typeof (v as Tensor).dtype === 'string' &&
-    Array.isArray((v as Tensor).shape) && typeof (v as Tensor).device === 'string';
 }
 
 /**

@@ -186,16 +186,15 @@ export async function launch(o: LaunchOptions): Promise<number> {
     child.stdout!.on('data', (d) => out.write(d));
     child.stderr!.on('data', (d) => err.write(d));
     exits.push(new Promise((resolve) => {
-      child.on('error', (e) => {
-        process.stderr.write(`[launch] rank ${rank} could not start: ${e.message}\n`);
-      });
-      child.on('close', (code, signal) => {
+      let done = false;
+      const finish = (code: number | null, signal: NodeJS.Signals | null, how: string) => {
+        if (done) return;
+        done = true;
         out.flush();
         err.flush();
         const failed = code !== 0;
         if (failed && !firstFailure && !forwarded) {
           firstFailure = { rank, code, signal };
-          const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
           const others = children.filter((c) => c !== child && c.exitCode === null && c.signalCode === null).length;
           process.stderr.write(`[launch] rank ${rank} ${how}${others ? `; stopping ${others} other rank(s)` : ''}\n`);
         }
@@ -204,7 +203,12 @@ export async function launch(o: LaunchOptions): Promise<number> {
           stopAll('SIGTERM');
         }
         resolve();
+      };
+      // A process that never started may not report 'close' on every runtime.
+      child.on('error', (e) => {
+        if (child.pid === undefined) finish(1, null, `could not start: ${e.message}`);
       });
+      child.on('close', (code, signal) => finish(code, signal, signal ? `was killed by ${signal}` : `exited with code ${code}`));
     }));
   }
 

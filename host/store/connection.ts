@@ -80,11 +80,6 @@ export class Connection {
     return this.failure !== undefined;
   }
 
-  /** Requests waiting for their reply (or, for reply-less ones, for their write). */
-  get inFlight(): number {
-    return this.queue.length - this.head + this.noReply.length + this.writing.size;
-  }
-
   onClose(fn: (e: GroupcommError) => void): void {
     this.closeListeners.push(fn);
   }
@@ -306,7 +301,6 @@ export class Connection {
 
 // --- reply readers ---
 
-export const readNothing: Reader<void> = () => undefined;
 export const readU8: Reader<number> = (c) => c.u8();
 export const readU32: Reader<number> = (c) => c.u32();
 export const readI64: Reader<bigint> = (c) => c.i64();

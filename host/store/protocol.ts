@@ -239,10 +239,6 @@ export class Inbox {
   need = 0;
   private owned = false;
 
-  get length(): number {
-    return this.end - this.start;
-  }
-
   /** Adds a read; true when enough is buffered to try parsing. */
   push(chunk: Buffer): boolean {
     const have = this.end - this.start;

@@ -110,7 +110,11 @@ export class TcpStoreServer {
     }
     const server = opts.server ?? net.createServer({ noDelay: true });
     const store = new TcpStoreServer(server, opts);
+    // An 'error' on a listening server (EMFILE on accept, say) with no listener would be thrown
+    // and take the process down; the store logs it and keeps serving the clients it has.
+    const onListenerError = (e: Error) => store.log.warn(`listener error: ${e.message}`);
     if (server.listening) {
+      server.on('error', onListenerError);
       store.log.info(`serving on a listening server, port ${store.port}`);
       return store;
     }
@@ -122,7 +126,7 @@ export class TcpStoreServer {
       server.once('error', onError);
       server.listen({ host, port, backlog: 4096 }, () => {
         server.off('error', onError);
-        server.on('error', (e) => store.log.warn(`listener error: ${e.message}`));
+        server.on('error', onListenerError);
         resolve();
       });
     });

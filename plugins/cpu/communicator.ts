@@ -47,9 +47,18 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     if (b.rank !== o.rank || b.worldSize !== o.worldSize) {
       throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${b.rank}/${b.worldSize}`, { rank: o.rank });
     }
-    let net: HostTransport;
-    net = b.store
-      ? await GroupTransport.create({ store: b.store, rank: o.rank, worldSize: o.worldSize, name: `device:${o.name ?? 'cpu'}`, host: o.host, timeoutMs, signal: o.signal })
+    // Every rank must pick the same transport: rank 0 decides (the group when it has a store)
+    // and says so; a rank told to use the group without a store fails at once.
+    let useGroup = b.store !== undefined;
+    if (o.worldSize > 1) {
+      const choice = await b.broadcastBytes(o.rank === 0 ? Uint8Array.of(useGroup ? 1 : 0) : undefined, 0, { timeoutMs, signal: o.signal });
+      useGroup = choice[0] === 1;
+      if (useGroup && !b.store) throw invalidArgument(`createCommunicator: rank 0 runs the cpu backend on a CPU group, but rank ${o.rank}'s bootstrap has no store`, { rank: o.rank });
+    }
+    // The group's name must be the same on every rank, so it is a constant: the bootstrap's
+    // store is already scoped to this communicator (o.name may differ per rank: it is for logs).
+    const net: HostTransport = useGroup
+      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: 'groupcomm-device', host: o.host, timeoutMs, signal: o.signal })
       : new BootstrapTransport(b);
     // A barrier even after the group's own setup: a rank's mesh can be complete while a peer's
     // is still handshaking, and a rank that destroyed right away would cut that peer off.

@@ -57,4 +57,17 @@ test('Node and Bun ranks mixed in one group: every collective and dtype agree', 
   }
 });
 
+test('Node and Bun mixed, multi-MiB messages at the default segmenting (payloads read straight into place)', async () => {
+  const dir = tmp();
+  try {
+    const res = await spawnRanks<{ rank: number; checks: number; failures: string[] }>(3, 'test/integration/workers/cpu_worker', {
+      args: ['large', dir], runtime: 'mixed', timeoutMs: 80_000,
+    });
+    assert.equal(res.flatMap((r) => r.failures), []);
+    assert.equal(res.map((r) => r.checks), [15, 15, 15]);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test.run();

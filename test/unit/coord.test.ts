@@ -8,7 +8,17 @@ import { reserveName, releaseName, registerName, lookupName, registeredNames } f
 import { catShape, normDim, scatterShape, transposeBlocks } from '../../host/coordinator/dims.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { tensor, type CpuTensor, type Tensor } from '../../host/tensor.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { ErrorCode, isGroupcommError } from '../../host/errors.js';
+
+// Whatever a test opened is closed after it, pass or fail, so a failure cannot keep the file alive.
+const opened: { close(): Promise<unknown> }[] = [];
+const track = <T extends { close(): Promise<unknown> }>(x: T): T => (opened.push(x), x);
+async function listen() {
+  return track(await TcpStoreServer.listen({ port: 0 }));
+}
+test.after.each(async () => {
+  for (const x of opened.splice(0).reverse()) await x.close().catch(() => {});
+});
 
 const arr = (t: Tensor | undefined) => [...((t as CpuTensor).data as Float32Array)].map(Number);
 
@@ -26,10 +36,11 @@ async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<
 
 /** `n` coordinators of one group in this process (rank r = coordinator r), over real sockets. */
 async function inProcess(n: number, name: string, server: TcpStoreServer) {
-  const stores = await Promise.all(Array.from({ length: n }, () => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const stores = await Promise.all(Array.from({ length: n }, async () => track(await TcpStore.create({ port: server.port, timeoutMs: 20_000 }))));
   const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoordinator.create({
     groupRanks: [[...Array(n).keys()]], globalRank: r, groupName: name, rendezvous, timeoutMs: 20_000,
   })));
+  for (const g of groups) track({ close: () => g.destroy({ lingerMs: 100 }) });
   return {
     groups,
     async close() {
@@ -122,8 +133,8 @@ test('create checks its arguments', async () => {
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /groupPorts or a rendezvous/);
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0, groupPorts: [[1, 1, 2]] }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0]], globalRank: 0, groupName: 'a/b' }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /groupName/);
-  const server = await TcpStoreServer.listen({ port: 0 });
-  const store = await TcpStore.create({ port: server.port });
+  const server = await listen();
+  const store = track(await TcpStore.create({ port: server.port }));
   await rejects(StatelessGroupCoordinator.create({ groupRanks: [[0, 1]], globalRank: 0, rendezvous: store, groupPorts: [[1, 2, 3]] }),
     'ERR_GROUPCOMM_INVALID_ARGUMENT', /not both/);
   // A failed create releases its name.
@@ -148,7 +159,7 @@ test('destroy is idempotent, releases the name, and later ops fail with DESTROYE
 });
 
 test('in one process: ops issued without awaiting still pair up in call order', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const { groups, close } = await inProcess(3, 'order', server);
   assert.equal(groups.map((g) => g.uniqueName), ['order:0', 'order:1', 'order:2']);
   // Each rank fires 10 broadcasts from rotating roots and 10 allReduces, none awaited.
@@ -174,7 +185,7 @@ test('in one process: ops issued without awaiting still pair up in call order', 
 });
 
 test('in one process: a new group over the same ranks does not disturb one that serves', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const a = await inProcess(2, 'serving', server);
   let stop = false, steps = 0;
   const loop = (async () => {
@@ -197,8 +208,61 @@ test('in one process: a new group over the same ranks does not disturb one that 
   await server.close();
 });
 
+test('in one process: a 20-rank group (smaller per-peer receive buffers) moves large tensors intact', async () => {
+  const server = await listen();
+  const { groups, close } = await inProcess(20, 'wide', server);
+  const n = 300_000; // 1.2 MB: far beyond a 64-KiB-per-peer receive buffer
+  const sums = await Promise.all(groups.map((g, r) => g.allReduce(tensor(Float32Array.from({ length: n }, (_, i) => (i % 7) + r)))));
+  for (const s of sums) {
+    const d = (s as CpuTensor).data as Float32Array;
+    assert.is(d[0], 190);
+    assert.is(d[n - 1], ((n - 1) % 7) * 20 + 190);
+  }
+  const dicts = await Promise.all(groups.map((g, r) => g.broadcastTensorDict(r === 7 ? { big: tensor(Int32Array.from({ length: n }, (_, i) => i)) } : undefined, 7)));
+  for (const d of dicts) assert.is(((d.big as CpuTensor).data as Int32Array)[n - 1], n - 1);
+  await close();
+});
+
+test('rendezvous: the port record is gone once the group formed, so the name can be used again', async () => {
+  const server = await listen();
+  const probe = track(await TcpStore.create({ port: server.port }));
+  const first = await inProcess(3, 'again', server);
+  assert.is(await probe.check(['again_0']), false);
+  const p1 = first.groups[0].ports!;
+  assert.is(new Set(p1).size, 3);
+  assert.ok(p1.every((p) => p > 0 && p < 65536));
+  await first.close();
+  const second = await inProcess(3, 'again', server);
+  const s = await Promise.all(second.groups.map((g) => g.allReduce(tensor(new Float32Array([1])))));
+  for (const t of s) assert.equal(arr(t), [3]);
+  await second.close();
+});
+
+test('a barrier that a rank never reaches times out naming it; abort and destroy end waits at once', async () => {
+  const server = await listen();
+  const { groups, close } = await inProcess(3, 'late', server);
+  try {
+    await groups[0].barrier({ timeoutMs: 300 });
+    assert.unreachable('barrier without the others resolved');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
+    const err = e as { peerRanks?: number[]; message: string };
+    assert.equal(err.peerRanks, [1, 2]);
+    assert.match(err.message, 'late:0.barrier (global rank 0)');
+    assert.match(err.message, 'group rank 2 = global rank 2');
+  }
+  const ac = new AbortController();
+  const pending = groups[1].recvObject(0, { signal: ac.signal });
+  setTimeout(() => ac.abort(), 50);
+  await rejects(pending, 'ERR_GROUPCOMM_ABORTED');
+  const hung = groups[2].recvObject(0);
+  setTimeout(() => void groups[2].destroy({ lingerMs: 50 }), 50);
+  await rejects(hung, 'ERR_GROUPCOMM_DESTROYED');
+  await close();
+});
+
 test('a device tensor on a group without a device communicator is refused, naming the fix', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await listen();
   const { groups, close } = await inProcess(2, 'nodev', server);
   const fake: Tensor = { dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 1n, nbytes: 4 } };
   await rejects(groups[0].allReduce(fake), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /useDeviceCommunicator/);
@@ -207,12 +271,13 @@ test('a device tensor on a group without a device communicator is refused, namin
 });
 
 test('device tensors with the cpu backend: routed over the device communicator, any dim', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
-  const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const server = await listen();
+  const stores = await Promise.all([0, 1].map(async () => track(await TcpStore.create({ port: server.port, timeoutMs: 20_000 }))));
   const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoordinator.create({
     groupRanks: [[0, 1]], globalRank: r, groupName: 'dev', rendezvous, timeoutMs: 20_000,
     backend: 'cpu', useDeviceCommunicator: true,
   })));
+  for (const g of groups) track({ close: () => g.destroy({ lingerMs: 100 }) });
   assert.equal(groups.map((g) => g.device), ['host:0', 'host:0']);
   assert.ok(groups[0].deviceCommunicator);
   const onDevice = (g: StatelessGroupCoordinator, vals: number[], shape: number[]) => {

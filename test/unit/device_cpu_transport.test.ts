@@ -48,6 +48,35 @@ test('a sub-buffer at an unaligned offset still gets its result (the group path 
   await comm.destroy();
 });
 
+async function pair(prefix: string, bareRank0: boolean) {
+  const b = new CpuBackend();
+  const stores = [store, await TcpStore.create({ host: '127.0.0.1', port: server.port })];
+  const comms = await Promise.all([0, 1].map((r) => {
+    const boot = storeBootstrap(stores[r], { rank: r, worldSize: 2, prefix });
+    // Per-rank names (the coordinator's unique names differ per process) must not matter.
+    return b.createCommunicator({ rank: r, worldSize: 2, deviceIndex: r, bootstrap: r === 0 && bareRank0 ? { ...boot, store: undefined } : boot, timeoutMs: 10_000, name: `name-${r}` });
+  })) as CpuCommunicator[];
+  const xs = [0, 1].map((r) => toDevice(b, tensor(new Int32Array([r + 1, 10])), r));
+  await Promise.all(comms.map((c, r) => c.allReduce(xs[r])));
+  const got = xs.map((x) => [...(fromDevice(b, x).data as Int32Array)]);
+  const kinds = comms.map((c) => c.transport);
+  await Promise.all(comms.map((c) => c.destroy()));
+  await stores[1].close();
+  return { got, kinds };
+}
+
+test('two ranks with different communicator names form one CPU group', async () => {
+  const { got, kinds } = await pair('names', false);
+  assert.equal(kinds, ['group', 'group']);
+  assert.equal(got, [[3, 20], [3, 20]]);
+});
+
+test('rank 0 decides the transport: without a store it picks the bootstrap, and rank 1 follows', async () => {
+  const { got, kinds } = await pair('follow', true);
+  assert.equal(kinds, ['bootstrap', 'bootstrap']);
+  assert.equal(got, [[3, 20], [3, 20]]);
+});
+
 test('a bootstrap over a partial store (no full Store contract) exposes no store', () => {
   const partial = { set: store.set.bind(store), get: store.get.bind(store), add: store.add.bind(store), check: store.check.bind(store), wait: store.wait.bind(store), deleteKey: store.deleteKey.bind(store) };
   assert.is(storeBootstrap(partial, { rank: 0, worldSize: 1, prefix: 'p' }).store, undefined);

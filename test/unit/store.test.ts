@@ -328,6 +328,8 @@ test('a server can serve on a net.Server the caller bound itself', async () => {
   try {
     assert.is(server.port, (pre.address() as { port: number }).port);
     assert.is(server.host, '127.0.0.1');
+    // a listener error (EMFILE on accept, say) is logged, not thrown out of the event loop
+    assert.not.throws(() => pre.emit('error', Object.assign(new Error('accept EMFILE'), { code: 'EMFILE' })));
     const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     await c.set('k', 'v');
     assert.is(text(await c.get('k')), 'v');

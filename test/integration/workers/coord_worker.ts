@@ -71,6 +71,8 @@ function richDict(from: number): Record<string, unknown> {
     scalar: tensor(new Float64Array([Math.PI]), { shape: [] }),
     empty: tensor(new Int32Array(0), { shape: [2, 0, 3] }),
     big: tensor(Float32Array.from({ length: 40_000 }, (_, i) => i + from)),
+    // Above the packing limit (1 MiB): moved on its own.
+    huge: tensor(Int32Array.from({ length: 300_000 }, (_, i) => i - from), { shape: [3, 100_000] }),
     str: `from ${from}`,
     nested: { list: [1, 'two', { three: [3n] }], when: new Date(0), bytes: Uint8Array.from([9, 8]) },
     none: null,
@@ -92,6 +94,9 @@ function checkRich(d: Record<string, unknown> | undefined, from: number, what: s
   check(t('empty')?.dtype === 'int32' && same(t('empty').shape, [2, 0, 3]) && t('empty').data.length === 0, `${what}: empty`);
   const big = arr(t('big'))!;
   check(big?.length === 40_000 && big[0] === from && big[39_999] === 39_999 + from, `${what}: big tensor`);
+  const huge = t('huge');
+  check(huge?.dtype === 'int32' && same(huge.shape, [3, 100_000]) && (huge.data as Int32Array)[0] === -from &&
+    (huge.data as Int32Array)[299_999] === 299_999 - from, `${what}: huge tensor`);
   const nested = d.nested as { list: unknown[]; when: Date; bytes: Uint8Array };
   check(d.str === `from ${from}` && d.none === null && d.n === 42, `${what}: scalar values`);
   check(nested?.list?.[1] === 'two' && (nested.list[2] as { three: bigint[] }).three[0] === 3n &&

@@ -3,6 +3,7 @@
  *   matrix  every collective × dtype × op × element count against the locally computed result
  *   kill    ranks loop over allReduce; the last rank kills itself mid-collective
  *   groups  two groups of different membership used at the same time
+ *   large   multi-MiB allReduce / allGather / broadcast at the default (512 KiB) segmenting
  * Reports { rank, checks, failures } (matrix, groups) or the error seen (kill).
  */
 import { CpuGroup } from '../../../host/cpu/group.js';
@@ -136,6 +137,24 @@ async function main(): Promise<void> {
       });
     }
     await g.destroy();
+  } else if (mode === 'large') {
+    // Default tuning: 512 KiB segments, so payloads are read straight into place.
+    const g = await CpuGroup.create({ store, rank, worldSize: P, groupName: 'large', timeoutMs: 60_000 });
+    const n = 600_001;
+    for (const [dtype, op] of [['float32', 'sum'], ['int64', 'max'], ['bfloat16', 'sum']] as const) {
+      const t = input(dtype, op, rank, 1, n);
+      await g.allReduce(t, { op });
+      check(sameBytes(bytesOf(t), expectedReduce(dtype, op, P, 1, n)), `large allReduce ${dtype} ${op}`);
+      const mine = input(dtype, undefined, rank, 2, n);
+      const all = bytesOf(await g.allGather(mine));
+      const blk = bytesOf(mine).byteLength;
+      for (let r = 0; r < P; r++) check(sameBytes(all.subarray(r * blk, (r + 1) * blk), bytesOf(input(dtype, undefined, r, 2, n))), `large allGather ${dtype} block ${r}`);
+      const b = rank === 1 ? input(dtype, undefined, 1, 3, n) : empty([n], dtype);
+      await g.broadcast(b, { src: 1 });
+      check(sameBytes(bytesOf(b), bytesOf(input(dtype, undefined, 1, 3, n))), `large broadcast ${dtype}`);
+    }
+    await g.destroy();
+    reportResult({ rank, checks, failures });
   } else if (mode === 'groups') {
     // Group "all" spans every rank; group "odd" holds the odd ranks only, in reverse order.
     const odd = [...Array(P).keys()].filter((r) => r % 2 === 1).reverse();
