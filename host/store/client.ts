@@ -66,7 +66,7 @@ export interface TcpStoreOptions {
 /** Idle wait connections kept for reuse; more are closed after use. */
 const MAX_IDLE_WAIT_CONNECTIONS = 4;
 
-/** Keys remembered as written-but-unconfirmed (see #unconfirmed) before the map is pruned. */
+/** Keys remembered as written-but-unconfirmed (TcpStore.unconfirmed) before the map is pruned. */
 const MAX_TRACKED_WRITES = 4096;
 
 const u64 = 8;
@@ -117,7 +117,7 @@ export class TcpStore implements Store {
   /**
    * Keys this client changed on the main connection, with the request's sequence number there,
    * until a later reply proves the server applied the change. A get sent on a wait connection
-   * (WAIT_GET) could overtake such a change; see #mayBypass.
+   * (WAIT_GET) could overtake such a change; see mayBypass.
    */
   private readonly unconfirmed = new Map<string, number>();
   /** After the map overflowed: nothing is known to be applied until this request is. */
@@ -373,7 +373,7 @@ export class TcpStore implements Store {
     return safeNumber(await this.call(keyFrame(Op.QUEUE_LEN, this.wireKey(key)), readI64, 'queueLen', opts, key), 'queueLen');
   }
 
-  /** Notes that `key` is being changed by a request on the main connection (see mayBypass). */
+  /** Notes that `key` is changed by the request about to be sent on the main connection (see mayBypass). */
   private wrote(key: string): void {
     const u = this.unconfirmed;
     u.set(key, this.main.seq);
@@ -383,7 +383,7 @@ export class TcpStore implements Store {
       // Mostly reply-less writes (nothing confirms them): forget them all, and bypass nothing
       // until the newest of them is confirmed.
       u.clear();
-      this.unconfirmedCutoff = this.main.seq - 1;
+      this.unconfirmedCutoff = this.main.seq;
     }
   }
 

@@ -441,6 +441,20 @@ test('get on a pooled wait connection (WAIT_GET) still reads this client\'s own 
   await writes;
 }));
 
+test('read-your-writes holds past the bound on remembered writes (thousands of unconfirmed SETs)', () => withStore(async (s) => {
+  await s.set('k0', 'old');
+  await warmWaitPool(s);
+  const main = (s as unknown as { main: { socket: import('node:net').Socket } }).main.socket;
+  main.cork();
+  const writes = Promise.all(Array.from({ length: 6000 }, (_, i) => s.set(`k${i}`, 'new')));
+  writes.catch(() => {});
+  const got = s.get('k0', { timeoutMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 50));
+  main.uncork();
+  assert.is(text(await got), 'new');
+  await writes;
+}));
+
 test('get and multiGet via WAIT_GET: timeout and abort name the keys, and the pooled connection stays in step', () => withStore(async (s) => {
   await warmWaitPool(s);
   try {
