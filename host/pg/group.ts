@@ -385,6 +385,12 @@ export class StatelessProcessGroup {
     }
   }
 
+  /** Deletes keys nobody waits on: without a reply where the store can (Store.discard). */
+  #discard(keys: string[]): Promise<unknown> {
+    if (this.store.discard) return this.store.discard(keys);
+    return Promise.all(keys.map((k) => this.store.deleteKey(k)));
+  }
+
   #peer(r: number, op: string, role: string): number {
     if (!Number.isInteger(r) || r < 0 || r >= this.worldSize) {
       throw invalidArgument(`${op}: ${role} ${r} is not a rank of this group (worldSize ${this.worldSize})`, { rank: this.rank, peerRank: r });
@@ -445,7 +451,7 @@ export class StatelessProcessGroup {
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    if (!take) this.#later(`delete ${key}`, () => this.store.deleteKey(key));
+    if (!take) this.#later(`delete ${key}`, () => this.#discard([key]));
     return [bytes, { key, src }];
   }
 
@@ -476,11 +482,11 @@ export class StatelessProcessGroup {
     }
     if (take) return [bytes, { key, src }];
     if (this.worldSize === 2) {
-      this.#later(`delete ${key}`, () => this.store.deleteKey(key));
+      this.#later(`delete ${key}`, () => this.#discard([key]));
     } else {
       const ack = key + '/ack';
       this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
-        if (n === this.worldSize - 1) return Promise.all([this.store.deleteKey(key), this.store.deleteKey(ack)]);
+        if (n === this.worldSize - 1) return this.#discard([key, ack]);
       }));
     }
     return [bytes, { key, src }];
@@ -547,7 +553,7 @@ export class StatelessProcessGroup {
       const values = await got;
       if (n > 0) {
         const stale = this.#collKey(n - 1, this.rank);
-        this.#later(`delete ${stale}`, () => this.store.deleteKey(stale));
+        this.#later(`delete ${stale}`, () => this.#discard([stale]));
       }
       return values;
     });

@@ -301,6 +301,20 @@ export class TcpStore implements Store {
     return (await this.call(keyFrame(Op.DELETE_KEY, this.wireKey(key)), readI64, 'deleteKey', opts, key)) > 0n;
   }
 
+  /**
+   * Deletes the keys without an answer: against a groupcomm server one reply-less request
+   * (resolves once sent, like set); elsewhere one deleteKey per key.
+   */
+  async discard(keys: string[], opts?: OpOptions): Promise<void> {
+    if (keys.length === 0) return;
+    if (!this.extended) {
+      await Promise.all(keys.map((k) => this.deleteKey(k, opts)));
+      return;
+    }
+    for (const k of keys) this.wrote(k);
+    await this.call(keyListFrame(Op.DELETE_QUIET, keys.map((k) => this.wireKey(k))), null, 'discard', opts, keys);
+  }
+
   async numKeys(opts?: OpOptions): Promise<number> {
     return safeNumber(await this.call(Buffer.from([Op.GETNUMKEYS]), readI64, 'numKeys', opts), 'numKeys');
   }

@@ -32,6 +32,11 @@ export class PrefixStore implements Store {
     this.inner.deleteKey(k).catch(() => {});
     return v;
   }
+  async discard(keys: string[], opts?: OpOptions): Promise<void> {
+    const ks = keys.map((k) => this.k(k));
+    if (this.inner.discard) return this.inner.discard(ks, opts);
+    await Promise.all(ks.map((k) => this.inner.deleteKey(k, opts)));
+  }
   add(key: string, delta: number, opts?: OpOptions) { return this.inner.add(this.k(key), delta, opts); }
   compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions) {
     return this.inner.compareSet(this.k(key), expected, desired, opts);

@@ -42,6 +42,8 @@ export const Op = {
    * CANCEL_WAIT cancels it the same way (answer `01`, after the values if they won the race).
    */
   WAIT_GET: 0xe4,
+  /** groupcomm: `u64 count` + keys → no reply. Deletes the keys (cleanup nobody waits for). */
+  DELETE_QUIET: 0xe5,
 } as const;
 
 /** WAIT_GET flag: delete the keys once their values are sent. */

@@ -405,6 +405,10 @@ export class TcpStoreServer {
         if (this.table.wait(conn, keys)) this.wake(conn);
         return;
       }
+      case Op.DELETE_QUIET: {
+        for (const k of this.keyList(cur, buf)) this.table.delete(k);
+        return;
+      }
       case Op.CANCEL_WAIT: {
         this.table.cancelWait(conn);
         conn.waitGet = null;

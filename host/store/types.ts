@@ -33,6 +33,11 @@ export interface Store {
    * A store may do both in one request; callers fall back to get + deleteKey without it.
    */
   take?(key: string, opts?: OpOptions): Promise<Uint8Array>;
+  /**
+   * Optional: deletes the keys without reporting whether they existed; resolves once the request
+   * is sent. For cleanup that nobody waits for (a store may then skip the reply altogether).
+   */
+  discard?(keys: string[], opts?: OpOptions): Promise<void>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

@@ -487,6 +487,23 @@ test('get and multiGet via WAIT_GET: timeout and abort name the keys, and the po
   }
 }));
 
+test('discard: deletes the keys (present or not) without a reply; PrefixStore maps the keys', () => withStore(async (s) => {
+  await s.multiSet(['d1', 'd2', 'ns/d3'], ['a', 'b', 'c']);
+  await s.discard(['d1', 'd2', 'never-there']);
+  await new PrefixStore('ns', s).discard(['d3']);
+  assert.not.ok(await s.check(['d1']));
+  assert.not.ok(await s.check(['d2']));
+  assert.not.ok(await s.check(['ns/d3']));
+  const plain = await TcpStore.create({ port: s.port, extensions: false, timeoutMs: 10_000 });
+  try {
+    await s.set('d4', 'x');
+    await plain.discard(['d4']);
+    assert.not.ok(await s.check(['d4']));
+  } finally {
+    await plain.close();
+  }
+}));
+
 test('take: returns the value and deletes the key, whether it was there already or set later', () => withStore(async (s) => {
   await s.set('t1', 'first');
   assert.is(text(await s.take('t1')), 'first');

@@ -285,6 +285,15 @@ test('server: CANCEL_WAIT cancels a pending WAIT_GET (01 only); unknown WAIT_GET
   assert.ok(await r.waitClosed());
 }));
 
+test('server: DELETE_QUIET (0xe5, key list) deletes the keys and sends no reply', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([1]), str('/x'), str('1'), Buffer.from([1]), str('/y'), str('2'));
+  await sync(r);
+  assert.is(server.numKeys, 2);
+  r.write(Buffer.from([0xe5]), keys('/x', '/y', '/absent'));
+  await sync(r, 5);
+  assert.is(server.numKeys, 0);
+}));
+
 // --- our client's requests, against a fake server that answers like torch ---
 
 interface Script {
