@@ -14,7 +14,7 @@ import {
   destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../errors.js';
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../tensor.js';
-import { finishAvg, reduceBytes, type ReduceOp } from '../core/reduce.js';
+import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,
 } from './algorithms.js';
@@ -24,7 +24,6 @@ import { Mesh } from './mesh.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 
 export type { ReduceOp };
-const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 function envNumber(name: string, fallback: number): number {
   const v = Number(process.env[name]);

@@ -28,7 +28,7 @@ import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
 import { bytesOf, type CpuTensor, type Tensor } from '../tensor.js';
-import { reduceBytes, finishAvg } from '../core/reduce.js';
+import { reduceBytes, finishAvg, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
@@ -62,8 +62,8 @@ export interface DestroyOptions {
 }
 
 /** Reduction ops of allReduce. */
-export type ReduceOpName = 'sum' | 'prod' | 'min' | 'max' | 'avg';
-const REDUCE_OPS: readonly ReduceOpName[] = ['sum', 'prod', 'min', 'max', 'avg'];
+/** The reduce ops of the core (kept as an alias for readability at call sites). */
+export type ReduceOpName = ReduceOp;
 
 const EMPTY = new Uint8Array(0);
 
