@@ -29,6 +29,9 @@ import { invalidArgument } from '../errors.js';
 
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 
+/** Every reduce op, for argument checks and messages. */
+export const REDUCE_OPS: readonly ReduceOp[] = Object.freeze(['sum', 'prod', 'min', 'max', 'avg']);
+
 /** ncclRedOp_t values; the core uses the same codes. */
 export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = Object.freeze({
   sum: 0, prod: 1, max: 2, min: 3, avg: 4,

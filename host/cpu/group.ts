@@ -14,7 +14,7 @@ import {
   destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../errors.js';
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../tensor.js';
-import { finishAvg, reduceBytes, type ReduceOp } from '../core/reduce.js';
+import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,
 } from './algorithms.js';
@@ -25,7 +25,6 @@ import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 
 export type { ReduceOp, Transport };
-const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 function envNumber(name: string, fallback: number): number {
   const v = Number(process.env[name]);

@@ -30,7 +30,7 @@ export const DEVICE_API_VERSION = 1;
  * (integers truncate toward zero, like NCCL's SumPostDiv); bool has no avg.
  */
 export type { ReduceOp };
-export const REDUCE_OPS: readonly ReduceOp[] = ['sum', 'prod', 'max', 'min', 'avg'];
+export { REDUCE_OPS } from '../core/reduce.js';
 
 export type ProbeResult = { available: true } | { available: false; reason: string };
 

@@ -28,7 +28,7 @@ import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
 import { bytesOf, type CpuTensor, type Tensor } from '../tensor.js';
-import { reduceBytes, finishAvg } from '../core/reduce.js';
+import { reduceBytes, finishAvg, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
@@ -62,8 +62,8 @@ export interface DestroyOptions {
 }
 
 /** Reduction ops of allReduce. */
-export type ReduceOpName = 'sum' | 'prod' | 'min' | 'max' | 'avg';
-const REDUCE_OPS: readonly ReduceOpName[] = ['sum', 'prod', 'min', 'max', 'avg'];
+/** The reduce ops of the core (kept as an alias for readability at call sites). */
+export type ReduceOpName = ReduceOp;
 
 const EMPTY = new Uint8Array(0);
 
@@ -385,6 +385,12 @@ export class StatelessProcessGroup {
     }
   }
 
+  /** Deletes keys nobody waits on: without a reply where the store can (Store.discard). */
+  #discard(keys: string[]): Promise<unknown> {
+    if (this.store.discard) return this.store.discard(keys);
+    return Promise.all(keys.map((k) => this.store.deleteKey(k)));
+  }
+
   #peer(r: number, op: string, role: string): number {
     if (!Number.isInteger(r) || r < 0 || r >= this.worldSize) {
       throw invalidArgument(`${op}: ${role} ${r} is not a rank of this group (worldSize ${this.worldSize})`, { rank: this.rank, peerRank: r });
@@ -431,17 +437,21 @@ export class StatelessProcessGroup {
     return p.catch((e) => { throw this.#fail(e, what, [dst], key, o.timeoutMs); });
   }
 
-  /** One get that waits; the key is deleted (ordered behind the get, unawaited) once read. */
+  /**
+   * One get that waits, and consumes the key: with a store that has `take` the read deletes it
+   * (one request, no reply to handle), else it is deleted (ordered behind the get, unawaited).
+   */
   async #recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const key = `${this.#ns}p/${src}/${this.rank}/${this.#recvSeq[src]++}`;
     const o = this.#opts(opts);
+    const take = this.store.take !== undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#recvChain, src, key, o, what);
+      bytes = await this.#chained(this.#recvChain, src, key, o, what, take);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    this.#later(`delete ${key}`, () => this.store.deleteKey(key));
+    if (!take) this.#later(`delete ${key}`, () => this.#discard([key]));
     return [bytes, { key, src }];
   }
 
@@ -462,18 +472,21 @@ export class StatelessProcessGroup {
   async #bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const key = `${this.#ns}b/${src}/${this.#bcastRecvSeq[src]++}`;
     const o = this.#opts(opts);
+    // The only reader consumes it in the read itself when the store can (see #recv).
+    const take = this.worldSize === 2 && this.store.take !== undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#bcastChain, src, key, o, what);
+      bytes = await this.#chained(this.#bcastChain, src, key, o, what, take);
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
+    if (take) return [bytes, { key, src }];
     if (this.worldSize === 2) {
-      this.#later(`delete ${key}`, () => this.store.deleteKey(key));
+      this.#later(`delete ${key}`, () => this.#discard([key]));
     } else {
       const ack = key + '/ack';
       this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
-        if (n === this.worldSize - 1) return Promise.all([this.store.deleteKey(key), this.store.deleteKey(ack)]);
+        if (n === this.worldSize - 1) return this.#discard([key, ack]);
       }));
     }
     return [bytes, { key, src }];
@@ -507,9 +520,9 @@ export class StatelessProcessGroup {
    * k+1, k+2, …: without the queue, 500 unawaited receives would park 500 blocking waits on the
    * server (each on a connection of its own); with it, at most one per source waits.
    */
-  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string): Promise<Uint8Array> {
+  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string, take = false): Promise<Uint8Array> {
     const { inner, outer } = this.#queued(chain[src], o, what, (lo) => {
-      const p = this.store.get(key, lo);
+      const p = take ? this.store.take!(key, lo) : this.store.get(key, lo);
       this.#drain();
       return p;
     });
@@ -540,7 +553,7 @@ export class StatelessProcessGroup {
       const values = await got;
       if (n > 0) {
         const stale = this.#collKey(n - 1, this.rank);
-        this.#later(`delete ${stale}`, () => this.store.deleteKey(stale));
+        this.#later(`delete ${stale}`, () => this.#discard([stale]));
       }
       return values;
     });

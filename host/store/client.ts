@@ -19,10 +19,10 @@ import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
   Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
-  readU8, type OpKeys, type Reader,
+  readU8, readWaitGet, type OpKeys, type Reader,
 } from './connection.js';
 import {
-  CheckReply, Frame, INIT_KEY, keyListFrame, Op, WaitReply, type StoreLimits,
+  CheckReply, Frame, INIT_KEY, keyListFrame, Op, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { TcpStoreServer } from './server.js';
 import type { Store, StoreValue } from './types.js';
@@ -55,11 +55,19 @@ export interface TcpStoreOptions {
    * true). false sends exactly what a torch client sends: for comparisons and debugging.
    */
   extensions?: boolean;
+  /**
+   * With isServer: this client (and its clones) reach the in-process server in memory instead of
+   * over loopback TCP (default true): same protocol, no syscalls. false forces TCP.
+   */
+  inProcess?: boolean;
   logger?: Logger;
 }
 
 /** Idle wait connections kept for reuse; more are closed after use. */
 const MAX_IDLE_WAIT_CONNECTIONS = 4;
+
+/** Keys remembered as written-but-unconfirmed (TcpStore.unconfirmed) before the map is pruned. */
+const MAX_TRACKED_WRITES = 4096;
 
 const u64 = 8;
 
@@ -74,6 +82,15 @@ function keyValueFrame(op: number, key: Uint8Array, value: Uint8Array): Buffer |
     return [head, Buffer.from(value.buffer, value.byteOffset, value.length)];
   }
   return new Frame(1 + 2 * u64 + key.length + value.length).u8(op).bytes(key).bytes(value).done();
+}
+
+/** WAIT_GET: flags, then the key list as WAIT has it. */
+function waitGetFrame(keys: Uint8Array[], del: boolean): Buffer {
+  let size = 2 + u64;
+  for (const k of keys) size += u64 + k.length;
+  const f = new Frame(size).u8(Op.WAIT_GET).u8(del ? WAIT_GET_DELETE : 0).u64(keys.length);
+  for (const k of keys) f.bytes(k);
+  return f.done();
 }
 
 function valueBytes(v: StoreValue): Uint8Array {
@@ -97,6 +114,14 @@ export class TcpStore implements Store {
   private readonly prefix: boolean;
   private readonly idle: Connection[] = [];
   private readonly waitConns = new Set<Connection>();
+  /**
+   * Keys this client changed on the main connection, with the request's sequence number there,
+   * until a later reply proves the server applied the change. A get sent on a wait connection
+   * (WAIT_GET) could overtake such a change; see mayBypass.
+   */
+  private readonly unconfirmed = new Map<string, number>();
+  /** After the map overflowed: nothing is known to be applied until this request is. */
+  private unconfirmedCutoff = 0;
   private closed = false;
 
   private constructor(
@@ -143,6 +168,7 @@ export class TcpStore implements Store {
     const spec: ConnectSpec = {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
       secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
+      local: server && (opts.inProcess ?? true) ? server : undefined,
     };
     let store: TcpStore | undefined;
     try {
@@ -197,31 +223,53 @@ export class TcpStore implements Store {
   }
 
   async set(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
+    this.wrote(key);
     await this.call(keyValueFrame(Op.SET, this.wireKey(key), valueBytes(value)), null, 'set', opts, key);
   }
 
   async get(key: string, opts?: OpOptions): Promise<Uint8Array> {
     const wk = this.wireKey(key);
     if (this.extended) {
-      const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
-      if (v !== undefined) return v;
-      // Missing: wait for it, then read it. A delete between the two is waited out again.
-      const t0 = performance.now();
-      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-      for (;;) {
-        const left = timeoutMs - (performance.now() - t0);
-        await this.waitWire([wk], [key], { timeoutMs: Math.max(1, left), signal: opts?.signal }, timeoutMs, true);
-        const again = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
-        if (again !== undefined) return again;
+      // With an idle wait connection at hand, WAIT_GET there: one round trip whether or not the
+      // key exists yet, and the value is pushed the moment it is written. Without one, TRY_GET on
+      // the pipelined connection (no connection to open when the key is there), and WAIT_GET only
+      // when it is missing.
+      if (!(this.idle.length > 0 && this.mayBypass(key))) {
+        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
+        if (v !== undefined) return v;
       }
+      return (await this.waitWire([wk], [key], opts, undefined, true, 'get'))![0];
     }
     const ready = await this.call(keyListFrame(Op.CHECK, [wk]), readU8, 'get', opts, key);
     if (ready !== CheckReply.READY) await this.waitWire([wk], [key], opts, undefined, true);
     return this.call(keyFrame(Op.GET, wk), readBytes, 'get', opts, key);
   }
 
+  /**
+   * get, then delete the key: a consuming read, for keys written once and read once. Against a
+   * groupcomm server this is one WAIT_GET that deletes what it returns (no second request, no
+   * reply to wait for); elsewhere a get followed by an unawaited deleteKey.
+   */
+  async take(key: string, opts?: OpOptions): Promise<Uint8Array> {
+    if (this.extended) {
+      const wk = this.wireKey(key);
+      if (!(this.idle.length > 0 && this.mayBypass(key))) {
+        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
+        if (v !== undefined) {
+          this.deleteKey(key).catch(() => {});
+          return v;
+        }
+      }
+      return (await this.waitWire([wk], [key], opts, undefined, true, 'take'))![0];
+    }
+    const v = await this.get(key, opts);
+    this.deleteKey(key).catch(() => {});
+    return v;
+  }
+
   async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
     if (typeof delta === 'number' && !Number.isSafeInteger(delta)) throw invalidArgument(`add: delta must be an integer, got ${delta}`);
+    this.wrote(key);
     return this.addRaw(this.wireKey(key), BigInt(delta), opts, key);
   }
 
@@ -234,6 +282,7 @@ export class TcpStore implements Store {
     const wk = this.wireKey(key);
     const e = valueBytes(expected);
     const d = valueBytes(desired);
+    this.wrote(key);
     const f = new Frame(1 + 3 * u64 + wk.length + e.length + d.length).u8(Op.COMPARE_SET).bytes(wk).bytes(e).bytes(d).done();
     return this.call(f, readBytes, 'compareSet', opts, key);
   }
@@ -244,11 +293,26 @@ export class TcpStore implements Store {
   }
 
   async wait(keys: string[], opts?: OpOptions): Promise<void> {
-    return this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
+    await this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
   async deleteKey(key: string, opts?: OpOptions): Promise<boolean> {
+    this.wrote(key);
     return (await this.call(keyFrame(Op.DELETE_KEY, this.wireKey(key)), readI64, 'deleteKey', opts, key)) > 0n;
+  }
+
+  /**
+   * Deletes the keys without an answer: against a groupcomm server one reply-less request
+   * (resolves once sent, like set); elsewhere one deleteKey per key.
+   */
+  async discard(keys: string[], opts?: OpOptions): Promise<void> {
+    if (keys.length === 0) return;
+    if (!this.extended) {
+      await Promise.all(keys.map((k) => this.deleteKey(k, opts)));
+      return;
+    }
+    for (const k of keys) this.wrote(k);
+    await this.call(keyListFrame(Op.DELETE_QUIET, keys.map((k) => this.wireKey(k))), null, 'discard', opts, keys);
   }
 
   async numKeys(opts?: OpOptions): Promise<number> {
@@ -256,6 +320,7 @@ export class TcpStore implements Store {
   }
 
   async append(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
+    this.wrote(key);
     await this.call(keyValueFrame(Op.APPEND, this.wireKey(key), valueBytes(value)), null, 'append', opts, key);
   }
 
@@ -263,6 +328,9 @@ export class TcpStore implements Store {
     // No keys, no reply bytes: a reader that consumes nothing would never be reached.
     if (keys.length === 0) return [];
     const wks = keys.map((k) => this.wireKey(k));
+    if (this.extended && this.idle.length > 0 && keys.every((k) => this.mayBypass(k))) {
+      return (await this.waitWire(wks, keys, opts, undefined, true, 'get'))!;
+    }
     const frame = keyListFrame(Op.MULTI_GET, wks);
     if (this.extended) {
       // CHECK and MULTI_GET back to back: one round trip when every key is there (a groupcomm
@@ -271,8 +339,9 @@ export class TcpStore implements Store {
       const values = this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
       values.catch(() => {});
       if ((await ready) === CheckReply.READY) return values;
+      return (await this.waitWire(wks, keys, opts, undefined, true, 'get'))!;
     }
-    await this.waitWire(wks, keys, opts, undefined, this.extended);
+    await this.waitWire(wks, keys, opts);
     return this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
   }
 
@@ -280,6 +349,7 @@ export class TcpStore implements Store {
     if (keys.length !== values.length) throw invalidArgument(`multiSet: ${keys.length} keys but ${values.length} values`);
     const wks = keys.map((k) => this.wireKey(k));
     const vs = values.map(valueBytes);
+    for (const k of keys) this.wrote(k);
     let size = 1 + u64;
     for (let i = 0; i < wks.length; i++) size += 2 * u64 + wks[i].length + vs[i].length;
     const f = new Frame(size).u8(Op.MULTI_SET).u64(wks.length);
@@ -317,19 +387,52 @@ export class TcpStore implements Store {
     return safeNumber(await this.call(keyFrame(Op.QUEUE_LEN, this.wireKey(key)), readI64, 'queueLen', opts, key), 'queueLen');
   }
 
+  /** Notes that `key` is changed by the request about to be sent on the main connection (see mayBypass). */
+  private wrote(key: string): void {
+    const u = this.unconfirmed;
+    u.set(key, this.main.seq);
+    if (u.size <= MAX_TRACKED_WRITES) return;
+    for (const [k, seq] of u) if (this.main.applied(seq)) u.delete(k);
+    if (u.size > MAX_TRACKED_WRITES / 2) {
+      // Mostly reply-less writes (nothing confirms them): forget them all, and bypass nothing
+      // until the newest of them is confirmed.
+      u.clear();
+      this.unconfirmedCutoff = this.main.seq;
+    }
+  }
+
   /**
-   * WAIT on a connection of its own. On timeout or abort: CANCEL_WAIT, and the reply reader
-   * accepts either WAIT_CANCELED alone or a STOP_WAITING that raced it followed by WAIT_CANCELED;
-   * after that the connection is in step again and goes back to the pool.
+   * May a read of `key` go on a wait connection instead of the main one? Only if no change of
+   * the key made by this client could still be on its way: the server applies each connection's
+   * requests in order, but nothing orders two connections, so a WAIT_GET could otherwise overtake
+   * this client's own SET or DELETE and read the older value.
    */
-  private async waitWire(wks: Buffer[], keys: string[], opts?: OpOptions, reportMs?: number, knownMissing = false): Promise<void> {
+  private mayBypass(key: string): boolean {
+    if (!this.main.applied(this.unconfirmedCutoff)) return false;
+    const seq = this.unconfirmed.get(key);
+    if (seq === undefined) return true;
+    if (!this.main.applied(seq)) return false;
+    this.unconfirmed.delete(key);
+    return true;
+  }
+
+  /**
+   * WAIT (or, with `get`, WAIT_GET, which also returns the values) on a connection of its own.
+   * On timeout or abort: CANCEL_WAIT, and the reply reader accepts either WAIT_CANCELED alone or
+   * a STOP_WAITING (with the values) that raced it followed by WAIT_CANCELED; after that the
+   * connection is in step again and goes back to the pool.
+   */
+  private async waitWire(
+    wks: Buffer[], keys: string[], opts?: OpOptions, reportMs?: number, knownMissing = false, mode: 'wait' | 'get' | 'take' = 'wait',
+  ): Promise<Uint8Array[] | undefined> {
+    const get = mode !== 'wait';
     this.ensureOpen();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const t0 = performance.now();
     let conn = this.idle.pop();
     if (!conn) {
       // Often the keys are there already: one pipelined CHECK saves opening a connection.
-      if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys) === CheckReply.READY) return;
+      if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys) === CheckReply.READY) return undefined;
       let c: Connection;
       try {
         ({ conn: c } = await openConnection({
@@ -365,14 +468,16 @@ export class TcpStore implements Store {
     const c = conn;
     let cancelled = false;
     let cancelTimer: NodeJS.Timeout | undefined;
-    const reply = c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
+    const reply: Promise<unknown> = get
+      ? c.request(waitGetFrame(wks, mode === 'take'), readWaitGet(wks.length), Infinity)
+      : c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
     reply.then(
       () => { clearTimeout(cancelTimer); this.release(c); },
       () => { clearTimeout(cancelTimer); c.close(); },
     );
     const shown = reportMs ?? timeoutMs;
     const left = Math.max(1, timeoutMs - (performance.now() - t0));
-    await guard(reply, {
+    const got = await guard(reply, {
       timeoutMs: left,
       signal: opts?.signal,
       what: `wait for ${keys.join(', ')}`,
@@ -388,6 +493,7 @@ export class TcpStore implements Store {
         const swapped = c.replaceHeadReader((cur) => {
           const b = cur.u8();
           if (b === WaitReply.STOP_WAITING) {
+            if (get) for (let i = 0; i < wks.length; i++) readBytes(cur);
             if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
           } else if (b !== WaitReply.WAIT_CANCELED) {
             throw protocolError(`unexpected wait reply ${b}`);
@@ -404,6 +510,7 @@ export class TcpStore implements Store {
         cancelTimer.unref?.();
       },
     });
+    return get ? got as Uint8Array[] : undefined;
   }
 
   private release(c: Connection): void {

@@ -3,6 +3,7 @@
  * with the extension probe in the same write. Retries with exponential backoff and jitter until
  * the deadline, like torch's client.
  */
+import type { LocalSocket } from './local.js';
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { guard, sleep } from '../deadline.js';
@@ -27,6 +28,8 @@ export interface ConnectSpec {
   secret?: Buffer;
   /** Send the extension probe in the handshake. */
   probe: boolean;
+  /** The server is in this process: connect to it in memory (see local.ts), not over TCP. */
+  local?: { connectLocal(): LocalSocket | undefined };
   log: Logger;
 }
 
@@ -114,7 +117,7 @@ export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connect
     attempts++;
     let conn: Connection | undefined;
     try {
-      const socket = await connectSocket(spec.host, spec.port, left);
+      const socket = (spec.local?.connectLocal() as net.Socket | undefined) ?? await connectSocket(spec.host, spec.port, left);
       conn = new Connection(socket, address, spec.timeoutMs, spec.log);
       const ext = await guard(handshake(conn, spec), {
         timeoutMs: Math.max(1, spec.timeoutMs - (performance.now() - t0)),

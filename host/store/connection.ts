@@ -39,6 +39,8 @@ interface Pending {
   what: string;
   key: OpKeys;
   settled: boolean;
+  /** Position in this connection's request order. */
+  seq: number;
 }
 
 const BIG_WRITE = 64 * 1024;
@@ -55,6 +57,9 @@ export class Connection {
   /** Reply-less requests handed to socket.write whose callback has not fired yet. */
   private readonly writing = new Set<Pending>();
   private flushQueued = false;
+  private nextSeq = 1;
+  /** Sequence number of the newest request whose reply has been read. */
+  private replied = 0;
   private watchdog?: NodeJS.Timeout;
   private failure?: GroupcommError;
   private readonly closeListeners: Array<(e: GroupcommError) => void> = [];
@@ -89,7 +94,7 @@ export class Connection {
     return new Promise<T>((resolve, reject) => {
       const p: Pending = {
         read, resolve: resolve as (v: unknown) => void, reject, settled: false,
-        deadline: performance.now() + timeoutMs, timeoutMs, what, key,
+        deadline: performance.now() + timeoutMs, timeoutMs, what, key, seq: this.nextSeq++,
       };
       if (read) this.queue.push(p);
       else this.noReply.push(p);
@@ -97,6 +102,20 @@ export class Connection {
       else this.queueWrite(frame);
       this.armWatchdog();
     });
+  }
+
+  /** The sequence number the next request will get (see `applied`). */
+  get seq(): number {
+    return this.nextSeq;
+  }
+
+  /**
+   * True when the server has certainly applied request `seq` of this connection: a later
+   * request's reply has been read (the server handles one connection's requests in order).
+   * Reply-less requests (SET) are known to be applied only that way.
+   */
+  applied(seq: number): boolean {
+    return seq <= this.replied;
   }
 
   /**
@@ -213,6 +232,7 @@ export class Connection {
         return;
       }
       this.queue[this.head++] = undefined as unknown as Pending;
+      this.replied = p.seq;
       if (!p.settled) {
         p.settled = true;
         p.resolve(v);
@@ -300,6 +320,17 @@ export const readBytes: Reader<Uint8Array> = (c) => {
 
 export function readManyBytes(count: number): Reader<Uint8Array[]> {
   return (c) => {
+    const out: Uint8Array[] = [];
+    for (let i = 0; i < count; i++) out.push(readBytes(c));
+    return out;
+  };
+}
+
+/** WAIT_GET: `u8 0` (STOP_WAITING) then `count` values. */
+export function readWaitGet(count: number): Reader<Uint8Array[]> {
+  return (c) => {
+    const b = c.u8();
+    if (b !== 0) throw protocolError(`unexpected WAIT_GET reply ${b}`);
     const out: Uint8Array[] = [];
     for (let i = 0; i < count; i++) out.push(readBytes(c));
     return out;

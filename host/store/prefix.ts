@@ -25,6 +25,18 @@ export class PrefixStore implements Store {
 
   set(key: string, value: StoreValue, opts?: OpOptions) { return this.inner.set(this.k(key), value, opts); }
   get(key: string, opts?: OpOptions) { return this.inner.get(this.k(key), opts); }
+  async take(key: string, opts?: OpOptions): Promise<Uint8Array> {
+    const k = this.k(key);
+    if (this.inner.take) return this.inner.take(k, opts);
+    const v = await this.inner.get(k, opts);
+    this.inner.deleteKey(k).catch(() => {});
+    return v;
+  }
+  async discard(keys: string[], opts?: OpOptions): Promise<void> {
+    const ks = keys.map((k) => this.k(k));
+    if (this.inner.discard) return this.inner.discard(ks, opts);
+    await Promise.all(ks.map((k) => this.inner.deleteKey(k, opts)));
+  }
   add(key: string, delta: number, opts?: OpOptions) { return this.inner.add(this.k(key), delta, opts); }
   compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions) {
     return this.inner.compareSet(this.k(key), expected, desired, opts);

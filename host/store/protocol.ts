@@ -34,7 +34,20 @@ export const Op = {
   AUTH_PROOF: 0xe2,
   /** groupcomm: `i64 rank`, no reply. Says which rank this client is, so a join timeout can name the missing ones. */
   JOIN_RANK: 0xe3,
+  /**
+   * groupcomm: a blocking multi-get, `u8 flags`, `u64 count` + keys (as WAIT) → once every key
+   * exists, `u8 0` then each value as `bytes` in request order: WAIT and MULTI_GET in one round
+   * trip, the values pushed the moment the last key is written. Flag WAIT_GET_DELETE deletes the
+   * keys as their values are sent (a consuming read). It blocks its connection like WAIT, and
+   * CANCEL_WAIT cancels it the same way (answer `01`, after the values if they won the race).
+   */
+  WAIT_GET: 0xe4,
+  /** groupcomm: `u64 count` + keys → no reply. Deletes the keys (cleanup nobody waits for). */
+  DELETE_QUIET: 0xe5,
 } as const;
+
+/** WAIT_GET flag: delete the keys once their values are sent. */
+export const WAIT_GET_DELETE = 1;
 
 export const VALIDATE_MAGIC = 0x3c85f7ce;
 

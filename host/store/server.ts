@@ -13,10 +13,11 @@ import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '.
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
-  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, VALIDATE_MAGIC, WaitReply, type StoreLimits,
+  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
 import { KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
+import { LocalSocket } from './local.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
 
@@ -54,6 +55,10 @@ class Conn {
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
   waitCount = 0;
   waitKeys: string[] | null = null;
+  /** The keys of a pending WAIT_GET (answered with their values), null for a plain WAIT. */
+  waitGet: string[] | null = null;
+  /** The pending WAIT_GET deletes its keys once answered. */
+  waitTake = false;
   closed = false;
   clientNonce?: Buffer;
   serverNonce?: Buffer;
@@ -70,11 +75,13 @@ export class TcpStoreServer {
   private readonly hostOption: string;
   readonly worldSize?: number;
   readonly limits: StoreLimits;
-  private readonly table = new KeyTable<Conn>((c) => this.send(c, STOP_WAITING), new Set([EXT_PROBE_LATIN1]));
+  private readonly table = new KeyTable<Conn>((c) => this.wake(c), new Set([EXT_PROBE_LATIN1]));
   private readonly conns = new Set<Conn>();
   /** Ranks announced with JOIN_RANK (a groupcomm client given a rank); kept after they leave. */
   private readonly joinedRanks = new Set<number>();
   private readonly dirty = new Set<Conn>();
+  /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
+  private takes: string[] = [];
   private readonly cursor = new Cursor();
   private readonly secret?: Buffer;
   private readonly log: Logger;
@@ -190,6 +197,17 @@ export class TcpStoreServer {
     }).finally(unwatch);
   }
 
+  /**
+   * The client end of an in-process link to this server (see local.ts), for a TcpStore in the
+   * same process; undefined once the server is closing.
+   */
+  connectLocal(): LocalSocket | undefined {
+    if (this.closing) return undefined;
+    const [client, server] = LocalSocket.pair();
+    this.accept(server as unknown as net.Socket);
+    return client;
+  }
+
   /** Stops listening and closes every connection. Stored data is dropped with the server. Idempotent. */
   close(): Promise<void> {
     if (!this.closing) {
@@ -256,9 +274,11 @@ export class TcpStoreServer {
       while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
         this.handle(conn, cur, buf);
+        if (this.takes.length) this.applyTakes();
       }
       start = cur.pos;
     } catch (e) {
+      if (this.takes.length) this.applyTakes();
       if (e !== INCOMPLETE) {
         this.flush(conn);
         this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
@@ -372,11 +392,26 @@ export class TcpStoreServer {
         return;
       }
       case Op.WAIT: {
+        conn.waitGet = null;
         if (this.table.wait(conn, this.keyList(cur, buf))) this.send(conn, STOP_WAITING);
+        return;
+      }
+      case Op.WAIT_GET: {
+        const flags = cur.u8();
+        if (flags & ~WAIT_GET_DELETE) throw new Violation(`WAIT_GET with unknown flags ${flags}`);
+        const keys = this.keyList(cur, buf);
+        conn.waitGet = keys;
+        conn.waitTake = flags === WAIT_GET_DELETE;
+        if (this.table.wait(conn, keys)) this.wake(conn);
+        return;
+      }
+      case Op.DELETE_QUIET: {
+        for (const k of this.keyList(cur, buf)) this.table.delete(k);
         return;
       }
       case Op.CANCEL_WAIT: {
         this.table.cancelWait(conn);
+        conn.waitGet = null;
         this.send(conn, WAIT_CANCELED);
         return;
       }
@@ -478,6 +513,33 @@ export class TcpStoreServer {
     if (!crypto.timingSafeEqual(got, want)) throw new Violation('authentication failed: wrong secret');
     conn.stage = 'ready';
     this.send(conn, Buffer.from([0]));
+  }
+
+  private applyTakes(): void {
+    const keys = this.takes;
+    this.takes = [];
+    for (const k of keys) this.table.delete(k);
+  }
+
+  /** A WAIT (STOP_WAITING) or WAIT_GET (STOP_WAITING, then the values) is satisfied. */
+  private wake(conn: Conn): void {
+    const keys = conn.waitGet;
+    if (!keys) {
+      this.send(conn, STOP_WAITING);
+      return;
+    }
+    conn.waitGet = null;
+    // Called from inside the write that completed the wait: every key has its value now (a key
+    // that exists only as a non-empty queue reads as empty, as GET answers it).
+    if (keys.length === 1) {
+      this.sendValue(conn, this.table.get(keys[0]) ?? '', WaitReply.STOP_WAITING);
+    } else {
+      this.send(conn, STOP_WAITING);
+      for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);
+    }
+    // Deleted once the request that completed the wait is done: other waiters of the same write
+    // are still being woken and must see the value too.
+    if (conn.waitTake) for (const k of keys) this.takes.push(k);
   }
 
   /** Queues a value reply: optional 1-byte tag (TRY_GET), u64 length, bytes. */

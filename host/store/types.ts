@@ -28,6 +28,16 @@ export interface Store {
   numKeys(opts?: OpOptions): Promise<number>;
   /** Appends to `key`, creating it when absent; wakes waiters. */
   append(key: string, value: StoreValue, opts?: OpOptions): Promise<void>;
+  /**
+   * Optional: get, then delete the key (a consuming read of a key written once and read once).
+   * A store may do both in one request; callers fall back to get + deleteKey without it.
+   */
+  take?(key: string, opts?: OpOptions): Promise<Uint8Array>;
+  /**
+   * Optional: deletes the keys without reporting whether they existed; resolves once the request
+   * is sent. For cleanup that nobody waits for (a store may then skip the reply altogether).
+   */
+  discard?(keys: string[], opts?: OpOptions): Promise<void>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

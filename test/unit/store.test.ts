@@ -411,4 +411,120 @@ test('wait: an abort landing in the tick its reply was read leaves the pooled wa
   assert.ok(await s.check(['late']));
 }));
 
+/** Gives `s` an idle pooled wait connection, so its next get goes out as WAIT_GET there. */
+async function warmWaitPool(s: TcpStore): Promise<void> {
+  const p = s.get('warm-up key', { timeoutMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 20));
+  const other = await s.clone();
+  await other.set('warm-up key', 'w');
+  await p;
+  await other.close();
+  assert.ok((s as unknown as { idle: unknown[] }).idle.length > 0, 'a wait connection is idle');
+}
+
+test('get on a pooled wait connection (WAIT_GET) still reads this client\'s own latest write', () => withStore(async (s) => {
+  await s.set('rw', 'old');
+  await s.set('gone', 'old');
+  await warmWaitPool(s);
+  // Hold the main connection's writes in the socket: a get sent on the idle wait connection
+  // would reach the server before this client's own SET and DELETE, and read 'old'.
+  const main = (s as unknown as { main: { socket: import('node:net').Socket } }).main.socket;
+  main.cork();
+  const writes = Promise.all([s.set('rw', 'new'), s.deleteKey('gone')]);
+  writes.catch(() => {});
+  const got = s.get('rw', { timeoutMs: 10_000 });
+  const gone = s.get('gone', { timeoutMs: 300 }).then(() => 'read', (e) => (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') ? 'timeout' : String(e)));
+  await new Promise((r) => setTimeout(r, 50));
+  main.uncork();
+  assert.is(text(await got), 'new');
+  assert.is(await gone, 'timeout', 'a key this client deleted is not read back');
+  await writes;
+}));
+
+test('read-your-writes holds past the bound on remembered writes (thousands of unconfirmed SETs)', () => withStore(async (s) => {
+  await s.set('k0', 'old');
+  await warmWaitPool(s);
+  const main = (s as unknown as { main: { socket: import('node:net').Socket } }).main.socket;
+  main.cork();
+  const writes = Promise.all(Array.from({ length: 6000 }, (_, i) => s.set(`k${i}`, 'new')));
+  writes.catch(() => {});
+  const got = s.get('k0', { timeoutMs: 10_000 });
+  await new Promise((r) => setTimeout(r, 50));
+  main.uncork();
+  assert.is(text(await got), 'new');
+  await writes;
+}));
+
+test('get and multiGet via WAIT_GET: timeout and abort name the keys, and the pooled connection stays in step', () => withStore(async (s) => {
+  await warmWaitPool(s);
+  try {
+    await s.get('absent', { timeoutMs: 100 });
+    assert.unreachable('get should time out');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
+    assert.equal((e as any).keys, ['absent']);
+  }
+  const ac = new AbortController();
+  const p = s.multiGet(['absent', 'absent2'], { signal: ac.signal, timeoutMs: 10_000 });
+  setTimeout(() => ac.abort(), 30);
+  try {
+    await p;
+    assert.unreachable('multiGet should abort');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED'), String(e));
+  }
+  // The same pooled connections answer the next blocking reads correctly.
+  const other = await s.clone();
+  try {
+    const g = s.get('absent', { timeoutMs: 10_000 });
+    const m = s.multiGet(['absent', 'absent2'], { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 30));
+    await other.multiSet(['absent', 'absent2'], ['a', 'b']);
+    assert.is(text(await g), 'a');
+    assert.equal((await m).map(text), ['a', 'b']);
+  } finally {
+    await other.close();
+  }
+}));
+
+test('discard: deletes the keys (present or not) without a reply; PrefixStore maps the keys', () => withStore(async (s) => {
+  await s.multiSet(['d1', 'd2', 'ns/d3'], ['a', 'b', 'c']);
+  await s.discard(['d1', 'd2', 'never-there']);
+  await new PrefixStore('ns', s).discard(['d3']);
+  assert.not.ok(await s.check(['d1']));
+  assert.not.ok(await s.check(['d2']));
+  assert.not.ok(await s.check(['ns/d3']));
+  const plain = await TcpStore.create({ port: s.port, extensions: false, timeoutMs: 10_000 });
+  try {
+    await s.set('d4', 'x');
+    await plain.discard(['d4']);
+    assert.not.ok(await s.check(['d4']));
+  } finally {
+    await plain.close();
+  }
+}));
+
+test('take: returns the value and deletes the key, whether it was there already or set later', () => withStore(async (s) => {
+  await s.set('t1', 'first');
+  assert.is(text(await s.take('t1')), 'first');
+  await warmWaitPool(s);
+  const other = await s.clone();
+  try {
+    const p = s.take('t2', { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 30));
+    await other.set('t2', 'second');
+    assert.is(text(await p), 'second');
+    await s.ping();
+    assert.not.ok(await s.check(['t1']));
+    assert.not.ok(await s.check(['t2']));
+    const pre = new PrefixStore('ns', s);
+    await pre.set('k', 'v');
+    assert.is(text(await pre.take('k')), 'v');
+    await s.ping();
+    assert.not.ok(await s.check(['ns/k']));
+  } finally {
+    await other.close();
+  }
+}));
+
 test.run();

@@ -232,6 +232,68 @@ test('server: CHECK of the extension probe key is READY without storing it; TRY_
   await sync(r);
 }));
 
+test('server: WAIT_GET (0xe4, u8 flags, key list) answers u8 0 + values once every key exists', () => withRaw(async (r, server) => {
+  const w = await Raw.connect(server.port);
+  try {
+    w.write(VALIDATE);
+    // both present already: answered at once
+    r.write(Buffer.from([1]), str('/a'), str('A'), Buffer.from([1]), str('/b'), str('bb'));
+    await sync(r);
+    w.write(Buffer.from([0xe4, 0]), keys('/a', '/b'));
+    assert.is(hex(await w.read(1 + 9 + 10)), '00' + hex(str('A')) + hex(str('bb')));
+    // one missing: nothing until it is written, then the values in request order
+    w.write(Buffer.from([0xe4, 0]), keys('/a', '/c'));
+    await sync(w, 9);
+    assert.is(w.pending, 0);
+    r.write(Buffer.from([1]), str('/c'), str('ccc'));
+    assert.is(hex(await w.read(1 + 9 + 11)), '00' + hex(str('A')) + hex(str('ccc')));
+    assert.is(server.numKeys, 3);
+  } finally {
+    w.close();
+  }
+}));
+
+test('server: WAIT_GET with the delete flag removes the keys it answered; other readers of the same write still see the value', () => withRaw(async (r, server) => {
+  const w = await Raw.connect(server.port);
+  const v = await Raw.connect(server.port);
+  try {
+    w.write(VALIDATE);
+    v.write(VALIDATE);
+    w.write(Buffer.from([0xe4, 1]), keys('/m'));
+    v.write(Buffer.from([0xe4, 0]), keys('/m'));
+    await sync(w, 1);
+    await sync(v, 2);
+    r.write(Buffer.from([1]), str('/m'), str('msg'));
+    assert.is(hex(await w.read(12)), '00' + hex(str('msg')));
+    assert.is(hex(await v.read(12)), '00' + hex(str('msg')));
+    await sync(r);
+    assert.is(server.numKeys, 0);
+  } finally {
+    w.close();
+    v.close();
+  }
+}));
+
+test('server: CANCEL_WAIT cancels a pending WAIT_GET (01 only); unknown WAIT_GET flags close the connection', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([0xe4, 1]), keys('/never'), Buffer.from([12]));
+  assert.is(hex(await r.read(1)), '01');
+  await sync(r);
+  r.write(Buffer.from([1]), str('/never'), str('x'));
+  await sync(r);
+  assert.is(server.numKeys, 1, 'the cancelled WAIT_GET neither answered nor deleted it');
+  r.write(Buffer.from([0xe4, 2]), keys('/never'));
+  assert.ok(await r.waitClosed());
+}));
+
+test('server: DELETE_QUIET (0xe5, key list) deletes the keys and sends no reply', () => withRaw(async (r, server) => {
+  r.write(Buffer.from([1]), str('/x'), str('1'), Buffer.from([1]), str('/y'), str('2'));
+  await sync(r);
+  assert.is(server.numKeys, 2);
+  r.write(Buffer.from([0xe5]), keys('/x', '/y', '/absent'));
+  await sync(r, 5);
+  assert.is(server.numKeys, 0);
+}));
+
 // --- our client's requests, against a fake server that answers like torch ---
 
 interface Script {

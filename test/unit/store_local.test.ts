@@ -1,0 +1,80 @@
+// The in-process link between a TcpStore created with isServer and its own server (local.ts):
+// same protocol as over TCP, no sockets.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TcpStore } from '../../host/index.js';
+import { isGroupcommError } from '../../host/errors.js';
+
+const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+const remote = (s: TcpStore) => (s as unknown as { main: { socket: { remoteAddress?: string } } }).main.socket.remoteAddress;
+
+test('isServer: the master client and its clones talk to the server in memory; inProcess: false uses TCP', async () => {
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  const tcp = await TcpStore.create({ port: 0, isServer: true, inProcess: false, timeoutMs: 10_000 });
+  try {
+    assert.is(remote(s), 'in-process');
+    const c = await s.clone();
+    assert.is(remote(c), 'in-process');
+    await c.close();
+    assert.is(remote(tcp), '127.0.0.1');
+    assert.ok(s.extended, 'the handshake ran over the link and found the extensions');
+  } finally {
+    await s.close();
+    await tcp.close();
+  }
+});
+
+test('in-process and TCP clients see each other\'s writes, blocking gets and waits included', async () => {
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  const other = await TcpStore.create({ port: s.port, timeoutMs: 10_000 });
+  try {
+    const g = s.get('from-tcp');
+    const w = other.get('from-local');
+    await new Promise((r) => setTimeout(r, 20));
+    await other.set('from-tcp', 'a');
+    await s.set('from-local', 'b');
+    assert.is(text(await g), 'a');
+    assert.is(text(await w), 'b');
+    const big = new Uint8Array(3 << 20).map((_, i) => i & 0xff);
+    await s.set('big', big);
+    big[0] = 99;
+    assert.equal(await other.get('big').then((v) => v[0]), 0, 'the stored value is a copy');
+    assert.is(await s.add('n', 5), 5);
+  } finally {
+    await other.close();
+    await s.close();
+  }
+});
+
+test('a client polling check in a loop still lets the server serve other connections', async () => {
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  const other = await TcpStore.create({ port: s.port, timeoutMs: 10_000 });
+  try {
+    setTimeout(() => { void other.set('flag', '1'); }, 20);
+    let polls = 0;
+    while (!(await s.check(['flag']))) polls++;
+    assert.ok(polls > 0);
+  } finally {
+    await other.close();
+    await s.close();
+  }
+});
+
+test('closing the server fails the in-process client\'s pending get with PEER_LOST', async () => {
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  try {
+    const g = s.get('never', { timeoutMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 20));
+    await s.server!.close();
+    try {
+      await g;
+      assert.unreachable('get should fail');
+    } catch (e) {
+      assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST'), String(e));
+    }
+  } finally {
+    await s.close();
+  }
+});
+
+test.run();
