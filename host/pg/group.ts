@@ -6,8 +6,10 @@
  *
  * Key scheme (ns = `${groupName}/${epoch}/`), see docs/process-group.md:
  *   ns p/{src}/{dst}/{n}   n-th message src → dst (objects and tensors share n); dst deletes it
- *   ns b/{src}/{n}         n-th broadcast from src; the last of the worldSize−1 readers deletes it
- *   ns b/{src}/{n}/ack     readers' counter for that
+ *   ns b/{src}/{n}/{dst}   n-th broadcast from src, dst's copy (more than 2 ranks); dst deletes it
+ *   ns b/{src}/{n}         the same with 2 ranks, or a large value (the copies are then empty
+ *                          markers); the only or last of the worldSize−1 readers deletes it
+ *   ns b/{src}/{n}/ack     readers' counter for a large value
  *   ns c/{n}/{r}           rank r's part of the n-th collective (barrier, allGather, allReduce);
  *                          r deletes it when it completes collective n+1 (all ranks then finished n)
  *   ns bye, ns bye/all     departure counter of destroy()
@@ -67,6 +69,15 @@ export type ReduceOpName = ReduceOp;
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Broadcast values up to this size are copied to one key per reader (see #bcastSend): 64 KiB
+ * times worldSize−1 is still one modest write for the root, and every reader saves a round trip.
+ */
+const FANOUT_MAX_BYTES = 64 * 1024;
+
+/** How long queued cleanups wait for a write to ride along with (see #later). */
+const CLEANUP_DELAY_MS = 2;
+
 /** A resolved timeout plus the caller's signal. */
 interface Deadline {
   timeoutMs: number;
@@ -96,6 +107,7 @@ export class StatelessProcessGroup {
   #collChain: Promise<unknown> = Promise.resolve();
   readonly #pending = new Set<Promise<unknown>>();
   #cleanups: [string, () => Promise<unknown>][] = [];
+  #cleanupTimer: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
   #destroying: Promise<void> | undefined;
 
   private constructor(o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
@@ -301,7 +313,12 @@ export class StatelessProcessGroup {
     const deadline = performance.now() + timeoutMs;
     const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
     // Cleanups queued by finished ops add requests while we wait; drain until nothing is left.
-    if (!opts.force) while (this.#pending.size) await Promise.allSettled([...this.#pending]);
+    if (!opts.force) {
+      while (this.#pending.size) {
+        this.#drain();
+        await Promise.allSettled([...this.#pending]);
+      }
+    }
     try {
       if (this.worldSize > 1 && !opts.force) {
         const bye = this.#ns + 'bye';
@@ -356,21 +373,29 @@ export class StatelessProcessGroup {
 
   /**
    * Fire-and-forget cleanup (deletes, broadcast acks), still awaited by destroy(). Queued, not
-   * sent at once: the next request this group issues takes the queue along (same write, right
-   * behind it), and a setImmediate sends whatever is still queued after the caller's
-   * continuation ran. Either way a reply sent right after a receive goes out before the cleanup.
+   * sent at once: the next write this group issues (a send, a broadcast, a collective's part)
+   * takes the queue along in the same write, and a short timer sends whatever is still queued
+   * when no write comes. Reads do not take it: right after a collective or a receive, this
+   * rank's next request is usually a read that someone is about to answer, and a cleanup sent
+   * then is one more request for the store to handle (and, for a store hosted by a rank, one
+   * more wake-up of that rank) exactly when the answer is due.
    */
   #later(what: string, fn: () => Promise<unknown>): void {
     this.#cleanups.push([what, fn]);
-    if (this.#cleanups.length > 1) return;
-    this.#track(new Promise<void>((resolve) => setImmediate(() => {
-      this.#drain();
-      resolve();
-    })));
+    if (this.#cleanupTimer) return;
+    this.#track(new Promise<void>((resolve) => {
+      this.#cleanupTimer = { timer: setTimeout(() => this.#drain(), CLEANUP_DELAY_MS), resolve };
+    }));
   }
 
-  /** Sends the queued cleanups now (called right after an op issued its own request). */
+  /** Sends the queued cleanups now (called right after an op issued its own write). */
   #drain(): void {
+    const t = this.#cleanupTimer;
+    if (t) {
+      this.#cleanupTimer = undefined;
+      clearTimeout(t.timer);
+      t.resolve();
+    }
     if (!this.#cleanups.length) return;
     const batch = this.#cleanups;
     this.#cleanups = [];
@@ -455,40 +480,60 @@ export class StatelessProcessGroup {
     return [bytes, { key, src }];
   }
 
+  /**
+   * Writes broadcast n. With more than one reader, a small value goes to one key per reader
+   * (one MULTI_SET), and each reader consumes its own copy in the read itself: the value reaches
+   * every reader in one store hop, with no acknowledgement traffic at all. A large value is
+   * written once under the shared key (copies would multiply the root's upload), next to an
+   * empty marker per reader that sends the reader there; the last reader then deletes it.
+   */
   #bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
     const key = `${this.#ns}b/${this.rank}/${this.#bcastSendSeq++}`;
     const o = this.#opts(opts);
     const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-    const p = this.store.set(key, bytes, o);
+    let p: Promise<void>;
+    if (this.worldSize === 2) {
+      p = this.store.set(key, bytes, o);
+    } else {
+      const copies = others.map((r) => `${key}/${r}`);
+      p = bytes.length <= FANOUT_MAX_BYTES
+        ? this.store.multiSet(copies, copies.map(() => bytes), o)
+        // The payload first: a reader that sees its marker finds the payload already there.
+        : this.store.multiSet([key, ...copies], [bytes, ...copies.map(() => EMPTY)], o);
+    }
     this.#drain();
     return p.catch((e) => { throw this.#fail(e, what, others, key, o.timeoutMs); });
   }
 
   /**
-   * Reads broadcast n from src. The last of the worldSize−1 readers deletes it: each reader
-   * bumps an ack counter after reading; whoever brings it to worldSize−1 deletes payload and
-   * counter. With one reader there is no counter at all.
+   * Reads broadcast n from src: with one reader the shared key, else this rank's own copy (see
+   * #bcastSend), consumed in the read when the store can (see #recv). An empty copy is the
+   * marker of a large value: read the shared key, then bump its ack counter; whoever brings it to
+   * worldSize−1 deletes payload and counter.
    */
   async #bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const key = `${this.#ns}b/${src}/${this.#bcastRecvSeq[src]++}`;
+    const mine = this.worldSize === 2 ? key : `${key}/${this.rank}`;
     const o = this.#opts(opts);
-    // The only reader consumes it in the read itself when the store can (see #recv).
-    const take = this.worldSize === 2 && this.store.take !== undefined;
+    const t0 = performance.now();
+    const take = this.store.take !== undefined;
     let bytes: Uint8Array;
     try {
-      bytes = await this.#chained(this.#bcastChain, src, key, o, what, take);
+      bytes = await this.#chained(this.#bcastChain, src, mine, o, what, take);
+    } catch (e) {
+      throw this.#fail(e, what, [src], mine, o.timeoutMs);
+    }
+    if (!take) this.#later(`delete ${mine}`, () => this.#discard([mine]));
+    if (bytes.length > 0) return [bytes, { key: mine, src }];
+    try {
+      bytes = await this.store.get(key, { timeoutMs: Math.max(1, o.timeoutMs - (performance.now() - t0)), signal: o.signal });
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
-    if (take) return [bytes, { key, src }];
-    if (this.worldSize === 2) {
-      this.#later(`delete ${key}`, () => this.#discard([key]));
-    } else {
-      const ack = key + '/ack';
-      this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
-        if (n === this.worldSize - 1) return this.#discard([key, ack]);
-      }));
-    }
+    const ack = key + '/ack';
+    this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
+      if (n === this.worldSize - 1) return this.#discard([key, ack]);
+    }));
     return [bytes, { key, src }];
   }
 
@@ -522,9 +567,7 @@ export class StatelessProcessGroup {
    */
   #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string, take = false): Promise<Uint8Array> {
     const { inner, outer } = this.#queued(chain[src], o, what, (lo) => {
-      const p = take ? this.store.take!(key, lo) : this.store.get(key, lo);
-      this.#drain();
-      return p;
+      return take ? this.store.take!(key, lo) : this.store.get(key, lo);
     });
     chain[src] = inner.catch(() => {});
     return outer;

@@ -66,6 +66,31 @@ for (const n of [1, 2, 3, 4, 7]) {
   });
 }
 
+test('broadcasts above 64 KiB (one shared copy) reach every rank and leave no keys', async () => {
+  const server = new MemStoreServer();
+  const pgs = await groups(4, server);
+  const big = new Uint8Array(100 * 1024).map((_, i) => i * 7);
+  await Promise.all(pgs.map(async (g) => {
+    for (let src = 0; src < 4; src++) {
+      const got = await g.broadcastObj(g.rank === src ? { src, big } : null, src) as { src: number; big: Uint8Array };
+      assert.is(got.src, src);
+      assert.equal([...got.big.subarray(0, 16)], [...big.subarray(0, 16)]);
+      assert.is(got.big.length, big.length);
+      const t = tensor(new Float64Array(20_000).fill(g.rank === src ? src + 0.5 : -1));
+      await g.broadcast(t, src);
+      assert.ok((t.data as Float64Array).every((x) => x === src + 0.5), `rank ${g.rank}: tensor from ${src} differs`);
+    }
+    await g.barrier();
+  }));
+  // Acks and deletes go out on a short timer when no write follows; let it fire.
+  await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+  const left = [...server.data.keys()].filter((k) => k.includes('/b/'));
+  assert.equal(left, [], `broadcast keys left: ${left.join(' ')}`);
+  await Promise.all(pgs.map((g) => g.destroy()));
+  assert.equal([...server.data.keys()], ['pg/epoch']);
+});
+
 test('objects keep their types: Map, Set, Date, bigint, typed arrays, nesting', async () => {
   const [a, b] = await groups(2);
   const obj = {
@@ -201,7 +226,9 @@ test('store key count stays bounded after 10k messages', async () => {
     jobs.push(...pgs.map((g) => g.allGatherObj(g.rank)), ...pgs.map((g) => g.barrier()));
   }
   await Promise.all(jobs);
-  // Cleanups are issued from a setImmediate after each op; let those turns pass.
+  // Cleanups left queued after the last write go out on a short timer; let it fire, then let
+  // the store handle them.
+  await new Promise((r) => setTimeout(r, 50));
   for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
   const live = [...server.data.keys()];
   assert.ok(live.length <= 2 + 2 * 3 + 2, `${live.length} keys left: ${live.slice(0, 12).join(' ')} …`);
