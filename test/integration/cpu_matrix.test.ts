@@ -5,24 +5,9 @@
  * size. World sizes 4, 5 and 8 are in cpu_matrix_wide.test.ts.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { spawnRanks } from '../helpers/ranks.js';
+import { cpuMatrix } from '../helpers/scenarios.js';
 
-interface Result { rank: number; checks: number; failures: string[] }
-
-async function matrix(n: number, args: string[] = []): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cpu-matrix-'));
-  try {
-    const res = await spawnRanks<Result>(n, 'test/integration/workers/cpu_worker', { args: ['matrix', dir, ...args], timeoutMs: 80_000 });
-    assert.equal(res.flatMap((r) => r.failures), []);
-    assert.ok(res.every((r) => r.checks > 0), 'every rank checked results');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+const matrix = cpuMatrix;
 
 for (const n of [1, 2, 3]) {
   test(`world size ${n}: all collectives × 14 dtypes × 5 ops × sizes 0, 1, 7, 1000 (+4000) match the local reference`, () => matrix(n));

@@ -5,24 +5,9 @@
  * paths, many segments) for a subset of dtypes.
  */
 import { test } from 'uvu';
-import * as assert from 'uvu/assert';
-import fs from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
-import { spawnRanks } from '../helpers/ranks.js';
+import { cpuMatrix } from '../helpers/scenarios.js';
 
-interface Result { rank: number; checks: number; failures: string[] }
-
-async function matrix(n: number, args: string[] = []): Promise<void> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cpu-matrix-wide-'));
-  try {
-    const res = await spawnRanks<Result>(n, 'test/integration/workers/cpu_worker', { args: ['matrix', dir, ...args], timeoutMs: 80_000 });
-    assert.equal(res.flatMap((r) => r.failures), []);
-    assert.ok(res.every((r) => r.checks > 0), 'every rank checked results');
-  } finally {
-    fs.rmSync(dir, { recursive: true, force: true });
-  }
-}
+const matrix = cpuMatrix;
 
 test('world size 4: all collectives × 14 dtypes × 5 ops, sizes 0, 7, 1000 (+3000 for float32, bfloat16)', () => matrix(4, ['', '0,7,1000', '3000', 'float32,bfloat16']));
 test('world size 5: all collectives × 14 dtypes × 5 ops, sizes 0, 7 (+1000 for float32, int8, float16)', () => matrix(5, ['', '0,7', '1000', 'float32,int8,float16']));
