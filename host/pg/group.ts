@@ -4,28 +4,27 @@
  * defects: keys name source, destination and epoch; readers delete what they consumed; every
  * wait has a deadline that names the ranks it waited for; decoding never runs code.
  *
- * Key scheme (ns = `${groupName}/${epoch}/`), see docs/process-group.md:
- *   ns p/{src}/{dst}/{n}   n-th message src → dst (objects and tensors share n); dst deletes it
- *   ns b/{src}/{n}/{dst}   n-th broadcast from src, dst's copy (more than 2 ranks); dst deletes it
- *   ns b/{src}/{n}         the same with 2 ranks, or a large value (the copies are then empty
- *                          markers); the only or last of the worldSize−1 readers deletes it
- *   ns b/{src}/{n}/ack     readers' counter for a large value
- *   ns c/{n}/{r}           rank r's part of the n-th collective (barrier, allGather, allReduce);
- *                          r deletes it when it completes collective n+1 (all ranks then finished n)
- *   ns bye, ns bye/all     departure counter of destroy()
+ * Messages (ns = `${groupName}/${epoch}/`), see docs/process-group.md. Every message is one key
+ * `ns to/{dst}/{tag}`, written by its sender and consumed by dst through its Mailbox (mailbox.ts:
+ * pushed by a groupcomm store the moment it is written, read key by key from a torch store):
+ *   tag p/{src}/{n}    n-th point-to-point message src → dst (objects and tensors share n)
+ *   tag b/{src}/{n}    n-th broadcast from src: the value itself (up to FANOUT_MAX_BYTES, or with
+ *                      one reader), else an empty marker: the value is then stored once at
+ *                      ns b/{src}/{n}, and the reader that brings ns b/{src}/{n}/ack to
+ *                      worldSize−1 deletes both
+ *   tag c/{n}/{src}    src's part of the n-th collective (barrier, allGather, allReduce)
+ *   ns bye, ns bye/all departure counter of destroy()
  *
  * Ordering. Every op takes its sequence number synchronously, in call order, so callers may
  * start many ops without awaiting and results still match by program order, as long as all
  * ranks issue the same sequence (per peer for send/recv, per source for broadcasts, globally
  * for collectives). Writes go out at once, in call order, on the store client's pipelined
- * connection. Reads from one source queue behind each other (see #chained), and collectives
- * run one after another on each rank, which is what makes deleting collective n−1's keys on
- * completing n safe. A queued op still keeps its own deadline and signal (see #queued).
+ * connection; a message's tag, not its arrival time, says which receive it answers.
  */
 import {
-  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../errors.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadline.js';
 import { logger } from '../log.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
@@ -35,6 +34,7 @@ import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
 import { join, joinKeys } from './join.js';
+import { openMailbox, type Deadline, type Mailbox } from './mailbox.js';
 
 const log = logger('PG');
 
@@ -78,12 +78,6 @@ const FANOUT_MAX_BYTES = 64 * 1024;
 /** How long queued cleanups wait for a write to ride along with (see #later). */
 const CLEANUP_DELAY_MS = 2;
 
-/** A resolved timeout plus the caller's signal. */
-interface Deadline {
-  timeoutMs: number;
-  signal?: AbortSignal;
-}
-
 export class StatelessProcessGroup {
   readonly rank: number;
   readonly worldSize: number;
@@ -100,11 +94,9 @@ export class StatelessProcessGroup {
   readonly #recvSeq: number[];
   #bcastSendSeq = 0;
   readonly #bcastRecvSeq: number[];
-  /** Per source: the previous receive's read, which the next one waits for (see #chained). */
-  readonly #recvChain: Promise<unknown>[];
-  readonly #bcastChain: Promise<unknown>[];
   #collSeq = 0;
-  #collChain: Promise<unknown> = Promise.resolve();
+  /** This rank's incoming messages (undefined with worldSize 1). */
+  #mailbox?: Mailbox;
   readonly #pending = new Set<Promise<unknown>>();
   #cleanups: [string, () => Promise<unknown>][] = [];
   #cleanupTimer: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
@@ -122,8 +114,6 @@ export class StatelessProcessGroup {
     this.#sendSeq = new Array(o.worldSize).fill(0);
     this.#recvSeq = new Array(o.worldSize).fill(0);
     this.#bcastRecvSeq = new Array(o.worldSize).fill(0);
-    this.#recvChain = new Array(o.worldSize).fill(Promise.resolve());
-    this.#bcastChain = new Array(o.worldSize).fill(Promise.resolve());
   }
 
   /**
@@ -157,7 +147,13 @@ export class StatelessProcessGroup {
         ? await store.add(joinKeys.epoch(groupName), 1, { timeoutMs, signal: opts.signal })
         : await join({ store, groupName, rank, worldSize, deadline, signal: opts.signal }, timeoutMs);
       log.debug(`group '${groupName}' epoch ${epoch}: rank ${rank}/${worldSize} joined`);
-      return new StatelessProcessGroup({ rank, worldSize, groupName, epoch, store, timeoutMs, ownsStore });
+      const g = new StatelessProcessGroup({ rank, worldSize, groupName, epoch, store, timeoutMs, ownsStore });
+      if (worldSize > 1) {
+        // Messages sent to this rank before it subscribed are stored meanwhile and handed over first.
+        g.#mailbox = await openMailbox(store, g.#inbox(rank),
+          { timeoutMs: Math.max(1, deadline - performance.now()), signal: opts.signal }, (p) => g.#track(p));
+      }
+      return g;
     } catch (e) {
       if (ownsStore) await store.close().catch(() => {});
       throw e;
@@ -334,6 +330,7 @@ export class StatelessProcessGroup {
       // Departure is best effort: a peer that died must not make destroy throw or hang forever.
       log.warn(`destroy of group '${this.groupName}' epoch ${this.epoch} on rank ${this.rank}: ${(e as Error).message}`);
     } finally {
+      this.#mailbox?.close(destroyedError(`group '${this.groupName}' was destroyed`, { rank: this.rank }));
       if (this.#ownsStore) await this.store.close().catch(() => {});
     }
   }
@@ -343,10 +340,6 @@ export class StatelessProcessGroup {
     const g = this.groupName;
     // g/open first: from now on a re-creating rank blocks until the next epoch opens.
     const keys = [joinKeys.open(g), joinKeys.all(g, this.epoch), this.#ns + 'bye', this.#ns + 'bye/all'];
-    for (const n of [this.#collSeq - 2, this.#collSeq - 1]) {
-      if (n < 0) continue;
-      for (let r = 0; r < this.worldSize; r++) keys.push(this.#collKey(n, r));
-    }
     await Promise.all(keys.map((k) => this.store.deleteKey(k, o)));
   }
 
@@ -454,180 +447,100 @@ export class StatelessProcessGroup {
     return new GroupcommError('ERR_GROUPCOMM_PROTOCOL', `${what}: ${(e as Error)?.message ?? e}`, { rank: this.rank, key, cause: e });
   }
 
-  #send(bytes: Uint8Array, dst: number, what: string, opts?: OpOptions): Promise<void> {
-    const key = `${this.#ns}p/${this.rank}/${dst}/${this.#sendSeq[dst]++}`;
-    const o = this.#opts(opts);
-    const p = this.store.set(key, bytes, o);
+  /** The key prefix of `rank`'s mailbox. */
+  #inbox(rank: number): string {
+    return `${this.#ns}to/${rank}/`;
+  }
+
+  /** Writes message `tag` to each of `dsts` (one request); a failure names them. */
+  #post(dsts: number[], tag: string, bytes: Uint8Array, what: string, o: Deadline, extra?: [string, Uint8Array]): Promise<void> {
+    const keys = dsts.map((d) => this.#inbox(d) + tag);
+    const values: Uint8Array[] = keys.map(() => bytes);
+    // The stored payload first: a reader that gets its marker finds the payload already there.
+    if (extra) keys.unshift(extra[0]), values.unshift(extra[1]);
+    const p = keys.length === 1 ? this.store.set(keys[0], values[0], o) : this.store.multiSet(keys, values, o);
     this.#drain();
-    return p.catch((e) => { throw this.#fail(e, what, [dst], key, o.timeoutMs); });
+    return p.catch((e) => { throw this.#fail(e, what, dsts, keys[0], o.timeoutMs); });
   }
 
-  /**
-   * One get that waits, and consumes the key: with a store that has `take` the read deletes it
-   * (one request, no reply to handle), else it is deleted (ordered behind the get, unawaited).
-   */
-  async #recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
-    const key = `${this.#ns}p/${src}/${this.rank}/${this.#recvSeq[src]++}`;
-    const o = this.#opts(opts);
-    const take = this.store.take !== undefined;
-    let bytes: Uint8Array;
+  /** Takes this rank's messages `tags` from `peers` (tags[i] comes from peers[i]). */
+  async #take(tags: string[], peers: number[], lane: string, what: string, o: Deadline): Promise<Uint8Array[]> {
     try {
-      bytes = await this.#chained(this.#recvChain, src, key, o, what, take);
+      return await this.#mailbox!.take(tags, lane, o, what);
     } catch (e) {
-      throw this.#fail(e, what, [src], key, o.timeoutMs);
+      // A timeout's `keys` are the tags still missing: name their senders.
+      const missing = (e as { keys?: string[] }).keys;
+      const who = missing ? peers.filter((_, i) => missing.includes(tags[i])) : peers;
+      const first = tags[peers.indexOf((who.length ? who : peers)[0])];
+      throw this.#fail(e, what, who.length ? who : peers, this.#inbox(this.rank) + first, o.timeoutMs);
     }
-    if (!take) this.#later(`delete ${key}`, () => this.#discard([key]));
-    return [bytes, { key, src }];
+  }
+
+  #send(bytes: Uint8Array, dst: number, what: string, opts?: OpOptions): Promise<void> {
+    return this.#post([dst], `p/${this.rank}/${this.#sendSeq[dst]++}`, bytes, what, this.#opts(opts));
+  }
+
+  async #recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
+    const tag = `p/${src}/${this.#recvSeq[src]++}`;
+    const [bytes] = await this.#take([tag], [src], `p/${src}`, what, this.#opts(opts));
+    return [bytes, { key: this.#inbox(this.rank) + tag, src }];
   }
 
   /**
-   * Writes broadcast n. With more than one reader, a small value goes to one key per reader
-   * (one MULTI_SET), and each reader consumes its own copy in the read itself: the value reaches
-   * every reader in one store hop, with no acknowledgement traffic at all. A large value is
-   * written once under the shared key (copies would multiply the root's upload), next to an
-   * empty marker per reader that sends the reader there; the last reader then deletes it.
+   * Writes broadcast n. A value up to FANOUT_MAX_BYTES (or any value, with one reader) goes to
+   * every reader's mailbox: one store hop, no acknowledgement traffic. A larger one is stored once
+   * (copies would multiply the root's upload) and each reader gets an empty marker sending it there.
    */
   #bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
-    const key = `${this.#ns}b/${this.rank}/${this.#bcastSendSeq++}`;
-    const o = this.#opts(opts);
+    const n = this.#bcastSendSeq++;
+    const tag = `b/${this.rank}/${n}`;
     const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-    let p: Promise<void>;
-    if (this.worldSize === 2) {
-      p = this.store.set(key, bytes, o);
-    } else {
-      const copies = others.map((r) => `${key}/${r}`);
-      p = bytes.length <= FANOUT_MAX_BYTES
-        ? this.store.multiSet(copies, copies.map(() => bytes), o)
-        // The payload first: a reader that sees its marker finds the payload already there.
-        : this.store.multiSet([key, ...copies], [bytes, ...copies.map(() => EMPTY)], o);
-    }
-    this.#drain();
-    return p.catch((e) => { throw this.#fail(e, what, others, key, o.timeoutMs); });
+    const o = this.#opts(opts);
+    if (others.length === 1 || bytes.length <= FANOUT_MAX_BYTES) return this.#post(others, tag, bytes, what, o);
+    return this.#post(others, tag, EMPTY, what, o, [this.#ns + tag, bytes]);
   }
 
   /**
-   * Reads broadcast n from src: with one reader the shared key, else this rank's own copy (see
-   * #bcastSend), consumed in the read when the store can (see #recv). An empty copy is the
-   * marker of a large value: read the shared key, then bump its ack counter; whoever brings it to
-   * worldSize−1 deletes payload and counter.
+   * Reads broadcast n from src. An empty message is the marker of a stored value: read it, then
+   * bump its ack counter; whoever brings it to worldSize−1 deletes payload and counter.
    */
   async #bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
-    const key = `${this.#ns}b/${src}/${this.#bcastRecvSeq[src]++}`;
-    const mine = this.worldSize === 2 ? key : `${key}/${this.rank}`;
+    const tag = `b/${src}/${this.#bcastRecvSeq[src]++}`;
     const o = this.#opts(opts);
     const t0 = performance.now();
-    const take = this.store.take !== undefined;
-    let bytes: Uint8Array;
-    try {
-      bytes = await this.#chained(this.#bcastChain, src, mine, o, what, take);
-    } catch (e) {
-      throw this.#fail(e, what, [src], mine, o.timeoutMs);
-    }
-    if (!take) this.#later(`delete ${mine}`, () => this.#discard([mine]));
-    if (bytes.length > 0) return [bytes, { key: mine, src }];
+    let [bytes] = await this.#take([tag], [src], `b/${src}`, what, o);
+    if (bytes.length > 0) return [bytes, { key: this.#inbox(this.rank) + tag, src }];
+    const key = this.#ns + tag;
     try {
       bytes = await this.store.get(key, { timeoutMs: Math.max(1, o.timeoutMs - (performance.now() - t0)), signal: o.signal });
     } catch (e) {
       throw this.#fail(e, what, [src], key, o.timeoutMs);
     }
     const ack = key + '/ack';
-    this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((n) => {
-      if (n === this.worldSize - 1) return this.#discard([key, ack]);
+    this.#later(`ack ${key}`, () => this.store.add(ack, 1).then((k) => {
+      if (k === this.worldSize - 1) return this.#discard([key, ack]);
     }));
     return [bytes, { key, src }];
   }
 
   /**
-   * Runs `start` once `prev` settled, under this op's own deadline and signal: an op queued
-   * behind a slow one still times out (or aborts) on time, and if it gives up before its turn
-   * its store request is never issued. `inner` is what the next op in the queue waits for.
-   */
-  #queued<T>(prev: Promise<unknown>, o: Deadline, what: string, start: (o: Deadline) => Promise<T>): { inner: Promise<T>; outer: Promise<T> } {
-    const deadline = performance.now() + o.timeoutMs;
-    let gaveUp = false;
-    const go = () => (gaveUp
-      ? Promise.reject(abortedError(`${what}: gave up before its turn`))
-      : start({ timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal }));
-    const inner = prev.then(go, go);
-    const outer = guard(inner, {
-      timeoutMs: o.timeoutMs,
-      signal: o.signal,
-      what,
-      onTimeout: (elapsedMs) => timeoutError(`${what} timed out after ${o.timeoutMs}ms`, { timeoutMs: o.timeoutMs, elapsedMs }),
-      cancel: () => { gaveUp = true; },
-    });
-    return { inner, outer };
-  }
-
-  /**
-   * The store read of one receive, started only once the previous receive from the same source
-   * has its value. A source writes its messages in order, so while message k is missing so are
-   * k+1, k+2, …: without the queue, 500 unawaited receives would park 500 blocking waits on the
-   * server (each on a connection of its own); with it, at most one per source waits.
-   */
-  #chained(chain: Promise<unknown>[], src: number, key: string, o: Deadline, what: string, take = false): Promise<Uint8Array> {
-    const { inner, outer } = this.#queued(chain[src], o, what, (lo) => {
-      return take ? this.store.take!(key, lo) : this.store.get(key, lo);
-    });
-    chain[src] = inner.catch(() => {});
-    return outer;
-  }
-
-  #collKey(n: number, r: number): string {
-    return `${this.#ns}c/${n}/${r}`;
-  }
-
-  /**
-   * Collective n: publish this rank's part, read everyone else's. Runs after this rank's
-   * collective n−1 finished, so completing n proves every rank finished n−1 and this rank's
-   * part of n−1 can go.
+   * Collective n: this rank's part goes to every other rank's mailbox, and the others' parts
+   * come from its own. Parts are consumed as they are read: nothing of n outlives it.
    */
   async #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
     const n = this.#collSeq++;
     const o = this.#opts(opts);
-    const myKey = this.#collKey(n, this.rank);
     const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-    const keys = others.map((r) => this.#collKey(n, r));
-    const { inner, outer } = this.#queued(this.#collChain, o, what, async (lo) => {
-      const put = this.store.set(myKey, mine, lo);
-      const got = what === 'barrier' ? this.store.wait(keys, lo).then(() => []) : this.store.multiGet(keys, lo);
-      this.#drain();
-      await put;
-      const values = await got;
-      if (n > 0) {
-        const stale = this.#collKey(n - 1, this.rank);
-        this.#later(`delete ${stale}`, () => this.#discard([stale]));
-      }
-      return values;
-    });
-    this.#collChain = inner.catch(() => {});
-    let values: Uint8Array[];
-    try {
-      values = await outer;
-    } catch (e) {
-      if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-        const missing = await this.#absent(others, (r) => this.#collKey(n, r));
-        const who = missing.length ? missing : others;
-        throw this.#fail(e, `${what} (collective #${n})`, who, this.#collKey(n, who[0]), o.timeoutMs);
-      }
-      throw this.#fail(e, what, others, keys[0], o.timeoutMs);
-    }
+    const tags = others.map((r) => `c/${n}/${r}`);
+    const put = this.#post(others, `c/${n}/${this.rank}`, mine, `${what} (collective #${n})`, o);
+    put.catch(() => {}); // awaited below; a failed read must not leave it unhandled meanwhile
+    const values = await this.#take(tags, others, 'c', `${what} (collective #${n})`, o);
+    await put;
     const out: { bytes: Uint8Array; origin: Origin }[] = [];
     for (let r = 0, i = 0; r < this.worldSize; r++) {
-      if (r === this.rank) out.push({ bytes: mine, origin: { key: myKey, src: r } });
-      else out.push({ bytes: values[i] ?? EMPTY, origin: { key: keys[i++], src: r } });
+      if (r === this.rank) out.push({ bytes: mine, origin: { key: this.#inbox(r) + `c/${n}/${r}`, src: r } });
+      else out.push({ bytes: values[i], origin: { key: this.#inbox(this.rank) + tags[i++], src: r } });
     }
     return out;
   }
-
-  /** Which of `ranks` have not written their key (bounded probe after a timeout). */
-  async #absent(ranks: number[], keyOf: (r: number) => string): Promise<number[]> {
-    try {
-      const present = await Promise.all(ranks.map((r) => this.store.check([keyOf(r)], { timeoutMs: 2000 })));
-      return ranks.filter((_, i) => !present[i]);
-    } catch {
-      return [];
-    }
-  }
 }
-

@@ -13,7 +13,7 @@
  * wait only when the key is missing.
  */
 import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
-import { abortedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../errors.js';
+import { abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
@@ -22,10 +22,10 @@ import {
   readU8, readWaitGet, type OpKeys, type Reader,
 } from './connection.js';
 import {
-  CheckReply, Frame, INIT_KEY, keyListFrame, Op, WAIT_GET_DELETE, WaitReply, type StoreLimits,
+  CheckReply, Frame, INIT_KEY, keyListFrame, Op, SubscribeReply, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { TcpStoreServer } from './server.js';
-import type { Store, StoreValue } from './types.js';
+import type { Store, StoreValue, Subscription } from './types.js';
 
 export interface TcpStoreOptions {
   host?: string;
@@ -114,6 +114,7 @@ export class TcpStore implements Store {
   private readonly prefix: boolean;
   private readonly idle: Connection[] = [];
   private readonly waitConns = new Set<Connection>();
+  private readonly subscriptions = new Set<Connection>();
   /**
    * Keys this client changed on the main connection, with the request's sequence number there,
    * until a later reply proves the server applied the change. A get sent on a wait connection
@@ -265,6 +266,65 @@ export class TcpStore implements Store {
     const v = await this.get(key, opts);
     this.deleteKey(key).catch(() => {});
     return v;
+  }
+
+  /**
+   * Store.subscribe: against a groupcomm server, a connection of its own that receives every
+   * key written under `prefix` as the server applies the write (SUBSCRIBE). undefined against a
+   * torch server. `onMessage` runs inside the socket's data handler: it must not throw.
+   */
+  async subscribe(prefix: string, onMessage: (key: string, value: Uint8Array) => void, opts?: OpOptions): Promise<Subscription | undefined> {
+    this.ensureOpen();
+    if (typeof prefix !== 'string' || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
+    if (!this.extended) return undefined;
+    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    const { conn } = await openConnection({ ...this.spec, timeoutMs, signal: opts?.signal });
+    if (this.closed) {
+      conn.close();
+      this.ensureOpen();
+    }
+    this.subscriptions.add(conn);
+    const cut = this.prefix ? 1 : 0;
+    let closing = false;
+    const listeners: ((e?: Error) => void)[] = [];
+    conn.onClose((e) => {
+      this.subscriptions.delete(conn);
+      for (const fn of listeners) fn(closing ? undefined : e);
+    });
+    // Set before the request: pushes may arrive in the same read as the reply.
+    conn.stream((cur) => {
+      const kn = cur.u64();
+      if (kn > 1 << 20) throw protocolError(`store pushed a key of ${kn} bytes`);
+      const at = cur.take(kn);
+      const v = readBytes(cur);
+      onMessage(cur.buf.toString('utf8', at + cut, at + kn), v);
+    });
+    let status: number;
+    try {
+      status = await guard(conn.request(keyFrame(Op.SUBSCRIBE, this.wireKey(prefix)), readU8, timeoutMs, 'subscribe', prefix), {
+        timeoutMs, signal: opts?.signal, what: `subscribe to ${prefix}`, fields: { key: prefix },
+        onTimeout: (elapsedMs) => timeoutError(`store subscribe timed out after ${timeoutMs}ms, key: ${prefix}`, { key: prefix, timeoutMs, elapsedMs }),
+      });
+    } catch (e) {
+      closing = true;
+      conn.close();
+      throw e;
+    }
+    if (status !== SubscribeReply.OK) {
+      closing = true;
+      conn.close();
+      throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
+    }
+    return {
+      close: () => {
+        closing = true;
+        conn.close();
+      },
+      onClose: (fn) => {
+        if (conn.closed) fn(closing ? undefined : destroyedError('subscription closed'));
+        else listeners.push(fn);
+      },
+    };
   }
 
   async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
@@ -529,6 +589,7 @@ export class TcpStore implements Store {
     const err = new GroupcommError('ERR_GROUPCOMM_DESTROYED', 'this TcpStore was closed');
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
+    for (const c of [...this.subscriptions]) c.close(err);
     this.idle.length = 0;
     await this.server?.close();
   }

@@ -63,6 +63,8 @@ export class Connection {
   private watchdog?: NodeJS.Timeout;
   private failure?: GroupcommError;
   private readonly closeListeners: Array<(e: GroupcommError) => void> = [];
+  /** Parses unsolicited messages once no reply is expected (a subscription's pushes). */
+  private streamReader?: Reader<void>;
 
   constructor(
     readonly socket: net.Socket,
@@ -126,6 +128,14 @@ export class Connection {
     if (this.head >= this.queue.length) return false;
     this.queue[this.head].read = read;
     return true;
+  }
+
+  /**
+   * From now on, bytes that arrive while no reply is expected are messages the server pushes
+   * (SUBSCRIBE): each is parsed by `read`, which delivers it itself.
+   */
+  stream(read: Reader<void>): void {
+    this.streamReader = read;
   }
 
   /** Writes now, without waiting for the end of the tick (the handshake's VALIDATE). */
@@ -214,6 +224,21 @@ export class Connection {
     let need = 0;
     while (cur.pos < cur.end) {
       if (this.head >= this.queue.length) {
+        if (this.streamReader) {
+          const start = cur.pos;
+          try {
+            this.streamReader(cur);
+          } catch (e) {
+            if (e === INCOMPLETE) {
+              need = cur.needed - start;
+              cur.pos = start;
+              break;
+            }
+            this.fail(e instanceof GroupcommError ? e : protocolError(`bad push from store ${this.address}: ${(e as Error).message}`, { cause: e }));
+            return;
+          }
+          continue;
+        }
         this.fail(protocolError(`store server ${this.address} sent ${cur.end - cur.pos} bytes nobody asked for`));
         return;
       }

@@ -5,7 +5,7 @@
  */
 import type { OpOptions } from '../deadline.js';
 import { invalidArgument } from '../errors.js';
-import type { Store, StoreValue } from './types.js';
+import type { Store, StoreValue, Subscription } from './types.js';
 
 export class PrefixStore implements Store {
   constructor(readonly prefix: string, readonly inner: Store) {
@@ -36,6 +36,11 @@ export class PrefixStore implements Store {
     const ks = keys.map((k) => this.k(k));
     if (this.inner.discard) return this.inner.discard(ks, opts);
     await Promise.all(ks.map((k) => this.inner.deleteKey(k, opts)));
+  }
+  async subscribe(prefix: string, onMessage: (key: string, value: Uint8Array) => void, opts?: OpOptions): Promise<Subscription | undefined> {
+    if (!this.inner.subscribe) return undefined;
+    const cut = this.prefix.length + 1;
+    return this.inner.subscribe(this.k(prefix), (k, v) => onMessage(k.slice(cut), v), opts);
   }
   add(key: string, delta: number, opts?: OpOptions) { return this.inner.add(this.k(key), delta, opts); }
   compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions) {

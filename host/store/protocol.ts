@@ -44,7 +44,17 @@ export const Op = {
   WAIT_GET: 0xe4,
   /** groupcomm: `u64 count` + keys → no reply. Deletes the keys (cleanup nobody waits for). */
   DELETE_QUIET: 0xe5,
+  /**
+   * groupcomm: `str prefix` (non-empty, ending in '/') → `u8 status` (0 subscribed, 1 another
+   * live connection holds the prefix). On 0 the connection becomes a one-way push stream: every
+   * key under the prefix that is stored now, and every key SET or MULTI_SET under it from then
+   * on, is sent as `str key` `bytes value` and not kept by the server (a consuming delivery, in
+   * the order the writes were applied). Nothing else may be sent on that connection.
+   */
+  SUBSCRIBE: 0xe6,
 } as const;
+
+export const SubscribeReply = { OK: 0, TAKEN: 1 } as const;
 
 /** WAIT_GET flag: delete the keys once their values are sent. */
 export const WAIT_GET_DELETE = 1;

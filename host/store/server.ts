@@ -13,7 +13,7 @@ import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '.
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
-  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
+  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
 import { KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
@@ -60,6 +60,8 @@ class Conn {
   /** The pending WAIT_GET deletes its keys once answered. */
   waitTake = false;
   closed = false;
+  /** The prefix this connection subscribed to (it is a push stream from then on). */
+  subscribed: string | null = null;
   clientNonce?: Buffer;
   serverNonce?: Buffer;
   constructor(readonly socket: net.Socket, id: number) {
@@ -80,6 +82,8 @@ export class TcpStoreServer {
   /** Ranks announced with JOIN_RANK (a groupcomm client given a rank); kept after they leave. */
   private readonly joinedRanks = new Set<number>();
   private readonly dirty = new Set<Conn>();
+  /** Subscriptions by prefix (latin1, as keys are): writes under a prefix are pushed, not stored. */
+  private readonly subs = new Map<string, Conn>();
   /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
   private takes: string[] = [];
   private readonly cursor = new Cursor();
@@ -240,6 +244,7 @@ export class TcpStoreServer {
     if (conn.closed) return;
     if (reason) this.log.warn(`closing connection ${conn.id} (${conn.remote}): ${reason}`);
     conn.closed = true;
+    if (conn.subscribed !== null && this.subs.get(conn.subscribed) === conn) this.subs.delete(conn.subscribed);
     this.table.cancelWait(conn);
     this.conns.delete(conn);
     this.dirty.delete(conn);
@@ -343,6 +348,7 @@ export class TcpStoreServer {
       this.handshake(conn, cur, op);
       return;
     }
+    if (conn.subscribed !== null) throw new Violation(`opcode ${op} on a subscription connection`);
     switch (op) {
       case Op.VALIDATE: {
         if (cur.u32() !== VALIDATE_MAGIC) throw new Violation('bad VALIDATE magic');
@@ -356,7 +362,23 @@ export class TcpStoreServer {
       case Op.SET: {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
-        this.table.set(buf.toString('latin1', ka, kb), valueOf(buf, va, vb));
+        const k = buf.toString('latin1', ka, kb);
+        if (this.subs.size === 0 || !this.push(k, buf, ka, kb, va, vb)) this.table.set(k, valueOf(buf, va, vb));
+        return;
+      }
+      case Op.SUBSCRIBE: {
+        const [ka, kb] = this.key(cur);
+        const prefix = buf.toString('latin1', ka, kb);
+        if (prefix.length === 0 || !prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
+        const holder = this.subs.get(prefix);
+        if (holder && !holder.closed) {
+          this.send(conn, Buffer.from([SubscribeReply.TAKEN]));
+          return;
+        }
+        this.send(conn, Buffer.from([SubscribeReply.OK]));
+        conn.subscribed = prefix;
+        this.subs.set(prefix, conn);
+        for (const [k, v] of this.table.takePrefix(prefix)) this.pushValue(conn, k, v);
         return;
       }
       case Op.GET:
@@ -445,7 +467,9 @@ export class TcpStoreServer {
           spans.push(ka, kb, va, vb);
         }
         for (let i = 0; i < spans.length; i += 4) {
-          this.table.set(buf.toString('latin1', spans[i], spans[i + 1]), valueOf(buf, spans[i + 2], spans[i + 3]));
+          const k = buf.toString('latin1', spans[i], spans[i + 1]);
+          if (this.subs.size && this.push(k, buf, spans[i], spans[i + 1], spans[i + 2], spans[i + 3])) continue;
+          this.table.set(k, valueOf(buf, spans[i + 2], spans[i + 3]));
         }
         return;
       }
@@ -540,6 +564,49 @@ export class TcpStoreServer {
     // Deleted once the request that completed the wait is done: other waiters of the same write
     // are still being woken and must see the value too.
     if (conn.waitTake) for (const k of keys) this.takes.push(k);
+  }
+
+  /**
+   * A write of `key` (bytes buf[ka, kb), value buf[va, vb)): when a live subscription's prefix
+   * covers the key, sends it there and returns true (the key is then not stored). Prefixes end
+   * in '/', so only the key's own '/'-delimited prefixes need looking up.
+   */
+  private push(key: string, buf: Buffer, ka: number, kb: number, va: number, vb: number): boolean {
+    for (let i = key.indexOf('/'); i >= 0; i = key.indexOf('/', i + 1)) {
+      const c = this.subs.get(key.slice(0, i + 1));
+      if (!c || c.closed) continue;
+      const kl = kb - ka;
+      const vl = vb - va;
+      if (vl <= 4096) {
+        // One small buffer per push: key and value are copied out of the read buffer.
+        const f = Buffer.allocUnsafe(16 + kl + vl);
+        f.writeUInt32LE(kl, 0);
+        f.writeUInt32LE(0, 4);
+        buf.copy(f, 8, ka, kb);
+        f.writeUInt32LE(vl, 8 + kl);
+        f.writeUInt32LE(0, 12 + kl);
+        buf.copy(f, 16 + kl, va, vb);
+        this.send(c, f);
+      } else {
+        // A big value goes out as a view of the read buffer, which nobody writes over.
+        const f = Buffer.allocUnsafe(16 + kl);
+        f.writeUInt32LE(kl, 0);
+        f.writeUInt32LE(0, 4);
+        buf.copy(f, 8, ka, kb);
+        f.writeUInt32LE(vl % 0x1_0000_0000, 8 + kl);
+        f.writeUInt32LE(Math.floor(vl / 0x1_0000_0000), 12 + kl);
+        this.send(c, f);
+        this.send(c, buf.subarray(va, vb));
+      }
+      return true;
+    }
+    return false;
+  }
+
+  /** Pushes a stored key (a subscription's backlog). */
+  private pushValue(conn: Conn, key: string, v: Value): void {
+    this.send(conn, new Frame(8 + key.length).bytes(Buffer.from(key, 'latin1')).done());
+    this.sendValue(conn, v, -1);
   }
 
   /** Queues a value reply: optional 1-byte tag (TRY_GET), u64 length, bytes. */

@@ -82,6 +82,17 @@ export class KeyTable<W extends Waiter> {
     return this.kv.get(key);
   }
 
+  /**
+   * Removes and returns every stored key starting with `prefix`, in insertion order (a
+   * subscription's backlog). A scan of all keys: subscriptions are made once per group.
+   */
+  takePrefix(prefix: string): [string, Value][] {
+    const out: [string, Value][] = [];
+    for (const [k, v] of this.kv) if (k.startsWith(prefix)) out.push([k, v]);
+    for (const [k] of out) this.kv.delete(k);
+    return out;
+  }
+
   /** Stores and wakes the key's waiters and watchers. */
   set(key: string, v: Value): void {
     this.kv.set(key, v);

@@ -6,6 +6,14 @@ import type { OpOptions } from '../deadline.js';
 
 export type StoreValue = Uint8Array | string;
 
+/** A push stream of the keys written under one prefix (Store.subscribe). */
+export interface Subscription {
+  /** Ends the stream (closes its connection). Idempotent. */
+  close(): void;
+  /** Called once when the stream ends: with the reason, or with nothing after close(). */
+  onClose(fn: (error?: Error) => void): void;
+}
+
 export interface Store {
   /** Creates or overwrites `key`; wakes waiters. */
   set(key: string, value: StoreValue, opts?: OpOptions): Promise<void>;
@@ -38,6 +46,13 @@ export interface Store {
    * is sent. For cleanup that nobody waits for (a store may then skip the reply altogether).
    */
   discard?(keys: string[], opts?: OpOptions): Promise<void>;
+  /**
+   * Optional: from now on, every key written (set/multiSet) under `prefix` (which ends in '/') is
+   * handed to `onMessage` instead of being stored, in the order the writes were applied; keys
+   * already stored under it are handed over first. One subscriber per prefix. Resolves with
+   * undefined when the store cannot push (a torch server): callers then read keys as usual.
+   */
+  subscribe?(prefix: string, onMessage: (key: string, value: Uint8Array) => void, opts?: OpOptions): Promise<Subscription | undefined>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

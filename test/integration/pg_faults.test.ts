@@ -61,7 +61,7 @@ test('garbage under a recv key: ERR_GROUPCOMM_PROTOCOL naming key and src, no cr
   const res = await spawnRanks<{ first?: { code: string; peerRank: number; key: string }; second?: string }>(2, WORKER, { args: ['hostile'], env: env(), timeoutMs: 50_000 });
   assert.is(res[1].first!.code, 'ERR_GROUPCOMM_PROTOCOL');
   assert.is(res[1].first!.peerRank, 0);
-  assert.match(res[1].first!.key, /\/p\/0\/1\/0$/);
+  assert.match(res[1].first!.key, /\/to\/1\/p\/0\/0$/);
   assert.is(res[1].second, 'after the garbage');
 });
 

@@ -239,17 +239,17 @@ test('store key count stays bounded after 10k messages', async () => {
 test('garbage under a recv key gives ERR_GROUPCOMM_PROTOCOL naming key and src; group stays usable', async () => {
   const server = new MemStoreServer();
   const [a, b] = await groups(2, server);
-  const key0 = `${a.keyPrefix}p/0/1/0`;
+  const key0 = `${a.keyPrefix}to/1/p/0/0`;
   const writer = server.client();
   await writer.set(key0, new Uint8Array([0xde, 0xad, 0xbe, 0xef, 1, 2, 3]));
   const e = await rejectsWith(b.recvObj(0), 'ERR_GROUPCOMM_PROTOCOL');
   assert.is(e.key, key0);
   assert.is(e.peerRank, 0);
   // A valid header with an undecodable msgpack body.
-  await writer.set(`${a.keyPrefix}p/0/1/1`, new Uint8Array([0x67, 0x63, 1, 1, 0xc1, 0xc1]));
+  await writer.set(`${a.keyPrefix}to/1/p/0/1`, new Uint8Array([0x67, 0x63, 1, 1, 0xc1, 0xc1]));
   await rejectsWith(b.recvObj(0), 'ERR_GROUPCOMM_PROTOCOL');
   // A tensor header claiming more bytes than there are.
-  await writer.set(`${a.keyPrefix}p/0/1/2`, new Uint8Array([0x67, 0x63, 1, 2, 7, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3, 4]));
+  await writer.set(`${a.keyPrefix}to/1/p/0/2`, new Uint8Array([0x67, 0x63, 1, 2, 7, 1, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 1, 2, 3, 4]));
   await rejectsWith(b.recv(tensor(new Float32Array(1)), 0), 'ERR_GROUPCOMM_PROTOCOL');
   // The counters moved past the bad messages; real traffic still works.
   a.sendObj('skip', 1).catch(() => {});
@@ -282,7 +282,7 @@ test('recv timeout names the source rank and the key', async () => {
   const [a, b] = await groups(2);
   const e = await rejectsWith(b.recvObj(0, { timeoutMs: 100 }), 'ERR_GROUPCOMM_TIMEOUT');
   assert.is(e.peerRank, 0);
-  assert.match(e.key, /p\/0\/1\/0$/);
+  assert.match(e.key, /to\/1\/p\/0\/0$/);
   await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
 });
 

@@ -151,7 +151,7 @@ async function hostile(): Promise<unknown> {
     // Message #0 to rank 1 is overwritten with garbage before rank 1 reads it (the barrier
     // orders the two), then a good message #1 follows.
     await g.sendObj('to be overwritten', 1);
-    await g.store.set(`${g.keyPrefix}p/0/1/0`, new Uint8Array([0xde, 0xad, 0xbe, 0xef, 9, 9]));
+    await g.store.set(`${g.keyPrefix}to/1/p/0/0`, new Uint8Array([0xde, 0xad, 0xbe, 0xef, 9, 9]));
     await g.sendObj('after the garbage', 1);
     await g.barrier();
   } else {

@@ -1,0 +1,196 @@
+/**
+ * Where a rank's incoming messages wait for it. Every message of a group is a store key
+ * `{ns}to/{dst}/{tag}` written by its sender (see group.ts for the tags); a Mailbox reads the ones
+ * addressed to this rank, each exactly once, and leaves nothing behind in the store.
+ *
+ * Two ways to read, same keys and same results:
+ *   PushMailbox  the store pushes every key under `{ns}to/{rank}/` to this rank the moment it is
+ *                written (Store.subscribe; a groupcomm server): no request per message, one
+ *                store hop from writer to reader, nothing stored. Messages that arrive before
+ *                their receive is called wait here, in this process.
+ *   PollMailbox  a consuming read per message (Store.take, else get + delete), for stores that
+ *                cannot push (a torch TCPStore). Reads of one lane (one source, or the
+ *                collectives) queue behind each other: while message k is missing so is k+1, and
+ *                one parked wait per lane is enough.
+ */
+import { abortedError, timeoutError, type GroupcommError } from '../errors.js';
+import { guard } from '../deadline.js';
+import type { Store, Subscription } from '../store/types.js';
+
+/** A resolved timeout plus the caller's signal. */
+export interface Deadline {
+  timeoutMs: number;
+  signal?: AbortSignal;
+}
+
+export interface Mailbox {
+  /**
+   * Resolves with the messages `tags` (in that order) once all arrived, consuming them. `lane`
+   * names the stream they belong to (messages of one lane are taken in order). Rejects with
+   * ERR_GROUPCOMM_TIMEOUT whose `keys` are the tags still missing, or ERR_GROUPCOMM_ABORTED.
+   */
+  take(tags: string[], lane: string, o: Deadline, what: string): Promise<Uint8Array[]>;
+  /** Stops receiving; pending takes fail with `reason`. */
+  close(reason: GroupcommError): void;
+}
+
+/** Builds the mailbox of `rank`: push when the store can, poll otherwise. */
+export async function openMailbox(store: Store, inbox: string, o: Deadline, track: (p: Promise<unknown>) => void): Promise<Mailbox> {
+  if (store.subscribe) {
+    const box = new PushMailbox();
+    const sub = await store.subscribe(inbox, (key, value) => box.deliver(key.slice(inbox.length), value), o);
+    if (sub) {
+      box.attach(sub);
+      return box;
+    }
+  }
+  return new PollMailbox(store, inbox, track);
+}
+
+function missingError(what: string, missing: string[], o: Deadline, elapsedMs: number): GroupcommError {
+  return timeoutError(`${what} timed out after ${o.timeoutMs}ms`, { keys: missing, timeoutMs: o.timeoutMs, elapsedMs });
+}
+
+interface Waiter {
+  tags: string[];
+  got: (Uint8Array | undefined)[];
+  left: number;
+  resolve(v: Uint8Array[]): void;
+  reject(e: unknown): void;
+}
+
+export class PushMailbox implements Mailbox {
+  /** Arrived, not yet taken. */
+  readonly #box = new Map<string, Uint8Array>();
+  /** Tag → the take waiting for it. */
+  readonly #waiting = new Map<string, Waiter>();
+  /** Tags whose take gave up: dropped on arrival instead of kept forever. */
+  readonly #abandoned = new Set<string>();
+  #sub?: Subscription;
+  #failure?: GroupcommError | Error;
+
+  attach(sub: Subscription): void {
+    this.#sub = sub;
+    sub.onClose((e) => {
+      if (e) this.#fail(e);
+    });
+  }
+
+  /** Called by the subscription for every key pushed to this rank. */
+  deliver(tag: string, value: Uint8Array): void {
+    if (this.#abandoned.delete(tag)) return;
+    const w = this.#waiting.get(tag);
+    if (!w) {
+      this.#box.set(tag, value);
+      return;
+    }
+    this.#waiting.delete(tag);
+    w.got[w.tags.indexOf(tag)] = value;
+    if (--w.left === 0) w.resolve(w.got as Uint8Array[]);
+  }
+
+  take(tags: string[], _lane: string, o: Deadline, what: string): Promise<Uint8Array[]> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const got: (Uint8Array | undefined)[] = new Array(tags.length);
+    let left = tags.length;
+    for (let i = 0; i < tags.length; i++) {
+      const v = this.#box.get(tags[i]);
+      if (v !== undefined) {
+        this.#box.delete(tags[i]);
+        got[i] = v;
+        left--;
+      }
+    }
+    if (left === 0) return Promise.resolve(got as Uint8Array[]);
+    let w!: Waiter;
+    const p = new Promise<Uint8Array[]>((resolve, reject) => {
+      w = { tags, got, left, resolve, reject };
+    });
+    for (let i = 0; i < tags.length; i++) if (got[i] === undefined) this.#waiting.set(tags[i], w);
+    const missing = () => tags.filter((_, i) => w.got[i] === undefined);
+    return guard(p, {
+      timeoutMs: o.timeoutMs,
+      signal: o.signal,
+      what,
+      onTimeout: (elapsedMs) => missingError(what, missing(), o, elapsedMs),
+      cancel: () => {
+        // Whatever arrives later for a take that gave up is dropped, so the next op on the same
+        // lane (which has the next tag) never sees it.
+        for (const t of missing()) {
+          if (this.#waiting.get(t) === w) this.#waiting.delete(t);
+          this.#abandoned.add(t);
+        }
+      },
+    });
+  }
+
+  close(reason: GroupcommError): void {
+    this.#fail(reason);
+    this.#sub?.close();
+  }
+
+  #fail(e: GroupcommError | Error): void {
+    if (this.#failure) return;
+    this.#failure = e;
+    const ws = new Set(this.#waiting.values());
+    this.#waiting.clear();
+    for (const w of ws) w.reject(e);
+  }
+}
+
+export class PollMailbox implements Mailbox {
+  readonly #lanes = new Map<string, Promise<unknown>>();
+  #failure?: GroupcommError;
+
+  constructor(private readonly store: Store, private readonly inbox: string, private readonly track: (p: Promise<unknown>) => void) {}
+
+  take(tags: string[], lane: string, o: Deadline, what: string): Promise<Uint8Array[]> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    const keys = tags.map((t) => this.inbox + t);
+    const deadline = performance.now() + o.timeoutMs;
+    let gaveUp = false;
+    // Runs once the previous take of this lane settled, under this take's own deadline: a take
+    // queued behind a slow one still times out on time, and one that gave up before its turn
+    // never sends its request.
+    const go = () => {
+      if (gaveUp) return Promise.reject(abortedError(`${what}: gave up before its turn`));
+      const lo = { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal };
+      if (keys.length === 1) {
+        if (this.store.take) return this.store.take(keys[0], lo).then((v) => [v]);
+        return this.store.get(keys[0], lo).then((v) => this.#consumed(keys, [v]));
+      }
+      return this.store.multiGet(keys, lo).then((vs) => this.#consumed(keys, vs));
+    };
+    const prev = this.#lanes.get(lane) ?? Promise.resolve();
+    const inner = prev.then(go, go);
+    const settled = inner.catch(() => {});
+    this.#lanes.set(lane, settled);
+    settled.then(() => { if (this.#lanes.get(lane) === settled) this.#lanes.delete(lane); });
+    return guard(inner, {
+      timeoutMs: o.timeoutMs,
+      signal: o.signal,
+      what,
+      onTimeout: (elapsedMs) => missingError(what, tags, o, elapsedMs),
+      cancel: () => { gaveUp = true; },
+    }).catch(async (e) => {
+      // Name only the messages still missing (what a timeout error's `keys` promise).
+      if ((e as GroupcommError).code === 'ERR_GROUPCOMM_TIMEOUT' && tags.length > 1) {
+        const present = await Promise.all(keys.map((k) => this.store.check([k], { timeoutMs: 2000 }).catch(() => false)));
+        const missing = tags.filter((_, i) => !present[i]);
+        if (missing.length) (e as { keys?: string[] }).keys = missing;
+      }
+      throw e;
+    });
+  }
+
+  /** Deletes what a plain get read (nobody waits for that). */
+  #consumed(keys: string[], values: Uint8Array[]): Uint8Array[] {
+    const q = this.store.discard ? this.store.discard(keys) : Promise.all(keys.map((k) => this.store.deleteKey(k)));
+    this.track(q.catch(() => {}));
+    return values;
+  }
+
+  close(reason: GroupcommError): void {
+    this.#failure = reason;
+  }
+}
