@@ -1,0 +1,348 @@
+// StatelessProcessGroup over a real TcpStore (groupcomm server on 127.0.0.1): each rank's messages
+// are pushed to it by the store (SUBSCRIBE) and never stored. Group instances in one process stand
+// in for ranks, each with its own client; rank 0's client hosts the server. The same ops also run
+// in poll mode, over torch-compatible clients (extensions: false) that cannot subscribe.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { StatelessProcessGroup } from '../../host/pg/group.js';
+import { TcpStore, TcpStoreServer } from '../../host/index.js';
+import { isGroupcommError } from '../../host/errors.js';
+import { tensor } from '../../host/tensor.js';
+import type { Store } from '../../host/store/types.js';
+
+type PG = StatelessProcessGroup;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+interface Setup {
+  pgs: PG[];
+  stores: TcpStore[];
+  server: TcpStoreServer;
+  close(): Promise<void>;
+}
+
+interface SetupOptions {
+  extensions?: boolean;
+  timeoutMs?: number;
+  groupName?: string;
+  /** Wraps rank r's store before create (e.g. to delay its subscription). */
+  wrap?: (r: number, s: TcpStore) => Store;
+  /** Called with the groups as each create resolves, before all did. */
+  onCreated?: (g: PG) => void;
+}
+
+async function setup(n: number, o: SetupOptions = {}): Promise<Setup> {
+  const timeoutMs = o.timeoutMs ?? 5000;
+  const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs, extensions: o.extensions });
+  const stores = [s0];
+  for (let r = 1; r < n; r++) stores.push(await TcpStore.create({ port: s0.port, timeoutMs, extensions: o.extensions }));
+  const pgs = await Promise.all(stores.map(async (s, rank) => {
+    const g = await StatelessProcessGroup.create({ rank, worldSize: n, store: o.wrap ? o.wrap(rank, s) : s, timeoutMs, groupName: o.groupName });
+    o.onCreated?.(g);
+    return g;
+  }));
+  return {
+    pgs, stores, server: s0.server!,
+    close: async () => {
+      await Promise.all(pgs.map((g) => g.destroy({ force: true })));
+      for (const s of stores.slice(1)) await s.close();
+      await s0.close();
+    },
+  };
+}
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
+  try {
+    await p;
+  } catch (e) {
+    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
+    assert.is((e as any).code, code, (e as Error).message);
+    return e;
+  }
+  assert.unreachable(`expected ${code}`);
+}
+
+/** Polls `cond` until true (false after timeoutMs). */
+async function eventually(cond: () => Promise<boolean> | boolean, timeoutMs = 3000): Promise<boolean> {
+  const t0 = Date.now();
+  while (Date.now() - t0 < timeoutMs) {
+    if (await cond()) return true;
+    await sleep(10);
+  }
+  return cond();
+}
+
+async function everyOp(pgs: PG[]): Promise<void> {
+  const n = pgs.length;
+  const big = new Uint8Array(100 * 1024).map((_, i) => (i * 7) & 0xff);
+  await Promise.all(pgs.map(async (g) => {
+    const r = g.rank;
+    const next = (r + 1) % n, prev = (r + n - 1) % n;
+    const sent = g.sendObj({ from: r, to: next }, next);
+    assert.equal(await g.recvObj(prev), { from: prev, to: r });
+    await sent;
+    const out = tensor(new Float32Array(2));
+    await Promise.all([g.send(tensor(new Float32Array([r, r + 0.5])), next), g.recv(out, prev)]);
+    assert.equal([...out.data as Float32Array], [prev, prev + 0.5]);
+    for (let src = 0; src < n; src++) {
+      assert.equal(await g.broadcastObj(r === src ? { src, list: [1, 2] } : null, src), { src, list: [1, 2] });
+      const got = await g.broadcastObj(r === src ? { src, big } : null, src) as { src: number; big: Uint8Array };
+      assert.is(got.src, src);
+      assert.ok(Buffer.from(got.big).equals(Buffer.from(big)), `rank ${r}: big broadcast from ${src} differs`);
+      const bt = tensor(new Int32Array(3).fill(r === src ? src * 10 : -1));
+      assert.is(await g.broadcast(bt, src), bt);
+      assert.equal([...bt.data as Int32Array], [src * 10, src * 10, src * 10]);
+    }
+    assert.equal(await g.allGatherObj(`r${r}`), [...Array(n).keys()].map((i) => `r${i}`));
+    await g.barrier();
+    const s = tensor(new Float64Array([r + 1, -r]));
+    await g.allReduce(s, 'sum');
+    assert.equal([...s.data as Float64Array], [(n * (n + 1)) / 2, -(n * (n - 1)) / 2]);
+    const m = tensor(new Int32Array([r, -r]));
+    await g.allReduce(m, 'max');
+    assert.equal([...m.data as Int32Array], [n - 1, 0]);
+  }));
+}
+
+/** The group's own keys are gone once every rank destroyed it: only `{group}/epoch` is left. */
+async function onlyEpochLeft(st: Setup, groupName = 'pg'): Promise<void> {
+  await Promise.all(st.pgs.map((g) => g.destroy()));
+  assert.is(st.server.numKeys, 1, `${st.server.numKeys} keys left`);
+  assert.ok(await st.stores[0].check([`${groupName}/epoch`]));
+}
+
+for (const n of [2, 3]) {
+  test(`push mode, ${n} ranks: every op, and only the epoch key is left after destroy`, async () => {
+    const st = await setup(n);
+    try {
+      await everyOp(st.pgs);
+      await onlyEpochLeft(st);
+    } finally {
+      await st.close();
+    }
+  });
+
+  test(`poll mode (extensions: false clients), ${n} ranks: every op, and only the epoch key is left after destroy`, async () => {
+    const st = await setup(n, { extensions: false });
+    try {
+      assert.not.ok(st.stores.some((s) => s.extended));
+      await everyOp(st.pgs);
+      await onlyEpochLeft(st);
+    } finally {
+      await st.close();
+    }
+  });
+}
+
+test('push mode: a message to a rank that has not received it yet is not stored; in poll mode it is, until read', async () => {
+  for (const extensions of [true, false]) {
+    const st = await setup(2, { extensions });
+    try {
+      const [a, b] = st.pgs;
+      const key = `${a.keyPrefix}to/1/p/0/0`;
+      const keysBefore = await st.stores[0].numKeys();
+      await a.sendObj('hello', 1);
+      // Same connection as the send: its reply comes after the SET was applied.
+      const stored = await st.stores[0].check([key]);
+      const keysAfter = await st.stores[0].numKeys();
+      if (extensions) {
+        assert.not.ok(stored, 'push mode stored the message');
+        assert.is(keysAfter, keysBefore);
+      } else {
+        assert.ok(stored, 'poll mode did not store the message');
+        assert.is(keysAfter, keysBefore + 1);
+      }
+      assert.is(await b.recvObj(0), 'hello');
+      assert.ok(await eventually(async () => !(await st.stores[0].check([key]))), 'the message key outlived its receive');
+    } finally {
+      await st.close();
+    }
+  }
+});
+
+test('push mode: messages sent before the receiver subscribed arrive (stored meanwhile, then pushed)', async () => {
+  const key = (g: PG, dst: number, tag: string) => `${g.keyPrefix}to/${dst}/${tag}`;
+  let early: Promise<unknown> | undefined;
+  let storedMeanwhile: boolean[] = [];
+  let finished = 0;
+  const st = await setup(3, {
+    // Rank 2 subscribes only 300 ms after joining; ranks 0 and 1 start talking to it at once.
+    wrap: (r, s) => (r !== 2 ? s : new Proxy(s, {
+      get(t, p) {
+        if (p === 'subscribe') {
+          return async (...a: Parameters<TcpStore['subscribe']>) => { await sleep(300); return t.subscribe(...a); };
+        }
+        const v = (t as any)[p];
+        return typeof v === 'function' ? v.bind(t) : v;
+      },
+    })),
+    onCreated: (g) => {
+      finished++;
+      if (g.rank !== 0) return;
+      early = (async () => {
+        await Promise.all([
+          g.sendObj('early 0', 2), g.sendObj('early 1', 2),
+          g.broadcastObj('early broadcast', 0),
+          g.send(tensor(new Int32Array([7, 8])), 2),
+        ]);
+        const s = g.store as TcpStore;
+        storedMeanwhile = await Promise.all(['p/0/0', 'p/0/1', 'b/0/0', 'p/0/2'].map((t) => s.check([key(g, 2, t)])));
+        storedMeanwhile.push(finished < 3);
+      })();
+    },
+  });
+  try {
+    const [a, b, c] = st.pgs;
+    await early;
+    assert.equal(storedMeanwhile, [true, true, true, true, true], 'rank 2 subscribed before the early messages were written');
+    assert.is(await b.broadcastObj(null, 0), 'early broadcast');
+    assert.is(await c.recvObj(0), 'early 0');
+    assert.is(await c.recvObj(0), 'early 1');
+    assert.is(await c.broadcastObj(null, 0), 'early broadcast');
+    const t = tensor(new Int32Array(2));
+    await c.recv(t, 0);
+    assert.equal([...t.data as Int32Array], [7, 8]);
+    // The backlog was handed over and removed from the store.
+    assert.not.ok(await st.stores[0].check([key(a, 2, 'p/0/0')]));
+    assert.equal(await Promise.all(st.pgs.map((g) => g.allGatherObj(g.rank))), [[0, 1, 2], [0, 1, 2], [0, 1, 2]]);
+    await onlyEpochLeft(st);
+  } finally {
+    await st.close();
+  }
+});
+
+test('push mode: a few thousand mixed messages, then only the epoch key is left', async () => {
+  const st = await setup(3);
+  try {
+    const [a, b, c] = st.pgs;
+    const baseline = st.server.numKeys;
+    const jobs: Promise<unknown>[] = [];
+    const got: unknown[] = [];
+    for (let i = 0; i < 2000; i++) jobs.push(a.sendObj(i, 1), b.recvObj(0).then((v) => { got[i] = v; }));
+    for (let i = 0; i < 1000; i++) jobs.push(c.sendObj(-i - 1, 0), a.recvObj(2).then((v) => assert.is(v, -i - 1)));
+    const big = new Uint8Array(70 * 1024).fill(5);
+    for (let i = 0; i < 200; i++) {
+      const payload = i % 50 === 0 ? big : i;
+      jobs.push(a.broadcastObj(payload, 0), b.broadcastObj(null, 0), c.broadcastObj(null, 0));
+      jobs.push(...st.pgs.map((g) => g.allGatherObj(g.rank)), ...st.pgs.map((g) => g.barrier()));
+    }
+    await Promise.all(jobs);
+    assert.equal(got, [...Array(2000).keys()]);
+    // Large broadcasts are stored once until their last reader acknowledges them (short timer).
+    assert.ok(await eventually(() => st.server.numKeys === baseline), `${st.server.numKeys} keys, ${baseline} before the workload`);
+    await onlyEpochLeft(st);
+  } finally {
+    await st.close();
+  }
+});
+
+test('push mode: garbage under a recv key is ERR_GROUPCOMM_PROTOCOL naming key and rank 0; the group still works', async () => {
+  const st = await setup(2);
+  const writer = await TcpStore.create({ port: st.server.port, timeoutMs: 5000 });
+  try {
+    const [a, b] = st.pgs;
+    const key0 = `${a.keyPrefix}to/1/p/0/0`;
+    await writer.set(key0, new Uint8Array([0xde, 0xad, 0xbe, 0xef, 1, 2, 3]));
+    const e = await rejectsWith(b.recvObj(0), 'ERR_GROUPCOMM_PROTOCOL');
+    assert.is(e.key, key0);
+    assert.is(e.peerRank, 0);
+    await a.sendObj('skipped: its number was taken by the garbage', 1);
+    await a.sendObj('after the garbage', 1);
+    assert.is(await b.recvObj(0), 'after the garbage');
+    await Promise.all([a.barrier(), b.barrier()]);
+  } finally {
+    await writer.close();
+    await st.close();
+  }
+});
+
+test('push mode: recv timeout names the source rank and the key', async () => {
+  const st = await setup(2);
+  try {
+    const e = await rejectsWith(st.pgs[1].recvObj(0, { timeoutMs: 200 }), 'ERR_GROUPCOMM_TIMEOUT');
+    assert.is(e.peerRank, 0);
+    assert.is(e.key, `${st.pgs[1].keyPrefix}to/1/p/0/0`);
+  } finally {
+    await st.close();
+  }
+});
+
+test('push mode: barrier timeout names exactly the ranks that never arrived', async () => {
+  const st = await setup(4);
+  try {
+    const errs = await Promise.all(st.pgs.slice(0, 2).map((g) => rejectsWith(g.barrier({ timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT')));
+    for (const e of errs) assert.equal(e.peerRanks, [2, 3]);
+    // Rank 2 arrives late: now only rank 3 is missing.
+    const late = st.pgs[2].barrier({ timeoutMs: 300 });
+    const e2 = await rejectsWith(late, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.equal(e2.peerRanks, [3]);
+  } finally {
+    await st.close();
+  }
+});
+
+test('push mode: an aborted receive rejects with ERR_GROUPCOMM_ABORTED; its late message does not reach the next receive', async () => {
+  const st = await setup(2);
+  try {
+    const [a, b] = st.pgs;
+    const ac = new AbortController();
+    const p = b.recvObj(0, { signal: ac.signal });
+    ac.abort();
+    await rejectsWith(p, 'ERR_GROUPCOMM_ABORTED');
+    await a.sendObj('late, for the aborted receive', 1);
+    await a.sendObj('next', 1);
+    assert.is(await b.recvObj(0), 'next');
+    // A collective aborted the same way: the next one still pairs with the peers' next one.
+    const ac2 = new AbortController();
+    const g = b.allGatherObj('abandoned', { signal: ac2.signal });
+    ac2.abort();
+    await rejectsWith(g, 'ERR_GROUPCOMM_ABORTED');
+    await a.allGatherObj('a0');
+    assert.equal(await Promise.all([a.allGatherObj('a1'), b.allGatherObj('b1')]), [['a1', 'b1'], ['a1', 'b1']]);
+  } finally {
+    await st.close();
+  }
+});
+
+test('push mode: closing rank 0\'s store (the server) fails a waiting recvObj promptly with PEER_LOST', async () => {
+  const st = await setup(2, { timeoutMs: 5000 });
+  try {
+    const t0 = Date.now();
+    const p = st.pgs[1].recvObj(0, { timeoutMs: 5000 });
+    await sleep(50);
+    await st.stores[0].close();
+    const e = await rejectsWith(p, 'ERR_GROUPCOMM_PEER_LOST');
+    assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0}ms`);
+    // The group did not open this store, so it cannot know which rank hosted it: no peerRank here
+    // (see the next test for a group that hosts its own store).
+    assert.match(e.message, /closed the connection/);
+  } finally {
+    await st.close().catch(() => {});
+  }
+});
+
+test('push mode, groups that host their store (create with port): losing rank 0 names it (peerRank 0)', async () => {
+  // A free port: listen on 0, note it, let it go.
+  const probe = await TcpStoreServer.listen({ port: 0 });
+  const port = probe.port;
+  await probe.close();
+  const [a, b] = await Promise.all([0, 1].map((rank) => StatelessProcessGroup.create({ rank, worldSize: 2, port, timeoutMs: 5000 })));
+  try {
+    a.sendObj('first', 1);
+    assert.is(await b.recvObj(0), 'first');
+    assert.is((b.store as TcpStore).extended, true);
+    const t0 = Date.now();
+    const p = b.recvObj(0, { timeoutMs: 5000 });
+    await sleep(50);
+    await a.destroy({ force: true });
+    const e = await rejectsWith(p, 'ERR_GROUPCOMM_PEER_LOST');
+    assert.ok(Date.now() - t0 < 2500, `took ${Date.now() - t0}ms`);
+    assert.is(e.peerRank, 0);
+    assert.equal(e.peerRanks, [0]);
+    assert.is(e.rank, 1);
+  } finally {
+    await a.destroy({ force: true });
+    await b.destroy({ force: true });
+  }
+});
+
+test.run();
