@@ -4,6 +4,13 @@
  * is a clear error, not a hang on a key that never appears, as in vLLM) and garbage from both.
  *
  *   object: 67 63 01 01 | msgpack bytes
+ *   object with raw segments:
+ *           67 63 01 03 | u32 count | u32 body length | count × u64 segment length | body |
+ *           segments, each starting 8-byte aligned (zero padding)
+ *           The body is msgpack in which every typed array of SEGMENT_MIN_BYTES or more is an
+ *           extension naming its segment (index) and class: msgpack would copy those bytes
+ *           through its own growing buffer, which costs milliseconds per MiB; here they are
+ *           copied once into the value, and read back as views where alignment allows.
  *   tensor: 67 63 01 02 | dtype code u8 | ndim u8 | 0 0 | ndim × u64 LE dims | raw element bytes
  *
  * Tensor bytes are raw (not msgpack): the element bytes start 8-byte aligned. Decoding treats
@@ -20,6 +27,9 @@ const MAGIC1 = 0x63; // 'c'
 const VERSION = 1;
 export const KIND_OBJECT = 1;
 export const KIND_TENSOR = 2;
+export const KIND_OBJECT_SEGMENTS = 3;
+/** Typed arrays at least this big travel as raw segments next to the msgpack body. */
+const SEGMENT_MIN_BYTES = 4096;
 const HEADER = 4;
 /** Far beyond any real tensor; bounds the header a hostile writer can make us parse. */
 const MAX_NDIM = 64;
@@ -45,21 +55,66 @@ addExtension({
   },
 });
 
+/** A typed array that travels as raw segment `index` (see KIND_OBJECT_SEGMENTS). */
+class SegmentRef {
+  constructor(readonly index: number, readonly cls: string) {}
+}
+const SEGMENT_EXT = 0x53; // 'S'
+type TypedArrayClass = { new(buf: ArrayBufferLike, off: number, len: number): ArrayBufferView; BYTES_PER_ELEMENT: number };
+/** Exactly these classes (not subclasses such as Buffer, which msgpack decodes as its own type). */
+const SEGMENT_CLASSES: Record<string, TypedArrayClass> = Object.fromEntries(
+  [Uint8Array, Int8Array, Uint8ClampedArray, Uint16Array, Int16Array, Uint32Array, Int32Array,
+    Float32Array, Float64Array, BigInt64Array, BigUint64Array].map((c) => [c.name, c as unknown as TypedArrayClass]),
+);
+/** The segments of the value being decoded (decoding is synchronous, one value at a time). */
+let reading: { value: Uint8Array; at: number[]; len: number[]; used: boolean[] } | undefined;
+addExtension({
+  Class: SegmentRef,
+  type: SEGMENT_EXT,
+  write: (r: SegmentRef) => [r.index, r.cls],
+  read: (x: unknown) => {
+    if (!reading || !Array.isArray(x) || x.length !== 2 || !Number.isInteger(x[0]) || typeof x[1] !== 'string') throw new Error('malformed segment reference');
+    const [i, name] = x as [number, string];
+    const cls = Object.hasOwn(SEGMENT_CLASSES, name) ? SEGMENT_CLASSES[name] : undefined;
+    if (!cls || i < 0 || i >= reading.at.length || reading.used[i]) throw new Error(`bad segment reference ${i} (${String(name).slice(0, 20)})`);
+    reading.used[i] = true;
+    const size = cls.BYTES_PER_ELEMENT;
+    const len = reading.len[i];
+    if (len % size !== 0) throw new Error(`segment ${i} of ${len} bytes is not a whole number of ${name} elements`);
+    const v = reading.value;
+    const off = v.byteOffset + reading.at[i];
+    // A view where the element alignment allows (always for bytes), else a copy.
+    if (off % size === 0) return new cls(v.buffer, off, len / size);
+    const copy = new Uint8Array(len);
+    copy.set(v.subarray(reading.at[i], reading.at[i] + len));
+    return new cls(copy.buffer, 0, len / size);
+  },
+});
+
 const packr = new Packr({ useRecords: false, moreTypes: true });
 
-/** `v` with every Map replaced by a MapBox; containers are copied only along paths that hold a Map. */
-function boxMaps(v: unknown, depth = 0): unknown {
+/**
+ * `v` with every Map replaced by a MapBox and every big typed array by a SegmentRef (its bytes
+ * go to `segs`); containers are copied only along paths that hold one.
+ */
+function boxMaps(v: unknown, segs: ArrayBufferView[], depth = 0): unknown {
   // msgpack would silently turn these into nil; say so instead.
   if (typeof v === 'function' || typeof v === 'symbol') throw invalidArgument(`cannot send a ${typeof v} (objects carry data only)`);
-  if (typeof v !== 'object' || v === null || ArrayBuffer.isView(v) || v instanceof Date) return v;
+  if (typeof v !== 'object' || v === null || v instanceof Date) return v;
+  if (ArrayBuffer.isView(v)) {
+    const name = v.constructor.name;
+    if (v.byteLength < SEGMENT_MIN_BYTES || !Object.hasOwn(SEGMENT_CLASSES, name) || v.constructor !== SEGMENT_CLASSES[name]) return v;
+    segs.push(v);
+    return new SegmentRef(segs.length - 1, name);
+  }
   if (depth > 512) throw invalidArgument('object is nested more than 512 levels deep (or is cyclic)');
   if (v instanceof Map) {
-    return new MapBox([...v].map(([k, x]) => [boxMaps(k, depth + 1), boxMaps(x, depth + 1)]));
+    return new MapBox([...v].map(([k, x]) => [boxMaps(k, segs, depth + 1), boxMaps(x, segs, depth + 1)]));
   }
   if (Array.isArray(v)) {
     let out: unknown[] | undefined;
     for (let i = 0; i < v.length; i++) {
-      const x = boxMaps(v[i], depth + 1);
+      const x = boxMaps(v[i], segs, depth + 1);
       if (x !== v[i]) (out ??= v.slice())[i] = x;
     }
     return out ?? v;
@@ -67,7 +122,7 @@ function boxMaps(v: unknown, depth = 0): unknown {
   if (v instanceof Set) {
     let changed = false;
     const items = [...v].map((x) => {
-      const y = boxMaps(x, depth + 1);
+      const y = boxMaps(x, segs, depth + 1);
       changed ||= y !== x;
       return y;
     });
@@ -77,7 +132,7 @@ function boxMaps(v: unknown, depth = 0): unknown {
     let out: Record<string, unknown> | undefined;
     for (const k of Object.keys(v)) {
       const x = (v as Record<string, unknown>)[k];
-      const y = boxMaps(x, depth + 1);
+      const y = boxMaps(x, segs, depth + 1);
       if (y !== x) (out ??= { ...(v as Record<string, unknown>) })[k] = y;
     }
     return out ?? v;
@@ -94,17 +149,48 @@ function header(kind: number, out: Uint8Array): void {
 
 /** Encodes an object; INVALID_ARGUMENT when msgpack cannot represent it. */
 export function encodeObject(obj: unknown): Uint8Array {
+  const segs: ArrayBufferView[] = [];
   let out: Uint8Array;
   try {
+    const boxed = boxMaps(obj, segs);
+    if (segs.length) return withSegments(packr.pack(boxed), segs);
     // msgpackr leaves HEADER bytes free in front of the encoding: no second copy of a big value.
     // The result is a slice of msgpackr's buffer that later packs do not overwrite.
-    out = packr.pack(boxMaps(obj), RESERVE_START_SPACE | HEADER);
+    out = packr.pack(boxed, RESERVE_START_SPACE | HEADER);
   } catch (e) {
     if ((e as { code?: string }).code === 'ERR_GROUPCOMM_INVALID_ARGUMENT') throw e;
     throw invalidArgument(`cannot encode object: ${(e as Error).message}`, { cause: e });
   }
   header(KIND_OBJECT, out);
   return out;
+}
+
+const align8 = (n: number) => (n + 7) & ~7;
+
+/** KIND_OBJECT_SEGMENTS: header, tables, body, then each segment 8-byte aligned. */
+function withSegments(body: Uint8Array, segs: ArrayBufferView[]): Uint8Array {
+  const head = HEADER + 8 + 8 * segs.length;
+  let size = align8(head + body.length);
+  for (const v of segs) size = align8(size + v.byteLength);
+  // allocUnsafe: every byte is written below (segments and padding), and it is a fresh buffer.
+  const out = Buffer.allocUnsafe(size);
+  header(KIND_OBJECT_SEGMENTS, out);
+  out.writeUInt32LE(segs.length, 4);
+  out.writeUInt32LE(body.length, 8);
+  segs.forEach((v, i) => {
+    out.writeUInt32LE(v.byteLength % 0x1_0000_0000, 12 + 8 * i);
+    out.writeUInt32LE(Math.floor(v.byteLength / 0x1_0000_0000), 16 + 8 * i);
+  });
+  out.set(body, head);
+  let at = head + body.length;
+  for (const v of segs) {
+    const a = align8(at);
+    out.fill(0, at, a);
+    out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), a);
+    at = a + v.byteLength;
+  }
+  out.fill(0, at, size);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length);
 }
 
 /** Where a value came from, for error messages. */
@@ -127,11 +213,41 @@ function checkHeader(bytes: Uint8Array, kind: number, o: Origin): void {
 }
 
 export function decodeObject(bytes: Uint8Array, o: Origin): unknown {
+  if (bytes.length >= HEADER && bytes[3] === KIND_OBJECT_SEGMENTS) return decodeSegments(bytes, o);
   checkHeader(bytes, KIND_OBJECT, o);
   try {
     return packr.unpack(bytes.subarray(HEADER));
   } catch (e) {
     throw bad(`undecodable object (${(e as Error).message.slice(0, 120)})`, o, e);
+  }
+}
+
+function decodeSegments(bytes: Uint8Array, o: Origin): unknown {
+  checkHeader(bytes, KIND_OBJECT_SEGMENTS, o);
+  if (bytes.length < HEADER + 8) throw bad('truncated object header', o);
+  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  const count = dv.getUint32(4, true);
+  const bodyLen = dv.getUint32(8, true);
+  const head = HEADER + 8 + 8 * count;
+  if (count === 0 || head > bytes.length || bodyLen > bytes.length - head) throw bad('truncated object header', o);
+  const at: number[] = [];
+  const len: number[] = [];
+  let end = head + bodyLen;
+  for (let i = 0; i < count; i++) {
+    const n = dv.getUint32(12 + 8 * i, true) + dv.getUint32(16 + 8 * i, true) * 0x1_0000_0000;
+    const a = align8(end);
+    if (n > bytes.length || a + n > bytes.length) throw bad(`segment ${i} of ${n} bytes runs past the value`, o);
+    at.push(a);
+    len.push(n);
+    end = a + n;
+  }
+  reading = { value: bytes, at, len, used: new Array(count).fill(false) };
+  try {
+    return packr.unpack(bytes.subarray(head, head + bodyLen));
+  } catch (e) {
+    throw bad(`undecodable object (${(e as Error).message.slice(0, 120)})`, o, e);
+  } finally {
+    reading = undefined;
   }
 }
 

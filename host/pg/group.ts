@@ -22,7 +22,7 @@
  * connection; a message's tag, not its arrival time, says which receive it answers.
  */
 import {
-  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError,
 } from '../errors.js';
 import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadline.js';
 import { logger } from '../log.js';
@@ -34,7 +34,7 @@ import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
 import { join, joinKeys } from './join.js';
-import { openMailbox, type Deadline, type Mailbox } from './mailbox.js';
+import { openMailbox, PushMailbox, type Deadline, type Mailbox } from './mailbox.js';
 
 const log = logger('PG');
 
@@ -75,6 +75,20 @@ const EMPTY = new Uint8Array(0);
  */
 const FANOUT_MAX_BYTES = 64 * 1024;
 
+/**
+ * With pushed messages, collectives of at least this many ranks go through rank 0 (the hub):
+ * every rank sends its part to rank 0, which sends everyone the bundle. That is 2(n−1) messages
+ * instead of n(n−1), and one wake-up per rank instead of n−1 (see #collective).
+ */
+const HUB_MIN_RANKS = 3;
+
+/**
+ * A rank other than the hub whose collective is this close to its deadline asks rank 0 who is
+ * missing (at most a quarter of its timeout before it), so that the answer is there when the
+ * deadline comes — by then rank 0 may have given up and left too.
+ */
+const QUERY_LEAD_MS = 500;
+
 /** How long queued cleanups wait for a write to ride along with (see #later). */
 const CLEANUP_DELAY_MS = 2;
 
@@ -95,6 +109,11 @@ export class StatelessProcessGroup {
   #bcastSendSeq = 0;
   readonly #bcastRecvSeq: number[];
   #collSeq = 0;
+  /**
+   * On the hub (rank 0): the ranks whose parts it had when one of its collectives failed (the
+   * parts are gone with the failed read; a late query still gets the answer). The last few only.
+   */
+  readonly #hubGaveUp = new Map<number, number[]>();
   /** This rank's incoming messages (undefined with worldSize 1). */
   #mailbox?: Mailbox;
   readonly #pending = new Set<Promise<unknown>>();
@@ -152,6 +171,7 @@ export class StatelessProcessGroup {
         // Messages sent to this rank before it subscribed are stored meanwhile and handed over first.
         g.#mailbox = await openMailbox(store, g.#inbox(rank),
           { timeoutMs: Math.max(1, deadline - performance.now()), signal: opts.signal }, (p) => g.#track(p));
+        if (rank === 0 && g.#hub) g.#answerQueries(g.#mailbox as PushMailbox);
       }
       return g;
     } catch (e) {
@@ -523,24 +543,136 @@ export class StatelessProcessGroup {
     return [bytes, { key, src }];
   }
 
+  /** Collectives go through rank 0 (pushed messages, at least HUB_MIN_RANKS ranks). */
+  get #hub(): boolean {
+    return this.worldSize >= HUB_MIN_RANKS && this.#mailbox instanceof PushMailbox;
+  }
+
   /**
-   * Collective n: this rank's part goes to every other rank's mailbox, and the others' parts
-   * come from its own. Parts are consumed as they are read: nothing of n outlives it.
+   * Collective n. With a hub: every other rank sends its part to rank 0, and rank 0, once it has
+   * them all, sends each rank the bundle of all parts. Without one (two ranks, or a store that
+   * cannot push): every rank sends its part to every other rank. Either way every message is
+   * consumed as it is read: nothing of collective n outlives it.
    */
   async #collective(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
     const n = this.#collSeq++;
     const o = this.#opts(opts);
+    const label = `${what} (collective #${n})`;
     const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
-    const tags = others.map((r) => `c/${n}/${r}`);
-    const put = this.#post(others, `c/${n}/${this.rank}`, mine, `${what} (collective #${n})`, o);
-    put.catch(() => {}); // awaited below; a failed read must not leave it unhandled meanwhile
-    const values = await this.#take(tags, others, 'c', `${what} (collective #${n})`, o);
-    await put;
+    const tagOf = (r: number) => `c/${n}/${r}`;
+    const inbox = this.#inbox(this.rank);
     const out: { bytes: Uint8Array; origin: Origin }[] = [];
+    if (this.#hub && this.rank !== 0) {
+      const put = this.#post([0], tagOf(this.rank), mine, label, o);
+      put.catch(() => {}); // awaited below; a failed read must not leave it unhandled meanwhile
+      const tag = `c/${n}/all`;
+      let bundle: Uint8Array;
+      const lead = Math.min(QUERY_LEAD_MS, o.timeoutMs / 4);
+      let asked: Promise<number[]> | undefined;
+      const early = setTimeout(() => { asked = this.#askHub(n, label, lead); }, o.timeoutMs - lead);
+      early.unref?.();
+      try {
+        [bundle] = await this.#mailbox!.take([tag], 'c', o, label);
+      } catch (e) {
+        const missing = isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') ? await (asked ?? this.#askHub(n, label, lead)) : [0];
+        throw this.#fail(e, label, missing, inbox + tag, o.timeoutMs);
+      } finally {
+        clearTimeout(early);
+      }
+      await put;
+      const parts = unpackParts(bundle, this.worldSize, { key: inbox + tag, src: 0 });
+      for (let r = 0; r < this.worldSize; r++) {
+        out.push({ bytes: r === this.rank ? mine : parts[r], origin: { key: inbox + tag, src: r } });
+      }
+      return out;
+    }
+    let values: Uint8Array[];
+    if (this.#hub) {
+      try {
+        values = await this.#take(others.map(tagOf), others, 'c', label, o);
+      } catch (e) {
+        const missing = (e as GroupcommError).peerRanks ?? others;
+        this.#hubGaveUp.set(n, others.filter((r) => !missing.includes(r)));
+        if (this.#hubGaveUp.size > 16) this.#hubGaveUp.delete(this.#hubGaveUp.keys().next().value!);
+        throw e;
+      }
+      await this.#post(others, `c/${n}/all`, packParts([mine, ...values]), label, o);
+    } else {
+      const put = this.#post(others, tagOf(this.rank), mine, label, o);
+      put.catch(() => {});
+      values = await this.#take(others.map(tagOf), others, 'c', label, o);
+      await put;
+    }
     for (let r = 0, i = 0; r < this.worldSize; r++) {
-      if (r === this.rank) out.push({ bytes: mine, origin: { key: this.#inbox(r) + `c/${n}/${r}`, src: r } });
-      else out.push({ bytes: values[i], origin: { key: this.#inbox(this.rank) + tags[i++], src: r } });
+      if (r === this.rank) out.push({ bytes: mine, origin: { key: inbox + tagOf(r), src: r } });
+      else out.push({ bytes: values[i++], origin: { key: inbox + tagOf(r), src: r } });
     }
     return out;
   }
+
+  /**
+   * Collective n is about to time out on a rank other than the hub: only rank 0 knows whose parts
+   * it has, so ask it (a query message, answered by #answerQueries) for the ranks it lacks —
+   * itself included if it never entered n. Rank 0 not answering within `graceMs` names it.
+   */
+  async #askHub(n: number, label: string, graceMs: number): Promise<number[]> {
+    const o = { timeoutMs: Math.max(1, graceMs) };
+    try {
+      this.#post([0], `q/${n}/${this.rank}`, EMPTY, label, o).catch(() => {});
+      const [ans] = await this.#mailbox!.take([`a/${n}`], 'a', o, label);
+      const { entered, arrived } = decodeObject(ans, { key: this.#inbox(this.rank) + `a/${n}`, src: 0 }) as { entered: boolean; arrived: number[] };
+      const missing = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank && (r === 0 ? !entered : !arrived.includes(r)));
+      return missing.length ? missing : [0];
+    } catch {
+      return [0];
+    }
+  }
+
+  /** Rank 0 (the hub) answers "whose parts of collective n do you have?" from its mailbox. */
+  #answerQueries(box: PushMailbox): void {
+    box.interceptPrefix = 'q/';
+    box.onIntercept = (tag) => {
+      const [, ns, rs] = tag.split('/');
+      const n = Number(ns);
+      const r = Number(rs);
+      if (!Number.isInteger(n) || n < 0 || !Number.isInteger(r) || r <= 0 || r >= this.worldSize) return;
+      const ranks = [...Array(this.worldSize).keys()].slice(1);
+      const got = box.arrived(ranks.map((s) => `c/${n}/${s}`));
+      const ans = encodeObject({ entered: n < this.#collSeq, arrived: this.#hubGaveUp.get(n) ?? ranks.filter((_, i) => got[i]) });
+      this.#post([r], `a/${n}`, ans, 'collective query', { timeoutMs: this.timeoutMs }).catch(() => {});
+    };
+  }
+}
+
+/** The hub's bundle of every rank's part: u32 count, u32 length per part, then the parts. */
+function packParts(parts: Uint8Array[]): Uint8Array {
+  let size = 4 + 4 * parts.length;
+  for (const p of parts) size += p.length;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  dv.setUint32(0, parts.length, true);
+  let at = 4 + 4 * parts.length;
+  parts.forEach((p, i) => {
+    dv.setUint32(4 + 4 * i, p.length, true);
+    out.set(p, at);
+    at += p.length;
+  });
+  return out;
+}
+
+function unpackParts(b: Uint8Array, n: number, o: Origin): Uint8Array[] {
+  const bad = () => protocolError(`malformed collective bundle under key '${o.key}' (written by rank ${o.src})`, { key: o.key, peerRank: o.src });
+  if (b.length < 4 + 4 * n) throw bad();
+  const dv = new DataView(b.buffer, b.byteOffset, b.length);
+  if (dv.getUint32(0, true) !== n) throw bad();
+  const out: Uint8Array[] = [];
+  let at = 4 + 4 * n;
+  for (let i = 0; i < n; i++) {
+    const len = dv.getUint32(4 + 4 * i, true);
+    if (len > b.length - at) throw bad();
+    out.push(b.subarray(at, at + len));
+    at += len;
+  }
+  if (at !== b.length) throw bad();
+  return out;
 }

@@ -60,6 +60,11 @@ interface Waiter {
 }
 
 export class PushMailbox implements Mailbox {
+  /** Messages are pushed as they are written (the hub algorithms in group.ts rely on it). */
+  readonly pushes = true;
+  /** Tags under this prefix go to `onIntercept` instead of the box (group.ts: queries to the hub). */
+  interceptPrefix?: string;
+  onIntercept?: (tag: string, value: Uint8Array) => void;
   /** Arrived, not yet taken. */
   readonly #box = new Map<string, Uint8Array>();
   /** Tag → the take waiting for it. */
@@ -78,6 +83,10 @@ export class PushMailbox implements Mailbox {
 
   /** Called by the subscription for every key pushed to this rank. */
   deliver(tag: string, value: Uint8Array): void {
+    if (this.interceptPrefix !== undefined && tag.startsWith(this.interceptPrefix)) {
+      this.onIntercept?.(tag, value);
+      return;
+    }
     if (this.#abandoned.delete(tag)) return;
     const w = this.#waiting.get(tag);
     if (!w) {
@@ -121,6 +130,21 @@ export class PushMailbox implements Mailbox {
           this.#abandoned.add(t);
         }
       },
+    });
+  }
+
+  /** Which of `tags` have arrived and are not taken yet (held in the box or by a waiting take). */
+  arrived(tags: string[]): boolean[] {
+    return tags.map((t) => {
+      if (this.#box.has(t)) return true;
+      const w = this.#waiting.get(t);
+      if (w) return false;
+      // Part of a take still waiting for others: it holds what already came.
+      for (const x of this.#waiting.values()) {
+        const i = x.tags.indexOf(t);
+        if (i >= 0) return x.got[i] !== undefined;
+      }
+      return false;
     });
   }
 

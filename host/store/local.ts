@@ -20,6 +20,12 @@ export class LocalSocket extends EventEmitter {
   readonly remoteAddress = 'in-process';
   readonly remotePort = 0;
   destroyed = false;
+  /**
+   * Deliver in a microtask instead of on setImmediate. Safe only for a direction that cannot
+   * drive a request/reply loop on its own: requests (client → server; the replies, which stay on
+   * setImmediate, still yield to the event loop) and a subscription's pushes.
+   */
+  urgent = false;
   private pending: Uint8Array[] = [];
   private callbacks: WriteCallback[] = [];
   private scheduled = false;
@@ -109,7 +115,8 @@ export class LocalSocket extends EventEmitter {
   private schedule(): void {
     if (this.scheduled || this.corked > 0 || this.destroyed) return;
     this.scheduled = true;
-    setImmediate(() => this.deliver());
+    if (this.urgent) queueMicrotask(() => this.deliver());
+    else setImmediate(() => this.deliver());
   }
 
   private deliver(): void {

@@ -208,6 +208,7 @@ export class TcpStoreServer {
   connectLocal(): LocalSocket | undefined {
     if (this.closing) return undefined;
     const [client, server] = LocalSocket.pair();
+    client.urgent = true; // requests: see LocalSocket.urgent
     this.accept(server as unknown as net.Socket);
     return client;
   }
@@ -378,6 +379,7 @@ export class TcpStoreServer {
         this.send(conn, Buffer.from([SubscribeReply.OK]));
         conn.subscribed = prefix;
         this.subs.set(prefix, conn);
+        if ((conn.socket as unknown) instanceof LocalSocket) (conn.socket as unknown as LocalSocket).urgent = true;
         for (const [k, v] of this.table.takePrefix(prefix)) this.pushValue(conn, k, v);
         return;
       }
