@@ -8,6 +8,7 @@ import { StatelessProcessGroup } from '../../host/pg/group.js';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { isGroupcommError } from '../../host/errors.js';
 import { tensor } from '../../host/tensor.js';
+import { encodeObject } from '../../host/pg/codec.js';
 import type { Store } from '../../host/store/types.js';
 
 type PG = StatelessProcessGroup;
@@ -470,6 +471,14 @@ test('push mode, 4 ranks (hub): objects with big typed arrays and Buffers throug
   }
 });
 
+/** A hub bundle: u32 count, u32 length per part, the parts, then `tail`. */
+function bundle(parts: Uint8Array[], tail: number[] = []): Uint8Array {
+  const head = new DataView(new ArrayBuffer(4 + 4 * parts.length));
+  head.setUint32(0, parts.length, true);
+  parts.forEach((p, i) => head.setUint32(4 + 4 * i, p.length, true));
+  return Buffer.concat([new Uint8Array(head.buffer), ...parts, Buffer.from(tail)]);
+}
+
 /** `g.barrier` with timeoutMs `ms`: its error, and how long it took to fail. */
 async function timedOut(g: PG, ms: number): Promise<{ e: any; tookMs: number }> {
   const t0 = performance.now();
@@ -517,15 +526,21 @@ test('push mode, 4 ranks (hub): a malformed bundle under a non-hub rank\'s c/0/a
     assert.match(e.message, key);
     for (const r of [0, 2, 3]) assert.equal(await ps[r], ['v0', 'v1', 'v2', 'v3'], `rank ${r}`);
     assert.equal(await Promise.all(st.pgs.map((g) => g.allGatherObj(g.rank))), new Array(4).fill([0, 1, 2, 3]));
+    // A well-formed bundle written the same way is read as the collective's result (the writer is faithful).
+    await writer.set(`${st.pgs[2].keyPrefix}to/2/c/2/all`, bundle(['w0', 'w1', 'w2', 'w3'].map((v) => encodeObject(v))));
+    const ok = st.pgs.map((g) => g.allGatherObj(g.rank));
+    assert.equal(await ok[2], ['w0', 'w1', 2, 'w3']);
+    for (const r of [0, 1, 3]) assert.equal(await ok[r], [0, 1, 2, 3]);
     // Other malformed bundles, each read by its collective on rank 2.
     const bundles = [
       new Uint8Array(0),
       new Uint8Array([3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), // count 3 of 4 ranks
-      new Uint8Array([4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 7]), // a trailing byte
+      bundle([0, 1, 2, 3].map((r) => encodeObject(r)), [7]), // valid parts, then a trailing byte
+      bundle([0, 1, 2].map((r) => encodeObject(r))), // one part short of 4
       new Uint8Array([4, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x67]), // a part that is no value
     ];
     for (const [i, b] of bundles.entries()) {
-      const k = `${st.pgs[2].keyPrefix}to/2/c/${2 + i}/all`;
+      const k = `${st.pgs[2].keyPrefix}to/2/c/${3 + i}/all`;
       await writer.set(k, b);
       const qs = st.pgs.map((g) => g.allGatherObj(g.rank));
       const e2 = await rejectsWith(qs[2], 'ERR_GROUPCOMM_PROTOCOL');
