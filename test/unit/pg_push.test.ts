@@ -575,4 +575,57 @@ test('push mode, 5 ranks (hub): after a mixed workload and destroy the server ho
   }
 });
 
+
+test('spinUs: a waiting receive keeps the event loop turning for that long, then lets it sleep; 0 never spins', async () => {
+  // CPU time over a window in which rank 1 waits 250 ms for a message: with a 100 ms spin the
+  // process is busy for about 100 ms of it, without a spin it sleeps (Bun has no
+  // eventLoopUtilization; process.cpuUsage is in both).
+  const busy = async (spinUs: number) => {
+    const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+    const s1 = await TcpStore.create({ port: s0.port, timeoutMs: 5000 });
+    const [a, b] = await Promise.all([s0, s1].map((store, rank) =>
+      StatelessProcessGroup.create({ rank, worldSize: 2, store, timeoutMs: 5000, groupName: `spin${spinUs}`, spinUs })));
+    try {
+      await sleep(20);
+      const cpu0 = process.cpuUsage();
+      const got = b.recvObj(0);
+      await sleep(250);
+      const c = process.cpuUsage(cpu0);
+      const u = (c.user + c.system) / 250_000;
+      await a.sendObj('late', 1);
+      assert.is(await got, 'late');
+      return u;
+    } finally {
+      await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
+      await s1.close();
+      await s0.close();
+    }
+  };
+  const still = await busy(0);
+  const spun = await busy(100_000);
+  // Compared with each other: GC and JIT threads count in both (Bun's more than Node's).
+  assert.ok(spun - still > 0.2, `CPU share over 250 ms: ${spun.toFixed(2)} with a 100 ms spin, ${still.toFixed(2)} without`);
+  assert.ok(spun < 0.85, `a 100 ms spin kept the process busy for ${(spun * 250).toFixed(0)} ms of 250`);
+  assert.ok(still < 0.3, `CPU share without a spin: ${still.toFixed(2)}`);
+});
+
+test('spinUs: a bad value (option or GROUPCOMM_PG_SPIN_US) is refused before any store traffic', async () => {
+  const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 2000 });
+  try {
+    const before = await s0.numKeys();
+    await rejectsWith(StatelessProcessGroup.create({ rank: 0, worldSize: 2, store: s0, spinUs: -1, timeoutMs: 1000 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    const old = process.env.GROUPCOMM_PG_SPIN_US;
+    process.env.GROUPCOMM_PG_SPIN_US = 'fast';
+    try {
+      await rejectsWith(StatelessProcessGroup.create({ rank: 0, worldSize: 2, store: s0, timeoutMs: 1000 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    } finally {
+      if (old === undefined) delete process.env.GROUPCOMM_PG_SPIN_US;
+      else process.env.GROUPCOMM_PG_SPIN_US = old;
+    }
+    assert.is(await s0.numKeys(), before);
+  } finally {
+    await s0.close();
+  }
+});
+
 test.run();
