@@ -90,7 +90,6 @@ export class TcpStoreServer {
   private readonly secret?: Buffer;
   private readonly log: Logger;
   private nextId = 1;
-  private flushScheduled = false;
   private closing?: Promise<void>;
 
   private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
@@ -217,8 +216,6 @@ export class TcpStoreServer {
   /** Stops listening and closes every connection. Stored data is dropped with the server. Idempotent. */
   close(): Promise<void> {
     if (!this.closing) {
-      // Replies and pushes still queued for this turn go out first (see scheduleFlush).
-      this.flushAll();
       this.closing = new Promise((resolve) => {
         this.server.close(() => resolve());
         for (const c of [...this.conns]) this.drop(c);
@@ -303,24 +300,7 @@ export class TcpStoreServer {
       }
     }
     if (!conn.closed) inbox.consume(start, need);
-    this.scheduleFlush();
-  }
-
-  /**
-   * Replies and pushes go out once the event loop has handled everything that is ready now
-   * (setImmediate runs right after the poll phase), not at the end of each request: requests that
-   * arrive together — several sockets readable in one poll, or an in-process client's requests of
-   * one turn — then cost one write per destination connection instead of one per request. With
-   * the store in a rank's process this is what lets a collective's release and the broadcast that
-   * follows it reach each rank in one write (and one wake-up).
-   */
-  private scheduleFlush(): void {
-    if (this.flushScheduled || this.dirty.size === 0) return;
-    this.flushScheduled = true;
-    setImmediate(() => {
-      this.flushScheduled = false;
-      this.flushAll();
-    });
+    this.flushAll();
   }
 
   // --- parsing helpers: each checks the limit on the declared length before reading bytes ---

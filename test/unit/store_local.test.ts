@@ -111,7 +111,7 @@ test('a polling loop of check on the in-process link yields to the event loop: t
   }
 });
 
-test('an in-process writer\'s requests and the pushes to an in-process subscriber keep program order', async () => {
+test('an in-process writer\'s requests and the pushes to an in-process subscriber keep program order; each write is pushed before it is acknowledged', async () => {
   const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
   const w = await s.clone();
   try {
@@ -124,10 +124,11 @@ test('an in-process writer\'s requests and the pushes to an in-process subscribe
     const counts: Promise<number>[] = [];
     for (let i = 0; i < 300; i++) {
       if (i % 3 === 0) {
-        // A set resolves once written, not once pushed (the server writes pushes at the end of
-        // the event-loop turn): only the order of the pushes is checked.
         want.push(`${i}=v${i}`);
-        acked.push(w.set(`sub/${i}`, `v${i}`));
+        const before = want.length;
+        acked.push(w.set(`sub/${i}`, `v${i}`).then(() => {
+          assert.ok(got.length >= before, `set sub/${i} acknowledged before its push (${got.length} pushes of ${before})`);
+        }));
       } else if (i % 3 === 1) {
         want.push(`${i}a=A${i}`, `${i}b=B${i}`);
         acked.push(w.multiSet([`sub/${i}a`, `other/${i}`, `sub/${i}b`], [`A${i}`, `O${i}`, `B${i}`]));
@@ -138,8 +139,6 @@ test('an in-process writer\'s requests and the pushes to an in-process subscribe
     }
     await Promise.all(acked);
     assert.equal(await Promise.all(counts), [...Array(100).keys()].map((k) => k + 1), 'adds applied in program order');
-    // The adds' replies come after every earlier push was written; one more turn for good measure.
-    await new Promise((r) => setImmediate(r));
     assert.equal(got, want.map((x) => `sub/${x}`));
     assert.is(text(await w.get('other/1')), 'O1');
     await sub!.close();
