@@ -115,6 +115,8 @@ export class TcpStore implements Store {
   private readonly idle: Connection[] = [];
   private readonly waitConns = new Set<Connection>();
   private readonly subscriptions = new Set<Connection>();
+  /** Ends of in-process subscriptions (subscribeLocal), for close(). */
+  private readonly localSubscriptions = new Set<(e: GroupcommError) => void>();
   /**
    * Keys this client changed on the main connection, with the request's sequence number there,
    * until a later reply proves the server applied the change. A get sent on a wait connection
@@ -277,6 +279,8 @@ export class TcpStore implements Store {
     this.ensureOpen();
     if (typeof prefix !== 'string' || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
     if (!this.extended) return undefined;
+    const local = this.spec.local?.subscribeLocal ? this.subscribeLocal(prefix, onMessage) : undefined;
+    if (local) return local;
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const { conn } = await openConnection({ ...this.spec, timeoutMs, signal: opts?.signal });
     if (this.closed) {
@@ -322,6 +326,47 @@ export class TcpStore implements Store {
       },
       onClose: (fn) => {
         if (conn.closed) fn(closing ? undefined : destroyedError('subscription closed'));
+        else listeners.push(fn);
+      },
+    };
+  }
+
+  /** subscribe() against the server in this process: pushes are calls (TcpStoreServer.subscribeLocal). */
+  private subscribeLocal(prefix: string, onMessage: (key: string, value: Uint8Array) => void): Subscription | undefined {
+    const cut = this.prefix ? 1 : 0;
+    let closing = false;
+    let ended = false;
+    let reason: Error | undefined;
+    const listeners: ((e?: Error) => void)[] = [];
+    let endByStore: ((e: GroupcommError) => void) | undefined;
+    const end = (e?: GroupcommError) => {
+      if (ended) return;
+      ended = true;
+      reason = e;
+      if (endByStore) this.localSubscriptions.delete(endByStore);
+      for (const fn of listeners) fn(closing ? undefined : e);
+    };
+    let handle: { close(): void } | null;
+    try {
+      handle = this.spec.local!.subscribeLocal!(this.wireKey(prefix).toString('latin1'), (k, v) => onMessage(k.slice(cut), v), end);
+    } catch {
+      return undefined; // the server is closing: the link (and its error) behaves as over TCP
+    }
+    if (handle === null) throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
+    const h = handle;
+    endByStore = (e: GroupcommError) => {
+      h.close();
+      end(e);
+    };
+    this.localSubscriptions.add(endByStore);
+    return {
+      close: () => {
+        closing = true;
+        h.close();
+        end();
+      },
+      onClose: (fn) => {
+        if (ended) fn(closing ? undefined : reason ?? destroyedError('subscription closed'));
         else listeners.push(fn);
       },
     };
@@ -590,6 +635,7 @@ export class TcpStore implements Store {
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
     for (const c of [...this.subscriptions]) c.close(err);
+    for (const end of [...this.localSubscriptions]) end(err);
     this.idle.length = 0;
     await this.server?.close();
   }

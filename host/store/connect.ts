@@ -29,7 +29,10 @@ export interface ConnectSpec {
   /** Send the extension probe in the handshake. */
   probe: boolean;
   /** The server is in this process: connect to it in memory (see local.ts), not over TCP. */
-  local?: { connectLocal(): LocalSocket | undefined };
+  local?: {
+    connectLocal(): LocalSocket | undefined;
+    subscribeLocal?(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null;
+  };
   log: Logger;
 }
 

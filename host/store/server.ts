@@ -9,7 +9,7 @@
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { guard, type OpOptions } from '../deadline.js';
-import { destroyedError, GroupcommError, invalidArgument, timeoutError } from '../errors.js';
+import { destroyedError, GroupcommError, invalidArgument, peerLostError, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
@@ -73,6 +73,12 @@ class Conn {
   }
 }
 
+/** A subscriber in this process (subscribeLocal): its pushes are calls, not bytes on a link. */
+class LocalSub {
+  closed = false;
+  constructor(readonly fn: (key: string, value: Uint8Array) => void, readonly onEnd: (e: GroupcommError) => void) {}
+}
+
 export class TcpStoreServer {
   private readonly hostOption: string;
   readonly worldSize?: number;
@@ -83,7 +89,7 @@ export class TcpStoreServer {
   private readonly joinedRanks = new Set<number>();
   private readonly dirty = new Set<Conn>();
   /** Subscriptions by prefix (latin1, as keys are): writes under a prefix are pushed, not stored. */
-  private readonly subs = new Map<string, Conn>();
+  private readonly subs = new Map<string, Conn | LocalSub>();
   /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
   private takes: string[] = [];
   private readonly cursor = new Cursor();
@@ -213,9 +219,48 @@ export class TcpStoreServer {
     return client;
   }
 
+  /**
+   * SUBSCRIBE for a client in this process (TcpStore over the in-process link): the same
+   * semantics, but each push is a call of `fn` inside the write that caused it — no frame, no
+   * link, no parsing on the other side. `prefix` is in wire form (latin1, like stored keys).
+   * null when another live subscriber holds the prefix. `onEnd` is called if the server closes.
+   */
+  subscribeLocal(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null {
+    if (this.closing) throw destroyedError('subscribe on a closed TcpStoreServer');
+    if (prefix.length === 0 || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
+    const holder = this.subs.get(prefix);
+    if (holder && !holder.closed) return null;
+    const sub = new LocalSub(fn, onEnd);
+    this.subs.set(prefix, sub);
+    for (const [k, v] of this.table.takePrefix(prefix)) {
+      this.callLocal(sub, Buffer.from(k, 'latin1').toString('utf8'), typeof v === 'string' ? Buffer.from(v, 'latin1') : v);
+    }
+    return {
+      close: () => {
+        sub.closed = true;
+        if (this.subs.get(prefix) === sub) this.subs.delete(prefix);
+      },
+    };
+  }
+
+  /** A throwing subscriber must not take the writer's connection down with it. */
+  private callLocal(sub: LocalSub, key: string, value: Uint8Array): void {
+    try {
+      sub.fn(key, value);
+    } catch (e) {
+      this.log.warn(`in-process subscriber threw on '${key}': ${(e as Error).message}`);
+    }
+  }
+
   /** Stops listening and closes every connection. Stored data is dropped with the server. Idempotent. */
   close(): Promise<void> {
     if (!this.closing) {
+      for (const [prefix, sub] of this.subs) {
+        if (!(sub instanceof LocalSub) || sub.closed) continue;
+        sub.closed = true;
+        this.subs.delete(prefix);
+        sub.onEnd(peerLostError(`the in-process store server ${this.host}:${this.port} closed`));
+      }
       this.closing = new Promise((resolve) => {
         this.server.close(() => resolve());
         for (const c of [...this.conns]) this.drop(c);
@@ -577,6 +622,13 @@ export class TcpStoreServer {
     for (let i = key.indexOf('/'); i >= 0; i = key.indexOf('/', i + 1)) {
       const c = this.subs.get(key.slice(0, i + 1));
       if (!c || c.closed) continue;
+      if (c instanceof LocalSub) {
+        // A small value is copied (a view would pin the whole read buffer); a big one is handed
+        // over as a view of the read buffer, which nobody writes over.
+        const v = vb - va <= 4096 ? new Uint8Array(buf.subarray(va, vb)) : buf.subarray(va, vb);
+        this.callLocal(c, buf.toString('utf8', ka, kb), v);
+        return true;
+      }
       const kl = kb - ka;
       const vl = vb - va;
       if (vl <= 4096) {

@@ -346,6 +346,33 @@ test('hostile raw clients: bad SUBSCRIBE prefixes and any request after SUBSCRIB
   }
 });
 
+test('in-process subscriber: pushes are calls inside the write (nothing on the link); one that throws loses nothing for the writer', async () => {
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const tcp = await TcpStore.create({ port: s.port, timeoutMs: 5000 });
+  try {
+    const got: string[] = [];
+    const sub = await s.subscribe('in/', (k, v) => {
+      if (k === 'in/boom') throw new Error('subscriber bug');
+      got.push(`${k}=${text(v)}`);
+    });
+    assert.ok(sub);
+    // No connection was opened for it: the server still has only the two clients' main links.
+    assert.is(s.server!.numConnections, 2);
+    await tcp.set('in/a', '1');
+    await tcp.set('in/boom', 'x');
+    await tcp.multiSet(['in/b', 'out/c'], ['2', '3']);
+    assert.is(text(await tcp.get('out/c')), '3', 'the writer\'s connection survived the throwing subscriber');
+    assert.equal(got, ['in/a=1', 'in/b=2']);
+    assert.not.ok(await tcp.check(['in/boom']), 'a pushed key is not stored even when its subscriber threw');
+    sub!.close();
+    await tcp.set('in/d', '4');
+    assert.ok(await tcp.check(['in/d']), 'stored again once the subscriber closed');
+  } finally {
+    await tcp.close();
+    await s.close();
+  }
+});
+
 test('PrefixStore: subscribe(p/) receives keys written as x/p/... with x/ stripped', async () => {
   for (const mode of MODES) {
     const { sub, writer, close } = await setup(mode);
