@@ -223,39 +223,27 @@ export class Connection {
     cur.reset(inbox.buf, inbox.start, inbox.end);
     let need = 0;
     while (cur.pos < cur.end) {
-      if (this.head >= this.queue.length) {
-        if (this.streamReader) {
-          const start = cur.pos;
-          try {
-            this.streamReader(cur);
-          } catch (e) {
-            if (e === INCOMPLETE) {
-              need = cur.needed - start;
-              cur.pos = start;
-              break;
-            }
-            this.fail(e instanceof GroupcommError ? e : protocolError(`bad push from store ${this.address}: ${(e as Error).message}`, { cause: e }));
-            return;
-          }
-          continue;
-        }
+      // The reply to the oldest request, or else (a subscription) a message the server pushed.
+      const p = this.head < this.queue.length ? this.queue[this.head] : undefined;
+      const read = p ? p.read! : this.streamReader;
+      if (!read) {
         this.fail(protocolError(`store server ${this.address} sent ${cur.end - cur.pos} bytes nobody asked for`));
         return;
       }
-      const p = this.queue[this.head];
       const start = cur.pos;
       let v: unknown;
       try {
-        v = p.read!(cur);
+        v = read(cur);
       } catch (e) {
         if (e === INCOMPLETE) {
           need = cur.needed - start;
           cur.pos = start;
           break;
         }
-        this.fail(e instanceof GroupcommError ? e : protocolError(`bad reply from store ${this.address}: ${(e as Error).message}`, { cause: e }));
+        this.fail(e instanceof GroupcommError ? e : protocolError(`bad ${p ? 'reply' : 'push'} from store ${this.address}: ${(e as Error).message}`, { cause: e }));
         return;
       }
+      if (!p) continue;
       this.queue[this.head++] = undefined as unknown as Pending;
       this.replied = p.seq;
       if (!p.settled) {

@@ -7,9 +7,9 @@ import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
-import { isGroupcommError } from '../../host/errors.js';
 import { bytesOf, empty, tensor } from '../../host/tensor.js';
 import { encodeHello, ACK_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
+import { rejectsWith } from '../helpers/rejects.js';
 
 let store: TcpStore;
 let groupNo = 0;
@@ -22,16 +22,6 @@ async function groupOf(n: number, extra: Partial<CpuGroupOptions> = {}): Promise
 
 const destroyAll = (gs: CpuGroup[]) => Promise.all(gs.map((g) => g.destroy()));
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<Error> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
-    assert.is((e as { code: string }).code, code, (e as Error).message);
-    return e as Error;
-  }
-  throw new Error(`expected ${code}, but it resolved`);
-}
 
 /** Sends `bytes` to host:port and returns the ACK the group answered with. */
 function knock(port: number, bytes: Uint8Array): Promise<{ status: number; closed: boolean }> {

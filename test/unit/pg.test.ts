@@ -3,9 +3,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
-import { isGroupcommError } from '../../host/errors.js';
 import { tensor } from '../../host/tensor.js';
 import { MemStoreServer } from '../helpers/memstore.js';
+import { rejectsWith } from '../helpers/rejects.js';
+import { everyOp } from '../helpers/pg_ops.js';
 
 type PG = StatelessProcessGroup;
 
@@ -14,52 +15,13 @@ async function groups(n: number, server = new MemStoreServer(), opts: { groupNam
     StatelessProcessGroup.create({ rank, worldSize: n, store: server.client(), timeoutMs: opts.timeoutMs ?? 5000, groupName: opts.groupName })));
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
-    assert.is((e as any).code, code, (e as Error).message);
-    return e;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 for (const n of [1, 2, 3, 4, 7]) {
   test(`every op with ${n} rank(s), in-process`, async () => {
     const server = new MemStoreServer();
     const pgs = await groups(n, server);
     assert.equal(pgs.map((g) => g.epoch), new Array(n).fill(pgs[0].epoch));
-    await Promise.all(pgs.map(async (g) => {
-      const r = g.rank;
-      if (n > 1) {
-        const next = (r + 1) % n, prev = (r + n - 1) % n;
-        const sent = g.sendObj({ from: r, to: next }, next);
-        assert.equal(await g.recvObj(prev), { from: prev, to: r });
-        await sent;
-        const t = tensor(new Float32Array([r, r + 0.5]));
-        const out = tensor(new Float32Array(2));
-        await Promise.all([g.send(t, next), g.recv(out, prev)]);
-        assert.equal([...out.data as Float32Array], [prev, prev + 0.5]);
-      }
-      for (let src = 0; src < n; src++) {
-        assert.equal(await g.broadcastObj(r === src ? { src, list: [1, 2] } : null, src), { src, list: [1, 2] });
-        const bt = tensor(new Int32Array(3).fill(r === src ? src * 10 : -1));
-        assert.is(await g.broadcast(bt, src), bt);
-        assert.equal([...bt.data as Int32Array], [src * 10, src * 10, src * 10]);
-      }
-      assert.equal(await g.allGatherObj(`r${r}`), [...Array(n).keys()].map((i) => `r${i}`));
-      await g.barrier();
-      const s = tensor(new Float64Array([r + 1, -r]));
-      await g.allReduce(s, 'sum');
-      assert.equal([...s.data as Float64Array], [(n * (n + 1)) / 2, -(n * (n - 1)) / 2]);
-      const m = tensor(new Int32Array([r, -r]));
-      await g.allReduce(m, 'max');
-      assert.equal([...m.data as Int32Array], [n - 1, 0]);
-      const a = tensor(new Float32Array([r * 2]));
-      await g.allReduce(a, 'avg');
-      assert.equal([...a.data as Float32Array], [n - 1]);
-    }));
+    await everyOp(pgs);
     await Promise.all(pgs.map((g) => g.destroy()));
     // Only the group's epoch counter survives a clean destroy.
     assert.equal([...server.data.keys()], ['pg/epoch']);

@@ -6,10 +6,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
 import { tensor } from '../../host/tensor.js';
 import { encodeObject } from '../../host/pg/codec.js';
 import type { Store } from '../../host/store/types.js';
+import { rejectsWith } from '../helpers/rejects.js';
+import { everyOp } from '../helpers/pg_ops.js';
 
 type PG = StatelessProcessGroup;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -51,16 +52,6 @@ async function setup(n: number, o: SetupOptions = {}): Promise<Setup> {
   };
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
-    assert.is((e as any).code, code, (e as Error).message);
-    return e;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 /** Polls `cond` until true (false after timeoutMs). */
 async function eventually(cond: () => Promise<boolean> | boolean, timeoutMs = 3000): Promise<boolean> {
@@ -70,38 +61,6 @@ async function eventually(cond: () => Promise<boolean> | boolean, timeoutMs = 30
     await sleep(10);
   }
   return cond();
-}
-
-async function everyOp(pgs: PG[]): Promise<void> {
-  const n = pgs.length;
-  const big = new Uint8Array(100 * 1024).map((_, i) => (i * 7) & 0xff);
-  await Promise.all(pgs.map(async (g) => {
-    const r = g.rank;
-    const next = (r + 1) % n, prev = (r + n - 1) % n;
-    const sent = g.sendObj({ from: r, to: next }, next);
-    assert.equal(await g.recvObj(prev), { from: prev, to: r });
-    await sent;
-    const out = tensor(new Float32Array(2));
-    await Promise.all([g.send(tensor(new Float32Array([r, r + 0.5])), next), g.recv(out, prev)]);
-    assert.equal([...out.data as Float32Array], [prev, prev + 0.5]);
-    for (let src = 0; src < n; src++) {
-      assert.equal(await g.broadcastObj(r === src ? { src, list: [1, 2] } : null, src), { src, list: [1, 2] });
-      const got = await g.broadcastObj(r === src ? { src, big } : null, src) as { src: number; big: Uint8Array };
-      assert.is(got.src, src);
-      assert.ok(Buffer.from(got.big).equals(Buffer.from(big)), `rank ${r}: big broadcast from ${src} differs`);
-      const bt = tensor(new Int32Array(3).fill(r === src ? src * 10 : -1));
-      assert.is(await g.broadcast(bt, src), bt);
-      assert.equal([...bt.data as Int32Array], [src * 10, src * 10, src * 10]);
-    }
-    assert.equal(await g.allGatherObj(`r${r}`), [...Array(n).keys()].map((i) => `r${i}`));
-    await g.barrier();
-    const s = tensor(new Float64Array([r + 1, -r]));
-    await g.allReduce(s, 'sum');
-    assert.equal([...s.data as Float64Array], [(n * (n + 1)) / 2, -(n * (n - 1)) / 2]);
-    const m = tensor(new Int32Array([r, -r]));
-    await g.allReduce(m, 'max');
-    assert.equal([...m.data as Int32Array], [n - 1, 0]);
-  }));
 }
 
 /** The group's own keys are gone once every rank destroyed it: only `{group}/epoch` is left. */
@@ -115,7 +74,7 @@ for (const n of [2, 3]) {
   test(`push mode, ${n} ranks: every op, and only the epoch key is left after destroy`, async () => {
     const st = await setup(n);
     try {
-      await everyOp(st.pgs);
+      await everyOp(st.pgs, { bigBytes: 100 * 1024 });
       await onlyEpochLeft(st);
     } finally {
       await st.close();
@@ -126,7 +85,7 @@ for (const n of [2, 3]) {
     const st = await setup(n, { extensions: false });
     try {
       assert.not.ok(st.stores.some((s) => s.extended));
-      await everyOp(st.pgs);
+      await everyOp(st.pgs, { bigBytes: 100 * 1024 });
       await onlyEpochLeft(st);
     } finally {
       await st.close();

@@ -8,6 +8,7 @@ import { PrefixStore, TcpStore, TcpStoreServer } from '../../host/index.js';
 import { isGroupcommError } from '../../host/errors.js';
 import type { Subscription } from '../../host/store/types.js';
 import { Raw, VALIDATE, le64, ping, str } from './store_raw.js';
+import { rejectsWith } from '../helpers/rejects.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -47,16 +48,6 @@ function collector() {
   return { got, on, keys, until };
 }
 
-async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isGroupcommError(e), `not a GroupcommError: ${e}`);
-    assert.is((e as any).code, code, (e as Error).message);
-    return e;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 /** Resolves with the argument onClose got (or throws after timeoutMs). */
 function closed(s: Subscription, timeoutMs = 5000): Promise<Error | undefined> {
