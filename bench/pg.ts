@@ -1,5 +1,5 @@
 /**
- * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--rounds N] [--peer CMD] [--json FILE]`
+ * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--rounds N] [--peer CMD] [--floor] [--json FILE]`
  *
  * StatelessProcessGroup over the TCP store, ranks in child processes on 127.0.0.1:
  *   2 ranks: ping-pong round trip of a small dict and of a 1 MiB Uint8Array (rank 0 measures);
@@ -7,7 +7,9 @@
  *            (slowest rank per iteration, back to back).
  * With `--peer CMD`, CMD (e.g. `bash peers/trixie-torch.sh /opt/trixie run python3
  * /peers/vllm_like_pg_bench.py --seconds 2`) runs after each groupcomm round and its SUMMARY
- * line becomes rows with impl 'vllm-like-torch-2.6', so both sides come from one run.
+ * line becomes rows with impl 'vllm-like-torch-2.6', so both sides come from one run. `--floor` adds
+ * rows 'raw-node-sockets': the small ping-pong, broadcast and allGather patterns over plain sockets
+ * between the rank processes (no store, no codec), the floor of this machine and runtime.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,34 +24,37 @@ interface Options {
   warmupSeconds: number;
   rounds: number;
   peer?: string;
+  /** Also run the same patterns over plain sockets (bench/pg_floor_worker.ts). */
+  floor: boolean;
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { seconds: 2, warmupSeconds: 1, rounds: 1 };
+  const o: Options = { seconds: 2, warmupSeconds: 1, rounds: 1, floor: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
     else if (a === '--rounds') o.rounds = Number(argv[++i]);
     else if (a === '--warmup-seconds') o.warmupSeconds = Number(argv[++i]);
     else if (a === '--peer') o.peer = argv[++i];
-    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --rounds N, --peer CMD)`);
+    else if (a === '--floor') o.floor = true;
+    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --rounds N, --peer CMD, --floor)`);
   }
   if (!(o.seconds > 0) || !(o.warmupSeconds >= 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive');
   return o;
 }
 
-function workerCommand(): [string, string[]] {
+function workerCommand(worker: string): [string, string[]] {
   const root = packageRoot();
   const isBun = typeof (process.versions as Record<string, string>).bun === 'string';
-  if (isBun) return [process.execPath, [path.join(root, 'bench', 'pg_worker.ts')]];
-  const file = path.join(root, 'dist', 'bench', 'pg_worker.js');
+  if (isBun) return [process.execPath, [path.join(root, 'bench', `${worker}.ts`)]];
+  const file = path.join(root, 'dist', 'bench', `${worker}.js`);
   if (!fs.existsSync(file)) throw new Error(`bench pg: ${file} is missing; run npm run build`);
   return [process.execPath, [file]];
 }
 
 /** Runs one world of bench workers; resolves with each rank's samples. */
-async function runWorld(n: number, o: Options): Promise<Record<string, number[]>[]> {
-  const [cmd, args] = workerCommand();
+async function runWorld(n: number, o: Options, worker = 'pg_worker'): Promise<Record<string, number[]>[]> {
+  const [cmd, args] = workerCommand(worker);
   const out: Record<string, number[]>[] = [];
   const children: ReturnType<typeof spawn>[] = [];
   const start = (rank: number, port?: number) =>
@@ -124,6 +129,20 @@ async function groupcommRound(o: Options): Promise<Record<string, number[]>> {
   };
 }
 
+/**
+ * The same patterns over plain loopback sockets with no store and no codec (pg_floor_worker):
+ * what this machine and runtime allow any implementation, measured the same way.
+ */
+async function floorRound(o: Options): Promise<Record<string, number[]>> {
+  const two = await runWorld(2, o, 'pg_floor_worker');
+  const four = await runWorld(4, o, 'pg_floor_worker');
+  return {
+    pingpong_small: two[0].pingpong_small,
+    bcast4: slowest([1, 2, 3].map((r) => four[r].broadcast_obj)),
+    allgather4: slowest(four.map((r) => r.all_gather_obj)),
+  };
+}
+
 /** Runs the peer command; returns its SUMMARY medians (µs) keyed like CASES. */
 function peerRound(cmd: string): Promise<Record<string, number>> {
   return new Promise((resolve, reject) => {
@@ -150,8 +169,10 @@ export async function run(argv: string[], report: Report): Promise<void> {
   const o = parse(argv);
   const ours: Record<string, number[]>[] = [];
   const theirs: Record<string, number>[] = [];
+  const floors: Record<string, number[]>[] = [];
   for (let round = 0; round < o.rounds; round++) {
     ours.push(await groupcommRound(o));
+    if (o.floor) floors.push(await floorRound(o));
     if (o.peer) theirs.push(await peerRound(o.peer));
   }
   report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, ${o.warmupSeconds}s warm-up + ${o.seconds}s per case, ${o.rounds} round(s)`);
@@ -162,6 +183,13 @@ export async function run(argv: string[], report: Report): Promise<void> {
     const pick = perRound[perRound.length >> 1];
     mine[key] = pick.median_us;
     report.add({ name: c.name, impl: 'groupcomm', op: c.op, ranks: c.ranks, size_bytes: c.size_bytes ?? 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: ours[0][key].length });
+  }
+  for (const key of Object.keys(floors[0] ?? {})) {
+    const c = CASES[key];
+    const perRound = floors.map((r) => us(r[key])).sort((a, b) => a.median_us - b.median_us);
+    const pick = perRound[perRound.length >> 1];
+    report.add({ name: c.name, impl: 'raw-node-sockets', op: c.op, ranks: c.ranks, size_bytes: 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: floors[0][key].length });
+    report.note(`${c.name}: groupcomm / raw sockets = ${(mine[key] / pick.median_us).toFixed(2)}`);
   }
   if (!theirs.length) {
     report.note('no --peer command: groupcomm rows only');

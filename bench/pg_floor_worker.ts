@@ -1,0 +1,169 @@
+// One rank of `groupcomm bench pg --floor`: the same message pattern as bench/pg_worker.ts, over
+// plain loopback TCP sockets between the ranks, with no store, no codec and no library code — the
+// floor that the machine and the runtime set for any store-backed design. Rank 0 listens on port 0
+// and prints `@@PORT n`; the others connect to it (a star: rank 0 relays nothing, it is the root
+// and the hub). Prints `@@BENCH {json}` with raw samples (ns), keyed like pg_worker's.
+//
+// Framing: each message is one byte of kind plus a fixed-size body, so a reader needs no length:
+//   'a' arrive (barrier part, 1 B)   'r' release (1 B)   'b' broadcast (8 B f64 stamp, µs)
+//   'p' ping/echo (SMALL_BYTES)      'g' allGather part (SMALL_BYTES)   'G' bundle (4 × SMALL_BYTES)
+//   'n' plan (u32 warm-up count, u32 timed count)
+import net from 'node:net';
+
+const rank = Number(process.env.RANK);
+const worldSize = Number(process.env.WORLD_SIZE);
+const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
+const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
+const now = () => (performance.timeOrigin + performance.now()) * 1e6;
+/** About the msgpack size of pg_worker's SMALL dict. */
+const SMALL_BYTES = 120;
+const SIZE: Record<number, number> = { 0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES };
+
+/** Splits a byte stream into messages, handed out in arrival order. */
+class Peer {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly waiting: ((m: Buffer) => void)[] = [];
+  private readonly queued: Buffer[] = [];
+  constructor(readonly socket: net.Socket) {
+    socket.setNoDelay(true);
+    socket.on('data', (d: Buffer) => {
+      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
+      while (this.buf.length && this.buf.length >= SIZE[this.buf[0]]) {
+        const n = SIZE[this.buf[0]];
+        const m = this.buf.subarray(0, n);
+        this.buf = this.buf.subarray(n);
+        const w = this.waiting.shift();
+        if (w) w(m);
+        else this.queued.push(m);
+      }
+    });
+  }
+  next(): Promise<Buffer> {
+    const m = this.queued.shift();
+    if (m) return Promise.resolve(m);
+    return new Promise((resolve) => this.waiting.push(resolve));
+  }
+  send(b: Buffer): void {
+    this.socket.write(b);
+  }
+}
+
+const small = (kind: number) => Buffer.alloc(1 + SMALL_BYTES, 7).fill(kind, 0, 1);
+const res: Record<string, number[]> = {};
+let peers: Peer[] = [];
+
+if (rank === 0) {
+  const server = net.createServer({ noDelay: true });
+  const joined = new Promise<void>((resolve) => {
+    server.on('connection', (s) => {
+      s.once('data', (d: Buffer) => {
+        // The first byte names the connecting rank.
+        peers[d[0]] = new Peer(s);
+        if (d.length > 1) s.unshift(d.subarray(1));
+        if (peers.filter(Boolean).length === worldSize - 1) resolve();
+      });
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  process.stdout.write(`@@PORT ${(server.address() as net.AddressInfo).port}\n`);
+  await joined;
+  server.close();
+} else {
+  const s = net.connect({ host: '127.0.0.1', port: Number(process.env.PG_PORT) });
+  await new Promise<void>((r) => s.once('connect', () => r()));
+  s.write(Buffer.from([rank]));
+  peers = [new Peer(s)];
+}
+const hub = peers[0];
+
+/** Barrier through rank 0 (1 B each way), as pg's hub barrier does it. */
+async function barrier(): Promise<void> {
+  if (rank === 0) {
+    await Promise.all(peers.slice(1).map((p) => p.next()));
+    for (const p of peers.slice(1)) p.send(Buffer.from([0x72]));
+  } else {
+    hub.send(Buffer.from([0x61]));
+    await hub.next();
+  }
+}
+
+/**
+ * A pilot of 10 calls sets the pace; rank 0 turns it into a warm-up count and a timed count and
+ * sends both (message 'n'), so every rank makes the same calls (as pg_worker's iterations()).
+ */
+async function plan(fn: () => Promise<void>): Promise<[number, number]> {
+  const t0 = now();
+  for (let i = 0; i < 10; i++) await fn();
+  if (rank === 0) {
+    const per = Math.max(1, (now() - t0) / 10);
+    const m = Buffer.alloc(9);
+    m[0] = 0x6e;
+    m.writeUInt32LE(Math.min(20_000, Math.ceil(warmupNs / per)), 1);
+    m.writeUInt32LE(Math.max(100, Math.min(20_000, Math.floor((seconds * 1e9) / per))), 5);
+    for (const p of peers.slice(1)) p.send(m);
+    return [m.readUInt32LE(1), m.readUInt32LE(5)];
+  }
+  const m = await hub.next();
+  return [m.readUInt32LE(1), m.readUInt32LE(5)];
+}
+
+/** Warm-up, then `n` timed calls of `fn`, each one's duration kept. */
+async function run(fn: () => Promise<void>): Promise<number[]> {
+  const [warm, n] = await plan(fn);
+  for (let i = 0; i < warm; i++) await fn();
+  const durs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = now();
+    await fn();
+    durs.push(now() - a);
+  }
+  return durs;
+}
+
+if (worldSize === 2) {
+  // Ping-pong of a SMALL-sized message; rank 0 measures the round trip.
+  const msg = small(0x70);
+  const durs = await run(async () => {
+    if (rank === 0) {
+      peers[1].send(msg);
+      await peers[1].next();
+    } else {
+      hub.send(await hub.next());
+    }
+  });
+  if (rank === 0) res.pingpong_small = durs;
+} else {
+  // broadcastObj one-way latency after an untimed barrier (receivers keep the root's stamp).
+  const lat: number[] = [];
+  let keep = false;
+  const bcast = async () => {
+    await barrier();
+    if (rank === 0) {
+      const m = Buffer.alloc(9);
+      m[0] = 0x62;
+      m.writeDoubleLE(now(), 1);
+      for (const p of peers.slice(1)) p.send(m);
+    } else {
+      const m = await hub.next();
+      if (keep) lat.push(now() - m.readDoubleLE(1));
+    }
+  };
+  const [warm, n] = await plan(bcast);
+  for (let i = 0; i < warm; i++) await bcast();
+  keep = true;
+  for (let i = 0; i < n; i++) await bcast();
+  res.broadcast_obj = lat;
+  // allGather through the hub: parts to rank 0, one bundle back to each.
+  res.all_gather_obj = await run(async () => {
+    if (rank === 0) {
+      const parts = await Promise.all(peers.slice(1).map((p) => p.next()));
+      const bundle = Buffer.concat([Buffer.from([0x47]), small(0).subarray(1), ...parts.map((x) => x.subarray(1))]);
+      for (const p of peers.slice(1)) p.send(bundle);
+    } else {
+      hub.send(small(0x67));
+      await hub.next();
+    }
+  });
+}
+process.stdout.write(`@@BENCH ${JSON.stringify(res)}\n`);
+process.exit(0);
