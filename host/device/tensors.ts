@@ -87,3 +87,19 @@ export function subBuffer(buf: DeviceBuffer, offset: number, nbytes: number): De
 export function checkPeer(r: number, worldSize: number, what: string, rank: number): void {
   if (!Number.isInteger(r) || r < 0 || r >= worldSize) throw invalidArgument(`${what}: rank ${r} is outside [0, ${worldSize})`, { rank, peerRank: r });
 }
+
+/**
+ * gather's operands, checked the same way by every backend: the input on every rank, and on
+ * `dst` only an output of worldSize × the input. `check` is the backend's device-tensor check.
+ */
+export function checkGatherArgs(
+  output: Tensor | undefined, input: Tensor, dst: number, rank: number, worldSize: number,
+  check: (t: Tensor | undefined, what: string) => CheckedTensor,
+): { i: CheckedTensor; o?: CheckedTensor } {
+  const i = check(input, 'gather input');
+  checkPeer(dst, worldSize, 'gather', rank);
+  if (rank !== dst) return { i };
+  const o = check(output, 'gather output');
+  checkPair(o, output!, i, input, worldSize, 'gather');
+  return { i, o };
+}

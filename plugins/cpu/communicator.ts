@@ -8,7 +8,7 @@ import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host
 import { invalidArgument } from '../../host/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
-import { checkDeviceTensor, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
+import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
 import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1 } from '../../host/device/types.js';
 import { logger } from '../../host/log.js';
 import type { Tensor } from '../../host/tensor.js';
@@ -151,13 +151,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
   }
 
   async gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined> {
-    const i = this.t(input, 'gather input');
-    checkPeer(dst, this.worldSize, 'gather', this.rank);
-    let o: CheckedTensor | undefined;
-    if (this.rank === dst) {
-      o = this.t(output, 'gather output');
-      checkPair(o, output!, i, input, this.worldSize, 'gather');
-    }
+    const { i, o } = checkGatherArgs(output, input, dst, this.rank, this.worldSize, (t, what) => this.t(t, what));
     return this.ops.run('gather', opts, async (signal) => {
       await this.net.gather(o && this.v(o), this.v(i), dst, input.dtype, this.o(signal, opts));
       return o ? output : undefined;

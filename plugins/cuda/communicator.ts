@@ -17,7 +17,7 @@ import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, type OpOpti
 import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
-import { checkDeviceTensor, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
+import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
 import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
 import { logger } from '../../host/log.js';
 import { dtypeInfo } from '../../host/core/dtype.js';
@@ -268,13 +268,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   async gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined> {
-    const i = this.t(input, 'gather input');
-    checkPeer(dst, this.worldSize, 'gather', this.rank);
-    let o: CheckedTensor | undefined;
-    if (this.rank === dst) {
-      o = this.t(output, 'gather output');
-      checkPair(o, output!, i, input, this.worldSize, 'gather');
-    }
+    const { i, o } = checkGatherArgs(output, input, dst, this.rank, this.worldSize, (t, what) => this.t(t, what));
     const { nccl } = this.libs;
     return this.issue('gather', opts, () => this.grouped('gather', () => {
       if (this.rank !== dst) {

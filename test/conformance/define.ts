@@ -82,6 +82,9 @@ export async function defineConformance(spec: ConformanceSpec): Promise<void> {
         }
       });
     }
+    if (unsupported.length) {
+      console.log(`# ${backend.name}, world size ${ws}: ${unsupported.length} case(s) skipped, their dtype is not in capabilities.reduceDtypes: ${unsupported.map((c) => c.id).join(', ')}`);
+    }
     for (const c of unsupported) s.skip(`${c.id} (not in ${backend.name}'s capabilities.reduceDtypes)`, () => {});
     s.run();
   }
