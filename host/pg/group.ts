@@ -515,9 +515,9 @@ export class StatelessProcessGroup {
     } catch (e) {
       // A timeout's `keys` are the tags still missing: name their senders.
       const missing = (e as { keys?: string[] }).keys;
-      const who = missing ? peers.filter((_, i) => missing.includes(tags[i])) : peers;
-      const first = tags[peers.indexOf((who.length ? who : peers)[0])];
-      throw this.#fail(e, what, who.length ? who : peers, this.#inbox(this.rank) + first, o.timeoutMs);
+      let at = peers.map((_, i) => i).filter((i) => missing?.includes(tags[i]));
+      if (at.length === 0) at = peers.map((_, i) => i);
+      throw this.#fail(e, what, at.map((i) => peers[i]), this.#inbox(this.rank) + tags[at[0]], o.timeoutMs);
     }
   }
 

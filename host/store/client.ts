@@ -105,6 +105,45 @@ function safeNumber(v: bigint, what: string): number {
   return n;
 }
 
+/**
+ * What subscribe() hands out, over TCP or in memory alike: close() once; onClose listeners hear
+ * the reason the stream ended, or nothing when it was closed on purpose.
+ */
+class SubscriptionHandle implements Subscription {
+  private closing = false;
+  private ended = false;
+  private reason?: Error;
+  private readonly listeners: ((e?: Error) => void)[] = [];
+
+  /** @param stop ends the stream (with the reason, when it is a failure) */
+  constructor(private readonly stop: (e?: GroupcommError) => void) {}
+
+  /** The stream ended (closed, lost, or its store closed). Idempotent. */
+  end(e?: Error): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.reason = e;
+    for (const fn of this.listeners) fn(this.closing ? undefined : e);
+  }
+
+  /** Ends the stream because of `e` (its TcpStore closed). */
+  fail(e: GroupcommError): void {
+    this.stop(e);
+    this.end(e);
+  }
+
+  close(): void {
+    this.closing = true;
+    this.stop();
+    this.end();
+  }
+
+  onClose(fn: (e?: Error) => void): void {
+    if (this.ended) fn(this.closing ? undefined : this.reason ?? destroyedError('subscription closed'));
+    else this.listeners.push(fn);
+  }
+}
+
 export class TcpStore implements Store {
   readonly host: string;
   readonly port: number;
@@ -114,9 +153,7 @@ export class TcpStore implements Store {
   private readonly prefix: boolean;
   private readonly idle: Connection[] = [];
   private readonly waitConns = new Set<Connection>();
-  private readonly subscriptions = new Set<Connection>();
-  /** Ends of in-process subscriptions (subscribeLocal), for close(). */
-  private readonly localSubscriptions = new Set<(e: GroupcommError) => void>();
+  private readonly subscriptions = new Set<SubscriptionHandle>();
   /**
    * Keys this client changed on the main connection, with the request's sequence number there,
    * until a later reply proves the server applied the change. A get sent on a wait connection
@@ -279,7 +316,8 @@ export class TcpStore implements Store {
     this.ensureOpen();
     if (typeof prefix !== 'string' || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
     if (!this.extended) return undefined;
-    const local = this.spec.local?.subscribeLocal ? this.subscribeLocal(prefix, onMessage) : undefined;
+    const cut = this.prefix ? 1 : 0;
+    const local = this.spec.local?.subscribeLocal ? this.subscribeLocal(prefix, (k, v) => onMessage(k.slice(cut), v)) : undefined;
     if (local) return local;
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const { conn } = await openConnection({ ...this.spec, timeoutMs, signal: opts?.signal });
@@ -287,14 +325,8 @@ export class TcpStore implements Store {
       conn.close();
       this.ensureOpen();
     }
-    this.subscriptions.add(conn);
-    const cut = this.prefix ? 1 : 0;
-    let closing = false;
-    const listeners: ((e?: Error) => void)[] = [];
-    conn.onClose((e) => {
-      this.subscriptions.delete(conn);
-      for (const fn of listeners) fn(closing ? undefined : e);
-    });
+    const sub = this.track(new SubscriptionHandle((e) => conn.close(e)));
+    conn.onClose((e) => sub.end(e));
     // Set before the request: pushes may arrive in the same read as the reply.
     conn.stream((cur) => {
       const kn = cur.u64();
@@ -310,66 +342,39 @@ export class TcpStore implements Store {
         onTimeout: (elapsedMs) => timeoutError(`store subscribe timed out after ${timeoutMs}ms, key: ${prefix}`, { key: prefix, timeoutMs, elapsedMs }),
       });
     } catch (e) {
-      closing = true;
-      conn.close();
+      sub.close();
       throw e;
     }
     if (status !== SubscribeReply.OK) {
-      closing = true;
-      conn.close();
+      sub.close();
       throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
     }
-    return {
-      close: () => {
-        closing = true;
-        conn.close();
-      },
-      onClose: (fn) => {
-        if (conn.closed) fn(closing ? undefined : destroyedError('subscription closed'));
-        else listeners.push(fn);
-      },
-    };
+    return sub;
   }
 
-  /** subscribe() against the server in this process: pushes are calls (TcpStoreServer.subscribeLocal). */
+  /**
+   * subscribe() against the server in this process: pushes are calls (TcpStoreServer.subscribeLocal).
+   * undefined when that server is closing (the caller then goes the TCP way, and fails as it would).
+   */
   private subscribeLocal(prefix: string, onMessage: (key: string, value: Uint8Array) => void): Subscription | undefined {
-    const cut = this.prefix ? 1 : 0;
-    let closing = false;
-    let ended = false;
-    let reason: Error | undefined;
-    const listeners: ((e?: Error) => void)[] = [];
-    let endByStore: ((e: GroupcommError) => void) | undefined;
-    const end = (e?: GroupcommError) => {
-      if (ended) return;
-      ended = true;
-      reason = e;
-      if (endByStore) this.localSubscriptions.delete(endByStore);
-      for (const fn of listeners) fn(closing ? undefined : e);
-    };
+    let sub: SubscriptionHandle | undefined;
     let handle: { close(): void } | null;
     try {
-      handle = this.spec.local!.subscribeLocal!(this.wireKey(prefix).toString('latin1'), (k, v) => onMessage(k.slice(cut), v), end);
+      handle = this.spec.local!.subscribeLocal!(this.wireKey(prefix).toString('latin1'), onMessage, (e) => sub!.end(e));
     } catch {
-      return undefined; // the server is closing: the link (and its error) behaves as over TCP
+      return undefined;
     }
     if (handle === null) throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
     const h = handle;
-    endByStore = (e: GroupcommError) => {
-      h.close();
-      end(e);
-    };
-    this.localSubscriptions.add(endByStore);
-    return {
-      close: () => {
-        closing = true;
-        h.close();
-        end();
-      },
-      onClose: (fn) => {
-        if (ended) fn(closing ? undefined : reason ?? destroyedError('subscription closed'));
-        else listeners.push(fn);
-      },
-    };
+    sub = this.track(new SubscriptionHandle(() => h.close()));
+    return sub;
+  }
+
+  /** Keeps `sub` until it ends, so that close() can end it. */
+  private track(sub: SubscriptionHandle): SubscriptionHandle {
+    this.subscriptions.add(sub);
+    sub.onClose(() => this.subscriptions.delete(sub));
+    return sub;
   }
 
   async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
@@ -634,8 +639,7 @@ export class TcpStore implements Store {
     const err = new GroupcommError('ERR_GROUPCOMM_DESTROYED', 'this TcpStore was closed');
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
-    for (const c of [...this.subscriptions]) c.close(err);
-    for (const end of [...this.localSubscriptions]) end(err);
+    for (const sub of [...this.subscriptions]) sub.fail(err);
     this.idle.length = 0;
     await this.server?.close();
   }

@@ -23,7 +23,8 @@ export class LocalSocket extends EventEmitter {
   /**
    * Deliver in a microtask instead of on setImmediate. Safe only for a direction that cannot
    * drive a request/reply loop on its own: requests (client → server; the replies, which stay on
-   * setImmediate, still yield to the event loop) and a subscription's pushes.
+   * setImmediate, still yield to the event loop). In-process subscribers need no link at all
+   * (TcpStoreServer.subscribeLocal).
    */
   urgent = false;
   private pending: Uint8Array[] = [];

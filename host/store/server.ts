@@ -228,11 +228,10 @@ export class TcpStoreServer {
   subscribeLocal(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null {
     if (this.closing) throw destroyedError('subscribe on a closed TcpStoreServer');
     if (prefix.length === 0 || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
-    const holder = this.subs.get(prefix);
-    if (holder && !holder.closed) return null;
     const sub = new LocalSub(fn, onEnd);
-    this.subs.set(prefix, sub);
-    for (const [k, v] of this.table.takePrefix(prefix)) {
+    const backlog = this.claim(prefix, sub);
+    if (!backlog) return null;
+    for (const [k, v] of backlog) {
       this.callLocal(sub, Buffer.from(k, 'latin1').toString('utf8'), typeof v === 'string' ? Buffer.from(v, 'latin1') : v);
     }
     return {
@@ -241,6 +240,17 @@ export class TcpStoreServer {
         if (this.subs.get(prefix) === sub) this.subs.delete(prefix);
       },
     };
+  }
+
+  /**
+   * Makes `sub` the subscriber of `prefix` unless a live one holds it (then null); returns the
+   * keys stored under the prefix, now removed, for `sub` to be handed first.
+   */
+  private claim(prefix: string, sub: Conn | LocalSub): [string, Value][] | null {
+    const holder = this.subs.get(prefix);
+    if (holder && !holder.closed) return null;
+    this.subs.set(prefix, sub);
+    return this.table.takePrefix(prefix);
   }
 
   /** A throwing subscriber must not take the writer's connection down with it. */
@@ -416,16 +426,14 @@ export class TcpStoreServer {
         const [ka, kb] = this.key(cur);
         const prefix = buf.toString('latin1', ka, kb);
         if (prefix.length === 0 || !prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
-        const holder = this.subs.get(prefix);
-        if (holder && !holder.closed) {
+        const backlog = this.claim(prefix, conn);
+        if (!backlog) {
           this.send(conn, Buffer.from([SubscribeReply.TAKEN]));
           return;
         }
         this.send(conn, Buffer.from([SubscribeReply.OK]));
         conn.subscribed = prefix;
-        this.subs.set(prefix, conn);
-        if ((conn.socket as unknown) instanceof LocalSocket) (conn.socket as unknown as LocalSocket).urgent = true;
-        for (const [k, v] of this.table.takePrefix(prefix)) this.pushValue(conn, k, v);
+        for (const [k, v] of backlog) this.pushValue(conn, k, v);
         return;
       }
       case Op.GET:
