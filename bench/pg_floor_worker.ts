@@ -7,14 +7,14 @@
 // Framing: each message is one byte of kind plus a fixed-size body, so a reader needs no length:
 //   'a' arrive (barrier part, 1 B)   'r' release (1 B)   'b' broadcast (8 B f64 stamp, µs)
 //   'p' ping/echo (SMALL_BYTES)      'g' allGather part (SMALL_BYTES)   'G' bundle (4 × SMALL_BYTES)
-//   'n' plan (u32 warm-up count, u32 timed count)
+//   'n' plan (u32: 0 = warm up another round, else the timed count; 4 B unused)
 import net from 'node:net';
+import { now } from './clock.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
 const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
-const now = () => (performance.timeOrigin + performance.now()) * 1e6;
 /** About the msgpack size of pg_worker's SMALL dict. */
 const SMALL_BYTES = 120;
 const SIZE: Record<number, number> = { 0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES };
@@ -88,29 +88,33 @@ async function barrier(): Promise<void> {
 }
 
 /**
- * A pilot of 10 calls sets the pace; rank 0 turns it into a warm-up count and a timed count and
- * sends both (message 'n'), so every rank makes the same calls (as pg_worker's iterations()).
+ * Warm-up by time, in rounds of growing size; after each round rank 0 sends message 'n' with 0
+ * (another round) or the number of timed calls, set by the last round's pace — as pg_worker's
+ * iterations(), so that every rank makes the same calls.
  */
-async function plan(fn: () => Promise<void>): Promise<[number, number]> {
-  const t0 = now();
-  for (let i = 0; i < 10; i++) await fn();
-  if (rank === 0) {
-    const per = Math.max(1, (now() - t0) / 10);
-    const m = Buffer.alloc(9);
-    m[0] = 0x6e;
-    m.writeUInt32LE(Math.min(20_000, Math.ceil(warmupNs / per)), 1);
-    m.writeUInt32LE(Math.max(100, Math.min(20_000, Math.floor((seconds * 1e9) / per))), 5);
-    for (const p of peers.slice(1)) p.send(m);
-    return [m.readUInt32LE(1), m.readUInt32LE(5)];
+async function plan(fn: () => Promise<void>): Promise<number> {
+  const warmEnd = now() + warmupNs;
+  for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
+    const t0 = now();
+    for (let i = 0; i < chunk; i++) await fn();
+    let n: number;
+    if (rank === 0) {
+      const per = Math.max(1, (now() - t0) / chunk);
+      n = now() < warmEnd ? 0 : Math.max(100, Math.min(20_000, Math.floor((seconds * 1e9) / per)));
+      const m = Buffer.alloc(9);
+      m[0] = 0x6e;
+      m.writeUInt32LE(n, 1);
+      for (const p of peers.slice(1)) p.send(m);
+    } else {
+      n = (await hub.next()).readUInt32LE(1);
+    }
+    if (n > 0) return n;
   }
-  const m = await hub.next();
-  return [m.readUInt32LE(1), m.readUInt32LE(5)];
 }
 
-/** Warm-up, then `n` timed calls of `fn`, each one's duration kept. */
+/** Warm-up, then the timed calls of `fn`, each one's duration kept. */
 async function run(fn: () => Promise<void>): Promise<number[]> {
-  const [warm, n] = await plan(fn);
-  for (let i = 0; i < warm; i++) await fn();
+  const n = await plan(fn);
   const durs: number[] = [];
   for (let i = 0; i < n; i++) {
     const a = now();
@@ -148,8 +152,7 @@ if (worldSize === 2) {
       if (keep) lat.push(now() - m.readDoubleLE(1));
     }
   };
-  const [warm, n] = await plan(bcast);
-  for (let i = 0; i < warm; i++) await bcast();
+  const n = await plan(bcast);
   keep = true;
   for (let i = 0; i < n; i++) await bcast();
   res.broadcast_obj = lat;

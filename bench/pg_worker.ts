@@ -3,16 +3,13 @@
 // with its raw samples (ns) at the end. The cases mirror peers/vllm_like_pg_bench.py.
 import { StatelessProcessGroup } from '../host/pg/group.js';
 import { TcpStore } from '../host/store/client.js';
+import { now } from './clock.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
 const budgetNs = seconds * 1e9;
 const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
-// Nanoseconds on a clock every process on the host shares (broadcast latency compares the root's
-// stamp with the receiver's). Bun's hrtime counts from process start, so use the wall-clock
-// origin plus the monotonic offset: microsecond-exact across processes on one host.
-const now = () => (performance.timeOrigin + performance.now()) * 1e6;
 const MiB = 1 << 20;
 const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
@@ -27,20 +24,24 @@ const pg = await StatelessProcessGroup.create({ rank, worldSize, store, timeoutM
 const res: Record<string, number[]> = {};
 
 /**
- * Warm-up matters here: the first thousand or so calls run cold code and open wait
- * connections, and are several times slower than steady state. A pilot of 10 calls sets the
- * pace; rank 0 turns it into a warm-up count worth PG_BENCH_WARMUP_SECONDS and a timed count
- * worth the budget (at least 100), and broadcasts both: every rank must make the same number
- * of collective calls.
+ * Warm-up is by time, PG_BENCH_WARMUP_SECONDS long: V8 compiles the hot paths only after
+ * thousands of calls. (A warm-up count derived from 10 cold pilot calls, ~5 ms each against
+ * ~0.35 ms warm, warmed up for a tenth of the intended time and measured the 4-rank broadcast at
+ * 650 µs instead of 140.) Every rank must make the same number of collective calls, so the calls
+ * run in rounds of growing size and after each round rank 0 says whether to go on; the pace of
+ * the last round sets the timed count (at least 100).
  */
 async function iterations(fn: () => Promise<unknown>, hi = 20_000): Promise<number> {
-  const t0 = now();
-  for (let i = 0; i < 10; i++) await fn();
-  const per = Math.max(1, (now() - t0) / 10);
-  const plan = rank === 0 ? [Math.min(hi, Math.ceil(warmupNs / per)), Math.floor(budgetNs / per)] : null;
-  const [warm, n] = (await pg.broadcastObj(plan, 0)) as number[];
-  for (let i = 0; i < warm; i++) await fn();
-  return Math.max(100, Math.min(hi, n));
+  const warmEnd = now() + warmupNs;
+  for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
+    const t0 = now();
+    for (let i = 0; i < chunk; i++) await fn();
+    const per = Math.max(1, (now() - t0) / chunk);
+    // 0: warm up for another round; else the number of timed calls.
+    const plan = rank === 0 ? (now() < warmEnd ? 0 : Math.max(100, Math.min(hi, Math.floor(budgetNs / per)))) : null;
+    const n = (await pg.broadcastObj(plan, 0)) as number;
+    if (n > 0) return n;
+  }
 }
 
 /** Rank 0 times round trips; rank 1 echoes until a message says stop. Warm-up is by time. */

@@ -92,3 +92,66 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
+
+/** A deadline registered with an AlarmClock. */
+export interface Alarm {
+  /** performance.now() at which it fires. */
+  readonly at: number;
+  /** Removes it (it will not fire). Idempotent. */
+  cancel(): void;
+}
+
+/**
+ * Many deadlines on one timer, for hot paths where nearly every deadline is cancelled long
+ * before it is due (a message that arrives in microseconds against a timeout of minutes): adding
+ * and cancelling is a Set operation, where a timer each would cost a setTimeout and a
+ * clearTimeout per operation. The timer is armed for the earliest deadline and, when it fires,
+ * fires what is due and re-arms for the rest. While no deadline is registered the timer does not
+ * keep the process alive.
+ */
+export class AlarmClock {
+  readonly #alarms = new Set<{ at: number; fire: () => void }>();
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the armed timer fires (Infinity: none armed). */
+  #armedAt = Infinity;
+
+  /** Calls `fire` once, `ms` from now, unless cancelled first. */
+  add(ms: number, fire: () => void): Alarm {
+    const a = { at: performance.now() + ms, fire };
+    this.#alarms.add(a);
+    if (a.at < this.#armedAt) this.#arm(a.at);
+    else if (this.#alarms.size === 1) this.#timer?.ref?.();
+    const alarms = this.#alarms;
+    const clock = this;
+    return {
+      at: a.at,
+      cancel() {
+        if (alarms.delete(a) && alarms.size === 0) clock.#timer?.unref?.();
+      },
+    };
+  }
+
+  #arm(at: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#armedAt = at;
+    this.#timer = setTimeout(() => this.#ring(), Math.max(0, at - performance.now()));
+  }
+
+  #ring(): void {
+    this.#timer = undefined;
+    this.#armedAt = Infinity;
+    const now = performance.now();
+    let next = Infinity;
+    const due: (() => void)[] = [];
+    for (const a of this.#alarms) {
+      if (a.at <= now + 1) {
+        this.#alarms.delete(a);
+        due.push(a.fire);
+      } else if (a.at < next) {
+        next = a.at;
+      }
+    }
+    if (next < Infinity) this.#arm(next);
+    for (const fire of due) fire();
+  }
+}

@@ -128,6 +128,8 @@ export class StatelessProcessGroup {
   readonly #ns: string;
   /** We opened the store (and, on rank 0, its server): destroy closes it. */
   readonly #ownsStore: boolean;
+  /** Every rank but this one, in order. */
+  readonly #others: number[];
   readonly #sendSeq: number[];
   readonly #recvSeq: number[];
   #bcastSendSeq = 0;
@@ -154,6 +156,7 @@ export class StatelessProcessGroup {
     this.timeoutMs = o.timeoutMs;
     this.#ownsStore = o.ownsStore;
     this.#ns = `${o.groupName}/${o.epoch}/`;
+    this.#others = [...Array(o.worldSize).keys()].filter((r) => r !== o.rank);
     this.#sendSeq = new Array(o.worldSize).fill(0);
     this.#recvSeq = new Array(o.worldSize).fill(0);
     this.#bcastRecvSeq = new Array(o.worldSize).fill(0);
@@ -503,7 +506,8 @@ export class StatelessProcessGroup {
     const values: Uint8Array[] = keys.map(() => bytes);
     // The stored payload first: a reader that gets its marker finds the payload already there.
     if (extra) keys.unshift(extra[0]), values.unshift(extra[1]);
-    const p = keys.length === 1 ? this.store.set(keys[0], values[0], o) : this.store.multiSet(keys, values, o);
+    const s = this.store;
+    const p = s.publish ? s.publish(keys, values, o) : keys.length === 1 ? s.set(keys[0], values[0], o) : s.multiSet(keys, values, o);
     this.#drain();
     return p.catch((e) => { throw this.#fail(e, what, dsts, keys[0], o.timeoutMs); });
   }
@@ -539,7 +543,7 @@ export class StatelessProcessGroup {
   #bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
     const n = this.#bcastSendSeq++;
     const tag = `b/${this.rank}/${n}`;
-    const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
+    const others = this.#others;
     const o = this.#opts(opts);
     if (others.length === 1 || bytes.length <= FANOUT_MAX_BYTES) return this.#post(others, tag, bytes, what, o);
     return this.#post(others, tag, EMPTY, what, o, [this.#ns + tag, bytes]);
@@ -583,7 +587,7 @@ export class StatelessProcessGroup {
     const n = this.#collSeq++;
     const o = this.#opts(opts);
     const label = `${what} (collective #${n})`;
-    const others = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank);
+    const others = this.#others;
     const tagOf = (r: number) => `c/${n}/${r}`;
     const inbox = this.#inbox(this.rank);
     const out: { bytes: Uint8Array; origin: Origin }[] = [];
@@ -594,15 +598,11 @@ export class StatelessProcessGroup {
       let bundle: Uint8Array;
       const lead = Math.min(QUERY_LEAD_MS, o.timeoutMs / 4);
       let asked: Promise<number[]> | undefined;
-      const early = setTimeout(() => { asked = this.#askHub(n, label, lead); }, o.timeoutMs - lead);
-      early.unref?.();
       try {
-        [bundle] = await this.#mailbox!.take([tag], 'c', o, label);
+        [bundle] = await this.#mailbox!.take([tag], 'c', o, label, { leadMs: lead, fn: () => { asked = this.#askHub(n, label, lead); } });
       } catch (e) {
         const missing = isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') ? await (asked ?? this.#askHub(n, label, lead)) : [0];
         throw this.#fail(e, label, missing, inbox + tag, o.timeoutMs);
-      } finally {
-        clearTimeout(early);
       }
       await put;
       const parts = unpackParts(bundle, this.worldSize, { key: inbox + tag, src: 0 });

@@ -14,7 +14,7 @@
  *                one parked wait per lane is enough.
  */
 import { abortedError, timeoutError, type GroupcommError } from '../errors.js';
-import { guard } from '../deadline.js';
+import { AlarmClock, guard, type Alarm } from '../deadline.js';
 import type { Store, Subscription } from '../store/types.js';
 
 /** A resolved timeout plus the caller's signal. */
@@ -23,13 +23,19 @@ export interface Deadline {
   signal?: AbortSignal;
 }
 
+/** A take still waiting `leadMs` before its deadline calls `fn` (once). */
+export interface Early {
+  leadMs: number;
+  fn: () => void;
+}
+
 export interface Mailbox {
   /**
    * Resolves with the messages `tags` (in that order) once all arrived, consuming them. `lane`
    * names the stream they belong to (messages of one lane are taken in order). Rejects with
    * ERR_GROUPCOMM_TIMEOUT whose `keys` are the tags still missing, or ERR_GROUPCOMM_ABORTED.
    */
-  take(tags: string[], lane: string, o: Deadline, what: string): Promise<Uint8Array[]>;
+  take(tags: string[], lane: string, o: Deadline, what: string, early?: Early): Promise<Uint8Array[]>;
   /** Stops receiving; pending takes fail with `reason`. */
   close(reason: GroupcommError): void;
 }
@@ -57,8 +63,19 @@ interface Waiter {
   tags: string[];
   got: (Uint8Array | undefined)[];
   left: number;
+  /** Resolved, rejected or given up. */
+  done: boolean;
   resolve(v: Uint8Array[]): void;
   reject(e: unknown): void;
+  alarm?: Alarm;
+  warn?: Alarm;
+  signal?: AbortSignal;
+  onAbort?: () => void;
+}
+
+/** The tags of `w` that have not arrived. */
+function missingOf(w: Waiter): string[] {
+  return w.tags.filter((_, i) => w.got[i] === undefined);
 }
 
 export class PushMailbox implements Mailbox {
@@ -73,6 +90,7 @@ export class PushMailbox implements Mailbox {
   readonly #waiting = new Map<string, Waiter>();
   /** Tags whose take gave up: dropped on arrival instead of kept forever. */
   readonly #abandoned = new Set<string>();
+  readonly #clock = new AlarmClock();
   #sub?: Subscription;
   #failure?: GroupcommError | Error;
 
@@ -105,11 +123,16 @@ export class PushMailbox implements Mailbox {
     }
     this.#waiting.delete(tag);
     w.got[w.tags.indexOf(tag)] = value;
-    if (--w.left === 0) w.resolve(w.got as Uint8Array[]);
+    if (--w.left === 0 && this.#settle(w)) w.resolve(w.got as Uint8Array[]);
   }
 
-  take(tags: string[], _lane: string, o: Deadline, what: string): Promise<Uint8Array[]> {
+  take(tags: string[], _lane: string, o: Deadline, what: string, early?: Early): Promise<Uint8Array[]> {
     if (this.#failure) return Promise.reject(this.#failure);
+    if (o.signal?.aborted) {
+      // Given up before it began: its messages are dropped, now or when they arrive.
+      for (const t of tags) if (!this.#box.delete(t)) this.#abandoned.add(t);
+      return Promise.reject(abortedError(`${what} aborted`, { keys: tags, cause: o.signal.reason }));
+    }
     const got: (Uint8Array | undefined)[] = new Array(tags.length);
     let left = tags.length;
     for (let i = 0; i < tags.length; i++) {
@@ -123,25 +146,43 @@ export class PushMailbox implements Mailbox {
     if (left === 0) return Promise.resolve(got as Uint8Array[]);
     let w!: Waiter;
     const p = new Promise<Uint8Array[]>((resolve, reject) => {
-      w = { tags, got, left, resolve, reject };
+      w = { tags, got, left, done: false, resolve, reject };
     });
     for (let i = 0; i < tags.length; i++) if (got[i] === undefined) this.#waiting.set(tags[i], w);
+    // The deadline (and the early call) share this mailbox's one timer: see AlarmClock.
+    const t0 = performance.now();
+    w.alarm = this.#clock.add(o.timeoutMs, () => this.#giveUp(w, missingError(what, missingOf(w), o, performance.now() - t0)));
+    if (early) w.warn = this.#clock.add(Math.max(0, o.timeoutMs - early.leadMs), early.fn);
+    const signal = o.signal;
+    if (signal) {
+      w.onAbort = () => this.#giveUp(w, abortedError(`${what} aborted`, { keys: missingOf(w), cause: signal.reason }));
+      w.signal = signal;
+      signal.addEventListener('abort', w.onAbort, { once: true });
+    }
     if (this.spinUs > 0) spin(p, this.spinUs);
-    const missing = () => tags.filter((_, i) => w.got[i] === undefined);
-    return guard(p, {
-      timeoutMs: o.timeoutMs,
-      signal: o.signal,
-      what,
-      onTimeout: (elapsedMs) => missingError(what, missing(), o, elapsedMs),
-      cancel: () => {
-        // Whatever arrives later for a take that gave up is dropped, so the next op on the same
-        // lane (which has the next tag) never sees it.
-        for (const t of missing()) {
-          if (this.#waiting.get(t) === w) this.#waiting.delete(t);
-          this.#abandoned.add(t);
-        }
-      },
-    });
+    return p;
+  }
+
+  /** Marks `w` finished and drops its deadline; false when it already was. */
+  #settle(w: Waiter): boolean {
+    if (w.done) return false;
+    w.done = true;
+    w.alarm?.cancel();
+    w.warn?.cancel();
+    if (w.onAbort) w.signal!.removeEventListener('abort', w.onAbort);
+    return true;
+  }
+
+  /** The caller stopped waiting (deadline, abort). */
+  #giveUp(w: Waiter, e: GroupcommError): void {
+    if (!this.#settle(w)) return;
+    // Whatever arrives later for a take that gave up is dropped, so the next op on the same lane
+    // (which has the next tag) never sees it.
+    for (const t of missingOf(w)) {
+      if (this.#waiting.get(t) === w) this.#waiting.delete(t);
+      this.#abandoned.add(t);
+    }
+    w.reject(e);
   }
 
   /** Which of `tags` have arrived and are not taken yet (held in the box or by a waiting take). */
@@ -169,7 +210,7 @@ export class PushMailbox implements Mailbox {
     this.#failure = e;
     const ws = new Set(this.#waiting.values());
     this.#waiting.clear();
-    for (const w of ws) w.reject(e);
+    for (const w of ws) if (this.#settle(w)) w.reject(e);
   }
 }
 

@@ -93,6 +93,15 @@ function waitGetFrame(keys: Uint8Array[], del: boolean): Buffer {
   return f.done();
 }
 
+/** MULTI_SET: count, then key and value of each. */
+function multiSetFrame(wks: Uint8Array[], vs: Uint8Array[]): Buffer {
+  let size = 1 + u64;
+  for (let i = 0; i < wks.length; i++) size += 2 * u64 + wks[i].length + vs[i].length;
+  const f = new Frame(size).u8(Op.MULTI_SET).u64(wks.length);
+  for (let i = 0; i < wks.length; i++) f.bytes(wks[i]).bytes(vs[i]);
+  return f.done();
+}
+
 function valueBytes(v: StoreValue): Uint8Array {
   if (typeof v === 'string') return Buffer.from(v, 'utf8');
   if (v instanceof Uint8Array) return v;
@@ -243,6 +252,14 @@ export class TcpStore implements Store {
   private wireKey(key: string): Buffer {
     if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
     return Buffer.from(this.prefix ? '/' + key : key, 'utf8');
+  }
+
+  /** wireKey as a latin1 string (how the server holds keys), without a Buffer for ASCII keys. */
+  private wireLatin1(key: string): string {
+    if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
+    const k = this.prefix ? '/' + key : key;
+    // eslint-disable-next-line no-control-regex
+    return /^[\x00-\x7f]*$/.test(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
   }
 
   private ensureOpen(): void {
@@ -457,14 +474,37 @@ export class TcpStore implements Store {
 
   async multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void> {
     if (keys.length !== values.length) throw invalidArgument(`multiSet: ${keys.length} keys but ${values.length} values`);
-    const wks = keys.map((k) => this.wireKey(k));
     const vs = values.map(valueBytes);
     for (const k of keys) this.wrote(k);
-    let size = 1 + u64;
-    for (let i = 0; i < wks.length; i++) size += 2 * u64 + wks[i].length + vs[i].length;
-    const f = new Frame(size).u8(Op.MULTI_SET).u64(wks.length);
-    for (let i = 0; i < wks.length; i++) f.bytes(wks[i]).bytes(vs[i]);
-    await this.call(f.done(), null, 'multiSet', opts, keys);
+    await this.call(multiSetFrame(keys.map((k) => this.wireKey(k)), vs), null, 'multiSet', opts, keys);
+  }
+
+  /**
+   * Store.publish: keys for a subscriber, written like set (one key) or multiSet. Unlike those,
+   * the client keeps no record of the write (see mayBypass: a read of these keys through this
+   * client could overtake it, so do not read them back), and with the server in this process
+   * the write is applied at once, in memory (TcpStoreServer.publishLocal), unless requests of
+   * this client are still on their way there (then it follows them over the link, in order).
+   * The timeout is enforced by the connection's watchdog, not a timer per call.
+   */
+  publish(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void> {
+    if (this.closed) return Promise.reject(destroyedError('this TcpStore was closed'));
+    if (keys.length !== values.length) return Promise.reject(invalidArgument(`publish: ${keys.length} keys but ${values.length} values`));
+    if (keys.length === 0) return Promise.resolve();
+    const local = this.spec.local;
+    if (local?.publishLocal && this.extended && !this.main.closed && !this.main.unsent) {
+      try {
+        local.publishLocal(keys.map((k) => this.wireLatin1(k)), values);
+        return Promise.resolve();
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    const frame = keys.length === 1
+      ? keyValueFrame(Op.SET, this.wireKey(keys[0]), values[0])
+      : multiSetFrame(keys.map((k) => this.wireKey(k)), values);
+    if (opts?.signal) return this.call(frame, null, 'publish', opts, keys);
+    return this.main.request(frame, null, effectiveTimeout(opts, this.timeoutMs), 'publish', keys);
   }
 
   async ping(opts?: OpOptions): Promise<number> {

@@ -32,6 +32,7 @@ export interface ConnectSpec {
   local?: {
     connectLocal(): LocalSocket | undefined;
     subscribeLocal?(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null;
+    publishLocal?(keys: string[], values: Uint8Array[]): void;
   };
   log: Logger;
 }

@@ -138,6 +138,11 @@ export class Connection {
     this.streamReader = read;
   }
 
+  /** Requests made but not yet handed to the socket, or written and not yet delivered by it. */
+  get unsent(): boolean {
+    return this.out.length > 0 || this.socket.writableLength > 0;
+  }
+
   /** Writes now, without waiting for the end of the tick (the handshake's VALIDATE). */
   writeNow(b: Buffer): void {
     this.queueWrite(b);

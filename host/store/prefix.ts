@@ -55,6 +55,10 @@ export class PrefixStore implements Store {
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions) {
     return this.inner.multiSet(keys.map((k) => this.k(k)), values, opts);
   }
+  publish(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void> {
+    const ks = keys.map((k) => this.k(k));
+    return this.inner.publish ? this.inner.publish(ks, values, opts) : this.inner.multiSet(ks, values, opts);
+  }
   ping(opts?: OpOptions) { return this.inner.ping(opts); }
   /** Does nothing: a view does not own the store it wraps; close that one yourself. */
   async close(): Promise<void> {}

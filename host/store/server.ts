@@ -27,6 +27,27 @@ const WAIT_CANCELED = Buffer.from([WaitReply.WAIT_CANCELED]);
 const READY = Buffer.from([CheckReply.READY]);
 const NOT_READY = Buffer.from([CheckReply.NOT_READY]);
 
+/** A u64 length field, little-endian (lengths here stay far below 2^53). */
+function putU64(f: Buffer, at: number, n: number): void {
+  f.writeUInt32LE(n % 0x1_0000_0000, at);
+  f.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
+}
+
+/** Writes a latin1 string (a wire key); short ones in a loop, cheaper than the native call. */
+function putLatin1(f: Buffer, at: number, s: string): void {
+  if (s.length > 64) {
+    f.write(s, at, 'latin1');
+    return;
+  }
+  for (let i = 0; i < s.length; i++) f[at + i] = s.charCodeAt(i);
+}
+
+/** A wire key (latin1, one char per byte) as the text it encodes (UTF-8). */
+function utf8Key(key: string): string {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(key) ? key : Buffer.from(key, 'latin1').toString('utf8');
+}
+
 export interface TcpStoreServerOptions {
   /** Interface to bind (default 127.0.0.1; torch binds every interface, we do not by default). */
   host?: string;
@@ -90,9 +111,13 @@ export class TcpStoreServer {
   private readonly dirty = new Set<Conn>();
   /** Subscriptions by prefix (latin1, as keys are): writes under a prefix are pushed, not stored. */
   private readonly subs = new Map<string, Conn | LocalSub>();
+  /** The lengths of those prefixes, shortest first: a key is looked up once per length, not per '/'. */
+  private subLengths: number[] = [];
   /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
   private takes: string[] = [];
   private readonly cursor = new Cursor();
+  /** publishLocal calls in progress (they can nest: see there). */
+  private depth = 0;
   private readonly secret?: Buffer;
   private readonly log: Logger;
   private nextId = 1;
@@ -237,9 +262,37 @@ export class TcpStoreServer {
     return {
       close: () => {
         sub.closed = true;
-        if (this.subs.get(prefix) === sub) this.subs.delete(prefix);
+        if (this.subs.get(prefix) === sub) this.unsub(prefix);
       },
     };
+  }
+
+  /**
+   * SET (one key) or MULTI_SET for a client in this process, applied now: no frame, no link, no
+   * parsing (TcpStore.publish). Keys are in wire form (latin1, like stored keys); values are
+   * copied, so the caller may reuse its buffers at once. Subscribers get their keys as with any
+   * write; other keys are stored.
+   */
+  publishLocal(keys: string[], values: Uint8Array[]): void {
+    if (this.closing) throw destroyedError('publish on a closed TcpStoreServer');
+    for (let i = 0; i < keys.length; i++) {
+      const v = values[i];
+      if (v.length > this.limits.maxValueBytes) throw invalidArgument(`publish: value of ${v.length} bytes exceeds maxValueBytes ${this.limits.maxValueBytes}`);
+    }
+    // A subscriber called from here may publish in turn (a hub answering a query); the consuming
+    // reads of a request being handled are applied when it is done (see onData).
+    this.depth++;
+    try {
+      for (let i = 0; i < keys.length; i++) {
+        const k = keys[i];
+        if (this.subs.size && this.push(k, values[i], false)) continue;
+        const v = Buffer.from(values[i]);
+        this.table.set(k, valueOf(v, 0, v.length));
+      }
+    } finally {
+      if (--this.depth === 0 && this.takes.length) this.applyTakes();
+    }
+    this.flushAll();
   }
 
   /**
@@ -250,7 +303,13 @@ export class TcpStoreServer {
     const holder = this.subs.get(prefix);
     if (holder && !holder.closed) return null;
     this.subs.set(prefix, sub);
+    this.subLengths = [...new Set([...this.subs.keys()].map((p) => p.length))].sort((a, b) => a - b);
     return this.table.takePrefix(prefix);
+  }
+
+  private unsub(prefix: string): void {
+    this.subs.delete(prefix);
+    this.subLengths = [...new Set([...this.subs.keys()].map((p) => p.length))].sort((a, b) => a - b);
   }
 
   /** A throwing subscriber must not take the writer's connection down with it. */
@@ -268,7 +327,7 @@ export class TcpStoreServer {
       for (const [prefix, sub] of this.subs) {
         if (!(sub instanceof LocalSub) || sub.closed) continue;
         sub.closed = true;
-        this.subs.delete(prefix);
+        this.unsub(prefix);
         sub.onEnd(peerLostError(`the in-process store server ${this.host}:${this.port} closed`));
       }
       this.closing = new Promise((resolve) => {
@@ -300,7 +359,7 @@ export class TcpStoreServer {
     if (conn.closed) return;
     if (reason) this.log.warn(`closing connection ${conn.id} (${conn.remote}): ${reason}`);
     conn.closed = true;
-    if (conn.subscribed !== null && this.subs.get(conn.subscribed) === conn) this.subs.delete(conn.subscribed);
+    if (conn.subscribed !== null && this.subs.get(conn.subscribed) === conn) this.unsub(conn.subscribed);
     this.table.cancelWait(conn);
     this.conns.delete(conn);
     this.dirty.delete(conn);
@@ -331,28 +390,35 @@ export class TcpStoreServer {
     cur.reset(buf, inbox.start, inbox.end);
     let start = cur.pos;
     let need = 0;
+    // Subscribers called from here may publish in turn (publishLocal): depth tells them a request
+    // is being handled, whose consuming reads are applied here, when it is done.
+    this.depth++;
     try {
-      while (cur.pos < cur.end && !conn.closed) {
+      try {
+        while (cur.pos < cur.end && !conn.closed) {
+          start = cur.pos;
+          this.handle(conn, cur, buf);
+          if (this.takes.length) this.applyTakes();
+        }
         start = cur.pos;
-        this.handle(conn, cur, buf);
+      } catch (e) {
         if (this.takes.length) this.applyTakes();
+        if (e !== INCOMPLETE) {
+          this.flush(conn);
+          this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
+          this.flushAll();
+          return;
+        }
+        need = cur.needed - start;
+        if (need > this.limits.maxRequestBytes) {
+          this.flush(conn);
+          this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+          this.flushAll();
+          return;
+        }
       }
-      start = cur.pos;
-    } catch (e) {
-      if (this.takes.length) this.applyTakes();
-      if (e !== INCOMPLETE) {
-        this.flush(conn);
-        this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
-        this.flushAll();
-        return;
-      }
-      need = cur.needed - start;
-      if (need > this.limits.maxRequestBytes) {
-        this.flush(conn);
-        this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
-        this.flushAll();
-        return;
-      }
+    } finally {
+      this.depth--;
     }
     if (!conn.closed) inbox.consume(start, need);
     this.flushAll();
@@ -419,7 +485,7 @@ export class TcpStoreServer {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
         const k = buf.toString('latin1', ka, kb);
-        if (this.subs.size === 0 || !this.push(k, buf, ka, kb, va, vb)) this.table.set(k, valueOf(buf, va, vb));
+        if (this.subs.size === 0 || !this.push(k, buf.subarray(va, vb), true)) this.table.set(k, valueOf(buf, va, vb));
         return;
       }
       case Op.SUBSCRIBE: {
@@ -523,7 +589,7 @@ export class TcpStoreServer {
         }
         for (let i = 0; i < spans.length; i += 4) {
           const k = buf.toString('latin1', spans[i], spans[i + 1]);
-          if (this.subs.size && this.push(k, buf, spans[i], spans[i + 1], spans[i + 2], spans[i + 3])) continue;
+          if (this.subs.size && this.push(k, buf.subarray(spans[i + 2], spans[i + 3]), true)) continue;
           this.table.set(k, valueOf(buf, spans[i + 2], spans[i + 3]));
         }
         return;
@@ -622,43 +688,40 @@ export class TcpStoreServer {
   }
 
   /**
-   * A write of `key` (bytes buf[ka, kb), value buf[va, vb)): when a live subscription's prefix
-   * covers the key, sends it there and returns true (the key is then not stored). Prefixes end
-   * in '/', so only the key's own '/'-delimited prefixes need looking up.
+   * A write of `key` (wire form, latin1) with `value`: when a live subscription's prefix covers
+   * the key, sends it there and returns true (the key is then not stored); the shortest such
+   * prefix wins. `inReadBuffer`: the value is a view
+   * of a connection's read buffer (nobody writes over it, so a big one may be handed on as it is);
+   * otherwise it belongs to an in-process caller and is copied.
    */
-  private push(key: string, buf: Buffer, ka: number, kb: number, va: number, vb: number): boolean {
-    for (let i = key.indexOf('/'); i >= 0; i = key.indexOf('/', i + 1)) {
-      const c = this.subs.get(key.slice(0, i + 1));
+  private push(key: string, value: Uint8Array, inReadBuffer: boolean): boolean {
+    for (const n of this.subLengths) {
+      if (n > key.length || key.charCodeAt(n - 1) !== 0x2f /* '/' */) continue;
+      const c = this.subs.get(key.slice(0, n));
       if (!c || c.closed) continue;
+      const vl = value.length;
       if (c instanceof LocalSub) {
-        // A small value is copied (a view would pin the whole read buffer); a big one is handed
-        // over as a view of the read buffer, which nobody writes over.
-        const v = vb - va <= 4096 ? new Uint8Array(buf.subarray(va, vb)) : buf.subarray(va, vb);
-        this.callLocal(c, buf.toString('utf8', ka, kb), v);
+        // A small value is copied (a view would pin the whole read buffer).
+        this.callLocal(c, utf8Key(key), inReadBuffer && vl > 4096 ? value : new Uint8Array(value));
         return true;
       }
-      const kl = kb - ka;
-      const vl = vb - va;
-      if (vl <= 4096) {
-        // One small buffer per push: key and value are copied out of the read buffer.
+      const kl = key.length;
+      if (vl <= 4096 || !inReadBuffer) {
+        // One buffer per push: key and value are copied into it.
         const f = Buffer.allocUnsafe(16 + kl + vl);
-        f.writeUInt32LE(kl, 0);
-        f.writeUInt32LE(0, 4);
-        buf.copy(f, 8, ka, kb);
-        f.writeUInt32LE(vl, 8 + kl);
-        f.writeUInt32LE(0, 12 + kl);
-        buf.copy(f, 16 + kl, va, vb);
+        putU64(f, 0, kl);
+        putLatin1(f, 8, key);
+        putU64(f, 8 + kl, vl);
+        f.set(value, 16 + kl);
         this.send(c, f);
       } else {
-        // A big value goes out as a view of the read buffer, which nobody writes over.
+        // A big value goes out as the view of the read buffer it is.
         const f = Buffer.allocUnsafe(16 + kl);
-        f.writeUInt32LE(kl, 0);
-        f.writeUInt32LE(0, 4);
-        buf.copy(f, 8, ka, kb);
-        f.writeUInt32LE(vl % 0x1_0000_0000, 8 + kl);
-        f.writeUInt32LE(Math.floor(vl / 0x1_0000_0000), 12 + kl);
+        putU64(f, 0, kl);
+        putLatin1(f, 8, key);
+        putU64(f, 8 + kl, vl);
         this.send(c, f);
-        this.send(c, buf.subarray(va, vb));
+        this.send(c, value as Buffer);
       }
       return true;
     }

@@ -53,6 +53,13 @@ export interface Store {
    * undefined when the store cannot push (a torch server): callers then read keys as usual.
    */
   subscribe?(prefix: string, onMessage: (key: string, value: Uint8Array) => void, opts?: OpOptions): Promise<Subscription | undefined>;
+  /**
+   * Optional: writes keys meant for a subscriber (see subscribe), like set (one key) or
+   * multiSet, as cheaply as the store can: it need not remember the write for later reads
+   * through this client (do not read these keys back through it), and a store in this process
+   * may apply it at once. Resolves once the write is handed over.
+   */
+  publish?(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

@@ -313,6 +313,7 @@ function recording(s: TcpStore, log: string[]): Store {
     get(t, p) {
       if (p === 'set') return (k: string, v: Uint8Array, o?: unknown) => { log.push(k); return t.set(k, v, o as never); };
       if (p === 'multiSet') return (ks: string[], vs: Uint8Array[], o?: unknown) => { log.push(...ks); return t.multiSet(ks, vs, o as never); };
+      if (p === 'publish') return (ks: string[], vs: Uint8Array[], o?: unknown) => { log.push(...ks); return t.publish(ks, vs, o as never); };
       const v = (t as any)[p];
       return typeof v === 'function' ? v.bind(t) : v;
     },
