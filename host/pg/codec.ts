@@ -140,6 +140,24 @@ function boxMaps(v: unknown, segs: ArrayBufferView[], depth = 0): unknown {
   return v;
 }
 
+/**
+ * True when boxMaps would return `v` itself: no Map, Set, class instance, big typed array,
+ * function or symbol anywhere in it (the common case of plain data). An allocation-free scan
+ * that lets encodeObject skip boxMaps; false sends anything doubtful to boxMaps, which decides
+ * (and rejects what must be rejected).
+ */
+function plain(v: unknown, depth: number): boolean {
+  if (typeof v !== 'object' || v === null) return typeof v !== 'function' && typeof v !== 'symbol';
+  if (depth > 512) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (!plain(v[i], depth + 1)) return false;
+    return true;
+  }
+  if (Object.getPrototypeOf(v) !== Object.prototype) return v instanceof Date || (ArrayBuffer.isView(v) && v.byteLength < SEGMENT_MIN_BYTES);
+  for (const k in v) if (!plain((v as Record<string, unknown>)[k], depth + 1)) return false;
+  return true;
+}
+
 function header(kind: number, out: Uint8Array): void {
   out[0] = MAGIC0;
   out[1] = MAGIC1;
@@ -152,7 +170,7 @@ export function encodeObject(obj: unknown): Uint8Array {
   const segs: ArrayBufferView[] = [];
   let out: Uint8Array;
   try {
-    const boxed = boxMaps(obj, segs);
+    const boxed = plain(obj, 0) ? obj : boxMaps(obj, segs);
     if (segs.length) return withSegments(packr.pack(boxed), segs);
     // msgpackr leaves HEADER bytes free in front of the encoding: no second copy of a big value.
     // The result is a slice of msgpackr's buffer that later packs do not overwrite.

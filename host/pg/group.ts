@@ -605,10 +605,9 @@ export class StatelessProcessGroup {
         throw this.#fail(e, label, missing, inbox + tag, o.timeoutMs);
       }
       await put;
-      const parts = unpackParts(bundle, this.worldSize, { key: inbox + tag, src: 0 });
-      for (let r = 0; r < this.worldSize; r++) {
-        out.push({ bytes: r === this.rank ? mine : parts[r], origin: { key: inbox + tag, src: r } });
-      }
+      const key = inbox + tag;
+      const parts = unpackParts(bundle, this.worldSize, { key, src: 0 });
+      for (let r = 0; r < this.worldSize; r++) out.push({ bytes: r === this.rank ? mine : parts[r], origin: { key, src: r } });
       return out;
     }
     let values: Uint8Array[];
