@@ -1,5 +1,5 @@
 /**
- * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--rounds N] [--peer CMD] [--floor] [--json FILE]`
+ * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--warmup-calls N] [--rounds N] [--peer CMD] [--floor] [--json FILE]`
  *
  * StatelessProcessGroup over the TCP store, ranks in child processes on 127.0.0.1:
  *   2 ranks: ping-pong round trip of a small dict and of a 1 MiB Uint8Array (rank 0 measures);
@@ -22,6 +22,8 @@ const MiB = 1 << 20;
 interface Options {
   seconds: number;
   warmupSeconds: number;
+  /** The 4-rank cases also warm up for at least this many calls (see pg_worker's iterations()). */
+  warmupCalls: number;
   rounds: number;
   peer?: string;
   /** Also run the same patterns over plain sockets (bench/pg_floor_worker.ts). */
@@ -29,17 +31,18 @@ interface Options {
 }
 
 function parse(argv: string[]): Options {
-  const o: Options = { seconds: 2, warmupSeconds: 1, rounds: 1, floor: false };
+  const o: Options = { seconds: 2, warmupSeconds: 1, warmupCalls: 5000, rounds: 1, floor: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--seconds') o.seconds = Number(argv[++i]);
     else if (a === '--rounds') o.rounds = Number(argv[++i]);
     else if (a === '--warmup-seconds') o.warmupSeconds = Number(argv[++i]);
+    else if (a === '--warmup-calls') o.warmupCalls = Number(argv[++i]);
     else if (a === '--peer') o.peer = argv[++i];
     else if (a === '--floor') o.floor = true;
-    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --rounds N, --peer CMD, --floor)`);
+    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --warmup-calls N, --rounds N, --peer CMD, --floor)`);
   }
-  if (!(o.seconds > 0) || !(o.warmupSeconds >= 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive');
+  if (!(o.seconds > 0) || !(o.warmupSeconds >= 0) || !(o.warmupCalls >= 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive, the warm-up not negative');
   return o;
 }
 
@@ -60,7 +63,7 @@ async function runWorld(n: number, o: Options, worker = 'pg_worker'): Promise<Re
   const start = (rank: number, port?: number) =>
     new Promise<void>((resolve, reject) => {
       const child = spawn(cmd, args, {
-        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(n), PG_BENCH_SECONDS: String(o.seconds), PG_BENCH_WARMUP_SECONDS: String(o.warmupSeconds), PG_PORT: String(port ?? 0) },
+        env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(n), PG_BENCH_SECONDS: String(o.seconds), PG_BENCH_WARMUP_SECONDS: String(o.warmupSeconds), PG_BENCH_WARMUP_CALLS: String(o.warmupCalls), PG_PORT: String(port ?? 0) },
         stdio: ['ignore', 'pipe', 'inherit'],
       });
       children.push(child);
@@ -175,7 +178,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
     if (o.floor) floors.push(await floorRound(o));
     if (o.peer) theirs.push(await peerRound(o.peer));
   }
-  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, ${o.warmupSeconds}s warm-up + ${o.seconds}s per case, ${o.rounds} round(s)`);
+  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, warm-up ${o.warmupSeconds}s (4-rank cases: and ≥ ${o.warmupCalls} calls) + ${o.seconds}s per case, ${o.rounds} round(s)`);
   const mine: Record<string, number> = {};
   for (const [key, c] of Object.entries(CASES)) {
     // Median of the rounds' medians; p99 from the round with the median median.

@@ -12,7 +12,7 @@ test('bench pg --floor: groupcomm and raw-socket rows for every case, with sampl
   let out = '';
   console.log = (...a: unknown[]) => { out += a.join(' ') + '\n'; };
   try {
-    await run(['--seconds', '0.2', '--warmup-seconds', '0', '--floor'], report);
+    await run(['--seconds', '0.2', '--warmup-seconds', '0', '--warmup-calls', '0', '--floor'], report);
   } finally {
     console.log = log;
   }
