@@ -77,7 +77,8 @@ async function dict(): Promise<void> {
     if (r === proc) await store.set(`wrong/${r}`, String(wrong));
     return Number(new TextDecoder().decode(await store.get(`wrong/${r}`)));
   }));
-  if (proc === 0) process.stdout.write(`@@BENCH ${JSON.stringify({ result, wrong: all.reduce((a, b) => a + b, 0) })}\n`);
+  // Awaited: a write to a pipe is asynchronous, and the process exits right after.
+  if (proc === 0) await new Promise((r) => process.stdout.write(`@@BENCH ${JSON.stringify({ result, wrong: all.reduce((a, b) => a + b, 0) })}\n`, r));
 }
 
 await (mode === 'create' ? create() : dict());
