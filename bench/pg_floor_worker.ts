@@ -10,12 +10,10 @@
 //   'n' plan (u32: 0 = warm up another round, else the timed count; 4 B unused)
 import net from 'node:net';
 import { now } from './clock.js';
+import { warmUp } from './warmup.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
-const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
-const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
-const warmupCalls = Number(process.env.PG_BENCH_WARMUP_CALLS ?? 5000);
 /** About the msgpack size of pg_worker's SMALL dict. */
 const SMALL_BYTES = 120;
 const SIZE: Record<number, number> = { 0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES };
@@ -88,31 +86,16 @@ async function barrier(): Promise<void> {
   }
 }
 
-/**
- * Warm-up by time and by count (PG_BENCH_WARMUP_CALLS), in rounds of growing size; after each round rank 0 sends message 'n' with 0
- * (another round) or the number of timed calls, set by the last round's pace — as pg_worker's
- * iterations(), so that every rank makes the same calls.
- */
-async function plan(fn: () => Promise<void>): Promise<number> {
-  const warmEnd = now() + warmupNs;
-  let calls = 0;
-  for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
-    const t0 = now();
-    for (let i = 0; i < chunk; i++) await fn();
-    calls += chunk;
-    let n: number;
-    if (rank === 0) {
-      const per = Math.max(1, (now() - t0) / chunk);
-      n = now() < warmEnd || calls < warmupCalls ? 0 : Math.max(100, Math.min(20_000, Math.floor((seconds * 1e9) / per)));
-      const m = Buffer.alloc(9);
-      m[0] = 0x6e;
-      m.writeUInt32LE(n, 1);
-      for (const p of peers.slice(1)) p.send(m);
-    } else {
-      n = (await hub.next()).readUInt32LE(1);
-    }
-    if (n > 0) return n;
-  }
+/** Warm-up, then the number of timed calls (see warmup.ts); rank 0's plan travels as message 'n'. */
+function plan(fn: () => Promise<void>): Promise<number> {
+  return warmUp(rank, fn, async (n) => {
+    if (rank !== 0) return (await hub.next()).readUInt32LE(1);
+    const m = Buffer.alloc(9);
+    m[0] = 0x6e;
+    m.writeUInt32LE(n!, 1);
+    for (const p of peers.slice(1)) p.send(m);
+    return n!;
+  });
 }
 
 /** Warm-up, then the timed calls of `fn`, each one's duration kept. */

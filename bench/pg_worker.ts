@@ -4,13 +4,13 @@
 import { StatelessProcessGroup } from '../host/pg/group.js';
 import { TcpStore } from '../host/store/client.js';
 import { now } from './clock.js';
+import { warmUp } from './warmup.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
 const budgetNs = seconds * 1e9;
 const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
-const warmupCalls = Number(process.env.PG_BENCH_WARMUP_CALLS ?? 5000);
 const MiB = 1 << 20;
 const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
@@ -24,29 +24,9 @@ if (rank === 0) {
 const pg = await StatelessProcessGroup.create({ rank, worldSize, store, timeoutMs: 30_000, groupName: 'bench' });
 const res: Record<string, number[]> = {};
 
-/**
- * Warm-up lasts PG_BENCH_WARMUP_SECONDS and at least PG_BENCH_WARMUP_CALLS calls: V8 keeps
- * compiling hot paths for thousands of calls, and with 4 ranks on 2 CPUs its compiler threads
- * compete with the ranks. Measured on the 2-vCPU VM (4-rank broadcast, slowest receiver): after
- * 2000 warm-up calls 144 µs, after 5000 110–127 µs, after 10000 97 µs; a warm-up count derived
- * from 10 cold pilot calls (~5 ms each) gave 650 µs. Every rank must make the same number of
- * collective calls, so the calls run in rounds of growing size and after each round rank 0 says
- * whether to go on; the pace of the last round sets the timed count (at least 100).
- */
-async function iterations(fn: () => Promise<unknown>, hi = 20_000): Promise<number> {
-  const warmEnd = now() + warmupNs;
-  let calls = 0;
-  for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
-    const t0 = now();
-    for (let i = 0; i < chunk; i++) await fn();
-    calls += chunk;
-    const per = Math.max(1, (now() - t0) / chunk);
-    // 0: warm up for another round; else the number of timed calls.
-    const more = now() < warmEnd || calls < warmupCalls;
-    const plan = rank === 0 ? (more ? 0 : Math.max(100, Math.min(hi, Math.floor(budgetNs / per)))) : null;
-    const n = (await pg.broadcastObj(plan, 0)) as number;
-    if (n > 0) return n;
-  }
+/** Warm-up, then the number of timed calls (see warmup.ts); rank 0's plan travels by broadcastObj. */
+function iterations(fn: () => Promise<unknown>): Promise<number> {
+  return warmUp(rank, fn, (plan) => pg.broadcastObj(plan, 0) as Promise<number>);
 }
 
 /** Rank 0 times round trips; rank 1 echoes until a message says stop. Warm-up is by time. */

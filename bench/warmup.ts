@@ -1,0 +1,35 @@
+/**
+ * The warm-up of the multi-rank bench workers (pg_worker, pg_floor_worker), and the number of
+ * timed calls that follows it.
+ *
+ * Warm-up lasts PG_BENCH_WARMUP_SECONDS and at least PG_BENCH_WARMUP_CALLS calls: V8 keeps
+ * compiling hot paths for thousands of calls, and with 4 ranks on 2 CPUs its compiler threads
+ * compete with the ranks. Measured on the 2-vCPU VM (4-rank broadcast, slowest receiver): after
+ * 2000 warm-up calls 144 µs, after 5000 110–127 µs, after 10000 97 µs; a warm-up count derived
+ * from 10 cold pilot calls (~5 ms each) gave 650 µs. Every rank must make the same number of
+ * collective calls, so the calls run in rounds of growing size and after each round rank 0 says
+ * whether to go on (`agree`); the pace of the last round sets the timed count (at least 100).
+ */
+import { now } from './clock.js';
+
+const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
+const warmupCalls = Number(process.env.PG_BENCH_WARMUP_CALLS ?? 5000);
+const budgetNs = Number(process.env.PG_BENCH_SECONDS ?? 2) * 1e9;
+
+/**
+ * Warms `fn` up and resolves with the number of timed calls to make. `agree(plan)` hands rank 0's
+ * decision to every rank (0: another round, else the count); other ranks pass null.
+ */
+export async function warmUp(rank: number, fn: () => Promise<unknown>, agree: (plan: number | null) => Promise<number>, hi = 20_000): Promise<number> {
+  const warmEnd = now() + warmupNs;
+  let calls = 0;
+  for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
+    const t0 = now();
+    for (let i = 0; i < chunk; i++) await fn();
+    calls += chunk;
+    const per = Math.max(1, (now() - t0) / chunk);
+    const more = now() < warmEnd || calls < warmupCalls;
+    const n = await agree(rank === 0 ? (more ? 0 : Math.max(100, Math.min(hi, Math.floor(budgetNs / per)))) : null);
+    if (n > 0) return n;
+  }
+}
