@@ -43,6 +43,13 @@ interface Pending {
   seq: number;
 }
 
+/**
+ * A socket that hands its reads to one function instead of emitting 'data' (connect.ts sets it up
+ * on Node); the Connection attaches itself there. Each chunk is a buffer of its own.
+ */
+export const READ_SINK = Symbol('groupcomm.readSink');
+export type Hookable = { [READ_SINK]?: (sink: (c: Buffer) => void) => void };
+
 const BIG_WRITE = 64 * 1024;
 const MAX_LENGTH = bufferConstants.MAX_LENGTH;
 
@@ -73,7 +80,9 @@ export class Connection {
     private readonly log: Logger,
   ) {
     socket.setNoDelay(true);
-    socket.on('data', (c: Buffer) => this.onData(c));
+    const attach = (socket as Hookable)[READ_SINK];
+    if (attach) attach((c) => this.onData(c));
+    else socket.on('data', (c: Buffer) => this.onData(c));
     socket.on('error', (e) => this.fail(peerLostError(`store connection to ${address} failed: ${e.message}`, { cause: e })));
     socket.on('close', () => this.fail(peerLostError(`store server ${address} closed the connection`)));
   }
