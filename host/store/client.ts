@@ -491,6 +491,7 @@ export class TcpStore implements Store {
     if (this.closed) return Promise.reject(destroyedError('this TcpStore was closed'));
     if (keys.length !== values.length) return Promise.reject(invalidArgument(`publish: ${keys.length} keys but ${values.length} values`));
     if (keys.length === 0) return Promise.resolve();
+    for (const v of values) if (!(v instanceof Uint8Array)) return Promise.reject(invalidArgument(`publish: values are Uint8Array, got ${typeof v}`));
     const local = this.spec.local;
     if (local?.publishLocal && this.extended && !this.main.closed && !this.main.unsent) {
       try {

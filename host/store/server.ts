@@ -116,7 +116,10 @@ export class TcpStoreServer {
   /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
   private takes: string[] = [];
   private readonly cursor = new Cursor();
-  /** publishLocal calls in progress (they can nest: see there). */
+  /**
+   * Requests (onData) and publishLocal calls being handled. A subscriber called from inside one
+   * may publish in turn; only the outermost applies the consuming reads (`takes`).
+   */
   private depth = 0;
   private readonly secret?: Buffer;
   private readonly log: Logger;
@@ -277,6 +280,7 @@ export class TcpStoreServer {
     if (this.closing) throw destroyedError('publish on a closed TcpStoreServer');
     for (let i = 0; i < keys.length; i++) {
       const v = values[i];
+      if (keys[i].length > this.limits.maxKeyBytes) throw invalidArgument(`publish: key of ${keys[i].length} bytes exceeds maxKeyBytes ${this.limits.maxKeyBytes}`);
       if (v.length > this.limits.maxValueBytes) throw invalidArgument(`publish: value of ${v.length} bytes exceeds maxValueBytes ${this.limits.maxValueBytes}`);
     }
     // A subscriber called from here may publish in turn (a hub answering a query); the consuming
@@ -303,12 +307,16 @@ export class TcpStoreServer {
     const holder = this.subs.get(prefix);
     if (holder && !holder.closed) return null;
     this.subs.set(prefix, sub);
-    this.subLengths = [...new Set([...this.subs.keys()].map((p) => p.length))].sort((a, b) => a - b);
+    this.measureSubs();
     return this.table.takePrefix(prefix);
   }
 
   private unsub(prefix: string): void {
     this.subs.delete(prefix);
+    this.measureSubs();
+  }
+
+  private measureSubs(): void {
     this.subLengths = [...new Set([...this.subs.keys()].map((p) => p.length))].sort((a, b) => a - b);
   }
 

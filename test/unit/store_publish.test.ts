@@ -90,6 +90,7 @@ for (const mode of MODES) {
       assert.is(text(await other.get('stored/1')), 'first');
       const e = await rejectsWith(pub.publish(['cp/2', 'cp/3'], [bytes('x')]), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
       assert.match(e.message, /2 keys but 1 values/);
+      await rejectsWith(pub.publish(['cp/2'], ['text' as unknown as Uint8Array]), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
       if (mode === 'in-process') {
         // Over TCP the server drops a connection that sends an oversized value; in memory the call says so.
         const big = await rejectsWith(pub.publish(['cp/big'], [new Uint8Array(2048)]), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
