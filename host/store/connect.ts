@@ -48,6 +48,8 @@ const IS_BUN = typeof (process.versions as Record<string, string | undefined>).b
 function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: (sink: (c: Buffer) => void) => void } {
   if (IS_BUN) return { opts: {} };
   let sink: ((c: Buffer) => void) | undefined;
+  // The Connection attaches in the microtask after 'connect', before any read can be delivered;
+  // reads are kept here anyway, so that nothing depends on that ordering.
   const early: Buffer[] = [];
   return {
     opts: {

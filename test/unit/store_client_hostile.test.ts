@@ -182,4 +182,30 @@ test('wait: a wait connection whose CANCEL_WAIT is never answered is closed afte
   assert.is(conns.size, 0, 'the unanswered wait connection was closed');
 }));
 
+test('a server that speaks first (bytes before any request) fails the connect with PROTOCOL, at once', async () => {
+  // Node clients read through net's onread into a buffer of their own: unasked-for bytes must still
+  // reach the connection's parser (and be refused), not vanish into a hang. The client never
+  // retries a protocol error, so it fails at once, not at its timeout.
+  const socks = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    socks.add(s);
+    s.on('error', () => {});
+    s.write(Buffer.from('HELLO I AM NOT A STORE\n'));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  try {
+    const t0 = Date.now();
+    const r = await outcome(TcpStore.create({ port, timeoutMs: 20_000 }), 30_000);
+    assert.not.ok(r.hung, 'connect hung');
+    // The bytes are taken for the handshake's PING reply (the first reply the client expects).
+    assert.ok(isGroupcommError(r.error, 'ERR_GROUPCOMM_PROTOCOL'), String(r.error));
+    assert.match((r.error as Error).message, /answered PING/);
+    assert.ok(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+  } finally {
+    for (const s of socks) s.destroy();
+    server.close();
+  }
+});
+
 test.run();
