@@ -7,10 +7,10 @@
  * process.hrtime.bigint() reads CLOCK_MONOTONIC itself; Bun's counts from process start, so under
  * Bun the clock is read from libc through bun:ffi.
  */
-const isBun = typeof (process.versions as Record<string, string | undefined>).bun === 'string';
+import { IS_BUN } from '../host/runtime.js';
 
 async function monotonicNs(): Promise<() => number> {
-  if (!isBun) return () => Number(process.hrtime.bigint());
+  if (!IS_BUN) return () => Number(process.hrtime.bigint());
   const { dlopen, FFIType } = await import('bun:ffi');
   const CLOCK_MONOTONIC = 1;
   const lib = dlopen('libc.so.6', { clock_gettime: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 } });

@@ -15,6 +15,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../host/pkgroot.js';
+import { IS_BUN } from '../host/runtime.js';
 import { median, percentile, type Report } from './report.js';
 
 const MiB = 1 << 20;
@@ -22,7 +23,7 @@ const MiB = 1 << 20;
 interface Options {
   seconds: number;
   warmupSeconds: number;
-  /** The 4-rank cases also warm up for at least this many calls (see pg_worker's iterations()). */
+  /** The 4-rank cases also warm up for at least this many calls (see bench/warmup.ts). */
   warmupCalls: number;
   rounds: number;
   peer?: string;
@@ -48,8 +49,7 @@ function parse(argv: string[]): Options {
 
 function workerCommand(worker: string): [string, string[]] {
   const root = packageRoot();
-  const isBun = typeof (process.versions as Record<string, string>).bun === 'string';
-  if (isBun) return [process.execPath, [path.join(root, 'bench', `${worker}.ts`)]];
+  if (IS_BUN) return [process.execPath, [path.join(root, 'bench', `${worker}.ts`)]];
   const file = path.join(root, 'dist', 'bench', `${worker}.js`);
   if (!fs.existsSync(file)) throw new Error(`bench pg: ${file} is missing; run npm run build`);
   return [process.execPath, [file]];
@@ -105,6 +105,12 @@ function slowest(lists: number[][]): number[] {
 }
 
 const us = (ns: number[]) => ({ median_us: median(ns) / 1e3, p99_us: percentile(ns, 0.99) / 1e3 });
+
+/** Median of the rounds' medians of case `key`; p99 from the round with the median median. */
+function middleRound(rounds: Record<string, number[]>[], key: string): { median_us: number; p99_us: number } {
+  const perRound = rounds.map((r) => us(r[key])).sort((a, b) => a.median_us - b.median_us);
+  return perRound[perRound.length >> 1];
+}
 
 interface Case {
   name: string;
@@ -181,16 +187,13 @@ export async function run(argv: string[], report: Report): Promise<void> {
   report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, warm-up ${o.warmupSeconds}s (4-rank cases: and ≥ ${o.warmupCalls} calls) + ${o.seconds}s per case, ${o.rounds} round(s)`);
   const mine: Record<string, number> = {};
   for (const [key, c] of Object.entries(CASES)) {
-    // Median of the rounds' medians; p99 from the round with the median median.
-    const perRound = ours.map((r) => us(r[key])).sort((a, b) => a.median_us - b.median_us);
-    const pick = perRound[perRound.length >> 1];
+    const pick = middleRound(ours, key);
     mine[key] = pick.median_us;
     report.add({ name: c.name, impl: 'groupcomm', op: c.op, ranks: c.ranks, size_bytes: c.size_bytes ?? 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: ours[0][key].length });
   }
   for (const key of Object.keys(floors[0] ?? {})) {
     const c = CASES[key];
-    const perRound = floors.map((r) => us(r[key])).sort((a, b) => a.median_us - b.median_us);
-    const pick = perRound[perRound.length >> 1];
+    const pick = middleRound(floors, key);
     report.add({ name: c.name, impl: 'raw-node-sockets', op: c.op, ranks: c.ranks, size_bytes: 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: floors[0][key].length });
     report.note(`${c.name}: groupcomm / raw sockets = ${(mine[key] / pick.median_us).toFixed(2)}`);
   }

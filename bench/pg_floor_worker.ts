@@ -5,12 +5,12 @@
 // and the hub). Prints `@@BENCH {json}` with raw samples (ns), keyed like pg_worker's.
 //
 // Framing: each message is one byte of kind plus a fixed-size body, so a reader needs no length:
-//   'a' arrive (barrier part, 1 B)   'r' release (1 B)   'b' broadcast (8 B f64 stamp, µs)
+//   'a' arrive (barrier part, 1 B)   'r' release (1 B)   'b' broadcast (8 B f64 stamp, ns)
 //   'p' ping/echo (SMALL_BYTES)      'g' allGather part (SMALL_BYTES)   'G' bundle (4 × SMALL_BYTES)
 //   'n' plan (u32: 0 = warm up another round, else the timed count; 4 B unused)
 import net from 'node:net';
 import { now } from './clock.js';
-import { warmUp } from './warmup.js';
+import { timedCalls, warmUp } from './warmup.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
@@ -74,14 +74,20 @@ if (rank === 0) {
   peers = [new Peer(s)];
 }
 const hub = peers[0];
+/** Rank 0's peers, and the messages that never change: made once, outside the timed calls. */
+const others = peers.slice(1);
+const ARRIVE = Buffer.from([0x61]);
+const RELEASE = Buffer.from([0x72]);
+const PART = small(0x67);
+const ROOT_PART = small(0).subarray(1);
 
 /** Barrier through rank 0 (1 B each way), as pg's hub barrier does it. */
 async function barrier(): Promise<void> {
   if (rank === 0) {
-    await Promise.all(peers.slice(1).map((p) => p.next()));
-    for (const p of peers.slice(1)) p.send(Buffer.from([0x72]));
+    await Promise.all(others.map((p) => p.next()));
+    for (const p of others) p.send(RELEASE);
   } else {
-    hub.send(Buffer.from([0x61]));
+    hub.send(ARRIVE);
     await hub.next();
   }
 }
@@ -93,21 +99,14 @@ function plan(fn: () => Promise<void>): Promise<number> {
     const m = Buffer.alloc(9);
     m[0] = 0x6e;
     m.writeUInt32LE(n!, 1);
-    for (const p of peers.slice(1)) p.send(m);
+    for (const p of others) p.send(m);
     return n!;
   });
 }
 
 /** Warm-up, then the timed calls of `fn`, each one's duration kept. */
 async function run(fn: () => Promise<void>): Promise<number[]> {
-  const n = await plan(fn);
-  const durs: number[] = [];
-  for (let i = 0; i < n; i++) {
-    const a = now();
-    await fn();
-    durs.push(now() - a);
-  }
-  return durs;
+  return timedCalls(await plan(fn), fn);
 }
 
 if (worldSize === 2) {
@@ -132,7 +131,7 @@ if (worldSize === 2) {
       const m = Buffer.alloc(9);
       m[0] = 0x62;
       m.writeDoubleLE(now(), 1);
-      for (const p of peers.slice(1)) p.send(m);
+      for (const p of others) p.send(m);
     } else {
       const m = await hub.next();
       if (keep) lat.push(now() - m.readDoubleLE(1));
@@ -145,11 +144,11 @@ if (worldSize === 2) {
   // allGather through the hub: parts to rank 0, one bundle back to each.
   res.all_gather_obj = await run(async () => {
     if (rank === 0) {
-      const parts = await Promise.all(peers.slice(1).map((p) => p.next()));
-      const bundle = Buffer.concat([Buffer.from([0x47]), small(0).subarray(1), ...parts.map((x) => x.subarray(1))]);
-      for (const p of peers.slice(1)) p.send(bundle);
+      const parts = await Promise.all(others.map((p) => p.next()));
+      const bundle = Buffer.concat([Buffer.from([0x47]), ROOT_PART, ...parts.map((x) => x.subarray(1))]);
+      for (const p of others) p.send(bundle);
     } else {
-      hub.send(small(0x67));
+      hub.send(PART);
       await hub.next();
     }
   });

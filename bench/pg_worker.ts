@@ -4,13 +4,10 @@
 import { StatelessProcessGroup } from '../host/pg/group.js';
 import { TcpStore } from '../host/store/client.js';
 import { now } from './clock.js';
-import { warmUp } from './warmup.js';
+import { budgetNs, timedCalls, warmupNs, warmUp } from './warmup.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
-const seconds = Number(process.env.PG_BENCH_SECONDS ?? 2);
-const budgetNs = seconds * 1e9;
-const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
 const MiB = 1 << 20;
 const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
@@ -88,14 +85,7 @@ if (worldSize === 2) {
     ['barrier', () => pg.barrier()],
   ] as [string, () => Promise<unknown>][]) {
     await pg.barrier();
-    const k = await iterations(fn);
-    const durs: number[] = [];
-    for (let i = 0; i < k; i++) {
-      const a = now();
-      await fn();
-      durs.push(now() - a);
-    }
-    res[name] = durs;
+    res[name] = await timedCalls(await iterations(fn), fn);
   }
 }
 await pg.destroy();

@@ -12,9 +12,10 @@
  */
 import { now } from './clock.js';
 
-const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
+/** The bench's settings, from the environment bench/pg.ts gives each worker. */
+export const warmupNs = Number(process.env.PG_BENCH_WARMUP_SECONDS ?? 1) * 1e9;
 const warmupCalls = Number(process.env.PG_BENCH_WARMUP_CALLS ?? 5000);
-const budgetNs = Number(process.env.PG_BENCH_SECONDS ?? 2) * 1e9;
+export const budgetNs = Number(process.env.PG_BENCH_SECONDS ?? 2) * 1e9;
 
 /**
  * Warms `fn` up and resolves with the number of timed calls to make. `agree(plan)` hands rank 0's
@@ -32,4 +33,15 @@ export async function warmUp(rank: number, fn: () => Promise<unknown>, agree: (p
     const n = await agree(rank === 0 ? (more ? 0 : Math.max(100, Math.min(hi, Math.floor(budgetNs / per)))) : null);
     if (n > 0) return n;
   }
+}
+
+/** Makes `n` calls of `fn`, one after another; resolves with each call's duration (ns). */
+export async function timedCalls(n: number, fn: () => Promise<unknown>): Promise<number[]> {
+  const durs: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const a = now();
+    await fn();
+    durs.push(now() - a);
+  }
+  return durs;
 }

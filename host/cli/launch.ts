@@ -20,6 +20,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../pkgroot.js';
 import type { TcpStoreServer } from '../store/server.js';
+import { IS_BUN } from '../runtime.js';
 
 export const summary = 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)';
 
@@ -96,12 +97,10 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | string {
   };
 }
 
-const isBun = typeof (process.versions as Record<string, string | undefined>).bun === 'string';
-
 /** The command that runs `script`: .ts on Bun, anything else on the current runtime. */
 export function runtimeFor(script: string): string {
   if (!/\.(c|m)?ts$/.test(script)) return process.execPath;
-  if (isBun) return process.execPath;
+  if (IS_BUN) return process.execPath;
   const bun = path.join(packageRoot(), 'node_modules', '.bin', 'bun');
   if (fs.existsSync(bun)) return bun;
   throw new Error(`cannot run ${script}: TypeScript scripts need Bun (not found at ${bun}); run the launcher with bun or pass a .js file`);

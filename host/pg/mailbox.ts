@@ -13,8 +13,8 @@
  *                collectives) queue behind each other: while message k is missing so is k+1, and
  *                one parked wait per lane is enough.
  */
-import { abortedError, timeoutError, type GroupcommError } from '../errors.js';
-import { AlarmClock, guard, type Alarm } from '../deadline.js';
+import { abortedError, type GroupcommError } from '../errors.js';
+import { AlarmClock, guard, simpleTimeout, type Alarm } from '../deadline.js';
 import type { Store, Subscription } from '../store/types.js';
 
 /** A resolved timeout plus the caller's signal. */
@@ -40,9 +40,12 @@ export interface Mailbox {
   close(reason: GroupcommError): void;
 }
 
-/** Builds the mailbox of `rank`: push when the store can, poll otherwise. */
+/**
+ * Builds the mailbox of `rank`: push when the store can, poll otherwise. `discard` deletes keys
+ * a poll read consumed (the group's cleanup path, which destroy() waits for).
+ */
 export async function openMailbox(
-  store: Store, inbox: string, o: Deadline, track: (p: Promise<unknown>) => void, spinUs = 0,
+  store: Store, inbox: string, o: Deadline, discard: (keys: string[]) => void, spinUs = 0,
 ): Promise<Mailbox> {
   if (store.subscribe) {
     const box = new PushMailbox(spinUs);
@@ -52,11 +55,7 @@ export async function openMailbox(
       return box;
     }
   }
-  return new PollMailbox(store, inbox, track);
-}
-
-function missingError(what: string, missing: string[], o: Deadline, elapsedMs: number): GroupcommError {
-  return timeoutError(`${what} timed out after ${o.timeoutMs}ms`, { keys: missing, timeoutMs: o.timeoutMs, elapsedMs });
+  return new PollMailbox(store, inbox, discard);
 }
 
 interface Waiter {
@@ -79,8 +78,6 @@ function missingOf(w: Waiter): string[] {
 }
 
 export class PushMailbox implements Mailbox {
-  /** Messages are pushed as they are written (the hub algorithms in group.ts rely on it). */
-  readonly pushes = true;
   /** Tags under this prefix go to `onIntercept` instead of the box (group.ts: queries to the hub). */
   interceptPrefix?: string;
   onIntercept?: (tag: string, value: Uint8Array) => void;
@@ -151,7 +148,7 @@ export class PushMailbox implements Mailbox {
     for (let i = 0; i < tags.length; i++) if (got[i] === undefined) this.#waiting.set(tags[i], w);
     // The deadline (and the early call) share this mailbox's one timer: see AlarmClock.
     const t0 = performance.now();
-    w.alarm = this.#clock.add(o.timeoutMs, () => this.#giveUp(w, missingError(what, missingOf(w), o, performance.now() - t0)));
+    w.alarm = this.#clock.add(o.timeoutMs, () => this.#giveUp(w, simpleTimeout(what, o.timeoutMs, { keys: missingOf(w) })(performance.now() - t0)));
     if (early) w.warn = this.#clock.add(Math.max(0, o.timeoutMs - early.leadMs), early.fn);
     const signal = o.signal;
     if (signal) {
@@ -230,7 +227,7 @@ export class PollMailbox implements Mailbox {
   readonly #lanes = new Map<string, Promise<unknown>>();
   #failure?: GroupcommError;
 
-  constructor(private readonly store: Store, private readonly inbox: string, private readonly track: (p: Promise<unknown>) => void) {}
+  constructor(private readonly store: Store, private readonly inbox: string, private readonly discard: (keys: string[]) => void) {}
 
   take(tags: string[], lane: string, o: Deadline, what: string): Promise<Uint8Array[]> {
     if (this.#failure) return Promise.reject(this.#failure);
@@ -258,7 +255,7 @@ export class PollMailbox implements Mailbox {
       timeoutMs: o.timeoutMs,
       signal: o.signal,
       what,
-      onTimeout: (elapsedMs) => missingError(what, tags, o, elapsedMs),
+      onTimeout: simpleTimeout(what, o.timeoutMs, { keys: tags }),
       cancel: () => { gaveUp = true; },
     }).catch(async (e) => {
       // Name only the messages still missing (what a timeout error's `keys` promise).
@@ -273,8 +270,7 @@ export class PollMailbox implements Mailbox {
 
   /** Deletes what a plain get read (nobody waits for that). */
   #consumed(keys: string[], values: Uint8Array[]): Uint8Array[] {
-    const q = this.store.discard ? this.store.discard(keys) : Promise.all(keys.map((k) => this.store.deleteKey(k)));
-    this.track(q.catch(() => {}));
+    this.discard(keys);
     return values;
   }
 

@@ -22,7 +22,7 @@ import {
   readU8, readWaitGet, type OpKeys, type Reader,
 } from './connection.js';
 import {
-  CheckReply, Frame, INIT_KEY, keyListFrame, Op, SubscribeReply, WAIT_GET_DELETE, WaitReply, type StoreLimits,
+  CheckReply, Frame, INIT_KEY, isAscii, keyListFrame, Op, SubscribeReply, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { TcpStoreServer } from './server.js';
 import type { Store, StoreValue, Subscription } from './types.js';
@@ -258,8 +258,7 @@ export class TcpStore implements Store {
   private wireLatin1(key: string): string {
     if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
     const k = this.prefix ? '/' + key : key;
-    // eslint-disable-next-line no-control-regex
-    return /^[\x00-\x7f]*$/.test(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
+    return isAscii(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
   }
 
   private ensureOpen(): void {
@@ -377,7 +376,7 @@ export class TcpStore implements Store {
     let sub: SubscriptionHandle | undefined;
     let handle: { close(): void } | null;
     try {
-      handle = this.spec.local!.subscribeLocal!(this.wireKey(prefix).toString('latin1'), onMessage, (e) => sub!.end(e));
+      handle = this.spec.local!.subscribeLocal!(this.wireLatin1(prefix), onMessage, (e) => sub!.end(e));
     } catch {
       return undefined;
     }

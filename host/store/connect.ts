@@ -9,8 +9,9 @@ import net from 'node:net';
 import { guard, sleep } from '../deadline.js';
 import { authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
 import type { Logger } from '../log.js';
+import { IS_BUN } from '../runtime.js';
 import { authProof } from './auth.js';
-import { Connection, READ_SINK, readU32, readU8, type Hookable } from './connection.js';
+import { Connection, readU32, readU8, type AttachReads } from './connection.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, EXT_PROBE_KEY, Frame, keyListFrame, Op, VALIDATE_MAGIC,
 } from './protocol.js';
@@ -37,15 +38,13 @@ export interface ConnectSpec {
   log: Logger;
 }
 
-const IS_BUN = typeof (process.versions as Record<string, string | undefined>).bun === 'string';
-
 /**
  * Node: the socket reads into one buffer of its own (net's `onread`), and the Connection gets a
  * copy of exactly the bytes read — no stream machinery ('data' events through Readable) and no
  * 64 KiB allocation per read, both paid by every small reply and push. Copies up to 4 KiB come
  * from Buffer's pool. Bun keeps plain 'data' events.
  */
-function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: (sink: (c: Buffer) => void) => void } {
+function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: AttachReads } {
   if (IS_BUN) return { opts: {} };
   let sink: ((c: Buffer) => void) | undefined;
   // The Connection attaches in the microtask after 'connect', before any read can be delivered;
@@ -71,11 +70,11 @@ function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: (sink: (c: Bu
   };
 }
 
-function connectSocket(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+/** A connected socket, and (Node) where its Connection registers for its reads. */
+function connectSocket(host: string, port: number, timeoutMs: number): Promise<{ socket: net.Socket; attach?: AttachReads }> {
   return new Promise((resolve, reject) => {
     const hook = readHook();
     const s = net.connect({ host, port, noDelay: true, ...hook.opts } as net.NetConnectOpts);
-    if (hook.attach) (s as Hookable)[READ_SINK] = hook.attach;
     const timer = setTimeout(() => {
       s.destroy();
       reject(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' }));
@@ -83,7 +82,7 @@ function connectSocket(host: string, port: number, timeoutMs: number): Promise<n
     s.once('connect', () => {
       clearTimeout(timer);
       s.removeAllListeners('error');
-      resolve(s);
+      resolve({ socket: s, attach: hook.attach });
     });
     s.once('error', (e) => {
       clearTimeout(timer);
@@ -157,8 +156,9 @@ export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connect
     attempts++;
     let conn: Connection | undefined;
     try {
-      const socket = (spec.local?.connectLocal() as net.Socket | undefined) ?? await connectSocket(spec.host, spec.port, left);
-      conn = new Connection(socket, address, spec.timeoutMs, spec.log);
+      const local = spec.local?.connectLocal() as net.Socket | undefined;
+      const { socket, attach } = local ? { socket: local, attach: undefined } : await connectSocket(spec.host, spec.port, left);
+      conn = new Connection(socket, address, spec.timeoutMs, spec.log, attach);
       const ext = await guard(handshake(conn, spec), {
         timeoutMs: Math.max(1, spec.timeoutMs - (performance.now() - t0)),
         signal: spec.signal,

@@ -44,11 +44,10 @@ interface Pending {
 }
 
 /**
- * A socket that hands its reads to one function instead of emitting 'data' (connect.ts sets it up
- * on Node); the Connection attaches itself there. Each chunk is a buffer of its own.
+ * For a socket that hands its reads to one function instead of emitting 'data' (connect.ts sets
+ * that up on Node): registers the function. Each chunk is a buffer of its own.
  */
-export const READ_SINK = Symbol('groupcomm.readSink');
-export type Hookable = { [READ_SINK]?: (sink: (c: Buffer) => void) => void };
+export type AttachReads = (sink: (c: Buffer) => void) => void;
 
 const BIG_WRITE = 64 * 1024;
 const MAX_LENGTH = bufferConstants.MAX_LENGTH;
@@ -78,10 +77,10 @@ export class Connection {
     readonly address: string,
     private readonly timeoutMs: number,
     private readonly log: Logger,
+    attachReads?: AttachReads,
   ) {
     socket.setNoDelay(true);
-    const attach = (socket as Hookable)[READ_SINK];
-    if (attach) attach((c) => this.onData(c));
+    if (attachReads) attachReads((c) => this.onData(c));
     else socket.on('data', (c: Buffer) => this.onData(c));
     socket.on('error', (e) => this.fail(peerLostError(`store connection to ${address} failed: ${e.message}`, { cause: e })));
     socket.on('close', () => this.fail(peerLostError(`store server ${address} closed the connection`)));

@@ -291,6 +291,12 @@ export class Inbox {
   }
 }
 
+/** True for a string of 7-bit characters only (its UTF-8 and latin1 bytes are the same). */
+export function isAscii(s: string): boolean {
+  // eslint-disable-next-line no-control-regex
+  return /^[\x00-\x7f]*$/.test(s);
+}
+
 const enc = new TextEncoder();
 
 /** Keys and values from callers: strings are UTF-8, bytes are used as they are. */

@@ -12,11 +12,11 @@ import { guard, type OpOptions } from '../deadline.js';
 import { destroyedError, GroupcommError, invalidArgument, peerLostError, timeoutError } from '../errors.js';
 import { logger as makeLogger, type Logger } from '../log.js';
 import {
-  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, resolveLimits,
+  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
   Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { authProof, secretBytes } from './auth.js';
-import { KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
+import { bytesOf, KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
 import { LocalSocket } from './local.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
@@ -44,8 +44,7 @@ function putLatin1(f: Buffer, at: number, s: string): void {
 
 /** A wire key (latin1, one char per byte) as the text it encodes (UTF-8). */
 function utf8Key(key: string): string {
-  // eslint-disable-next-line no-control-regex
-  return /^[\x00-\x7f]*$/.test(key) ? key : Buffer.from(key, 'latin1').toString('utf8');
+  return isAscii(key) ? key : Buffer.from(key, 'latin1').toString('utf8');
 }
 
 export interface TcpStoreServerOptions {
@@ -255,12 +254,12 @@ export class TcpStoreServer {
    */
   subscribeLocal(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null {
     if (this.closing) throw destroyedError('subscribe on a closed TcpStoreServer');
-    if (prefix.length === 0 || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
+    if (!prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
     const sub = new LocalSub(fn, onEnd);
     const backlog = this.claim(prefix, sub);
     if (!backlog) return null;
     for (const [k, v] of backlog) {
-      this.callLocal(sub, Buffer.from(k, 'latin1').toString('utf8'), typeof v === 'string' ? Buffer.from(v, 'latin1') : v);
+      this.callLocal(sub, utf8Key(k), bytesOf(v));
     }
     return {
       close: () => {
@@ -402,28 +401,26 @@ export class TcpStoreServer {
     // is being handled, whose consuming reads are applied here, when it is done.
     this.depth++;
     try {
-      try {
-        while (cur.pos < cur.end && !conn.closed) {
-          start = cur.pos;
-          this.handle(conn, cur, buf);
-          if (this.takes.length) this.applyTakes();
-        }
+      while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
-      } catch (e) {
+        this.handle(conn, cur, buf);
         if (this.takes.length) this.applyTakes();
-        if (e !== INCOMPLETE) {
-          this.flush(conn);
-          this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
-          this.flushAll();
-          return;
-        }
-        need = cur.needed - start;
-        if (need > this.limits.maxRequestBytes) {
-          this.flush(conn);
-          this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
-          this.flushAll();
-          return;
-        }
+      }
+      start = cur.pos;
+    } catch (e) {
+      if (this.takes.length) this.applyTakes();
+      if (e !== INCOMPLETE) {
+        this.flush(conn);
+        this.drop(conn, e instanceof Violation ? e.message : `internal error: ${(e as Error).stack}`);
+        this.flushAll();
+        return;
+      }
+      need = cur.needed - start;
+      if (need > this.limits.maxRequestBytes) {
+        this.flush(conn);
+        this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+        this.flushAll();
+        return;
       }
     } finally {
       this.depth--;
@@ -492,14 +489,13 @@ export class TcpStoreServer {
       case Op.SET: {
         const [ka, kb] = this.key(cur);
         const [va, vb] = this.value(cur);
-        const k = buf.toString('latin1', ka, kb);
-        if (this.subs.size === 0 || !this.push(k, buf.subarray(va, vb), true)) this.table.set(k, valueOf(buf, va, vb));
+        this.write(buf.toString('latin1', ka, kb), buf, va, vb);
         return;
       }
       case Op.SUBSCRIBE: {
         const [ka, kb] = this.key(cur);
         const prefix = buf.toString('latin1', ka, kb);
-        if (prefix.length === 0 || !prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
+        if (!prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
         const backlog = this.claim(prefix, conn);
         if (!backlog) {
           this.send(conn, Buffer.from([SubscribeReply.TAKEN]));
@@ -596,9 +592,7 @@ export class TcpStoreServer {
           spans.push(ka, kb, va, vb);
         }
         for (let i = 0; i < spans.length; i += 4) {
-          const k = buf.toString('latin1', spans[i], spans[i + 1]);
-          if (this.subs.size && this.push(k, buf.subarray(spans[i + 2], spans[i + 3]), true)) continue;
-          this.table.set(k, valueOf(buf, spans[i + 2], spans[i + 3]));
+          this.write(buf.toString('latin1', spans[i], spans[i + 1]), buf, spans[i + 2], spans[i + 3]);
         }
         return;
       }
@@ -708,32 +702,30 @@ export class TcpStoreServer {
       const c = this.subs.get(key.slice(0, n));
       if (!c || c.closed) continue;
       const vl = value.length;
+      // Copied: a small value (a view would pin the whole read buffer) and a caller's value. A
+      // big view of a read buffer is handed on as it is.
+      const copy = vl <= 4096 || !inReadBuffer;
       if (c instanceof LocalSub) {
-        // A small value is copied (a view would pin the whole read buffer).
-        this.callLocal(c, utf8Key(key), inReadBuffer && vl > 4096 ? value : new Uint8Array(value));
+        this.callLocal(c, utf8Key(key), copy ? new Uint8Array(value) : value);
         return true;
       }
       const kl = key.length;
-      if (vl <= 4096 || !inReadBuffer) {
-        // One buffer per push: key and value are copied into it.
-        const f = Buffer.allocUnsafe(16 + kl + vl);
-        putU64(f, 0, kl);
-        putLatin1(f, 8, key);
-        putU64(f, 8 + kl, vl);
-        f.set(value, 16 + kl);
-        this.send(c, f);
-      } else {
-        // A big value goes out as the view of the read buffer it is.
-        const f = Buffer.allocUnsafe(16 + kl);
-        putU64(f, 0, kl);
-        putLatin1(f, 8, key);
-        putU64(f, 8 + kl, vl);
-        this.send(c, f);
-        this.send(c, value as Buffer);
-      }
+      const f = Buffer.allocUnsafe(16 + kl + (copy ? vl : 0));
+      putU64(f, 0, kl);
+      putLatin1(f, 8, key);
+      putU64(f, 8 + kl, vl);
+      if (copy) f.set(value, 16 + kl);
+      this.send(c, f);
+      if (!copy) this.send(c, value as Buffer);
       return true;
     }
     return false;
+  }
+
+  /** SET of `key` to buf[a, b) from a connection: pushed to its subscriber, else stored. */
+  private write(key: string, buf: Buffer, a: number, b: number): void {
+    if (this.subs.size && this.push(key, buf.subarray(a, b), true)) return;
+    this.table.set(key, valueOf(buf, a, b));
   }
 
   /** Pushes a stored key (a subscription's backlog). */

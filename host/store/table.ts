@@ -57,7 +57,7 @@ function equals(v: Value, buf: Buffer, a: number, b: number): boolean {
   return buf.subarray(a, b).equals(v);
 }
 
-function bytesOf(v: Value): Buffer {
+export function bytesOf(v: Value): Buffer {
   return typeof v === 'string' ? Buffer.from(v, 'latin1') : v;
 }
 
