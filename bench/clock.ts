@@ -7,7 +7,7 @@
  * process.hrtime.bigint() reads CLOCK_MONOTONIC itself; Bun's counts from process start, so under
  * Bun the clock is read from libc through bun:ffi.
  */
-import { IS_BUN } from '../host/runtime.js';
+import { IS_BUN } from '../host/base/runtime.js';
 
 async function monotonicNs(): Promise<() => number> {
   if (!IS_BUN) return () => Number(process.hrtime.bigint());

@@ -15,7 +15,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../host/pkgroot.js';
+import { packageRoot } from '../host/base/pkgroot.js';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../host/store/index.js';
 import type { Store } from '../host/store/types.js';
 import { median, percentile, type Report } from './report.js';

@@ -6,10 +6,10 @@
  *   dict    one rank per process; broadcastTensorDict of a 32-entry dict from rank 0, in reps
  *           of `count` back-to-back calls closed by a barrier; rank 0 reports the times.
  */
-import { StatelessGroupCoordinator } from '../host/coordinator.js';
+import { StatelessGroupCoordinator } from '../host/coordinator/coordinator.js';
 import { PrefixStore, TcpStore } from '../host/store/index.js';
 import type { Store } from '../host/store/types.js';
-import { tensor, type CpuTensor, type Tensor } from '../host/tensor.js';
+import { tensor, type CpuTensor, type Tensor } from '../host/core/tensor.js';
 
 const e = process.env;
 const mode = e.BENCH_MODE!;

@@ -7,9 +7,9 @@
  * The two implementations must produce identical bytes; a mismatch is reported as `wrong`.
  */
 import { Packr } from 'msgpackr';
-import { encodeTensorDict, decodeTensorDict, fillTensorDict, type TensorDict, type TensorSlot } from '../host/tensor_dict.js';
+import { encodeTensorDict, decodeTensorDict, fillTensorDict, type TensorDict, type TensorSlot } from '../host/coordinator/tensor_dict.js';
 import { encodeFrame, decodeFrame, type FrameEntry } from '../host/core/frame.js';
-import { isTensor, numel, itemSize, tensor, type Tensor } from '../host/tensor.js';
+import { isTensor, numel, itemSize, tensor, type Tensor } from '../host/core/tensor.js';
 import { encodeFrameTs, decodeFrameTs } from './frame_baseline.js';
 import { median, type Report } from './report.js';
 
@@ -23,7 +23,7 @@ function benchDict(): TensorDict {
   return d;
 }
 
-// The baseline's dict layer: the same split as host/tensor_dict.ts, over the TS codec.
+// The baseline's dict layer: the same split as host/coordinator/tensor_dict.ts, over the TS codec.
 const packr = new Packr({ useRecords: false, moreTypes: true, copyBuffers: true });
 
 function encodeDictTs(dict: TensorDict): { frame: Uint8Array; tensors: Tensor[] } {

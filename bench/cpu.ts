@@ -24,7 +24,7 @@ import { median, percentile, type Report } from './report.js';
 import { CpuGroup } from '../host/cpu/group.js';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
-import { empty, tensor } from '../host/tensor.js';
+import { empty, tensor } from '../host/core/tensor.js';
 
 const LOOPBACK_GBPS = 3.4;
 const TRIXIE = '/opt/trixie';

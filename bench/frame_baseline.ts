@@ -4,7 +4,7 @@
  * It speaks the FrameEntry shape of host/core/frame.ts and must produce identical bytes.
  */
 import { dtypeInfo, dtypeByCode } from '../host/core/dtype.js';
-import { protocolError } from '../host/errors.js';
+import { protocolError } from '../host/base/errors.js';
 import type { FrameEntry, FrameTensorEntry } from '../host/core/frame.js';
 
 const MAGIC = 0x44544347;

@@ -14,8 +14,8 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../host/pkgroot.js';
-import { IS_BUN } from '../host/runtime.js';
+import { packageRoot } from '../host/base/pkgroot.js';
+import { IS_BUN } from '../host/base/runtime.js';
 import { median, percentile, type Report } from './report.js';
 
 const MiB = 1 << 20;

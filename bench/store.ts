@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
-import { packageRoot } from '../host/pkgroot.js';
+import { packageRoot } from '../host/base/pkgroot.js';
 import { median, percentile, type Report } from './report.js';
 
 const SMALL = 16;

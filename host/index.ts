@@ -2,15 +2,15 @@
  * Every public export of groupcomm, by name. Nothing is exported by wildcard so that the
  * public surface is reviewed here, in one place.
  */
-export { GroupcommError, ErrorCode, isGroupcommError } from './errors.js';
-export type { GroupcommErrorFields } from './errors.js';
-export { DEFAULT_TIMEOUT_MS } from './deadline.js';
-export type { OpOptions } from './deadline.js';
+export { GroupcommError, ErrorCode, isGroupcommError } from './base/errors.js';
+export type { GroupcommErrorFields } from './base/errors.js';
+export { DEFAULT_TIMEOUT_MS } from './base/deadline.js';
+export type { OpOptions } from './base/deadline.js';
 export {
   tensor, empty, toHost, numel, nbytes, itemSize, isTensor, isCpu, bytesOf, fromBytes,
   parseDevice, arrayClassOf, registerHostCopier, DTYPE_NAMES,
-} from './tensor.js';
-export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './tensor.js';
+} from './core/tensor.js';
+export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './core/tensor.js';
 export { dtypeInfo } from './core/dtype.js';
 export type { DTypeInfo } from './core/dtype.js';
 export {
@@ -25,8 +25,8 @@ export type {
   GroupLayout, PortTriple, BinomialTree, RecursiveDoublingPlan, ChunkPlan,
 } from './core/layout.js';
 export type { Store, StoreValue } from './store/types.js';
-export { encodeTensorDict, decodeTensorDict, fillTensorDict } from './tensor_dict.js';
-export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } from './tensor_dict.js';
+export { encodeTensorDict, decodeTensorDict, fillTensorDict } from './coordinator/tensor_dict.js';
+export type { TensorDict, TensorSlot, EncodedTensorDict, DecodedTensorDict } from './coordinator/tensor_dict.js';
 export { FrameError } from './core/frame.js';
 export { TcpStore, TcpStoreServer, PrefixStore, DEFAULT_LIMITS } from './store/index.js';
 export type { TcpStoreOptions, TcpStoreServerOptions, StoreLimits } from './store/index.js';
@@ -45,5 +45,5 @@ export { storeBootstrap } from './device/bootstrap.js';
 export type { BootstrapStore, StoreBootstrapOptions } from './device/bootstrap.js';
 export { emptyOn, toDevice, fromDevice, freeTensor, subBuffer, deviceString } from './device/tensors.js';
 export { OrderedOps } from './device/lifecycle.js';
-export { StatelessGroupCoordinator } from './coordinator.js';
-export type { CoordinatorOptions, CoordinatorReduceOptions, CoordinatorOutOptions } from './coordinator.js';
+export { StatelessGroupCoordinator } from './coordinator/coordinator.js';
+export type { CoordinatorOptions, CoordinatorReduceOptions, CoordinatorOutOptions } from './coordinator/coordinator.js';

@@ -7,10 +7,10 @@
  * Events go to the parent as `@@EVENT {json}` lines on stdout; failures go to stderr and the
  * exit code.
  */
-import { StatelessGroupCoordinator } from '../coordinator.js';
+import { StatelessGroupCoordinator } from '../coordinator/coordinator.js';
 import { TcpStore } from '../store/index.js';
-import { tensor, type CpuTensor, type DeviceBuffer, type Tensor } from '../tensor.js';
-import { sleep } from '../deadline.js';
+import { tensor, type CpuTensor, type DeviceBuffer, type Tensor } from '../core/tensor.js';
+import { sleep } from '../base/deadline.js';
 
 const rank = Number(process.env.RANK);
 const port = Number(process.env.GROUPCOMM_DEMO_STORE_PORT);

@@ -18,9 +18,9 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { packageRoot } from '../pkgroot.js';
+import { packageRoot } from '../base/pkgroot.js';
 import type { TcpStoreServer } from '../store/server.js';
-import { IS_BUN } from '../runtime.js';
+import { IS_BUN } from '../base/runtime.js';
 
 export const summary = 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)';
 

@@ -3,8 +3,8 @@
  * through its backend's host copies (the device API has no strided or device-to-device copy, and
  * only the less common paths — outputs given on a device, non-zero `dim`s — need these).
  */
-import { invalidArgument } from '../errors.js';
-import { bytesOf, isCpu, itemSize, numel, type CpuTensor, type DeviceBuffer, type Tensor } from '../tensor.js';
+import { invalidArgument } from '../base/errors.js';
+import { bytesOf, isCpu, itemSize, numel, type CpuTensor, type DeviceBuffer, type Tensor } from '../core/tensor.js';
 import type { DeviceBackendV1 } from '../device/types.js';
 import { transposeBlocks } from './dims.js';
 

@@ -10,10 +10,10 @@
  * are packed into one buffer and moved by one CPU-group operation; larger CPU tensors and
  * device tensors move one by one, in dict order, as in vLLM.
  */
-import type { OpOptions } from '../deadline.js';
-import { invalidArgument, protocolError } from '../errors.js';
-import { bytesOf, fromBytes, isCpu, isTensor, numel, tensor, type Tensor, type DType, type CpuTensor } from '../tensor.js';
-import { decodeTensorDict, encodeTensorDict, fillTensorDict, type TensorDict } from '../tensor_dict.js';
+import type { OpOptions } from '../base/deadline.js';
+import { invalidArgument, protocolError } from '../base/errors.js';
+import { bytesOf, fromBytes, isCpu, isTensor, numel, tensor, type Tensor, type DType, type CpuTensor } from '../core/tensor.js';
+import { decodeTensorDict, encodeTensorDict, fillTensorDict, type TensorDict } from './tensor_dict.js';
 import type { StatelessProcessGroup } from '../pg/group.js';
 import type { CpuGroup } from '../cpu/group.js';
 import type { DeviceCommunicatorV1 } from '../device/types.js';

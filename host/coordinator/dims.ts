@@ -7,7 +7,7 @@
  * all these helpers do. (vLLM's reduce_scatter moves axis 0 *to* d instead of d to 0, which is
  * the same only for 2-d tensors; see docs/coordinator.md.)
  */
-import { invalidArgument } from '../errors.js';
+import { invalidArgument } from '../base/errors.js';
 
 /** Normalises a possibly negative `dim` for a tensor of `ndim` dims; throws when out of range. */
 export function normDim(dim: number, ndim: number, what: string): number {

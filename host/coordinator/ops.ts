@@ -2,8 +2,8 @@
  * Per-operation plumbing shared by the coordinator's methods: one deadline for a whole
  * multi-step operation, the group's abort signal merged with the caller's, and range checks.
  */
-import { DEFAULT_TIMEOUT_MS, type OpOptions } from '../deadline.js';
-import { invalidArgument, timeoutError } from '../errors.js';
+import { DEFAULT_TIMEOUT_MS, type OpOptions } from '../base/deadline.js';
+import { invalidArgument, timeoutError } from '../base/errors.js';
 
 /**
  * A deadline spanning several calls: an operation that does a metadata broadcast and then

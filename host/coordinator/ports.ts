@@ -18,8 +18,8 @@
  *   the same coordination store.
  */
 import net from 'node:net';
-import type { OpOptions } from '../deadline.js';
-import { invalidArgument } from '../errors.js';
+import type { OpOptions } from '../base/deadline.js';
+import { invalidArgument } from '../base/errors.js';
 import type { Store } from '../store/types.js';
 import { decodePortRecord, encodePortRecord, groupPortsFor, type PortTriple } from '../core/layout.js';
 

@@ -2,7 +2,7 @@
  * Typed access to the core's tensor-dict frame codec (assembly/frame.ts; the bytes are described
  * in docs/wire-format.md). This layer knows nothing about msgpack or Tensor objects: an entry is
  * a key plus either a tensor descriptor (with optional inline CPU bytes) or an opaque value blob.
- * host/tensor_dict.ts builds dicts on top of it.
+ * host/coordinator/tensor_dict.ts builds dicts on top of it.
  *
  *   encodeFrame(entries) → Uint8Array          throws INVALID_ARGUMENT on a bad entry
  *   decodeFrame(bytes)   → FrameEntry[]        throws PROTOCOL (detail = FRAME_ERR code) on bad bytes
@@ -13,7 +13,7 @@
  */
 import { getCore, Scratch } from './loader.js';
 import { dtypeInfo, dtypeByCode, type DType } from './dtype.js';
-import { invalidArgument, protocolError } from '../errors.js';
+import { invalidArgument, protocolError } from '../base/errors.js';
 
 export type FrameEntry = FrameTensorEntry | FrameValueEntry;
 
@@ -58,7 +58,7 @@ export const FrameError = {
   TRAILING_BYTES: 18,
   KEY_TOO_LONG: 19,
   FRAME_TOO_LARGE: 20,
-  /** Raised by host/tensor_dict.ts: a value blob is not valid msgpack. */
+  /** Raised by host/coordinator/tensor_dict.ts: a value blob is not valid msgpack. */
   BAD_VALUE: 21,
 } as const;
 export type FrameError = (typeof FrameError)[keyof typeof FrameError];

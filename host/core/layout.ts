@@ -40,7 +40,7 @@
  *   chunkStart[p] .. chunkStart[p+1]-1 of chunkOffsets/chunkLengths (element units).
  */
 import { getCore, Scratch } from './loader.js';
-import { invalidArgument } from '../errors.js';
+import { invalidArgument } from '../base/errors.js';
 
 export interface GroupLayout {
   /** Index of the group in groupRanks. */

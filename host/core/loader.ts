@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { instantiateSync, type ASUtil } from '@assemblyscript/loader';
-import { packageRoot } from '../pkgroot.js';
+import { packageRoot } from '../base/pkgroot.js';
 
 // The raw exports are declared loosely here; each wrapper module types the ones it uses.
 export type CoreExports = ASUtil & { [name: string]: any };

@@ -25,7 +25,7 @@
  */
 import { getCore, Scratch } from './loader.js';
 import { dtypeInfo, type DType } from './dtype.js';
-import { invalidArgument } from '../errors.js';
+import { invalidArgument } from '../base/errors.js';
 
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 

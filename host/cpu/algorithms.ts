@@ -9,7 +9,7 @@
  */
 import type { Exchange } from './exchange.js';
 import type { Sink } from './mesh.js';
-import { protocolError } from '../errors.js';
+import { protocolError } from '../base/errors.js';
 import { ringNeighbors, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
 
 export type ReduceFn = (dst: Uint8Array, src: Uint8Array) => void;

@@ -2,7 +2,7 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { peerLostError, protocolError, type GroupcommError } from '../errors.js';
+import { peerLostError, protocolError, type GroupcommError } from '../base/errors.js';
 import { frameKey, type Mesh, type Sink } from './mesh.js';
 
 interface Posted {

@@ -9,11 +9,11 @@
  * changed by the caller until that operation's promise settles.
  */
 import type { Store } from '../store/types.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
 import {
   destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
-} from '../errors.js';
-import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../tensor.js';
+} from '../base/errors.js';
+import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,

@@ -19,8 +19,8 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../errors.js';
-import { logger, type Logger } from '../log.js';
+import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { logger, type Logger } from '../base/log.js';
 import {
   ACK_SIZE, HEADER_SIZE, HELLO_FIXED, MAGIC, MAX_NAME_BYTES, Status, VERSION, decodeAck,
   decodeHelloFixed, encodeAck, encodeHello, KIND_BYE, readHeader, statusText, writeHeader,

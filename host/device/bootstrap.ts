@@ -5,8 +5,8 @@
  * (send/recv), so ranks agree on keys without talking, as long as every rank issues the same
  * collectives in the same order (the contract of every collective here).
  */
-import { effectiveTimeout, DEFAULT_TIMEOUT_MS, guard, simpleTimeout, type OpOptions } from '../deadline.js';
-import { invalidArgument, isGroupcommError, timeoutError, ErrorCode } from '../errors.js';
+import { effectiveTimeout, DEFAULT_TIMEOUT_MS, guard, simpleTimeout, type OpOptions } from '../base/deadline.js';
+import { invalidArgument, isGroupcommError, timeoutError, ErrorCode } from '../base/errors.js';
 import { PrefixStore } from '../store/prefix.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBootstrap } from './types.js';

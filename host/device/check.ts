@@ -3,7 +3,7 @@
  * come from any module specifier, so the loader verifies what it got before trusting it, and
  * says exactly what is missing (the way NCCL refuses a net plugin without the right symbol).
  */
-import { pluginUnavailable } from '../errors.js';
+import { pluginUnavailable } from '../base/errors.js';
 import { DEVICE_API_VERSION, type DeviceBackendV1, type DeviceCommunicatorV1 } from './types.js';
 
 const BACKEND_FUNCTIONS = [

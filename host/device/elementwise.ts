@@ -5,8 +5,8 @@
  * results against host references (the conformance suite). Reductions themselves run in the
  * WASM core (host/core/reduce.ts); `checkReduce` states which op/dtype pairs exist at all.
  */
-import { invalidArgument } from '../errors.js';
-import type { DType } from '../tensor.js';
+import { invalidArgument } from '../base/errors.js';
+import type { DType } from '../core/tensor.js';
 import type { ReduceOp } from './types.js';
 
 interface MiniFloat { exp: number; man: number; bias: number; /** IEEE-style inf/NaN (else e4m3fn: no inf, one NaN) */ ieee: boolean }

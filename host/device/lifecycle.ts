@@ -7,10 +7,10 @@
  * after a partial collective the peers' state is unknown (NCCL cannot resume either), so the
  * honest answer is a dead communicator that says why, not a hang on the next call.
  */
-import { effectiveTimeout, guard, type OpOptions } from '../deadline.js';
+import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
 import {
   abortedError, destroyedError, ErrorCode, isGroupcommError, timeoutError, type GroupcommError, type GroupcommErrorFields,
-} from '../errors.js';
+} from '../base/errors.js';
 
 export type CommState = 'ready' | 'aborted' | 'destroyed';
 

@@ -9,8 +9,8 @@
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { pluginUnavailable, invalidArgument } from '../errors.js';
-import { logger } from '../log.js';
+import { pluginUnavailable, invalidArgument } from '../base/errors.js';
+import { logger } from '../base/log.js';
 import { checkBackend } from './check.js';
 import type { DeviceBackendV1 } from './types.js';
 

@@ -2,11 +2,11 @@
  * Device tensors: allocation on a backend, host round trips, and the argument checks every
  * communicator runs before issuing anything (so a bad call fails locally and sends nothing).
  */
-import { invalidArgument } from '../errors.js';
+import { invalidArgument } from '../base/errors.js';
 import {
   arrayClassOf, bytesOf, isCpu, itemSize, numel, parseDevice,
   type CpuTensor, type DeviceBuffer, type DType, type Tensor,
-} from '../tensor.js';
+} from '../core/tensor.js';
 import type { DeviceBackendV1 } from './types.js';
 
 export function deviceString(backend: Pick<DeviceBackendV1, 'deviceType'>, deviceIndex: number): string {

@@ -18,10 +18,10 @@
  *   _INVALID_ARGUMENT, _PEER_LOST, _PROTOCOL, _PLUGIN_UNAVAILABLE). After a timeout or abort the
  *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; destroy() still works.
  */
-import type { OpOptions } from '../deadline.js';
+import type { OpOptions } from '../base/deadline.js';
 import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
-import type { DeviceBuffer, DType, Tensor } from '../tensor.js';
+import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
 
 export const DEVICE_API_VERSION = 1;
 

@@ -19,8 +19,8 @@
  */
 import { addExtension, Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { dtypeByCode, dtypeInfo, type DType } from '../core/dtype.js';
-import { invalidArgument, protocolError } from '../errors.js';
-import { bytesOf, isCpu, numel, type Tensor } from '../tensor.js';
+import { invalidArgument, protocolError } from '../base/errors.js';
+import { bytesOf, isCpu, numel, type Tensor } from '../core/tensor.js';
 
 const MAGIC0 = 0x67; // 'g'
 const MAGIC1 = 0x63; // 'c'

@@ -24,13 +24,13 @@
 import os from 'node:os';
 import {
   destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError,
-} from '../errors.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../deadline.js';
-import { logger } from '../log.js';
-import { IS_BUN } from '../runtime.js';
+} from '../base/errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../base/deadline.js';
+import { logger } from '../base/log.js';
+import { IS_BUN } from '../base/runtime.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
-import { bytesOf, type CpuTensor, type Tensor } from '../tensor.js';
+import { bytesOf, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { reduceBytes, finishAvg, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,

@@ -16,8 +16,8 @@
  * Everything after the join carries E in its keys, so nothing of an old incarnation is read.
  */
 import type { Store } from '../store/types.js';
-import { isGroupcommError, timeoutError } from '../errors.js';
-import { sleep } from '../deadline.js';
+import { isGroupcommError, timeoutError } from '../base/errors.js';
+import { sleep } from '../base/deadline.js';
 
 /** How often a waiting rank re-reads g/open to notice that its epoch was abandoned. */
 const REPOLL_MS = 500;

@@ -13,8 +13,8 @@
  *                collectives) queue behind each other: while message k is missing so is k+1, and
  *                one parked wait per lane is enough.
  */
-import { abortedError, type GroupcommError } from '../errors.js';
-import { AlarmClock, guard, simpleTimeout, type Alarm } from '../deadline.js';
+import { abortedError, type GroupcommError } from '../base/errors.js';
+import { AlarmClock, guard, simpleTimeout, type Alarm } from '../base/deadline.js';
 import type { Store, Subscription } from '../store/types.js';
 
 /** A resolved timeout plus the caller's signal. */

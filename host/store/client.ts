@@ -12,9 +12,9 @@
  * fall back to a wait. Against a torch server: CHECK then GET on the pipelined connection, and a
  * wait only when the key is missing.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../deadline.js';
-import { abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../errors.js';
-import { logger as makeLogger, type Logger } from '../log.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
+import { abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
+import { logger as makeLogger, type Logger } from '../base/log.js';
 import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {

@@ -6,10 +6,10 @@
 import type { LocalSocket } from './local.js';
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { guard, sleep } from '../deadline.js';
-import { authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
-import type { Logger } from '../log.js';
-import { IS_BUN } from '../runtime.js';
+import { guard, sleep } from '../base/deadline.js';
+import { authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
+import { IS_BUN } from '../base/runtime.js';
 import { authProof } from './auth.js';
 import { Connection, readU32, readU8, type AttachReads } from './connection.js';
 import {

@@ -11,8 +11,8 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import net from 'node:net';
-import { GroupcommError, peerLostError, protocolError, timeoutError } from '../errors.js';
-import type { Logger } from '../log.js';
+import { GroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import type { Logger } from '../base/log.js';
 import { Cursor, INCOMPLETE, Inbox } from './protocol.js';
 
 export type Reader<T> = (cur: Cursor) => T;

@@ -3,8 +3,8 @@
  * nest like torch's (PrefixStore('a', PrefixStore('b', s)).set('k') writes 'b/a/k'), so groups can
  * share one server without their keys colliding. numKeys is not scoped: it counts the server's keys.
  */
-import type { OpOptions } from '../deadline.js';
-import { invalidArgument } from '../errors.js';
+import type { OpOptions } from '../base/deadline.js';
+import { invalidArgument } from '../base/errors.js';
 import type { Store, StoreValue, Subscription } from './types.js';
 
 export class PrefixStore implements Store {

@@ -8,9 +8,9 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { guard, type OpOptions } from '../deadline.js';
-import { destroyedError, GroupcommError, invalidArgument, peerLostError, timeoutError } from '../errors.js';
-import { logger as makeLogger, type Logger } from '../log.js';
+import { guard, type OpOptions } from '../base/deadline.js';
+import { destroyedError, GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
+import { logger as makeLogger, type Logger } from '../base/log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
   Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,

@@ -2,7 +2,7 @@
  * The key-value store contract every layer above uses (the TCP store client, PrefixStore and
  * test helpers implement it). Semantics follow PyTorch's c10d Store.
  */
-import type { OpOptions } from '../deadline.js';
+import type { OpOptions } from '../base/deadline.js';
 
 export type StoreValue = Uint8Array | string;
 

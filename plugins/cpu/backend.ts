@@ -5,11 +5,11 @@
  * dtype and reduce op, and lets any number of ranks share a device, so the whole device path of
  * groupcomm (and the conformance suite) runs on any machine.
  */
-import { invalidArgument } from '../../host/errors.js';
-import { DTYPE_NAMES } from '../../host/tensor.js';
+import { invalidArgument } from '../../host/base/errors.js';
+import { DTYPE_NAMES } from '../../host/core/tensor.js';
 import { fromDevice } from '../../host/device/tensors.js';
 import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
-import { registerHostCopier, type DeviceBuffer } from '../../host/tensor.js';
+import { registerHostCopier, type DeviceBuffer } from '../../host/core/tensor.js';
 import { CpuCommunicator, DEVICE_TYPE } from './communicator.js';
 import { HostMemory } from './memory.js';
 

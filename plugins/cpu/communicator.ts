@@ -4,14 +4,14 @@
  * writes results in place. Ordering, deadlines and abort come from OrderedOps, as in every
  * backend.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host/deadline.js';
-import { invalidArgument } from '../../host/errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host/base/deadline.js';
+import { invalidArgument } from '../../host/base/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
 import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
 import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1 } from '../../host/device/types.js';
-import { logger } from '../../host/log.js';
-import type { Tensor } from '../../host/tensor.js';
+import { logger } from '../../host/base/log.js';
+import type { Tensor } from '../../host/core/tensor.js';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
 

@@ -15,10 +15,10 @@
  */
 import { CpuGroup } from '../../host/cpu/group.js';
 import { finishAvg, reduceBytes } from '../../host/core/reduce.js';
-import type { OpOptions } from '../../host/deadline.js';
+import type { OpOptions } from '../../host/base/deadline.js';
 import type { DeviceBootstrap, ReduceOp } from '../../host/device/types.js';
 import type { Store } from '../../host/store/types.js';
-import { arrayClassOf, type CpuTensor, type DType } from '../../host/tensor.js';
+import { arrayClassOf, type CpuTensor, type DType } from '../../host/core/tensor.js';
 
 export interface HostTransport {
   readonly kind: 'group' | 'bootstrap';

@@ -6,11 +6,11 @@
  * said ("CUDA driver missing or too old: cudaErrorInsufficientDriver (35)"). The libraries are
  * loaded into this process only after a successful probe, on first use.
  */
-import { pluginUnavailable } from '../../host/errors.js';
+import { pluginUnavailable } from '../../host/base/errors.js';
 import { fromDevice } from '../../host/device/tensors.js';
 import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
-import { logger } from '../../host/log.js';
-import { registerHostCopier, type DeviceBuffer } from '../../host/tensor.js';
+import { logger } from '../../host/base/log.js';
+import { registerHostCopier, type DeviceBuffer } from '../../host/core/tensor.js';
 import { CudaCommunicator, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {

@@ -13,15 +13,15 @@
  *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
  *   use the dtype's NCCL type.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/deadline.js';
-import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/errors.js';
+import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/base/deadline.js';
+import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/base/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
 import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
 import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
-import { logger } from '../../host/log.js';
+import { logger } from '../../host/base/log.js';
 import { dtypeInfo } from '../../host/core/dtype.js';
-import type { DType, Tensor } from '../../host/tensor.js';
+import type { DType, Tensor } from '../../host/core/tensor.js';
 import type { CudaRuntime } from './memory.js';
 import { NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
 

@@ -8,7 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadBackend } from '../../host/device/registry.js';
 import type { DeviceBackendV1 } from '../../host/device/types.js';
-import { DTYPE_NAMES } from '../../host/tensor.js';
+import { DTYPE_NAMES } from '../../host/core/tensor.js';
 import { spawnRanks, type Runtime } from '../helpers/ranks.js';
 import { conformanceCases } from './suite.js';
 import { TcpStoreServer } from '../../host/store/index.js';

@@ -10,14 +10,14 @@
  * counts plus a size sweep (0, 1, 1000, 65536), then failure behaviour: creation timeout,
  * op timeout, signal abort, abort(), destroy twice, bad arguments, issue order.
  */
-import type { OpOptions } from '../../host/deadline.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import type { OpOptions } from '../../host/base/deadline.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 import { storeBootstrap, type BootstrapStore } from '../../host/device/bootstrap.js';
 import { decodeMiniFloat, MINIFLOATS } from '../../host/device/elementwise.js';
 import { emptyOn, fromDevice, freeTensor, toDevice } from '../../host/device/tensors.js';
 import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
 import { REDUCE_OPS } from '../../host/device/types.js';
-import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor, type DType, type Tensor } from '../../host/tensor.js';
+import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor, type DType, type Tensor } from '../../host/core/tensor.js';
 import { dtypeInfo } from '../../host/core/dtype.js';
 
 export type Kind = 'allReduce' | 'reduceScatter' | 'allGather' | 'broadcast' | 'sendRecv' | 'gather' | 'allToAll';

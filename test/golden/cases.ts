@@ -4,7 +4,7 @@
  * regenerating the file (GROUPCOMM_UPDATE_GOLDEN=1) and reviewing the diff. Changing the bytes
  * of an existing case is a format change: that needs a version bump, not a regeneration.
  */
-import { DTYPE_NAMES, type DType } from '../../host/tensor.js';
+import { DTYPE_NAMES, type DType } from '../../host/core/tensor.js';
 import type { GoldenCase, Json } from './spec.js';
 
 const ITEM: Record<DType, number> = {

@@ -7,8 +7,8 @@
  *   {"$bigint": "123"}  {"$date": 1700000000000}  {"$undefined": true}
  *   {"$map": [[k, v], …]}  {"$set": [v, …]}  {"$num": "NaN" | "Infinity" | "-Infinity" | "-0"}
  */
-import type { Tensor, DType } from '../../host/tensor.js';
-import { arrayClassOf } from '../../host/tensor.js';
+import type { Tensor, DType } from '../../host/core/tensor.js';
+import { arrayClassOf } from '../../host/core/tensor.js';
 import { unhex, hex } from './raw.js';
 
 export type Json = null | boolean | number | string | Json[] | { [k: string]: Json };

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { loadBackend } from '../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
-import { DTYPE_NAMES, arrayClassOf, bytesOf, toHost, type CpuTensor } from '../../host/tensor.js';
+import { DTYPE_NAMES, arrayClassOf, bytesOf, toHost, type CpuTensor } from '../../host/core/tensor.js';
 import { spawnRanks } from '../helpers/ranks.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 

@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { OpOptions } from '../../host/deadline.js';
-import { simpleTimeout, guard, sleep, DEFAULT_TIMEOUT_MS } from '../../host/deadline.js';
+import type { OpOptions } from '../../host/base/deadline.js';
+import { simpleTimeout, guard, sleep, DEFAULT_TIMEOUT_MS } from '../../host/base/deadline.js';
 import type { Store, StoreValue } from '../../host/store/types.js';
 
 const fileOf = (dir: string, key: string) => path.join(dir, encodeURIComponent(key));

@@ -6,8 +6,8 @@
  * `wait`, `multiGet`) honour `{ timeoutMs, signal }` with the same error codes as the real store.
  */
 import type { Store, StoreValue } from '../../host/store/types.js';
-import { guard, type OpOptions } from '../../host/deadline.js';
-import { destroyedError, invalidArgument, timeoutError } from '../../host/errors.js';
+import { guard, type OpOptions } from '../../host/base/deadline.js';
+import { destroyedError, invalidArgument, timeoutError } from '../../host/base/errors.js';
 
 const enc = new TextEncoder();
 const toBytes = (v: StoreValue): Uint8Array => (typeof v === 'string' ? enc.encode(v) : new Uint8Array(v));

@@ -3,7 +3,7 @@
 // tests and the push/poll tests over a real TcpStore.
 import * as assert from 'uvu/assert';
 import type { StatelessProcessGroup } from '../../host/pg/group.js';
-import { tensor } from '../../host/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
 
 export async function everyOp(pgs: StatelessProcessGroup[], o: { bigBytes?: number } = {}): Promise<void> {
   const n = pgs.length;

@@ -11,7 +11,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { packageRoot } from '../../host/pkgroot.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 
 export type Runtime = 'node' | 'bun' | 'mixed' | 'same';
 

@@ -1,7 +1,7 @@
 // One assertion for "this promise rejects with a GroupcommError of that code" (shared by the
 // store, process-group and CPU-group tests). Resolves with the error for further checks.
 import * as assert from 'uvu/assert';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read arbitrary error fields
 export async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {

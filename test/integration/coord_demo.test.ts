@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { packageRoot } from '../../host/pkgroot.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 
 test('groupcomm demo scales A → B → C with every result correct', async () => {
   const root = packageRoot();

@@ -4,7 +4,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
-import { packageRoot } from '../../host/pkgroot.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 import { currentRuntime } from '../helpers/ranks.js';
 
 const root = packageRoot();

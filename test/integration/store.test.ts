@@ -4,7 +4,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { packageRoot } from '../../host/pkgroot.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 import { spawnRanks } from '../helpers/ranks.js';
 
 interface Exchange { rank: number; runtime: string; others: string[]; cas: string; counter: string }

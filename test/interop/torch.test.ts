@@ -8,8 +8,8 @@ import readline from 'node:readline';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
-import { packageRoot } from '../../host/pkgroot.js';
+import { isGroupcommError } from '../../host/base/errors.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 import { findTorch } from './torch_env.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');

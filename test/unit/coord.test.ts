@@ -3,12 +3,12 @@
 // ranks as coordinators of one process over real sockets (many groups live at once).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { StatelessGroupCoordinator } from '../../host/coordinator.js';
+import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { reserveName, releaseName, registerName, lookupName, registeredNames } from '../../host/coordinator/names.js';
 import { catShape, normDim, scatterShape, transposeBlocks } from '../../host/coordinator/dims.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
-import { tensor, type CpuTensor, type Tensor } from '../../host/tensor.js';
-import { ErrorCode, isGroupcommError } from '../../host/errors.js';
+import { tensor, type CpuTensor, type Tensor } from '../../host/core/tensor.js';
+import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 
 // Whatever a test opened is closed after it, pass or fail, so a failure cannot keep the file alive.
 const opened: { close(): Promise<unknown> }[] = [];

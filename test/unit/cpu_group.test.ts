@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
-import { bytesOf, empty, tensor } from '../../host/tensor.js';
+import { bytesOf, empty, tensor } from '../../host/core/tensor.js';
 import { encodeHello, ACK_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
 import { rejectsWith } from '../helpers/rejects.js';
 

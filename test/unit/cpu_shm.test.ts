@@ -10,8 +10,8 @@ import fs from 'node:fs';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
 import { creditStep, hostId, RecvRing, Segment, SendRing } from '../../host/cpu/shm.js';
 import { TcpStore } from '../../host/store/client.js';
-import { isGroupcommError } from '../../host/errors.js';
-import { tensor } from '../../host/tensor.js';
+import { isGroupcommError } from '../../host/base/errors.js';
+import { tensor } from '../../host/core/tensor.js';
 
 let store: TcpStore;
 let groupNo = 0;

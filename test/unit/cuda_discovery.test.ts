@@ -10,7 +10,7 @@ import path from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { resolveBackend } from '../../host/device/registry.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 import { CudaBackend, libraryCandidates, probeLibraries } from '../../plugins/cuda/index.js';
 
 /** Runs `fn` with env vars set (undefined deletes), restoring them after. */

@@ -5,7 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { AlarmClock } from '../../host/deadline.js';
+import { AlarmClock } from '../../host/base/deadline.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -50,7 +50,7 @@ test('thousands of add/cancel pairs (the hot path) leave nothing behind and late
 });
 
 test('a clock whose alarms were all cancelled does not keep the process alive', () => {
-  const mod = new URL('../../host/deadline.js', import.meta.url).href;
+  const mod = new URL('../../host/base/deadline.js', import.meta.url).href;
   const script = `const { AlarmClock } = await import(${JSON.stringify(mod)});
     const c = new AlarmClock(); const a = c.add(60000, () => {}); c.add(30000, () => {}).cancel(); a.cancel();
     setTimeout(() => console.log('still here'), 10);`;

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 
 let server: TcpStoreServer;

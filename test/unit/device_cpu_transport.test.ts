@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { fromDevice, freeTensor, subBuffer, toDevice } from '../../host/device/tensors.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
-import { tensor } from '../../host/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
 import { CpuBackend, CpuCommunicator } from '../../plugins/cpu/index.js';
 
 let server: TcpStoreServer;

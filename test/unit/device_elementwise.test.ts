@@ -4,7 +4,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkReduce, decodeMiniFloat, encodeMiniFloat, MINIFLOATS, readElement, writeElement } from '../../host/device/elementwise.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 
 const { float16: F16, bfloat16: BF16, float8_e4m3fn: E4M3, float8_e5m2: E5M2 } = MINIFLOATS;
 

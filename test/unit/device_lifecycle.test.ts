@@ -2,8 +2,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OrderedOps } from '../../host/device/lifecycle.js';
-import { sleep } from '../../host/deadline.js';
-import { invalidArgument, isGroupcommError, ErrorCode, timeoutError } from '../../host/errors.js';
+import { sleep } from '../../host/base/deadline.js';
+import { invalidArgument, isGroupcommError, ErrorCode, timeoutError } from '../../host/base/errors.js';
 
 test('operations run one at a time in call order, even when not awaited', async () => {
   const ops = new OrderedOps('test', 0, 5_000, () => {});

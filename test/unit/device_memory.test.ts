@@ -2,8 +2,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkDeviceTensor, emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
-import { tensor, toHost } from '../../host/tensor.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
+import { tensor, toHost } from '../../host/core/tensor.js';
 import { CpuBackend } from '../../plugins/cpu/index.js';
 
 const bad = (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT);

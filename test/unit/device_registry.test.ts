@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { backendProblems, checkBackend } from '../../host/device/check.js';
 import { backendNames, backendSpec, loadBackend, registerBackend, resolveBackend } from '../../host/device/registry.js';
 import type { DeviceBackendV1 } from '../../host/device/types.js';
-import { isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 import { backend as cpu } from '../../plugins/cpu/index.js';
 
 const fixture = (name: string) => new URL(`../conformance/fixtures/${name}.js`, import.meta.url).href;

@@ -1,8 +1,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { dtypeInfo, dtypeByCode, DTYPE_NAMES } from '../../host/core/dtype.js';
-import { tensor, empty, itemSize, fromBytes, bytesOf } from '../../host/tensor.js';
-import { GroupcommError, isGroupcommError, ErrorCode } from '../../host/errors.js';
+import { tensor, empty, itemSize, fromBytes, bytesOf } from '../../host/core/tensor.js';
+import { GroupcommError, isGroupcommError, ErrorCode } from '../../host/base/errors.js';
 
 // Source: nccl.h (NCCL 2.24+) ncclDataType_t: ncclInt8=0, ncclUint8=1, ncclInt32=2, ncclUint32=3,
 // ncclInt64=4, ncclUint64=5, ncclFloat16=6, ncclFloat32=7, ncclFloat64=8, ncclBfloat16=9,

@@ -4,8 +4,8 @@ import { encodeFrame, decodeFrame, FrameError, frameErrorName, FRAME_LIMITS, typ
 import fs from 'node:fs';
 import path from 'node:path';
 import { getCore } from '../../host/core/loader.js';
-import { packageRoot } from '../../host/pkgroot.js';
-import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/errors.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
+import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 import { RawFrame } from '../golden/raw.js';
 
 // dtype codes used below (assembly/dtype.ts)

@@ -8,8 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { encodeFrame, decodeFrame, frameErrorName, FRAME_LIMITS, type FrameEntry } from '../../host/core/frame.js';
 import { dtypeInfo, DTYPE_NAMES } from '../../host/core/dtype.js';
-import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/errors.js';
-import { packageRoot } from '../../host/pkgroot.js';
+import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
+import { packageRoot } from '../../host/base/pkgroot.js';
 import { prng, unhex } from '../golden/raw.js';
 
 const CASES = Number(process.env.GROUPCOMM_FUZZ_CASES ?? 100_000);

@@ -4,7 +4,7 @@ import {
   findGroup, validatePortTriple, groupPortsFor, encodePortRecord, decodePortRecord,
   ringNeighbors, binomialTree, disseminationPartners, recursiveDoubling, chunkPlan,
 } from '../../host/core/layout.js';
-import { ErrorCode, isGroupcommError } from '../../host/errors.js';
+import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 import { prng } from './reduce_reference.js';
 
 const MAX_WORLD = 33;

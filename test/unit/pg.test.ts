@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
-import { tensor } from '../../host/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
 import { MemStoreServer } from '../helpers/memstore.js';
 import { rejectsWith } from '../helpers/rejects.js';
 import { everyOp } from '../helpers/pg_ops.js';

@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { pack } from 'msgpackr';
 import { decodeObject, encodeObject } from '../../host/pg/codec.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 import { prng } from '../helpers/prng.js';
 
 type TA = Exclude<ArrayBufferView, DataView>;

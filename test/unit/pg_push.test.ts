@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { tensor } from '../../host/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
 import { encodeObject } from '../../host/pg/codec.js';
 import type { Store } from '../../host/store/types.js';
 import { rejectsWith } from '../helpers/rejects.js';

@@ -5,7 +5,7 @@ import {
 } from '../../host/core/reduce.js';
 import { DTYPE_NAMES, dtypeInfo, type DType } from '../../host/core/dtype.js';
 import { getCore } from '../../host/core/loader.js';
-import { ErrorCode, isGroupcommError } from '../../host/errors.js';
+import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 import {
   NARROW, decodeNarrow, encodeNarrow, referenceReduce, referenceDivide, prng, type Op,
 } from './reduce_reference.js';

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 import { Raw, VALIDATE, ping } from './store_raw.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');

@@ -3,7 +3,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { run } from '../../host/cli/store.js';
 import { TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 
 async function quiet<T>(fn: () => Promise<T>): Promise<{ result: T; out: string }> {
   const log = console.log;

@@ -6,7 +6,7 @@ import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 import { le64 } from './store_raw.js';
 
 type Mode = 'silent' | 'stop-reading' | 'huge-reply' | 'one-connection' | 'not-ready';

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 const remote = (s: TcpStore) => (s as unknown as { main: { socket: { remoteAddress?: string } } }).main.socket.remoteAddress;

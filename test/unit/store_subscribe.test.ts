@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../../host/index.js';
-import { isGroupcommError } from '../../host/errors.js';
+import { isGroupcommError } from '../../host/base/errors.js';
 import type { Subscription } from '../../host/store/types.js';
 import { Raw, VALIDATE, le64, ping, str } from './store_raw.js';
 import { rejectsWith } from '../helpers/rejects.js';

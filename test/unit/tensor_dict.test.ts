@@ -1,10 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { encodeTensorDict, decodeTensorDict, fillTensorDict } from '../../host/tensor_dict.js';
+import { encodeTensorDict, decodeTensorDict, fillTensorDict } from '../../host/coordinator/tensor_dict.js';
 import { encodeFrame, FrameError } from '../../host/core/frame.js';
 import { getCore } from '../../host/core/loader.js';
-import { tensor, empty, type Tensor, type CpuTensor } from '../../host/tensor.js';
-import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/errors.js';
+import { tensor, empty, type Tensor, type CpuTensor } from '../../host/core/tensor.js';
+import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 import { prng } from '../golden/raw.js';
 
 const dev = (dtype: Tensor['dtype'], shape: number[], device: string, nbytes: number): Tensor =>

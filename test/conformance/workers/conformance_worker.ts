@@ -1,7 +1,7 @@
 // One rank of the conformance suite: resolves the plugin named by GC_PLUGIN, runs every case
 // through the TcpStoreServer at GC_STORE_PORT, and reports { verdicts } (or { unavailable }).
 import { resolveBackend } from '../../../host/device/registry.js';
-import { isGroupcommError, ErrorCode } from '../../../host/errors.js';
+import { isGroupcommError, ErrorCode } from '../../../host/base/errors.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 import { runConformance } from '../suite.js';
 import { TcpStore } from '../../../host/store/index.js';

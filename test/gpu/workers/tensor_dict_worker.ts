@@ -4,7 +4,7 @@
 import { storeBootstrap } from '../../../host/device/bootstrap.js';
 import { resolveBackend } from '../../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, toDevice } from '../../../host/device/tensors.js';
-import { tensor, type DType, type Tensor } from '../../../host/tensor.js';
+import { tensor, type DType, type Tensor } from '../../../host/core/tensor.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 import { TcpStore } from '../../../host/store/index.js';
 

@@ -3,10 +3,10 @@
  * the coordination store (COORD_STORE_PORT). Each scenario checks its own results and reports
  * `{ checks, failures }` (failures are strings naming what went wrong), or an error object.
  */
-import { StatelessGroupCoordinator } from '../../../host/coordinator.js';
+import { StatelessGroupCoordinator } from '../../../host/coordinator/coordinator.js';
 import { TcpStore } from '../../../host/store/index.js';
-import { tensor, type CpuTensor, type Tensor, type TypedArray } from '../../../host/tensor.js';
-import { isGroupcommError } from '../../../host/errors.js';
+import { tensor, type CpuTensor, type Tensor, type TypedArray } from '../../../host/core/tensor.js';
+import { isGroupcommError } from '../../../host/base/errors.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 
 const { rank, worldSize } = rankEnv();

@@ -9,7 +9,7 @@
  * rank order: what is tested here is that the group combines exactly every rank's contribution,
  * block by block; the arithmetic of the kernels has its own tests.
  */
-import { arrayClassOf, bytesOf, type CpuTensor, type DType } from '../../../host/tensor.js';
+import { arrayClassOf, bytesOf, type CpuTensor, type DType } from '../../../host/core/tensor.js';
 import { finishAvg, reduceBytes, type ReduceOp } from '../../../host/core/reduce.js';
 
 export const ALL_DTYPES: DType[] = [

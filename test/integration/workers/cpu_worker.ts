@@ -7,8 +7,8 @@
  * Reports { rank, checks, failures } (matrix, groups) or the error seen (kill).
  */
 import { CpuGroup } from '../../../host/cpu/group.js';
-import { isGroupcommError } from '../../../host/errors.js';
-import { bytesOf, empty, type DType } from '../../../host/tensor.js';
+import { isGroupcommError } from '../../../host/base/errors.js';
+import { bytesOf, empty, type DType } from '../../../host/core/tensor.js';
 import type { ReduceOp } from '../../../host/core/reduce.js';
 import { FileStore } from '../../helpers/cpu_filestore.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';

@@ -4,8 +4,8 @@
 //   signal  print "ready", then wait; print the signal that arrives and exit 0
 //   coord   form a StatelessGroupCoordinator through the launcher's store and allReduce
 import { TcpStore } from '../../../host/store/index.js';
-import { StatelessGroupCoordinator } from '../../../host/coordinator.js';
-import { tensor } from '../../../host/tensor.js';
+import { StatelessGroupCoordinator } from '../../../host/coordinator/coordinator.js';
+import { tensor } from '../../../host/core/tensor.js';
 
 const mode = process.argv[2];
 const e = process.env;

@@ -3,8 +3,8 @@
 // "rank 0 hosts the store" (else every rank is a client of the store the test process runs).
 import { StatelessProcessGroup } from '../../../host/pg/group.js';
 import { TcpStore } from '../../../host/store/client.js';
-import { isGroupcommError } from '../../../host/errors.js';
-import { tensor } from '../../../host/tensor.js';
+import { isGroupcommError } from '../../../host/base/errors.js';
+import { tensor } from '../../../host/core/tensor.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 
 const { rank, worldSize } = rankEnv();

@@ -17,30 +17,30 @@
  *   caller does not await each one; coordinators are independent of each other.
  * - Ranks in arguments (src, dst) are ranks *in the group* and are range-checked.
  */
-import { type OpOptions } from './deadline.js';
+import { type OpOptions } from '../base/deadline.js';
 import {
   destroyedError, GroupcommError, invalidArgument, isGroupcommError, ErrorCode,
-} from './errors.js';
-import { logger, type Logger } from './log.js';
+} from '../base/errors.js';
+import { logger, type Logger } from '../base/log.js';
 import {
   isCpu, isTensor, numel, parseDevice, empty as emptyCpu,
   type CpuTensor, type DType, type Tensor,
-} from './tensor.js';
-import type { Store } from './store/types.js';
-import { TcpStore, TcpStoreServer } from './store/index.js';
-import { StatelessProcessGroup } from './pg/group.js';
-import { CpuGroup } from './cpu/group.js';
-import { resolveBackend } from './device/registry.js';
-import { storeBootstrap } from './device/bootstrap.js';
-import { emptyOn, freeTensor } from './device/tensors.js';
-import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from './device/types.js';
-import { findGroup, type GroupLayout } from './core/layout.js';
-import { reserveName, registerName, releaseName, lookupName } from './coordinator/names.js';
-import { Budget, anySignal, checkRank, defaultTimeout } from './coordinator/ops.js';
-import { catShape, normDim, outerCount, scatterShape } from './coordinator/dims.js';
-import { copyTensor, reorderTensor } from './coordinator/copy.js';
-import { resolvePorts, type PortTriple, type ResolvedPorts } from './coordinator/ports.js';
-import { receiveDict, sendDict, type TensorDict } from './coordinator/dict.js';
+} from '../core/tensor.js';
+import type { Store } from '../store/types.js';
+import { TcpStore, TcpStoreServer } from '../store/index.js';
+import { StatelessProcessGroup } from '../pg/group.js';
+import { CpuGroup } from '../cpu/group.js';
+import { resolveBackend } from '../device/registry.js';
+import { storeBootstrap } from '../device/bootstrap.js';
+import { emptyOn, freeTensor } from '../device/tensors.js';
+import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from '../device/types.js';
+import { findGroup, type GroupLayout } from '../core/layout.js';
+import { reserveName, registerName, releaseName, lookupName } from './names.js';
+import { Budget, anySignal, checkRank, defaultTimeout } from './ops.js';
+import { catShape, normDim, outerCount, scatterShape } from './dims.js';
+import { copyTensor, reorderTensor } from './copy.js';
+import { resolvePorts, type PortTriple, type ResolvedPorts } from './ports.js';
+import { receiveDict, sendDict, type TensorDict } from './dict.js';
 
 export type { TensorDict, PortTriple };
 

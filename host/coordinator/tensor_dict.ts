@@ -24,12 +24,12 @@
  * back as a plain object (msgpack has one map type), and decoded values never alias the frame.
  */
 import { Packr } from 'msgpackr';
-import { encodeFrame, decodeFrame, FrameError, type FrameEntry } from './core/frame.js';
-import { invalidArgument, protocolError } from './errors.js';
+import { encodeFrame, decodeFrame, FrameError, type FrameEntry } from '../core/frame.js';
+import { invalidArgument, protocolError } from '../base/errors.js';
 import {
   arrayClassOf, bytesOf, isTensor, itemSize, numel,
   type CpuTensor, type DeviceBuffer, type DType, type Tensor, type TypedArray,
-} from './tensor.js';
+} from '../core/tensor.js';
 
 const packr = new Packr({ useRecords: false, moreTypes: true, copyBuffers: true });
 

@@ -3,8 +3,8 @@
  * float8 types, which JS lacks, are held as their raw bits in Uint16Array / Uint8Array).
  * Device data is a plugin-owned buffer `{ ptr, nbytes }`; `device` is 'cpu' or 'type:index'.
  */
-import { dtypeInfo, DTYPE_NAMES, type DType } from './core/dtype.js';
-import { invalidArgument } from './errors.js';
+import { dtypeInfo, DTYPE_NAMES, type DType } from './dtype.js';
+import { invalidArgument } from '../base/errors.js';
 
 export type { DType };
 export { DTYPE_NAMES };
