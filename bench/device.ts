@@ -10,7 +10,7 @@
  * the reason and exits 0 with no rows.
  */
 import { loadBackend } from '../host/device/registry.js';
-import { startRanks } from '../test/helpers/ranks.js';
+import { startRanks } from './ranks.js';
 import { TcpStoreServer } from '../host/store/index.js';
 import type { Report, Row } from './report.js';
 

@@ -5,7 +5,7 @@ import { resolveBackend } from '../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, toDevice } from '../host/device/tensors.js';
 import type { DeviceCommunicatorV1 } from '../host/device/types.js';
 import type { Tensor } from '../host/core/tensor.js';
-import { rankEnv, reportResult } from '../test/helpers/ranks.js';
+import { rankEnv, reportResult } from './ranks.js';
 import { TcpStore } from '../host/store/index.js';
 import { median, percentile, type Row } from './report.js';
 

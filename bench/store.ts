@@ -13,7 +13,7 @@
  *               trips), to show what the one-round-trip TRY_GET extension buys
  *   memory      the server's RSS holding --memory-keys keys of 16 B, and after deleting them
  * torch rows (impl torch-2.6) come from running the peer script in the same invocation when a
- * torch ≥ 2.2 is found (test/interop/torch_env.ts); --torch off skips them.
+ * torch ≥ 2.2 is found (bench/torch_env.ts); --torch off skips them.
  * All of this is noisy on a shared 2-core machine: compare rows from one run only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -185,7 +185,7 @@ async function runClients(report: Report, port: number, k: number, seconds: numb
 
 /** Runs the torch peer script and turns its table into rows (impl torch-2.6). */
 async function runTorch(report: Report, clients: number[], seconds: number): Promise<void> {
-  const { findTorch } = await import('../test/interop/torch_env.js');
+  const { findTorch } = await import('./torch_env.js');
   const found = findTorch();
   if (!found.ok) {
     report.note(`torch rows skipped: ${found.reason}`);

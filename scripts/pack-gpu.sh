@@ -3,7 +3,7 @@
 # without a package registry: this Node binary (stripped, gzip'd; unpacked on first run), the
 # runtime node_modules for linux-x64 (koffi + its glibc prebuilt, msgpackr + its native
 # accelerator, @assemblyscript/loader, uvu and its dependencies; not bun, binaryen or
-# typescript), dist/, build/core.wasm and a run script. The folder must stay under 64 MiB.
+# typescript), dist/, the compiled tests (dist-test/), build/core.wasm and a run script. The folder must stay under 64 MiB.
 #
 #   scripts/pack-gpu.sh [OUT_DIR]        (default build/gpu-pack; build/ is git-ignored)
 #   OUT_DIR/run.sh test                  npm run test:gpu equivalent (node scripts/test.js gpu)
@@ -17,7 +17,7 @@ limit=$((64 * 1024 * 1024))
 
 cd "$root"
 if [[ "${GROUPCOMM_PACK_NO_BUILD:-}" != 1 ]]; then npm run build >/dev/null; fi
-[[ -f build/core.wasm && -d dist/host ]] || { echo "pack-gpu: dist/ or build/core.wasm missing; run npm run build" >&2; exit 1; }
+[[ -f build/core.wasm && -d dist/host && -d dist-test/test ]] || { echo "pack-gpu: dist/, dist-test/ or build/core.wasm missing; run npm run build" >&2; exit 1; }
 [[ "$(uname -s)-$(uname -m)" == Linux-x86_64 ]] || { echo "pack-gpu: packs linux-x64 only (this is $(uname -s)-$(uname -m))" >&2; exit 1; }
 
 rm -rf "$out"
@@ -40,6 +40,7 @@ rm -rf "$out/node_modules/koffi/doc" \
        "$out/node_modules/@koromix/koffi-linux-x64/musl_x64"
 
 cp -R dist "$out/dist"
+cp -R dist-test "$out/dist-test"
 cp build/core.wasm "$out/build/core.wasm"
 cp package.json "$out/package.json"
 cp scripts/test.js "$out/scripts/test.js"

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// Runs every test file in its own process, on Node (built dist/) and/or Bun (TypeScript
-// sources), and prints one closing line `N passed, N failed, N skipped` summed over both.
+// Runs every test file in its own process, on Node (the tests' build, dist-test/, made by
+// `npm run build:test`) and/or Bun (TypeScript sources), and prints one closing line
+// `N passed, N failed, N skipped` summed over both.
 // A file that crashes or exceeds its time limit counts as one failure, never as silence.
 //   node scripts/test.js all|node|bun|gpu [substring-filter...]
 import { spawn } from 'node:child_process';
@@ -67,7 +68,8 @@ function runFile(cmd, args, label) {
 
 const runs = [];
 if (mode === 'all' || mode === 'node' || mode === 'gpu') {
-  for (const f of select(find(path.join(root, 'dist', 'test'), '.test.js'), path.join(root, 'dist', 'test'))) {
+  const compiled = path.join(root, 'dist-test', 'test');
+  for (const f of select(find(compiled, '.test.js'), compiled)) {
     runs.push(['node', [f], `node ${path.relative(root, f)}`]);
   }
 }
@@ -77,7 +79,7 @@ if (mode === 'all' || mode === 'bun') {
   }
 }
 if (runs.length === 0) {
-  console.log('no test files found (did the build run?)');
+  console.log('no test files found (did `npm run build:test` run?)');
   console.log('0 passed, 1 failed');
   process.exit(1);
 }

@@ -5,12 +5,10 @@ import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { packageRoot } from '../../host/base/pkgroot.js';
-import { currentRuntime } from '../helpers/ranks.js';
+import { currentRuntime, scriptFile } from '../helpers/ranks.js';
 
 const root = packageRoot();
-const worker = currentRuntime() === 'bun'
-  ? path.join(root, 'test/integration/workers/launch_worker.ts')
-  : path.join(root, 'dist/test/integration/workers/launch_worker.js');
+const worker = scriptFile('test/integration/workers/launch_worker', currentRuntime());
 
 interface Run { code: number | null; stdout: string; stderr: string }
 
