@@ -52,6 +52,10 @@ function loadLibc(): Libc {
   if (libcError) throw new Error(libcError);
   try {
     if (process.platform !== 'linux') throw new Error(`shared memory transport is implemented for Linux only (this is ${process.platform})`);
+    // koffi is an optional dependency: without it same-host peers use TCP, and the log says why.
+    try { require.resolve('koffi'); } catch {
+      throw new Error("koffi is not installed (groupcomm's optional dependency for shared memory and cuda; `npm install koffi` enables it)");
+    }
     const koffi = require('koffi') as Koffi;
     const lib = koffi.load('libc.so.6');
     libc = {

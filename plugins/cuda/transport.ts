@@ -178,9 +178,13 @@ export const NCCL_FUNCTIONS: readonly Binding[] = [
 type Koffi = typeof import('koffi');
 let koffiMod: Koffi | undefined;
 
+/** koffi is an optional dependency of groupcomm (TCP-only users need no native addon). */
+const KOFFI_MISSING = "koffi is not installed (groupcomm's optional dependency for the cuda backend and shared memory; `npm install koffi` enables it)";
+
 /** koffi, loaded on first use so that merely importing the plugin needs no native addon. */
 export function koffi(): Koffi {
   if (!koffiMod) {
+    try { require.resolve('koffi'); } catch { throw new Error(KOFFI_MISSING); }
     koffiMod = require('koffi') as Koffi;
     // typedef struct { char internal[NCCL_UNIQUE_ID_BYTES]; } ncclUniqueId;  (passed by value)
     // Registered by name so that declarations can say `ncclUniqueId commId`.
@@ -311,7 +315,7 @@ process.stdout.write('@@PROBE ' + JSON.stringify(out) + '\\n');
 /** Loads both libraries in a child process and reports what it saw; never throws. */
 export function probeLibraries(timeoutMs = Number(process.env.GROUPCOMM_CUDA_PROBE_TIMEOUT_MS ?? 30_000)): Promise<ProbeReport | { error: string }> {
   let koffiPath: string;
-  try { koffiPath = require.resolve('koffi'); } catch (e) { return Promise.resolve({ error: `the koffi package is not installed (${(e as Error).message})` }); }
+  try { koffiPath = require.resolve('koffi'); } catch { return Promise.resolve({ error: KOFFI_MISSING }); }
   const candidates = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates };
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['-e', CHILD], {
