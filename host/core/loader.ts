@@ -64,8 +64,9 @@ export function getCore(): Core {
   const exports = raw as unknown as CoreExports;
   memory = exports.memory;
   const mem = memory;
-  const consts = {} as Record<string, number>;
-  for (const name of CORE_GLOBALS) consts[name] = exports[name].value as number;
+  // fromEntries, not a loop of assignments: V8 keeps this object in fast mode (a loop of
+  // keyed stores turns an object this big into a slower dictionary).
+  const consts = Object.fromEntries(CORE_GLOBALS.map((name) => [name, exports[name].value as number]));
   let buf = mem.buffer;
   let u8 = new Uint8Array(buf);
   let dv = new DataView(buf);
@@ -113,7 +114,8 @@ export function readCoreString(memory: WebAssembly.Memory | undefined, ptr: numb
 export function coreConstantTable<K extends string>(names: Readonly<Record<K, keyof CoreConstants>>): Readonly<Record<K, number>> {
   const table = {} as Record<K, number>;
   for (const key of Object.keys(names) as K[]) {
-    Object.defineProperty(table, key, { enumerable: true, get: () => getCore().consts[names[key]] });
+    let value: number | undefined;
+    Object.defineProperty(table, key, { enumerable: true, get: () => (value ??= getCore().consts[names[key]]) });
   }
   return Object.freeze(table);
 }

@@ -47,12 +47,18 @@ export const CHUNK_BYTES = 1 << 18;
 let exports: CoreExports | undefined;
 const k = (): CoreExports => (exports ??= getCore().exports);
 
-// Plain copies of the op codes for the hot path (the table above reads through getters).
-let opCodes: Record<string, number> | undefined;
+// The core's op and result codes as plain fields, read once: the hot path compares against
+// them on every call (REDUCE_OP_CODES reads through getters).
+let codes: { ops: Record<string, number>; ok: number; errOp: number; errDtype: number; errDivisor: number } | undefined;
+function codesOf() {
+  if (codes) return codes;
+  const c = getCore().consts;
+  return (codes = { ops: { ...REDUCE_OP_CODES }, ok: c.REDUCE_OK, errOp: c.REDUCE_ERR_OP, errDtype: c.REDUCE_ERR_DTYPE, errDivisor: c.REDUCE_ERR_DIVISOR });
+}
 
 function opCode(op: ReduceOp): number {
-  opCodes ??= { ...REDUCE_OP_CODES };
-  const c = typeof op === 'string' && Object.hasOwn(opCodes, op) ? opCodes[op] : undefined;
+  const ops = codesOf().ops;
+  const c = typeof op === 'string' && Object.hasOwn(ops, op) ? ops[op] : undefined;
   if (c === undefined) {
     throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of sum, prod, min, max, avg`);
   }
@@ -67,11 +73,11 @@ function dtypeOf(dtype: DType, op?: ReduceOp): { code: number; itemSize: number 
 }
 
 function check(rc: number, what: string): void {
-  const c = getCore().consts;
-  if (rc === c.REDUCE_OK) return;
-  if (rc === c.REDUCE_ERR_OP) throw invalidArgument(`${what}: the core refused the op`);
-  if (rc === c.REDUCE_ERR_DTYPE) throw invalidArgument(`${what}: the core refused the dtype`);
-  if (rc === c.REDUCE_ERR_DIVISOR) throw invalidArgument(`${what}: divisor must be >= 1`);
+  const c = codesOf();
+  if (rc === c.ok) return;
+  if (rc === c.errOp) throw invalidArgument(`${what}: the core refused the op`);
+  if (rc === c.errDtype) throw invalidArgument(`${what}: the core refused the dtype`);
+  if (rc === c.errDivisor) throw invalidArgument(`${what}: divisor must be >= 1`);
   throw invalidArgument(`${what}: core error ${rc}`);
 }
 

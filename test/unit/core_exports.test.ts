@@ -75,12 +75,24 @@ test('dtype names, reduce ops and frame limits cover their core families', () =>
   });
 });
 
-test('docs/wire-format.md states the core\'s magic, version, dtype codes and error codes', () => {
+test('docs/wire-format.md states the core\'s magic, version, limits, dtype codes and error codes', () => {
   const doc = fs.readFileSync(path.join(packageRoot(), 'docs', 'wire-format.md'), 'utf8');
   const k = getCore().consts;
   const magic = new TextDecoder().decode(new Uint8Array(new Uint32Array([k.FRAME_MAGIC]).buffer));
   assert.match(doc, `| 0 | 4 | magic | \`47 43 54 44\` (ASCII \`${magic}\`) |`);
   assert.match(doc, `| 4 | 2 | version | \`${k.FRAME_VERSION}\` |`);
+  // Limits table.
+  const fmt = (v: number) => v.toLocaleString('en-US');
+  const pow = (v: number) => `2^${Math.log2(v + 1)} − 1`;
+  for (const row of [
+    `| whole frame, metadata and payloads | ${pow(k.FRAME_MAX_FRAME_BYTES)} bytes |`,
+    `| entries | ${fmt(k.FRAME_MAX_ENTRIES)} |`,
+    `| key | ${fmt(k.FRAME_MAX_KEY_BYTES)} bytes of UTF-8 |`,
+    `| device type / index | ${k.FRAME_MAX_DEVICE_TYPE_BYTES} ASCII bytes / ${fmt(k.FRAME_MAX_DEVICE_INDEX)} |`,
+    `| ndim | ${k.FRAME_MAX_NDIM} |`,
+    `| each dim, and a tensor's nbytes | ${pow(k.FRAME_MAX_DIM)} |`,
+  ]) assert.match(doc, row);
+  assert.is(k.FRAME_MAX_TENSOR_BYTES, k.FRAME_MAX_DIM, 'one row states both');
   // Error table: "| code | NAME | meaning |" rows.
   const errors: Record<string, number> = {};
   for (const m of doc.matchAll(/^\| (\d+) \| ([A-Z][A-Z_0-9]*) \| /gm)) errors[m[2]] = Number(m[1]);
