@@ -7,7 +7,8 @@
  * dissemination partners, the direct-exchange order; per root: the binomial tree and the chain;
  * per (bytes, itemSize): the segment plan of the ring (parts = P) and of the chain (parts = 1),
  * in a small map that is cleared when it fills (a workload of many sizes recomputes; a loop
- * over the same sizes never does).
+ * over the same sizes never does). Plans of more than 4096 segments are not kept (at most
+ * 64 KiB each, so a group's cache stays within a few MiB).
  */
 import {
   binomialTree, chainNeighbors, directPeers, disseminationPartners, recursiveDoubling, ringBlocks,
@@ -18,6 +19,8 @@ export type { BinomialTree, RecursiveDoublingPlan, SegmentPlan };
 
 /** Segment plans kept per group and kind (ring / chain); the map is cleared beyond this. */
 const MAX_PLANS = 64;
+/** Larger plans (a tiny chunkBytes on a big tensor) are computed per operation, not kept. */
+const MAX_KEPT_SEGMENTS = 1 << 12;
 
 export class Schedules {
   private ringNb: { next: number; prev: number } | undefined;
@@ -82,8 +85,10 @@ export class Schedules {
     const key = bytes * 16 + itemSize;
     let p = cache.get(key);
     if (!p) {
+      p = segmentPlan(bytes / itemSize, parts, itemSize, this.chunkBytes);
+      if (p.offsets.length > MAX_KEPT_SEGMENTS) return p;
       if (cache.size >= MAX_PLANS) cache.clear();
-      cache.set(key, (p = segmentPlan(bytes / itemSize, parts, itemSize, this.chunkBytes)));
+      cache.set(key, p);
     }
     return p;
   }
