@@ -54,7 +54,8 @@ export const FrameError = coreConstantTable(
 /** A FrameError code (a number; `frameErrorName` gives its name). */
 export type FrameError = number;
 
-const ERROR_TEXT: Readonly<Record<FrameErrorName, string>> = {
+// Texts that state a limit take it from the core when they are made.
+const ERROR_TEXT: Readonly<Record<FrameErrorName, string | (() => string)>> = {
   TRUNCATED: 'truncated: the frame ends inside a field',
   BAD_MAGIC: 'bad magic: not a groupcomm tensor-dict frame',
   BAD_VERSION: 'unsupported frame version',
@@ -64,9 +65,9 @@ const ERROR_TEXT: Readonly<Record<FrameErrorName, string>> = {
   BAD_UTF8: 'key is not valid UTF-8',
   DUPLICATE_KEY: 'duplicate key',
   BAD_DTYPE: 'unknown dtype code',
-  BAD_DEVICE: 'bad device (type must be [a-z][a-z0-9_]{0,15}; cpu has index 0)',
+  BAD_DEVICE: () => `bad device (type must be [a-z][a-z0-9_]{0,${FRAME_LIMITS.maxDeviceTypeBytes - 1}}; cpu has index 0)`,
   NDIM_LIMIT: 'too many dimensions',
-  DIM_TOO_LARGE: 'dimension out of range (integers 0..2^53-1)',
+  DIM_TOO_LARGE: () => `dimension out of range (integers 0..2^${Math.log2(FRAME_LIMITS.maxDim + 1)}-1)`,
   SIZE_OVERFLOW: 'tensor size overflows the limit',
   NBYTES_MISMATCH: 'nbytes does not match dims × itemsize',
   INLINE_NOT_CPU: 'inline payload on a non-CPU tensor',
@@ -86,7 +87,9 @@ export function frameErrorName(code: number): string {
 
 function errorText(code: number): string {
   const name = frameErrorName(code);
-  return Object.hasOwn(ERROR_TEXT, name) ? ERROR_TEXT[name as FrameErrorName] : `error ${code}`;
+  if (!Object.hasOwn(ERROR_TEXT, name)) return `error ${code}`;
+  const t = ERROR_TEXT[name as FrameErrorName];
+  return typeof t === 'string' ? t : t();
 }
 
 /** Limits of the frame format (docs/wire-format.md), read from the core. */

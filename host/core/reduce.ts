@@ -44,8 +44,8 @@ export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = coreConstantT
  */
 export const CHUNK_BYTES = 1 << 18;
 
-let exports: CoreExports | undefined;
-const k = (): CoreExports => (exports ??= getCore().exports);
+let core: CoreExports | undefined;
+const k = (): CoreExports => (core ??= getCore().exports);
 
 // The core's op and result codes as plain fields, read once: the hot path compares against
 // them on every call (REDUCE_OP_CODES reads through getters).
