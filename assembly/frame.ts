@@ -65,7 +65,8 @@ export const FRAME_ERR_BAD_PADDING: i32 = 17;
 export const FRAME_ERR_TRAILING_BYTES: i32 = 18;
 export const FRAME_ERR_KEY_TOO_LONG: i32 = 19;
 export const FRAME_ERR_FRAME_TOO_LARGE: i32 = 20;
-// 21 (FRAME_ERR_BAD_VALUE) is raised by the host when a value blob is not valid msgpack.
+/** Reserved here, raised by the host: a value blob is not valid msgpack (the core never looks). */
+export const FRAME_ERR_BAD_VALUE: i32 = 21;
 
 // ---- host <-> core records ---------------------------------------------------------------------
 // Spec (host -> core, encode), 48 bytes:

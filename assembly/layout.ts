@@ -301,6 +301,48 @@ export function layoutRecursiveDoubling(rank: i32, n: i32, out: usize): i32 {
   return k;
 }
 
+/**
+ * The ring's block schedule: at step s a rank sends block (rank - s + shift) mod n to its ring
+ * successor, so it receives block (rank - s - 1 + shift) mod n, which is out[s + 1]. Writes
+ * `count` i32 at out; returns count, or -1 on bad input (shift must be in [-n, n]).
+ */
+export function layoutRingBlocks(rank: i32, n: i32, shift: i32, count: i32, out: usize): i32 {
+  if (badRank(rank, n) || shift < -n || shift > n || count < 0) return -1;
+  for (let s = 0; s < count; s++) {
+    // i64: rank - s + shift may leave i32 for large n and count.
+    const b = (<i64>rank - <i64>s + <i64>shift) % <i64>n;
+    store<i32>(out + (<usize>s << 2), <i32>(b < 0 ? b + <i64>n : b));
+  }
+  return count;
+}
+
+/**
+ * A chain from `root` along the ring (pipelined broadcast): out[0] = the rank this one receives
+ * from (-1 at the root), out[1] = the rank it forwards to (-1 for the last rank of the chain,
+ * the root's ring predecessor). Returns 0, or -1 on bad input.
+ */
+export function layoutChain(rank: i32, root: i32, n: i32, out: usize): i32 {
+  if (badRank(rank, n) || badRank(root, n)) return -1;
+  const v = (rank - root + n) % n;
+  store<i32>(out, v == 0 ? -1 : (rank == 0 ? n - 1 : rank - 1));
+  store<i32>(out, v + 1 < n ? (rank + 1 == n ? 0 : rank + 1) : -1, 4);
+  return 0;
+}
+
+/**
+ * Direct exchange (every message in flight at once): peers in visiting order, sendTo[i - 1] =
+ * (rank + i) mod n and recvFrom[i - 1] = (rank - i) mod n for i in 1..n-1, so that not every
+ * rank sends to the same peer first. Returns n - 1, or -1 on bad input.
+ */
+export function layoutDirectPeers(rank: i32, n: i32, sendTo: usize, recvFrom: usize): i32 {
+  if (badRank(rank, n)) return -1;
+  for (let i = 1; i < n; i++) {
+    store<i32>(sendTo + (<usize>(i - 1) << 2), <i32>((<i64>rank + <i64>i) % <i64>n));
+    store<i32>(recvFrom + (<usize>(i - 1) << 2), <i32>((<i64>rank - <i64>i + <i64>n) % <i64>n));
+  }
+  return n - 1;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Chunking for pipelined ring collectives. `count` elements are split into `parts` segments as
 // evenly as possible (the first count % parts segments get one more element), and each
@@ -354,4 +396,60 @@ export function layoutChunks(
   store<f64>(partOffsets + (<usize>parts << 3), off);
   store<i32>(chunkStart + (<usize>parts << 2), c);
   return LAYOUT_OK;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Segments of the pipelined ring and chain (what host/cpu/algorithms.ts sends). Unlike
+// layoutChunks, every block gets the same number K of segments, so a segment is named by
+// step * K + k on every rank whatever the block sizes:
+// - `count` elements of `itemSize` bytes are split into `parts` blocks as evenly as possible
+//   (the first count % parts blocks get one more element);
+// - K = max(1, ceil(largest block in bytes / chunkBytes));
+// - each block's elements are split over its K segments the same way (the first ones get one
+//   more), so a segment may be empty when a block has fewer than K elements.
+// Offsets and lengths are in bytes, as f64 (exact up to 2^53).
+
+// @ts-ignore: decorator
+@inline function validSegmentArgs(count: f64, parts: i32, itemSize: i32, chunkBytes: f64): bool {
+  return parts >= 1 && itemSize >= 1 && count >= 0 && count * <f64>itemSize <= 9007199254740991 &&
+    count == Math.floor(count) && chunkBytes >= 1 && chunkBytes == Math.floor(chunkBytes);
+}
+
+/** K, the segments per block, for these arguments; -1 on bad input. */
+export function layoutSegmentCount(count: f64, parts: i32, itemSize: i32, chunkBytes: f64): f64 {
+  if (!validSegmentArgs(count, parts, itemSize, chunkBytes)) return -1;
+  const largest = Math.ceil(count / <f64>parts) * <f64>itemSize;
+  return Math.max(1, Math.ceil(largest / chunkBytes));
+}
+
+/**
+ * Writes parts * K byte offsets and lengths (f64 each) at offsets/lengths, block-major: segment
+ * k of block b is entry b * K + k. Returns K, or -1 on bad input.
+ */
+export function layoutSegments(
+  count: f64, parts: i32, itemSize: i32, chunkBytes: f64, offsets: usize, lengths: usize,
+): f64 {
+  const kf = layoutSegmentCount(count, parts, itemSize, chunkBytes);
+  if (kf < 0) return -1;
+  const K = <i32>kf;
+  const size = <f64>itemSize;
+  const base = Math.floor(count / <f64>parts);
+  const rem = count - base * <f64>parts;
+  let el: f64 = 0; // first element of the current block
+  let e: usize = 0;
+  for (let b = 0; b < parts; b++) {
+    const len = base + (<f64>b < rem ? 1 : 0);
+    const sBase = Math.floor(len / <f64>K);
+    const sRem = len - sBase * <f64>K;
+    let at = el;
+    for (let k = 0; k < K; k++) {
+      const n = sBase + (<f64>k < sRem ? 1 : 0);
+      store<f64>(offsets + (e << 3), at * size);
+      store<f64>(lengths + (e << 3), n * size);
+      at += n;
+      e++;
+    }
+    el += len;
+  }
+  return kf;
 }

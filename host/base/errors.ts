@@ -12,6 +12,7 @@ export const ErrorCode = {
   PLUGIN_UNAVAILABLE: 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE',
   DESTROYED: 'ERR_GROUPCOMM_DESTROYED',
   AUTH: 'ERR_GROUPCOMM_AUTH',
+  INTERNAL: 'ERR_GROUPCOMM_INTERNAL',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -79,3 +80,5 @@ export const destroyedError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.DESTROYED, msg, f);
 export const authError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.AUTH, msg, f);
+export const internalError = (msg: string, f: GroupcommErrorFields = {}) =>
+  new GroupcommError(ErrorCode.INTERNAL, msg, f);

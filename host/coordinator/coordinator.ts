@@ -34,7 +34,7 @@ import { resolveBackend } from '../device/registry.js';
 import { storeBootstrap } from '../device/bootstrap.js';
 import { emptyOn, freeTensor } from '../device/tensors.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from '../device/types.js';
-import { findGroup, type GroupLayout } from '../core/layout.js';
+import { findGroup, ringNeighbors, type GroupLayout } from '../core/layout.js';
 import { reserveName, registerName, releaseName, lookupName } from './names.js';
 import { Budget, anySignal, checkRank, defaultTimeout } from './ops.js';
 import { catShape, normDim, outerCount, scatterShape } from './dims.js';
@@ -125,6 +125,8 @@ export class StatelessGroupCoordinator {
   private destroying: Promise<void> | undefined;
   /** Loopback queue for point-to-point sends to oneself (how world size 1 keeps P2P uniform). */
   private readonly self: unknown[] = [];
+  /** Group ranks before and after this one in the ring (the core's layout). */
+  private readonly ring: { next: number; prev: number };
 
   private constructor(globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
     ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number,
@@ -134,6 +136,7 @@ export class StatelessGroupCoordinator {
     this.worldSize = layout.ranks.length;
     this.rankInGroup = layout.rankInGroup;
     this.groupIndex = layout.groupIndex;
+    this.ring = ringNeighbors(layout.rankInGroup, this.worldSize);
     this.localRank = localRank;
     this.uniqueName = uniqueName;
     this.device = device;
@@ -251,9 +254,9 @@ export class StatelessGroupCoordinator {
   get isFirstRank(): boolean { return this.rank === this.firstRank; }
   get isLastRank(): boolean { return this.rank === this.lastRank; }
   /** Global rank of the next member (wrapping). */
-  get nextRank(): number { return this.ranks[(this.rankInGroup + 1) % this.worldSize]; }
+  get nextRank(): number { return this.ranks[this.ring.next]; }
   /** Global rank of the previous member (wrapping). */
-  get prevRank(): number { return this.ranks[(this.rankInGroup - 1 + this.worldSize) % this.worldSize]; }
+  get prevRank(): number { return this.ranks[this.ring.prev]; }
   get destroyed(): boolean { return this.destroying !== undefined; }
   /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
   get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.ch.comm; }
@@ -355,7 +358,7 @@ export class StatelessGroupCoordinator {
   /** Sends a tensor dict to group rank `dst` (default: the next rank). */
   sendTensorDict(dict: TensorDict, dst?: number, opts?: OpOptions): Promise<void> {
     return this.op('sendTensorDict', opts, async (b) => {
-      const to = dst ?? (this.rankInGroup + 1) % this.worldSize;
+      const to = dst ?? this.ring.next;
       checkRank(to, this.worldSize, 'sendTensorDict', 'dst');
       checkDict(dict, 'sendTensorDict');
       if (to === this.rankInGroup) { this.self.push(cloneDict(dict, this)); return; }
@@ -366,7 +369,7 @@ export class StatelessGroupCoordinator {
   /** The next tensor dict group rank `src` (default: the previous rank) sent; always a new dict. */
   recvTensorDict(src?: number, opts?: OpOptions): Promise<TensorDict> {
     return this.op('recvTensorDict', opts, async (b) => {
-      const from = src ?? (this.rankInGroup - 1 + this.worldSize) % this.worldSize;
+      const from = src ?? this.ring.prev;
       checkRank(from, this.worldSize, 'recvTensorDict', 'src');
       if (from === this.rankInGroup) return this.takeSelf('recvTensorDict') as TensorDict;
       return receiveDict(this.dictIo(), { kind: 'p2p', peer: from }, b);

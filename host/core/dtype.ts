@@ -1,5 +1,9 @@
-/** Typed access to the core's dtype table (assembly/dtype.ts is the source of truth). */
-import { getCore } from './loader.js';
+/**
+ * Typed access to the core's dtype table (assembly/dtype.ts is the source of truth): the host
+ * knows the names; codes, sizes and NCCL types come from the core.
+ */
+import { getCore, type CoreConstants } from './loader.js';
+import { internalError } from '../base/errors.js';
 
 export const DTYPE_NAMES = [
   'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64',
@@ -21,13 +25,20 @@ export interface DTypeInfo {
 let table: Map<string, DTypeInfo> | undefined;
 let byCode: DTypeInfo[] | undefined;
 
+// The core's constant for each name: DTYPE_<NAME> (e.g. DTYPE_FLOAT8_E4M3FN).
+const constName = (name: DType) => `DTYPE_${name.toUpperCase()}` as keyof CoreConstants;
+
 function load(): void {
-  const x = getCore().exports;
+  const { exports: x, consts } = getCore();
   table = new Map();
   byCode = [];
-  const count = x.DTYPE_COUNT.value as number;
-  if (count !== DTYPE_NAMES.length) throw new Error(`groupcomm core has ${count} dtypes, host knows ${DTYPE_NAMES.length}`);
-  DTYPE_NAMES.forEach((name, code) => {
+  const count = consts.DTYPE_COUNT;
+  if (count !== DTYPE_NAMES.length) throw internalError(`groupcomm core has ${count} dtypes, host knows ${DTYPE_NAMES.length}`);
+  for (const name of DTYPE_NAMES) {
+    const code = consts[constName(name)];
+    if (!Number.isInteger(code) || code < 0 || code >= count || byCode[code]) {
+      throw internalError(`groupcomm core: dtype ${name} has code ${code}, which is out of range or taken`);
+    }
     const info: DTypeInfo = {
       name, code,
       itemSize: x.dtypeItemSize(code),
@@ -35,9 +46,9 @@ function load(): void {
       isFloat: x.dtypeIsFloat(code) === 1,
       isSigned: x.dtypeIsSigned(code) === 1,
     };
-    table!.set(name, info);
-    byCode!.push(info);
-  });
+    table.set(name, info);
+    byCode[code] = info;
+  }
 }
 
 /** Info for a dtype name, or undefined when the name is unknown. */

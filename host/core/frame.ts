@@ -11,7 +11,7 @@
  * direction; each keeps the size of the largest frame seen); outputs are copied out of core
  * memory, so nothing returned aliases the core.
  */
-import { getCore, Scratch } from './loader.js';
+import { coreConstantTable, getCore, Scratch } from './loader.js';
 import { dtypeInfo, dtypeByCode, type DType } from './dtype.js';
 import { invalidArgument, protocolError } from '../base/errors.js';
 
@@ -36,55 +36,47 @@ export interface FrameValueEntry {
   blob: Uint8Array;
 }
 
-/** Decode error codes (assembly/frame.ts FRAME_ERR_*); `GroupcommError.detail` carries one. */
-export const FrameError = {
-  TRUNCATED: 1,
-  BAD_MAGIC: 2,
-  BAD_VERSION: 3,
-  BAD_FLAGS: 4,
-  TOO_MANY_ENTRIES: 5,
-  BAD_KIND: 6,
-  BAD_UTF8: 7,
-  DUPLICATE_KEY: 8,
-  BAD_DTYPE: 9,
-  BAD_DEVICE: 10,
-  NDIM_LIMIT: 11,
-  DIM_TOO_LARGE: 12,
-  SIZE_OVERFLOW: 13,
-  NBYTES_MISMATCH: 14,
-  INLINE_NOT_CPU: 15,
-  PAYLOAD_OUT_OF_BOUNDS: 16,
-  BAD_PADDING: 17,
-  TRAILING_BYTES: 18,
-  KEY_TOO_LONG: 19,
-  FRAME_TOO_LARGE: 20,
-  /** Raised by host/coordinator/tensor_dict.ts: a value blob is not valid msgpack. */
-  BAD_VALUE: 21,
-} as const;
-export type FrameError = (typeof FrameError)[keyof typeof FrameError];
+/**
+ * Decode error codes, read from the core (assembly/frame.ts FRAME_ERR_<NAME>);
+ * `GroupcommError.detail` carries one. BAD_VALUE is raised by host/coordinator/tensor_dict.ts
+ * (a value blob is not valid msgpack); the core only reserves its number.
+ */
+const FRAME_ERROR_NAMES = [
+  'TRUNCATED', 'BAD_MAGIC', 'BAD_VERSION', 'BAD_FLAGS', 'TOO_MANY_ENTRIES', 'BAD_KIND', 'BAD_UTF8',
+  'DUPLICATE_KEY', 'BAD_DTYPE', 'BAD_DEVICE', 'NDIM_LIMIT', 'DIM_TOO_LARGE', 'SIZE_OVERFLOW',
+  'NBYTES_MISMATCH', 'INLINE_NOT_CPU', 'PAYLOAD_OUT_OF_BOUNDS', 'BAD_PADDING', 'TRAILING_BYTES',
+  'KEY_TOO_LONG', 'FRAME_TOO_LARGE', 'BAD_VALUE',
+] as const;
+export type FrameErrorName = (typeof FRAME_ERROR_NAMES)[number];
 
-const ERROR_TEXT: Record<number, string> = {
-  1: 'truncated: the frame ends inside a field',
-  2: 'bad magic: not a groupcomm tensor-dict frame',
-  3: 'unsupported frame version',
-  4: 'reserved flag bits set',
-  5: 'too many entries',
-  6: 'unknown entry kind',
-  7: 'key is not valid UTF-8',
-  8: 'duplicate key',
-  9: 'unknown dtype code',
-  10: 'bad device (type must be [a-z][a-z0-9_]{0,15}; cpu has index 0)',
-  11: 'too many dimensions',
-  12: 'dimension out of range (integers 0..2^53-1)',
-  13: 'tensor size overflows the limit',
-  14: 'nbytes does not match dims × itemsize',
-  15: 'inline payload on a non-CPU tensor',
-  16: 'inline payload out of bounds',
-  17: 'nonzero padding',
-  18: 'trailing bytes after the frame',
-  19: 'key too long',
-  20: 'frame too large',
-  21: 'value blob is not valid msgpack',
+export const FrameError = coreConstantTable(
+  Object.fromEntries(FRAME_ERROR_NAMES.map((n) => [n, `FRAME_ERR_${n}`])) as Record<FrameErrorName, `FRAME_ERR_${FrameErrorName}`>);
+/** A FrameError code (a number; `frameErrorName` gives its name). */
+export type FrameError = number;
+
+// Texts that state a limit take it from the core when they are made.
+const ERROR_TEXT: Readonly<Record<FrameErrorName, string | (() => string)>> = {
+  TRUNCATED: 'truncated: the frame ends inside a field',
+  BAD_MAGIC: 'bad magic: not a groupcomm tensor-dict frame',
+  BAD_VERSION: 'unsupported frame version',
+  BAD_FLAGS: 'reserved flag bits set',
+  TOO_MANY_ENTRIES: 'too many entries',
+  BAD_KIND: 'unknown entry kind',
+  BAD_UTF8: 'key is not valid UTF-8',
+  DUPLICATE_KEY: 'duplicate key',
+  BAD_DTYPE: 'unknown dtype code',
+  BAD_DEVICE: () => `bad device (type must be [a-z][a-z0-9_]{0,${FRAME_LIMITS.maxDeviceTypeBytes - 1}}; cpu has index 0)`,
+  NDIM_LIMIT: 'too many dimensions',
+  DIM_TOO_LARGE: () => `dimension out of range (integers 0..2^${Math.log2(FRAME_LIMITS.maxDim + 1)}-1)`,
+  SIZE_OVERFLOW: 'tensor size overflows the limit',
+  NBYTES_MISMATCH: 'nbytes does not match dims × itemsize',
+  INLINE_NOT_CPU: 'inline payload on a non-CPU tensor',
+  PAYLOAD_OUT_OF_BOUNDS: 'inline payload out of bounds',
+  BAD_PADDING: 'nonzero padding',
+  TRAILING_BYTES: 'trailing bytes after the frame',
+  KEY_TOO_LONG: 'key too long',
+  FRAME_TOO_LARGE: 'frame too large',
+  BAD_VALUE: 'value blob is not valid msgpack',
 };
 
 /** The name of a FrameError code, e.g. 'DUPLICATE_KEY'. */
@@ -93,22 +85,26 @@ export function frameErrorName(code: number): string {
   return `UNKNOWN_${code}`;
 }
 
-/** Limits of format version 1 (docs/wire-format.md). */
-export const FRAME_LIMITS = {
-  version: 1,
-  maxNdim: 16,
-  maxEntries: 1 << 20,
-  maxKeyBytes: 0xffff,
-  maxDeviceTypeBytes: 16,
-  maxDeviceIndex: 0xffff,
-  maxDim: Number.MAX_SAFE_INTEGER,
-  maxTensorBytes: Number.MAX_SAFE_INTEGER,
-  maxFrameBytes: 0x7fffffff,
-  payloadAlign: 8,
-} as const;
+function errorText(code: number): string {
+  const name = frameErrorName(code);
+  if (!Object.hasOwn(ERROR_TEXT, name)) return `error ${code}`;
+  const t = ERROR_TEXT[name as FrameErrorName];
+  return typeof t === 'string' ? t : t();
+}
 
-const SPEC = 48;   // FRAME_SPEC_BYTES
-const RECORD = 48; // FRAME_RECORD_BYTES
+/** Limits of the frame format (docs/wire-format.md), read from the core. */
+export const FRAME_LIMITS = coreConstantTable({
+  version: 'FRAME_VERSION',
+  maxNdim: 'FRAME_MAX_NDIM',
+  maxEntries: 'FRAME_MAX_ENTRIES',
+  maxKeyBytes: 'FRAME_MAX_KEY_BYTES',
+  maxDeviceTypeBytes: 'FRAME_MAX_DEVICE_TYPE_BYTES',
+  maxDeviceIndex: 'FRAME_MAX_DEVICE_INDEX',
+  maxDim: 'FRAME_MAX_DIM',
+  maxTensorBytes: 'FRAME_MAX_TENSOR_BYTES',
+  maxFrameBytes: 'FRAME_MAX_FRAME_BYTES',
+  payloadAlign: 'FRAME_PAYLOAD_ALIGN',
+});
 
 const encScratch = new Scratch();
 const decScratch = new Scratch();
@@ -158,17 +154,21 @@ function readUtf8(b: Uint8Array, off: number, len: number): string {
 
 // ---- devices -------------------------------------------------------------------------------
 
-const DEVICE_RE = /^([a-z][a-z0-9_]{0,15})(?::(\d{1,5}))?$/;
+// Both limits are the core's: the type's length, and as many index digits as the largest index
+// has (the value is checked below).
+let deviceRe: RegExp | undefined;
 const parsedDevices = new Map<string, [string, number]>();
 
 function parseFrameDevice(device: string, key: string): [string, number] {
   let d = parsedDevices.get(device);
   if (d) return d;
-  const m = DEVICE_RE.exec(device);
+  deviceRe ??= new RegExp(`^([a-z][a-z0-9_]{0,${FRAME_LIMITS.maxDeviceTypeBytes - 1}})` +
+    `(?::(\\d{1,${String(FRAME_LIMITS.maxDeviceIndex).length}}))?$`);
+  const m = deviceRe.exec(device);
   const index = m && m[2] !== undefined ? Number(m[2]) : 0;
   if (!m || index > FRAME_LIMITS.maxDeviceIndex || (m[1] === 'cpu' && index !== 0)) {
     throw invalidArgument(`tensor '${key}': bad device '${device}'; expected 'cpu' or 'type:index' ` +
-      `(type [a-z][a-z0-9_]{0,15}, index 0..${FRAME_LIMITS.maxDeviceIndex})`, { key });
+      `(type [a-z][a-z0-9_]{0,${FRAME_LIMITS.maxDeviceTypeBytes - 1}}, index 0..${FRAME_LIMITS.maxDeviceIndex})`, { key });
   }
   d = [m[1], index];
   if (parsedDevices.size > 256) parsedDevices.clear(); // a bound, not a policy: devices are few
@@ -200,8 +200,9 @@ export function encodeFrame(entries: readonly FrameEntry[]): Uint8Array {
       bytes += 16;
     }
   }
-  const base = encScratch.ensure(n * SPEC + dimsBytes + bytes);
   const c = getCore();
+  const SPEC = c.consts.FRAME_SPEC_BYTES;
+  const base = encScratch.ensure(n * SPEC + dimsBytes + bytes);
   const u8 = c.u8();
   const dv = c.dv();
   let dimPos = base + n * SPEC;
@@ -245,15 +246,15 @@ export function encodeFrame(entries: readonly FrameEntry[]): Uint8Array {
     dv.setFloat64(s + 32, e.nbytes, true);
   }
   const x = c.exports;
-  const metaLen = x.frameEncode(base, n) as number;
+  const metaLen = x.frameEncode(base, n);
   if (metaLen < 0) {
-    const entry = x.frameErrorEntry() as number;
+    const entry = x.frameErrorEntry();
     const key = entry >= 0 ? entries[entry].key : undefined;
-    throw invalidArgument(`frame encode: ${ERROR_TEXT[-metaLen] ?? 'error ' + -metaLen}` +
+    throw invalidArgument(`frame encode: ${errorText(-metaLen)}` +
       (key !== undefined ? ` (entry ${entry}, key ${JSON.stringify(key)})` : ''), { key, detail: -metaLen });
   }
-  const frame = new Uint8Array(x.frameTotalLength() as number);
-  const outPtr = (x.frameOutPtr() as number) >>> 0;
+  const frame = new Uint8Array(x.frameTotalLength());
+  const outPtr = x.frameOutPtr() >>> 0;
   frame.set(c.u8().subarray(outPtr, outPtr + metaLen));
   const dv2 = c.dv(); // the call may have grown memory
   for (let i = 0; i < n; i++) {
@@ -287,16 +288,17 @@ export function decodeFrame(frame: Uint8Array): FrameEntry[] {
   }
   const ptr = decScratch.ensure(Math.max(frame.byteLength, 1));
   c.u8().set(frame, ptr);
-  const count = x.frameDecode(ptr, frame.byteLength) as number;
+  const count = x.frameDecode(ptr, frame.byteLength);
   if (count < 0) {
     const code = -count;
-    const entry = x.frameErrorEntry() as number;
-    throw protocolError(`bad tensor-dict frame: ${ERROR_TEXT[code] ?? 'error ' + code} ` +
+    const entry = x.frameErrorEntry();
+    throw protocolError(`bad tensor-dict frame: ${errorText(code)} ` +
       `(${frameErrorName(code)}, byte ${x.frameErrorOffset()}${entry >= 0 ? `, entry ${entry}` : ''}, ` +
       `frame of ${frame.byteLength} bytes)`, { detail: code });
   }
   const dv = c.dv();
-  const table = (x.frameTablePtr() as number) >>> 0;
+  const RECORD = c.consts.FRAME_RECORD_BYTES;
+  const table = x.frameTablePtr() >>> 0;
   const fdv = new DataView(frame.buffer, frame.byteOffset, frame.byteLength);
   const entries: FrameEntry[] = new Array(count);
   for (let i = 0; i < count; i++) {

@@ -23,7 +23,7 @@
  * - float8_e4m3fn has no infinity: overflow becomes NaN (torch's convention);
  * - bool: sum/max = logical or, prod/min = logical and, results are 0/1; avg is refused.
  */
-import { getCore, Scratch } from './loader.js';
+import { coreConstantTable, getCore, Scratch, type CoreExports } from './loader.js';
 import { dtypeInfo, type DType } from './dtype.js';
 import { invalidArgument } from '../base/errors.js';
 
@@ -32,9 +32,9 @@ export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 /** Every reduce op, for argument checks and messages. */
 export const REDUCE_OPS: readonly ReduceOp[] = Object.freeze(['sum', 'prod', 'min', 'max', 'avg']);
 
-/** ncclRedOp_t values; the core uses the same codes. */
-export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = Object.freeze({
-  sum: 0, prod: 1, max: 2, min: 3, avg: 4,
+/** ncclRedOp_t values, read from the core (REDUCE_SUM, …). */
+export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = coreConstantTable({
+  sum: 'REDUCE_SUM', prod: 'REDUCE_PROD', max: 'REDUCE_MAX', min: 'REDUCE_MIN', avg: 'REDUCE_AVG',
 });
 
 /**
@@ -44,22 +44,21 @@ export const REDUCE_OP_CODES: Readonly<Record<ReduceOp, number>> = Object.freeze
  */
 export const CHUNK_BYTES = 1 << 18;
 
-const ERR_OP = 1;
-const ERR_DTYPE = 2;
-const ERR_DIVISOR = 3;
+let core: CoreExports | undefined;
+const k = (): CoreExports => (core ??= getCore().exports);
 
-interface Kernels {
-  reduce(op: number, dtype: number, dst: number, src: number, n: number): number;
-  reduceDivide(dtype: number, ptr: number, n: number, divisor: number): number;
-}
-
-let kernels: Kernels | undefined;
-function k(): Kernels {
-  return (kernels ??= getCore().exports as unknown as Kernels);
+// The core's op and result codes as plain fields, read once: the hot path compares against
+// them on every call (REDUCE_OP_CODES reads through getters).
+let codes: { ops: Record<string, number>; ok: number; errOp: number; errDtype: number; errDivisor: number } | undefined;
+function codesOf() {
+  if (codes) return codes;
+  const c = getCore().consts;
+  return (codes = { ops: { ...REDUCE_OP_CODES }, ok: c.REDUCE_OK, errOp: c.REDUCE_ERR_OP, errDtype: c.REDUCE_ERR_DTYPE, errDivisor: c.REDUCE_ERR_DIVISOR });
 }
 
 function opCode(op: ReduceOp): number {
-  const c = typeof op === 'string' && Object.hasOwn(REDUCE_OP_CODES, op) ? REDUCE_OP_CODES[op] : undefined;
+  const ops = codesOf().ops;
+  const c = typeof op === 'string' && Object.hasOwn(ops, op) ? ops[op] : undefined;
   if (c === undefined) {
     throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of sum, prod, min, max, avg`);
   }
@@ -74,10 +73,11 @@ function dtypeOf(dtype: DType, op?: ReduceOp): { code: number; itemSize: number 
 }
 
 function check(rc: number, what: string): void {
-  if (rc === 0) return;
-  if (rc === ERR_OP) throw invalidArgument(`${what}: the core refused the op`);
-  if (rc === ERR_DTYPE) throw invalidArgument(`${what}: the core refused the dtype`);
-  if (rc === ERR_DIVISOR) throw invalidArgument(`${what}: divisor must be >= 1`);
+  const c = codesOf();
+  if (rc === c.ok) return;
+  if (rc === c.errOp) throw invalidArgument(`${what}: the core refused the op`);
+  if (rc === c.errDtype) throw invalidArgument(`${what}: the core refused the dtype`);
+  if (rc === c.errDivisor) throw invalidArgument(`${what}: divisor must be >= 1`);
   throw invalidArgument(`${what}: core error ${rc}`);
 }
 

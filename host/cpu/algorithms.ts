@@ -1,6 +1,8 @@
 /**
  * The collective algorithms, written against one operation's Exchange. All of them work on raw
  * bytes; element boundaries come in as `itemSize`, and reductions as a callback into the core.
+ * Who talks to whom and how a buffer is cut into frames come from the core too, through the
+ * group's Schedules (schedule.ts): nothing here computes a schedule or a segment itself.
  *
  * Large messages: a pipelined ring (every block split into segments, `window` segments of the
  * first step in flight, each later segment sent as soon as the one it depends on arrived).
@@ -10,7 +12,7 @@
 import type { Exchange } from './exchange.js';
 import type { Sink } from './mesh.js';
 import { protocolError } from '../base/errors.js';
-import { ringNeighbors, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
+import type { BinomialTree, RecursiveDoublingPlan, Schedules } from './schedule.js';
 
 export type ReduceFn = (dst: Uint8Array, src: Uint8Array) => void;
 
@@ -19,6 +21,12 @@ export interface Tuning {
   chunkBytes: number;
   /** Segments of the first ring step in flight at once. */
   window: number;
+}
+
+/** What the pipelined algorithms get from their group: its tuning and its schedules. */
+export interface Pipeline extends Tuning {
+  /** Schedules and segment plans from the core, for this group and chunkBytes. */
+  plans: Schedules;
 }
 
 /** Staging memory reused by every operation of a group (grow-only). */
@@ -34,32 +42,16 @@ export class Staging {
   }
 }
 
-/** Byte ranges of `parts` near-equal pieces of `count` elements. */
-export function split(count: number, parts: number, itemSize: number, baseByte = 0): Array<[number, number]> {
-  const base = Math.floor(count / parts);
-  const rem = count % parts;
-  const out: Array<[number, number]> = [];
-  let el = 0;
-  for (let i = 0; i < parts; i++) {
-    const n = base + (i < rem ? 1 : 0);
-    out.push([baseByte + el * itemSize, n * itemSize]);
-    el += n;
-  }
-  return out;
-}
-
-const mod = (a: number, n: number) => ((a % n) + n) % n;
-
 export interface RingSpec {
   buf: Uint8Array;
   itemSize: number;
   /** Total steps, and how many of the first ones reduce (the rest copy). */
   steps: number;
   reduceSteps: number;
-  /** Block sent at step s is (rank - s + shift) mod P. */
+  /** Block sent at step s is (rank - s + shift) mod P (Schedules.ringBlocks). */
   shift: number;
   reduce?: ReduceFn;
-  tuning: Tuning;
+  tuning: Pipeline;
   staging: Staging;
 }
 
@@ -73,21 +65,17 @@ export interface RingSpec {
  * the ring after the peer had received our copy, i.e. after the kernel took our bytes.
  */
 export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
-  const P = ex.size;
-  const r = ex.rank;
-  if (P === 1 || spec.steps === 0) return;
-  const count = spec.buf.byteLength / spec.itemSize;
-  const blocks = split(count, P, spec.itemSize);
-  const maxBlock = Math.max(...blocks.map((b) => b[1]));
-  const K = Math.max(1, Math.ceil(maxBlock / spec.tuning.chunkBytes));
-  const segs = blocks.map(([off, len]) => split(len / spec.itemSize, K, spec.itemSize, off));
+  if (ex.size === 1 || spec.steps === 0) return;
+  const plans = spec.tuning.plans;
+  const { segments: K, offsets, lengths } = plans.ringSegments(spec.buf.byteLength, spec.itemSize);
   const seg = (b: number, k: number) => {
-    const [o, l] = segs[b][k];
-    return spec.buf.subarray(o, o + l);
+    const i = b * K + k;
+    return spec.buf.subarray(offsets[i], offsets[i] + lengths[i]);
   };
-  const { next: right, prev: left } = ringNeighbors(r, P);
-  const sendBlock = (s: number) => mod(r - s + spec.shift, P);
-  const recvBlock = (s: number) => mod(r - s - 1 + spec.shift, P);
+  const { next: right, prev: left } = plans.ring();
+  const blocks = plans.ringBlocks(spec.shift);
+  const sendBlock = (s: number) => blocks[s];
+  const recvBlock = (s: number) => blocks[s + 1];
   const total = spec.steps * K;
   const W = Math.max(1, spec.tuning.window);
 
@@ -124,17 +112,12 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
 }
 
 /** Broadcast along a chain rooted at `root`, segment by segment (large messages). */
-export async function chainBroadcast(ex: Exchange, buf: Uint8Array, root: number, itemSize: number, tuning: Tuning): Promise<void> {
-  const P = ex.size;
-  const v = mod(ex.rank - root, P);
-  const nb = ringNeighbors(ex.rank, P);
-  const next = v + 1 < P ? nb.next : -1;
-  const prev = nb.prev;
-  const K = Math.max(1, Math.ceil(buf.byteLength / tuning.chunkBytes));
-  const segs = split(buf.byteLength / itemSize, K, itemSize);
-  const seg = (k: number) => buf.subarray(segs[k][0], segs[k][0] + segs[k][1]);
-  if (v === 0) {
-    for (let k = 0; k < K; k++) ex.send(next, k, seg(k));
+export async function chainBroadcast(ex: Exchange, buf: Uint8Array, root: number, itemSize: number, tuning: Pipeline): Promise<void> {
+  const { segments: K, offsets, lengths } = tuning.plans.chainSegments(buf.byteLength, itemSize);
+  const seg = (k: number) => buf.subarray(offsets[k], offsets[k] + lengths[k]);
+  const { prev, next } = tuning.plans.chain(root);
+  if (prev < 0) {
+    if (next >= 0) for (let k = 0; k < K; k++) ex.send(next, k, seg(k));
     return;
   }
   let received = 0;
@@ -193,22 +176,16 @@ export async function dissemination(ex: Exchange, partners: { sendTo: Int32Array
 /**
  * Every rank sends `sendPart(peer)` to every peer and receives into `recvPart(peer)`, all in
  * flight at once (allToAll, and gather/scatter with one side empty). Peers are visited in the
- * order rank+1, rank+2, … so that not everyone sends to the same rank first.
+ * core's order (rank+1, rank+2, … for sends) so that not everyone sends to the same rank first.
  */
 export async function exchangeAll(
   ex: Exchange,
   sendPart: ((peer: number) => Uint8Array) | undefined,
   recvPart: ((peer: number) => Uint8Array) | undefined,
+  peers: { sendTo: Int32Array; recvFrom: Int32Array },
 ): Promise<void> {
-  const P = ex.size;
   const waits: Promise<Uint8Array>[] = [];
-  for (let i = 1; i < P; i++) {
-    const from = mod(ex.rank - i, P);
-    if (recvPart) waits.push(ex.recv(from, 0, recvPart(from)));
-  }
-  for (let i = 1; i < P; i++) {
-    const to = mod(ex.rank + i, P);
-    if (sendPart) ex.send(to, 0, sendPart(to));
-  }
+  if (recvPart) for (const from of peers.recvFrom) waits.push(ex.recv(from, 0, recvPart(from)));
+  if (sendPart) for (const to of peers.sendTo) ex.send(to, 0, sendPart(to));
   await Promise.all(waits);
 }

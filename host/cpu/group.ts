@@ -16,10 +16,10 @@ import {
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
-  chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Tuning,
+  chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Pipeline, type Tuning,
 } from './algorithms.js';
 import { Exchange } from './exchange.js';
-import { binomialTree, disseminationPartners, recursiveDoubling as rdPlan, type BinomialTree, type RecursiveDoublingPlan } from '../core/layout.js';
+import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
@@ -109,7 +109,7 @@ export class CpuGroup {
   readonly groupName: string;
   readonly epoch: number;
   readonly timeoutMs: number;
-  private readonly tuning: Tuning;
+  private readonly tuning: Pipeline;
   private readonly smallBytes: number;
   private readonly staging = new Staging();
   private seq = 0;
@@ -117,10 +117,8 @@ export class CpuGroup {
   private active = new Set<Exchange>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
-  // Schedules from the core's layout, computed once per group (trees once per root).
-  private rd: RecursiveDoublingPlan | undefined;
-  private barrierPlan: { sendTo: Int32Array; recvFrom: Int32Array } | undefined;
-  private trees = new Map<number, BinomialTree>();
+  // Schedules and segment plans from the core, computed once per group (host/cpu/schedule.ts).
+  private readonly plans: Schedules;
   private destroyed = false;
 
   private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
@@ -129,7 +127,8 @@ export class CpuGroup {
     this.groupName = opts.groupName;
     this.epoch = opts.epoch ?? 0;
     this.timeoutMs = timeoutMs;
-    this.tuning = { chunkBytes: tuning.chunkBytes, window: tuning.window };
+    this.plans = new Schedules(this.rank, this.worldSize, tuning.chunkBytes);
+    this.tuning = { chunkBytes: tuning.chunkBytes, window: tuning.window, plans: this.plans };
     this.smallBytes = tuning.smallBytes;
     mesh.onLost((err) => {
       this.broken = err;
@@ -280,9 +279,7 @@ export class CpuGroup {
   }
 
   private tree(root: number): BinomialTree {
-    let t = this.trees.get(root);
-    if (!t) this.trees.set(root, (t = binomialTree(this.rank, root, this.worldSize)));
-    return t;
+    return this.plans.tree(root);
   }
 
   // ---- collectives ----------------------------------------------------------------------
@@ -310,7 +307,7 @@ export class CpuGroup {
       const reduce = this.reducer(op, x.dtype);
       return [async (ex) => {
         if (buf.byteLength <= this.smallBytes || buf.byteLength < this.worldSize * itemSize(x.dtype)) {
-          await recursiveDoubling(ex, buf, reduce, this.staging, (this.rd ??= rdPlan(this.rank, this.worldSize)));
+          await recursiveDoubling(ex, buf, reduce, this.staging, this.plans.recursiveDoubling());
         } else {
           await ring(ex, {
             buf, itemSize: itemSize(x.dtype), steps: 2 * (this.worldSize - 1), reduceSteps: this.worldSize - 1,
@@ -389,7 +386,7 @@ export class CpuGroup {
       return [async (ex) => {
         const o = bytesOf(out);
         o.set(mine, this.rank * n);
-        await exchangeAll(ex, undefined, (p) => o.subarray(p * n, (p + 1) * n));
+        await exchangeAll(ex, undefined, (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
         return out;
       }];
     });
@@ -417,7 +414,7 @@ export class CpuGroup {
       if (overlaps(input, o)) throw invalidArgument('scatter: out must not overlap the input');
       return [async (ex) => {
         o.set(input.subarray(this.rank * n, (this.rank + 1) * n));
-        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined);
+        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined, this.plans.directPeers());
         return out;
       }];
     });
@@ -437,7 +434,7 @@ export class CpuGroup {
         const o = bytesOf(out);
         const n = input.byteLength / P;
         o.set(input.subarray(this.rank * n, (this.rank + 1) * n), this.rank * n);
-        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), (p) => o.subarray(p * n, (p + 1) * n));
+        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
         return out;
       }];
     });
@@ -445,7 +442,7 @@ export class CpuGroup {
 
   /** Resolves once every rank has entered the barrier. */
   barrier(opts: OpOptions = {}): Promise<void> {
-    return this.start('barrier', opts, () => [(ex) => dissemination(ex, (this.barrierPlan ??= disseminationPartners(this.rank, this.worldSize)))]);
+    return this.start('barrier', opts, () => [(ex) => dissemination(ex, this.plans.dissemination())]);
   }
 
   /** Validates synchronously (bad arguments reject before anything is queued), then queues. */

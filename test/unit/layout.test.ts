@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import {
   findGroup, validatePortTriple, groupPortsFor, encodePortRecord, decodePortRecord,
   ringNeighbors, binomialTree, disseminationPartners, recursiveDoubling, chunkPlan,
+  ringBlocks, chainNeighbors, directPeers, segmentPlan,
 } from '../../host/core/layout.js';
 import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 import { prng } from './reduce_reference.js';
@@ -329,6 +330,89 @@ test('chunkPlan: large counts stay exact beyond 2^31; bad arguments are refused'
   invalid(() => chunkPlan(10, 0, 4), /parts must be an integer/);
   invalid(() => chunkPlan(10, 2, 0), /chunkElems must be an integer >= 1/);
   invalid(() => chunkPlan(2 ** 40, 2, 1), /raise chunkElems/);
+});
+
+// The CPU group's segmentation before it moved into the core (host/cpu/algorithms.ts `split`
+// and its K), kept here as the reference: the frames on the wire must not change.
+function referenceSegments(count: number, parts: number, itemSize: number, chunkBytes: number): { K: number; segs: Array<[number, number]> } {
+  const split = (n: number, p: number, baseByte = 0): Array<[number, number]> => {
+    const base = Math.floor(n / p);
+    const rem = n % p;
+    const out: Array<[number, number]> = [];
+    let el = 0;
+    for (let i = 0; i < p; i++) {
+      const m = base + (i < rem ? 1 : 0);
+      out.push([baseByte + el * itemSize, m * itemSize]);
+      el += m;
+    }
+    return out;
+  };
+  const blocks = split(count, parts);
+  const maxBlock = Math.max(...blocks.map((b) => b[1]));
+  const K = Math.max(1, Math.ceil(maxBlock / chunkBytes));
+  return { K, segs: blocks.flatMap(([off, len]) => split(len / itemSize, K, off)) };
+}
+
+test('segmentPlan: the same segments as the JS ring and chain cut before (every block K segments)', () => {
+  let cases = 0;
+  for (const itemSize of [1, 2, 4, 8]) {
+    for (const count of [0, 1, 2, 3, 7, 31, 100, 1023, 4099]) {
+      for (const parts of [1, 2, 3, 4, 5, 8, 13]) {
+        // chunkBytes not a multiple of itemSize too: K is computed in bytes.
+        for (const chunkBytes of [1, 3, 6, 64, 100, 4096, 1 << 19]) {
+          if ((count * itemSize) / chunkBytes > 50_000) continue;
+          const want = referenceSegments(count, parts, itemSize, chunkBytes);
+          const got = segmentPlan(count, parts, itemSize, chunkBytes);
+          const tag = `count=${count} parts=${parts} itemSize=${itemSize} chunk=${chunkBytes}`;
+          assert.is(got.segments, want.K, tag);
+          assert.equal(Array.from(got.offsets), want.segs.map((s) => s[0]), tag);
+          assert.equal(Array.from(got.lengths), want.segs.map((s) => s[1]), tag);
+          cases++;
+        }
+      }
+    }
+  }
+  assert.ok(cases > 1000);
+});
+
+test('segmentPlan: byte offsets stay exact beyond 2^32; bad arguments are refused', () => {
+  const big = segmentPlan(2 ** 31 + 3, 2, 4, 1 << 19);
+  const last = big.offsets.length - 1;
+  assert.is(big.offsets[last] + big.lengths[last], (2 ** 31 + 3) * 4);
+  assert.is(big.lengths.reduce((a, b) => a + b, 0), (2 ** 31 + 3) * 4);
+  invalid(() => segmentPlan(-1, 2, 4, 8), /count must be an integer/);
+  invalid(() => segmentPlan(10, 0, 4, 8), /parts must be an integer/);
+  invalid(() => segmentPlan(10, 2, 9, 8), /itemSize must be an integer in 1..8/);
+  invalid(() => segmentPlan(10, 2, 4, 0), /chunkBytes must be an integer >= 1/);
+  invalid(() => segmentPlan(2 ** 40, 2, 1, 1), /raise chunkBytes/);
+});
+
+test('ringBlocks, chainNeighbors, directPeers: the ring, chain and direct schedules', () => {
+  const mod = (a: number, n: number) => ((a % n) + n) % n;
+  for (let n = 1; n <= MAX_WORLD; n++) {
+    const sent = new Set<string>();
+    for (let r = 0; r < n; r++) {
+      for (const shift of [0, -1]) {
+        const b = ringBlocks(r, n, shift, 2 * n - 1);
+        assert.equal(Array.from(b), Array.from({ length: 2 * n - 1 }, (_, s) => mod(r - s + shift, n)));
+      }
+      for (let root = 0; root < n; root++) {
+        const c = chainNeighbors(r, root, n);
+        const v = mod(r - root, n);
+        assert.is(c.prev, v === 0 ? -1 : mod(r - 1, n), `n=${n} r=${r} root=${root}`);
+        assert.is(c.next, v === n - 1 ? -1 : mod(r + 1, n), `n=${n} r=${r} root=${root}`);
+      }
+      const d = directPeers(r, n);
+      assert.equal(Array.from(d.sendTo), Array.from({ length: n - 1 }, (_, i) => mod(r + i + 1, n)));
+      assert.equal(Array.from(d.recvFrom), Array.from({ length: n - 1 }, (_, i) => mod(r - i - 1, n)));
+      for (const p of d.sendTo) sent.add(`${r}->${p}`);
+    }
+    assert.is(sent.size, n * (n - 1), `n=${n}: every ordered pair exactly once`);
+  }
+  invalid(() => ringBlocks(0, 4, 5, 7), /shift 5 is outside/);
+  invalid(() => ringBlocks(4, 4, 0, 7), /rank 4 is outside/);
+  invalid(() => chainNeighbors(0, 4, 4), /root 4 is outside/);
+  invalid(() => directPeers(0, 0), /worldSize must be an integer/);
 });
 
 test.run();
