@@ -254,8 +254,8 @@ export class Mesh {
       else this.protocolFailure(peer, a.why);
       return;
     }
-    if (a.ringBytes > 0) {
-      const s = this.dialed[peer]!;
+    const s = this.dialed[peer];
+    if (a.ringBytes > 0 && s) {
       const seg = this.hs.take(peer, a);
       if (seg) this.inbound[peer]!.ring = new RingReader(seg, s);
       s.write(this.hs.answer(seg !== undefined));
