@@ -8,7 +8,7 @@ import type { FrameHeader, SendOptions } from './link/link.js';
 import type { Mesh } from './mesh.js';
 
 const COPY: SendOptions = Object.freeze({ copy: true });
-const NO_COPY: SendOptions = Object.freeze({});
+const NO_COPY: SendOptions = Object.freeze({ copy: false });
 
 interface Posted {
   dest: Uint8Array | undefined;
