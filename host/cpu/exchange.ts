@@ -3,7 +3,12 @@
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
 import { peerLostError, protocolError, type GroupcommError } from '../base/errors.js';
-import { frameKey, type Mesh, type Sink } from './mesh.js';
+import { frameKey, type Sink } from './link/inbound.js';
+import type { FrameHeader, SendOptions } from './link/link.js';
+import type { Mesh } from './mesh.js';
+
+const COPY: SendOptions = Object.freeze({ copy: true });
+const NO_COPY: SendOptions = Object.freeze({ copy: false });
 
 interface Posted {
   dest: Uint8Array | undefined;
@@ -23,6 +28,8 @@ export class Exchange {
   private failure: GroupcommError | undefined;
   private failWaiters = new Set<(e: GroupcommError) => void>();
   finished = false;
+  /** This operation's frame header, reused for every send (a link reads it during the call only). */
+  private readonly frame: FrameHeader;
 
   /**
    * `peers`: the only peers whose frames carry this key (point-to-point keys repeat across
@@ -30,6 +37,7 @@ export class Exchange {
    */
   constructor(readonly mesh: Mesh, readonly kind: number, readonly tag: number, readonly seq: number, readonly peers?: number[]) {
     this.key = frameKey(kind, tag, seq);
+    this.frame = { kind, tag, seq, slot: 0 };
   }
 
   get rank(): number { return this.mesh.rank; }
@@ -129,11 +137,15 @@ export class Exchange {
       { rank: this.rank, peerRank: peer });
   }
 
-  /** Sends frame `slot` to `peer`; see Mesh.send for when `payload` may be changed again. */
+  /**
+   * Sends frame `slot` to `peer`; `copy`: the caller may change `payload` at once (else see
+   * Link.send for when it may be changed again).
+   */
   send(peer: number, slot: number, payload: Uint8Array, copy = false): void {
     if (this.failure) return;
     this.writes++;
-    this.mesh.send(peer, this.kind, this.tag, this.seq, slot, payload, copy, (err) => {
+    this.frame.slot = slot;
+    this.mesh.send(peer, this.frame, payload, copy ? COPY : NO_COPY, (err) => {
       // A failed write means a lost connection, which the mesh reports with the peer's name;
       // counting it as done only keeps flushed() from waiting forever.
       void err;

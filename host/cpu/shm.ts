@@ -1,5 +1,6 @@
 /**
- * Same-host shared-memory rings for the CPU group's mesh (docs/cpu-group.md, "Transport").
+ * Same-host shared-memory rings for the CPU group's mesh (docs/cpu-group.md, "Transport"): the
+ * segments and the ring arithmetic, no sockets. The shm link (link/shm.ts) is built on them.
  *
  * One ring per direction of a pair of ranks. The sending side (the rank that accepted the
  * connection, which is the side that writes on it) creates a POSIX shm segment, maps it with

@@ -132,23 +132,28 @@ export function decodeAck(b: Uint8Array): { magic: number; version: number; stat
   };
 }
 
-// Frame header: u8 kind, u8 0, u16 0, u32 tag, u32 seq, u32 slot, f64 length.
-// The length is a double so a frame may exceed 4 GiB without a 64-bit integer dance.
-export function writeHeader(b: Uint8Array, off: number, kind: number, tag: number, seq: number, slot: number, length: number): void {
-  const dv = new DataView(b.buffer, b.byteOffset + off, HEADER_SIZE);
-  dv.setUint32(0, kind, true);
-  dv.setUint32(4, tag >>> 0, true);
-  dv.setUint32(8, seq >>> 0, true);
-  dv.setUint32(12, slot >>> 0, true);
-  dv.setFloat64(16, length, true);
-}
-
-export interface Header {
+/** The header fields a sender chooses; the length is its payload's. */
+export interface FrameHeader {
   kind: number;
   tag: number;
   seq: number;
   slot: number;
+}
+
+export interface Header extends FrameHeader {
   length: number;
+}
+
+// Frame header: u32 kind, u32 tag, u32 seq, u32 slot, f64 length.
+// The length is a double so a frame may exceed 4 GiB without a 64-bit integer dance.
+/** Writes `h` with `length`; `flags` is or'ed into the kind (KIND_SHM for a doorbell). */
+export function writeHeader(b: Uint8Array, off: number, h: FrameHeader, length: number, flags = 0): void {
+  const dv = new DataView(b.buffer, b.byteOffset + off, HEADER_SIZE);
+  dv.setUint32(0, (h.kind | flags) >>> 0, true);
+  dv.setUint32(4, h.tag >>> 0, true);
+  dv.setUint32(8, h.seq >>> 0, true);
+  dv.setUint32(12, h.slot >>> 0, true);
+  dv.setFloat64(16, length, true);
 }
 
 export function readHeader(b: Uint8Array, off: number): Header {

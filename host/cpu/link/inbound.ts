@@ -1,0 +1,372 @@
+/**
+ * The inbound side of one peer: a byte-level parser for the stream read from the connection this
+ * rank dialed to it (the ACK first, then frames), whatever link the peer sends on — a shm link's
+ * doorbells arrive on the same stream, in order with the frames that still travel over TCP.
+ *
+ * Incoming frames are routed by key (kind, tag, seq) to a `Sink` the operation registered; a
+ * frame whose operation has not started yet is kept (copied) until it registers; frames of an
+ * operation that was abandoned (timeout, abort) are skipped. Sinks are called synchronously from
+ * the read callback, so an operation can consume a frame (reduce it, forward it) before the next
+ * frame needs the same staging buffer.
+ *
+ * Limits are checked on the header, before a payload byte is read or a buffer allocated. A stream
+ * that breaks the protocol is reported once through `InboundEvents.malformed` and everything after
+ * it is ignored: the owner (the mesh) closes that peer's connections; nothing is thrown.
+ */
+import { constants as bufferConstants } from 'node:buffer';
+import { protocolError, type GroupcommError } from '../../base/errors.js';
+import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../wire.js';
+
+/** Receives the frames of one operation from one peer. */
+export interface Sink {
+  /** Where frame `slot`'s payload goes (exactly `length` bytes), or null to have it copied aside. */
+  dest(slot: number, length: number): Uint8Array | null;
+  /** The frame is complete; `buf` is the dest given (or the copy). Called synchronously. */
+  done(slot: number, buf: Uint8Array): void;
+  /** The frame did not fit what was expected (a collective mismatch). */
+  fail(err: GroupcommError): void;
+}
+
+/** What the parser tells its owner; each is called synchronously from `feed`. */
+export interface InboundEvents {
+  /** The ACK that opens the stream (ACK_SIZE bytes; the view is reused after the call). */
+  ack(bytes: Uint8Array): void;
+  /** The peer's goodbye: it leaves on purpose and everything it sent came before. */
+  bye(): void;
+  /** The stream broke the protocol (reported once; the parser ignores the rest of it). */
+  malformed(why: string): void;
+}
+
+/** Where doorbell payloads are: the receiving side of a shm link (link/shm.ts). */
+export interface RingSource {
+  /** False once the ring is unmapped (the group is closing): doorbells are then ignored. */
+  readonly open: boolean;
+  /** The payload a doorbell names (a view into the ring), or undefined when that is outside the ring. */
+  at(pos: number, n: number): Uint8Array | undefined;
+  /** Frees the ring up to `pos + n` (and wakes the sender when it is due). */
+  release(pos: number, n: number): void;
+}
+
+export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
+
+/** Payload still to come above which reads go straight into the frame's destination. */
+export const DIRECT_READ_MIN = 64 * 1024;
+
+/** Frames up to this size are sent as one copied buffer (one write; caller may reuse at once). */
+export const COPY_BELOW = 64 * 1024;
+
+/**
+ * The largest payload a frame may declare: the largest typed array this runtime can allocate.
+ * No sender has a larger payload (it is a view of a typed array), and a frame that arrives before
+ * its operation needs a buffer of its declared size, so a larger length is refused unread.
+ */
+export const MAX_FRAME_BYTES: number = bufferConstants.MAX_LENGTH;
+
+export interface Pending {
+  slot: number;
+  buf: Uint8Array;
+}
+
+/** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
+export function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool): void {
+  let d: Uint8Array | null;
+  try {
+    d = sink.dest(slot, buf.byteLength);
+  } catch (e) {
+    sink.fail(e as GroupcommError);
+    return;
+  }
+  if (d && d.byteLength !== buf.byteLength) {
+    sink.fail(protocolError(`frame ${key} slot ${slot} from rank ${peer} has ${buf.byteLength} bytes, expected ${d.byteLength}: the ranks called different collectives or sizes`, { peerRank: peer }));
+    return;
+  }
+  if (d) {
+    d.set(buf);
+    pool.put(buf);
+  }
+  sink.done(slot, d ?? buf);
+}
+
+/**
+ * Recycled side buffers for frames that arrive before their operation (a peer one op ahead).
+ * Fresh memory costs a page fault per 4 KiB on first touch (tens of µs each here), which for
+ * pipelined rings is most of the time if every early segment gets a new allocation.
+ */
+export class SidePool {
+  private free: Uint8Array[] = [];
+  get(n: number): Uint8Array {
+    for (let i = this.free.length - 1; i >= 0; i--) {
+      const b = this.free[i];
+      if (b.byteLength >= n) {
+        this.free.splice(i, 1);
+        return b.subarray(0, n);
+      }
+    }
+    return new Uint8Array(n);
+  }
+  /** Takes back a buffer that is no longer used; only buffers of a useful size are kept. */
+  put(b: Uint8Array): void {
+    if (b.buffer.byteLength < 4096 || b.buffer.byteLength > (64 << 20) || this.free.length >= 16) return;
+    this.free.push(new Uint8Array(b.buffer, 0, b.buffer.byteLength));
+  }
+}
+
+/** Parses one peer's incoming byte stream: the ACK first, then frames. Tolerates any chunking. */
+export class Inbound {
+  private hdr = new Uint8Array(HEADER_SIZE);
+  private hdrFill = 0;
+  private ackFill = 0;
+  private ack = new Uint8Array(ACK_SIZE);
+  acked = false;
+  /** The stream broke the protocol: nothing after that point is parsed. */
+  private broken = false;
+  // The frame being received.
+  private dest: Uint8Array | null = null;
+  private destOff = 0;
+  private remaining = 0;
+  private sink: Sink | undefined;
+  private slot = 0;
+  private key = '';
+  private skipping = false;
+  /** The current frame is a doorbell: its payload waits in `ring`. */
+  private bell = false;
+  private bellBuf = new Uint8Array(DOORBELL_SIZE);
+  /** The shared-memory ring this peer writes into (set from the ACK when it offered one). */
+  ring: RingSource | undefined;
+  /** Keys of abandoned operations: their late frames are dropped. */
+  private readonly discarded = new Set<string>();
+  /** Frames whose operation has not registered yet, per key, in arrival order. */
+  private readonly early = new Map<string, Pending[]>();
+  private readonly sinks = new Map<string, Sink>();
+  private readonly pool = new SidePool();
+
+  /** `recvBuf`: the reused receive buffer (reads that do not go straight into place land here). */
+  constructor(readonly peer: number, private recvBuf: Uint8Array, private events: InboundEvents) {}
+
+  /** Routes frames with `key` to `sink`, first handing over any that came early. */
+  register(key: string, sink: Sink): void {
+    this.sinks.set(key, sink);
+    const early = this.early.get(key);
+    if (!early) return;
+    this.early.delete(key);
+    for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool);
+  }
+
+  unregister(key: string): void {
+    this.sinks.delete(key);
+  }
+
+  /** Drops every frame of `key`, now and later (an abandoned operation). */
+  discard(key: string): void {
+    this.discarded.add(key);
+    this.sinks.delete(key);
+    this.early.delete(key);
+  }
+
+  /**
+   * Where the next read lands (onread's buffer generator, called before every read): straight
+   * into the current frame's destination while a large part of its payload is still to come —
+   * the kernel then copies into the tensor or staging buffer itself — else the reused buffer.
+   */
+  nextBuffer(): Uint8Array {
+    if (this.remaining >= DIRECT_READ_MIN && this.dest && !this.skipping) {
+      return this.dest.subarray(this.destOff, this.destOff + this.remaining);
+    }
+    return this.recvBuf;
+  }
+
+  /** `n` bytes were read into `buf` (the buffer `nextBuffer` returned). */
+  feed(buf: Uint8Array, n: number): void {
+    if (buf.buffer !== this.recvBuf.buffer) {
+      // A direct read (see nextBuffer): the bytes are already where they belong.
+      this.destOff += n;
+      this.remaining -= n;
+      if (this.remaining === 0) this.complete();
+      return;
+    }
+    let i = 0;
+    if (!this.acked) {
+      const k = Math.min(n, ACK_SIZE - this.ackFill);
+      this.ack.set(buf.subarray(0, k), this.ackFill);
+      this.ackFill += k;
+      i = k;
+      if (this.ackFill < ACK_SIZE) return;
+      this.acked = true;
+      this.events.ack(this.ack);
+    }
+    while (i < n && !this.broken) {
+      if (this.remaining === 0 && this.hdrFill < HEADER_SIZE) {
+        const k = Math.min(n - i, HEADER_SIZE - this.hdrFill);
+        this.hdr.set(buf.subarray(i, i + k), this.hdrFill);
+        this.hdrFill += k;
+        i += k;
+        if (this.hdrFill < HEADER_SIZE) return;
+        this.begin();
+        if (this.remaining === 0) this.complete();
+        continue;
+      }
+      const k = Math.min(n - i, this.remaining);
+      if (!this.skipping) this.dest!.set(buf.subarray(i, i + k), this.destOff);
+      this.destOff += k;
+      this.remaining -= k;
+      i += k;
+      if (this.remaining === 0) this.complete();
+    }
+  }
+
+  /** Reports a protocol violation once and stops parsing this stream. */
+  private malformed(why: string): void {
+    this.broken = true;
+    this.skipping = true;
+    this.remaining = 0;
+    this.dest = null;
+    this.events.malformed(why);
+  }
+
+  private begin(): void {
+    const h = readHeader(this.hdr, 0);
+    if (!Number.isSafeInteger(h.length) || h.length < 0) {
+      this.malformed(`frame length ${h.length} is not a byte count`);
+      return;
+    }
+    if (h.length > MAX_FRAME_BYTES) {
+      this.malformed(`frame length ${h.length} is above the largest buffer this runtime can allocate (${MAX_FRAME_BYTES})`);
+      return;
+    }
+    if (h.kind === KIND_BYE) {
+      this.skipping = true;
+      this.remaining = h.length;
+      this.events.bye();
+      return;
+    }
+    this.bell = false;
+    if (h.kind & KIND_SHM) {
+      if (!this.ring || h.length !== DOORBELL_SIZE) {
+        this.malformed(this.ring ? `doorbell of ${h.length} bytes` : 'doorbell without a shared-memory ring');
+        return;
+      }
+      // The doorbell's 16 bytes are read here; the payload is matched in complete().
+      this.bell = true;
+      this.key = frameKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.slot = h.slot;
+      this.remaining = DOORBELL_SIZE;
+      this.destOff = 0;
+      this.skipping = false;
+      this.dest = this.bellBuf;
+      return;
+    }
+    this.key = frameKey(h.kind, h.tag, h.seq);
+    this.slot = h.slot;
+    this.remaining = h.length;
+    this.destOff = 0;
+    this.skipping = false;
+    this.sink = this.sinks.get(this.key);
+    this.dest = null;
+    if (this.sink) {
+      let d: Uint8Array | null;
+      try {
+        d = this.sink.dest(h.slot, h.length);
+      } catch (e) {
+        this.sink.fail(e as GroupcommError);
+        d = null;
+        this.skipping = true;
+      }
+      if (d && d.byteLength !== h.length) {
+        this.sink.fail(protocolError(
+          `frame ${this.key} slot ${h.slot} from rank ${this.peer} has ${h.length} bytes, expected ${d.byteLength}: the ranks called different collectives or sizes`,
+          { peerRank: this.peer }));
+        this.skipping = true;
+      } else if (d) {
+        this.dest = d;
+      }
+    } else if (this.discarded.has(this.key)) {
+      this.skipping = true;
+    }
+    if (!this.skipping && !this.dest) this.dest = this.pool.get(h.length);
+  }
+
+  private complete(): void {
+    this.hdrFill = 0;
+    if (this.skipping) return;
+    if (this.bell) {
+      this.bell = false;
+      this.dest = null;
+      this.ringFrame();
+      return;
+    }
+    const buf = this.dest!;
+    this.dest = null;
+    if (this.sink) {
+      this.sink.done(this.slot, buf);
+      return;
+    }
+    // The operation may have registered while this frame was arriving into a side buffer:
+    // it then gets the frame the way early frames are handed over (copied into its dest).
+    const late = this.sinks.get(this.key);
+    if (late) {
+      deliver(late, this.key, this.peer, this.slot, buf, this.pool);
+      return;
+    }
+    this.keepEarly(this.key, this.slot, buf);
+  }
+
+  private keepEarly(key: string, slot: number, buf: Uint8Array): void {
+    let q = this.early.get(key);
+    if (!q) this.early.set(key, (q = []));
+    q.push({ slot, buf });
+  }
+
+  /**
+   * A frame whose payload is in the shared-memory ring: copy it out to where it belongs (the
+   * sink's dest, or a side buffer if its operation has not started), free the ring space, then
+   * hand it over — the same routing as a frame read from the socket.
+   */
+  private ringFrame(): void {
+    const ring = this.ring!;
+    if (!ring.open) return;
+    const dv = new DataView(this.bellBuf.buffer, this.bellBuf.byteOffset, DOORBELL_SIZE);
+    const pos = dv.getFloat64(0, true);
+    const n = dv.getFloat64(8, true);
+    const src = Number.isSafeInteger(pos) && Number.isSafeInteger(n) && n >= 0 ? ring.at(pos, n) : undefined;
+    if (!src) {
+      this.malformed(`doorbell for ${n} bytes at ring position ${pos} is outside the ring`);
+      return;
+    }
+    const key = this.key;
+    const slot = this.slot;
+    const sink = this.sinks.get(key);
+    let out: Uint8Array | null = null;
+    let failed = false;
+    if (sink) {
+      try {
+        out = sink.dest(slot, n);
+      } catch (e) {
+        sink.fail(e as GroupcommError);
+        failed = true;
+      }
+      if (!failed && out && out.byteLength !== n) {
+        sink.fail(protocolError(
+          `frame ${key} slot ${slot} from rank ${this.peer} has ${n} bytes, expected ${out.byteLength}: the ranks called different collectives or sizes`,
+          { peerRank: this.peer }));
+        failed = true;
+      }
+    }
+    const drop = failed || (!sink && this.discarded.has(key));
+    if (!drop) {
+      if (!out) out = this.pool.get(n);
+      out.set(src);
+    }
+    ring.release(pos, n);
+    if (drop) return;
+    if (sink) {
+      sink.done(slot, out!);
+      return;
+    }
+    const late = this.sinks.get(key);
+    if (late) {
+      deliver(late, key, this.peer, slot, out!, this.pool);
+      return;
+    }
+    this.keepEarly(key, slot, out!);
+  }
+}
