@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../host/base/pkgroot.js';
 import { itemSize, type DType } from '../host/core/tensor.js';
-import { REDUCE_OPS, type ReduceOp } from '../host/core/reduce.js';
+import { REDUCE_OPS } from '../host/core/reduce.js';
 import { TcpStoreServer } from '../host/store/server.js';
 import {
   bytes, integer, list, number, oneOf, parse, OUTPUT_OPTIONS, PLOT_OPTION, peerOptions, UsageError, type Spec,
@@ -230,5 +230,5 @@ export async function run(argv: string[], report: Report): Promise<void> {
   } finally {
     await server.close();
   }
-  finishCollectives(report, { rounds: o.rounds, ours: impls, plot: o.plot, title: `groupcomm bench cpu: ${o.datatype}, ${runtime}` });
+  finishCollectives(report, { rounds: o.rounds, ours: impls, plot: o.plot, title: `groupcomm bench cpu: ${o.datatype}, ${runtime} ranks, median of ${o.rounds} round(s) per point` });
 }

@@ -118,8 +118,6 @@ const CASES: Record<string, Case> = {
   barrier4: { name: 'barrier', ranks: 4, op: 'barrier', size_bytes: 0 },
 };
 
-type Samples = Record<string, number[]>;
-
 /** Our rows (or the floor's) of one round, printed per world as soon as it is done. */
 async function ourRound(o: Options, worker: 'pg_worker' | 'pg_floor_worker', emit: (key: string, ns: number[]) => void): Promise<void> {
   const two = await runWorld(2, o, worker);

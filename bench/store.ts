@@ -41,7 +41,6 @@ const CASES: Case[] = [
   { kind: 'lat', op: 'get', size: SMALL, ext: false },
 ];
 const ROLE_ENV = 'GROUPCOMM_BENCH_STORE_ROLE';
-const sizeName = (n: number) => (n === SMALL ? '16B' : n === BIG ? '64KiB' : '-');
 
 interface CaseResult { latUs: number[]; elapsedS: number; pairs: number }
 
