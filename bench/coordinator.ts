@@ -14,11 +14,23 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { parseArgs } from 'node:util';
 import { packageRoot } from '../host/base/pkgroot.js';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../host/store/index.js';
 import type { Store } from '../host/store/types.js';
 import { median, percentile, type Report } from './report.js';
+import { integer, list, parse, OUTPUT_OPTIONS, type Spec } from './args.js';
+
+export const DESCRIPTION = `Group creation: the time from "go" until every rank's StatelessGroupCoordinator.create
+resolved, for each rank count (ranks spread over up to --procs processes), with a fit of how it
+grows; then broadcastTensorDict of a 32-entry dict with 4 ranks, per call.`;
+
+export const OPTIONS = {
+  ranks: { short: 'g', arg: 'LIST', group: 'participation', default: '2,4,8,16,64', parse: list(integer(2, 4096), 'rank counts >= 2'), help: 'rank counts of the groups created' },
+  procs: { arg: 'P', group: 'participation', default: '4', parse: integer(1, 256), help: 'processes the ranks live in (many ranks per process past P)' },
+  iters: { short: 'n', arg: 'N', group: 'parameters', default: '5', parse: integer(1, 10_000), help: 'timed creations per rank count; reps of the dict case' },
+  count: { arg: 'C', group: 'parameters', default: '20', parse: integer(1, 1_000_000), help: 'broadcastTensorDict calls per rep' },
+  ...OUTPUT_OPTIONS,
+} satisfies Spec;
 
 function workerCommand(): [string, string[]] {
   const root = packageRoot();
@@ -57,19 +69,7 @@ async function waitCount(store: Store, key: string, n: number): Promise<void> {
 }
 
 export async function run(argv: string[], report: Report): Promise<void> {
-  const v = parseArgs({
-    args: argv, strict: true,
-    options: {
-      ranks: { type: 'string' }, procs: { type: 'string' }, iters: { type: 'string' }, count: { type: 'string' },
-    },
-  }).values;
-  const rankList = (v.ranks ?? '2,4,8,16,64').split(',').map(Number);
-  const maxProcs = Number(v.procs ?? 4);
-  const iters = Number(v.iters ?? 5);
-  const count = Number(v.count ?? 20);
-  if (rankList.some((r) => !(r >= 2)) || !(maxProcs >= 1) || !(iters >= 1) || !(count >= 1)) {
-    throw new Error('bench coordinator: --ranks needs integers >= 2; --procs, --iters, --count integers >= 1');
-  }
+  const { ranks: rankList, procs: maxProcs, iters, count } = parse(OPTIONS, argv, 'groupcomm bench coordinator');
   const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   const port = String(server.port);
   const store = await TcpStore.create({ host: '127.0.0.1', port: server.port, timeoutMs: 120_000 });
@@ -98,7 +98,8 @@ export async function run(argv: string[], report: Report): Promise<void> {
       await w.done;
       const med = median(times);
       fit.push([n, med]);
-      report.add({ name: 'create', impl: 'groupcomm', ranks: n, procs, median_us: Math.round(med), p99_us: Math.round(percentile(times, 0.99)) });
+      report.add({ name: 'create', impl: 'groupcomm', ranks: n, procs, median_us: med, p99_us: percentile(times, 0.99) },
+        [{ ranks: Math.max(...rankList), procs: maxProcs, median_us: 9_999_999.9, p99_us: 9_999_999.9 }]);
     }
     if (fit.length >= 2) {
       // Least squares of log t on log n: t ∝ n^k.
@@ -124,9 +125,9 @@ export async function run(argv: string[], report: Report): Promise<void> {
       const total = 24 * bytes;
       report.add({
         name: 'broadcastTensorDict', impl: 'groupcomm', ranks: 4, size_bytes: total,
-        entry_bytes: bytes, median_us: Math.round(median(t)), p99_us: Math.round(percentile(t, 0.99)),
-        gbps: Number(((total * 3) / (median(t) * 1e3)).toFixed(3)), wrong,
-      });
+        entry_bytes: bytes, median_us: median(t), p99_us: percentile(t, 0.99),
+        gbps: (total * 3) / (median(t) * 1e3), wrong,
+      }, [{ size_bytes: 24 * sizes[sizes.length - 1], entry_bytes: sizes[sizes.length - 1], median_us: 999_999.9, p99_us: 999_999.9 }]);
     }
   } finally {
     await store.close();

@@ -144,6 +144,9 @@ export async function runReduce(report: Report, opts: { quick?: boolean } = {}):
   const sizes = opts.quick ? [4 * KiB, MiB] : [4 * KiB, MiB, 64 * MiB];
   const dtypes: BenchDType[] = ['float32', 'bfloat16', 'int32'];
   report.section('reduce sum: WebAssembly core vs a plain TypeScript loop');
+  // The widest cells before the first row, so the columns line up from the start.
+  const big = sizes[sizes.length - 1];
+  const widest = [{ name: 'reduce_sum', impl: 'ts-baseline', dtype: 'bfloat16', size_bytes: big, count: big / 2, median_us: big / 200, gbps: 99.999, wrong: 0 }];
   prewarm(dtypes);
   for (const size of sizes) {
     // Host inputs, core buffers: allocated and touched once per size (first-touch page faults
@@ -187,7 +190,7 @@ export async function runReduce(report: Report, opts: { quick?: boolean } = {}):
           report.add({
             name: 'reduce_sum', impl, dtype, op: 'sum', size_bytes: size, count,
             median_us: us, gbps: size / us / 1e3, wrong,
-          });
+          }, widest);
         }
       }
     } finally {

@@ -1,269 +1,234 @@
 /**
- * `groupcomm bench cpu [--ranks 2,4] [--sizes 4K,256K,4M,64M] [--ops allreduce,broadcast,allgather,barrier]
- *   [--seconds 1] [--runtime node|bun] [--transport tcp,shm] [--gloo auto|on|off] [--json FILE]`
- *
- * CpuGroup collectives between local rank processes (float32, sum), nccl-tests columns: size,
- * count, type, op, time, algbw, busbw, #wrong (results checked on the first call), plus busbw as
- * a fraction of loopback TCP (3.4 GB/s here), and for the 64 MiB allReduce the peak RSS per rank
- * (peak_rss_mib, the worst rank) and how far it rose above the RSS with the tensor allocated
- * (rss_growth_mib: the collective's own memory).
- * Method as in peers/gloo_bench.py, so rows compare: one warm-up call, two calibration calls,
- * then N timed calls (N from --seconds, the same on all ranks); a call's time is the slowest
- * rank's; rows give the median. With torch 2.6 in /opt/trixie (or --gloo on), gloo runs the
- * same cases right after ours for each world size (impl 'gloo-torch-2.6').
- *
- * `--transport` lists the CpuGroup transports to run (each a set of rows, impl
- * 'groupcomm-<transport>'); default: the group's default (GROUPCOMM_CPU_TRANSPORT or its own).
- *
- * The same file is the rank process (started with --rank-worker).
+ * `groupcomm bench cpu`: CpuGroup collectives between rank processes on 127.0.0.1, in the
+ * manner of nccl-tests (flags -b/-e/-f, -d, -o, -r, -n, -w, -c, -g; columns size, count, type,
+ * redop, root, then time, algbw, busbw, #wrong out of place and in place; "# Avg bus bandwidth"
+ * at the end), with a peer (gloo through torch: peers/gloo_bench.py) run on the same cases in
+ * the same invocation, rounds interleaved (bench/rounds.ts), and an SVG of busbw against size.
+ * See docs/bench.md. The rank processes are bench/cpu_worker.ts.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { median, percentile, type Report } from './report.js';
-import { CpuGroup } from '../host/cpu/group.js';
-import { TcpStore } from '../host/store/client.js';
+import path from 'node:path';
+import { packageRoot } from '../host/base/pkgroot.js';
+import { itemSize, type DType } from '../host/core/tensor.js';
+import { REDUCE_OPS } from '../host/core/reduce.js';
 import { TcpStoreServer } from '../host/store/server.js';
-import { empty, tensor } from '../host/core/tensor.js';
+import {
+  bytes, integer, list, number, oneOf, parse, OUTPUT_OPTIONS, PLOT_OPTION, peerOptions, UsageError, type Spec,
+} from './args.js';
+import { BENCH_DTYPES, COLL_OPS, geometry, type CollOp } from './collective.js';
+import type { CpuCase, CpuConfig, CpuResult } from './cpu_worker.js';
+import { measureLimits } from './limits.js';
+import { collRow, finishCollectives, ncclTable, placeOf } from './nccl.js';
+import { peerCommand, runPeer, tail } from './peers.js';
+import type { Report } from './report.js';
+import { sizeStr, type Table } from './table.js';
 
-const LOOPBACK_GBPS = 3.4;
-const TRIXIE = '/opt/trixie';
-const GLOO_SCRIPT = '/work/shared/peers/trixie-torch.sh';
+export const DESCRIPTION = `CpuGroup collectives between rank processes on 127.0.0.1, in the manner of nccl-tests.
+Each case runs out of place and in place (where the op has the form), checked once (-c 1),
+then timed: -n calls, or as many as fit in --seconds. A call's time is the slowest rank's;
+rows give the median. busbw = algbw x factor (allReduce 2(n-1)/n, allGather and reduceScatter
+(n-1)/n, broadcast 1), as nccl-tests' doc/PERFORMANCE.md. See docs/bench.md.`;
 
-interface Case { op: string; size: number }
-interface Timing extends Case { durs: number[]; wrong: number; peakRssMiB?: number; rssGrowthMiB?: number }
+export const OPTIONS = {
+  ranks: { short: 'g', arg: 'LIST', group: 'participation', default: '2,4', parse: list(integer(2, 256), 'world sizes >= 2'), help: 'world sizes to run (one process per rank)' },
+  runtime: { arg: 'NAME', group: 'participation', parse: oneOf(['node', 'bun'] as const), help: 'runtime of the rank processes (default: the one running the bench)' },
+  transport: { short: 't', arg: 'LIST', group: 'transport', parse: list(oneOf(['tcp', 'shm', 'auto'] as const), 'tcp, shm, auto'), help: "CpuGroup transports, one set of rows each (impl groupcomm-<transport>; default: the group's own)" },
+  ops: { arg: 'LIST', group: 'parameters', default: 'allReduce,broadcast,allGather,barrier', parse: list(oneOf<CollOp>(COLL_OPS, { all_reduce: 'allReduce', all_gather: 'allGather', reduce_scatter: 'reduceScatter' }), COLL_OPS.join(', ')), help: 'collectives' },
+  minbytes: { short: 'b', arg: 'SIZE', group: 'parameters', parse: bytes, help: 'smallest size (with -e, -f; instead of --sizes)' },
+  maxbytes: { short: 'e', arg: 'SIZE', group: 'parameters', parse: bytes, help: 'largest size' },
+  stepfactor: { short: 'f', arg: 'F', group: 'parameters', parse: integer(2), help: 'multiply the size by F between cases (default 2)' },
+  sizes: { arg: 'LIST', group: 'parameters', parse: list(bytes, 'sizes such as 4K, 256K, 4M, 64M'), help: 'sizes, bytes of the larger buffer (default 4K,256K,4M,64M; not with -b/-e/-f)' },
+  datatype: { short: 'd', arg: 'TYPE', group: 'parameters', default: 'float32', parse: oneOf<(typeof BENCH_DTYPES)[number]>(BENCH_DTYPES, { float: 'float32', double: 'float64', half: 'float16', bf16: 'bfloat16', int: 'int32' }), help: `element type: ${BENCH_DTYPES.join(', ')}` },
+  op: { short: 'o', arg: 'OP', group: 'parameters', default: 'sum', parse: oneOf(REDUCE_OPS), help: `reduction of allReduce and reduceScatter: ${REDUCE_OPS.join(', ')}` },
+  root: { short: 'r', arg: 'RANK', group: 'parameters', default: '0', parse: integer(0), help: 'root of broadcast' },
+  iters: { short: 'n', arg: 'N', group: 'parameters', parse: integer(1, 1_000_000), help: 'timed calls per case (default: as many as fit in --seconds, 3 to 5000)' },
+  seconds: { arg: 'S', group: 'parameters', default: '1', parse: number(0), help: 'time per case and form when -n is not given' },
+  warmup_iters: { short: 'w', arg: 'N', group: 'parameters', default: '1', parse: integer(0, 1_000_000), help: 'untimed calls before the timed ones' },
+  check: { short: 'c', arg: '0|1', group: 'parameters', default: '1', parse: oneOf(['0', '1'] as const), help: 'check the result of one call per case and form (#wrong)' },
+  'skip-limits': { group: 'output', help: 'do not measure memcpy and loopback TCP bandwidth (the floor shown in a note)' },
+  ...peerOptions('gloo_bench.py'),
+  ...OUTPUT_OPTIONS,
+  ...PLOT_OPTION,
+} satisfies Spec;
 
-function parseSize(s: string): number {
-  const m = /^(\d+)([KMG]?)i?B?$/i.exec(s.trim());
-  if (!m) throw new Error(`bad size '${s}' (use e.g. 4K, 256K, 4M, 64M)`);
-  return Number(m[1]) * ({ '': 1, K: 1024, M: 1 << 20, G: 1 << 30 } as Record<string, number>)[m[2].toUpperCase()];
+type Options = ReturnType<typeof parse<typeof OPTIONS>>;
+
+/** The case sizes: --sizes, or -b..-e by -f (nccl-tests), or the default list. */
+function sizesOf(o: Options, cmd: string): number[] {
+  const sweep = o.minbytes !== undefined || o.maxbytes !== undefined || o.stepfactor !== undefined;
+  if (sweep && o.sizes) throw new UsageError(`${cmd}: give --sizes or -b/-e/-f, not both`);
+  if (!sweep) return o.sizes ?? [4 << 10, 256 << 10, 4 << 20, 64 << 20];
+  const lo = o.minbytes ?? 4 << 10;
+  const hi = o.maxbytes ?? lo;
+  if (lo < 1 || hi < lo) throw new UsageError(`${cmd}: -b must be >= 1 and -e >= -b (got ${lo} and ${hi})`);
+  const out: number[] = [];
+  for (let s = lo; s <= hi; s *= o.stepfactor ?? 2) out.push(s);
+  return out;
 }
 
-const sizeStr = (b: number) => (b >= 1 << 20 ? `${b >> 20}M` : b >= 1024 ? `${b >> 10}K` : `${b}`);
-
-/** nccl-tests' bus bandwidth factor. */
-function busFactor(op: string, n: number): number {
-  if (op === 'allreduce') return (2 * (n - 1)) / n;
-  if (op === 'allgather') return (n - 1) / n;
-  return 1;
+interface Ctx {
+  o: Options;
+  report: Report;
+  sizes: number[];
+  ops: CollOp[];
+  dtype: DType;
+  rounds: number;
+  table: Table;
 }
 
-// ---- rank process ---------------------------------------------------------------------------
+// ---- our rows -----------------------------------------------------------------------------------
 
-/** Peak RSS since the last reset (Linux), in MiB. */
-function peakRssMiB(): number | undefined {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
+function workerCommand(runtime: 'node' | 'bun'): [string, string[]] {
+  const root = packageRoot();
+  const bun = typeof (process.versions as Record<string, string>).bun === 'string';
+  if (runtime === 'bun') return [bun ? process.execPath : path.join(root, 'node_modules', '.bin', 'bun'), [path.join(root, 'bench', 'cpu_worker.ts')]];
+  const file = path.join(root, 'dist', 'bench', 'cpu_worker.js');
+  if (!fs.existsSync(file)) throw new Error(`bench cpu: ${file} is missing; run npm run build`);
+  return [bun ? 'node' : process.execPath, [file]];
 }
 
-function resetPeakRss(): void {
-  try {
-    fs.writeFileSync('/proc/self/clear_refs', '5');
-  } catch {
-    // not Linux, or not allowed: the peak is then the process-lifetime peak
-  }
-}
-
-async function rankMain(): Promise<void> {
-  const rank = Number(process.env.RANK);
-  const P = Number(process.env.WORLD_SIZE);
-  const cases = JSON.parse(process.env.GROUPCOMM_BENCH_CASES!) as Case[];
-  const seconds = Number(process.env.GROUPCOMM_BENCH_SECONDS ?? 1);
-  const store = await TcpStore.create({ port: Number(process.env.GROUPCOMM_BENCH_STORE_PORT), timeoutMs: 60_000 });
-  const g = await CpuGroup.create({ store, rank, worldSize: P, groupName: 'bench', timeoutMs: 120_000 });
-  const slowest = async (x: number[]) => Array.from((await g.allReduce(tensor(Float64Array.from(x)), { op: 'max' })).data as Float64Array);
-  const out: Timing[] = [];
-  for (const c of cases) {
-    const n = c.size / 4;
-    let fn: () => Promise<unknown>;
-    let verify: () => number;
-    let rssBefore: number | undefined;
-    if (c.op === 'allreduce') {
-      const t = tensor(Float32Array.from({ length: n }, (_, i) => (i % 7) + rank));
-      const want = (i: number) => P * (i % 7) + (P * (P - 1)) / 2;
-      fn = () => g.allReduce(t);
-      verify = () => {
-        let bad = 0;
-        for (let i = 0; i < n; i++) if (t.data[i] !== want(i)) bad++;
-        (t.data as Float32Array).fill(0);
-        return bad;
-      };
-      if (c.size === 64 << 20) {
-        resetPeakRss();
-        rssBefore = process.memoryUsage().rss / (1 << 20);
-      }
-    } else if (c.op === 'broadcast') {
-      const t = tensor(Float32Array.from({ length: n }, (_, i) => (rank === 0 ? i % 1000 : -1)));
-      fn = () => g.broadcast(t, { src: 0 });
-      verify = () => {
-        let bad = 0;
-        for (let i = 0; i < n; i++) if (t.data[i] !== i % 1000) bad++;
-        return bad;
-      };
-    } else if (c.op === 'allgather') {
-      const per = Math.floor(n / P);
-      const inp = tensor(Float32Array.from({ length: per }, (_, i) => rank * 1000 + (i % 1000)));
-      const o = empty([per * P], 'float32');
-      fn = () => g.allGather(inp, { out: o });
-      verify = () => {
-        let bad = 0;
-        for (let i = 0; i < per * P; i++) if (o.data[i] !== Math.floor(i / per) * 1000 + ((i % per) % 1000)) bad++;
-        return bad;
-      };
-    } else {
-      fn = () => g.barrier();
-      verify = () => 0;
-    }
-    await g.barrier();
-    await fn();
-    const wrong = (await slowest([verify()]))[0]; // the worst rank's count
-    const t0 = performance.now();
-    await fn();
-    await fn();
-    const cal = (await slowest([(performance.now() - t0) / 2]))[0];
-    const iters = Math.max(3, Math.min(5000, Math.floor((seconds * 1000) / Math.max(cal, 1e-3))));
-    const durs: number[] = [];
-    for (let i = 0; i < iters; i++) {
-      const a = performance.now();
-      await fn();
-      durs.push(performance.now() - a);
-    }
-    const peak = rssBefore !== undefined ? peakRssMiB() : undefined;
-    // Per-rank peaks travel as the max; per-iteration times as the slowest rank's. The growth
-    // is the peak minus the RSS once the tensor existed: what the collective itself needed.
-    const [peakAll, growth] = peak !== undefined ? await slowest([peak, peak - rssBefore!]) : [undefined, undefined];
-    out.push({ ...c, durs: await slowest(durs), wrong, peakRssMiB: peakAll, rssGrowthMiB: growth });
-  }
-  await g.barrier();
-  await g.destroy();
-  await store.close();
-  if (rank === 0) process.stdout.write('@@BENCH ' + JSON.stringify(out) + '\n');
-}
-
-// ---- driver ---------------------------------------------------------------------------------
-
-function runRanks(n: number, cases: Case[], seconds: number, runtime: string, storePort: number, transport?: string): Promise<Timing[]> {
-  const self = fileURLToPath(import.meta.url);
-  const exe = runtime === 'bun' ? (process.versions.bun ? process.execPath : 'bun') : process.versions.bun ? 'node' : process.execPath;
-  const script = runtime === 'bun' ? self.replace(/dist\/(bench\/cpu)\.js$/, '$1.ts') : self.replace(/\/bench\/cpu\.ts$/, '/dist/bench/cpu.js');
+/** Runs one world; `onRow` sees each case as rank 0 reports it. Rejects with every failing rank's stderr. */
+function runWorld(n: number, cfg: CpuConfig, runtime: 'node' | 'bun', onRow: (r: CpuResult) => void): Promise<void> {
+  const [cmd, args] = workerCommand(runtime);
+  const perCase = (cfg.iters !== undefined ? 60 : cfg.seconds * 4 + 30) * 1000;
+  const deadlineMs = 60_000 + cfg.cases.length * 2 * perCase;
   return new Promise((resolve, reject) => {
-    let result: Timing[] | undefined;
+    const children = Array.from({ length: n }, (_, r) => spawn(cmd, args, {
+      env: { ...process.env, RANK: String(r), WORLD_SIZE: String(n), BENCH_CPU_CFG: JSON.stringify(cfg) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }));
     let failed = '';
     let left = n;
-    for (let r = 0; r < n; r++) {
-      const child = spawn(exe, [script, '--rank-worker'], {
-        env: {
-          ...process.env, RANK: String(r), WORLD_SIZE: String(n), GROUPCOMM_BENCH_CASES: JSON.stringify(cases),
-          GROUPCOMM_BENCH_SECONDS: String(seconds), GROUPCOMM_BENCH_STORE_PORT: String(storePort),
-          ...(transport ? { GROUPCOMM_CPU_TRANSPORT: transport } : {}),
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let out = '';
+    const timer = setTimeout(() => {
+      failed += `ranks still running after ${deadlineMs / 1000} s; killed\n`;
+      for (const c of children) c.kill('SIGKILL');
+    }, deadlineMs);
+    children.forEach((child, r) => {
       let err = '';
-      child.stdout.on('data', (d) => (out += d));
-      child.stderr.on('data', (d) => (err += d));
-      child.on('close', (code) => {
-        const line = out.split('\n').find((l) => l.startsWith('@@BENCH '));
-        if (line) result = JSON.parse(line.slice(8));
-        if (code !== 0) failed += `rank ${r} exited ${code}: ${err.slice(-2000)}\n`;
-        if (--left === 0) (failed || !result ? reject(new Error(failed || 'no result from rank 0')) : resolve(result));
+      let partial = '';
+      child.stderr.setEncoding('utf8').on('data', (d: string) => { err += d; });
+      child.stdout.setEncoding('utf8').on('data', (d: string) => {
+        partial += d;
+        let nl;
+        while ((nl = partial.indexOf('\n')) >= 0) {
+          const line = partial.slice(0, nl);
+          partial = partial.slice(nl + 1);
+          if (r === 0 && line.startsWith('@@ROW ')) onRow(JSON.parse(line.slice(6)) as CpuResult);
+        }
       });
+      child.on('close', (code, signal) => {
+        if (code !== 0) {
+          failed += `rank ${r} exited ${code ?? signal}: ${err.slice(-2000)}\n`;
+          // One rank gone: the others would wait for it until their timeout.
+          for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+        }
+        if (--left === 0) {
+          clearTimeout(timer);
+          failed ? reject(new Error(`bench cpu (${n} ranks): ${failed}`)) : resolve();
+        }
+      });
+    });
+  });
+}
+
+async function ours(c: Ctx, n: number, round: number, transport: string | undefined, port: number): Promise<void> {
+  const cases = c.ops.flatMap((op): CpuCase[] => (op === 'barrier' ? [{ op, bytes: 0 }] : c.sizes.map((b) => ({ op, bytes: b }))));
+  const cfg: CpuConfig = {
+    cases, dtype: c.dtype, redop: c.o.op, root: c.o.root, iters: c.o.iters, warmup: c.o.warmup_iters,
+    seconds: c.o.seconds, check: c.o.check === '1', port, ...(transport ? { transport: transport as CpuConfig['transport'] } : {}),
+  };
+  const impl = transport ? `groupcomm-${transport}` : 'groupcomm';
+  const bun = typeof (process.versions as Record<string, string>).bun === 'string';
+  await runWorld(n, cfg, c.o.runtime ?? (bun ? 'bun' : 'node'), (r) => {
+    const size = r.count * itemSize(c.dtype);
+    const row = collRow({
+      impl, round, op: r.op, n, size, count: r.count, dtype: c.dtype, redop: c.o.op, root: c.o.root,
+      oop: placeOf(r.op, size, n, r.oop), ip: placeOf(r.op, size, n, r.ip),
+      extra: r.peakRssMiB !== undefined ? { peak_rss_mib: r.peakRssMiB, rss_growth_mib: r.rssGrowthMiB } : undefined,
+    });
+    c.report.record(row);
+    c.table.row(row);
+    if (r.peakRssMiB !== undefined) {
+      c.report.note(`${impl} ${r.op} ${sizeStr(size)}, ${n} ranks: peak RSS ${r.peakRssMiB.toFixed(1)} MiB on the worst rank, ${r.rssGrowthMiB!.toFixed(1)} MiB above its RSS when the timed calls began`);
     }
   });
 }
 
-interface GlooRow { n: number; op: string; size: number; iters: number; medianMs: number; algbw?: number; busbw?: number }
+// ---- the peer: gloo_bench.py --------------------------------------------------------------------
 
-function runGloo(n: number, sizes: number[], seconds: number): GlooRow[] | string {
-  const r = spawnSync('bash', [GLOO_SCRIPT, TRIXIE, 'run', 'python3', '/peers/gloo_bench.py', '--worlds', String(n),
-    '--sizes', sizes.join(','), '--seconds', String(seconds)], { encoding: 'utf8', timeout: 200_000 });
-  if (r.status !== 0) return `gloo_bench failed (${r.status}): ${(r.stderr || r.stdout || '').slice(-300)}`;
-  const rows: GlooRow[] = [];
-  for (const line of r.stdout.split('\n')) {
+const GLOO_OPS: Record<string, CollOp> = { all_reduce: 'allReduce', broadcast: 'broadcast', all_gather: 'allGather', barrier: 'barrier' };
+// torch's all_reduce and broadcast work in place; all_gather writes a list of outputs.
+const GLOO_PLACE: Record<string, 'oop' | 'ip'> = { allReduce: 'ip', broadcast: 'ip', allGather: 'oop', barrier: 'oop' };
+
+async function peer(c: Ctx, cmd: string, n: number, round: number): Promise<void> {
+  const perWorld = c.sizes.length * 3 + 1;
+  const deadline = Math.ceil(perWorld * (c.o.seconds * 3 + 5) + 60);
+  let impl = 'gloo';
+  const seen = new Map<string, number>();
+  const run = await runPeer(cmd, ['--worlds', String(n), '--sizes', c.sizes.join(','), '--seconds', String(c.o.seconds), '--deadline', String(deadline)], (deadline + 30) * 1000, (line) => {
+    const v = /torch (\d+\.\d+)/.exec(line);
+    if (line.startsWith('#') && v) impl = `gloo-torch-${v[1]}`;
     const f = line.trim().split(/\s+/);
-    if (f.length !== 7 || !/^\d+$/.test(f[0])) continue;
-    const op = f[1].replace('_', '');
-    rows.push({
-      n: Number(f[0]), op, size: f[2] === '-' ? 0 : parseSize(f[2].replace('iB', '')), iters: Number(f[3]),
-      medianMs: Number(f[4]), algbw: f[5] === '-' ? undefined : Number(f[5]), busbw: f[6] === '-' ? undefined : Number(f[6]),
+    if (f.length !== 7 || !/^\d+$/.test(f[0]) || !(f[1] in GLOO_OPS)) return;
+    const op = GLOO_OPS[f[1]];
+    if (!c.ops.includes(op)) return;
+    // gloo_bench runs the sizes in the order given, per op; its size column rounds to KiB.
+    const k = seen.get(op) ?? 0;
+    seen.set(op, k + 1);
+    const size = op === 'barrier' ? 0 : c.sizes[k];
+    const count = geometry(op, size, 'float32', n).count;
+    const p = placeOf(op, count * 4, n, { us: Number(f[4]) * 1000, iters: Number(f[3]) });
+    const row = collRow({
+      impl, round, op, n, size: count * 4, count, dtype: 'float32', redop: 'sum', root: 0,
+      oop: GLOO_PLACE[op] === 'oop' ? p : {}, ip: GLOO_PLACE[op] === 'ip' ? p : {},
     });
-  }
-  return rows;
+    c.report.record(row);
+    c.table.row(row);
+  });
+  if (run.code !== 0) c.report.note(`peer failed (exit ${run.code}${run.timedOut ? ', timed out' : ''}): ${tail(run)}`);
 }
 
-/** One table row; every row has the same keys in the same order (the table's columns). */
-function row(x: {
-  name: string; impl: string; op: string; ranks: number; size: number; medianMs: number; p99Ms?: number;
-  algbw?: number; busbw?: number; wrong?: number; iters: number; peakRssMiB?: number; rssGrowthMiB?: number;
-}): Parameters<Report['add']>[0] {
-  return {
-    name: x.name, impl: x.impl, dtype: 'float32', op: x.op, ranks: x.ranks, size_bytes: x.size, count: x.size / 4,
-    median_us: x.medianMs * 1000, p99_us: x.p99Ms === undefined ? undefined : x.p99Ms * 1000,
-    algbw_gbps: x.algbw, busbw_gbps: x.busbw, busbw_frac: x.busbw === undefined ? undefined : x.busbw / LOOPBACK_GBPS,
-    wrong: x.wrong, iters: x.iters, peak_rss_mib: x.peakRssMiB, rss_growth_mib: x.rssGrowthMiB,
-  };
-}
+// ---- driver -------------------------------------------------------------------------------------
 
 export async function run(argv: string[], report: Report): Promise<void> {
-  const opt = (name: string, d: string) => {
-    const i = argv.indexOf(`--${name}`);
-    return i >= 0 && argv[i + 1] !== undefined ? argv[i + 1] : d;
-  };
-  const ranks = opt('ranks', '2,4').split(',').map(Number);
-  const sizes = opt('sizes', '4K,256K,4M,64M').split(',').map(parseSize);
-  const ops = opt('ops', 'allreduce,broadcast,allgather,barrier').split(',');
-  const seconds = Number(opt('seconds', '1'));
-  const runtime = opt('runtime', process.versions.bun ? 'bun' : 'node');
-  const glooMode = opt('gloo', 'auto');
-  const transports: (string | undefined)[] = argv.includes('--transport') ? opt('transport', 'tcp').split(',') : [undefined];
-  const gloo = glooMode === 'on' || (glooMode === 'auto' && fs.existsSync(`${TRIXIE}/usr/bin/python3`));
-  const cases: Case[] = [];
-  for (const op of ops) {
-    if (op === 'barrier') cases.push({ op, size: 0 });
-    else for (const size of sizes) cases.push({ op, size });
+  const cmd = 'groupcomm bench cpu';
+  const o = parse(OPTIONS, argv, cmd);
+  const sizes = sizesOf(o, cmd);
+  const ranks = o.ranks;
+  if (ranks.some((n) => o.root >= n) && o.ops.includes('broadcast')) throw new UsageError(`${cmd}: bad value for -r/--root: '${o.root}' (a rank of every world size; the smallest is ${Math.min(...ranks)})`);
+  const peerCmd = peerCommand(o, 'gloo_bench.py', cmd);
+  const transports: (string | undefined)[] = o.transport ?? [undefined];
+  const impls = transports.map((t) => (t ? `groupcomm-${t}` : 'groupcomm'));
+  const dtype = o.datatype as DType;
+  const table = ncclTable(report, { ops: o.ops, sizes, ranks, dtype, redop: o.op, rounds: o.rounds, impls: [...impls, ...(peerCmd ? ['gloo-torch-2.6'] : [])] });
+  const c: Ctx = { o, report, sizes, ops: o.ops, dtype, rounds: o.rounds, table };
+
+  const runtime = o.runtime ?? (typeof (process.versions as Record<string, string>).bun === 'string' ? 'bun' : 'node');
+  report.note(`groupcomm CpuGroup, ranks as ${runtime} processes on 127.0.0.1; ${o.datatype}, redop ${o.op}, root ${o.root}; ` +
+    (o.iters ? `${o.iters} timed calls` : `${o.seconds} s of calls`) + ` per case and form after ${o.warmup_iters} warm-up call(s); check ${o.check}; ${o.rounds} round(s)`);
+  if (!o['skip-limits']) {
+    const lim = await measureLimits();
+    Object.assign(report.machine, lim);
+    report.note(`this machine now: memcpy ${lim.memcpy_gbps.toFixed(2)} GB/s (64 MiB, one process), loopback TCP ${Number.isFinite(lim.loopback_tcp_gbps) ? lim.loopback_tcp_gbps.toFixed(2) : 'n/a'} GB/s (two ${runtime} processes, 4 MiB writes)`);
   }
-  report.note(`groupcomm CpuGroup on 127.0.0.1 (transport ${transports.map((t) => t ?? 'default').join(', ')}), ${runtime}, float32 sum, ${seconds}s per case; busbw_frac = busbw / ${LOOPBACK_GBPS} GB/s loopback`);
-  const server = await TcpStoreServer.listen({ port: 0 });
+  let peerOk = !!peerCmd;
+  if (peerCmd && (o.datatype !== 'float32' || o.op !== 'sum' || o.root !== 0)) {
+    report.note('peer skipped: gloo_bench.py runs float32, sum, root 0 only');
+    peerOk = false;
+  } else if (!peerCmd) {
+    report.note('no peer: pass --peer CMD or --peers-dir DIR for gloo rows (docs/bench.md)');
+  }
+  const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   try {
-    for (const n of ranks) {
-      for (const transport of transports) {
-        const res = await runRanks(n, cases, seconds, runtime, server.port, transport);
-        for (const t of res) {
-          const med = median(t.durs);
-          const algbw = t.op === 'barrier' ? undefined : t.size / (med / 1000) / 1e9;
-          report.add(row({
-            name: `${t.op}/${t.op === 'barrier' ? '-' : sizeStr(t.size)}`, impl: transport ? `groupcomm-${transport}` : 'groupcomm', op: t.op, ranks: n, size: t.size,
-            medianMs: med, p99Ms: percentile(t.durs, 0.99), algbw, busbw: algbw === undefined ? undefined : algbw * busFactor(t.op, n),
-            wrong: t.wrong, iters: t.durs.length, peakRssMiB: t.peakRssMiB, rssGrowthMiB: t.rssGrowthMiB,
-          }));
-        }
-      }
-      if (!gloo) continue;
-      const g = runGloo(n, sizes, seconds);
-      if (typeof g === 'string') {
-        report.note(g);
-        continue;
-      }
-      for (const r of g.filter((x) => ops.includes(x.op))) {
-        report.add(row({
-          name: `${r.op}/${r.op === 'barrier' ? '-' : sizeStr(r.size)}`, impl: 'gloo-torch-2.6', op: r.op, ranks: r.n, size: r.size,
-          medianMs: r.medianMs, algbw: r.algbw, busbw: r.busbw, iters: r.iters,
-        }));
+    for (let round = 1; round <= o.rounds; round++) {
+      for (const n of ranks) {
+        for (const t of transports) await ours(c, n, round, t, server.port);
+        if (peerOk) await peer(c, peerCmd!, n, round);
       }
     }
   } finally {
     await server.close();
   }
-}
-
-if (process.argv.includes('--rank-worker')) {
-  rankMain().catch((e) => {
-    process.stderr.write(`${e?.stack ?? e}\n`);
-    process.exit(1);
-  });
+  finishCollectives(report, { rounds: o.rounds, ours: impls, plot: o.plot, title: `groupcomm bench cpu: ${o.datatype}, ${runtime} ranks, median of ${o.rounds} round(s) per point` });
 }

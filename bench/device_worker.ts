@@ -8,6 +8,8 @@ import type { Tensor } from '../host/core/tensor.js';
 import { rankEnv, reportResult } from './ranks.js';
 import { TcpStore } from '../host/store/index.js';
 import { median, percentile, type Row } from './report.js';
+import { collRow, placeOf } from './nccl.js';
+import type { CollOp } from './collective.js';
 
 interface Args { plugin: string; sizes: number[]; iters: number; warmup: number; ops: string[]; port: number }
 const a = JSON.parse(process.env.GC_BENCH!) as Args;
@@ -18,8 +20,6 @@ const store = await TcpStore.create({ host: "127.0.0.1", port: a.port });
 const bootstrap = storeBootstrap(store, { rank, worldSize: n, prefix: 'bench', timeoutMs: 600_000 });
 const comm = await backend.createCommunicator({ rank, worldSize: n, deviceIndex: dev, bootstrap, timeoutMs: 600_000 });
 
-// Bus bandwidth factors from nccl-tests doc/PERFORMANCE.md.
-const BUS: Record<string, number> = { allReduce: (2 * (n - 1)) / n, allGather: (n - 1) / n, reduceScatter: (n - 1) / n, broadcast: 1 };
 
 function f32(count: number, v: number): Tensor {
   return toDevice(backend, { dtype: 'float32', shape: [count], device: 'cpu', data: new Float32Array(count).fill(v) }, dev);
@@ -61,11 +61,16 @@ for (const op of a.ops) {
       if (i === 0) wrong = r.wrong; // checked on the first iteration, as nccl-tests does with -c 1
       if (i >= a.warmup) times.push(r.us);
     }
-    const med = median(times);
     const bytes = count * 4;
-    const algbw = bytes / (med * 1e3);
-    rows.push({ name: `${op} ${bytes}B`, impl: a.plugin === 'cpu' ? 'cpu' : 'groupcomm', dtype: 'float32', op: op === 'allReduce' || op === 'reduceScatter' ? 'sum' : 'none', ranks: n,
-      size_bytes: bytes, count, median_us: med, p99_us: percentile(times, 0.99), algbw_gbps: algbw, busbw_gbps: algbw * BUS[op], wrong });
+    // allReduce and broadcast above run in place (out is the input); allGather and reduceScatter out of place.
+    const form = placeOf(op as CollOp, bytes, n, { us: median(times), wrong, iters: a.iters });
+    const inPlace = op === 'allReduce' || op === 'broadcast';
+    const row = collRow({
+      impl: a.plugin === 'cpu' ? 'cpu' : 'groupcomm', round: 1, op: op as CollOp, n, size: bytes, count, dtype: 'float32', redop: 'sum', root: 0,
+      oop: inPlace ? {} : form, ip: inPlace ? form : {}, extra: { p99_us: percentile(times, 0.99) },
+    });
+    rows.push(row);
+    if (rank === 0) process.stdout.write('@@ROW ' + JSON.stringify(row) + '\n');
   }
 }
 await comm.destroy();

@@ -1,50 +1,50 @@
 /**
- * `groupcomm bench pg [--seconds S] [--warmup-seconds S] [--warmup-calls N] [--rounds N] [--peer CMD] [--floor] [--json FILE]`
- *
- * StatelessProcessGroup over the TCP store, ranks in child processes on 127.0.0.1:
+ * `groupcomm bench pg`: StatelessProcessGroup over the TCP store, ranks in child processes on
+ * 127.0.0.1:
  *   2 ranks: ping-pong round trip of a small dict and of a 1 MiB Uint8Array (rank 0 measures);
  *   4 ranks: broadcastObj one-way latency to the slowest receiver, allGatherObj and barrier
  *            (slowest rank per iteration, back to back).
- * With `--peer CMD`, CMD (e.g. `bash peers/trixie-torch.sh /opt/trixie run python3
- * /peers/vllm_like_pg_bench.py --seconds 2`) runs after each groupcomm round and its SUMMARY
- * line becomes rows with impl 'vllm-like-torch-2.6', so both sides come from one run. `--floor` adds
- * rows 'raw-node-sockets': the small ping-pong, broadcast and allGather patterns over plain sockets
- * between the rank processes (no store, no codec), the floor of this machine and runtime.
+ * With a peer (`--peer CMD` or `--peers-dir DIR`: peers/vllm_like_pg_bench.py), the peer runs
+ * after each of our rounds and its SUMMARY line becomes rows (impl 'vllm-like-torch-X.Y'), so
+ * both sides come from one run, interleaved; the summary gives min/median/max over rounds and the
+ * ratio of medians. `--floor` adds rows 'raw-node-sockets': the small ping-pong, broadcast and
+ * allGather patterns over plain sockets between the rank processes (no store, no codec), the
+ * floor of this machine and runtime.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { packageRoot } from '../host/base/pkgroot.js';
 import { IS_BUN } from '../host/base/runtime.js';
+import { encodeObject } from '../host/pg/codec.js';
+import { integer, number, parse, OUTPUT_OPTIONS, PLOT_OPTION, peerOptions, type Spec } from './args.js';
+import { SMALL } from './pg_cases.js';
+import { peerCommand, runPeer, tail } from './peers.js';
+import { writePlot } from './plot.js';
 import { median, percentile, type Report } from './report.js';
+import { summarize } from './rounds.js';
 
 const MiB = 1 << 20;
+
+export const DESCRIPTION = `The object channel (StatelessProcessGroup over the TCP store), ranks as processes on
+127.0.0.1: small-dict and 1 MiB ping-pong round trips (2 ranks); broadcastObj to the slowest
+receiver, allGatherObj and barrier (4 ranks). Each case warms up, then runs for --seconds.`;
+
+export const OPTIONS = {
+  seconds: { arg: 'S', group: 'parameters', default: '2', parse: number(0), help: 'timed seconds per case' },
+  'warmup-seconds': { arg: 'S', group: 'parameters', default: '1', parse: number(0, true), help: 'warm-up seconds per case' },
+  'warmup-calls': { arg: 'N', group: 'parameters', default: '5000', parse: integer(0), help: 'the 4-rank cases also warm up for at least N calls' },
+  floor: { group: 'comparison', help: 'also run the same patterns over plain sockets (impl raw-node-sockets)' },
+  ...peerOptions('vllm_like_pg_bench.py'),
+  ...OUTPUT_OPTIONS,
+  ...PLOT_OPTION,
+} satisfies Spec;
 
 interface Options {
   seconds: number;
   warmupSeconds: number;
   /** The 4-rank cases also warm up for at least this many calls (see bench/warmup.ts). */
   warmupCalls: number;
-  rounds: number;
-  peer?: string;
-  /** Also run the same patterns over plain sockets (bench/pg_floor_worker.ts). */
-  floor: boolean;
-}
-
-function parse(argv: string[]): Options {
-  const o: Options = { seconds: 2, warmupSeconds: 1, warmupCalls: 5000, rounds: 1, floor: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    if (a === '--seconds') o.seconds = Number(argv[++i]);
-    else if (a === '--rounds') o.rounds = Number(argv[++i]);
-    else if (a === '--warmup-seconds') o.warmupSeconds = Number(argv[++i]);
-    else if (a === '--warmup-calls') o.warmupCalls = Number(argv[++i]);
-    else if (a === '--peer') o.peer = argv[++i];
-    else if (a === '--floor') o.floor = true;
-    else throw new Error(`bench pg: unknown option ${a} (use --seconds S, --warmup-seconds S, --warmup-calls N, --rounds N, --peer CMD, --floor)`);
-  }
-  if (!(o.seconds > 0) || !(o.warmupSeconds >= 0) || !(o.warmupCalls >= 0) || !(o.rounds >= 1)) throw new Error('bench pg: --seconds and --rounds must be positive, the warm-up not negative');
-  return o;
 }
 
 function workerCommand(worker: string): [string, string[]] {
@@ -104,110 +104,90 @@ function slowest(lists: number[][]): number[] {
   return [...Array(len).keys()].map((i) => Math.max(...lists.map((l) => l[i])));
 }
 
-const us = (ns: number[]) => ({ median_us: median(ns) / 1e3, p99_us: percentile(ns, 0.99) / 1e3 });
-
-/** Median of the rounds' medians of case `key`; p99 from the round with the median median. */
-function middleRound(rounds: Record<string, number[]>[], key: string): { median_us: number; p99_us: number } {
-  const perRound = rounds.map((r) => us(r[key])).sort((a, b) => a.median_us - b.median_us);
-  return perRound[perRound.length >> 1];
-}
-
 interface Case {
   name: string;
   ranks: number;
   op: string;
-  size_bytes?: number;
+  size_bytes: number;
 }
 const CASES: Record<string, Case> = {
-  pingpong_small: { name: 'pingpong_small_rtt', ranks: 2, op: 'sendObj+recvObj' },
+  pingpong_small: { name: 'pingpong_small_rtt', ranks: 2, op: 'sendObj+recvObj', size_bytes: encodeObject(SMALL).length },
   pingpong_1MiB: { name: 'pingpong_1MiB_rtt', ranks: 2, op: 'sendObj+recvObj', size_bytes: MiB },
-  bcast4: { name: 'broadcastObj_last_receiver', ranks: 4, op: 'broadcastObj' },
-  allgather4: { name: 'allGatherObj', ranks: 4, op: 'allGatherObj' },
-  barrier4: { name: 'barrier', ranks: 4, op: 'barrier' },
+  bcast4: { name: 'broadcastObj_last_receiver', ranks: 4, op: 'broadcastObj', size_bytes: encodeObject(SMALL).length },
+  allgather4: { name: 'allGatherObj', ranks: 4, op: 'allGatherObj', size_bytes: encodeObject(SMALL).length },
+  barrier4: { name: 'barrier', ranks: 4, op: 'barrier', size_bytes: 0 },
 };
 
-async function groupcommRound(o: Options): Promise<Record<string, number[]>> {
-  const two = await runWorld(2, o);
-  const four = await runWorld(4, o);
-  return {
-    pingpong_small: two[0].pingpong_small,
-    pingpong_1MiB: two[0].pingpong_1MiB,
-    bcast4: slowest([1, 2, 3].map((r) => four[r].broadcast_obj)),
-    allgather4: slowest(four.map((r) => r.all_gather_obj)),
-    barrier4: slowest(four.map((r) => r.barrier)),
-  };
+/** Our rows (or the floor's) of one round, printed per world as soon as it is done. */
+async function ourRound(o: Options, worker: 'pg_worker' | 'pg_floor_worker', emit: (key: string, ns: number[]) => void): Promise<void> {
+  const two = await runWorld(2, o, worker);
+  emit('pingpong_small', two[0].pingpong_small);
+  if (two[0].pingpong_1MiB) emit('pingpong_1MiB', two[0].pingpong_1MiB);
+  const four = await runWorld(4, o, worker);
+  emit('bcast4', slowest([1, 2, 3].map((r) => four[r].broadcast_obj)));
+  emit('allgather4', slowest(four.map((r) => r.all_gather_obj)));
+  if (four[0].barrier) emit('barrier4', slowest(four.map((r) => r.barrier)));
 }
 
-/**
- * The same patterns over plain loopback sockets with no store and no codec (pg_floor_worker):
- * what this machine and runtime allow any implementation, measured the same way.
- */
-async function floorRound(o: Options): Promise<Record<string, number[]>> {
-  const two = await runWorld(2, o, 'pg_floor_worker');
-  const four = await runWorld(4, o, 'pg_floor_worker');
-  return {
-    pingpong_small: two[0].pingpong_small,
-    bcast4: slowest([1, 2, 3].map((r) => four[r].broadcast_obj)),
-    allgather4: slowest(four.map((r) => r.all_gather_obj)),
-  };
-}
-
-/** Runs the peer command; returns its SUMMARY medians (µs) keyed like CASES. */
-function peerRound(cmd: string): Promise<Record<string, number>> {
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', ['-c', cmd], { stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d) => (out += d));
-    child.on('close', (code) => {
-      const line = out.split('\n').find((l) => l.startsWith('SUMMARY vllm_like_pg_bench '));
-      if (code !== 0 || !line) return reject(new Error(`bench pg: peer command exited with ${code} and no SUMMARY line:\n${out.slice(-2000)}`));
-      const kv = Object.fromEntries([...line.matchAll(/(\w+)=([\d.]+)/g)].map((m) => [m[1], Number(m[2])]));
-      resolve({
-        pingpong_small: kv.pingpong_small_rtt,
-        pingpong_1MiB: kv.pingpong_1MiB_rtt,
-        bcast4: kv.bcast4_last,
-        allgather4: kv.allgather4,
-        barrier4: kv.barrier4_3phase,
-        barrier4_addwait: kv.barrier4_addwait,
-      });
-    });
+/** Runs the peer; its SUMMARY medians (µs) keyed like CASES, or the reason it failed. */
+async function peerRound(cmd: string, seconds: number): Promise<{ impl: string; values: Record<string, number> } | string> {
+  let impl = 'vllm-like';
+  const run = await runPeer(cmd, ['--seconds', String(seconds)], (seconds * 40 + 200) * 1000, (line) => {
+    const v = /torch (\d+\.\d+)/.exec(line);
+    if (line.startsWith('#') && v) impl = `vllm-like-torch-${v[1]}`;
   });
+  const line = run.stdout.split('\n').find((l) => l.startsWith('SUMMARY vllm_like_pg_bench '));
+  if (run.code !== 0 || !line) return `peer failed (exit ${run.code}${run.timedOut ? ', timed out' : ''}) with no SUMMARY line: ${tail(run)}`;
+  const kv = Object.fromEntries([...line.matchAll(/(\w+)=([\d.]+)/g)].map((m) => [m[1], Number(m[2])]));
+  return {
+    impl,
+    values: {
+      pingpong_small: kv.pingpong_small_rtt, pingpong_1MiB: kv.pingpong_1MiB_rtt, bcast4: kv.bcast4_last,
+      allgather4: kv.allgather4, barrier4: kv.barrier4_3phase,
+    },
+  };
 }
 
 export async function run(argv: string[], report: Report): Promise<void> {
-  const o = parse(argv);
-  const ours: Record<string, number[]>[] = [];
-  const theirs: Record<string, number>[] = [];
-  const floors: Record<string, number[]>[] = [];
-  for (let round = 0; round < o.rounds; round++) {
-    ours.push(await groupcommRound(o));
-    if (o.floor) floors.push(await floorRound(o));
-    if (o.peer) theirs.push(await peerRound(o.peer));
-  }
-  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, warm-up ${o.warmupSeconds}s (4-rank cases: and ≥ ${o.warmupCalls} calls) + ${o.seconds}s per case, ${o.rounds} round(s)`);
-  const mine: Record<string, number> = {};
-  for (const [key, c] of Object.entries(CASES)) {
-    const pick = middleRound(ours, key);
-    mine[key] = pick.median_us;
-    report.add({ name: c.name, impl: 'groupcomm', op: c.op, ranks: c.ranks, size_bytes: c.size_bytes ?? 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: ours[0][key].length });
-  }
-  for (const key of Object.keys(floors[0] ?? {})) {
+  const cmd = 'groupcomm bench pg';
+  const v = parse(OPTIONS, argv, cmd);
+  const o: Options = { seconds: v.seconds, warmupSeconds: v['warmup-seconds'], warmupCalls: v['warmup-calls'] };
+  const peer = peerCommand(v, 'vllm_like_pg_bench.py', cmd);
+  report.section(`StatelessProcessGroup, ranks as processes on 127.0.0.1, warm-up ${o.warmupSeconds}s (4-rank cases: and ≥ ${o.warmupCalls} calls) + ${o.seconds}s per case, ${v.rounds} round(s)`);
+  if (!peer) report.note('no peer: pass --peer CMD or --peers-dir DIR for vLLM-like rows (docs/bench.md)');
+  const samples = Object.values(CASES).map((c) => ({ ...c, impl: 'vllm-like-torch-2.6', round: v.rounds, median_us: 99999.9, p99_us: 99999.9, samples: 100000 }));
+  const add = (impl: string, round: number, key: string, x: { median_us: number; p99_us?: number; samples?: number }) => {
     const c = CASES[key];
-    const pick = middleRound(floors, key);
-    report.add({ name: c.name, impl: 'raw-node-sockets', op: c.op, ranks: c.ranks, size_bytes: 0, median_us: pick.median_us, p99_us: pick.p99_us, samples: floors[0][key].length });
-    report.note(`${c.name}: groupcomm / raw sockets = ${(mine[key] / pick.median_us).toFixed(2)}`);
+    report.add({ name: c.name, impl, round, op: c.op, ranks: c.ranks, size_bytes: c.size_bytes, median_us: x.median_us, p99_us: x.p99_us, samples: x.samples }, samples);
+  };
+  const fromNs = (impl: string, round: number) => (key: string, ns: number[]) =>
+    add(impl, round, key, { median_us: median(ns) / 1e3, p99_us: percentile(ns, 0.99) / 1e3, samples: ns.length });
+  for (let round = 1; round <= v.rounds; round++) {
+    await ourRound(o, 'pg_worker', fromNs('groupcomm', round));
+    if (v.floor) await ourRound(o, 'pg_floor_worker', fromNs('raw-node-sockets', round));
+    if (peer) {
+      const r = await peerRound(peer, o.seconds);
+      if (typeof r === 'string') report.note(r);
+      else for (const [key, us] of Object.entries(r.values)) if (Number.isFinite(us)) add(r.impl, round, key, { median_us: us });
+    }
   }
-  if (!theirs.length) {
-    report.note('no --peer command: groupcomm rows only');
-    return;
+  const impls = new Set(report.rows.map((r) => r.impl));
+  if (v.rounds > 1 || impls.size > 1) {
+    summarize(report, report.rows, {
+      caseKeys: ['name', 'ranks'], metric: 'median_us', unit: 'us', decimals: 1, ours: ['groupcomm'],
+      title: `median latency across ${v.rounds} round(s): min, median, max per implementation; ratio of medians (< 1: groupcomm faster)`,
+    });
   }
-  for (const [key, c] of Object.entries(CASES)) {
-    const med = median(theirs.map((t) => t[key]));
-    report.add({ name: c.name, impl: 'vllm-like-torch-2.6', op: c.op, ranks: c.ranks, size_bytes: c.size_bytes ?? 0, median_us: med, samples: theirs.length });
-  }
-  const addWait = median(theirs.map((t) => t.barrier4_addwait));
-  report.add({ name: 'barrier_add_wait', impl: 'vllm-like-torch-2.6', op: 'barrier', ranks: 4, size_bytes: 0, median_us: addWait, samples: theirs.length });
-  for (const [key, c] of Object.entries(CASES)) {
-    report.note(`${c.name}: groupcomm / vllm-like = ${(mine[key] / median(theirs.map((t) => t[key]))).toFixed(3)}`);
+  if (v.plot) {
+    const rows = report.rows.filter((r) => r.op === 'sendObj+recvObj');
+    const series = [...new Set(rows.map((r) => r.impl))].map((impl) => {
+      const mine = rows.filter((r) => r.impl === impl);
+      const sizes = [...new Set(mine.map((r) => r.size_bytes as number))].sort((a, b) => a - b);
+      return { name: impl, points: sizes.map((s) => [s, median(mine.filter((r) => r.size_bytes === s).map((r) => r.median_us!))] as [number, number]) };
+    });
+    writePlot(v.plot, [{ title: 'sendObj + recvObj round trip, 2 ranks (small dict, 1 MiB bytes)', series }], {
+      title: 'groupcomm bench pg', yLabel: 'round trip (us, log scale)', xLabel: 'object size (bytes encoded, log scale)', logY: true,
+    });
+    report.note(`plot: ${v.plot} (the ping-pong cases; the 4-rank cases have one size and are in the table)`);
   }
 }

@@ -5,11 +5,11 @@ import { StatelessProcessGroup } from '../host/pg/group.js';
 import { TcpStore } from '../host/store/client.js';
 import { now } from './clock.js';
 import { budgetNs, timedCalls, warmupNs, warmUp } from './warmup.js';
+import { SMALL } from './pg_cases.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 const MiB = 1 << 20;
-const SMALL = { op: 'step', seq: 0, shape: [8, 4096], dtype: 'float16', ranks: [0, 1, 2, 3], flag: true, name: 'layer.0.weight' };
 
 let store: TcpStore;
 if (rank === 0) {

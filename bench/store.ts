@@ -1,6 +1,6 @@
 /**
- * `groupcomm bench store`: the store against PyTorch's TCPStore, same cases as
- * shared/peers/torch_store_bench.py so the two can be read side by side.
+ * `groupcomm bench store`: the store against PyTorch's TCPStore, same cases as the peer script
+ * peers/torch_store_bench.py so the two can be read side by side.
  *
  * The server runs in its own process; K client processes (--clients 1,8) run every case in
  * lock-step (a store barrier starts each case on all clients at once):
@@ -12,21 +12,22 @@
  *   get, noext  get latency of a client that sends only torch's requests (CHECK + GET, two round
  *               trips), to show what the one-round-trip TRY_GET extension buys
  *   memory      the server's RSS holding --memory-keys keys of 16 B, and after deleting them
- * torch rows (impl torch-2.6) come from running the peer script in the same invocation when a
- * torch ≥ 2.2 is found (bench/torch_env.ts); --torch off skips them.
- * All of this is noisy on a shared 2-core machine: compare rows from one run only.
+ * Rows print as each case finishes on every client. torch rows (impl torch-X.Y) come from the
+ * peer (`--peer CMD` or `--peers-dir DIR`), run after each of our rounds (--rounds N); the
+ * summary gives min/median/max over rounds and the ratio of medians.
+ * All of this is noisy on a shared machine: compare rows from one run only.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
-import fs from 'node:fs';
-import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { parseArgs } from 'node:util';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
-import { packageRoot } from '../host/base/pkgroot.js';
-import { median, percentile, type Report } from './report.js';
+import { integer, list, number, parse, OUTPUT_OPTIONS, PLOT_OPTION, peerOptions, type Spec } from './args.js';
+import { peerCommand, runPeer, tail } from './peers.js';
+import { writePlot } from './plot.js';
+import { median, percentile, type Report, type Row } from './report.js';
+import { summarize } from './rounds.js';
 
 const SMALL = 16;
 const BIG = 64 * 1024;
@@ -39,14 +40,7 @@ const CASES: Case[] = [
   { kind: 'tput', op: 'set+get', size: SMALL }, { kind: 'tput', op: 'set+get', size: BIG },
   { kind: 'lat', op: 'get', size: SMALL, ext: false },
 ];
-/** torch's side: shared/peers/torch_store_bench.py (GROUPCOMM_PEERS_DIR, or a shared/ next to the checkout). */
-function peerScript(): string | undefined {
-  const dirs = [process.env.GROUPCOMM_PEERS_DIR, path.join(packageRoot(), '..', 'shared', 'peers'),
-    path.join(packageRoot(), '..', '..', 'shared', 'peers')];
-  return dirs.filter((d): d is string => !!d).map((d) => path.join(d, 'torch_store_bench.py')).find((f) => fs.existsSync(f));
-}
 const ROLE_ENV = 'GROUPCOMM_BENCH_STORE_ROLE';
-const sizeName = (n: number) => (n === SMALL ? '16B' : n === BIG ? '64KiB' : '-');
 
 interface CaseResult { latUs: number[]; elapsedS: number; pairs: number }
 
@@ -93,7 +87,6 @@ async function clientChild(): Promise<void> {
   const big = crypto.randomBytes(BIG);
   const key = `c${cfg.cid}/k`;
   const ctr = `c${cfg.cid}/n`;
-  const results: CaseResult[] = [];
   const depths = [1, cfg.depth];
   let ci = 0;
   for (const c of CASES) {
@@ -126,14 +119,16 @@ async function clientChild(): Promise<void> {
           if (b > last) last = b;
         }
       }));
-      results.push({ latUs: lat.map((ms) => Math.round(ms * 10_000) / 10), elapsedS: (last - t0) / 1000, pairs: lat.length });
+      // One line per case, so the parent prints the row once every client has sent its line.
+      const r: CaseResult = { latUs: lat.map((ms) => Math.round(ms * 10_000) / 10), elapsedS: (last - t0) / 1000, pairs: lat.length };
+      process.stdout.write(JSON.stringify(r) + '\n');
     }
   }
   await barrier(ext, `${cfg.run}/end`, cfg.k);
   await ext.close();
   await noext.close();
-  // stdout is a pipe: exit only once the (large) line has been written out
-  await new Promise<void>((r) => process.stdout.write(JSON.stringify(results) + '\n', () => r()));
+  // stdout is a pipe: exit only once the (large) lines have been written out
+  await new Promise<void>((r) => process.stdout.write('', () => r()));
   process.exit(0);
 }
 
@@ -156,69 +151,53 @@ async function nextJson<T>(it: AsyncIterator<string>, what: string): Promise<T> 
   return JSON.parse(r.value) as T;
 }
 
-async function runClients(report: Report, port: number, k: number, seconds: number, depth: number, run: string): Promise<void> {
+async function runClients(report: Report, port: number, k: number, seconds: number, depth: number, run: string, round: number, samples: Record<string, unknown>[]): Promise<void> {
   const children = Array.from({ length: k }, (_, cid) =>
     spawnSelf('client', { GROUPCOMM_BENCH_STORE_CFG: JSON.stringify({ port, cid, k, seconds, depth, run }) }));
-  let all: CaseResult[][];
+  const its = children.map(lines);
   try {
-    all = await Promise.all(children.map((c, i) => nextJson<CaseResult[]>(lines(c), `client ${i}`)));
+    for (const c of CASES) {
+      for (const d of c.kind === 'tput' ? [1, depth] : [1]) {
+        const per = await Promise.all(its.map((it, i) => nextJson<CaseResult>(it, `client ${i}`)));
+        const lat = per.flatMap((r) => r.latUs);
+        const rate = per.reduce((sum, r) => sum + r.pairs / r.elapsedS, 0);
+        report.add({
+          name: c.kind === 'tput' ? `pair ${c.op}` : `latency ${c.op}`, impl: c.ext === false ? 'groupcomm-noext' : 'groupcomm', round,
+          op: c.op, clients: k, size_bytes: c.size, depth: d, median_us: median(lat), p99_us: percentile(lat, 0.99),
+          ops_s: Math.round(c.kind === 'tput' ? rate * 2 : rate),
+        }, samples);
+      }
+    }
   } catch (e) {
     // One client died: the others would sit in their barriers until the store timeout.
     for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
     throw e;
   }
-  let ci = 0;
-  for (const c of CASES) {
-    for (const d of c.kind === 'tput' ? [1, depth] : [1]) {
-      const lat = all.flatMap((r) => r[ci].latUs);
-      const rate = all.reduce((sum, r) => sum + r[ci].pairs / r[ci].elapsedS, 0);
-      report.add({
-        name: c.kind === 'tput' ? `pair ${c.op}` : `latency ${c.op}`,
-        impl: c.ext === false ? 'groupcomm-noext' : 'groupcomm', op: c.op, clients: k, size_bytes: c.size, depth: d,
-        median_us: median(lat), p99_us: percentile(lat, 0.99),
-        ops_s: Math.round(c.kind === 'tput' ? rate * 2 : rate),
-      });
-      ci++;
-    }
-  }
 }
 
-/** Runs the torch peer script and turns its table into rows (impl torch-2.6). */
-async function runTorch(report: Report, clients: number[], seconds: number): Promise<void> {
-  const { findTorch } = await import('./torch_env.js');
-  const found = findTorch();
-  if (!found.ok) {
-    report.note(`torch rows skipped: ${found.reason}`);
-    return;
-  }
-  const script = peerScript();
-  if (!script) {
-    report.note('torch rows skipped: torch_store_bench.py not found (set GROUPCOMM_PEERS_DIR)');
-    return;
-  }
-  const [cmd, args] = found.torch.command(script);
-  const child = spawn(cmd, [...args, '--clients', clients.join(','), '--seconds', String(seconds)], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (err += d));
-  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  if (code !== 0) {
-    report.note(`torch bench failed (exit ${code}): ${(err || out).slice(-500)}`);
-    return;
-  }
-  const impl = `torch-${found.torch.version.split('.').slice(0, 2).join('.')}`;
-  report.note(`torch: ${found.torch.version} (${found.torch.where}), legacy TCPStore server (Debian builds lack libuv)`);
-  // "K  case     op      value  median_us  p99_us  agg_ops/s  agg_MiB/s"
-  for (const line of out.split('\n')) {
+/** Runs the peer script and turns its table into rows (impl torch-X.Y). */
+async function runTorch(report: Report, cmd: string, clients: number[], seconds: number, round: number, samples: Record<string, unknown>[]): Promise<void> {
+  let impl = 'torch';
+  const deadline = Math.ceil(clients.length * 8 * (seconds + 3) + 60);
+  const run = await runPeer(cmd, ['--clients', clients.join(','), '--seconds', String(seconds), '--deadline', String(deadline)], (deadline + 30) * 1000, (line) => {
+    const v = /torch (\d+\.\d+)/.exec(line);
+    if (line.startsWith('#') && v) impl = `torch-${v[1]}`;
+    // "K  case     op      value  median_us  p99_us  agg_ops/s  agg_MiB/s"
     const m = /^(\d+)\s+(latency|pair)\s+(\S+)\s+(\S+)\s+([\d.]+)\s+([\d.]+)\s+(\d+)/.exec(line);
-    if (!m) continue;
+    if (!m) return;
     const size = m[4] === '16B' ? SMALL : m[4] === '64KiB' ? BIG : m[3] === 'add' ? 8 : 0;
     report.add({
-      name: `${m[2]} ${m[3]}`, impl, op: m[3], clients: Number(m[1]), size_bytes: size, depth: 1,
+      name: `${m[2]} ${m[3]}`, impl, round, op: m[3], clients: Number(m[1]), size_bytes: size, depth: 1,
       median_us: Number(m[5]), p99_us: Number(m[6]), ops_s: Number(m[7]),
-    });
-  }
+    }, samples);
+  });
+  if (run.code !== 0) report.note(`peer failed (exit ${run.code}${run.timedOut ? ', timed out' : ''}): ${tail(run)}`);
+}
+
+/** A progress line on a terminal (rewritten in place); nothing when stdout is not a TTY. */
+function progress(text: string | undefined): void {
+  if (!process.stdout.isTTY) return;
+  process.stdout.write(text === undefined ? '\r\x1b[K' : `\r\x1b[K# ${text}`);
 }
 
 async function runMemory(report: Report, nKeys: number): Promise<void> {
@@ -242,19 +221,23 @@ async function runMemory(report: Report, nKeys: number): Promise<void> {
         jobs.push(c.multiSet(ks, ks.map(() => value)));
       }
       await Promise.all(jobs);
+      progress(`filling the server: ${Math.min(i, nKeys)} / ${nKeys} keys, ${((performance.now() - t0) / 1000).toFixed(1)} s`);
     }
     await c.ping();
+    progress(undefined);
     const fillS = (performance.now() - t0) / 1000;
     const full = await rss();
     for (let i = 0; i < nKeys; i += 10_000) {
       await Promise.all(Array.from({ length: Math.min(10_000, nKeys - i) }, (_, x) => c.deleteKey(`mem/${i + x}`)));
+      progress(`deleting: ${Math.min(i + 10_000, nKeys)} / ${nKeys} keys`);
     }
+    progress(undefined);
     const after = await rss(true);
     await c.close();
     const perKey = (full.rss - before.rss) / nKeys;
     report.add({
       name: 'memory', impl: 'groupcomm', op: 'hold', size_bytes: SMALL, count: full.keys,
-      median_us: NaN, rss_start_mib: +(before.rss / 2 ** 20).toFixed(1), rss_full_mib: +(full.rss / 2 ** 20).toFixed(1),
+      rss_start_mib: +(before.rss / 2 ** 20).toFixed(1), rss_full_mib: +(full.rss / 2 ** 20).toFixed(1),
       rss_after_delete_mib: +(after.rss / 2 ** 20).toFixed(1), bytes_per_key: Math.round(perKey),
       heap_bytes_per_key: Math.round((full.heap - before.heap) / nKeys),
       heap_after_delete_mib: +(after.heap / 2 ** 20).toFixed(1), fill_s: +fillS.toFixed(2),
@@ -265,49 +248,80 @@ async function runMemory(report: Report, nKeys: number): Promise<void> {
   }
 }
 
-const HELP = `usage: groupcomm bench store [--clients 1,8] [--seconds S] [--depth D] [--memory-keys N] [--torch auto|off] [--json FILE]
+export const DESCRIPTION = `The TCPStore-compatible store: latency of set/get/add/wait (16 B and 64 KiB), set+get
+throughput at depth 1 and --depth, with 1 and more client processes against a server in its own
+process; then the server's memory holding --memory-keys keys. The peer, torch's TCPStore
+(peers/torch_store_bench.py), runs the same cases after each of our rounds.`;
 
-  --clients LIST     client process counts (default 1,8)
-  --seconds S        seconds per case (default 1)
-  --depth D          concurrent set+get pairs per client in the pipelined rows (default 16)
-  --memory-keys N    keys of 16 B for the RSS measurement (default 1000000; 0 skips it)
-  --torch MODE       auto: add torch-2.6 rows when a torch ≥ 2.2 is found (default); off`;
+export const OPTIONS = {
+  clients: { arg: 'LIST', group: 'participation', default: '1,8', parse: list(integer(1, 256), 'client process counts'), help: 'client process counts' },
+  seconds: { arg: 'S', group: 'parameters', default: '1', parse: number(0), help: 'seconds per case' },
+  depth: { arg: 'D', group: 'parameters', default: '16', parse: integer(1, 4096), help: 'concurrent set+get pairs per client in the pipelined rows' },
+  'memory-keys': { arg: 'N', group: 'parameters', default: '1000000', parse: integer(0), help: 'keys of 16 B for the RSS measurement (0 skips it)' },
+  ...peerOptions('torch_store_bench.py'),
+  ...OUTPUT_OPTIONS,
+  ...PLOT_OPTION,
+} satisfies Spec;
 
 export async function run(argv: string[], report: Report): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      clients: { type: 'string', default: '1,8' },
-      seconds: { type: 'string', default: '1' },
-      depth: { type: 'string', default: '16' },
-      'memory-keys': { type: 'string', default: '1000000' },
-      torch: { type: 'string', default: 'auto' },
-      help: { type: 'boolean', short: 'h' },
-    },
-  });
-  if (values.help) {
-    console.log(HELP);
-    return;
+  const cmd = 'groupcomm bench store';
+  const v = parse(OPTIONS, argv, cmd);
+  const { clients, seconds, depth } = v;
+  const memKeys = v['memory-keys'];
+  const peer = peerCommand(v, 'torch_store_bench.py', cmd);
+  report.section(`store latency and throughput: server in its own process, ${seconds}s per case, ${v.rounds} round(s)`);
+  if (!peer) report.note('no peer: pass --peer CMD or --peers-dir DIR for torch TCPStore rows (docs/bench.md)');
+  const samples = clients.map((k) => ({ name: 'latency set+get', impl: 'groupcomm-noext', round: v.rounds, op: 'set+get', clients: k, size_bytes: BIG, depth, median_us: 99999.9, p99_us: 99999.9, ops_s: 999999 }));
+  for (let round = 1; round <= v.rounds; round++) {
+    const server = spawnSelf('server');
+    const it = lines(server);
+    try {
+      const { port } = await nextJson<{ port: number }>(it, 'server');
+      for (const k of clients) await runClients(report, port, k, seconds, depth, `r${round}k${k}`, round, samples);
+    } finally {
+      server.stdin!.write('quit\n');
+      setTimeout(() => server.kill('SIGKILL'), 2000).unref();
+    }
+    if (peer) await runTorch(report, peer, clients, seconds, round, samples);
   }
-  const clients = values.clients!.split(',').map(Number);
-  const seconds = Number(values.seconds);
-  const depth = Number(values.depth);
-  const memKeys = Number(values['memory-keys']);
-  report.section(`store latency and throughput: server in its own process, ${seconds}s per case`);
-  const server = spawnSelf('server');
-  const it = lines(server);
-  try {
-    const { port } = await nextJson<{ port: number }>(it, 'server');
-    for (const k of clients) await runClients(report, port, k, seconds, depth, `run${k}`);
-  } finally {
-    server.stdin!.write('quit\n');
-    setTimeout(() => server.kill('SIGKILL'), 2000).unref();
+  const timed = report.rows.filter((r) => r.depth === 1 || r.impl.startsWith('groupcomm'));
+  const impls = new Set(timed.map((r) => r.impl));
+  if (v.rounds > 1 || peer) {
+    const ours = [...impls].filter((i) => i.startsWith('groupcomm'));
+    const show = { size_bytes: (x: unknown) => (x === BIG ? '64KiB' : `${x}B`) };
+    summarize(report, timed.filter((r) => r.name.startsWith('latency')), {
+      caseKeys: ['op', 'size_bytes', 'clients'], metric: 'median_us', unit: 'us', decimals: 1, ours, show,
+      title: `latency across ${v.rounds} round(s): min, median, max of the median per implementation; ratio of medians (< 1: ours faster)`,
+    });
+    summarize(report, timed.filter((r) => r.name.startsWith('pair') && r.depth === 1), {
+      caseKeys: ['op', 'size_bytes', 'clients'], metric: 'ops_s', unit: 'ops/s', decimals: 0, ours, show,
+      title: `set+get throughput at depth 1 across ${v.rounds} round(s); ratio of medians (> 1: ours faster)`,
+    });
   }
-  if (values.torch !== 'off') await runTorch(report, clients, seconds);
+  if (v.plot) {
+    writePlot(v.plot, storePanels(report.rows), { title: 'groupcomm bench store', yLabel: 'median latency (us, log scale)', xLabel: 'value size (bytes, log scale)', logY: true });
+    report.note(`plot: ${v.plot}`);
+  }
   if (memKeys > 0) {
     report.section(`store server memory: ${memKeys} keys of 16 B`);
     await runMemory(report, memKeys);
   }
+}
+
+/** Latency of set and get against value size: one panel per op and client count, a line per implementation. */
+function storePanels(rows: Row[]) {
+  const lat = rows.filter((r) => r.name === 'latency set' || r.name === 'latency get');
+  const keys = [...new Set(lat.map((r) => `${r.op}\u0000${r.clients}`))];
+  return keys.map((key) => {
+    const [op, k] = key.split('\u0000');
+    const mine = lat.filter((r) => r.op === op && String(r.clients) === k);
+    const series = [...new Set(mine.map((r) => r.impl))].map((impl) => {
+      const xs = mine.filter((r) => r.impl === impl);
+      const sizes = [...new Set(xs.map((r) => r.size_bytes as number))].sort((a, b) => a - b);
+      return { name: impl, points: sizes.map((s) => [s, median(xs.filter((r) => r.size_bytes === s).map((r) => r.median_us!))] as [number, number]) };
+    });
+    return { title: `${op}, ${k} client${k === '1' ? '' : 's'}`, series };
+  });
 }
 
 const role = process.env[ROLE_ENV];

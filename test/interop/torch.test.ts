@@ -1,5 +1,5 @@
 // Wire interop with PyTorch's TCPStore on loopback, both ways: a torch client against our server
-// and our client against a torch server. Runs when a torch ≥ 2.2 is found (see bench/torch_env.ts);
+// and our client against a torch server. Runs when a torch ≥ 2.2 is found (see test/helpers/torch_env.ts);
 // otherwise every case is reported as skipped, with the reason printed.
 import { spawn, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { isGroupcommError } from '../../host/base/errors.js';
 import { packageRoot } from '../../host/base/pkgroot.js';
-import { findTorch } from '../../bench/torch_env.js';
+import { findTorch } from '../helpers/torch_env.js';
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 const EVENT_TIMEOUT_MS = 45_000;

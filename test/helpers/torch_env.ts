@@ -4,8 +4,8 @@
  *   GROUPCOMM_TORCH_CHROOT   a chroot with python3 + torch (e.g. the Debian trixie one built by
  *                            shared/peers/trixie-torch.sh); /opt/trixie is tried by default
  *   python3                  the system python, if its torch is recent enough
- * Scripts run inside a chroot are copied into its /tmp first. Used by bench/store.ts and by
- * test/interop/torch.test.ts (it lives in bench/ because the shipped bench may not import test/).
+ * Scripts run inside a chroot are copied into its /tmp first. Used by test/interop/torch.test.ts;
+ * the benches take their peers from the command line instead (--peer, --peers-dir).
  */
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
