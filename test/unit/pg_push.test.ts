@@ -537,36 +537,44 @@ test('push mode, 5 ranks (hub): after a mixed workload and destroy the server ho
 
 
 test('spinUs: a waiting receive keeps the event loop turning for that long, then lets it sleep; 0 never spins', async () => {
-  // CPU time over a window in which rank 1 waits 250 ms for a message: with a 100 ms spin the
-  // process is busy for about 100 ms of it, without a spin it sleeps (Bun has no
-  // eventLoopUtilization; process.cpuUsage is in both).
-  const busy = async (spinUs: number) => {
+  // Counts the setImmediate turns scheduled while rank 1 waits 300 ms for a message, split into
+  // the first 60 ms and the last 120 ms. A 100 ms spin turns the loop in the first window and
+  // never in the last (it stopped by wall clock); spinUs 0 never turns it. Counting turns, not
+  // CPU share, keeps the test true on a loaded machine.
+  const turns = async (spinUs: number) => {
     const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
     const s1 = await TcpStore.create({ port: s0.port, timeoutMs: 5000 });
     const [a, b] = await Promise.all([s0, s1].map((store, rank) =>
       StatelessProcessGroup.create({ rank, worldSize: 2, store, timeoutMs: 5000, groupName: `spin${spinUs}`, spinUs })));
+    const real = globalThis.setImmediate;
+    let count = 0;
     try {
       await sleep(20);
-      const cpu0 = process.cpuUsage();
+      globalThis.setImmediate = ((fn: (...a: unknown[]) => void, ...args: unknown[]) => { count++; return real(fn, ...args); }) as typeof setImmediate;
+      const t0 = performance.now();
       const got = b.recvObj(0);
-      await sleep(250);
-      const c = process.cpuUsage(cpu0);
-      const u = (c.user + c.system) / 250_000;
+      await sleep(60);
+      const early = count;
+      await sleep(Math.max(0, 180 - (performance.now() - t0)));
+      const mid = count;
+      await sleep(120);
+      const late = count - mid;
+      globalThis.setImmediate = real;
       await a.sendObj('late', 1);
       assert.is(await got, 'late');
-      return u;
+      return { early, late };
     } finally {
+      globalThis.setImmediate = real;
       await Promise.all([a.destroy({ force: true }), b.destroy({ force: true })]);
       await s1.close();
       await s0.close();
     }
   };
-  const still = await busy(0);
-  const spun = await busy(100_000);
-  // Compared with each other: GC and JIT threads count in both (Bun's more than Node's).
-  assert.ok(spun - still > 0.2, `CPU share over 250 ms: ${spun.toFixed(2)} with a 100 ms spin, ${still.toFixed(2)} without`);
-  assert.ok(spun < 0.85, `a 100 ms spin kept the process busy for ${(spun * 250).toFixed(0)} ms of 250`);
-  assert.ok(still < 0.3, `CPU share without a spin: ${still.toFixed(2)}`);
+  const still = await turns(0);
+  const spun = await turns(100_000);
+  assert.ok(spun.early > 0, `a 100 ms spin turned the loop ${spun.early} times in its first 60 ms`);
+  assert.is(spun.late, 0, 'the spin stopped once its 100 ms were over');
+  assert.is(still.early + still.late, 0, 'spinUs 0 never turns the loop while waiting');
 });
 
 test('spinUs: a bad value (option or GROUPCOMM_PG_SPIN_US) is refused before any store traffic', async () => {
