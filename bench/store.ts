@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { TcpStore } from '../host/store/client.js';
 import { TcpStoreServer } from '../host/store/server.js';
 import { packageRoot } from '../host/base/pkgroot.js';
+import { setting } from '../host/base/config.js';
 import { median, percentile, type Report } from './report.js';
 
 const SMALL = 16;
@@ -41,7 +42,7 @@ const CASES: Case[] = [
 ];
 /** torch's side: shared/peers/torch_store_bench.py (GROUPCOMM_PEERS_DIR, or a shared/ next to the checkout). */
 function peerScript(): string | undefined {
-  const dirs = [process.env.GROUPCOMM_PEERS_DIR, path.join(packageRoot(), '..', 'shared', 'peers'),
+  const dirs = [setting('GROUPCOMM_PEERS_DIR'), path.join(packageRoot(), '..', 'shared', 'peers'),
     path.join(packageRoot(), '..', '..', 'shared', 'peers')];
   return dirs.filter((d): d is string => !!d).map((d) => path.join(d, 'torch_store_bench.py')).find((f) => fs.existsSync(f));
 }

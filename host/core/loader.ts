@@ -9,6 +9,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { instantiateSync, type ASUtil } from '@assemblyscript/loader';
 import { packageRoot } from '../base/pkgroot.js';
+import { setting } from '../base/config.js';
 
 // The raw exports are declared loosely here; each wrapper module types the ones it uses.
 export type CoreExports = ASUtil & { [name: string]: any };
@@ -27,7 +28,7 @@ export interface Core {
 let core: Core | undefined;
 
 export function wasmPath(): string {
-  return process.env.GROUPCOMM_CORE_WASM ?? path.join(packageRoot(), 'build', 'core.wasm');
+  return setting('GROUPCOMM_CORE_WASM') ?? path.join(packageRoot(), 'build', 'core.wasm');
 }
 
 export function getCore(): Core {

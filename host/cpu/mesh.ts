@@ -19,7 +19,7 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { logger, type Logger } from '../base/log.js';
 import {
   ACK_SIZE, HEADER_SIZE, HELLO_FIXED, MAGIC, MAX_NAME_BYTES, Status, VERSION, decodeAck,
@@ -514,9 +514,10 @@ export class Mesh {
   private listen(): Promise<void> {
     return new Promise((resolve, reject) => {
       const srv = net.createServer((s) => this.onConnection(s));
-      srv.once('error', reject);
+      const onError = (e: Error) => reject(bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e));
+      srv.once('error', onError);
       srv.listen(this.opts.port, this.opts.host, () => {
-        srv.off('error', reject);
+        srv.off('error', onError);
         srv.on('error', (e) => this.log.warn(`listener error: ${e.message}`));
         const a = srv.address() as net.AddressInfo;
         this.address = { host: this.opts.host, port: a.port };

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pluginUnavailable, invalidArgument } from '../base/errors.js';
 import { logger } from '../base/log.js';
+import { setting } from '../base/config.js';
 import { checkBackend } from './check.js';
 import type { DeviceBackendV1 } from './types.js';
 
@@ -25,6 +26,7 @@ const BUILTIN: Record<string, () => Promise<unknown>> = {
 const registered = new Map<string, DeviceBackendV1>();
 const loaded = new Map<string, Promise<DeviceBackendV1>>();
 
+/** The backend used when neither the option nor GROUPCOMM_DEVICE_PLUGIN names one (declared in base/config.ts). */
 export const DEFAULT_BACKEND = 'cuda';
 
 /** Makes `backend` resolvable by its name (replacing a previous registration of that name). */
@@ -40,7 +42,7 @@ export function backendNames(): string[] {
 
 /** The backend spec in effect: the option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda'. */
 export function backendSpec(option?: string): string {
-  const s = option ?? process.env.GROUPCOMM_DEVICE_PLUGIN ?? DEFAULT_BACKEND;
+  const s = option ?? setting('GROUPCOMM_DEVICE_PLUGIN');
   if (typeof s !== 'string' || s.trim() === '') throw invalidArgument('device backend spec must be a non-empty string');
   return s.trim();
 }
