@@ -82,7 +82,10 @@ test('the logging switches warn instead: a bad value reads as the default', () =
 
 test('a bad GROUPCOMM_DEBUG is reported once on stderr, naming the variable and the default used', () => {
   const log = path.join(packageRoot(), ...(runningSources ? ['host'] : ['dist', 'host']), 'base', runningSources ? 'log.ts' : 'log.js');
-  const code = `const m = await import(${JSON.stringify(pathToFileURL(log).href)}); m.logger('PG').warn('a'); m.logger('CPU').warn('b');`;
+  const config = log.replace(/log\.(ts|js)$/, 'config.$1');
+  // log.ts reads it once; two more reads through the registry must not repeat the warning.
+  const code = `const m = await import(${JSON.stringify(pathToFileURL(log).href)}); m.logger('PG').warn('a'); m.logger('CPU').warn('b');` +
+    `const c = await import(${JSON.stringify(pathToFileURL(config).href)}); c.setting('GROUPCOMM_DEBUG'); c.setting('GROUPCOMM_DEBUG_SUBSYS');`;
   const r = spawnSync(process.execPath, [...(runningSources ? [] : ['--input-type=module']), '-e', code], {
     env: { ...process.env, GROUPCOMM_DEBUG: 'verbose' }, encoding: 'utf8', timeout: 20_000,
   });

@@ -103,7 +103,11 @@ test('settled: true once all settle (rejections too), false at the timeout or wh
   assert.is(await settled([new Promise(() => {})], { timeoutMs: 20 }), false);
   const ac = new AbortController();
   setTimeout(() => ac.abort(), 10);
-  assert.is(await settled([new Promise(() => {})], { timeoutMs: 60_000, signal: ac.signal }), false);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((resolve) => { timer = setTimeout(() => resolve('still waiting'), 10_000); });
+  const r = await Promise.race([settled([new Promise(() => {})], { timeoutMs: 600_000, signal: ac.signal }), late]);
+  clearTimeout(timer);
+  assert.is(r, false, 'the signal ends the wait');
 });
 
 test.run();

@@ -4,6 +4,7 @@
 // flight with ABORTED at once, both are idempotent (one promise), and `await using` closes.
 // Every object here is real: sockets on 127.0.0.1, a real TcpStoreServer.
 import { test } from 'uvu';
+import net from 'node:net';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer, PrefixStore } from '../../host/store/index.js';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
@@ -17,6 +18,19 @@ import { rejectsWith } from '../helpers/rejects.js';
 
 const TIMEOUT = 10_000;
 const text = (b: Uint8Array) => Buffer.from(b).toString();
+
+/** `p`, marked as handled now (it may reject before the test awaits it). */
+function inFlight<T>(p: Promise<T>): Promise<T> {
+  p.catch(() => {});
+  return p;
+}
+
+/** Rejects if `p` has not settled within `ms` (a liveness bound, not a speed claim). */
+function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: still pending after ${ms}ms`)), ms); });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
 
 /** True once `p` has settled (checked after a short pause: "still pending" is the claim). */
 async function settledYet(p: Promise<unknown>): Promise<boolean> {
@@ -33,6 +47,14 @@ async function aborted(p: Promise<unknown>, reason: string): Promise<void> {
   for (let x: unknown = e; x !== undefined && chain.length < 8; x = (x as { cause?: unknown }).cause) chain.push(x);
   assert.ok(chain.some((x) => x === reason || (x instanceof Error && x.message.includes(reason))),
     `the reason reaches the error: ${chain.map(String).join(' <- ')}`);
+}
+
+/** Waits until `s` holds `n` connections. */
+async function connections(s: TcpStoreServer, n: number): Promise<void> {
+  for (let i = 0; s.numConnections < n; i++) {
+    if (i > 2000) throw new Error(`${s.numConnections} connections, expected ${n}`);
+    await sleep(5);
+  }
 }
 
 /**
@@ -56,7 +78,7 @@ const client = () => TcpStore.create({ port: server.port, timeoutMs: TIMEOUT });
 
 test('TcpStore: close() refuses new calls at once but lets a get in flight finish; one promise', async () => {
   const [a, b] = await Promise.all([client(), client()]);
-  const got = a.get('ts/late');
+  const got = inFlight(a.get('ts/late'));
   await sleep(20);
   const closing = a.close();
   assert.is(a.close(), closing);
@@ -71,11 +93,11 @@ test('TcpStore: close() refuses new calls at once but lets a get in flight finis
 
 test('TcpStore: close({ timeoutMs }) aborts what is still in flight; abort() rejects at once; later calls DESTROYED', async () => {
   const a = await client();
-  const w = a.wait(['ts/never']);
+  const w = inFlight(a.wait(['ts/never']));
   await a.close({ timeoutMs: 50 });
   await aborted(w, 'close() waited 50ms');
   const c = await client();
-  const w2 = c.wait(['ts/never']);
+  const w2 = inFlight(c.wait(['ts/never']));
   await sleep(20);
   const ab = c.abort('stop');
   await aborted(w2, 'stop');
@@ -85,33 +107,36 @@ test('TcpStore: close({ timeoutMs }) aborts what is still in flight; abort() rej
   await rejectsWith(c.get('ts/x'), ErrorCode.DESTROYED);
 });
 
-test('TcpStoreServer: close() ends every connection (a blocked client sees PEER_LOST); abort() cuts a close short', async () => {
+test('TcpStoreServer: close() ends every connection (a blocked client sees PEER_LOST) and waits for them; abort() cuts it short', async () => {
   const s = await TcpStoreServer.listen({ port: 0 });
   const c = await TcpStore.create({ port: s.port, timeoutMs: TIMEOUT });
   await warmWaitConnection(c);
-  const w = c.wait(['never']);
+  const w = inFlight(c.wait(['never']));
   await sleep(20);
   const closing = s.close();
   assert.is(s.close(), closing);
   await rejectsWith(w, ErrorCode.PEER_LOST);
   await closing;
   await c.close();
+  // A client that keeps its side open (half-open) holds a graceful close; abort() cuts it short.
   const s2 = await TcpStoreServer.listen({ port: 0 });
-  const c2 = await TcpStore.create({ port: s2.port, timeoutMs: TIMEOUT });
-  await warmWaitConnection(c2);
-  const w2 = c2.wait(['never']);
-  await sleep(20);
+  const raw = net.connect({ port: s2.port, host: '127.0.0.1', allowHalfOpen: true });
+  await new Promise((resolve) => raw.once('connect', resolve));
+  await connections(s2, 1);
+  const ended = new Promise((resolve) => raw.once('end', resolve));
+  const closing2 = s2.close();
+  await ended; // the server ended its side (FIN, after any replies), it did not reset the connection
+  assert.not.ok(await settledYet(closing2), 'close waits for the client to hang up');
   const ab = s2.abort('stop');
-  assert.is(s2.close(), ab);
-  await ab;
-  await rejectsWith(w2, ErrorCode.PEER_LOST);
-  await c2.abort();
+  assert.is(ab, closing2);
+  await within(ab, TIMEOUT, 'abort() of a closing server');
+  raw.destroy();
 });
 
 test('PrefixStore: close and abort end the view, never the store it wraps', async () => {
   const [a, b] = await Promise.all([client(), client()]);
   const view = new PrefixStore('pv', a);
-  const got = view.get('k');
+  const got = inFlight(view.get('k'));
   await sleep(20);
   const closing = view.close();
   await rejectsWith(view.set('k2', 'x'), ErrorCode.DESTROYED);
@@ -120,7 +145,7 @@ test('PrefixStore: close and abort end the view, never the store it wraps', asyn
   assert.is(text(await got), 'v');
   await closing;
   const v2 = new PrefixStore('pv', a);
-  const w = v2.wait(['never']);
+  const w = inFlight(v2.wait(['never']));
   const ab = v2.abort('stop');
   await aborted(w, 'stop');
   assert.is(v2.abort(), ab);
@@ -133,7 +158,7 @@ test('StatelessProcessGroup: close() lets a recv in flight finish, then departs;
   const make = (rank: number, groupName: string) =>
     StatelessProcessGroup.create({ rank, worldSize: 2, store: mem.client(), timeoutMs: TIMEOUT, groupName });
   const [a, b] = await Promise.all([make(0, 'lc'), make(1, 'lc')]);
-  const got = b.recvObj(0);
+  const got = inFlight(b.recvObj(0));
   const closing = b.close();
   assert.is(b.close(), closing);
   await rejectsWith(b.sendObj(1, 0), ErrorCode.DESTROYED);
@@ -144,13 +169,24 @@ test('StatelessProcessGroup: close() lets a recv in flight finish, then departs;
   assert.equal([...mem.data.keys()].filter((k) => k.startsWith('lc/') && k !== 'lc/epoch'), [], 'the departure cleaned up');
 
   const [c, d] = await Promise.all([make(0, 'lc2'), make(1, 'lc2')]);
-  const r = d.recvObj(0);
+  const r = inFlight(d.recvObj(0));
   const ab = d.abort('stop');
   await aborted(r, 'stop');
   assert.is(d.close(), ab);
   assert.is(d.destroy(), ab);
   await rejectsWith(d.barrier(), ErrorCode.DESTROYED);
   await c.destroy({ force: true });
+
+  // An operation stuck in a store that ignores signals (a server that stopped answering, say):
+  // abort() still rejects it at once.
+  const [e, f] = await Promise.all([make(0, 'lc3'), make(1, 'lc3')]);
+  const never = () => new Promise<never>(() => {});
+  Object.assign(f.store, { set: never, multiSet: never, publish: never });
+  const stuck = inFlight(f.sendObj('x', 0));
+  await sleep(10);
+  void f.abort('stop');
+  await aborted(within(stuck, TIMEOUT, 'a send stuck in the store'), 'stop');
+  await e.destroy({ force: true });
 });
 
 test('CpuGroup: close() lets a recv in flight finish; abort() rejects with ABORTED; destroy is close', async () => {
@@ -158,7 +194,7 @@ test('CpuGroup: close() lets a recv in flight finish; abort() rejects with ABORT
   const pair = (groupName: string) => Promise.all([0, 1].map((rank) =>
     CpuGroup.create({ store, rank, worldSize: 2, groupName, timeoutMs: TIMEOUT })));
   const [a, b] = await pair('lc-cpu');
-  const got = b.recv(empty([2], 'float32'), 0);
+  const got = inFlight(b.recv(empty([2], 'float32'), 0));
   const closing = b.close();
   assert.is(b.destroy(), closing);
   await rejectsWith(b.barrier(), ErrorCode.DESTROYED);
@@ -168,7 +204,7 @@ test('CpuGroup: close() lets a recv in flight finish; abort() rejects with ABORT
   await Promise.all([closing, a.close()]);
 
   const [c, d] = await pair('lc-cpu2');
-  const r = d.recv(empty([1], 'int32'), 0);
+  const r = inFlight(d.recv(empty([1], 'int32'), 0));
   const ab = d.abort('stop');
   await aborted(r, 'stop');
   assert.is(d.abort(), ab);
@@ -182,18 +218,21 @@ test('StatelessGroupCoordinator: close() finishes the op in flight; abort() reje
     groupRanks: [[0, 1]], globalRank: r, groupName, rendezvous, timeoutMs: TIMEOUT,
   })));
   const [a, b] = await pair('lc-co');
-  const got = b.recvObject(0);
+  const got = inFlight(b.recvObject(0));
+  const got2 = inFlight(b.recvObject(0)); // queued behind the first: close() waits for it too
   const closing = b.close({ lingerMs: 2000 });
   assert.is(b.destroy(), closing);
   await rejectsWith(b.barrier(), ErrorCode.DESTROYED);
   assert.not.ok(await settledYet(closing), 'close waits for the recv in flight');
   await a.sendObject('hi', 1);
   assert.is(await got, 'hi');
+  await a.sendObject('again', 1);
+  assert.is(await got2, 'again');
   await Promise.all([closing, a.close({ lingerMs: 2000 })]);
   assert.ok(a.destroyed && b.destroyed);
 
   const [c, d] = await pair('lc-co2');
-  const r = d.recvObject(0);
+  const r = inFlight(d.recvObject(0));
   const ab = d.abort('stop');
   await aborted(r, 'stop');
   assert.is(d.close(), ab);
