@@ -5,8 +5,6 @@
 export { GroupcommError, ErrorCode, isGroupcommError } from './base/errors.js';
 export type { GroupcommErrorFields } from './base/errors.js';
 export { defaultTimeoutMs } from './base/deadline.js';
-export { settingsInForce } from './base/config.js';
-export type { SettingInForce, SettingName } from './base/config.js';
 export type { CloseOptions } from './base/lifecycle.js';
 export type { OpOptions } from './base/deadline.js';
 export {

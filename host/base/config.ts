@@ -1,8 +1,8 @@
 /**
  * Every GROUPCOMM_* environment variable groupcomm reads, declared once: its parser, what it
  * accepts, its default and a one-line doc. Nothing else in host/ or plugins/ reads
- * `process.env.GROUPCOMM_*` (test/unit/env_reads.test.ts checks), and docs/env.md is generated
- * from this table (`node scripts/gen-env-doc.js`; a test fails when they differ).
+ * `process.env.GROUPCOMM_*` (scripts/check-source.js, run by the tests, checks), and docs/env.md
+ * is generated from this table (`node scripts/gen-env-doc.js`; a test fails when they differ).
  *
  * Rules for every variable: an empty value means unset; a value the variable does not accept is
  * an ERR_GROUPCOMM_CONFIG error naming the variable and what it accepts, thrown by the call that

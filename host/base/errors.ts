@@ -76,7 +76,7 @@ export function isGroupcommError(e: unknown, code?: ErrorCode): e is GroupcommEr
   );
 }
 
-// Every GroupcommError is made by one of these factories (test/unit/env_reads.test.ts checks
+// Every GroupcommError is made by one of these factories (scripts/check-source.js checks
 // that nothing else calls the constructor).
 export const timeoutError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.TIMEOUT, msg, f);

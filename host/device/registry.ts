@@ -26,9 +26,6 @@ const BUILTIN: Record<string, () => Promise<unknown>> = {
 const registered = new Map<string, DeviceBackendV1>();
 const loaded = new Map<string, Promise<DeviceBackendV1>>();
 
-/** The backend used when neither the option nor GROUPCOMM_DEVICE_PLUGIN names one (declared in base/config.ts). */
-export const DEFAULT_BACKEND = 'cuda';
-
 /** Makes `backend` resolvable by its name (replacing a previous registration of that name). */
 export function registerBackend(backend: DeviceBackendV1): void {
   const b = checkBackend(backend, `'${(backend as { name?: unknown })?.name}'`);
@@ -40,7 +37,7 @@ export function backendNames(): string[] {
   return [...new Set([...Object.keys(BUILTIN), ...registered.keys()])].sort();
 }
 
-/** The backend spec in effect: the option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda'. */
+/** The backend spec in effect: the option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda' (its default in base/config.ts). */
 export function backendSpec(option?: string): string {
   const s = option ?? setting('GROUPCOMM_DEVICE_PLUGIN');
   if (typeof s !== 'string' || s.trim() === '') throw invalidArgument('device backend spec must be a non-empty string');

@@ -764,7 +764,7 @@ export class TcpStore implements Store {
   private async drained(until: number, signal?: AbortSignal): Promise<boolean> {
     while (this.main.inFlight || this.waiting > 0) {
       if (this.aborted || signal?.aborted || performance.now() >= until) return false;
-      await sleep(Math.min(5, Math.max(1, until - performance.now()))).catch(() => {});
+      await sleep(Math.min(2, Math.max(1, until - performance.now()))).catch(() => {});
     }
     return true;
   }
