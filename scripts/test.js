@@ -11,7 +11,13 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const [mode = 'all', ...filters] = process.argv.slice(2);
-const fileTimeoutMs = Number(process.env.GROUPCOMM_TEST_FILE_TIMEOUT_MS ?? 300_000);
+// Declared in host/base/config.ts (docs/env.md); checked here by hand: the runner works without a build.
+const rawFileTimeout = process.env.GROUPCOMM_TEST_FILE_TIMEOUT_MS || '300000';
+if (!/^\s*\d+\s*$/.test(rawFileTimeout) || Number(rawFileTimeout) < 1) {
+  console.error(`GROUPCOMM_TEST_FILE_TIMEOUT_MS=${JSON.stringify(rawFileTimeout)} is not valid: expected a positive integer (milliseconds)`);
+  process.exit(2);
+}
+const fileTimeoutMs = Number(rawFileTimeout);
 const bun = path.join(root, 'node_modules', '.bin', 'bun');
 
 function find(dir, suffix) {

@@ -1,8 +1,15 @@
 /**
  * Timeouts and cancellation, written once. Every blocking call in groupcomm takes
- * `{ timeoutMs, signal }` and funnels through `guard`, which makes sure the timer and the abort
- * listener are removed when the operation ends (no leaked listeners on long-lived signals).
+ * `{ timeoutMs, signal }`:
+ * - `effectiveTimeout` computes the timeout of one call (the call's, else the object's, else
+ *   `defaultTimeoutMs()`, which is GROUPCOMM_TIMEOUT_MS or 300 s);
+ * - `Deadline` carries one deadline across the several steps of one operation;
+ * - `anySignal` combines signals (the caller's and an object's own, say);
+ * - `guard` races a promise against the timeout and the signal and makes sure the timer and the
+ *   abort listener are removed when the operation ends (no leaked listeners on long-lived
+ *   signals); `settled` waits for promises within a deadline (graceful close).
  */
+import { setting } from './config.js';
 import { abortedError, GroupcommError, timeoutError, type GroupcommErrorFields } from './errors.js';
 
 export interface OpOptions {
@@ -12,17 +19,96 @@ export interface OpOptions {
   signal?: AbortSignal;
 }
 
-function envTimeout(): number {
-  const v = Number(process.env.GROUPCOMM_TIMEOUT_MS);
-  return Number.isFinite(v) && v > 0 ? v : 300_000;
+/**
+ * One default for every layer (torch mixes 5 min and 30 min): GROUPCOMM_TIMEOUT_MS, else 300 s.
+ * Read when needed; throws ERR_GROUPCOMM_CONFIG when the variable holds a bad value.
+ */
+export function defaultTimeoutMs(): number {
+  return setting('GROUPCOMM_TIMEOUT_MS');
 }
 
-/** One default for every layer (torch mixes 5 min and 30 min); override per object or per call. */
-export const DEFAULT_TIMEOUT_MS = envTimeout();
+/** OpOptions with the timeout worked out (what a step of an operation is handed). */
+export interface TimedOptions extends OpOptions {
+  timeoutMs: number;
+}
 
-export function effectiveTimeout(opts: OpOptions | undefined, fallback: number): number {
-  const t = opts?.timeoutMs ?? fallback;
-  return t > 0 && Number.isFinite(t) ? t : fallback;
+const positive = (t: number | undefined): t is number => t !== undefined && t > 0 && Number.isFinite(t);
+
+/**
+ * The timeout of one call: `opts.timeoutMs` when it is a positive number, else `fallbackMs`
+ * (the object's timeout) when it is one, else `defaultTimeoutMs()`.
+ */
+export function effectiveTimeout(opts: OpOptions | undefined, fallbackMs?: number): number {
+  const t = opts?.timeoutMs;
+  if (positive(t)) return t;
+  return positive(fallbackMs) ? fallbackMs : defaultTimeoutMs();
+}
+
+/**
+ * One deadline spanning several calls: an operation that does a metadata broadcast and then
+ * several tensor broadcasts must finish within the one `timeoutMs` the caller gave, so each step
+ * gets what is left of it, not a fresh full timeout.
+ */
+export class Deadline {
+  /** performance.now() at which it passes. */
+  readonly at: number;
+
+  constructor(readonly timeoutMs: number, readonly signal: AbortSignal | undefined, private readonly what: string) {
+    this.at = performance.now() + timeoutMs;
+  }
+
+  /** The deadline of a call made with `opts` on an object whose own timeout is `fallbackMs`. */
+  static of(opts: OpOptions | undefined, fallbackMs: number | undefined, what: string): Deadline {
+    return new Deadline(effectiveTimeout(opts, fallbackMs), opts?.signal, what);
+  }
+
+  /** Whole milliseconds left (0 once passed). */
+  remainingMs(): number {
+    return Math.max(0, Math.floor(this.at - performance.now()));
+  }
+
+  /** Options for the next step; throws ERR_GROUPCOMM_TIMEOUT when nothing is left. */
+  next(): TimedOptions {
+    const left = this.remainingMs();
+    if (left <= 0) throw timeoutError(`${this.what} timed out after ${this.timeoutMs}ms`, { timeoutMs: this.timeoutMs });
+    return { timeoutMs: left, signal: this.signal };
+  }
+}
+
+/** `AbortSignal.any` where the runtime has it; a small fallback otherwise. */
+export function anySignal(signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
+  const list = signals.filter((s): s is AbortSignal => s !== undefined);
+  if (list.length <= 1) return list[0];
+  const any = (AbortSignal as unknown as { any?: (s: AbortSignal[]) => AbortSignal }).any;
+  if (any) return any(list);
+  const c = new AbortController();
+  for (const s of list) {
+    if (s.aborted) { c.abort(s.reason); break; }
+    s.addEventListener('abort', () => c.abort(s.reason), { once: true });
+  }
+  return c.signal;
+}
+
+/**
+ * Resolves true once every promise in `ps` has settled, or false when `timeoutMs` passes or
+ * `signal` fires first (never rejects). What graceful close() uses to wait for operations in
+ * flight before it gives up on them.
+ */
+export function settled(ps: Iterable<Promise<unknown>>, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<boolean> {
+  const all = [...ps];
+  if (all.length === 0) return Promise.resolve(true);
+  if (opts.signal?.aborted) return Promise.resolve(false);
+  return new Promise<boolean>((resolve) => {
+    const done = (v: boolean) => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve(v);
+    };
+    const onAbort = () => done(false);
+    const timer = setTimeout(() => done(false), opts.timeoutMs);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    void Promise.allSettled(all).then(() => done(true));
+  });
 }
 
 export interface GuardSpec {

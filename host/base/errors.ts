@@ -13,6 +13,10 @@ export const ErrorCode = {
   DESTROYED: 'ERR_GROUPCOMM_DESTROYED',
   AUTH: 'ERR_GROUPCOMM_AUTH',
   INTERNAL: 'ERR_GROUPCOMM_INTERNAL',
+  /** A GROUPCOMM_* environment variable holds a value it does not accept (see docs/env.md). */
+  CONFIG: 'ERR_GROUPCOMM_CONFIG',
+  /** Listening on host:port failed (EADDRINUSE, EADDRNOTAVAIL, EACCES…): the cause says which. */
+  BIND: 'ERR_GROUPCOMM_BIND',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -27,6 +31,11 @@ export interface GroupcommErrorFields {
   cause?: unknown;
   /** A numeric sub-code, e.g. the WASM decoder's error code or an NCCL result. */
   detail?: number;
+  /** The environment variable at fault (ERR_GROUPCOMM_CONFIG). */
+  variable?: string;
+  /** The address that could not be bound (ERR_GROUPCOMM_BIND). */
+  host?: string;
+  port?: number;
 }
 
 // A Symbol.for brand makes isGroupcommError work across two copies of the package
@@ -43,7 +52,11 @@ export class GroupcommError extends Error {
   timeoutMs?: number;
   elapsedMs?: number;
   detail?: number;
+  variable?: string;
+  host?: string;
+  port?: number;
 
+  /** Use the factories below: they are what keeps codes and messages uniform. */
   constructor(code: ErrorCode, message: string, fields: GroupcommErrorFields = {}) {
     super(message, fields.cause === undefined ? undefined : { cause: fields.cause });
     this.name = 'GroupcommError';
@@ -64,6 +77,8 @@ export function isGroupcommError(e: unknown, code?: ErrorCode): e is GroupcommEr
   );
 }
 
+// Every GroupcommError is made by one of these factories (scripts/check-source.js checks
+// that nothing else calls the constructor).
 export const timeoutError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.TIMEOUT, msg, f);
 export const abortedError = (msg: string, f: GroupcommErrorFields = {}) =>
@@ -82,3 +97,36 @@ export const authError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.AUTH, msg, f);
 export const internalError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.INTERNAL, msg, f);
+
+/** `variable` holds `value`, which is not what it accepts (`accepts`, in words). */
+export const configError = (variable: string, value: string, accepts: string) =>
+  new GroupcommError(ErrorCode.CONFIG, `${variable}=${JSON.stringify(value)} is not valid: expected ${accepts}`, { variable });
+
+/** Error codes of listen() that mean "this address cannot be bound", not a bug of ours. */
+const BIND_CODES = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'ENOTFOUND']);
+
+/**
+ * The error for a listen() on `host:port` that failed with `cause` (what `server.listen` emitted):
+ * ERR_GROUPCOMM_BIND for an address that cannot be bound, naming who listened (`what`) and the
+ * errno code; anything else passes through unchanged.
+ */
+export function bindError(what: string, host: string, port: number, cause: unknown): unknown {
+  const code = (cause as NodeJS.ErrnoException | undefined)?.code;
+  if (isGroupcommError(cause) || code === undefined || !BIND_CODES.has(code)) return cause;
+  const hint = code === 'EADDRINUSE' ? ' (the port is taken: pick another, or 0 for any free one)'
+    : code === 'EACCES' || code === 'EPERM' ? ' (not allowed: ports below 1024 need privileges)'
+      : code === 'EADDRNOTAVAIL' || code === 'ENOTFOUND' ? ' (no such local address)' : '';
+  return new GroupcommError(ErrorCode.BIND, `${what}: cannot listen on ${host}:${port}: ${code}${hint}`, { host, port, cause });
+}
+
+/**
+ * `e` with more context: the same code and fields, `message` in front, `e` as the cause (how a
+ * layer adds its own name to an error from the layer below).
+ */
+export function withContext(e: GroupcommError, message: string, fields: GroupcommErrorFields = {}): GroupcommError {
+  return new GroupcommError(e.code, message, {
+    rank: e.rank, peerRank: e.peerRank, peerRanks: e.peerRanks, key: e.key, keys: e.keys,
+    timeoutMs: e.timeoutMs, elapsedMs: e.elapsedMs, detail: e.detail, variable: e.variable,
+    host: e.host, port: e.port, ...fields, cause: e,
+  });
+}

@@ -4,21 +4,14 @@
  * prefixed with `groupcomm host:pid SUBSYS` (and `rank r/n` when the logger knows it).
  */
 import os from 'node:os';
+import { setting } from './config.js';
 
 const LEVELS = { off: 0, warn: 1, info: 2, debug: 3, trace: 4 } as const;
 export type LogLevel = Exclude<keyof typeof LEVELS, 'off'>;
 
-function parseLevel(v: string | undefined): number {
-  if (!v) return 0;
-  const l = v.trim().toLowerCase();
-  if (l in LEVELS) return LEVELS[l as keyof typeof LEVELS];
-  if (l === '1' || l === 'true') return LEVELS.info;
-  return 0;
-}
-
-const level = parseLevel(process.env.GROUPCOMM_DEBUG);
-const subsys = (process.env.GROUPCOMM_DEBUG_SUBSYS ?? '')
-  .split(',').map((s) => s.trim().toUpperCase()).filter(Boolean);
+// Read once per process (every logger checks them on every line); a bad value warns, see config.ts.
+const level = LEVELS[setting('GROUPCOMM_DEBUG')];
+const subsys: readonly string[] = setting('GROUPCOMM_DEBUG_SUBSYS') ?? [];
 const host = os.hostname();
 const warnedOnce = new Set<string>();
 

@@ -56,7 +56,7 @@ export async function run(argv: string[]): Promise<number> {
   const steps = Number(v.steps ?? 30);
   const stepMs = Number(v['step-ms'] ?? 5);
   const timeoutMs = Number(v['timeout-ms'] ?? 30_000);
-  if (!(steps >= 1) || !(stepMs >= 0) || !(timeoutMs > 0)) { console.error(USAGE); return 2; }
+  if (!(Number.isInteger(steps) && steps >= 1) || !(stepMs >= 0) || !(Number.isInteger(timeoutMs) && timeoutMs > 0)) { console.error(USAGE); return 2; }
 
   // Fail early and plainly when the backend cannot give every rank its own device.
   const be = await resolveBackend(backend);

@@ -11,16 +11,19 @@ import { StatelessGroupCoordinator } from '../coordinator/coordinator.js';
 import { TcpStore } from '../store/index.js';
 import { tensor, type CpuTensor, type DeviceBuffer, type Tensor } from '../core/tensor.js';
 import { sleep } from '../base/deadline.js';
+import { setting } from '../base/config.js';
 
 const rank = Number(process.env.RANK);
-const port = Number(process.env.GROUPCOMM_DEMO_STORE_PORT);
-const backend = process.env.GROUPCOMM_DEMO_BACKEND ?? 'cpu';
-const stepMs = Number(process.env.GROUPCOMM_DEMO_STEP_MS ?? 5);
-const steps = Number(process.env.GROUPCOMM_DEMO_STEPS ?? 30);
-const timeoutMs = Number(process.env.GROUPCOMM_DEMO_TIMEOUT_MS ?? 30_000);
-const t0 = Number(process.env.GROUPCOMM_DEMO_T0 ?? Date.now());
+// Set by demo.ts for each rank; declared (with their defaults) in base/config.ts.
+const port = setting('GROUPCOMM_DEMO_STORE_PORT');
+if (port === undefined) throw new Error('demo_worker: GROUPCOMM_DEMO_STORE_PORT is not set (groupcomm demo starts this file)');
+const backend = setting('GROUPCOMM_DEMO_BACKEND');
+const stepMs = setting('GROUPCOMM_DEMO_STEP_MS');
+const steps = setting('GROUPCOMM_DEMO_STEPS');
+const timeoutMs = setting('GROUPCOMM_DEMO_TIMEOUT_MS');
+const t0 = setting('GROUPCOMM_DEMO_T0') ?? Date.now();
 /** Device tensors ride along every this many steps (the cpu reference backend is store-bound). */
-const deviceEvery = Number(process.env.GROUPCOMM_DEMO_DEVICE_EVERY ?? 1);
+const deviceEvery = setting('GROUPCOMM_DEMO_DEVICE_EVERY');
 
 function emit(ev: Record<string, unknown>): void {
   process.stdout.write(`@@EVENT ${JSON.stringify({ ...ev, rank, t: Date.now() - t0 })}\n`);

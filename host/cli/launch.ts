@@ -4,9 +4,8 @@
  *
  * Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT
  * (and GROUPCOMM_DEVICE_PLUGIN with --backend).
- * MASTER_PORT is the port of a store the launcher itself hosts (GROUPCOMM_LAUNCH_STORE=1 says
- * so): the launcher binds port 0 and hands the bound port to the ranks while it keeps the socket
- * open. Picking a "free" port by binding and closing a probe socket, then hoping rank 0 gets it,
+ * MASTER_PORT is the port of a store the launcher itself hosts (unless `--no-store`): the
+ * launcher binds port 0 and hands the bound port to the ranks while it keeps the socket open. Picking a "free" port by binding and closing a probe socket, then hoping rank 0 gets it,
  * is the TOCTOU race vLLM fixed in #36330; a live listener cannot be stolen. `--no-store` skips
  * the store (then `--master-port` is required and a rank's script hosts it itself).
  *
@@ -36,8 +35,8 @@ options:
   --grace-ms MS          after a failure, wait this long before SIGKILL (default 5000)
   --no-prefix            do not prefix output lines with [rank r]
 
-Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and
-GROUPCOMM_LAUNCH_STORE=1 when the launcher hosts the store at MASTER_ADDR:MASTER_PORT.
+Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; unless
+--no-store, the launcher hosts a store at MASTER_ADDR:MASTER_PORT for the whole run.
 .ts scripts run on Bun (the current runtime when it is Bun, else the bun of this package);
 .js/.mjs scripts run on the current runtime.`;
 
@@ -174,8 +173,6 @@ export async function launch(o: LaunchOptions): Promise<number> {
       RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc),
       LOCAL_WORLD_SIZE: String(o.nproc), MASTER_ADDR: o.masterAddr, MASTER_PORT: String(masterPort),
     };
-    if (server) env.GROUPCOMM_LAUNCH_STORE = '1';
-    else delete env.GROUPCOMM_LAUNCH_STORE;
     if (o.backend) env.GROUPCOMM_DEVICE_PLUGIN = o.backend;
     const child = spawn(cmd, [script, ...o.args], { env, stdio: ['inherit', 'pipe', 'pipe'] });
     children.push(child);

@@ -3,6 +3,11 @@
  * exporting `run(argv): Promise<number>` and a one-line `summary`; they load on demand so
  * `groupcomm store` never pulls in koffi. Exit status: 0 ok, 1 failure, 2 usage error.
  */
+import { setting } from '../base/config.js';
+
+/** With GROUPCOMM_DEBUG set, a failing command also prints the error's stack and cause. */
+const debugOn = () => setting('GROUPCOMM_DEBUG') !== 'off';
+
 const COMMANDS: Record<string, string> = {
   store: 'run a standalone TCPStore-compatible server',
   launch: 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)',
@@ -38,7 +43,7 @@ export async function main(argv: string[]): Promise<number> {
   } catch (e) {
     const err = e as { code?: string; message?: string };
     console.error(`groupcomm ${cmd}: ${err.code ? err.code + ': ' : ''}${err.message ?? String(e)}`);
-    if (process.env.GROUPCOMM_DEBUG) console.error(e);
+    if (debugOn()) console.error(e);
     return 1;
   }
 }

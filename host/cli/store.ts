@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { TcpStoreServer } from '../store/server.js';
+import { setting } from '../base/config.js';
 
 const HELP = `usage: groupcomm store [--host H] [--port P] [--world-size N] [options]
 
@@ -81,7 +82,7 @@ export async function run(argv: string[]): Promise<number> {
     return 2;
   }
   const server = await TcpStoreServer.listen({
-    host: values.host, port, worldSize, limits, secret: process.env.GROUPCOMM_STORE_SECRET || undefined,
+    host: values.host, port, worldSize, limits, secret: setting('GROUPCOMM_STORE_SECRET'),
   });
   console.log(`groupcomm store listening on ${server.host}:${server.port}`);
   const stopped = new Promise<string>((resolve) => {

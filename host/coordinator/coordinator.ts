@@ -19,7 +19,7 @@
  */
 import { type OpOptions } from '../base/deadline.js';
 import {
-  destroyedError, GroupcommError, invalidArgument, isGroupcommError, ErrorCode,
+  abortedError, destroyedError, invalidArgument, isGroupcommError, withContext,
 } from '../base/errors.js';
 import { logger, type Logger } from '../base/log.js';
 import {
@@ -36,7 +36,10 @@ import { emptyOn, freeTensor } from '../device/tensors.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1, ReduceOp } from '../device/types.js';
 import { findGroup, ringNeighbors, type GroupLayout } from '../core/layout.js';
 import { reserveName, registerName, releaseName, lookupName } from './names.js';
-import { Budget, anySignal, checkRank, defaultTimeout } from './ops.js';
+import { checkRank } from './ops.js';
+import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { setting } from '../base/config.js';
 import { catShape, normDim, outerCount, scatterShape } from './dims.js';
 import { copyTensor, reorderTensor } from './copy.js';
 import { resolvePorts, type PortTriple, type ResolvedPorts } from './ports.js';
@@ -122,7 +125,10 @@ export class StatelessGroupCoordinator {
   private readonly log: Logger;
   private readonly life = new AbortController();
   private tail: Promise<unknown> = Promise.resolve();
-  private destroying: Promise<void> | undefined;
+  /** The first close() or abort(): from then on new operations are refused. */
+  private closing: Promise<void> | undefined;
+  /** abort() was called, or close() gave up waiting for the operations in flight. */
+  private aborted = false;
   /** Loopback queue for point-to-point sends to oneself (how world size 1 keeps P2P uniform). */
   private readonly self: unknown[] = [];
   /** Group ranks before and after this one in the ring (the core's layout). */
@@ -155,7 +161,7 @@ export class StatelessGroupCoordinator {
    */
   static async create(o: CoordinatorOptions): Promise<StatelessGroupCoordinator> {
     if (!o || typeof o !== 'object') throw invalidArgument('StatelessGroupCoordinator.create: options object required');
-    const timeoutMs = defaultTimeout(o.timeoutMs);
+    const timeoutMs = effectiveTimeout(o);
     const localRank = o.localRank ?? 0;
     if (!Number.isInteger(localRank) || localRank < 0) throw invalidArgument(`localRank must be an integer >= 0, got ${localRank}`);
     if (o.groupPorts && o.rendezvous) throw invalidArgument('pass groupPorts or rendezvous, not both');
@@ -165,7 +171,7 @@ export class StatelessGroupCoordinator {
     }
     const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
     const host = o.host ?? '127.0.0.1';
-    const budget = new Budget(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
+    const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
 
     let backend: DeviceBackendV1 | undefined;
     if (o.useDeviceCommunicator) backend = await resolveBackend(o.backend);
@@ -257,7 +263,8 @@ export class StatelessGroupCoordinator {
   get nextRank(): number { return this.ranks[this.ring.next]; }
   /** Global rank of the previous member (wrapping). */
   get prevRank(): number { return this.ranks[this.ring.prev]; }
-  get destroyed(): boolean { return this.destroying !== undefined; }
+  /** True once close(), destroy() or abort() was called. */
+  get destroyed(): boolean { return this.closing !== undefined; }
   /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
   get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.ch.comm; }
 
@@ -483,43 +490,84 @@ export class StatelessGroupCoordinator {
     });
   }
 
-  // ---- lifetime ---------------------------------------------------------------------------------
+  // ---- lifetime -----------------------------------------------------------------------------------
 
   /**
-   * Closes the device communicator, the CPU group, the store channel and (on group rank 0) the
-   * store server, and releases the unique name. Idempotent; never waits for a hung operation
-   * (those reject with ERR_GROUPCOMM_DESTROYED); other groups are not touched. Group rank 0
-   * waits up to `lingerMs` (default 5 s) for the other members to leave (their last reads
-   * finish first); with explicit groupPorts, the others wait up to as long for rank 0's server
-   * to close, so the same ports can be used again as soon as destroy() resolves. A dead peer
-   * costs at most lingerMs.
+   * Leaves the group gracefully (see base/lifecycle.ts): new operations are refused at once; the
+   * ones already called finish first, within `timeoutMs` (default: the group's timeout) and until
+   * `signal` fires, after which they are aborted. Then the device communicator, the CPU group,
+   * the store channel and (on group rank 0) the store server close, and the unique name is
+   * released; other groups are not touched. Group rank 0 waits up to `lingerMs` (default 5 s) for
+   * the other members to leave (their last reads finish first); with explicit groupPorts, the
+   * others wait up to as long for rank 0's server to close, so the same ports can be used again as
+   * soon as close() resolves. A dead peer costs at most lingerMs. Idempotent.
    */
-  destroy(opts: { lingerMs?: number } = {}): Promise<void> {
-    if (!this.destroying) {
-      this.life.abort(destroyedError(`group ${this.uniqueName} was destroyed`));
-      this.destroying = (async () => {
+  close(opts: CloseOptions & { lingerMs?: number } = {}): Promise<void> {
+    if (!this.closing) {
+      this.closing = (async () => {
         try {
-          await closeChannels(this.ch, opts.lingerMs ?? 5_000, this.explicitPorts);
+          const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+          if (!await settled([this.tail], { timeoutMs, signal: opts.signal })) {
+            this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
+          }
+          await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {
           releaseName(this.uniqueName);
-          this.log.info('destroyed');
+          this.log.info('closed');
         }
       })();
     }
-    return this.destroying;
+    return this.closing;
+  }
+
+  /** vLLM's name for close(): the same thing. */
+  destroy(opts: CloseOptions & { lingerMs?: number } = {}): Promise<void> {
+    return this.close(opts);
+  }
+
+  /**
+   * Immediate and local: operations in flight or queued reject with ERR_GROUPCOMM_ABORTED
+   * (`cause`: the reason), every channel is aborted without a departure handshake (peers see this
+   * rank as lost), and the name is released. Idempotent; resolves once everything is closed.
+   */
+  abort(reason?: unknown): Promise<void> {
+    if (!this.aborted) {
+      this.abortOps(reason);
+      // A close() in progress finishes on the aborted channels; otherwise close them now.
+      abortChannels(this.ch, reason);
+      this.closing ??= (async () => {
+        try {
+          await closeChannels(this.ch, 0);
+        } finally {
+          releaseName(this.uniqueName);
+          this.log.info('aborted');
+        }
+      })();
+    }
+    return this.closing!;
+  }
+
+  async [asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   // ---- internals --------------------------------------------------------------------------------
 
+  private abortOps(reason: unknown): void {
+    this.aborted = true;
+    this.life.abort(abortedError(`group ${this.uniqueName} was aborted${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, { cause: reason }));
+  }
+
   /** Runs `fn` after every earlier operation of this group, under one deadline. */
-  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Budget) => Promise<T>): Promise<T> {
-    if (this.destroying) return Promise.reject(destroyedError(`${this.uniqueName}.${what}: the group was destroyed`));
-    const timeoutMs = defaultTimeout(opts?.timeoutMs ?? this.timeoutMs);
+  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline) => Promise<T>): Promise<T> {
+    if (this.closing) return Promise.reject(destroyedError(`${this.uniqueName}.${what}: the group was closed`));
+    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const run = async () => {
-      if (this.destroying) throw destroyedError(`${this.uniqueName}.${what}: the group was destroyed`);
+      // Called before close(), so it runs, unless the group was aborted meanwhile.
+      if (this.aborted) throw this.explain(this.life.signal.reason, what);
       const signal = anySignal([opts?.signal, this.life.signal]);
       try {
-        return await fn(new Budget(timeoutMs, signal, `${this.uniqueName}.${what}`));
+        return await fn(new Deadline(timeoutMs, signal, `${this.uniqueName}.${what}`));
       } catch (e) {
         throw this.explain(e, what);
       }
@@ -532,19 +580,12 @@ export class StatelessGroupCoordinator {
   /** Adds the group's name and the global rank of a named peer to a lower layer's error. */
   private explain(e: unknown, what: string): unknown {
     if (!isGroupcommError(e)) return e;
-    if (this.destroying && e.code === ErrorCode.ABORTED) {
-      return destroyedError(`${this.uniqueName}.${what}: the group was destroyed`, { cause: e });
-    }
     const peers = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
     const named = peers.filter((r) => r >= 0 && r < this.worldSize)
       .map((r) => `group rank ${r} = global rank ${this.ranks[r]}`);
     const msg = `${this.uniqueName}.${what} (global rank ${this.rank}): ${e.message}` +
       (named.length ? ` [${named.join('; ')}]` : '');
-    const err = new GroupcommError(e.code, msg, {
-      rank: this.rank, peerRank: e.peerRank, peerRanks: e.peerRanks, key: e.key, keys: e.keys,
-      timeoutMs: e.timeoutMs, elapsedMs: e.elapsedMs, detail: e.detail, cause: e,
-    });
-    return err;
+    return withContext(e, msg, { rank: this.rank });
   }
 
   /** 'cpu' or 'device' for a tensor, or INVALID_ARGUMENT when this group cannot carry it. */
@@ -616,7 +657,7 @@ export class StatelessGroupCoordinator {
  * read straight into their destination anyway. GROUPCOMM_CPU_RECV_BUFFER_BYTES, when set, wins.
  */
 function recvBufferFor(worldSize: number): number | undefined {
-  if (process.env.GROUPCOMM_CPU_RECV_BUFFER_BYTES || worldSize <= 17) return undefined;
+  if (setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') !== undefined || worldSize <= 17) return undefined;
   return Math.max(64 * 1024, Math.floor((16 << 20) / (worldSize - 1)));
 }
 
@@ -647,16 +688,18 @@ function cloneDict(d: TensorDict, g: StatelessGroupCoordinator): TensorDict {
  * channel's departure handshake (bounded by lingerMs) lets rank 0, which hosts the server, leave
  * last, so nobody's final reads or deletes hit a closed server. With `awaitServer`, the other
  * ranks then wait (also bounded) until that server has closed: a group re-created on the same
- * explicit ports right after destroy() must not reach the old server.
+ * explicit ports right after close() must not reach the old server. lingerMs 0: no departure
+ * (a failed create, an abort).
  */
 async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false): Promise<void> {
   const errors: unknown[] = [];
   const step = async (fn: () => Promise<unknown> | unknown) => {
     try { await fn(); } catch (e) { errors.push(e); }
   };
-  if (ch.comm) await step(() => ch.comm!.destroy({ timeoutMs: Math.max(lingerMs, 1) }));
-  if (ch.cpu) await step(() => ch.cpu!.destroy());
-  if (ch.pg) await step(() => ch.pg!.destroy({ timeoutMs: Math.max(lingerMs, 1), force: lingerMs === 0 }));
+  const grace = { timeoutMs: Math.max(lingerMs, 1) };
+  if (ch.comm) await step(() => ch.comm!.destroy(grace));
+  if (ch.cpu) await step(() => lingerMs === 0 ? ch.cpu!.abort() : ch.cpu!.close(grace));
+  if (ch.pg) await step(() => lingerMs === 0 ? ch.pg!.abort() : ch.pg!.close(grace));
   if (ch.store && !ch.server && awaitServer) {
     const store = ch.store;
     await step(async () => {
@@ -671,9 +714,19 @@ async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false
       }
     });
   }
-  if (ch.store) await step(() => ch.store!.close());
-  if (ch.server) await step(() => ch.server!.close());
+  if (ch.store) await step(() => lingerMs === 0 ? ch.store!.abort() : ch.store!.close(grace));
+  if (ch.server) await step(() => lingerMs === 0 ? ch.server!.abort() : ch.server!.close(grace));
   ch.comm = ch.cpu = ch.pg = ch.store = ch.server = undefined;
-  // Destroy never throws for what a dead peer left behind; it logs instead.
-  if (errors.length) logger('COORD').debug(`destroy: ${errors.length} channel(s) closed with errors: ${errors.map(String).join('; ')}`);
+  // Closing never throws for what a dead peer left behind; it logs instead.
+  if (errors.length) logger('COORD').debug(`close: ${errors.length} channel(s) closed with errors: ${errors.map(String).join('; ')}`);
+}
+
+/** abort() on every open channel at once (each is idempotent); closeChannels then finds them closed. */
+function abortChannels(ch: Channels, reason: unknown): void {
+  const why = reason instanceof Error ? reason.message : reason === undefined ? undefined : String(reason);
+  void ch.comm?.abort(why).catch(() => {});
+  void ch.cpu?.abort(reason);
+  void ch.pg?.abort(reason);
+  void ch.store?.abort(reason);
+  void ch.server?.abort(reason);
 }

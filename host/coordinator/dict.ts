@@ -5,7 +5,7 @@
  * tensors, device communicator for device tensors), in dict order.
  *
  * Two departures, both for fewer round trips: when a dict's CPU tensors are small (together at
- * most INLINE_CPU_BYTES), they ride inside the frame — a 32-entry dict of small tensors is one
+ * most GROUPCOMM_INLINE_CPU_BYTES), they ride inside the frame — a 32-entry dict of small tensors is one
  * store round trip instead of 33 operations. Otherwise CPU tensors up to PACK_CPU_MAX_BYTES each
  * are packed into one buffer and moved by one CPU-group operation; larger CPU tensors and
  * device tensors move one by one, in dict order, as in vLLM.
@@ -17,17 +17,16 @@ import { decodeTensorDict, encodeTensorDict, fillTensorDict, type TensorDict } f
 import type { StatelessProcessGroup } from '../pg/group.js';
 import type { CpuGroup } from '../cpu/group.js';
 import type { DeviceCommunicatorV1 } from '../device/types.js';
-import type { Budget } from './ops.js';
+import type { Deadline } from '../base/deadline.js';
+import { setting } from '../base/config.js';
 
 export type { TensorDict };
 
-/** CPU tensors of a dict travel inside the metadata frame when they total at most this. */
-export const INLINE_CPU_BYTES = envBytes('GROUPCOMM_INLINE_CPU_BYTES', 64 * 1024);
-
-function envBytes(name: string, fallback: number): number {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v >= 0 ? v : fallback;
-}
+/**
+ * CPU tensors of a dict travel inside the metadata frame when they total at most this
+ * (GROUPCOMM_INLINE_CPU_BYTES, read once per process: every dict transfer asks).
+ */
+const inlineCpuBytes = () => setting('GROUPCOMM_INLINE_CPU_BYTES');
 
 /** What a dict transfer needs from its coordinator. */
 export interface DictIo {
@@ -86,9 +85,9 @@ function packing(list: readonly { device: string; nbytes: number }[]): Packing {
 const byteLen = (t: Tensor) => (isCpu(t) ? t.data.byteLength : (t.data as { nbytes: number }).nbytes);
 
 /** The sending side (the broadcast source, or the sender of a point-to-point dict). */
-export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: Budget): Promise<void> {
+export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: Deadline): Promise<void> {
   for (const v of Object.values(dict)) if (isTensor(v)) io.route(v, 'tensor dict');
-  const { frame, tensors } = encodeTensorDict(dict, { inlineCpu: cpuBytes(dict) <= INLINE_CPU_BYTES });
+  const { frame, tensors } = encodeTensorDict(dict, { inlineCpu: cpuBytes(dict) <= inlineCpuBytes() });
   if (dir.kind === 'broadcast') await io.pg.broadcastObj(frame, dir.peer, b.next());
   else await io.pg.sendObj(frame, dir.peer, b.next());
   const pack = packing(tensors.map((t) => ({ device: t.device, nbytes: numel(t.shape) === 0 ? 0 : byteLen(t) })));
@@ -105,7 +104,7 @@ export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: 
 }
 
 /** The receiving side; resolves with a new dict. */
-export async function receiveDict(io: DictIo, dir: Direction, b: Budget): Promise<TensorDict> {
+export async function receiveDict(io: DictIo, dir: Direction, b: Deadline): Promise<TensorDict> {
   const frame = dir.kind === 'broadcast'
     ? await io.pg.broadcastObj(undefined, dir.peer, b.next())
     : await io.pg.recvObj(dir.peer, b.next());

@@ -1,45 +1,8 @@
 /**
- * Per-operation plumbing shared by the coordinator's methods: one deadline for a whole
- * multi-step operation, the group's abort signal merged with the caller's, and range checks.
+ * Argument checks shared by the coordinator's methods. (Its per-operation deadline and signal
+ * plumbing is base/deadline.ts's Deadline and anySignal.)
  */
-import { DEFAULT_TIMEOUT_MS, type OpOptions } from '../base/deadline.js';
-import { invalidArgument, timeoutError } from '../base/errors.js';
-
-/**
- * A deadline spanning several calls: an operation that does a metadata broadcast and then
- * several tensor broadcasts must finish within the one `timeoutMs` the caller gave, so each step
- * gets what is left of it, not a fresh full timeout.
- */
-export class Budget {
-  private readonly end: number;
-  constructor(readonly timeoutMs: number, readonly signal: AbortSignal | undefined, private what: string) {
-    this.end = performance.now() + timeoutMs;
-  }
-  /** Options for the next step; throws a timeout when nothing is left. */
-  next(): OpOptions {
-    const left = Math.floor(this.end - performance.now());
-    if (left <= 0) throw timeoutError(`${this.what} timed out after ${this.timeoutMs}ms`, { timeoutMs: this.timeoutMs });
-    return { timeoutMs: left, signal: this.signal };
-  }
-}
-
-/** `AbortSignal.any` where the runtime has it; a small fallback otherwise. */
-export function anySignal(signals: (AbortSignal | undefined)[]): AbortSignal | undefined {
-  const list = signals.filter((s): s is AbortSignal => s !== undefined);
-  if (list.length <= 1) return list[0];
-  const any = (AbortSignal as unknown as { any?: (s: AbortSignal[]) => AbortSignal }).any;
-  if (any) return any(list);
-  const c = new AbortController();
-  for (const s of list) {
-    if (s.aborted) { c.abort(s.reason); break; }
-    s.addEventListener('abort', () => c.abort(s.reason), { once: true });
-  }
-  return c.signal;
-}
-
-export function defaultTimeout(t: number | undefined): number {
-  return t !== undefined && t > 0 && Number.isFinite(t) ? t : DEFAULT_TIMEOUT_MS;
-}
+import { invalidArgument } from '../base/errors.js';
 
 /** Throws unless `r` is a rank of a group of `ws` ranks. */
 export function checkRank(r: number, ws: number, what: string, role: string): void {

@@ -19,7 +19,7 @@
  */
 import net from 'node:net';
 import type { OpOptions } from '../base/deadline.js';
-import { invalidArgument } from '../base/errors.js';
+import { bindError, invalidArgument } from '../base/errors.js';
 import type { Store } from '../store/types.js';
 import { decodePortRecord, encodePortRecord, groupPortsFor, type PortTriple } from '../core/layout.js';
 
@@ -34,7 +34,7 @@ export interface Reservation {
 export function reservePort(host: string): Promise<Reservation> {
   return new Promise((resolve, reject) => {
     const srv = net.createServer((s) => s.destroy());
-    srv.once('error', reject);
+    srv.once('error', (e) => reject(bindError('reserving a port', host, 0, e)));
     srv.listen(0, host, () => {
       const a = srv.address();
       const port = a && typeof a === 'object' ? a.port : 0;

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { packageRoot } from '../base/pkgroot.js';
 import { internalError } from '../base/errors.js';
 import { CORE_GLOBALS, exportMismatches, type CoreConstants, type CoreExports } from './exports.js';
+import { setting } from '../base/config.js';
 
 export type { CoreConstants, CoreExports };
 
@@ -34,7 +35,7 @@ export interface Core {
 let core: Core | undefined;
 
 export function wasmPath(): string {
-  return process.env.GROUPCOMM_CORE_WASM ?? path.join(packageRoot(), 'build', 'core.wasm');
+  return setting('GROUPCOMM_CORE_WASM') ?? path.join(packageRoot(), 'build', 'core.wasm');
 }
 
 export function getCore(): Core {

@@ -9,9 +9,11 @@
  * changed by the caller until that operation's promise settles.
  */
 import type { Store } from '../store/types.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
+import { effectiveTimeout, guard, settled, type OpOptions } from '../base/deadline.js';
+import { setting } from '../base/config.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import {
-  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../base/errors.js';
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
@@ -25,11 +27,6 @@ import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 
 export type { ReduceOp, Transport };
-
-function envNumber(name: string, fallback: number): number {
-  const v = Number(process.env[name]);
-  return Number.isFinite(v) && v > 0 ? v : fallback;
-}
 
 export interface CpuGroupOptions {
   store: Store;
@@ -68,8 +65,6 @@ export interface CpuGroupOptions {
   shmRingBytes?: number;
 }
 
-export const DEFAULT_TRANSPORT: Transport = 'auto';
-
 function defaultRingBytes(worldSize: number): number {
   const share = (16 << 20) / Math.max(1, worldSize - 1);
   let r = 256 * 1024;
@@ -78,25 +73,25 @@ function defaultRingBytes(worldSize: number): number {
 }
 
 function transportOf(opts: CpuGroupOptions): { transport: Transport; shmRingBytes: number; shmMinBytes: number } {
-  const t = opts.transport ?? (process.env.GROUPCOMM_CPU_TRANSPORT || DEFAULT_TRANSPORT);
+  const t = opts.transport ?? setting('GROUPCOMM_CPU_TRANSPORT');
   if (t !== 'auto' && t !== 'tcp' && t !== 'shm') throw invalidArgument(`transport must be 'auto', 'tcp' or 'shm', got '${t}'`);
-  const r = opts.shmRingBytes ?? envNumber('GROUPCOMM_CPU_SHM_RING_BYTES', defaultRingBytes(opts.worldSize));
+  const r = opts.shmRingBytes ?? setting('GROUPCOMM_CPU_SHM_RING_BYTES') ?? defaultRingBytes(opts.worldSize);
   if (!validRingBytes(r)) throw invalidArgument(`shmRingBytes must be a power of two in [64 KiB, 1 GiB], got ${r}`);
   // Tests set it to 1 to send every frame through the rings.
-  const shmMinBytes = envNumber('GROUPCOMM_CPU_SHM_MIN_BYTES', 8192);
+  const shmMinBytes = setting('GROUPCOMM_CPU_SHM_MIN_BYTES');
   return { transport: t, shmRingBytes: r, shmMinBytes };
 }
 
 function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
-  const pick = (v: number | undefined, env: string, d: number, what: string) => {
-    const x = v ?? envNumber(env, d);
+  const pick = (v: number | undefined, env: 'GROUPCOMM_CPU_CHUNK_BYTES' | 'GROUPCOMM_CPU_WINDOW' | 'GROUPCOMM_CPU_SMALL_BYTES', what: string) => {
+    const x = v ?? setting(env);
     if (!Number.isInteger(x) || x < 1 || x > 0xffffffff) throw invalidArgument(`${what} must be an integer in [1, 2^32), got ${x}`);
     return x;
   };
   return {
-    chunkBytes: pick(opts.chunkBytes, 'GROUPCOMM_CPU_CHUNK_BYTES', 512 * 1024, 'chunkBytes'),
-    window: pick(opts.window, 'GROUPCOMM_CPU_WINDOW', 4, 'window'),
-    smallBytes: pick(opts.smallBytes, 'GROUPCOMM_CPU_SMALL_BYTES', 64 * 1024, 'smallBytes'),
+    chunkBytes: pick(opts.chunkBytes, 'GROUPCOMM_CPU_CHUNK_BYTES', 'chunkBytes'),
+    window: pick(opts.window, 'GROUPCOMM_CPU_WINDOW', 'window'),
+    smallBytes: pick(opts.smallBytes, 'GROUPCOMM_CPU_SMALL_BYTES', 'smallBytes'),
   };
 }
 
@@ -114,12 +109,15 @@ export class CpuGroup {
   private readonly staging = new Staging();
   private seq = 0;
   private tail: Promise<unknown> = Promise.resolve();
-  private active = new Set<Exchange>();
+  /** Operations in flight, each with a promise that settles when it has (close() waits for them). */
+  private active = new Map<Exchange, Promise<void>>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
   // Schedules and segment plans from the core, computed once per group (host/cpu/schedule.ts).
   private readonly plans: Schedules;
-  private destroyed = false;
+  /** The first close() or abort(): from then on new operations are refused. */
+  private closing: Promise<void> | undefined;
+  private aborted = false;
 
   private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
     this.rank = opts.rank;
@@ -132,10 +130,10 @@ export class CpuGroup {
     this.smallBytes = tuning.smallBytes;
     mesh.onLost((err) => {
       this.broken = err;
-      for (const ex of this.active) ex.fail(err);
+      for (const ex of this.active.keys()) ex.fail(err);
     });
     mesh.onDeparted((peer) => {
-      for (const ex of this.active) ex.checkDeparted(peer);
+      for (const ex of this.active.keys()) ex.checkDeparted(peer);
     });
   }
 
@@ -149,7 +147,7 @@ export class CpuGroup {
     }
     const epoch = opts.epoch ?? 0;
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
-    const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = effectiveTimeout(opts);
     const tuning = tuningOf(opts);
     const transport = transportOf(opts);
     const mesh = await Mesh.connect({
@@ -160,7 +158,7 @@ export class CpuGroup {
       timeoutMs,
       signal: opts.signal,
       ...transport,
-      recvBufferBytes: Math.floor(opts.recvBufferBytes ?? envNumber('GROUPCOMM_CPU_RECV_BUFFER_BYTES', 1024 * 1024)),
+      recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
     });
     return new CpuGroup(mesh, opts, timeoutMs, tuning);
   }
@@ -182,7 +180,7 @@ export class CpuGroup {
   // ---- the operation runner -------------------------------------------------------------
 
   private check(): void {
-    if (this.destroyed) throw destroyedError(`CPU group '${this.groupName}' was destroyed`, { rank: this.rank });
+    if (this.closing) throw destroyedError(`CPU group '${this.groupName}' was closed`, { rank: this.rank });
     if (this.broken) {
       throw peerLostError(`CPU group '${this.groupName}' is unusable: ${this.broken.message}`, {
         rank: this.rank, peerRank: this.broken.peerRank, cause: this.broken,
@@ -197,7 +195,6 @@ export class CpuGroup {
    */
   private run<T>(what: string, ex: Exchange, queued: boolean, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    this.active.add(ex);
     const exec = async () => {
       if (this.broken) ex.fail(this.broken);
       const v = await body(ex);
@@ -206,9 +203,10 @@ export class CpuGroup {
       return v;
     };
     const p = queued ? this.tail.then(exec) : exec();
-    const settled = p.then(() => undefined, (e) => { ex.fail(isGroupcommError(e) ? e : (e as GroupcommError)); });
-    if (queued) this.tail = settled;
-    void settled.finally(() => this.active.delete(ex));
+    const done = p.then(() => undefined, (e) => { ex.fail(isGroupcommError(e) ? e : (e as GroupcommError)); });
+    if (queued) this.tail = done;
+    this.active.set(ex, done);
+    void done.finally(() => this.active.delete(ex));
     return guard(p, {
       timeoutMs,
       signal: opts?.signal,
@@ -502,17 +500,53 @@ export class CpuGroup {
     }
   }
 
+  // ---- lifecycle (base/lifecycle.ts) -------------------------------------------------------
+
   /**
-   * Closes every socket now; pending operations fail with ERR_GROUPCOMM_DESTROYED, peers see
-   * the connections close (their pending operations fail with ERR_GROUPCOMM_PEER_LOST).
+   * Graceful: refuses new operations, lets the ones in flight finish (within `timeoutMs`,
+   * default the group's timeout, and until `signal` fires; then they are aborted), then closes
+   * the mesh: each peer gets a goodbye frame behind everything already sent to it (their
+   * operations that still need this rank fail with ERR_GROUPCOMM_PEER_LOST naming it).
    * Idempotent.
    */
-  async destroy(): Promise<void> {
-    if (this.destroyed) return;
-    this.destroyed = true;
-    const err = destroyedError(`CPU group '${this.groupName}' was destroyed`, { rank: this.rank });
-    for (const ex of this.active) ex.fail(err);
-    this.mesh.close();
+  close(opts: CloseOptions = {}): Promise<void> {
+    this.closing ??= (async () => {
+      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+      if (!await settled(this.active.values(), { timeoutMs, signal: opts.signal })) {
+        this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
+      }
+      this.mesh.close();
+    })();
+    return this.closing;
+  }
+
+  /** The same as close() (the name this class had first). */
+  destroy(opts?: CloseOptions): Promise<void> {
+    return this.close(opts);
+  }
+
+  /**
+   * Immediate and local: operations in flight reject with ERR_GROUPCOMM_ABORTED (`cause`: the
+   * reason) and the mesh closes now. Idempotent.
+   */
+  abort(reason?: unknown): Promise<void> {
+    if (!this.aborted) {
+      this.abortOps(reason);
+      this.mesh.close();
+      this.closing ??= Promise.resolve();
+    }
+    return this.closing!;
+  }
+
+  async [asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private abortOps(reason: unknown): void {
+    this.aborted = true;
+    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+    const err = abortedError(`CPU group '${this.groupName}' was aborted${why}`, { rank: this.rank, cause: reason });
+    for (const ex of this.active.keys()) ex.fail(err);
   }
 }
 

@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
@@ -160,7 +160,8 @@ export class Mesh {
   }
 
   private async listen(): Promise<void> {
-    this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`));
+    this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`))
+      .catch((e) => { throw bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e); });
     this.address = { host: this.opts.host, port: (this.server.address() as net.AddressInfo).port };
   }
 

@@ -5,7 +5,7 @@
  * (send/recv), so ranks agree on keys without talking, as long as every rank issues the same
  * collectives in the same order (the contract of every collective here).
  */
-import { effectiveTimeout, DEFAULT_TIMEOUT_MS, guard, simpleTimeout, type OpOptions } from '../base/deadline.js';
+import { effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../base/deadline.js';
 import { invalidArgument, isGroupcommError, timeoutError, ErrorCode } from '../base/errors.js';
 import { PrefixStore } from '../store/prefix.js';
 import type { Store } from '../store/types.js';
@@ -34,7 +34,7 @@ export function storeBootstrap(store: BootstrapStore, o: StoreBootstrapOptions):
   const { rank, worldSize, prefix } = o;
   if (!Number.isInteger(worldSize) || worldSize < 1) throw invalidArgument(`worldSize must be an integer >= 1, got ${worldSize}`);
   if (!Number.isInteger(rank) || rank < 0 || rank >= worldSize) throw invalidArgument(`rank ${rank} is outside [0, ${worldSize})`, { rank });
-  const fallback = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const fallback = effectiveTimeout(o);
   const bcastSeq = new Array<number>(worldSize).fill(0);
   const sendSeq = new Array<number>(worldSize).fill(0);
   const recvSeq = new Array<number>(worldSize).fill(0);

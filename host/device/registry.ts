@@ -11,6 +11,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pluginUnavailable, invalidArgument } from '../base/errors.js';
 import { logger } from '../base/log.js';
+import { setting } from '../base/config.js';
 import { checkBackend } from './check.js';
 import type { DeviceBackendV1 } from './types.js';
 
@@ -25,8 +26,6 @@ const BUILTIN: Record<string, () => Promise<unknown>> = {
 const registered = new Map<string, DeviceBackendV1>();
 const loaded = new Map<string, Promise<DeviceBackendV1>>();
 
-export const DEFAULT_BACKEND = 'cuda';
-
 /** Makes `backend` resolvable by its name (replacing a previous registration of that name). */
 export function registerBackend(backend: DeviceBackendV1): void {
   const b = checkBackend(backend, `'${(backend as { name?: unknown })?.name}'`);
@@ -38,9 +37,9 @@ export function backendNames(): string[] {
   return [...new Set([...Object.keys(BUILTIN), ...registered.keys()])].sort();
 }
 
-/** The backend spec in effect: the option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda'. */
+/** The backend spec in effect: the option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda' (its default in base/config.ts). */
 export function backendSpec(option?: string): string {
-  const s = option ?? process.env.GROUPCOMM_DEVICE_PLUGIN ?? DEFAULT_BACKEND;
+  const s = option ?? setting('GROUPCOMM_DEVICE_PLUGIN');
   if (typeof s !== 'string' || s.trim() === '') throw invalidArgument('device backend spec must be a non-empty string');
   return s.trim();
 }

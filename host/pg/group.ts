@@ -23,9 +23,11 @@
  */
 import os from 'node:os';
 import {
-  destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError,
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError,
 } from '../base/errors.js';
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../base/deadline.js';
+import { anySignal, Deadline, effectiveTimeout, settled, type OpOptions, type TimedOptions } from '../base/deadline.js';
+import { setting } from '../base/config.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
 import { IS_BUN } from '../base/runtime.js';
 import type { Store } from '../store/types.js';
@@ -36,7 +38,7 @@ import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
 } from './codec.js';
 import { join, joinKeys } from './join.js';
-import { openMailbox, PushMailbox, type Deadline, type Mailbox } from './mailbox.js';
+import { openMailbox, PushMailbox, type Mailbox } from './mailbox.js';
 
 const log = logger('PG');
 
@@ -63,13 +65,13 @@ export interface ProcessGroupOptions {
   signal?: AbortSignal;
 }
 
-export interface DestroyOptions {
+/** Options of destroy(), the older name of close(). */
+export interface DestroyOptions extends CloseOptions {
   /**
    * Skip waiting for this rank's unfinished ops and the departure handshake (after a failure;
-   * rank 0 then may close the server under the others' feet).
+   * rank 0 then may close the server under the others' feet): abort() instead of close().
    */
   force?: boolean;
-  timeoutMs?: number;
 }
 
 /** Reduction ops of allReduce. */
@@ -102,8 +104,7 @@ const QUERY_LEAD_MS = 500;
 const DEFAULT_SPIN_US = 100;
 
 function spinUs(worldSize: number, given: number | undefined): number {
-  const env = process.env.GROUPCOMM_PG_SPIN_US;
-  const v = given ?? (env !== undefined && env !== '' ? Number(env) : undefined);
+  const v = given ?? setting('GROUPCOMM_PG_SPIN_US');
   if (v !== undefined) {
     if (!(Number.isFinite(v) && v >= 0)) throw invalidArgument(`spinUs must be a non-negative number of microseconds, got ${v}`);
     return v;
@@ -150,7 +151,12 @@ export class StatelessProcessGroup {
   readonly #pending = new Set<Promise<unknown>>();
   #cleanups: [string, () => Promise<unknown>][] = [];
   #cleanupTimer: { timer: ReturnType<typeof setTimeout>; resolve: () => void } | undefined;
-  #destroying: Promise<void> | undefined;
+  /** The first close() or abort(): from then on new operations are refused. */
+  #closing: Promise<void> | undefined;
+  /** Fired by abort(): cuts short a close() in progress (its departure requests). */
+  readonly #life = new AbortController();
+  /** Rejects of the operations in flight, for abort() to reject them at once. */
+  readonly #rejects = new Set<(e: unknown) => void>();
 
   private constructor(o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
     this.rank = o.rank;
@@ -181,7 +187,7 @@ export class StatelessProcessGroup {
     if (typeof groupName !== 'string' || groupName === '' || groupName.includes('/')) {
       throw invalidArgument(`create: groupName must be a non-empty string without '/', got '${groupName}'`);
     }
-    const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = effectiveTimeout(opts);
     const spin = spinUs(worldSize, opts.spinUs);
     const deadline = performance.now() + timeoutMs;
     let store = opts.store;
@@ -339,19 +345,54 @@ export class StatelessProcessGroup {
   // ---------------------------------------------------------------- lifecycle
 
   /**
-   * Leaves the group. Waits for this rank's unfinished operations, then (unless `force`) runs a
-   * departure handshake so that rank 0 — which may host the store server — leaves last and
-   * deletes the group's remaining keys. Closes the store if the group opened it. Idempotent:
-   * later calls return the first call's promise. Operations called afterwards fail with
-   * ERR_GROUPCOMM_DESTROYED.
+   * Leaves the group gracefully (base/lifecycle.ts): refuses new operations, waits for this
+   * rank's unfinished ones (within `timeoutMs`, default the group's timeout, and until `signal`
+   * fires; then they are aborted), then runs a departure handshake so that rank 0 — which may
+   * host the store server — leaves last and deletes the group's remaining keys, all within the
+   * same deadline. Closes the store if the group opened it. Never rejects because a peer is gone
+   * (that is logged). Idempotent: later calls return the first call's promise. Operations called
+   * afterwards fail with ERR_GROUPCOMM_DESTROYED.
    */
-  destroy(opts: DestroyOptions = {}): Promise<void> {
-    this.#destroying ??= this.#destroy(opts);
-    return this.#destroying;
+  close(opts: CloseOptions = {}): Promise<void> {
+    this.#closing ??= this.#close(opts);
+    return this.#closing;
   }
 
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.destroy();
+  /**
+   * The older name of close(); `{ force: true }` is abort() (skips waiting and the departure
+   * handshake, for use after a failure).
+   */
+  destroy(opts: DestroyOptions = {}): Promise<void> {
+    return opts.force ? this.abort('destroy({ force: true })') : this.close(opts);
+  }
+
+  /**
+   * Immediate and local: operations in flight reject with ERR_GROUPCOMM_ABORTED (`cause`: the
+   * reason), queued cleanups are dropped, no departure handshake; a store the group opened is
+   * aborted too (on rank 0 that is the server the others use). Idempotent.
+   */
+  abort(reason?: unknown): Promise<void> {
+    if (!this.#life.signal.aborted) {
+      const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+      const err = abortedError(`group '${this.groupName}' was aborted${why}`, { rank: this.rank, cause: reason });
+      this.#life.abort(err);
+      for (const reject of this.#rejects) reject(err);
+      this.#rejects.clear();
+      this.#cleanups = [];
+      if (this.#cleanupTimer) {
+        clearTimeout(this.#cleanupTimer.timer);
+        this.#cleanupTimer.resolve();
+        this.#cleanupTimer = undefined;
+      }
+      this.#mailbox?.close(err);
+      const closed = this.#ownsStore ? (this.store as TcpStore).abort(reason) : Promise.resolve();
+      this.#closing ??= closed;
+    }
+    return this.#closing!;
+  }
+
+  async [asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   /** Tagged keys of this group's current epoch (for tests and debugging). */
@@ -359,19 +400,20 @@ export class StatelessProcessGroup {
     return this.#ns;
   }
 
-  async #destroy(opts: DestroyOptions): Promise<void> {
-    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const deadline = performance.now() + timeoutMs;
-    const left = () => ({ timeoutMs: Math.max(1, deadline - performance.now()) });
+  async #close(opts: CloseOptions): Promise<void> {
+    const d = Deadline.of(opts, this.timeoutMs, `close of group '${this.groupName}' on rank ${this.rank}`);
+    const signal = anySignal([opts.signal, this.#life.signal]);
     // Cleanups queued by finished ops add requests while we wait; drain until nothing is left.
-    if (!opts.force) {
-      while (this.#pending.size) {
-        this.#drain();
-        await Promise.allSettled([...this.#pending]);
+    while (this.#pending.size && !this.#life.signal.aborted) {
+      this.#drain();
+      if (!await settled(this.#pending, { timeoutMs: Math.max(1, d.remainingMs()), signal })) {
+        // Not awaited: abort() returns this very close's promise.
+        void this.abort(opts.signal?.aborted ? opts.signal.reason : `close() waited ${d.timeoutMs}ms for the operations in flight`);
       }
     }
+    const left = () => ({ timeoutMs: Math.max(1, d.remainingMs()), signal });
     try {
-      if (this.worldSize > 1 && !opts.force) {
+      if (this.worldSize > 1 && !signal?.aborted) {
         const bye = this.#ns + 'bye';
         if (this.rank !== 0) {
           const n = await this.store.add(bye, 1, left());
@@ -380,12 +422,12 @@ export class StatelessProcessGroup {
           await this.store.wait([bye + '/all'], left());
         }
       }
-      if (this.rank === 0) await this.#cleanup(left());
+      if (this.rank === 0 && !signal?.aborted) await this.#cleanup(left());
     } catch (e) {
-      // Departure is best effort: a peer that died must not make destroy throw or hang forever.
-      log.warn(`destroy of group '${this.groupName}' epoch ${this.epoch} on rank ${this.rank}: ${(e as Error).message}`);
+      // Departure is best effort: a peer that died must not make close throw or hang forever.
+      log.warn(`close of group '${this.groupName}' epoch ${this.epoch} on rank ${this.rank}: ${(e as Error).message}`);
     } finally {
-      this.#mailbox?.close(destroyedError(`group '${this.groupName}' was destroyed`, { rank: this.rank }));
+      this.#mailbox?.close(destroyedError(`group '${this.groupName}' was closed`, { rank: this.rank }));
       if (this.#ownsStore) await this.store.close().catch(() => {});
     }
   }
@@ -400,9 +442,12 @@ export class StatelessProcessGroup {
 
   // ---------------------------------------------------------------- internals
 
-  /** Runs an op: refuses after destroy, turns sync throws into rejections, tracks it for destroy. */
+  /**
+   * Runs an op: refuses after close/abort, turns sync throws into rejections, tracks it for
+   * close(), and lets abort() reject it at once.
+   */
   #op<T>(fn: () => Promise<T> | T): Promise<T> {
-    if (this.#destroying) return Promise.reject(destroyedError(`group '${this.groupName}' was destroyed`, { rank: this.rank }));
+    if (this.#closing) return Promise.reject(destroyedError(`group '${this.groupName}' was closed`, { rank: this.rank }));
     let p: Promise<T>;
     try {
       p = Promise.resolve(fn());
@@ -410,7 +455,13 @@ export class StatelessProcessGroup {
       return Promise.reject(e);
     }
     this.#track(p);
-    return p;
+    return new Promise<T>((resolve, reject) => {
+      this.#rejects.add(reject);
+      p.then(
+        (v) => { this.#rejects.delete(reject); resolve(v); },
+        (e) => { this.#rejects.delete(reject); reject(e); },
+      );
+    });
   }
 
   #track(p: Promise<unknown>): void {
@@ -480,7 +531,7 @@ export class StatelessProcessGroup {
     }
   }
 
-  #opts(opts: OpOptions | undefined): Deadline {
+  #opts(opts: OpOptions | undefined): TimedOptions {
     return { timeoutMs: effectiveTimeout(opts, this.timeoutMs), signal: opts?.signal };
   }
 
@@ -499,7 +550,7 @@ export class StatelessProcessGroup {
         { rank: this.rank, peerRank: 0, peerRanks: [0], key, cause: e });
     }
     if (isGroupcommError(e)) return e;
-    return new GroupcommError('ERR_GROUPCOMM_PROTOCOL', `${what}: ${(e as Error)?.message ?? e}`, { rank: this.rank, key, cause: e });
+    return protocolError(`${what}: ${(e as Error)?.message ?? e}`, { rank: this.rank, key, cause: e });
   }
 
   /** The key prefix of `rank`'s mailbox. */
@@ -508,7 +559,7 @@ export class StatelessProcessGroup {
   }
 
   /** Writes message `tag` to each of `dsts` (one request); a failure names them. */
-  #post(dsts: number[], tag: string, bytes: Uint8Array, what: string, o: Deadline, extra?: [string, Uint8Array]): Promise<void> {
+  #post(dsts: number[], tag: string, bytes: Uint8Array, what: string, o: TimedOptions, extra?: [string, Uint8Array]): Promise<void> {
     const keys = dsts.map((d) => this.#inbox(d) + tag);
     const values: Uint8Array[] = keys.map(() => bytes);
     // The stored payload first: a reader that gets its marker finds the payload already there.
@@ -520,7 +571,7 @@ export class StatelessProcessGroup {
   }
 
   /** Takes this rank's messages `tags` from `peers` (tags[i] comes from peers[i]). */
-  async #take(tags: string[], peers: number[], lane: string, what: string, o: Deadline): Promise<Uint8Array[]> {
+  async #take(tags: string[], peers: number[], lane: string, what: string, o: TimedOptions): Promise<Uint8Array[]> {
     try {
       return await this.#mailbox!.take(tags, lane, o, what);
     } catch (e) {

@@ -14,14 +14,8 @@
  *                one parked wait per lane is enough.
  */
 import { abortedError, type GroupcommError } from '../base/errors.js';
-import { AlarmClock, guard, simpleTimeout, type Alarm } from '../base/deadline.js';
+import { AlarmClock, anySignal, guard, simpleTimeout, type Alarm, type TimedOptions } from '../base/deadline.js';
 import type { Store, Subscription } from '../store/types.js';
-
-/** A resolved timeout plus the caller's signal. */
-export interface Deadline {
-  timeoutMs: number;
-  signal?: AbortSignal;
-}
 
 /** A take still waiting `leadMs` before its deadline calls `fn` (once). */
 export interface Early {
@@ -35,7 +29,7 @@ export interface Mailbox {
    * names the stream they belong to (messages of one lane are taken in order). Rejects with
    * ERR_GROUPCOMM_TIMEOUT whose `keys` are the tags still missing, or ERR_GROUPCOMM_ABORTED.
    */
-  take(tags: string[], lane: string, o: Deadline, what: string, early?: Early): Promise<Uint8Array[]>;
+  take(tags: string[], lane: string, o: TimedOptions, what: string, early?: Early): Promise<Uint8Array[]>;
   /** Stops receiving; pending takes fail with `reason`. */
   close(reason: GroupcommError): void;
 }
@@ -45,7 +39,7 @@ export interface Mailbox {
  * a poll read consumed (the group's cleanup path, which destroy() waits for).
  */
 export async function openMailbox(
-  store: Store, inbox: string, o: Deadline, discard: (keys: string[]) => void, spinUs = 0,
+  store: Store, inbox: string, o: TimedOptions, discard: (keys: string[]) => void, spinUs = 0,
 ): Promise<Mailbox> {
   if (store.subscribe) {
     const box = new PushMailbox(spinUs);
@@ -123,7 +117,7 @@ export class PushMailbox implements Mailbox {
     if (--w.left === 0 && this.#settle(w)) w.resolve(w.got as Uint8Array[]);
   }
 
-  take(tags: string[], _lane: string, o: Deadline, what: string, early?: Early): Promise<Uint8Array[]> {
+  take(tags: string[], _lane: string, o: TimedOptions, what: string, early?: Early): Promise<Uint8Array[]> {
     if (this.#failure) return Promise.reject(this.#failure);
     if (o.signal?.aborted) {
       // Given up before it began: its messages are dropped, now or when they arrive.
@@ -226,10 +220,12 @@ function spin(p: Promise<unknown>, us: number): void {
 export class PollMailbox implements Mailbox {
   readonly #lanes = new Map<string, Promise<unknown>>();
   #failure?: GroupcommError;
+  /** Aborted by close(): the store reads in flight give up too (the store may outlive the group). */
+  readonly #stop = new AbortController();
 
   constructor(private readonly store: Store, private readonly inbox: string, private readonly discard: (keys: string[]) => void) {}
 
-  take(tags: string[], lane: string, o: Deadline, what: string): Promise<Uint8Array[]> {
+  take(tags: string[], lane: string, o: TimedOptions, what: string): Promise<Uint8Array[]> {
     if (this.#failure) return Promise.reject(this.#failure);
     const keys = tags.map((t) => this.inbox + t);
     const deadline = performance.now() + o.timeoutMs;
@@ -239,7 +235,7 @@ export class PollMailbox implements Mailbox {
     // never sends its request.
     const go = () => {
       if (gaveUp) return Promise.reject(abortedError(`${what}: gave up before its turn`));
-      const lo = { timeoutMs: Math.max(1, deadline - performance.now()), signal: o.signal };
+      const lo = { timeoutMs: Math.max(1, deadline - performance.now()), signal: anySignal([o.signal, this.#stop.signal]) };
       if (keys.length === 1) {
         if (this.store.take) return this.store.take(keys[0], lo).then((v) => [v]);
         return this.store.get(keys[0], lo).then((v) => this.#consumed(keys, [v]));
@@ -275,6 +271,7 @@ export class PollMailbox implements Mailbox {
   }
 
   close(reason: GroupcommError): void {
-    this.#failure = reason;
+    this.#failure ??= reason;
+    this.#stop.abort(reason);
   }
 }

@@ -12,8 +12,9 @@
  * fall back to a wait. Against a torch server: CHECK then GET on the pipelined connection, and a
  * wait only when the key is missing.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
-import { abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
+import { anySignal, effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
@@ -171,7 +172,15 @@ export class TcpStore implements Store {
   private readonly unconfirmed = new Map<string, number>();
   /** After the map overflowed: nothing is known to be applied until this request is. */
   private unconfirmedCutoff = 0;
+  /** Connections closed (close() done draining, or abort()): nothing more can be sent. */
   private closed = false;
+  /** The first close() or abort(): from then on new operations are refused. */
+  private closing?: Promise<void>;
+  private aborted = false;
+  /** Aborted by abort(): connections being opened for a wait or a subscription give up too. */
+  private readonly life = new AbortController();
+  /** waitWire and subscribe calls in progress (with the main connection's requests: what close() waits for). */
+  private waiting = 0;
 
   private constructor(
     private readonly spec: ConnectSpec,
@@ -195,7 +204,7 @@ export class TcpStore implements Store {
    */
   static async create(opts: TcpStoreOptions): Promise<TcpStore> {
     const host = opts.host ?? '127.0.0.1';
-    const timeoutMs = effectiveTimeout(opts, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = effectiveTimeout(opts);
     if (opts.worldSize !== undefined && !(Number.isInteger(opts.worldSize) && opts.worldSize > 0)) {
       throw invalidArgument(`TcpStore: worldSize must be a positive integer, got ${opts.worldSize}`);
     }
@@ -236,8 +245,8 @@ export class TcpStore implements Store {
       return store;
     } catch (e) {
       // The caller never gets this store, so nothing else could close its connection (or server).
-      if (store) await store.close();
-      else await server?.close();
+      if (store) await store.abort(e);
+      else await server?.abort(e);
       throw e;
     }
   }
@@ -261,13 +270,23 @@ export class TcpStore implements Store {
     return isAscii(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
   }
 
+  /** At the start of an operation: none are taken once close() or abort() was called. */
   private ensureOpen(): void {
-    if (this.closed) throw new GroupcommError('ERR_GROUPCOMM_DESTROYED', 'this TcpStore was closed');
+    if (this.closing) throw destroyedError('this TcpStore was closed');
   }
 
-  /** Every request on the pipelined connection goes through here: per-call timeout and signal. */
-  private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: OpKeys): Promise<T> {
-    this.ensureOpen();
+  /** At a later step of an operation (close() lets those finish): only once the connections are gone. */
+  private ensureLive(): void {
+    if (this.closed) throw this.aborted ? this.life.signal.reason : destroyedError('this TcpStore was closed');
+  }
+
+  /**
+   * Every request on the pipelined connection goes through here: per-call timeout and signal.
+   * `step`: a later request of an operation already under way (see ensureLive).
+   */
+  private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: OpKeys, step = false): Promise<T> {
+    if (step) this.ensureLive();
+    else this.ensureOpen();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const p = this.main.request(frame, read, timeoutMs, what, key);
     if (!opts?.signal && opts?.timeoutMs === undefined) return p;
@@ -284,6 +303,7 @@ export class TcpStore implements Store {
   }
 
   async get(key: string, opts?: OpOptions): Promise<Uint8Array> {
+    this.ensureOpen();
     const wk = this.wireKey(key);
     if (this.extended) {
       // With an idle wait connection at hand, WAIT_GET there: one round trip whether or not the
@@ -291,14 +311,14 @@ export class TcpStore implements Store {
       // the pipelined connection (no connection to open when the key is there), and WAIT_GET only
       // when it is missing.
       if (!(this.idle.length > 0 && this.mayBypass(key))) {
-        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
+        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key, true);
         if (v !== undefined) return v;
       }
       return (await this.waitWire([wk], [key], opts, undefined, true, 'get'))![0];
     }
-    const ready = await this.call(keyListFrame(Op.CHECK, [wk]), readU8, 'get', opts, key);
+    const ready = await this.call(keyListFrame(Op.CHECK, [wk]), readU8, 'get', opts, key, true);
     if (ready !== CheckReply.READY) await this.waitWire([wk], [key], opts, undefined, true);
-    return this.call(keyFrame(Op.GET, wk), readBytes, 'get', opts, key);
+    return this.call(keyFrame(Op.GET, wk), readBytes, 'get', opts, key, true);
   }
 
   /**
@@ -307,10 +327,11 @@ export class TcpStore implements Store {
    * reply to wait for); elsewhere a get followed by an unawaited deleteKey.
    */
   async take(key: string, opts?: OpOptions): Promise<Uint8Array> {
+    this.ensureOpen();
     if (this.extended) {
       const wk = this.wireKey(key);
       if (!(this.idle.length > 0 && this.mayBypass(key))) {
-        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key);
+        const v = await this.call(keyFrame(Op.TRY_GET, wk), readTryGet, 'get', opts, key, true);
         if (v !== undefined) {
           this.deleteKey(key).catch(() => {});
           return v;
@@ -336,10 +357,16 @@ export class TcpStore implements Store {
     const local = this.spec.local?.subscribeLocal ? this.subscribeLocal(prefix, (k, v) => onMessage(k.slice(cut), v)) : undefined;
     if (local) return local;
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const { conn } = await openConnection({ ...this.spec, timeoutMs, signal: opts?.signal });
+    this.waiting++;
+    let conn: Connection;
+    try {
+      ({ conn } = await openConnection({ ...this.spec, timeoutMs, signal: anySignal([opts?.signal, this.life.signal]) }));
+    } finally {
+      this.waiting--;
+    }
     if (this.closed) {
       conn.close();
-      this.ensureOpen();
+      this.ensureLive();
     }
     const sub = this.track(new SubscriptionHandle((e) => conn.close(e)));
     conn.onClose((e) => sub.end(e));
@@ -419,6 +446,7 @@ export class TcpStore implements Store {
   }
 
   async wait(keys: string[], opts?: OpOptions): Promise<void> {
+    this.ensureOpen();
     await this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
@@ -452,6 +480,7 @@ export class TcpStore implements Store {
 
   async multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]> {
     // No keys, no reply bytes: a reader that consumes nothing would never be reached.
+    this.ensureOpen();
     if (keys.length === 0) return [];
     const wks = keys.map((k) => this.wireKey(k));
     if (this.extended && this.idle.length > 0 && keys.every((k) => this.mayBypass(k))) {
@@ -461,14 +490,14 @@ export class TcpStore implements Store {
     if (this.extended) {
       // CHECK and MULTI_GET back to back: one round trip when every key is there (a groupcomm
       // server answers a missing key with an empty value, it does not drop the connection).
-      const ready = this.call(keyListFrame(Op.CHECK, wks), readU8, 'multiGet', opts, keys);
-      const values = this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
+      const ready = this.call(keyListFrame(Op.CHECK, wks), readU8, 'multiGet', opts, keys, true);
+      const values = this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys, true);
       values.catch(() => {});
       if ((await ready) === CheckReply.READY) return values;
       return (await this.waitWire(wks, keys, opts, undefined, true, 'get'))!;
     }
     await this.waitWire(wks, keys, opts);
-    return this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys);
+    return this.call(frame, readManyBytes(keys.length), 'multiGet', opts, keys, true);
   }
 
   async multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void> {
@@ -487,7 +516,7 @@ export class TcpStore implements Store {
    * The timeout is enforced by the connection's watchdog, not a timer per call.
    */
   publish(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void> {
-    if (this.closed) return Promise.reject(destroyedError('this TcpStore was closed'));
+    if (this.closing) return Promise.reject(destroyedError('this TcpStore was closed'));
     if (keys.length !== values.length) return Promise.reject(invalidArgument(`publish: ${keys.length} keys but ${values.length} values`));
     if (keys.length === 0) return Promise.resolve();
     for (const v of values) if (!(v instanceof Uint8Array)) return Promise.reject(invalidArgument(`publish: values are Uint8Array, got ${typeof v}`));
@@ -522,11 +551,12 @@ export class TcpStore implements Store {
 
   /** Pops the oldest value; with block (default) waits for one, else undefined when empty. */
   async queuePop(key: string, opts: OpOptions & { block?: boolean } = {}): Promise<Uint8Array | undefined> {
+    this.ensureOpen();
     const wk = this.wireKey(key);
     const t0 = performance.now();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     for (;;) {
-      const v = await this.call(keyFrame(Op.QUEUE_POP, wk), readQueuePop, 'queuePop', opts, key);
+      const v = await this.call(keyFrame(Op.QUEUE_POP, wk), readQueuePop, 'queuePop', opts, key, true);
       if (v !== undefined || opts.block === false) return v;
       const left = timeoutMs - (performance.now() - t0);
       await this.waitWire([wk], [key], { timeoutMs: Math.max(1, left), signal: opts.signal }, timeoutMs);
@@ -575,92 +605,97 @@ export class TcpStore implements Store {
   private async waitWire(
     wks: Buffer[], keys: string[], opts?: OpOptions, reportMs?: number, knownMissing = false, mode: 'wait' | 'get' | 'take' = 'wait',
   ): Promise<Uint8Array[] | undefined> {
-    const get = mode !== 'wait';
-    this.ensureOpen();
-    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const t0 = performance.now();
-    let conn = this.idle.pop();
-    if (!conn) {
-      // Often the keys are there already: one pipelined CHECK saves opening a connection.
-      if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys) === CheckReply.READY) return undefined;
-      let c: Connection;
-      try {
-        ({ conn: c } = await openConnection({
-          ...this.spec,
-          timeoutMs: Math.max(1, timeoutMs - (performance.now() - t0)),
-          signal: opts?.signal,
-        }));
-      } catch (e) {
-        // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
-        // on these keys, and the error says so.
-        const shown = reportMs ?? timeoutMs;
-        if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-          throw timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')} (opening a wait connection: ${e.message})`,
-            { keys, timeoutMs: shown, elapsedMs: performance.now() - t0, cause: e });
-        }
-        if (isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) {
-          throw abortedError(`wait for ${keys.join(', ')} aborted`, { keys, cause: e });
-        }
-        throw e;
-      }
-      if (this.closed) {
-        c.close();
-        this.ensureOpen();
-      }
-      conn = c;
-      this.waitConns.add(c);
-      c.onClose(() => {
-        this.waitConns.delete(c);
-        const i = this.idle.indexOf(c);
-        if (i >= 0) this.idle.splice(i, 1);
-      });
-    }
-    const c = conn;
-    let cancelled = false;
-    let cancelTimer: NodeJS.Timeout | undefined;
-    const reply: Promise<unknown> = get
-      ? c.request(waitGetFrame(wks, mode === 'take'), readWaitGet(wks.length), Infinity)
-      : c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
-    reply.then(
-      () => { clearTimeout(cancelTimer); this.release(c); },
-      () => { clearTimeout(cancelTimer); c.close(); },
-    );
-    const shown = reportMs ?? timeoutMs;
-    const left = Math.max(1, timeoutMs - (performance.now() - t0));
-    const got = await guard(reply, {
-      timeoutMs: left,
-      signal: opts?.signal,
-      what: `wait for ${keys.join(', ')}`,
-      fields: { keys },
-      onTimeout: (elapsedMs) => timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')}`, { keys, timeoutMs: shown, elapsedMs }),
-      cancel: () => {
-        if (cancelled || c.closed) return;
-        cancelled = true;
-        // The WAIT's reply may already have been read in this very tick (an abort fired by a
-        // 'data' listener, before the reply's promise callbacks ran). Then there is nothing to
-        // cancel, and a CANCEL_WAIT now would leave a WAIT_CANCELED byte that the next WAIT on
-        // this pooled connection would take for its own reply.
-        const swapped = c.replaceHeadReader((cur) => {
-          const b = cur.u8();
-          if (b === WaitReply.STOP_WAITING) {
-            if (get) for (let i = 0; i < wks.length; i++) readBytes(cur);
-            if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
-          } else if (b !== WaitReply.WAIT_CANCELED) {
-            throw protocolError(`unexpected wait reply ${b}`);
+    this.waiting++;
+    try {
+      const get = mode !== 'wait';
+      this.ensureLive();
+      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+      const t0 = performance.now();
+      let conn = this.idle.pop();
+      if (!conn) {
+        // Often the keys are there already: one pipelined CHECK saves opening a connection.
+        if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys, true) === CheckReply.READY) return undefined;
+        let c: Connection;
+        try {
+          ({ conn: c } = await openConnection({
+            ...this.spec,
+            timeoutMs: Math.max(1, timeoutMs - (performance.now() - t0)),
+            signal: anySignal([opts?.signal, this.life.signal]),
+          }));
+        } catch (e) {
+          // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
+          // on these keys, and the error says so.
+          const shown = reportMs ?? timeoutMs;
+          if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
+            throw timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')} (opening a wait connection: ${e.message})`,
+              { keys, timeoutMs: shown, elapsedMs: performance.now() - t0, cause: e });
           }
-          return b;
+          if (isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) {
+            throw abortedError(`wait for ${keys.join(', ')} aborted`, { keys, cause: e });
+          }
+          throw e;
+        }
+        if (this.closed) {
+          c.close();
+          this.ensureLive();
+        }
+        conn = c;
+        this.waitConns.add(c);
+        c.onClose(() => {
+          this.waitConns.delete(c);
+          const i = this.idle.indexOf(c);
+          if (i >= 0) this.idle.splice(i, 1);
         });
-        if (!swapped) return;
-        c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
-        // A server that never answers the cancel would keep this connection (and its socket)
-        // forever: the WAIT itself has no deadline. Give the answer the store's timeout.
-        cancelTimer = setTimeout(() => c.close(timeoutError(
-          `store ${this.host}:${this.port} did not answer CANCEL_WAIT within ${this.timeoutMs}ms (keys: ${keys.join(', ')})`,
-          { keys, timeoutMs: this.timeoutMs })), this.timeoutMs);
-        cancelTimer.unref?.();
-      },
-    });
-    return get ? got as Uint8Array[] : undefined;
+      }
+      const c = conn;
+      let cancelled = false;
+      let cancelTimer: NodeJS.Timeout | undefined;
+      const reply: Promise<unknown> = get
+        ? c.request(waitGetFrame(wks, mode === 'take'), readWaitGet(wks.length), Infinity)
+        : c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
+      reply.then(
+        () => { clearTimeout(cancelTimer); this.release(c); },
+        () => { clearTimeout(cancelTimer); c.close(); },
+      );
+      const shown = reportMs ?? timeoutMs;
+      const left = Math.max(1, timeoutMs - (performance.now() - t0));
+      const got = await guard(reply, {
+        timeoutMs: left,
+        signal: opts?.signal,
+        what: `wait for ${keys.join(', ')}`,
+        fields: { keys },
+        onTimeout: (elapsedMs) => timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')}`, { keys, timeoutMs: shown, elapsedMs }),
+        cancel: () => {
+          if (cancelled || c.closed) return;
+          cancelled = true;
+          // The WAIT's reply may already have been read in this very tick (an abort fired by a
+          // 'data' listener, before the reply's promise callbacks ran). Then there is nothing to
+          // cancel, and a CANCEL_WAIT now would leave a WAIT_CANCELED byte that the next WAIT on
+          // this pooled connection would take for its own reply.
+          const swapped = c.replaceHeadReader((cur) => {
+            const b = cur.u8();
+            if (b === WaitReply.STOP_WAITING) {
+              if (get) for (let i = 0; i < wks.length; i++) readBytes(cur);
+              if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
+            } else if (b !== WaitReply.WAIT_CANCELED) {
+              throw protocolError(`unexpected wait reply ${b}`);
+            }
+            return b;
+          });
+          if (!swapped) return;
+          c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
+          // A server that never answers the cancel would keep this connection (and its socket)
+          // forever: the WAIT itself has no deadline. Give the answer the store's timeout.
+          cancelTimer = setTimeout(() => c.close(timeoutError(
+            `store ${this.host}:${this.port} did not answer CANCEL_WAIT within ${this.timeoutMs}ms (keys: ${keys.join(', ')})`,
+            { keys, timeoutMs: this.timeoutMs })), this.timeoutMs);
+          cancelTimer.unref?.();
+        },
+      });
+      return get ? got as Uint8Array[] : undefined;
+    } finally {
+      this.waiting--;
+    }
   }
 
   private release(c: Connection): void {
@@ -672,15 +707,75 @@ export class TcpStore implements Store {
     this.idle.push(c);
   }
 
-  /** Closes this client's connections, and the server too when this store started it. Idempotent. */
-  async close(): Promise<void> {
+  // ---- lifecycle (base/lifecycle.ts) ----------------------------------------------------------
+
+  /**
+   * Graceful: refuses new operations, lets the ones under way finish (within `timeoutMs`, default
+   * the store's timeout, and until `signal` fires; then they are aborted), then closes the
+   * connections and subscriptions, and the server too when this store started it (graceful as
+   * well). Idempotent.
+   */
+  close(opts: CloseOptions = {}): Promise<void> {
+    this.closing ??= (async () => {
+      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+      const until = performance.now() + timeoutMs;
+      if (!await this.drained(until, opts.signal)) {
+        this.shut(this.abortError(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`));
+      }
+      this.shut(destroyedError('this TcpStore was closed'));
+      await this.server?.close({ timeoutMs: Math.max(1, until - performance.now()), signal: opts.signal });
+    })();
+    return this.closing;
+  }
+
+  /**
+   * Immediate and local: operations in flight reject with ERR_GROUPCOMM_ABORTED (`cause`: the
+   * reason), connections and subscriptions close now, and a server this store started is
+   * aborted. Idempotent.
+   */
+  abort(reason?: unknown): Promise<void> {
+    if (!this.aborted) {
+      this.shut(this.abortError(reason));
+      const server = this.server?.abort(reason) ?? Promise.resolve();
+      this.closing ??= server;
+    }
+    return this.closing!;
+  }
+
+  async [asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private abortError(reason: unknown): GroupcommError {
+    this.aborted = true;
+    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+    const err = abortedError(`this TcpStore was aborted${why}`, { cause: reason });
+    this.life.abort(err);
+    return err;
+  }
+
+  /**
+   * Resolves true once nothing is in flight (no request awaiting its reply or write, no wait or
+   * subscribe under way), false at `until` or when `signal` fires. Polled: keeping a count on
+   * every request would cost the request path, and close() is rare. A check from a timer never
+   * falls between two steps of one operation: the next step starts in the same microtask run
+   * that delivered the previous one's reply.
+   */
+  private async drained(until: number, signal?: AbortSignal): Promise<boolean> {
+    while (this.main.inFlight || this.waiting > 0) {
+      if (this.aborted || signal?.aborted || performance.now() >= until) return false;
+      await sleep(Math.min(2, Math.max(1, until - performance.now()))).catch(() => {});
+    }
+    return true;
+  }
+
+  /** Closes every connection and subscription with `err` (pending requests reject with it). */
+  private shut(err: GroupcommError): void {
     if (this.closed) return;
     this.closed = true;
-    const err = new GroupcommError('ERR_GROUPCOMM_DESTROYED', 'this TcpStore was closed');
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
     for (const sub of [...this.subscriptions]) sub.fail(err);
     this.idle.length = 0;
-    await this.server?.close();
   }
 }

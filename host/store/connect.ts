@@ -7,7 +7,7 @@ import type { LocalSocket } from './local.js';
 import crypto from 'node:crypto';
 import net from 'node:net';
 import { guard, sleep } from '../base/deadline.js';
-import { authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { abortedError, authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { IS_BUN } from '../base/runtime.js';
 import { authProof } from './auth.js';
@@ -149,7 +149,7 @@ export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connect
   let last: unknown;
   for (;;) {
     if (spec.signal?.aborted) {
-      throw new GroupcommError('ERR_GROUPCOMM_ABORTED', `connect to store ${address} aborted`, { cause: spec.signal.reason });
+      throw abortedError(`connect to store ${address} aborted`, { cause: spec.signal.reason });
     }
     const left = spec.timeoutMs - (performance.now() - t0);
     if (left <= 0) break;

@@ -11,7 +11,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import net from 'node:net';
-import { GroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { destroyedError, GroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { Cursor, INCOMPLETE, Inbox } from './protocol.js';
 
@@ -157,8 +157,19 @@ export class Connection {
     this.flush();
   }
 
+  /**
+   * True while a request made on this connection has not settled (its reply not read, or its
+   * write not done). Scans the queue: for close(), which polls it, never on the request path.
+   */
+  get inFlight(): boolean {
+    if (this.out.length > 0 || this.noReply.length > 0) return true;
+    for (const p of this.writing) if (!p.settled) return true;
+    for (let i = this.head; i < this.queue.length; i++) if (!this.queue[i].settled) return true;
+    return false;
+  }
+
   close(err?: GroupcommError): void {
-    this.fail(err ?? new GroupcommError('ERR_GROUPCOMM_DESTROYED', `store connection to ${this.address} was closed`));
+    this.fail(err ?? destroyedError(`store connection to ${this.address} was closed`));
   }
 
   private queueWrite(b: Buffer): void {

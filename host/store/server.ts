@@ -8,8 +8,9 @@
  */
 import crypto from 'node:crypto';
 import net from 'node:net';
-import { guard, type OpOptions } from '../base/deadline.js';
-import { destroyedError, GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
+import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { bindError, destroyedError, type GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
@@ -124,6 +125,9 @@ export class TcpStoreServer {
   private readonly log: Logger;
   private nextId = 1;
   private closing?: Promise<void>;
+  /** Sockets ended by a graceful close() and not closed yet (abort() or the deadline destroys them). */
+  private readonly ending = new Set<net.Socket>();
+  private aborted = false;
 
   private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
     this.hostOption = opts.host ?? '127.0.0.1';
@@ -137,7 +141,7 @@ export class TcpStoreServer {
     server.on('connection', (s) => this.accept(s));
   }
 
-  /** Binds and starts serving. Rejects when the address cannot be bound (e.g. EADDRINUSE). */
+  /** Binds and starts serving. Rejects with ERR_GROUPCOMM_BIND when the address cannot be bound (e.g. EADDRINUSE). */
   static async listen(opts: TcpStoreServerOptions = {}): Promise<TcpStoreServer> {
     const host = opts.host ?? '127.0.0.1';
     const port = opts.port ?? 0;
@@ -157,8 +161,7 @@ export class TcpStoreServer {
     }
     await new Promise<void>((resolve, reject) => {
       const onError = (e: Error) => {
-        reject(new GroupcommError('ERR_GROUPCOMM_INVALID_ARGUMENT',
-          `TcpStoreServer: cannot listen on ${host}:${port}: ${(e as NodeJS.ErrnoException).code ?? e.message}`, { cause: e }));
+        reject(bindError('TcpStoreServer', host, port, e));
       };
       server.once('error', onError);
       server.listen({ host, port, backlog: 4096 }, () => {
@@ -200,7 +203,7 @@ export class TcpStoreServer {
   waitForWorkers(opts: { worldSize?: number } & OpOptions = {}): Promise<void> {
     const worldSize = opts.worldSize ?? this.worldSize;
     if (worldSize === undefined) return Promise.resolve();
-    const timeoutMs = opts.timeoutMs ?? 300_000;
+    const timeoutMs = effectiveTimeout(opts);
     const joined = () => {
       const v = this.table.get(INIT_KEY);
       if (v === undefined) return 0;
@@ -328,23 +331,63 @@ export class TcpStoreServer {
     }
   }
 
-  /** Stops listening and closes every connection. Stored data is dropped with the server. Idempotent. */
-  close(): Promise<void> {
+  // ---- lifecycle (base/lifecycle.ts) ----------------------------------------------------------
+
+  /**
+   * Graceful: stops listening, sends the replies already made, then ends every connection (the
+   * clients see the server close; their pending waits fail with ERR_GROUPCOMM_PEER_LOST).
+   * Resolves once every connection has closed; those still open after `timeoutMs` (default
+   * GROUPCOMM_TIMEOUT_MS) or when `signal` fires are destroyed. Stored data is dropped with the
+   * server. Idempotent.
+   */
+  close(opts: CloseOptions = {}): Promise<void> {
     if (!this.closing) {
-      for (const [prefix, sub] of this.subs) {
-        if (!(sub instanceof LocalSub) || sub.closed) continue;
-        sub.closed = true;
-        this.unsub(prefix);
-        sub.onEnd(peerLostError(`the in-process store server ${this.host}:${this.port} closed`));
-      }
-      this.closing = new Promise((resolve) => {
-        this.server.close(() => resolve());
-        for (const c of [...this.conns]) this.drop(c);
+      this.flushAll();
+      this.stop(true);
+      const timeoutMs = effectiveTimeout(opts);
+      const cut = () => { for (const s of this.ending) s.destroy(); };
+      const timer = setTimeout(cut, timeoutMs);
+      timer.unref?.();
+      opts.signal?.addEventListener('abort', cut, { once: true });
+      void this.closing!.finally(() => {
+        clearTimeout(timer);
+        opts.signal?.removeEventListener('abort', cut);
       });
-      // wake in-process waiters (waitForWorkers) so they fail now instead of at their timeout
-      this.table.notify();
     }
-    return this.closing;
+    return this.closing!;
+  }
+
+  /**
+   * Immediate: stops listening and destroys every connection now (nothing more is sent). Also
+   * cuts short a close() in progress. Idempotent.
+   */
+  abort(_reason?: unknown): Promise<void> {
+    if (!this.aborted) {
+      this.aborted = true;
+      if (!this.closing) this.stop(false);
+      for (const s of this.ending) s.destroy();
+    }
+    return this.closing!;
+  }
+
+  async [asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  /** Stops listening and drops every connection: ended (graceful) or destroyed. */
+  private stop(graceful: boolean): void {
+    for (const [prefix, sub] of this.subs) {
+      if (!(sub instanceof LocalSub) || sub.closed) continue;
+      sub.closed = true;
+      this.unsub(prefix);
+      sub.onEnd(peerLostError(`the in-process store server ${this.host}:${this.port} closed`));
+    }
+    this.closing = new Promise((resolve) => {
+      this.server.close(() => resolve());
+      for (const c of [...this.conns]) this.drop(c, undefined, graceful);
+    });
+    // wake in-process waiters (waitForWorkers) so they fail now instead of at their timeout
+    this.table.notify();
   }
 
   private accept(socket: net.Socket): void {
@@ -361,8 +404,12 @@ export class TcpStoreServer {
     socket.on('close', () => this.drop(conn));
   }
 
-  /** Forgets a connection: its wait registrations go, the data it stored stays. */
-  private drop(conn: Conn, reason?: string): void {
+  /**
+   * Forgets a connection: its wait registrations go, the data it stored stays. With a reason
+   * (a misbehaving client) or `graceful` (close()), the socket is ended, so replies already
+   * written reach the client first; otherwise it is destroyed.
+   */
+  private drop(conn: Conn, reason?: string, graceful = false): void {
     if (conn.closed) return;
     if (reason) this.log.warn(`closing connection ${conn.id} (${conn.remote}): ${reason}`);
     conn.closed = true;
@@ -371,9 +418,13 @@ export class TcpStoreServer {
     this.conns.delete(conn);
     this.dirty.delete(conn);
     conn.inbox.clear();
-    if (reason) {
-      // end() lets replies already written (the auth-required answer) reach the client first;
-      // the timer covers a peer that never closes its side.
+    if (graceful) {
+      const s = conn.socket;
+      this.ending.add(s);
+      s.once('close', () => this.ending.delete(s));
+      s.end();
+    } else if (reason) {
+      // The timer covers a peer that never closes its side.
       conn.socket.end();
       setTimeout(() => conn.socket.destroy(), 1000).unref();
     } else {

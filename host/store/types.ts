@@ -3,6 +3,7 @@
  * test helpers implement it). Semantics follow PyTorch's c10d Store.
  */
 import type { OpOptions } from '../base/deadline.js';
+import type { CloseOptions } from '../base/lifecycle.js';
 
 export type StoreValue = Uint8Array | string;
 
@@ -65,6 +66,11 @@ export interface Store {
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;
   /** Round trip to the server; resolves with the time it took in milliseconds. */
   ping(opts?: OpOptions): Promise<number>;
-  /** Closes this client (not the server it talks to). Idempotent. */
-  close(): Promise<void>;
+  /**
+   * Closes this client (not the server it talks to), gracefully: see base/lifecycle.ts.
+   * Idempotent.
+   */
+  close(opts?: CloseOptions): Promise<void>;
+  /** Optional: closes this client now; calls in flight reject with ERR_GROUPCOMM_ABORTED. */
+  abort?(reason?: unknown): Promise<void>;
 }

@@ -4,7 +4,7 @@
  * writes results in place. Ordering, deadlines and abort come from OrderedOps, as in every
  * backend.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, type OpOptions } from '../../host/base/deadline.js';
+import { effectiveTimeout, type OpOptions } from '../../host/base/deadline.js';
 import { invalidArgument } from '../../host/base/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
@@ -42,7 +42,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
    * communicator runs on its own CPU group; otherwise on the bootstrap's bytes alone.
    */
   static async create(mem: HostMemory, o: CommunicatorOptions): Promise<CpuCommunicator> {
-    const timeoutMs = effectiveTimeout(o, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = effectiveTimeout(o);
     const b = o.bootstrap;
     if (b.rank !== o.rank || b.worldSize !== o.worldSize) {
       throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${b.rank}/${b.worldSize}`, { rank: o.rank });

@@ -13,7 +13,7 @@
  *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
  *   use the dtype's NCCL type.
  */
-import { DEFAULT_TIMEOUT_MS, effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/base/deadline.js';
+import { effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/base/deadline.js';
 import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/base/errors.js';
 import { checkReduce } from '../../host/device/elementwise.js';
 import { OrderedOps } from '../../host/device/lifecycle.js';
@@ -95,7 +95,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   static async create(libs: NcclLibs, o: CommunicatorOptions): Promise<CudaCommunicator> {
-    const timeoutMs = effectiveTimeout(o, DEFAULT_TIMEOUT_MS);
+    const timeoutMs = effectiveTimeout(o);
     if (o.bootstrap.rank !== o.rank || o.bootstrap.worldSize !== o.worldSize) {
       throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${o.bootstrap.rank}/${o.bootstrap.worldSize}`, { rank: o.rank });
     }

@@ -13,6 +13,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { setting } from '../../host/base/config.js';
 
 const require = createRequire(import.meta.url);
 
@@ -224,7 +225,7 @@ const SONAMES: Record<LibKind, string[]> = {
   nccl: ['libnccl.so.2'],
   cudart: ['libcudart.so.13', 'libcudart.so.12'],
 };
-const ENV: Record<LibKind, string> = { nccl: 'GROUPCOMM_NCCL_PATH', cudart: 'GROUPCOMM_CUDART_PATH' };
+const ENV = { nccl: 'GROUPCOMM_NCCL_PATH', cudart: 'GROUPCOMM_CUDART_PATH' } as const;
 // Folders pip wheels install into, relative to site-packages (nvidia-nccl-cu12/13,
 // nvidia-cuda-runtime-cu12, and the CUDA 13 wheels that share nvidia/cu13/lib).
 const PIP_DIRS: Record<LibKind, string[]> = {
@@ -262,7 +263,7 @@ export function pythonSitePackages(searchPath = process.env.PATH ?? ''): string[
 
 /** Where to look for a library, in order; an env override is the only candidate when set. */
 export function libraryCandidates(kind: LibKind, env: NodeJS.ProcessEnv = process.env): { candidates: string[]; override?: string } {
-  const forced = env[ENV[kind]];
+  const forced = setting(ENV[kind], env);
   if (forced) return { candidates: [forced], override: ENV[kind] };
   const c: string[] = [];
   for (const sp of pythonSitePackages(env.PATH ?? '')) {
@@ -313,7 +314,7 @@ process.stdout.write('@@PROBE ' + JSON.stringify(out) + '\\n');
 `;
 
 /** Loads both libraries in a child process and reports what it saw; never throws. */
-export function probeLibraries(timeoutMs = Number(process.env.GROUPCOMM_CUDA_PROBE_TIMEOUT_MS ?? 30_000)): Promise<ProbeReport | { error: string }> {
+export function probeLibraries(timeoutMs = setting('GROUPCOMM_CUDA_PROBE_TIMEOUT_MS')): Promise<ProbeReport | { error: string }> {
   let koffiPath: string;
   try { koffiPath = require.resolve('koffi'); } catch { return Promise.resolve({ error: KOFFI_MISSING }); }
   const candidates = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates };

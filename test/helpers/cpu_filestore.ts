@@ -7,7 +7,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { OpOptions } from '../../host/base/deadline.js';
-import { simpleTimeout, guard, sleep, DEFAULT_TIMEOUT_MS } from '../../host/base/deadline.js';
+import { simpleTimeout, guard, sleep, effectiveTimeout } from '../../host/base/deadline.js';
 import type { Store, StoreValue } from '../../host/store/types.js';
 
 const fileOf = (dir: string, key: string) => path.join(dir, encodeURIComponent(key));
@@ -38,7 +38,7 @@ export class FileStore implements Store {
   }
 
   async wait(keys: string[], opts?: OpOptions): Promise<void> {
-    const timeoutMs = opts?.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    const timeoutMs = effectiveTimeout(opts);
     const ac = new AbortController();
     const poll = async () => {
       while (!(await this.check(keys))) await sleep(5, ac.signal);

@@ -188,7 +188,7 @@ test('an aborted signal rejects with ABORTED', async () => {
   await destroyAll(gs);
 });
 
-test('destroy: pending ops fail (DESTROYED here, PEER_LOST naming the rank on the peer), later ops too, the port is free', async () => {
+test('abort: pending ops fail (ABORTED here, PEER_LOST naming the rank on the peer), later ops with DESTROYED, the port is free', async () => {
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port;
@@ -203,12 +203,13 @@ test('destroy: pending ops fail (DESTROYED here, PEER_LOST naming the rank on th
   assert.is(gs[0].address.port, port);
   const mine = gs[0].recv(empty([1], 'int32'), 1);
   const theirs = gs[1].allReduce(empty([4], 'float32'));
-  await gs[0].destroy();
-  await rejectsWith(mine, 'ERR_GROUPCOMM_DESTROYED');
+  await gs[0].abort('test');
+  await rejectsWith(mine, 'ERR_GROUPCOMM_ABORTED');
   const lost = await rejectsWith(theirs, 'ERR_GROUPCOMM_PEER_LOST');
   assert.is((lost as { peerRank?: number }).peerRank, 0);
   await rejectsWith(gs[0].barrier(), 'ERR_GROUPCOMM_DESTROYED');
-  await gs[0].destroy(); // idempotent
+  await gs[0].abort(); // idempotent
+  await gs[0].close();
   await new Promise<void>((resolve, reject) => {
     const s = net.createServer().once('error', reject).listen(port, '127.0.0.1', () => s.close(() => resolve()));
   });

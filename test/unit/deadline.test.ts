@@ -1,11 +1,13 @@
 // AlarmClock: many deadlines on one timer (the process group's receives use it instead of a
 // timer each). Checked: each alarm fires once, on time and in deadline order; cancelled ones never
 // fire; an earlier deadline added later is not held up by a later one; and an idle clock does not
-// keep the process alive.
+// keep the process alive. Also the rest of the module: effectiveTimeout's fallbacks, Deadline
+// across steps, anySignal, settled.
 import { spawnSync } from 'node:child_process';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { AlarmClock } from '../../host/base/deadline.js';
+import { AlarmClock, anySignal, Deadline, effectiveTimeout, settled } from '../../host/base/deadline.js';
+import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -60,6 +62,52 @@ test('a clock whose alarms were all cancelled does not keep the process alive', 
   assert.is(r.status, 0, r.stderr);
   assert.match(r.stdout, /still here/);
   assert.ok(Date.now() - t0 < 10_000, `the child took ${Date.now() - t0} ms to exit`);
+});
+
+test('effectiveTimeout: the call\'s timeoutMs, else the object\'s, else GROUPCOMM_TIMEOUT_MS (300 s unset)', () => {
+  assert.is(effectiveTimeout({ timeoutMs: 5 }, 10), 5);
+  assert.is(effectiveTimeout({ timeoutMs: 0 }, 10), 10);
+  assert.is(effectiveTimeout(undefined, 10), 10);
+  assert.is(effectiveTimeout({ timeoutMs: -1 }, Number.NaN), process.env.GROUPCOMM_TIMEOUT_MS ? Number(process.env.GROUPCOMM_TIMEOUT_MS) : 300_000);
+});
+
+test('Deadline: each step gets what is left; a spent deadline throws TIMEOUT naming what', async () => {
+  const d = Deadline.of({ timeoutMs: 60 }, 1000, 'the op');
+  const first = d.next().timeoutMs;
+  assert.ok(first <= 60 && first > 0, String(first));
+  await sleep(80);
+  assert.is(d.remainingMs(), 0);
+  try {
+    d.next();
+    assert.unreachable('a spent deadline gave a step');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT));
+    assert.match((e as Error).message, 'the op timed out after 60ms');
+  }
+});
+
+test('anySignal: none, one (itself), several (fires with the first reason)', () => {
+  assert.is(anySignal([undefined]), undefined);
+  const a = new AbortController();
+  assert.is(anySignal([undefined, a.signal]), a.signal);
+  const b = new AbortController();
+  const both = anySignal([a.signal, b.signal])!;
+  b.abort('b first');
+  assert.ok(both.aborted);
+  assert.is(both.reason, 'b first');
+});
+
+test('settled: true once all settle (rejections too), false at the timeout or when the signal fires', async () => {
+  assert.is(await settled([], { timeoutMs: 1 }), true);
+  assert.is(await settled([Promise.reject(new Error('x')), sleep(5)], { timeoutMs: 5000 }), true);
+  assert.is(await settled([new Promise(() => {})], { timeoutMs: 20 }), false);
+  const ac = new AbortController();
+  setTimeout(() => ac.abort(), 10);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise((resolve) => { timer = setTimeout(() => resolve('still waiting'), 10_000); });
+  const r = await Promise.race([settled([new Promise(() => {})], { timeoutMs: 600_000, signal: ac.signal }), late]);
+  clearTimeout(timer);
+  assert.is(r, false, 'the signal ends the wait');
 });
 
 test.run();

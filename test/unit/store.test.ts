@@ -368,13 +368,14 @@ test('connect: a client started before its server connects once the server is up
   await srv.close();
 });
 
-test('close: pending waits reject, later calls reject, close is idempotent', async () => {
+test('abort: pending waits reject with ABORTED, later calls with DESTROYED; abort and close are idempotent', async () => {
   const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
   const p = s.wait(['never']);
   await new Promise((r) => setTimeout(r, 30));
+  await s.abort('test');
+  await s.abort();
   await s.close();
-  await s.close();
-  try { await p; assert.unreachable('wait must reject'); } catch (e) { assert.ok(isGroupcommError(e)); }
+  try { await p; assert.unreachable('wait must reject'); } catch (e) { assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED'), String(e)); }
   try { await s.set('x', 'y'); assert.unreachable('closed'); } catch (e) { assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_DESTROYED')); }
 });
 
@@ -382,6 +383,7 @@ test('server gone: a blocked get fails with PEER_LOST instead of hanging', async
   const server = await TcpStoreServer.listen({ port: 0 });
   const c = await TcpStore.create({ port: server.port, timeoutMs: 10_000 });
   const p = c.get('never');
+  p.catch(() => {}); // it may fail before server.close() resolves (that waits for the client to hang up)
   await new Promise((r) => setTimeout(r, 50));
   await server.close();
   try { await p; assert.unreachable('must fail'); } catch (e) { assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST'), String(e)); }

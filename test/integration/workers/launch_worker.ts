@@ -15,7 +15,7 @@ const extra = process.argv.slice(3);
 
 if (mode === 'env') {
   console.log(`env RANK=${e.RANK} LOCAL_RANK=${e.LOCAL_RANK} WORLD_SIZE=${e.WORLD_SIZE} LOCAL_WORLD_SIZE=${e.LOCAL_WORLD_SIZE} ` +
-    `MASTER_ADDR=${e.MASTER_ADDR} MASTER_PORT=${e.MASTER_PORT} STORE=${e.GROUPCOMM_LAUNCH_STORE} BACKEND=${e.GROUPCOMM_DEVICE_PLUGIN} args=${extra.join(',')}`);
+    `MASTER_ADDR=${e.MASTER_ADDR} MASTER_PORT=${e.MASTER_PORT} BACKEND=${e.GROUPCOMM_DEVICE_PLUGIN} args=${extra.join(',')}`);
   process.stdout.write('no newline at the end');
   const store = await TcpStore.create({ host: e.MASTER_ADDR, port: Number(e.MASTER_PORT), timeoutMs: 20_000 });
   await store.add('joined', 1);
