@@ -9,7 +9,6 @@
 // Errors.
 export { GroupcommError, ErrorCode, isGroupcommError } from './base/errors.js';
 export type { GroupcommErrorFields } from './base/errors.js';
-export { defaultTimeoutMs } from './base/deadline.js';
 export type { CloseOptions } from './base/lifecycle.js';
 export type { OpOptions } from './base/deadline.js';
 // Tensors.

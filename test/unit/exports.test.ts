@@ -18,7 +18,7 @@ const MAIN_VALUES = [
   'StatelessGroupCoordinator',
 ];
 const MAIN_TYPES = [
-  'GroupcommErrorFields', 'OpOptions',
+  'GroupcommErrorFields', 'OpOptions', 'CloseOptions',
   'Tensor', 'CpuTensor', 'DType', 'DeviceBuffer', 'TypedArray', 'ReduceOp',
   'Store', 'StoreValue', 'TcpStoreOptions', 'TcpStoreServerOptions',
   'ProcessGroupOptions', 'CpuGroupOptions',

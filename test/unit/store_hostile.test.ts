@@ -28,7 +28,7 @@ async function withServer(fn: (server: TcpStoreServer, good: TcpStore) => Promis
 async function closedBy(port: number, ...bytes: Buffer[]): Promise<boolean> {
   const r = await Raw.connect(port);
   r.write(...bytes);
-  const closed = await r.waitClosed(3000);
+  const closed = await r.waitClosed(10_000); // generous: a loaded machine is slow, a hang is still caught
   r.close();
   return closed;
 }
