@@ -85,7 +85,7 @@ async function rankMain(): Promise<void> {
     if (c.op === 'allreduce') {
       const t = tensor(Float32Array.from({ length: n }, (_, i) => (i % 7) + rank));
       const want = (i: number) => P * (i % 7) + (P * (P - 1)) / 2;
-      fn = () => g.allReduce(t);
+      fn = () => g.allReduce(t, { out: t }); // in place, as gloo's bench
       verify = () => {
         let bad = 0;
         for (let i = 0; i < n; i++) if (t.data[i] !== want(i)) bad++;
@@ -98,7 +98,7 @@ async function rankMain(): Promise<void> {
       }
     } else if (c.op === 'broadcast') {
       const t = tensor(Float32Array.from({ length: n }, (_, i) => (rank === 0 ? i % 1000 : -1)));
-      fn = () => g.broadcast(t, { src: 0 });
+      fn = () => g.broadcast(t, { src: 0, out: t });
       verify = () => {
         let bad = 0;
         for (let i = 0; i < n; i++) if (t.data[i] !== i % 1000) bad++;

@@ -7,8 +7,8 @@ export type { GroupcommErrorFields } from './base/errors.js';
 export { DEFAULT_TIMEOUT_MS } from './base/deadline.js';
 export type { OpOptions } from './base/deadline.js';
 export {
-  tensor, empty, toHost, numel, nbytes, itemSize, isTensor, isCpu, bytesOf, fromBytes,
-  parseDevice, arrayClassOf, registerHostCopier, DTYPE_NAMES,
+  tensor, empty, numel, nbytes, itemSize, isTensor, isCpu, bytesOf, fromBytes,
+  parseDevice, arrayClassOf, DTYPE_NAMES,
 } from './core/tensor.js';
 export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './core/tensor.js';
 export { dtypeInfo } from './core/dtype.js';
@@ -39,7 +39,7 @@ export type {
   DeviceBackendV1, DeviceCommunicatorV1, DeviceBootstrap, CommunicatorOptions, CollectiveOptions,
   BackendCapabilities, ProbeResult,
 } from './device/types.js';
-export { resolveBackend, loadBackend, registerBackend, backendNames, backendSpec } from './device/registry.js';
+export { resolveBackend, loadBackend, registerBackend, backendNames, backendSpec, toHost } from './device/registry.js';
 export { checkBackend, backendProblems } from './device/check.js';
 export { storeBootstrap } from './device/bootstrap.js';
 export type { BootstrapStore, StoreBootstrapOptions } from './device/bootstrap.js';
