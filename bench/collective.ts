@@ -23,7 +23,7 @@ export const BENCH_DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int8'
  * Today's CpuGroup runs them in place only, so their out-of-place columns print n/a; once the
  * shape lands this line becomes `true` and `call` below needs no other change.
  */
-export const TAKES_OUT = false;
+export const TAKES_OUT = true;
 
 export type Place = 'oop' | 'ip';
 

@@ -30,8 +30,9 @@ async function once(op: string, count: number): Promise<{ us: number; wrong: num
   const per = op === 'allGather' ? count / n : op === 'reduceScatter' ? count / n : count;
   const inp = f32(op === 'reduceScatter' ? count : per, rank + 1);
   const out = op === 'allGather' ? emptyOn(backend, [count], 'float32', dev) : op === 'reduceScatter' ? emptyOn(backend, [per], 'float32', dev) : inp;
-  const go = (c: DeviceCommunicatorV1) => op === 'allReduce' ? c.allReduce(inp) : op === 'allGather' ? c.allGather(out, inp)
-    : op === 'reduceScatter' ? c.reduceScatter(out, inp) : c.broadcast(inp, 0);
+  // In place for allReduce and broadcast (out = the input), as nccl-tests runs them.
+  const go = (c: DeviceCommunicatorV1) => op === 'allReduce' ? c.allReduce(inp, { out }) : op === 'allGather' ? c.allGather(inp, { out })
+    : op === 'reduceScatter' ? c.reduceScatter(inp, { out }) : c.broadcast(inp, { src: 0, out });
   const t0 = performance.now();
   await go(comm);
   const us = (performance.now() - t0) * 1000;
@@ -73,6 +74,6 @@ for (const op of a.ops) {
     if (rank === 0) process.stdout.write('@@ROW ' + JSON.stringify(row) + '\n');
   }
 }
-await comm.destroy();
+await comm.close();
 await store.close();
 reportResult(rank === 0 ? { rows } : { rows: [] });

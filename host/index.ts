@@ -12,7 +12,7 @@ export type { GroupcommErrorFields } from './base/errors.js';
 export type { CloseOptions } from './base/lifecycle.js';
 export type { OpOptions } from './base/deadline.js';
 // Tensors.
-export { tensor, empty, isTensor, isCpu, numel, nbytes, toHost } from './core/tensor.js';
+export { tensor, empty, isTensor, isCpu, numel, nbytes } from './core/tensor.js';
 export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './core/tensor.js';
 export type { ReduceOp } from './core/reduce.js';
 // The store.
@@ -25,7 +25,7 @@ export type { ProcessGroupOptions } from './pg/group.js';
 export { CpuGroup } from './cpu/group.js';
 export type { CpuGroupOptions } from './cpu/group.js';
 // Device backends, as an application picks them and moves tensors onto them.
-export { resolveBackend, registerBackend } from './device/registry.js';
+export { resolveBackend, registerBackend, toHost } from './device/registry.js';
 export { toDevice, fromDevice } from './device/tensors.js';
 export type { DeviceBackendV1, DeviceCommunicatorV1 } from './device/types.js';
 // The coordinator.

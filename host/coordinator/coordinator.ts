@@ -6,13 +6,16 @@
  * Routing: device tensors go over the device communicator, CPU tensors over the CPU group,
  * objects and tensor-dict metadata over the store channel (StatelessProcessGroup).
  *
+ * Every tensor collective picks its channel once (CPU group, device communicator, or the local
+ * channel of a group of one) and calls the one collective shape they share
+ * (host/core/collectives.ts).
+ *
  * Contracts (the same for every method; docs/coordinator.md has the table):
- * - World size 1: every operation returns at once, without traffic, with its input (the
- *   object, list, dict or tensor passed); a tensor result is copied into `out` when one is given.
- * - Aliasing: a tensor the caller hands over as the output (broadcast's tensor on receivers,
- *   `out` options) is filled in place and returned. Any other result is a new tensor, except
- *   where the result is the input itself (world size 1, the source of a broadcast): then the
- *   input is returned. Inputs are never written.
+ * - World size 1: every operation returns at once, without traffic: objects, lists and dicts
+ *   are returned as passed; tensor results follow the aliasing contract below (a copy).
+ * - Aliasing, as in every layer: a tensor passed as an input is never written; the result goes
+ *   into `out` when given, else into a new tensor; in place is `out` = the input (allReduce and
+ *   broadcast only); any other overlap of `out` and the input is refused.
  * - Order: operations on one coordinator run one after the other in call order, even when the
  *   caller does not await each one; coordinators are independent of each other.
  * - Ranks in arguments (src, dst) are ranks *in the group* and are range-checked.
@@ -24,8 +27,10 @@ import {
 import { logger, type Logger } from '../base/log.js';
 import {
   isCpu, isTensor, numel, parseDevice, empty as emptyCpu,
-  type CpuTensor, type DType, type Tensor,
+  type DType, type Tensor,
 } from '../core/tensor.js';
+import { checkOutAliasing } from '../core/alias.js';
+import type { Collectives } from '../core/collectives.js';
 import type { Store } from '../store/types.js';
 import { TcpStore, TcpStoreServer } from '../store/index.js';
 import { StatelessProcessGroup } from '../pg/group.js';
@@ -43,7 +48,8 @@ import { setting } from '../base/config.js';
 import { catShape, normDim, outerCount, scatterShape } from './dims.js';
 import { copyTensor, reorderTensor } from './copy.js';
 import { resolvePorts, type PortTriple, type ResolvedPorts } from './ports.js';
-import { receiveDict, sendDict, type TensorDict } from './dict.js';
+import { receiveDict, sendDict, type DictIo, type TensorDict } from './dict.js';
+import { LocalChannel } from './local.js';
 
 export type { TensorDict, PortTriple };
 
@@ -100,6 +106,13 @@ interface Channels {
   comm?: DeviceCommunicatorV1;
 }
 
+/** The channels of a group of more than one rank, once created. */
+interface Net {
+  pg: StatelessProcessGroup;
+  cpu: CpuGroup;
+  comm: DeviceCommunicatorV1 | undefined;
+}
+
 export class StatelessGroupCoordinator {
   /** This process's global rank. */
   readonly rank: number;
@@ -119,6 +132,10 @@ export class StatelessGroupCoordinator {
   readonly backend: DeviceBackendV1 | undefined;
 
   private readonly ch: Channels;
+  /** The group's channels; undefined for a group of one rank (it has none). */
+  private readonly net: Net | undefined;
+  /** Collectives of a group of one rank: local copies. */
+  private readonly local: LocalChannel;
   /** Created with groupPorts: the ports are fixed, so destroy() waits until they are free again. */
   private readonly explicitPorts: boolean;
   private readonly timeoutMs: number;
@@ -149,6 +166,8 @@ export class StatelessGroupCoordinator {
     this.ports = ports;
     this.backend = backend;
     this.ch = ch;
+    this.net = ch.pg && ch.cpu ? { pg: ch.pg, cpu: ch.cpu, comm: ch.comm } : undefined;
+    this.local = new LocalChannel({ empty: (shape, dtype, dev) => this.empty(shape, dtype, dev), copy: (dst, src) => void this.copyInto(dst, src) });
     this.explicitPorts = explicitPorts;
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${uniqueName} rank ${this.rankInGroup}/${this.worldSize}`);
@@ -266,7 +285,7 @@ export class StatelessGroupCoordinator {
   /** True once close(), destroy() or abort() was called. */
   get destroyed(): boolean { return this.closing !== undefined; }
   /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
-  get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.ch.comm; }
+  get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.net?.comm; }
 
   /** A zero-filled tensor on `device` (default: this group's device). Free device tensors with `free`. */
   empty(shape: number[], dtype: DType = 'float32', device: string = this.device): Tensor {
@@ -286,8 +305,9 @@ export class StatelessGroupCoordinator {
   broadcastObject<T>(obj?: T, src = 0, opts?: OpOptions): Promise<T> {
     return this.op('broadcastObject', opts, async (b) => {
       checkRank(src, this.worldSize, 'broadcastObject', 'src');
-      if (this.worldSize === 1) return obj as T;
-      return (await this.ch.pg!.broadcastObj(this.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+      const net = this.net;
+      if (!net) return obj as T;
+      return (await net.pg.broadcastObj(this.rankInGroup === src ? obj : undefined, src, b.next())) as T;
     });
   }
 
@@ -300,8 +320,9 @@ export class StatelessGroupCoordinator {
     return this.op('broadcastObjectList', opts, async (b) => {
       checkRank(src, this.worldSize, 'broadcastObjectList', 'src');
       if (!Array.isArray(list)) throw invalidArgument('broadcastObjectList: list must be an array');
-      if (this.worldSize === 1) return list;
-      const got = (await this.ch.pg!.broadcastObj(this.rankInGroup === src ? list : undefined, src, b.next())) as T[];
+      const net = this.net;
+      if (!net) return list;
+      const got = (await net.pg.broadcastObj(this.rankInGroup === src ? list : undefined, src, b.next())) as T[];
       if (this.rankInGroup === src) return list;
       if (!Array.isArray(got) || got.length !== list.length) {
         throw invalidArgument(`broadcastObjectList: rank ${src} sent ${Array.isArray(got) ? got.length : 'no'} elements, this rank's list has ${list.length}`, { peerRank: src });
@@ -318,8 +339,8 @@ export class StatelessGroupCoordinator {
   sendObject(obj: unknown, dst: number, opts?: OpOptions): Promise<void> {
     return this.op('sendObject', opts, async (b) => {
       checkRank(dst, this.worldSize, 'sendObject', 'dst');
-      if (dst === this.rankInGroup) { this.self.push(structuredClone(obj)); return; }
-      await this.ch.pg!.sendObj(obj, dst, b.next());
+      if (dst === this.rankInGroup || !this.net) { this.self.push(structuredClone(obj)); return; }
+      await this.net.pg.sendObj(obj, dst, b.next());
     });
   }
 
@@ -327,16 +348,15 @@ export class StatelessGroupCoordinator {
   recvObject<T = unknown>(src: number, opts?: OpOptions): Promise<T> {
     return this.op('recvObject', opts, async (b) => {
       checkRank(src, this.worldSize, 'recvObject', 'src');
-      if (src === this.rankInGroup) return this.takeSelf('recvObject') as T;
-      return (await this.ch.pg!.recvObj(src, b.next())) as T;
+      if (src === this.rankInGroup || !this.net) return this.takeSelf('recvObject') as T;
+      return (await this.net.pg.recvObj(src, b.next())) as T;
     });
   }
 
   /** Resolves once every member has called it; a timeout names the ranks that did not. */
   barrier(opts?: OpOptions): Promise<void> {
     return this.op('barrier', opts, async (b) => {
-      if (this.worldSize === 1) return;
-      await this.ch.pg!.barrier(b.next());
+      await this.net?.pg.barrier(b.next());
     });
   }
 
@@ -352,8 +372,8 @@ export class StatelessGroupCoordinator {
     return this.op('broadcastTensorDict', opts, async (b) => {
       checkRank(src, this.worldSize, 'broadcastTensorDict', 'src');
       if (this.rankInGroup === src) checkDict(dict, 'broadcastTensorDict');
-      if (this.worldSize === 1) return dict!;
       const io = this.dictIo();
+      if (!io) return dict!;
       if (this.rankInGroup === src) {
         await sendDict(io, dict!, { kind: 'broadcast', peer: src }, b);
         return dict!;
@@ -368,8 +388,9 @@ export class StatelessGroupCoordinator {
       const to = dst ?? this.ring.next;
       checkRank(to, this.worldSize, 'sendTensorDict', 'dst');
       checkDict(dict, 'sendTensorDict');
-      if (to === this.rankInGroup) { this.self.push(cloneDict(dict, this)); return; }
-      await sendDict(this.dictIo(), dict, { kind: 'p2p', peer: to }, b);
+      const io = this.dictIo();
+      if (to === this.rankInGroup || !io) { this.self.push(cloneDict(dict, this)); return; }
+      await sendDict(io, dict, { kind: 'p2p', peer: to }, b);
     });
   }
 
@@ -378,60 +399,46 @@ export class StatelessGroupCoordinator {
     return this.op('recvTensorDict', opts, async (b) => {
       const from = src ?? this.ring.prev;
       checkRank(from, this.worldSize, 'recvTensorDict', 'src');
-      if (from === this.rankInGroup) return this.takeSelf('recvTensorDict') as TensorDict;
-      return receiveDict(this.dictIo(), { kind: 'p2p', peer: from }, b);
+      const io = this.dictIo();
+      if (from === this.rankInGroup || !io) return this.takeSelf('recvTensorDict') as TensorDict;
+      return receiveDict(io, { kind: 'p2p', peer: from }, b);
     });
   }
 
   // ---- tensor collectives -----------------------------------------------------------------------
 
-  /** In place on every rank: `tensor` ends up equal to src's; returns `tensor`. */
-  broadcast(tensor: Tensor, src = 0, opts?: OpOptions): Promise<Tensor> {
+  /** src's `tensor` on every rank, into `out` (in place: `out: tensor`) or a new tensor. */
+  broadcast(tensor: Tensor, src = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('broadcast', opts, async (b) => {
       checkRank(src, this.worldSize, 'broadcast', 'src');
-      this.route(tensor, 'broadcast');
-      if (this.worldSize === 1) return tensor;
-      if (!isCpu(tensor)) await this.ch.comm!.broadcast(tensor, src, b.next());
-      else await this.ch.cpu!.broadcast(tensor, { src, ...b.next() });
-      return tensor;
+      const ch = this.channel(tensor, 'broadcast');
+      const out = this.output(opts.out, tensor.shape, tensor, 'broadcast');
+      return ch.broadcast(tensor, { src, out, ...b.next() });
     });
   }
 
-  /** The elementwise reduction (`op`, default sum) of every rank's `tensor`; into `out` when given. */
+  /** The elementwise reduction (`op`, default sum) of every rank's `tensor`, into `out` (in place: `out: tensor`) or a new tensor. */
   allReduce(tensor: Tensor, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('allReduce', opts, async (b) => {
-      const route = this.route(tensor, 'allReduce');
+      const ch = this.channel(tensor, 'allReduce');
       const out = this.output(opts.out, tensor.shape, tensor, 'allReduce');
-      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
-      const dst = out ?? this.allocLike(tensor.shape, tensor);
-      if (dst !== tensor) this.copyInto(dst, tensor);
-      if (route === 'device') await this.ch.comm!.allReduce(dst, { op: opts.op, ...b.next() });
-      else await this.ch.cpu!.allReduce(dst as CpuTensor, { op: opts.op, ...b.next() });
-      return dst;
+      return ch.allReduce(tensor, { op: opts.op, out, ...b.next() });
     });
   }
 
   /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
   allGather(tensor: Tensor, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('allGather', opts, async (b) => {
-      this.route(tensor, 'allGather');
+      const ch = this.channel(tensor, 'allGather');
       const d = normDim(dim, tensor.shape.length, 'allGather');
       const shape = catShape(tensor.shape, d, this.worldSize);
       const out = this.output(opts.out, shape, tensor, 'allGather');
-      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
       const outer = outerCount(tensor.shape, d);
-      const dst = out ?? this.allocLike(shape, tensor);
-      // The layers below gather rank-major (dim 0); other dims need one block transpose after.
-      const stage = outer === 1 ? dst : this.allocLike(shape, tensor);
-      try {
-        const o = flat(stage), i = flat(tensor);
-        if (isCpu(tensor)) await this.ch.cpu!.allGather(i as CpuTensor, { out: o as CpuTensor, ...b.next() });
-        else await this.ch.comm!.allGather(o, i, b.next());
-        if (stage !== dst) this.reorder(stage, dst, this.worldSize, outer);
-      } finally {
-        if (stage !== dst) this.free(stage);
-      }
-      return dst;
+      // The channels gather rank-major (dim 0); other dims need one block transpose after.
+      if (outer === 1) return shaped(await ch.allGather(flat(tensor), { out: out && flat(out), ...b.next() }), out, shape);
+      if (out) checkOutAliasing(out, tensor, false, 'allGather');
+      const stage = await ch.allGather(flat(tensor), b.next());
+      return this.reordered(stage, out, shape, tensor, this.worldSize, outer);
     });
   }
 
@@ -442,24 +449,18 @@ export class StatelessGroupCoordinator {
   gather(tensor: Tensor, dst = 0, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor | undefined> {
     return this.op('gather', opts, async (b) => {
       checkRank(dst, this.worldSize, 'gather', 'dst');
-      this.route(tensor, 'gather');
+      const ch = this.channel(tensor, 'gather');
       const d = normDim(dim, tensor.shape.length, 'gather');
       const shape = catShape(tensor.shape, d, this.worldSize);
-      const mine = this.rankInGroup === dst;
-      const out = mine ? this.output(opts.out, shape, tensor, 'gather') : undefined;
-      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
+      const out = this.rankInGroup === dst ? this.output(opts.out, shape, tensor, 'gather') : undefined;
       const outer = outerCount(tensor.shape, d);
-      const res = mine ? out ?? this.allocLike(shape, tensor) : undefined;
-      const stage = res && outer !== 1 ? this.allocLike(shape, tensor) : res;
-      try {
-        const o = stage && flat(stage), i = flat(tensor);
-        if (isCpu(tensor)) await this.ch.cpu!.gather(i as CpuTensor, { dst, out: o as CpuTensor | undefined, ...b.next() });
-        else await this.ch.comm!.gather(o, i, dst, b.next());
-        if (res && stage !== res) this.reorder(stage!, res, this.worldSize, outer);
-      } finally {
-        if (stage && stage !== res) this.free(stage);
+      if (outer === 1) {
+        const r = await ch.gather(flat(tensor), { dst, out: out && flat(out), ...b.next() });
+        return r && shaped(r, out, shape);
       }
-      return res;
+      if (out) checkOutAliasing(out, tensor, false, 'gather');
+      const stage = await ch.gather(flat(tensor), { dst, ...b.next() });
+      return stage && this.reordered(stage, out, shape, tensor, this.worldSize, outer);
     });
   }
 
@@ -469,24 +470,21 @@ export class StatelessGroupCoordinator {
    */
   reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, async (b) => {
-      this.route(tensor, 'reduceScatter');
+      const ch = this.channel(tensor, 'reduceScatter');
       const d = normDim(dim, tensor.shape.length, 'reduceScatter');
       const shape = scatterShape(tensor.shape, d, this.worldSize, 'reduceScatter');
       const out = this.output(opts.out, shape, tensor, 'reduceScatter');
-      if (this.worldSize === 1) return out ? this.copyInto(out, tensor) : tensor;
       const outer = outerCount(tensor.shape, d);
-      const dst = out ?? this.allocLike(shape, tensor);
+      if (outer === 1) return shaped(await ch.reduceScatter(flat(tensor), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
       // (outer, ws, block) → (ws, outer, block): each rank's slice becomes one contiguous block.
-      const src = outer === 1 ? tensor : this.allocLike(tensor.shape, tensor);
+      if (out) checkOutAliasing(out, tensor, false, 'reduceScatter');
+      const src = this.allocLike(tensor.shape, tensor);
       try {
-        if (src !== tensor) this.reorder(tensor, src, outer, this.worldSize);
-        const o = flat(dst), i = flat(src);
-        if (isCpu(tensor)) await this.ch.cpu!.reduceScatter(i as CpuTensor, { op: opts.op, out: o as CpuTensor, ...b.next() });
-        else await this.ch.comm!.reduceScatter(o, i, { op: opts.op, ...b.next() });
+        this.reorder(tensor, src, outer, this.worldSize);
+        return shaped(await ch.reduceScatter(flat(src), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
       } finally {
-        if (src !== tensor) this.free(src);
+        this.free(src);
       }
-      return dst;
     });
   }
 
@@ -588,19 +586,26 @@ export class StatelessGroupCoordinator {
     return withContext(e, msg, { rank: this.rank });
   }
 
-  /** 'cpu' or 'device' for a tensor, or INVALID_ARGUMENT when this group cannot carry it. */
-  private route(t: Tensor, what: string): 'cpu' | 'device' {
+  /**
+   * The channel that carries `t`: the CPU group for CPU tensors, the device communicator for
+   * this rank's device tensors, local copies in a group of one; INVALID_ARGUMENT when this group
+   * cannot carry it.
+   */
+  private channel(t: Tensor, what: string): Collectives<Tensor> {
     if (!t || typeof t !== 'object' || !Array.isArray(t.shape) || typeof t.device !== 'string') {
       throw invalidArgument(`${what}: expected a tensor`);
     }
-    if (isCpu(t)) return 'cpu';
-    if (this.worldSize > 1 && !this.ch.comm) {
-      throw invalidArgument(`${what}: tensor is on ${t.device} but this group has no device communicator (create it with useDeviceCommunicator)`);
+    const net = this.net;
+    if (!isCpu(t)) {
+      if (net && !net.comm) {
+        throw invalidArgument(`${what}: tensor is on ${t.device} but this group has no device communicator (create it with useDeviceCommunicator)`);
+      }
+      if (t.device !== this.device) {
+        throw invalidArgument(`${what}: tensor is on ${t.device}, this rank's device is ${this.device}`);
+      }
+      return net?.comm ?? this.local;
     }
-    if (t.device !== this.device) {
-      throw invalidArgument(`${what}: tensor is on ${t.device}, this rank's device is ${this.device}`);
-    }
-    return 'device';
+    return net?.cpu ?? this.local;
   }
 
   private backendFor(device: string, what: string): DeviceBackendV1 {
@@ -633,6 +638,17 @@ export class StatelessGroupCoordinator {
     reorderTensor(this.backend, src, dst, a, b);
   }
 
+  /** A rank-major `stage` (which this call owns and frees) block-transposed into `out` or a new tensor. */
+  private reordered(stage: Tensor, out: Tensor | undefined, shape: number[], like: Tensor, a: number, b: number): Tensor {
+    try {
+      const dst = out ?? this.allocLike(shape, like);
+      this.reorder(stage, dst, a, b);
+      return dst;
+    } finally {
+      this.free(stage);
+    }
+  }
+
   private takeSelf(what: string): unknown {
     if (this.self.length === 0) {
       throw invalidArgument(`${what}: nothing was sent to this rank by itself (a self-send must come first in program order)`);
@@ -640,10 +656,13 @@ export class StatelessGroupCoordinator {
     return this.self.shift();
   }
 
-  private dictIo() {
+  /** What a tensor-dict transfer needs; undefined in a group of one (dicts do not travel there). */
+  private dictIo(): DictIo | undefined {
+    const net = this.net;
+    if (!net) return undefined;
     return {
-      pg: this.ch.pg!, cpu: this.ch.cpu!, comm: this.ch.comm, device: this.device,
-      route: (t: Tensor, what: string) => this.route(t, what),
+      pg: net.pg, device: this.device,
+      channel: (t: Tensor, what: string) => this.channel(t, what),
       empty: (shape: number[], dtype: DType, device: string) => this.empty(shape, dtype, device),
       free: (t: Tensor) => this.free(t),
     };
@@ -664,6 +683,11 @@ function recvBufferFor(worldSize: number): number | undefined {
 /** The same memory seen as a 1-d tensor (the layers below work on element counts). */
 function flat(t: Tensor): Tensor {
   return { dtype: t.dtype, shape: [numel(t.shape)], device: t.device, data: t.data };
+}
+
+/** The caller's `out`, or the channel's new (flat) result seen in the collective's shape. */
+function shaped(r: Tensor, out: Tensor | undefined, shape: number[]): Tensor {
+  return out ?? { dtype: r.dtype, shape: [...shape], device: r.device, data: r.data };
 }
 
 function checkDict(d: unknown, what: string): asserts d is TensorDict {
@@ -697,7 +721,7 @@ async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false
     try { await fn(); } catch (e) { errors.push(e); }
   };
   const grace = { timeoutMs: Math.max(lingerMs, 1) };
-  if (ch.comm) await step(() => ch.comm!.destroy(grace));
+  if (ch.comm) await step(() => ch.comm!.close(grace));
   if (ch.cpu) await step(() => lingerMs === 0 ? ch.cpu!.abort() : ch.cpu!.close(grace));
   if (ch.pg) await step(() => lingerMs === 0 ? ch.pg!.abort() : ch.pg!.close(grace));
   if (ch.store && !ch.server && awaitServer) {

@@ -14,9 +14,8 @@ import type { OpOptions } from '../base/deadline.js';
 import { invalidArgument, protocolError } from '../base/errors.js';
 import { bytesOf, fromBytes, isCpu, isTensor, numel, tensor, type Tensor, type DType, type CpuTensor } from '../core/tensor.js';
 import { decodeTensorDict, encodeTensorDict, fillTensorDict, type TensorDict } from './tensor_dict.js';
+import type { Collectives } from '../core/collectives.js';
 import type { StatelessProcessGroup } from '../pg/group.js';
-import type { CpuGroup } from '../cpu/group.js';
-import type { DeviceCommunicatorV1 } from '../device/types.js';
 import type { Deadline } from '../base/deadline.js';
 import { setting } from '../base/config.js';
 
@@ -31,11 +30,10 @@ const inlineCpuBytes = () => setting('GROUPCOMM_INLINE_CPU_BYTES');
 /** What a dict transfer needs from its coordinator. */
 export interface DictIo {
   pg: StatelessProcessGroup;
-  cpu: CpuGroup;
-  comm: DeviceCommunicatorV1 | undefined;
   /** This rank's device for device tensors. */
   device: string;
-  route(t: Tensor, what: string): 'cpu' | 'device';
+  /** The channel that carries a tensor (INVALID_ARGUMENT when the group cannot carry it). */
+  channel(t: Tensor, what: string): Collectives<Tensor>;
   empty(shape: number[], dtype: DType, device: string): Tensor;
   free(t: Tensor): void;
 }
@@ -86,7 +84,7 @@ const byteLen = (t: Tensor) => (isCpu(t) ? t.data.byteLength : (t.data as { nbyt
 
 /** The sending side (the broadcast source, or the sender of a point-to-point dict). */
 export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: Deadline): Promise<void> {
-  for (const v of Object.values(dict)) if (isTensor(v)) io.route(v, 'tensor dict');
+  for (const v of Object.values(dict)) if (isTensor(v)) io.channel(v, 'tensor dict');
   const { frame, tensors } = encodeTensorDict(dict, { inlineCpu: cpuBytes(dict) <= inlineCpuBytes() });
   if (dir.kind === 'broadcast') await io.pg.broadcastObj(frame, dir.peer, b.next());
   else await io.pg.sendObj(frame, dir.peer, b.next());
@@ -148,19 +146,10 @@ function sameType(sender: string, mine: string, key: string): string {
   return mine;
 }
 
+/** One tensor of a dict over its channel; a receiver's tensor is its destination (filled in place). */
 async function moveTensor(io: DictIo, t: Tensor, dir: Direction, sending: boolean, o: OpOptions): Promise<void> {
-  const onDevice = !isCpu(t);
-  if (onDevice && !io.comm) {
-    throw invalidArgument(`tensor dict: a ${t.device} tensor needs a device communicator (create the group with useDeviceCommunicator)`);
-  }
-  if (dir.kind === 'broadcast') {
-    if (onDevice) await io.comm!.broadcast(t, dir.peer, o);
-    else await io.cpu.broadcast(t as CpuTensor, { src: dir.peer, ...o });
-  } else if (sending) {
-    if (onDevice) await io.comm!.send(t, dir.peer, o);
-    else await io.cpu.send(t as CpuTensor, dir.peer, o);
-  } else {
-    if (onDevice) await io.comm!.recv(t, dir.peer, o);
-    else await io.cpu.recv(t as CpuTensor, dir.peer, o);
-  }
+  const ch = io.channel(t, 'tensor dict');
+  if (dir.kind === 'broadcast') await ch.broadcast(t, { src: dir.peer, out: t, ...o });
+  else if (sending) await ch.send(t, dir.peer, o);
+  else await ch.recv(t, dir.peer, o);
 }

@@ -143,20 +143,3 @@ export function fromBytes(bytes: Uint8Array, dtype: DType, shape: number[]): Cpu
   new Uint8Array(data.buffer).set(bytes);
   return { dtype, shape: [...shape], device: 'cpu', data };
 }
-
-// Device types register how to bring their tensors to the host (plugins do this on load).
-type HostCopier = (t: Tensor) => Promise<CpuTensor>;
-const copiers = new Map<string, HostCopier>();
-
-export function registerHostCopier(deviceType: string, fn: HostCopier): void {
-  copiers.set(deviceType, fn);
-}
-
-/** A CPU copy of `t` (or `t` itself when it is already on the CPU). */
-export async function toHost(t: Tensor): Promise<CpuTensor> {
-  if (isCpu(t)) return t;
-  const { type } = parseDevice(t.device);
-  const fn = copiers.get(type);
-  if (!fn) throw invalidArgument(`toHost: no backend loaded for device '${t.device}'`);
-  return fn(t);
-}

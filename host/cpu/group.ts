@@ -2,11 +2,11 @@
  * CpuGroup: collectives on CPU tensors between the ranks of one group, over a TCP mesh (the gloo
  * of groupcomm). See docs/cpu-group.md for the algorithms, the wire format and the knobs.
  *
- * Aliasing contract: broadcast, allReduce and recv work in place on the tensor passed and return
- * it. allGather, reduceScatter, gather, scatter and allToAll write into `out` when given (checked
- * for dtype and shape, and it must not overlap the input) or into a new tensor, and return it.
- * The input of a non-in-place op is never changed. No tensor passed to an operation may be
- * changed by the caller until that operation's promise settles.
+ * It implements the collective shape of host/core/collectives.ts, aliasing contract included:
+ * inputs are never written; results go into `out` when given (checked for dtype and shape),
+ * else into a new tensor; allReduce and broadcast run in place when `out` is the input itself,
+ * every other overlap of `out` and the input is refused. recv fills the tensor it is given. No
+ * tensor passed to an operation may be changed by the caller until that operation settles.
  */
 import type { Store } from '../store/types.js';
 import { effectiveTimeout, guard, settled, type OpOptions } from '../base/deadline.js';
@@ -16,6 +16,11 @@ import {
   abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../base/errors.js';
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
+import { checkOutAliasing } from '../core/alias.js';
+import {
+  gatheredShape, scatteredShape,
+  type BroadcastOptions, type Collectives, type GatherOptions, type OutOptions as OutOpts, type ReduceOptions as ReduceOpts,
+} from '../core/collectives.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   chainBroadcast, dissemination, exchangeAll, recursiveDoubling, ring, Staging, treeBroadcast, type Pipeline, type Tuning,
@@ -95,10 +100,10 @@ function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
   };
 }
 
-export interface ReduceOptions extends OpOptions { op?: ReduceOp }
-export interface OutOptions extends OpOptions { out?: CpuTensor }
+export type ReduceOptions = ReduceOpts<CpuTensor>;
+export type OutOptions = OutOpts<CpuTensor>;
 
-export class CpuGroup {
+export class CpuGroup implements Collectives<CpuTensor> {
   readonly rank: number;
   readonly worldSize: number;
   readonly groupName: string;
@@ -258,16 +263,18 @@ export class CpuGroup {
     return o;
   }
 
-  /** `out` if given (checked), else a new tensor. */
-  private output(out: CpuTensor | undefined, dtype: CpuTensor['dtype'], shape: number[], input: CpuTensor | undefined, what: string): CpuTensor {
-    if (!out) return empty(shape, dtype);
+  /**
+   * `out` if given (checked for dtype and shape, and against the input by the aliasing rule:
+   * the input itself only where `inPlace` allows it), else a new tensor.
+   */
+  private output(out: CpuTensor | undefined, dtype: CpuTensor['dtype'], shape: number[], input: CpuTensor | undefined, what: string, inPlace = false): { t: CpuTensor; inPlace: boolean } {
+    if (!out) return { t: empty(shape, dtype), inPlace: false };
     const o = this.cpu(out, `${what} out`);
-    if (o.dtype !== dtype) throw invalidArgument(`${what}: out has dtype ${o.dtype}, expected ${dtype}`);
+    if (o.dtype !== dtype) throw invalidArgument(`${what}: out has dtype ${o.dtype}, expected ${dtype}`, { rank: this.rank });
     if (o.shape.length !== shape.length || o.shape.some((d, i) => d !== shape[i])) {
-      throw invalidArgument(`${what}: out has shape [${o.shape.join(', ')}], expected [${shape.join(', ')}]`);
+      throw invalidArgument(`${what}: out has shape [${o.shape.join(', ')}], expected [${shape.join(', ')}]`, { rank: this.rank });
     }
-    if (input && overlaps(bytesOf(o), bytesOf(input))) throw invalidArgument(`${what}: out must not overlap the input`);
-    return o;
+    return { t: o, inPlace: input !== undefined && checkOutAliasing(o, input, inPlace, what, { rank: this.rank }) };
   }
 
   private reducer(op: ReduceOp, dtype: CpuTensor['dtype']) {
@@ -282,28 +289,34 @@ export class CpuGroup {
 
   // ---- collectives ----------------------------------------------------------------------
 
-  /** Copies `src`'s tensor into `t` on every rank (in place). */
-  broadcast(t: CpuTensor, opts: OpOptions & { src: number }): Promise<CpuTensor> {
+  /** `src`'s tensor on every rank, into `out` (in place: `out: tensor`) or a new tensor. */
+  broadcast(tensor: CpuTensor, opts: BroadcastOptions<CpuTensor>): Promise<CpuTensor> {
     return this.start('broadcast', opts, () => {
-      const x = this.cpu(t, 'broadcast');
+      const x = this.cpu(tensor, 'broadcast');
       const src = this.peer(opts?.src, 'broadcast src', true);
-      const buf = bytesOf(x);
+      const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'broadcast', true);
       return [async (ex) => {
+        const buf = bytesOf(out);
+        // The source sends from the result tensor, so its input is only read (copied) here.
+        if (this.rank === src && !inPlace) buf.set(bytesOf(x));
         if (buf.byteLength <= this.smallBytes) await treeBroadcast(ex, buf, this.tree(src));
         else await chainBroadcast(ex, buf, src, itemSize(x.dtype), this.tuning);
-        return x;
+        return out;
       }];
     });
   }
 
-  /** Reduces `t` over all ranks with `op` (default sum), in place on every rank. */
-  allReduce(t: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
+  /** The reduction of every rank's `input` with `op` (default sum); in place with `out: input`. */
+  allReduce(input: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
     return this.start('allReduce', opts, () => {
-      const x = this.cpu(t, 'allReduce');
+      const x = this.cpu(input, 'allReduce');
       const op = this.reduceOp(opts.op);
-      const buf = bytesOf(x);
       const reduce = this.reducer(op, x.dtype);
+      const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'allReduce', true);
       return [async (ex) => {
+        // The algorithms reduce in place: out of place, they run on the result after a copy.
+        const buf = bytesOf(out);
+        if (!inPlace) buf.set(bytesOf(x));
         if (buf.byteLength <= this.smallBytes || buf.byteLength < this.worldSize * itemSize(x.dtype)) {
           await recursiveDoubling(ex, buf, reduce, this.staging, this.plans.recursiveDoubling());
         } else {
@@ -316,16 +329,16 @@ export class CpuGroup {
           await ex.flushed(); // the last forwarded segments are still being written from `buf`
           finishAvg(x.dtype, buf, this.worldSize);
         }
-        return x;
+        return out;
       }];
     });
   }
 
-  /** Concatenates every rank's `t` along dim 0 in rank order: [P*d0, ...] (0-d input: [P]). */
-  allGather(t: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+  /** Concatenates every rank's `input` along dim 0 in rank order: [P*d0, ...] (0-d input: [P]). */
+  allGather(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
     return this.start('allGather', opts, () => {
-      const x = this.cpu(t, 'allGather');
-      const out = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'allGather');
+      const x = this.cpu(input, 'allGather');
+      const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'allGather');
       return [async (ex) => {
         const o = bytesOf(out);
         const mine = bytesOf(x);
@@ -339,23 +352,23 @@ export class CpuGroup {
     });
   }
 
-  /** Reduces `t` ([P*n, ...]) over all ranks and leaves block `rank` ([n, ...]) on each. */
-  reduceScatter(t: CpuTensor, opts: ReduceOptions & OutOptions = {}): Promise<CpuTensor> {
+  /** Reduces `input` ([P*n, ...]) over all ranks and leaves block `rank` ([n, ...]) on each. */
+  reduceScatter(input: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
     return this.start('reduceScatter', opts, () => {
-      const x = this.cpu(t, 'reduceScatter');
+      const x = this.cpu(input, 'reduceScatter');
       const op = this.reduceOp(opts.op);
       const P = this.worldSize;
       if (x.shape.length === 0 || x.shape[0] % P !== 0) {
         throw invalidArgument(`reduceScatter: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
       }
-      const out = this.output(opts.out, x.dtype, [x.shape[0] / P, ...x.shape.slice(1)], x, 'reduceScatter');
+      const { t: out } = this.output(opts.out, x.dtype, scatteredShape(x.shape, P), x, 'reduceScatter');
       const reduce = this.reducer(op, x.dtype);
       return [async (ex) => {
-        const input = bytesOf(x);
+        const inBytes = bytesOf(x);
         const o = bytesOf(out);
         // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
-        const work = this.staging.get(1, input.byteLength);
-        work.set(input);
+        const work = this.staging.get(1, inBytes.byteLength);
+        work.set(inBytes);
         await ring(ex, {
           buf: work, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
           shift: -1, reduce, tuning: this.tuning, staging: this.staging,
@@ -367,10 +380,10 @@ export class CpuGroup {
     });
   }
 
-  /** Concatenates every rank's `t` on rank `dst` (like allGather); other ranks get undefined. */
-  gather(t: CpuTensor, opts: OutOptions & { dst: number }): Promise<CpuTensor | undefined> {
+  /** Concatenates every rank's `input` on rank `dst` (like allGather); other ranks get undefined. */
+  gather(input: CpuTensor, opts: GatherOptions<CpuTensor>): Promise<CpuTensor | undefined> {
     return this.start('gather', opts, () => {
-      const x = this.cpu(t, 'gather');
+      const x = this.cpu(input, 'gather');
       const dst = this.peer(opts?.dst, 'gather dst', true);
       const mine = bytesOf(x);
       const n = mine.byteLength;
@@ -380,7 +393,7 @@ export class CpuGroup {
           return undefined;
         }];
       }
-      const out = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'gather');
+      const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'gather');
       return [async (ex) => {
         const o = bytesOf(out);
         o.set(mine, this.rank * n);
@@ -409,7 +422,7 @@ export class CpuGroup {
         throw invalidArgument(`scatter: input is ${x.dtype}[${x.shape.join(', ')}], expected ${out.dtype}[${want.join(', ')}] for out ${out.dtype}[${out.shape.join(', ')}]`);
       }
       const input = bytesOf(x);
-      if (overlaps(input, o)) throw invalidArgument('scatter: out must not overlap the input');
+      checkOutAliasing(out, x, false, 'scatter', { rank: this.rank });
       return [async (ex) => {
         o.set(input.subarray(this.rank * n, (this.rank + 1) * n));
         await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined, this.plans.directPeers());
@@ -418,21 +431,21 @@ export class CpuGroup {
     });
   }
 
-  /** Block p of `t` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
-  allToAll(t: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+  /** Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
+  allToAll(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
     return this.start('allToAll', opts, () => {
-      const x = this.cpu(t, 'allToAll');
+      const x = this.cpu(input, 'allToAll');
       const P = this.worldSize;
       if (x.shape.length === 0 || x.shape[0] % P !== 0) {
         throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
       }
-      const out = this.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
+      const { t: out } = this.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
       return [async (ex) => {
-        const input = bytesOf(x);
+        const inBytes = bytesOf(x);
         const o = bytesOf(out);
-        const n = input.byteLength / P;
-        o.set(input.subarray(this.rank * n, (this.rank + 1) * n), this.rank * n);
-        await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
+        const n = inBytes.byteLength / P;
+        o.set(inBytes.subarray(this.rank * n, (this.rank + 1) * n), this.rank * n);
+        await exchangeAll(ex, (p) => inBytes.subarray(p * n, (p + 1) * n), (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
         return out;
       }];
     });
@@ -469,11 +482,11 @@ export class CpuGroup {
     return t as number;
   }
 
-  /** Sends `t` to `dst`; matched in order with `dst`'s recv calls of the same tag. */
-  send(t: CpuTensor, dst: number, opts: OpOptions & { tag?: number } = {}): Promise<void> {
+  /** Sends `tensor` to `dst`; matched in order with `dst`'s recv calls of the same tag. */
+  send(tensor: CpuTensor, dst: number, opts: OpOptions & { tag?: number } = {}): Promise<void> {
     try {
       this.check();
-      const x = this.cpu(t, 'send');
+      const x = this.cpu(tensor, 'send');
       const peer = this.peer(dst, 'send dst', false);
       const ex = this.p2p('send', peer, this.tagOf(opts.tag));
       return this.run(`send to rank ${peer} (tag ${ex.tag})`, ex, false, opts, async (e) => {
@@ -484,11 +497,11 @@ export class CpuGroup {
     }
   }
 
-  /** Fills `t` with the next tensor `src` sent with this tag (sizes must match). */
-  recv(t: CpuTensor, src: number, opts: OpOptions & { tag?: number } = {}): Promise<CpuTensor> {
+  /** Fills `dst` with the next tensor `src` sent with this tag (sizes must match); resolves with `dst`. */
+  recv(dst: CpuTensor, src: number, opts: OpOptions & { tag?: number } = {}): Promise<CpuTensor> {
     try {
       this.check();
-      const x = this.cpu(t, 'recv');
+      const x = this.cpu(dst, 'recv');
       const peer = this.peer(src, 'recv src', false);
       const ex = this.p2p('recv', peer, this.tagOf(opts.tag));
       return this.run(`recv from rank ${peer} (tag ${ex.tag})`, ex, false, opts, async (e) => {
@@ -548,13 +561,4 @@ export class CpuGroup {
     const err = abortedError(`CPU group '${this.groupName}' was aborted${why}`, { rank: this.rank, cause: reason });
     for (const ex of this.active.keys()) ex.fail(err);
   }
-}
-
-function gatheredShape(shape: number[], P: number): number[] {
-  return shape.length === 0 ? [P] : [P * shape[0], ...shape.slice(1)];
-}
-
-function overlaps(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.buffer !== b.buffer || a.byteLength === 0 || b.byteLength === 0) return false;
-  return a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
 }

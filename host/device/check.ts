@@ -12,7 +12,7 @@ const BACKEND_FUNCTIONS = [
 
 export const COMMUNICATOR_FUNCTIONS = [
   'allReduce', 'allGather', 'reduceScatter', 'broadcast', 'send', 'recv', 'gather', 'allToAll',
-  'synchronize', 'abort', 'destroy',
+  'barrier', 'synchronize', 'abort', 'close',
 ] as const;
 
 /** Problems with `v` as a DeviceBackendV1, one line each (empty when it is fine). */
@@ -47,7 +47,8 @@ export function checkBackend(v: unknown, source: string): DeviceBackendV1 {
 /** Same check for a communicator a plugin returned (a plugin bug, caught at creation). */
 export function checkCommunicator(v: unknown, source: string): DeviceCommunicatorV1 {
   const c = v as Record<string, unknown> | null;
-  const missing = COMMUNICATOR_FUNCTIONS.filter((f) => typeof c?.[f] !== 'function');
+  const missing: string[] = COMMUNICATOR_FUNCTIONS.filter((f) => typeof c?.[f] !== 'function');
+  if (typeof (c as { [Symbol.asyncDispose]?: unknown } | null)?.[Symbol.asyncDispose] !== 'function') missing.push('[Symbol.asyncDispose]');
   if (typeof c !== 'object' || c === null || missing.length) {
     throw pluginUnavailable(`device plugin ${source} returned a communicator without ${missing.join(', ') || 'an object'}`);
   }

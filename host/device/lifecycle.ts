@@ -1,7 +1,7 @@
 /**
- * The part of a communicator that is the same for every backend: operations issued strictly in
+ * OrderedOps, the part of a communicator that is the same for every backend: operations issued strictly in
  * call order (NCCL requires every rank to issue collectives in the same order, and callers do
- * not always await each one), per-call deadlines, and the ready → aborted / destroyed states.
+ * not always await each one), per-call deadlines, and the ready → aborted / closed states.
  *
  * A timeout or an aborted signal while an operation is in flight aborts the whole communicator:
  * after a partial collective the peers' state is unknown (NCCL cannot resume either), so the
@@ -12,7 +12,7 @@ import {
   abortedError, destroyedError, ErrorCode, isGroupcommError, timeoutError, type GroupcommError, type GroupcommErrorFields,
 } from '../base/errors.js';
 
-export type CommState = 'ready' | 'aborted' | 'destroyed';
+export type CommState = 'ready' | 'aborted' | 'closed';
 
 /** Failures after which the peers' state is unknown: the communicator cannot go on. */
 const FATAL = new Set<string>([ErrorCode.TIMEOUT, ErrorCode.ABORTED, ErrorCode.PEER_LOST, ErrorCode.PROTOCOL]);
@@ -34,7 +34,7 @@ export class OrderedOps {
 
   /** Rejects at once when the communicator can no longer run operations. */
   assertUsable(what: string): void {
-    if (this.state === 'destroyed') throw destroyedError(`${what}: ${this.label} on rank ${this.rank} was destroyed`, { rank: this.rank });
+    if (this.state === 'closed') throw destroyedError(`${what}: ${this.label} on rank ${this.rank} was closed`, { rank: this.rank });
     if (this.state === 'aborted') throw abortedError(`${what}: ${this.label} on rank ${this.rank} was aborted (${this.abortReason})`, { rank: this.rank });
   }
 
@@ -100,16 +100,16 @@ export class OrderedOps {
     await this.onFatal(reason);
   }
 
-  /** Marks the communicator destroyed; returns false when it already was (destroy is idempotent). */
-  markDestroyed(): boolean {
-    if (this.state === 'destroyed') return false;
+  /** Marks the communicator closed; returns false when it already was (close is idempotent). */
+  markClosed(): boolean {
+    if (this.state === 'closed') return false;
     const wasReady = this.state === 'ready';
-    this.state = 'destroyed';
-    if (wasReady) this.lifetime.abort(destroyedError(`${this.label} on rank ${this.rank} destroyed`, { rank: this.rank }));
+    this.state = 'closed';
+    if (wasReady) this.lifetime.abort(destroyedError(`${this.label} on rank ${this.rank} closed`, { rank: this.rank }));
     return true;
   }
 
-  /** Waits for every operation issued so far to settle (used by destroy and synchronize). */
+  /** Waits for every operation issued so far to settle (used by close and synchronize). */
   drain(): Promise<void> {
     return this.tail.then(() => {});
   }

@@ -4,31 +4,56 @@
  * `backend` option, else GROUPCOMM_DEVICE_PLUGIN, else 'cuda'. A module plugin exports its
  * DeviceBackendV1 as `backend` or as the default export.
  *
+ * The built-in backends are found the way an outside plugin is: their names stand for module
+ * specifiers of this package's own exports map ('cpu' → 'groupcomm/plugins/cpu'), loaded by
+ * dynamic import, so nothing under host/ imports plugins/ (and CPU-only users never load koffi).
+ *
  * `resolveBackend` also probes: a backend that is not usable here is never returned; the error
  * (ERR_GROUPCOMM_PLUGIN_UNAVAILABLE) carries the plugin's own reason.
+ *
+ * The registry also knows which loaded backend owns each device type: `toHost(t)` copies a
+ * device tensor through the backend that owns its device type (one owner per type).
  */
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { pluginUnavailable, invalidArgument } from '../base/errors.js';
 import { logger } from '../base/log.js';
 import { setting } from '../base/config.js';
+import { isCpu, parseDevice, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkBackend } from './check.js';
+import { fromDevice } from './tensors.js';
 import type { DeviceBackendV1 } from './types.js';
 
 const log = logger('DEVICE');
 
-// Built-ins are imported lazily so that CPU-only users never load koffi or look for CUDA.
-const BUILTIN: Record<string, () => Promise<unknown>> = {
-  cpu: () => import('../../plugins/cpu/index.js'),
-  cuda: () => import('../../plugins/cuda/index.js'),
-};
+/** Names of the built-in backends → their module specifiers (this package's exports map). */
+const BUILTIN: Readonly<Record<string, string>> = Object.freeze({
+  cpu: 'groupcomm/plugins/cpu',
+  cuda: 'groupcomm/plugins/cuda',
+});
 
 const registered = new Map<string, DeviceBackendV1>();
 const loaded = new Map<string, Promise<DeviceBackendV1>>();
+/** Device type → the backend whose tensors carry it. */
+const owners = new Map<string, DeviceBackendV1>();
+
+/**
+ * Records `b` as the owner of its device type. A second backend under another name may not
+ * take a type that is already owned: its tensors would be indistinguishable.
+ */
+function own(b: DeviceBackendV1, source: string): DeviceBackendV1 {
+  const prev = owners.get(b.deviceType);
+  if (prev && prev !== b && prev.name !== b.name) {
+    throw pluginUnavailable(`device plugin ${source} ('${b.name}') uses device type '${b.deviceType}', which backend '${prev.name}' already owns in this process; give it a device type of its own`);
+  }
+  owners.set(b.deviceType, b);
+  return b;
+}
 
 /** Makes `backend` resolvable by its name (replacing a previous registration of that name). */
 export function registerBackend(backend: DeviceBackendV1): void {
-  const b = checkBackend(backend, `'${(backend as { name?: unknown })?.name}'`);
+  const source = `'${(backend as { name?: unknown })?.name}'`;
+  const b = own(checkBackend(backend, source), source);
   registered.set(b.name, b);
 }
 
@@ -54,9 +79,8 @@ function pickExport(mod: unknown): unknown {
 }
 
 async function importSpec(spec: string): Promise<DeviceBackendV1> {
-  const builtin = BUILTIN[spec];
-  if (builtin) return checkBackend(pickExport(await builtin()), `'${spec}'`);
-  const url = isPathLike(spec) && !spec.startsWith('file:') ? pathToFileURL(path.resolve(spec)).href : spec;
+  const target = Object.hasOwn(BUILTIN, spec) ? BUILTIN[spec] : spec;
+  const url = isPathLike(target) && !target.startsWith('file:') ? pathToFileURL(path.resolve(target)).href : target;
   let mod: unknown;
   try {
     mod = await import(url);
@@ -67,7 +91,7 @@ async function importSpec(spec: string): Promise<DeviceBackendV1> {
       { cause: e },
     );
   }
-  return checkBackend(pickExport(mod), `'${spec}'`);
+  return own(checkBackend(pickExport(mod), `'${spec}'`), `'${spec}'`);
 }
 
 /** Loads (once per spec) and shape-checks a backend, without probing it. */
@@ -100,4 +124,25 @@ export async function resolveBackend(spec?: string): Promise<DeviceBackendV1> {
   }
   log.debug(`backend ${b.name} available`);
   return b;
+}
+
+/** The loaded backend that owns `deviceType` ('cuda', 'host'), if any. */
+export function backendForDevice(deviceType: string): DeviceBackendV1 | undefined {
+  return owners.get(deviceType);
+}
+
+/**
+ * A CPU copy of `t` (`t` itself when it is already on the CPU), copied by the backend that owns
+ * its device type: one loaded in this process (resolveBackend / loadBackend / registerBackend),
+ * or the one passed.
+ */
+export async function toHost(t: Tensor, backend?: DeviceBackendV1): Promise<CpuTensor> {
+  if (isCpu(t)) return t;
+  const { type } = parseDevice(t.device);
+  const b = backend ?? owners.get(type);
+  if (!b) {
+    throw invalidArgument(`toHost: no backend for device '${t.device}' is loaded in this process; ` +
+      `resolve it first (resolveBackend) or pass it: toHost(t, backend)`);
+  }
+  return fromDevice(b, t);
 }

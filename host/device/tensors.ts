@@ -1,8 +1,10 @@
 /**
  * Device tensors: allocation on a backend, host round trips, and the argument checks every
- * communicator runs before issuing anything (so a bad call fails locally and sends nothing).
+ * communicator runs before issuing anything (so a bad call fails locally and sends nothing),
+ * result tensors under the aliasing contract (host/core/collectives.ts) included.
  */
-import { invalidArgument } from '../base/errors.js';
+import { invalidArgument, type GroupcommErrorFields } from '../base/errors.js';
+import { checkOutAliasing } from '../core/alias.js';
 import {
   arrayClassOf, bytesOf, isCpu, itemSize, numel, parseDevice,
   type CpuTensor, type DeviceBuffer, type DType, type Tensor,
@@ -70,14 +72,6 @@ export function checkDeviceTensor(t: Tensor | undefined, deviceType: string, dev
   return { buf: t.data, count, nbytes };
 }
 
-/** Checks a pair whose element counts must relate as `output = factor × input` (and equal dtypes). */
-export function checkPair(output: CheckedTensor, outT: Tensor, input: CheckedTensor, inT: Tensor, factor: number, what: string): void {
-  if (outT.dtype !== inT.dtype) throw invalidArgument(`${what}: output is ${outT.dtype}, input is ${inT.dtype}`);
-  if (output.count !== input.count * factor) {
-    throw invalidArgument(`${what}: output has ${output.count} elements, expected ${factor} × ${input.count} = ${factor * input.count}`);
-  }
-}
-
 /** The sub-buffer at `offset` bytes of `nbytes` (pointer arithmetic, as on a device). */
 export function subBuffer(buf: DeviceBuffer, offset: number, nbytes: number): DeviceBuffer {
   if (offset < 0 || nbytes < 0 || offset + nbytes > buf.nbytes) throw invalidArgument(`subBuffer [${offset}, ${offset + nbytes}) is outside a ${buf.nbytes}-byte buffer`);
@@ -88,18 +82,53 @@ export function checkPeer(r: number, worldSize: number, what: string, rank: numb
   if (!Number.isInteger(r) || r < 0 || r >= worldSize) throw invalidArgument(`${what}: rank ${r} is outside [0, ${worldSize})`, { rank, peerRank: r });
 }
 
+/** A communicator's result: the checked `out`, or a tensor it allocated for the call. */
+export interface DeviceOutput {
+  tensor: Tensor;
+  at: CheckedTensor;
+  /** `out` is the input itself (allowed for allReduce and broadcast only). */
+  inPlace: boolean;
+  /** Passes `p` through; when it rejects, frees the result if this call allocated it. */
+  settle<T>(p: Promise<T>): Promise<T>;
+}
+
+export interface DeviceOutputSpec {
+  /** What the caller passed as `out` (undefined: allocate). */
+  out: Tensor | undefined;
+  /** The operation's input: `out` is checked against it by the aliasing rule. */
+  input: Tensor;
+  /** Elements the result holds; `out` must have exactly these and the input's dtype. */
+  count: number;
+  /** Shape of an allocated result. */
+  shape: number[];
+  /** Whether `out` may be the input itself. */
+  inPlace: boolean;
+  what: string;
+  /** The communicator's device as a tensor's `device` string ('cuda:1'). */
+  device: string;
+  /** The backend's device-tensor check (checkDeviceTensor bound to its device). */
+  check(t: Tensor | undefined, what: string): CheckedTensor;
+  /** Device memory for an allocated result, and its release when the operation fails. */
+  alloc(nbytes: number): DeviceBuffer;
+  free(buf: DeviceBuffer): void;
+  fields?: GroupcommErrorFields;
+}
+
 /**
- * gather's operands, checked the same way by every backend: the input on every rank, and on
- * `dst` only an output of worldSize × the input. `check` is the backend's device-tensor check.
+ * The aliasing contract for a device communicator, written once: `out` is checked (device,
+ * dtype, element count, overlap with the input) or a result is allocated. Call it after the
+ * input checks and before issuing anything; wrap the operation's Promise in `settle`.
  */
-export function checkGatherArgs(
-  output: Tensor | undefined, input: Tensor, dst: number, rank: number, worldSize: number,
-  check: (t: Tensor | undefined, what: string) => CheckedTensor,
-): { i: CheckedTensor; o?: CheckedTensor } {
-  const i = check(input, 'gather input');
-  checkPeer(dst, worldSize, 'gather', rank);
-  if (rank !== dst) return { i };
-  const o = check(output, 'gather output');
-  checkPair(o, output!, i, input, worldSize, 'gather');
-  return { i, o };
+export function deviceOutput(s: DeviceOutputSpec): DeviceOutput {
+  if (s.out === undefined) {
+    const buf = s.alloc(s.count * itemSize(s.input.dtype));
+    const tensor: Tensor = { dtype: s.input.dtype, shape: [...s.shape], device: s.device, data: buf };
+    const at = { buf, count: s.count, nbytes: buf.nbytes };
+    return { tensor, at, inPlace: false, settle: (p) => p.catch((e) => { s.free(buf); throw e; }) };
+  }
+  const at = s.check(s.out, `${s.what} out`);
+  if (s.out.dtype !== s.input.dtype) throw invalidArgument(`${s.what}: out is ${s.out.dtype}, input is ${s.input.dtype}`, s.fields);
+  if (at.count !== s.count) throw invalidArgument(`${s.what}: out has ${at.count} elements, the result has ${s.count}`, s.fields);
+  const inPlace = checkOutAliasing(s.out, s.input, s.inPlace, s.what, s.fields);
+  return { tensor: s.out, at, inPlace, settle: (p) => p };
 }

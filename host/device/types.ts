@@ -1,7 +1,10 @@
 /**
  * The device plugin contract, version 1. Versioned like NCCL's `ncclNet_vN`: a plugin states
  * `apiVersion: 1`, and a later `DeviceBackendV2` will be adapted to by the loader rather than
- * breaking V1 plugins. Everything a plugin needs from groupcomm is in this file.
+ * breaking V1 plugins. Nothing has been published under V1 yet, so V1 itself took the collective
+ * shape shared with the CPU group (host/core/collectives.ts) and the close/abort lifecycle
+ * instead of becoming V2. A plugin imports these types, and every helper it needs, from the
+ * kit (`groupcomm/plugin`, host/device/kit.ts).
  *
  * Contracts that hold for every method below (docs/plugins.md explains them at length):
  * - Blocking: no method blocks the event loop for longer than a library call that returns at
@@ -9,6 +12,9 @@
  *   returns a Promise and honours `{ timeoutMs, signal }`.
  * - Completion: a communicator's Promise resolves once the result is visible to
  *   `backend.copyToHost` and the inputs may be reused or freed.
+ * - Aliasing: inputs are never written; results go into `out` when given, else into a tensor
+ *   the communicator allocates on its device (the caller owns and frees it); in place is
+ *   `out` = the input, for allReduce and broadcast only; other overlaps are refused.
  * - Ownership: callers own every Tensor and DeviceBuffer they pass; a communicator never keeps a
  *   reference after the returned Promise settles. Buffers must not be freed while an operation
  *   that uses them is pending.
@@ -16,12 +22,15 @@
  *   one; every rank must issue the same collectives in the same order (as with NCCL).
  * - Errors: every rejection is a GroupcommError (ERR_GROUPCOMM_TIMEOUT, _ABORTED, _DESTROYED,
  *   _INVALID_ARGUMENT, _PEER_LOST, _PROTOCOL, _PLUGIN_UNAVAILABLE). After a timeout or abort the
- *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; destroy() still works.
+ *   communicator is dead: later calls reject with ERR_GROUPCOMM_ABORTED; close() still works.
  */
 import type { OpOptions } from '../base/deadline.js';
 import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
+import type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions } from '../core/collectives.js';
+
+export type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions };
 
 export const DEVICE_API_VERSION = 1;
 
@@ -71,42 +80,32 @@ export interface CommunicatorOptions {
   host?: string;
 }
 
-export interface CollectiveOptions extends OpOptions {
-  /** Reduction operator for allReduce / reduceScatter (default 'sum'). */
-  op?: ReduceOp;
-}
+/** allReduce / reduceScatter options on device tensors (kept under its V1 name). */
+export type CollectiveOptions = ReduceOptions<Tensor>;
 
 /**
- * One rank's end of a device communicator. Tensors live on this backend's device
- * (`tensor.device === backend.deviceType + ':' + deviceIndex`), are contiguous, and sizes are
- * checked before anything is issued (ERR_GROUPCOMM_INVALID_ARGUMENT, nothing sent).
+ * One rank's end of a device communicator: the collective shape of host/core/collectives.ts on
+ * tensors of this backend's device (`tensor.device === backend.deviceType + ':' + deviceIndex`),
+ * contiguous, checked before anything is issued (ERR_GROUPCOMM_INVALID_ARGUMENT, nothing sent).
+ * Device buffers are flat: `out` must have the result's dtype and element count (its shape is
+ * the caller's); a result the communicator allocates gets the shapes the CPU group gives
+ * (allGather: [P·d0, …], reduceScatter: [d0/P, …], else flat).
  */
-export interface DeviceCommunicatorV1 {
+export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
   readonly rank: number;
   readonly worldSize: number;
   readonly deviceIndex: number;
-  /** In place: every rank's `tensor` ends up holding the reduction over all ranks. */
-  allReduce(tensor: Tensor, opts?: CollectiveOptions): Promise<Tensor>;
-  /** `output` (worldSize × input elements) receives every rank's input, in rank order. */
-  allGather(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor>;
-  /** `input` has worldSize × output elements; rank r receives the reduction of block r. */
-  reduceScatter(output: Tensor, input: Tensor, opts?: CollectiveOptions): Promise<Tensor>;
-  /** In place: `tensor` on every rank ends up equal to src's. */
-  broadcast(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor>;
-  /** Point to point: pairs with `recv` on `dst`, same element count and dtype. */
-  send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void>;
-  /** Fills `tensor` with what `src` sent. */
-  recv(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor>;
-  /** `output` (worldSize × input elements) is written on `dst` only; others pass undefined. */
-  gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined>;
-  /** Equal splits: block j of `input` goes to rank j; block i of `output` comes from rank i. */
-  allToAll(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor>;
   /** Resolves when every operation issued so far has completed on the device. */
   synchronize(opts?: OpOptions): Promise<void>;
   /** Immediate, local, idempotent: pending operations reject with ERR_GROUPCOMM_ABORTED. */
   abort(reason?: string): Promise<void>;
-  /** Releases the communicator; idempotent; later operations reject with ERR_GROUPCOMM_DESTROYED. */
-  destroy(opts?: OpOptions): Promise<void>;
+  /**
+   * Graceful and local: lets issued operations finish (bounded by the timeout), then releases
+   * the communicator; idempotent; later operations reject with ERR_GROUPCOMM_DESTROYED.
+   */
+  close(opts?: OpOptions): Promise<void>;
+  /** `await using comm = …`: close(). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** What a backend can do; optional features are found here, not by calling and catching. */

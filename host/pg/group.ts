@@ -32,7 +32,9 @@ import { logger } from '../base/log.js';
 import { IS_BUN } from '../base/runtime.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
-import { bytesOf, type CpuTensor, type Tensor } from '../core/tensor.js';
+import { bytesOf, empty, type CpuTensor, type Tensor } from '../core/tensor.js';
+import { checkOutAliasing } from '../core/alias.js';
+import type { BroadcastOptions, ReduceOptions } from '../core/collectives.js';
 import { reduceBytes, finishAvg, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor, type Origin,
@@ -243,14 +245,14 @@ export class StatelessProcessGroup {
     return this.#op(() => this.#send(encodeTensor(t), this.#peer(dst, 'send', 'dst'), 'send', opts));
   }
 
-  /** Receives into `t` (in place: dtype and shape must match what `src` sent); resolves with `t`. */
-  recv(t: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+  /** Receives into `dst` (its destination: dtype and shape must match what `src` sent); resolves with `dst`. */
+  recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
     return this.#op(() => {
-      checkCpuTensor(t, 'recv');
+      checkCpuTensor(dst, 'recv');
       const peer = this.#peer(src, 'recv', 'src');
       return this.#recv(peer, 'recv', opts).then(([bytes, o]) => {
-        fillTensor(t, decodeTensor(bytes, o), 'recv', o);
-        return t;
+        fillTensor(dst, decodeTensor(bytes, o), 'recv', o);
+        return dst;
       });
     });
   }
@@ -274,19 +276,24 @@ export class StatelessProcessGroup {
     });
   }
 
-  /** Collective: `t` on `src` is copied into `t` on every other rank (in place); resolves with `t`. */
-  broadcast(t: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+  /**
+   * Collective: src's `tensor` on every rank, written into `out` (in place: `out: tensor`) or a
+   * new tensor; the others pass a tensor of the same dtype and shape, which is not written.
+   */
+  broadcast(tensor: Tensor, opts: BroadcastOptions<Tensor>): Promise<Tensor> {
     return this.#op(async () => {
-      checkCpuTensor(t, 'broadcast');
+      checkCpuTensor(tensor, 'broadcast');
+      const src = opts?.src;
       this.#root(src, 'broadcast');
-      if (this.worldSize === 1) return t;
-      if (src === this.rank) {
-        await this.#bcastSend(encodeTensor(t), 'broadcast', opts);
-        return t;
+      const { t: out, inPlace } = this.#out(opts.out, tensor, 'broadcast', true);
+      if (src === this.rank || this.worldSize === 1) {
+        if (this.worldSize > 1) await this.#bcastSend(encodeTensor(tensor), 'broadcast', opts);
+        if (!inPlace) bytesOf(out).set(bytesOf(tensor as CpuTensor));
+        return out;
       }
       const [bytes, o] = await this.#bcastRecv(src, 'broadcast', opts);
-      fillTensor(t, decodeTensor(bytes, o), 'broadcast', o);
-      return t;
+      fillTensor(out, decodeTensor(bytes, o), 'broadcast', o);
+      return out;
     });
   }
 
@@ -313,33 +320,53 @@ export class StatelessProcessGroup {
   }
 
   /**
-   * Collective, for small CPU tensors: `t` becomes op(t over all ranks), in place. Every rank
-   * folds the same gathered values in rank order, so all ranks get bit-identical results.
-   * Ops: sum, prod, min, max, avg (others are rejected, unlike vLLM which returns rank 0's value).
+   * Collective, for small CPU tensors: op(input over all ranks), written into `out` (in place:
+   * `out: input`) or a new tensor. Every rank folds the same gathered values in rank order, so
+   * all ranks get bit-identical results. Ops: sum, prod, min, max, avg (others are rejected,
+   * unlike vLLM which returns rank 0's value).
    */
-  allReduce(t: Tensor, op: ReduceOpName = 'sum', opts?: OpOptions): Promise<Tensor> {
+  allReduce(input: Tensor, opts: ReduceOptions<Tensor> = {}): Promise<Tensor> {
     return this.#op(async () => {
-      checkCpuTensor(t, 'allReduce');
+      checkCpuTensor(input, 'allReduce');
+      const op = opts.op ?? 'sum';
       if (!REDUCE_OPS.includes(op)) throw invalidArgument(`allReduce: unsupported op '${op}'; use one of ${REDUCE_OPS.join(', ')}`);
-      if (op === 'avg' && t.dtype === 'bool') throw invalidArgument('allReduce: avg is not defined for bool (sum/max = any, prod/min = all)');
-      if (this.worldSize === 1) return t;
-      const parts = await this.#collective(encodeTensor(t), 'allReduce', opts);
-      // This rank's part is decoded from what it published, not re-read from `t`: the caller may
-      // have changed `t` since the call, and every rank must fold the same values.
+      if (op === 'avg' && input.dtype === 'bool') throw invalidArgument('allReduce: avg is not defined for bool (sum/max = any, prod/min = all)');
+      const { t: out, inPlace } = this.#out(opts.out, input, 'allReduce', true);
+      if (this.worldSize === 1) {
+        if (!inPlace) bytesOf(out).set(bytesOf(input as CpuTensor));
+        return out;
+      }
+      const parts = await this.#collective(encodeTensor(input), 'allReduce', opts);
+      // This rank's part is decoded from what it published, not re-read from `input`: the caller
+      // may have changed it since the call, and every rank must fold the same values.
       const got = parts.map((p) => decodeTensor(p.bytes, p.origin));
       for (let r = 0; r < got.length; r++) {
         const g = got[r];
-        if (g.dtype !== t.dtype || g.shape.length !== t.shape.length || g.shape.some((d, i) => d !== t.shape[i])) {
-          throw invalidArgument(`allReduce: rank ${r} passed [${g.shape.join(', ')}] ${g.dtype}, rank ${this.rank} [${t.shape.join(', ')}] ${t.dtype}`, { peerRank: r });
+        if (g.dtype !== input.dtype || g.shape.length !== input.shape.length || g.shape.some((d, i) => d !== input.shape[i])) {
+          throw invalidArgument(`allReduce: rank ${r} passed [${g.shape.join(', ')}] ${g.dtype}, rank ${this.rank} [${input.shape.join(', ')}] ${input.dtype}`, { peerRank: r });
         }
       }
       // Fold in rank order from a copy of rank 0's value; avg reduces like sum, then divides once.
       const acc = new Uint8Array(got[0].bytes);
-      for (let r = 1; r < got.length; r++) reduceBytes(op, t.dtype, acc, got[r].bytes);
-      if (op === 'avg') finishAvg(t.dtype, acc, this.worldSize);
-      bytesOf(t as CpuTensor).set(acc);
-      return t;
+      for (let r = 1; r < got.length; r++) reduceBytes(op, input.dtype, acc, got[r].bytes);
+      if (op === 'avg') finishAvg(input.dtype, acc, this.worldSize);
+      bytesOf(out).set(acc);
+      return out;
     });
+  }
+
+  /**
+   * The result tensor of allReduce / broadcast: `out` when given (a CPU tensor of `like`'s dtype
+   * and shape; the same memory as the input means in place, any other overlap is refused), else
+   * a new tensor.
+   */
+  #out(out: Tensor | undefined, like: Tensor, what: string, inPlace: boolean): { t: CpuTensor; inPlace: boolean } {
+    if (out === undefined) return { t: empty(like.shape, like.dtype), inPlace: false };
+    checkCpuTensor(out, `${what} out`);
+    if (out.dtype !== like.dtype || out.shape.length !== like.shape.length || out.shape.some((d, i) => d !== like.shape[i])) {
+      throw invalidArgument(`${what}: out must be [${like.shape.join(', ')}] ${like.dtype}, got [${out.shape.join(', ')}] ${out.dtype}`, { rank: this.rank });
+    }
+    return { t: out as CpuTensor, inPlace: checkOutAliasing(out, like, inPlace, what, { rank: this.rank }) };
   }
 
   // ---------------------------------------------------------------- lifecycle

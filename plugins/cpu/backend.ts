@@ -5,11 +5,10 @@
  * dtype and reduce op, and lets any number of ranks share a device, so the whole device path of
  * groupcomm (and the conformance suite) runs on any machine.
  */
-import { invalidArgument } from '../../host/base/errors.js';
-import { DTYPE_NAMES } from '../../host/core/tensor.js';
-import { fromDevice } from '../../host/device/tensors.js';
-import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
-import { registerHostCopier, type DeviceBuffer } from '../../host/core/tensor.js';
+import {
+  DTYPE_NAMES, invalidArgument,
+  type CommunicatorOptions, type DeviceBackendV1, type DeviceBuffer, type DeviceCommunicatorV1, type ProbeResult,
+} from 'groupcomm/plugin';
 import { CpuCommunicator, DEVICE_TYPE } from './communicator.js';
 import { HostMemory } from './memory.js';
 
@@ -20,11 +19,6 @@ export class CpuBackend implements DeviceBackendV1 {
   readonly capabilities = { reduceDtypes: DTYPE_NAMES, sharedDevice: true };
   /** Exposed for tests that check for leaks (live allocation count). */
   readonly memory = new HostMemory();
-
-  constructor() {
-    // toHost() on a 'host:N' tensor copies through this backend.
-    registerHostCopier(DEVICE_TYPE, async (t) => fromDevice(this, t));
-  }
 
   async probe(): Promise<ProbeResult> {
     return { available: true };

@@ -1,17 +1,16 @@
 /**
  * The cpu backend's communicator: each operation checks its tensors, takes byte views of them in
  * HostMemory and hands those to a HostTransport (the CPU group, or the bootstrap alone), which
- * writes results in place. Ordering, deadlines and abort come from OrderedOps, as in every
- * backend.
+ * writes results in place. Results follow the aliasing contract through the kit's deviceOutput
+ * (into `out`, else a buffer allocated here). Ordering, deadlines and abort come from
+ * OrderedOps, as in every backend.
  */
-import { effectiveTimeout, type OpOptions } from '../../host/base/deadline.js';
-import { invalidArgument } from '../../host/base/errors.js';
-import { checkReduce } from '../../host/device/elementwise.js';
-import { OrderedOps } from '../../host/device/lifecycle.js';
-import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
-import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1 } from '../../host/device/types.js';
-import { logger } from '../../host/base/log.js';
-import type { Tensor } from '../../host/core/tensor.js';
+import {
+  checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, effectiveTimeout,
+  gatheredShape, guard, invalidArgument, logger, OrderedOps, scatteredShape, simpleTimeout,
+  type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceCommunicatorV1, type DeviceOutput,
+  type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type Tensor,
+} from 'groupcomm/plugin';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
 
@@ -90,44 +89,67 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     return { signal, timeoutMs: effectiveTimeout(opts, this.timeoutMs) };
   }
 
-  async allReduce(tensor: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
-    const op = opts?.op ?? 'sum';
-    const x = this.t(tensor, 'allReduce');
-    checkReduce(tensor.dtype, op);
-    return this.ops.run('allReduce', opts, async (signal) => {
-      await this.net.allReduce(this.v(x), tensor.dtype, op, this.o(signal, opts));
-      return tensor;
+  /** `out` checked against `input`, or a result allocated in HostMemory (freed if the operation fails). */
+  private output(out: Tensor | undefined, input: Tensor, count: number, shape: number[], inPlace: boolean, what: string): DeviceOutput {
+    return deviceOutput({
+      out, input, count, shape, inPlace, what, device: deviceString({ deviceType: DEVICE_TYPE }, this.deviceIndex),
+      check: (t, w) => this.t(t, w), alloc: (n) => this.mem.alloc(n), free: (b) => this.mem.free(b), fields: { rank: this.rank },
     });
   }
 
-  async allGather(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
-    const o = this.t(output, 'allGather output'), i = this.t(input, 'allGather input');
-    checkPair(o, output, i, input, this.worldSize, 'allGather');
-    return this.ops.run('allGather', opts, async (signal) => {
-      await this.net.allGather(this.v(o), this.v(i), input.dtype, this.o(signal, opts));
-      return output;
-    });
+  private splits(count: number, what: string): void {
+    if (count % this.worldSize !== 0) throw invalidArgument(`${what}: ${count} elements do not split evenly over ${this.worldSize} ranks`, { rank: this.rank });
   }
 
-  async reduceScatter(output: Tensor, input: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
-    const op = opts?.op ?? 'sum';
-    const o = this.t(output, 'reduceScatter output'), i = this.t(input, 'reduceScatter input');
-    checkPair(i, input, o, output, this.worldSize, 'reduceScatter');
+  async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+    const op = opts.op ?? 'sum';
+    const i = this.t(input, 'allReduce');
     checkReduce(input.dtype, op);
-    return this.ops.run('reduceScatter', opts, async (signal) => {
-      await this.net.reduceScatter(this.v(o), this.v(i), input.dtype, op, this.o(signal, opts));
-      return output;
-    });
+    const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
+    return o.settle(this.ops.run('allReduce', opts, async (signal) => {
+      // The transports reduce in place: out of place, they run on the result after a copy.
+      const buf = this.v(o.at);
+      if (!o.inPlace) buf.set(this.v(i));
+      await this.net.allReduce(buf, input.dtype, op, this.o(signal, opts));
+      return o.tensor;
+    }));
   }
 
-  async broadcast(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
-    const x = this.t(tensor, 'broadcast');
+  async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allGather');
+    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'allGather');
+    return o.settle(this.ops.run('allGather', opts, async (signal) => {
+      await this.net.allGather(this.v(o.at), this.v(i), input.dtype, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+    const op = opts.op ?? 'sum';
+    const i = this.t(input, 'reduceScatter');
+    this.splits(i.count, 'reduceScatter');
+    checkReduce(input.dtype, op);
+    const P = this.worldSize;
+    const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
+    const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');
+    return o.settle(this.ops.run('reduceScatter', opts, async (signal) => {
+      await this.net.reduceScatter(this.v(o.at), this.v(i), input.dtype, op, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  async broadcast(tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {
+    const i = this.t(tensor, 'broadcast');
+    const src = opts?.src;
     checkPeer(src, this.worldSize, 'broadcast', this.rank);
-    return this.ops.run('broadcast', opts, async (signal) => {
-      const n = await this.net.broadcast(this.v(x), src, tensor.dtype, this.o(signal, opts));
-      if (n !== x.nbytes) throw invalidArgument(`broadcast: rank ${src} sent ${n} bytes, this rank expects ${x.nbytes}`, { rank: this.rank, peerRank: src });
-      return tensor;
-    }, { peerRank: src });
+    const o = this.output(opts.out, tensor, i.count, tensor.shape, true, 'broadcast');
+    return o.settle(this.ops.run('broadcast', opts, async (signal) => {
+      const buf = this.v(o.at);
+      if (this.rank === src && !o.inPlace) buf.set(this.v(i)); // the source sends from its result
+      const n = await this.net.broadcast(buf, src, tensor.dtype, this.o(signal, opts));
+      if (n !== i.nbytes) throw invalidArgument(`broadcast: rank ${src} sent ${n} bytes, this rank expects ${i.nbytes}`, { rank: this.rank, peerRank: src });
+      return o.tensor;
+    }, { peerRank: src }));
   }
 
   async send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
@@ -139,33 +161,46 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     }, { peerRank: dst });
   }
 
-  async recv(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
-    const x = this.t(tensor, 'recv');
+  async recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+    const x = this.t(dst, 'recv');
     checkPeer(src, this.worldSize, 'recv', this.rank);
     if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
     return this.ops.run('recv', opts, async (signal) => {
-      const n = await this.net.recv(this.v(x), src, tensor.dtype, this.o(signal, opts));
+      const n = await this.net.recv(this.v(x), src, dst.dtype, this.o(signal, opts));
       if (n !== x.nbytes) throw invalidArgument(`recv: rank ${src} sent ${n} bytes, expected ${x.nbytes}`, { rank: this.rank, peerRank: src });
-      return tensor;
+      return dst;
     }, { peerRank: src });
   }
 
-  async gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined> {
-    const { i, o } = checkGatherArgs(output, input, dst, this.rank, this.worldSize, (t, what) => this.t(t, what));
-    return this.ops.run('gather', opts, async (signal) => {
-      await this.net.gather(o && this.v(o), this.v(i), dst, input.dtype, this.o(signal, opts));
-      return o ? output : undefined;
-    }, { peerRank: dst });
+  async gather(input: Tensor, opts: GatherOptions): Promise<Tensor | undefined> {
+    const i = this.t(input, 'gather');
+    const dst = opts?.dst;
+    checkPeer(dst, this.worldSize, 'gather', this.rank);
+    if (this.rank !== dst) {
+      return this.ops.run('gather', opts, async (signal) => {
+        await this.net.gather(undefined, this.v(i), dst, input.dtype, this.o(signal, opts));
+        return undefined;
+      }, { peerRank: dst });
+    }
+    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'gather');
+    return o.settle(this.ops.run('gather', opts, async (signal) => {
+      await this.net.gather(this.v(o.at), this.v(i), dst, input.dtype, this.o(signal, opts));
+      return o.tensor;
+    }));
   }
 
-  async allToAll(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
-    const o = this.t(output, 'allToAll output'), i = this.t(input, 'allToAll input');
-    checkPair(o, output, i, input, 1, 'allToAll');
-    if (i.count % this.worldSize !== 0) throw invalidArgument(`allToAll: ${i.count} elements do not split evenly over ${this.worldSize} ranks`);
-    return this.ops.run('allToAll', opts, async (signal) => {
-      await this.net.allToAll(this.v(o), this.v(i), input.dtype, this.o(signal, opts));
-      return output;
-    });
+  async allToAll(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allToAll');
+    this.splits(i.count, 'allToAll');
+    const o = this.output(opts.out, input, i.count, input.shape, false, 'allToAll');
+    return o.settle(this.ops.run('allToAll', opts, async (signal) => {
+      await this.net.allToAll(this.v(o.at), this.v(i), input.dtype, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  async barrier(opts?: OpOptions): Promise<void> {
+    return this.ops.run('barrier', opts, (signal) => this.net.barrier(this.o(signal, opts)));
   }
 
   /** Host memory is written when each operation resolves, so this only waits for the queue. */
@@ -177,10 +212,22 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     await this.ops.abort(reason);
   }
 
-  /** Local and immediate: closes the transport's connections; idempotent. */
-  async destroy(_opts?: OpOptions): Promise<void> {
-    if (!this.ops.markDestroyed()) return;
+  /**
+   * Local and graceful: lets issued operations settle (bounded by the timeout), then closes the
+   * transport's connections; idempotent.
+   */
+  async close(opts?: OpOptions): Promise<void> {
+    if (this.ops.state === 'closed') return;
+    if (this.ops.state === 'ready') {
+      const t = effectiveTimeout(opts, this.timeoutMs);
+      await guard(this.ops.drain(), { timeoutMs: t, signal: opts?.signal, what: 'close', onTimeout: simpleTimeout('close', t) }).catch(() => {});
+    }
+    if (!this.ops.markClosed()) return;
     await this.net.close();
-    this.log.debug('destroyed');
+    this.log.debug('closed');
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }

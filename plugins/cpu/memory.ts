@@ -5,8 +5,7 @@
  * pointer is caught instead of silently reading the wrong memory. One allocation holds at most
  * 4 GiB - 1 bytes.
  */
-import { invalidArgument } from '../../host/base/errors.js';
-import type { DeviceBuffer } from '../../host/core/tensor.js';
+import { invalidArgument, type DeviceBuffer } from 'groupcomm/plugin';
 
 const OFFSET_BITS = 32n;
 const OFFSET_MASK = (1n << OFFSET_BITS) - 1n;

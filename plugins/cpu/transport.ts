@@ -9,16 +9,15 @@
  *   through the store server). Slow, but it needs nothing beyond a DeviceBootstrap, so the
  *   backend works with any bootstrap, even one without a store behind it.
  *
- * Buffers are views of HostMemory; every method writes its result into the views it is given.
+ * Buffers are views of HostMemory; every method writes its result into the views it is given
+ * (allReduce and broadcast in place; the communicator has refused every other overlap).
  * Every call takes the operation's signal and passes it down, so an aborted communicator stops
  * waiting at once.
  */
-import { CpuGroup } from '../../host/cpu/group.js';
-import { finishAvg, reduceBytes } from '../../host/core/reduce.js';
-import type { OpOptions } from '../../host/base/deadline.js';
-import type { DeviceBootstrap, ReduceOp } from '../../host/device/types.js';
-import type { Store } from '../../host/store/types.js';
-import { arrayClassOf, type CpuTensor, type DType } from '../../host/core/tensor.js';
+import {
+  arrayClassOf, CpuGroup, finishAvg, reduceBytes,
+  type CpuTensor, type DeviceBootstrap, type DType, type OpOptions, type ReduceOp, type Store,
+} from 'groupcomm/plugin';
 
 export interface HostTransport {
   readonly kind: 'group' | 'bootstrap';
@@ -60,14 +59,6 @@ function settle(t: CpuTensor, bytes: Uint8Array): void {
   if (t.data.buffer !== bytes.buffer) bytes.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
 }
 
-function overlaps(a: Uint8Array, b: Uint8Array): boolean {
-  return a.buffer === b.buffer && a.byteLength > 0 && b.byteLength > 0 &&
-    a.byteOffset < b.byteOffset + b.byteLength && b.byteOffset < a.byteOffset + a.byteLength;
-}
-
-/** The CPU group refuses an output overlapping the input; device APIs allow it (NCCL in-place). */
-const detach = (inp: Uint8Array, out: Uint8Array | undefined) => (out && overlaps(inp, out) ? inp.slice() : inp);
-
 export class GroupTransport implements HostTransport {
   readonly kind = 'group';
   private constructor(private readonly g: CpuGroup) {}
@@ -80,22 +71,22 @@ export class GroupTransport implements HostTransport {
 
   async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
     const t = view(buf, dtype);
-    await this.g.allReduce(t, { ...o, op });
+    await this.g.allReduce(t, { ...o, op, out: t });
     settle(t, buf);
   }
   async allGather(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions) {
     const r = view(out, dtype);
-    await this.g.allGather(view(detach(inp, out), dtype), { ...o, out: r });
+    await this.g.allGather(view(inp, dtype), { ...o, out: r });
     settle(r, out);
   }
   async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
     const r = view(out, dtype);
-    await this.g.reduceScatter(view(detach(inp, out), dtype), { ...o, op, out: r });
+    await this.g.reduceScatter(view(inp, dtype), { ...o, op, out: r });
     settle(r, out);
   }
   async broadcast(buf: Uint8Array, src: number, dtype: DType, o: OpOptions) {
     const t = view(buf, dtype);
-    await this.g.broadcast(t, { ...o, src });
+    await this.g.broadcast(t, { ...o, src, out: t });
     settle(t, buf);
     return buf.byteLength;
   }
@@ -110,12 +101,12 @@ export class GroupTransport implements HostTransport {
   }
   async gather(out: Uint8Array | undefined, inp: Uint8Array, dst: number, dtype: DType, o: OpOptions) {
     const r = out && view(out, dtype);
-    await this.g.gather(view(detach(inp, out), dtype), { ...o, dst, out: r });
+    await this.g.gather(view(inp, dtype), { ...o, dst, out: r });
     if (r && out) settle(r, out);
   }
   async allToAll(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions) {
     const r = view(out, dtype);
-    await this.g.allToAll(view(detach(inp, out), dtype), { ...o, out: r });
+    await this.g.allToAll(view(inp, dtype), { ...o, out: r });
     settle(r, out);
   }
   barrier(o: OpOptions) {

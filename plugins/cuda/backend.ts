@@ -6,11 +6,10 @@
  * said ("CUDA driver missing or too old: cudaErrorInsufficientDriver (35)"). The libraries are
  * loaded into this process only after a successful probe, on first use.
  */
-import { pluginUnavailable } from '../../host/base/errors.js';
-import { fromDevice } from '../../host/device/tensors.js';
-import type { CommunicatorOptions, DeviceBackendV1, DeviceCommunicatorV1, ProbeResult } from '../../host/device/types.js';
-import { logger } from '../../host/base/log.js';
-import { registerHostCopier, type DeviceBuffer } from '../../host/core/tensor.js';
+import {
+  logger, pluginUnavailable,
+  type CommunicatorOptions, type DeviceBackendV1, type DeviceBuffer, type DeviceCommunicatorV1, type ProbeResult,
+} from 'groupcomm/plugin';
 import { CudaCommunicator, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {
@@ -50,10 +49,6 @@ export class CudaBackend implements DeviceBackendV1 {
   readonly capabilities = { reduceDtypes: CUDA_REDUCE_DTYPES, sharedDevice: false };
   private probed: Promise<ProbeReport | { error: string }> | undefined;
   private libs: NcclLibs | undefined;
-
-  constructor() {
-    registerHostCopier(DEVICE_TYPE, async (t) => fromDevice(this, t));
-  }
 
   /** The child-process probe, run once per process (the libraries do not change under us). */
   report(): Promise<ProbeReport | { error: string }> {

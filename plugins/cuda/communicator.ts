@@ -12,16 +12,18 @@
  * - Data movement (allGather, broadcast, send/recv, gather, allToAll) is a byte copy and goes as
  *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
  *   use the dtype's NCCL type.
+ * - Results follow the aliasing contract through the kit's deviceOutput: NCCL's separate send
+ *   and receive buffers take the input and `out` (or a buffer allocated here) directly; in place
+ *   is the same pointer for both.
  */
-import { effectiveTimeout, guard, simpleTimeout, type OpOptions } from '../../host/base/deadline.js';
-import { abortedError, invalidArgument, peerLostError, pluginUnavailable, timeoutError, GroupcommError } from '../../host/base/errors.js';
-import { checkReduce } from '../../host/device/elementwise.js';
-import { OrderedOps } from '../../host/device/lifecycle.js';
-import { checkDeviceTensor, checkGatherArgs, checkPair, checkPeer, type CheckedTensor } from '../../host/device/tensors.js';
-import type { CollectiveOptions, CommunicatorOptions, DeviceCommunicatorV1, ReduceOp } from '../../host/device/types.js';
-import { logger } from '../../host/base/log.js';
-import { dtypeInfo } from '../../host/core/dtype.js';
-import type { DType, Tensor } from '../../host/core/tensor.js';
+import {
+  abortedError, checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, dtypeInfo,
+  effectiveTimeout, gatheredShape, GroupcommError, guard, invalidArgument, logger, OrderedOps, peerLostError,
+  pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
+  type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
+  type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
+  type Tensor,
+} from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
 import { NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
 
@@ -65,6 +67,8 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private comm = 0n;
   private stream = 0n;
   private event = 0n;
+  /** One byte of device memory for barrier()'s allReduce, made on first use. */
+  private scratch: DeviceBuffer | undefined;
 
   private constructor(private readonly libs: NcclLibs, o: CommunicatorOptions, private readonly timeoutMs: number) {
     this.rank = o.rank;
@@ -228,29 +232,49 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     try { body(); } finally { this.rc(nccl.ncclGroupEnd(), `ncclGroupEnd (${what})`); }
   }
 
-  async allReduce(tensor: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
-    const x = this.t(tensor, 'allReduce');
-    const a = ncclReduceArgs(tensor.dtype, opts?.op ?? 'sum');
-    return this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(x.buf.ptr, x.buf.ptr, x.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), tensor);
+  /** `out` checked against `input`, or a result allocated on this device (freed if the operation fails). */
+  private output(out: Tensor | undefined, input: Tensor, count: number, shape: number[], inPlace: boolean, what: string): DeviceOutput {
+    return deviceOutput({
+      out, input, count, shape, inPlace, what, device: deviceString({ deviceType: DEVICE_TYPE }, this.deviceIndex),
+      check: (t, w) => this.t(t, w), alloc: (n) => this.libs.cuda.alloc(n, this.deviceIndex), free: (b) => this.libs.cuda.free(b),
+      fields: { rank: this.rank },
+    });
   }
 
-  async allGather(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
-    const o = this.t(output, 'allGather output'), i = this.t(input, 'allGather input');
-    checkPair(o, output, i, input, this.worldSize, 'allGather');
-    return this.issue('allGather', opts, () => this.rc(this.libs.nccl.ncclAllGather(i.buf.ptr, o.buf.ptr, i.nbytes, NcclDataType.ncclUint8, this.comm, this.stream), 'ncclAllGather'), output);
+  private splits(count: number, what: string): void {
+    if (count % this.worldSize !== 0) throw invalidArgument(`${what}: ${count} elements do not split evenly over ${this.worldSize} ranks`, { rank: this.rank });
   }
 
-  async reduceScatter(output: Tensor, input: Tensor, opts?: CollectiveOptions): Promise<Tensor> {
-    const o = this.t(output, 'reduceScatter output'), i = this.t(input, 'reduceScatter input');
-    checkPair(i, input, o, output, this.worldSize, 'reduceScatter');
-    const a = ncclReduceArgs(input.dtype, opts?.op ?? 'sum');
-    return this.issue('reduceScatter', opts, () => this.rc(this.libs.nccl.ncclReduceScatter(i.buf.ptr, o.buf.ptr, o.count, a.type, a.op, this.comm, this.stream), 'ncclReduceScatter'), output);
+  async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allReduce');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
+    return o.settle(this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), o.tensor));
   }
 
-  async broadcast(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
-    const x = this.t(tensor, 'broadcast');
+  async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allGather');
+    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'allGather');
+    return o.settle(this.issue('allGather', opts, () => this.rc(this.libs.nccl.ncclAllGather(i.buf.ptr, o.at.buf.ptr, i.nbytes, NcclDataType.ncclUint8, this.comm, this.stream), 'ncclAllGather'), o.tensor));
+  }
+
+  async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'reduceScatter');
+    this.splits(i.count, 'reduceScatter');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const P = this.worldSize;
+    const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
+    const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');
+    return o.settle(this.issue('reduceScatter', opts, () => this.rc(this.libs.nccl.ncclReduceScatter(i.buf.ptr, o.at.buf.ptr, o.at.count, a.type, a.op, this.comm, this.stream), 'ncclReduceScatter'), o.tensor));
+  }
+
+  async broadcast(tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {
+    const i = this.t(tensor, 'broadcast');
+    const src = opts?.src;
     checkPeer(src, this.worldSize, 'broadcast', this.rank);
-    return this.issue('broadcast', opts, () => this.rc(this.libs.nccl.ncclBroadcast(x.buf.ptr, x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclBroadcast'), tensor, src);
+    const o = this.output(opts.out, tensor, i.count, tensor.shape, true, 'broadcast');
+    // NCCL reads the send buffer on the root only and writes the receive buffer everywhere.
+    return o.settle(this.issue('broadcast', opts, () => this.rc(this.libs.nccl.ncclBroadcast(i.buf.ptr, o.at.buf.ptr, i.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclBroadcast'), o.tensor, src));
   }
 
   async send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
@@ -260,43 +284,53 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     return this.issue('send', opts, () => this.rc(this.libs.nccl.ncclSend(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend'), undefined, dst);
   }
 
-  async recv(tensor: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
-    const x = this.t(tensor, 'recv');
+  async recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+    const x = this.t(dst, 'recv');
     checkPeer(src, this.worldSize, 'recv', this.rank);
     if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
-    return this.issue('recv', opts, () => this.rc(this.libs.nccl.ncclRecv(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclRecv'), tensor, src);
+    return this.issue('recv', opts, () => this.rc(this.libs.nccl.ncclRecv(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclRecv'), dst, src);
   }
 
-  async gather(output: Tensor | undefined, input: Tensor, dst: number, opts?: OpOptions): Promise<Tensor | undefined> {
-    const { i, o } = checkGatherArgs(output, input, dst, this.rank, this.worldSize, (t, what) => this.t(t, what));
+  async gather(input: Tensor, opts: GatherOptions): Promise<Tensor | undefined> {
+    const i = this.t(input, 'gather');
+    const dst = opts?.dst;
+    checkPeer(dst, this.worldSize, 'gather', this.rank);
     const { nccl } = this.libs;
-    return this.issue('gather', opts, () => this.grouped('gather', () => {
-      if (this.rank !== dst) {
-        this.rc(nccl.ncclSend(i.buf.ptr, i.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend');
-        return;
-      }
+    if (this.rank !== dst) {
+      return this.issue('gather', opts, () => this.grouped('gather', () => this.rc(nccl.ncclSend(i.buf.ptr, i.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend')), undefined, dst);
+    }
+    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'gather');
+    return o.settle(this.issue('gather', opts, () => this.grouped('gather', () => {
       for (let r = 0; r < this.worldSize; r++) {
-        const at = o!.buf.ptr + BigInt(r * i.nbytes);
+        const at = o.at.buf.ptr + BigInt(r * i.nbytes);
         if (r === dst) this.libs.cuda.copyOnStream(at, i.buf.ptr, i.nbytes, this.stream);
         else this.rc(nccl.ncclRecv(at, i.nbytes, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
       }
-    }), this.rank === dst ? output : undefined, dst);
+    }), o.tensor, dst));
   }
 
-  async allToAll(output: Tensor, input: Tensor, opts?: OpOptions): Promise<Tensor> {
-    const o = this.t(output, 'allToAll output'), i = this.t(input, 'allToAll input');
-    checkPair(o, output, i, input, 1, 'allToAll');
-    if (i.count % this.worldSize !== 0) throw invalidArgument(`allToAll: ${i.count} elements do not split evenly over ${this.worldSize} ranks`);
+  async allToAll(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allToAll');
+    this.splits(i.count, 'allToAll');
+    const o = this.output(opts.out, input, i.count, input.shape, false, 'allToAll');
     const block = i.nbytes / this.worldSize;
     const { nccl } = this.libs;
-    return this.issue('allToAll', opts, () => this.grouped('allToAll', () => {
+    return o.settle(this.issue('allToAll', opts, () => this.grouped('allToAll', () => {
       for (let r = 0; r < this.worldSize; r++) {
-        const s = i.buf.ptr + BigInt(r * block), d = o.buf.ptr + BigInt(r * block);
+        const s = i.buf.ptr + BigInt(r * block), d = o.at.buf.ptr + BigInt(r * block);
         if (r === this.rank) { this.libs.cuda.copyOnStream(d, s, block, this.stream); continue; }
         this.rc(nccl.ncclSend(s, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclSend');
         this.rc(nccl.ncclRecv(d, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
       }
-    }), output);
+    }), o.tensor));
+  }
+
+  /** NCCL has no barrier: a one-byte allReduce every rank must join, completed on the device. */
+  async barrier(opts?: OpOptions): Promise<void> {
+    return this.issue('barrier', opts, () => {
+      this.scratch ??= this.libs.cuda.alloc(1, this.deviceIndex);
+      this.rc(this.libs.nccl.ncclAllReduce(this.scratch.ptr, this.scratch.ptr, 1, NcclDataType.ncclUint8, NcclRedOp.ncclMax, this.comm, this.stream), 'ncclAllReduce (barrier)');
+    }, undefined);
   }
 
   async synchronize(opts?: OpOptions): Promise<void> {
@@ -308,18 +342,23 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   /**
-   * Local and bounded: like vLLM since #39846, destruction uses ncclCommAbort, which never waits
-   * for peers (ncclCommDestroy may), after letting issued operations finish within the timeout.
+   * Local, graceful and bounded: lets issued operations finish within the timeout, then, like
+   * vLLM since #39846, releases the communicator with ncclCommAbort, which never waits for peers
+   * (ncclCommDestroy may).
    */
-  async destroy(opts?: OpOptions): Promise<void> {
-    if (this.ops.state === 'destroyed') return;
-    const wasReady = this.ops.state === 'ready';
-    if (wasReady) {
+  async close(opts?: OpOptions): Promise<void> {
+    if (this.ops.state === 'closed') return;
+    if (this.ops.state === 'ready') {
       const t = effectiveTimeout(opts, this.timeoutMs);
-      await guard(this.ops.drain(), { timeoutMs: t, what: 'destroy', onTimeout: simpleTimeout('destroy', t) }).catch(() => {});
+      await guard(this.ops.drain(), { timeoutMs: t, signal: opts?.signal, what: 'close', onTimeout: simpleTimeout('close', t) }).catch(() => {});
     }
-    this.ops.markDestroyed();
-    await this.abortNative('destroy');
-    this.log.debug('destroyed');
+    this.ops.markClosed();
+    await this.abortNative('close');
+    if (this.scratch) { this.libs.cuda.free(this.scratch); this.scratch = undefined; }
+    this.log.debug('closed');
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
   }
 }

@@ -3,8 +3,7 @@
  * becomes a GroupcommError naming the call, the error's name and text), device memory
  * allocation, and synchronous host <-> device copies. Device pointers are BigInts (koffi 3).
  */
-import { invalidArgument, pluginUnavailable } from '../../host/base/errors.js';
-import type { DeviceBuffer } from '../../host/core/tensor.js';
+import { invalidArgument, pluginUnavailable, type DeviceBuffer } from 'groupcomm/plugin';
 import { CudaError, CudaMemcpyKind, CUDA_EVENT_DISABLE_TIMING, CUDA_STREAM_NON_BLOCKING, type FnTable } from './transport.js';
 
 export class CudaRuntime {

@@ -13,7 +13,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { setting } from '../../host/base/config.js';
+import { setting } from 'groupcomm/plugin';
 
 const require = createRequire(import.meta.url);
 

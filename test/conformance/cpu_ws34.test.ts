@@ -1,4 +1,5 @@
 // The cpu reference backend against the whole conformance suite, world sizes 3 and 4, real processes.
-import { defineConformance } from './define.js';
+import { suite } from 'uvu';
+import { defineConformance } from 'groupcomm/conformance';
 
-await defineConformance({ plugin: 'cpu', worldSizes: [3, 4] });
+await defineConformance({ plugin: 'cpu', worldSizes: [3, 4] }, { suite });

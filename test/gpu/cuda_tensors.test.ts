@@ -4,9 +4,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
-import { loadBackend } from '../../host/device/registry.js';
+import { loadBackend, toHost } from '../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
-import { DTYPE_NAMES, arrayClassOf, bytesOf, toHost, type CpuTensor } from '../../host/core/tensor.js';
+import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor } from '../../host/core/tensor.js';
 import { spawnRanks } from '../helpers/ranks.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 
@@ -55,7 +55,7 @@ gpu('alloc is zero-filled; sub-buffer pointers address inside an allocation; fre
   backend.free(buf);
 });
 
-gpu('toHost() brings a cuda tensor back through the registered copier', async () => {
+gpu('toHost() brings a cuda tensor back through the backend that owns the cuda device type', async () => {
   const d = emptyOn(backend, [4], 'float32', 0);
   backend.copyFromHost(d.data as never, new Uint8Array(new Float32Array([1, 2, 3, 4]).buffer));
   assert.equal([...((await toHost(d)).data as Float32Array)], [1, 2, 3, 4]);
@@ -68,16 +68,20 @@ gpu('a world-size-1 communicator runs allReduce, broadcast and allGather on devi
   try {
     const comm = await backend.createCommunicator({ rank: 0, worldSize: 1, deviceIndex: 0, bootstrap: storeBootstrap(client, { rank: 0, worldSize: 1, prefix: 'ws1' }), timeoutMs: 60_000 });
     const x = toDevice(backend, { dtype: 'float32', shape: [1 << 20], device: 'cpu', data: new Float32Array(1 << 20).fill(2) }, 0);
-    await comm.allReduce(x, { op: 'sum' });
+    await comm.allReduce(x, { op: 'sum', out: x });
     assert.is((fromDevice(backend, x).data as Float32Array)[12345], 2);
-    await comm.broadcast(x, 0);
+    const y = await comm.allReduce(x, { op: 'max' }); // allocated by the communicator
+    assert.is((fromDevice(backend, y).data as Float32Array)[7], 2);
+    await comm.broadcast(x, { src: 0, out: x });
     const out = emptyOn(backend, [1 << 20], 'float32', 0);
-    await comm.allGather(out, x);
+    await comm.allGather(x, { out });
     assert.is((fromDevice(backend, out).data as Float32Array)[(1 << 20) - 1], 2);
+    await comm.barrier();
     await comm.synchronize();
-    await comm.destroy();
-    await comm.destroy();
+    await comm.close();
+    await comm.close();
     freeTensor(backend, x);
+    freeTensor(backend, y);
     freeTensor(backend, out);
   } finally {
     await client.close();

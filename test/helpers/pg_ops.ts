@@ -27,19 +27,19 @@ export async function everyOp(pgs: StatelessProcessGroup[], o: { bigBytes?: numb
         assert.ok(Buffer.from(got.big).equals(Buffer.from(big)), `rank ${r}: big broadcast from ${src} differs`);
       }
       const bt = tensor(new Int32Array(3).fill(r === src ? src * 10 : -1));
-      assert.is(await g.broadcast(bt, src), bt);
+      assert.is(await g.broadcast(bt, { src: src, out: bt }), bt);
       assert.equal([...bt.data as Int32Array], [src * 10, src * 10, src * 10]);
     }
     assert.equal(await g.allGatherObj(`r${r}`), [...Array(n).keys()].map((i) => `r${i}`));
     await g.barrier();
     const s = tensor(new Float64Array([r + 1, -r]));
-    await g.allReduce(s, 'sum');
+    await g.allReduce(s, { op: 'sum', out: s });
     assert.equal([...s.data as Float64Array], [(n * (n + 1)) / 2, -(n * (n - 1)) / 2]);
     const m = tensor(new Int32Array([r, -r]));
-    await g.allReduce(m, 'max');
+    await g.allReduce(m, { op: 'max', out: m });
     assert.equal([...m.data as Int32Array], [n - 1, 0]);
     const a = tensor(new Float32Array([r * 2]));
-    await g.allReduce(a, 'avg');
+    await g.allReduce(a, { op: 'avg', out: a });
     assert.equal([...a.data as Float32Array], [n - 1]);
   }));
 }

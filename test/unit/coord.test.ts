@@ -3,6 +3,7 @@
 // ranks as coordinators of one process over real sockets (many groups live at once).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { subBuffer } from '../../host/device/tensors.js';
 import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { reserveName, releaseName, registerName, lookupName, registeredNames } from '../../host/coordinator/names.js';
 import { catShape, normDim, scatterShape, transposeBlocks } from '../../host/coordinator/dims.js';
@@ -90,20 +91,25 @@ test('dims: transposeBlocks is the (a, b, block) → (b, a, block) transpose', (
   }
 });
 
-test('world size 1: every op returns its input at once; outputs given are filled', async () => {
+test('world size 1: every op completes at once under the aliasing contract (a copy, or out; in place via out)', async () => {
   const g = await StatelessGroupCoordinator.create({ groupRanks: [[0], [1, 2]], globalRank: 0, groupName: 'solo' });
   assert.is(g.worldSize, 1);
   assert.is(g.ports, undefined);
   assert.equal([g.firstRank, g.lastRank, g.nextRank, g.prevRank], [0, 0, 0, 0]);
   const t = tensor(Float32Array.from([1, 2, 3, 4]), { shape: [2, 2] });
-  assert.is(await g.broadcast(t, 0), t);
-  assert.is(await g.allReduce(t), t);
-  assert.is(await g.allGather(t, 1), t);
-  assert.is(await g.gather(t, 0, 0), t);
-  assert.is(await g.reduceScatter(t, 0), t);
+  const results = [await g.broadcast(t, 0), await g.allReduce(t), await g.allGather(t, 1), (await g.gather(t, 0, 0))!, await g.reduceScatter(t, 0)];
+  for (const r of results) {
+    assert.ok(r !== t && r.data !== t.data, 'a result is a new tensor');
+    assert.equal(arr(r), [1, 2, 3, 4]);
+    assert.equal(r.shape, [2, 2]);
+  }
+  assert.equal(arr(t), [1, 2, 3, 4]);
   const out = tensor(new Float32Array(4), { shape: [2, 2] });
   assert.is(await g.allReduce(t, { out }), out);
   assert.equal(arr(out), [1, 2, 3, 4]);
+  assert.is(await g.allReduce(t, { out: t }), t);
+  assert.is(await g.broadcast(t, 0, { out: t }), t);
+  await rejects(g.allGather(t, 0, { out: t }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /in place/);
   const obj = { a: 1 };
   assert.is(await g.broadcastObject(obj), obj);
   const list = [1, 2];
@@ -290,8 +296,24 @@ test('device tensors with the cpu backend: routed over the device communicator, 
     g.backend!.copyToHost(new Uint8Array(b.buffer), t.data as never);
     return [...b];
   };
-  const sums = await Promise.all(groups.map((g, r) => g.allReduce(onDevice(g, [r, 1], [2]))));
+  const xs = groups.map((g, r) => onDevice(g, [r, 1], [2]));
+  const sums = await Promise.all(groups.map((g, r) => g.allReduce(xs[r])));
   assert.equal(host(groups[0], sums[0]), [1, 2]);
+  assert.equal(host(groups[1], xs[1]), [1, 1], 'the device input is unchanged');
+  // In place (out = input) and into a given out, on device tensors too.
+  const ip = await Promise.all(groups.map((g, r) => g.allReduce(xs[r], { op: 'max', out: xs[r] })));
+  assert.ok(ip[0] === xs[0] && ip[1] === xs[1]);
+  assert.equal(host(groups[0], xs[0]), [1, 1]);
+  const outs = groups.map((g) => g.empty([1, 2], 'float32'));
+  const rs = await Promise.all(groups.map((g, r) => g.reduceScatter(onDevice(g, [r, 1, 2, 3], [2, 2]), 0, { out: outs[r] })));
+  assert.ok(rs[1] === outs[1]);
+  assert.equal(host(groups[1], outs[1]), [4, 6]);
+  // An out overlapping a device input is refused on each rank before anything is sent.
+  for (const g of groups) {
+    const whole = g.empty([4], 'float32');
+    const part: Tensor = { ...whole, shape: [2], data: subBuffer(whole.data as never, 0, 8) };
+    await rejects(g.allGather(part, 0, { out: whole }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /overlaps|in place/);
+  }
   const ag = await Promise.all(groups.map((g, r) => g.allGather(onDevice(g, [r, r + 10, r + 20, r + 30], [2, 2]), 1)));
   assert.equal(ag[1].shape, [2, 4]);
   assert.equal(host(groups[1], ag[1]), [0, 10, 1, 11, 20, 30, 21, 31]);

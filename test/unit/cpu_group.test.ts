@@ -60,7 +60,7 @@ test('strangers are refused with a status (wrong group, epoch, magic) and the gr
   const second = CpuGroup.create({ store, rank: 1, worldSize: 2, groupName: name, timeoutMs: 10_000 });
   const gs = await Promise.all([first, second]);
   const ts = [tensor(new Int32Array([1, 2])), tensor(new Int32Array([10, 20]))];
-  await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
+  await Promise.all(gs.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
   assert.equal([...ts[0].data], [11, 22]);
   await destroyAll(gs);
 });
@@ -81,7 +81,7 @@ test('a rank with other framing settings is refused at setup, naming the setting
 test('the frame parser tolerates any chunking (7-byte receive buffers)', async () => {
   const gs = await groupOf(3, { recvBufferBytes: 7, chunkBytes: 40, smallBytes: 16 });
   const ts = gs.map((_, r) => tensor(Float64Array.from({ length: 101 }, (_, i) => i * (r + 1))));
-  await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
+  await Promise.all(gs.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
   for (const t of ts) assert.equal([...t.data], Array.from({ length: 101 }, (_, i) => i * 6));
   const outs = await Promise.all(gs.map((g, r) => g.allGather(tensor(new Uint8Array([r, r + 10, r + 20])))));
   for (const o of outs) assert.equal([...o.data], [0, 10, 20, 1, 11, 21, 2, 12, 22]);
@@ -92,14 +92,14 @@ test('large messages with the default chunking (reads land straight in place) ar
   const gs = await groupOf(3);
   const n = 700_001; // uneven blocks, several 512 KiB segments each
   const ts = gs.map((_, r) => tensor(Float32Array.from({ length: n }, (_, i) => (i % 1000) + r)));
-  await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
+  await Promise.all(gs.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
   for (const t of ts) {
     let bad = 0;
     for (let i = 0; i < n; i++) if (t.data[i] !== 3 * (i % 1000) + 3) bad++;
     assert.is(bad, 0);
   }
   const bs = gs.map((_, r) => tensor(Float64Array.from({ length: n }, (_, i) => (r === 2 ? i : -1))));
-  await Promise.all(gs.map((g, r) => g.broadcast(bs[r], { src: 2 })));
+  await Promise.all(gs.map((g, r) => g.broadcast(bs[r], { src: 2, out: bs[r] })));
   for (const b of bs) assert.ok(b.data.every((v, i) => v === i));
   const outs = await Promise.all(gs.map((g, r) => g.allGather(tensor(Int32Array.from({ length: n }, (_, i) => i * 3 + r)))));
   for (const o of outs) assert.ok(o.data.every((v, j) => v === (j % n) * 3 + Math.floor(j / n)));
@@ -112,8 +112,8 @@ test('collectives issued without awaiting run in program order', async () => {
     const a = tensor(Float32Array.from({ length: 300 }, () => r + 1));
     const b = tensor(new Int32Array([r === 1 ? 42 : 0]));
     const c = tensor(new Int32Array([r]));
-    const pa = g.allReduce(a, { op: 'max' });
-    const pb = g.broadcast(b, { src: 1 });
+    const pa = g.allReduce(a, { op: 'max', out: a });
+    const pb = g.broadcast(b, { src: 1, out: b });
     const pc = g.allGather(c);
     const pd = g.barrier();
     const [, , gathered] = await Promise.all([pa, pb, pc, pd]);
@@ -151,8 +151,8 @@ test('bad arguments are refused before anything is sent', async () => {
   await rejectsWith(g.recv(t, 0, { tag: -1 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   // Nothing was queued: the group still works for both ranks.
   const ts = [tensor(new Int8Array([1])), tensor(new Int8Array([2]))];
-  await Promise.all(gs.map((x, r) => x.allReduce(ts[r])));
-  assert.is(ts[0].data[0], 3);
+  const sums = await Promise.all(gs.map((x, r) => x.allReduce(ts[r])));
+  assert.is(sums[0].data[0], 3);
   await destroyAll(gs);
 });
 
@@ -216,17 +216,74 @@ test('abort: pending ops fail (ABORTED here, PEER_LOST naming the rank on the pe
   await gs[1].destroy();
 });
 
+test('aliasing contract: inputs unchanged after every op, out honoured, in place via out, overlap refused', async () => {
+  const gs = await groupOf(2, { chunkBytes: 64, smallBytes: 32, timeoutMs: 3000 });
+  try {
+    // Sizes on both sides of smallBytes: the latency and the ring algorithms.
+    for (const n of [2, 40]) {
+      const inputs = gs.map((_, r) => tensor(Int32Array.from({ length: 2 * n }, (_, i) => i + 100 * r)));
+      const copies = inputs.map((t) => [...(t.data as Int32Array)]);
+      const results = await Promise.all(gs.map(async (g, r) => {
+        const x = inputs[r];
+        return {
+          sum: await g.allReduce(x),
+          gathered: await g.allGather(x),
+          scattered: await g.reduceScatter(x, { op: 'max' }),
+          bcast: await g.broadcast(x, { src: 1 }),
+          gat: await g.gather(x, { dst: 0 }),
+          a2a: await g.allToAll(x),
+        };
+      }));
+      inputs.forEach((t, r) => assert.equal([...t.data], copies[r], `n=${n}: rank ${r}'s input was written`));
+      for (const [r, res] of results.entries()) {
+        for (const v of Object.values(res)) if (v) assert.ok(v.data.buffer !== inputs[r].data.buffer, 'a result aliases the input');
+        assert.equal([...res.sum.data], copies[0].map((v, i) => v + copies[1][i]));
+        assert.equal([...res.bcast.data], copies[1]);
+        assert.equal([...res.gathered.data], [...copies[0], ...copies[1]]);
+        assert.equal([...res.scattered.data], copies[1].slice(r * n, (r + 1) * n));
+        assert.equal([...res.a2a.data], [...copies[0].slice(r * n, (r + 1) * n), ...copies[1].slice(r * n, (r + 1) * n)]);
+      }
+      assert.equal([...results[0].gat!.data], [...copies[0], ...copies[1]]);
+      assert.is(results[1].gat, undefined);
+      // out honoured, and in place via out (allReduce and broadcast).
+      const outs = gs.map(() => empty([2 * n], 'int32'));
+      const got = await Promise.all(gs.map((g, r) => g.allReduce(inputs[r], { op: 'min', out: outs[r] })));
+      got.forEach((t, r) => assert.is(t, outs[r]));
+      assert.equal([...outs[1].data], copies[0]);
+      await Promise.all(gs.map((g, r) => g.allReduce(inputs[r], { out: inputs[r] }).then((t) => assert.is(t, inputs[r]))));
+      assert.equal([...inputs[1].data], copies[0].map((v, i) => v + copies[1][i]));
+      await Promise.all(gs.map((g, r) => g.broadcast(inputs[r], { src: 0, out: inputs[r] }).then((t) => assert.is(t, inputs[r]))));
+    }
+    // Overlaps refused before anything is sent: partial for allReduce, any for the others.
+    const g = gs[0];
+    const buf = new Float32Array(8);
+    const lo = tensor(buf.subarray(0, 4)), mid = tensor(buf.subarray(2, 6));
+    await rejectsWith(g.allReduce(lo, { out: mid }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(g.broadcast(lo, { src: 0, out: mid }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(g.allToAll(lo, { out: lo }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(g.allGather(tensor(buf.subarray(0, 2)), { out: lo }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(g.gather(tensor(buf.subarray(2, 4)), { dst: 0, out: lo }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(g.reduceScatter(tensor(buf), { out: lo }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    const ok = await Promise.all(gs.map((x) => x.allReduce(tensor(new Int8Array([1])))));
+    assert.is(ok[0].data[0], 2);
+  } finally {
+    await destroyAll(gs); // also when an assertion failed: open sockets would keep the file running
+  }
+});
+
 test('world size 1: every collective completes locally', async () => {
   const [g] = await groupOf(1);
   const t = tensor(new Float32Array([1, 2]));
-  assert.is(await g.allReduce(t, { op: 'avg' }), t);
-  assert.equal([...t.data], [1, 2]);
+  const avg = await g.allReduce(t, { op: 'avg' });
+  assert.is.not(avg, t);
+  assert.equal([...avg.data], [1, 2]);
+  assert.is(await g.allReduce(t, { op: 'avg', out: t }), t);
   assert.equal([...(await g.allGather(t)).data], [1, 2]);
   assert.equal([...(await g.reduceScatter(t)).data], [1, 2]);
   assert.equal([...(await g.allToAll(t)).data], [1, 2]);
   assert.equal([...(await g.gather(t, { dst: 0 }))!.data], [1, 2]);
   assert.equal([...(await g.scatter(t, { src: 0, out: empty([2], 'float32') })).data], [1, 2]);
-  await g.broadcast(t, { src: 0 });
+  assert.equal([...(await g.broadcast(t, { src: 0 })).data], [1, 2]);
   await g.barrier();
   assert.equal([...bytesOf(t)], [...bytesOf(tensor(new Float32Array([1, 2])))]);
   await g.destroy();

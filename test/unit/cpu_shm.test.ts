@@ -102,14 +102,14 @@ test('same-host ranks use shm both ways, collectives are exact, and no segment n
     assert.equal(ourSegments(), []);
     const n = 3 << 20; // 12 MiB of float32: many segments, the 4 MiB rings wrap many times
     const ts = gs.map((g) => tensor(Float32Array.from({ length: n }, (_, i) => (i % 13) + g.rank)));
-    await Promise.all(gs.map((g, r) => g.allReduce(ts[r])));
+    await Promise.all(gs.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
     for (const t of ts) {
       let bad = 0;
       for (let i = 0; i < n; i++) if (t.data[i] !== 3 * (i % 13) + 3) bad++;
       assert.is(bad, 0);
     }
     const b = gs.map((g) => tensor(new Int32Array(1 << 20).fill(g.rank === 2 ? 7 : 0)));
-    await Promise.all(gs.map((g, r) => g.broadcast(b[r], { src: 2 })));
+    await Promise.all(gs.map((g, r) => g.broadcast(b[r], { src: 2, out: b[r] })));
     for (const t of b) assert.ok((t.data as Int32Array).every((x) => x === 7));
     // A frame larger than the ring goes over TCP, in order with the ring's frames.
     // allToAll's blocks of 4 MiB are frames above 7/16 of the 4 MiB rings.
@@ -141,7 +141,7 @@ test("transport 'tcp' uses no shared memory; a tcp rank and an shm rank settle o
     assert.is(mixed[0].transportTo(1), 'tcp');
     assert.is(mixed[1].transportTo(0), 'tcp');
     const ts = mixed.map((g) => tensor(new Float32Array(100_000).fill(g.rank + 1)));
-    await Promise.all(mixed.map((g, r) => g.allReduce(ts[r])));
+    await Promise.all(mixed.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
     assert.ok((ts[1].data as Float32Array).every((x) => x === 3));
   } finally {
     await destroyAll(mixed);

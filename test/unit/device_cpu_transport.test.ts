@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { fromDevice, freeTensor, subBuffer, toDevice } from '../../host/device/tensors.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
-import { tensor } from '../../host/core/tensor.js';
+import { tensor, type Tensor } from '../../host/core/tensor.js';
 import { CpuBackend, CpuCommunicator } from '../../plugins/cpu/index.js';
 
 let server: TcpStoreServer;
@@ -24,10 +24,11 @@ for (const bare of [false, true]) {
     const comm = (await b.createCommunicator({ rank: 0, worldSize: 1, deviceIndex: 0, bootstrap: bare ? { ...boot, store: undefined } : boot, timeoutMs: 10_000 })) as CpuCommunicator;
     assert.is(comm.transport, bare ? 'bootstrap' : 'group');
     const x = toDevice(b, tensor(new Float32Array([1, 2, 3])));
-    await comm.allReduce(x, { op: 'max' });
-    assert.equal([...(fromDevice(b, x).data as Float32Array)], [1, 2, 3]);
+    const r = await comm.allReduce(x, { op: 'max' });
+    assert.equal([...(fromDevice(b, r).data as Float32Array)], [1, 2, 3]);
     freeTensor(b, x);
-    await comm.destroy();
+    freeTensor(b, r);
+    await comm.close();
   });
 }
 
@@ -38,14 +39,15 @@ test('a sub-buffer at an unaligned offset still gets its result (the group path 
   b.copyFromHost(buf, new Uint8Array([9, 1, 0, 0, 0, 2, 0, 0, 0]));
   const inner = subBuffer(buf, 1, 8);
   const out = subBuffer(b.alloc(9, 0), 1, 8);
-  await comm.allGather({ dtype: 'int32', shape: [2], device: 'host:0', data: out }, { dtype: 'int32', shape: [2], device: 'host:0', data: inner });
+  await comm.allGather({ dtype: 'int32', shape: [2], device: 'host:0', data: inner }, { out: { dtype: 'int32', shape: [2], device: 'host:0', data: out } });
   const got = new Int32Array(2);
   b.copyToHost(new Uint8Array(got.buffer), out);
   assert.equal([...got], [1, 2]);
-  await comm.allReduce({ dtype: 'int32', shape: [2], device: 'host:0', data: out }, { op: 'sum' });
+  const at: Tensor = { dtype: 'int32', shape: [2], device: 'host:0', data: out };
+  await comm.allReduce(at, { op: 'sum', out: at });
   b.copyToHost(new Uint8Array(got.buffer), out);
   assert.equal([...got], [1, 2]);
-  await comm.destroy();
+  await comm.close();
 });
 
 async function pair(prefix: string, bareRank0: boolean) {
@@ -57,10 +59,10 @@ async function pair(prefix: string, bareRank0: boolean) {
     return b.createCommunicator({ rank: r, worldSize: 2, deviceIndex: r, bootstrap: r === 0 && bareRank0 ? { ...boot, store: undefined } : boot, timeoutMs: 10_000, name: `name-${r}` });
   })) as CpuCommunicator[];
   const xs = [0, 1].map((r) => toDevice(b, tensor(new Int32Array([r + 1, 10])), r));
-  await Promise.all(comms.map((c, r) => c.allReduce(xs[r])));
+  await Promise.all(comms.map((c, r) => c.allReduce(xs[r], { out: xs[r] })));
   const got = xs.map((x) => [...(fromDevice(b, x).data as Int32Array)]);
   const kinds = comms.map((c) => c.transport);
-  await Promise.all(comms.map((c) => c.destroy()));
+  await Promise.all(comms.map((c) => c.close()));
   await stores[1].close();
   return { got, kinds };
 }

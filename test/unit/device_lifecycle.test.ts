@@ -39,13 +39,13 @@ test('a queued operation that is given up before it starts does not abort the co
   assert.is(ops.state, 'ready');
 });
 
-test('abort() rejects the operation in flight; markDestroyed is idempotent and later calls say destroyed', async () => {
+test('abort() rejects the operation in flight; markClosed is idempotent and later calls say destroyed', async () => {
   const ops = new OrderedOps('test', 0, 5_000, () => {});
   const p = ops.run('wait', {}, (signal) => new Promise((_, rej) => signal.addEventListener('abort', () => rej(signal.reason))));
   await ops.abort('stop');
   await p.then(() => assert.unreachable(), (e) => assert.ok(isGroupcommError(e, ErrorCode.ABORTED), String(e)));
-  assert.ok(ops.markDestroyed());
-  assert.not.ok(ops.markDestroyed());
+  assert.ok(ops.markClosed());
+  assert.not.ok(ops.markClosed());
   await ops.run('after', {}, async () => 1).then(() => assert.unreachable(), (e) => assert.ok(isGroupcommError(e, ErrorCode.DESTROYED)));
 });
 

@@ -3,7 +3,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { checkDeviceTensor, emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
 import { isGroupcommError, ErrorCode } from '../../host/base/errors.js';
-import { tensor, toHost } from '../../host/core/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
+import { resolveBackend, toHost } from '../../host/device/registry.js';
 import { CpuBackend } from '../../plugins/cpu/index.js';
 
 const bad = (e: unknown) => isGroupcommError(e, ErrorCode.INVALID_ARGUMENT);
@@ -48,12 +49,23 @@ test('toDevice / fromDevice / toHost round-trip a tensor on device host:0 (and h
   const d = toDevice(b, tensor(new Float32Array([1.5, -2, 3]), { shape: [3] }));
   assert.is(d.device, 'host:0');
   assert.equal([...(fromDevice(b, d).data as Float32Array)], [1.5, -2, 3]);
-  assert.equal([...((await toHost(d)).data as Float32Array)], [1.5, -2, 3]);
+  assert.equal([...((await toHost(d, b)).data as Float32Array)], [1.5, -2, 3]);
   freeTensor(b, d);
   const d3 = toDevice(b, tensor(new Int32Array([4, 5])), 3);
   assert.is(d3.device, 'host:3');
-  assert.equal([...((await toHost(d3)).data as Int32Array)], [4, 5]);
+  assert.equal([...((await toHost(d3, b)).data as Int32Array)], [4, 5]);
   freeTensor(b, d3);
+});
+
+test('toHost(t) copies through the loaded backend that owns the device type; an unknown type is refused', async () => {
+  const cpu = await resolveBackend('cpu');
+  const d = toDevice(cpu, tensor(new Float64Array([0.5, 7])), 1);
+  assert.equal([...((await toHost(d)).data as Float64Array)], [0.5, 7]);
+  freeTensor(cpu, d);
+  const cpuT = tensor(new Int8Array([1]));
+  assert.is(await toHost(cpuT), cpuT);
+  await toHost({ dtype: 'int8', shape: [1], device: 'nodev:0', data: { ptr: 0n, nbytes: 1 } }).then(
+    () => assert.unreachable('copied'), (e) => assert.ok(bad(e) && /nodev:0/.test((e as Error).message), String(e)));
 });
 
 test('checkDeviceTensor refuses another device, a non-buffer and a buffer too small for the shape', () => {

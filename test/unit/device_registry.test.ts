@@ -81,7 +81,7 @@ test('an unknown name or missing module is refused, naming the known backends an
 });
 
 test('a probe() that throws is reported as the plugin being unusable', async () => {
-  const bad: DeviceBackendV1 = { ...cpu, name: 'throws-on-probe', apiVersion: 1, deviceType: 'host', capabilities: cpu.capabilities,
+  const bad: DeviceBackendV1 = { ...cpu, name: 'throws-on-probe', apiVersion: 1, deviceType: 'throws', capabilities: cpu.capabilities,
     probe: async () => { throw new Error('boom'); },
     deviceCount: cpu.deviceCount, alloc: cpu.alloc, free: cpu.free, copyFromHost: cpu.copyFromHost, copyToHost: cpu.copyToHost, createCommunicator: cpu.createCommunicator };
   registerBackend(bad);
@@ -90,6 +90,19 @@ test('a probe() that throws is reported as the plugin being unusable', async () 
     assert.ok(isUnavailable(e));
     assert.match((e as Error).message, 'probe() threw: boom');
   });
+});
+
+test("'cpu' is found the way an outside plugin is: through the package's exports map (groupcomm/plugins/cpu)", async () => {
+  const viaExports = await import('groupcomm/plugins/cpu');
+  assert.is(viaExports.backend, cpu);
+  assert.is(await loadBackend('groupcomm/plugins/cpu'), cpu);
+});
+
+test('a backend of another name may not take a device type that is already owned', () => {
+  const twin: DeviceBackendV1 = { ...cpu, name: 'host-twin', apiVersion: 1, deviceType: cpu.deviceType, capabilities: cpu.capabilities,
+    probe: cpu.probe, deviceCount: cpu.deviceCount, alloc: cpu.alloc, free: cpu.free, copyFromHost: cpu.copyFromHost, copyToHost: cpu.copyToHost, createCommunicator: cpu.createCommunicator };
+  assert.throws(() => registerBackend(twin), (e: unknown) => isUnavailable(e) && /device type 'host'.*backend 'cpu'/.test((e as Error).message));
+  assert.not.ok(backendNames().includes('host-twin'));
 });
 
 test('backendProblems accepts a good backend and rejects non-objects and the reserved device type cpu', () => {

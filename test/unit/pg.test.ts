@@ -28,6 +28,48 @@ for (const n of [1, 2, 3, 4, 7]) {
   });
 }
 
+test('aliasing contract: inputs unchanged, out honoured, in place via out, partial overlap refused (2 ranks and 1)', async () => {
+  for (const n of [2, 1]) {
+    const pgs = await groups(n);
+    await Promise.all(pgs.map(async (g) => {
+      const r = g.rank;
+      // allReduce: a new tensor, the input untouched.
+      const x = tensor(new Int32Array([r + 1, 10]));
+      const sum = await g.allReduce(x, { op: 'sum' });
+      assert.is.not(sum, x);
+      assert.equal([...x.data as Int32Array], [r + 1, 10], 'allReduce input unchanged');
+      assert.equal([...sum.data as Int32Array], [(n * (n + 1)) / 2, 10 * n]);
+      // into `out`
+      const out = tensor(new Int32Array(2));
+      assert.is(await g.allReduce(x, { op: 'max', out }), out);
+      assert.equal([...out.data as Int32Array], [n, 10]);
+      assert.equal([...x.data as Int32Array], [r + 1, 10]);
+      // in place
+      assert.is(await g.allReduce(x, { op: 'sum', out: x }), x);
+      assert.equal([...x.data as Int32Array], [(n * (n + 1)) / 2, 10 * n]);
+      // broadcast: receivers' tensors are not written without out: x
+      const b = tensor(new Float32Array([r === 0 ? 7 : -1, r]));
+      const got = await g.broadcast(b, { src: 0 });
+      assert.is.not(got, b);
+      assert.equal([...got.data as Float32Array], [7, 0]);
+      assert.equal([...b.data as Float32Array], [r === 0 ? 7 : -1, r], 'broadcast input unchanged');
+      const bo = tensor(new Float32Array(2));
+      assert.is(await g.broadcast(b, { src: 0, out: bo }), bo);
+      assert.equal([...bo.data as Float32Array], [7, 0]);
+      assert.is(await g.broadcast(b, { src: 0, out: b }), b);
+      assert.equal([...b.data as Float32Array], [7, 0]);
+    }));
+    // A partial overlap and a wrong out are refused on the calling rank before anything is sent.
+    const buf = new Int32Array(3);
+    const inp = tensor(buf.subarray(0, 2));
+    await rejectsWith(pgs[0].allReduce(inp, { out: tensor(buf.subarray(1, 3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(pgs[0].broadcast(inp, { src: 0, out: tensor(buf.subarray(1, 3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(pgs[0].allReduce(inp, { out: tensor(new Int32Array(3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(pgs[0].allReduce(inp, { out: tensor(new Float32Array(2)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await Promise.all(pgs.map((g) => g.destroy()));
+  }
+});
+
 test('broadcasts above 64 KiB (one shared copy) reach every rank and leave no keys', async () => {
   const server = new MemStoreServer();
   const pgs = await groups(4, server);
@@ -39,7 +81,7 @@ test('broadcasts above 64 KiB (one shared copy) reach every rank and leave no ke
       assert.equal([...got.big.subarray(0, 16)], [...big.subarray(0, 16)]);
       assert.is(got.big.length, big.length);
       const t = tensor(new Float64Array(20_000).fill(g.rank === src ? src + 0.5 : -1));
-      await g.broadcast(t, src);
+      await g.broadcast(t, { src: src, out: t });
       assert.ok((t.data as Float64Array).every((x) => x === src + 0.5), `rank ${g.rank}: tensor from ${src} differs`);
     }
     await g.barrier();
@@ -120,7 +162,7 @@ test('tensors of odd dtypes and empty shapes travel intact', async () => {
     assert.equal([...(into.data as Uint8Array)], [...(t.data as Uint8Array)], t.dtype);
   }
   const [x, y] = [tensor(new BigInt64Array([2n ** 40n, -3n])), tensor(new BigInt64Array([1n, 7n]))];
-  await Promise.all([a.allReduce(x, 'sum'), b.allReduce(y, 'sum')]);
+  await Promise.all([a.allReduce(x, { op: 'sum', out: x }), b.allReduce(y, { op: 'sum', out: y })]);
   assert.equal([...x.data as BigInt64Array], [2n ** 40n + 1n, 4n]);
   assert.equal([...y.data as BigInt64Array], [...x.data as BigInt64Array]);
   await Promise.all([a.destroy(), b.destroy()]);
@@ -289,8 +331,8 @@ test('worldSize 1: collectives return their input at once, point-to-point to sel
   assert.equal(await g.allGatherObj(obj), [obj]);
   await g.barrier();
   const t = tensor(new Float32Array([3]));
-  assert.is(await g.broadcast(t, 0), t);
-  assert.is(await g.allReduce(t, 'avg'), t);
+  assert.is(await g.broadcast(t, { src: 0, out: t }), t);
+  assert.is(await g.allReduce(t, { op: 'avg', out: t }), t);
   assert.is((t.data as Float32Array)[0], 3);
   await rejectsWith(g.sendObj(1, 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(g.recvObj(0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
@@ -304,7 +346,7 @@ test('arguments are validated: ranks, ops, tensors', async () => {
   await rejectsWith(a.sendObj(1, 2), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(a.sendObj(1, 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(a.recvObj(-1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
-  await rejectsWith(a.allReduce(tensor(new Float32Array(1)), 'bitwise_or' as never), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(a.allReduce(tensor(new Float32Array(1)), { op: 'bitwise_or' as never }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(a.send({ dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 0n, nbytes: 4 } }, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(a.sendObj(() => 1, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await Promise.all([a.destroy(), b.destroy()]);

@@ -361,7 +361,7 @@ for (const n of [3, 4, 5]) {
           const im = tensor(new Int32Array([(r * 7 + i) % n, -r]));
           const fa = tensor(new Float32Array([2 * r + i, 4]));
           const ia = tensor(new Int32Array([r * n + i * n, 6]));
-          jobs.push(g.allReduce(fs, 'sum'), g.allReduce(is, 'sum'), g.allReduce(fm, 'max'), g.allReduce(im, 'max'), g.allReduce(fa, 'avg'), g.allReduce(ia, 'avg'));
+          jobs.push(g.allReduce(fs, { op: 'sum', out: fs }), g.allReduce(is, { op: 'sum', out: is }), g.allReduce(fm, { op: 'max', out: fm }), g.allReduce(im, { op: 'max', out: im }), g.allReduce(fa, { op: 'avg', out: fa }), g.allReduce(ia, { op: 'avg', out: ia }));
           if (i % 3 === 0) jobs.push(g.barrier());
           checks.push(() => {
             assert.equal([...fs.data as Float32Array], [total((s) => s + i), -total((s) => s), total((s) => 0.5 * s)], `float32 sum #${i}`);
@@ -522,7 +522,7 @@ test('push mode, 5 ranks (hub): after a mixed workload and destroy the server ho
     for (let i = 0; i < 60; i++) {
       for (const g of st.pgs) {
         jobs.push(g.allGatherObj(i % 10 === 0 ? { big: new Float64Array(1000).fill(g.rank) } : g.rank));
-        jobs.push(g.allReduce(tensor(new Float32Array([g.rank, i])), 'sum'));
+        jobs.push(g.allReduce(tensor(new Float32Array([g.rank, i])), { op: 'sum' }));
         if (i % 4 === 0) jobs.push(g.barrier());
         jobs.push(g.broadcastObj(g.rank === i % 5 ? { i, big: i % 15 === 0 ? new Uint8Array(80 * 1024).fill(i) : null } : null, i % 5));
         if (g.rank > 0) jobs.push(g.sendObj(i, 0));

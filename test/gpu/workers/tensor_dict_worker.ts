@@ -35,6 +35,6 @@ if (rank === 0) {
     freeTensor(backend, t);
   }
 }
-await comm.destroy();
+await comm.close();
 await store.close();
 reportResult({ rank, seen });

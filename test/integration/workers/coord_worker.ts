@@ -113,14 +113,17 @@ async function methods(): Promise<void> {
   check(g.nextRank === (me + 1) % ws && g.prevRank === (me - 1 + ws) % ws, 'next/prev');
   check(/^methods:\d+$/.test(g.uniqueName) && g.device === 'cpu', `uniqueName ${g.uniqueName}`);
 
-  // broadcast from every root, in place
+  // broadcast from every root: a new tensor with the input untouched, then in place (out = input)
   for (let src = 0; src < ws; src++) {
     const t = tensor(Float32Array.from(dataOf(me, 5)));
     const r = await g.broadcast(t, src);
-    check(r === t && same(arr(t), dataOf(src, 5)), `broadcast from ${src}`);
+    check(r !== t && r.data !== t.data && same(arr(r), dataOf(src, 5)), `broadcast from ${src}`);
+    check(same(arr(t), dataOf(me, 5)), `broadcast from ${src} leaves its input alone`);
+    const ip = await g.broadcast(t, src, { out: t });
+    check(ip === t && same(arr(t), dataOf(src, 5)), `broadcast from ${src} in place`);
   }
   const i64 = tensor(BigInt64Array.from([BigInt(me), -1n]));
-  await g.broadcast(i64, ws - 1);
+  await g.broadcast(i64, ws - 1, { out: i64 });
   check((i64.data as BigInt64Array)[0] === BigInt(ws - 1), 'broadcast int64');
 
   // objects
@@ -158,6 +161,9 @@ async function methods(): Promise<void> {
   const out = tensor(new Float32Array(6), { shape: [2, 3] });
   const m = await g.allReduce(x, { op: 'max', out });
   check(m === out && same(arr(out), dataOf(ws - 1, 6)), 'allReduce max into out');
+  check(same(arr(x), dataOf(me, 6)), 'allReduce into out leaves its input alone');
+  const ip = await g.allReduce(x, { op: 'min', out: x });
+  check(ip === x && same(arr(x), dataOf(0, 6).map((_, i) => Math.min(...ranks.map((r) => dataOf(r, 6)[i])))), 'allReduce in place (out = input)');
 
   // allGather / gather / reduceScatter along every dim of a 3-d tensor
   const shape = [2, 3, 4];
@@ -172,6 +178,12 @@ async function methods(): Promise<void> {
     const ga = await g.gather(t, dst, d);
     if (me === dst) check(same(ga!.shape, expShape) && same(arr(ga), catRef(parts, shape, dd)), `gather dim ${d} to ${dst}`);
     else check(ga === undefined, `gather dim ${d}: undefined off dst`);
+    check(same(arr(t), parts[me]), `allGather / gather dim ${d} leave their input alone`);
+    const into = tensor(new Float32Array(24 * ws), { shape: expShape });
+    check((await g.allGather(t, d, { out: into })) === into && same(arr(into), catRef(parts, shape, dd)), `allGather dim ${d} into out`);
+    // An out that holds the input is refused on every rank before anything is sent.
+    const both = new Float32Array(24 * ws);
+    await expectCode(g.allGather(tensor(both.subarray(0, 24), { shape }), d, { out: tensor(both, { shape: expShape }) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', `allGather dim ${d} into an out overlapping the input`);
   }
   const rsShape = [2 * ws, 3 * ws, 2 * ws];
   const n = rsShape.reduce((a, b) => a * b, 1);
@@ -182,6 +194,7 @@ async function methods(): Promise<void> {
     const rs = await g.reduceScatter(t, d);
     const expShape = [...rsShape]; expShape[d] /= ws;
     check(same(rs.shape, expShape) && same(arr(rs), sliceRef(rsSum, rsShape, d, me, ws)), `reduceScatter dim ${d}`);
+    check(same(arr(t), rsParts[me]), `reduceScatter dim ${d} leaves its input alone`);
   }
 
   // argument checks: nothing is sent, the group stays usable

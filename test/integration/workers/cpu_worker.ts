@@ -40,8 +40,9 @@ async function matrix(g: CpuGroup, dtypes: DType[], counts: number[]): Promise<v
           continue;
         }
         const t = input(dtype, op, rank, seed, count);
-        await g.allReduce(t, { op });
-        check(sameBytes(bytesOf(t), expectedReduce(dtype, op, P, seed, count)), `allReduce ${dtype} ${op} n=${count}`);
+        const reduced = await g.allReduce(t, { op });
+        check(sameBytes(bytesOf(reduced), expectedReduce(dtype, op, P, seed, count)), `allReduce ${dtype} ${op} n=${count}`);
+        check(sameBytes(bytesOf(t), bytesOf(input(dtype, op, rank, seed, count))), `allReduce ${dtype} ${op} n=${count} left its input unchanged`);
 
         // reduceScatter over P*count elements: rank r keeps block r of the full reduction.
         seed++;
@@ -56,8 +57,8 @@ async function matrix(g: CpuGroup, dtypes: DType[], counts: number[]): Promise<v
       seed++;
       const src = seed % P;
       const b = rank === src ? input(dtype, undefined, src, seed, count) : empty([count], dtype);
-      await g.broadcast(b, { src });
-      check(sameBytes(bytesOf(b), bytesOf(input(dtype, undefined, src, seed, count))), `broadcast ${dtype} n=${count} src=${src}`);
+      const got = await g.broadcast(b, { src });
+      check(sameBytes(bytesOf(got), bytesOf(input(dtype, undefined, src, seed, count))), `broadcast ${dtype} n=${count} src=${src}`);
 
       seed++;
       const mine = input(dtype, undefined, rank, seed, count);
@@ -129,7 +130,7 @@ async function main(): Promise<void> {
     const t0 = performance.now();
     if (rank === victim) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 300);
     try {
-      for (;;) await g.allReduce(t);
+      for (;;) await g.allReduce(t, { out: t });
     } catch (e) {
       reportResult({
         rank, code: isGroupcommError(e) ? e.code : String(e), peerRank: isGroupcommError(e) ? e.peerRank : undefined,
@@ -146,14 +147,14 @@ async function main(): Promise<void> {
     const n = 600_001;
     for (const [dtype, op] of [['float32', 'sum'], ['int64', 'max'], ['bfloat16', 'sum']] as const) {
       const t = input(dtype, op, rank, 1, n);
-      await g.allReduce(t, { op });
+      await g.allReduce(t, { op, out: t });
       check(sameBytes(bytesOf(t), expectedReduce(dtype, op, P, 1, n)), `large allReduce ${dtype} ${op}`);
       const mine = input(dtype, undefined, rank, 2, n);
       const all = bytesOf(await g.allGather(mine));
       const blk = bytesOf(mine).byteLength;
       for (let r = 0; r < P; r++) check(sameBytes(all.subarray(r * blk, (r + 1) * blk), bytesOf(input(dtype, undefined, r, 2, n))), `large allGather ${dtype} block ${r}`);
       const b = rank === 1 ? input(dtype, undefined, 1, 3, n) : empty([n], dtype);
-      await g.broadcast(b, { src: 1 });
+      await g.broadcast(b, { src: 1, out: b });
       check(sameBytes(bytesOf(b), bytesOf(input(dtype, undefined, 1, 3, n))), `large broadcast ${dtype}`);
     }
     await g.destroy();
@@ -167,10 +168,10 @@ async function main(): Promise<void> {
     ]);
     for (let round = 0; round < 5; round++) {
       const a = input('float32', 'sum', rank, round, 1000);
-      const pa = gAll.allReduce(a);
+      const pa = gAll.allReduce(a, { out: a });
       if (gOdd) {
         const b = input('int32', 'max', odd.indexOf(rank), round, 700);
-        const pb = gOdd.allReduce(b, { op: 'max' });
+        const pb = gOdd.allReduce(b, { op: 'max', out: b });
         await pb;
         check(sameBytes(bytesOf(b), expectedReduce('int32', 'max', odd.length, round, 700)), `group odd round ${round}`);
       }

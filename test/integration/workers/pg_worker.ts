@@ -48,7 +48,7 @@ async function ops(): Promise<unknown> {
     const v = await g.broadcastObj(rank === src ? { src, s: new Set([src]) } : null, src);
     bc.push({ src: v!.src, set: [...v!.s] });
     const x = tensor(new Int16Array(2).fill(rank === src ? src + 100 : 0));
-    await g.broadcast(x, src);
+    await g.broadcast(x, { src: src, out: x });
     bt.push([...(x.data as Int16Array)]);
   }
   out.broadcastObj = bc;
@@ -56,10 +56,10 @@ async function ops(): Promise<unknown> {
   out.allGatherObj = await g.allGatherObj({ r: rank });
   await g.barrier();
   const sum = tensor(new Int32Array([rank, 1]));
-  await g.allReduce(sum, 'sum');
+  await g.allReduce(sum, { op: 'sum', out: sum });
   out.allReduceSum = [...(sum.data as Int32Array)];
   const mn = tensor(new Float32Array([rank + 0.25]));
-  await g.allReduce(mn, 'min');
+  await g.allReduce(mn, { op: 'min', out: mn });
   out.allReduceMin = [...(mn.data as Float32Array)];
   await close(g);
   return out;
