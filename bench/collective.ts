@@ -18,19 +18,12 @@ export type CollOp = (typeof COLL_OPS)[number];
 /** Datatypes the benches fill and check (every value an exact small integer in each). */
 export const BENCH_DTYPES = ['float32', 'float64', 'float16', 'bfloat16', 'int8', 'uint8', 'int16', 'int32', 'uint32', 'int64', 'uint64'] as const;
 
-/**
- * Whether allReduce and broadcast take `out` (the collective shape of host/core/collectives.ts).
- * Today's CpuGroup runs them in place only, so their out-of-place columns print n/a; once the
- * shape lands this line becomes `true` and `call` below needs no other change.
- */
-export const TAKES_OUT = true;
-
 export type Place = 'oop' | 'ip';
 
-/** Whether `op` can run in this form in this build. */
+/** Whether `op` can run in this form: allReduce and broadcast have both, the others out of place only. */
 export function offered(op: CollOp, place: Place): boolean {
   if (op === 'barrier') return place === 'oop';
-  if (op === 'allReduce' || op === 'broadcast') return place === 'ip' || TAKES_OUT;
+  if (op === 'allReduce' || op === 'broadcast') return true;
   return place === 'oop';
 }
 
@@ -39,14 +32,13 @@ export interface CallOptions {
   root: number;
 }
 
-/** One collective call; in place when `out === input`. */
+/** One collective call; in place when `out === input` (the aliasing contract's in-place form). */
 export function call(g: CpuGroup, op: CollOp, input: CpuTensor, out: CpuTensor, o: CallOptions): Promise<unknown> {
-  const inPlace = out === input;
   switch (op) {
     case 'allReduce':
-      return inPlace ? g.allReduce(input, { op: o.redop }) : g.allReduce(input, { op: o.redop, out } as Parameters<CpuGroup['allReduce']>[1]);
+      return g.allReduce(input, { op: o.redop, out });
     case 'broadcast':
-      return inPlace ? g.broadcast(input, { src: o.root }) : g.broadcast(input, { src: o.root, out } as Parameters<CpuGroup['broadcast']>[1]);
+      return g.broadcast(input, { src: o.root, out });
     case 'allGather':
       return g.allGather(input, { out });
     case 'reduceScatter':
