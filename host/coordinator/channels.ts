@@ -1,0 +1,173 @@
+/**
+ * A coordinator's channels: opening them at create (ports, the group's store, the store channel
+ * and the CPU group side by side, then the device communicator) and closing them in order at
+ * close, abort, or after a failed create.
+ */
+import { anySignal, type Deadline } from '../base/deadline.js';
+import { logger } from '../base/log.js';
+import { setting } from '../base/config.js';
+import type { GroupLayout } from '../core/layout.js';
+import { TcpStore, TcpStoreServer } from '../store/index.js';
+import { StatelessProcessGroup } from '../pg/group.js';
+import { CpuGroup } from '../cpu/group.js';
+import { storeBootstrap } from '../device/bootstrap.js';
+import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
+import { resolvePorts, type PortTriple, type ResolvedPorts } from './ports.js';
+import type { CoordinatorOptions } from './types.js';
+
+/** What `create` found out and opened; kept together so a failed create can close it all. */
+export interface Channels {
+  server?: TcpStoreServer;
+  store?: TcpStore;
+  pg?: StatelessProcessGroup;
+  cpu?: CpuGroup;
+  comm?: DeviceCommunicatorV1;
+}
+
+/** The channels of a group of more than one rank, once created. */
+export interface Net {
+  pg: StatelessProcessGroup;
+  cpu: CpuGroup;
+  comm: DeviceCommunicatorV1 | undefined;
+}
+
+export interface OpenRequest {
+  o: CoordinatorOptions;
+  layout: GroupLayout;
+  /** The group name's base (CoordinatorOptions.groupName or its default). */
+  base: string;
+  host: string;
+  localRank: number;
+  timeoutMs: number;
+  budget: Deadline;
+  backend: DeviceBackendV1 | undefined;
+}
+
+/**
+ * Opens the channels of this process's group (none for a group of one rank). On failure, closes
+ * whatever it had opened and releases the held ports before rethrowing.
+ */
+export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; ports: PortTriple | undefined }> {
+  const { o, layout, base, host, localRank, timeoutMs, budget, backend } = r;
+  const ch: Channels = {};
+  let ports: PortTriple | undefined;
+  let held: ResolvedPorts | undefined;
+  try {
+    if (layout.ranks.length > 1) {
+      // One wire name per group, equal on every member (unique names are process-local).
+      const wireName = `${base}_${layout.groupIndex}`;
+      const isHost = layout.rankInGroup === 0;
+      const plan = await resolvePorts({
+        key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, groupPorts: o.groupPorts,
+        rendezvous: o.rendezvous, opts: budget.next(),
+        listenStore: async (port) => {
+          ch.server = await TcpStoreServer.listen({ host, port });
+          return ch.server.port;
+        },
+      });
+      ports = plan.ports;
+      held = plan;
+      ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
+      const rank = layout.rankInGroup;
+      const worldSize = layout.ranks.length;
+      // The store channel's join and the CPU mesh are independent rendezvous on the group's
+      // own (fresh) store, so they run side by side; creation costs one of them, not both.
+      // If one fails, the other is aborted instead of waiting out its timeout.
+      const sibling = new AbortController();
+      const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
+      let first: unknown;
+      const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
+      const [pg, cpu] = await Promise.allSettled([
+        failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
+        failFast((async () => {
+          await plan.cpu?.release();
+          return CpuGroup.create({
+            store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
+            recvBufferBytes: recvBufferFor(worldSize), ...both,
+          });
+        })()),
+      ]);
+      if (pg.status === 'fulfilled') ch.pg = pg.value;
+      if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
+      if (first !== undefined) throw first;
+      // Every member has read the record once the store channel has formed.
+      if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
+      if (backend) {
+        const bootstrap = storeBootstrap(ch.store, {
+          rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
+        });
+        // The wire name, not the unique name: a backend may use it to find its peers (the cpu
+        // backend names its own CPU group after it), and unique names differ between processes.
+        ch.comm = await backend.createCommunicator({
+          rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
+        });
+      }
+      await plan.device?.release();
+    }
+  } catch (e) {
+    await held?.cpu?.release();
+    await held?.device?.release();
+    await closeChannels(ch, 0);
+    throw e;
+  }
+  return { ch, ports };
+}
+
+/**
+ * The CPU group keeps one receive buffer per peer (1 MiB by default, zero-filled at setup). In a
+ * large group that is most of the creation time on Node and 63 MiB per rank at 64 ranks, so the
+ * total per rank is capped at 16 MiB (at least 64 KiB per peer) past 17 ranks. Large messages are
+ * read straight into their destination anyway. GROUPCOMM_CPU_RECV_BUFFER_BYTES, when set, wins.
+ */
+function recvBufferFor(worldSize: number): number | undefined {
+  if (setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') !== undefined || worldSize <= 17) return undefined;
+  return Math.max(64 * 1024, Math.floor((16 << 20) / (worldSize - 1)));
+}
+
+/**
+ * Closes what is open, device first (it may use the store), the store server last. The store
+ * channel's departure handshake (bounded by lingerMs) lets rank 0, which hosts the server, leave
+ * last, so nobody's final reads or deletes hit a closed server. With `awaitServer`, the other
+ * ranks then wait (also bounded) until that server has closed: a group re-created on the same
+ * explicit ports right after close() must not reach the old server. lingerMs 0: no departure
+ * (a failed create, an abort).
+ */
+export async function closeChannels(ch: Channels, lingerMs: number, awaitServer = false): Promise<void> {
+  const errors: unknown[] = [];
+  const step = async (fn: () => Promise<unknown> | unknown) => {
+    try { await fn(); } catch (e) { errors.push(e); }
+  };
+  const grace = { timeoutMs: Math.max(lingerMs, 1) };
+  if (ch.comm) await step(() => ch.comm!.close(grace));
+  if (ch.cpu) await step(() => lingerMs === 0 ? ch.cpu!.abort() : ch.cpu!.close(grace));
+  if (ch.pg) await step(() => lingerMs === 0 ? ch.pg!.abort() : ch.pg!.close(grace));
+  if (ch.store && !ch.server && awaitServer) {
+    const store = ch.store;
+    await step(async () => {
+      const until = performance.now() + lingerMs;
+      while (performance.now() < until) {
+        try {
+          await store.ping({ timeoutMs: Math.max(1, until - performance.now()) });
+        } catch {
+          return; // the server is gone
+        }
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    });
+  }
+  if (ch.store) await step(() => lingerMs === 0 ? ch.store!.abort() : ch.store!.close(grace));
+  if (ch.server) await step(() => lingerMs === 0 ? ch.server!.abort() : ch.server!.close(grace));
+  ch.comm = ch.cpu = ch.pg = ch.store = ch.server = undefined;
+  // Closing never throws for what a dead peer left behind; it logs instead.
+  if (errors.length) logger('COORD').debug(`close: ${errors.length} channel(s) closed with errors: ${errors.map(String).join('; ')}`);
+}
+
+/** abort() on every open channel at once (each is idempotent); closeChannels then finds them closed. */
+export function abortChannels(ch: Channels, reason: unknown): void {
+  const why = reason instanceof Error ? reason.message : reason === undefined ? undefined : String(reason);
+  void ch.comm?.abort(why).catch(() => {});
+  void ch.cpu?.abort(reason);
+  void ch.pg?.abort(reason);
+  void ch.store?.abort(reason);
+  void ch.server?.abort(reason);
+}

@@ -1,0 +1,96 @@
+/**
+ * The coordinator's object and tensor-dict operations: objects and dict metadata travel over the
+ * store channel (StatelessProcessGroup), a dict's tensors over the CPU group or the device
+ * communicator (dict.ts). Sends to this rank itself, and every point-to-point operation in a
+ * group of one, go through the loopback queue (io.self) instead.
+ */
+import type { Deadline } from '../base/deadline.js';
+import { invalidArgument } from '../base/errors.js';
+import { isTensor } from '../core/tensor.js';
+import { checkRank } from './ops.js';
+import { copyTensor } from './copy.js';
+import { receiveDict, sendDict, type TensorDict } from './dict.js';
+import type { GroupIo } from './io.js';
+
+export async function broadcastObject<T>(io: GroupIo, obj: T | undefined, src: number, b: Deadline): Promise<T> {
+  checkRank(src, io.worldSize, 'broadcastObject', 'src');
+  const net = io.net;
+  if (!net) return obj as T;
+  return (await net.pg.broadcastObj(io.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+}
+
+export async function broadcastObjectList<T>(io: GroupIo, list: T[], src: number, b: Deadline): Promise<T[]> {
+  checkRank(src, io.worldSize, 'broadcastObjectList', 'src');
+  if (!Array.isArray(list)) throw invalidArgument('broadcastObjectList: list must be an array');
+  const net = io.net;
+  if (!net) return list;
+  const got = (await net.pg.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
+  if (io.rankInGroup === src) return list;
+  if (!Array.isArray(got) || got.length !== list.length) {
+    throw invalidArgument(`broadcastObjectList: rank ${src} sent ${Array.isArray(got) ? got.length : 'no'} elements, this rank's list has ${list.length}`, { peerRank: src });
+  }
+  for (let i = 0; i < got.length; i++) list[i] = got[i];
+  return list;
+}
+
+export async function sendObject(io: GroupIo, obj: unknown, dst: number, b: Deadline): Promise<void> {
+  checkRank(dst, io.worldSize, 'sendObject', 'dst');
+  if (dst === io.rankInGroup || !io.net) { io.self.push(structuredClone(obj)); return; }
+  await io.net.pg.sendObj(obj, dst, b.next());
+}
+
+export async function recvObject<T>(io: GroupIo, src: number, b: Deadline): Promise<T> {
+  checkRank(src, io.worldSize, 'recvObject', 'src');
+  if (src === io.rankInGroup || !io.net) return io.takeSelf('recvObject') as T;
+  return (await io.net.pg.recvObj(src, b.next())) as T;
+}
+
+export async function barrier(io: GroupIo, b: Deadline): Promise<void> {
+  await io.net?.pg.barrier(b.next());
+}
+
+export async function broadcastTensorDict(io: GroupIo, dict: TensorDict | undefined, src: number, b: Deadline): Promise<TensorDict> {
+  checkRank(src, io.worldSize, 'broadcastTensorDict', 'src');
+  if (io.rankInGroup === src) checkDict(dict, 'broadcastTensorDict');
+  const dio = io.dictIo();
+  if (!dio) return dict!;
+  if (io.rankInGroup === src) {
+    await sendDict(dio, dict!, { kind: 'broadcast', peer: src }, b);
+    return dict!;
+  }
+  return receiveDict(dio, { kind: 'broadcast', peer: src }, b);
+}
+
+export async function sendTensorDict(io: GroupIo, dict: TensorDict, dst: number | undefined, b: Deadline): Promise<void> {
+  const to = dst ?? io.ring.next;
+  checkRank(to, io.worldSize, 'sendTensorDict', 'dst');
+  checkDict(dict, 'sendTensorDict');
+  const dio = io.dictIo();
+  if (to === io.rankInGroup || !dio) { io.self.push(cloneDict(dict, io)); return; }
+  await sendDict(dio, dict, { kind: 'p2p', peer: to }, b);
+}
+
+export async function recvTensorDict(io: GroupIo, src: number | undefined, b: Deadline): Promise<TensorDict> {
+  const from = src ?? io.ring.prev;
+  checkRank(from, io.worldSize, 'recvTensorDict', 'src');
+  const dio = io.dictIo();
+  if (from === io.rankInGroup || !dio) return io.takeSelf('recvTensorDict') as TensorDict;
+  return receiveDict(dio, { kind: 'p2p', peer: from }, b);
+}
+
+function checkDict(d: unknown, what: string): asserts d is TensorDict {
+  if (typeof d !== 'object' || d === null || Array.isArray(d) || d instanceof Map) {
+    throw invalidArgument(`${what}: the source must pass a plain object of tensors and values`);
+  }
+}
+
+/** A deep copy of a dict for a self-send: tensors copied so the sender may reuse its buffers. */
+function cloneDict(d: TensorDict, io: GroupIo): TensorDict {
+  const out: TensorDict = {};
+  for (const [k, v] of Object.entries(d)) {
+    if (isTensor(v)) {
+      out[k] = copyTensor(io.backend, io.empty(v.shape, v.dtype, v.device), v);
+    } else out[k] = structuredClone(v);
+  }
+  return out;
+}

@@ -1,0 +1,83 @@
+/**
+ * The coordinator's tensor collectives. Each picks its channel once (io.channel: the CPU group,
+ * the device communicator, or the local channel of a group of one) and calls the one collective
+ * shape they share (host/core/collectives.ts). Collectives along a dim other than 0 reorder
+ * blocks around the channel's rank-major (dim 0) operation.
+ */
+import type { Deadline } from '../base/deadline.js';
+import { numel, type Tensor } from '../core/tensor.js';
+import { checkOutAliasing } from '../core/alias.js';
+import { checkRank } from './ops.js';
+import { catShape, normDim, outerCount, scatterShape } from './dims.js';
+import type { GroupIo } from './io.js';
+import type { CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
+
+export async function broadcast(io: GroupIo, tensor: Tensor, src: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
+  checkRank(src, io.worldSize, 'broadcast', 'src');
+  const ch = io.channel(tensor, 'broadcast');
+  const out = io.output(opts.out, tensor.shape, tensor, 'broadcast');
+  return ch.broadcast(tensor, { src, out, ...b.next() });
+}
+
+export async function allReduce(io: GroupIo, tensor: Tensor, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
+  const ch = io.channel(tensor, 'allReduce');
+  const out = io.output(opts.out, tensor.shape, tensor, 'allReduce');
+  return ch.allReduce(tensor, { op: opts.op, out, ...b.next() });
+}
+
+export async function allGather(io: GroupIo, tensor: Tensor, dim: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
+  const ch = io.channel(tensor, 'allGather');
+  const d = normDim(dim, tensor.shape.length, 'allGather');
+  const shape = catShape(tensor.shape, d, io.worldSize);
+  const out = io.output(opts.out, shape, tensor, 'allGather');
+  const outer = outerCount(tensor.shape, d);
+  // The channels gather rank-major (dim 0); other dims need one block transpose after.
+  if (outer === 1) return shaped(await ch.allGather(flat(tensor), { out: out && flat(out), ...b.next() }), out, shape);
+  if (out) checkOutAliasing(out, tensor, false, 'allGather');
+  const stage = await ch.allGather(flat(tensor), b.next());
+  return io.reordered(stage, out, shape, tensor, io.worldSize, outer);
+}
+
+export async function gather(io: GroupIo, tensor: Tensor, dst: number, dim: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor | undefined> {
+  checkRank(dst, io.worldSize, 'gather', 'dst');
+  const ch = io.channel(tensor, 'gather');
+  const d = normDim(dim, tensor.shape.length, 'gather');
+  const shape = catShape(tensor.shape, d, io.worldSize);
+  const out = io.rankInGroup === dst ? io.output(opts.out, shape, tensor, 'gather') : undefined;
+  const outer = outerCount(tensor.shape, d);
+  if (outer === 1) {
+    const r = await ch.gather(flat(tensor), { dst, out: out && flat(out), ...b.next() });
+    return r && shaped(r, out, shape);
+  }
+  if (out) checkOutAliasing(out, tensor, false, 'gather');
+  const stage = await ch.gather(flat(tensor), { dst, ...b.next() });
+  return stage && io.reordered(stage, out, shape, tensor, io.worldSize, outer);
+}
+
+export async function reduceScatter(io: GroupIo, tensor: Tensor, dim: number, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
+  const ch = io.channel(tensor, 'reduceScatter');
+  const d = normDim(dim, tensor.shape.length, 'reduceScatter');
+  const shape = scatterShape(tensor.shape, d, io.worldSize, 'reduceScatter');
+  const out = io.output(opts.out, shape, tensor, 'reduceScatter');
+  const outer = outerCount(tensor.shape, d);
+  if (outer === 1) return shaped(await ch.reduceScatter(flat(tensor), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
+  // (outer, ws, block) → (ws, outer, block): each rank's slice becomes one contiguous block.
+  if (out) checkOutAliasing(out, tensor, false, 'reduceScatter');
+  const src = io.allocLike(tensor.shape, tensor);
+  try {
+    io.reorder(tensor, src, outer, io.worldSize);
+    return shaped(await ch.reduceScatter(flat(src), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
+  } finally {
+    io.free(src);
+  }
+}
+
+/** The same memory seen as a 1-d tensor (the layers below work on element counts). */
+function flat(t: Tensor): Tensor {
+  return { dtype: t.dtype, shape: [numel(t.shape)], device: t.device, data: t.data };
+}
+
+/** The caller's `out`, or the channel's new (flat) result seen in the collective's shape. */
+function shaped(r: Tensor, out: Tensor | undefined, shape: number[]): Tensor {
+  return out ?? { dtype: r.dtype, shape: [...shape], device: r.device, data: r.data };
+}

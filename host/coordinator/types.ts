@@ -1,0 +1,53 @@
+/**
+ * The coordinator's option objects (the public ones are re-exported by coordinator.ts and the
+ * package entry).
+ */
+import type { OpOptions } from '../base/deadline.js';
+import type { Tensor } from '../core/tensor.js';
+import type { ReduceOp } from '../device/types.js';
+import type { Store } from '../store/types.js';
+import type { PortTriple } from './ports.js';
+
+export interface CoordinatorOptions {
+  /** Disjoint lists of global ranks; this process joins the one containing `globalRank`. */
+  groupRanks: number[][];
+  globalRank: number;
+  /** Index of this process's device (CUDA: the device ordinal). Default 0. */
+  localRank?: number;
+  /** Optional upper bound: every rank in groupRanks must be below it. */
+  globalWorldSize?: number;
+  /** Device backend: 'cpu', 'cuda' or a module specifier (default GROUPCOMM_DEVICE_PLUGIN, else 'cuda'). */
+  backend?: string;
+  /** Open a device communicator (when the group has more than one rank). Default false. */
+  useDeviceCommunicator?: boolean;
+  /** Base of the unique name (`name:N`) and, with `rendezvous`, of the port key `${groupName}_${index}`. */
+  groupName?: string;
+  /** Address the group's rank 0 listens on and the others connect to. Default 127.0.0.1. */
+  host?: string;
+  /**
+   * vLLM's explicit ports: one `[devicePort, cpuPort, storePort]` triple per group of
+   * `groupRanks`, in the same order. Group rank 0 binds them. Use `rendezvous` instead to avoid
+   * choosing ports at all.
+   */
+  groupPorts?: PortTriple[];
+  /**
+   * A coordination store: group rank 0 binds port 0 and publishes the 12-byte port record under
+   * `${groupName}_${index}`; the other ranks wait for it. Race-free (no probe-then-bind).
+   */
+  rendezvous?: Store;
+  /** Bounds creation and is the default for every operation. Default GROUPCOMM_TIMEOUT_MS. */
+  timeoutMs?: number;
+  /** Aborts creation. */
+  signal?: AbortSignal;
+}
+
+export interface CoordinatorReduceOptions extends OpOptions {
+  /** Reduction operator (default 'sum'). */
+  op?: ReduceOp;
+  /** Write the result here (same shape and dtype as the result) and return it. */
+  out?: Tensor;
+}
+
+export interface CoordinatorOutOptions extends OpOptions {
+  out?: Tensor;
+}
