@@ -14,7 +14,8 @@
  *   called afterwards reject with ERR_GROUPCOMM_DESTROYED.
  * - `[Symbol.asyncDispose]()` is close(), so `await using g = await X.create(…)` works.
  *
- * Device communicators (host/device/types.ts) keep their own interface.
+ * Device communicators (host/device/types.ts) use the same three words, but both close and
+ * abort are local there (no departure protocol), and abort's reason is a string.
  */
 import type { OpOptions } from './deadline.js';
 

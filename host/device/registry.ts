@@ -6,7 +6,9 @@
  *
  * The built-in backends are found the way an outside plugin is: their names stand for module
  * specifiers of this package's own exports map ('cpu' → 'groupcomm/plugins/cpu'), loaded by
- * dynamic import, so nothing under host/ imports plugins/ (and CPU-only users never load koffi).
+ * dynamic import, so nothing under host/ imports plugins/, and the cuda backend (its NCCL and
+ * CUDA bindings) is loaded only when it is asked for. koffi itself is not avoided that way: the
+ * CPU group's shared-memory transport (host/cpu/shm.ts) loads it for same-host peers.
  *
  * `resolveBackend` also probes: a backend that is not usable here is never returned; the error
  * (ERR_GROUPCOMM_PLUGIN_UNAVAILABLE) carries the plugin's own reason.

@@ -5,7 +5,8 @@
  * request order, and each side knows a message's shape from its opcode alone.
  *
  * Opcodes 0..16 are torch's. 0xE0.. are groupcomm extensions; a client only sends them once the
- * server has proved it understands them (see EXT_PROBE_KEY), so a torch server never sees one.
+ * server has proved it understands them (see EXT_PROBE_KEY), so a torch server never sees one —
+ * except AUTH_HELLO/AUTH_PROOF, which a client given a secret sends right after VALIDATE.
  */
 
 export const Op = {
