@@ -5,6 +5,7 @@
  *   groupcomm/core     the WebAssembly core's typed wrappers (dtype table, reductions, group
  *                      layout, schedules, chunk plans) and tensor byte helpers (host/core/index.ts)
  *   groupcomm/plugin   the plugin kit: what a device-backend author needs (host/device/kit.ts)
+ *   groupcomm/conformance  the device-plugin conformance suite (host/conformance/index.ts)
  */
 // Errors.
 export { GroupcommError, ErrorCode, isGroupcommError } from './base/errors.js';

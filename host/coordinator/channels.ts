@@ -96,8 +96,8 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         const bootstrap = storeBootstrap(ch.store, {
           rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
         });
-        // The wire name, not the unique name: a backend may use it to find its peers (the cpu
-        // backend names its own CPU group after it), and unique names differ between processes.
+        // The wire name, not the unique name: it is the same on every member (unique names are
+        // process-local), so logs and errors of one communicator match across ranks.
         ch.comm = await backend.createCommunicator({
           rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
         });

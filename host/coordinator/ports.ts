@@ -1,5 +1,5 @@
 /**
- * Where a group's rank 0 listens, in one of two ways (vLLM's two schemes, research §(c).5):
+ * Where a group's rank 0 listens, in one of two ways (vLLM's two schemes):
  *
  * - Explicit: `groupPorts[index] = [devicePort, cpuPort, storePort]`, chosen by the caller and
  *   checked by the WASM core (three distinct ports in 1..65535). Group rank 0 serves the

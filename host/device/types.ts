@@ -74,7 +74,7 @@ export interface CommunicatorOptions {
   /** Bounds creation (NCCL: unique-id exchange and init); also the default for every op. */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Names the communicator in logs and errors (the coordinator passes its unique name). */
+  /** Names the communicator in logs and errors (the coordinator passes `${groupName}_${index}`, the same on every member). */
   name?: string;
   /** Address this rank may listen on, for backends that open their own sockets (default 127.0.0.1). */
   host?: string;

@@ -72,7 +72,7 @@ function missingOf(w: Waiter): string[] {
 }
 
 export class PushMailbox implements Mailbox {
-  /** Tags under this prefix go to `onIntercept` instead of the box (group.ts: queries to the hub). */
+  /** Tags under this prefix go to `onIntercept` instead of the box (collective.ts: queries to the hub). */
   interceptPrefix?: string;
   onIntercept?: (tag: string, value: Uint8Array) => void;
   /** Arrived, not yet taken. */

@@ -1,7 +1,7 @@
 /**
  * The server's data: keys and values, FIFO queues, and who waits for which key. No I/O here;
  * the server parses requests, calls these methods, and writes what they return. Semantics are
- * torch's (research notes §1.5), with the differences listed in docs/store.md.
+ * torch's (its libuv server), with the differences listed in docs/store.md.
  *
  * Keys are latin1 strings: one char per wire byte, an exact and reversible image of whatever
  * bytes the client sent. Values up to SMALL_VALUE_BYTES are latin1 strings too (a string header

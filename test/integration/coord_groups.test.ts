@@ -1,5 +1,5 @@
 // Several groups over the same processes: overlapping groups with traffic on both at once
-// (research §(e) 1, 3, 4), many small groups created while another serves, and destroy then
+// (vLLM's pattern of several parallel groups per process), many small groups created while another serves, and destroy then
 // re-create on the same explicit ports.
 import { test } from 'uvu';
 import { assertClean, coordScenario } from '../helpers/scenarios.js';

@@ -1,5 +1,5 @@
 // The store's operations, one behaviour per test, client and server in this process over real
-// loopback sockets. Mirrors the checklist of PyTorch's test_store.py (research notes Part 3).
+// loopback sockets. Mirrors the checklist of PyTorch's test/distributed/test_store.py.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../../host/index.js';

@@ -1,5 +1,5 @@
 // Byte-level checks of every request and reply frame against the documented layout
-// (docs/store.md, research notes §1.5 and §1.10): raw sockets against our server, and our client
+// (docs/store.md, "Wire format"): raw sockets against our server, and our client
 // against a scripted fake server that plays torch's part byte by byte.
 import net from 'node:net';
 import { test } from 'uvu';
@@ -33,7 +33,7 @@ test('server: PING (0x0d + u32) is echoed byte for byte', () => withRaw(async (r
 }));
 
 test('server: SET has no reply; GET answers u64 length + bytes', () => withRaw(async (r, server) => {
-  // the research notes' example: store.set("key0", b"value0") is 28 bytes on the wire
+  // torch's store.set("key0", b"value0") is 28 bytes on the wire
   const set = Buffer.concat([Buffer.from([1]), str('/key0'), str('value0')]);
   assert.is(set.length, 28);
   r.write(set);

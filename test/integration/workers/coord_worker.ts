@@ -221,7 +221,7 @@ async function methods(): Promise<void> {
 }
 
 /**
- * Two overlapping groups at once (research §(e) 1): A = all ranks, B = ranks 0..ws-2, with
+ * Two overlapping groups at once: A = all ranks, B = ranks 0..ws-2, with
  * traffic on both in flight together; then a third group over the same processes.
  */
 async function overlapping(): Promise<void> {
@@ -240,7 +240,7 @@ async function overlapping(): Promise<void> {
   };
   await Promise.all([work(a, 100), b ? work(b, 200) : undefined]);
   check(a.uniqueName === 'A:0' && (!b || b.uniqueName === 'B:0'), `names ${a.uniqueName} ${b?.uniqueName}`);
-  // Object broadcast (§(e) 3) and all-gather of objects (§(e) 4) on A while B still lives.
+  // Object broadcast and all-gather of objects on A while B still lives.
   const sec = await a.broadcastObject(a.rankInGroup === 2 % worldSize ? 'secret' : undefined, 2 % worldSize);
   check(sec === 'secret', 'broadcastObject "secret"');
   if (b) await b.barrier();
@@ -249,7 +249,7 @@ async function overlapping(): Promise<void> {
   // A keeps serving after B is gone.
   const s = await a.allReduce(tensor(new Float64Array([1])));
   check(arr(s)![0] === worldSize, 'A serves after B destroyed');
-  // Two groups {0, 2} and {1, 3} (research §(e) 14): group rank 0 sends to group rank 1, and
+  // Two groups {0, 2} and {1, 3}: group rank 0 sends to group rank 1, and
   // each receiver sees its own group's value — addressing is by rank in the group.
   if (worldSize === 4) {
     const g = await create('interleaved', [[0, 2], [1, 3]]);
