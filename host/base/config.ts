@@ -6,8 +6,9 @@
  *
  * Rules for every variable: an empty value means unset; a value the variable does not accept is
  * an ERR_GROUPCOMM_CONFIG error naming the variable and what it accepts, thrown by the call that
- * needs it — except the two logging switches, which warn once on stderr and use their default
- * (a typo in a debug switch must not stop a job). Options given in code win over the variables.
+ * needs it (GROUPCOMM_DEBUG: by loading groupcomm, see log.ts) — except the subsystem filter
+ * GROUPCOMM_DEBUG_SUBSYS, which warns once on stderr and uses its default. Options given in code
+ * win over the variables.
  */
 import { configError } from './errors.js';
 
@@ -117,8 +118,8 @@ const decl = <T>(d: SettingDecl<T>) => d;
 export const SETTINGS = {
   GROUPCOMM_DEBUG: decl<LogLevelSetting>({
     parser: oneOf(LOG_LEVELS, { '1': 'info', true: 'info', '0': 'off', false: 'off' }),
-    default: 'off', readBy: 'all (`host/base/log.ts`)', read: 'process', onBad: 'warn',
-    doc: 'log lines on stderr at this level and above, prefixed `groupcomm host:pid SUBSYS`. Silent by default.',
+    default: 'off', readBy: 'all (`host/base/log.ts`)', read: 'process',
+    doc: 'log lines on stderr at this level and above, prefixed with a timestamp and `groupcomm host:pid SUBSYS`, after a version banner (info and above); `trace` adds one line per operation (op, bytes, peers, µs). Silent by default; another value fails loading groupcomm with `ERR_GROUPCOMM_CONFIG`.',
   }),
   GROUPCOMM_DEBUG_SUBSYS: decl<string[]>({
     parser: listOf(LOG_SUBSYSTEMS),
@@ -252,7 +253,7 @@ const warned = new Set<string>();
 /**
  * The value of `name`: parsed from `env` (default: this process's environment), else its
  * default (undefined where the reader computes it). Throws ERR_GROUPCOMM_CONFIG on a value the
- * variable does not accept (the logging switches warn instead). Settings read 'process' are
+ * variable does not accept (GROUPCOMM_DEBUG_SUBSYS warns instead). Settings read 'process' are
  * cached after their first read from process.env.
  */
 export function setting<N extends SettingName>(name: N, env: Env = process.env): ValueOf<N> {

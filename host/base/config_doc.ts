@@ -36,8 +36,11 @@ cannot change the code. All are optional, and an empty value counts as unset.
 A value a variable does not accept is an error, \`ERR_GROUPCOMM_CONFIG\` with \`variable\` set,
 naming the variable and what it accepts (\`GROUPCOMM_TIMEOUT_MS=5s\`, \`abc\` or \`0\` is refused, not
 replaced by the default). It is thrown by the call that needs the value (creating a group, say),
-not when the package is imported. The two logging switches are the exception: a bad value there
-is reported once on stderr, with the default used instead.
+not when the package is imported — except \`GROUPCOMM_DEBUG\`, which is read as groupcomm loads:
+a level it does not accept (\`GROUPCOMM_DEBUG=verbose\`) fails the import with that error, before
+any socket or group exists, rather than leaving logging silently off. The subsystem filter
+\`GROUPCOMM_DEBUG_SUBSYS\` only warns: a bad value is reported once on stderr, and every subsystem
+logs. \`groupcomm doctor\` lists every variable in force, bad ones included.
 
 "read" says when the variable is looked at: *when needed* means every time its value is needed
 (creating an object, loading the core), so a later change in \`process.env\` counts; *once* means

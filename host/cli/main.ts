@@ -4,9 +4,16 @@
  * `groupcomm store` never pulls in koffi. Exit status: 0 ok, 1 failure, 2 usage error.
  */
 import { setting } from '../base/config.js';
+import { ErrorCode, isGroupcommError } from '../base/errors.js';
 
 /** With GROUPCOMM_DEBUG set, a failing command also prints the error's stack and cause. */
-const debugOn = () => setting('GROUPCOMM_DEBUG') !== 'off';
+const debugOn = () => {
+  try {
+    return setting('GROUPCOMM_DEBUG') !== 'off';
+  } catch {
+    return false; // a bad value is the error being reported
+  }
+};
 
 const COMMANDS: Record<string, string> = {
   store: 'run a standalone TCPStore-compatible server',
@@ -35,6 +42,12 @@ export async function main(argv: string[]): Promise<number> {
   try {
     mod = await import(`./${cmd}.js`);
   } catch (e) {
+    // A GROUPCOMM_* variable with a bad value fails loading the modules (GROUPCOMM_DEBUG is read
+    // as groupcomm loads): that is a configuration error, not a missing command.
+    if (isGroupcommError(e, ErrorCode.CONFIG)) {
+      console.error(`groupcomm ${cmd}: ${e.code}: ${e.message}`);
+      return 2;
+    }
     console.error(`groupcomm: command '${cmd}' is not available in this build: ${(e as Error).message}`);
     return 1;
   }

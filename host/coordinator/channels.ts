@@ -11,6 +11,7 @@ import { TcpStore, TcpStoreServer } from '../store/index.js';
 import { StatelessProcessGroup } from '../pg/group.js';
 import { CpuGroup } from '../cpu/group.js';
 import { storeBootstrap } from '../device/bootstrap.js';
+import { tracedCommunicator } from '../device/trace.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import { resolvePorts, type PortTriple, type ResolvedPorts } from './ports.js';
 import type { CoordinatorOptions } from './types.js';
@@ -98,9 +99,9 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         });
         // The wire name, not the unique name: it is the same on every member (unique names are
         // process-local), so logs and errors of one communicator match across ranks.
-        ch.comm = await backend.createCommunicator({
+        ch.comm = tracedCommunicator(await backend.createCommunicator({
           rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
-        });
+        }), wireName);
       }
       await plan.device?.release();
     }

@@ -28,14 +28,15 @@ import { type OpOptions } from '../base/deadline.js';
 import {
   abortedError, destroyedError, invalidArgument, isGroupcommError, withContext,
 } from '../base/errors.js';
-import { logger, type Logger } from '../base/log.js';
-import type { DType, Tensor } from '../core/tensor.js';
+import { logger, traceOp, type Logger } from '../base/log.js';
+import { isTensor, nbytes, type DType, type Tensor } from '../core/tensor.js';
 import { resolveBackend } from '../device/registry.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import { findGroup, type GroupLayout } from '../core/layout.js';
 import { reserveName, registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { checkFactory, factoryToken } from '../base/factory.js';
 import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
@@ -47,6 +48,12 @@ import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOption
 export type { TensorDict, PortTriple };
 export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions };
 
+/** A tensor result's size for the trace line; none for objects and dicts. */
+const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
+
+/** Only create() constructs a coordinator (base/factory.ts). */
+const MADE = factoryToken('StatelessGroupCoordinator');
+
 export class StatelessGroupCoordinator {
   /** This process's global rank. */
   readonly rank: number;
@@ -55,7 +62,10 @@ export class StatelessGroupCoordinator {
   readonly worldSize: number;
   readonly rankInGroup: number;
   readonly localRank: number;
-  /** Process-local name, `groupName:N`; released on destroy. */
+  /**
+   * Process-local handle, `groupName:N` (lookup() finds the group by it); released on destroy.
+   * Logs and errors name the group as every layer does, `groupName_index` (see `label`).
+   */
   readonly uniqueName: string;
   /** The device this rank's device tensors live on ('cpu' without a device backend). */
   readonly device: string;
@@ -73,15 +83,25 @@ export class StatelessGroupCoordinator {
   private readonly timeoutMs: number;
   private readonly log: Logger;
   private readonly life = new AbortController();
+  /**
+   * The group's name in logs and errors: `${groupName}_${groupIndex}`, its name on the wire —
+   * the same on every member and in the CPU group's, store channel's and device's own lines.
+   */
+  private readonly label: string;
+  /** Set when GROUPCOMM_DEBUG=trace: each operation logs one line (base/log.ts traceOp). */
+  private readonly tracer: Logger | undefined;
   private tail: Promise<unknown> = Promise.resolve();
   /** The first close() or abort(): from then on new operations are refused. */
   private closing: Promise<void> | undefined;
   /** abort() was called, or close() gave up waiting for the operations in flight. */
   private aborted = false;
 
-  private constructor(globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
+  private constructor(token: symbol, globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
     ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number,
     explicitPorts: boolean) {
+    checkFactory(token, MADE, 'StatelessGroupCoordinator',
+      'const group = await StatelessGroupCoordinator.create({ groupRanks, globalRank, rendezvous })',
+      'a group opens its channels with the other members before it is usable');
     this.rank = globalRank;
     this.ranks = Object.freeze([...layout.ranks]);
     this.worldSize = layout.ranks.length;
@@ -89,15 +109,17 @@ export class StatelessGroupCoordinator {
     this.groupIndex = layout.groupIndex;
     this.localRank = localRank;
     this.uniqueName = uniqueName;
+    this.label = `${uniqueName.slice(0, uniqueName.lastIndexOf(':'))}_${layout.groupIndex}`;
     this.device = device;
     this.ports = ports;
     this.backend = backend;
     this.ch = ch;
     const net = ch.pg && ch.cpu ? { pg: ch.pg, cpu: ch.cpu, comm: ch.comm } : undefined;
-    this.io = new GroupIo(uniqueName, this.worldSize, this.rankInGroup, device, backend, net);
+    this.io = new GroupIo(this.label, this.worldSize, this.rankInGroup, device, backend, net);
     this.explicitPorts = explicitPorts;
     this.timeoutMs = timeoutMs;
-    this.log = logger('COORD', `${uniqueName} rank ${this.rankInGroup}/${this.worldSize}`);
+    this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
+    this.tracer = this.log.tracing ? this.log : undefined;
   }
 
   /**
@@ -132,7 +154,7 @@ export class StatelessGroupCoordinator {
       throw e;
     }
     const { ch, ports } = opened;
-    const g = new StatelessGroupCoordinator(o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
+    const g = new StatelessGroupCoordinator(MADE, o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
       o.groupPorts !== undefined);
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
@@ -212,6 +234,7 @@ export class StatelessGroupCoordinator {
    * Metadata and non-tensor values travel in one frame over the store channel; then each
    * non-empty tensor over the CPU group or the device communicator.
    */
+  broadcastTensorDict<T extends TensorDict = TensorDict>(dict?: T, src?: number, opts?: OpOptions): Promise<T>;
   broadcastTensorDict(dict?: TensorDict, src = 0, opts?: OpOptions): Promise<TensorDict> {
     return this.op('broadcastTensorDict', opts, (b) => objects.broadcastTensorDict(this.io, dict, src, b));
   }
@@ -222,6 +245,7 @@ export class StatelessGroupCoordinator {
   }
 
   /** The next tensor dict group rank `src` (default: the previous rank) sent; always a new dict. */
+  recvTensorDict<T extends TensorDict = TensorDict>(src?: number, opts?: OpOptions): Promise<T>;
   recvTensorDict(src?: number, opts?: OpOptions): Promise<TensorDict> {
     return this.op('recvTensorDict', opts, (b) => objects.recvTensorDict(this.io, src, b));
   }
@@ -229,16 +253,19 @@ export class StatelessGroupCoordinator {
   // ---- tensor collectives -----------------------------------------------------------------------
 
   /** src's `tensor` on every rank, into `out` (in place: `out: tensor`) or a new tensor. */
+  broadcast<T extends Tensor>(tensor: T, src?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   broadcast(tensor: Tensor, src = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('broadcast', opts, (b) => tensors.broadcast(this.io, tensor, src, opts, b));
   }
 
   /** The elementwise reduction (`op`, default sum) of every rank's `tensor`, into `out` (in place: `out: tensor`) or a new tensor. */
+  allReduce<T extends Tensor>(tensor: T, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   allReduce(tensor: Tensor, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('allReduce', opts, (b) => tensors.allReduce(this.io, tensor, opts, b));
   }
 
   /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
+  allGather<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   allGather(tensor: Tensor, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
     return this.op('allGather', opts, (b) => tensors.allGather(this.io, tensor, dim, opts, b));
   }
@@ -247,6 +274,7 @@ export class StatelessGroupCoordinator {
    * `tensor` gathered on `dst` along `dim` (concatenated in group-rank order); the other ranks
    * resolve with undefined.
    */
+  gather<T extends Tensor>(tensor: T, dst?: number, dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T | undefined>;
   gather(tensor: Tensor, dst = 0, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor | undefined> {
     return this.op('gather', opts, (b) => tensors.gather(this.io, tensor, dst, dim, opts, b));
   }
@@ -255,6 +283,7 @@ export class StatelessGroupCoordinator {
    * The reduction of every rank's `tensor`, scattered along `dim`: rank r gets the r-th of
    * worldSize equal slices (dim's size must divide by the world size). Moves `dim` to 0 and back.
    */
+  reduceScatter<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, (b) => tensors.reduceScatter(this.io, tensor, dim, opts, b));
   }
@@ -324,26 +353,27 @@ export class StatelessGroupCoordinator {
 
   private abortOps(reason: unknown): void {
     this.aborted = true;
-    this.life.abort(abortedError(`group ${this.uniqueName} was aborted${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, { cause: reason }));
+    this.life.abort(abortedError(`group ${this.label} was aborted${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, { cause: reason }));
   }
 
   /** Runs `fn` after every earlier operation of this group, under one deadline. */
   private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline) => Promise<T>): Promise<T> {
-    if (this.closing) return Promise.reject(destroyedError(`${this.uniqueName}.${what}: the group was closed`));
+    if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const run = async () => {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
       const signal = anySignal([opts?.signal, this.life.signal]);
       try {
-        return await fn(new Deadline(timeoutMs, signal, `${this.uniqueName}.${what}`));
+        return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
         throw this.explain(e, what);
       }
     };
     const p = this.tail.then(run, run);
     this.tail = p.catch(() => {});
-    return p;
+    // bytes: the result tensor's size (tensor ops); peers: the other members' global ranks.
+    return this.tracer ? traceOp(this.tracer, what, traceBytes, this.ranks.filter((r) => r !== this.rank), p) : p;
   }
 
   /** Adds the group's name and the global rank of a named peer to a lower layer's error. */
@@ -352,7 +382,7 @@ export class StatelessGroupCoordinator {
     const peers = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
     const named = peers.filter((r) => r >= 0 && r < this.worldSize)
       .map((r) => `group rank ${r} = global rank ${this.ranks[r]}`);
-    const msg = `${this.uniqueName}.${what} (global rank ${this.rank}): ${e.message}` +
+    const msg = `${this.label}.${what} (global rank ${this.rank}): ${e.message}` +
       (named.length ? ` [${named.join('; ')}]` : '');
     return withContext(e, msg, { rank: this.rank });
   }

@@ -25,7 +25,8 @@ export class GroupIo {
   readonly ring: { next: number; prev: number };
 
   constructor(
-    readonly uniqueName: string,
+    /** The group's name in logs and errors (`${groupName}_${index}`, as every layer spells it). */
+    readonly name: string,
     readonly worldSize: number,
     readonly rankInGroup: number,
     /** The device this rank's device tensors live on ('cpu' without a device backend). */
@@ -74,7 +75,7 @@ export class GroupIo {
 
   private backendFor(device: string, what: string): DeviceBackendV1 {
     if (!this.backend || parseDevice(device).type !== this.backend.deviceType) {
-      throw invalidArgument(`${what}: no backend for device '${device}' in group ${this.uniqueName} (device ${this.device})`);
+      throw invalidArgument(`${what}: no backend for device '${device}' in group ${this.name} (device ${this.device})`);
     }
     return this.backend;
   }

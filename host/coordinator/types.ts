@@ -41,13 +41,14 @@ export interface CoordinatorOptions {
   signal?: AbortSignal;
 }
 
-export interface CoordinatorReduceOptions extends OpOptions {
+export interface CoordinatorReduceOptions<T extends Tensor = Tensor> extends OpOptions {
   /** Reduction operator (default 'sum'). */
   op?: ReduceOp;
   /** Write the result here (same shape and dtype as the result) and return it. */
-  out?: Tensor;
+  out?: T;
 }
 
-export interface CoordinatorOutOptions extends OpOptions {
-  out?: Tensor;
+export interface CoordinatorOutOptions<T extends Tensor = Tensor> extends OpOptions {
+  /** Write the result here (same shape and dtype as the result) and return it. */
+  out?: T;
 }

@@ -27,10 +27,26 @@ export interface Tensor {
   data: TypedArray | DeviceBuffer;
 }
 
-export interface CpuTensor extends Tensor {
+/**
+ * A tensor in host memory. `A` is the class of its data: `tensor(new Float32Array(n))` is a
+ * `CpuTensor<Float32Array>`, so `t.data[0]` is a number and collectives given it return the same
+ * type. Without an argument, any TypedArray.
+ */
+export interface CpuTensor<A extends TypedArray = TypedArray> extends Tensor {
   device: 'cpu';
-  data: TypedArray;
+  data: A;
 }
+
+/** The TypedArray class that holds a CPU tensor of each dtype (what arrayClassOf returns). */
+export interface ArrayOfDType {
+  int8: Int8Array; uint8: Uint8Array; int16: Int16Array; int32: Int32Array; uint32: Uint32Array;
+  int64: BigInt64Array; uint64: BigUint64Array; float16: Uint16Array; float32: Float32Array;
+  float64: Float64Array; bfloat16: Uint16Array; float8_e4m3fn: Uint8Array; float8_e5m2: Uint8Array;
+  bool: Uint8Array;
+}
+
+/** The data type of a CPU tensor of dtype `D` (`ArrayOf<'float32'>` is Float32Array). */
+export type ArrayOf<D extends DType> = D extends keyof ArrayOfDType ? ArrayOfDType[D] : TypedArray;
 
 type ArrayCtor = { new (n: number): TypedArray; new (b: ArrayBufferLike, off: number, len: number): TypedArray; BYTES_PER_ELEMENT: number };
 
@@ -101,7 +117,7 @@ function inferDtype(a: TypedArray): DType {
 }
 
 /** A CPU tensor over `data` (not copied). The shape defaults to 1-d. */
-export function tensor(data: TypedArray, opts: { dtype?: DType; shape?: number[] } = {}): CpuTensor {
+export function tensor<A extends TypedArray>(data: A, opts: { dtype?: DType; shape?: number[] } = {}): CpuTensor<A> {
   const dtype = opts.dtype ?? inferDtype(data);
   const C = arrayClassOf(dtype);
   if (data.BYTES_PER_ELEMENT !== C.BYTES_PER_ELEMENT) {
@@ -116,11 +132,11 @@ export function tensor(data: TypedArray, opts: { dtype?: DType; shape?: number[]
 }
 
 /** A zero-filled CPU tensor. Device tensors come from a device backend's `empty`. */
-export function empty(shape: number[], dtype: DType = 'float32', device = 'cpu'): CpuTensor {
+export function empty<D extends DType = 'float32'>(shape: number[], dtype: D = 'float32' as D, device = 'cpu'): CpuTensor<ArrayOf<D>> {
   if (device !== 'cpu') throw invalidArgument(`empty(): device '${device}' needs its backend; use coordinator.empty() or backend.alloc()`);
   checkShape(shape);
   const C = arrayClassOf(dtype);
-  return { dtype, shape: [...shape], device: 'cpu', data: new C(numel(shape)) };
+  return { dtype, shape: [...shape], device: 'cpu', data: new C(numel(shape)) as ArrayOf<D> };
 }
 
 /** The bytes of a CPU tensor, aliasing its memory. */
@@ -130,16 +146,16 @@ export function bytesOf(t: CpuTensor): Uint8Array {
 }
 
 /** A CPU tensor that aliases `bytes` when they are aligned for the dtype, else a copy. */
-export function fromBytes(bytes: Uint8Array, dtype: DType, shape: number[]): CpuTensor {
+export function fromBytes<D extends DType>(bytes: Uint8Array, dtype: D, shape: number[]): CpuTensor<ArrayOf<D>> {
   const C = arrayClassOf(dtype);
   const n = numel(shape);
   if (n * C.BYTES_PER_ELEMENT !== bytes.byteLength) {
     throw invalidArgument(`fromBytes: ${bytes.byteLength} bytes do not hold ${n} × ${dtype}`);
   }
   if (bytes.byteOffset % C.BYTES_PER_ELEMENT === 0) {
-    return { dtype, shape: [...shape], device: 'cpu', data: new C(bytes.buffer, bytes.byteOffset, n) };
+    return { dtype, shape: [...shape], device: 'cpu', data: new C(bytes.buffer, bytes.byteOffset, n) as ArrayOf<D> };
   }
   const data = new C(n);
   new Uint8Array(data.buffer).set(bytes);
-  return { dtype, shape: [...shape], device: 'cpu', data };
+  return { dtype, shape: [...shape], device: 'cpu', data: data as ArrayOf<D> };
 }

@@ -12,6 +12,8 @@ import type { Store } from '../store/types.js';
 import { effectiveTimeout, guard, settled, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { checkFactory, factoryToken } from '../base/factory.js';
+import { logger, othersOf, traceOp, type Logger } from '../base/log.js';
 import {
   abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
 } from '../base/errors.js';
@@ -103,6 +105,16 @@ function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {
 export type ReduceOptions = ReduceOpts<CpuTensor>;
 export type OutOptions = OutOpts<CpuTensor>;
 
+/** The size of an operation's result tensor, for its trace line (0 when it has none). */
+const resultBytes = (v: unknown): number => (v as CpuTensor | undefined)?.data?.byteLength ?? 0;
+
+/** `allReduce #3` → `allReduce#3`; `send to rank 1 (tag 0)` → `send:tag0` (the peer is its own field). */
+const traceName = (what: string): string => what.replace(' #', '#').replace(/ (?:to|from) rank \d+ \(tag (\d+)\)$/, ':tag$1');
+
+/** Only create() constructs a group (base/factory.ts). */
+const MADE = factoryToken('CpuGroup');
+const log = logger('CPU');
+
 export class CpuGroup implements Collectives<CpuTensor> {
   readonly rank: number;
   readonly worldSize: number;
@@ -123,8 +135,12 @@ export class CpuGroup implements Collectives<CpuTensor> {
   /** The first close() or abort(): from then on new operations are refused. */
   private closing: Promise<void> | undefined;
   private aborted = false;
+  /** Set when GROUPCOMM_DEBUG=trace: each operation then logs one line (base/log.ts traceOp). */
+  private readonly tracer: Logger | undefined;
 
-  private constructor(private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
+  private constructor(token: symbol, private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
+    checkFactory(token, MADE, 'CpuGroup', 'const group = await CpuGroup.create({ store, rank, worldSize, groupName })',
+      'a CPU group connects its mesh of peers before it is usable');
     this.rank = opts.rank;
     this.worldSize = opts.worldSize;
     this.groupName = opts.groupName;
@@ -133,6 +149,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     this.plans = new Schedules(this.rank, this.worldSize, tuning.chunkBytes);
     this.tuning = { chunkBytes: tuning.chunkBytes, window: tuning.window, plans: this.plans };
     this.smallBytes = tuning.smallBytes;
+    this.tracer = log.tracing ? log.child(`${this.groupName} rank ${this.rank}/${this.worldSize}`) : undefined;
     mesh.onLost((err) => {
       this.broken = err;
       for (const ex of this.active.keys()) ex.fail(err);
@@ -165,7 +182,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       ...transport,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
     });
-    return new CpuGroup(mesh, opts, timeoutMs, tuning);
+    return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }
 
   /**
@@ -198,7 +215,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * after the other in call order, which is what keeps every rank's sequence numbers in step;
    * point-to-point ops start at once (their keys are per peer and tag).
    */
-  private run<T>(what: string, ex: Exchange, queued: boolean, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
+  private run<T>(what: string, ex: Exchange, queued: boolean, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>, bytes?: number): Promise<T> {
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const exec = async () => {
       if (this.broken) ex.fail(this.broken);
@@ -212,7 +229,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     if (queued) this.tail = done;
     this.active.set(ex, done);
     void done.finally(() => this.active.delete(ex));
-    return guard(p, {
+    const g = guard(p, {
       timeoutMs,
       signal: opts?.signal,
       what,
@@ -226,6 +243,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
       },
       cancel: (err) => ex.fail(err),
     });
+    // bytes: a send's tensor, else the result's size (collectives and receives resolve with it).
+    return this.tracer ? traceOp(this.tracer, traceName(what), bytes ?? resultBytes, ex.peers ?? othersOf(this.rank, this.worldSize), g) : g;
   }
 
   private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
@@ -290,6 +309,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   // ---- collectives ----------------------------------------------------------------------
 
   /** `src`'s tensor on every rank, into `out` (in place: `out: tensor`) or a new tensor. */
+  broadcast<T extends CpuTensor>(tensor: T, opts: BroadcastOptions<T>): Promise<T>;
   broadcast(tensor: CpuTensor, opts: BroadcastOptions<CpuTensor>): Promise<CpuTensor> {
     return this.start('broadcast', opts, () => {
       const x = this.cpu(tensor, 'broadcast');
@@ -307,6 +327,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** The reduction of every rank's `input` with `op` (default sum); in place with `out: input`. */
+  allReduce<T extends CpuTensor>(input: T, opts?: ReduceOpts<T>): Promise<T>;
   allReduce(input: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
     return this.start('allReduce', opts, () => {
       const x = this.cpu(input, 'allReduce');
@@ -335,6 +356,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** Concatenates every rank's `input` along dim 0 in rank order: [P*d0, ...] (0-d input: [P]). */
+  allGather<T extends CpuTensor>(input: T, opts?: OutOpts<T>): Promise<T>;
   allGather(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
     return this.start('allGather', opts, () => {
       const x = this.cpu(input, 'allGather');
@@ -353,6 +375,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** Reduces `input` ([P*n, ...]) over all ranks and leaves block `rank` ([n, ...]) on each. */
+  reduceScatter<T extends CpuTensor>(input: T, opts?: ReduceOpts<T>): Promise<T>;
   reduceScatter(input: CpuTensor, opts: ReduceOptions = {}): Promise<CpuTensor> {
     return this.start('reduceScatter', opts, () => {
       const x = this.cpu(input, 'reduceScatter');
@@ -381,6 +404,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** Concatenates every rank's `input` on rank `dst` (like allGather); other ranks get undefined. */
+  gather<T extends CpuTensor>(input: T, opts: GatherOptions<T>): Promise<T | undefined>;
   gather(input: CpuTensor, opts: GatherOptions<CpuTensor>): Promise<CpuTensor | undefined> {
     return this.start('gather', opts, () => {
       const x = this.cpu(input, 'gather');
@@ -404,6 +428,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** Rank `src` splits `t` ([P*n, ...]) along dim 0; rank r receives block r into `out` ([n, ...]). */
+  scatter<T extends CpuTensor>(t: CpuTensor | undefined, opts: OpOptions & { src: number; out: T }): Promise<T>;
   scatter(t: CpuTensor | undefined, opts: OpOptions & { src: number; out: CpuTensor }): Promise<CpuTensor> {
     return this.start('scatter', opts, () => {
       const src = this.peer(opts?.src, 'scatter src', true);
@@ -432,6 +457,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
+  allToAll<T extends CpuTensor>(input: T, opts?: OutOpts<T>): Promise<T>;
   allToAll(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
     return this.start('allToAll', opts, () => {
       const x = this.cpu(input, 'allToAll');
@@ -491,13 +517,14 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const ex = this.p2p('send', peer, this.tagOf(opts.tag));
       return this.run(`send to rank ${peer} (tag ${ex.tag})`, ex, false, opts, async (e) => {
         e.send(peer, 0, bytesOf(x));
-      });
+      }, x.data.byteLength);
     } catch (e) {
       return Promise.reject(e);
     }
   }
 
   /** Fills `dst` with the next tensor `src` sent with this tag (sizes must match); resolves with `dst`. */
+  recv<T extends CpuTensor>(dst: T, src: number, opts?: OpOptions & { tag?: number }): Promise<T>;
   recv(dst: CpuTensor, src: number, opts: OpOptions & { tag?: number } = {}): Promise<CpuTensor> {
     try {
       this.check();

@@ -5,6 +5,7 @@
  */
 import { GroupcommError, isGroupcommError, protocolError } from '../base/errors.js';
 import type { OpOptions } from '../base/deadline.js';
+import { traceOp } from '../base/log.js';
 import { decodeObject, encodeObject, type Origin } from './codec.js';
 import type { PushMailbox } from './mailbox.js';
 import { EMPTY, type Messages } from './messages.js';
@@ -41,7 +42,12 @@ export class CollectiveLane {
    * cannot push): every rank sends its part to every other rank. Either way every message is
    * consumed as it is read: nothing of collective n outlives it.
    */
-  async run(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
+  run(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
+    const p = this.#run(mine, what, opts);
+    return this.m.tracer ? traceOp(this.m.tracer, what, mine.length, this.m.others, p) : p;
+  }
+
+  async #run(mine: Uint8Array, what: string, opts?: OpOptions): Promise<{ bytes: Uint8Array; origin: Origin }[]> {
     const m = this.m;
     const n = this.#collSeq++;
     const o = m.opts(opts);

@@ -30,6 +30,7 @@ import { anySignal, Deadline, effectiveTimeout, settled, type OpOptions } from '
 import { setting } from '../base/config.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
+import { checkFactory, factoryToken } from '../base/factory.js';
 import { IS_BUN } from '../base/runtime.js';
 import type { Store } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
@@ -47,6 +48,8 @@ import { CollectiveLane, HUB_MIN_RANKS } from './collective.js';
 import { OpTracker } from './tracker.js';
 
 const log = logger('PG');
+/** Only create() constructs a group (base/factory.ts). */
+const MADE = factoryToken('StatelessProcessGroup');
 
 export interface ProcessGroupOptions {
   /** Address of the store server (rank 0 listens there unless `store` is given). Default 127.0.0.1. */
@@ -120,7 +123,9 @@ export class StatelessProcessGroup {
   /** Fired by abort(): cuts short a close() in progress (its departure requests). */
   readonly #life = new AbortController();
 
-  private constructor(o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
+  private constructor(token: symbol, o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
+    checkFactory(token, MADE, 'StatelessProcessGroup', 'const pg = await StatelessProcessGroup.create({ host, port, rank, worldSize })',
+      'a process group joins its peers through the store before it is usable');
     this.rank = o.rank;
     this.worldSize = o.worldSize;
     this.groupName = o.groupName;
@@ -164,7 +169,7 @@ export class StatelessProcessGroup {
         ? await store.add(joinKeys.epoch(groupName), 1, { timeoutMs, signal: opts.signal })
         : await join({ store, groupName, rank, worldSize, deadline, signal: opts.signal }, timeoutMs);
       log.debug(`group '${groupName}' epoch ${epoch}: rank ${rank}/${worldSize} joined`);
-      const g = new StatelessProcessGroup({ rank, worldSize, groupName, epoch, store, timeoutMs, ownsStore });
+      const g = new StatelessProcessGroup(MADE, { rank, worldSize, groupName, epoch, store, timeoutMs, ownsStore });
       if (worldSize > 1) {
         // Messages sent to this rank before it subscribed are stored meanwhile and handed over first.
         g.#msgs.mailbox = await openMailbox(store, g.#msgs.inbox(rank),
@@ -202,6 +207,7 @@ export class StatelessProcessGroup {
   }
 
   /** Receives into `dst` (its destination: dtype and shape must match what `src` sent); resolves with `dst`. */
+  recv<T extends Tensor>(dst: T, src: number, opts?: OpOptions): Promise<T>;
   recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
     return this.#op(() => {
       checkCpuTensor(dst, 'recv');
@@ -236,6 +242,7 @@ export class StatelessProcessGroup {
    * Collective: src's `tensor` on every rank, written into `out` (in place: `out: tensor`) or a
    * new tensor; the others pass a tensor of the same dtype and shape, which is not written.
    */
+  broadcast<T extends Tensor>(tensor: T, opts: BroadcastOptions<T>): Promise<T>;
   broadcast(tensor: Tensor, opts: BroadcastOptions<Tensor>): Promise<Tensor> {
     return this.#op(async () => {
       checkCpuTensor(tensor, 'broadcast');
@@ -281,6 +288,7 @@ export class StatelessProcessGroup {
    * all ranks get bit-identical results. Ops: sum, prod, min, max, avg (others are rejected,
    * unlike vLLM which returns rank 0's value).
    */
+  allReduce<T extends Tensor>(input: T, opts?: ReduceOptions<T>): Promise<T>;
   allReduce(input: Tensor, opts: ReduceOptions<Tensor> = {}): Promise<Tensor> {
     return this.#op(async () => {
       checkCpuTensor(input, 'allReduce');

@@ -9,6 +9,7 @@ import {
   GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError,
 } from '../base/errors.js';
 import { effectiveTimeout, type OpOptions, type TimedOptions } from '../base/deadline.js';
+import { logger, traceOp, type Logger } from '../base/log.js';
 import type { Store } from '../store/types.js';
 import type { Origin } from './codec.js';
 import type { Mailbox } from './mailbox.js';
@@ -21,6 +22,8 @@ export const EMPTY = new Uint8Array(0);
  * times worldSize−1 is still one modest write for the root, and every reader saves a round trip.
  */
 const FANOUT_MAX_BYTES = 64 * 1024;
+
+const log = logger('PG');
 
 export interface MessagesOptions {
   rank: number;
@@ -46,6 +49,8 @@ export class Messages {
   readonly others: number[];
   /** This rank's incoming messages (undefined with worldSize 1); set by create. */
   mailbox?: Mailbox;
+  /** Set when GROUPCOMM_DEBUG=trace: every operation logs one line (base/log.ts traceOp). */
+  readonly tracer: Logger | undefined;
   readonly #ownsStore: boolean;
   readonly #tracker: OpTracker;
   /** Each rank's mailbox prefix `{ns}to/{rank}/`. */
@@ -69,6 +74,7 @@ export class Messages {
     this.#sendSeq = new Array(o.worldSize).fill(0);
     this.#recvSeq = new Array(o.worldSize).fill(0);
     this.#bcastRecvSeq = new Array(o.worldSize).fill(0);
+    this.tracer = log.tracing ? log.child(`${o.groupName} rank ${o.rank}/${o.worldSize}`) : undefined;
   }
 
   /** Deletes keys nobody waits on: without a reply where the store can (Store.discard). */
@@ -130,10 +136,16 @@ export class Messages {
   }
 
   send(bytes: Uint8Array, dst: number, what: string, opts?: OpOptions): Promise<void> {
-    return this.post([dst], `p/${this.rank}/${this.#sendSeq[dst]++}`, bytes, what, this.opts(opts));
+    const p = this.post([dst], `p/${this.rank}/${this.#sendSeq[dst]++}`, bytes, what, this.opts(opts));
+    return this.tracer ? traceOp(this.tracer, what, bytes.length, [dst], p) : p;
   }
 
-  async recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
+  recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
+    const p = this.#recv(src, what, opts);
+    return this.tracer ? traceOp(this.tracer, what, (v) => v[0].length, [src], p) : p;
+  }
+
+  async #recv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const tag = `p/${src}/${this.#recvSeq[src]++}`;
     const [bytes] = await this.take([tag], [src], `p/${src}`, what, this.opts(opts));
     return [bytes, { key: this.inbox(this.rank) + tag, src }];
@@ -145,6 +157,11 @@ export class Messages {
    * (copies would multiply the root's upload) and each reader gets an empty marker sending it there.
    */
   bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
+    const p = this.#bcastSend(bytes, what, opts);
+    return this.tracer ? traceOp(this.tracer, what, bytes.length, this.others, p) : p;
+  }
+
+  #bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
     const n = this.#bcastSendSeq++;
     const tag = `b/${this.rank}/${n}`;
     const others = this.others;
@@ -157,7 +174,12 @@ export class Messages {
    * Reads broadcast n from src. An empty message is the marker of a stored value: read it, then
    * bump its ack counter; whoever brings it to worldSize−1 deletes payload and counter.
    */
-  async bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
+  bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
+    const p = this.#bcastRecv(src, what, opts);
+    return this.tracer ? traceOp(this.tracer, what, (v) => v[0].length, [src], p) : p;
+  }
+
+  async #bcastRecv(src: number, what: string, opts?: OpOptions): Promise<[Uint8Array, Origin]> {
     const tag = `b/${src}/${this.#bcastRecvSeq[src]++}`;
     const o = this.opts(opts);
     const t0 = performance.now();

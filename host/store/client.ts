@@ -16,6 +16,7 @@ import { anySignal, effectiveTimeout, guard, sleep, type OpOptions } from '../ba
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
+import { checkFactory, factoryToken } from '../base/factory.js';
 import { secretBytes } from './auth.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
@@ -63,6 +64,9 @@ export interface TcpStoreOptions {
   inProcess?: boolean;
   logger?: Logger;
 }
+
+/** Only create() and clone() construct a TcpStore (base/factory.ts). */
+const MADE = factoryToken('TcpStore');
 
 /** Idle wait connections kept for reuse; more are closed after use. */
 const MAX_IDLE_WAIT_CONNECTIONS = 4;
@@ -183,6 +187,7 @@ export class TcpStore implements Store {
   private waiting = 0;
 
   private constructor(
+    token: symbol,
     private readonly spec: ConnectSpec,
     private readonly main: Connection,
     /** The server understands groupcomm's extension opcodes (TRY_GET). */
@@ -190,6 +195,11 @@ export class TcpStore implements Store {
     prefixKeys: boolean,
     server?: TcpStoreServer,
   ) {
+    // torch's TCPStore(host, port, …) connects in its constructor, blocking; the JavaScript
+    // equivalent of a blocking constructor is an awaited factory (a lazily connecting `new` would
+    // leave port, server and connection errors unknown until some later call).
+    checkFactory(token, MADE, 'TcpStore', 'const store = await TcpStore.create({ host, port })',
+      'a store connects (and, with isServer, listens) before it is usable');
     this.host = spec.host;
     this.port = spec.port;
     this.timeoutMs = spec.timeoutMs;
@@ -231,7 +241,7 @@ export class TcpStore implements Store {
     let store: TcpStore | undefined;
     try {
       const { conn, ext } = await openConnection(spec);
-      store = new TcpStore(spec, conn, ext, opts.prefixKeys ?? true, server);
+      store = new TcpStore(MADE, spec, conn, ext, opts.prefixKeys ?? true, server);
       if (opts.worldSize !== undefined) {
         const join = { timeoutMs, signal: opts.signal };
         if (opts.rank !== undefined && ext) {
@@ -255,7 +265,7 @@ export class TcpStore implements Store {
   async clone(): Promise<TcpStore> {
     this.ensureOpen();
     const { conn, ext } = await openConnection({ ...this.spec, signal: undefined });
-    return new TcpStore({ ...this.spec, signal: undefined }, conn, ext, this.prefix);
+    return new TcpStore(MADE, { ...this.spec, signal: undefined }, conn, ext, this.prefix);
   }
 
   private wireKey(key: string): Buffer {

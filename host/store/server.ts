@@ -12,6 +12,7 @@ import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { bindError, destroyedError, type GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
+import { checkFactory, factoryToken } from '../base/factory.js';
 import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
   Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
@@ -100,6 +101,9 @@ class LocalSub {
   constructor(readonly fn: (key: string, value: Uint8Array) => void, readonly onEnd: (e: GroupcommError) => void) {}
 }
 
+/** Only listen() constructs a server (base/factory.ts). */
+const MADE = factoryToken('TcpStoreServer');
+
 export class TcpStoreServer {
   private readonly hostOption: string;
   readonly worldSize?: number;
@@ -129,7 +133,8 @@ export class TcpStoreServer {
   private readonly ending = new Set<net.Socket>();
   private aborted = false;
 
-  private constructor(private readonly server: net.Server, opts: TcpStoreServerOptions) {
+  private constructor(token: symbol, private readonly server: net.Server, opts: TcpStoreServerOptions) {
+    checkFactory(token, MADE, 'TcpStoreServer', 'const server = await TcpStoreServer.listen({ host, port })', 'a server listens before it is usable');
     this.hostOption = opts.host ?? '127.0.0.1';
     this.worldSize = opts.worldSize;
     this.limits = resolveLimits(opts.limits);
@@ -150,7 +155,7 @@ export class TcpStoreServer {
       throw invalidArgument(`TcpStoreServer: worldSize must be a positive integer, got ${opts.worldSize}`);
     }
     const server = opts.server ?? net.createServer({ noDelay: true });
-    const store = new TcpStoreServer(server, opts);
+    const store = new TcpStoreServer(MADE, server, opts);
     // An 'error' on a listening server (EMFILE on accept, say) with no listener would be thrown
     // and take the process down; the store logs it and keeps serving the clients it has.
     const onListenerError = (e: Error) => store.log.warn(`listener error: ${e.message}`);

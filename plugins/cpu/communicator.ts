@@ -28,7 +28,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     this.worldSize = o.worldSize;
     this.deviceIndex = o.deviceIndex;
     const label = `cpu communicator${o.name ? ` '${o.name}'` : ''}`;
-    this.log = logger('DEVICE', `rank ${o.rank}/${o.worldSize}`);
+    this.log = logger('DEVICE', `${o.name ? `${o.name} ` : ''}rank ${o.rank}/${o.worldSize}`);
     this.ops = new OrderedOps(label, o.rank, timeoutMs, async (reason) => {
       this.log.info(`aborted: ${reason}`);
       await this.net.close(); // peers blocked on us see the connections close instead of waiting out their timeout
@@ -57,7 +57,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     // The group's name must be the same on every rank, so it is a constant: the bootstrap's
     // store is already scoped to this communicator (o.name may differ per rank: it is for logs).
     const net: HostTransport = useGroup
-      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: 'groupcomm-device', host: o.host, timeoutMs, signal: o.signal })
+      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: `${o.name || 'groupcomm'}-device`, host: o.host, timeoutMs, signal: o.signal })
       : new BootstrapTransport(b);
     // A barrier even after the group's own setup: a rank's mesh can be complete while a peer's
     // is still handshaking, and a rank that destroyed right away would cut that peer off.

@@ -75,26 +75,35 @@ test('unset or empty means the default; good values parse (whitespace and case f
   assert.equal(setting('GROUPCOMM_DEBUG_SUBSYS', { GROUPCOMM_DEBUG_SUBSYS: 'pg, store' }), ['PG', 'STORE']);
 });
 
-test('the logging switches warn instead: a bad value reads as the default', () => {
-  assert.is(setting('GROUPCOMM_DEBUG', { GROUPCOMM_DEBUG: 'verbose' }), 'off');
+test('GROUPCOMM_DEBUG refuses an unknown level (CONFIG, naming the levels); the subsystem filter warns instead', () => {
+  // Loading groupcomm with such a value fails: test/unit/log.test.ts.
+  try {
+    setting('GROUPCOMM_DEBUG', { GROUPCOMM_DEBUG: 'verbose' });
+    assert.unreachable('GROUPCOMM_DEBUG=verbose was accepted');
+  } catch (e) {
+    assert.ok(isGroupcommError(e, ErrorCode.CONFIG), String(e));
+    assert.is((e as { variable?: string }).variable, 'GROUPCOMM_DEBUG');
+    assert.match((e as Error).message, 'GROUPCOMM_DEBUG="verbose" is not valid: expected one of off, warn, info, debug, trace');
+  }
   assert.is(setting('GROUPCOMM_DEBUG_SUBSYS', { GROUPCOMM_DEBUG_SUBSYS: 'PG,NET' }), undefined);
 });
 
-test('a bad GROUPCOMM_DEBUG is reported once on stderr, naming the variable and the default used', () => {
+test('a bad GROUPCOMM_DEBUG_SUBSYS is reported once on stderr, naming the variable and the default used', () => {
   const log = path.join(packageRoot(), ...(runningSources ? ['host'] : ['dist', 'host']), 'base', runningSources ? 'log.ts' : 'log.js');
   const config = log.replace(/log\.(ts|js)$/, 'config.$1');
-  // log.ts reads it once; two more reads through the registry must not repeat the warning.
+  // log.ts reads it once; another read through the registry must not repeat the warning.
   const code = `const m = await import(${JSON.stringify(pathToFileURL(log).href)}); m.logger('PG').warn('a'); m.logger('CPU').warn('b');` +
-    `const c = await import(${JSON.stringify(pathToFileURL(config).href)}); c.setting('GROUPCOMM_DEBUG'); c.setting('GROUPCOMM_DEBUG_SUBSYS');`;
+    `const c = await import(${JSON.stringify(pathToFileURL(config).href)}); c.setting('GROUPCOMM_DEBUG_SUBSYS');`;
   const r = spawnSync(process.execPath, [...(runningSources ? [] : ['--input-type=module']), '-e', code], {
-    env: { ...process.env, GROUPCOMM_DEBUG: 'verbose' }, encoding: 'utf8', timeout: 20_000,
+    env: { ...process.env, GROUPCOMM_DEBUG: 'warn', GROUPCOMM_DEBUG_SUBSYS: 'PG,NET' }, encoding: 'utf8', timeout: 20_000,
   });
   assert.is(r.status, 0, r.stderr);
-  const lines = r.stderr.split('\n').filter((l) => l.includes('GROUPCOMM_DEBUG'));
+  const lines = r.stderr.split('\n').filter((l) => l.includes('GROUPCOMM_DEBUG_SUBSYS'));
   assert.is(lines.length, 1, r.stderr);
-  assert.match(lines[0], 'GROUPCOMM_DEBUG="verbose" is not valid: expected one of off, warn, info, debug, trace');
-  assert.match(lines[0], 'using the default (off)');
-  assert.not.match(r.stderr, ' WARN a', 'logging stayed off');
+  assert.match(lines[0], 'GROUPCOMM_DEBUG_SUBSYS="PG,NET" is not valid');
+  assert.match(lines[0], 'using the default (all)');
+  assert.match(r.stderr, ' WARN a', 'every subsystem logs');
+  assert.match(r.stderr, ' WARN b', 'every subsystem logs');
 });
 
 test('the call that needs a bad GROUPCOMM_TIMEOUT_MS fails with CONFIG; an explicit timeoutMs does not need it', async () => {
@@ -141,7 +150,7 @@ test('settingsInForce: every variable once, with its value and source; a bad one
   assert.equal({ value: by.GROUPCOMM_TIMEOUT_MS.value, source: by.GROUPCOMM_TIMEOUT_MS.source }, { value: 1234, source: 'env' });
   assert.equal({ value: by.GROUPCOMM_CPU_CHUNK_BYTES.value, source: by.GROUPCOMM_CPU_CHUNK_BYTES.source }, { value: 524288, source: 'default' });
   assert.match(by.GROUPCOMM_CPU_WINDOW.error!, 'GROUPCOMM_CPU_WINDOW="x" is not valid');
-  assert.match(by.GROUPCOMM_DEBUG.error!, 'using the default (off)');
+  assert.match(by.GROUPCOMM_DEBUG.error!, 'GROUPCOMM_DEBUG="loud" is not valid: expected one of off, warn, info, debug, trace');
   assert.is(by.GROUPCOMM_DEBUG.value, 'off');
 });
 

@@ -254,7 +254,10 @@ test('a barrier that a rank never reaches times out naming it; a signal and abor
     assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
     const err = e as { peerRanks?: number[]; message: string };
     assert.equal(err.peerRanks, [1, 2]);
-    assert.match(err.message, 'late:0.barrier (global rank 0)');
+    // One spelling of the group everywhere: the coordinator's prefix and the store channel's own words.
+    assert.match(err.message, 'late_0.barrier (global rank 0)');
+    assert.match(err.message, "group 'late_0'");
+    assert.not.match(err.message, 'late:0');
     assert.match(err.message, 'group rank 2 = global rank 2');
   }
   const ac = new AbortController();

@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
-import { bytesOf, empty, tensor } from '../../host/core/tensor.js';
+import { bytesOf, empty, tensor, type CpuTensor } from '../../host/core/tensor.js';
 import { encodeHello, ACK_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
 import { rejectsWith } from '../helpers/rejects.js';
 
@@ -140,7 +140,7 @@ test('bad arguments are refused before anything is sent', async () => {
   const g = gs[0];
   const t = empty([4], 'float32');
   await rejectsWith(g.allGather(t, { out: empty([4], 'float32') }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
-  await rejectsWith(g.allGather(t, { out: empty([8], 'int32') }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  await rejectsWith(g.allGather(t, { out: empty([8], 'int32') as CpuTensor }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   const big = empty([8], 'float32');
   const aliased = { ...big, shape: [4], data: (big.data as Float32Array).subarray(0, 4) };
   await rejectsWith(g.allGather(aliased, { out: big }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');

@@ -3,7 +3,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessProcessGroup } from '../../host/pg/group.js';
-import { tensor } from '../../host/core/tensor.js';
+import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 import { MemStoreServer } from '../helpers/memstore.js';
 import { rejectsWith } from '../helpers/rejects.js';
 import { everyOp } from '../helpers/pg_ops.js';
@@ -65,7 +65,7 @@ test('aliasing contract: inputs unchanged, out honoured, in place via out, parti
     await rejectsWith(pgs[0].allReduce(inp, { out: tensor(buf.subarray(1, 3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
     await rejectsWith(pgs[0].broadcast(inp, { src: 0, out: tensor(buf.subarray(1, 3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
     await rejectsWith(pgs[0].allReduce(inp, { out: tensor(new Int32Array(3)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
-    await rejectsWith(pgs[0].allReduce(inp, { out: tensor(new Float32Array(2)) }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(pgs[0].allReduce(inp, { out: tensor(new Float32Array(2)) as CpuTensor }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
     await Promise.all(pgs.map((g) => g.destroy()));
   }
 });
