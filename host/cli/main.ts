@@ -20,7 +20,11 @@ const COMMANDS: Record<string, string> = {
   launch: 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)',
   demo: 'elastic scale-up/down demo on local ranks',
   bench: 'benchmarks: core | store | pg | cpu | device | coordinator',
+  doctor: 'versions, runtimes, koffi/shm, device probes, settings: what a bug report needs (alias: info)',
 };
+
+/** Other names of a command. */
+const ALIASES: Record<string, string> = { info: 'doctor' };
 
 export function usage(): string {
   const lines = Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(8)} ${v}`);
@@ -29,7 +33,8 @@ export function usage(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [cmd, ...rest] = argv;
+  const [given, ...rest] = argv;
+  const cmd = given !== undefined ? ALIASES[given] ?? given : given;
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     console.log(usage());
     return cmd ? 0 : 2;

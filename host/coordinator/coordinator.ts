@@ -234,18 +234,19 @@ export class StatelessGroupCoordinator {
    * Metadata and non-tensor values travel in one frame over the store channel; then each
    * non-empty tensor over the CPU group or the device communicator.
    */
-  broadcastTensorDict<T extends TensorDict = TensorDict>(dict?: T, src?: number, opts?: OpOptions): Promise<T>;
+  broadcastTensorDict<T extends object = TensorDict>(dict?: T, src?: number, opts?: OpOptions): Promise<T>;
   broadcastTensorDict(dict?: TensorDict, src = 0, opts?: OpOptions): Promise<TensorDict> {
     return this.op('broadcastTensorDict', opts, (b) => objects.broadcastTensorDict(this.io, dict, src, b));
   }
 
   /** Sends a tensor dict to group rank `dst` (default: the next rank). */
+  sendTensorDict<T extends object>(dict: T, dst?: number, opts?: OpOptions): Promise<void>;
   sendTensorDict(dict: TensorDict, dst?: number, opts?: OpOptions): Promise<void> {
     return this.op('sendTensorDict', opts, (b) => objects.sendTensorDict(this.io, dict, dst, b));
   }
 
   /** The next tensor dict group rank `src` (default: the previous rank) sent; always a new dict. */
-  recvTensorDict<T extends TensorDict = TensorDict>(src?: number, opts?: OpOptions): Promise<T>;
+  recvTensorDict<T extends object = TensorDict>(src?: number, opts?: OpOptions): Promise<T>;
   recvTensorDict(src?: number, opts?: OpOptions): Promise<TensorDict> {
     return this.op('recvTensorDict', opts, (b) => objects.recvTensorDict(this.io, src, b));
   }
