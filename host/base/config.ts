@@ -287,6 +287,8 @@ export interface SettingInForce {
   source: 'env' | 'default';
   /** Set when the variable holds a value it does not accept. */
   error?: string;
+  /** The variable's text when it is set (what `error` is about; `groupcomm doctor` shows it). */
+  raw?: string;
   kind: SettingKind;
 }
 
@@ -295,11 +297,12 @@ export function settingsInForce(env: Env = process.env): SettingInForce[] {
   return (Object.keys(SETTINGS) as SettingName[]).map((name) => {
     const d = SETTINGS[name] as SettingDecl;
     const kind = d.kind ?? 'user';
+    const raw = env[name] === undefined || env[name] === '' ? {} : { raw: env[name] };
     try {
       const r = resolve(name, d, env);
-      return { name, value: r.value, source: r.source, kind, ...(r.problem ? { error: r.problem } : {}) };
+      return { name, value: r.value, source: r.source, kind, ...raw, ...(r.problem ? { error: r.problem } : {}) };
     } catch (e) {
-      return { name, value: d.default, source: 'default' as const, error: (e as Error).message, kind };
+      return { name, value: d.default, source: 'default' as const, error: (e as Error).message, kind, ...raw };
     }
   });
 }

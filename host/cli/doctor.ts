@@ -183,7 +183,7 @@ const SECRET = /SECRET/;
 
 /** The settings, with secrets replaced by whether they are set. */
 function redacted(list: SettingInForce[]): SettingInForce[] {
-  return list.map((s) => (SECRET.test(s.name) && s.source === 'env' ? { ...s, value: '(set, not shown)' } : s));
+  return list.map((s) => (SECRET.test(s.name) && s.raw !== undefined ? { ...s, value: '(set, not shown)', raw: '(set, not shown)' } : s));
 }
 
 function show(v: unknown): string {
@@ -218,7 +218,7 @@ export function format(r: DoctorReport): string {
   }));
   const user = r.settings.filter((s) => s.kind === 'user');
   row('settings', user.map((s) => s.error
-    ? `${s.name}=${SECRET.test(s.name) ? '(set, not shown)' : JSON.stringify(process.env[s.name])}  ERROR: ${s.error}`
+    ? `${s.name}=${SECRET.test(s.name) ? '(set, not shown)' : JSON.stringify(s.raw)}  ERROR: ${s.error}`
     : `${s.name}=${show(s.value)}${s.source === 'env' ? '  (from the environment)' : ''}`));
   const bad = r.settings.filter((s) => s.error);
   L.push('', bad.length ? `problems: ${bad.map((s) => s.name).join(', ')} (see above)` : 'problems: none found');

@@ -192,6 +192,7 @@ export class StatelessProcessGroup {
   }
 
   /** Receives the next object `src` sent to this rank (in `src`'s send order). */
+  recvObj<T = unknown>(src: number, opts?: OpOptions): Promise<T>;
   recvObj(src: number, opts?: OpOptions): Promise<unknown> {
     return this.#op(() => {
       const peer = this.#peer(src, 'recvObj', 'src');

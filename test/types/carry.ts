@@ -38,6 +38,8 @@ export async function carry(): Promise<void> {
   // So does the process group, and the coordinator (any Tensor, CPU or device).
   const p1: CpuTensor<Float32Array> = await pg.allReduce(f32, { op: 'avg' });
   const p2: CpuTensor<Int32Array> = await pg.broadcast(i32, { src: 0 });
+  const o1: { step: number } = await pg.recvObj<{ step: number }>(0);
+  const o2: number[] = await pg.broadcastObj([1, 2], 0);
   const c1: CpuTensor<Float32Array> = await coord.allReduce(f32);
   const c2: CpuTensor<Int32Array> = await coord.allGather(i32, 0);
   const c3: CpuTensor<Float32Array> | undefined = await coord.gather(f32);
@@ -60,5 +62,5 @@ export async function carry(): Promise<void> {
   const back: Step = await coord.broadcastTensorDict(st);
   const r = await coord.recvTensorDict<{ n: number }>();
   const n: number = r.n;
-  void [back, x, a, notInt, e, e2, s1, s2, s3, s4, s5, s6, s7, wrong, p1, p2, c1, c2, c3, c4, dev, step, ids, m, xs, n];
+  void [o1, o2, back, x, a, notInt, e, e2, s1, s2, s3, s4, s5, s6, s7, wrong, p1, p2, c1, c2, c3, c4, dev, step, ids, m, xs, n];
 }
