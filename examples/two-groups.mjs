@@ -10,7 +10,7 @@ const pair = await StatelessGroupCoordinator.create({ groupRanks: [[0, 1], [2, 3
 
 const sum = await world.allReduce(tensor(new Float32Array([rank + 1])));   // a CpuTensor<Float32Array>
 const d = await pair.broadcastTensorDict(pair.rankInGroup === 0 ? { from: rank, x: tensor(new Int32Array([rank, 7])) } : undefined);
-console.log(`world sum ${sum.data[0]}; pair [${pair.ranks}] got x=[${d.x.data}] from rank ${d.from}`);
+console.log(`world sum ${sum.data[0]}; ${pair.uniqueName} [${pair.ranks}] got x=[${d.x.data}] from rank ${d.from}`);
 
 await pair.destroy();                                           // the world group keeps serving
 const all = await world.allGather(tensor(new Int32Array([rank * 10])), 0);

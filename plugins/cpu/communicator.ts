@@ -57,7 +57,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     // The group's name must be the same on every rank, so it is a constant: the bootstrap's
     // store is already scoped to this communicator (o.name may differ per rank: it is for logs).
     const net: HostTransport = useGroup
-      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: `${o.name || 'groupcomm'}-device`, host: o.host, timeoutMs, signal: o.signal })
+      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: 'groupcomm-device', host: o.host, timeoutMs, signal: o.signal })
       : new BootstrapTransport(b);
     // A barrier even after the group's own setup: a rank's mesh can be complete while a peer's
     // is still handshaking, and a rank that destroyed right away would cut that peer off.

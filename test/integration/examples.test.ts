@@ -25,8 +25,8 @@ interface Example {
 
 const EXAMPLES: Record<string, Example> = {
   'examples/two-groups.mjs': { ranks: 4, expect: [
-    [/^\[rank [01]\] world sum 10; pair \[0,1\] got x=\[0,7\] from rank 0$/, 2],
-    [/^\[rank [23]\] world sum 10; pair \[2,3\] got x=\[2,7\] from rank 2$/, 2],
+    [/^\[rank [01]\] world sum 10; pair:0 \[0,1\] got x=\[0,7\] from rank 0$/, 2],
+    [/^\[rank [23]\] world sum 10; pair:0 \[2,3\] got x=\[2,7\] from rank 2$/, 2],
     [/^\[rank \d\] after the pairs are gone: \[0,10,20,30\]$/, 4],
   ] },
   'examples/cpu-group.mjs': { ranks: 2, expect: [[/^\[rank (\d)\] rank \1: sum\[0\] = 1, in place t\[0\] = 1, gathered 2097152$/, 2]] },
