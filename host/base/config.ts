@@ -126,6 +126,11 @@ export const SETTINGS = {
     default: undefined, defaultDoc: 'all', readBy: 'all (`host/base/log.ts`)', read: 'process', onBad: 'warn',
     doc: 'log only these subsystems.',
   }),
+  GROUPCOMM_RUN_ID: decl<string>({
+    parser: text('1–64 characters'),
+    default: undefined, defaultDoc: 'unset', readBy: 'env:// helpers (`host/base/launch_env.ts`), coordinator', read: 'call', kind: 'internal',
+    doc: 'the job\'s id, set by `groupcomm launch` for its ranks (also as `TORCHELASTIC_RUN_ID`); while it is set, a coordinator refuses `groupRanks` naming ranks ≥ `WORLD_SIZE`. See [multinode.md](multinode.md).',
+  }),
   GROUPCOMM_TIMEOUT_MS: decl<number>({
     parser: positiveInt('milliseconds'),
     default: 300_000, readBy: 'all (`host/base/deadline.ts`)', read: 'call',

@@ -41,6 +41,9 @@ import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
+import { checkLaunchedWorld } from './env.js';
+import { launchEnv } from '../base/launch_env.js';
+import { TcpStore } from '../store/index.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
@@ -137,6 +140,7 @@ export class StatelessGroupCoordinator {
     if (typeof base !== 'string' || base === '' || base.includes('/')) {
       throw invalidArgument(`groupName must be a non-empty string without '/', got ${JSON.stringify(base)}`);
     }
+    checkLaunchedWorld(o);
     const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
     const host = o.host ?? '127.0.0.1';
     const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
@@ -159,6 +163,25 @@ export class StatelessGroupCoordinator {
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
+  }
+
+  /**
+   * env://: joins a group with the launcher's variables (RANK, LOCAL_RANK, WORLD_SIZE,
+   * MASTER_ADDR, MASTER_PORT; see docs/multinode.md) — globalRank, localRank and globalWorldSize
+   * default to them and the rendezvous is the launcher's store, connected for the creation only.
+   * A missing or malformed variable is ERR_GROUPCOMM_CONFIG naming it.
+   */
+  static async fromEnv(o: Omit<CoordinatorOptions, 'globalRank' | 'rendezvous' | 'groupPorts'> & { globalRank?: number }): Promise<StatelessGroupCoordinator> {
+    const env = launchEnv();
+    const store = await TcpStore.fromEnv({ timeoutMs: o.timeoutMs, signal: o.signal });
+    try {
+      return await StatelessGroupCoordinator.create({
+        ...o, globalRank: o.globalRank ?? env.rank, localRank: o.localRank ?? env.localRank,
+        globalWorldSize: o.globalWorldSize ?? env.worldSize, rendezvous: store,
+      });
+    } finally {
+      await store.close();
+    }
   }
 
   /** The live coordinator registered under a unique name in this process, if any. */

@@ -18,6 +18,7 @@ import { abortedError, destroyedError, type GroupcommError, invalidArgument, isG
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { secretBytes } from './auth.js';
+import { launchEnv } from '../base/launch_env.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
   Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
@@ -259,6 +260,18 @@ export class TcpStore implements Store {
       else await server?.abort(e);
       throw e;
     }
+  }
+
+  /**
+   * env://: a client of the store at MASTER_ADDR:MASTER_PORT (the variables `groupcomm launch` and
+   * torchrun set; ERR_GROUPCOMM_CONFIG names a missing or malformed one). Under a launcher
+   * (GROUPCOMM_RUN_ID or TORCHELASTIC_RUN_ID set) the launcher hosts the store; otherwise RANK 0
+   * hosts it in-process (torch's env:// rule), unless `isServer` says otherwise.
+   */
+  static async fromEnv(opts: Omit<TcpStoreOptions, 'host' | 'port'> = {}): Promise<TcpStore> {
+    const env = launchEnv();
+    const isServer = opts.isServer ?? (env.runId === undefined && env.rank === 0);
+    return TcpStore.create({ rank: opts.worldSize !== undefined ? env.rank : undefined, ...opts, host: env.masterAddr, port: env.masterPort, isServer });
   }
 
   /** A second client of the same server (a new connection; torch's clone()). */
