@@ -37,7 +37,7 @@ import { reserveName, registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import type { PortTriple } from './ports.js';
+import { groupAddresses, type PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
@@ -142,7 +142,7 @@ export class StatelessGroupCoordinator {
     }
     checkLaunchedWorld(o);
     const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
-    const host = o.host ?? '127.0.0.1';
+    const addrs = await groupAddresses(o);
     const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
 
     let backend: DeviceBackendV1 | undefined;
@@ -152,7 +152,7 @@ export class StatelessGroupCoordinator {
     const uniqueName = reserveName(base);
     let opened: Awaited<ReturnType<typeof openChannels>>;
     try {
-      opened = await openChannels({ o, layout, base, host, localRank, timeoutMs, budget, backend });
+      opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend });
     } catch (e) {
       releaseName(uniqueName);
       throw e;

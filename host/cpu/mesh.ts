@@ -12,6 +12,9 @@
 import net from 'node:net';
 import type { Store } from '../store/types.js';
 import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { setting } from '../base/config.js';
+import { applyKeepAlive } from '../base/netaddr.js';
+import { KIND_PING, type FrameHeader as WireHeader } from './wire.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
@@ -21,10 +24,14 @@ import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
 
+const PING: WireHeader = { kind: KIND_PING, tag: 0, seq: 0, slot: 0 };
+
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   store: Store;
   host: string;
+  /** The address peers are told (default `host`; never a wildcard like 0.0.0.0). */
+  advertiseHost?: string;
   port: number;
   timeoutMs: number;
   signal?: AbortSignal;
@@ -62,6 +69,8 @@ export class Mesh {
   address: { host: string; port: number } = { host: '', port: 0 };
   /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
   private sendPool = new SidePool();
+  /** The liveness check's timer (startLiveness). */
+  private liveTimer: NodeJS.Timeout | undefined;
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -149,6 +158,47 @@ export class Mesh {
     // Every peer has read our address (it connected to us): drop the key so the store does not
     // grow, and a later group of the same name and epoch cannot find a stale address.
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
+    this.startLiveness();
+  }
+
+  /**
+   * Liveness over TCP links (GROUPCOMM_LIVENESS_MS, L): every L/5 each rank sends a heartbeat
+   * frame to each TCP peer, and checks that bytes came from each since the last check. A peer
+   * silent for L is lost (PEER_LOST naming every peer silent at that check: all the ranks of a
+   * node whose link was cut go together). Keepalive alone cannot bound this: Node and Bun set
+   * only TCP_KEEPIDLE, and probes never start while unacknowledged data waits to be sent, which
+   * is exactly the case of a rank blocked in an allReduce. Peers over shared memory share the
+   * kernel: there is no link to cut.
+   */
+  private startLiveness(): void {
+    const bound = setting('GROUPCOMM_LIVENESS_MS');
+    if (!bound || this.worldSize === 1) return;
+    const every = Math.max(10, Math.floor(bound / 5));
+    const seen = this.inbound.map((i) => i?.bytesIn ?? 0);
+    const since = new Array<number>(this.worldSize).fill(performance.now());
+    const empty = new Uint8Array(0);
+    const noop = () => {};
+    this.liveTimer = setInterval(() => {
+      if (this.closing || this.lost) {
+        clearInterval(this.liveTimer);
+        return;
+      }
+      const now = performance.now();
+      const silent: number[] = [];
+      for (let p = 0; p < this.worldSize; p++) {
+        if (p === this.rank || this.departed.has(p) || this.transportOf(p) !== 'tcp') continue;
+        this.links[p]?.send(PING, empty, { copy: true }, noop);
+        const b = this.inbound[p]?.bytesIn ?? 0;
+        if (b !== seen[p]) {
+          seen[p] = b;
+          since[p] = now;
+        } else if (now - since[p] >= bound) {
+          silent.push(p);
+        }
+      }
+      if (silent.length) this.lose(silent[0], `nothing received for ${Math.round(now - Math.min(...silent.map((p) => since[p])))} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`, silent);
+    }, every);
+    this.liveTimer.unref?.();
   }
 
   private missingPeers(): number[] {
@@ -162,13 +212,14 @@ export class Mesh {
   private async listen(): Promise<void> {
     this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`))
       .catch((e) => { throw bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e); });
-    this.address = { host: this.opts.host, port: (this.server.address() as net.AddressInfo).port };
+    this.address = { host: this.opts.advertiseHost ?? this.opts.host, port: (this.server.address() as net.AddressInfo).port };
   }
 
   /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
   private onConnection(s: net.Socket): void {
     if (this.closing) { s.destroy(); return; }
     s.setNoDelay(true);
+    applyKeepAlive(s);
     this.strangers.add(s);
     s.on('error', () => {});
     s.on('close', () => this.strangers.delete(s));
@@ -219,6 +270,7 @@ export class Mesh {
       s.on('connect', () => {
         connected = true;
         s.setNoDelay(true);
+        applyKeepAlive(s);
         this.dialed[peer] = s;
         s.write(this.hs.hello());
         // Everything a peer sends, its goodbye included, arrives in order on this connection,
@@ -280,9 +332,11 @@ export class Mesh {
     setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
-  private lose(peer: number, why: string): void {
+  private lose(peer: number, why: string, peers: number[] = [peer]): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
+    const who = peers.length > 1 ? `ranks ${peers.join(', ')}` : `rank ${peer}`;
+    const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost ${who} (${why})`,
+      { rank: this.rank, peerRank: peer, peerRanks: peers.length > 1 ? peers : undefined });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
     this.log.info(err.message);
@@ -331,6 +385,7 @@ export class Mesh {
   close(): void {
     if (this.closing) return;
     this.closing = true;
+    if (this.liveTimer) clearInterval(this.liveTimer);
     this.server?.close();
     this.server = undefined;
     for (const link of this.links) link?.close();

@@ -14,7 +14,8 @@
  */
 import { anySignal, effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
-import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
+import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { setting } from '../base/config.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { secretBytes } from './auth.js';
@@ -51,6 +52,11 @@ export interface TcpStoreOptions {
   secret?: string | Uint8Array;
   /** Put torch's '/' before every user key, so torch clients see the same keys (default true). */
   prefixKeys?: boolean;
+  /**
+   * The rank whose process hosts the server, named (peerRank) in the ERR_GROUPCOMM_PEER_LOST of
+   * a store that stopped answering (liveness, GROUPCOMM_LIVENESS_MS).
+   */
+  hostRank?: number;
   /** Server limits, with isServer. */
   limits?: Partial<StoreLimits>;
   /**
@@ -186,6 +192,11 @@ export class TcpStore implements Store {
   private readonly life = new AbortController();
   /** waitWire and subscribe calls in progress (with the main connection's requests: what close() waits for). */
   private waiting = 0;
+  /** The liveness check's timer (startLiveness), and whether its ping is out. */
+  private liveTimer?: NodeJS.Timeout;
+  private pinging = false;
+  /** TcpStoreOptions.hostRank. */
+  private hostRank?: number;
 
   private constructor(
     token: symbol,
@@ -243,6 +254,8 @@ export class TcpStore implements Store {
     try {
       const { conn, ext } = await openConnection(spec);
       store = new TcpStore(MADE, spec, conn, ext, opts.prefixKeys ?? true, server);
+      store.hostRank = opts.hostRank;
+      store.startLiveness();
       if (opts.worldSize !== undefined) {
         const join = { timeoutMs, signal: opts.signal };
         if (opts.rank !== undefined && ext) {
@@ -792,10 +805,39 @@ export class TcpStore implements Store {
     return true;
   }
 
+  /**
+   * Liveness (GROUPCOMM_LIVENESS_MS, L): while a call waits on the server (a wait, a blocking get,
+   * a subscription, a request in flight), every L/5 a PING goes on the main connection; one not
+   * answered within L means the link is cut or the server is gone, and every connection fails
+   * with ERR_GROUPCOMM_PEER_LOST (peerRank: hostRank) instead of waiting out the call's timeout.
+   * A blocked WAIT cannot tell: its connection carries nothing until the key comes. Not for a
+   * client reaching its own in-process server (nothing to cut).
+   */
+  private startLiveness(): void {
+    const bound = setting('GROUPCOMM_LIVENESS_MS');
+    if (!bound || this.spec.local) return;
+    this.liveTimer = setInterval(() => {
+      if (this.closed) {
+        clearInterval(this.liveTimer);
+        return;
+      }
+      if (this.pinging || (this.waiting === 0 && this.subscriptions.size === 0 && !this.main.inFlight)) return;
+      this.pinging = true;
+      this.ping({ timeoutMs: bound }).then(() => {}, (e) => {
+        if (this.closed || !isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return;
+        const by = this.hostRank === undefined ? '' : ` (hosted by rank ${this.hostRank})`;
+        this.shut(peerLostError(`store ${this.host}:${this.port}${by} did not answer a ping within ${bound} ms ` +
+          `(GROUPCOMM_LIVENESS_MS): the link is cut or the server is gone`, { peerRank: this.hostRank, cause: e }));
+      }).finally(() => { this.pinging = false; });
+    }, Math.max(10, Math.floor(bound / 5)));
+    this.liveTimer.unref?.();
+  }
+
   /** Closes every connection and subscription with `err` (pending requests reject with it). */
   private shut(err: GroupcommError): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.liveTimer) clearInterval(this.liveTimer);
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
     for (const sub of [...this.subscriptions]) sub.fail(err);

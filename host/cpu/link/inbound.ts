@@ -15,7 +15,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../wire.js';
+import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
 
 /** Receives the frames of one operation from one peer. */
 export interface Sink {
@@ -128,6 +128,8 @@ export class Inbound {
   private slot = 0;
   private key = '';
   private skipping = false;
+  /** Bytes read so far: the mesh's liveness check only asks whether it moved. */
+  bytesIn = 0;
   /** The current frame is a doorbell: its payload waits in `ring`. */
   private bell = false;
   private bellBuf = new Uint8Array(DOORBELL_SIZE);
@@ -177,6 +179,7 @@ export class Inbound {
 
   /** `n` bytes were read into `buf` (the buffer `nextBuffer` returned). */
   feed(buf: Uint8Array, n: number): void {
+    this.bytesIn += n;
     if (buf.buffer !== this.recvBuf.buffer) {
       // A direct read (see nextBuffer): the bytes are already where they belong.
       this.destOff += n;
@@ -231,6 +234,11 @@ export class Inbound {
     }
     if (h.length > MAX_FRAME_BYTES) {
       this.malformed(`frame length ${h.length} is above the largest buffer this runtime can allocate (${MAX_FRAME_BYTES})`);
+      return;
+    }
+    if (h.kind === KIND_PING) {
+      this.skipping = true;
+      this.remaining = h.length;
       return;
     }
     if (h.kind === KIND_BYE) {
