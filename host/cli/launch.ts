@@ -47,19 +47,24 @@ function linePrefixer(out: NodeJS.WritableStream, prefix: string, onLine?: (line
   };
 }
 
-/** Keeps the first stderr line that looks like an error (else the first non-empty one). */
+/**
+ * Keeps the first stderr line that states an error (`TypeError: …`, `GroupcommError: …`), else
+ * the first that mentions one, else the first non-empty one.
+ */
 function errorLine() {
   let first: string | undefined;
-  let errorish: string | undefined;
+  let mentions: string | undefined;
+  let states: string | undefined;
   return {
     see(line: string) {
       const t = line.trim();
       if (!t) return;
       first ??= t;
-      if (errorish === undefined && /error|exception|fatal|panic|failed|abort/i.test(t)) errorish = t;
+      if (states === undefined && /(^|\s)\w*(Error|Exception)( \[\w+\])?:/.test(t)) states = t;
+      if (mentions === undefined && /error|exception|fatal|panic|failed|abort/i.test(t)) mentions = t;
     },
     get(): string | undefined {
-      const l = errorish ?? first;
+      const l = states ?? mentions ?? first;
       return l && l.length > 160 ? l.slice(0, 157) + '...' : l;
     },
   };
@@ -198,7 +203,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
   try {
     await Promise.all(exits);
     if (job) {
-      table = await job.finish(rows.sort((a, b) => a.rank - b.rank), () => firstFailure !== undefined || remoteFailure !== undefined)
+      // After a signal the user wants out: a short wait for the other nodes' rows, not the grace.
+      table = await job.finish(rows.sort((a, b) => a.rank - b.rank), () => firstFailure !== undefined || remoteFailure !== undefined || forwarded !== undefined,
+        forwarded ? 2000 : o.graceMs + 5000)
         .catch((e) => {
           process.stderr.write(`[launch] could not gather the other nodes' results: ${(e as Error).message}\n`);
           return rows;
@@ -210,7 +217,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
     if (killTimer) clearTimeout(killTimer);
     await job?.close();
   }
-  const failed = firstFailure !== undefined || remoteFailure !== undefined || forwarded !== undefined;
+  const failed = firstFailure !== undefined || remoteFailure !== undefined || forwarded !== undefined || (job?.gone.length ?? 0) > 0;
   const scope = o.nnodes > 1 ? (o.nodeRank === 0 ? `job ${job?.runId ?? ''} (${o.nnodes} nodes)` : `node ${o.nodeRank} of job ${job?.runId ?? ''}`) : 'ranks';
   process.stderr.write(`[launch] ${failed ? 'FAILED' : 'done'}: ${scope}\n${summaryTable(table.sort((a, b) => a.rank - b.rank))}\n`);
   if (forwarded) return forwarded === 'SIGINT' ? 130 : 143;
@@ -218,5 +225,5 @@ export async function launch(o: LaunchOptions): Promise<number> {
     const c = firstFailure.code;
     return c !== null && c > 0 && c < 126 ? c : 1;
   }
-  return remoteFailure ? 1 : 0;
+  return remoteFailure || (job?.gone.length ?? 0) > 0 ? 1 : 0;
 }

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { packageRoot } from '../base/pkgroot.js';
 import { IS_BUN } from '../base/runtime.js';
+import { unbracket } from '../base/launch_env.js';
 
 export const USAGE = `usage: groupcomm launch [options] script.js|script.ts [script args…]
 
@@ -149,7 +150,7 @@ export function parseLaunchArgs(argv: string[]): LaunchOptions | string {
   if (runId !== undefined && !/^[\w.-]{1,64}$/.test(runId)) return `--run-id must be 1–64 characters of [A-Za-z0-9_.-] (got ${runId})`;
   return {
     nproc: n.nproc, nnodes: n.nnodes, nodeRank: n.nodeRank, script, args: rest, backend: v.backend,
-    masterAddr: v['master-addr'] ?? '127.0.0.1', masterPort: n.masterPort, hostStore, runId,
+    masterAddr: unbracket(v['master-addr'] ?? '127.0.0.1'), masterPort: n.masterPort, hostStore, runId,
     joinTimeoutMs: n.joinTimeoutMs, graceMs: n.graceMs, prefix: !v['no-prefix'],
   };
 }

@@ -10,10 +10,14 @@
  *   launcher waits on it and stops its ranks when it appears.
  * - `result/R`: each launcher's rows once its ranks are gone; node 0 keeps the store up until
  *   every node has reported (their ranks may still use the store), then prints the whole table.
+ * - `alive/R`: a counter each other launcher bumps every GROUPCOMM_LIVENESS_MS/5; node 0 stops
+ *   waiting for a node whose counter stood still for GROUPCOMM_LIVENESS_MS (its launcher died or
+ *   its link was cut) and counts the job as failed.
  */
 import os from 'node:os';
 import crypto from 'node:crypto';
 import { isGroupcommError, ErrorCode } from '../base/errors.js';
+import { setting } from '../base/config.js';
 import { TcpStore } from '../store/index.js';
 import type { LaunchOptions } from './launch_args.js';
 
@@ -22,7 +26,14 @@ const K = {
   node: (r: number) => `groupcomm/launch/node/${r}`,
   failed: 'groupcomm/launch/failed',
   result: (r: number) => `groupcomm/launch/result/${r}`,
+  alive: (r: number) => `groupcomm/launch/alive/${r}`,
 };
+
+/** A launcher bumps its `alive/R` counter this often; node 0 gives up on one that stopped. */
+function heartbeatMs(): number {
+  const bound = setting('GROUPCOMM_LIVENESS_MS') || 30_000;
+  return Math.max(50, Math.floor(bound / 5));
+}
 
 /** How often a launcher that is waiting says so. */
 const NAG_MS = 5000;
@@ -51,6 +62,9 @@ function decode<T>(b: Uint8Array): T {
 
 export class Job {
   private readonly stopWatch = new AbortController();
+  private beat?: NodeJS.Timeout;
+  /** Nodes node 0 gave up on (finish): they stopped bumping their counter. */
+  readonly gone: number[] = [];
   private constructor(
     readonly o: LaunchOptions,
     readonly store: TcpStore,
@@ -118,7 +132,12 @@ export class Job {
       const nodes = (await store.multiGet(keys, { timeoutMs: left() })).map((b) => decode<NodeInfo>(b));
       const odd = nodes.findIndex((n) => n.nnodes !== o.nnodes);
       if (odd >= 0) throw new Error(`node ${odd} was started with --nnodes ${nodes[odd].nnodes}, this node with ${o.nnodes}`);
-      return new Job(o, store, runId, store.port, nodes);
+      const job = new Job(o, store, runId, store.port, nodes);
+      if (o.nodeRank !== 0) {
+        job.beat = setInterval(() => { store.add(K.alive(o.nodeRank), 1, { timeoutMs: 10_000 }).catch(() => {}); }, heartbeatMs());
+        job.beat.unref?.();
+      }
+      return job;
     } catch (e) {
       await store.abort(e);
       throw e;
@@ -157,20 +176,31 @@ export class Job {
    * Publishes this node's rows. Node 0 then waits for every node's (up to `graceMs` + 15 s once
    * the job has failed; while it runs, as long as it takes) and returns them all.
    */
-  async finish(rows: RankResult[], failed: () => boolean): Promise<RankResult[]> {
+  async finish(rows: RankResult[], failed: () => boolean, patienceMs: number): Promise<RankResult[]> {
     this.stopWatch.abort();
     await this.store.set(K.result(this.o.nodeRank), JSON.stringify(rows), { timeoutMs: 10_000 });
     if (this.o.nodeRank !== 0) return rows;
     const keys = Array.from({ length: this.o.nnodes }, (_, r) => K.result(r));
     let failedSince: number | undefined;
     let lastSaid = Date.now();
+    const beats = new Map<number, { n: number; at: number }>();
+    const deadMs = Math.max(5 * heartbeatMs(), 2000);
     for (;;) {
       const have: boolean[] = [];
       for (const k of keys) have.push(await this.store.check([k]));
-      const missing = have.flatMap((h, r) => (h ? [] : [r]));
+      const missing = have.flatMap((h, r) => (h || this.gone.includes(r) ? [] : [r]));
       if (missing.length === 0) break;
+      for (const r of missing) {
+        const n = await this.store.add(K.alive(r), 0, { timeoutMs: 10_000 });
+        const b = beats.get(r);
+        if (!b || b.n !== n) beats.set(r, { n, at: Date.now() });
+        else if (Date.now() - b.at > deadMs) {
+          this.gone.push(r);
+          say(`node ${r} stopped answering for ${Date.now() - b.at} ms (its launcher died or its link is cut); its ranks are not in the table`);
+        }
+      }
       if (failed() || (await this.store.check([K.failed]))) failedSince ??= Date.now();
-      if (failedSince !== undefined && Date.now() - failedSince > this.o.graceMs + 15_000) {
+      if (failedSince !== undefined && Date.now() - failedSince > patienceMs) {
         say(`node(s) ${missing.join(', ')} did not report their ranks' end; the table lacks them`);
         break;
       }
@@ -193,6 +223,7 @@ export class Job {
 
   async close(): Promise<void> {
     this.stopWatch.abort();
+    if (this.beat) clearInterval(this.beat);
     await this.store.close({ timeoutMs: 2000 }).catch(() => this.store.abort());
   }
 }

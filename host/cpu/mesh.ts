@@ -167,8 +167,8 @@ export class Mesh {
    * silent for L is lost (PEER_LOST naming every peer silent at that check: all the ranks of a
    * node whose link was cut go together). Keepalive alone cannot bound this: Node and Bun set
    * only TCP_KEEPIDLE, and probes never start while unacknowledged data waits to be sent, which
-   * is exactly the case of a rank blocked in an allReduce. Peers over shared memory share the
-   * kernel: there is no link to cut.
+   * is exactly the case of a rank blocked in an allReduce. Peers with shared-memory rings are
+   * checked too: their doorbells and heartbeats still travel over the socket.
    */
   private startLiveness(): void {
     const bound = setting('GROUPCOMM_LIVENESS_MS');
@@ -184,19 +184,27 @@ export class Mesh {
         return;
       }
       const now = performance.now();
-      const silent: number[] = [];
+      let over = false;
       for (let p = 0; p < this.worldSize; p++) {
-        if (p === this.rank || this.departed.has(p) || this.transportOf(p) !== 'tcp') continue;
+        if (p === this.rank || this.departed.has(p)) continue;
         this.links[p]?.send(PING, empty, { copy: true }, noop);
         const b = this.inbound[p]?.bytesIn ?? 0;
         if (b !== seen[p]) {
           seen[p] = b;
           since[p] = now;
         } else if (now - since[p] >= bound) {
-          silent.push(p);
+          over = true;
         }
       }
-      if (silent.length) this.lose(silent[0], `nothing received for ${Math.round(now - Math.min(...silent.map((p) => since[p])))} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`, silent);
+      if (!over) return;
+      // A healthy peer is never silent for more than about one heartbeat period, so every peer
+      // silent for half the bound went with the first (a node's ranks share its link).
+      const silent: number[] = [];
+      for (let p = 0; p < this.worldSize; p++) {
+        if (p !== this.rank && !this.departed.has(p) && now - since[p] >= bound / 2) silent.push(p);
+      }
+      silent.sort((a, b) => since[a] - since[b]);
+      this.lose(silent[0], `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`, silent);
     }, every);
     this.liveTimer.unref?.();
   }
