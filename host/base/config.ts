@@ -139,7 +139,7 @@ export const SETTINGS = {
   }),
   GROUPCOMM_LIVENESS_MS: decl<number>({
     parser: nonNegativeInt('milliseconds; 0 turns detection off'),
-    default: 20_000, readBy: 'CPU group, store client', read: 'call',
+    default: 30_000, readBy: 'CPU group, store client, launcher', read: 'call',
     doc: 'bound on noticing a silently cut link (packets dropped, no FIN): a CPU-group peer silent this long, or a store that does not answer a ping within it while a call waits, is lost (`ERR_GROUPCOMM_PEER_LOST` naming the ranks). Heartbeats go every fifth of it. See [multinode.md](multinode.md#liveness).',
   }),
   GROUPCOMM_TCP_KEEPALIVE_MS: decl<number>({
