@@ -23,7 +23,12 @@ function groupcomm(args: string[], env: NodeJS.ProcessEnv = process.env): Promis
     const t0 = Date.now();
     const child = spawn(process.execPath, [path.join(root, 'bin/groupcomm.js'), ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '', stderr = '';
-    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`timed out\n${stdout}\n${stderr}`)); }, 90_000);
+    // SIGTERM first: the launcher forwards it, so no rank outlives a failed test.
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      setTimeout(() => child.kill('SIGKILL'), 5000).unref();
+      reject(new Error(`timed out\n${stdout}\n${stderr}`));
+    }, 90_000);
     child.stdout.on('data', (d) => (stdout += d));
     child.stderr.on('data', (d) => (stderr += d));
     child.on('close', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr, ms: Date.now() - t0 }); });

@@ -52,7 +52,11 @@ async function until(what: string, ls: Launcher[], ok: () => boolean, ms = 60_00
 }
 
 async function finish(ls: Launcher[], ms = 60_000): Promise<(number | null)[]> {
-  const timer = setTimeout(() => { for (const l of ls) l.child.kill('SIGKILL'); }, ms);
+  // SIGTERM first: the launchers forward it, so no rank outlives a failed test.
+  const timer = setTimeout(() => {
+    for (const l of ls) l.child.kill('SIGTERM');
+    setTimeout(() => { for (const l of ls) l.child.kill('SIGKILL'); }, 5000).unref();
+  }, ms);
   try {
     return await Promise.all(ls.map((l) => l.done));
   } finally {
@@ -78,6 +82,21 @@ if (lab) {
     // Rank 5's pair is [5, 0]: its rank 0 (global 5) is on node 2, not on MASTER's node.
     assert.match(all, '[rank 0] ok 0 pairs:0 [5,0]');
     assert.match(ls[0].err, /\n\s+5\s+2\s+1\s+\S+\s+code 0\n/, 'node 0 prints the whole job\'s table');
+  });
+
+  test('elastic across nodes: 2 nodes → 3 → 2 while traffic runs', async () => {
+    const ls = [0, 1, 2].map((i) => launcher(i, 3, 2, n0.ip4, ['elastic']));
+    const codes = await finish(ls);
+    const all = ls.map((l, i) => `--- node ${i}\n${l.out}\n${l.err}`).join('\n');
+    assert.equal(codes, [0, 0, 0], all);
+    for (let r = 0; r < 6; r++) {
+      assert.match(all, `[rank ${r}] done ${r}`);
+      assert.match(all, new RegExp(`\\[rank ${r}\\] B ${r} served \\d+ steps`));
+      if (r < 4) {
+        assert.match(all, new RegExp(`\\[rank ${r}\\] A ${r} served \\d+ steps`));
+        assert.match(all, new RegExp(`\\[rank ${r}\\] C ${r} served \\d+ steps`));
+      }
+    }
   });
 
   test('a multi-homed node advertises the address toward MASTER_ADDR; GROUPCOMM_SOCKET_IFNAME picks either', async () => {

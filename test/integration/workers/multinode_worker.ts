@@ -106,6 +106,53 @@ if (mode === 'groups') {
   } catch (e) {
     await reportLoss(e, g);
   }
+} else if (mode === 'elastic') {
+  // 2 nodes → 3 → 2, as `groupcomm demo` does on one: A = nodes 0-1 serves; B = all three nodes
+  // is created while A serves; everyone moves to B at the step A's rank 0 picks; then C = nodes
+  // 0-1 again is created while B serves, and node 2's ranks leave with B.
+  const nodeOf = (r: number) => Math.floor(r / P);
+  const ranksOn = (nodes: number[]) => [...Array(W).keys()].filter((r) => nodes.includes(nodeOf(r)));
+  const [aRanks, bRanks] = [ranksOn([0, 1]), [...Array(W).keys()]];
+  const sumOf = (rs: number[]) => rs.reduce((s, r) => s + r + 1, 0);
+  /** Steps on `g` until `ready` is true at its rank 0 (one agreed flag per step), then `extra` more. */
+  async function serve(g: StatelessGroupCoordinator, ready: () => boolean, extra: number): Promise<number> {
+    let steps = 0;
+    for (let left = -1; left !== 0; steps++) {
+      const r = await g.allReduce(tensor(new Int32Array([rank + 1])));
+      check(r.data[0] === sumOf(g.ranks as number[]), `${g.uniqueName} step ${steps}: ${r.data[0]}`);
+      const go = await g.broadcastObject(g.rankInGroup === 0 ? ready() : undefined, 0);
+      if (go && left < 0) left = extra;
+      if (left > 0) left--;
+    }
+    return steps;
+  }
+  let a: StatelessGroupCoordinator | undefined;
+  if (aRanks.includes(rank)) a = await StatelessGroupCoordinator.fromEnv({ groupRanks: [aRanks], groupName: 'A', timeoutMs: T });
+  let b: StatelessGroupCoordinator | undefined;
+  const bUp = StatelessGroupCoordinator.fromEnv({ groupRanks: [bRanks], groupName: 'B', timeoutMs: T }).then((g) => (b = g));
+  if (a) {
+    const steps = await serve(a, () => b !== undefined, 3);
+    console.log(`A ${rank} served ${steps} steps`);
+    await bUp;
+    await a.destroy();
+  } else {
+    await bUp;
+  }
+  let c: StatelessGroupCoordinator | undefined;
+  const cUp = aRanks.includes(rank)
+    ? StatelessGroupCoordinator.fromEnv({ groupRanks: [aRanks], groupName: 'C', timeoutMs: T }).then((g) => (c = g))
+    : Promise.resolve(undefined);
+  // B's rank 0 is on node 0 and also in C: B ends once C is up there.
+  const bSteps = await serve(b!, () => c !== undefined, 3);
+  console.log(`B ${rank} served ${bSteps} steps`);
+  await b!.destroy();
+  await cUp;
+  if (c) {
+    const cSteps = await serve(c, () => true, 3);
+    console.log(`C ${rank} served ${cSteps} steps`);
+    await c.destroy();
+  }
+  console.log(`done ${rank}`);
 } else if (mode === 'addr') {
   console.log(`addr ${rank} ${await chooseAddress({ toward: masterAddr() })}`);
 }
