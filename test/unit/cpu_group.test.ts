@@ -16,9 +16,19 @@ let groupNo = 0;
 
 async function groupOf(n: number, extra: Partial<CpuGroupOptions> = {}): Promise<CpuGroup[]> {
   const groupName = extra.groupName ?? `unit-${groupNo++}`;
-  return Promise.all([...Array(n).keys()].map((rank) =>
+  const gs = await Promise.all([...Array(n).keys()].map((rank) =>
     CpuGroup.create({ store, rank, worldSize: n, groupName, timeoutMs: 10_000, ...extra })));
+  for (const g of gs) live.add(g);
+  return gs;
 }
+
+// Every group a test made is aborted after it, pass or fail (a failed assertion skips the
+// test's own destroy; open sockets would keep the file running until the runner's limit).
+const live = new Set<CpuGroup>();
+test.after.each(async () => {
+  await Promise.all([...live].map((g) => g.abort('test over')));
+  live.clear();
+});
 
 const destroyAll = (gs: CpuGroup[]) => Promise.all(gs.map((g) => g.destroy()));
 
