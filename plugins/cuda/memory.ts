@@ -42,7 +42,11 @@ export class CudaRuntime {
     const ptr = BigInt(out[0] as bigint);
     this.live.add(ptr);
     // Zero-filled like every backend's alloc (the contract does not leave garbage to read).
+    // cudaMemset may return before the device has done it, on the legacy default stream, which
+    // the communicators' non-blocking streams never wait for: a late fill could overwrite a
+    // result. Waiting for the legacy stream here orders it before anything issued later.
     this.check(this.fn.cudaMemset(ptr, 0, Math.max(nbytes, 1)), 'cudaMemset');
+    this.syncLegacy('cudaMemset');
     return { ptr, nbytes };
   }
 
@@ -56,6 +60,17 @@ export class CudaRuntime {
     if (src.byteLength > dst.nbytes) throw invalidArgument(`copyFromHost: ${src.byteLength} bytes do not fit a ${dst.nbytes}-byte buffer`);
     if (src.byteLength === 0) return;
     this.check(this.fn.cudaMemcpy(dst.ptr, src, src.byteLength, CudaMemcpyKind.HostToDevice), 'cudaMemcpy(HostToDevice)');
+    // From pageable memory, cudaMemcpy returns once the source is staged, not copied: without
+    // this wait an NCCL op on a non-blocking stream could read the buffer before the copy lands.
+    this.syncLegacy('cudaMemcpy(HostToDevice)');
+  }
+
+  /**
+   * Waits for the legacy default stream (handle NULL) of the current device. Never for the
+   * communicators' streams (they are non-blocking), so a kernel stuck on a dead peer cannot hang it.
+   */
+  private syncLegacy(after: string): void {
+    this.check(this.fn.cudaStreamSynchronize(null), `cudaStreamSynchronize(legacy stream) after ${after}`);
   }
 
   copyToHost(dst: Uint8Array, src: DeviceBuffer): void {
