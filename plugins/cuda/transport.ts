@@ -69,6 +69,13 @@ export function ncclConfigBytes(blocking: boolean): Uint8Array {
   return b;
 }
 
+/** cudaMemoryType (driver_types.h): what cudaPointerGetAttributes says a pointer is. */
+export const CudaMemoryType = { Unregistered: 0, Host: 1, Device: 2, Managed: 3 } as const;
+/** Bytes handed to cudaPointerGetAttributes: the struct is 24 bytes; room for fields a later CUDA adds. */
+export const CUDA_POINTER_ATTRIBUTES_BYTES = 128;
+/** NCCL_VERSION(2,14,0): the oldest NCCL groupcomm drives (ncclCommInitRankConfig, non-blocking init). */
+export const NCCL_MIN_VERSION = 21400;
+
 /** cudaError_t values groupcomm names (driver_types.h). */
 export const CudaError = {
   cudaSuccess: 0, cudaErrorInvalidValue: 1, cudaErrorMemoryAllocation: 2, cudaErrorInitializationError: 3,
@@ -127,11 +134,16 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaRuntimeGetVersion', decl: 'int cudaRuntimeGetVersion(_Out_ int *runtimeVersion)' },
   // cudaError_t cudaDriverGetVersion(int* driverVersion)
   { name: 'cudaDriverGetVersion', decl: 'int cudaDriverGetVersion(_Out_ int *driverVersion)' },
+  // cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr)
+  // (struct: enum cudaMemoryType type; int device; void *devicePointer; void *hostPointer; …)
+  { name: 'cudaPointerGetAttributes', decl: 'int cudaPointerGetAttributes(void *attributes, const void *ptr)' },
 ];
 
 export const NCCL_FUNCTIONS: readonly Binding[] = [
   // const char* ncclGetErrorString(ncclResult_t result)
   { name: 'ncclGetErrorString', decl: 'const char *ncclGetErrorString(int result)' },
+  // const char* ncclGetLastError(ncclComm_t comm)   (NCCL >= 2.13; the text behind the last error)
+  { name: 'ncclGetLastError', decl: 'const char *ncclGetLastError(void *comm)', optional: true },
   // ncclResult_t ncclGetVersion(int *version)
   { name: 'ncclGetVersion', decl: 'int ncclGetVersion(_Out_ int *version)' },
   // ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId)   (caller passes a 128-byte buffer)
@@ -299,14 +311,21 @@ const koffi = require(process.env.GC_KOFFI);
 const c = JSON.parse(process.env.GC_CANDIDATES);
 const out = { cudartTried: [], ncclTried: [] };
 const tryLoad = (list, tried) => { for (const p of list) { try { return [p, koffi.load(p)]; } catch (e) { tried.push({ path: p, error: String(e.message || e).split('\\n')[0] }); } } return [undefined, undefined]; };
-const [cp, cl] = tryLoad(c.cudart, out.cudartTried);
-if (cl) {
+// A runtime the driver cannot run (cudaErrorInsufficientDriver and kin) is passed over for the
+// next candidate: an older runtime further down the list may work. cudaErrorNoDevice is an answer
+// about the machine, not the runtime, so it ends the search.
+for (let i = 0; i < c.cudart.length; i++) {
+  const [cp, cl] = tryLoad(c.cudart.slice(i, i + 1), out.cudartTried);
+  if (!cl) continue;
   const v = [0], d = [0], n = [0];
   cl.func('int cudaRuntimeGetVersion(_Out_ int *v)')(v);
   cl.func('int cudaDriverGetVersion(_Out_ int *v)')(d);
   const rc = cl.func('int cudaGetDeviceCount(_Out_ int *n)')(n);
-  out.cudart = { path: cp, runtimeVersion: v[0], driverVersion: d[0], deviceCountRc: rc, deviceCount: rc === 0 ? n[0] : 0,
+  const seen = { path: cp, runtimeVersion: v[0], driverVersion: d[0], deviceCountRc: rc, deviceCount: rc === 0 ? n[0] : 0,
     errName: cl.func('const char *cudaGetErrorName(int e)')(rc), errString: cl.func('const char *cudaGetErrorString(int e)')(rc) };
+  if (!out.cudart || rc === 0 || rc === 100) out.cudart = seen;
+  if (rc === 0 || rc === 100) break;
+  out.cudartTried.push({ path: cp, error: seen.errName + ' (' + rc + ') from cudaGetDeviceCount, runtime ' + v[0] + ', driver ' + d[0] });
 }
 const [np, nl] = tryLoad(c.nccl, out.ncclTried);
 if (nl) { const v = [0]; nl.func('int ncclGetVersion(_Out_ int *v)')(v); out.nccl = { path: np, version: v[0] }; }
@@ -314,10 +333,12 @@ process.stdout.write('@@PROBE ' + JSON.stringify(out) + '\\n');
 `;
 
 /** Loads both libraries in a child process and reports what it saw; never throws. */
-export function probeLibraries(timeoutMs = setting('GROUPCOMM_CUDA_PROBE_TIMEOUT_MS')): Promise<ProbeReport | { error: string }> {
+export function probeLibraries(
+  timeoutMs = setting('GROUPCOMM_CUDA_PROBE_TIMEOUT_MS'),
+  candidates: Record<LibKind, string[]> = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates },
+): Promise<ProbeReport | { error: string }> {
   let koffiPath: string;
   try { koffiPath = require.resolve('koffi'); } catch { return Promise.resolve({ error: KOFFI_MISSING }); }
-  const candidates = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates };
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['-e', CHILD], {
       env: { ...process.env, GC_KOFFI: koffiPath, GC_CANDIDATES: JSON.stringify(candidates) },

@@ -28,7 +28,28 @@
 
 /* ---- shared helpers ------------------------------------------------------------------------ */
 
+/* Settings set by gcdouble_set win over the environment (Bun's process.env never reaches getenv). */
+static pthread_mutex_t set_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { char name[48]; long v; int on; } sets[32];
+
+EXPORT void gcdouble_set(const char *name, long v, int on) {
+  pthread_mutex_lock(&set_mu);
+  int i = 0, free_i = -1;
+  for (; i < 32; i++) {
+    if (sets[i].name[0] && !strcmp(sets[i].name, name)) break;
+    if (!sets[i].name[0] && free_i < 0) free_i = i;
+  }
+  if (i == 32) i = free_i;
+  if (i >= 0) { snprintf(sets[i].name, sizeof sets[i].name, "%s", name); sets[i].v = v; sets[i].on = on; }
+  pthread_mutex_unlock(&set_mu);
+}
+
 long gcd_env_long(const char *name, long dflt) {
+  pthread_mutex_lock(&set_mu);
+  for (int i = 0; i < 32; i++) {
+    if (sets[i].name[0] && sets[i].on && !strcmp(sets[i].name, name)) { long v = sets[i].v; pthread_mutex_unlock(&set_mu); return v; }
+  }
+  pthread_mutex_unlock(&set_mu);
   const char *v = getenv(name);
   if (!v || !*v) return dflt;
   return strtol(v, NULL, 10);

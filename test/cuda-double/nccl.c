@@ -14,10 +14,12 @@
  * Fault injection, for the rank GCDOUBLE_FAULT_RANK (default: every rank):
  *   GCDOUBLE_INIT_NEVER=1          init never completes (stays ncclInProgress until abort)
  *   GCDOUBLE_HANG_OP=k             the k-th operation item (1-based, warm-up included) never ends
- *   GCDOUBLE_ASYNC_ERROR=code      after operation GCDOUBLE_ASYNC_ERROR_AT (default 1) the
- *                                  communicator reports `code` and that operation never ends
+ *   GCDOUBLE_ASYNC_ERROR=code      after operation GCDOUBLE_ASYNC_ERROR_AT (default 1; 0: any)
+ *                                  the communicator reports `code` and that operation never ends
  *   GCDOUBLE_ABORT_DELAY_MS=ms     ncclCommAbort takes this long before it acts
+ *   GCDOUBLE_INIT_DELAY_MS=ms      init takes at least this long (every rank)
  *   GCDOUBLE_NCCL_VERSION=code     what ncclGetVersion answers (default 22703)
+ * Each is also settable in-process with gcdouble_set(name, value, on) (libgcd_cudart.so).
  */
 #define _GNU_SOURCE
 #include "gcd.h"
@@ -66,7 +68,8 @@ typedef struct comm {
   int fault;
 } comm_t;
 
-static __thread char last_error[512];
+/* One text for the process, like NCCL's: the stream threads set it too. */
+static char last_error[512];
 __attribute__((format(printf, 1, 2))) static void set_error(const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -194,6 +197,8 @@ static int join(comm_t *c) {
 
 static void *init_main(void *arg) {
   comm_t *c = arg;
+  long delay = gcd_env_long("GCDOUBLE_INIT_DELAY_MS", 0);
+  if (delay > 0) gcd_sleep_us(delay * 1000);
   if (c->fault && gcd_env_long("GCDOUBLE_INIT_NEVER", 0)) {
     long spins = 0;
     while (!backoff(c, &spins)) {}
@@ -208,8 +213,8 @@ static void *init_main(void *arg) {
 static int init(void **out, int n, ncclUniqueId id, int rank, int blocking) {
   if (n < 1 || n > MAXR || rank < 0 || rank >= n) { set_error("init: rank %d of %d", rank, n); return ncclInvalidArgument; }
   if (memcmp(id.internal, "GCD1", 4) != 0) { set_error("init: not a unique id from this library"); return ncclInvalidArgument; }
-  const char *env = getenv("NCCL_COMM_BLOCKING");
-  if (env && *env) blocking = atoi(env) != 0; /* as NCCL: the environment wins over the config */
+  long env = gcd_env_long("NCCL_COMM_BLOCKING", -1);
+  if (env >= 0) blocking = env != 0; /* as NCCL: the environment wins over the config */
   comm_t *c = calloc(1, sizeof *c);
   c->rank = rank; c->n = n; c->device = gcd_current_device();
   c->fault = faulty(rank);
@@ -456,6 +461,7 @@ static void run_item(void *arg) {
   item_t *it = arg;
   comm_t *c = it->c;
   long idx = __atomic_add_fetch(&c->nops, 1, __ATOMIC_ACQ_REL);
+  gcd_count("op_items");
   if (!c->aborted) {
     if (c->fault && gcd_env_long("GCDOUBLE_HANG_OP", 0) == idx) stall(c);
     for (int i = 0; i < it->nops && !c->aborted;) {
@@ -469,8 +475,9 @@ static void run_item(void *arg) {
         i++;
       }
     }
-    long code = c->fault ? gcd_env_long("GCDOUBLE_ASYNC_ERROR", 0) : 0;
-    if (code && idx == gcd_env_long("GCDOUBLE_ASYNC_ERROR_AT", 1)) {
+    long code = c->fault ? gcd_env_long("GCDOUBLE_ASYNC_ERROR", 0) : 0, at = gcd_env_long("GCDOUBLE_ASYNC_ERROR_AT", 1);
+    if (code && (at == 0 || idx == at)) {
+      set_error("gcdouble: injected async error %ld on rank %d", code, c->rank);
       __atomic_store_n(&c->async_err, (int)code, __ATOMIC_RELEASE);
       stall(c); /* the kernel that failed does not finish */
     }
