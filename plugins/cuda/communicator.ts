@@ -34,7 +34,7 @@ import {
   type Tensor,
 } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
-import { NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
+import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
 
 export const DEVICE_TYPE = 'cuda';
 
@@ -205,12 +205,20 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     }
   }
 
-  /** ncclCommAbort on a pool thread (it may wait for kernels), bounded so we never hang on it. */
+  /**
+   * ncclCommAbort off the event loop (it may wait for kernels), bounded so we never hang on it:
+   * on a detached native thread, which cannot keep the process alive, then waiting (at most
+   * 10 s) for this communicator's stream to drain; or, where no such thread can be made, on
+   * koffi's thread pool.
+   */
   private async abortNative(reason: string): Promise<void> {
     const comm = this.comm;
     this.comm = 0n;
-    if (comm) {
-      this.log.warn(`aborting NCCL communicator: ${reason}`);
+    if (comm) this.log.warn(`aborting NCCL communicator: ${reason}`);
+    if (comm && callDetached(this.libs.ncclPath, 'ncclCommAbort', comm)) {
+      if (await this.streamDrained(10_000)) this.unholdAll(); // no kernel of ours runs: held frees may go
+      else this.log.warn('the communicator\'s stream is still busy 10 s after ncclCommAbort; its deferred frees stay deferred');
+    } else if (comm) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { this.log.warn('ncclCommAbort still running after 10 s; leaving it'); resolve(); }, 10_000);
         this.libs.nccl.ncclCommAbort.async(comm, () => {
@@ -224,6 +232,17 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       this.unholdAll();
     }
     this.releaseStream();
+  }
+
+  /** Polls cudaStreamQuery until this communicator's stream is idle; false after `timeoutMs`. */
+  private async streamDrained(timeoutMs: number): Promise<boolean> {
+    if (!this.stream) return true;
+    const t0 = performance.now();
+    for (let spins = 0; performance.now() - t0 < timeoutMs; spins++) {
+      if (this.libs.cuda.fn.cudaStreamQuery(this.stream) !== CudaError.cudaErrorNotReady) return true;
+      await pollPause(spins);
+    }
+    return false;
   }
 
   private hold(): void { this.holds++; this.libs.cuda.hold(); }

@@ -116,6 +116,8 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaStreamCreateWithFlags', decl: 'int cudaStreamCreateWithFlags(_Out_ void **pStream, unsigned int flags)' },
   // cudaError_t cudaStreamSynchronize(cudaStream_t stream)
   { name: 'cudaStreamSynchronize', decl: 'int cudaStreamSynchronize(void *stream)' },
+  // cudaError_t cudaStreamQuery(cudaStream_t stream)   (cudaSuccess when idle, cudaErrorNotReady while busy)
+  { name: 'cudaStreamQuery', decl: 'int cudaStreamQuery(void *stream)' },
   // cudaError_t cudaStreamDestroy(cudaStream_t stream)
   { name: 'cudaStreamDestroy', decl: 'int cudaStreamDestroy(void *stream)' },
   // cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags)
@@ -382,4 +384,52 @@ export function bindLibrary(file: string, table: readonly Binding[]): FnTable {
   }
   libCache.set(file, fns);
   return fns;
+}
+
+// ---- a call on a detached native thread -------------------------------------------------------
+
+interface Detacher { dlopen: Fn; dlsym: Fn; create: Fn; detach: Fn }
+let detacher: Detacher | null | undefined;
+
+/** dlopen/dlsym/pthread_create/pthread_detach from the C library (glibc 2.34+ has them all in libc). */
+function loadDetacher(): Detacher | null {
+  if (detacher !== undefined) return detacher;
+  try {
+    const k = koffi();
+    const open = (names: string[]) => { for (const n of names) { try { return k.load(n); } catch { /* next */ } } throw new Error(`none of ${names.join(', ')}`); };
+    const libc = open(['libc.so.6']);
+    const dl = (() => { try { libc.func('void *dlsym(void *handle, const char *name)'); return libc; } catch { return open(['libdl.so.2']); } })();
+    const pt = (() => { try { libc.func('int pthread_detach(uint64_t thread)'); return libc; } catch { return open(['libpthread.so.0']); } })();
+    detacher = {
+      dlopen: dl.func('void *dlopen(const char *file, int mode)') as unknown as Fn,
+      dlsym: dl.func('void *dlsym(void *handle, const char *name)') as unknown as Fn,
+      create: pt.func('int pthread_create(void *thread, void *attr, void *start, void *arg)') as unknown as Fn,
+      detach: pt.func('int pthread_detach(uint64_t thread)') as unknown as Fn,
+    };
+  } catch {
+    detacher = null;
+  }
+  return detacher;
+}
+
+const RTLD_LAZY = 0x1, RTLD_NOLOAD = 0x4;
+
+/**
+ * Runs `symbol(arg)` of the already loaded library `file` on a new, detached native thread and
+ * returns at once (false when that cannot be arranged; the caller then calls it another way).
+ * For ncclCommAbort: on koffi's thread pool a stuck abort keeps Node's event loop, hence the
+ * process, alive until it returns; a detached thread ends with the process. The function must
+ * take one pointer (its result is ignored): the pthread start-routine convention.
+ */
+export function callDetached(file: string, symbol: string, arg: bigint): boolean {
+  const d = loadDetacher();
+  if (!d) return false;
+  const handle = d.dlopen(file, RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return false;
+  const fn = d.dlsym(handle, symbol);
+  if (!fn) return false;
+  const tid = new BigUint64Array(1);
+  if (d.create(tid, null, fn, arg) !== 0) return false;
+  d.detach(tid[0]);
+  return true;
 }

@@ -3,7 +3,10 @@
 // them). The double counts what real CUDA/NCCL would punish silently (gcdouble_counter) and
 // takes its faults from gcdouble_set, which Bun's process.env cannot reach. Skips, with the
 // reason printed, where there is no C compiler to build the double.
+import { spawn } from 'node:child_process';
 import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
@@ -202,6 +205,24 @@ t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {
     assert.ok(isGroupcommError(e, ErrorCode.PLUGIN_UNAVAILABLE), String(e));
     assert.match((e as Error).message, /cudaFree failed: cudaErrorIllegalAddress \(700\)/);
   }
+});
+
+t('a stuck ncclCommAbort does not keep the process alive after close()', async () => {
+  if ('skip' in d) return;
+  const me = fileURLToPath(import.meta.url);
+  const child = path.join(path.dirname(me), `abort_exit_child${path.extname(me)}`);
+  const t0 = Date.now();
+  const p = spawn(process.execPath, [child], { env: { ...process.env, ...d.env, GCDOUBLE_ABORT_DELAY_MS: '60000' }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  p.stdout.on('data', (x) => (out += x));
+  p.stderr.on('data', (x) => (out += x));
+  const killer = setTimeout(() => p.kill('SIGKILL'), 40_000);
+  const code = await new Promise<number | null>((resolve) => p.on('close', (c) => resolve(c)));
+  clearTimeout(killer);
+  assert.match(out, 'closed');
+  assert.is(code, 0, out);
+  // The abort takes 60 s: exiting well before that means nothing waited for it.
+  assert.ok(Date.now() - t0 < 30_000, `the process lived ${Date.now() - t0} ms, waiting for ncclCommAbort`);
 });
 
 test.run();
