@@ -235,6 +235,10 @@ export const SETTINGS = {
     parser: positiveInt('steps'), default: 1, readBy: 'demo rank', read: 'call', kind: 'internal',
     doc: 'device tensors ride along every this many steps.',
   }),
+  GROUPCOMM_REQUIRE_GPU: decl<'0' | '1'>({
+    parser: oneOf(['0', '1'] as const, { true: '1', false: '0' }), default: '0', readBy: 'GPU tests (test/gpu)', read: 'call', kind: 'tooling',
+    doc: '`1`: a GPU test fails, instead of skipping, where the cuda backend is not usable (`npm run test:gpu` sets it).',
+  }),
   GROUPCOMM_TEST_FILE_TIMEOUT_MS: decl<number>({
     parser: positiveInt('milliseconds'), default: 300_000, readBy: '`scripts/test.js`', read: 'call', kind: 'tooling',
     doc: 'a test file running longer is killed and counted as a failure (the runner checks the value itself: it runs without a build).',
