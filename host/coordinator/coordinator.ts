@@ -43,9 +43,11 @@ import { abortChannels, closeChannels, openChannels, type Channels } from './cha
 import { GroupIo } from './io.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
+import * as p2p from './p2p.js';
+import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
 
-export type { TensorDict, PortTriple };
+export type { TensorDict, PortTriple, RecvSpec };
 export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions };
 
 /** A tensor result's size for the trace line; none for objects and dicts. */
@@ -287,6 +289,25 @@ export class StatelessGroupCoordinator {
   reduceScatter<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, (b) => tensors.reduceScatter(this.io, tensor, dim, opts, b));
+  }
+
+  // ---- tensor point to point (p2p.ts) ---------------------------------------------------------
+
+  /**
+   * Sends `tensor` to group rank `dst` over the channel that carries it (CPU group or device
+   * communicator); sends to one rank arrive in order. To this rank itself: a copy is queued.
+   */
+  send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
+    return this.op('send', opts, (b) => p2p.send(this.io, tensor, dst, b));
+  }
+
+  /**
+   * The next tensor group rank `src` sent, shaped like `like` (a tensor, only read, or
+   * `{ shape, dtype, device? }`), into `out` or a new tensor on this rank's device for device tensors.
+   */
+  recv<T extends Tensor = Tensor>(like: RecvSpec, src: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
+  recv(like: RecvSpec, src: number, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
+    return this.op('recv', opts, (b) => p2p.recv(this.io, like, src, opts.out, b));
   }
 
   // ---- lifetime -----------------------------------------------------------------------------------
