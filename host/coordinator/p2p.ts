@@ -28,7 +28,8 @@ class LoopedTensor {
   constructor(readonly t: Tensor) {}
 }
 
-export async function send(io: GroupIo, t: Tensor, dst: number, b: Deadline): Promise<void> {
+export async function send(io: GroupIo, t: Tensor, to: number | undefined, b: Deadline): Promise<void> {
+  const dst = to ?? io.ring.next;
   checkRank(dst, io.worldSize, 'send', 'dst');
   const ch = io.channel(t, 'send');
   if (dst === io.rankInGroup || !io.net) {
@@ -38,7 +39,8 @@ export async function send(io: GroupIo, t: Tensor, dst: number, b: Deadline): Pr
   await ch.send(t, dst, b.next());
 }
 
-export async function recv(io: GroupIo, spec: RecvSpec, src: number, out: Tensor | undefined, b: Deadline): Promise<Tensor> {
+export async function recv(io: GroupIo, spec: RecvSpec, from: number | undefined, out: Tensor | undefined, b: Deadline): Promise<Tensor> {
+  const src = from ?? io.ring.prev;
   checkRank(src, io.worldSize, 'recv', 'src');
   const like = describe(spec, io.device);
   // Only its device and dtype matter to pick the channel; nothing is allocated before the checks.
