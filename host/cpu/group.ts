@@ -32,6 +32,8 @@ import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
+import * as variable from './variable.js';
+import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
 
 export type { ReduceOp, Transport };
 
@@ -456,9 +458,13 @@ export class CpuGroup implements Collectives<CpuTensor> {
     });
   }
 
-  /** Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
-  allToAll<T extends CpuTensor>(input: T, opts?: OutOpts<T>): Promise<T>;
-  allToAll(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+  /**
+   * Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. With
+   * `inputSplits` / `outputSplits` (rows per rank), the blocks have those sizes (variable.ts).
+   */
+  allToAll<T extends CpuTensor>(input: T, opts?: SplitOptions<T>): Promise<T>;
+  allToAll(input: CpuTensor, opts: OutOptions & SplitOptions<CpuTensor> = {}): Promise<CpuTensor> {
+    if (opts.inputSplits !== undefined || opts.outputSplits !== undefined) return variable.allToAllv(this, input, opts);
     return this.start('allToAll', opts, () => {
       const x = this.cpu(input, 'allToAll');
       const P = this.worldSize;
@@ -475,6 +481,23 @@ export class CpuGroup implements Collectives<CpuTensor> {
         return out;
       }];
     });
+  }
+
+  /** Every rank's `input` ([sizes[r], …]) concatenated along dim 0 in rank order: [Σ sizes, …] (variable.ts). */
+  allGatherv<T extends CpuTensor>(input: T, opts: SizesOptions<T>): Promise<T>;
+  allGatherv(input: CpuTensor, opts: SizesOptions<CpuTensor>): Promise<CpuTensor> {
+    return variable.allGatherv(this, input, opts);
+  }
+
+  /** `input` ([Σ sizes, …]) reduced over every rank; rank r gets its sizes[r] rows (variable.ts). */
+  reduceScatterv<T extends CpuTensor>(input: T, opts: SizesReduceOptions<T>): Promise<T>;
+  reduceScatterv(input: CpuTensor, opts: SizesReduceOptions<CpuTensor>): Promise<CpuTensor> {
+    return variable.reduceScatterv(this, input, opts);
+  }
+
+  /** The queued runner for variable.ts (its checks throw before anything is queued). Not for callers. */
+  runVariable<T>(what: string, opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T> {
+    return this.start(what, opts, () => [prepare()]);
   }
 
   /** Resolves once every rank has entered the barrier. */
