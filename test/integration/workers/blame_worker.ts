@@ -1,0 +1,61 @@
+/**
+ * One rank of the fault-naming tests (coord_blame.test.ts). `argv[2]` names the scenario; the
+ * test hosts the rendezvous store (COORD_STORE_PORT). Each scenario reports what it saw (an
+ * error's code, peerRank(s) and message, or ok) for the test to judge.
+ */
+import { StatelessGroupCoordinator } from '../../../host/coordinator/coordinator.js';
+import { TcpStore } from '../../../host/store/index.js';
+import { tensor, type CpuTensor } from '../../../host/core/tensor.js';
+import { isGroupcommError } from '../../../host/base/errors.js';
+import { rankEnv, reportResult } from '../../helpers/ranks.js';
+
+const { rank, worldSize } = rankEnv();
+const scenario = process.argv[2];
+const port = Number(process.env.COORD_STORE_PORT);
+const timeoutMs = Number(process.env.COORD_TIMEOUT_MS ?? 3_000);
+const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs: 30_000 });
+const all = [...Array(worldSize).keys()];
+
+type Seen = { code: string; message: string; peerRank?: number; peerRanks?: number[]; ms: number };
+const seen = (e: unknown, t0: number): Seen => isGroupcommError(e)
+  ? { code: e.code, message: e.message, peerRank: e.peerRank, peerRanks: e.peerRanks, ms: performance.now() - t0 }
+  : { code: 'NOT_GROUPCOMM', message: String((e as Error)?.stack ?? e), ms: performance.now() - t0 };
+
+async function outcome(p: Promise<unknown>): Promise<Seen | 'ok'> {
+  const t0 = performance.now();
+  try {
+    await p;
+    return 'ok';
+  } catch (e) {
+    return seen(e, t0);
+  }
+}
+
+function busy(ms: number): void {
+  const until = Date.now() + ms;
+  while (Date.now() < until) { /* rank 0's event loop does not turn */ }
+}
+
+const create = (name: string, extra: Record<string, unknown> = {}) => StatelessGroupCoordinator.create({
+  groupRanks: [all], globalRank: rank, groupName: name, rendezvous: store, timeoutMs, ...extra,
+});
+
+let result: unknown;
+switch (scenario) {
+  // Rank 0 runs synchronous work for longer than the others' timeout right after its barrier
+  // resolved: the others' barriers must resolve anyway.
+  case 'busy-host': {
+    const g = await create('busy');
+    await g.barrier();
+    const r = await outcome(g.barrier());
+    if (rank === 0) busy(timeoutMs + 1_500);
+    const x = await g.allReduce(tensor(new Float32Array([rank])), { timeoutMs: 30_000 });
+    result = { barrier: r, sum: (x as CpuTensor).data[0] };
+    await g.destroy();
+    break;
+  }
+  default:
+    throw new Error(`unknown scenario ${scenario}`);
+}
+reportResult(result);
+await store.close();
