@@ -130,6 +130,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   private active = new Map<Exchange, Promise<void>>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
+  private readonly lostListeners: ((err: GroupcommError) => void)[] = [];
   // Schedules and segment plans from the core, computed once per group (host/cpu/schedule.ts).
   private readonly plans: Schedules;
   /** The first close() or abort(): from then on new operations are refused. */
@@ -153,6 +154,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     mesh.onLost((err) => {
       this.broken = err;
       for (const ex of this.active.keys()) ex.fail(err);
+      for (const fn of this.lostListeners) fn(err);
     });
     mesh.onDeparted((peer) => {
       for (const ex of this.active.keys()) ex.checkDeparted(peer);
@@ -192,6 +194,21 @@ export class CpuGroup implements Collectives<CpuTensor> {
   transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
     return this.mesh.transportOf(peer);
+  }
+
+  /**
+   * Calls `fn` with the first connection loss (a peer gone without its goodbye), whether or not
+   * an operation was in flight; at once when it already happened. The coordinator marks its whole
+   * group failed with it.
+   */
+  onLost(fn: (err: GroupcommError) => void): void {
+    if (this.broken) fn(this.broken);
+    else this.lostListeners.push(fn);
+  }
+
+  /** True once `peer` destroyed its end of the group on purpose (its goodbye arrived). */
+  hasLeft(peer: number): boolean {
+    return this.mesh.departed.has(peer);
   }
 
   /** Where this rank listened during setup (the listener is closed once the mesh is complete). */

@@ -2,7 +2,7 @@
 // match (issue 13). Real processes; every scenario reports what each rank saw.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { spawnRanks } from '../helpers/ranks.js';
+import { spawnRanks, startRanks } from '../helpers/ranks.js';
 import { TcpStoreServer } from '../../host/store/index.js';
 
 let server: TcpStoreServer;
@@ -18,6 +18,31 @@ test('a barrier does not depend on rank 0\'s event loop after it returned', asyn
   for (const [r, o] of outs.entries()) {
     assert.is(o.barrier, 'ok', `rank ${r}: ${JSON.stringify(o.barrier)}`);
     assert.is(o.sum, 3);
+  }
+});
+
+type Seen = { code: string; message: string; peerRank?: number; peerRanks?: number[]; ms: number } | 'ok' | 'absent';
+const names = (s: Seen, r: number) => typeof s === 'object' && (s.peerRanks ? s.peerRanks.length === 1 && s.peerRanks[0] === r : s.peerRank === r);
+
+for (const scenario of ['absent', 'absent-big']) {
+  test(`${scenario}: a collective's timeout names the rank that never called it, on every rank`, async () => {
+    const outs = await run<Seen>(4, scenario, { COORD_TIMEOUT_MS: '1000' });
+    assert.is(outs[3], 'absent');
+    for (const [r, o] of outs.slice(0, 3).entries()) {
+      assert.ok(typeof o === 'object' && o.code === 'ERR_GROUPCOMM_TIMEOUT' && names(o, 3), `rank ${r}: ${JSON.stringify(o)}`);
+      assert.match(o.message, /global rank 3\b/);
+    }
+  });
+}
+
+test('a rank killed during a tensor-dict broadcast loop is named by every survivor', async () => {
+  const outs = await startRanks<Seen>(4, 'test/integration/workers/blame_worker', {
+    args: ['dict-kill'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '5000' },
+  }).done;
+  assert.is(outs[2].signal, 'SIGKILL');
+  for (const o of outs.filter((x) => x.rank !== 2)) {
+    const e = o.result;
+    assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_PEER_LOST' && names(e, 2), `rank ${o.rank}: ${JSON.stringify(e)}\n${o.stderr}`);
   }
 });
 

@@ -54,6 +54,41 @@ switch (scenario) {
     await g.destroy();
     break;
   }
+  // Rank 3 never calls allReduce. Rank 0 gives up first (a shorter timeout) and destroys its
+  // group; the others must still name rank 3, never rank 0 (which left cleanly) nor the peer
+  // they happened to wait on. 'absent-big': large tensors (the ring, many frames).
+  case 'absent':
+  case 'absent-big': {
+    const g = await create(scenario);
+    const n = scenario === 'absent-big' ? 1 << 20 : 16;
+    if (rank === worldSize - 1) {
+      await g.barrier({ timeoutMs: 30_000 });
+      result = 'absent';
+      await new Promise((r) => setTimeout(r, timeoutMs * 2 + 500));
+      await g.abort();
+      break;
+    }
+    await g.barrier({ timeoutMs: 30_000 });
+    result = await outcome(g.allReduce(tensor(new Float32Array(n).fill(1)), { timeoutMs: rank === 0 ? timeoutMs : timeoutMs * 2 }));
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
+  // Rank 2 SIGKILLs itself in the middle of a loop of tensor-dict broadcasts (4 MiB tensors):
+  // every survivor gets PEER_LOST naming rank 2, whatever it was waiting on at that moment.
+  case 'dict-kill': {
+    const g = await create('dictkill');
+    const t = tensor(new Float32Array(1 << 20).fill(rank));
+    await g.barrier({ timeoutMs: 30_000 });
+    const loop = (async () => {
+      for (let i = 0; ; i++) {
+        if (rank === 2 && i === 3) process.kill(process.pid, 'SIGKILL');
+        await g.broadcastTensorDict(rank === i % 2 ? { i, t } : undefined, i % 2);
+      }
+    })();
+    result = await outcome(loop);
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }
