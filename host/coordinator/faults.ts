@@ -56,6 +56,8 @@ export class GroupFaults {
   calls = 0;
   private rejectFailed!: (e: GroupcommError) => void;
   private sub: Subscription | undefined;
+  /** Settles once the inbox is open (or could not be). */
+  private opening: Promise<unknown> = Promise.resolve();
   private closed = false;
   /** Non-fatal causes by collective index (a timeout that named who never arrived). */
   private readonly causes = new Map<number, GroupcommError>();
@@ -80,7 +82,7 @@ export class GroupFaults {
     const store = this.o.store;
     if (!store?.subscribe || this.o.worldSize < 2) return;
     const prefix = this.inbox(this.o.rankInGroup);
-    store.subscribe(prefix, (key, value) => {
+    this.opening = store.subscribe(prefix, (key, value) => {
       const at = key.indexOf(prefix);
       this.onMessage(at < 0 ? key : key.slice(at + prefix.length), value);
     }, { timeoutMs: 30_000 }).then((sub) => {
@@ -173,13 +175,17 @@ export class GroupFaults {
   /** The cause that explains a failure of collective `n` (-1: not a collective), if known within `ms`. */
   private async causeOf(n: number, ms: number): Promise<GroupcommError | undefined> {
     const known = () => this.failure ?? (n >= 0 ? this.causes.get(n) : undefined);
-    await this.until(this.sub ? ms : 0, () => known() !== undefined);
+    const t0 = performance.now();
+    // Right after create the inbox may still be opening; what was sent meanwhile is handed over first.
+    if (!this.sub && ms > 0) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ms))]);
+    await this.until(this.sub ? Math.max(0, ms - (performance.now() - t0)) : 0, () => known() !== undefined);
     return known();
   }
 
   /** The other ranks that had not called collective `n` (or did not answer within ASK_MS). */
   private async missingFrom(n: number): Promise<number[]> {
     const store = this.o.store;
+    if (!this.sub) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ASK_MS))]);
     if (!store?.publish || !this.sub) return [];
     const me = this.o.rankInGroup;
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);

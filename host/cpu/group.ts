@@ -32,6 +32,12 @@ import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
+import { fingerprint, type CallShape } from './fingerprint.js';
+
+/** The shape and dim a call is checked by: the caller's own view (OutOptions.call) when it gave one. */
+function callOf(x: CpuTensor, opts: OutOptions | undefined): { shape: readonly number[]; dim?: number } {
+  return opts?.call ?? { shape: x.shape };
+}
 
 export type { ReduceOp, Transport };
 
@@ -264,13 +270,14 @@ export class CpuGroup implements Collectives<CpuTensor> {
     return this.tracer ? traceOp(this.tracer, traceName(what), bytes ?? resultBytes, ex.peers ?? othersOf(this.rank, this.worldSize), g) : g;
   }
 
-  private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
+  private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>, fp: number): Promise<T> {
     try {
       this.check();
     } catch (e) {
       return Promise.reject(e);
     }
-    const ex = new Exchange(this.mesh, KIND_COLL, 0, this.seq++ >>> 0);
+    // The call's fingerprint rides in every frame's tag: a peer that made another call is named.
+    const ex = new Exchange(this.mesh, KIND_COLL, fp, this.seq++ >>> 0);
     return this.run(`${what} #${ex.seq}`, ex, true, opts, body);
   }
 
@@ -332,7 +339,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const x = this.cpu(tensor, 'broadcast');
       const src = this.peer(opts?.src, 'broadcast src', true);
       const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'broadcast', true);
-      return [async (ex) => {
+      return [{ collective: 'broadcast', dtype: x.dtype, root: src, ...callOf(x, opts) }, async (ex) => {
         const buf = bytesOf(out);
         // The source sends from the result tensor, so its input is only read (copied) here.
         if (this.rank === src && !inPlace) buf.set(bytesOf(x));
@@ -351,7 +358,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const op = this.reduceOp(opts.op);
       const reduce = this.reducer(op, x.dtype);
       const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'allReduce', true);
-      return [async (ex) => {
+      return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
         // The algorithms reduce in place: out of place, they run on the result after a copy.
         const buf = bytesOf(out);
         if (!inPlace) buf.set(bytesOf(x));
@@ -378,7 +385,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     return this.start('allGather', opts, () => {
       const x = this.cpu(input, 'allGather');
       const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'allGather');
-      return [async (ex) => {
+      return [{ collective: 'allGather', dtype: x.dtype, ...callOf(x, opts) }, async (ex) => {
         const o = bytesOf(out);
         const mine = bytesOf(x);
         o.set(mine, this.rank * mine.byteLength);
@@ -403,7 +410,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       }
       const { t: out } = this.output(opts.out, x.dtype, scatteredShape(x.shape, P), x, 'reduceScatter');
       const reduce = this.reducer(op, x.dtype);
-      return [async (ex) => {
+      return [{ collective: 'reduceScatter', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
         const inBytes = bytesOf(x);
         const o = bytesOf(out);
         // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
@@ -428,14 +435,15 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const dst = this.peer(opts?.dst, 'gather dst', true);
       const mine = bytesOf(x);
       const n = mine.byteLength;
+      const call: CallShape = { collective: 'gather', dtype: x.dtype, root: dst, ...callOf(x, opts) };
       if (this.rank !== dst) {
-        return [async (ex) => {
+        return [call, async (ex) => {
           ex.send(dst, 0, mine);
           return undefined;
         }];
       }
       const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'gather');
-      return [async (ex) => {
+      return [call, async (ex) => {
         const o = bytesOf(out);
         o.set(mine, this.rank * n);
         await exchangeAll(ex, undefined, (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
@@ -452,8 +460,9 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const out = this.cpu(opts?.out, 'scatter out');
       const o = bytesOf(out);
       const n = o.byteLength;
+      const call: CallShape = { collective: 'scatter', dtype: out.dtype, root: src, shape: out.shape };
       if (this.rank !== src) {
-        return [async (ex) => {
+        return [call, async (ex) => {
           await ex.recv(src, 0, o);
           return out;
         }];
@@ -465,7 +474,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       }
       const input = bytesOf(x);
       checkOutAliasing(out, x, false, 'scatter', { rank: this.rank });
-      return [async (ex) => {
+      return [call, async (ex) => {
         o.set(input.subarray(this.rank * n, (this.rank + 1) * n));
         await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined, this.plans.directPeers());
         return out;
@@ -483,7 +492,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
         throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
       }
       const { t: out } = this.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
-      return [async (ex) => {
+      return [{ collective: 'allToAll', dtype: x.dtype, ...callOf(x, opts) }, async (ex) => {
         const inBytes = bytesOf(x);
         const o = bytesOf(out);
         const n = inBytes.byteLength / P;
@@ -496,18 +505,19 @@ export class CpuGroup implements Collectives<CpuTensor> {
 
   /** Resolves once every rank has entered the barrier. */
   barrier(opts: OpOptions = {}): Promise<void> {
-    return this.start('barrier', opts, () => [(ex) => dissemination(ex, this.plans.dissemination())]);
+    return this.start('barrier', opts, () => [{ collective: 'barrier' }, (ex) => dissemination(ex, this.plans.dissemination())]);
   }
 
   /** Validates synchronously (bad arguments reject before anything is queued), then queues. */
-  private start<T>(what: string, opts: OpOptions | undefined, prepare: () => [(ex: Exchange) => Promise<T>]): Promise<T> {
+  private start<T>(what: string, opts: OpOptions | undefined, prepare: () => [CallShape, (ex: Exchange) => Promise<T>]): Promise<T> {
     let body: (ex: Exchange) => Promise<T>;
+    let call: CallShape;
     try {
-      [body] = prepare();
+      [call, body] = prepare();
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.collective(what, opts, body);
+    return this.collective(what, opts, body, fingerprint(call));
   }
 
   // ---- point to point -------------------------------------------------------------------

@@ -46,4 +46,20 @@ test('a rank killed during a tensor-dict broadcast loop is named by every surviv
   }
 });
 
+for (const field of ['dtype', 'op', 'dim', 'collective']) {
+  test(`a call whose ${field} differs on one rank fails with MISMATCH on every rank, naming the field`, async () => {
+    const outs = await spawnRanks<{ first: Seen; later: Seen }>(4, 'test/integration/workers/blame_worker', {
+      args: ['mismatch', field], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '5000' },
+    });
+    for (const [r, o] of outs.entries()) {
+      const e = o.first;
+      assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(e)}`);
+      assert.match(e.message, new RegExp(`${field}`));
+      assert.ok(e.ms < 4_000, `rank ${r} took ${e.ms}ms (its timeout is 5000)`);
+      // The group has failed: a later operation rejects with the same cause.
+      assert.ok(typeof o.later === 'object' && o.later.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r} later: ${JSON.stringify(o.later)}`);
+    }
+  });
+}
+
 test.run();

@@ -89,6 +89,24 @@ switch (scenario) {
     await g.destroy({ lingerMs: 500 });
     break;
   }
+  // Rank 1 calls with another dtype / op / dim (argv[3]): every rank rejects with MISMATCH, the
+  // ranks that never exchanged a frame with rank 1 through the group's failure state.
+  case 'mismatch': {
+    const g = await create(`mm-${process.argv[3]}`);
+    const odd = rank === 1;
+    const x = tensor(new Float32Array(64).fill(1), { shape: [8, 8] });
+    const call = {
+      dtype: () => g.allReduce(odd ? tensor(new Int32Array(64).fill(1)) : x),
+      op: () => g.allReduce(x, { op: odd ? 'max' : 'sum' }),
+      dim: () => g.allGather(x, odd ? 1 : 0),
+      collective: () => (odd ? g.broadcast(x, 0) : g.allReduce(x)),
+    }[process.argv[3]]!;
+    const first = await outcome(call());
+    const later = await outcome(g.barrier());
+    result = { first, later };
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }
