@@ -151,7 +151,9 @@ export class GroupFaults {
         return;
       }
       if (!Number.isInteger(by) || typeof c?.message !== 'string' || !Array.isArray(c.peerRanks)) return;
-      const peerRanks = c.peerRanks.filter((r) => Number.isInteger(r) && r >= 0 && r < this.o.worldSize);
+      let peerRanks = c.peerRanks.filter((r) => Number.isInteger(r) && r >= 0 && r < this.o.worldSize);
+      // A mismatch is between the teller and the ranks it names: from here, the others of those.
+      if (c.code === ErrorCode.MISMATCH) peerRanks = [...new Set([...peerRanks, by])].filter((r) => r !== this.o.rankInGroup);
       const f = { rank: this.o.rankInGroup, peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined };
       const msg = `${c.message} (seen by group rank ${by})`;
       const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f)
