@@ -126,7 +126,11 @@ export class StatelessGroupCoordinator {
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
     this.tracer = this.log.tracing ? this.log : undefined;
-    this.faults = new GroupFaults({ label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu });
+    this.faults = new GroupFaults({
+      label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu,
+      // The pending operations' signal fires with the failure; the ops then reject with it (judge).
+      onFail: (e) => this.life.abort(e),
+    });
     this.faults.listen();
   }
 
@@ -379,10 +383,11 @@ export class StatelessGroupCoordinator {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
       if (faults.failure) throw this.explain(faults.failure, what);
-      const signal = anySignal([opts?.signal, this.life.signal, faults.ctl.signal]);
+      // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
+      // then rejects at once, whatever channel it waits on.
+      const signal = anySignal([opts?.signal, this.life.signal]);
       try {
-        // The group's failure rejects a pending operation at once, whatever channel it waits on.
-        return await Promise.race([fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`)), faults.failed]);
+        return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
         throw this.explain(this.aborted ? e : await faults.judge(e, n, what), what);
       }

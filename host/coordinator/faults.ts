@@ -43,18 +43,18 @@ export interface FaultsOptions {
   /** The group's own store (group rank 0 hosts it); none in a group of one. */
   store?: Store;
   cpu?: CpuGroup;
+  /**
+   * Called once with the group's failure: aborts what the pending operations wait on (the
+   * coordinator's own operations signal, so no operation pays for one more signal).
+   */
+  onFail(e: GroupcommError): void;
 }
 
 export class GroupFaults {
   /** The group's failure, once one happened: every operation from then on rejects with it. */
   failure: GroupcommError | undefined;
-  /** Fired with the failure: aborts what the pending operations are waiting on. */
-  readonly ctl = new AbortController();
-  /** Rejects with the failure (pending operations race it). */
-  readonly failed: Promise<never>;
   /** Collectives called on this rank so far: the index of the next one. */
   calls = 0;
-  private rejectFailed!: (e: GroupcommError) => void;
   private sub: Subscription | undefined;
   /** Settles once the inbox is open (or could not be). */
   private opening: Promise<unknown> = Promise.resolve();
@@ -67,8 +67,6 @@ export class GroupFaults {
   private readonly log;
 
   constructor(private readonly o: FaultsOptions) {
-    this.failed = new Promise<never>((_, reject) => { this.rejectFailed = reject; });
-    this.failed.catch(() => {});
     this.log = logger('COORD', `${o.label} rank ${o.rankInGroup}/${o.worldSize}`);
     o.cpu?.onLost((e) => this.fail(e, -1, true));
   }
@@ -106,8 +104,7 @@ export class GroupFaults {
       if (this.failure) return;
       this.failure = e;
       this.log.debug(`group failed: ${e.message}`);
-      this.ctl.abort(e);
-      this.rejectFailed(e);
+      this.o.onFail(e);
     } else {
       if (this.causes.has(n)) return;
       this.causes.set(n, e);
