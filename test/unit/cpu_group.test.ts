@@ -166,12 +166,12 @@ test('bad arguments are refused before anything is sent', async () => {
   await destroyAll(gs);
 });
 
-test('different sizes on different ranks fail with PROTOCOL, not a hang or a wrong result', async () => {
+test('different sizes on different ranks fail with MISMATCH, not a hang or a wrong result', async () => {
   const gs = await groupOf(2, { timeoutMs: 5000 });
   const res = await Promise.allSettled([gs[0].allReduce(empty([10], 'float32')), gs[1].allReduce(empty([12], 'float32'))]);
   for (const r of res) {
     assert.is(r.status, 'rejected');
-    assert.is((r as PromiseRejectedResult).reason.code, 'ERR_GROUPCOMM_PROTOCOL');
+    assert.is((r as PromiseRejectedResult).reason.code, 'ERR_GROUPCOMM_MISMATCH');
   }
   await destroyAll(gs);
 });
