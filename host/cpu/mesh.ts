@@ -12,9 +12,8 @@
 import net from 'node:net';
 import type { Store } from '../store/types.js';
 import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
-import { setting } from '../base/config.js';
 import { applyKeepAlive } from '../base/netaddr.js';
-import { KIND_PING, type FrameHeader as WireHeader } from './wire.js';
+import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
@@ -23,8 +22,6 @@ import { RingReader, ShmLink } from './link/shm.js';
 import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
-
-const PING: WireHeader = { kind: KIND_PING, tag: 0, seq: 0, slot: 0 };
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
@@ -69,8 +66,8 @@ export class Mesh {
   address: { host: string; port: number } = { host: '', port: 0 };
   /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
   private sendPool = new SidePool();
-  /** The liveness check's timer (startLiveness). */
-  private liveTimer: NodeJS.Timeout | undefined;
+  /** Stops the liveness check (startLiveness). */
+  private stopLiveness: (() => void) | undefined;
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -161,52 +158,17 @@ export class Mesh {
     this.startLiveness();
   }
 
-  /**
-   * Liveness over TCP links (GROUPCOMM_LIVENESS_MS, L): every L/5 each rank sends a heartbeat
-   * frame to each TCP peer, and checks that bytes came from each since the last check. A peer
-   * silent for L is lost (PEER_LOST naming every peer silent at that check: all the ranks of a
-   * node whose link was cut go together). Keepalive alone cannot bound this: Node and Bun set
-   * only TCP_KEEPIDLE, and probes never start while unacknowledged data waits to be sent, which
-   * is exactly the case of a rank blocked in an allReduce. Peers with shared-memory rings are
-   * checked too: their doorbells and heartbeats still travel over the socket.
-   */
+  /** The heartbeat and silence check (liveness.ts), once the mesh is complete. */
   private startLiveness(): void {
-    const bound = setting('GROUPCOMM_LIVENESS_MS');
-    if (!bound || this.worldSize === 1) return;
-    const every = Math.max(10, Math.floor(bound / 5));
-    const seen = this.inbound.map((i) => i?.bytesIn ?? 0);
-    const since = new Array<number>(this.worldSize).fill(performance.now());
-    const empty = new Uint8Array(0);
-    const noop = () => {};
-    this.liveTimer = setInterval(() => {
-      if (this.closing || this.lost) {
-        clearInterval(this.liveTimer);
-        return;
-      }
-      const now = performance.now();
-      let over = false;
-      for (let p = 0; p < this.worldSize; p++) {
-        if (p === this.rank || this.departed.has(p)) continue;
-        this.links[p]?.send(PING, empty, { copy: true }, noop);
-        const b = this.inbound[p]?.bytesIn ?? 0;
-        if (b !== seen[p]) {
-          seen[p] = b;
-          since[p] = now;
-        } else if (now - since[p] >= bound) {
-          over = true;
-        }
-      }
-      if (!over) return;
-      // A healthy peer is never silent for more than about one heartbeat period, so every peer
-      // silent for half the bound went with the first (a node's ranks share its link).
-      const silent: number[] = [];
-      for (let p = 0; p < this.worldSize; p++) {
-        if (p !== this.rank && !this.departed.has(p) && now - since[p] >= bound / 2) silent.push(p);
-      }
-      silent.sort((a, b) => since[a] - since[b]);
-      this.lose(silent[0], `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`, silent);
-    }, every);
-    this.liveTimer.unref?.();
+    this.stopLiveness = watchLiveness({
+      rank: this.rank,
+      worldSize: this.worldSize,
+      active: () => !this.closing && !this.lost,
+      departed: (p) => this.departed.has(p),
+      ping: (p, frame, payload, done) => this.links[p]?.send(frame, payload, { copy: true }, done),
+      bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
+      lose: (silent, why) => this.lose(silent[0], why, silent),
+    });
   }
 
   private missingPeers(): number[] {
@@ -393,7 +355,7 @@ export class Mesh {
   close(): void {
     if (this.closing) return;
     this.closing = true;
-    if (this.liveTimer) clearInterval(this.liveTimer);
+    this.stopLiveness?.();
     this.server?.close();
     this.server = undefined;
     for (const link of this.links) link?.close();
