@@ -95,6 +95,27 @@ test('a rank failing on node 1 stops node 0 too; every launcher exits non-zero w
   assert.match(n1.stderr, /\n\s+3\s+1\s+1\s+\S+\s+code 3\s+Error: rank 3 fails on purpose\n/);
 });
 
+test('node 0 gives up on a node whose launcher died, names it, and fails the job', async () => {
+  const port = await freePort();
+  const env = { ...process.env, GROUPCOMM_LIVENESS_MS: '1000' };
+  let n1Child: ReturnType<typeof spawn> | undefined;
+  const n1 = new Promise<void>((resolve) => {
+    n1Child = spawn(process.execPath, [path.join(root, 'bin/groupcomm.js'), ...nodeArgs(port, 1), worker, 'sleep', '4000', '1'], { cwd: root, env, stdio: ['ignore', 'pipe', 'ignore'] });
+    let out = '';
+    n1Child.stdout!.on('data', (d) => {
+      out += d;
+      // Both of node 1's ranks run (they end by themselves 4 s later): its launcher dies now.
+      if ((out.match(/ready/g) ?? []).length === 2) n1Child!.kill('SIGKILL');
+    });
+    n1Child.on('close', () => resolve());
+  });
+  const n0 = await groupcomm([...nodeArgs(port, 0), worker, 'sleep', '4000', '1'], env);
+  await n1;
+  assert.is(n0.code, 1, n0.stderr);
+  assert.match(n0.stderr, /node 1 stopped answering for \d+ ms \(its launcher died or its link is cut\)/);
+  assert.match(n0.stderr, '[launch] FAILED: job');
+});
+
 test('a node without node 0 says what it waits for, and gives up at --join-timeout-ms', async () => {
   const port = await freePort();
   const r = await groupcomm([...nodeArgs(port, 1), '--join-timeout-ms', '6000', worker, 'env']);

@@ -37,6 +37,10 @@ if (mode === 'env') {
     await store.set(`ready/${rank}`, '1');
     setInterval(() => {}, 1000);
   }
+} else if (mode === 'sleep') {
+  // Print "ready", then exit 0 after argv[3] ms if on node argv[4], at once otherwise.
+  console.log('ready');
+  if (e.GROUP_RANK === extra[1]) await new Promise((r) => setTimeout(r, Number(extra[0])));
 } else if (mode === 'signal') {
   for (const sig of ['SIGINT', 'SIGTERM'] as const) {
     process.on(sig, () => { console.log(`got ${sig}`); process.exit(0); });
