@@ -21,5 +21,5 @@ export function checkLaunchedWorld(o: CoordinatorOptions): void {
   throw invalidArgument(
     `groupRanks ${JSON.stringify(o.groupRanks)} names rank(s) ${beyond.join(', ')}, but this launch started WORLD_SIZE=${ws} ` +
     `ranks (0..${ws - 1}): those ranks will never join. Launch ${need} ranks (groupcomm launch -n ${need}, or --nnodes × ` +
-    `--nproc-per-node = ${need}) or change groupRanks`, { rank: o.globalRank });
+    `--nproc-per-node = ${need}) or change groupRanks (a program that starts more ranks itself passes globalWorldSize)`, { rank: o.globalRank });
 }
