@@ -62,13 +62,13 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, groupPorts: o.groupPorts,
         rendezvous: o.rendezvous, opts: budget.next(),
         listenStore: async (port) => {
-          ch.server = await TcpStoreServer.listen({ host, port });
+          ch.server = await TcpStoreServer.listen({ host, port, secret: o.secret, insecure: o.insecure });
           return ch.server.port;
         },
       });
       ports = plan.ports;
       held = plan;
-      ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
+      ch.store = await TcpStore.create({ host, port: ports[2], secret: o.secret, ...budget.next() });
       const rank = layout.rankInGroup;
       const worldSize = layout.ranks.length;
       // The store channel's join and the CPU mesh are independent rendezvous on the group's
@@ -84,7 +84,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
           await plan.cpu?.release();
           return CpuGroup.create({
             store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
-            recvBufferBytes: recvBufferFor(worldSize), ...both,
+            secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
           });
         })()),
       ]);

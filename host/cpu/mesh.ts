@@ -50,6 +50,8 @@ export class Mesh {
   private links: (Link | undefined)[];
   /** Per peer: the accepted connection finished its handshake (shm offer answered). */
   private outReady: boolean[];
+  /** Per peer: the largest frame payload it accepts (from its HELLO). */
+  private peerMaxFrame: number[];
   private strangers = new Set<net.Socket>();
   private closing = false;
   private lost = false;
@@ -72,6 +74,7 @@ export class Mesh {
     this.dialed = new Array(opts.worldSize).fill(undefined);
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
+    this.peerMaxFrame = new Array(opts.worldSize).fill(0);
   }
 
   /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
@@ -197,7 +200,8 @@ export class Mesh {
       this.links[peer] = new TcpLink({ peer, socket: s, events, pool: this.sendPool });
       this.outReady[peer] = true;
     }
-    s.write(this.hs.ack(seg));
+    this.peerMaxFrame[peer] = h.maxFrameBytes;
+    s.write(this.hs.ack(h, seg));
     this.log.debug(`accepted rank ${peer} from ${s.remoteAddress}:${s.remotePort}`);
     this.readyCheck();
   }
@@ -206,10 +210,15 @@ export class Mesh {
     let addr = firstAddr;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
+      challenge: (b) => {
+        const hello = this.hs.hello(peer, b);
+        if (typeof hello === 'string') this.refused(peer, hello);
+        else this.dialed[peer]?.write(hello);
+      },
       ack: (b) => this.onAck(peer, b),
       bye: () => this.onBye(peer),
       malformed: (why) => this.protocolFailure(peer, why),
-    });
+    }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
     const attempt = () => {
       if (this.closing) return;
@@ -220,7 +229,7 @@ export class Mesh {
         connected = true;
         s.setNoDelay(true);
         this.dialed[peer] = s;
-        s.write(this.hs.hello());
+        // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
         // Everything a peer sends, its goodbye included, arrives in order on this connection,
         // so the end of *this* stream decides: after a goodbye it is a departure, else a loss.
         s.on('error', (e) => this.lose(peer, e.message));
@@ -250,9 +259,7 @@ export class Mesh {
   private onAck(peer: number, b: Uint8Array): void {
     const a = this.hs.readAck(peer, b);
     if (!a.ok) {
-      const err = protocolError(`rank ${this.rank}: rank ${peer} refused the connection: ${a.why}`, { rank: this.rank, peerRank: peer });
-      if (this.setupError) this.setupError(err);
-      else this.protocolFailure(peer, a.why);
+      this.refused(peer, a.why);
       return;
     }
     const s = this.dialed[peer];
@@ -262,6 +269,14 @@ export class Mesh {
       s.write(this.hs.answer(seg !== undefined));
     }
     this.readyCheck();
+  }
+
+  /** The handshake with `peer` failed on our dialed connection: setup fails naming it. */
+  private refused(peer: number, why: string): void {
+    const err = protocolError(`CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`, { rank: this.rank, peerRank: peer });
+    this.dialed[peer]?.destroy();
+    if (this.setupError) this.setupError(err);
+    else this.protocolFailure(peer, why);
   }
 
   private onBye(peer: number): void {
@@ -280,9 +295,10 @@ export class Mesh {
     setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
-  private lose(peer: number, why: string): void {
+  private lose(peer: number, why: string, protocol = false): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`;
+    const err = protocol ? protocolError(msg, { rank: this.rank, peerRank: peer }) : peerLostError(msg, { rank: this.rank, peerRank: peer });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
     this.log.info(err.message);
@@ -294,7 +310,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.links[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`);
+    this.lose(peer, `protocol error: ${why}`, true);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
@@ -318,6 +334,10 @@ export class Mesh {
     const link = this.links[peer];
     if (!link) {
       done(new Error(`no connection to rank ${peer}`));
+      return;
+    }
+    if (payload.byteLength > this.peerMaxFrame[peer]) {
+      done(new Error(`a frame of ${payload.byteLength} bytes is above rank ${peer}'s maximum of ${this.peerMaxFrame[peer]} (GROUPCOMM_CPU_MAX_FRAME_BYTES)`));
       return;
     }
     link.send(frame, payload, opts, done);

@@ -62,6 +62,13 @@ export interface ProcessGroupOptions {
   timeoutMs?: number;
   /** Use this store instead of hosting/connecting one; the group then never closes it. */
   store?: Store;
+  /**
+   * The job secret for the store this group hosts or connects to (default GROUPCOMM_SECRET).
+   * Rank 0 refuses a non-loopback `host` without one unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
   /** Namespace of the group's keys; groups sharing one store need distinct names. Default 'pg'. */
   groupName?: string;
   /**
@@ -162,6 +169,7 @@ export class StatelessProcessGroup {
       }
       store = await TcpStore.create({
         host: opts.host ?? '127.0.0.1', port: opts.port, isServer: rank === 0, timeoutMs, signal: opts.signal,
+        secret: opts.secret, insecure: opts.insecure,
       });
     }
     try {

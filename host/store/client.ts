@@ -17,7 +17,7 @@ import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { secretBytes } from './auth.js';
+import { resolveSecret } from '../base/secret.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
   Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
@@ -46,8 +46,10 @@ export interface TcpStoreOptions {
   /** Connect deadline and default for every operation (default GROUPCOMM_TIMEOUT_MS or 300 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Shared secret for the groupcomm auth handshake (the server must have the same one). */
+  /** Shared secret for the groupcomm auth handshake (the server must have the same one). Default GROUPCOMM_SECRET. */
   secret?: string | Uint8Array;
+  /** With isServer: allow a non-loopback host without a secret (see TcpStoreServerOptions.insecure). */
+  insecure?: boolean;
   /** Put torch's '/' before every user key, so torch clients see the same keys (default true). */
   prefixKeys?: boolean;
   /** Server limits, with isServer. */
@@ -228,14 +230,14 @@ export class TcpStore implements Store {
     let server: TcpStoreServer | undefined;
     let port = opts.port;
     if (opts.isServer) {
-      server = await TcpStoreServer.listen({ host, port, worldSize: opts.worldSize, secret: opts.secret, limits: opts.limits, logger: log });
+      server = await TcpStoreServer.listen({ host, port, worldSize: opts.worldSize, secret: opts.secret, insecure: opts.insecure, limits: opts.limits, logger: log });
       port = server.port;
     } else if (port === 0) {
       throw invalidArgument('TcpStore: a client needs the server\'s port (0 only with isServer)');
     }
     const spec: ConnectSpec = {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
-      secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
+      secret: resolveSecret(opts.secret, 'TcpStore'),
       local: server && (opts.inProcess ?? true) ? server : undefined,
     };
     let store: TcpStore | undefined;

@@ -17,7 +17,8 @@ import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
   Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
-import { authProof, secretBytes } from './auth.js';
+import { authProof } from './auth.js';
+import { checkExposure, resolveSecret } from '../base/secret.js';
 import { bytesOf, KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
 import { LocalSocket } from './local.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
@@ -57,8 +58,13 @@ export interface TcpStoreServerOptions {
   /** Number of clients expected to join through the `init/` counter (see waitForWorkers). */
   worldSize?: number;
   limits?: Partial<StoreLimits>;
-  /** When set, clients must prove they know it (HMAC handshake) before anything else. */
+  /**
+   * When set, clients must prove they know it (HMAC handshake) before anything else. Default
+   * GROUPCOMM_SECRET. Without one, listening on a non-loopback address is refused unless `insecure`.
+   */
   secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
   logger?: Logger;
   /**
    * A net.Server to serve on instead of binding host:port, e.g. one the caller bound itself to
@@ -139,10 +145,7 @@ export class TcpStoreServer {
     this.worldSize = opts.worldSize;
     this.limits = resolveLimits(opts.limits);
     this.log = opts.logger ?? makeLogger('STORE');
-    if (opts.secret !== undefined) {
-      this.secret = secretBytes(opts.secret);
-      if (this.secret.length === 0) throw invalidArgument('TcpStoreServer: secret must not be empty');
-    }
+    this.secret = resolveSecret(opts.secret, 'TcpStoreServer');
     server.on('connection', (s) => this.accept(s));
   }
 
@@ -156,6 +159,8 @@ export class TcpStoreServer {
     }
     const server = opts.server ?? net.createServer({ noDelay: true });
     const store = new TcpStoreServer(MADE, server, opts);
+    const bound = server.listening ? server.address() : undefined;
+    checkExposure('TcpStoreServer', bound && typeof bound === 'object' ? bound.address : host, store.secret, opts.insecure, store.log);
     // An 'error' on a listening server (EMFILE on accept, say) with no listener would be thrown
     // and take the process down; the store logs it and keeps serving the clients it has.
     const onListenerError = (e: Error) => store.log.warn(`listener error: ${e.message}`);
