@@ -7,6 +7,7 @@
  * with no rows. The rank processes are bench/device_worker.ts.
  */
 import { loadBackend } from '../host/device/registry.js';
+import { setting } from '../host/base/config.js';
 import { startRanks } from './ranks.js';
 import { TcpStoreServer } from '../host/store/index.js';
 import type { Report, Row } from './report.js';
@@ -42,7 +43,8 @@ export async function run(argv: string[], report: Report): Promise<void> {
   const cmd = 'groupcomm bench device';
   const o = parse(OPTIONS, argv, cmd);
   const asked = o.plugin;
-  let plugin = asked ?? process.env.GROUPCOMM_DEVICE_PLUGIN ?? 'cuda';
+  // The same registry the library reads: a bad value is a CONFIG error here too, not a silent default.
+  let plugin = asked ?? setting('GROUPCOMM_DEVICE_PLUGIN');
   let backend = await loadBackend(plugin);
   let probe = await backend.probe();
   if (!probe.available) {

@@ -2,7 +2,7 @@
 # Packs what a GPU machine needs to run groupcomm's GPU tests and device bench without Node and
 # without a package registry: this Node binary (stripped, gzip'd; unpacked on first run), the
 # runtime node_modules for linux-x64 (koffi + its glibc prebuilt, msgpackr + its native
-# accelerator, @assemblyscript/loader, uvu and its dependencies; not bun, binaryen or
+# accelerator, uvu and its dependencies; not bun, binaryen or
 # typescript), dist/, the compiled tests (dist-test/), build/core.wasm and a run script. The folder must stay under 64 MiB.
 #
 #   scripts/pack-gpu.sh [OUT_DIR]        (default build/gpu-pack; build/ is git-ignored)
@@ -31,7 +31,7 @@ gzip -9 "$out/node"
 nm="$root/node_modules"
 copy() { cp -RL "$nm/$1" "$out/node_modules/$1"; }
 for p in koffi @koromix/koffi-linux-x64 msgpackr msgpackr-extract @msgpackr-extract/msgpackr-extract-linux-x64 \
-         node-gyp-build-optional-packages detect-libc @assemblyscript/loader uvu dequal diff kleur sade mri; do
+         node-gyp-build-optional-packages detect-libc uvu dequal diff kleur sade mri; do
   [[ -e "$nm/$p" ]] || { echo "pack-gpu: node_modules/$p is missing" >&2; exit 1; }
   copy "$p"
 done
