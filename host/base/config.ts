@@ -173,8 +173,8 @@ export const SETTINGS = {
   }),
   GROUPCOMM_MAX_DECODE_BYTES: decl<number>({
     parser: positiveInt('bytes'),
-    default: 1 << 30, readBy: 'process group, coordinator', read: 'call',
-    doc: 'largest tensor (or tensor-dict slot) size a received message may declare; checked before allocating.',
+    default: 2 ** 32, readBy: 'coordinator (tensor dicts)', read: 'call',
+    doc: 'largest tensor size a received tensor-dict frame may declare for a slot (the receiver allocates it before the data arrives); a larger one is ERR_GROUPCOMM_PROTOCOL.',
   }),
   GROUPCOMM_PG_SPIN_US: decl<number>({
     parser: nonNegativeNumber('microseconds'),
