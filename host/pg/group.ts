@@ -431,6 +431,14 @@ export class StatelessProcessGroup {
     // g/open first: from now on a re-creating rank blocks until the next epoch opens.
     const keys = [joinKeys.open(g), joinKeys.all(g, this.epoch), this.#msgs.ns + 'bye', this.#msgs.ns + 'bye/all'];
     await Promise.all(keys.map((k) => this.store.deleteKey(k, o)));
+    // The epoch counter goes too, unless a newer incarnation has bumped it meanwhile: a store
+    // that hosts many short-lived groups must not keep one key per name forever. A later group
+    // of this name starts again at epoch 1; every key of this one is gone by now.
+    const epochKey = joinKeys.epoch(g);
+    if (await this.store.check([epochKey], o)) {
+      const now = Number(new TextDecoder().decode(await this.store.get(epochKey, o)));
+      if (now === this.epoch) await this.store.deleteKey(epochKey, o);
+    }
   }
 
   // ---------------------------------------------------------------- internals
