@@ -84,10 +84,17 @@ export class Mesh {
       await m.setup();
     } catch (e) {
       m.close();
+      // A failed setup must not leave its address behind (a stale key outlives the group).
+      if (m.published) {
+        opts.store.deleteKey(m.published, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${m.published}: ${err}`));
+      }
       throw e;
     }
     return m;
   }
+
+  /** This rank's address key while it is in the store (setup deletes it once complete). */
+  private published: string | undefined;
 
   /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
   transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
@@ -116,6 +123,7 @@ export class Mesh {
     const prefix = `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}`;
     const keys = [...Array(worldSize).keys()].map((r) => `${prefix}/addr/${r}`);
     await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
+    this.published = keys[rank];
     const peers = keys.filter((_, r) => r !== rank);
     const addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
     const addrOf = new Map<number, string>();
@@ -151,6 +159,7 @@ export class Mesh {
     this.strangers.clear();
     // Every peer has read our address (it connected to us): drop the key so the store does not
     // grow, and a later group of the same name and epoch cannot find a stale address.
+    this.published = undefined;
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
   }
 

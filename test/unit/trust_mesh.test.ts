@@ -8,6 +8,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import net from 'node:net';
+import { spawnSync } from 'node:child_process';
 import { CpuGroup } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
 import { TcpStoreServer } from '../../host/store/server.js';
@@ -170,6 +171,46 @@ test('a dead owner\'s segment files are reclaimed; a live owner\'s and foreign f
   } finally {
     for (const f of [deadFile, liveFile, foreign]) fs.rmSync(f, { force: true });
   }
+});
+
+test('nothing left behind: 40 create/destroy cycles (shared memory where it works) leave no store key and no /dev/shm file', async () => {
+  const shmBefore = fs.existsSync('/dev/shm') ? fs.readdirSync('/dev/shm').filter((f) => f.startsWith('gcpu-')).length : 0;
+  const server = await TcpStoreServer.listen({ port: 0, secret: SECRET });
+  const s = await TcpStore.create({ port: server.port, secret: SECRET, timeoutMs: 10_000 });
+  try {
+    for (let i = 0; i < 40; i++) {
+      const gs = await Promise.all([0, 1].map((rank) => CpuGroup.create({ store: s, rank, worldSize: 2, groupName: 'cycle', epoch: i, secret: SECRET, timeoutMs: 10_000 })));
+      await Promise.all(gs.map((g) => g.destroy()));
+    }
+    // A failed setup (its peer never comes) deletes its address key too.
+    await rejectsWith(CpuGroup.create({ store: s, rank: 0, worldSize: 2, groupName: 'alone', secret: SECRET, timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT');
+    await new Promise((r) => setTimeout(r, 100));
+    await s.ping();
+    assert.is(server.numKeys, 0, `${server.numKeys} keys left`);
+    const shmAfter = fs.existsSync('/dev/shm') ? fs.readdirSync('/dev/shm').filter((f) => f.startsWith('gcpu-')).length : 0;
+    assert.ok(shmAfter <= shmBefore, `/dev/shm: ${shmBefore} gcpu files before, ${shmAfter} after`);
+  } finally {
+    await s.close();
+    await server.close();
+  }
+});
+
+test('a rank killed after creating a segment leaves a file that the next rank on this host removes', () => {
+  if (!fs.existsSync('/dev/shm')) return;
+  try {
+    Segment.create(1 << 16).close();
+  } catch (e) {
+    console.log(`  (skipped: ${(e as Error).message})`);
+    return;
+  }
+  // A real process creates a segment and dies before any peer maps it.
+  const shm = new URL('../../host/cpu/shm.js', import.meta.url).href;
+  const r = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(shm)}).then(({ Segment }) => { console.log(Segment.create(1 << 16).name); process.kill(process.pid, 'SIGKILL'); })`], { encoding: 'utf8', timeout: 20_000 });
+  const name = r.stdout.trim();
+  assert.match(name, /^\/gcpu-/, r.stderr);
+  assert.ok(fs.existsSync(`/dev/shm${name}`), 'the dead rank left its file');
+  assert.ok(reclaimDeadSegments() >= 1);
+  assert.not.ok(fs.existsSync(`/dev/shm${name}`), 'reclaimed');
 });
 
 test.run();
