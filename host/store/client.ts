@@ -496,12 +496,14 @@ export class TcpStore implements Store {
   }
 
   async check(keys: string[], opts?: OpOptions): Promise<boolean> {
+    this.checkCount(keys.length, 'check');
     const r = await this.call(keyListFrame(Op.CHECK, keys.map((k) => this.wireKey(k))), readU8, 'check', opts, keys);
     return r === CheckReply.READY;
   }
 
   async wait(keys: string[], opts?: OpOptions): Promise<void> {
     this.ensureOpen();
+    this.checkCount(keys.length, 'wait');
     await this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
@@ -537,6 +539,7 @@ export class TcpStore implements Store {
     // No keys, no reply bytes: a reader that consumes nothing would never be reached.
     this.ensureOpen();
     if (keys.length === 0) return [];
+    this.checkCount(keys.length, 'multiGet');
     const wks = keys.map((k) => this.wireKey(k));
     if (this.extended && this.idle.length > 0 && keys.every((k) => this.mayBypass(k))) {
       return (await this.waitWire(wks, keys, opts, undefined, true, 'get'))!;

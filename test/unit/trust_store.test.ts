@@ -124,6 +124,9 @@ test('the client learns the server\'s limits and refuses an oversized key or val
     const appendOver = c.append('ap', new Uint8Array(1001));
     const multiOver = c.multiSet(['m1', 'm2'], ['a', new Uint8Array(1001)]);
     const publishOver = c.publish(['p'], [new Uint8Array(1001)]);
+    const tooMany = Array.from({ length: 131073 }, (_, i) => `k${i}`);
+    await rejectsWith(c.multiGet(tooMany), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(c.check(tooMany), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
     for (let i = 1; i <= 5; i++) writes.push(c.set(`ok${i}`, `v${i}`));
     for (const p of [over, longKey, appendOver, multiOver, publishOver]) await rejectsWith(p, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
     await Promise.all(writes);
