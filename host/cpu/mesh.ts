@@ -21,6 +21,11 @@ import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
 
+/** A connection must send a valid HELLO within this (ms), or it is closed. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** Connections without a HELLO yet held at once (besides 2 per peer). */
+const MAX_STRANGERS = 64;
+
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   store: Store;
@@ -35,6 +40,8 @@ export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
    * as one socket write (a ring adds a copy and saves little kernel copying).
    */
   shmMinBytes: number;
+  /** A connection that has not sent a valid HELLO by then is closed (default 10 s). */
+  helloTimeoutMs?: number;
 }
 
 export class Mesh {
@@ -180,11 +187,25 @@ export class Mesh {
   /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
   private onConnection(s: net.Socket): void {
     if (this.closing) { s.destroy(); return; }
+    // Unauthenticated connections are bounded in number and in time: a flood during setup must
+    // not take this rank's descriptors, nor a silent socket hold one until setup ends.
+    if (this.strangers.size >= MAX_STRANGERS + 2 * this.worldSize) {
+      this.log.warn(`too many connections that have not completed a HELLO (${this.strangers.size}): refusing ${s.remoteAddress}:${s.remotePort}`);
+      s.destroy();
+      return;
+    }
     s.setNoDelay(true);
     this.strangers.add(s);
+    const timer = setTimeout(() => {
+      if (this.strangers.has(s)) {
+        this.log.warn(`no valid HELLO from ${s.remoteAddress}:${s.remotePort} within ${this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS} ms: closing it`);
+        s.destroy();
+      }
+    }, this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
+    timer.unref?.();
     s.on('error', () => {});
-    s.on('close', () => this.strangers.delete(s));
-    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => this.accept(s, h));
+    s.on('close', () => { clearTimeout(timer); this.strangers.delete(s); });
+    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => { clearTimeout(timer); this.accept(s, h); });
   }
 
   private accept(s: net.Socket, h: PeerHello): void {

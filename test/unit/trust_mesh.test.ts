@@ -10,6 +10,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import { spawnSync } from 'node:child_process';
 import { CpuGroup } from '../../host/cpu/group.js';
+import { Mesh } from '../../host/cpu/mesh.js';
 import { TcpStore } from '../../host/store/client.js';
 import { TcpStoreServer } from '../../host/store/server.js';
 import { tensor } from '../../host/core/tensor.js';
@@ -171,6 +172,26 @@ test('a dead owner\'s segment files are reclaimed; a live owner\'s and foreign f
   } finally {
     for (const f of [deadFile, liveFile, foreign]) fs.rmSync(f, { force: true });
   }
+});
+
+test('a rank in setup closes connections that send no valid HELLO in time; the mesh still forms', async () => {
+  const groupName = `silent-${n++}`;
+  const opts = (rank: number) => ({
+    store, rank, worldSize: 2, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000, recvBufferBytes: 4096,
+    framing: { chunkBytes: 4096, smallBytes: 1024 }, transport: 'tcp' as const, shmRingBytes: 1 << 16, shmMinBytes: 8192,
+    maxFrameBytes: 1 << 20, secret: SECRET, helloTimeoutMs: 300,
+  });
+  const m0 = Mesh.connect(opts(0));
+  const port = Number(Buffer.from(await store.get(`groupcomm/cpu/${groupName}/0/addr/0`)).toString().split(':')[1]);
+  const silent = net.connect(port, '127.0.0.1');
+  silent.on('error', () => {});
+  silent.on('data', () => {}); // the challenge; never answered
+  const t0 = performance.now();
+  await new Promise<void>((r) => silent.once('close', () => r()));
+  assert.ok(performance.now() - t0 < 5000);
+  const [a, b] = await Promise.all([m0, Mesh.connect(opts(1))]);
+  a.close();
+  b.close();
 });
 
 test('nothing left behind: 40 create/destroy cycles (shared memory where it works) leave no store key and no /dev/shm file', async () => {
