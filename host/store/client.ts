@@ -532,7 +532,18 @@ export class TcpStore implements Store {
 
   async append(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
     this.wrote(key);
-    await this.call(keyValueFrame(Op.APPEND, this.wireKey(key), this.checkValue(valueBytes(value), 'append', key)), null, 'append', opts, key);
+    const wk = this.wireKey(key);
+    const v = this.checkValue(valueBytes(value), 'append', key);
+    if (!this.extended) {
+      await this.call(keyValueFrame(Op.APPEND, wk, v), null, 'append', opts, key);
+      return;
+    }
+    // A groupcomm server answers: a value that would outgrow the limit is an error here, and the
+    // connection (with everything queued behind the append) stays.
+    const status = await this.call(keyValueFrame(Op.APPEND_CHECKED, wk, v), readU8, 'append', opts, key);
+    if (status !== 0) {
+      throw invalidArgument(`append: '${key}' would grow past the store's maxValueBytes ${this.limits.maxValueBytes}; nothing was appended`, { key });
+    }
   }
 
   async multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]> {

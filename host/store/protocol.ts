@@ -59,6 +59,12 @@ export const Op = {
    * itself (INVALID_ARGUMENT) instead of sending something that costs it the connection.
    */
   LIMITS: 0xe7,
+  /**
+   * groupcomm: APPEND's fields → `u8 status`: 0 appended, 1 refused because the value would grow
+   * past maxValueBytes (nothing changed, the connection stays). torch's APPEND has no reply, so
+   * a limit could only be reported by closing the connection.
+   */
+  APPEND_CHECKED: 0xe8,
 } as const;
 
 /** SUBSCRIBE's answer: 2 = the prefix is not one this server lets clients claim (not a mailbox). */

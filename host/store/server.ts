@@ -735,6 +735,19 @@ export class TcpStoreServer {
         this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
         return;
       }
+      case Op.APPEND_CHECKED: {
+        const [ka, kb] = this.key(cur);
+        const [va, vb] = this.value(cur);
+        let status = 0;
+        try {
+          this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
+        } catch (e) {
+          if (!(e instanceof Violation)) throw e;
+          status = 1;
+        }
+        this.send(conn, Buffer.from([status]));
+        return;
+      }
       case Op.MULTI_GET: {
         const keys = this.keyList(cur, buf);
         for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);

@@ -134,6 +134,17 @@ test('the client learns the server\'s limits and refuses an oversized key or val
     assert.is(server.numConnections >= 1, true);
     await c.set('exact', new Uint8Array(1000));
     assert.is((await c.get('exact')).length, 1000);
+    // An append that would grow a value past the limit: refused by the server with a status,
+    // nothing changes, and the writes behind it land.
+    await c.set('grow', new Uint8Array(600));
+    const grow = c.append('grow', new Uint8Array(600));
+    const behind = [1, 2, 3].map((i) => c.set(`after${i}`, `a${i}`));
+    await rejectsWith(grow, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await Promise.all(behind);
+    assert.is((await c.get('grow')).length, 600);
+    for (const i of [1, 2, 3]) assert.is(text(await c.get(`after${i}`)), `a${i}`);
+    await c.append('grow', new Uint8Array(400));
+    assert.is((await c.get('grow')).length, 1000);
   } finally {
     await c.close();
     await server.close();
