@@ -2,6 +2,7 @@
 // (checked on the declared length, before any bytes arrive), non-numeric ADD, clients vanishing
 // mid-request, and a seeded storm of random and truncated frames from raw sockets.
 import { test } from 'uvu';
+import { rejectsWith } from '../helpers/rejects.js';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { Raw, VALIDATE, keys, le64, ping, rng, str } from './store_raw.js';
@@ -69,9 +70,12 @@ test('limits are options: a 1 KiB value limit', async () => {
     const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     await c.set('ok', Buffer.alloc(1024));
     assert.is((await c.get('ok')).length, 1024);
-    // APPEND past the limit closes too
-    await c.append('ok', 'x').catch(() => {});
-    await c.ping().then(() => assert.unreachable('connection should be closed'), () => {});
+    // A raw (torch-style) APPEND past the limit closes that connection: APPEND has no reply.
+    assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([9]), str('/ok'), str('x')));
+    // Our client's append (APPEND_CHECKED) is refused with an error, and its connection stays.
+    await rejectsWith(c.append('ok', 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await c.ping();
+    assert.is((await c.get('ok')).length, 1024);
     await c.close();
   } finally {
     await server.close();
