@@ -72,7 +72,9 @@ export class GroupFaults {
   }
 
   private inbox(r: number): string {
-    return `groupcomm/faults/${this.o.label}/to/${r}/`;
+    // Mailbox form (…/<epoch>/to/<rank>/): the store lets SUBSCRIBE claim nothing else
+    // (store/server.ts). The group's store lives as long as this incarnation, so the epoch is 0.
+    return `groupcomm/faults/${this.o.label}/0/to/${r}/`;
   }
 
   /** Opens this rank's fault inbox (in the background: create does not wait for it). */
