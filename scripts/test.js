@@ -97,7 +97,10 @@ if (mode === 'all' || mode === 'node' || mode === 'gpu') {
     runs.push(['node', [f], `node ${path.relative(root, f)}`]);
   }
 }
-if (mode === 'all' || mode === 'bun') {
+// gpu mode runs Bun too where it is installed (a machine packed by scripts/pack-gpu.sh has only Node).
+const bunToo = mode === 'gpu' && fs.existsSync(bun);
+if (mode === 'gpu' && !bunToo) console.log(`[test runner] ${bun} not found: GPU tests run on Node only`);
+if (mode === 'all' || mode === 'bun' || bunToo) {
   for (const f of select(find(path.join(root, 'test'), '.test.ts'), path.join(root, 'test'))) {
     runs.push([bun, [f], `bun ${path.relative(root, f)}`]);
   }

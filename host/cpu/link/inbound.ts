@@ -14,8 +14,9 @@
  * it is ignored: the owner (the mesh) closes that peer's connections; nothing is thrown.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../wire.js';
+import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
+import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_SHM, readHeader } from '../wire.js';
+import { describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
 export interface Sink {
@@ -25,11 +26,35 @@ export interface Sink {
   done(slot: number, buf: Uint8Array): void;
   /** The frame did not fit what was expected (a collective mismatch). */
   fail(err: GroupcommError): void;
+  /**
+   * A collective's fingerprint (fingerprint.ts): its frames carry it in the header's tag, and a
+   * frame with another one fails the operation (ERR_GROUPCOMM_MISMATCH). Undefined: not checked.
+   */
+  readonly fingerprint?: number;
+}
+
+/**
+ * Collective frames are routed by (kind, seq) alone: their tag is the call's fingerprint, which
+ * is checked (mismatched), not matched.
+ */
+export const routeKey = (kind: number, tag: number, seq: number) => frameKey(kind, kind === KIND_COLL ? 0 : tag, seq);
+
+/** Fails `sink` when a frame's tag says its sender made another call; true if it did. */
+function mismatched(sink: Sink, tag: number, peer: number, key: string): boolean {
+  if (sink.fingerprint === undefined || sink.fingerprint === tag) return false;
+  const d = describeMismatch(sink.fingerprint, tag, peer);
+  sink.fail(mismatchError(`rank ${peer} made a different call for collective #${key.slice(key.lastIndexOf(':') + 1)}: ${d.text}`, { peerRank: peer }));
+  return true;
 }
 
 /** What the parser tells its owner; each is called synchronously from `feed`. */
 export interface InboundEvents {
-  /** The ACK that opens the stream (ACK_SIZE bytes; the view is reused after the call). */
+  /**
+   * The acceptor's CHALLENGE (CHALLENGE_SIZE bytes) that opens the stream, before the ACK; the
+   * mesh answers it with its HELLO. Without this event the stream starts with the ACK.
+   */
+  challenge?(bytes: Uint8Array): void;
+  /** The ACK that follows (ACK_SIZE bytes; the view is reused after the call). */
   ack(bytes: Uint8Array): void;
   /** The peer's goodbye: it leaves on purpose and everything it sent came before. */
   bye(): void;
@@ -65,10 +90,13 @@ export const MAX_FRAME_BYTES: number = bufferConstants.MAX_LENGTH;
 export interface Pending {
   slot: number;
   buf: Uint8Array;
+  /** The header's tag (a collective's fingerprint, checked when its operation registers). */
+  tag: number;
 }
 
 /** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
-export function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool): void {
+export function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool, tag: number): void {
+  if (mismatched(sink, tag, peer, key)) return;
   let d: Uint8Array | null;
   try {
     d = sink.dest(slot, buf.byteLength);
@@ -117,6 +145,9 @@ export class Inbound {
   private hdrFill = 0;
   private ackFill = 0;
   private ack = new Uint8Array(ACK_SIZE);
+  private challengeFill = 0;
+  private challengeBuf = new Uint8Array(CHALLENGE_SIZE);
+  private challenged: boolean;
   acked = false;
   /** The stream broke the protocol: nothing after that point is parsed. */
   private broken = false;
@@ -127,6 +158,8 @@ export class Inbound {
   private sink: Sink | undefined;
   private slot = 0;
   private key = '';
+  /** The tag of the frame being read (a collective's fingerprint). */
+  private tag = 0;
   private skipping = false;
   /** The current frame is a doorbell: its payload waits in `ring`. */
   private bell = false;
@@ -141,7 +174,13 @@ export class Inbound {
   private readonly pool = new SidePool();
 
   /** `recvBuf`: the reused receive buffer (reads that do not go straight into place land here). */
-  constructor(readonly peer: number, private recvBuf: Uint8Array, private events: InboundEvents) {}
+  /**
+   * `maxFrameBytes`: the largest payload a frame may declare (this rank's limit, told to the
+   * peer in the HELLO); a larger one is a protocol violation, refused before any allocation.
+   */
+  constructor(readonly peer: number, private recvBuf: Uint8Array, private events: InboundEvents, private readonly maxFrameBytes = MAX_FRAME_BYTES) {
+    this.challenged = events.challenge === undefined;
+  }
 
   /** Routes frames with `key` to `sink`, first handing over any that came early. */
   register(key: string, sink: Sink): void {
@@ -149,7 +188,7 @@ export class Inbound {
     const early = this.early.get(key);
     if (!early) return;
     this.early.delete(key);
-    for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool);
+    for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool, f.tag);
   }
 
   unregister(key: string): void {
@@ -185,11 +224,22 @@ export class Inbound {
       return;
     }
     let i = 0;
-    if (!this.acked) {
-      const k = Math.min(n, ACK_SIZE - this.ackFill);
-      this.ack.set(buf.subarray(0, k), this.ackFill);
-      this.ackFill += k;
+    if (this.broken) return;
+    if (!this.challenged) {
+      const k = Math.min(n, CHALLENGE_SIZE - this.challengeFill);
+      this.challengeBuf.set(buf.subarray(0, k), this.challengeFill);
+      this.challengeFill += k;
       i = k;
+      if (this.challengeFill < CHALLENGE_SIZE) return;
+      this.challenged = true;
+      this.events.challenge!(this.challengeBuf);
+      if (i === n || this.broken) return;
+    }
+    if (!this.acked) {
+      const k = Math.min(n - i, ACK_SIZE - this.ackFill);
+      this.ack.set(buf.subarray(i, i + k), this.ackFill);
+      this.ackFill += k;
+      i += k;
       if (this.ackFill < ACK_SIZE) return;
       this.acked = true;
       this.events.ack(this.ack);
@@ -229,8 +279,8 @@ export class Inbound {
       this.malformed(`frame length ${h.length} is not a byte count`);
       return;
     }
-    if (h.length > MAX_FRAME_BYTES) {
-      this.malformed(`frame length ${h.length} is above the largest buffer this runtime can allocate (${MAX_FRAME_BYTES})`);
+    if (h.length > this.maxFrameBytes) {
+      this.malformed(`frame length ${h.length} is above the negotiated maximum of ${this.maxFrameBytes} bytes (GROUPCOMM_CPU_MAX_FRAME_BYTES)`);
       return;
     }
     if (h.kind === KIND_BYE) {
@@ -247,7 +297,8 @@ export class Inbound {
       }
       // The doorbell's 16 bytes are read here; the payload is matched in complete().
       this.bell = true;
-      this.key = frameKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.key = routeKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.tag = h.tag;
       this.slot = h.slot;
       this.remaining = DOORBELL_SIZE;
       this.destOff = 0;
@@ -255,14 +306,18 @@ export class Inbound {
       this.dest = this.bellBuf;
       return;
     }
-    this.key = frameKey(h.kind, h.tag, h.seq);
+    this.key = routeKey(h.kind, h.tag, h.seq);
+    this.tag = h.tag;
     this.slot = h.slot;
     this.remaining = h.length;
     this.destOff = 0;
     this.skipping = false;
     this.sink = this.sinks.get(this.key);
     this.dest = null;
-    if (this.sink) {
+    if (this.sink && mismatched(this.sink, h.tag, this.peer, this.key)) {
+      this.sink = undefined;
+      this.skipping = true;
+    } else if (this.sink) {
       let d: Uint8Array | null;
       try {
         d = this.sink.dest(h.slot, h.length);
@@ -282,7 +337,14 @@ export class Inbound {
     } else if (this.discarded.has(this.key)) {
       this.skipping = true;
     }
-    if (!this.skipping && !this.dest) this.dest = this.pool.get(h.length);
+    if (!this.skipping && !this.dest) {
+      try {
+        this.dest = this.pool.get(h.length);
+      } catch (e) {
+        // Within the limit but more than this process can allocate now: that link goes, not the process.
+        this.malformed(`cannot allocate ${h.length} bytes for a frame: ${(e as Error).message}`);
+      }
+    }
   }
 
   private complete(): void {
@@ -304,16 +366,16 @@ export class Inbound {
     // it then gets the frame the way early frames are handed over (copied into its dest).
     const late = this.sinks.get(this.key);
     if (late) {
-      deliver(late, this.key, this.peer, this.slot, buf, this.pool);
+      deliver(late, this.key, this.peer, this.slot, buf, this.pool, this.tag);
       return;
     }
-    this.keepEarly(this.key, this.slot, buf);
+    this.keepEarly(this.key, this.slot, buf, this.tag);
   }
 
-  private keepEarly(key: string, slot: number, buf: Uint8Array): void {
+  private keepEarly(key: string, slot: number, buf: Uint8Array, tag: number): void {
     let q = this.early.get(key);
     if (!q) this.early.set(key, (q = []));
-    q.push({ slot, buf });
+    q.push({ slot, buf, tag });
   }
 
   /**
@@ -334,10 +396,13 @@ export class Inbound {
     }
     const key = this.key;
     const slot = this.slot;
+    const tag = this.tag;
     const sink = this.sinks.get(key);
     let out: Uint8Array | null = null;
     let failed = false;
-    if (sink) {
+    if (sink && mismatched(sink, tag, this.peer, key)) {
+      failed = true;
+    } else if (sink) {
       try {
         out = sink.dest(slot, n);
       } catch (e) {
@@ -353,7 +418,14 @@ export class Inbound {
     }
     const drop = failed || (!sink && this.discarded.has(key));
     if (!drop) {
-      if (!out) out = this.pool.get(n);
+      if (!out) {
+        try {
+          out = this.pool.get(n);
+        } catch (e) {
+          this.malformed(`cannot allocate ${n} bytes for a frame: ${(e as Error).message}`);
+          return;
+        }
+      }
       out.set(src);
     }
     ring.release(pos, n);
@@ -364,9 +436,9 @@ export class Inbound {
     }
     const late = this.sinks.get(key);
     if (late) {
-      deliver(late, key, this.peer, slot, out!, this.pool);
+      deliver(late, key, this.peer, slot, out!, this.pool, tag);
       return;
     }
-    this.keepEarly(key, slot, out!);
+    this.keepEarly(key, slot, out!, tag);
   }
 }
