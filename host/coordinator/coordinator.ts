@@ -41,15 +41,22 @@ import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
+import { GroupFaults } from './faults.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
-import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
+import * as p2p from './p2p.js';
+import * as variable from './variable.js';
+import type { RecvSpec } from './p2p.js';
+import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 
-export type { TensorDict, PortTriple };
-export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions };
+export type { TensorDict, PortTriple, RecvSpec };
+export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions };
 
 /** A tensor result's size for the trace line; none for objects and dicts. */
 const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
+
+/** Point-to-point operations: not numbered as collectives (faults.ts). */
+const P2P = /^(send|recv)/;
 
 /** Only create() constructs a coordinator (base/factory.ts). */
 const MADE = factoryToken('StatelessGroupCoordinator');
@@ -83,6 +90,8 @@ export class StatelessGroupCoordinator {
   private readonly timeoutMs: number;
   private readonly log: Logger;
   private readonly life = new AbortController();
+  /** The group's failure state, shared by its channels (faults.ts). */
+  private readonly faults: GroupFaults;
   /**
    * The group's name in logs and errors: `${groupName}_${groupIndex}`, its name on the wire —
    * the same on every member and in the CPU group's, store channel's and device's own lines.
@@ -120,6 +129,12 @@ export class StatelessGroupCoordinator {
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
     this.tracer = this.log.tracing ? this.log : undefined;
+    this.faults = new GroupFaults({
+      label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu,
+      // The pending operations' signal fires with the failure; the ops then reject with it (judge).
+      onFail: (e) => this.life.abort(e),
+    });
+    this.faults.listen();
   }
 
   /**
@@ -289,6 +304,57 @@ export class StatelessGroupCoordinator {
     return this.op('reduceScatter', opts, (b) => tensors.reduceScatter(this.io, tensor, dim, opts, b));
   }
 
+  // ---- variable sizes and all-to-all (variable.ts) ------------------------------------------------
+
+  /**
+   * Every rank's `tensor` concatenated along `dim` (default 0) in group-rank order, where group
+   * rank r's tensor has `sizes[r]` entries along `dim` (the other dims equal). Without `sizes`:
+   * allGather. Every rank passes the same sizes; a rank that disagrees fails everyone naming it.
+   */
+  allGatherv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
+  allGatherv(tensor: Tensor, sizes?: readonly number[], dim = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
+    return this.op('allGatherv', opts, (b) => variable.allGatherv(this.io, tensor, sizes, dim, opts, b));
+  }
+
+  /**
+   * The reduction (`op`, default sum) of every rank's `tensor` (Σ sizes along `dim`, default -1
+   * as vLLM's), split along `dim`: group rank r gets `sizes[r]` entries. Without `sizes`: equal parts.
+   */
+  reduceScatterv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
+  reduceScatterv(tensor: Tensor, sizes?: readonly number[], dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
+    return this.op('reduceScatterv', opts, (b) => variable.reduceScatterv(this.io, tensor, sizes, dim, opts, b));
+  }
+
+  /**
+   * All-to-all along dim 0 (torch's all_to_all_single): `inputSplits[p]` rows of `tensor` go to
+   * group rank p, in order; the result holds `outputSplits[p]` rows from each rank p, in rank
+   * order. Omitted splits mean equal blocks (dim 0 divisible by the world size).
+   */
+  allToAll<T extends Tensor>(tensor: T, opts?: CoordinatorSplitOptions<T>): Promise<T>;
+  allToAll(tensor: Tensor, opts: CoordinatorSplitOptions = {}): Promise<Tensor> {
+    return this.op('allToAll', opts, (b) => variable.allToAll(this.io, tensor, opts, b));
+  }
+
+  // ---- tensor point to point (p2p.ts) ---------------------------------------------------------
+
+  /**
+   * Sends `tensor` to group rank `dst` (default: the next rank) over the channel that carries it
+   * (CPU group or device communicator); sends to one rank arrive in order. To this rank itself:
+   * a copy is queued.
+   */
+  send(tensor: Tensor, dst?: number, opts?: OpOptions): Promise<void> {
+    return this.op('send', opts, (b) => p2p.send(this.io, tensor, dst, b));
+  }
+
+  /**
+   * The next tensor group rank `src` (default: the previous rank) sent, shaped like `like` (a tensor, only read, or
+   * `{ shape, dtype, device? }`), into `out` or a new tensor on this rank's device for device tensors.
+   */
+  recv<T extends Tensor = Tensor>(like: RecvSpec, src?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
+  recv(like: RecvSpec, src?: number, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
+    return this.op('recv', opts, (b) => p2p.recv(this.io, like, src, opts.out, b));
+  }
+
   // ---- lifetime -----------------------------------------------------------------------------------
 
   /**
@@ -309,6 +375,7 @@ export class StatelessGroupCoordinator {
           if (!await settled([this.tail], { timeoutMs, signal: opts.signal })) {
             this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
+          this.faults.close();
           await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {
           releaseName(this.uniqueName);
@@ -333,6 +400,7 @@ export class StatelessGroupCoordinator {
     if (!this.aborted) {
       this.abortOps(reason);
       // A close() in progress finishes on the aborted channels; otherwise close them now.
+      this.faults.close();
       abortChannels(this.ch, reason);
       this.closing ??= (async () => {
         try {
@@ -361,14 +429,21 @@ export class StatelessGroupCoordinator {
   private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline) => Promise<T>): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    const faults = this.faults;
+    // Collectives are numbered in call order (every member calls them in the same order), so a
+    // timeout can ask the others whether they reached this one; point to point is not counted.
+    const n = P2P.test(what) ? -1 : faults.calls++;
     const run = async () => {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
+      if (faults.failure) throw this.explain(faults.failure, what);
+      // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
+      // then rejects at once, whatever channel it waits on.
       const signal = anySignal([opts?.signal, this.life.signal]);
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
-        throw this.explain(e, what);
+        throw this.explain(this.aborted ? e : await faults.judge(e, n, what), what);
       }
     };
     const p = this.tail.then(run, run);

@@ -21,6 +21,8 @@ export class GroupIo {
   readonly local: LocalChannel;
   /** Loopback queue for point-to-point sends to oneself (how world size 1 keeps P2P uniform). */
   readonly self: unknown[] = [];
+  /** Collectives run on the device communicator so far (check.ts samples them by this count). */
+  deviceCalls = 0;
   /** Group ranks before and after this one in the ring (the core's layout). */
   readonly ring: { next: number; prev: number };
 

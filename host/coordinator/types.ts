@@ -52,3 +52,10 @@ export interface CoordinatorOutOptions<T extends Tensor = Tensor> extends OpOpti
   /** Write the result here (same shape and dtype as the result) and return it. */
   out?: T;
 }
+
+export interface CoordinatorSplitOptions<T extends Tensor = Tensor> extends CoordinatorOutOptions<T> {
+  /** Rows (dim 0) of the input that go to group rank 0, 1, …; omitted: equal blocks. */
+  inputSplits?: readonly number[];
+  /** Rows of the result that come from group rank 0, 1, …; omitted: equal blocks. Rank p's inputSplits[me] must equal this rank's outputSplits[p]. */
+  outputSplits?: readonly number[];
+}
