@@ -115,13 +115,16 @@ export class Segment {
     return Segment.map(lc, name, fd, ringBytes, true);
   }
 
-  /** Maps a segment the peer created (the receiver's side) and unlinks its name. */
-  static open(name: string, ringBytes: number): Segment {
+  /**
+   * Maps a segment the peer created (the receiver's side) and unlinks its name, unless
+   * `unlinkNow` is false (several readers must still open it; the creator unlinks it later).
+   */
+  static open(name: string, ringBytes: number, unlinkNow = true): Segment {
     const lc = loadLibc();
     const fd = lc.shmOpen(name, O_RDWR, 0o600);
     if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);
     const s = Segment.map(lc, name, fd, ringBytes, false);
-    s.unlink();
+    if (unlinkNow) s.unlink();
     return s;
   }
 
