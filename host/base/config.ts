@@ -141,6 +141,11 @@ export const SETTINGS = {
     default: undefined, defaultDoc: 'unset', readBy: '`groupcomm store`', read: 'call',
     doc: 'require groupcomm\'s shared-secret handshake (torch clients cannot connect then). See [store.md](store.md).',
   }),
+  GROUPCOMM_CHECK_CALLS_EVERY: decl<number>({
+    parser: nonNegativeInt('device collectives'),
+    default: undefined, defaultDoc: '1 with GROUPCOMM_DEBUG=debug or trace, else 64', readBy: 'coordinator', read: 'call',
+    doc: 'a coordinator checks every N-th collective on its device communicator against the other ranks\' calls (collective, dtype, op, root, shape, dim) over the store channel before running it, failing with `ERR_GROUPCOMM_MISMATCH` instead of computing garbage; 0 turns it off. CPU tensors are always checked (a fingerprint in each frame). See [coordinator.md](coordinator.md#failures).',
+  }),
   GROUPCOMM_PG_SPIN_US: decl<number>({
     parser: nonNegativeNumber('microseconds'),
     default: undefined, defaultDoc: '100 if worldSize ≤ CPUs (Node), else 0', readBy: 'process group', read: 'call',
@@ -254,6 +259,10 @@ export const SETTINGS = {
   GROUPCOMM_DEMO_DEVICE_EVERY: decl<number>({
     parser: positiveInt('steps'), default: 1, readBy: 'demo rank', read: 'call', kind: 'internal',
     doc: 'device tensors ride along every this many steps.',
+  }),
+  GROUPCOMM_REQUIRE_GPU: decl<'0' | '1'>({
+    parser: oneOf(['0', '1'] as const, { true: '1', false: '0' }), default: '0', readBy: 'GPU tests (test/gpu)', read: 'call', kind: 'tooling',
+    doc: '`1`: a GPU test fails, instead of skipping, where the cuda backend is not usable (`npm run test:gpu` sets it).',
   }),
   GROUPCOMM_TEST_FILE_TIMEOUT_MS: decl<number>({
     parser: positiveInt('milliseconds'), default: 300_000, readBy: '`scripts/test.js`', read: 'call', kind: 'tooling',

@@ -17,6 +17,12 @@ export const ErrorCode = {
   CONFIG: 'ERR_GROUPCOMM_CONFIG',
   /** Listening on host:port failed (EADDRINUSE, EADDRNOTAVAIL, EACCES…): the cause says which. */
   BIND: 'ERR_GROUPCOMM_BIND',
+  /**
+   * The ranks called different collectives, or the same one with different arguments (dtype, op,
+   * root, count/shape, dim): `peerRanks` names the ranks that differ from this one, the message
+   * the fields.
+   */
+  MISMATCH: 'ERR_GROUPCOMM_MISMATCH',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -95,6 +101,8 @@ export const destroyedError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.DESTROYED, msg, f);
 export const authError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.AUTH, msg, f);
+export const mismatchError = (msg: string, f: GroupcommErrorFields = {}) =>
+  new GroupcommError(ErrorCode.MISMATCH, msg, f);
 export const internalError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.INTERNAL, msg, f);
 

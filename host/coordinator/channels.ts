@@ -7,7 +7,7 @@ import { anySignal, type Deadline } from '../base/deadline.js';
 import { logger } from '../base/log.js';
 import { setting } from '../base/config.js';
 import type { GroupLayout } from '../core/layout.js';
-import { TcpStore, TcpStoreServer } from '../store/index.js';
+import { TcpStore, type TcpStoreServer } from '../store/index.js';
 import { StatelessProcessGroup } from '../pg/group.js';
 import { CpuGroup } from '../cpu/group.js';
 import { storeBootstrap } from '../device/bootstrap.js';
@@ -61,14 +61,19 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       const plan = await resolvePorts({
         key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, groupPorts: o.groupPorts,
         rendezvous: o.rendezvous, opts: budget.next(),
+        // Rank 0 hosts the group's store and reaches it in memory (TcpStore isServer: the
+        // in-process link, store/local.ts), never over loopback TCP: a request it makes is then
+        // served before its operation resolves, so the others' progress never waits for rank 0's
+        // event loop to turn again (a rank busy in synchronous code after a barrier).
         listenStore: async (port) => {
-          ch.server = await TcpStoreServer.listen({ host, port });
+          ch.store = await TcpStore.create({ host, port, isServer: true, ...budget.next() });
+          ch.server = ch.store.server!;
           return ch.server.port;
         },
       });
       ports = plan.ports;
       held = plan;
-      ch.store = await TcpStore.create({ host, port: ports[2], ...budget.next() });
+      ch.store ??= await TcpStore.create({ host, port: ports[2], ...budget.next() });
       const rank = layout.rankInGroup;
       const worldSize = layout.ranks.length;
       // The store channel's join and the CPU mesh are independent rendezvous on the group's

@@ -41,6 +41,7 @@ import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
+import { GroupFaults } from './faults.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
@@ -54,6 +55,9 @@ export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOption
 
 /** A tensor result's size for the trace line; none for objects and dicts. */
 const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
+
+/** Point-to-point operations: not numbered as collectives (faults.ts). */
+const P2P = /^(send|recv)/;
 
 /** Only create() constructs a coordinator (base/factory.ts). */
 const MADE = factoryToken('StatelessGroupCoordinator');
@@ -87,6 +91,8 @@ export class StatelessGroupCoordinator {
   private readonly timeoutMs: number;
   private readonly log: Logger;
   private readonly life = new AbortController();
+  /** The group's failure state, shared by its channels (faults.ts). */
+  private readonly faults: GroupFaults;
   /**
    * The group's name in logs and errors: `${groupName}_${groupIndex}`, its name on the wire —
    * the same on every member and in the CPU group's, store channel's and device's own lines.
@@ -124,6 +130,12 @@ export class StatelessGroupCoordinator {
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
     this.tracer = this.log.tracing ? this.log : undefined;
+    this.faults = new GroupFaults({
+      label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu,
+      // The pending operations' signal fires with the failure; the ops then reject with it (judge).
+      onFail: (e) => this.life.abort(e),
+    });
+    this.faults.listen();
   }
 
   /**
@@ -385,6 +397,7 @@ export class StatelessGroupCoordinator {
             this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
           this.io.mq?.close();
+          this.faults.close();
           await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {
           releaseName(this.uniqueName);
@@ -410,6 +423,7 @@ export class StatelessGroupCoordinator {
       this.abortOps(reason);
       this.io.mq?.close();
       // A close() in progress finishes on the aborted channels; otherwise close them now.
+      this.faults.close();
       abortChannels(this.ch, reason);
       this.closing ??= (async () => {
         try {
@@ -438,14 +452,21 @@ export class StatelessGroupCoordinator {
   private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline) => Promise<T>): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    const faults = this.faults;
+    // Collectives are numbered in call order (every member calls them in the same order), so a
+    // timeout can ask the others whether they reached this one; point to point is not counted.
+    const n = P2P.test(what) ? -1 : faults.calls++;
     const run = async () => {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
+      if (faults.failure) throw this.explain(faults.failure, what);
+      // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
+      // then rejects at once, whatever channel it waits on.
       const signal = anySignal([opts?.signal, this.life.signal]);
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
-        throw this.explain(e, what);
+        throw this.explain(this.aborted ? e : await faults.judge(e, n, what), what);
       }
     };
     const p = this.tail.then(run, run);

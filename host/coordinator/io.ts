@@ -25,6 +25,8 @@ export class GroupIo {
   readonly self: unknown[] = [];
   /** The message-queue broadcaster, when the group was created with useMessageQueueBroadcaster. */
   mq: MessageQueue | undefined;
+  /** Collectives run on the device communicator so far (check.ts samples them by this count). */
+  deviceCalls = 0;
   /** Group ranks before and after this one in the ring (the core's layout). */
   readonly ring: { next: number; prev: number };
 

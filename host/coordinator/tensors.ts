@@ -10,18 +10,21 @@ import { checkOutAliasing } from '../core/alias.js';
 import { checkRank } from './ops.js';
 import { catShape, normDim, outerCount, scatterShape } from './dims.js';
 import type { GroupIo } from './io.js';
+import { checkDeviceCall } from './check.js';
 import type { CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
 
 export async function broadcast(io: GroupIo, tensor: Tensor, src: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
   checkRank(src, io.worldSize, 'broadcast', 'src');
   const ch = io.channel(tensor, 'broadcast');
   const out = io.output(opts.out, tensor.shape, tensor, 'broadcast');
+  await checkDeviceCall(io, ch, { collective: 'broadcast', dtype: tensor.dtype, root: src, shape: tensor.shape }, b);
   return ch.broadcast(tensor, { src, out, ...b.next() });
 }
 
 export async function allReduce(io: GroupIo, tensor: Tensor, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
   const ch = io.channel(tensor, 'allReduce');
   const out = io.output(opts.out, tensor.shape, tensor, 'allReduce');
+  await checkDeviceCall(io, ch, { collective: 'allReduce', dtype: tensor.dtype, op: opts.op ?? 'sum', shape: tensor.shape }, b);
   return ch.allReduce(tensor, { op: opts.op, out, ...b.next() });
 }
 
@@ -31,10 +34,13 @@ export async function allGather(io: GroupIo, tensor: Tensor, dim: number, opts: 
   const shape = catShape(tensor.shape, d, io.worldSize);
   const out = io.output(opts.out, shape, tensor, 'allGather');
   const outer = outerCount(tensor.shape, d);
+  // What every rank's call is checked by (the channel sees a flat tensor).
+  const call = { shape: tensor.shape, dim: d };
+  await checkDeviceCall(io, ch, { collective: 'allGather', dtype: tensor.dtype, ...call }, b);
   // The channels gather rank-major (dim 0); other dims need one block transpose after.
-  if (outer === 1) return shaped(await ch.allGather(flat(tensor), { out: out && flat(out), ...b.next() }), out, shape);
+  if (outer === 1) return shaped(await ch.allGather(flat(tensor), { out: out && flat(out), call, ...b.next() }), out, shape);
   if (out) checkOutAliasing(out, tensor, false, 'allGather');
-  const stage = await ch.allGather(flat(tensor), b.next());
+  const stage = await ch.allGather(flat(tensor), { call, ...b.next() });
   return io.reordered(stage, out, shape, tensor, io.worldSize, outer);
 }
 
@@ -45,12 +51,14 @@ export async function gather(io: GroupIo, tensor: Tensor, dst: number, dim: numb
   const shape = catShape(tensor.shape, d, io.worldSize);
   const out = io.rankInGroup === dst ? io.output(opts.out, shape, tensor, 'gather') : undefined;
   const outer = outerCount(tensor.shape, d);
+  const call = { shape: tensor.shape, dim: d };
+  await checkDeviceCall(io, ch, { collective: 'gather', dtype: tensor.dtype, root: dst, ...call }, b);
   if (outer === 1) {
-    const r = await ch.gather(flat(tensor), { dst, out: out && flat(out), ...b.next() });
+    const r = await ch.gather(flat(tensor), { dst, out: out && flat(out), call, ...b.next() });
     return r && shaped(r, out, shape);
   }
   if (out) checkOutAliasing(out, tensor, false, 'gather');
-  const stage = await ch.gather(flat(tensor), { dst, ...b.next() });
+  const stage = await ch.gather(flat(tensor), { dst, call, ...b.next() });
   return stage && io.reordered(stage, out, shape, tensor, io.worldSize, outer);
 }
 
@@ -60,13 +68,15 @@ export async function reduceScatter(io: GroupIo, tensor: Tensor, dim: number, op
   const shape = scatterShape(tensor.shape, d, io.worldSize, 'reduceScatter');
   const out = io.output(opts.out, shape, tensor, 'reduceScatter');
   const outer = outerCount(tensor.shape, d);
-  if (outer === 1) return shaped(await ch.reduceScatter(flat(tensor), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
+  const call = { shape: tensor.shape, dim: d };
+  await checkDeviceCall(io, ch, { collective: 'reduceScatter', dtype: tensor.dtype, op: opts.op ?? 'sum', ...call }, b);
+  if (outer === 1) return shaped(await ch.reduceScatter(flat(tensor), { op: opts.op, out: out && flat(out), call, ...b.next() }), out, shape);
   // (outer, ws, block) → (ws, outer, block): each rank's slice becomes one contiguous block.
   if (out) checkOutAliasing(out, tensor, false, 'reduceScatter');
   const src = io.allocLike(tensor.shape, tensor);
   try {
     io.reorder(tensor, src, outer, io.worldSize);
-    return shaped(await ch.reduceScatter(flat(src), { op: opts.op, out: out && flat(out), ...b.next() }), out, shape);
+    return shaped(await ch.reduceScatter(flat(src), { op: opts.op, out: out && flat(out), call, ...b.next() }), out, shape);
   } finally {
     io.free(src);
   }

@@ -25,6 +25,12 @@ import type { Tensor } from './tensor.js';
 export interface OutOptions<T extends Tensor = Tensor> extends OpOptions {
   /** Where the result goes (else a new tensor). */
   out?: T;
+  /**
+   * The caller's view of the call when it reshapes the tensor first (the coordinator flattens,
+   * and moves `dim` to 0): checked across ranks by a channel that checks calls (the CPU group's
+   * frame fingerprint); others ignore it.
+   */
+  call?: { shape: readonly number[]; dim?: number };
 }
 
 export interface ReduceOptions<T extends Tensor = Tensor> extends OutOptions<T> {

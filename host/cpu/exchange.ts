@@ -3,7 +3,8 @@
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
 import { peerLostError, protocolError, type GroupcommError } from '../base/errors.js';
-import { frameKey, type Sink } from './link/inbound.js';
+import { routeKey, type Sink } from './link/inbound.js';
+import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
 import type { Mesh } from './mesh.js';
 
@@ -33,10 +34,11 @@ export class Exchange {
 
   /**
    * `peers`: the only peers whose frames carry this key (point-to-point keys repeat across
-   * peers); undefined for collectives, whose keys are unique to the group.
+   * peers); undefined for collectives, whose keys are unique to the group. A collective's `tag`
+   * is its call's fingerprint (fingerprint.ts): sent in every frame, checked on every frame in.
    */
   constructor(readonly mesh: Mesh, readonly kind: number, readonly tag: number, readonly seq: number, readonly peers?: number[]) {
-    this.key = frameKey(kind, tag, seq);
+    this.key = routeKey(kind, tag, seq);
     this.frame = { kind, tag, seq, slot: 0 };
   }
 
@@ -84,6 +86,7 @@ export class Exchange {
         m.set(slot, buf);
       },
       fail: (e) => this.fail(e),
+      fingerprint: this.kind === KIND_COLL ? this.tag : undefined,
     };
     this.mesh.register(peer, this.key, sink);
   }

@@ -34,6 +34,12 @@ import { validRingBytes } from './shm.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
 import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
+import { fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
+
+/** The shape and dim a call is checked by: the caller's own view (OutOptions.call) when it gave one. */
+function callOf(x: CpuTensor, opts: OutOptions | undefined): { shape: readonly number[]; dim?: number } {
+  return opts?.call ?? { shape: x.shape };
+}
 
 export type { ReduceOp, Transport };
 
@@ -132,6 +138,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   private active = new Map<Exchange, Promise<void>>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
+  private readonly lostListeners: ((err: GroupcommError) => void)[] = [];
   // Schedules and segment plans from the core, computed once per group (host/cpu/schedule.ts).
   private readonly plans: Schedules;
   /** The first close() or abort(): from then on new operations are refused. */
@@ -155,6 +162,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     mesh.onLost((err) => {
       this.broken = err;
       for (const ex of this.active.keys()) ex.fail(err);
+      for (const fn of this.lostListeners) fn(err);
     });
     mesh.onDeparted((peer) => {
       for (const ex of this.active.keys()) ex.checkDeparted(peer);
@@ -194,6 +202,21 @@ export class CpuGroup implements Collectives<CpuTensor> {
   transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
     return this.mesh.transportOf(peer);
+  }
+
+  /**
+   * Calls `fn` with the first connection loss (a peer gone without its goodbye), whether or not
+   * an operation was in flight; at once when it already happened. The coordinator marks its whole
+   * group failed with it.
+   */
+  onLost(fn: (err: GroupcommError) => void): void {
+    if (this.broken) fn(this.broken);
+    else this.lostListeners.push(fn);
+  }
+
+  /** True once `peer` destroyed its end of the group on purpose (its goodbye arrived). */
+  hasLeft(peer: number): boolean {
+    return this.mesh.departed.has(peer);
   }
 
   /** Where this rank listened during setup (the listener is closed once the mesh is complete). */
@@ -249,13 +272,14 @@ export class CpuGroup implements Collectives<CpuTensor> {
     return this.tracer ? traceOp(this.tracer, traceName(what), bytes ?? resultBytes, ex.peers ?? othersOf(this.rank, this.worldSize), g) : g;
   }
 
-  private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>): Promise<T> {
+  private collective<T>(what: string, opts: OpOptions | undefined, body: (ex: Exchange) => Promise<T>, fp: number): Promise<T> {
     try {
       this.check();
     } catch (e) {
       return Promise.reject(e);
     }
-    const ex = new Exchange(this.mesh, KIND_COLL, 0, this.seq++ >>> 0);
+    // The call's fingerprint rides in every frame's tag: a peer that made another call is named.
+    const ex = new Exchange(this.mesh, KIND_COLL, fp, this.seq++ >>> 0);
     return this.run(`${what} #${ex.seq}`, ex, true, opts, body);
   }
 
@@ -317,7 +341,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const x = this.cpu(tensor, 'broadcast');
       const src = this.peer(opts?.src, 'broadcast src', true);
       const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'broadcast', true);
-      return [async (ex) => {
+      return [{ collective: 'broadcast', dtype: x.dtype, root: src, ...callOf(x, opts) }, async (ex) => {
         const buf = bytesOf(out);
         // The source sends from the result tensor, so its input is only read (copied) here.
         if (this.rank === src && !inPlace) buf.set(bytesOf(x));
@@ -336,7 +360,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const op = this.reduceOp(opts.op);
       const reduce = this.reducer(op, x.dtype);
       const { t: out, inPlace } = this.output(opts.out, x.dtype, x.shape, x, 'allReduce', true);
-      return [async (ex) => {
+      return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
         // The algorithms reduce in place: out of place, they run on the result after a copy.
         const buf = bytesOf(out);
         if (!inPlace) buf.set(bytesOf(x));
@@ -363,7 +387,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     return this.start('allGather', opts, () => {
       const x = this.cpu(input, 'allGather');
       const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'allGather');
-      return [async (ex) => {
+      return [{ collective: 'allGather', dtype: x.dtype, ...callOf(x, opts) }, async (ex) => {
         const o = bytesOf(out);
         const mine = bytesOf(x);
         o.set(mine, this.rank * mine.byteLength);
@@ -388,7 +412,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       }
       const { t: out } = this.output(opts.out, x.dtype, scatteredShape(x.shape, P), x, 'reduceScatter');
       const reduce = this.reducer(op, x.dtype);
-      return [async (ex) => {
+      return [{ collective: 'reduceScatter', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
         const inBytes = bytesOf(x);
         const o = bytesOf(out);
         // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
@@ -413,14 +437,15 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const dst = this.peer(opts?.dst, 'gather dst', true);
       const mine = bytesOf(x);
       const n = mine.byteLength;
+      const call: CallShape = { collective: 'gather', dtype: x.dtype, root: dst, ...callOf(x, opts) };
       if (this.rank !== dst) {
-        return [async (ex) => {
+        return [call, async (ex) => {
           ex.send(dst, 0, mine);
           return undefined;
         }];
       }
       const { t: out } = this.output(opts.out, x.dtype, gatheredShape(x.shape, this.worldSize), x, 'gather');
-      return [async (ex) => {
+      return [call, async (ex) => {
         const o = bytesOf(out);
         o.set(mine, this.rank * n);
         await exchangeAll(ex, undefined, (p) => o.subarray(p * n, (p + 1) * n), this.plans.directPeers());
@@ -437,8 +462,9 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const out = this.cpu(opts?.out, 'scatter out');
       const o = bytesOf(out);
       const n = o.byteLength;
+      const call: CallShape = { collective: 'scatter', dtype: out.dtype, root: src, shape: out.shape };
       if (this.rank !== src) {
-        return [async (ex) => {
+        return [call, async (ex) => {
           await ex.recv(src, 0, o);
           return out;
         }];
@@ -450,7 +476,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       }
       const input = bytesOf(x);
       checkOutAliasing(out, x, false, 'scatter', { rank: this.rank });
-      return [async (ex) => {
+      return [call, async (ex) => {
         o.set(input.subarray(this.rank * n, (this.rank + 1) * n));
         await exchangeAll(ex, (p) => input.subarray(p * n, (p + 1) * n), undefined, this.plans.directPeers());
         return out;
@@ -472,7 +498,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
         throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
       }
       const { t: out } = this.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
-      return [async (ex) => {
+      return [{ collective: 'allToAll', dtype: x.dtype, ...callOf(x, opts) }, async (ex) => {
         const inBytes = bytesOf(x);
         const o = bytesOf(out);
         const n = inBytes.byteLength / P;
@@ -496,24 +522,27 @@ export class CpuGroup implements Collectives<CpuTensor> {
   }
 
   /** The queued runner for variable.ts (its checks throw before anything is queued). Not for callers. */
-  runVariable<T>(what: string, opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T> {
-    return this.start(what, opts, () => [prepare()]);
+  runVariable<T>(what: CollectiveName, opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T> {
+    // Only the collective is fingerprinted: sizes legitimately differ per rank, and variable.ts
+    // checks dtype, row shape and sizes itself in the header every peer sends first.
+    return this.start(what, opts, () => [{ collective: what }, prepare()]);
   }
 
   /** Resolves once every rank has entered the barrier. */
   barrier(opts: OpOptions = {}): Promise<void> {
-    return this.start('barrier', opts, () => [(ex) => dissemination(ex, this.plans.dissemination())]);
+    return this.start('barrier', opts, () => [{ collective: 'barrier' }, (ex) => dissemination(ex, this.plans.dissemination())]);
   }
 
   /** Validates synchronously (bad arguments reject before anything is queued), then queues. */
-  private start<T>(what: string, opts: OpOptions | undefined, prepare: () => [(ex: Exchange) => Promise<T>]): Promise<T> {
+  private start<T>(what: string, opts: OpOptions | undefined, prepare: () => [CallShape, (ex: Exchange) => Promise<T>]): Promise<T> {
     let body: (ex: Exchange) => Promise<T>;
+    let call: CallShape;
     try {
-      [body] = prepare();
+      [call, body] = prepare();
     } catch (e) {
       return Promise.reject(e);
     }
-    return this.collective(what, opts, body);
+    return this.collective(what, opts, body, fingerprint(call));
   }
 
   // ---- point to point -------------------------------------------------------------------

@@ -28,7 +28,7 @@ export interface VariableHost {
   readonly rank: number;
   readonly worldSize: number;
   /** Checks synchronously (`prepare` throws: rejected before anything is queued), then runs the body in order with the other collectives. */
-  runVariable<T>(what: string, opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T>;
+  runVariable<T>(what: 'allGatherv' | 'reduceScatterv' | 'allToAll', opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T>;
 }
 
 const HEADER = 0;

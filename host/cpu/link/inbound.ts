@@ -14,8 +14,9 @@
  * it is ignored: the owner (the mesh) closes that peer's connections; nothing is thrown.
  */
 import { constants as bufferConstants } from 'node:buffer';
-import { protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../wire.js';
+import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
+import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_SHM, readHeader } from '../wire.js';
+import { describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
 export interface Sink {
@@ -25,6 +26,25 @@ export interface Sink {
   done(slot: number, buf: Uint8Array): void;
   /** The frame did not fit what was expected (a collective mismatch). */
   fail(err: GroupcommError): void;
+  /**
+   * A collective's fingerprint (fingerprint.ts): its frames carry it in the header's tag, and a
+   * frame with another one fails the operation (ERR_GROUPCOMM_MISMATCH). Undefined: not checked.
+   */
+  readonly fingerprint?: number;
+}
+
+/**
+ * Collective frames are routed by (kind, seq) alone: their tag is the call's fingerprint, which
+ * is checked (mismatched), not matched.
+ */
+export const routeKey = (kind: number, tag: number, seq: number) => frameKey(kind, kind === KIND_COLL ? 0 : tag, seq);
+
+/** Fails `sink` when a frame's tag says its sender made another call; true if it did. */
+function mismatched(sink: Sink, tag: number, peer: number, key: string): boolean {
+  if (sink.fingerprint === undefined || sink.fingerprint === tag) return false;
+  const d = describeMismatch(sink.fingerprint, tag, peer);
+  sink.fail(mismatchError(`rank ${peer} made a different call for collective #${key.slice(key.lastIndexOf(':') + 1)}: ${d.text}`, { peerRank: peer }));
+  return true;
 }
 
 /** What the parser tells its owner; each is called synchronously from `feed`. */
@@ -65,10 +85,13 @@ export const MAX_FRAME_BYTES: number = bufferConstants.MAX_LENGTH;
 export interface Pending {
   slot: number;
   buf: Uint8Array;
+  /** The header's tag (a collective's fingerprint, checked when its operation registers). */
+  tag: number;
 }
 
 /** Hands a frame that was received into a side buffer to its sink (copied into the sink's dest). */
-export function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool): void {
+export function deliver(sink: Sink, key: string, peer: number, slot: number, buf: Uint8Array, pool: SidePool, tag: number): void {
+  if (mismatched(sink, tag, peer, key)) return;
   let d: Uint8Array | null;
   try {
     d = sink.dest(slot, buf.byteLength);
@@ -127,6 +150,8 @@ export class Inbound {
   private sink: Sink | undefined;
   private slot = 0;
   private key = '';
+  /** The tag of the frame being read (a collective's fingerprint). */
+  private tag = 0;
   private skipping = false;
   /** The current frame is a doorbell: its payload waits in `ring`. */
   private bell = false;
@@ -149,7 +174,7 @@ export class Inbound {
     const early = this.early.get(key);
     if (!early) return;
     this.early.delete(key);
-    for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool);
+    for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool, f.tag);
   }
 
   unregister(key: string): void {
@@ -247,7 +272,8 @@ export class Inbound {
       }
       // The doorbell's 16 bytes are read here; the payload is matched in complete().
       this.bell = true;
-      this.key = frameKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.key = routeKey(h.kind & ~KIND_SHM, h.tag, h.seq);
+      this.tag = h.tag;
       this.slot = h.slot;
       this.remaining = DOORBELL_SIZE;
       this.destOff = 0;
@@ -255,14 +281,18 @@ export class Inbound {
       this.dest = this.bellBuf;
       return;
     }
-    this.key = frameKey(h.kind, h.tag, h.seq);
+    this.key = routeKey(h.kind, h.tag, h.seq);
+    this.tag = h.tag;
     this.slot = h.slot;
     this.remaining = h.length;
     this.destOff = 0;
     this.skipping = false;
     this.sink = this.sinks.get(this.key);
     this.dest = null;
-    if (this.sink) {
+    if (this.sink && mismatched(this.sink, h.tag, this.peer, this.key)) {
+      this.sink = undefined;
+      this.skipping = true;
+    } else if (this.sink) {
       let d: Uint8Array | null;
       try {
         d = this.sink.dest(h.slot, h.length);
@@ -304,16 +334,16 @@ export class Inbound {
     // it then gets the frame the way early frames are handed over (copied into its dest).
     const late = this.sinks.get(this.key);
     if (late) {
-      deliver(late, this.key, this.peer, this.slot, buf, this.pool);
+      deliver(late, this.key, this.peer, this.slot, buf, this.pool, this.tag);
       return;
     }
-    this.keepEarly(this.key, this.slot, buf);
+    this.keepEarly(this.key, this.slot, buf, this.tag);
   }
 
-  private keepEarly(key: string, slot: number, buf: Uint8Array): void {
+  private keepEarly(key: string, slot: number, buf: Uint8Array, tag: number): void {
     let q = this.early.get(key);
     if (!q) this.early.set(key, (q = []));
-    q.push({ slot, buf });
+    q.push({ slot, buf, tag });
   }
 
   /**
@@ -334,10 +364,13 @@ export class Inbound {
     }
     const key = this.key;
     const slot = this.slot;
+    const tag = this.tag;
     const sink = this.sinks.get(key);
     let out: Uint8Array | null = null;
     let failed = false;
-    if (sink) {
+    if (sink && mismatched(sink, tag, this.peer, key)) {
+      failed = true;
+    } else if (sink) {
       try {
         out = sink.dest(slot, n);
       } catch (e) {
@@ -364,9 +397,9 @@ export class Inbound {
     }
     const late = this.sinks.get(key);
     if (late) {
-      deliver(late, key, this.peer, slot, out!, this.pool);
+      deliver(late, key, this.peer, slot, out!, this.pool, tag);
       return;
     }
-    this.keepEarly(key, slot, out!);
+    this.keepEarly(key, slot, out!, tag);
   }
 }

@@ -1,0 +1,260 @@
+/**
+ * One failure state per coordinator group (docs/coordinator.md, "Failures"): which rank failed
+ * and why, the same on every member, whichever channel saw it first.
+ *
+ * - The first peer loss or fatal error (a rank gone without its goodbye, a protocol error, a
+ *   mismatch) from any channel marks the group failed: every pending operation rejects with it
+ *   at once (their lower-layer calls are aborted) and so does every later one.
+ * - The rank that saw it tells the others over the group's store (a push message to each one's
+ *   fault inbox), so a rank that was waiting on another channel, or on a rank that then left
+ *   cleanly, names the rank that actually failed instead of the one it happened to wait on.
+ * - A rank that closed its end on purpose is reported as having left, never as lost.
+ * - A collective's timeout names the ranks that never called it: the timed-out rank asks every
+ *   other member how many collectives it has called (each answers from its fault inbox, which
+ *   needs only its event loop, not the operation), and names those that had not reached this one
+ *   or did not answer.
+ *
+ * The inbox is one store subscription per rank and group, opened at create in the background:
+ * nothing here costs anything per operation but a counter.
+ */
+import {
+  ErrorCode, isGroupcommError, mismatchError, peerLostError, protocolError, timeoutError, type GroupcommError,
+} from '../base/errors.js';
+import { logger } from '../base/log.js';
+import type { Store, Subscription } from '../store/types.js';
+import type { CpuGroup } from '../cpu/group.js';
+
+/** Bound on each store exchange made while explaining a failure (asks, answers, causes). */
+const ASK_MS = 500;
+/** Non-fatal causes (collective timeouts) kept for late readers: the last few only. */
+const MAX_CAUSES = 16;
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A cause as it travels to the other members. */
+interface Cause { code: string; message: string; peerRanks: number[]; n: number; fatal: boolean }
+
+export interface FaultsOptions {
+  /** The group's wire name (`${groupName}_${index}`, equal on every member). */
+  label: string;
+  rankInGroup: number;
+  worldSize: number;
+  /** The group's own store (group rank 0 hosts it); none in a group of one. */
+  store?: Store;
+  cpu?: CpuGroup;
+  /**
+   * Called once with the group's failure: aborts what the pending operations wait on (the
+   * coordinator's own operations signal, so no operation pays for one more signal).
+   */
+  onFail(e: GroupcommError): void;
+}
+
+export class GroupFaults {
+  /** The group's failure, once one happened: every operation from then on rejects with it. */
+  failure: GroupcommError | undefined;
+  /** Collectives called on this rank so far: the index of the next one. */
+  calls = 0;
+  private sub: Subscription | undefined;
+  /** Settles once the inbox is open (or could not be). */
+  private opening: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  /** Non-fatal causes by collective index (a timeout that named who never arrived). */
+  private readonly causes = new Map<number, GroupcommError>();
+  /** Answers to this rank's "how far are you?" questions: collective index → rank → calls. */
+  private readonly answers = new Map<number, Map<number, number>>();
+  private wake = new Set<() => void>();
+  private readonly log;
+
+  constructor(private readonly o: FaultsOptions) {
+    this.log = logger('COORD', `${o.label} rank ${o.rankInGroup}/${o.worldSize}`);
+    o.cpu?.onLost((e) => this.fail(e, -1, true));
+  }
+
+  private inbox(r: number): string {
+    return `groupcomm/faults/${this.o.label}/to/${r}/`;
+  }
+
+  /** Opens this rank's fault inbox (in the background: create does not wait for it). */
+  listen(): void {
+    const store = this.o.store;
+    if (!store?.subscribe || this.o.worldSize < 2) return;
+    const prefix = this.inbox(this.o.rankInGroup);
+    this.opening = store.subscribe(prefix, (key, value) => {
+      const at = key.indexOf(prefix);
+      this.onMessage(at < 0 ? key : key.slice(at + prefix.length), value);
+    }, { timeoutMs: 30_000 }).then((sub) => {
+      if (this.closed) sub?.close();
+      else this.sub = sub;
+    }, (e) => this.log.debug(`fault inbox not opened: ${(e as Error).message}`));
+  }
+
+  close(): void {
+    this.closed = true;
+    this.sub?.close();
+    this.sub = undefined;
+  }
+
+  /**
+   * Records `e`: fatal, the group's failure (first one wins); else the cause of collective `n`.
+   * With `tell`, the other members get it too.
+   */
+  fail(e: GroupcommError, n: number, fatal: boolean, tell = true): void {
+    if (fatal) {
+      if (this.failure) return;
+      this.failure = e;
+      this.log.debug(`group failed: ${e.message}`);
+      this.o.onFail(e);
+    } else {
+      if (this.causes.has(n)) return;
+      this.causes.set(n, e);
+      if (this.causes.size > MAX_CAUSES) this.causes.delete(this.causes.keys().next().value!);
+    }
+    for (const w of this.wake) w();
+    if (tell) this.tell({ code: e.code, message: e.message, peerRanks: namedRanks(e), n, fatal });
+  }
+
+  private tell(c: Cause): void {
+    const store = this.o.store;
+    if (!store?.publish) return;
+    const me = this.o.rankInGroup;
+    const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
+    const value = enc.encode(JSON.stringify(c));
+    store.publish(others.map((r) => `${this.inbox(r)}fail/${me}`), others.map(() => value), { timeoutMs: ASK_MS })
+      .catch(() => {});
+  }
+
+  private onMessage(tag: string, value: Uint8Array): void {
+    const [kind, a, b] = tag.split('/');
+    if (kind === 'ask') {
+      // "How many collectives have you called?" — answered from here, whatever this rank is doing.
+      const q = Number(b);
+      if (!Number.isInteger(q) || q < 0 || q >= this.o.worldSize) return;
+      this.o.store?.publish?.([`${this.inbox(q)}ans/${a}/${this.o.rankInGroup}`], [enc.encode(String(this.calls))], { timeoutMs: ASK_MS })
+        .catch(() => {});
+    } else if (kind === 'ans') {
+      const n = Number(a), r = Number(b), calls = Number(dec.decode(value));
+      const m = this.answers.get(n);
+      if (m && Number.isInteger(r) && Number.isFinite(calls)) {
+        m.set(r, calls);
+        for (const w of this.wake) w();
+      }
+    } else if (kind === 'fail') {
+      const by = Number(a);
+      let c: Cause;
+      try {
+        c = JSON.parse(dec.decode(value)) as Cause;
+      } catch {
+        return;
+      }
+      if (!Number.isInteger(by) || typeof c?.message !== 'string' || !Array.isArray(c.peerRanks)) return;
+      let peerRanks = c.peerRanks.filter((r) => Number.isInteger(r) && r >= 0 && r < this.o.worldSize);
+      // A mismatch is between the teller and the ranks it names: from here, the others of those.
+      if (c.code === ErrorCode.MISMATCH) peerRanks = [...new Set([...peerRanks, by])].filter((r) => r !== this.o.rankInGroup);
+      const f = { rank: this.o.rankInGroup, peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined };
+      const msg = `${c.message} (seen by group rank ${by})`;
+      const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f)
+        : c.code === ErrorCode.TIMEOUT ? timeoutError(msg, f)
+          : c.code === ErrorCode.MISMATCH ? mismatchError(msg, f) : protocolError(msg, f);
+      this.fail(e, Number.isInteger(c.n) ? c.n : -1, c.fatal === true, false);
+    }
+  }
+
+  /** Waits up to `ms` until `done()` holds (woken by every message). */
+  private async until(ms: number, done: () => boolean): Promise<void> {
+    if (done()) return;
+    await new Promise<void>((resolve) => {
+      const w = () => { if (done()) finish(); };
+      const finish = () => { clearTimeout(t); this.wake.delete(w); resolve(); };
+      const t = setTimeout(finish, ms);
+      this.wake.add(w);
+    });
+  }
+
+  /** The cause that explains a failure of collective `n` (-1: not a collective), if known within `ms`. */
+  private async causeOf(n: number, ms: number): Promise<GroupcommError | undefined> {
+    const known = () => this.failure ?? (n >= 0 ? this.causes.get(n) : undefined);
+    const t0 = performance.now();
+    // Right after create the inbox may still be opening; what was sent meanwhile is handed over first.
+    if (!this.sub && ms > 0) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ms))]);
+    await this.until(this.sub ? Math.max(0, ms - (performance.now() - t0)) : 0, () => known() !== undefined);
+    return known();
+  }
+
+  /** The other ranks that had not called collective `n` (or did not answer within ASK_MS). */
+  private async missingFrom(n: number): Promise<number[]> {
+    const store = this.o.store;
+    if (!this.sub) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ASK_MS))]);
+    if (!store?.publish || !this.sub) return [];
+    const me = this.o.rankInGroup;
+    const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
+    const got = new Map<number, number>();
+    this.answers.set(n, got);
+    try {
+      await store.publish(others.map((r) => `${this.inbox(r)}ask/${n}/${me}`), others.map(() => new Uint8Array(0)), { timeoutMs: ASK_MS });
+      await this.until(ASK_MS, () => got.size === others.length);
+    } catch {
+      return [];
+    } finally {
+      this.answers.delete(n);
+    }
+    return others.filter((r) => !((got.get(r) ?? 0) > n));
+  }
+
+  /**
+   * What an operation that failed with `e` reports: the group's failure when there is one; a peer
+   * lost without its goodbye becomes the group's failure; a peer that left cleanly is reported as
+   * having left, unless another member explains why (it failed first and told us); a
+   * collective's timeout names the ranks that never called it.
+   */
+  async judge(e: unknown, n: number, what: string): Promise<unknown> {
+    if (this.failure) return this.failure;
+    if (!isGroupcommError(e)) return e;
+    const me = this.o.rankInGroup;
+    if (e.code === ErrorCode.PEER_LOST) {
+      let peer = e.peerRank ?? (e.peerRanks?.length === 1 ? e.peerRanks[0] : undefined);
+      let err = e;
+      if (peer === undefined && me !== 0) {
+        // No rank named: the group's store connection closed, and group rank 0 hosts the store.
+        peer = 0;
+        err = peerLostError(`lost group rank 0, which hosts the group's store: ${e.message}`, { rank: me, peerRank: 0, cause: e });
+      }
+      if (peer !== undefined && this.o.cpu?.hasLeft(peer)) {
+        const why = await this.causeOf(n, ASK_MS);
+        if (why) return why;
+        return peerLostError(`group rank ${peer} left the group (closed it) while this ${what} still needed it; ` +
+          'it was not lost: did every rank issue the same operations?', { rank: me, peerRank: peer, cause: e });
+      }
+      // A peer gone without a goodbye may be a symptom (of a rank another member lost first):
+      // a cause from elsewhere, already on its way, wins; otherwise this loss is the failure.
+      const why = await this.causeOf(n, 0);
+      if (why) return why;
+      this.fail(err, -1, true);
+      return this.failure;
+    }
+    if (e.code === ErrorCode.TIMEOUT && n >= 0) {
+      const why = this.causes.get(n);
+      if (why) return why;
+      const missing = await this.missingFrom(n);
+      if (this.failure) return this.failure;
+      if (this.causes.get(n)) return this.causes.get(n);
+      if (missing.length === 0) return e;
+      // The lower layer's own words (what this rank was waiting on) follow, as detail.
+      const t = timeoutError(`${what} (collective #${n}) timed out: group rank${missing.length > 1 ? 's' : ''} ` +
+        `${missing.join(', ')} never called it (or did not answer); here: ${e.message}`,
+      { rank: me, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, elapsedMs: e.elapsedMs, cause: e });
+      this.fail(t, n, false);
+      return t;
+    }
+    if (e.code === ErrorCode.PROTOCOL || e.code === ErrorCode.MISMATCH) {
+      this.fail(e, -1, true);
+      return this.failure;
+    }
+    return e;
+  }
+}
+
+/** The ranks an error names. */
+function namedRanks(e: GroupcommError): number[] {
+  return e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
+}

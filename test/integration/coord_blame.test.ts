@@ -1,0 +1,65 @@
+// Faults named right: who failed, who never arrived, who left cleanly, and calls that do not
+// match (issue 13). Real processes; every scenario reports what each rank saw.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { spawnRanks, startRanks } from '../helpers/ranks.js';
+import { TcpStoreServer } from '../../host/store/index.js';
+
+let server: TcpStoreServer;
+test.before(async () => { server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 }); });
+test.after(async () => { await server.close(); });
+
+const run = <T>(n: number, scenario: string, env: Record<string, string> = {}) => spawnRanks<T>(n, 'test/integration/workers/blame_worker', {
+  args: [scenario], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), ...env },
+});
+
+test('a barrier does not depend on rank 0\'s event loop after it returned', async () => {
+  const outs = await run<{ barrier: unknown; sum: number }>(3, 'busy-host', { COORD_TIMEOUT_MS: '2000' });
+  for (const [r, o] of outs.entries()) {
+    assert.is(o.barrier, 'ok', `rank ${r}: ${JSON.stringify(o.barrier)}`);
+    assert.is(o.sum, 3);
+  }
+});
+
+type Seen = { code: string; message: string; peerRank?: number; peerRanks?: number[]; ms: number } | 'ok' | 'absent';
+const names = (s: Seen, r: number) => typeof s === 'object' && (s.peerRanks ? s.peerRanks.length === 1 && s.peerRanks[0] === r : s.peerRank === r);
+
+for (const scenario of ['absent', 'absent-big']) {
+  test(`${scenario}: a collective's timeout names the rank that never called it, on every rank`, async () => {
+    const outs = await run<Seen>(4, scenario, { COORD_TIMEOUT_MS: '1000' });
+    assert.is(outs[3], 'absent');
+    for (const [r, o] of outs.slice(0, 3).entries()) {
+      assert.ok(typeof o === 'object' && o.code === 'ERR_GROUPCOMM_TIMEOUT' && names(o, 3), `rank ${r}: ${JSON.stringify(o)}`);
+      assert.match(o.message, /global rank 3\b/);
+    }
+  });
+}
+
+test('a rank killed during a tensor-dict broadcast loop is named by every survivor', async () => {
+  const outs = await startRanks<Seen>(4, 'test/integration/workers/blame_worker', {
+    args: ['dict-kill'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '5000' },
+  }).done;
+  assert.is(outs[2].signal, 'SIGKILL');
+  for (const o of outs.filter((x) => x.rank !== 2)) {
+    const e = o.result;
+    assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_PEER_LOST' && names(e, 2), `rank ${o.rank}: ${JSON.stringify(e)}\n${o.stderr}`);
+  }
+});
+
+for (const field of ['dtype', 'op', 'dim', 'collective']) {
+  test(`a call whose ${field} differs on one rank fails with MISMATCH on every rank, naming the field`, async () => {
+    const outs = await spawnRanks<{ first: Seen; later: Seen }>(4, 'test/integration/workers/blame_worker', {
+      args: ['mismatch', field], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '5000' },
+    });
+    for (const [r, o] of outs.entries()) {
+      const e = o.first;
+      assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(e)}`);
+      assert.match(e.message, new RegExp(`${field}`));
+      assert.ok(e.ms < 4_000, `rank ${r} took ${e.ms}ms (its timeout is 5000)`);
+      // The group has failed: a later operation rejects with the same cause.
+      assert.ok(typeof o.later === 'object' && o.later.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r} later: ${JSON.stringify(o.later)}`);
+    }
+  });
+}
+
+test.run();

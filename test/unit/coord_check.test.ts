@@ -1,0 +1,64 @@
+// The device path's call check (host/coordinator/check.ts): every N-th collective on the device
+// communicator compares the ranks' calls over the store channel first (GROUPCOMM_CHECK_CALLS_EVERY).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
+import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
+import type { Tensor } from '../../host/core/tensor.js';
+
+async function pair(name: string) {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: r, groupName: name, rendezvous, timeoutMs: 5_000, backend: 'cpu', useDeviceCommunicator: true,
+  })));
+  const close = async () => {
+    await Promise.all(groups.map((g) => g.abort()));
+    await Promise.all(stores.map((s) => s.close()));
+    await server.close();
+  };
+  return { groups, close };
+}
+
+const onDevice = (g: StatelessGroupCoordinator, vals: number[], shape: number[]): Tensor => {
+  const t = g.empty(shape, 'float32');
+  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(vals).buffer));
+  return t;
+};
+
+test('GROUPCOMM_CHECK_CALLS_EVERY=1: a device allGather whose dim differs fails on both ranks, naming the field', async () => {
+  process.env.GROUPCOMM_CHECK_CALLS_EVERY = '1';
+  const { groups, close } = await pair('chk1');
+  try {
+    // Equal calls pass (and are checked).
+    const ok = await Promise.all(groups.map((g, r) => g.allReduce(onDevice(g, [r, 1], [2]))));
+    assert.is(ok.length, 2);
+    const res = await Promise.allSettled(groups.map((g, r) => g.allGather(onDevice(g, [1, 2, 3, 4], [2, 2]), r === 1 ? 1 : 0)));
+    for (const [r, x] of res.entries()) {
+      assert.is(x.status, 'rejected', `rank ${r} resolved`);
+      const e = (x as PromiseRejectedResult).reason as { code: string; message: string; peerRank?: number };
+      assert.is(e.code, 'ERR_GROUPCOMM_MISMATCH', e.message);
+      assert.match(e.message, /store channel/);
+      assert.match(e.message, /dim \([01] here, [01] on rank/);
+      assert.is(e.peerRank, 1 - r);
+    }
+  } finally {
+    await close();
+  }
+});
+
+test('GROUPCOMM_CHECK_CALLS_EVERY=0: no check over the store channel', async () => {
+  process.env.GROUPCOMM_CHECK_CALLS_EVERY = '0';
+  const { groups, close } = await pair('chk0');
+  try {
+    const res = await Promise.allSettled(groups.map((g, r) => g.allGather(onDevice(g, [1, 2, 3, 4], [2, 2]), r === 1 ? 1 : 0)));
+    for (const x of res) {
+      if (x.status === 'rejected') assert.not.match(String((x.reason as Error).message), /store channel/);
+    }
+  } finally {
+    await close();
+    delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  }
+});
+
+test.run();
