@@ -208,8 +208,8 @@ export const SETTINGS = {
   }),
   GROUPCOMM_MQ_SPIN_US: decl<number>({
     parser: nonNegativeInt('microseconds'),
-    default: 2000, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
-    doc: 'how long a rank waiting on the ring polls it without sleeping (then it polls every millisecond until its timeout).',
+    default: 100, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'how long a rank waiting on the ring polls it without sleeping; then a reader sleeps until the writer rings its doorbell (a one-byte CPU-group frame), a writer waiting for room polls every millisecond. Raise it where every rank has a core of its own.',
   }),
   GROUPCOMM_DEVICE_PLUGIN: decl<string>({
     parser: text('a backend name (cpu, cuda) or a module specifier'),

@@ -19,7 +19,7 @@
  */
 import { Deadline, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
-import { peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
 import { logger } from '../base/log.js';
 import { tensor } from '../core/tensor.js';
 import { hostId, Segment } from '../cpu/shm.js';
@@ -28,8 +28,9 @@ import { decodeObject, encodeObject } from '../pg/codec.js';
 import type { StatelessProcessGroup } from '../pg/group.js';
 import { MAX_READERS, MqRing, poll } from './mq_ring.js';
 
-/** The CPU-group tag of the broadcaster's frames to remote readers (apart from user sends, tag 0). */
+/** The CPU-group tags of the broadcaster's frames to remote readers and of doorbells (apart from user sends, tag 0). */
 const MQ_TAG = 0x4d51;
+const BELL_TAG = 0x4d52;
 
 interface Plan {
   /** The segment's name; absent when no peer shares rank 0's host or it could not be made. */
@@ -170,8 +171,37 @@ export class MessageQueue {
       const last = off + n >= bytes.byteLength;
       ring.put(this.written, bytes.subarray(off, off + n), last);
       this.written = (this.written + 1) >>> 0;
+      const bells = readers.filter(({ i }) => ring.wake(i));
+      if (bells.length) await Promise.all(bells.map(({ r }) => this.o.cpu.send(tensor(new Uint8Array(1)), r, { tag: BELL_TAG, ...b.next() })));
       off += n;
       if (last) return;
+    }
+  }
+
+  /** Polls `ready` for up to spinUs; false when it is still not ready. */
+  private async spin(ready: () => boolean, b: Deadline): Promise<boolean> {
+    if (ready()) return true;
+    const t0 = performance.now();
+    while ((performance.now() - t0) * 1000 < this.spinUs) {
+      await new Promise((r) => setImmediate(r));
+      if (b.signal?.aborted || b.remainingMs() <= 0) return false; // the bell wait reports it
+      if (ready()) return true;
+    }
+    return false;
+  }
+
+  /** Sleeps on the doorbell until `ready` (see mq_ring.ts for the handshake with the writer). */
+  private async sleep(ring: MqRing, i: number, ready: () => boolean, b: Deadline): Promise<void> {
+    for (;;) {
+      ring.sleep(i);
+      // Looked once more after the flag is up: the writer either sees the flag or published first.
+      if (ready() && ring.wake(i)) return; // the flag was still ours: no bell is coming
+      await this.o.cpu.recv(tensor(new Uint8Array(1)), 0, { tag: BELL_TAG, ...b.next() }).catch((e) => {
+        throw isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')
+          ? timeoutError(`${this.o.label}: message queue: nothing from group rank 0 within ${b.timeoutMs}ms`, { rank: this.o.rank, peerRank: 0, cause: e })
+          : e;
+      });
+      if (ready()) return;
     }
   }
 
@@ -179,17 +209,14 @@ export class MessageQueue {
     const ring = this.ring!;
     const i = this.index.get(this.o.rank)!;
     const parts: Uint8Array[] = [];
+    const ready = () => {
+      this.checkOpen();
+      if (ring.written !== this.readCount) return true;
+      if (ring.writerClosed) throw peerLostError(`${this.o.label}: group rank 0 closed the message queue`, { rank: this.o.rank, peerRank: 0 });
+      return false;
+    };
     for (;;) {
-      await poll(() => {
-        this.checkOpen();
-        if (ring.written !== this.readCount) return true;
-        if (ring.writerClosed) throw peerLostError(`${this.o.label}: group rank 0 closed the message queue`, { rank: this.o.rank, peerRank: 0 });
-        return false;
-      }, {
-        ...b.next(), spinUs: this.spinUs, what: `${this.o.label}: message queue read`,
-        onTimeout: (elapsedMs) => timeoutError(`${this.o.label}: message queue: nothing from group rank 0 within ${b.timeoutMs}ms`,
-          { rank: this.o.rank, peerRank: 0, elapsedMs }),
-      });
+      if (!await this.spin(ready, b)) await this.sleep(ring, i, ready, b);
       this.checkOpen();
       const { part, last } = ring.get(this.readCount);
       parts.push(part.slice());

@@ -3,16 +3,21 @@
  * writer, several same-host readers, no socket on the way.
  *
  * Layout: the segment's 4 KiB control page holds int32 counters — [0] chunks written, [1] the
- * writer's "closed" flag, [16 + i] chunks read by reader i — then `slots` slots of `slotBytes`,
+ * writer's "closed" flag, [16 + i] chunks read by reader i, [16 + MAX_READERS + i] reader i is
+ * asleep — then `slots` slots of `slotBytes`,
  * each an 8-byte header (u32 payload bytes, u32 1 when the chunk ends its message) and the
  * payload. Counters run free as u32; slot k is `k mod slots` (slots is a power of two, so the
  * wrap at 2^32 keeps the order). The writer may fill slot k once every reader has read chunk
  * k − slots; a reader may read chunk k once the writer has written k + 1 chunks.
  *
  * Nobody can sleep on shared memory from JavaScript without blocking its event loop
- * (Atomics.wait needs a SharedArrayBuffer and blocks), so a waiting side polls: without pause
- * for GROUPCOMM_MQ_SPIN_US (yielding to its event loop between polls), then once a millisecond,
- * until the operation's deadline. Only a rank inside a broadcast polls.
+ * (Atomics.wait needs a SharedArrayBuffer and blocks), so a waiting side polls without pause for
+ * GROUPCOMM_MQ_SPIN_US (yielding to its event loop between polls). Then a reader goes to sleep
+ * on a doorbell: it sets its "asleep" flag, looks once more, and waits for a one-byte frame the
+ * writer sends when it finds the flag set after publishing (it clears it first, so exactly one
+ * bell per sleep; both sides' store-then-load through Atomics cannot both miss). A writer
+ * waiting for room (rare: all slots unread) polls once a millisecond after its spin. Spinning
+ * readers cost CPU: on machines with fewer cores than ranks keep the spin short.
  */
 import { guard } from '../base/deadline.js';
 import type { GroupcommError } from '../base/errors.js';
@@ -24,7 +29,8 @@ const CLOSED = 1;
 const READ0 = 16;
 const SLOT_HEADER = 8;
 /** Readers one control page can count. */
-export const MAX_READERS = CONTROL_INTS - READ0;
+export const MAX_READERS = (CONTROL_INTS - READ0) >> 1;
+const ASLEEP0 = READ0 + MAX_READERS;
 
 export interface PollSpec {
   timeoutMs: number;
@@ -99,6 +105,16 @@ export class MqRing {
   /** Reader i has read `count` chunks: their slots are free again. */
   ack(i: number, count: number): void {
     Atomics.store(this.ctl, READ0 + i, count | 0);
+  }
+
+  /** Reader i is about to sleep on its doorbell. */
+  sleep(i: number): void {
+    Atomics.store(this.ctl, ASLEEP0 + i, 1);
+  }
+
+  /** Clears reader i's asleep flag; true if it was set (writer: then ring its bell; reader: then no bell comes). */
+  wake(i: number): boolean {
+    return Atomics.compareExchange(this.ctl, ASLEEP0 + i, 1, 0) === 1;
   }
 
   /** Writer: readers still waiting see the queue closed instead of timing out. */

@@ -23,16 +23,16 @@ test('world size 1: no queue, broadcasts return at once', async () => {
   assertClean(await scenario(1, 'same'), 60);
 });
 
-test('world size 2, shared memory', async () => {
-  assertClean(await scenario(2, 'same'), 60);
+test('world size 2, shared memory, readers only poll (long spin)', async () => {
+  assertClean(await scenario(2, 'same', { GROUPCOMM_MQ_SPIN_US: '10000000' }), 60);
 });
 
 test('world size 3, Node and Bun, rank 2 over the CPU group', async () => {
   assertClean(await scenario(3, 'mixed', { MQ_SOCKET_RANK: '2' }), 60);
 });
 
-test('world size 4, Node and Bun, shared memory, a reader that never reads is named', async () => {
-  assertClean(await scenario(4, 'mixed'), 60);
+test('world size 4, Node and Bun, shared memory, readers sleep on doorbells at once (no spin), a reader that never reads is named', async () => {
+  assertClean(await scenario(4, 'mixed', { GROUPCOMM_MQ_SPIN_US: '0' }), 60);
 });
 
 test('world size 3, rank 0 on sockets: every reader over the CPU group', async () => {
