@@ -75,8 +75,9 @@ export class MqRing {
     this.view = new DataView(seg.ring.buffer, seg.ring.byteOffset, seg.ring.byteLength);
   }
 
+  /** The segment's ring size: the slots, at least the 64 KiB every shared-memory segment has (shm.ts). */
   static bytesFor(slots: number, slotBytes: number): number {
-    return slots * slotBytes;
+    return Math.max(slots * slotBytes, 64 * 1024);
   }
 
   get chunkBytes(): number { return this.slotBytes - SLOT_HEADER; }

@@ -25,6 +25,13 @@ export interface CoordinatorOptions {
   /** Address the group's rank 0 listens on and the others connect to. Default 127.0.0.1. */
   host?: string;
   /**
+   * The job secret for the group's store and CPU mesh (default GROUPCOMM_SECRET). A non-loopback
+   * `host` without one is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /**
    * vLLM's explicit ports: one `[devicePort, cpuPort, storePort]` triple per group of
    * `groupRanks`, in the same order. Group rank 0 binds them. Use `rendezvous` instead to avoid
    * choosing ports at all.

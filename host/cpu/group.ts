@@ -31,6 +31,7 @@ import { Exchange } from './exchange.js';
 import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
+import { checkExposure, resolveSecret } from '../base/secret.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
 import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
@@ -78,6 +79,15 @@ export interface CpuGroupOptions {
    * 256 KiB and 4 MiB, so that a rank's rings stay within ~32 MiB however large the group).
    */
   shmRingBytes?: number;
+  /**
+   * The job secret every peer must prove in its handshake (default GROUPCOMM_SECRET). Without
+   * one, a non-loopback `host` is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /** Largest frame payload a peer may send this rank (default GROUPCOMM_CPU_MAX_FRAME_BYTES, 4 GiB). */
+  maxFrameBytes?: number;
 }
 
 function defaultRingBytes(worldSize: number): number {
@@ -182,15 +192,22 @@ export class CpuGroup implements Collectives<CpuTensor> {
     const timeoutMs = effectiveTimeout(opts);
     const tuning = tuningOf(opts);
     const transport = transportOf(opts);
+    const secret = resolveSecret(opts.secret, 'CpuGroup');
+    const maxFrameBytes = opts.maxFrameBytes ?? setting('GROUPCOMM_CPU_MAX_FRAME_BYTES');
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw invalidArgument(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
+    const host = opts.host ?? '127.0.0.1';
+    checkExposure(`CPU group '${groupName}' rank ${rank}`, host, secret, opts.insecure, log);
     const mesh = await Mesh.connect({
       framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
-      host: opts.host ?? '127.0.0.1',
+      host,
       port: opts.port ?? 0,
       timeoutMs,
       signal: opts.signal,
       ...transport,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
+      secret,
+      maxFrameBytes,
     });
     return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }
