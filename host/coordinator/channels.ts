@@ -142,6 +142,9 @@ function namedCreateError(e: unknown, layout: GroupLayout): unknown {
       err = peerLostError(`lost group rank 0, which hosts the group's store (or it gave up creating the group): ${e.message}`, { peerRank: 0, cause: e });
     } else if (e.code === 'ERR_GROUPCOMM_TIMEOUT' && e.keys?.length === 1 && !e.keys[0].includes('/')) {
       err = withContext(e, `group rank 0 never published the group's ports (did it call create?): ${e.message}`, { peerRank: 0, peerRanks: [0] });
+    } else if (e.code === 'ERR_GROUPCOMM_TIMEOUT' && e.keys === undefined) {
+      // Not a wait for keys: connecting to the group's store, which group rank 0 hosts.
+      err = withContext(e, `could not reach group rank 0, which hosts the group's store (gone, or it gave up creating the group): ${e.message}`, { peerRank: 0, peerRanks: [0] });
     }
   }
   const peers = err.peerRanks ?? (err.peerRank !== undefined ? [err.peerRank] : []);

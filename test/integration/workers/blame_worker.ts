@@ -107,21 +107,6 @@ switch (scenario) {
     await g.destroy({ lingerMs: 500 });
     break;
   }
-  // Group rank 0, which hosts the group's store, SIGKILLs itself in a loop of allReduce calls:
-  // every survivor names rank 0 (the store's loss is the host's loss).
-  case 'kill-host': {
-    const g = await create('killhost');
-    await g.barrier({ timeoutMs: 30_000 });
-    const loop = (async () => {
-      for (let i = 0; ; i++) {
-        if (rank === 0 && i === 20) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 1);
-        await g.allReduce(tensor(new Float32Array(256).fill(1)));
-      }
-    })();
-    result = await outcome(loop);
-    await g.destroy({ lingerMs: 300 });
-    break;
-  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }
