@@ -6,7 +6,7 @@
 # typescript), dist/, the compiled tests (dist-test/), build/core.wasm and a run script. The folder must stay under 64 MiB.
 #
 #   scripts/pack-gpu.sh [OUT_DIR]        (default build/gpu-pack; build/ is git-ignored)
-#   OUT_DIR/run.sh test                  npm run test:gpu equivalent (node scripts/test.js gpu)
+#   OUT_DIR/run.sh test                  npm run test:gpu equivalent (GROUPCOMM_REQUIRE_GPU=1 node scripts/test.js gpu; Node only)
 #   OUT_DIR/run.sh test node conformance any scripts/test.js mode and filters
 #   OUT_DIR/run.sh bench device [...]    groupcomm bench device
 #   OUT_DIR/run.sh node FILE [...]       the packed node itself
@@ -60,7 +60,7 @@ export PATH="$bindir:$PATH"
 cd "$here"
 cmd="${1:-test}"; shift || true
 case "$cmd" in
-  test)  if [[ $# -eq 0 ]]; then set -- gpu; fi; exec node scripts/test.js "$@" ;;
+  test)  if [[ $# -eq 0 ]]; then set -- gpu; export GROUPCOMM_REQUIRE_GPU="${GROUPCOMM_REQUIRE_GPU:-1}"; fi; exec node scripts/test.js "$@" ;;
   bench) exec node bin/groupcomm.js bench "$@" ;;
   node)  exec node "$@" ;;
   *)     exec node bin/groupcomm.js "$cmd" "$@" ;;

@@ -138,8 +138,43 @@ export const SETTINGS = {
   }),
   GROUPCOMM_STORE_SECRET: decl<string>({
     parser: text('any non-empty text'),
-    default: undefined, defaultDoc: 'unset', readBy: '`groupcomm store`', read: 'call',
-    doc: 'require groupcomm\'s shared-secret handshake (torch clients cannot connect then). See [store.md](store.md).',
+    default: undefined, defaultDoc: 'unset (GROUPCOMM_SECRET)', readBy: '`groupcomm store`', read: 'call',
+    doc: 'require groupcomm\'s shared-secret handshake (torch clients cannot connect then); `groupcomm store` falls back to GROUPCOMM_SECRET. See [store.md](store.md).',
+  }),
+  GROUPCOMM_SECRET: decl<string>({
+    parser: text('any non-empty text'),
+    default: undefined, defaultDoc: 'unset (`groupcomm launch` generates one for its ranks)', readBy: 'store server and client, CPU group mesh, process group, coordinator', read: 'call',
+    doc: 'the job secret: store clients and servers authenticate with it, and CPU-group peers prove it in every handshake (challenge–response, bound to group, epoch and both ranks). Required to listen on a non-loopback address. Options win. See [security.md](security.md).',
+  }),
+  GROUPCOMM_INSECURE: decl<boolean>({
+    parser: { accepts: '1, true, 0 or false', parse: (raw) => (/^(1|true)$/i.test(raw.trim()) ? true : /^(0|false)$/i.test(raw.trim()) ? false : undefined) },
+    default: false, readBy: 'store server, CPU group mesh', read: 'call',
+    doc: 'allow listening on a non-loopback address without a secret (logged as a warning); same as the `insecure: true` option. See [security.md](security.md).',
+  }),
+  GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS: decl<number>({
+    parser: positiveInt('milliseconds'),
+    default: 10_000, readBy: 'store server', read: 'call',
+    doc: 'a connection that has not completed the handshake (and authentication) within this is closed.',
+  }),
+  GROUPCOMM_STORE_MAX_CONNECTIONS: decl<number>({
+    parser: positiveInt('connections'),
+    default: 4096, readBy: 'store server', read: 'call',
+    doc: 'connections held at once; further ones are closed at accept (logged).',
+  }),
+  GROUPCOMM_STORE_MAX_BUFFERED_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 1024 * 1024 * 1024, readBy: 'store server', read: 'call',
+    doc: 'server-wide budget for bytes held in partially received requests; a connection that would exceed it is closed.',
+  }),
+  GROUPCOMM_CPU_MAX_FRAME_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 2 ** 32, readBy: 'CPU group', read: 'call',
+    doc: 'largest frame payload a peer may declare (exchanged in the handshake; a larger declared length closes that link with ERR_GROUPCOMM_PROTOCOL before anything is allocated).',
+  }),
+  GROUPCOMM_MAX_DECODE_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 2 ** 32, readBy: 'coordinator (tensor dicts)', read: 'call',
+    doc: 'largest tensor size a received tensor-dict frame may declare for a slot (the receiver allocates it before the data arrives); a larger one is ERR_GROUPCOMM_PROTOCOL.',
   }),
   GROUPCOMM_CHECK_CALLS_EVERY: decl<number>({
     parser: nonNegativeInt('device collectives'),
@@ -239,6 +274,10 @@ export const SETTINGS = {
   GROUPCOMM_DEMO_DEVICE_EVERY: decl<number>({
     parser: positiveInt('steps'), default: 1, readBy: 'demo rank', read: 'call', kind: 'internal',
     doc: 'device tensors ride along every this many steps.',
+  }),
+  GROUPCOMM_REQUIRE_GPU: decl<'0' | '1'>({
+    parser: oneOf(['0', '1'] as const, { true: '1', false: '0' }), default: '0', readBy: 'GPU tests (test/gpu)', read: 'call', kind: 'tooling',
+    doc: '`1`: a GPU test fails, instead of skipping, where the cuda backend is not usable (`npm run test:gpu` sets it).',
   }),
   GROUPCOMM_TEST_FILE_TIMEOUT_MS: decl<number>({
     parser: positiveInt('milliseconds'), default: 300_000, readBy: '`scripts/test.js`', read: 'call', kind: 'tooling',

@@ -20,6 +20,8 @@ import { parseArgs } from 'node:util';
 import { packageRoot } from '../base/pkgroot.js';
 import type { TcpStoreServer } from '../store/server.js';
 import { IS_BUN } from '../base/runtime.js';
+import { setting } from '../base/config.js';
+import { generateSecret } from '../base/secret.js';
 
 export const summary = 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)';
 
@@ -35,7 +37,8 @@ options:
   --grace-ms MS          after a failure, wait this long before SIGKILL (default 5000)
   --no-prefix            do not prefix output lines with [rank r]
 
-Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR and MASTER_PORT; unless
+Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and
+GROUPCOMM_SECRET (yours, else a fresh random one: the job secret, docs/security.md); unless
 --no-store, the launcher hosts a store at MASTER_ADDR:MASTER_PORT for the whole run.
 .ts scripts run on Bun (the current runtime when it is Bun, else the bun of this package);
 .js/.mjs scripts run on the current runtime.`;
@@ -143,10 +146,13 @@ export async function launch(o: LaunchOptions): Promise<number> {
 
   let server: TcpStoreServer | undefined;
   let masterPort = o.masterPort;
+  // One job secret for the store and every group of the run (docs/security.md): the user's
+  // GROUPCOMM_SECRET, else a fresh one; the ranks get it through their environment.
+  const secret = setting('GROUPCOMM_SECRET') ?? generateSecret();
   if (o.hostStore) {
     // Loaded on demand: `--no-store` launches need nothing from the store layer.
     const { TcpStoreServer: Server } = await import('../store/server.js');
-    server = await Server.listen({ host: o.masterAddr, port: o.masterPort });
+    server = await Server.listen({ host: o.masterAddr, port: o.masterPort, secret });
     masterPort = server.port;
   }
 
@@ -172,6 +178,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
       ...process.env,
       RANK: String(rank), LOCAL_RANK: String(rank), WORLD_SIZE: String(o.nproc),
       LOCAL_WORLD_SIZE: String(o.nproc), MASTER_ADDR: o.masterAddr, MASTER_PORT: String(masterPort),
+      GROUPCOMM_SECRET: secret,
     };
     if (o.backend) env.GROUPCOMM_DEVICE_PLUGIN = o.backend;
     const child = spawn(cmd, [script, ...o.args], { env, stdio: ['inherit', 'pipe', 'pipe'] });

@@ -67,14 +67,14 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         // served before its operation resolves, so the others' progress never waits for rank 0's
         // event loop to turn again (a rank busy in synchronous code after a barrier).
         listenStore: async (port) => {
-          ch.store = await TcpStore.create({ host, port, isServer: true, ...budget.next() });
+          ch.store = await TcpStore.create({ host, port, isServer: true, secret: o.secret, insecure: o.insecure, ...budget.next() });
           ch.server = ch.store.server!;
           return ch.server.port;
         },
       });
       ports = plan.ports;
       held = plan;
-      ch.store ??= await TcpStore.create({ host, port: ports[2], ...budget.next() });
+      ch.store ??= await TcpStore.create({ host, port: ports[2], secret: o.secret, ...budget.next() });
       const rank = layout.rankInGroup;
       const worldSize = layout.ranks.length;
       // The store channel's join and the CPU mesh are independent rendezvous on the group's
@@ -90,7 +90,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
           await plan.cpu?.release();
           return CpuGroup.create({
             store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
-            recvBufferBytes: recvBufferFor(worldSize), ...both,
+            secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
           });
         })()),
       ]);

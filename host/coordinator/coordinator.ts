@@ -44,10 +44,13 @@ import { GroupIo } from './io.js';
 import { GroupFaults } from './faults.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
-import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
+import * as p2p from './p2p.js';
+import * as variable from './variable.js';
+import type { RecvSpec } from './p2p.js';
+import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 
-export type { TensorDict, PortTriple };
-export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions };
+export type { TensorDict, PortTriple, RecvSpec };
+export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions };
 
 /** A tensor result's size for the trace line; none for objects and dicts. */
 const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
@@ -299,6 +302,57 @@ export class StatelessGroupCoordinator {
   reduceScatter<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
     return this.op('reduceScatter', opts, (b) => tensors.reduceScatter(this.io, tensor, dim, opts, b));
+  }
+
+  // ---- variable sizes and all-to-all (variable.ts) ------------------------------------------------
+
+  /**
+   * Every rank's `tensor` concatenated along `dim` (default 0) in group-rank order, where group
+   * rank r's tensor has `sizes[r]` entries along `dim` (the other dims equal). Without `sizes`:
+   * allGather. Every rank passes the same sizes; a rank that disagrees fails everyone naming it.
+   */
+  allGatherv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
+  allGatherv(tensor: Tensor, sizes?: readonly number[], dim = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
+    return this.op('allGatherv', opts, (b) => variable.allGatherv(this.io, tensor, sizes, dim, opts, b));
+  }
+
+  /**
+   * The reduction (`op`, default sum) of every rank's `tensor` (Σ sizes along `dim`, default -1
+   * as vLLM's), split along `dim`: group rank r gets `sizes[r]` entries. Without `sizes`: equal parts.
+   */
+  reduceScatterv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
+  reduceScatterv(tensor: Tensor, sizes?: readonly number[], dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
+    return this.op('reduceScatterv', opts, (b) => variable.reduceScatterv(this.io, tensor, sizes, dim, opts, b));
+  }
+
+  /**
+   * All-to-all along dim 0 (torch's all_to_all_single): `inputSplits[p]` rows of `tensor` go to
+   * group rank p, in order; the result holds `outputSplits[p]` rows from each rank p, in rank
+   * order. Omitted splits mean equal blocks (dim 0 divisible by the world size).
+   */
+  allToAll<T extends Tensor>(tensor: T, opts?: CoordinatorSplitOptions<T>): Promise<T>;
+  allToAll(tensor: Tensor, opts: CoordinatorSplitOptions = {}): Promise<Tensor> {
+    return this.op('allToAll', opts, (b) => variable.allToAll(this.io, tensor, opts, b));
+  }
+
+  // ---- tensor point to point (p2p.ts) ---------------------------------------------------------
+
+  /**
+   * Sends `tensor` to group rank `dst` (default: the next rank) over the channel that carries it
+   * (CPU group or device communicator); sends to one rank arrive in order. To this rank itself:
+   * a copy is queued.
+   */
+  send(tensor: Tensor, dst?: number, opts?: OpOptions): Promise<void> {
+    return this.op('send', opts, (b) => p2p.send(this.io, tensor, dst, b));
+  }
+
+  /**
+   * The next tensor group rank `src` (default: the previous rank) sent, shaped like `like` (a tensor, only read, or
+   * `{ shape, dtype, device? }`), into `out` or a new tensor on this rank's device for device tensors.
+   */
+  recv<T extends Tensor = Tensor>(like: RecvSpec, src?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
+  recv(like: RecvSpec, src?: number, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
+    return this.op('recv', opts, (b) => p2p.recv(this.io, like, src, opts.out, b));
   }
 
   // ---- lifetime -----------------------------------------------------------------------------------

@@ -25,6 +25,13 @@ export interface CoordinatorOptions {
   /** Address the group's rank 0 listens on and the others connect to. Default 127.0.0.1. */
   host?: string;
   /**
+   * The job secret for the group's store and CPU mesh (default GROUPCOMM_SECRET). A non-loopback
+   * `host` without one is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /**
    * vLLM's explicit ports: one `[devicePort, cpuPort, storePort]` triple per group of
    * `groupRanks`, in the same order. Group rank 0 binds them. Use `rendezvous` instead to avoid
    * choosing ports at all.
@@ -51,4 +58,11 @@ export interface CoordinatorReduceOptions<T extends Tensor = Tensor> extends OpO
 export interface CoordinatorOutOptions<T extends Tensor = Tensor> extends OpOptions {
   /** Write the result here (same shape and dtype as the result) and return it. */
   out?: T;
+}
+
+export interface CoordinatorSplitOptions<T extends Tensor = Tensor> extends CoordinatorOutOptions<T> {
+  /** Rows (dim 0) of the input that go to group rank 0, 1, …; omitted: equal blocks. */
+  inputSplits?: readonly number[];
+  /** Rows of the result that come from group rank 0, 1, …; omitted: equal blocks. Rank p's inputSplits[me] must equal this rank's outputSplits[p]. */
+  outputSplits?: readonly number[];
 }

@@ -48,6 +48,28 @@ export interface GatherOptions<T extends Tensor = Tensor> extends OutOptions<T> 
   dst: number;
 }
 
+/** allGatherv's and reduceScatterv's options: dim-0 counts per rank. */
+export interface SizesOptions<T extends Tensor = Tensor> extends OutOptions<T> {
+  /**
+   * Rows (dim-0 entries) per rank, in rank order, the same on every rank: allGatherv's rank r
+   * contributes sizes[r] rows; reduceScatterv's rank r gets sizes[r] rows of the reduction.
+   */
+  sizes: readonly number[];
+}
+
+export interface SizesReduceOptions<T extends Tensor = Tensor> extends SizesOptions<T> {
+  /** Reduction operator (default 'sum'). */
+  op?: ReduceOp;
+}
+
+/** allToAll with per-rank splits (torch's all_to_all_single): either side omitted means equal blocks. */
+export interface SplitOptions<T extends Tensor = Tensor> extends OutOptions<T> {
+  /** Rows of the input, in order, that go to rank 0, 1, …; must sum to the input's dim 0. */
+  inputSplits?: readonly number[];
+  /** Rows of the result, in order, that came from rank 0, 1, …; rank p's inputSplits[me] must equal this rank's outputSplits[p]. */
+  outputSplits?: readonly number[];
+}
+
 /** Collectives and point to point over one group, on tensors of type T (ranks are group ranks). */
 export interface Collectives<T extends Tensor = Tensor> {
   readonly rank: number;

@@ -19,7 +19,7 @@
 import { DTYPE_NAMES, type DType } from '../core/dtype.js';
 import { REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 
-const COLLECTIVE_IDS = ['', 'broadcast', 'allReduce', 'allGather', 'reduceScatter', 'gather', 'scatter', 'allToAll', 'barrier'] as const;
+const COLLECTIVE_IDS = ['', 'broadcast', 'allReduce', 'allGather', 'reduceScatter', 'gather', 'scatter', 'allToAll', 'barrier', 'allGatherv', 'reduceScatterv'] as const;
 export type CollectiveName = Exclude<(typeof COLLECTIVE_IDS)[number], ''>;
 
 export interface CallShape {

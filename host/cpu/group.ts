@@ -31,8 +31,11 @@ import { Exchange } from './exchange.js';
 import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
+import { checkExposure, resolveSecret } from '../base/secret.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
-import { fingerprint, type CallShape } from './fingerprint.js';
+import * as variable from './variable.js';
+import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
+import { fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
 
 /** The shape and dim a call is checked by: the caller's own view (OutOptions.call) when it gave one. */
 function callOf(x: CpuTensor, opts: OutOptions | undefined): { shape: readonly number[]; dim?: number } {
@@ -76,6 +79,15 @@ export interface CpuGroupOptions {
    * 256 KiB and 4 MiB, so that a rank's rings stay within ~32 MiB however large the group).
    */
   shmRingBytes?: number;
+  /**
+   * The job secret every peer must prove in its handshake (default GROUPCOMM_SECRET). Without
+   * one, a non-loopback `host` is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /** Largest frame payload a peer may send this rank (default GROUPCOMM_CPU_MAX_FRAME_BYTES, 4 GiB). */
+  maxFrameBytes?: number;
 }
 
 function defaultRingBytes(worldSize: number): number {
@@ -180,15 +192,22 @@ export class CpuGroup implements Collectives<CpuTensor> {
     const timeoutMs = effectiveTimeout(opts);
     const tuning = tuningOf(opts);
     const transport = transportOf(opts);
+    const secret = resolveSecret(opts.secret, 'CpuGroup');
+    const maxFrameBytes = opts.maxFrameBytes ?? setting('GROUPCOMM_CPU_MAX_FRAME_BYTES');
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw invalidArgument(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
+    const host = opts.host ?? '127.0.0.1';
+    checkExposure(`CPU group '${groupName}' rank ${rank}`, host, secret, opts.insecure, log);
     const mesh = await Mesh.connect({
       framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
-      host: opts.host ?? '127.0.0.1',
+      host,
       port: opts.port ?? 0,
       timeoutMs,
       signal: opts.signal,
       ...transport,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
+      secret,
+      maxFrameBytes,
     });
     return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }
@@ -482,9 +501,13 @@ export class CpuGroup implements Collectives<CpuTensor> {
     });
   }
 
-  /** Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. */
-  allToAll<T extends CpuTensor>(input: T, opts?: OutOpts<T>): Promise<T>;
-  allToAll(input: CpuTensor, opts: OutOptions = {}): Promise<CpuTensor> {
+  /**
+   * Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. With
+   * `inputSplits` / `outputSplits` (rows per rank), the blocks have those sizes (variable.ts).
+   */
+  allToAll<T extends CpuTensor>(input: T, opts?: SplitOptions<T>): Promise<T>;
+  allToAll(input: CpuTensor, opts: OutOptions & SplitOptions<CpuTensor> = {}): Promise<CpuTensor> {
+    if (opts.inputSplits !== undefined || opts.outputSplits !== undefined) return variable.allToAllv(this, input, opts);
     return this.start('allToAll', opts, () => {
       const x = this.cpu(input, 'allToAll');
       const P = this.worldSize;
@@ -501,6 +524,25 @@ export class CpuGroup implements Collectives<CpuTensor> {
         return out;
       }];
     });
+  }
+
+  /** Every rank's `input` ([sizes[r], …]) concatenated along dim 0 in rank order: [Σ sizes, …] (variable.ts). */
+  allGatherv<T extends CpuTensor>(input: T, opts: SizesOptions<T>): Promise<T>;
+  allGatherv(input: CpuTensor, opts: SizesOptions<CpuTensor>): Promise<CpuTensor> {
+    return variable.allGatherv(this, input, opts);
+  }
+
+  /** `input` ([Σ sizes, …]) reduced over every rank; rank r gets its sizes[r] rows (variable.ts). */
+  reduceScatterv<T extends CpuTensor>(input: T, opts: SizesReduceOptions<T>): Promise<T>;
+  reduceScatterv(input: CpuTensor, opts: SizesReduceOptions<CpuTensor>): Promise<CpuTensor> {
+    return variable.reduceScatterv(this, input, opts);
+  }
+
+  /** The queued runner for variable.ts (its checks throw before anything is queued). Not for callers. */
+  runVariable<T>(what: CollectiveName, opts: OpOptions | undefined, prepare: () => (ex: Exchange) => Promise<T>): Promise<T> {
+    // Only the collective is fingerprinted: sizes legitimately differ per rank, and variable.ts
+    // checks dtype, row shape and sizes itself in the header every peer sends first.
+    return this.start(what, opts, () => [{ collective: what }, prepare()]);
   }
 
   /** Resolves once every rank has entered the barrier. */

@@ -21,6 +21,11 @@ import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
 
+/** A connection must send a valid HELLO within this (ms), or it is closed. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** Connections without a HELLO yet held at once (besides 2 per peer). */
+const MAX_STRANGERS = 64;
+
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   store: Store;
@@ -35,6 +40,8 @@ export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
    * as one socket write (a ring adds a copy and saves little kernel copying).
    */
   shmMinBytes: number;
+  /** A connection that has not sent a valid HELLO by then is closed (default 10 s). */
+  helloTimeoutMs?: number;
 }
 
 export class Mesh {
@@ -50,6 +57,8 @@ export class Mesh {
   private links: (Link | undefined)[];
   /** Per peer: the accepted connection finished its handshake (shm offer answered). */
   private outReady: boolean[];
+  /** Per peer: the largest frame payload it accepts (from its HELLO). */
+  private peerMaxFrame: number[];
   private strangers = new Set<net.Socket>();
   private closing = false;
   private lost = false;
@@ -72,6 +81,7 @@ export class Mesh {
     this.dialed = new Array(opts.worldSize).fill(undefined);
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
+    this.peerMaxFrame = new Array(opts.worldSize).fill(0);
   }
 
   /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
@@ -81,10 +91,17 @@ export class Mesh {
       await m.setup();
     } catch (e) {
       m.close();
+      // A failed setup must not leave its address behind (a stale key outlives the group).
+      if (m.published) {
+        opts.store.deleteKey(m.published, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${m.published}: ${err}`));
+      }
       throw e;
     }
     return m;
   }
+
+  /** This rank's address key while it is in the store (setup deletes it once complete). */
+  private published: string | undefined;
 
   /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
   transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
@@ -113,6 +130,7 @@ export class Mesh {
     const prefix = `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}`;
     const keys = [...Array(worldSize).keys()].map((r) => `${prefix}/addr/${r}`);
     await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
+    this.published = keys[rank];
     const peers = keys.filter((_, r) => r !== rank);
     let addrs: Uint8Array[];
     try {
@@ -153,6 +171,7 @@ export class Mesh {
     this.strangers.clear();
     // Every peer has read our address (it connected to us): drop the key so the store does not
     // grow, and a later group of the same name and epoch cannot find a stale address.
+    this.published = undefined;
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
   }
 
@@ -188,11 +207,25 @@ export class Mesh {
   /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
   private onConnection(s: net.Socket): void {
     if (this.closing) { s.destroy(); return; }
+    // Unauthenticated connections are bounded in number and in time: a flood during setup must
+    // not take this rank's descriptors, nor a silent socket hold one until setup ends.
+    if (this.strangers.size >= MAX_STRANGERS + 2 * this.worldSize) {
+      this.log.warn(`too many connections that have not completed a HELLO (${this.strangers.size}): refusing ${s.remoteAddress}:${s.remotePort}`);
+      s.destroy();
+      return;
+    }
     s.setNoDelay(true);
     this.strangers.add(s);
+    const timer = setTimeout(() => {
+      if (this.strangers.has(s)) {
+        this.log.warn(`no valid HELLO from ${s.remoteAddress}:${s.remotePort} within ${this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS} ms: closing it`);
+        s.destroy();
+      }
+    }, this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
+    timer.unref?.();
     s.on('error', () => {});
-    s.on('close', () => this.strangers.delete(s));
-    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => this.accept(s, h));
+    s.on('close', () => { clearTimeout(timer); this.strangers.delete(s); });
+    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => { clearTimeout(timer); this.accept(s, h); });
   }
 
   private accept(s: net.Socket, h: PeerHello): void {
@@ -217,7 +250,8 @@ export class Mesh {
       this.links[peer] = new TcpLink({ peer, socket: s, events, pool: this.sendPool });
       this.outReady[peer] = true;
     }
-    s.write(this.hs.ack(seg));
+    this.peerMaxFrame[peer] = h.maxFrameBytes;
+    s.write(this.hs.ack(h, seg));
     this.log.debug(`accepted rank ${peer} from ${s.remoteAddress}:${s.remotePort}`);
     this.readyCheck();
   }
@@ -226,10 +260,15 @@ export class Mesh {
     let addr = firstAddr;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
+      challenge: (b) => {
+        const hello = this.hs.hello(peer, b);
+        if (typeof hello === 'string') this.refused(peer, hello);
+        else this.dialed[peer]?.write(hello);
+      },
       ack: (b) => this.onAck(peer, b),
       bye: () => this.onBye(peer),
       malformed: (why) => this.protocolFailure(peer, why),
-    });
+    }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
     const attempt = () => {
       if (this.closing) return;
@@ -240,7 +279,7 @@ export class Mesh {
         connected = true;
         s.setNoDelay(true);
         this.dialed[peer] = s;
-        s.write(this.hs.hello());
+        // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
         // Everything a peer sends, its goodbye included, arrives in order on this connection,
         // so the end of *this* stream decides: after a goodbye it is a departure, else a loss.
         s.on('error', (e) => this.lose(peer, e.message));
@@ -270,9 +309,7 @@ export class Mesh {
   private onAck(peer: number, b: Uint8Array): void {
     const a = this.hs.readAck(peer, b);
     if (!a.ok) {
-      const err = protocolError(`rank ${this.rank}: rank ${peer} refused the connection: ${a.why}`, { rank: this.rank, peerRank: peer });
-      if (this.setupError) this.setupError(err);
-      else this.protocolFailure(peer, a.why);
+      this.refused(peer, a.why);
       return;
     }
     const s = this.dialed[peer];
@@ -282,6 +319,14 @@ export class Mesh {
       s.write(this.hs.answer(seg !== undefined));
     }
     this.readyCheck();
+  }
+
+  /** The handshake with `peer` failed on our dialed connection: setup fails naming it. */
+  private refused(peer: number, why: string): void {
+    const err = protocolError(`CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`, { rank: this.rank, peerRank: peer });
+    this.dialed[peer]?.destroy();
+    if (this.setupError) this.setupError(err);
+    else this.protocolFailure(peer, why);
   }
 
   private onBye(peer: number): void {
@@ -300,9 +345,10 @@ export class Mesh {
     setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
-  private lose(peer: number, why: string): void {
+  private lose(peer: number, why: string, protocol = false): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`, { rank: this.rank, peerRank: peer });
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`;
+    const err = protocol ? protocolError(msg, { rank: this.rank, peerRank: peer }) : peerLostError(msg, { rank: this.rank, peerRank: peer });
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
     this.log.info(err.message);
@@ -314,7 +360,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.links[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`);
+    this.lose(peer, `protocol error: ${why}`, true);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
@@ -338,6 +384,10 @@ export class Mesh {
     const link = this.links[peer];
     if (!link) {
       done(new Error(`no connection to rank ${peer}`));
+      return;
+    }
+    if (payload.byteLength > this.peerMaxFrame[peer]) {
+      done(new Error(`a frame of ${payload.byteLength} bytes is above rank ${peer}'s maximum of ${this.peerMaxFrame[peer]} (GROUPCOMM_CPU_MAX_FRAME_BYTES)`));
       return;
     }
     link.send(frame, payload, opts, done);

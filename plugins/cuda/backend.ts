@@ -13,7 +13,7 @@ import {
 import { CudaCommunicator, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {
-  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FUNCTIONS, ncclVersionString, notFoundMessage, probeLibraries,
+  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FUNCTIONS, NCCL_MIN_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
   type ProbeReport,
 } from './transport.js';
 
@@ -38,6 +38,12 @@ export function probeReasons(r: ProbeReport | { error: string }): string[] {
     }
   }
   if (!r.nccl) out.push(notFoundMessage('nccl', r.ncclTried));
+  else if (r.nccl.version < NCCL_MIN_VERSION) {
+    // Before 2.14 there is no ncclCommInitRankConfig: init would block a thread that never
+    // selected the rank's device (NCCL takes the device from the calling thread), so every
+    // rank would land on GPU 0. Refused rather than half-supported.
+    out.push(`NCCL ${ncclVersionString(r.nccl.version)} at ${r.nccl.path} is too old: groupcomm needs NCCL >= ${ncclVersionString(NCCL_MIN_VERSION)} (ncclCommInitRankConfig); pip install nvidia-nccl-cu13 (or -cu12), or set GROUPCOMM_NCCL_PATH`);
+  }
   return out;
 }
 

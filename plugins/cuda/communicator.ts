@@ -1,14 +1,23 @@
 /**
  * A NCCL communicator driven from JavaScript without blocking the event loop.
  *
- * - Creation: rank 0 makes the unique id; its raw 128 bytes travel over the bootstrap. With
- *   ncclCommInitRankConfig (NCCL >= 2.14) the communicator is created non-blocking and we poll
- *   ncclCommGetAsyncError, so a rank that never comes ends in a timeout and ncclCommAbort
- *   instead of a hung process. Older NCCL: ncclCommInitRank runs on koffi's thread pool.
+ * - Creation: rank 0 makes the unique id; its raw 128 bytes travel over the bootstrap. The
+ *   communicator is created non-blocking with ncclCommInitRankConfig (NCCL >= 2.14; older NCCL
+ *   is refused by the probe) and we poll ncclCommGetAsyncError, so a rank that never comes ends
+ *   in a timeout and ncclCommAbort instead of a hung process. NCCL_COMM_BLOCKING=1 would make
+ *   that init block the event loop, so it is refused. A one-byte allReduce (the warm-up, as
+ *   PyNccl does) then makes connection failures surface at creation, not at the first call.
+ * - The rank's device is made current again after every await and before every CUDA or NCCL
+ *   call that depends on it: another communicator of this process may have changed it meanwhile.
  * - Operations are enqueued on the communicator's own non-blocking stream, followed by an
  *   event; completion is awaited by polling cudaEventQuery on a short timer, and the
  *   communicator's async error is polled alongside. NCCL has no watchdog of its own: a timeout
  *   here calls ncclCommAbort (the only way to free a stuck kernel) and the communicator is dead.
+ *   An async error from NCCL kills the communicator too (ncclTimeout as TIMEOUT, remote/system
+ *   errors as PEER_LOST, the rest as ABORTED), with ncclGetLastError's text in the message.
+ * - Device memory freed while operations are in flight is freed later (CudaRuntime.hold):
+ *   cudaFree synchronises the device and would freeze the event loop behind a stuck kernel.
+ * - Every buffer is checked to be device memory of this communicator's device before NCCL sees it.
  * - Data movement (allGather, broadcast, send/recv, gather, allToAll) is a byte copy and goes as
  *   ncclUint8 with byte counts, so every dtype works (bool, int16 and fp8 included); reductions
  *   use the dtype's NCCL type.
@@ -18,14 +27,14 @@
  */
 import {
   abortedError, checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, dtypeInfo,
-  effectiveTimeout, gatheredShape, GroupcommError, guard, invalidArgument, logger, OrderedOps, peerLostError,
+  effectiveTimeout, ErrorCode, gatheredShape, GroupcommError, guard, invalidArgument, isGroupcommError, logger, OrderedOps, peerLostError,
   pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
   type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
   type Tensor,
 } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
-import { NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
+import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
 
 export const DEVICE_TYPE = 'cuda';
 
@@ -69,6 +78,8 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private event = 0n;
   /** One byte of device memory for barrier()'s allReduce, made on first use. */
   private scratch: DeviceBuffer | undefined;
+  /** Operations of this communicator holding CudaRuntime's deferred frees (see issue()). */
+  private holds = 0;
 
   private constructor(private readonly libs: NcclLibs, o: CommunicatorOptions, private readonly timeoutMs: number) {
     this.rank = o.rank;
@@ -78,8 +89,12 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     this.ops = new OrderedOps(`NCCL communicator${o.name ? ` '${o.name}'` : ''}`, o.rank, timeoutMs, (reason) => this.abortNative(reason));
   }
 
+  /** The result's name and, where NCCL has it (ncclGetLastError, 2.13+), what went wrong. */
   private ncclText(rc: number): string {
-    return `${this.libs.nccl.ncclGetErrorString(rc)} (${rc})`;
+    const { nccl } = this.libs;
+    let last = '';
+    try { last = nccl.ncclGetLastError ? String(nccl.ncclGetLastError(this.comm || null) ?? '') : ''; } catch { /* the name alone */ }
+    return `${nccl.ncclGetErrorString(rc)} (${rc})${last ? `: ${last}` : ''}`;
   }
 
   private ncclCheck(rc: number, what: string): void {
@@ -87,11 +102,25 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     const msg = `NCCL ${what} failed on rank ${this.rank}: ${this.ncclText(rc)}`;
     if (rc === NcclResult.ncclInvalidArgument || rc === NcclResult.ncclInvalidUsage) throw invalidArgument(msg, { rank: this.rank, detail: rc });
     if (rc === NcclResult.ncclRemoteError || rc === NcclResult.ncclSystemError) throw peerLostError(msg, { rank: this.rank, detail: rc });
+    if (rc === NcclResult.ncclTimeout) throw timeoutError(msg, { rank: this.rank, detail: rc });
     throw pluginUnavailable(msg, { rank: this.rank, detail: rc });
+  }
+
+  /**
+   * An error after work was enqueued leaves the communicator in an unknown state: every such
+   * error is fatal (OrderedOps aborts the communicator for TIMEOUT, ABORTED, PEER_LOST,
+   * PROTOCOL), so the rest (an unhandled CUDA error, an internal error) becomes ABORTED.
+   */
+  private fatal(e: unknown, what: string): unknown {
+    if (!isGroupcommError(e)) return e;
+    if (e.code === ErrorCode.TIMEOUT || e.code === ErrorCode.ABORTED || e.code === ErrorCode.PEER_LOST || e.code === ErrorCode.PROTOCOL || e.code === ErrorCode.DESTROYED) return e;
+    return abortedError(`${e.message}; ${what} cannot complete and the communicator is aborted`, { rank: this.rank, detail: e.detail, cause: e });
   }
 
   /** ncclCommGetAsyncError, checked; returns true while the communicator is still in progress. */
   private asyncPending(what: string): boolean {
+    // After ncclCommAbort the handle is gone: asking NCCL about it would read freed memory.
+    if (!this.comm) throw abortedError(`${what}: the NCCL communicator of rank ${this.rank} was aborted or closed`, { rank: this.rank });
     const st = [0];
     this.ncclCheck(this.libs.nccl.ncclCommGetAsyncError(this.comm, st), 'ncclCommGetAsyncError');
     this.ncclCheck(st[0], `${what} (async error)`);
@@ -102,6 +131,12 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     const timeoutMs = effectiveTimeout(o);
     if (o.bootstrap.rank !== o.rank || o.bootstrap.worldSize !== o.worldSize) {
       throw invalidArgument(`createCommunicator: rank ${o.rank}/${o.worldSize} does not match the bootstrap's ${o.bootstrap.rank}/${o.bootstrap.worldSize}`, { rank: o.rank });
+    }
+    const blocking = process.env.NCCL_COMM_BLOCKING?.trim();
+    if (blocking && blocking !== '0') {
+      // NCCL lets the variable override ncclConfig_t.blocking: init would then block the event
+      // loop until every rank has joined, and no timeout could fire.
+      throw invalidArgument(`createCommunicator: NCCL_COMM_BLOCKING=${blocking} would make NCCL init block this process's event loop (no timeout could fire); unset it, or set it to 0`, { rank: o.rank });
     }
     const c = new CudaCommunicator(libs, o, timeoutMs);
     const t0 = performance.now();
@@ -118,10 +153,19 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     libs.cuda.setDevice(o.deviceIndex);
     await c.initComm(id, left(), o.signal);
     try {
+      // Again: while init was awaited, another communicator may have made its own device current.
+      libs.cuda.setDevice(o.deviceIndex);
       c.stream = libs.cuda.createStream();
       c.event = libs.cuda.createEvent();
     } catch (e) {
       await c.abortNative('stream setup failed');
+      throw e;
+    }
+    // The warm-up: connections are made on the first operation; fail here, not in the caller's first call.
+    try {
+      await c.barrier({ timeoutMs: left(), signal: o.signal });
+    } catch (e) {
+      await c.close({ timeoutMs: 1 });
       throw e;
     }
     c.log.info(`NCCL ${libs.ncclVersion} communicator ready (${libs.ncclPath})`);
@@ -132,57 +176,78 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     const { nccl } = this.libs;
     const out: unknown[] = [null];
     const uid = { internal: id };
-    if (nccl.ncclCommInitRankConfig) {
-      const rc = nccl.ncclCommInitRankConfig(out, this.worldSize, uid, this.rank, ncclConfigBytes(false));
-      this.comm = out[0] ? BigInt(out[0] as bigint) : 0n;
-      if (rc !== NcclResult.ncclSuccess && rc !== NcclResult.ncclInProgress) {
-        if (this.comm) await this.abortNative('init failed');
-        this.ncclCheck(rc, 'ncclCommInitRankConfig');
-      }
-      const t0 = performance.now();
-      const pending = async () => {
-        try {
-          return this.asyncPending('ncclCommInitRankConfig');
-        } catch (e) {
-          await this.abortNative('init failed'); // an async init error: the half-made communicator must go
-          throw e;
-        }
-      };
-      for (let spins = 0; await pending(); spins++) {
-        if (signal?.aborted || performance.now() - t0 > timeoutMs) {
-          await this.abortNative('init timed out');
-          if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
-          throw timeoutError(`NCCL init on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
-            { rank: this.rank, timeoutMs });
-        }
-        await pollPause(spins);
-      }
-      return;
+    if (!nccl.ncclCommInitRankConfig) throw pluginUnavailable(`NCCL ${this.libs.ncclVersion} lacks ncclCommInitRankConfig (NCCL >= 2.14 is required)`, { rank: this.rank });
+    const rc = nccl.ncclCommInitRankConfig(out, this.worldSize, uid, this.rank, ncclConfigBytes(false));
+    this.comm = out[0] ? BigInt(out[0] as bigint) : 0n;
+    if (rc !== NcclResult.ncclSuccess && rc !== NcclResult.ncclInProgress) {
+      let err: unknown;
+      try { this.ncclCheck(rc, 'ncclCommInitRankConfig'); } catch (e) { err = e; } // the text before abort clears it
+      if (this.comm) await this.abortNative('init failed');
+      throw err;
     }
-    // NCCL < 2.14: blocking init on a pool thread. On timeout that thread stays blocked until
-    // NCCL gives up by itself; nothing in NCCL's API can interrupt it before a handle exists.
-    const p = new Promise<void>((resolve, reject) => {
-      nccl.ncclCommInitRank.async(out, this.worldSize, uid, this.rank, (err: unknown, rc: number) => {
-        if (err) return reject(err);
-        try { this.ncclCheck(rc, 'ncclCommInitRank'); this.comm = BigInt(out[0] as bigint); resolve(); } catch (e) { reject(e); }
-      });
-    });
-    await guard(p, { timeoutMs, signal, what: 'NCCL init', fields: { rank: this.rank }, onTimeout: simpleTimeout(`NCCL init on rank ${this.rank}`, timeoutMs, { rank: this.rank }) });
+    const t0 = performance.now();
+    const pending = async () => {
+      try {
+        return this.asyncPending('ncclCommInitRankConfig');
+      } catch (e) {
+        await this.abortNative('init failed'); // an async init error: the half-made communicator must go
+        throw e;
+      }
+    };
+    for (let spins = 0; await pending(); spins++) {
+      if (signal?.aborted || performance.now() - t0 > timeoutMs) {
+        await this.abortNative('init timed out');
+        if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
+        throw timeoutError(`NCCL init on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
+          { rank: this.rank, timeoutMs });
+      }
+      await pollPause(spins);
+    }
   }
 
-  /** ncclCommAbort on a pool thread (it may wait for kernels), bounded so we never hang on it. */
+  /**
+   * ncclCommAbort off the event loop (it may wait for kernels), bounded so we never hang on it:
+   * on a detached native thread, which cannot keep the process alive, then waiting (at most
+   * 10 s) for this communicator's stream to drain; or, where no such thread can be made, on
+   * koffi's thread pool.
+   */
   private async abortNative(reason: string): Promise<void> {
     const comm = this.comm;
     this.comm = 0n;
-    if (comm) {
-      this.log.warn(`aborting NCCL communicator: ${reason}`);
+    if (comm) this.log.warn(`aborting NCCL communicator: ${reason}`);
+    if (comm && callDetached(this.libs.ncclPath, 'ncclCommAbort', comm)) {
+      if (await this.streamDrained(10_000)) this.unholdAll(); // no kernel of ours runs: held frees may go
+      else this.log.warn('the communicator\'s stream is still busy 10 s after ncclCommAbort; its deferred frees stay deferred');
+    } else if (comm) {
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => { this.log.warn('ncclCommAbort still running after 10 s; leaving it'); resolve(); }, 10_000);
-        this.libs.nccl.ncclCommAbort.async(comm, () => { clearTimeout(t); resolve(); });
+        this.libs.nccl.ncclCommAbort.async(comm, () => {
+          clearTimeout(t);
+          // No kernel of this communicator runs any more: frees held for it may go ahead.
+          this.unholdAll();
+          resolve();
+        });
       });
+    } else {
+      this.unholdAll();
     }
     this.releaseStream();
   }
+
+  /** Polls cudaStreamQuery until this communicator's stream is idle; false after `timeoutMs`. */
+  private async streamDrained(timeoutMs: number): Promise<boolean> {
+    if (!this.stream) return true;
+    const t0 = performance.now();
+    for (let spins = 0; performance.now() - t0 < timeoutMs; spins++) {
+      if (this.libs.cuda.fn.cudaStreamQuery(this.stream) !== CudaError.cudaErrorNotReady) return true;
+      await pollPause(spins);
+    }
+    return false;
+  }
+
+  private hold(): void { this.holds++; this.libs.cuda.hold(); }
+  private unhold(): void { if (this.holds > 0) { this.holds--; this.libs.cuda.release(); } }
+  private unholdAll(): void { while (this.holds > 0) this.unhold(); }
 
   private releaseStream(): void {
     const { fn } = this.libs.cuda;
@@ -194,14 +259,28 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T> {
     return this.ops.run(what, opts, async (signal) => {
       this.libs.cuda.setDevice(this.deviceIndex);
-      enqueue();
-      // A non-blocking communicator may still be launching: wait until it says it is done.
-      for (let spins = 0; this.asyncPending(what); spins++) {
-        if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
-        await pollPause(spins);
+      // Until this operation is seen done (or the communicator's abort has returned), frees are
+      // deferred: a synchronising cudaFree behind a stuck kernel would freeze the event loop.
+      this.hold();
+      try {
+        enqueue();
+      } catch (e) {
+        this.unhold();
+        throw e;
       }
-      this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
-      await this.waitEvent(what, signal);
+      try {
+        // A non-blocking communicator may still be launching: wait until it says it is done.
+        for (let spins = 0; this.asyncPending(what); spins++) {
+          if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
+          await pollPause(spins);
+        }
+        this.libs.cuda.setDevice(this.deviceIndex);
+        this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
+        await this.waitEvent(what, signal);
+      } catch (e) {
+        throw this.fatal(e, what); // the hold stays until ncclCommAbort has returned
+      }
+      this.unhold();
       return result;
     }, peerRank === undefined ? {} : { peerRank });
   }
@@ -218,7 +297,9 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   private t(t: Tensor | undefined, what: string): CheckedTensor {
-    return checkDeviceTensor(t, DEVICE_TYPE, this.deviceIndex, what);
+    const c = checkDeviceTensor(t, DEVICE_TYPE, this.deviceIndex, what);
+    this.libs.cuda.checkPointer(c.buf.ptr, c.nbytes, this.deviceIndex, what);
+    return c;
   }
 
   private rc(rc: number, what: string): void {

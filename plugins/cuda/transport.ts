@@ -69,6 +69,13 @@ export function ncclConfigBytes(blocking: boolean): Uint8Array {
   return b;
 }
 
+/** cudaMemoryType (driver_types.h): what cudaPointerGetAttributes says a pointer is. */
+export const CudaMemoryType = { Unregistered: 0, Host: 1, Device: 2, Managed: 3 } as const;
+/** Bytes handed to cudaPointerGetAttributes: the struct is 24 bytes; room for fields a later CUDA adds. */
+export const CUDA_POINTER_ATTRIBUTES_BYTES = 128;
+/** NCCL_VERSION(2,14,0): the oldest NCCL groupcomm drives (ncclCommInitRankConfig, non-blocking init). */
+export const NCCL_MIN_VERSION = 21400;
+
 /** cudaError_t values groupcomm names (driver_types.h). */
 export const CudaError = {
   cudaSuccess: 0, cudaErrorInvalidValue: 1, cudaErrorMemoryAllocation: 2, cudaErrorInitializationError: 3,
@@ -109,6 +116,8 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaStreamCreateWithFlags', decl: 'int cudaStreamCreateWithFlags(_Out_ void **pStream, unsigned int flags)' },
   // cudaError_t cudaStreamSynchronize(cudaStream_t stream)
   { name: 'cudaStreamSynchronize', decl: 'int cudaStreamSynchronize(void *stream)' },
+  // cudaError_t cudaStreamQuery(cudaStream_t stream)   (cudaSuccess when idle, cudaErrorNotReady while busy)
+  { name: 'cudaStreamQuery', decl: 'int cudaStreamQuery(void *stream)' },
   // cudaError_t cudaStreamDestroy(cudaStream_t stream)
   { name: 'cudaStreamDestroy', decl: 'int cudaStreamDestroy(void *stream)' },
   // cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags)
@@ -127,11 +136,16 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaRuntimeGetVersion', decl: 'int cudaRuntimeGetVersion(_Out_ int *runtimeVersion)' },
   // cudaError_t cudaDriverGetVersion(int* driverVersion)
   { name: 'cudaDriverGetVersion', decl: 'int cudaDriverGetVersion(_Out_ int *driverVersion)' },
+  // cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr)
+  // (struct: enum cudaMemoryType type; int device; void *devicePointer; void *hostPointer; …)
+  { name: 'cudaPointerGetAttributes', decl: 'int cudaPointerGetAttributes(void *attributes, const void *ptr)' },
 ];
 
 export const NCCL_FUNCTIONS: readonly Binding[] = [
   // const char* ncclGetErrorString(ncclResult_t result)
   { name: 'ncclGetErrorString', decl: 'const char *ncclGetErrorString(int result)' },
+  // const char* ncclGetLastError(ncclComm_t comm)   (NCCL >= 2.13; the text behind the last error)
+  { name: 'ncclGetLastError', decl: 'const char *ncclGetLastError(void *comm)', optional: true },
   // ncclResult_t ncclGetVersion(int *version)
   { name: 'ncclGetVersion', decl: 'int ncclGetVersion(_Out_ int *version)' },
   // ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId)   (caller passes a 128-byte buffer)
@@ -299,14 +313,21 @@ const koffi = require(process.env.GC_KOFFI);
 const c = JSON.parse(process.env.GC_CANDIDATES);
 const out = { cudartTried: [], ncclTried: [] };
 const tryLoad = (list, tried) => { for (const p of list) { try { return [p, koffi.load(p)]; } catch (e) { tried.push({ path: p, error: String(e.message || e).split('\\n')[0] }); } } return [undefined, undefined]; };
-const [cp, cl] = tryLoad(c.cudart, out.cudartTried);
-if (cl) {
+// A runtime the driver cannot run (cudaErrorInsufficientDriver and kin) is passed over for the
+// next candidate: an older runtime further down the list may work. cudaErrorNoDevice is an answer
+// about the machine, not the runtime, so it ends the search.
+for (let i = 0; i < c.cudart.length; i++) {
+  const [cp, cl] = tryLoad(c.cudart.slice(i, i + 1), out.cudartTried);
+  if (!cl) continue;
   const v = [0], d = [0], n = [0];
   cl.func('int cudaRuntimeGetVersion(_Out_ int *v)')(v);
   cl.func('int cudaDriverGetVersion(_Out_ int *v)')(d);
   const rc = cl.func('int cudaGetDeviceCount(_Out_ int *n)')(n);
-  out.cudart = { path: cp, runtimeVersion: v[0], driverVersion: d[0], deviceCountRc: rc, deviceCount: rc === 0 ? n[0] : 0,
+  const seen = { path: cp, runtimeVersion: v[0], driverVersion: d[0], deviceCountRc: rc, deviceCount: rc === 0 ? n[0] : 0,
     errName: cl.func('const char *cudaGetErrorName(int e)')(rc), errString: cl.func('const char *cudaGetErrorString(int e)')(rc) };
+  if (!out.cudart || rc === 0 || rc === 100) out.cudart = seen;
+  if (rc === 0 || rc === 100) break;
+  out.cudartTried.push({ path: cp, error: seen.errName + ' (' + rc + ') from cudaGetDeviceCount, runtime ' + v[0] + ', driver ' + d[0] });
 }
 const [np, nl] = tryLoad(c.nccl, out.ncclTried);
 if (nl) { const v = [0]; nl.func('int ncclGetVersion(_Out_ int *v)')(v); out.nccl = { path: np, version: v[0] }; }
@@ -314,10 +335,12 @@ process.stdout.write('@@PROBE ' + JSON.stringify(out) + '\\n');
 `;
 
 /** Loads both libraries in a child process and reports what it saw; never throws. */
-export function probeLibraries(timeoutMs = setting('GROUPCOMM_CUDA_PROBE_TIMEOUT_MS')): Promise<ProbeReport | { error: string }> {
+export function probeLibraries(
+  timeoutMs = setting('GROUPCOMM_CUDA_PROBE_TIMEOUT_MS'),
+  candidates: Record<LibKind, string[]> = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates },
+): Promise<ProbeReport | { error: string }> {
   let koffiPath: string;
   try { koffiPath = require.resolve('koffi'); } catch { return Promise.resolve({ error: KOFFI_MISSING }); }
-  const candidates = { nccl: libraryCandidates('nccl').candidates, cudart: libraryCandidates('cudart').candidates };
   return new Promise((resolve) => {
     const child = spawn(process.execPath, ['-e', CHILD], {
       env: { ...process.env, GC_KOFFI: koffiPath, GC_CANDIDATES: JSON.stringify(candidates) },
@@ -361,4 +384,52 @@ export function bindLibrary(file: string, table: readonly Binding[]): FnTable {
   }
   libCache.set(file, fns);
   return fns;
+}
+
+// ---- a call on a detached native thread -------------------------------------------------------
+
+interface Detacher { dlopen: Fn; dlsym: Fn; create: Fn; detach: Fn }
+let detacher: Detacher | null | undefined;
+
+/** dlopen/dlsym/pthread_create/pthread_detach from the C library (glibc 2.34+ has them all in libc). */
+function loadDetacher(): Detacher | null {
+  if (detacher !== undefined) return detacher;
+  try {
+    const k = koffi();
+    const open = (names: string[]) => { for (const n of names) { try { return k.load(n); } catch { /* next */ } } throw new Error(`none of ${names.join(', ')}`); };
+    const libc = open(['libc.so.6']);
+    const dl = (() => { try { libc.func('void *dlsym(void *handle, const char *name)'); return libc; } catch { return open(['libdl.so.2']); } })();
+    const pt = (() => { try { libc.func('int pthread_detach(uint64_t thread)'); return libc; } catch { return open(['libpthread.so.0']); } })();
+    detacher = {
+      dlopen: dl.func('void *dlopen(const char *file, int mode)') as unknown as Fn,
+      dlsym: dl.func('void *dlsym(void *handle, const char *name)') as unknown as Fn,
+      create: pt.func('int pthread_create(void *thread, void *attr, void *start, void *arg)') as unknown as Fn,
+      detach: pt.func('int pthread_detach(uint64_t thread)') as unknown as Fn,
+    };
+  } catch {
+    detacher = null;
+  }
+  return detacher;
+}
+
+const RTLD_LAZY = 0x1, RTLD_NOLOAD = 0x4;
+
+/**
+ * Runs `symbol(arg)` of the already loaded library `file` on a new, detached native thread and
+ * returns at once (false when that cannot be arranged; the caller then calls it another way).
+ * For ncclCommAbort: on koffi's thread pool a stuck abort keeps Node's event loop, hence the
+ * process, alive until it returns; a detached thread ends with the process. The function must
+ * take one pointer (its result is ignored): the pthread start-routine convention.
+ */
+export function callDetached(file: string, symbol: string, arg: bigint): boolean {
+  const d = loadDetacher();
+  if (!d) return false;
+  const handle = d.dlopen(file, RTLD_LAZY | RTLD_NOLOAD);
+  if (!handle) return false;
+  const fn = d.dlsym(handle, symbol);
+  if (!fn) return false;
+  const tid = new BigUint64Array(1);
+  if (d.create(tid, null, fn, arg) !== 0) return false;
+  d.detach(tid[0]);
+  return true;
 }

@@ -3,6 +3,7 @@
 // sent between processes. Skips with the printed reason where there is no usable GPU.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { setting } from '../../host/base/config.js';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { loadBackend, toHost } from '../../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
@@ -13,7 +14,10 @@ import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 const backend = await loadBackend('cuda');
 const probe = await backend.probe();
 const devices = probe.available ? await backend.deviceCount() : 0;
+// GROUPCOMM_REQUIRE_GPU=1 (npm run test:gpu): an unusable backend fails every GPU test instead of skipping it.
+const requireGpu = setting('GROUPCOMM_REQUIRE_GPU') === '1';
 const gpu = (name: string, fn: () => Promise<void> | void, minDevices = 1) => {
+  if (!probe.available && requireGpu) return test(name, () => { throw new Error(`GROUPCOMM_REQUIRE_GPU=1 but the cuda backend is not usable: ${probe.reason}`); });
   if (!probe.available) return test.skip(name, () => {});
   if (devices < minDevices) {
     console.log(`# '${name}' needs ${minDevices} GPUs, this machine has ${devices}: skipped`);

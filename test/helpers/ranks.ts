@@ -27,7 +27,34 @@ export function startRanks<T = unknown>(n: number, script: string, opts: ranks.S
   return ranks.startRanks<T>(n, script, { compiledDir: TEST_TREE, ...opts });
 }
 
-/** Runs `n` ranks to completion; rejects with every failing rank's output. Returns results by rank. */
-export function spawnRanks<T = unknown>(n: number, script: string, opts: ranks.SpawnOptions = {}): Promise<T[]> {
-  return ranks.spawnRanks<T>(n, script, { compiledDir: TEST_TREE, ...opts });
+/** How long the other ranks may go on once one rank failed (they usually fail at once too). */
+const FAIL_FAST_GRACE_MS = 5000;
+
+/**
+ * Runs `n` ranks to completion; rejects with every failing rank's output. Returns results by
+ * rank. Fails fast: once a rank exits non-zero (one not in `allowFailure`), the others get a
+ * few seconds, then are killed, so a broken rank ends the test in seconds rather than at the
+ * others' operation timeouts.
+ */
+export async function spawnRanks<T = unknown>(n: number, script: string, opts: ranks.SpawnOptions = {}): Promise<T[]> {
+  const started = startRanks<T>(n, script, opts);
+  const allowed = new Set(opts.allowFailure ?? []);
+  let reaper: NodeJS.Timeout | undefined;
+  started.children.forEach((c, rank) => c.on('exit', (code, signal) => {
+    if (allowed.has(rank) || (code === 0 && !signal) || reaper) return;
+    reaper = setTimeout(() => { for (const o of started.children) if (o.exitCode === null && o.signalCode === null) o.kill('SIGKILL'); }, FAIL_FAST_GRACE_MS);
+  }));
+  try {
+    const outs = await started.done;
+    const bad = outs.filter((o) => !allowed.has(o.rank) && (o.code !== 0 || o.result === undefined));
+    if (bad.length) {
+      const detail = bad.map((o) => `--- rank ${o.rank} exit=${o.code} signal=${o.signal}\n${o.stderr.slice(-4000)}${o.stdout.slice(-2000)}`).join('\n');
+      throw new Error(`spawnRanks(${script}): ${bad.length} of ${n} ranks failed\n${detail}`);
+    }
+    return outs.map((o) => o.result as T);
+  } finally {
+    clearTimeout(reaper);
+    // However the test ends, no rank outlives it.
+    for (const o of started.children) if (o.exitCode === null && o.signalCode === null) o.kill('SIGKILL');
+  }
 }

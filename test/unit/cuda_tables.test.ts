@@ -78,6 +78,7 @@ test('cudaError_t, cudaMemcpyKind and flag values match the CUDA headers', () =>
 // (out-parameter), z = size_t, i = int/enum, u = unsigned int, id = ncclUniqueId by value (128 bytes).
 const NCCL_HEADER: Record<string, string> = {
   ncclGetErrorString: 'i',                 // const char* ncclGetErrorString(ncclResult_t result)
+  ncclGetLastError: 'p',                   // const char* ncclGetLastError(ncclComm_t comm)
   ncclGetVersion: 'o',                     // ncclResult_t ncclGetVersion(int *version)
   ncclGetUniqueId: 'p',                    // ncclResult_t ncclGetUniqueId(ncclUniqueId* uniqueId)
   ncclCommInitRank: 'o i id i',            // (ncclComm_t* comm, int nranks, ncclUniqueId commId, int rank)
@@ -103,9 +104,10 @@ const NCCL_HEADER: Record<string, string> = {
 const CUDART_HEADER: Record<string, string> = {
   cudaGetDeviceCount: 'o', cudaSetDevice: 'i', cudaGetDevice: 'o', cudaMalloc: 'o z', cudaFree: 'p',
   cudaMemset: 'p i z', cudaMemcpy: 'p p z i', cudaMemcpyAsync: 'p p z i p', cudaStreamCreateWithFlags: 'o u',
-  cudaStreamSynchronize: 'p', cudaStreamDestroy: 'p', cudaEventCreateWithFlags: 'o u', cudaEventRecord: 'p p',
+  cudaStreamSynchronize: 'p', cudaStreamQuery: 'p', cudaStreamDestroy: 'p', cudaEventCreateWithFlags: 'o u', cudaEventRecord: 'p p',
   cudaEventQuery: 'p', cudaEventDestroy: 'p', cudaGetErrorString: 'i', cudaGetErrorName: 'i',
   cudaRuntimeGetVersion: 'o', cudaDriverGetVersion: 'o',
+  cudaPointerGetAttributes: 'p p', // (cudaPointerAttributes* attributes, const void* ptr): we read the buffer we pass
 };
 
 function shape(decl: string): string {
@@ -132,10 +134,10 @@ test('every CUDA runtime declaration has the argument kinds of its header protot
   for (const f of CUDART_FUNCTIONS) assert.is(shape(f.decl), CUDART_HEADER[f.name], f.name);
 });
 
-test('results are int (ncclResult_t / cudaError_t) except the error-string functions', () => {
+test('results are int (ncclResult_t / cudaError_t) except the error-string functions (and ncclGetLastError)', () => {
   for (const f of [...NCCL_FUNCTIONS, ...CUDART_FUNCTIONS]) {
     const r = parsePrototype(f.decl).result.primitive;
-    assert.is(r, /ErrorString|ErrorName/.test(f.name) ? 'String' : 'Int32', f.name);
+    assert.is(r, /ErrorString|ErrorName|LastError/.test(f.name) ? 'String' : 'Int32', f.name);
   }
 });
 

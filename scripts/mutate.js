@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+// Mutation testing (issue 20): runs Stryker (stryker.config.mjs, its command runner, Node) on one
+// layer's sources against the tests that cover it, and writes reports/mutation/<name>.{json,html,txt}
+// (the .txt: score and every surviving mutant). Not part of `npm test`.
+//   npm run mutate -- store|pg|cpu|coordinator|device|all
+//   npm run mutate -- --files host/pg/codec.ts --tests pg_codec [--name codec]
+// A whole folder takes long (every mutant runs its tests); on a shared machine run one file
+// with a tight test selection. `--concurrency N` runs N mutants at once (default 1).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** Each layer: what to mutate, and the test files (substrings for scripts/test.js) that cover it. */
+const TARGETS = {
+  store: {
+    files: ['host/store/**/*.ts'],
+    tests: ['unit/store', 'integration/store.test', 'golden'],
+  },
+  pg: {
+    files: ['host/pg/**/*.ts'],
+    tests: ['unit/pg', 'integration/pg.test', 'integration/pg_faults'],
+  },
+  cpu: {
+    files: ['host/cpu/**/*.ts'],
+    tests: ['unit/cpu_', 'unit/shm_ring_wrap', 'unit/ws1_out', 'integration/cpu_'],
+  },
+  coordinator: {
+    files: ['host/coordinator/**/*.ts'],
+    tests: ['unit/coord', 'unit/tensor_dict', 'unit/ws1_out', 'integration/coord.test', 'integration/coord_groups', 'integration/coord_faults'],
+  },
+  device: {
+    files: ['host/device/**/*.ts'],
+    tests: ['unit/device_', 'unit/plugin_kit', 'unit/ws1_out', 'conformance/cpu_ws12'],
+  },
+};
+
+function parse(argv) {
+  const o = { targets: [], files: [], tests: [], name: undefined, concurrency: 1 };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const list = () => argv[++i].split(',').filter(Boolean);
+    if (a === '--files') o.files.push(...list());
+    else if (a === '--tests') o.tests.push(...list());
+    else if (a === '--name') o.name = argv[++i];
+    else if (a === '--concurrency') o.concurrency = Number(argv[++i]);
+    else if (a === 'all') o.targets.push(...Object.keys(TARGETS));
+    else if (TARGETS[a]) o.targets.push(a);
+    else throw new Error(`unknown argument ${a}; expected ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
+  }
+  return o;
+}
+
+/** Reads Stryker's JSON report and writes the score and the survivors as text. */
+function summarize(name, jsonFile, txtFile, command) {
+  const report = JSON.parse(fs.readFileSync(jsonFile, 'utf8'));
+  const counts = {};
+  const survivors = [];
+  for (const [file, f] of Object.entries(report.files)) {
+    for (const m of f.mutants) {
+      counts[m.status] = (counts[m.status] ?? 0) + 1;
+      if (m.status === 'Survived' || m.status === 'NoCoverage') {
+        const at = `${path.relative(root, path.resolve(root, file))}:${m.location.start.line}:${m.location.start.column}`;
+        survivors.push(`${at}  ${m.mutatorName}  ${JSON.stringify(m.replacement ?? '').slice(0, 100)}  (${m.status})`);
+      }
+    }
+  }
+  const detected = (counts.Killed ?? 0) + (counts.Timeout ?? 0);
+  const valid = detected + (counts.Survived ?? 0) + (counts.NoCoverage ?? 0);
+  const score = valid ? (100 * detected) / valid : 100;
+  const lines = [
+    `mutation score ${score.toFixed(1)} % (${detected} detected of ${valid}) — ${name}, ${new Date().toISOString()}`,
+    `statuses: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}`,
+    `tests run per mutant: ${command}`,
+    `survivors (${survivors.length}):`,
+    ...survivors.map((s) => `  ${s}`),
+  ];
+  fs.writeFileSync(txtFile, lines.join('\n') + '\n');
+  console.log(lines.slice(0, 3).join('\n'));
+  console.log(`survivors: ${survivors.length} (listed in ${path.relative(root, txtFile)})`);
+  return score;
+}
+
+function run(name, files, tests, concurrency) {
+  if (!files.length || !tests.length) throw new Error('need files to mutate and tests to run');
+  const outDir = path.join(root, 'reports', 'mutation');
+  fs.mkdirSync(outDir, { recursive: true });
+  const command = `node scripts/test.js node ${tests.map((t) => JSON.stringify(t)).join(' ')}`;
+  const json = path.join(outDir, `${name}.json`);
+  const env = {
+    ...process.env,
+    STRYKER_MUTATE: JSON.stringify(files),
+    STRYKER_COMMAND: command,
+    STRYKER_JSON: path.relative(root, json),
+    STRYKER_HTML: path.relative(root, path.join(outDir, `${name}.html`)),
+    STRYKER_CONCURRENCY: String(concurrency),
+  };
+  const stryker = path.join(root, 'node_modules', '.bin', 'stryker');
+  const r = spawnSync(stryker, ['run', 'stryker.config.mjs'], { cwd: root, env, stdio: 'inherit' });
+  if (r.status !== 0 || !fs.existsSync(json)) {
+    console.error(`stryker failed for ${name} (exit ${r.status})`);
+    return undefined;
+  }
+  return summarize(name, json, path.join(outDir, `${name}.txt`), command);
+}
+
+if (process.argv[2] === '--build') {
+  // Stryker's buildCommand (run in its sandbox, not through a shell): the sources with every
+  // mutant switched in, compiled as `npm run build:ts && npm run build:test` would.
+  for (const script of ['build:ts', 'build:test']) {
+    const r = spawnSync('npm', ['run', '--silent', script], { cwd: process.cwd(), stdio: 'inherit' });
+    if (r.status !== 0) process.exit(r.status ?? 1);
+  }
+  process.exit(0);
+}
+
+const o = parse(process.argv.slice(2));
+let failed = false;
+if (o.files.length) {
+  failed = run(o.name ?? path.basename(o.files[0]).replace(/\W+/g, '_'), o.files, o.tests, o.concurrency) === undefined;
+} else {
+  if (!o.targets.length) throw new Error(`name a target: ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
+  for (const t of o.targets) failed = run(t, TARGETS[t].files, TARGETS[t].tests, o.concurrency) === undefined || failed;
+}
+process.exit(failed ? 1 : 0);
