@@ -34,6 +34,7 @@ if (process.env.RANK !== undefined) {
 } else {
   const { NetLab } = await import(path.join(root, 'dist-test/test/helpers/netns.js'));
   const rt = process.argv[2] ?? process.execPath;
+  process.env.GROUPCOMM_SECRET ??= 'netns-allreduce';
   const bin = path.join(root, 'bin/groupcomm.js');
   const collect = (c) => new Promise((resolve) => { let o = ''; c.stdout.on('data', (d) => (o += d)); c.on('close', () => resolve(o)); });
   const lab = NetLab.create(2);

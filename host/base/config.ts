@@ -159,8 +159,43 @@ export const SETTINGS = {
   }),
   GROUPCOMM_STORE_SECRET: decl<string>({
     parser: text('any non-empty text'),
-    default: undefined, defaultDoc: 'unset', readBy: '`groupcomm store`', read: 'call',
-    doc: 'require groupcomm\'s shared-secret handshake (torch clients cannot connect then). See [store.md](store.md).',
+    default: undefined, defaultDoc: 'unset (GROUPCOMM_SECRET)', readBy: '`groupcomm store`', read: 'call',
+    doc: 'require groupcomm\'s shared-secret handshake (torch clients cannot connect then); `groupcomm store` falls back to GROUPCOMM_SECRET. See [store.md](store.md).',
+  }),
+  GROUPCOMM_SECRET: decl<string>({
+    parser: text('any non-empty text'),
+    default: undefined, defaultDoc: 'unset (`groupcomm launch` generates one for its ranks)', readBy: 'store server and client, CPU group mesh, process group, coordinator', read: 'call',
+    doc: 'the job secret: store clients and servers authenticate with it, and CPU-group peers prove it in every handshake (challenge–response, bound to group, epoch and both ranks). Required to listen on a non-loopback address. Options win. See [security.md](security.md).',
+  }),
+  GROUPCOMM_INSECURE: decl<boolean>({
+    parser: { accepts: '1, true, 0 or false', parse: (raw) => (/^(1|true)$/i.test(raw.trim()) ? true : /^(0|false)$/i.test(raw.trim()) ? false : undefined) },
+    default: false, readBy: 'store server, CPU group mesh', read: 'call',
+    doc: 'allow listening on a non-loopback address without a secret (logged as a warning); same as the `insecure: true` option. See [security.md](security.md).',
+  }),
+  GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS: decl<number>({
+    parser: positiveInt('milliseconds'),
+    default: 10_000, readBy: 'store server', read: 'call',
+    doc: 'a connection that has not completed the handshake (and authentication) within this is closed.',
+  }),
+  GROUPCOMM_STORE_MAX_CONNECTIONS: decl<number>({
+    parser: positiveInt('connections'),
+    default: 4096, readBy: 'store server', read: 'call',
+    doc: 'connections held at once; further ones are closed at accept (logged).',
+  }),
+  GROUPCOMM_STORE_MAX_BUFFERED_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 1024 * 1024 * 1024, readBy: 'store server', read: 'call',
+    doc: 'server-wide budget for bytes held in partially received requests; a connection that would exceed it is closed.',
+  }),
+  GROUPCOMM_CPU_MAX_FRAME_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 2 ** 32, readBy: 'CPU group', read: 'call',
+    doc: 'largest frame payload a peer may declare (exchanged in the handshake; a larger declared length closes that link with ERR_GROUPCOMM_PROTOCOL before anything is allocated).',
+  }),
+  GROUPCOMM_MAX_DECODE_BYTES: decl<number>({
+    parser: positiveInt('bytes'),
+    default: 2 ** 32, readBy: 'coordinator (tensor dicts)', read: 'call',
+    doc: 'largest tensor size a received tensor-dict frame may declare for a slot (the receiver allocates it before the data arrives); a larger one is ERR_GROUPCOMM_PROTOCOL.',
   }),
   GROUPCOMM_CHECK_CALLS_EVERY: decl<number>({
     parser: nonNegativeInt('device collectives'),
@@ -211,6 +246,26 @@ export const SETTINGS = {
     parser: nonNegativeInt('bytes'),
     default: 64 * 1024, readBy: 'coordinator', read: 'process',
     doc: 'tensor dicts whose CPU tensors total at most this ride inside the metadata frame (0: never).',
+  }),
+  GROUPCOMM_MQ_SLOTS: decl<number>({
+    parser: powerOfTwo(2, 1024, 'a power of two in [2, 1024]'),
+    default: 8, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'slots in the shared-memory ring of a coordinator created with `useMessageQueueBroadcaster` (the writer waits once this many chunks are unread).',
+  }),
+  GROUPCOMM_MQ_SLOT_BYTES: decl<number>({
+    parser: powerOfTwo(4096, 1 << 28, 'a power of two in [4096, 2^28] (bytes)'),
+    default: 1 << 20, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'bytes per slot of that ring (8 of them a header); a larger message takes several slots.',
+  }),
+  GROUPCOMM_MQ_TRANSPORT: decl<'auto' | 'socket'>({
+    parser: oneOf(['auto', 'socket'] as const),
+    default: 'auto', readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: '`auto`: same-host ranks read group rank 0\'s broadcasts from shared memory; `socket`: this rank takes them over the CPU group (on rank 0: every rank does).',
+  }),
+  GROUPCOMM_MQ_SPIN_US: decl<number>({
+    parser: nonNegativeInt('microseconds'),
+    default: 100, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'how long a rank waiting on the ring polls it without sleeping; then a reader sleeps until the writer rings its doorbell (a one-byte CPU-group frame), a writer waiting for room polls every millisecond. Raise it where every rank has a core of its own.',
   }),
   GROUPCOMM_DEVICE_PLUGIN: decl<string>({
     parser: text('a backend name (cpu, cuda) or a module specifier'),

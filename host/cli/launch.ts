@@ -21,6 +21,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { Job, summaryTable, type Failure, type RankResult } from './launch_job.js';
 import { parseLaunchArgs, runtimeFor, type LaunchOptions } from './launch_args.js';
+import { setting } from '../base/config.js';
+import { generateSecret } from '../base/secret.js';
 
 export { parseLaunchArgs, runtimeFor, type LaunchOptions };
 
@@ -89,10 +91,20 @@ export async function launch(o: LaunchOptions): Promise<number> {
   }
   const cmd = runtimeFor(script);
 
+  // One job secret for the store and every group of the run (docs/security.md): the user's
+  // GROUPCOMM_SECRET, else a fresh one; the ranks get it through their environment. Several
+  // nodes cannot draw one each: node 0's store itself needs it, so there it must be given.
+  const given = setting('GROUPCOMM_SECRET');
+  if (given === undefined && o.nnodes > 1 && !setting('GROUPCOMM_INSECURE')) {
+    console.error('groupcomm launch: --nnodes > 1 needs GROUPCOMM_SECRET, the same on every node (e.g. ' +
+      '`export GROUPCOMM_SECRET=$(openssl rand -base64 32)` and copy it), or GROUPCOMM_INSECURE=1 on a network you trust; see docs/security.md');
+    return 2;
+  }
+  const secret = given ?? (o.nnodes > 1 ? undefined : generateSecret());
   let job: Job | undefined;
   if (o.hostStore) {
     try {
-      job = await Job.join(o);
+      job = await Job.join(o, secret);
     } catch (e) {
       console.error(`groupcomm launch: ${(e as Error).message}`);
       return 1;
@@ -146,6 +158,7 @@ export async function launch(o: LaunchOptions): Promise<number> {
       LOCAL_WORLD_SIZE: String(o.nproc), GROUP_RANK: String(o.nodeRank), GROUP_WORLD_SIZE: String(o.nnodes),
       MASTER_ADDR: o.masterAddr, MASTER_PORT: String(masterPort),
     };
+    if (secret !== undefined) env.GROUPCOMM_SECRET = secret;
     if (runId) {
       env.GROUPCOMM_RUN_ID = runId;
       env.TORCHELASTIC_RUN_ID = runId;

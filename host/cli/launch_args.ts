@@ -37,7 +37,9 @@ options:
   --no-prefix             do not prefix output lines with [rank r]
 
 Each rank gets RANK, LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, GROUP_RANK (the node rank),
-GROUP_WORLD_SIZE, MASTER_ADDR, MASTER_PORT and the run id. Everything after the script goes to
+GROUP_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, the run id and GROUPCOMM_SECRET (the job secret,
+docs/security.md: yours, else on one node a fresh random one; several nodes need yours, the same
+on every node, or GROUPCOMM_INSECURE=1). Everything after the script goes to
 the script. A rank that fails on any node stops the job on every node; each launcher ends with a
 summary table (rank, node, exit code or signal, first error line).
 .ts scripts run on Bun (the current runtime when it is Bun, else \`bun\` on PATH, else the app's

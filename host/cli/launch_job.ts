@@ -83,17 +83,17 @@ export class Job {
   }
 
   /** Node 0 hosts the store; every node connects, announces itself and waits for the others. */
-  static async join(o: LaunchOptions): Promise<Job> {
+  static async join(o: LaunchOptions, secret?: string): Promise<Job> {
     const t0 = Date.now();
     const left = () => Math.max(1, o.joinTimeoutMs - (Date.now() - t0));
     const where = `${o.masterAddr}:${o.masterPort}`;
     let store: TcpStore;
     if (o.nodeRank === 0) {
-      store = await TcpStore.create({ host: o.masterAddr, port: o.masterPort, isServer: true, timeoutMs: o.joinTimeoutMs });
+      store = await TcpStore.create({ host: o.masterAddr, port: o.masterPort, isServer: true, secret, timeoutMs: o.joinTimeoutMs });
     } else {
       const nag = setInterval(() => say(`node ${o.nodeRank}: waiting for node 0's store at ${where} (${Math.round(left() / 1000)} s left)`), NAG_MS);
       try {
-        store = await TcpStore.create({ host: o.masterAddr, port: o.masterPort, timeoutMs: o.joinTimeoutMs });
+        store = await TcpStore.create({ host: o.masterAddr, port: o.masterPort, secret, timeoutMs: o.joinTimeoutMs });
       } catch (e) {
         throw new Error(`node ${o.nodeRank}: node 0's store at ${where} did not answer within ${o.joinTimeoutMs} ms ` +
           `(${(e as Error).message}). Is node 0's launcher running with --master-addr ${o.masterAddr} --master-port ${o.masterPort}, ` +

@@ -24,9 +24,11 @@ Limits (a request over a limit closes that client's connection):
   --max-keys N         keys per request, default 131072
   --max-request-bytes B  one whole request, default 268435456 (or 2 x max value + 1 MiB)
 
-Security:
-  Set GROUPCOMM_STORE_SECRET to require groupcomm's shared-secret handshake (torch clients
-  cannot connect then). The store has no encryption: keep it on a trusted network.
+Security (docs/security.md):
+  Set GROUPCOMM_STORE_SECRET (or GROUPCOMM_SECRET) to require groupcomm's shared-secret
+  handshake (torch clients cannot connect then). A --host other than loopback needs a secret.
+  --insecure           allow a non-loopback --host without a secret (warned)
+  The store has no encryption: keep it on a trusted network.
 
 Logs: GROUPCOMM_DEBUG=warn|info|debug|trace (stderr).`;
 
@@ -51,6 +53,7 @@ export async function run(argv: string[]): Promise<number> {
         'max-value-bytes': { type: 'string' },
         'max-keys': { type: 'string' },
         'max-request-bytes': { type: 'string' },
+        insecure: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       strict: true,
@@ -81,9 +84,16 @@ export async function run(argv: string[]): Promise<number> {
     console.error(`groupcomm store: ${(e as Error).message}`);
     return 2;
   }
-  const server = await TcpStoreServer.listen({
-    host: values.host, port, worldSize, limits, secret: setting('GROUPCOMM_STORE_SECRET'),
-  });
+  let server: TcpStoreServer;
+  try {
+    server = await TcpStoreServer.listen({
+      host: values.host, port, worldSize, limits, secret: setting('GROUPCOMM_STORE_SECRET') ?? setting('GROUPCOMM_SECRET'),
+      insecure: values.insecure === true ? true : undefined,
+    });
+  } catch (e) {
+    console.error(`groupcomm store: ${(e as Error).message}`);
+    return 2;
+  }
   console.log(`groupcomm store listening on ${server.host}:${server.port}`);
   const stopped = new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));

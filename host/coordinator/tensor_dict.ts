@@ -19,19 +19,24 @@
  * Transport (the coordinator and process group): the frame goes through the store channel, then
  * each slot's tensor over the data channel; a slot with nbytes 0 needs no transfer.
  *
- * Values use one msgpackr Packr ({ useRecords: false, moreTypes: true, copyBuffers: true }):
- * decoding never runs code, typed arrays, bigint, Date, Set, undefined round-trip, a Map comes
+ * Values use one msgpackr Packr ({ useRecords: false, moreTypes: true, copyBuffers: true,
+ * structuredClone: false }), and a received blob is checked first (core/msgpack_guard.ts: no
+ * Error, RegExp or structured-clone extensions, no "__proto__" key): decoding never runs code, typed arrays, bigint, Date, Set, undefined round-trip, a Map comes
  * back as a plain object (msgpack has one map type), and decoded values never alias the frame.
  */
 import { Packr } from 'msgpackr';
 import { encodeFrame, decodeFrame, FrameError, type FrameEntry } from '../core/frame.js';
-import { invalidArgument, protocolError } from '../base/errors.js';
+import { invalidArgument, isGroupcommError, protocolError } from '../base/errors.js';
+import { setting } from '../base/config.js';
+import { BASE_EXTENSIONS, checkMsgpack } from '../core/msgpack_guard.js';
 import {
   arrayClassOf, bytesOf, isTensor, itemSize, numel,
   type CpuTensor, type DeviceBuffer, type DType, type Tensor, type TypedArray,
 } from '../core/tensor.js';
 
-const packr = new Packr({ useRecords: false, moreTypes: true, copyBuffers: true });
+// Untrusted input: no structured clone; checkMsgpack admits only the extensions this module writes.
+const packr = new Packr({ useRecords: false, moreTypes: true, copyBuffers: true, structuredClone: false });
+const ALLOWED = new Map<number, number>(BASE_EXTENSIONS);
 
 export type TensorDict = Record<string, unknown>;
 
@@ -110,7 +115,21 @@ export function encodeTensorDict(dict: TensorDict, opts: { inlineCpu?: boolean }
   return { frame: encodeFrame(entries), tensors };
 }
 
-export function decodeTensorDict(frame: Uint8Array): DecodedTensorDict {
+/**
+ * Decodes a frame from a peer. Only GroupcommErrors escape (PROTOCOL for anything malformed),
+ * and no slot may declare more than `maxBytes` (GROUPCOMM_MAX_DECODE_BYTES, 4 GiB): the
+ * receiver allocates a slot's size before its data arrives.
+ */
+export function decodeTensorDict(frame: Uint8Array, opts: { maxBytes?: number } = {}): DecodedTensorDict {
+  try {
+    return decodeUnchecked(frame, opts.maxBytes ?? setting('GROUPCOMM_MAX_DECODE_BYTES'));
+  } catch (e) {
+    if (isGroupcommError(e)) throw e;
+    throw protocolError(`bad tensor-dict frame: ${(e as Error)?.message ?? e}`, { cause: e });
+  }
+}
+
+function decodeUnchecked(frame: Uint8Array, maxBytes: number): DecodedTensorDict {
   const entries = decodeFrame(frame);
   const dict: TensorDict = {};
   const slots: TensorSlot[] = [];
@@ -118,6 +137,7 @@ export function decodeTensorDict(frame: Uint8Array): DecodedTensorDict {
     if (e.kind === 'value') {
       let v: unknown;
       try {
+        checkMsgpack(e.blob, ALLOWED);
         v = packr.unpack(e.blob);
       } catch (err) {
         throw protocolError(`bad tensor-dict frame: value '${e.key}' is not valid msgpack (${(err as Error).message})`,
@@ -130,6 +150,9 @@ export function decodeTensorDict(frame: Uint8Array): DecodedTensorDict {
       const t: CpuTensor = { dtype: e.dtype, shape: e.shape, device: 'cpu', data: new C(e.payload.buffer, 0, e.nbytes / C.BYTES_PER_ELEMENT) };
       put(dict, e.key, t);
     } else {
+      if (!(e.nbytes <= maxBytes)) {
+        throw protocolError(`bad tensor-dict frame: tensor '${e.key}' declares ${e.nbytes} bytes, above GROUPCOMM_MAX_DECODE_BYTES (${maxBytes})`, { key: e.key });
+      }
       slots.push({ key: e.key, dtype: e.dtype, shape: e.shape, device: e.device, nbytes: e.nbytes });
       put(dict, e.key, undefined);
     }

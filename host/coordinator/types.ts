@@ -30,6 +30,13 @@ export interface CoordinatorOptions {
    */
   host?: string;
   /**
+   * The job secret for the group's store and CPU mesh (default GROUPCOMM_SECRET). A non-loopback
+   * `host` without one is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /**
    * vLLM's explicit ports: one `[devicePort, cpuPort, storePort]` triple per group of
    * `groupRanks`, in the same order. Group rank 0 binds them. Use `rendezvous` instead to avoid
    * choosing ports at all.
@@ -40,6 +47,12 @@ export interface CoordinatorOptions {
    * `${groupName}_${index}`; the other ranks wait for it. Race-free (no probe-then-bind).
    */
   rendezvous?: Store;
+  /**
+   * vLLM's use_message_queue_broadcaster: group rank 0's broadcastObject, broadcastObjectList
+   * and tensor-dict metadata go through a shared-memory ring to same-host ranks (the CPU group
+   * to the others) instead of the store channel (mq.ts). Default false.
+   */
+  useMessageQueueBroadcaster?: boolean;
   /** Bounds creation and is the default for every operation. Default GROUPCOMM_TIMEOUT_MS. */
   timeoutMs?: number;
   /** Aborts creation. */

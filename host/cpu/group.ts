@@ -32,6 +32,7 @@ import { Exchange } from './exchange.js';
 import { Schedules, type BinomialTree } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { validRingBytes } from './shm.js';
+import { checkExposure, resolveSecret } from '../base/secret.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
 import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
@@ -83,6 +84,15 @@ export interface CpuGroupOptions {
    * 256 KiB and 4 MiB, so that a rank's rings stay within ~32 MiB however large the group).
    */
   shmRingBytes?: number;
+  /**
+   * The job secret every peer must prove in its handshake (default GROUPCOMM_SECRET). Without
+   * one, a non-loopback `host` is refused unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /** Largest frame payload a peer may send this rank (default GROUPCOMM_CPU_MAX_FRAME_BYTES, 4 GiB). */
+  maxFrameBytes?: number;
 }
 
 function defaultRingBytes(worldSize: number): number {
@@ -187,11 +197,15 @@ export class CpuGroup implements Collectives<CpuTensor> {
     const timeoutMs = effectiveTimeout(opts);
     const tuning = tuningOf(opts);
     const transport = transportOf(opts);
+    const secret = resolveSecret(opts.secret, 'CpuGroup');
+    const maxFrameBytes = opts.maxFrameBytes ?? setting('GROUPCOMM_CPU_MAX_FRAME_BYTES');
+    if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw invalidArgument(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
     // Where to listen and what to tell peers: the given host, else the address chosen by
     // GROUPCOMM_SOCKET_IFNAME or the route toward MASTER_ADDR (base/netaddr.ts); a wildcard
     // (0.0.0.0, ::) is bound but never advertised.
     const host = opts.host ?? await chooseAddress({ toward: masterAddr() });
     const advertiseHost = isUnspecified(host) ? await chooseAddress({ toward: masterAddr() }) : host;
+    checkExposure(`CPU group '${groupName}' rank ${rank}`, host, secret, opts.insecure, log);
     const mesh = await Mesh.connect({
       framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
@@ -201,6 +215,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
       signal: opts.signal,
       ...transport,
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
+      secret,
+      maxFrameBytes,
     });
     return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }

@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { applyKeepAlive } from '../base/netaddr.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
@@ -22,6 +22,11 @@ import { RingReader, ShmLink } from './link/shm.js';
 import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
+
+/** A connection must send a valid HELLO within this (ms), or it is closed. */
+const HELLO_TIMEOUT_MS = 10_000;
+/** Connections without a HELLO yet held at once (besides 2 per peer). */
+const MAX_STRANGERS = 64;
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
@@ -39,6 +44,8 @@ export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
    * as one socket write (a ring adds a copy and saves little kernel copying).
    */
   shmMinBytes: number;
+  /** A connection that has not sent a valid HELLO by then is closed (default 10 s). */
+  helloTimeoutMs?: number;
 }
 
 export class Mesh {
@@ -54,6 +61,8 @@ export class Mesh {
   private links: (Link | undefined)[];
   /** Per peer: the accepted connection finished its handshake (shm offer answered). */
   private outReady: boolean[];
+  /** Per peer: the largest frame payload it accepts (from its HELLO). */
+  private peerMaxFrame: number[];
   private strangers = new Set<net.Socket>();
   private closing = false;
   private lost = false;
@@ -78,6 +87,7 @@ export class Mesh {
     this.dialed = new Array(opts.worldSize).fill(undefined);
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
+    this.peerMaxFrame = new Array(opts.worldSize).fill(0);
   }
 
   /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
@@ -87,10 +97,17 @@ export class Mesh {
       await m.setup();
     } catch (e) {
       m.close();
+      // A failed setup must not leave its address behind (a stale key outlives the group).
+      if (m.published) {
+        opts.store.deleteKey(m.published, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${m.published}: ${err}`));
+      }
       throw e;
     }
     return m;
   }
+
+  /** This rank's address key while it is in the store (setup deletes it once complete). */
+  private published: string | undefined;
 
   /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
   transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
@@ -119,8 +136,14 @@ export class Mesh {
     const prefix = `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}`;
     const keys = [...Array(worldSize).keys()].map((r) => `${prefix}/addr/${r}`);
     await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
+    this.published = keys[rank];
     const peers = keys.filter((_, r) => r !== rank);
-    const addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
+    let addrs: Uint8Array[];
+    try {
+      addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
+    } catch (e) {
+      throw await this.unpublished(e, keys);
+    }
     const addrOf = new Map<number, string>();
     let i = 0;
     for (let r = 0; r < worldSize; r++) if (r !== rank) addrOf.set(r, Buffer.from(addrs[i++]).toString('utf8'));
@@ -154,6 +177,7 @@ export class Mesh {
     this.strangers.clear();
     // Every peer has read our address (it connected to us): drop the key so the store does not
     // grow, and a later group of the same name and epoch cannot find a stale address.
+    this.published = undefined;
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
     this.startLiveness();
   }
@@ -167,8 +191,23 @@ export class Mesh {
       departed: (p) => this.departed.has(p),
       ping: (p, frame, payload, done) => this.links[p]?.send(frame, payload, { copy: true }, done),
       bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
-      lose: (silent, why) => this.lose(silent[0], why, silent),
+      lose: (silent, why) => this.lose(silent[0], why, false, silent),
     });
+  }
+
+  /**
+   * The address wait timed out: name the ranks whose address never appeared (a store wait only
+   * knows its keys), asking the store key by key, briefly.
+   */
+  private async unpublished(e: unknown, keys: string[]): Promise<unknown> {
+    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return e;
+    const { store, rank } = this.opts;
+    const there = await Promise.all(keys.map((k, r) => (r === rank ? true : store.check([k], { timeoutMs: 300 }).catch(() => undefined))));
+    const missing = keys.map((_, r) => r).filter((r) => there[r] === false);
+    if (missing.length === 0) return e;
+    return timeoutError(`CPU group '${this.opts.groupName}' rank ${rank}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
+      `never published ${missing.length > 1 ? 'their' : 'its'} address (did ${missing.length > 1 ? 'they' : 'it'} call create?): ${e.message}`,
+    { rank, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, cause: e });
   }
 
   private missingPeers(): number[] {
@@ -188,12 +227,26 @@ export class Mesh {
   /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
   private onConnection(s: net.Socket): void {
     if (this.closing) { s.destroy(); return; }
+    // Unauthenticated connections are bounded in number and in time: a flood during setup must
+    // not take this rank's descriptors, nor a silent socket hold one until setup ends.
+    if (this.strangers.size >= MAX_STRANGERS + 2 * this.worldSize) {
+      this.log.warn(`too many connections that have not completed a HELLO (${this.strangers.size}): refusing ${s.remoteAddress}:${s.remotePort}`);
+      s.destroy();
+      return;
+    }
     s.setNoDelay(true);
     applyKeepAlive(s);
     this.strangers.add(s);
+    const timer = setTimeout(() => {
+      if (this.strangers.has(s)) {
+        this.log.warn(`no valid HELLO from ${s.remoteAddress}:${s.remotePort} within ${this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS} ms: closing it`);
+        s.destroy();
+      }
+    }, this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
+    timer.unref?.();
     s.on('error', () => {});
-    s.on('close', () => this.strangers.delete(s));
-    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => this.accept(s, h));
+    s.on('close', () => { clearTimeout(timer); this.strangers.delete(s); });
+    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => { clearTimeout(timer); this.accept(s, h); });
   }
 
   private accept(s: net.Socket, h: PeerHello): void {
@@ -218,7 +271,8 @@ export class Mesh {
       this.links[peer] = new TcpLink({ peer, socket: s, events, pool: this.sendPool });
       this.outReady[peer] = true;
     }
-    s.write(this.hs.ack(seg));
+    this.peerMaxFrame[peer] = h.maxFrameBytes;
+    s.write(this.hs.ack(h, seg));
     this.log.debug(`accepted rank ${peer} from ${s.remoteAddress}:${s.remotePort}`);
     this.readyCheck();
   }
@@ -227,10 +281,15 @@ export class Mesh {
     let addr = firstAddr;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
+      challenge: (b) => {
+        const hello = this.hs.hello(peer, b);
+        if (typeof hello === 'string') this.refused(peer, hello);
+        else this.dialed[peer]?.write(hello);
+      },
       ack: (b) => this.onAck(peer, b),
       bye: () => this.onBye(peer),
       malformed: (why) => this.protocolFailure(peer, why),
-    });
+    }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
     const attempt = () => {
       if (this.closing) return;
@@ -242,7 +301,7 @@ export class Mesh {
         s.setNoDelay(true);
         applyKeepAlive(s);
         this.dialed[peer] = s;
-        s.write(this.hs.hello());
+        // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
         // Everything a peer sends, its goodbye included, arrives in order on this connection,
         // so the end of *this* stream decides: after a goodbye it is a departure, else a loss.
         s.on('error', (e) => this.lose(peer, e.message));
@@ -272,9 +331,7 @@ export class Mesh {
   private onAck(peer: number, b: Uint8Array): void {
     const a = this.hs.readAck(peer, b);
     if (!a.ok) {
-      const err = protocolError(`rank ${this.rank}: rank ${peer} refused the connection: ${a.why}`, { rank: this.rank, peerRank: peer });
-      if (this.setupError) this.setupError(err);
-      else this.protocolFailure(peer, a.why);
+      this.refused(peer, a.why);
       return;
     }
     const s = this.dialed[peer];
@@ -284,6 +341,14 @@ export class Mesh {
       s.write(this.hs.answer(seg !== undefined));
     }
     this.readyCheck();
+  }
+
+  /** The handshake with `peer` failed on our dialed connection: setup fails naming it. */
+  private refused(peer: number, why: string): void {
+    const err = protocolError(`CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`, { rank: this.rank, peerRank: peer });
+    this.dialed[peer]?.destroy();
+    if (this.setupError) this.setupError(err);
+    else this.protocolFailure(peer, why);
   }
 
   private onBye(peer: number): void {
@@ -302,11 +367,12 @@ export class Mesh {
     setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
-  private lose(peer: number, why: string, peers: number[] = [peer]): void {
+  private lose(peer: number, why: string, protocol = false, peers: number[] = [peer]): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
     const who = peers.length > 1 ? `ranks ${peers.join(', ')}` : `rank ${peer}`;
-    const err = peerLostError(`CPU group '${this.opts.groupName}' rank ${this.rank}: lost ${who} (${why})`,
-      { rank: this.rank, peerRank: peer, peerRanks: peers.length > 1 ? peers : undefined });
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: lost ${who} (${why})`;
+    const fields = { rank: this.rank, peerRank: peer, peerRanks: peers.length > 1 ? peers : undefined };
+    const err = protocol ? protocolError(msg, fields) : peerLostError(msg, fields);
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
     this.log.info(err.message);
@@ -318,7 +384,7 @@ export class Mesh {
     this.log.warn(`protocol error from rank ${peer}: ${why}; closing the group's connections to it`);
     this.dialed[peer]?.destroy();
     this.links[peer]?.destroy();
-    this.lose(peer, `protocol error: ${why}`);
+    this.lose(peer, `protocol error: ${why}`, true);
   }
 
   /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
@@ -342,6 +408,10 @@ export class Mesh {
     const link = this.links[peer];
     if (!link) {
       done(new Error(`no connection to rank ${peer}`));
+      return;
+    }
+    if (payload.byteLength > this.peerMaxFrame[peer]) {
+      done(new Error(`a frame of ${payload.byteLength} bytes is above rank ${peer}'s maximum of ${this.peerMaxFrame[peer]} (GROUPCOMM_CPU_MAX_FRAME_BYTES)`));
       return;
     }
     link.send(frame, payload, opts, done);

@@ -20,7 +20,6 @@
 import { createRequire } from 'node:module';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import os from 'node:os';
 
 const require = createRequire(import.meta.url);
 
@@ -76,20 +75,87 @@ function loadLibc(): Libc {
 }
 
 /**
- * Identifies this machine's running kernel: two processes with the same host id can share
- * memory through /dev/shm (same hostname and same boot). Empty when it cannot be told, which
- * never matches, so such peers use TCP.
+ * Identifies what a peer must share with this process for a ring to work: the running kernel
+ * (boot id), the IPC namespace, and the /dev/shm mount itself (device and inode). Addresses and
+ * hostnames are not part of it: two network namespaces on one machine are one "host" only when
+ * they truly see the same /dev/shm. Empty when it cannot be told, which never matches, so such
+ * peers use TCP. It travels in the authenticated HELLO (link/handshake.ts).
  */
 let hostIdCache: string | undefined;
 export function hostId(): string {
   if (hostIdCache !== undefined) return hostIdCache;
   try {
     const boot = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-    hostIdCache = boot ? `${os.hostname()}/${boot}`.slice(0, 255) : '';
+    const ipc = fs.readlinkSync('/proc/self/ns/ipc').replace(/\D/g, '');
+    const shm = fs.statSync('/dev/shm');
+    hostIdCache = boot && ipc ? `${boot}/ipc:${ipc}/shm:${shm.dev}:${shm.ino}`.slice(0, 255) : '';
   } catch {
     hostIdCache = '';
   }
   return hostIdCache;
+}
+
+/**
+ * The tag every segment name of this kernel and PID namespace carries: a dead owner's segments
+ * can then be recognised (and reclaimed) only by processes that can tell whether its pid lives.
+ */
+let ownerTagCache: string | undefined;
+export function ownerTag(): string {
+  if (ownerTagCache !== undefined) return ownerTagCache;
+  let id = '';
+  try {
+    id = fs.readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() + fs.readlinkSync('/proc/self/ns/pid');
+  } catch { /* no /proc: a tag of nothing, reclaim then only matches this same situation */ }
+  ownerTagCache = crypto.createHash('sha256').update(id).digest('hex').slice(0, 12);
+  return ownerTagCache;
+}
+
+/** `/gcpu-<owner tag>-<pid>-<128 random bits>`: unguessable, and says whose it is. */
+const NAME_RE = /^\/gcpu-([0-9a-f]{12})-(\d{1,10})-[0-9a-f]{32}$/;
+
+/**
+ * True for a name this code could have created (the ACK's name is checked against it). Any
+ * owner tag: a peer in another PID namespace that shares this /dev/shm has another tag.
+ */
+export function validSegmentName(name: string): boolean {
+  return NAME_RE.test(name);
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+let reclaimed = false;
+/**
+ * Removes the /dev/shm files of segments whose creator (same kernel, same PID namespace) is dead:
+ * a rank killed between creating a segment and its peer mapping it leaves one behind. Run once
+ * per process, by the first segment it creates. Returns how many were removed.
+ */
+export function reclaimDeadSegments(dir = '/dev/shm'): number {
+  let n = 0;
+  let names: string[];
+  try {
+    names = fs.readdirSync(dir);
+  } catch {
+    return 0;
+  }
+  const tag = ownerTag();
+  for (const f of names) {
+    const m = NAME_RE.exec('/' + f);
+    if (!m || m[1] !== tag) continue;
+    const pid = Number(m[2]);
+    if (pid === process.pid || alive(pid)) continue;
+    try {
+      fs.unlinkSync(`${dir}/${f}`);
+      n++;
+    } catch { /* another rank reclaimed it first */ }
+  }
+  return n;
 }
 
 /** One mapped segment: a control page and a ring. */
@@ -109,19 +175,36 @@ export class Segment {
   /** Creates a new segment with a fresh random name (the sender's side). */
   static create(ringBytes: number): Segment {
     const lc = loadLibc();
-    const name = `/gcpu-${process.pid}-${crypto.randomBytes(4).toString('hex')}`;
+    if (!reclaimed) {
+      reclaimed = true;
+      reclaimDeadSegments();
+    }
+    const name = `/gcpu-${ownerTag()}-${process.pid}-${crypto.randomBytes(16).toString('hex')}`;
     const fd = lc.shmOpen(name, O_RDWR | O_CREAT | O_EXCL, 0o600);
     if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);
     return Segment.map(lc, name, fd, ringBytes, true);
   }
 
-  /** Maps a segment the peer created (the receiver's side) and unlinks its name. */
-  static open(name: string, ringBytes: number): Segment {
+  /**
+   * Maps a segment the peer created (the receiver's side) and unlinks its name, unless
+   * `unlinkNow` is false (several readers must still open it; the creator unlinks it later). The
+   * name must be one this code makes, the size a valid ring, and the object exactly that size
+   * (mapping past a shorter file would fault on first touch).
+   */
+  static open(name: string, ringBytes: number, unlinkNow = true): Segment {
+    if (!validSegmentName(name)) throw new Error(`segment name '${name}' is not one a rank of this host creates`);
+    if (!validRingBytes(ringBytes)) throw new Error(`ring of ${ringBytes} bytes is not a power of two in [64 KiB, 1 GiB]`);
     const lc = loadLibc();
     const fd = lc.shmOpen(name, O_RDWR, 0o600);
     if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);
+    let size = -1;
+    try { size = fs.fstatSync(fd).size; } catch { /* checked below */ }
+    if (size !== CONTROL_BYTES + ringBytes) {
+      lc.close(fd);
+      throw new Error(`segment ${name} has ${size} bytes, the offer said ${CONTROL_BYTES + ringBytes}`);
+    }
     const s = Segment.map(lc, name, fd, ringBytes, false);
-    s.unlink();
+    if (unlinkNow) s.unlink();
     return s;
   }
 

@@ -1,22 +1,31 @@
 /**
  * The CPU group's wire format (all little-endian; docs/cpu-group.md has the byte tables).
  *
- * Connection setup: the dialer sends HELLO (who it is and which group/epoch it wants), the
- * acceptor answers ACK with a status; anything else is refused and the socket closed.
+ * Connection setup: the acceptor sends a CHALLENGE (a fresh nonce), the dialer answers HELLO
+ * (who it is, which group/epoch and rank it wants, its nonce, and a MAC under the job secret
+ * over all of it and the challenge), the acceptor answers ACK with a status and its own MAC over
+ * the ACK and the HELLO's MAC; anything else is refused and the socket closed.
  * After that, data flows in frames: a fixed 24-byte header followed by `length` payload bytes.
  * The header's (kind, tag, seq) picks the operation a frame belongs to, `slot` the piece of it,
  * so several operations can be on the wire at once without mixing.
  */
 
 export const MAGIC = 0x55504347; // 'GCPU' read as a little-endian u32
-export const VERSION = 2;
+export const VERSION = 3;
 export const HELLO_FIXED = 32;
-/** ACK: 12 bytes of status, then the shared-memory offer (ring bytes, segment name). */
-export const ACK_SIZE = 40;
-const SHM_NAME_BYTES = 24;
+/** CHALLENGE: u32 magic, u16 version, u16 0, 32 B nonce: the acceptor's first bytes. */
+export const CHALLENGE_SIZE = 40;
+export const NONCE_BYTES = 32;
+export const MAC_BYTES = 32;
+/** ACK: 12 bytes of status, the shared-memory offer (ring bytes, segment name), then its MAC. */
+export const SHM_NAME_BYTES = 64;
+export const ACK_BODY = 16 + SHM_NAME_BYTES;
+export const ACK_SIZE = ACK_BODY + MAC_BYTES;
 export const HEADER_SIZE = 24;
 /** Longest accepted group name in a HELLO (bytes): bounds what a stranger can make us buffer. */
 export const MAX_NAME_BYTES = 1024;
+/** After the HELLO's host id: u32 toRank, f64 maxFrameBytes, dialer nonce, MAC. */
+export const HELLO_TRAILER = 4 + 8 + NONCE_BYTES + MAC_BYTES;
 
 /** Frame kinds: collective frames are matched by the group's op sequence, p2p by (tag, seq). */
 export const KIND_COLL = 1;
@@ -50,12 +59,13 @@ export const Status = {
   DUPLICATE: 6,
   WRONG_SIZE: 7,
   WRONG_TUNING: 8,
+  BAD_AUTH: 9,
 } as const;
 
 const STATUS_TEXT: Record<number, string> = {
   0: 'ok', 1: 'bad magic', 2: 'unsupported version', 3: 'wrong group name', 4: 'wrong epoch',
   5: 'rank out of range', 6: 'rank already connected', 7: 'world size differs',
-  8: 'chunkBytes / smallBytes differ',
+  8: 'chunkBytes / smallBytes differ', 9: 'authentication failed (different GROUPCOMM_SECRET?)',
 };
 export const statusText = (s: number) => STATUS_TEXT[s] ?? `status ${s}`;
 
@@ -73,14 +83,39 @@ export interface Hello {
   want: number;
   /** The dialer's host id (shm.hostId()); shm needs equal ids. */
   hostId: string;
+  /** The rank the dialer meant to reach (the acceptor checks it is itself). */
+  toRank: number;
+  /** Largest frame payload the dialer accepts on this connection. */
+  maxFrameBytes: number;
+  nonce: Uint8Array;
+}
+
+/** The acceptor's challenge. */
+export function encodeChallenge(nonce: Uint8Array): Buffer {
+  const b = Buffer.alloc(CHALLENGE_SIZE);
+  b.writeUInt32LE(MAGIC, 0);
+  b.writeUInt16LE(VERSION, 4);
+  Buffer.from(nonce.buffer, nonce.byteOffset, NONCE_BYTES).copy(b, 8);
+  return b;
+}
+
+/** The challenge's nonce, or a reason it is not one. */
+export function decodeChallenge(b: Uint8Array): { nonce: Buffer } | { why: string } {
+  const dv = new DataView(b.buffer, b.byteOffset, CHALLENGE_SIZE);
+  if (dv.getUint32(0, true) !== MAGIC) return { why: 'not a groupcomm CPU group (bad magic in its challenge)' };
+  if (dv.getUint16(4, true) !== VERSION) return { why: `it speaks protocol version ${dv.getUint16(4, true)}, this rank ${VERSION}` };
+  return { nonce: Buffer.from(b.subarray(8, 8 + NONCE_BYTES)) };
 }
 
 // HELLO: u32 magic, u16 version, u16 nameLen, u32 rank, u32 worldSize, f64 epoch,
-//        u32 chunkBytes, u32 smallBytes, name bytes, u8 want, u8 hostIdLen, hostId bytes.
-export function encodeHello(h: Omit<Hello, 'magic' | 'version' | 'want' | 'hostId'> & { want?: number; hostId?: string }): Buffer {
+//        u32 chunkBytes, u32 smallBytes, name bytes, u8 want, u8 hostIdLen, hostId bytes,
+//        u32 toRank, f64 maxFrameBytes, 32 B dialer nonce, 32 B MAC (link/handshake.ts).
+/** A HELLO without its MAC (the last MAC_BYTES are zero: the caller signs it). */
+export function encodeHello(h: Omit<Hello, 'magic' | 'version' | 'want' | 'hostId' | 'toRank' | 'maxFrameBytes' | 'nonce'> &
+  { want?: number; hostId?: string; toRank?: number; maxFrameBytes?: number; nonce?: Uint8Array }): Buffer {
   const name = Buffer.from(h.name, 'utf8');
   const host = Buffer.from(h.hostId ?? '', 'utf8').subarray(0, 255);
-  const b = Buffer.allocUnsafe(HELLO_FIXED + name.length + 2 + host.length);
+  const b = Buffer.alloc(HELLO_FIXED + name.length + 2 + host.length + HELLO_TRAILER);
   b.writeUInt32LE(MAGIC, 0);
   b.writeUInt16LE(VERSION, 4);
   b.writeUInt16LE(name.length, 6);
@@ -90,14 +125,19 @@ export function encodeHello(h: Omit<Hello, 'magic' | 'version' | 'want' | 'hostI
   b.writeUInt32LE(h.chunkBytes >>> 0, 24);
   b.writeUInt32LE(h.smallBytes >>> 0, 28);
   name.copy(b, HELLO_FIXED);
-  b[HELLO_FIXED + name.length] = h.want ?? WANT_TCP;
-  b[HELLO_FIXED + name.length + 1] = host.length;
-  host.copy(b, HELLO_FIXED + name.length + 2);
+  let at = HELLO_FIXED + name.length;
+  b[at++] = h.want ?? WANT_TCP;
+  b[at++] = host.length;
+  host.copy(b, at);
+  at += host.length;
+  b.writeUInt32LE((h.toRank ?? 0) >>> 0, at);
+  b.writeDoubleLE(h.maxFrameBytes ?? 0, at + 4);
+  if (h.nonce) Buffer.from(h.nonce.buffer, h.nonce.byteOffset, NONCE_BYTES).copy(b, at + 12);
   return b;
 }
 
 /** The fixed part of a HELLO; `nameLen` says how many more bytes to read (then the trailer). */
-export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name' | 'want' | 'hostId'> & { nameLen: number } {
+export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name' | 'want' | 'hostId' | 'toRank' | 'maxFrameBytes' | 'nonce'> & { nameLen: number } {
   return {
     magic: b.readUInt32LE(0),
     version: b.readUInt16LE(4),
@@ -111,7 +151,7 @@ export function decodeHelloFixed(b: Buffer): Omit<Hello, 'name' | 'want' | 'host
 }
 
 // ACK: u32 magic, u16 version, u16 status, u32 rank of the acceptor, u32 ringBytes (0: TCP
-//      only), 24 bytes shm segment name (UTF-8, zero-padded).
+//      only), 64 bytes shm segment name (UTF-8, zero-padded), 32 B MAC (zero on a refusal).
 export function encodeAck(status: number, rank: number, shm?: { ringBytes: number; name: string }): Buffer {
   const b = Buffer.alloc(ACK_SIZE);
   b.writeUInt32LE(MAGIC, 0);

@@ -20,6 +20,7 @@
 import { addExtension, Packr, RESERVE_START_SPACE } from 'msgpackr';
 import { dtypeByCode, dtypeInfo, type DType } from '../core/dtype.js';
 import { invalidArgument, protocolError } from '../base/errors.js';
+import { BASE_EXTENSIONS, checkMsgpack } from '../core/msgpack_guard.js';
 import { bytesOf, isCpu, numel, type Tensor } from '../core/tensor.js';
 
 const MAGIC0 = 0x67; // 'g'
@@ -91,7 +92,15 @@ addExtension({
   },
 });
 
-const packr = new Packr({ useRecords: false, moreTypes: true });
+// Untrusted input: no structured clone; checkMsgpack admits only the extensions written here.
+const packr = new Packr({ useRecords: false, moreTypes: true, structuredClone: false });
+const ALLOWED = new Map<number, number>([...BASE_EXTENSIONS, [MAP_EXT, 1], [SEGMENT_EXT, 1]]);
+
+/** Decodes a msgpack body from a peer: checked first, and any failure is the caller's PROTOCOL. */
+function unpackChecked(body: Uint8Array): unknown {
+  checkMsgpack(body, ALLOWED);
+  return packr.unpack(body);
+}
 
 /**
  * `v` with every Map replaced by a MapBox and every big typed array by a SegmentRef (its bytes
@@ -101,6 +110,8 @@ function boxMaps(v: unknown, segs: ArrayBufferView[], depth = 0): unknown {
   // msgpack would silently turn these into nil; say so instead.
   if (typeof v === 'function' || typeof v === 'symbol') throw invalidArgument(`cannot send a ${typeof v} (objects carry data only)`);
   if (typeof v !== 'object' || v === null || v instanceof Date) return v;
+  // Receivers refuse these extensions (docs/security.md): say so at the sender.
+  if (v instanceof RegExp || v instanceof Error) throw invalidArgument(`cannot send a ${v.constructor.name} (objects carry data only; send its text)`);
   if (ArrayBuffer.isView(v)) {
     const name = v.constructor.name;
     if (v.byteLength < SEGMENT_MIN_BYTES || !Object.hasOwn(SEGMENT_CLASSES, name) || v.constructor !== SEGMENT_CLASSES[name]) return v;
@@ -234,7 +245,7 @@ export function decodeObject(bytes: Uint8Array, o: Origin): unknown {
   if (bytes.length >= HEADER && bytes[3] === KIND_OBJECT_SEGMENTS) return decodeSegments(bytes, o);
   checkHeader(bytes, KIND_OBJECT, o);
   try {
-    return packr.unpack(bytes.subarray(HEADER));
+    return unpackChecked(bytes.subarray(HEADER));
   } catch (e) {
     throw bad(`undecodable object (${(e as Error).message.slice(0, 120)})`, o, e);
   }
@@ -261,7 +272,7 @@ function decodeSegments(bytes: Uint8Array, o: Origin): unknown {
   }
   reading = { value: bytes, at, len, used: new Array(count).fill(false) };
   try {
-    return packr.unpack(bytes.subarray(head, head + bodyLen));
+    return unpackChecked(bytes.subarray(head, head + bodyLen));
   } catch (e) {
     throw bad(`undecodable object (${(e as Error).message.slice(0, 120)})`, o, e);
   } finally {

@@ -62,6 +62,13 @@ export interface ProcessGroupOptions {
   timeoutMs?: number;
   /** Use this store instead of hosting/connecting one; the group then never closes it. */
   store?: Store;
+  /**
+   * The job secret for the store this group hosts or connects to (default GROUPCOMM_SECRET).
+   * Rank 0 refuses a non-loopback `host` without one unless `insecure` (docs/security.md).
+   */
+  secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
   /** Namespace of the group's keys; groups sharing one store need distinct names. Default 'pg'. */
   groupName?: string;
   /**
@@ -162,6 +169,7 @@ export class StatelessProcessGroup {
       }
       store = await TcpStore.create({
         host: opts.host ?? '127.0.0.1', port: opts.port, isServer: rank === 0, timeoutMs, signal: opts.signal,
+        secret: opts.secret, insecure: opts.insecure,
       });
     }
     try {
@@ -423,6 +431,14 @@ export class StatelessProcessGroup {
     // g/open first: from now on a re-creating rank blocks until the next epoch opens.
     const keys = [joinKeys.open(g), joinKeys.all(g, this.epoch), this.#msgs.ns + 'bye', this.#msgs.ns + 'bye/all'];
     await Promise.all(keys.map((k) => this.store.deleteKey(k, o)));
+    // The epoch counter goes too, unless a newer incarnation has bumped it meanwhile: a store
+    // that hosts many short-lived groups must not keep one key per name forever. A later group
+    // of this name starts again at epoch 1; every key of this one is gone by now.
+    const epochKey = joinKeys.epoch(g);
+    if (await this.store.check([epochKey], o)) {
+      const now = Number(new TextDecoder().decode(await this.store.get(epochKey, o)));
+      if (now === this.epoch) await this.store.deleteKey(epochKey, o);
+    }
   }
 
   // ---------------------------------------------------------------- internals

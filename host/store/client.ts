@@ -18,7 +18,7 @@ import { abortedError, destroyedError, type GroupcommError, invalidArgument, isG
 import { setting } from '../base/config.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { secretBytes } from './auth.js';
+import { resolveSecret } from '../base/secret.js';
 import { launchEnv } from '../base/launch_env.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
@@ -26,7 +26,7 @@ import {
   readU8, readWaitGet, type OpKeys, type Reader,
 } from './connection.js';
 import {
-  CheckReply, Frame, INIT_KEY, isAscii, keyListFrame, Op, SubscribeReply, WAIT_GET_DELETE, WaitReply, type StoreLimits,
+  CheckReply, Frame, INIT_KEY, isAscii, keyListFrame, Op, SubscribeReply, TORCH_LIMITS, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
 import { TcpStoreServer } from './server.js';
 import type { Store, StoreValue, Subscription } from './types.js';
@@ -48,8 +48,10 @@ export interface TcpStoreOptions {
   /** Connect deadline and default for every operation (default GROUPCOMM_TIMEOUT_MS or 300 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Shared secret for the groupcomm auth handshake (the server must have the same one). */
+  /** Shared secret for the groupcomm auth handshake (the server must have the same one). Default GROUPCOMM_SECRET. */
   secret?: string | Uint8Array;
+  /** With isServer: allow a non-loopback host without a secret (see TcpStoreServerOptions.insecure). */
+  insecure?: boolean;
   /** Put torch's '/' before every user key, so torch clients see the same keys (default true). */
   prefixKeys?: boolean;
   /**
@@ -59,6 +61,8 @@ export interface TcpStoreOptions {
   hostRank?: number;
   /** Server limits, with isServer. */
   limits?: Partial<StoreLimits>;
+  /** With isServer: which prefixes SUBSCRIBE may claim (TcpStoreServerOptions.subscribePrefixes). */
+  subscribePrefixes?: 'mailboxes' | 'any';
   /**
    * Use groupcomm's extension opcodes (one-round-trip get) when the server has them (default
    * true). false sends exactly what a torch client sends: for comparisons and debugging.
@@ -197,6 +201,14 @@ export class TcpStore implements Store {
   private pinging = false;
   /** TcpStoreOptions.hostRank. */
   private hostRank?: number;
+  /** Set when liveness gave up on the server: every call fails with it from then on. */
+  private lostErr?: GroupcommError;
+  /**
+   * The server's limits (its LIMITS answer; torch's for a server without extensions): requests
+   * over them are refused here with INVALID_ARGUMENT, before anything is sent, so the
+   * connection and the requests queued on it are not lost to a server-side violation.
+   */
+  limits: StoreLimits = TORCH_LIMITS;
 
   private constructor(
     token: symbol,
@@ -240,20 +252,21 @@ export class TcpStore implements Store {
     let server: TcpStoreServer | undefined;
     let port = opts.port;
     if (opts.isServer) {
-      server = await TcpStoreServer.listen({ host, port, worldSize: opts.worldSize, secret: opts.secret, limits: opts.limits, logger: log });
+      server = await TcpStoreServer.listen({ host, port, worldSize: opts.worldSize, secret: opts.secret, insecure: opts.insecure, limits: opts.limits, subscribePrefixes: opts.subscribePrefixes, logger: log });
       port = server.port;
     } else if (port === 0) {
       throw invalidArgument('TcpStore: a client needs the server\'s port (0 only with isServer)');
     }
     const spec: ConnectSpec = {
       host, port, timeoutMs, signal: opts.signal, log, probe: opts.extensions ?? true,
-      secret: opts.secret === undefined ? undefined : secretBytes(opts.secret),
+      secret: resolveSecret(opts.secret, 'TcpStore'),
       local: server && (opts.inProcess ?? true) ? server : undefined,
     };
     let store: TcpStore | undefined;
     try {
       const { conn, ext } = await openConnection(spec);
       store = new TcpStore(MADE, spec, conn, ext, opts.prefixKeys ?? true, server);
+      await store.learnLimits({ timeoutMs, signal: opts.signal });
       store.hostRank = opts.hostRank;
       store.startLiveness();
       if (opts.worldSize !== undefined) {
@@ -291,28 +304,62 @@ export class TcpStore implements Store {
   async clone(): Promise<TcpStore> {
     this.ensureOpen();
     const { conn, ext } = await openConnection({ ...this.spec, signal: undefined });
-    return new TcpStore(MADE, { ...this.spec, signal: undefined }, conn, ext, this.prefix);
+    const c = new TcpStore(MADE, { ...this.spec, signal: undefined }, conn, ext, this.prefix);
+    c.limits = this.limits;
+    return c;
+  }
+
+  /** Asks a groupcomm server for its limits (one round trip, once per store). */
+  private async learnLimits(opts: OpOptions): Promise<void> {
+    if (!this.extended) return;
+    const r = (c: import('./protocol.js').Cursor) => ({ maxKeyBytes: c.u64(), maxValueBytes: c.u64(), maxKeysPerRequest: c.u64(), maxRequestBytes: c.u64() });
+    this.limits = await this.call(Buffer.from([Op.LIMITS]), r, 'negotiate limits', opts);
+  }
+
+  /** Refuses a value over the server's limit before it is sent. */
+  private checkValue(v: Uint8Array, what: string, key: string): Uint8Array {
+    if (v.length > this.limits.maxValueBytes) {
+      throw invalidArgument(`${what}: a value of ${v.length} bytes exceeds the store's maxValueBytes ${this.limits.maxValueBytes}`, { key });
+    }
+    return v;
+  }
+
+  /** A MULTI_SET as a whole must fit the server's maxRequestBytes too. */
+  private checkRequest(wks: Uint8Array[], vs: Uint8Array[], what: string): void {
+    let n = 9;
+    for (let i = 0; i < wks.length; i++) n += 16 + wks[i].length + vs[i].length;
+    if (n > this.limits.maxRequestBytes) throw invalidArgument(`${what}: a request of ${n} bytes exceeds the store's maxRequestBytes ${this.limits.maxRequestBytes}`);
+  }
+
+  private checkCount(n: number, what: string): void {
+    if (n > this.limits.maxKeysPerRequest) throw invalidArgument(`${what}: ${n} keys exceed the store's maxKeysPerRequest ${this.limits.maxKeysPerRequest}`);
   }
 
   private wireKey(key: string): Buffer {
     if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
-    return Buffer.from(this.prefix ? '/' + key : key, 'utf8');
+    const b = Buffer.from(this.prefix ? '/' + key : key, 'utf8');
+    if (b.length > this.limits.maxKeyBytes) throw invalidArgument(`a key of ${b.length} bytes exceeds the store's maxKeyBytes ${this.limits.maxKeyBytes}`, { key: key.slice(0, 200) });
+    return b;
   }
 
   /** wireKey as a latin1 string (how the server holds keys), without a Buffer for ASCII keys. */
   private wireLatin1(key: string): string {
     if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
     const k = this.prefix ? '/' + key : key;
-    return isAscii(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
+    const w = isAscii(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
+    if (w.length > this.limits.maxKeyBytes) throw invalidArgument(`a key of ${w.length} bytes exceeds the store's maxKeyBytes ${this.limits.maxKeyBytes}`, { key: key.slice(0, 200) });
+    return w;
   }
 
   /** At the start of an operation: none are taken once close() or abort() was called. */
   private ensureOpen(): void {
+    if (this.lostErr) throw this.lostErr;
     if (this.closing) throw destroyedError('this TcpStore was closed');
   }
 
   /** At a later step of an operation (close() lets those finish): only once the connections are gone. */
   private ensureLive(): void {
+    if (this.lostErr) throw this.lostErr;
     if (this.closed) throw this.aborted ? this.life.signal.reason : destroyedError('this TcpStore was closed');
   }
 
@@ -335,7 +382,7 @@ export class TcpStore implements Store {
 
   async set(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
     this.wrote(key);
-    await this.call(keyValueFrame(Op.SET, this.wireKey(key), valueBytes(value)), null, 'set', opts, key);
+    await this.call(keyValueFrame(Op.SET, this.wireKey(key), this.checkValue(valueBytes(value), 'set', key)), null, 'set', opts, key);
   }
 
   async get(key: string, opts?: OpOptions): Promise<Uint8Array> {
@@ -397,6 +444,8 @@ export class TcpStore implements Store {
     let conn: Connection;
     try {
       ({ conn } = await openConnection({ ...this.spec, timeoutMs, signal: anySignal([opts?.signal, this.life.signal]) }));
+    } catch (e) {
+      throw this.lostErr ?? e;
     } finally {
       this.waiting--;
     }
@@ -426,7 +475,9 @@ export class TcpStore implements Store {
     }
     if (status !== SubscribeReply.OK) {
       sub.close();
-      throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
+      throw invalidArgument(status === SubscribeReply.REFUSED
+        ? `subscribe: the store lets clients subscribe only to mailboxes (<namespace>/to/<rank>/), not '${prefix}'`
+        : `subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
     }
     return sub;
   }
@@ -469,20 +520,22 @@ export class TcpStore implements Store {
 
   async compareSet(key: string, expected: StoreValue, desired: StoreValue, opts?: OpOptions): Promise<Uint8Array> {
     const wk = this.wireKey(key);
-    const e = valueBytes(expected);
-    const d = valueBytes(desired);
+    const e = this.checkValue(valueBytes(expected), 'compareSet', key);
+    const d = this.checkValue(valueBytes(desired), 'compareSet', key);
     this.wrote(key);
     const f = new Frame(1 + 3 * u64 + wk.length + e.length + d.length).u8(Op.COMPARE_SET).bytes(wk).bytes(e).bytes(d).done();
     return this.call(f, readBytes, 'compareSet', opts, key);
   }
 
   async check(keys: string[], opts?: OpOptions): Promise<boolean> {
+    this.checkCount(keys.length, 'check');
     const r = await this.call(keyListFrame(Op.CHECK, keys.map((k) => this.wireKey(k))), readU8, 'check', opts, keys);
     return r === CheckReply.READY;
   }
 
   async wait(keys: string[], opts?: OpOptions): Promise<void> {
     this.ensureOpen();
+    this.checkCount(keys.length, 'wait');
     await this.waitWire(keys.map((k) => this.wireKey(k)), keys, opts);
   }
 
@@ -511,13 +564,25 @@ export class TcpStore implements Store {
 
   async append(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
     this.wrote(key);
-    await this.call(keyValueFrame(Op.APPEND, this.wireKey(key), valueBytes(value)), null, 'append', opts, key);
+    const wk = this.wireKey(key);
+    const v = this.checkValue(valueBytes(value), 'append', key);
+    if (!this.extended) {
+      await this.call(keyValueFrame(Op.APPEND, wk, v), null, 'append', opts, key);
+      return;
+    }
+    // A groupcomm server answers: a value that would outgrow the limit is an error here, and the
+    // connection (with everything queued behind the append) stays.
+    const status = await this.call(keyValueFrame(Op.APPEND_CHECKED, wk, v), readU8, 'append', opts, key);
+    if (status !== 0) {
+      throw invalidArgument(`append: '${key}' would grow past the store's maxValueBytes ${this.limits.maxValueBytes}; nothing was appended`, { key });
+    }
   }
 
   async multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]> {
     // No keys, no reply bytes: a reader that consumes nothing would never be reached.
     this.ensureOpen();
     if (keys.length === 0) return [];
+    this.checkCount(keys.length, 'multiGet');
     const wks = keys.map((k) => this.wireKey(k));
     if (this.extended && this.idle.length > 0 && keys.every((k) => this.mayBypass(k))) {
       return (await this.waitWire(wks, keys, opts, undefined, true, 'get'))!;
@@ -538,9 +603,12 @@ export class TcpStore implements Store {
 
   async multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void> {
     if (keys.length !== values.length) throw invalidArgument(`multiSet: ${keys.length} keys but ${values.length} values`);
-    const vs = values.map(valueBytes);
+    this.checkCount(keys.length, 'multiSet');
+    const vs = values.map((v, i) => this.checkValue(valueBytes(v), 'multiSet', keys[i]));
+    const wks = keys.map((k) => this.wireKey(k));
+    this.checkRequest(wks, vs, 'multiSet');
     for (const k of keys) this.wrote(k);
-    await this.call(multiSetFrame(keys.map((k) => this.wireKey(k)), vs), null, 'multiSet', opts, keys);
+    await this.call(multiSetFrame(wks, vs), null, 'multiSet', opts, keys);
   }
 
   /**
@@ -556,6 +624,15 @@ export class TcpStore implements Store {
     if (keys.length !== values.length) return Promise.reject(invalidArgument(`publish: ${keys.length} keys but ${values.length} values`));
     if (keys.length === 0) return Promise.resolve();
     for (const v of values) if (!(v instanceof Uint8Array)) return Promise.reject(invalidArgument(`publish: values are Uint8Array, got ${typeof v}`));
+    let wks: Buffer[];
+    try {
+      this.checkCount(keys.length, 'publish');
+      values.forEach((v, i) => this.checkValue(v, 'publish', keys[i]));
+      wks = keys.map((k) => this.wireKey(k));
+      this.checkRequest(wks, values, 'publish');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const local = this.spec.local;
     if (local?.publishLocal && this.extended && !this.main.closed && !this.main.unsent) {
       try {
@@ -566,8 +643,8 @@ export class TcpStore implements Store {
       }
     }
     const frame = keys.length === 1
-      ? keyValueFrame(Op.SET, this.wireKey(keys[0]), values[0])
-      : multiSetFrame(keys.map((k) => this.wireKey(k)), values);
+      ? keyValueFrame(Op.SET, wks[0], values[0])
+      : multiSetFrame(wks, values);
     if (opts?.signal) return this.call(frame, null, 'publish', opts, keys);
     return this.main.request(frame, null, effectiveTimeout(opts, this.timeoutMs), 'publish', keys);
   }
@@ -582,7 +659,7 @@ export class TcpStore implements Store {
 
   /** Appends `value` to the FIFO queue `key` (queues are separate from keys; torch ≥ 2.8). */
   async queuePush(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
-    await this.call(keyValueFrame(Op.QUEUE_PUSH, this.wireKey(key), valueBytes(value)), null, 'queuePush', opts, key);
+    await this.call(keyValueFrame(Op.QUEUE_PUSH, this.wireKey(key), this.checkValue(valueBytes(value), 'queuePush', key)), null, 'queuePush', opts, key);
   }
 
   /** Pops the oldest value; with block (default) waits for one, else undefined when empty. */
@@ -659,6 +736,7 @@ export class TcpStore implements Store {
             signal: anySignal([opts?.signal, this.life.signal]),
           }));
         } catch (e) {
+          if (this.lostErr) throw this.lostErr;
           // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
           // on these keys, and the error says so.
           const shown = reportMs ?? timeoutMs;
@@ -826,8 +904,12 @@ export class TcpStore implements Store {
       this.ping({ timeoutMs: bound }).then(() => {}, (e) => {
         if (this.closed || !isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return;
         const by = this.hostRank === undefined ? '' : ` (hosted by rank ${this.hostRank})`;
-        this.shut(peerLostError(`store ${this.host}:${this.port}${by} did not answer a ping within ${bound} ms ` +
-          `(GROUPCOMM_LIVENESS_MS): the link is cut or the server is gone`, { peerRank: this.hostRank, cause: e }));
+        const err = peerLostError(`store ${this.host}:${this.port}${by} did not answer a ping within ${bound} ms ` +
+          `(GROUPCOMM_LIVENESS_MS): the link is cut or the server is gone`, { peerRank: this.hostRank, cause: e });
+        // Connections being opened (a wait's, a subscription's) give up too, with this error.
+        this.lostErr = err;
+        this.shut(err);
+        this.life.abort(err);
       }).finally(() => { this.pinging = false; });
     }, Math.max(10, Math.floor(bound / 5)));
     this.liveTimer.unref?.();

@@ -53,9 +53,22 @@ export const Op = {
    * the order the writes were applied). Nothing else may be sent on that connection.
    */
   SUBSCRIBE: 0xe6,
+  /**
+   * groupcomm: no fields → `u64 maxKeyBytes`, `u64 maxValueBytes`, `u64 maxKeysPerRequest`,
+   * `u64 maxRequestBytes`: the server's limits, so the client can refuse an oversized request
+   * itself (INVALID_ARGUMENT) instead of sending something that costs it the connection.
+   */
+  LIMITS: 0xe7,
+  /**
+   * groupcomm: APPEND's fields → `u8 status`: 0 appended, 1 refused because the value would grow
+   * past maxValueBytes (nothing changed, the connection stays). torch's APPEND has no reply, so
+   * a limit could only be reported by closing the connection.
+   */
+  APPEND_CHECKED: 0xe8,
 } as const;
 
-export const SubscribeReply = { OK: 0, TAKEN: 1 } as const;
+/** SUBSCRIBE's answer: 2 = the prefix is not one this server lets clients claim (not a mailbox). */
+export const SubscribeReply = { OK: 0, TAKEN: 1, REFUSED: 2 } as const;
 
 /** WAIT_GET flag: delete the keys once their values are sent. */
 export const WAIT_GET_DELETE = 1;
@@ -106,6 +119,12 @@ export const DEFAULT_LIMITS: StoreLimits = {
   maxKeysPerRequest: 131072,
   maxRequestBytes: 256 * 1024 * 1024,
 };
+
+/**
+ * What a client assumes of a server that has no LIMITS opcode (torch's): torch libuv's key and
+ * key-count limits; values as our own default (torch's legacy server has none).
+ */
+export const TORCH_LIMITS: StoreLimits = { ...DEFAULT_LIMITS };
 
 /** Fills in defaults; maxRequestBytes follows a raised maxValueBytes unless given. */
 export function resolveLimits(l: Partial<StoreLimits> = {}): StoreLimits {
@@ -252,6 +271,14 @@ export class Inbox {
   need = 0;
   private owned = false;
 
+  /** `growWithReceived`: never allocate more than twice what has arrived (a peer's declared length is not trusted). */
+  constructor(private readonly growWithReceived = false) {}
+
+  /** Bytes this inbox keeps alive: its own buffer, or the pending part of a read it borrowed. */
+  get held(): number {
+    return this.owned ? this.buf.length : this.end - this.start;
+  }
+
   /** Adds a read; true when enough is buffered to try parsing. */
   push(chunk: Buffer): boolean {
     const have = this.end - this.start;
@@ -265,7 +292,8 @@ export class Inbox {
       this.end += chunk.length;
     } else {
       const total = have + chunk.length;
-      const nb = Buffer.allocUnsafeSlow(Math.max(total, this.need));
+      const size = this.growWithReceived ? Math.max(total, Math.min(this.need, Math.max(2 * total, 64 * 1024))) : Math.max(total, this.need);
+      const nb = Buffer.allocUnsafeSlow(size);
       this.buf.copy(nb, 0, this.start, this.end);
       chunk.copy(nb, have);
       this.buf = nb;

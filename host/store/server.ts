@@ -17,13 +17,21 @@ import {
   AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
   Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
 } from './protocol.js';
-import { authProof, secretBytes } from './auth.js';
+import { authProof } from './auth.js';
+import { checkExposure, resolveSecret } from '../base/secret.js';
+import { setting } from '../base/config.js';
 import { bytesOf, KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
 import { LocalSocket } from './local.js';
 /** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
 
 const EXT_PROBE_LATIN1 = Buffer.from(EXT_PROBE_KEY, 'utf8').toString('latin1');
+/**
+ * A mailbox prefix: `<ns>/to/<rank>/` with a non-empty namespace — a process group's
+ * (pg/messages.ts: `<group>/<epoch>/to/<rank>/`) or the coordinator's fault inbox
+ * (`groupcomm/faults/<label>/to/<rank>/`). One rank's messages, never a whole namespace.
+ */
+const MAILBOX_PREFIX = /^[^]*[^/][^]*\/to\/\d+\/$/;
 const STOP_WAITING = Buffer.from([WaitReply.STOP_WAITING]);
 const WAIT_CANCELED = Buffer.from([WaitReply.WAIT_CANCELED]);
 const READY = Buffer.from([CheckReply.READY]);
@@ -57,8 +65,25 @@ export interface TcpStoreServerOptions {
   /** Number of clients expected to join through the `init/` counter (see waitForWorkers). */
   worldSize?: number;
   limits?: Partial<StoreLimits>;
-  /** When set, clients must prove they know it (HMAC handshake) before anything else. */
+  /**
+   * When set, clients must prove they know it (HMAC handshake) before anything else. Default
+   * GROUPCOMM_SECRET. Without one, listening on a non-loopback address is refused unless `insecure`.
+   */
   secret?: string | Uint8Array;
+  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
+  insecure?: boolean;
+  /**
+   * Which prefixes SUBSCRIBE may claim. 'mailboxes' (default): only one rank's mailbox
+   * (`<namespace>/to/<rank>/`), and only by a groupcomm client (one that sent the extension probe;
+   * with a secret, authenticated). 'any': any prefix ending in '/' (tests, trusted setups).
+   */
+  subscribePrefixes?: 'mailboxes' | 'any';
+  /** Close a connection that has not finished the handshake (and authentication) by then. Default GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS (10 s). */
+  handshakeTimeoutMs?: number;
+  /** Connections held at once; more are closed at accept. Default GROUPCOMM_STORE_MAX_CONNECTIONS (4096). */
+  maxConnections?: number;
+  /** Server-wide bytes held in partially received requests. Default GROUPCOMM_STORE_MAX_BUFFERED_BYTES (1 GiB). */
+  maxBufferedBytes?: number;
   logger?: Logger;
   /**
    * A net.Server to serve on instead of binding host:port, e.g. one the caller bound itself to
@@ -71,7 +96,7 @@ export interface TcpStoreServerOptions {
 class Conn {
   readonly id: number;
   stage: 'validate' | 'auth-hello' | 'auth-proof' | 'ready';
-  readonly inbox = new Inbox();
+  readonly inbox = new Inbox(true);
   out: Buffer[] = [];
   outBytes = 0;
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
@@ -86,6 +111,12 @@ class Conn {
   subscribed: string | null = null;
   clientNonce?: Buffer;
   serverNonce?: Buffer;
+  /** Sent the extension probe: a groupcomm client (SUBSCRIBE needs it). */
+  groupcomm = false;
+  /** Bytes this connection's inbox holds toward the server-wide budget. */
+  held = 0;
+  /** Closes the connection if the handshake is not done in time. */
+  deadline?: NodeJS.Timeout;
   constructor(readonly socket: net.Socket, id: number) {
     this.id = id;
     this.stage = 'validate';
@@ -127,6 +158,14 @@ export class TcpStoreServer {
   private depth = 0;
   private readonly secret?: Buffer;
   private readonly log: Logger;
+  private readonly subscribeAny: boolean;
+  private readonly handshakeTimeoutMs: number;
+  private readonly maxConnections: number;
+  private readonly maxBufferedBytes: number;
+  /** Bytes held in partial requests, all connections together. */
+  private buffered = 0;
+  /** Connections refused at the cap since the last warning (the log is rate limited). */
+  private refusedAtCap = 0;
   private nextId = 1;
   private closing?: Promise<void>;
   /** Sockets ended by a graceful close() and not closed yet (abort() or the deadline destroys them). */
@@ -139,10 +178,11 @@ export class TcpStoreServer {
     this.worldSize = opts.worldSize;
     this.limits = resolveLimits(opts.limits);
     this.log = opts.logger ?? makeLogger('STORE');
-    if (opts.secret !== undefined) {
-      this.secret = secretBytes(opts.secret);
-      if (this.secret.length === 0) throw invalidArgument('TcpStoreServer: secret must not be empty');
-    }
+    this.secret = resolveSecret(opts.secret, 'TcpStoreServer');
+    this.subscribeAny = opts.subscribePrefixes === 'any';
+    this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? setting('GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS');
+    this.maxConnections = opts.maxConnections ?? setting('GROUPCOMM_STORE_MAX_CONNECTIONS');
+    this.maxBufferedBytes = opts.maxBufferedBytes ?? setting('GROUPCOMM_STORE_MAX_BUFFERED_BYTES');
     server.on('connection', (s) => this.accept(s));
   }
 
@@ -156,6 +196,8 @@ export class TcpStoreServer {
     }
     const server = opts.server ?? net.createServer({ noDelay: true });
     const store = new TcpStoreServer(MADE, server, opts);
+    const bound = server.listening ? server.address() : undefined;
+    checkExposure('TcpStoreServer', bound && typeof bound === 'object' ? bound.address : host, store.secret, opts.insecure, store.log);
     // An 'error' on a listening server (EMFILE on accept, say) with no listener would be thrown
     // and take the process down; the store logs it and keeps serving the clients it has.
     const onListenerError = (e: Error) => store.log.warn(`listener error: ${e.message}`);
@@ -193,6 +235,11 @@ export class TcpStoreServer {
 
   get numConnections(): number {
     return this.conns.size;
+  }
+
+  /** Bytes held in partially received requests, all connections together (see maxBufferedBytes). */
+  get bufferedBytes(): number {
+    return this.buffered;
   }
 
   /** Number of keys held (what GETNUMKEYS answers). */
@@ -263,6 +310,11 @@ export class TcpStoreServer {
   subscribeLocal(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null {
     if (this.closing) throw destroyedError('subscribe on a closed TcpStoreServer');
     if (!prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
+    try {
+      this.checkPrefix(prefix);
+    } catch (e) {
+      throw invalidArgument(`subscribe: ${(e as Error).message}`, { key: prefix });
+    }
     const sub = new LocalSub(fn, onEnd);
     const backlog = this.claim(prefix, sub);
     if (!backlog) return null;
@@ -304,6 +356,15 @@ export class TcpStoreServer {
       if (--this.depth === 0 && this.takes.length) this.applyTakes();
     }
     this.flushAll();
+  }
+
+  /**
+   * A subscription takes every key under its prefix away from the store, so only one rank's
+   * mailbox (`<namespace>/to/<rank>/`) may be claimed, unless the server was told 'any'.
+   */
+  private checkPrefix(prefix: string): void {
+    if (this.subscribeAny || MAILBOX_PREFIX.test(prefix)) return;
+    throw new Violation(`SUBSCRIBE prefix '${prefix.slice(0, 100)}' is not a mailbox (…/to/<rank>/)`);
   }
 
   /**
@@ -400,9 +461,22 @@ export class TcpStoreServer {
       socket.destroy();
       return;
     }
+    if (this.conns.size >= this.maxConnections) {
+      // At the cap: refuse at once (a flood must not take descriptors from the job's ranks).
+      if (this.refusedAtCap++ === 0) {
+        this.log.warn(`connection cap of ${this.maxConnections} reached (GROUPCOMM_STORE_MAX_CONNECTIONS): refusing new connections`);
+        setTimeout(() => { this.refusedAtCap = 0; }, 10_000).unref();
+      }
+      socket.destroy();
+      return;
+    }
     socket.setNoDelay(true);
     const conn = new Conn(socket, this.nextId++);
     this.conns.add(conn);
+    conn.deadline = setTimeout(() => {
+      if (conn.stage !== 'ready') this.drop(conn, `no completed handshake within ${this.handshakeTimeoutMs} ms`);
+    }, this.handshakeTimeoutMs);
+    conn.deadline.unref?.();
     this.log.debug(`connection ${conn.id} from ${conn.remote}`);
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     socket.on('error', (e) => this.log.debug(`connection ${conn.id}: ${e.message}`));
@@ -418,6 +492,9 @@ export class TcpStoreServer {
     if (conn.closed) return;
     if (reason) this.log.warn(`closing connection ${conn.id} (${conn.remote}): ${reason}`);
     conn.closed = true;
+    if (conn.deadline) clearTimeout(conn.deadline);
+    this.buffered -= conn.held;
+    conn.held = 0;
     if (conn.subscribed !== null && this.subs.get(conn.subscribed) === conn) this.unsub(conn.subscribed);
     this.table.cancelWait(conn);
     this.conns.delete(conn);
@@ -440,14 +517,17 @@ export class TcpStoreServer {
   private onData(conn: Conn, chunk: Buffer): void {
     if (conn.closed) return;
     const inbox = conn.inbox;
+    let ready: boolean;
     try {
-      if (!inbox.push(chunk)) return;
+      ready = inbox.push(chunk);
     } catch (e) {
       // Buffering a request of a declared (within-limits) size failed: out of memory. Only this
       // connection goes; an exception escaping a 'data' handler would take the server down.
       this.drop(conn, `cannot buffer its request: ${(e as Error).message}`);
       return;
     }
+    if (this.account(conn)) return;
+    if (!ready) return;
     const buf = inbox.buf;
     const cur = this.cursor;
     cur.reset(buf, inbox.start, inbox.end);
@@ -481,8 +561,26 @@ export class TcpStoreServer {
     } finally {
       this.depth--;
     }
-    if (!conn.closed) inbox.consume(start, need);
+    if (!conn.closed) {
+      inbox.consume(start, need);
+      this.account(conn);
+    }
     this.flushAll();
+  }
+
+  /**
+   * Charges what `conn`'s inbox holds to the server-wide budget; over it, the connection is
+   * closed (true). Inbox buffers grow with the bytes received, not with declared lengths, so a
+   * client claiming huge requests and sending little holds little.
+   */
+  private account(conn: Conn): boolean {
+    const now = conn.inbox.held;
+    this.buffered += now - conn.held;
+    conn.held = now;
+    if (this.buffered <= this.maxBufferedBytes) return false;
+    this.drop(conn, `partial requests of all clients exceed ${this.maxBufferedBytes} bytes (GROUPCOMM_STORE_MAX_BUFFERED_BYTES)`);
+    this.flushAll();
+    return true;
   }
 
   // --- parsing helpers: each checks the limit on the declared length before reading bytes ---
@@ -552,6 +650,12 @@ export class TcpStoreServer {
         const [ka, kb] = this.key(cur);
         const prefix = buf.toString('latin1', ka, kb);
         if (!prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
+        if (!this.subscribeAny && !conn.groupcomm) throw new Violation('SUBSCRIBE from a client that did not negotiate groupcomm\'s extensions');
+        if (!this.subscribeAny && !MAILBOX_PREFIX.test(prefix)) {
+          this.log.warn(`connection ${conn.id} (${conn.remote}): SUBSCRIBE '${prefix.slice(0, 100)}' refused: not a mailbox prefix`);
+          this.send(conn, Buffer.from([SubscribeReply.REFUSED]));
+          return;
+        }
         const backlog = this.claim(prefix, conn);
         if (!backlog) {
           this.send(conn, Buffer.from([SubscribeReply.TAKEN]));
@@ -591,6 +695,7 @@ export class TcpStoreServer {
       }
       case Op.CHECK: {
         const keys = this.keyList(cur, buf);
+        if (keys.length === 1 && keys[0] === EXT_PROBE_LATIN1) conn.groupcomm = true;
         this.send(conn, keys.every((k) => this.table.exists(k)) ? READY : NOT_READY);
         return;
       }
@@ -634,6 +739,19 @@ export class TcpStoreServer {
         this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
         return;
       }
+      case Op.APPEND_CHECKED: {
+        const [ka, kb] = this.key(cur);
+        const [va, vb] = this.value(cur);
+        let status = 0;
+        try {
+          this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
+        } catch (e) {
+          if (!(e instanceof Violation)) throw e;
+          status = 1;
+        }
+        this.send(conn, Buffer.from([status]));
+        return;
+      }
       case Op.MULTI_GET: {
         const keys = this.keyList(cur, buf);
         for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);
@@ -668,6 +786,11 @@ export class TcpStoreServer {
       case Op.QUEUE_LEN: {
         const [ka, kb] = this.key(cur);
         this.send(conn, new Frame(8).i64(BigInt(this.table.queueLen(buf.toString('latin1', ka, kb)))).done());
+        return;
+      }
+      case Op.LIMITS: {
+        const l = this.limits;
+        this.send(conn, new Frame(32).u64(l.maxKeyBytes).u64(l.maxValueBytes).u64(l.maxKeysPerRequest).u64(l.maxRequestBytes).done());
         return;
       }
       case Op.JOIN_RANK: {

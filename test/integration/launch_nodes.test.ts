@@ -18,7 +18,10 @@ const worker = scriptFile('test/integration/workers/launch_worker', currentRunti
 
 interface Run { code: number | null; stdout: string; stderr: string; ms: number }
 
-function groupcomm(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<Run> {
+/** Several nodes need one job secret, given to every launcher (docs/security.md). */
+const SECRET_ENV = { ...process.env, GROUPCOMM_SECRET: 'launch-nodes-test-secret' };
+
+function groupcomm(args: string[], env: NodeJS.ProcessEnv = SECRET_ENV): Promise<Run> {
   return new Promise((resolve, reject) => {
     const t0 = Date.now();
     const child = spawn(process.execPath, [path.join(root, 'bin/groupcomm.js'), ...args], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -97,7 +100,7 @@ test('a rank failing on node 1 stops node 0 too; every launcher exits non-zero w
 
 test('node 0 gives up on a node whose launcher died, names it, and fails the job', async () => {
   const port = await freePort();
-  const env = { ...process.env, GROUPCOMM_LIVENESS_MS: '1000' };
+  const env = { ...SECRET_ENV, GROUPCOMM_LIVENESS_MS: '1000' };
   let n1Child: ReturnType<typeof spawn> | undefined;
   const n1 = new Promise<void>((resolve) => {
     n1Child = spawn(process.execPath, [path.join(root, 'bin/groupcomm.js'), ...nodeArgs(port, 1), worker, 'sleep', '4000', '1'], { cwd: root, env, stdio: ['ignore', 'pipe', 'ignore'] });
@@ -114,6 +117,15 @@ test('node 0 gives up on a node whose launcher died, names it, and fails the job
   assert.is(n0.code, 1, n0.stderr);
   assert.match(n0.stderr, /node 1 stopped answering for \d+ ms \(its launcher died or its link is cut\)/);
   assert.match(n0.stderr, '[launch] FAILED: job');
+});
+
+test('several nodes without GROUPCOMM_SECRET: refused at once, saying what to set', async () => {
+  const env = { ...process.env };
+  delete env.GROUPCOMM_SECRET;
+  delete env.GROUPCOMM_INSECURE;
+  const r = await groupcomm([...nodeArgs(1, 0), worker, 'env'], env);
+  assert.is(r.code, 2);
+  assert.match(r.stderr, '--nnodes > 1 needs GROUPCOMM_SECRET, the same on every node');
 });
 
 test('a node without node 0 says what it waits for, and gives up at --join-timeout-ms', async () => {

@@ -35,7 +35,8 @@ function launcher(node: number, nnodes: number, nproc: number, master: string, m
     '--nproc-per-node', String(nproc), '--master-addr', master, '--master-port', String(PORT), '--join-timeout-ms', '30000',
     '--grace-ms', '1000', scriptFile(WORKER, runtime), ...mode];
   // TCP between namespaces: they share a kernel and /dev/shm, which two machines do not.
-  const child = lab!.spawn(node, cmd, args, { ...process.env, GROUPCOMM_LIVENESS_MS: String(LIVENESS_MS), GROUPCOMM_CPU_TRANSPORT: 'tcp', ...env });
+  const child = lab!.spawn(node, cmd, args, { ...process.env, GROUPCOMM_LIVENESS_MS: String(LIVENESS_MS), GROUPCOMM_CPU_TRANSPORT: 'tcp',
+    GROUPCOMM_SECRET: 'netns-test-job-secret', ...env });
   const l: Launcher = { child, out: '', err: '', done: undefined as unknown as Promise<number | null> };
   child.stdout!.on('data', (d) => (l.out += d));
   child.stderr!.on('data', (d) => (l.err += d));

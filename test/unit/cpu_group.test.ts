@@ -8,7 +8,8 @@ import net from 'node:net';
 import { CpuGroup, type CpuGroupOptions } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
 import { bytesOf, empty, tensor, type CpuTensor } from '../../host/core/tensor.js';
-import { encodeHello, ACK_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
+import { encodeHello, ACK_SIZE, CHALLENGE_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
+import { signHello } from '../../host/cpu/link/handshake.js';
 import { rejectsWith } from '../helpers/rejects.js';
 
 let store: TcpStore;
@@ -33,12 +34,25 @@ test.after.each(async () => {
 const destroyAll = (gs: CpuGroup[]) => Promise.all(gs.map((g) => g.destroy()));
 
 
-/** Sends `bytes` to host:port and returns the ACK the group answered with. */
-function knock(port: number, bytes: Uint8Array): Promise<{ status: number; closed: boolean }> {
+/**
+ * Reads the group's CHALLENGE, answers with `bytes` (a HELLO is signed for that challenge with
+ * `secret`, as a rank would) and returns the ACK the group answered with.
+ */
+function knock(port: number, bytes: Uint8Array, sign: { secret?: Buffer } | false = {}): Promise<{ status: number; closed: boolean }> {
   return new Promise((resolve, reject) => {
-    const s = net.connect(port, '127.0.0.1', () => s.write(bytes));
+    const s = net.connect(port, '127.0.0.1');
     let got = Buffer.alloc(0);
-    s.on('data', (d) => (got = Buffer.concat([got, d])));
+    let sent = false;
+    s.on('data', (d) => {
+      got = Buffer.concat([got, d]);
+      if (!sent && got.length >= CHALLENGE_SIZE) {
+        sent = true;
+        const hello = Buffer.from(bytes);
+        if (sign) signHello(sign.secret, hello, got.subarray(8, CHALLENGE_SIZE));
+        s.write(hello);
+        got = got.subarray(CHALLENGE_SIZE);
+      }
+    });
     s.on('error', reject);
     s.on('close', () => {
       if (got.length < ACK_SIZE) reject(new Error(`connection closed after ${got.length} bytes`));
@@ -60,13 +74,16 @@ test('strangers are refused with a status (wrong group, epoch, magic) and the gr
   const first = CpuGroup.create({ store, rank: 0, worldSize: 2, groupName: name, timeoutMs: 10_000 });
   const addr = Buffer.from(await store.get(`groupcomm/cpu/${name}/0/addr/0`)).toString();
   const port = Number(addr.split(':')[1]);
-  const hello = { rank: 1, worldSize: 2, epoch: 0, name, chunkBytes: 512 * 1024, smallBytes: 64 * 1024 };
+  const hello = { rank: 1, worldSize: 2, epoch: 0, name, chunkBytes: 512 * 1024, smallBytes: 64 * 1024, toRank: 0, maxFrameBytes: 1 << 20 };
   assert.is((await knock(port, encodeHello({ ...hello, name: 'other' }))).status, Status.WRONG_GROUP);
   assert.is((await knock(port, encodeHello({ ...hello, epoch: 5 }))).status, Status.WRONG_EPOCH);
   assert.is((await knock(port, encodeHello({ ...hello, rank: 0 }))).status, Status.BAD_RANK);
   assert.is((await knock(port, encodeHello({ ...hello, worldSize: 3 }))).status, Status.WRONG_SIZE);
   assert.is((await knock(port, encodeHello({ ...hello, chunkBytes: 4096 }))).status, Status.WRONG_TUNING);
-  assert.is((await knock(port, new Uint8Array(32).fill(0x41))).status, Status.BAD_MAGIC);
+  assert.is((await knock(port, new Uint8Array(32).fill(0x41), false)).status, Status.BAD_MAGIC);
+  // A HELLO signed with another secret, or not at all, is refused whatever it claims.
+  assert.is((await knock(port, encodeHello(hello), { secret: Buffer.from('not the job secret') })).status, Status.BAD_AUTH);
+  assert.is((await knock(port, encodeHello(hello), false)).status, Status.BAD_AUTH);
   const second = CpuGroup.create({ store, rank: 1, worldSize: 2, groupName: name, timeoutMs: 10_000 });
   const gs = await Promise.all([first, second]);
   const ts = [tensor(new Int32Array([1, 2])), tensor(new Int32Array([10, 20]))];

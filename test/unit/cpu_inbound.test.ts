@@ -9,8 +9,9 @@ import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { DIRECT_READ_MIN, Inbound, MAX_FRAME_BYTES, type InboundEvents, type RingSource, type Sink } from '../../host/cpu/link/inbound.js';
 import { Mesh } from '../../host/cpu/mesh.js';
+import { signAck, signHello } from '../../host/cpu/link/handshake.js';
 import {
-  ACK_SIZE, decodeAck, DOORBELL_SIZE, encodeAck, encodeHello, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_P2P, KIND_SHM, Status, writeHeader,
+  ACK_SIZE, decodeAck, DOORBELL_SIZE, encodeAck, encodeChallenge, encodeHello, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_P2P, KIND_SHM, Status, writeHeader,
 } from '../../host/cpu/wire.js';
 import { TcpStore } from '../../host/store/client.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
@@ -197,7 +198,7 @@ test('oversized or impossible declared lengths are refused from the header, befo
       if (registered) inb.register('1:0:0', rec.sink('1:0:0', (_slot, n) => new Uint8Array(n)));
       push(inb, concat(encodeAck(Status.OK, PEER), header(KIND_COLL, length), bytes(100, 1), frame(KIND_COLL, 0, 0, 1, bytes(3, 1))));
       assert.is(rec.malformed.length, 1, `length ${length}`);
-      assert.match(rec.malformed[0], /not a byte count|largest buffer/);
+      assert.match(rec.malformed[0], /not a byte count|negotiated maximum/);
       assert.equal(rec.got, [], `length ${length}: nothing after the bad header is delivered`);
       assert.is(inb.nextBuffer().byteLength, 64, 'reads go to the small receive buffer, never to a buffer of the declared size');
     }
@@ -252,16 +253,18 @@ test('in a mesh, a peer that sends a malformed header loses its connections only
   const framing = { chunkBytes: 4096, smallBytes: 1024 };
   const opts = (rank: number) => ({
     store, rank, worldSize: 3, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000,
-    recvBufferBytes: 4096, framing, transport: 'tcp' as const, shmRingBytes: 1 << 16, shmMinBytes: 8192,
+    recvBufferBytes: 4096, framing, transport: 'tcp' as const, shmRingBytes: 1 << 16, shmMinBytes: 8192, maxFrameBytes: 1 << 20,
   });
   // Rank 1 is made by hand: it listens, answers every HELLO with an ACK and dials the others.
   const accepted = new Map<number, net.Socket>();
   const dialed: net.Socket[] = [];
   const server = net.createServer((s) => {
+    s.write(encodeChallenge(Buffer.alloc(32)));
     s.once('data', (d) => {
       const rank = d.readUInt32LE(8);
       accepted.set(rank, s);
-      s.write(encodeAck(Status.OK, 1));
+      // A rank of this job (no secret here) signs its ACK over the HELLO's MAC.
+      s.write(signAck(undefined, encodeAck(Status.OK, 1), d.subarray(d.length - 32)));
     });
     s.on('error', () => {});
   });
@@ -272,22 +275,26 @@ test('in a mesh, a peer that sends a malformed header loses its connections only
     const [host, port] = Buffer.from(await store.get(`groupcomm/cpu/${groupName}/0/addr/${r}`)).toString().split(':');
     const s = net.connect(Number(port), host);
     s.on('error', () => {});
-    s.on('data', () => {}); // the ACK
-    await new Promise<void>((res) => s.once('connect', () => res()));
-    s.write(encodeHello({ rank: 1, worldSize: 3, epoch: 0, name: groupName, ...framing }));
+    // The CHALLENGE, answered with a signed HELLO; then the ACK.
+    const challenge = await new Promise<Buffer>((res) => s.once('data', res));
+    s.on('data', () => {});
+    const hello = encodeHello({ rank: 1, worldSize: 3, epoch: 0, name: groupName, ...framing, toRank: r, maxFrameBytes: 1 << 20 });
+    signHello(undefined, hello, challenge.subarray(8, 40));
+    s.write(hello);
     dialed[r] = s;
   }
   const [m0, m2] = await Promise.all(meshes);
   try {
     const lost: GroupcommError[] = [];
     m0.onLost((e) => lost.push(e));
-    // Rank 1 writes a header with an impossible length on the connection rank 0 reads from it.
-    accepted.get(0)!.write(header(KIND_COLL, NaN));
+    // Rank 1 writes a header declaring 2^40 bytes (above the 1 MiB this rank accepts, and what
+    // once made a Node rank exit allocating it) on the connection rank 0 reads from it.
+    accepted.get(0)!.write(header(KIND_COLL, 2 ** 40));
     await Promise.all([closed(accepted.get(0)!), closed(dialed[0])]);
     assert.is(lost.length, 1);
-    assert.ok(isGroupcommError(lost[0], ErrorCode.PEER_LOST));
+    assert.ok(isGroupcommError(lost[0], ErrorCode.PROTOCOL), lost[0].message);
     assert.is(lost[0].peerRank, 1);
-    assert.match(lost[0].message, /protocol error/);
+    assert.match(lost[0].message, /protocol error.*negotiated maximum/);
     // Rank 1's connections with rank 2, and rank 2's with rank 0, are still up and carry frames.
     assert.not.ok(accepted.get(2)!.destroyed || dialed[2].destroyed);
     const got = new Promise<Uint8Array>((resolve, reject) => {

@@ -23,8 +23,8 @@ for (const n of [1, 2, 3, 4, 7]) {
     assert.equal(pgs.map((g) => g.epoch), new Array(n).fill(pgs[0].epoch));
     await everyOp(pgs);
     await Promise.all(pgs.map((g) => g.destroy()));
-    // Only the group's epoch counter survives a clean destroy.
-    assert.equal([...server.data.keys()], ['pg/epoch']);
+    // Nothing survives a clean destroy, the group's epoch counter included.
+    assert.equal([...server.data.keys()], []);
   });
 }
 
@@ -92,7 +92,7 @@ test('broadcasts above 64 KiB (one shared copy) reach every rank and leave no ke
   const left = [...server.data.keys()].filter((k) => k.includes('/b/'));
   assert.equal(left, [], `broadcast keys left: ${left.join(' ')}`);
   await Promise.all(pgs.map((g) => g.destroy()));
-  assert.equal([...server.data.keys()], ['pg/epoch']);
+  assert.equal([...server.data.keys()], []);
 });
 
 test('objects keep their types: Map, Set, Date, bigint, typed arrays, nesting', async () => {
@@ -237,7 +237,7 @@ test('store key count stays bounded after 10k messages', async () => {
   const live = [...server.data.keys()];
   assert.ok(live.length <= 2 + 2 * 3 + 2, `${live.length} keys left: ${live.slice(0, 12).join(' ')} …`);
   await Promise.all(pgs.map((g) => g.destroy()));
-  assert.equal([...server.data.keys()], ['pg/epoch']);
+  assert.equal([...server.data.keys()], []);
 });
 
 test('garbage under a recv key gives ERR_GROUPCOMM_PROTOCOL naming key and src; group stays usable', async () => {
@@ -338,7 +338,7 @@ test('worldSize 1: collectives return their input at once, point-to-point to sel
   await rejectsWith(g.recvObj(0), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await rejectsWith(g.broadcastObj(1, 1), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   await g.destroy();
-  assert.equal([...server.data.keys()], ['pg/epoch']);
+  assert.equal([...server.data.keys()], []);
 });
 
 test('arguments are validated: ranks, ops, tensors', async () => {
@@ -379,7 +379,7 @@ test('groups with different names share one store without interference', async (
   y[0].sendObj('to y', 1);
   assert.equal(await Promise.all([y[1].recvObj(0), x[1].recvObj(0)]), ['to y', 'to x']);
   await Promise.all([...x, ...y].map((g) => g.destroy()));
-  assert.equal([...server.data.keys()].sort(), ['x/epoch', 'y/epoch']);
+  assert.equal([...server.data.keys()].sort(), []);
 });
 
 test.run();

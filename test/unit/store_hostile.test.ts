@@ -2,6 +2,7 @@
 // (checked on the declared length, before any bytes arrive), non-numeric ADD, clients vanishing
 // mid-request, and a seeded storm of random and truncated frames from raw sockets.
 import { test } from 'uvu';
+import { rejectsWith } from '../helpers/rejects.js';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { Raw, VALIDATE, keys, le64, ping, rng, str } from './store_raw.js';
@@ -69,9 +70,12 @@ test('limits are options: a 1 KiB value limit', async () => {
     const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     await c.set('ok', Buffer.alloc(1024));
     assert.is((await c.get('ok')).length, 1024);
-    // APPEND past the limit closes too
-    await c.append('ok', 'x').catch(() => {});
-    await c.ping().then(() => assert.unreachable('connection should be closed'), () => {});
+    // A raw (torch-style) APPEND past the limit closes that connection: APPEND has no reply.
+    assert.ok(await closedBy(server.port, VALIDATE, Buffer.from([9]), str('/ok'), str('x')));
+    // Our client's append (APPEND_CHECKED) is refused with an error, and its connection stays.
+    await rejectsWith(c.append('ok', 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await c.ping();
+    assert.is((await c.get('ok')).length, 1024);
     await c.close();
   } finally {
     await server.close();
@@ -92,16 +96,21 @@ test('a request bigger than maxRequestBytes closes the connection before it is b
   }
 });
 
-test('a declared length the server cannot buffer (limits raised past memory) closes that connection, not the server', async () => {
-  const server = await TcpStoreServer.listen({ port: 0, limits: { maxValueBytes: 2 ** 40, maxRequestBytes: 2 ** 41 } });
+test('a declared length is not an allocation: a 2^40-byte SET holds what arrived, and the partial-request budget closes it', async () => {
+  const server = await TcpStoreServer.listen({ port: 0, limits: { maxValueBytes: 2 ** 40, maxRequestBytes: 2 ** 41 }, maxBufferedBytes: 1 << 20 });
   const good = await TcpStore.create({ port: server.port, timeoutMs: 20_000 });
   try {
     const r = await Raw.connect(server.port);
     r.write(VALIDATE, Buffer.from([1]), str('/huge'), le64(2 ** 40), Buffer.alloc(16));
     await new Promise((res) => setTimeout(res, 100));
-    r.write(Buffer.alloc(64 * 1024)); // a second read makes the server size its buffer for the whole value
-    assert.ok(await r.waitClosed(5000), 'the connection is closed');
+    r.write(Buffer.alloc(64 * 1024)); // a second read: the buffer grows with what arrived, never to the declared size
+    await new Promise((res) => setTimeout(res, 100));
+    assert.ok(server.bufferedBytes < 512 * 1024, `${server.bufferedBytes} bytes held for ~64 KiB received`);
+    assert.not.ok(r.closed, 'within the budget the connection stays');
+    for (let i = 0; i < 20; i++) r.write(Buffer.alloc(64 * 1024)); // 1.3 MiB: over the 1 MiB budget
+    assert.ok(await r.waitClosed(5000), 'over the server-wide budget the connection is closed');
     r.close();
+    assert.is(server.bufferedBytes, 0);
     await good.set('still', 'here');
     assert.is(text(await good.get('still')), 'here');
   } finally {

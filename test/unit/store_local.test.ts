@@ -112,7 +112,7 @@ test('a polling loop of check on the in-process link yields to the event loop: t
 });
 
 test('an in-process writer\'s requests and the pushes to an in-process subscriber keep program order; each write is pushed before it is acknowledged', async () => {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000, subscribePrefixes: 'any' });
   const w = await s.clone();
   try {
     assert.is(remote(w), 'in-process');

@@ -17,12 +17,12 @@ const MODES: Mode[] = ['tcp', 'in-process'];
 /** `pub` publishes (a TCP client, or the isServer client whose server is in memory); `other` is a TCP client. */
 async function setup(mode: Mode, limits?: { maxValueBytes: number }) {
   if (mode === 'tcp') {
-    const server = await TcpStoreServer.listen({ port: 0, limits });
+    const server = await TcpStoreServer.listen({ port: 0, limits, subscribePrefixes: 'any' });
     const pub = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     const other = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     return { pub, other, close: async () => { await pub.close(); await other.close(); await server.close(); } };
   }
-  const pub = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, limits });
+  const pub = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, limits, subscribePrefixes: 'any' });
   const other = await TcpStore.create({ port: pub.port, timeoutMs: 5000 });
   return { pub, other, close: async () => { await other.close(); await pub.close(); } };
 }
@@ -109,7 +109,7 @@ for (const mode of MODES) {
 }
 
 test('in-process publisher and in-process subscriber: a call each way, no link; a subscriber may publish from inside its callback', async () => {
-  const a = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const a = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, subscribePrefixes: 'any' });
   const b = await a.clone();
   const remote = await TcpStore.create({ port: a.port, timeoutMs: 5000 });
   try {
@@ -143,7 +143,7 @@ test('in-process publisher and in-process subscriber: a call each way, no link; 
 });
 
 test('torch-mode client (extensions: false): publish is a plain SET / MULTI_SET, and the keys are stored', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
   const t = await TcpStore.create({ port: server.port, timeoutMs: 5000, extensions: false });
   try {
     await t.publish(['p/1'], [bytes('one')]);
@@ -156,7 +156,7 @@ test('torch-mode client (extensions: false): publish is a plain SET / MULTI_SET,
 });
 
 test('PrefixStore: publish writes x/k (to x/\'s subscriber), also over a store without publish', async () => {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, subscribePrefixes: 'any' });
   try {
     const got: string[] = [];
     const sub = await s.subscribe('x/in/', (k, v) => { got.push(`${k}=${text(v)}`); });

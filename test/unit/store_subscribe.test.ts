@@ -23,12 +23,12 @@ const MODES: Mode[] = ['tcp', 'in-process'];
  */
 async function setup(mode: Mode): Promise<{ sub: TcpStore; writer: TcpStore; server: TcpStoreServer; close(): Promise<void> }> {
   if (mode === 'tcp') {
-    const server = await TcpStoreServer.listen({ port: 0 });
+    const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
     const sub = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     const writer = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
     return { sub, writer, server, close: async () => { await sub.close(); await writer.close(); await server.close(); } };
   }
-  const sub = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const sub = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, subscribePrefixes: 'any' });
   const writer = await TcpStore.create({ port: sub.port, timeoutMs: 5000 });
   return { sub, writer, server: sub.server!, close: async () => { await writer.close(); await sub.close(); } };
 }
@@ -249,7 +249,7 @@ test('onClose: undefined after close() (also when registered afterwards), an err
 });
 
 test('torch-compatible client (extensions: false) resolves undefined; a prefix not ending in / is rejected client-side', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
   const plain = await TcpStore.create({ port: server.port, timeoutMs: 5000, extensions: false });
   const ext = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
   try {
@@ -270,7 +270,7 @@ test('torch-compatible client (extensions: false) resolves undefined; a prefix n
 });
 
 test('raw wire: the reply byte, then `str key` `bytes value` per push; TAKEN leaves the connection usable', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
   const writer = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
   const r = await Raw.connect(server.port);
   const r2 = await Raw.connect(server.port);
@@ -299,7 +299,7 @@ test('raw wire: the reply byte, then `str key` `bytes value` per push; TAKEN lea
 });
 
 test('hostile raw clients: bad SUBSCRIBE prefixes and any request after SUBSCRIBE close only that connection', async () => {
-  const server = await TcpStoreServer.listen({ port: 0 });
+  const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
   const good = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
   const listener = await TcpStore.create({ port: server.port, timeoutMs: 5000 });
   try {
@@ -338,7 +338,7 @@ test('hostile raw clients: bad SUBSCRIBE prefixes and any request after SUBSCRIB
 });
 
 test('in-process subscriber: pushes are calls inside the write (nothing on the link); one that throws loses nothing for the writer', async () => {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, subscribePrefixes: 'any' });
   const tcp = await TcpStore.create({ port: s.port, timeoutMs: 5000 });
   try {
     const got: string[] = [];

@@ -15,7 +15,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
+import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
 import { describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
@@ -49,7 +49,12 @@ function mismatched(sink: Sink, tag: number, peer: number, key: string): boolean
 
 /** What the parser tells its owner; each is called synchronously from `feed`. */
 export interface InboundEvents {
-  /** The ACK that opens the stream (ACK_SIZE bytes; the view is reused after the call). */
+  /**
+   * The acceptor's CHALLENGE (CHALLENGE_SIZE bytes) that opens the stream, before the ACK; the
+   * mesh answers it with its HELLO. Without this event the stream starts with the ACK.
+   */
+  challenge?(bytes: Uint8Array): void;
+  /** The ACK that follows (ACK_SIZE bytes; the view is reused after the call). */
   ack(bytes: Uint8Array): void;
   /** The peer's goodbye: it leaves on purpose and everything it sent came before. */
   bye(): void;
@@ -140,6 +145,9 @@ export class Inbound {
   private hdrFill = 0;
   private ackFill = 0;
   private ack = new Uint8Array(ACK_SIZE);
+  private challengeFill = 0;
+  private challengeBuf = new Uint8Array(CHALLENGE_SIZE);
+  private challenged: boolean;
   acked = false;
   /** The stream broke the protocol: nothing after that point is parsed. */
   private broken = false;
@@ -168,7 +176,13 @@ export class Inbound {
   private readonly pool = new SidePool();
 
   /** `recvBuf`: the reused receive buffer (reads that do not go straight into place land here). */
-  constructor(readonly peer: number, private recvBuf: Uint8Array, private events: InboundEvents) {}
+  /**
+   * `maxFrameBytes`: the largest payload a frame may declare (this rank's limit, told to the
+   * peer in the HELLO); a larger one is a protocol violation, refused before any allocation.
+   */
+  constructor(readonly peer: number, private recvBuf: Uint8Array, private events: InboundEvents, private readonly maxFrameBytes = MAX_FRAME_BYTES) {
+    this.challenged = events.challenge === undefined;
+  }
 
   /** Routes frames with `key` to `sink`, first handing over any that came early. */
   register(key: string, sink: Sink): void {
@@ -213,11 +227,22 @@ export class Inbound {
       return;
     }
     let i = 0;
-    if (!this.acked) {
-      const k = Math.min(n, ACK_SIZE - this.ackFill);
-      this.ack.set(buf.subarray(0, k), this.ackFill);
-      this.ackFill += k;
+    if (this.broken) return;
+    if (!this.challenged) {
+      const k = Math.min(n, CHALLENGE_SIZE - this.challengeFill);
+      this.challengeBuf.set(buf.subarray(0, k), this.challengeFill);
+      this.challengeFill += k;
       i = k;
+      if (this.challengeFill < CHALLENGE_SIZE) return;
+      this.challenged = true;
+      this.events.challenge!(this.challengeBuf);
+      if (i === n || this.broken) return;
+    }
+    if (!this.acked) {
+      const k = Math.min(n - i, ACK_SIZE - this.ackFill);
+      this.ack.set(buf.subarray(i, i + k), this.ackFill);
+      this.ackFill += k;
+      i += k;
       if (this.ackFill < ACK_SIZE) return;
       this.acked = true;
       this.events.ack(this.ack);
@@ -257,8 +282,8 @@ export class Inbound {
       this.malformed(`frame length ${h.length} is not a byte count`);
       return;
     }
-    if (h.length > MAX_FRAME_BYTES) {
-      this.malformed(`frame length ${h.length} is above the largest buffer this runtime can allocate (${MAX_FRAME_BYTES})`);
+    if (h.length > this.maxFrameBytes) {
+      this.malformed(`frame length ${h.length} is above the negotiated maximum of ${this.maxFrameBytes} bytes (GROUPCOMM_CPU_MAX_FRAME_BYTES)`);
       return;
     }
     if (h.kind === KIND_PING) {
@@ -320,7 +345,14 @@ export class Inbound {
     } else if (this.discarded.has(this.key)) {
       this.skipping = true;
     }
-    if (!this.skipping && !this.dest) this.dest = this.pool.get(h.length);
+    if (!this.skipping && !this.dest) {
+      try {
+        this.dest = this.pool.get(h.length);
+      } catch (e) {
+        // Within the limit but more than this process can allocate now: that link goes, not the process.
+        this.malformed(`cannot allocate ${h.length} bytes for a frame: ${(e as Error).message}`);
+      }
+    }
   }
 
   private complete(): void {
@@ -394,7 +426,14 @@ export class Inbound {
     }
     const drop = failed || (!sink && this.discarded.has(key));
     if (!drop) {
-      if (!out) out = this.pool.get(n);
+      if (!out) {
+        try {
+          out = this.pool.get(n);
+        } catch (e) {
+          this.malformed(`cannot allocate ${n} bytes for a frame: ${(e as Error).message}`);
+          return;
+        }
+      }
       out.set(src);
     }
     ring.release(pos, n);
