@@ -42,14 +42,16 @@ export const DEVICE_TYPE = 'cuda';
 export const CUDA_REDUCE_DTYPES: readonly DType[] = [
   'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64', 'bfloat16', 'bool',
 ];
+/** With NCCL >= 2.24 and every device sm_90 or later, fp8 reduces too. */
+export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 'float8_e4m3fn', 'float8_e5m2'];
 
 const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
 
 /** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOp): { type: number; op: number } {
+export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
   checkReduce(dtype, op);
-  if (!CUDA_REDUCE_DTYPES.includes(dtype)) {
-    throw invalidArgument(`the cuda backend cannot reduce ${dtype} (NCCL has no ${dtype} reduction on every GPU); see capabilities.reduceDtypes`);
+  if (!allowed.includes(dtype)) {
+    throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
   }
   if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
   return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
@@ -68,7 +70,11 @@ function pollPause(spins: number): Promise<void> {
 /** How long completion is polled without yielding to the event loop (ms; 20 µs). */
 const SPIN_MS = 0.02;
 
-export interface NcclLibs { cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string }
+export interface NcclLibs {
+  cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string;
+  /** What reductions take here (capabilities.reduceDtypes: fp8 only on sm_90+ with NCCL 2.24+). */
+  reduceDtypes: readonly DType[];
+}
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -335,7 +341,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
 
   async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'allReduce');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
     const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
     return o.settle(this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), o.tensor));
   }
@@ -349,7 +355,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'reduceScatter');
     this.splits(i.count, 'reduceScatter');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
     const P = this.worldSize;
     const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
     const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');

@@ -95,6 +95,23 @@ t('NCCL older than 2.14 is refused by the probe, naming the version', async () =
   }
 });
 
+t('fp8 reduces where NCCL >= 2.24 and every device is sm_90 or later, and only there', async () => {
+  const fp8 = (b: CudaBackend) => b.capabilities.reduceDtypes.includes('float8_e4m3fn') && b.capabilities.reduceDtypes.includes('float8_e5m2');
+  const yes = new CudaBackend();
+  assert.is((await yes.probe()).available, true);
+  assert.ok(fp8(yes), 'sm_90 and NCCL 2.27: fp8 should reduce');
+  for (const [k, v] of [['GCDOUBLE_CC_MAJOR', '8'], ['GCDOUBLE_NCCL_VERSION', '22304']]) {
+    process.env[k] = v; // read by the probe's child process
+    try {
+      const no = new CudaBackend();
+      assert.is((await no.probe()).available, true);
+      assert.not.ok(fp8(no), `${k}=${v}: fp8 should not reduce`);
+    } finally {
+      delete process.env[k];
+    }
+  }
+});
+
 t('discovery passes over a libcudart the driver cannot run to the next candidate', async () => {
   if ('skip' in d) return;
   const r = await probeLibraries(30_000, { cudart: [d.oldDriverCudart, d.cudart], nccl: [d.nccl] });

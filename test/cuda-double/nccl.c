@@ -19,12 +19,14 @@
  *   GCDOUBLE_ABORT_DELAY_MS=ms     ncclCommAbort takes this long before it acts
  *   GCDOUBLE_INIT_DELAY_MS=ms      init takes at least this long (every rank)
  *   GCDOUBLE_NCCL_VERSION=code     what ncclGetVersion answers (default 22703)
+ *   GCDOUBLE_CC_MAJOR=n            compute capability major (libgcd_cudart; default 9: fp8 reduces)
  * Each is also settable in-process with gcdouble_set(name, value, on) (libgcd_cudart.so).
  */
 #define _GNU_SOURCE
 #include "gcd.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -325,8 +327,31 @@ static uint16_t f2h(float f) {
 static float bf2f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 static uint16_t f2bf(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return (uint16_t)(u >> 16); }
 
+/* fp8: float8_e4m3fn (bias 7, no infinity, 0x7f/0xff NaN) and float8_e5m2 (bias 15, IEEE-like). */
+static double fp8_dec(uint8_t b, int e5) {
+  int M = e5 ? 2 : 3, bias = e5 ? 15 : 7, f = (b >> M) & (e5 ? 31 : 15), m = b & ((1 << M) - 1);
+  if (!e5 && f == 15 && m == 7) return NAN;
+  if (e5 && f == 31) return m ? NAN : (b & 0x80 ? -INFINITY : INFINITY);
+  double v = f == 0 ? ldexp(m, 1 - bias - M) : ldexp(m + (1 << M), f - bias - M);
+  return b & 0x80 ? -v : v;
+}
+/* Nearest finite code, ties to the even code (by search: 256 candidates, fine for a test double). */
+static uint8_t fp8_enc(double x, int e5) {
+  if (isnan(x)) return 0x7f;
+  int best = 0;
+  double bd = INFINITY;
+  for (int c = 0; c < 256; c++) {
+    double v = fp8_dec((uint8_t)c, e5);
+    if (isnan(v) || isinf(v)) continue;
+    double d = fabs(v - x);
+    if (d < bd || (d == bd && (best & 1) && !(c & 1))) { bd = d; best = c; }
+  }
+  return (uint8_t)best;
+}
+
 static double getf(const char *p, int dt, size_t i) {
   switch (dt) {
+    case 10: case 11: return fp8_dec(((const uint8_t *)p)[i], dt == 11);
     case 6: return h2f(((const uint16_t *)p)[i]);
     case 7: return ((const float *)p)[i];
     case 8: return ((const double *)p)[i];
@@ -335,6 +360,7 @@ static double getf(const char *p, int dt, size_t i) {
 }
 static void putf(char *p, int dt, size_t i, double v) {
   switch (dt) {
+    case 10: case 11: ((uint8_t *)p)[i] = fp8_enc(v, dt == 11); break;
     case 6: ((uint16_t *)p)[i] = f2h((float)v); break;
     case 7: ((float *)p)[i] = (float)v; break;
     case 8: ((double *)p)[i] = v; break;
@@ -360,7 +386,7 @@ static void puti(char *p, int dt, size_t i, uint64_t v) {
 
 /* out[i] = op over r of src[r][i], in rank order. */
 static void reduce(char *out, char *const *src, int n, size_t count, int dt, int op) {
-  int isf = dt >= 6 && dt <= 9;
+  int isf = dt >= 6;
   for (size_t i = 0; i < count; i++) {
     if (isf) {
       double a = getf(src[0], dt, i);
@@ -510,7 +536,11 @@ static int submit(void *h, void *stream, op_t o, const char *what) {
   if (c->aborted) { set_error("%s: communicator aborted", what); return ncclInvalidUsage; }
   if (o.dt < 0 || o.dt > 11) { set_error("%s: invalid datatype %d", what, o.dt); return ncclInvalidArgument; }
   int reduces = o.kind == ALLREDUCE || o.kind == REDUCE || o.kind == REDUCESCATTER;
-  if (reduces && (o.op < 0 || o.op > 4 || o.dt >= 10)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  if (reduces && o.dt >= 10 && (gcd_env_long("GCDOUBLE_CC_MAJOR", 9) < 9 || gcd_env_long("GCDOUBLE_NCCL_VERSION", 22703) < 22400)) {
+    set_error("%s: fp8 reductions need sm_90 and NCCL 2.24", what);
+    return ncclInvalidArgument;
+  }
   if ((o.kind == BROADCAST || o.kind == REDUCE) && (o.root < 0 || o.root >= c->n)) { set_error("%s: invalid root %d", what, o.root); return ncclInvalidArgument; }
   if ((o.kind == SEND || o.kind == RECV) && (o.peer < 0 || o.peer >= c->n)) { set_error("%s: invalid peer %d", what, o.peer); return ncclInvalidArgument; }
   int sd = gcd_stream_device(stream);
