@@ -13,7 +13,7 @@ import {
 import { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {
-  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FP8_VERSION, NCCL_FUNCTIONS, NCCL_MIN_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
+  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FP8_VERSION, NCCL_FUNCTIONS, NCCL_MIN_VERSION, NCCL_SPLIT_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
   type ProbeReport,
 } from './transport.js';
 
@@ -61,11 +61,13 @@ export class CudaBackend implements DeviceBackendV1 {
   private probed: Promise<ProbeReport | { error: string }> | undefined;
   /** Set by probe(): NCCL >= 2.24 and every visible device sm_90 or later. */
   private fp8 = false;
+  /** Set by probe(): NCCL >= 2.18 (ncclCommSplit). */
+  private splits = false;
 
   // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
   // seen the hardware and NCCL for it (every caller of a backend probes it first).
   get capabilities() {
-    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false };
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits };
   }
   private libs: NcclLibs | undefined;
 
@@ -78,6 +80,7 @@ export class CudaBackend implements DeviceBackendV1 {
   async probe(): Promise<ProbeResult> {
     const r = await this.report();
     this.fp8 = fp8Reduces(r);
+    this.splits = !('error' in r) && (r.nccl?.version ?? 0) >= NCCL_SPLIT_VERSION;
     const reasons = probeReasons(r);
     return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
   }
@@ -92,6 +95,7 @@ export class CudaBackend implements DeviceBackendV1 {
     const nccl = bindLibrary(r.nccl!.path, NCCL_FUNCTIONS);
     log.info(`cuda backend: CUDA runtime ${r.cudart!.runtimeVersion} (${r.cudart!.path}), NCCL ${ncclVersionString(r.nccl!.version)} (${r.nccl!.path}), ${r.cudart!.deviceCount} device(s)`);
     this.fp8 = fp8Reduces(r);
+    this.splits = !!nccl.ncclCommSplit;
     return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path, reduceDtypes: this.capabilities.reduceDtypes });
   }
 

@@ -75,6 +75,8 @@ export const CudaMemoryType = { Unregistered: 0, Host: 1, Device: 2, Managed: 3 
 export const CUDA_POINTER_ATTRIBUTES_BYTES = 128;
 /** NCCL_VERSION(2,14,0): the oldest NCCL groupcomm drives (ncclCommInitRankConfig, non-blocking init). */
 export const NCCL_MIN_VERSION = 21400;
+/** NCCL_VERSION(2,18,0): the first NCCL with ncclCommSplit. */
+export const NCCL_SPLIT_VERSION = 21800;
 /** NCCL_VERSION(2,24,0): the first NCCL with fp8 (ncclFloat8e4m3, ncclFloat8e5m2) reductions, on sm_90 and later. */
 export const NCCL_FP8_VERSION = 22400;
 /** cudaDevAttrComputeCapabilityMajor (driver_types.h). */

@@ -240,6 +240,24 @@ t('an operation that never completes times out, kills the communicator, and clos
   await c.close();
 });
 
+t('split (ncclCommSplit): sub-groups by color ordered by key, without a new bootstrap; a negative color takes no part', async () => {
+  assert.is(backend.capabilities.split, true);
+  const parents = await communicators([0, 1, 2, 3]);
+  // Colors 0,1,0,-1; in color 0 the keys put parent rank 2 first.
+  const colors = [0, 1, 0, -1];
+  const kids = await Promise.all(parents.map((c, r) => c.split!({ color: colors[r], key: -r })));
+  assert.equal(kids.map((k) => k && [k.rank, k.worldSize]), [[1, 2], [0, 1], [0, 2], undefined]);
+  const xs = kids.map((k, r) => k && f32([r + 1], r));
+  await Promise.all(kids.map((k, r) => k?.allReduce(xs[r]!, { out: xs[r]! })));
+  assert.equal(xs.map((x) => x && host(x)), [[4], [2], [4], undefined]); // {0,2}: 1+3; {1}: 2
+  for (const k of kids) await k?.close();
+  // The parents still work after their children are gone.
+  const ys = parents.map((_, r) => f32([1], r));
+  await Promise.all(parents.map((c, r) => c.allReduce(ys[r], { out: ys[r] })));
+  assert.equal(host(ys[3]), [4]);
+  for (const c of parents) await c.close();
+});
+
 t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {
   const buf = backend.alloc(8, 0);
   fault('GCDOUBLE_FAIL_FREE', 1);

@@ -51,6 +51,7 @@ typedef struct {
   volatile int32_t nranks, joined;
   volatile int32_t dev[MAXR]; /* device + 1; 0: not arrived */
   volatile uint64_t bar;
+  volatile int32_t split_color[MAXR], split_key[MAXR]; /* ncclCommSplit's exchange */
 } hdr_t;
 
 typedef struct { volatile uint64_t w, r, len, pad[5]; char data[CHUNK]; } mbox_t;
@@ -68,6 +69,9 @@ typedef struct comm {
   pthread_t init_thread;
   int has_init_thread;
   int fault;
+  int nsplit;
+  struct comm *parent; /* ncclCommSplit: the communicator being split, and this rank's color/key */
+  int color, key;
 } comm_t;
 
 /* One text for the process, like NCCL's: the stream threads set it too. */
@@ -236,6 +240,52 @@ static int init(void **out, int n, ncclUniqueId id, int rank, int blocking) {
 }
 
 EXPORT int ncclCommInitRank(void **out, int n, ncclUniqueId id, int rank) { return init(out, n, id, rank, 1); }
+
+/* ncclCommSplit's collective part, on its own thread: every parent rank publishes its color and
+   key in the parent's file, then each color's ranks (ordered by key, then parent rank) join a new
+   file named after the parent's. */
+static void *split_main(void *arg) {
+  comm_t *c = arg, *p = c->parent;
+  hdr_t *h = hdr(p);
+  h->split_color[p->rank] = c->color;
+  h->split_key[p->rank] = c->key;
+  int rc = barrier(p) ? ncclInvalidUsage : ncclSuccess;
+  int n = 0, me = 0;
+  for (int r = 0; r < p->n && !rc; r++) {
+    if (h->split_color[r] != c->color) continue;
+    if (h->split_key[r] < c->key || (h->split_key[r] == c->key && r < p->rank)) me++;
+    n++;
+  }
+  if (!rc && barrier(p)) rc = ncclInvalidUsage; /* everyone has read before the next split writes */
+  if (!rc && c->color >= 0) {
+    c->rank = me; c->n = n;
+    c->fault = faulty(me);
+    snprintf(c->path, sizeof c->path, "%.90s-s%d-c%d", p->path, p->nsplit, c->color);
+    rc = join(c);
+  }
+  __atomic_store_n(&c->init_state, rc, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newcomm, ncclConfig_t *config) */
+EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) {
+  (void)config; /* always non-blocking here: completion through ncclCommGetAsyncError(newcomm) */
+  comm_t *p = live(h, "ncclCommSplit");
+  if (!p) return ncclInvalidArgument;
+  if (p->init_state != ncclSuccess || p->aborted) { set_error("ncclCommSplit: the parent is not usable"); return ncclInvalidUsage; }
+  comm_t *c = calloc(1, sizeof *c);
+  c->parent = p; c->color = color < 0 ? -1 : color; c->key = key; c->device = p->device;
+  c->init_state = ncclInProgress;
+  p->nsplit++;
+  pthread_mutex_lock(&comms_mu);
+  comms[ncomms++ % 1024] = c;
+  pthread_mutex_unlock(&comms_mu);
+  c->has_init_thread = 1;
+  pthread_create(&c->init_thread, NULL, split_main, c);
+  /* NCCL_SPLIT_NOCOLOR: no new communicator for this rank (its part of the exchange still runs). */
+  *out = color < 0 ? NULL : c;
+  return color < 0 ? ncclSuccess : ncclInProgress;
+}
 
 /* ncclConfig_t: size_t size; unsigned magic; unsigned version; int blocking; ... */
 EXPORT int ncclCommInitRankConfig(void **out, int n, ncclUniqueId id, int rank, void *config) {
