@@ -5,6 +5,7 @@
  */
 import { anySignal, type Deadline } from '../base/deadline.js';
 import { logger } from '../base/log.js';
+import { isGroupcommError, peerLostError, withContext } from '../base/errors.js';
 import { setting } from '../base/config.js';
 import type { GroupLayout } from '../core/layout.js';
 import { TcpStore, type TcpStoreServer } from '../store/index.js';
@@ -113,10 +114,43 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
   } catch (e) {
     await held?.cpu?.release();
     await held?.device?.release();
+    // Rank 0 hosts the group's store: keeping it up a moment lets the others, which time out
+    // about now too, still ask it who never arrived instead of finding it closed.
+    if (ch.server && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+      await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
+    }
     await closeChannels(ch, 0);
-    throw e;
+    throw namedCreateError(e, layout);
   }
   return { ch, ports };
+}
+
+/** How long a group rank 0 whose create failed keeps the group's store up for the others. */
+const CREATE_FAIL_LINGER_MS = 500;
+
+/**
+ * A create-phase error that names the ranks (group and global): a lost store connection is the
+ * loss of group rank 0, which hosts it; a port record that never came is group rank 0 that never
+ * called create.
+ */
+function namedCreateError(e: unknown, layout: GroupLayout): unknown {
+  if (!isGroupcommError(e)) return e;
+  const me = layout.rankInGroup;
+  let err = e;
+  if (me !== 0 && e.peerRank === undefined && e.peerRanks === undefined) {
+    if (e.code === 'ERR_GROUPCOMM_PEER_LOST') {
+      err = peerLostError(`lost group rank 0, which hosts the group's store (or it gave up creating the group): ${e.message}`, { peerRank: 0, cause: e });
+    } else if (e.code === 'ERR_GROUPCOMM_TIMEOUT' && e.keys?.length === 1 && !e.keys[0].includes('/')) {
+      err = withContext(e, `group rank 0 never published the group's ports (did it call create?): ${e.message}`, { peerRank: 0, peerRanks: [0] });
+    } else if (e.code === 'ERR_GROUPCOMM_TIMEOUT' && e.keys === undefined) {
+      // Not a wait for keys: connecting to the group's store, which group rank 0 hosts.
+      err = withContext(e, `could not reach group rank 0, which hosts the group's store (gone, or it gave up creating the group): ${e.message}`, { peerRank: 0, peerRanks: [0] });
+    }
+  }
+  const peers = err.peerRanks ?? (err.peerRank !== undefined ? [err.peerRank] : []);
+  const named = peers.filter((r) => r >= 0 && r < layout.ranks.length).map((r) => `group rank ${r} = global rank ${layout.ranks[r]}`);
+  return withContext(err, `creating group ${layout.groupIndex} of [${layout.ranks.join(', ')}] on global rank ${layout.ranks[me]}: ${err.message}` +
+    (named.length ? ` [${named.join('; ')}]` : ''), { rank: layout.ranks[me] });
 }
 
 /**

@@ -463,10 +463,13 @@ export class StatelessGroupCoordinator {
       // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
       // then rejects at once, whatever channel it waits on.
       const signal = anySignal([opts?.signal, this.life.signal]);
+      faults.busy++;
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
-        throw this.explain(this.aborted ? e : await faults.judge(e, n, what), what);
+        throw this.explain(this.aborted ? e : await faults.judge(e, n, what, timeoutMs), what);
+      } finally {
+        faults.busy--;
       }
     };
     const p = this.tail.then(run, run);

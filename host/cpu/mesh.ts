@@ -11,7 +11,7 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { bindError, GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
@@ -132,7 +132,12 @@ export class Mesh {
     await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
     this.published = keys[rank];
     const peers = keys.filter((_, r) => r !== rank);
-    const addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
+    let addrs: Uint8Array[];
+    try {
+      addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
+    } catch (e) {
+      throw await this.unpublished(e, keys);
+    }
     const addrOf = new Map<number, string>();
     let i = 0;
     for (let r = 0; r < worldSize; r++) if (r !== rank) addrOf.set(r, Buffer.from(addrs[i++]).toString('utf8'));
@@ -168,6 +173,21 @@ export class Mesh {
     // grow, and a later group of the same name and epoch cannot find a stale address.
     this.published = undefined;
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
+  }
+
+  /**
+   * The address wait timed out: name the ranks whose address never appeared (a store wait only
+   * knows its keys), asking the store key by key, briefly.
+   */
+  private async unpublished(e: unknown, keys: string[]): Promise<unknown> {
+    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return e;
+    const { store, rank } = this.opts;
+    const there = await Promise.all(keys.map((k, r) => (r === rank ? true : store.check([k], { timeoutMs: 300 }).catch(() => undefined))));
+    const missing = keys.map((_, r) => r).filter((r) => there[r] === false);
+    if (missing.length === 0) return e;
+    return timeoutError(`CPU group '${this.opts.groupName}' rank ${rank}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
+      `never published ${missing.length > 1 ? 'their' : 'its'} address (did ${missing.length > 1 ? 'they' : 'it'} call create?): ${e.message}`,
+    { rank, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, cause: e });
   }
 
   private missingPeers(): number[] {

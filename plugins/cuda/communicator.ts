@@ -65,6 +65,9 @@ function pollPause(spins: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 1));
 }
 
+/** How long completion is polled without yielding to the event loop (ms; 20 µs). */
+const SPIN_MS = 0.02;
+
 export interface NcclLibs { cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string }
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
@@ -273,8 +276,8 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         for (let spins = 0; this.asyncPending(what); spins++) {
           if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
           await pollPause(spins);
+          this.libs.cuda.setDevice(this.deviceIndex); // after an await: another communicator may have changed it
         }
-        this.libs.cuda.setDevice(this.deviceIndex);
         this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
         await this.waitEvent(what, signal);
       } catch (e) {
@@ -286,6 +289,10 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   private async waitEvent(what: string, signal: AbortSignal): Promise<void> {
+    // Small operations end within microseconds, and one event-loop turn costs several: poll
+    // synchronously for a bounded moment (SPIN_MS) before yielding.
+    const until = performance.now() + SPIN_MS;
+    do if (this.libs.cuda.eventDone(this.event)) return; while (performance.now() < until);
     for (let spins = 0; ; spins++) {
       // The signal first: after an abort the event and stream are being released.
       if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });

@@ -195,6 +195,34 @@ t('abort() during an operation: later calls fail at once and NCCL never sees the
   assert.is(misuse(), bad, 'NCCL was called with an aborted or NULL communicator');
 });
 
+t('an init that never completes on one rank ends in TIMEOUT on every rank, the half-made communicators aborted', async () => {
+  fault('GCDOUBLE_FAULT_RANK', 1);
+  fault('GCDOUBLE_INIT_NEVER', 1);
+  const bad = misuse();
+  const prefix = `g${seq++}`;
+  const make = (rank: number) => backend.createCommunicator({
+    rank, worldSize: 2, deviceIndex: rank, timeoutMs: 800,
+    bootstrap: storeBootstrap(store.client(), { rank, worldSize: 2, prefix, timeoutMs: 800 }),
+  });
+  const res = await Promise.allSettled([make(0), make(1)]);
+  for (const r of res) {
+    assert.is(r.status, 'rejected');
+    if (r.status === 'rejected') assert.ok(isGroupcommError(r.reason, ErrorCode.TIMEOUT), String(r.reason));
+  }
+  assert.is(misuse(), bad);
+});
+
+t('an operation that never completes times out, kills the communicator, and close() still returns', async () => {
+  const [c] = await communicators([0]);
+  fault('GCDOUBLE_HANG_OP', 2); // the warm-up was operation 1
+  const x = f32([1], 0);
+  const e = await rejects(c.allReduce(x, { out: x, timeoutMs: 300 }));
+  assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
+  assert.is((e as { rank?: number }).rank, 0);
+  assert.ok(isGroupcommError(await rejects(c.allReduce(x, { out: x })), ErrorCode.ABORTED));
+  await c.close();
+});
+
 t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {
   const buf = backend.alloc(8, 0);
   fault('GCDOUBLE_FAIL_FREE', 1);
