@@ -264,8 +264,8 @@ export const SETTINGS = {
   }),
   GROUPCOMM_MQ_SPIN_US: decl<number>({
     parser: nonNegativeInt('microseconds'),
-    default: 100, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
-    doc: 'how long a rank waiting on the ring polls it without sleeping; then a reader sleeps until the writer rings its doorbell (a one-byte CPU-group frame), a writer waiting for room polls every millisecond. Raise it where every rank has a core of its own.',
+    default: 1000, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'how long a rank waiting on the ring polls it without sleeping; then a reader sleeps until the writer rings its doorbell (a one-byte CPU-group frame), a writer waiting for room polls every millisecond. Polling is what makes the ring fast when every rank has a core; lower it (0: sleep at once) where ranks outnumber cores.',
   }),
   GROUPCOMM_DEVICE_PLUGIN: decl<string>({
     parser: text('a backend name (cpu, cuda) or a module specifier'),

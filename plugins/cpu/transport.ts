@@ -33,7 +33,21 @@ export interface HostTransport {
   allToAll(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions): Promise<void>;
   barrier(o: OpOptions): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The variable-size collectives on `rows`-row views (the CPU group's; absent on the bootstrap
+   * transport, where the communicator refuses them).
+   */
+  allGatherv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions): Promise<void>;
+  reduceScatterv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions): Promise<void>;
+  allToAllv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions): Promise<void>;
 }
+
+/** `bytes` as a `[rows, rowElems]` CPU tensor (the variable collectives count rows). */
+function rowsView(bytes: Uint8Array, dtype: DType, rows: number, rowElems: number): CpuTensor {
+  return { ...view(bytes, dtype), shape: [rows, rowElems] };
+}
+
+const sum = (a: readonly number[]) => a.reduce((x, y) => x + y, 0);
 
 /** out = op over `parts`, combined in rank order so every rank gets the same bits. */
 function reduceParts(dtype: DType, op: ReduceOp, out: Uint8Array, parts: readonly Uint8Array[]): void {
@@ -111,6 +125,21 @@ export class GroupTransport implements HostTransport {
   }
   barrier(o: OpOptions) {
     return this.g.barrier(o);
+  }
+  async allGatherv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions) {
+    const r = rowsView(out, dtype, sum(sizes), rowElems);
+    await this.g.allGatherv(rowsView(inp, dtype, sizes[this.g.rank], rowElems), { ...o, sizes, out: r });
+    settle(r, out);
+  }
+  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions) {
+    const r = rowsView(out, dtype, sizes[this.g.rank], rowElems);
+    await this.g.reduceScatterv(rowsView(inp, dtype, sum(sizes), rowElems), { ...o, sizes, op, out: r });
+    settle(r, out);
+  }
+  async allToAllv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions) {
+    const r = rowsView(out, dtype, sum(outputSplits), rowElems);
+    await this.g.allToAll(rowsView(inp, dtype, sum(inputSplits), rowElems), { ...o, inputSplits, outputSplits, out: r });
+    settle(r, out);
   }
   close() {
     // The communicator's abort and destroy are both immediate: no waiting for the group's ops.
