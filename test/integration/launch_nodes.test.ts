@@ -128,21 +128,20 @@ test('several nodes without GROUPCOMM_SECRET: refused at once, saying what to se
   assert.match(r.stderr, '--nnodes > 1 needs GROUPCOMM_SECRET, the same on every node');
 });
 
-test('a node without node 0 says what it waits for, and gives up at --join-timeout-ms', async () => {
-  const port = await freePort();
-  const r = await groupcomm([...nodeArgs(port, 1), '--join-timeout-ms', '6000', worker, 'env']);
-  assert.is(r.code, 1);
-  assert.match(r.stderr, `node 1: waiting for node 0's store at 127.0.0.1:${port}`);
-  assert.match(r.stderr, `did not answer within 6000 ms`);
-  assert.not.match(r.stdout, 'env RANK', 'no rank starts before every node is there');
-});
-
-test('node 0 without node 2 names the missing node while it waits, then gives up', async () => {
-  const port = await freePort();
-  const [n0, n1] = await Promise.all([
+test('launchers waiting for node 0 or for a missing node say so while they wait, then give up', async () => {
+  // Both cases at once: each waits out its --join-timeout-ms.
+  const [lonePort, port] = [await freePort(), await freePort()];
+  const [r, n0, n1] = await Promise.all([
+    groupcomm([...nodeArgs(lonePort, 1), '--join-timeout-ms', '6000', worker, 'env']),
     groupcomm([...nodeArgs(port, 0, 3, 1), '--join-timeout-ms', '6000', worker, 'env']),
     groupcomm([...nodeArgs(port, 1, 3, 1), '--join-timeout-ms', '6000', worker, 'env']),
   ]);
+  // A node without node 0: it names the store it waits for.
+  assert.is(r.code, 1);
+  assert.match(r.stderr, `node 1: waiting for node 0's store at 127.0.0.1:${lonePort}`);
+  assert.match(r.stderr, `did not answer within 6000 ms`);
+  assert.not.match(r.stdout, 'env RANK', 'no rank starts before every node is there');
+  // Node 0 without node 2: it names the missing node.
   assert.is(n0.code, 1);
   assert.is(n1.code, 1);
   assert.match(n0.stderr, 'node 0: waiting for node(s) 2 of 3 to join');
