@@ -128,12 +128,12 @@ if (lab) {
     assert.match(await addr({ GROUPCOMM_SOCKET_IFNAME: 'ib' }), 'GROUPCOMM_SOCKET_IFNAME="ib" is not valid');
   });
 
-  test('the same groups over IPv6 (MASTER_ADDR in brackets, GROUPCOMM_SOCKET_IFNAME=eth0)', async () => {
-    const ls = [0, 1, 2].map((i) => launcher(i, 3, 1, `[${n0.ip6}]`, ['groups'], { GROUPCOMM_SOCKET_IFNAME: 'eth0' }));
+  test('the same groups over IPv6, 2 nodes (MASTER_ADDR in brackets, GROUPCOMM_SOCKET_IFNAME=eth0)', async () => {
+    const ls = [0, 1].map((i) => launcher(i, 2, 1, `[${n0.ip6}]`, ['groups'], { GROUPCOMM_SOCKET_IFNAME: 'eth0' }));
     const codes = await finish(ls);
     const all = ls.map((l, i) => `--- node ${i}\n${l.out}\n${l.err}`).join('\n');
-    assert.equal(codes, [0, 0, 0], all);
-    for (let r = 0; r < 3; r++) assert.match(all, `[rank ${r}] done ${r}`);
+    assert.equal(codes, [0, 0], all);
+    for (let r = 0; r < 2; r++) assert.match(all, `[rank ${r}] done ${r}`);
   });
 
   for (const [mode, what] of [['cut', 'an allReduce'], ['storecut', 'a store wait']] as const) {
