@@ -226,6 +226,26 @@ export const SETTINGS = {
     default: 64 * 1024, readBy: 'coordinator', read: 'process',
     doc: 'tensor dicts whose CPU tensors total at most this ride inside the metadata frame (0: never).',
   }),
+  GROUPCOMM_MQ_SLOTS: decl<number>({
+    parser: powerOfTwo(2, 1024, 'a power of two in [2, 1024]'),
+    default: 8, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'slots in the shared-memory ring of a coordinator created with `useMessageQueueBroadcaster` (the writer waits once this many chunks are unread).',
+  }),
+  GROUPCOMM_MQ_SLOT_BYTES: decl<number>({
+    parser: powerOfTwo(4096, 1 << 28, 'a power of two in [4096, 2^28] (bytes)'),
+    default: 1 << 20, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'bytes per slot of that ring (8 of them a header); a larger message takes several slots.',
+  }),
+  GROUPCOMM_MQ_TRANSPORT: decl<'auto' | 'socket'>({
+    parser: oneOf(['auto', 'socket'] as const),
+    default: 'auto', readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: '`auto`: same-host ranks read group rank 0\'s broadcasts from shared memory; `socket`: this rank takes them over the CPU group (on rank 0: every rank does).',
+  }),
+  GROUPCOMM_MQ_SPIN_US: decl<number>({
+    parser: nonNegativeInt('microseconds'),
+    default: 100, readBy: 'coordinator (message-queue broadcaster)', read: 'call',
+    doc: 'how long a rank waiting on the ring polls it without sleeping; then a reader sleeps until the writer rings its doorbell (a one-byte CPU-group frame), a writer waiting for room polls every millisecond. Raise it where every rank has a core of its own.',
+  }),
   GROUPCOMM_DEVICE_PLUGIN: decl<string>({
     parser: text('a backend name (cpu, cuda) or a module specifier'),
     default: 'cuda', readBy: 'device registry', read: 'call',

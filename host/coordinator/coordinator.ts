@@ -46,6 +46,7 @@ import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
 import * as variable from './variable.js';
+import { MessageQueue } from './mq.js';
 import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 
@@ -169,8 +170,19 @@ export class StatelessGroupCoordinator {
       throw e;
     }
     const { ch, ports } = opened;
+    let mq: MessageQueue | undefined;
+    if (o.useMessageQueueBroadcaster && ch.pg && ch.cpu) {
+      try {
+        mq = await MessageQueue.create({ pg: ch.pg, cpu: ch.cpu, rank: layout.rankInGroup, worldSize: layout.ranks.length, label: `${base}_${layout.groupIndex}` }, budget.next());
+      } catch (e) {
+        await closeChannels(ch, 0);
+        releaseName(uniqueName);
+        throw e;
+      }
+    }
     const g = new StatelessGroupCoordinator(MADE, o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
       o.groupPorts !== undefined);
+    g.io.mq = mq;
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
@@ -194,6 +206,15 @@ export class StatelessGroupCoordinator {
   get prevRank(): number { return this.ranks[this.io.ring.prev]; }
   /** True once close(), destroy() or abort() was called. */
   get destroyed(): boolean { return this.closing !== undefined; }
+  /**
+   * How group rank 0's broadcasts reach the others when the group was created with
+   * useMessageQueueBroadcaster: group ranks reading the shared-memory ring, and those served
+   * over the CPU group. Undefined without a message queue (or in a group of one).
+   */
+  get messageQueue(): { shmReaders: readonly number[]; socketReaders: readonly number[] } | undefined {
+    const mq = this.io.mq;
+    return mq && { shmReaders: mq.shmReaders, socketReaders: mq.socketReaders };
+  }
   /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
   get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.io.net?.comm; }
 
@@ -375,6 +396,7 @@ export class StatelessGroupCoordinator {
           if (!await settled([this.tail], { timeoutMs, signal: opts.signal })) {
             this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
+          this.io.mq?.close();
           this.faults.close();
           await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {
@@ -399,6 +421,7 @@ export class StatelessGroupCoordinator {
   abort(reason?: unknown): Promise<void> {
     if (!this.aborted) {
       this.abortOps(reason);
+      this.io.mq?.close();
       // A close() in progress finishes on the aborted channels; otherwise close them now.
       this.faults.close();
       abortChannels(this.ch, reason);

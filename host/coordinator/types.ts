@@ -42,6 +42,12 @@ export interface CoordinatorOptions {
    * `${groupName}_${index}`; the other ranks wait for it. Race-free (no probe-then-bind).
    */
   rendezvous?: Store;
+  /**
+   * vLLM's use_message_queue_broadcaster: group rank 0's broadcastObject, broadcastObjectList
+   * and tensor-dict metadata go through a shared-memory ring to same-host ranks (the CPU group
+   * to the others) instead of the store channel (mq.ts). Default false.
+   */
+  useMessageQueueBroadcaster?: boolean;
   /** Bounds creation and is the default for every operation. Default GROUPCOMM_TIMEOUT_MS. */
   timeoutMs?: number;
   /** Aborts creation. */

@@ -80,6 +80,16 @@ export interface CommunicatorOptions {
   host?: string;
 }
 
+/** Options of DeviceCommunicatorV1.split (timeoutMs / signal bound the whole split). */
+export interface SplitOptions extends OpOptions {
+  /** Ranks passing the same color form one new communicator; a negative color takes no part. */
+  color: number;
+  /** Orders the ranks within a color (ties: the parent's rank order); default this rank. */
+  key?: number;
+  /** Names the new communicator in logs and errors. */
+  name?: string;
+}
+
 /** allReduce / reduceScatter options on device tensors (kept under its V1 name). */
 export type CollectiveOptions = ReduceOptions<Tensor>;
 
@@ -106,6 +116,13 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
   close(opts?: OpOptions): Promise<void>;
   /** `await using comm = …`: close(). */
   [Symbol.asyncDispose](): Promise<void>;
+  /**
+   * Optional (capabilities.split): a sub-group made from this communicator without a new
+   * bootstrap, like ncclCommSplit. Collective over this communicator, issued in call order like
+   * any operation; resolves with the new communicator (ranks ordered by key), or undefined for
+   * a negative color. Closing either communicator leaves the other working.
+   */
+  split?(opts: SplitOptions): Promise<DeviceCommunicatorV1 | undefined>;
 }
 
 /** What a backend can do; optional features are found here, not by calling and catching. */
@@ -114,6 +131,8 @@ export interface BackendCapabilities {
   reduceDtypes: readonly DType[];
   /** True when the backend can create more than one rank on the same device index. */
   sharedDevice: boolean;
+  /** True when communicators implement split() (cuda: ncclCommSplit, NCCL 2.18+). */
+  split?: boolean;
 }
 
 export interface DeviceBackendV1 {

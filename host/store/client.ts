@@ -444,7 +444,7 @@ export class TcpStore implements Store {
     if (status !== SubscribeReply.OK) {
       sub.close();
       throw invalidArgument(status === SubscribeReply.REFUSED
-        ? `subscribe: the store lets clients subscribe only to process-group mailboxes (…/<epoch>/to/<rank>/), not '${prefix}'`
+        ? `subscribe: the store lets clients subscribe only to mailboxes (<namespace>/to/<rank>/), not '${prefix}'`
         : `subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
     }
     return sub;

@@ -80,6 +80,7 @@ test('not a groupcomm value, another version, the other kind: PROTOCOL errors th
   malformed(() => decodeTensor(encodeObject({ v: new Uint8Array(5000) }), O), /^expected a tensor but found kind 3 /);
   malformed(() => decodeObject(u8(0x67, 0x63, 1, 9, 0xc0), O), /^expected an object but found kind 9 /);
   malformed(() => decodeObject(u8(0x67, 0x63, 1, 1, 0x92, 0x01), O), /^undecodable object \(/);
+  malformed(() => decodeObject(u8(0x67, 0x63, 1, 1), O), /^undecodable object \(/);
   // The same bytes after a valid header decode: the checks look at bytes 0..3 only.
   assert.is(decodeObject(u8(0x67, 0x63, 1, 1, 0xc0), O), null);
 });
@@ -87,6 +88,7 @@ test('not a groupcomm value, another version, the other kind: PROTOCOL errors th
 test('hostile tensor headers: truncated, unknown dtype, too many dims, dims out of range or not matching the bytes', () => {
   const t = (...rest: number[]) => u8(0x67, 0x63, 1, 2, ...rest);
   malformed(() => decodeTensor(t(7, 0, 0), O), /^truncated tensor header/);
+  malformed(() => decodeTensor(t(200, 0, 0), O), /^truncated tensor header/);
   malformed(() => decodeTensor(t(200, 0, 0, 0), O), /^unknown dtype code 200/);
   assert.equal(decodeTensor(t(7, 0, 0, 0, 1, 2, 3, 4), O).shape, [], '0-d float32: 4 bytes');
   malformed(() => decodeTensor(t(7, 0, 0, 0, 1, 2, 3), O), /^tensor \[\] float32 does not match its 3 data bytes/);
@@ -126,6 +128,7 @@ test('checkCpuTensor: what is not a CPU tensor, or whose data does not match its
   bad({ dtype: 'float32', shape: [1], device: 'cuda:0', data: new Float32Array(1) }, /^myop: the process group carries CPU tensors only \(got device 'cuda:0'\); use the device communicator/);
   bad({ dtype: 'float32', shape: [2, 3], device: 'cpu', data: new Float32Array(5) }, /^myop: tensor data holds 20 bytes, shape \[2, 3\] float32 needs 24$/);
   bad({ dtype: 'float32', shape: [1], device: 'cpu', data: [1] }, /^myop: tensor data holds undefined bytes, shape \[1\] float32 needs 4$/);
+  bad({ dtype: 'float32', shape: [1], device: 'cpu', data: undefined }, /^myop: tensor data holds undefined bytes, shape \[1\] float32 needs 4$/);
   checkCpuTensor(tensor(new Float64Array(6), { shape: [2, 3] }), 'myop');
   checkCpuTensor({ dtype: 'uint8', shape: [4], device: 'cpu', data: new Float32Array(1) } as Tensor, 'myop');
   throwsGc(() => encodeTensor({ dtype: 'float32', shape: [1], device: 'cuda:1', data: new Float32Array(1) } as Tensor), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^send: the process group carries CPU tensors only/);
@@ -144,6 +147,7 @@ test('fillTensor: a received tensor of another dtype or shape is refused naming 
   assert.match(refuse(tensor(new Int32Array(6), { shape: [3, 2] })).message, /is \[3, 2\] int32 /);
   assert.match(refuse(tensor(new Int32Array(6), { shape: [6] })).message, /is \[6\] int32 /);
   refuse(tensor(new Int32Array(6), { shape: [2, 3, 1] }));
+  assert.match(refuse(tensor(new Int32Array(8), { shape: [2, 4] })).message, /is \[2, 4\] int32 /);
   const into = tensor(new Int32Array(6), { shape: [2, 3] });
   fillTensor(into, got, 'recv', O);
   assert.equal([...into.data], [1, 2, 3, 4, 5, 6]);
@@ -156,7 +160,25 @@ test('objects: what msgpack cannot carry is refused up front; Maps, Sets, Dates 
   throwsGc(() => encodeObject(new Set([Symbol.iterator])), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a symbol/);
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
-  throwsGc(() => encodeObject(cyclic), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /nested more than 512 levels deep \(or is cyclic\)/);
+  const cyclicArray: unknown[] = [new Map()];
+  cyclicArray.push(cyclicArray);
+  const cyclicMap = new Map<unknown, unknown>();
+  cyclicMap.set('me', cyclicMap);
+  const cyclicSet = new Set<unknown>();
+  cyclicSet.add(cyclicSet);
+  const keyCycle = new Map<unknown, unknown>();
+  keyCycle.set(keyCycle, 1);
+  for (const c of [cyclic, cyclicArray, cyclicMap, cyclicSet, keyCycle]) {
+    throwsGc(() => encodeObject(c), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^object is nested more than 512 levels deep \(or is cyclic\)$/);
+  }
+  // The limit: a Map under 512 levels of arrays is sent, under 513 it is refused.
+  const nest = (n: number) => { let d: unknown = new Map([[1, 2]]); for (let i = 0; i < n; i++) d = [d]; return d; };
+  encodeObject(nest(512));
+  throwsGc(() => encodeObject(nest(513)), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /nested more than 512 levels/);
+  // Whatever else fails while encoding is an INVALID_ARGUMENT too, with the cause kept.
+  const boom = new Error('getter exploded');
+  const e = throwsGc(() => encodeObject({ get x() { throw boom; } }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot encode object: getter exploded$/);
+  assert.is((e as { cause?: unknown }).cause, boom);
   let deep: unknown = 1;
   for (let i = 0; i < 300; i++) deep = [deep];
   assert.equal(decodeObject(encodeObject(deep), O), deep, '300 levels are fine');
@@ -183,9 +205,13 @@ test('objects: what msgpack cannot carry is refused up front; Maps, Sets, Dates 
   // A class instance is not plain data: it travels as its own enumerable fields.
   class P { constructor(readonly q = 4) {} }
   assert.equal(decodeObject(encodeObject({ p: new P() }), O), { p: { q: 4 } });
-  // A malformed Map extension (fixext 1 of type 'M' holding 1, not a list of pairs) is a
-  // protocol error, not a Map.
-  malformed(() => decodeObject(u8(0x67, 0x63, 1, 1, 0xd4, 0x4d, 0x01), O), /^undecodable object \(/);
+  // The Map extension: 'M' (0x4d), then its entries as msgpack. Anything but a list of pairs is
+  // a protocol error saying so, not a Map.
+  assert.equal(Buffer.from(encodeObject(new Map([[1, 2]]))).toString('hex'), '67630101d44d0091920102');
+  for (const entries of [[0x01], [0x91, 0x91, 0x01], [0x91, 0x93, 0x01, 0x02, 0x03], [0x92, 0x92, 0x01, 0x02, 0x01], [0xc0]]) {
+    malformed(() => decodeObject(u8(0x67, 0x63, 1, 1, 0xd4, 0x4d, 0x00, ...entries), O), /^undecodable object \(malformed Map extension\)/);
+  }
+  assert.equal([...(decodeObject(u8(0x67, 0x63, 1, 1, 0xd4, 0x4d, 0x00, 0x90), O) as Map<unknown, unknown>)], [], 'no entries: an empty Map');
 });
 
 test('kind 3 layout: count, body length, u64 segment lengths, body, then each segment 8-byte aligned with zero padding', () => {
@@ -210,6 +236,57 @@ test('kind 3 layout: count, body length, u64 segment lengths, body, then each se
   const back = decodeObject(enc, O) as { a: Uint8Array; b: Float64Array; n: number };
   assert.equal([back.a.length, back.b.length, back.n, back.b[511]], [4097, 512, 1, -1]);
   malformed(() => decodeObject(enc.subarray(0, 11), O), /^truncated object header/);
+});
+
+/** A segment reference (extension 'S': [index, class name]) and a hand-built kind-3 value around a body. */
+const ref = (i: unknown, cls: unknown) => Buffer.concat([Buffer.from([0xd4, 0x53, 0x00]), pack([i, cls])]);
+function kind3(body: Uint8Array, lens: number[]): Uint8Array {
+  const head = 12 + 8 * lens.length;
+  let size = (head + body.length + 7) & ~7;
+  for (const l of lens) size += (l + 7) & ~7;
+  const out = new Uint8Array(size);
+  const dv = new DataView(out.buffer);
+  out.set([0x67, 0x63, 1, 3]);
+  dv.setUint32(4, lens.length, true);
+  dv.setUint32(8, body.length, true);
+  lens.forEach((l, i) => dv.setUint32(12 + 8 * i, l, true));
+  out.set(body, head);
+  return out;
+}
+
+test('hostile segment references and tables: the error says what is wrong', () => {
+  const one = (i: unknown, cls: unknown, len = 4096) => kind3(Buffer.concat([Buffer.from([0x91]), ref(i, cls)]), [len]);
+  assert.ok(decodeObject(one(0, 'Uint8Array'), O) instanceof Array);
+  malformed(() => decodeObject(one(0, 'Float32Array', 4098), O), /\(segment 0 of 4098 bytes is not a whole number of Float32Array elements\)/);
+  malformed(() => decodeObject(one(1, 'Uint8Array'), O), /\(bad segment reference 1 \(Uint8Array\)\)/);
+  malformed(() => decodeObject(one(-1, 'Uint8Array'), O), /\(bad segment reference -1 \(Uint8Array\)\)/);
+  malformed(() => decodeObject(one(0, 'DataView'), O), /\(bad segment reference 0 \(DataView\)\)/);
+  malformed(() => decodeObject(one(0, 'X'.repeat(40)), O), new RegExp(`\\(bad segment reference 0 \\(${'X'.repeat(20)}\\)\\)`));
+  malformed(() => decodeObject(kind3(Buffer.concat([Buffer.from([0x92]), ref(0, 'Uint8Array'), ref(0, 'Uint8Array')]), [4096]), O), /\(bad segment reference 0 \(Uint8Array\)\)/);
+  for (const x of [[0.5, 'Uint8Array'], ['0', 'Uint8Array'], [0, 7], [0, 'Uint8Array', 1], 5]) {
+    const body = Buffer.concat([Buffer.from([0x91, 0xd4, 0x53, 0x00]), pack(x)]);
+    malformed(() => decodeObject(kind3(body, [4096]), O), /\(malformed segment reference\)/);
+  }
+  // Outside a kind-3 value there are no segments to name.
+  malformed(() => decodeObject(Buffer.concat([Buffer.from([0x67, 0x63, 1, 1]), ref(0, 'Uint8Array')]), O), /\(malformed segment reference\)/);
+  // Tables: a count of 0, a body or a segment past the value's end.
+  const body = Buffer.concat([Buffer.from([0x91]), ref(0, 'Uint8Array')]);
+  const zero = kind3(body, [4096]);
+  new DataView(zero.buffer).setUint32(4, 0, true);
+  malformed(() => decodeObject(zero, O), /^truncated object header/);
+  const long = kind3(body, [4096]);
+  new DataView(long.buffer).setUint32(8, long.length - 20 + 1, true);
+  malformed(() => decodeObject(long, O), /^truncated object header/);
+  const exact = kind3(body, [4096]);
+  malformed(() => decodeObject(exact.subarray(0, exact.length - 1), O), /^segment 0 of 4096 bytes runs past the value/);
+  const big = kind3(body, [4096]);
+  new DataView(big.buffer).setUint32(16, 1, true);
+  malformed(() => decodeObject(big, O), /^segment 0 of 4294971392 bytes runs past the value/);
+  malformed(() => decodeObject(u8(0x67, 0x63, 1, 3, 1, 0, 0, 0, 0, 0, 0), O), /^truncated object header/);
+  malformed(() => decodeObject(u8(0x67, 0x63, 1, 3, 1, 0, 0, 0, 0, 0, 0, 0), O), /^truncated object header/);
+  // An undecodable body names msgpack's complaint, cut to 120 characters.
+  const e = throwsGc(() => decodeObject(kind3(Buffer.from([0x92, 0x01]), [4096]), O), 'ERR_GROUPCOMM_PROTOCOL', /^undecodable object \(.+\) under key/);
+  assert.ok(/\((.{1,120})\) under key/.test(e.message));
 });
 
 test.run();
