@@ -5,7 +5,7 @@
  */
 import { anySignal, type Deadline } from '../base/deadline.js';
 import { logger } from '../base/log.js';
-import { isGroupcommError, peerLostError, withContext } from '../base/errors.js';
+import { isGroupcommError, peerLostError, withContext, type GroupcommError } from '../base/errors.js';
 import { setting } from '../base/config.js';
 import type { GroupLayout } from '../core/layout.js';
 import { TcpStore, type TcpStoreServer } from '../store/index.js';
@@ -121,13 +121,43 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
     await held?.device?.release();
     // Rank 0 hosts the group's store: keeping it up a moment lets the others, which time out
     // about now too, still ask it who never arrived instead of finding it closed.
+    let err = e;
+    const wireName = `${base}_${layout.groupIndex}`;
     if (ch.server && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+      // Rank 0 sees the whole join; what it found out is left for the others to read.
+      const named = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
+      if (named.length) {
+        await ch.store?.set(createFailKey(wireName), JSON.stringify({ peerRanks: named, message: e.message }), { timeoutMs: 200 }).catch(() => {});
+      }
       await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
+    } else if (!ch.server && ch.store && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+      err = await hostsView(ch.store, wireName, e);
     }
     await closeChannels(ch, 0);
-    throw namedCreateError(e, layout);
+    throw namedCreateError(err, layout);
   }
   return { ch, ports };
+}
+
+const createFailKey = (wireName: string) => `groupcomm/create-failed/${wireName}`;
+
+/**
+ * A member's create failed: group rank 0's own verdict, when it left one in the group's store
+ * within a moment, names who it was waiting for. It wins over the member's: rank 0 sees the
+ * whole join (and a member that gave up a moment earlier may already have taken its keys back,
+ * so a member's own look at the keys can name ranks that were there).
+ */
+async function hostsView(store: TcpStore, wireName: string, e: GroupcommError): Promise<GroupcommError> {
+  try {
+    const v = JSON.parse(new TextDecoder().decode(await store.get(createFailKey(wireName), { timeoutMs: 300 }))) as { peerRanks: number[]; message: string };
+    const peerRanks = v.peerRanks.filter((r) => Number.isInteger(r) && r > 0);
+    if (peerRanks.length === 0) return e;
+    return withContext(e, `group rank 0 could not complete the group (${v.message}); here: ${e.message}`, {
+      peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined,
+    });
+  } catch {
+    return e;
+  }
 }
 
 /** How long a group rank 0 whose create failed keeps the group's store up for the others. */
