@@ -282,6 +282,14 @@ EXPORT int cudaSetDevice(int d) {
 
 EXPORT int cudaGetDevice(int *d) { *d = cur_dev; return OK; }
 
+/* cudaDevAttrComputeCapabilityMajor (75) / Minor (76): GCDOUBLE_CC_MAJOR, default 9 (fp8 reductions). */
+EXPORT int cudaDeviceGetAttribute(int *v, int attr, int dev) {
+  if (dev < 0 || dev >= ndev()) return ret(eInvalidDevice);
+  if (attr == 75) { *v = (int)gcd_env_long("GCDOUBLE_CC_MAJOR", 9); return OK; }
+  if (attr == 76) { *v = 0; return OK; }
+  return ret(eInvalidValue);
+}
+
 EXPORT int cudaGetLastError(void) { int e = last_err; last_err = 0; return e; }
 
 EXPORT int cudaMalloc(void **p, size_t n) {
