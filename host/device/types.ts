@@ -144,6 +144,8 @@ export interface BackendCapabilities {
   sharedDevice: boolean;
   /** True when communicators implement split() (cuda: ncclCommSplit, NCCL 2.18+). */
   split?: boolean;
+  /** True when communicators implement allGatherv, reduceScatterv and allToAllv (the conformance suite then runs their cases). */
+  variableCollectives?: boolean;
 }
 
 export interface DeviceBackendV1 {
