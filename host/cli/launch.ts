@@ -106,7 +106,9 @@ export async function launch(o: LaunchOptions): Promise<number> {
     try {
       job = await Job.join(o, secret);
     } catch (e) {
-      console.error(`groupcomm launch: ${(e as Error).message}`);
+      // The stable code first: scripts around the launcher match on it (e.g. ERR_GROUPCOMM_BIND).
+      const code = (e as { code?: unknown }).code;
+      console.error(`groupcomm launch: ${typeof code === 'string' ? `${code}: ` : ''}${(e as Error).message}`);
       return 1;
     }
   }

@@ -150,7 +150,9 @@ if (lab) {
         for (const m of lost) {
           assert.is(m[3], 'ERR_GROUPCOMM_PEER_LOST', m[0]);
           if (mode === 'cut') assert.match(m[4], /global rank 4.*global rank 5|global rank 5.*global rank 4/, m[0]);
-          else assert.match(m[4], 'global rank 4', m[0]);
+          // A store wait on node 2's host (rank 4) is cut; the mesh heartbeat may notice node 2
+          // first and name its other rank: either way a rank of node 2, never a survivor.
+          else assert.match(m[4], /global rank [45]\b/, m[0]);
         }
         assert.ok(worst < 20_000, `detection took ${worst} ms`);
         lab!.restore(2);
