@@ -14,6 +14,7 @@ import type { Report, Row } from './report.js';
 import { bytes, integer, list, oneOf, parse, OUTPUT_OPTIONS, PLOT_OPTION, UsageError, type Spec } from './args.js';
 import type { CollOp } from './collective.js';
 import { finishCollectives, ncclTable } from './nccl.js';
+import { measureOverhead } from './device_overhead.js';
 
 const DEVICE_OPS = ['allReduce', 'allGather', 'reduceScatter', 'broadcast'] as const;
 
@@ -35,6 +36,7 @@ export const OPTIONS = {
   root: { short: 'r', arg: 'RANK', group: 'parameters', default: '0', parse: oneOf(['0'] as const), help: 'root of broadcast (0 only here)' },
   iters: { short: 'n', arg: 'N', group: 'parameters', parse: integer(1, 1_000_000), help: 'timed calls per case (default 5 for cpu, 20 for cuda)' },
   warmup_iters: { short: 'w', arg: 'N', group: 'parameters', parse: integer(0, 1_000_000), help: 'untimed calls first (default 1 for cpu, 5 for cuda)' },
+  overhead: { arg: 'N', group: 'parameters', default: '20000', parse: integer(0, 10_000_000), help: "cuda: the plugin's own cost per call, N calls per round of a 1-element allReduce through the plugin and through bare koffi, side by side (0: skip)" },
   ...OUTPUT_OPTIONS,
   ...PLOT_OPTION,
 } satisfies Spec;
@@ -54,6 +56,14 @@ export async function run(argv: string[], report: Report): Promise<void> {
     plugin = 'cpu';
     backend = await loadBackend(plugin);
     probe = await backend.probe();
+  }
+  if (backend.name === 'cuda' && o.overhead > 0) {
+    const m = await measureOverhead(backend, { calls: o.overhead });
+    if (typeof m === 'string') report.note(`per-call overhead not measured: ${m}`);
+    else {
+      report.note(`per-call overhead, 1-element float32 allReduce at world size 1, ${m.calls} calls, best of ${m.rounds} rounds${m.double ? ' (the CUDA/NCCL test double, stream work inline)' : ''}:`);
+      report.note(`  plugin ${m.pluginUs.toFixed(2)} µs/call, bare koffi ncclAllReduce+cudaEventRecord+cudaEventQuery ${m.bareUs.toFixed(2)} µs/call: the plugin adds ${m.overheadUs.toFixed(2)} µs/call (${m.nccl})`);
+    }
   }
   const devices = await backend.deviceCount();
   const ranks = o.ranks ?? (backend.capabilities.sharedDevice ? 2 : devices);

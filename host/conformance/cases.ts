@@ -8,7 +8,8 @@
  * count, results into `out`; a size sweep (0, 1, 1000, 65536); every op with a result the
  * communicator allocates and, for allReduce and broadcast, in place; a barrier; then failure
  * behaviour: bad arguments, refused overlaps, issue order, close twice, creation timeout, op
- * timeout, signal abort, abort(). Every case also checks that no input was written.
+ * timeout, signal abort, abort(); with capabilities.split, a split (SPLIT_CASE). Every case
+ * also checks that no input was written.
  * ./run.ts runs them on one rank.
  */
 import { decodeMiniFloat, MINIFLOATS } from '../device/elementwise.js';
@@ -33,6 +34,19 @@ export const FAILURE_CASES = [
   'an aborted signal fails the operation with ERR_GROUPCOMM_ABORTED',
   'abort() fails the operation in flight and every later one with ERR_GROUPCOMM_ABORTED',
 ] as const;
+/**
+ * Run for backends with capabilities.split, at world sizes 2 and up, on a communicator of its
+ * own. With a bare bootstrap a backend may refuse split (it may need the store for the
+ * sub-group's connections): then every rank must get ERR_GROUPCOMM_PLUGIN_UNAVAILABLE.
+ */
+export const SPLIT_CASE = 'split by color and key (ncclCommSplit semantics): children ordered by key, no color gets undefined, child and parent both work' as const;
+
+/** The colors split uses at a world size: at least one child of two or more, and from 3 ranks a rank with no color. */
+export function splitColor(worldSize: number, rank: number): number {
+  const table: Record<number, number[]> = { 2: [0, 0], 3: [0, -1, 0], 4: [1, -1, 0, 1] };
+  return table[worldSize]?.[rank] ?? (rank === 1 ? -1 : rank % 2);
+}
+
 /** Failure cases that need a peer that stays silent (world size 2 and up). */
 const NEEDS_PEER = new Set<string>(FAILURE_CASES.slice(3));
 
@@ -70,7 +84,8 @@ export function conformanceCases(backend: Pick<DeviceBackendV1, 'capabilities'>,
     if (kind === 'allReduce' || kind === 'broadcast') cases.push({ ...base, id: `${kind} float32${op ? ` ${op}` : ''} n=${N}${root === undefined ? '' : ` root=${root}`}, in place (out = input)`, mode: 'inPlace' });
   }
   cases.push({ id: 'barrier: resolves only once every rank has called it', kind: 'barrier', dtype: 'int32', count: 0, mode: 'new' });
-  const failures = FAILURE_CASES.filter((f) => worldSize > 1 || !NEEDS_PEER.has(f));
+  const failures: string[] = FAILURE_CASES.filter((f) => worldSize > 1 || !NEEDS_PEER.has(f));
+  if (backend.capabilities.split && worldSize > 1) failures.push(SPLIT_CASE);
   return { cases, failures, unsupported };
 }
 

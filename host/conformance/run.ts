@@ -10,7 +10,7 @@ import { storeBootstrap, type BootstrapStore } from '../device/bootstrap.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../device/tensors.js';
 import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp } from '../device/types.js';
 import {
-  compare, conformanceCases, expectedReduce, FAILURE_CASES, inputValue, makeInput, type Case,
+  compare, conformanceCases, expectedReduce, FAILURE_CASES, inputValue, makeInput, SPLIT_CASE, splitColor, type Case,
 } from './cases.js';
 import { runVariableCases } from './variable.js';
 
@@ -241,6 +241,7 @@ async function runFailure(ctx: RunContext, name: string, k: number): Promise<str
         await comm.close();
         return r;
       }
+      case SPLIT_CASE: return await runSplit(ctx, await make(), t);
     }
     return `unknown failure case ${name}`;
   } catch (e) {
@@ -248,6 +249,59 @@ async function runFailure(ctx: RunContext, name: string, k: number): Promise<str
   } finally {
     for (const x of owned) freeTensor(backend, x);
   }
+}
+
+/**
+ * SPLIT_CASE on one rank: colors from splitColor, key = -rank (children reverse the parent's
+ * order). The child's rank, size and an allGather of parent ranks show the membership and order;
+ * an allReduce checks its results; the parent still reduces after the child is closed.
+ */
+async function runSplit(ctx: RunContext, comm: DeviceCommunicatorV1, t: (v: number, n?: number) => Tensor): Promise<string | null> {
+  const { backend, rank, worldSize: ws, deviceIndex } = ctx;
+  const color = splitColor(ws, rank);
+  const members = Array.from({ length: ws }, (_, r) => r).filter((r) => splitColor(ws, r) === color).sort((a, b) => b - a);
+  let child: DeviceCommunicatorV1 | undefined;
+  let refusedBare = false;
+  try {
+    child = await comm.split!({ color, key: -rank, name: 'conformance-split' });
+  } catch (e) {
+    if (!ctx.bareBootstrap) return `split threw ${(e as Error).stack ?? e}`;
+    const bad = expectCode(e, ErrorCode.PLUGIN_UNAVAILABLE, 'split with a bare bootstrap');
+    if (bad) return bad;
+    refusedBare = true;
+  }
+  let r: string | null = null;
+  if (refusedBare) {
+    // Nothing was split: only the parent is checked below.
+  } else if (color < 0) {
+    if (child !== undefined) r = `split with color ${color} resolved with a communicator, expected undefined`;
+  } else if (child) {
+    const want = members.indexOf(rank);
+    if (child.rank !== want || child.worldSize !== members.length) r = `child is rank ${child.rank}/${child.worldSize}, expected ${want}/${members.length} (members ${members.join(',')} by key)`;
+    else {
+      const mine = toDevice(backend, { dtype: 'int32', shape: [1], device: 'cpu', data: Int32Array.of(rank) }, deviceIndex);
+      const x = t(rank + 1);
+      try {
+        const g = await child.allGather(mine);
+        const got = fromDevice(backend, g);
+        freeTensor(backend, g);
+        await child.allReduce(x, { out: x });
+        r = compare('allGather of parent ranks on the child', 'int32', got, (i) => members[i], members.length) ??
+          compare('allReduce on the child', 'float32', fromDevice(backend, x), () => members.reduce((a, m) => a + m + 1, 0), 4);
+      } finally {
+        freeTensor(backend, mine);
+      }
+    }
+    await child.close();
+  } else {
+    r = `split with color ${color} resolved with undefined, expected a communicator`;
+  }
+  // The parent keeps working with the child closed.
+  const y = t(1);
+  await comm.allReduce(y, { out: y });
+  r ??= compare('allReduce on the parent after the split', 'float32', fromDevice(backend, y), () => ws, 4);
+  await comm.close();
+  return r;
 }
 
 /** Runs every case on this rank; returns verdicts by case id (null = passed). */

@@ -6,16 +6,18 @@
  * OrderedOps, as in every backend.
  */
 import {
-  checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, effectiveTimeout,
+  checkDeviceTensor, checkPeer, checkReduce, pluginUnavailable, deviceOutput, deviceString, effectiveTimeout,
   gatheredShape, guard, invalidArgument, logger, OrderedOps, scatteredShape, simpleTimeout,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceCommunicatorV1, type DeviceOutput,
   type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type SizesOptions, type SizesReduceOptions,
-  type AllToAllSplitsOptions, type Tensor,
+  type AllToAllSplitsOptions, type CommSplitOptions, type Store, type Tensor,
 } from 'groupcomm/plugin';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
 
 export const DEVICE_TYPE = 'host';
+/** The CPU group's name on the bootstrap's store (split() children append to it). */
+const GROUP_NAME = 'groupcomm-device';
 
 export class CpuCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -23,8 +25,18 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
   readonly deviceIndex: number;
   private readonly ops: OrderedOps;
   private readonly log;
+  /** Where split() builds its children's groups (the bootstrap's store; absent on the bootstrap transport). */
+  private readonly store?: Store;
+  private readonly host?: string;
+  /** split() calls so far: the same on every rank (splits are issued in call order), so it names the child groups. */
+  private splitSeq = 0;
+  /** This communicator's group name: a child's extends its parent's, so grandchildren never collide with children. */
+  private readonly groupName: string;
 
-  private constructor(private readonly mem: HostMemory, private readonly net: HostTransport, o: CommunicatorOptions, private readonly timeoutMs: number) {
+  private constructor(private readonly mem: HostMemory, private readonly net: HostTransport, o: Pick<CommunicatorOptions, 'rank' | 'worldSize' | 'deviceIndex' | 'name' | 'host'> & { store?: Store; groupName?: string }, private readonly timeoutMs: number) {
+    this.store = o.store;
+    this.groupName = o.groupName ?? GROUP_NAME;
+    this.host = o.host;
     this.rank = o.rank;
     this.worldSize = o.worldSize;
     this.deviceIndex = o.deviceIndex;
@@ -58,7 +70,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     // The group's name must be the same on every rank, so it is a constant: the bootstrap's
     // store is already scoped to this communicator (o.name may differ per rank: it is for logs).
     const net: HostTransport = useGroup
-      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: 'groupcomm-device', host: o.host, timeoutMs, signal: o.signal })
+      ? await GroupTransport.create({ store: b.store!, rank: o.rank, worldSize: o.worldSize, name: GROUP_NAME, host: o.host, timeoutMs, signal: o.signal })
       : new BootstrapTransport(b);
     // A barrier even after the group's own setup: a rank's mesh can be complete while a peer's
     // is still handshaking, and a rank that destroyed right away would cut that peer off.
@@ -68,7 +80,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
       await net.close();
       throw e;
     }
-    const c = new CpuCommunicator(mem, net, o, timeoutMs);
+    const c = new CpuCommunicator(mem, net, { ...o, store: useGroup ? b.store : undefined }, timeoutMs);
     c.log.debug(`communicator ready (${net.kind} transport)`);
     return c;
   }
@@ -249,6 +261,49 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
       await this.net.allToAllv(this.v(o.at), this.v(i), input.dtype, ins.rowElems, ins.counts, outs, this.o(signal, opts));
       return o.tensor;
     }));
+  }
+
+  /**
+   * A sub-group by color, ranks ordered by key (ties: parent rank), like ncclCommSplit: every
+   * rank's (color, key) is gathered over this communicator, in call order; each color then
+   * builds its own CPU group on the bootstrap's store, named by this split's sequence number
+   * and the color, so concurrent colors and later splits never share keys. On the bootstrap
+   * transport there is no store to build it on: refused (PLUGIN_UNAVAILABLE) before anything is
+   * sent, on every rank alike.
+   */
+  async split(opts: CommSplitOptions): Promise<DeviceCommunicatorV1 | undefined> {
+    const color = opts?.color;
+    const key = opts?.key ?? this.rank;
+    if (!Number.isInteger(color) || !Number.isInteger(key) || color > 0x7fffffff || color < -0x80000000 || Math.abs(key) > 0x7fffffff) {
+      throw invalidArgument(`split: color and key must be 32-bit integers, got color ${color}, key ${key}`, { rank: this.rank });
+    }
+    const store = this.store;
+    if (!store) throw pluginUnavailable('split: the cpu backend builds sub-groups on the bootstrap\'s store, and this communicator runs on a bootstrap without one', { rank: this.rank });
+    const seq = this.splitSeq++;
+    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    return this.ops.run('split', opts, async (signal) => {
+      const mine = new Uint8Array(new Int32Array([color, key]).buffer);
+      const all = new Uint8Array(8 * this.worldSize);
+      await this.net.allGather(all, mine, 'int32', { timeoutMs, signal });
+      if (color < 0) return undefined;
+      const ck = new Int32Array(all.buffer);
+      const members = Array.from({ length: this.worldSize }, (_, r) => r)
+        .filter((r) => ck[2 * r] === color)
+        .sort((a, b) => ck[2 * a + 1] - ck[2 * b + 1] || a - b);
+      const rank = members.indexOf(this.rank);
+      const worldSize = members.length;
+      const groupName = `${this.groupName}-split${seq}-c${color}`;
+      const net = await GroupTransport.create({ store, rank, worldSize, name: groupName, host: this.host, timeoutMs, signal });
+      try {
+        await net.barrier({ timeoutMs, signal }); // as in create(): nobody leaves while a peer still handshakes
+      } catch (e) {
+        await net.close();
+        throw e;
+      }
+      const child = new CpuCommunicator(this.mem, net, { rank, worldSize, deviceIndex: this.deviceIndex, name: opts.name, host: this.host, store, groupName }, this.timeoutMs);
+      child.log.info(`split from rank ${this.rank}/${this.worldSize}: color ${color}, key ${key}`);
+      return child;
+    });
   }
 
   async barrier(opts?: OpOptions): Promise<void> {

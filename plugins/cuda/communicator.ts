@@ -251,6 +251,9 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         if (handle) void nccl.ncclCommAbort(handle);
         this.ncclCheck(rc, 'ncclCommSplit');
       }
+      // NCCL runs the split as a job on the parent, which reads ncclInProgress until the job is
+      // done, NCCL_SPLIT_NOCOLOR included: the parent's next operation must not overlap it.
+      await this.awaitReady('ncclCommSplit', timeoutMs, signal);
       if (color < 0 || !handle) return undefined;
       // Rank and size are NCCL's answer, known once the split is done.
       const child = new CudaCommunicator(this.libs, { rank: this.rank, worldSize: this.worldSize, deviceIndex: this.deviceIndex, name: opts.name }, this.timeoutMs);

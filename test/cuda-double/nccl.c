@@ -70,6 +70,7 @@ typedef struct comm {
   int has_init_thread;
   int fault;
   int nsplit;
+  volatile int split_pending; /* as NCCL: a split is a job on the parent, which reads ncclInProgress until it is done */
   struct comm *parent; /* ncclCommSplit: the communicator being split, and this rank's color/key */
   int color, key;
 } comm_t;
@@ -264,6 +265,7 @@ static void *split_main(void *arg) {
     rc = join(c);
   }
   __atomic_store_n(&c->init_state, rc, __ATOMIC_RELEASE);
+  __atomic_sub_fetch(&p->split_pending, 1, __ATOMIC_ACQ_REL);
   return NULL;
 }
 
@@ -277,6 +279,7 @@ EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) 
   c->parent = p; c->color = color < 0 ? -1 : color; c->key = key; c->device = p->device;
   c->init_state = ncclInProgress;
   p->nsplit++;
+  __atomic_add_fetch(&p->split_pending, 1, __ATOMIC_ACQ_REL);
   pthread_mutex_lock(&comms_mu);
   comms[ncomms++ % 1024] = c;
   pthread_mutex_unlock(&comms_mu);
@@ -284,7 +287,7 @@ EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) 
   pthread_create(&c->init_thread, NULL, split_main, c);
   /* NCCL_SPLIT_NOCOLOR: no new communicator for this rank (its part of the exchange still runs). */
   *out = color < 0 ? NULL : c;
-  return color < 0 ? ncclSuccess : ncclInProgress;
+  return ncclInProgress;
 }
 
 /* ncclConfig_t: size_t size; unsigned magic; unsigned version; int blocking; ... */
@@ -306,6 +309,7 @@ EXPORT int ncclCommGetAsyncError(void *h, int *st) {
   if (!c) return ncclInvalidArgument;
   int s = __atomic_load_n(&c->init_state, __ATOMIC_ACQUIRE);
   *st = s != ncclSuccess ? s : __atomic_load_n(&c->async_err, __ATOMIC_ACQUIRE);
+  if (*st == ncclSuccess && __atomic_load_n(&c->split_pending, __ATOMIC_ACQUIRE) > 0) *st = ncclInProgress;
   return ncclSuccess;
 }
 
