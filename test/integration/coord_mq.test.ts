@@ -7,11 +7,11 @@ import { TcpStoreServer } from '../../host/store/index.js';
 import { spawnRanks, type Runtime } from '../helpers/ranks.js';
 import { assertClean, type Outcome } from '../helpers/scenarios.js';
 
-async function scenario(n: number, runtime: Runtime, env: Record<string, string> = {}): Promise<Outcome[]> {
+async function scenario(n: number, runtime: Runtime, env: Record<string, string> = {}, allowFailure?: number[]): Promise<Outcome[]> {
   const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
   try {
     return await spawnRanks<Outcome>(n, 'test/integration/workers/mq_worker', {
-      runtime, timeoutMs: 80_000,
+      runtime, timeoutMs: 80_000, allowFailure,
       env: { COORD_STORE_PORT: String(server.port), GROUPCOMM_MQ_SLOTS: '4', GROUPCOMM_MQ_SLOT_BYTES: '4096', ...env },
     });
   } finally {
@@ -37,6 +37,11 @@ test('world size 4, Node and Bun, shared memory, readers sleep on doorbells at o
 
 test('world size 3, rank 0 on sockets: every reader over the CPU group', async () => {
   assertClean(await scenario(3, 'same', { MQ_SOCKET_RANK: '0' }), 60);
+});
+
+test('world size 3: group rank 0 killed mid-stream, every reader fails naming it', async () => {
+  const res = await scenario(3, 'mixed', { MQ_SCENARIO: 'killed' }, [0]);
+  assertClean(res.slice(1), 11);
 });
 
 test.run();

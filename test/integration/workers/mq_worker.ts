@@ -86,8 +86,27 @@ async function main(): Promise<void> {
   await expectCode(g.broadcastObject(1, 0), 'ERR_GROUPCOMM_DESTROYED', 'broadcast after destroy');
 }
 
+/** Group rank 0 dies in the middle of a stream of broadcasts: every reader fails naming it. */
+async function killed(): Promise<void> {
+  const g = await StatelessGroupCoordinator.create({
+    groupRanks: [[...Array(worldSize).keys()]], globalRank: rank, groupName: 'mqk', rendezvous: store, timeoutMs: 20_000, useMessageQueueBroadcaster: true,
+  });
+  try {
+    for (let i = 0; ; i++) {
+      if (rank === 0 && i === 10) process.kill(process.pid, 'SIGKILL');
+      check(same(await g.broadcastObject(rank === 0 ? message(i) : undefined, 0), message(i)), `broadcast ${i} before the kill`);
+    }
+  } catch (e) {
+    const err = e as { code?: string; peerRank?: number; message?: string };
+    check(isGroupcommError(e) && (err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_TIMEOUT') && err.peerRank === 0 &&
+      /group rank 0 = global rank 0/.test(err.message ?? ''), `a dead writer is named: ${err.code} ${err.message}`);
+  }
+  await g.abort('test done');
+}
+
 try {
-  await main();
+  if (process.env.MQ_SCENARIO === 'killed') await killed();
+  else await main();
   reportResult({ checks, failures });
 } catch (e) {
   reportResult({ checks, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
