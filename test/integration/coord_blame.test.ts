@@ -35,6 +35,15 @@ for (const scenario of ['absent', 'absent-big']) {
   });
 }
 
+test('create: a rank that never calls it is named on every other rank (group and global rank)', async () => {
+  const outs = await run<Seen>(4, 'create-absent', { COORD_TIMEOUT_MS: '1500' });
+  assert.is(outs[3], 'absent');
+  for (const [r, o] of outs.slice(0, 3).entries()) {
+    assert.ok(typeof o === 'object' && o.code === 'ERR_GROUPCOMM_TIMEOUT' && names(o, 3), `rank ${r}: ${JSON.stringify(o)}`);
+    assert.match(o.message, /group rank 3 = global rank 3/);
+  }
+});
+
 test('a rank killed during a tensor-dict broadcast loop is named by every survivor', async () => {
   const outs = await startRanks<Seen>(4, 'test/integration/workers/blame_worker', {
     args: ['dict-kill'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '5000' },

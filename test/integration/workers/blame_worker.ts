@@ -107,6 +107,17 @@ switch (scenario) {
     await g.destroy({ lingerMs: 500 });
     break;
   }
+  // The last rank never calls create: every other rank's create fails naming it, by group and
+  // global rank.
+  case 'create-absent': {
+    if (rank === worldSize - 1) {
+      result = 'absent';
+      await new Promise((r) => setTimeout(r, timeoutMs + 1_500));
+      break;
+    }
+    result = await outcome(create('cabsent'));
+    break;
+  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }

@@ -103,8 +103,13 @@ async function round(c: RoundCommand): Promise<void> {
     await g?.destroy({ lingerMs: 300 }).catch(() => {});
   }
   if (victim) {
-    say(rep); // a victim whose kill came too late (after its last operation) still dies below
-    if (c.mode === 'kill') await new Promise(() => {});
+    // A victim whose own round failed before its point (a spurious timeout on a loaded machine)
+    // dies now, so the round still has its death; one whose kill is still pending waits for it.
+    if (c.mode === 'kill') {
+      if (rep.error) process.kill(process.pid, 'SIGKILL');
+      await new Promise(() => {});
+    }
+    say(rep);
     return;
   }
   // The survivors form a group without the victim and check a result there.
