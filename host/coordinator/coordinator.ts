@@ -37,15 +37,19 @@ import { reserveName, registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import type { PortTriple } from './ports.js';
+import { groupAddresses, type PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
+import { checkLaunchedWorld } from './env.js';
+import { launchEnv } from '../base/launch_env.js';
+import { TcpStore } from '../store/index.js';
 import { GroupFaults } from './faults.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
 import * as variable from './variable.js';
+import { MessageQueue } from './mq.js';
 import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 
@@ -152,8 +156,9 @@ export class StatelessGroupCoordinator {
     if (typeof base !== 'string' || base === '' || base.includes('/')) {
       throw invalidArgument(`groupName must be a non-empty string without '/', got ${JSON.stringify(base)}`);
     }
+    checkLaunchedWorld(o);
     const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
-    const host = o.host ?? '127.0.0.1';
+    const addrs = await groupAddresses(o);
     const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
 
     let backend: DeviceBackendV1 | undefined;
@@ -163,17 +168,47 @@ export class StatelessGroupCoordinator {
     const uniqueName = reserveName(base);
     let opened: Awaited<ReturnType<typeof openChannels>>;
     try {
-      opened = await openChannels({ o, layout, base, host, localRank, timeoutMs, budget, backend });
+      opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend });
     } catch (e) {
       releaseName(uniqueName);
       throw e;
     }
     const { ch, ports } = opened;
+    let mq: MessageQueue | undefined;
+    if (o.useMessageQueueBroadcaster && ch.pg && ch.cpu) {
+      try {
+        mq = await MessageQueue.create({ pg: ch.pg, cpu: ch.cpu, rank: layout.rankInGroup, worldSize: layout.ranks.length, label: `${base}_${layout.groupIndex}` }, budget.next());
+      } catch (e) {
+        await closeChannels(ch, 0);
+        releaseName(uniqueName);
+        throw e;
+      }
+    }
     const g = new StatelessGroupCoordinator(MADE, o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
       o.groupPorts !== undefined);
+    g.io.mq = mq;
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
+  }
+
+  /**
+   * env://: joins a group with the launcher's variables (RANK, LOCAL_RANK, WORLD_SIZE,
+   * MASTER_ADDR, MASTER_PORT; see docs/multinode.md) — globalRank, localRank and globalWorldSize
+   * default to them and the rendezvous is the launcher's store, connected for the creation only.
+   * A missing or malformed variable is ERR_GROUPCOMM_CONFIG naming it.
+   */
+  static async fromEnv(o: Omit<CoordinatorOptions, 'globalRank' | 'rendezvous' | 'groupPorts'> & { globalRank?: number }): Promise<StatelessGroupCoordinator> {
+    const env = launchEnv();
+    const store = await TcpStore.fromEnv({ timeoutMs: o.timeoutMs, signal: o.signal });
+    try {
+      return await StatelessGroupCoordinator.create({
+        ...o, globalRank: o.globalRank ?? env.rank, localRank: o.localRank ?? env.localRank,
+        globalWorldSize: o.globalWorldSize ?? env.worldSize, rendezvous: store,
+      });
+    } finally {
+      await store.close();
+    }
   }
 
   /** The live coordinator registered under a unique name in this process, if any. */
@@ -194,6 +229,15 @@ export class StatelessGroupCoordinator {
   get prevRank(): number { return this.ranks[this.io.ring.prev]; }
   /** True once close(), destroy() or abort() was called. */
   get destroyed(): boolean { return this.closing !== undefined; }
+  /**
+   * How group rank 0's broadcasts reach the others when the group was created with
+   * useMessageQueueBroadcaster: group ranks reading the shared-memory ring, and those served
+   * over the CPU group. Undefined without a message queue (or in a group of one).
+   */
+  get messageQueue(): { shmReaders: readonly number[]; socketReaders: readonly number[] } | undefined {
+    const mq = this.io.mq;
+    return mq && { shmReaders: mq.shmReaders, socketReaders: mq.socketReaders };
+  }
   /** The device communicator, when the group has one (world size > 1 and useDeviceCommunicator). */
   get deviceCommunicator(): DeviceCommunicatorV1 | undefined { return this.io.net?.comm; }
 
@@ -375,6 +419,7 @@ export class StatelessGroupCoordinator {
           if (!await settled([this.tail], { timeoutMs, signal: opts.signal })) {
             this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
+          this.io.mq?.close();
           this.faults.close();
           await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {
@@ -399,6 +444,7 @@ export class StatelessGroupCoordinator {
   abort(reason?: unknown): Promise<void> {
     if (!this.aborted) {
       this.abortOps(reason);
+      this.io.mq?.close();
       // A close() in progress finishes on the aborted channels; otherwise close them now.
       this.faults.close();
       abortChannels(this.ch, reason);
@@ -440,10 +486,13 @@ export class StatelessGroupCoordinator {
       // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
       // then rejects at once, whatever channel it waits on.
       const signal = anySignal([opts?.signal, this.life.signal]);
+      faults.busy++;
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
       } catch (e) {
-        throw this.explain(this.aborted ? e : await faults.judge(e, n, what), what);
+        throw this.explain(this.aborted ? e : await faults.judge(e, n, what, timeoutMs), what);
+      } finally {
+        faults.busy--;
       }
     };
     const p = this.tail.then(run, run);

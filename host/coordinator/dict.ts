@@ -30,6 +30,8 @@ const inlineCpuBytes = () => setting('GROUPCOMM_INLINE_CPU_BYTES');
 /** What a dict transfer needs from its coordinator. */
 export interface DictIo {
   pg: StatelessProcessGroup;
+  /** The metadata frame of a broadcast (the store channel, or the message queue when the group has one). */
+  broadcastObj(obj: unknown, src: number, opts: OpOptions & { timeoutMs: number }): Promise<unknown>;
   /** This rank's device for device tensors. */
   device: string;
   /** The channel that carries a tensor (INVALID_ARGUMENT when the group cannot carry it). */
@@ -86,7 +88,7 @@ const byteLen = (t: Tensor) => (isCpu(t) ? t.data.byteLength : (t.data as { nbyt
 export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: Deadline): Promise<void> {
   for (const v of Object.values(dict)) if (isTensor(v)) io.channel(v, 'tensor dict');
   const { frame, tensors } = encodeTensorDict(dict, { inlineCpu: cpuBytes(dict) <= inlineCpuBytes() });
-  if (dir.kind === 'broadcast') await io.pg.broadcastObj(frame, dir.peer, b.next());
+  if (dir.kind === 'broadcast') await io.broadcastObj(frame, dir.peer, b.next());
   else await io.pg.sendObj(frame, dir.peer, b.next());
   const pack = packing(tensors.map((t) => ({ device: t.device, nbytes: numel(t.shape) === 0 ? 0 : byteLen(t) })));
   if (pack.bytes > 0) {
@@ -104,7 +106,7 @@ export async function sendDict(io: DictIo, dict: TensorDict, dir: Direction, b: 
 /** The receiving side; resolves with a new dict. */
 export async function receiveDict(io: DictIo, dir: Direction, b: Deadline): Promise<TensorDict> {
   const frame = dir.kind === 'broadcast'
-    ? await io.pg.broadcastObj(undefined, dir.peer, b.next())
+    ? await io.broadcastObj(undefined, dir.peer, b.next())
     : await io.pg.recvObj(dir.peer, b.next());
   if (!(frame instanceof Uint8Array)) {
     throw protocolError(`tensor dict from group rank ${dir.peer}: expected a metadata frame, got ${typeof frame}`, { peerRank: dir.peer });

@@ -61,8 +61,17 @@ export class GroupFaults {
   private closed = false;
   /** Non-fatal causes by collective index (a timeout that named who never arrived). */
   private readonly causes = new Map<number, GroupcommError>();
-  /** Answers to this rank's "how far are you?" questions: collective index → rank → calls. */
-  private readonly answers = new Map<number, Map<number, number>>();
+  /**
+   * The latest timeout another member (or this one) explained — who stalled the group — and
+   * when: a later timeout or departure here adopts it while it is fresh.
+   */
+  private stall: { e: GroupcommError; at: number } | undefined;
+  /** Operations of this rank in flight (an answer says whether this rank is busy in one). */
+  busy = 0;
+  /** Answers to this rank's survey, by survey number: rank → how far it is. */
+  private readonly answers = new Map<number, Map<number, { calls: number; busy: boolean }>>();
+  private surveys = 0;
+  private told = 0;
   private wake = new Set<() => void>();
   private readonly log;
 
@@ -71,8 +80,9 @@ export class GroupFaults {
     o.cpu?.onLost((e) => this.fail(e, -1, true));
   }
 
+  /** Shaped like a process-group mailbox (`…/<epoch>/to/<rank>/`): the only prefixes the store lets clients subscribe to. */
   private inbox(r: number): string {
-    return `groupcomm/faults/${this.o.label}/to/${r}/`;
+    return `groupcomm/faults/${this.o.label}/0/to/${r}/`;
   }
 
   /** Opens this rank's fault inbox (in the background: create does not wait for it). */
@@ -106,9 +116,11 @@ export class GroupFaults {
       this.log.debug(`group failed: ${e.message}`);
       this.o.onFail(e);
     } else {
-      if (this.causes.has(n)) return;
-      this.causes.set(n, e);
-      if (this.causes.size > MAX_CAUSES) this.causes.delete(this.causes.keys().next().value!);
+      this.stall = { e, at: performance.now() };
+      if (n >= 0 && !this.causes.has(n)) {
+        this.causes.set(n, e);
+        if (this.causes.size > MAX_CAUSES) this.causes.delete(this.causes.keys().next().value!);
+      }
     }
     for (const w of this.wake) w();
     if (tell) this.tell({ code: e.code, message: e.message, peerRanks: namedRanks(e), n, fatal });
@@ -120,23 +132,32 @@ export class GroupFaults {
     const me = this.o.rankInGroup;
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
     const value = enc.encode(JSON.stringify(c));
-    store.publish(others.map((r) => `${this.inbox(r)}fail/${me}`), others.map(() => value), { timeoutMs: ASK_MS })
+    const k = this.told++;
+    store.publish(others.map((r) => `${this.inbox(r)}fail/${me}/${k}`), others.map(() => value), { timeoutMs: ASK_MS })
       .catch(() => {});
   }
 
   private onMessage(tag: string, value: Uint8Array): void {
     const [kind, a, b] = tag.split('/');
     if (kind === 'ask') {
-      // "How many collectives have you called?" — answered from here, whatever this rank is doing.
+      // "How far are you, and are you inside an operation?" — answered from here, whatever
+      // this rank is doing (only its event loop has to turn).
       const q = Number(b);
       if (!Number.isInteger(q) || q < 0 || q >= this.o.worldSize) return;
-      this.o.store?.publish?.([`${this.inbox(q)}ans/${a}/${this.o.rankInGroup}`], [enc.encode(String(this.calls))], { timeoutMs: ASK_MS })
+      const ans = enc.encode(JSON.stringify({ calls: this.calls, busy: this.busy > 0 }));
+      this.o.store?.publish?.([`${this.inbox(q)}ans/${a}/${this.o.rankInGroup}`], [ans], { timeoutMs: ASK_MS })
         .catch(() => {});
     } else if (kind === 'ans') {
-      const n = Number(a), r = Number(b), calls = Number(dec.decode(value));
-      const m = this.answers.get(n);
-      if (m && Number.isInteger(r) && Number.isFinite(calls)) {
-        m.set(r, calls);
+      const m = this.answers.get(Number(a));
+      const r = Number(b);
+      let v: { calls: number; busy: boolean };
+      try {
+        v = JSON.parse(dec.decode(value));
+      } catch {
+        return;
+      }
+      if (m && Number.isInteger(r) && Number.isFinite(v?.calls)) {
+        m.set(r, { calls: v.calls, busy: v.busy === true });
         for (const w of this.wake) w();
       }
     } else if (kind === 'fail') {
@@ -172,8 +193,8 @@ export class GroupFaults {
   }
 
   /** The cause that explains a failure of collective `n` (-1: not a collective), if known within `ms`. */
-  private async causeOf(n: number, ms: number): Promise<GroupcommError | undefined> {
-    const known = () => this.failure ?? (n >= 0 ? this.causes.get(n) : undefined);
+  private async causeOf(n: number, ms: number, freshMs: number): Promise<GroupcommError | undefined> {
+    const known = () => this.failure ?? (n >= 0 ? this.causes.get(n) : undefined) ?? this.freshStall(freshMs);
     const t0 = performance.now();
     // Right after create the inbox may still be opening; what was sent meanwhile is handed over first.
     if (!this.sub && ms > 0) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ms))]);
@@ -181,24 +202,55 @@ export class GroupFaults {
     return known();
   }
 
-  /** The other ranks that had not called collective `n` (or did not answer within ASK_MS). */
-  private async missingFrom(n: number): Promise<number[]> {
+  private freshStall(freshMs: number): GroupcommError | undefined {
+    return this.stall && performance.now() - this.stall.at <= freshMs ? this.stall.e : undefined;
+  }
+
+  /** How far every other rank is (a rank missing from the answer did not answer within ASK_MS). */
+  private async survey(): Promise<Map<number, { calls: number; busy: boolean }> | undefined> {
     const store = this.o.store;
     if (!this.sub) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ASK_MS))]);
-    if (!store?.publish || !this.sub) return [];
+    if (!store?.publish || !this.sub) {
+      this.log.debug(`cannot ask the other members: ${this.sub ? 'the store cannot push' : 'the fault inbox is not open'}`);
+      return undefined;
+    }
     const me = this.o.rankInGroup;
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
-    const got = new Map<number, number>();
-    this.answers.set(n, got);
+    const k = this.surveys++;
+    const got = new Map<number, { calls: number; busy: boolean }>();
+    this.answers.set(k, got);
     try {
-      await store.publish(others.map((r) => `${this.inbox(r)}ask/${n}/${me}`), others.map(() => new Uint8Array(0)), { timeoutMs: ASK_MS });
-      await this.until(ASK_MS, () => got.size === others.length);
-    } catch {
-      return [];
+      await store.publish(others.map((r) => `${this.inbox(r)}ask/${k}/${me}`), others.map(() => new Uint8Array(0)), { timeoutMs: ASK_MS });
+      // Done early when everyone answered, or when another member explains the stall meanwhile.
+      await this.until(ASK_MS, () => got.size === others.length || this.failure !== undefined);
+    } catch (e) {
+      this.log.debug(`asking the other members failed: ${(e as Error).message}`);
+      return undefined;
     } finally {
-      this.answers.delete(n);
+      this.answers.delete(k);
     }
-    return others.filter((r) => !((got.get(r) ?? 0) > n));
+    this.log.debug(`survey ${k}: ${[...got].map(([r, v]) => `${r}:${v.calls}${v.busy ? 'b' : ''}`).join(' ')}`);
+    return got;
+  }
+
+  /**
+   * Who stalled an operation that timed out: for collective `n`, the ranks that never called it;
+   * for point to point, the peer waited on. In either case a rank that is alive but in no
+   * operation (it stopped calling) is the cause rather than one that is itself stuck waiting,
+   * and a rank that did not answer counts as in none.
+   */
+  private culprits(s: Map<number, { calls: number; busy: boolean }>, n: number, peer: number | undefined): number[] {
+    const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== this.o.rankInGroup);
+    const idle = (r: number) => !s.get(r)?.busy;
+    if (n >= 0) {
+      const missing = others.filter((r) => !((s.get(r)?.calls ?? 0) > n));
+      const stopped = missing.filter(idle);
+      return stopped.length ? stopped : missing;
+    }
+    if (peer === undefined) return others.filter(idle);
+    if (idle(peer)) return [peer];
+    const stopped = others.filter(idle);
+    return stopped.length ? stopped : [peer];
   }
 
   /**
@@ -207,7 +259,8 @@ export class GroupFaults {
    * having left, unless another member explains why (it failed first and told us); a
    * collective's timeout names the ranks that never called it.
    */
-  async judge(e: unknown, n: number, what: string): Promise<unknown> {
+  async judge(e: unknown, n: number, what: string, timeoutMs: number): Promise<unknown> {
+    const fresh = 2 * timeoutMs + 2 * ASK_MS;
     if (this.failure) return this.failure;
     if (!isGroupcommError(e)) return e;
     const me = this.o.rankInGroup;
@@ -220,28 +273,33 @@ export class GroupFaults {
         err = peerLostError(`lost group rank 0, which hosts the group's store: ${e.message}`, { rank: me, peerRank: 0, cause: e });
       }
       if (peer !== undefined && this.o.cpu?.hasLeft(peer)) {
-        const why = await this.causeOf(n, ASK_MS);
+        const why = await this.causeOf(n, ASK_MS, fresh);
         if (why) return why;
         return peerLostError(`group rank ${peer} left the group (closed it) while this ${what} still needed it; ` +
           'it was not lost: did every rank issue the same operations?', { rank: me, peerRank: peer, cause: e });
       }
       // A peer gone without a goodbye may be a symptom (of a rank another member lost first):
       // a cause from elsewhere, already on its way, wins; otherwise this loss is the failure.
-      const why = await this.causeOf(n, 0);
+      const why = await this.causeOf(n, 0, fresh);
       if (why) return why;
       this.fail(err, -1, true);
       return this.failure;
     }
-    if (e.code === ErrorCode.TIMEOUT && n >= 0) {
-      const why = this.causes.get(n);
-      if (why) return why;
-      const missing = await this.missingFrom(n);
-      if (this.failure) return this.failure;
-      if (this.causes.get(n)) return this.causes.get(n);
+    if (e.code === ErrorCode.TIMEOUT) {
+      // Another member that timed out first may have explained it already (and left since).
+      const told = (n >= 0 ? this.causes.get(n) : undefined) ?? this.freshStall(fresh);
+      if (told) return told;
+      const s = await this.survey();
+      const known = this.failure ?? (n >= 0 ? this.causes.get(n) : undefined) ?? this.freshStall(fresh);
+      if (known) return known;
+      if (!s) return e;
+      const peer = e.peerRanks?.length === 1 ? e.peerRanks[0] : e.peerRank;
+      const missing = this.culprits(s, n, n >= 0 ? undefined : peer);
       if (missing.length === 0) return e;
+      const plural = missing.length > 1 ? 's' : '';
       // The lower layer's own words (what this rank was waiting on) follow, as detail.
-      const t = timeoutError(`${what} (collective #${n}) timed out: group rank${missing.length > 1 ? 's' : ''} ` +
-        `${missing.join(', ')} never called it (or did not answer); here: ${e.message}`,
+      const t = timeoutError(`${what}${n >= 0 ? ` (collective #${n})` : ''} timed out: group rank${plural} ${missing.join(', ')} ` +
+        `${n >= 0 ? 'never called it' : `${plural ? 'are' : 'is'} in no operation (stopped calling?)`} (or did not answer); here: ${e.message}`,
       { rank: me, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, elapsedMs: e.elapsedMs, cause: e });
       this.fail(t, n, false);
       return t;

@@ -4,6 +4,7 @@
  * The coordinator owns one; the operations in objects.ts and tensors.ts take it.
  */
 import { invalidArgument } from '../base/errors.js';
+import { Deadline } from '../base/deadline.js';
 import { isCpu, parseDevice, empty as emptyCpu, type DType, type Tensor } from '../core/tensor.js';
 import type { Collectives } from '../core/collectives.js';
 import { emptyOn, freeTensor } from '../device/tensors.js';
@@ -13,6 +14,7 @@ import { copyTensor, reorderTensor } from './copy.js';
 import type { DictIo } from './dict.js';
 import { LocalChannel } from './local.js';
 import type { Net } from './channels.js';
+import type { MessageQueue } from './mq.js';
 
 export class GroupIo {
   /** The group's channels; undefined for a group of one rank (it has none). */
@@ -21,6 +23,8 @@ export class GroupIo {
   readonly local: LocalChannel;
   /** Loopback queue for point-to-point sends to oneself (how world size 1 keeps P2P uniform). */
   readonly self: unknown[] = [];
+  /** The message-queue broadcaster, when the group was created with useMessageQueueBroadcaster. */
+  mq: MessageQueue | undefined;
   /** Collectives run on the device communicator so far (check.ts samples them by this count). */
   deviceCalls = 0;
   /** Group ranks before and after this one in the ring (the core's layout). */
@@ -123,12 +127,19 @@ export class GroupIo {
     return this.self.shift();
   }
 
+  /** An object from `src` on every rank: through the message queue when there is one and src is 0, else the store channel. */
+  broadcastObj(obj: unknown, src: number, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<unknown> {
+    if (this.mq && src === 0) return this.mq.broadcastObj(obj, new Deadline(opts.timeoutMs, opts.signal, `${this.name}.broadcast`));
+    return this.net!.pg.broadcastObj(obj, src, opts);
+  }
+
   /** What a tensor-dict transfer needs; undefined in a group of one (dicts do not travel there). */
   dictIo(): DictIo | undefined {
     const net = this.net;
     if (!net) return undefined;
     return {
       pg: net.pg, device: this.device,
+      broadcastObj: (obj, src, opts) => this.broadcastObj(obj, src, opts),
       channel: (t: Tensor, what: string) => this.channel(t, what),
       empty: (shape: number[], dtype: DType, device: string) => this.empty(shape, dtype, device),
       free: (t: Tensor) => this.free(t),

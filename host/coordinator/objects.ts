@@ -16,7 +16,7 @@ export async function broadcastObject<T>(io: GroupIo, obj: T | undefined, src: n
   checkRank(src, io.worldSize, 'broadcastObject', 'src');
   const net = io.net;
   if (!net) return obj as T;
-  return (await net.pg.broadcastObj(io.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+  return (await io.broadcastObj(io.rankInGroup === src ? obj : undefined, src, b.next())) as T;
 }
 
 export async function broadcastObjectList<T>(io: GroupIo, list: T[], src: number, b: Deadline): Promise<T[]> {
@@ -24,7 +24,7 @@ export async function broadcastObjectList<T>(io: GroupIo, list: T[], src: number
   if (!Array.isArray(list)) throw invalidArgument('broadcastObjectList: list must be an array');
   const net = io.net;
   if (!net) return list;
-  const got = (await net.pg.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
+  const got = (await io.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
   if (io.rankInGroup === src) return list;
   if (!Array.isArray(got) || got.length !== list.length) {
     throw invalidArgument(`broadcastObjectList: rank ${src} sent ${Array.isArray(got) ? got.length : 'no'} elements, this rank's list has ${list.length}`, { peerRank: src });

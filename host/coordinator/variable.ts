@@ -9,8 +9,9 @@
  * them in `outer`-major order — nothing to do when outer is 1 (dim 0, or leading dims of 1).
  * reduceScatterv does the inverse move before reducing.
  *
- * Device tensors go through host memory over the CPU group (a copy each way): the device
- * interface has no variable-size collectives yet (docs/coordinator.md says so).
+ * Device tensors use the device communicator's optional allGatherv / reduceScatterv / allToAllv
+ * when it has them and no transpose is needed (outer 1); otherwise they go through host memory
+ * over the CPU group (a copy each way).
  *
  * Sizes are checked on every rank against the caller's tensor, and across ranks by the CPU
  * group (each peer's view travels with its data; a disagreement fails naming both ranks).
@@ -37,6 +38,11 @@ export async function allGatherv(io: GroupIo, t: Tensor, sizes: readonly number[
   const rest = inner(t.shape, d);
   const cpu = io.net?.cpu;
   if (!cpu) return single(io, t, out, shape);
+  const comm = io.net?.comm;
+  if (!isCpu(t) && comm?.allGatherv && outer === 1) {
+    const r = await comm.allGatherv(rows(t, sz[io.rankInGroup], rest), { sizes: sz, out: out && rows(out, sum(sz), rest), ...b.next() });
+    return out ?? { ...r, shape };
+  }
   const x = onHost(io, t);
   const staged = await cpu.allGatherv(rows(x, sz[io.rankInGroup], outer * rest), { sizes: sz, ...b.next() });
   return deliver(io, t, out, shape, (dst) => interleave(bytesOf(staged), dst, sz, outer, rest * itemSize(t.dtype)));
@@ -59,6 +65,11 @@ export async function reduceScatterv(io: GroupIo, t: Tensor, sizes: readonly num
   const rest = inner(t.shape, d);
   const cpu = io.net?.cpu;
   if (!cpu) return single(io, t, out, shape, opts.op);
+  const comm = io.net?.comm;
+  if (!isCpu(t) && comm?.reduceScatterv && outer === 1) {
+    const r = await comm.reduceScatterv(rows(t, sum(sz), rest), { sizes: sz, op: opts.op, out: out && rows(out, sz[io.rankInGroup], rest), ...b.next() });
+    return out ?? { ...r, shape };
+  }
   let x = onHost(io, t);
   if (outer > 1) {
     const rm = empty([numel(t.shape)], t.dtype);
@@ -87,6 +98,11 @@ export async function allToAll(io: GroupIo, t: Tensor, opts: CoordinatorSplitOpt
     return single(io, t, out, shape);
   }
   const rowElems = inner(t.shape, 0);
+  const comm = io.net?.comm;
+  if (!isCpu(t) && comm?.allToAllv) {
+    const r = await comm.allToAllv(rows(t, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, out: out && rows(out, sum(outs), rowElems), ...b.next() });
+    return out ?? { ...r, shape };
+  }
   const x = onHost(io, t);
   const r = await cpu.allToAll(rows(x, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, ...b.next() });
   return deliver(io, t, out, shape, (dst) => dst.set(bytesOf(r)));
@@ -120,9 +136,9 @@ function sizesFor(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, 
   return sz;
 }
 
-/** The same bytes seen as `[n, rowElems]` (the CPU group counts rows along dim 0). */
-function rows(x: CpuTensor, n: number, rowElems: number): CpuTensor {
-  return { dtype: x.dtype, shape: [n, rowElems], device: 'cpu', data: x.data };
+/** The same memory seen as `[n, rowElems]` (the CPU group and device communicators count rows along dim 0). */
+function rows<T extends Tensor>(x: T, n: number, rowElems: number): T {
+  return { ...x, shape: [n, rowElems] };
 }
 
 /** A CPU tensor with `t`'s elements: `t` itself on the CPU, a host copy of a device tensor. */

@@ -186,11 +186,12 @@ export class Segment {
   }
 
   /**
-   * Maps a segment the peer created (the receiver's side) and unlinks its name. The name must
-   * be one this code makes, the size a valid ring, and the object exactly that size (mapping
-   * past a shorter file would fault on first touch).
+   * Maps a segment the peer created (the receiver's side) and unlinks its name, unless
+   * `unlinkNow` is false (several readers must still open it; the creator unlinks it later). The
+   * name must be one this code makes, the size a valid ring, and the object exactly that size
+   * (mapping past a shorter file would fault on first touch).
    */
-  static open(name: string, ringBytes: number): Segment {
+  static open(name: string, ringBytes: number, unlinkNow = true): Segment {
     if (!validSegmentName(name)) throw new Error(`segment name '${name}' is not one a rank of this host creates`);
     if (!validRingBytes(ringBytes)) throw new Error(`ring of ${ringBytes} bytes is not a power of two in [64 KiB, 1 GiB]`);
     const lc = loadLibc();
@@ -203,7 +204,7 @@ export class Segment {
       throw new Error(`segment ${name} has ${size} bytes, the offer said ${CONTROL_BYTES + ringBytes}`);
     }
     const s = Segment.map(lc, name, fd, ringBytes, false);
-    s.unlink();
+    if (unlinkNow) s.unlink();
     return s;
   }
 

@@ -28,9 +28,11 @@ import type { OpOptions } from '../base/deadline.js';
 import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
-import type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions } from '../core/collectives.js';
+import type {
+  AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions,
+} from '../core/collectives.js';
 
-export type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions };
+export type { AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions };
 
 export const DEVICE_API_VERSION = 1;
 
@@ -80,6 +82,16 @@ export interface CommunicatorOptions {
   host?: string;
 }
 
+/** Options of DeviceCommunicatorV1.split (timeoutMs / signal bound the whole split). */
+export interface CommSplitOptions extends OpOptions {
+  /** Ranks passing the same color form one new communicator; a negative color takes no part. */
+  color: number;
+  /** Orders the ranks within a color (ties: the parent's rank order); default this rank. */
+  key?: number;
+  /** Names the new communicator in logs and errors. */
+  name?: string;
+}
+
 /** allReduce / reduceScatter options on device tensors (kept under its V1 name). */
 export type CollectiveOptions = ReduceOptions<Tensor>;
 
@@ -95,6 +107,15 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
   readonly rank: number;
   readonly worldSize: number;
   readonly deviceIndex: number;
+  /**
+   * Optional, the variable-size collectives (vLLM's all_gatherv / reduce_scatterv, torch's
+   * all_to_all_single), with sizes in rows of dim 0 as the CPU group counts them (its
+   * allGatherv, reduceScatterv, allToAll with splits; NCCL: grouped send/recv or one reduce per
+   * root). Without them the coordinator runs these through host memory over the CPU group.
+   */
+  allGatherv?(input: Tensor, opts: SizesOptions<Tensor>): Promise<Tensor>;
+  reduceScatterv?(input: Tensor, opts: SizesReduceOptions<Tensor>): Promise<Tensor>;
+  allToAllv?(input: Tensor, opts: AllToAllSplitsOptions<Tensor>): Promise<Tensor>;
   /** Resolves when every operation issued so far has completed on the device. */
   synchronize(opts?: OpOptions): Promise<void>;
   /** Immediate, local, idempotent: pending operations reject with ERR_GROUPCOMM_ABORTED. */
@@ -106,6 +127,13 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
   close(opts?: OpOptions): Promise<void>;
   /** `await using comm = …`: close(). */
   [Symbol.asyncDispose](): Promise<void>;
+  /**
+   * Optional (capabilities.split): a sub-group made from this communicator without a new
+   * bootstrap, like ncclCommSplit. Collective over this communicator, issued in call order like
+   * any operation; resolves with the new communicator (ranks ordered by key), or undefined for
+   * a negative color. Closing either communicator leaves the other working.
+   */
+  split?(opts: CommSplitOptions): Promise<DeviceCommunicatorV1 | undefined>;
 }
 
 /** What a backend can do; optional features are found here, not by calling and catching. */
@@ -114,6 +142,10 @@ export interface BackendCapabilities {
   reduceDtypes: readonly DType[];
   /** True when the backend can create more than one rank on the same device index. */
   sharedDevice: boolean;
+  /** True when communicators implement split() (cuda: ncclCommSplit, NCCL 2.18+). */
+  split?: boolean;
+  /** True when communicators implement allGatherv, reduceScatterv and allToAllv (the conformance suite then runs their cases). */
+  variableCollectives?: boolean;
 }
 
 export interface DeviceBackendV1 {

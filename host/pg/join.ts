@@ -56,6 +56,29 @@ async function missingJoins(s: JoinSpec, epoch: number): Promise<number[]> {
   return out;
 }
 
+/**
+ * Who has not joined, as seen a little before the deadline (at most 500 ms, a quarter of the
+ * timeout): at the deadline itself the ranks that timed out a moment earlier have already taken
+ * their join keys back, and would be named with the ones that never came.
+ */
+function snapshotMissing(s: JoinSpec, epoch: () => number): { get(): Promise<number[]>; cancel(): void } {
+  const total = left(s.deadline);
+  const lead = Math.min(500, total / 4);
+  let early: Promise<number[]> | undefined;
+  const timer = setTimeout(() => { if (epoch() >= 0) early = missingJoins(s, epoch()); }, Math.max(0, total - lead));
+  return {
+    async get() {
+      const now = await missingJoins(s, epoch());
+      if (!early) return now;
+      const before = await early;
+      // Named: missing then and still missing now (a rank that came late is not named).
+      const both = before.filter((r) => now.includes(r));
+      return both.length ? both : now;
+    },
+    cancel: () => clearTimeout(timer),
+  };
+}
+
 function joinTimeout(s: JoinSpec, epoch: number, missing: number[], timeoutMs: number, cause: unknown) {
   const who = missing.length ? `ranks [${missing.join(', ')}] never joined` : 'rank 0 never completed the join';
   return timeoutError(
@@ -72,11 +95,14 @@ async function hostJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
   await s.store.set(joinKeys.open(g), String(epoch), { timeoutMs: left(s.deadline), signal: s.signal });
   const keys = [];
   for (let r = 1; r < s.worldSize; r++) keys.push(joinKeys.join(g, epoch, r));
+  const snap = snapshotMissing(s, () => epoch);
   try {
     await s.store.wait(keys, { timeoutMs: left(s.deadline), signal: s.signal });
   } catch (e) {
     if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-    throw joinTimeout(s, epoch, await missingJoins(s, epoch), timeoutMs, e);
+    throw joinTimeout(s, epoch, await snap.get(), timeoutMs, e);
+  } finally {
+    snap.cancel();
   }
   await s.store.set(joinKeys.all(g, epoch), '1', { timeoutMs: left(s.deadline), signal: s.signal });
   for (const k of keys) s.store.deleteKey(k).catch(() => {});
@@ -88,35 +114,43 @@ async function memberJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
   const g = s.groupName;
   const opts = () => ({ timeoutMs: left(s.deadline), signal: s.signal });
   let epoch = -1;
-  for (;;) {
-    let open: number;
-    try {
-      open = Number(dec.decode(await s.store.get(joinKeys.open(g), opts())));
-    } catch (e) {
-      if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-      throw joinTimeout(s, epoch, [], timeoutMs, e);
-    }
-    if (open !== epoch) {
-      // Leaving an abandoned epoch: take our join key back so it does not linger.
-      if (epoch >= 0) s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
-      if (await s.store.check([joinKeys.all(g, open)], opts())) {
-        // A finished incarnation whose rank 0 has not cleaned up yet: wait for the next one.
-        if (performance.now() >= s.deadline) throw joinTimeout(s, open, [], timeoutMs, undefined);
-        await sleep(STALE_PAUSE_MS, s.signal);
-        continue;
+  const snap = snapshotMissing(s, () => epoch);
+  try {
+    return await memberLoop();
+  } finally {
+    snap.cancel();
+  }
+  async function memberLoop(): Promise<number> {
+    for (;;) {
+      let open: number;
+      try {
+        open = Number(dec.decode(await s.store.get(joinKeys.open(g), opts())));
+      } catch (e) {
+        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+        throw joinTimeout(s, epoch, [], timeoutMs, e);
       }
-      epoch = open;
-      await s.store.set(joinKeys.join(g, epoch, s.rank), '1', opts());
-    }
-    try {
-      await s.store.wait([joinKeys.all(g, epoch)], { timeoutMs: Math.min(REPOLL_MS, left(s.deadline)), signal: s.signal });
-      return epoch;
-    } catch (e) {
-      if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-      if (performance.now() >= s.deadline) {
-        const missing = (await missingJoins(s, epoch)).filter((r) => r !== s.rank);
-        s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
-        throw joinTimeout(s, epoch, missing, timeoutMs, e);
+      if (open !== epoch) {
+        // Leaving an abandoned epoch: take our join key back so it does not linger.
+        if (epoch >= 0) s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
+        if (await s.store.check([joinKeys.all(g, open)], opts())) {
+          // A finished incarnation whose rank 0 has not cleaned up yet: wait for the next one.
+          if (performance.now() >= s.deadline) throw joinTimeout(s, open, [], timeoutMs, undefined);
+          await sleep(STALE_PAUSE_MS, s.signal);
+          continue;
+        }
+        epoch = open;
+        await s.store.set(joinKeys.join(g, epoch, s.rank), '1', opts());
+      }
+      try {
+        await s.store.wait([joinKeys.all(g, epoch)], { timeoutMs: Math.min(REPOLL_MS, left(s.deadline)), signal: s.signal });
+        return epoch;
+      } catch (e) {
+        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+        if (performance.now() >= s.deadline) {
+          const missing = (await snap.get()).filter((r) => r !== s.rank);
+          s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
+          throw joinTimeout(s, epoch, missing, timeoutMs, e);
+        }
       }
     }
   }

@@ -26,8 +26,12 @@ import { LocalSocket } from './local.js';
 const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
 
 const EXT_PROBE_LATIN1 = Buffer.from(EXT_PROBE_KEY, 'utf8').toString('latin1');
-/** A process group's mailbox prefix (pg/messages.ts): `<ns>/<epoch>/to/<rank>/`, ns non-empty. */
-const MAILBOX_PREFIX = /^[^]*[^/][^]*\/\d+\/to\/\d+\/$/;
+/**
+ * A mailbox prefix: `<ns>/to/<rank>/` with a non-empty namespace — a process group's
+ * (pg/messages.ts: `<group>/<epoch>/to/<rank>/`) or the coordinator's fault inbox
+ * (`groupcomm/faults/<label>/to/<rank>/`). One rank's messages, never a whole namespace.
+ */
+const MAILBOX_PREFIX = /^[^]*[^/][^]*\/to\/\d+\/$/;
 const STOP_WAITING = Buffer.from([WaitReply.STOP_WAITING]);
 const WAIT_CANCELED = Buffer.from([WaitReply.WAIT_CANCELED]);
 const READY = Buffer.from([CheckReply.READY]);
@@ -69,8 +73,8 @@ export interface TcpStoreServerOptions {
   /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
   insecure?: boolean;
   /**
-   * Which prefixes SUBSCRIBE may claim. 'mailboxes' (default): only a process group's mailbox
-   * (`…/<epoch>/to/<rank>/`), and only by a groupcomm client (one that sent the extension probe;
+   * Which prefixes SUBSCRIBE may claim. 'mailboxes' (default): only one rank's mailbox
+   * (`<namespace>/to/<rank>/`), and only by a groupcomm client (one that sent the extension probe;
    * with a secret, authenticated). 'any': any prefix ending in '/' (tests, trusted setups).
    */
   subscribePrefixes?: 'mailboxes' | 'any';
@@ -355,12 +359,12 @@ export class TcpStoreServer {
   }
 
   /**
-   * A subscription takes every key under its prefix away from the store, so only a process
-   * group's mailbox (`…/<epoch>/to/<rank>/`) may be claimed, unless the server was told 'any'.
+   * A subscription takes every key under its prefix away from the store, so only one rank's
+   * mailbox (`<namespace>/to/<rank>/`) may be claimed, unless the server was told 'any'.
    */
   private checkPrefix(prefix: string): void {
     if (this.subscribeAny || MAILBOX_PREFIX.test(prefix)) return;
-    throw new Violation(`SUBSCRIBE prefix '${prefix.slice(0, 100)}' is not a mailbox (…/<epoch>/to/<rank>/)`);
+    throw new Violation(`SUBSCRIBE prefix '${prefix.slice(0, 100)}' is not a mailbox (…/to/<rank>/)`);
   }
 
   /**

@@ -9,7 +9,8 @@ import {
   checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, effectiveTimeout,
   gatheredShape, guard, invalidArgument, logger, OrderedOps, scatteredShape, simpleTimeout,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceCommunicatorV1, type DeviceOutput,
-  type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type Tensor,
+  type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type SizesOptions, type SizesReduceOptions,
+  type AllToAllSplitsOptions, type Tensor,
 } from 'groupcomm/plugin';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
@@ -195,6 +196,57 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const o = this.output(opts.out, input, i.count, input.shape, false, 'allToAll');
     return o.settle(this.ops.run('allToAll', opts, async (signal) => {
       await this.net.allToAll(this.v(o.at), this.v(i), input.dtype, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  // ---- variable sizes (optional in the interface; capabilities.variableCollectives) ----
+
+  /** Rows per rank (dim 0) for a variable collective, checked; and the elements of one row. */
+  private rowsOf(t: Tensor, v: unknown, what: string): { counts: number[]; rowElems: number } {
+    if (t.shape.length === 0) throw invalidArgument(`${what}: a 0-d tensor has no rows`, { rank: this.rank });
+    if (!Array.isArray(v) || v.length !== this.worldSize || !v.every((x) => Number.isSafeInteger(x) && x >= 0)) {
+      throw invalidArgument(`${what}: expected ${this.worldSize} integers >= 0 (one per rank), got ${JSON.stringify(v)}`, { rank: this.rank });
+    }
+    return { counts: [...v], rowElems: t.shape.slice(1).reduce((a, b) => a * b, 1) };
+  }
+
+  async allGatherv(input: Tensor, opts: SizesOptions): Promise<Tensor> {
+    const i = this.t(input, 'allGatherv');
+    const { counts: sizes, rowElems } = this.rowsOf(input, opts?.sizes, 'allGatherv sizes');
+    if (input.shape[0] !== sizes[this.rank]) throw invalidArgument(`allGatherv: rank ${this.rank}'s input has ${input.shape[0]} rows, sizes[${this.rank}] says ${sizes[this.rank]}`, { rank: this.rank });
+    const total = sizes.reduce((a, b) => a + b, 0);
+    const o = this.output(opts.out, input, total * rowElems, [total, ...input.shape.slice(1)], false, 'allGatherv');
+    return o.settle(this.ops.run('allGatherv', opts, async (signal) => {
+      await this.net.allGatherv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  async reduceScatterv(input: Tensor, opts: SizesReduceOptions): Promise<Tensor> {
+    const op = opts?.op ?? 'sum';
+    const i = this.t(input, 'reduceScatterv');
+    checkReduce(input.dtype, op);
+    const { counts: sizes, rowElems } = this.rowsOf(input, opts?.sizes, 'reduceScatterv sizes');
+    if (input.shape[0] !== sizes.reduce((a, b) => a + b, 0)) throw invalidArgument(`reduceScatterv: ${input.shape[0]} rows, the sizes add up to ${sizes.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
+    const o = this.output(opts.out, input, sizes[this.rank] * rowElems, [sizes[this.rank], ...input.shape.slice(1)], false, 'reduceScatterv');
+    return o.settle(this.ops.run('reduceScatterv', opts, async (signal) => {
+      await this.net.reduceScatterv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, op, this.o(signal, opts));
+      return o.tensor;
+    }));
+  }
+
+  async allToAllv(input: Tensor, opts: AllToAllSplitsOptions = {}): Promise<Tensor> {
+    const i = this.t(input, 'allToAllv');
+    const rows = input.shape[0];
+    const equal = () => { this.splits(rows ?? 0, 'allToAllv'); return Array.from({ length: this.worldSize }, () => rows / this.worldSize); };
+    const ins = this.rowsOf(input, opts.inputSplits ?? equal(), 'allToAllv inputSplits');
+    const outs = this.rowsOf(input, opts.outputSplits ?? equal(), 'allToAllv outputSplits').counts;
+    if (ins.counts.reduce((a, b) => a + b, 0) !== rows) throw invalidArgument(`allToAllv: ${rows} rows, inputSplits add up to ${ins.counts.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
+    const total = outs.reduce((a, b) => a + b, 0);
+    const o = this.output(opts.out, input, total * ins.rowElems, [total, ...input.shape.slice(1)], false, 'allToAllv');
+    return o.settle(this.ops.run('allToAllv', opts, async (signal) => {
+      await this.net.allToAllv(this.v(o.at), this.v(i), input.dtype, ins.rowElems, ins.counts, outs, this.o(signal, opts));
       return o.tensor;
     }));
   }

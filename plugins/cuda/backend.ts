@@ -10,10 +10,10 @@ import {
   logger, pluginUnavailable,
   type CommunicatorOptions, type DeviceBackendV1, type DeviceBuffer, type DeviceCommunicatorV1, type ProbeResult,
 } from 'groupcomm/plugin';
-import { CudaCommunicator, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
+import { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {
-  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FUNCTIONS, NCCL_MIN_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
+  bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FP8_VERSION, NCCL_FUNCTIONS, NCCL_MIN_VERSION, NCCL_SPLIT_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
   type ProbeReport,
 } from './transport.js';
 
@@ -47,13 +47,28 @@ export function probeReasons(r: ProbeReport | { error: string }): string[] {
   return out;
 }
 
+/** NCCL reduces fp8 from 2.24 on, on sm_90 and later: every device must be. */
+export function fp8Reduces(r: ProbeReport | { error: string }): boolean {
+  if ('error' in r || !r.nccl || r.nccl.version < NCCL_FP8_VERSION) return false;
+  const cc = r.cudart?.ccMajor ?? [];
+  return cc.length > 0 && cc.length === r.cudart!.deviceCount && cc.every((m) => m >= 9);
+}
+
 export class CudaBackend implements DeviceBackendV1 {
   readonly apiVersion = 1 as const;
   readonly name = 'cuda';
   readonly deviceType = DEVICE_TYPE;
-  // NCCL refuses two ranks of one communicator on the same GPU.
-  readonly capabilities = { reduceDtypes: CUDA_REDUCE_DTYPES, sharedDevice: false };
   private probed: Promise<ProbeReport | { error: string }> | undefined;
+  /** Set by probe(): NCCL >= 2.24 and every visible device sm_90 or later. */
+  private fp8 = false;
+  /** Set by probe(): NCCL >= 2.18 (ncclCommSplit). */
+  private splits = false;
+
+  // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
+  // seen the hardware and NCCL for it (every caller of a backend probes it first).
+  get capabilities() {
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits };
+  }
   private libs: NcclLibs | undefined;
 
   /** The child-process probe, run once per process (the libraries do not change under us). */
@@ -63,7 +78,10 @@ export class CudaBackend implements DeviceBackendV1 {
   }
 
   async probe(): Promise<ProbeResult> {
-    const reasons = probeReasons(await this.report());
+    const r = await this.report();
+    this.fp8 = fp8Reduces(r);
+    this.splits = !('error' in r) && (r.nccl?.version ?? 0) >= NCCL_SPLIT_VERSION;
+    const reasons = probeReasons(r);
     return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
   }
 
@@ -76,7 +94,9 @@ export class CudaBackend implements DeviceBackendV1 {
     const cuda = new CudaRuntime(bindLibrary(r.cudart!.path, CUDART_FUNCTIONS), r.cudart!.path);
     const nccl = bindLibrary(r.nccl!.path, NCCL_FUNCTIONS);
     log.info(`cuda backend: CUDA runtime ${r.cudart!.runtimeVersion} (${r.cudart!.path}), NCCL ${ncclVersionString(r.nccl!.version)} (${r.nccl!.path}), ${r.cudart!.deviceCount} device(s)`);
-    return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path });
+    this.fp8 = fp8Reduces(r);
+    this.splits = !!nccl.ncclCommSplit;
+    return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path, reduceDtypes: this.capabilities.reduceDtypes });
   }
 
   /** Synchronous entry points need the libraries already loaded (probe, deviceCount or createCommunicator first). */

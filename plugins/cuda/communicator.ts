@@ -31,7 +31,7 @@ import {
   pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
   type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
-  type Tensor,
+  type CommSplitOptions, type Tensor,
 } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
 import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
@@ -42,14 +42,16 @@ export const DEVICE_TYPE = 'cuda';
 export const CUDA_REDUCE_DTYPES: readonly DType[] = [
   'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64', 'bfloat16', 'bool',
 ];
+/** With NCCL >= 2.24 and every device sm_90 or later, fp8 reduces too. */
+export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 'float8_e4m3fn', 'float8_e5m2'];
 
 const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
 
 /** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOp): { type: number; op: number } {
+export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
   checkReduce(dtype, op);
-  if (!CUDA_REDUCE_DTYPES.includes(dtype)) {
-    throw invalidArgument(`the cuda backend cannot reduce ${dtype} (NCCL has no ${dtype} reduction on every GPU); see capabilities.reduceDtypes`);
+  if (!allowed.includes(dtype)) {
+    throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
   }
   if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
   return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
@@ -65,7 +67,17 @@ function pollPause(spins: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 1));
 }
 
-export interface NcclLibs { cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string }
+/** NCCL_SPLIT_NOCOLOR (nccl.h): this rank takes no part in the new communicator. */
+const NCCL_SPLIT_NOCOLOR = -1;
+
+/** How long completion is polled without yielding to the event loop (ms; 20 µs). */
+const SPIN_MS = 0.02;
+
+export interface NcclLibs {
+  cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string;
+  /** What reductions take here (capabilities.reduceDtypes: fp8 only on sm_90+ with NCCL 2.24+). */
+  reduceDtypes: readonly DType[];
+}
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -81,7 +93,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   /** Operations of this communicator holding CudaRuntime's deferred frees (see issue()). */
   private holds = 0;
 
-  private constructor(private readonly libs: NcclLibs, o: CommunicatorOptions, private readonly timeoutMs: number) {
+  private constructor(private readonly libs: NcclLibs, o: Pick<CommunicatorOptions, 'rank' | 'worldSize' | 'deviceIndex' | 'name'>, private readonly timeoutMs: number) {
     this.rank = o.rank;
     this.worldSize = o.worldSize;
     this.deviceIndex = o.deviceIndex;
@@ -152,22 +164,10 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     // 2. Join: every rank with its device current.
     libs.cuda.setDevice(o.deviceIndex);
     await c.initComm(id, left(), o.signal);
-    try {
-      // Again: while init was awaited, another communicator may have made its own device current.
-      libs.cuda.setDevice(o.deviceIndex);
-      c.stream = libs.cuda.createStream();
-      c.event = libs.cuda.createEvent();
-    } catch (e) {
-      await c.abortNative('stream setup failed');
-      throw e;
-    }
-    // The warm-up: connections are made on the first operation; fail here, not in the caller's first call.
-    try {
-      await c.barrier({ timeoutMs: left(), signal: o.signal });
-    } catch (e) {
-      await c.close({ timeoutMs: 1 });
-      throw e;
-    }
+    // Stream and event on the rank's device (set again in there: while init was awaited, another
+    // communicator may have made its own device current), then the warm-up: connections are made
+    // on the first operation; fail here, not in the caller's first call.
+    await c.finishSetup(left(), o.signal);
     c.log.info(`NCCL ${libs.ncclVersion} communicator ready (${libs.ncclPath})`);
     return c;
   }
@@ -185,24 +185,86 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       if (this.comm) await this.abortNative('init failed');
       throw err;
     }
+    await this.awaitReady('ncclCommInitRankConfig', timeoutMs, signal);
+  }
+
+  /** Polls a non-blocking init (or split) until NCCL says it is done; aborts it on error, timeout or signal. */
+  private async awaitReady(what: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     const t0 = performance.now();
     const pending = async () => {
       try {
-        return this.asyncPending('ncclCommInitRankConfig');
+        return this.asyncPending(what);
       } catch (e) {
-        await this.abortNative('init failed'); // an async init error: the half-made communicator must go
+        await this.abortNative(`${what} failed`); // an async init error: the half-made communicator must go
         throw e;
       }
     };
     for (let spins = 0; await pending(); spins++) {
       if (signal?.aborted || performance.now() - t0 > timeoutMs) {
-        await this.abortNative('init timed out');
-        if (signal?.aborted) throw abortedError(`NCCL init aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
-        throw timeoutError(`NCCL init on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
+        await this.abortNative(`${what} timed out`);
+        if (signal?.aborted) throw abortedError(`NCCL ${what} aborted on rank ${this.rank}`, { rank: this.rank, cause: signal.reason });
+        throw timeoutError(`NCCL ${what} on rank ${this.rank} of ${this.worldSize} did not complete within ${timeoutMs}ms (a rank missing, or the network between them blocked); the communicator was aborted`,
           { rank: this.rank, timeoutMs });
       }
       await pollPause(spins);
     }
+  }
+
+  /** Stream, event and warm-up of a communicator whose NCCL handle is ready. */
+  private async finishSetup(timeoutMs: number, signal?: AbortSignal): Promise<void> {
+    try {
+      this.libs.cuda.setDevice(this.deviceIndex);
+      this.stream = this.libs.cuda.createStream();
+      this.event = this.libs.cuda.createEvent();
+    } catch (e) {
+      await this.abortNative('stream setup failed');
+      throw e;
+    }
+    try {
+      await this.barrier({ timeoutMs, signal });
+    } catch (e) {
+      await this.close({ timeoutMs: 1 });
+      throw e;
+    }
+  }
+
+  /**
+   * ncclCommSplit (NCCL 2.18+): a sub-group without a new unique id. Issued in order with this
+   * communicator's operations (every rank of it must call); the new communicator is made
+   * non-blocking and polled like init, then gets its own stream and a warm-up.
+   */
+  async split(opts: CommSplitOptions): Promise<DeviceCommunicatorV1 | undefined> {
+    const { nccl } = this.libs;
+    if (!nccl.ncclCommSplit) throw pluginUnavailable(`split needs ncclCommSplit (NCCL >= 2.18; this is ${this.libs.ncclVersion})`, { rank: this.rank });
+    const color = opts?.color;
+    const key = opts.key ?? this.rank;
+    if (!Number.isInteger(color) || !Number.isInteger(key) || color > 0x7fffffff || Math.abs(key) > 0x7fffffff) {
+      throw invalidArgument(`split: color and key must be 32-bit integers, got color ${color}, key ${key}`, { rank: this.rank });
+    }
+    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    return this.ops.run('split', opts, async (signal) => {
+      this.libs.cuda.setDevice(this.deviceIndex);
+      const out: unknown[] = [null];
+      const rc = nccl.ncclCommSplit(this.comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, out, ncclConfigBytes(false));
+      const handle = out[0] ? BigInt(out[0] as bigint) : 0n;
+      if (rc !== NcclResult.ncclSuccess && rc !== NcclResult.ncclInProgress) {
+        if (handle) void nccl.ncclCommAbort(handle);
+        this.ncclCheck(rc, 'ncclCommSplit');
+      }
+      if (color < 0 || !handle) return undefined;
+      // Rank and size are NCCL's answer, known once the split is done.
+      const child = new CudaCommunicator(this.libs, { rank: this.rank, worldSize: this.worldSize, deviceIndex: this.deviceIndex, name: opts.name }, this.timeoutMs);
+      child.comm = handle;
+      await child.awaitReady('ncclCommSplit', timeoutMs, signal);
+      const r = [0], n = [0];
+      child.ncclCheck(nccl.ncclCommUserRank(handle, r), 'ncclCommUserRank');
+      child.ncclCheck(nccl.ncclCommCount(handle, n), 'ncclCommCount');
+      const made = new CudaCommunicator(this.libs, { rank: r[0], worldSize: n[0], deviceIndex: this.deviceIndex, name: opts.name }, this.timeoutMs);
+      made.comm = handle;
+      await made.finishSetup(timeoutMs, signal);
+      made.log.info(`split from rank ${this.rank}/${this.worldSize}: color ${color}, key ${key}`);
+      return made;
+    });
   }
 
   /**
@@ -273,8 +335,8 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         for (let spins = 0; this.asyncPending(what); spins++) {
           if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
           await pollPause(spins);
+          this.libs.cuda.setDevice(this.deviceIndex); // after an await: another communicator may have changed it
         }
-        this.libs.cuda.setDevice(this.deviceIndex);
         this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
         await this.waitEvent(what, signal);
       } catch (e) {
@@ -286,6 +348,10 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   private async waitEvent(what: string, signal: AbortSignal): Promise<void> {
+    // Small operations end within microseconds, and one event-loop turn costs several: poll
+    // synchronously for a bounded moment (SPIN_MS) before yielding.
+    const until = performance.now() + SPIN_MS;
+    do if (this.libs.cuda.eventDone(this.event)) return; while (performance.now() < until);
     for (let spins = 0; ; spins++) {
       // The signal first: after an abort the event and stream are being released.
       if (signal.aborted) throw signal.reason instanceof GroupcommError ? signal.reason : abortedError(`${what} aborted`, { rank: this.rank });
@@ -328,7 +394,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
 
   async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'allReduce');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
     const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
     return o.settle(this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), o.tensor));
   }
@@ -342,7 +408,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'reduceScatter');
     this.splits(i.count, 'reduceScatter');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum');
+    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
     const P = this.worldSize;
     const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
     const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');

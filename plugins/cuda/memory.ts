@@ -18,7 +18,9 @@ export class CudaRuntime {
   /**
    * Operations that may still be running on some communicator's stream (see hold()). cudaFree
    * synchronises the whole device: called while a kernel waits on a dead peer, it would freeze
-   * the event loop until that kernel ends. So frees wait here until nothing is in flight.
+   * the event loop until that kernel ends. So frees wait here until nothing is in flight: any
+   * operation still running, not only those issued before the free, would make cudaFree wait.
+   * (Memory comes back at the next moment with nothing in flight, e.g. after a synchronize.)
    */
   private inFlight = 0;
   private deferred: bigint[] = [];

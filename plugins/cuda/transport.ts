@@ -75,6 +75,12 @@ export const CudaMemoryType = { Unregistered: 0, Host: 1, Device: 2, Managed: 3 
 export const CUDA_POINTER_ATTRIBUTES_BYTES = 128;
 /** NCCL_VERSION(2,14,0): the oldest NCCL groupcomm drives (ncclCommInitRankConfig, non-blocking init). */
 export const NCCL_MIN_VERSION = 21400;
+/** NCCL_VERSION(2,18,0): the first NCCL with ncclCommSplit. */
+export const NCCL_SPLIT_VERSION = 21800;
+/** NCCL_VERSION(2,24,0): the first NCCL with fp8 (ncclFloat8e4m3, ncclFloat8e5m2) reductions, on sm_90 and later. */
+export const NCCL_FP8_VERSION = 22400;
+/** cudaDevAttrComputeCapabilityMajor (driver_types.h). */
+export const CUDA_DEV_ATTR_COMPUTE_CAPABILITY_MAJOR = 75;
 
 /** cudaError_t values groupcomm names (driver_types.h). */
 export const CudaError = {
@@ -136,6 +142,8 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaRuntimeGetVersion', decl: 'int cudaRuntimeGetVersion(_Out_ int *runtimeVersion)' },
   // cudaError_t cudaDriverGetVersion(int* driverVersion)
   { name: 'cudaDriverGetVersion', decl: 'int cudaDriverGetVersion(_Out_ int *driverVersion)' },
+  // cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device)
+  { name: 'cudaDeviceGetAttribute', decl: 'int cudaDeviceGetAttribute(_Out_ int *value, int attr, int device)' },
   // cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const void* ptr)
   // (struct: enum cudaMemoryType type; int device; void *devicePointer; void *hostPointer; …)
   { name: 'cudaPointerGetAttributes', decl: 'int cudaPointerGetAttributes(void *attributes, const void *ptr)' },
@@ -301,7 +309,11 @@ export function notFoundMessage(kind: LibKind, tried: { path: string; error: str
 // ---- probing in a child process -----------------------------------------------------------------
 
 export interface ProbeReport {
-  cudart?: { path: string; runtimeVersion: number; driverVersion: number; deviceCountRc: number; deviceCount: number; errName: string; errString: string };
+  cudart?: {
+    path: string; runtimeVersion: number; driverVersion: number; deviceCountRc: number; deviceCount: number; errName: string; errString: string;
+    /** Compute capability (major) of each device, where the runtime answered. */
+    ccMajor?: number[];
+  };
   cudartTried: { path: string; error: string }[];
   nccl?: { path: string; version: number };
   ncclTried: { path: string; error: string }[];
@@ -325,6 +337,13 @@ for (let i = 0; i < c.cudart.length; i++) {
   const rc = cl.func('int cudaGetDeviceCount(_Out_ int *n)')(n);
   const seen = { path: cp, runtimeVersion: v[0], driverVersion: d[0], deviceCountRc: rc, deviceCount: rc === 0 ? n[0] : 0,
     errName: cl.func('const char *cudaGetErrorName(int e)')(rc), errString: cl.func('const char *cudaGetErrorString(int e)')(rc) };
+  if (rc === 0) {
+    try {
+      const ga = cl.func('int cudaDeviceGetAttribute(_Out_ int *v, int attr, int dev)');
+      seen.ccMajor = [];
+      for (let dev = 0; dev < seen.deviceCount; dev++) { const m = [0]; if (ga(m, 75, dev) === 0) seen.ccMajor.push(m[0]); }
+    } catch { /* no attribute: no fp8 */ }
+  }
   if (!out.cudart || rc === 0 || rc === 100) out.cudart = seen;
   if (rc === 0 || rc === 100) break;
   out.cudartTried.push({ path: cp, error: seen.errName + ' (' + rc + ') from cudaGetDeviceCount, runtime ' + v[0] + ', driver ' + d[0] });

@@ -64,7 +64,7 @@ export function buildCudaDouble(): CudaDouble | { skip: string } {
       const run = (args: string[]) => execFileSync(cc, args, { cwd: src, stdio: ['ignore', 'pipe', 'pipe'], timeout: 120_000 });
       run([...flags, '-Wl,-soname,libgcd_cudart.so', '-o', o.cudart, 'cudart.c']);
       run([...flags, '-DGCD_OLD_DRIVER', '-Wl,-soname,libgcd_cudart_olddriver.so', '-o', o.old, 'cudart.c']);
-      run([...flags, '-o', o.nccl, 'nccl.c', `-L${tmp}`, '-lgcd_cudart', '-Wl,-rpath,$ORIGIN']);
+      run([...flags, '-o', o.nccl, 'nccl.c', `-L${tmp}`, '-lgcd_cudart', '-lm', '-Wl,-rpath,$ORIGIN']);
       fs.writeFileSync(path.join(tmp, 'ok'), '');
     } catch (e) {
       const err = e as { stderr?: Buffer; message: string };

@@ -196,7 +196,13 @@ static void flush_legacy(int dev) {
 
 int gcd_stream_enqueue(void *stream, gcd_work_fn fn, void *arg) {
   stream_t *s = resolve(stream);
-  if (s->legacy && !strict()) { flush_legacy(s->device); fn(arg); return 0; }
+  /* GCDOUBLE_INLINE_STREAMS=1: every stream's work runs at once on the caller (an infinitely fast
+     device: what remains of a call's time is the caller's own; world size 1 only, nothing waits). */
+  if ((s->legacy && !strict()) || (!s->legacy && gcd_env_long("GCDOUBLE_INLINE_STREAMS", 0))) {
+    if (s->legacy) flush_legacy(s->device);
+    fn(arg);
+    return 0;
+  }
   item_t *it = calloc(1, sizeof *it);
   it->fn = fn; it->arg = arg;
   pthread_mutex_lock(&s->mu);
@@ -275,6 +281,14 @@ EXPORT int cudaSetDevice(int d) {
 }
 
 EXPORT int cudaGetDevice(int *d) { *d = cur_dev; return OK; }
+
+/* cudaDevAttrComputeCapabilityMajor (75) / Minor (76): GCDOUBLE_CC_MAJOR, default 9 (fp8 reductions). */
+EXPORT int cudaDeviceGetAttribute(int *v, int attr, int dev) {
+  if (dev < 0 || dev >= ndev()) return ret(eInvalidDevice);
+  if (attr == 75) { *v = (int)gcd_env_long("GCDOUBLE_CC_MAJOR", 9); return OK; }
+  if (attr == 76) { *v = 0; return OK; }
+  return ret(eInvalidValue);
+}
 
 EXPORT int cudaGetLastError(void) { int e = last_err; last_err = 0; return e; }
 

@@ -95,6 +95,23 @@ t('NCCL older than 2.14 is refused by the probe, naming the version', async () =
   }
 });
 
+t('fp8 reduces where NCCL >= 2.24 and every device is sm_90 or later, and only there', async () => {
+  const fp8 = (b: CudaBackend) => b.capabilities.reduceDtypes.includes('float8_e4m3fn') && b.capabilities.reduceDtypes.includes('float8_e5m2');
+  const yes = new CudaBackend();
+  assert.is((await yes.probe()).available, true);
+  assert.ok(fp8(yes), 'sm_90 and NCCL 2.27: fp8 should reduce');
+  for (const [k, v] of [['GCDOUBLE_CC_MAJOR', '8'], ['GCDOUBLE_NCCL_VERSION', '22304']]) {
+    process.env[k] = v; // read by the probe's child process
+    try {
+      const no = new CudaBackend();
+      assert.is((await no.probe()).available, true);
+      assert.not.ok(fp8(no), `${k}=${v}: fp8 should not reduce`);
+    } finally {
+      delete process.env[k];
+    }
+  }
+});
+
 t('discovery passes over a libcudart the driver cannot run to the next candidate', async () => {
   if ('skip' in d) return;
   const r = await probeLibraries(30_000, { cudart: [d.oldDriverCudart, d.cudart], nccl: [d.nccl] });
@@ -193,6 +210,52 @@ t('abort() during an operation: later calls fail at once and NCCL never sees the
   await c0.close();
   await c1.close();
   assert.is(misuse(), bad, 'NCCL was called with an aborted or NULL communicator');
+});
+
+t('an init that never completes on one rank ends in TIMEOUT on every rank, the half-made communicators aborted', async () => {
+  fault('GCDOUBLE_FAULT_RANK', 1);
+  fault('GCDOUBLE_INIT_NEVER', 1);
+  const bad = misuse();
+  const prefix = `g${seq++}`;
+  const make = (rank: number) => backend.createCommunicator({
+    rank, worldSize: 2, deviceIndex: rank, timeoutMs: 800,
+    bootstrap: storeBootstrap(store.client(), { rank, worldSize: 2, prefix, timeoutMs: 800 }),
+  });
+  const res = await Promise.allSettled([make(0), make(1)]);
+  for (const r of res) {
+    assert.is(r.status, 'rejected');
+    if (r.status === 'rejected') assert.ok(isGroupcommError(r.reason, ErrorCode.TIMEOUT), String(r.reason));
+  }
+  assert.is(misuse(), bad);
+});
+
+t('an operation that never completes times out, kills the communicator, and close() still returns', async () => {
+  const [c] = await communicators([0]);
+  fault('GCDOUBLE_HANG_OP', 2); // the warm-up was operation 1
+  const x = f32([1], 0);
+  const e = await rejects(c.allReduce(x, { out: x, timeoutMs: 300 }));
+  assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
+  assert.is((e as { rank?: number }).rank, 0);
+  assert.ok(isGroupcommError(await rejects(c.allReduce(x, { out: x })), ErrorCode.ABORTED));
+  await c.close();
+});
+
+t('split (ncclCommSplit): sub-groups by color ordered by key, without a new bootstrap; a negative color takes no part', async () => {
+  assert.is(backend.capabilities.split, true);
+  const parents = await communicators([0, 1, 2, 3]);
+  // Colors 0,1,0,-1; in color 0 the keys put parent rank 2 first.
+  const colors = [0, 1, 0, -1];
+  const kids = await Promise.all(parents.map((c, r) => c.split!({ color: colors[r], key: -r })));
+  assert.equal(kids.map((k) => k && [k.rank, k.worldSize]), [[1, 2], [0, 1], [0, 2], undefined]);
+  const xs = kids.map((k, r) => k && f32([r + 1], r));
+  await Promise.all(kids.map((k, r) => k?.allReduce(xs[r]!, { out: xs[r]! })));
+  assert.equal(xs.map((x) => x && host(x)), [[4], [2], [4], undefined]); // {0,2}: 1+3; {1}: 2
+  for (const k of kids) await k?.close();
+  // The parents still work after their children are gone.
+  const ys = parents.map((_, r) => f32([1], r));
+  await Promise.all(parents.map((c, r) => c.allReduce(ys[r], { out: ys[r] })));
+  assert.equal(host(ys[3]), [4]);
+  for (const c of parents) await c.close();
 });
 
 t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {

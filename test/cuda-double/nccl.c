@@ -19,12 +19,14 @@
  *   GCDOUBLE_ABORT_DELAY_MS=ms     ncclCommAbort takes this long before it acts
  *   GCDOUBLE_INIT_DELAY_MS=ms      init takes at least this long (every rank)
  *   GCDOUBLE_NCCL_VERSION=code     what ncclGetVersion answers (default 22703)
+ *   GCDOUBLE_CC_MAJOR=n            compute capability major (libgcd_cudart; default 9: fp8 reduces)
  * Each is also settable in-process with gcdouble_set(name, value, on) (libgcd_cudart.so).
  */
 #define _GNU_SOURCE
 #include "gcd.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdarg.h>
@@ -49,6 +51,7 @@ typedef struct {
   volatile int32_t nranks, joined;
   volatile int32_t dev[MAXR]; /* device + 1; 0: not arrived */
   volatile uint64_t bar;
+  volatile int32_t split_color[MAXR], split_key[MAXR]; /* ncclCommSplit's exchange */
 } hdr_t;
 
 typedef struct { volatile uint64_t w, r, len, pad[5]; char data[CHUNK]; } mbox_t;
@@ -66,6 +69,9 @@ typedef struct comm {
   pthread_t init_thread;
   int has_init_thread;
   int fault;
+  int nsplit;
+  struct comm *parent; /* ncclCommSplit: the communicator being split, and this rank's color/key */
+  int color, key;
 } comm_t;
 
 /* One text for the process, like NCCL's: the stream threads set it too. */
@@ -235,6 +241,52 @@ static int init(void **out, int n, ncclUniqueId id, int rank, int blocking) {
 
 EXPORT int ncclCommInitRank(void **out, int n, ncclUniqueId id, int rank) { return init(out, n, id, rank, 1); }
 
+/* ncclCommSplit's collective part, on its own thread: every parent rank publishes its color and
+   key in the parent's file, then each color's ranks (ordered by key, then parent rank) join a new
+   file named after the parent's. */
+static void *split_main(void *arg) {
+  comm_t *c = arg, *p = c->parent;
+  hdr_t *h = hdr(p);
+  h->split_color[p->rank] = c->color;
+  h->split_key[p->rank] = c->key;
+  int rc = barrier(p) ? ncclInvalidUsage : ncclSuccess;
+  int n = 0, me = 0;
+  for (int r = 0; r < p->n && !rc; r++) {
+    if (h->split_color[r] != c->color) continue;
+    if (h->split_key[r] < c->key || (h->split_key[r] == c->key && r < p->rank)) me++;
+    n++;
+  }
+  if (!rc && barrier(p)) rc = ncclInvalidUsage; /* everyone has read before the next split writes */
+  if (!rc && c->color >= 0) {
+    c->rank = me; c->n = n;
+    c->fault = faulty(me);
+    snprintf(c->path, sizeof c->path, "%.90s-s%d-c%d", p->path, p->nsplit, c->color);
+    rc = join(c);
+  }
+  __atomic_store_n(&c->init_state, rc, __ATOMIC_RELEASE);
+  return NULL;
+}
+
+/* ncclResult_t ncclCommSplit(ncclComm_t comm, int color, int key, ncclComm_t *newcomm, ncclConfig_t *config) */
+EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) {
+  (void)config; /* always non-blocking here: completion through ncclCommGetAsyncError(newcomm) */
+  comm_t *p = live(h, "ncclCommSplit");
+  if (!p) return ncclInvalidArgument;
+  if (p->init_state != ncclSuccess || p->aborted) { set_error("ncclCommSplit: the parent is not usable"); return ncclInvalidUsage; }
+  comm_t *c = calloc(1, sizeof *c);
+  c->parent = p; c->color = color < 0 ? -1 : color; c->key = key; c->device = p->device;
+  c->init_state = ncclInProgress;
+  p->nsplit++;
+  pthread_mutex_lock(&comms_mu);
+  comms[ncomms++ % 1024] = c;
+  pthread_mutex_unlock(&comms_mu);
+  c->has_init_thread = 1;
+  pthread_create(&c->init_thread, NULL, split_main, c);
+  /* NCCL_SPLIT_NOCOLOR: no new communicator for this rank (its part of the exchange still runs). */
+  *out = color < 0 ? NULL : c;
+  return color < 0 ? ncclSuccess : ncclInProgress;
+}
+
 /* ncclConfig_t: size_t size; unsigned magic; unsigned version; int blocking; ... */
 EXPORT int ncclCommInitRankConfig(void **out, int n, ncclUniqueId id, int rank, void *config) {
   int blocking = 1;
@@ -325,8 +377,31 @@ static uint16_t f2h(float f) {
 static float bf2f(uint16_t b) { uint32_t u = (uint32_t)b << 16; float f; memcpy(&f, &u, 4); return f; }
 static uint16_t f2bf(float f) { uint32_t u; memcpy(&u, &f, 4); u += 0x7fff + ((u >> 16) & 1); return (uint16_t)(u >> 16); }
 
+/* fp8: float8_e4m3fn (bias 7, no infinity, 0x7f/0xff NaN) and float8_e5m2 (bias 15, IEEE-like). */
+static double fp8_dec(uint8_t b, int e5) {
+  int M = e5 ? 2 : 3, bias = e5 ? 15 : 7, f = (b >> M) & (e5 ? 31 : 15), m = b & ((1 << M) - 1);
+  if (!e5 && f == 15 && m == 7) return NAN;
+  if (e5 && f == 31) return m ? NAN : (b & 0x80 ? -INFINITY : INFINITY);
+  double v = f == 0 ? ldexp(m, 1 - bias - M) : ldexp(m + (1 << M), f - bias - M);
+  return b & 0x80 ? -v : v;
+}
+/* Nearest finite code, ties to the even code (by search: 256 candidates, fine for a test double). */
+static uint8_t fp8_enc(double x, int e5) {
+  if (isnan(x)) return 0x7f;
+  int best = 0;
+  double bd = INFINITY;
+  for (int c = 0; c < 256; c++) {
+    double v = fp8_dec((uint8_t)c, e5);
+    if (isnan(v) || isinf(v)) continue;
+    double d = fabs(v - x);
+    if (d < bd || (d == bd && (best & 1) && !(c & 1))) { bd = d; best = c; }
+  }
+  return (uint8_t)best;
+}
+
 static double getf(const char *p, int dt, size_t i) {
   switch (dt) {
+    case 10: case 11: return fp8_dec(((const uint8_t *)p)[i], dt == 11);
     case 6: return h2f(((const uint16_t *)p)[i]);
     case 7: return ((const float *)p)[i];
     case 8: return ((const double *)p)[i];
@@ -335,6 +410,7 @@ static double getf(const char *p, int dt, size_t i) {
 }
 static void putf(char *p, int dt, size_t i, double v) {
   switch (dt) {
+    case 10: case 11: ((uint8_t *)p)[i] = fp8_enc(v, dt == 11); break;
     case 6: ((uint16_t *)p)[i] = f2h((float)v); break;
     case 7: ((float *)p)[i] = (float)v; break;
     case 8: ((double *)p)[i] = v; break;
@@ -360,7 +436,7 @@ static void puti(char *p, int dt, size_t i, uint64_t v) {
 
 /* out[i] = op over r of src[r][i], in rank order. */
 static void reduce(char *out, char *const *src, int n, size_t count, int dt, int op) {
-  int isf = dt >= 6 && dt <= 9;
+  int isf = dt >= 6;
   for (size_t i = 0; i < count; i++) {
     if (isf) {
       double a = getf(src[0], dt, i);
@@ -510,7 +586,11 @@ static int submit(void *h, void *stream, op_t o, const char *what) {
   if (c->aborted) { set_error("%s: communicator aborted", what); return ncclInvalidUsage; }
   if (o.dt < 0 || o.dt > 11) { set_error("%s: invalid datatype %d", what, o.dt); return ncclInvalidArgument; }
   int reduces = o.kind == ALLREDUCE || o.kind == REDUCE || o.kind == REDUCESCATTER;
-  if (reduces && (o.op < 0 || o.op > 4 || o.dt >= 10)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  if (reduces && o.dt >= 10 && (gcd_env_long("GCDOUBLE_CC_MAJOR", 9) < 9 || gcd_env_long("GCDOUBLE_NCCL_VERSION", 22703) < 22400)) {
+    set_error("%s: fp8 reductions need sm_90 and NCCL 2.24", what);
+    return ncclInvalidArgument;
+  }
   if ((o.kind == BROADCAST || o.kind == REDUCE) && (o.root < 0 || o.root >= c->n)) { set_error("%s: invalid root %d", what, o.root); return ncclInvalidArgument; }
   if ((o.kind == SEND || o.kind == RECV) && (o.peer < 0 || o.peer >= c->n)) { set_error("%s: invalid peer %d", what, o.peer); return ncclInvalidArgument; }
   int sd = gcd_stream_device(stream);

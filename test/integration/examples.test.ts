@@ -38,6 +38,11 @@ const EXAMPLES: Record<string, Example> = {
     [/^\[rank ([01])\] rank \1 in \[0,1\]: device sum 1,2,4,6, host sum 1, step 7, ids \[1,2\]$/, 2],
     [/^\[rank ([23])\] rank \1 in \[2,3\]: device sum 5,2,4,6, host sum 5, step 7, ids \[1,2\]$/, 2],
   ] },
+  'examples/vllm-ops.mjs': { ranks: 4, expect: [
+    [/^\[rank 0\] rank 0: got \[3,3\] from 3, 10 rows, kept \[1,2\] = 0, experts sent \[0,1,2,3\], lr 0\.1$/],
+    [/^\[rank 3\] rank 3: got \[2,2\] from 2, 10 rows, kept \[4,2\] = 12, experts sent \[0,0,0,0,1,1,1,1,2,2,2,2,3,3,3,3\], lr 0\.1$/],
+    [/^\[rank (\d)\] rank \1: got \[(\d),\2\] from \2, 10 rows, kept \[\d,2\] = \d+, experts sent \[[0-3,]+\], lr 0\.1$/, 4],
+  ] },
   'examples/store.mjs': { ranks: 0, expect: [[/^addr\/0 = 10\.0\.0\.1:41000$/], [/^ready = 1$/]] },
   'examples/backend.mjs': { ranks: 0, expect: [[/^cpu: device type host, 1 device\(s\)$/]] },
   'examples/getting-started/hello.mjs': { ranks: 2, expect: [[new RegExp(`^\\[rank (\\d)\\] rank \\1/2 on ${RT} \\S+: sum = 3$`), 2]] },

@@ -107,6 +107,7 @@ const CUDART_HEADER: Record<string, string> = {
   cudaStreamSynchronize: 'p', cudaStreamQuery: 'p', cudaStreamDestroy: 'p', cudaEventCreateWithFlags: 'o u', cudaEventRecord: 'p p',
   cudaEventQuery: 'p', cudaEventDestroy: 'p', cudaGetErrorString: 'i', cudaGetErrorName: 'i',
   cudaRuntimeGetVersion: 'o', cudaDriverGetVersion: 'o',
+  cudaDeviceGetAttribute: 'o i i',
   cudaPointerGetAttributes: 'p p', // (cudaPointerAttributes* attributes, const void* ptr): we read the buffer we pass
 };
 

@@ -133,6 +133,26 @@ test('same-host identity: boot id, IPC namespace and the /dev/shm mount, never a
   assert.ok(id.startsWith(`${boot}/ipc:${ipc}/shm:`), id);
 });
 
+test('same host only when /dev/shm and the IPC namespace are shared: another network namespace is the same host, another IPC namespace or /dev/shm is not', () => {
+  const shm = new URL('../../host/cpu/shm.js', import.meta.url).href;
+  const idIn = (...wrap: string[]) => {
+    const js = `import(${JSON.stringify(shm)}).then(({ hostId }) => console.log(hostId()))`;
+    const r = spawnSync(wrap[0], [...wrap.slice(1), process.execPath, '-e', js], { encoding: 'utf8', timeout: 20_000 });
+    return r.status === 0 ? r.stdout.trim() : undefined;
+  };
+  const here = hostId();
+  const net = idIn('unshare', '--net');
+  if (!here || net === undefined) {
+    console.log('  (skipped: cannot create namespaces here: needs root and unshare)');
+    return;
+  }
+  assert.is(net, here, 'a process in its own network namespace shares /dev/shm and IPC: same host');
+  const ipc = idIn('unshare', '--ipc');
+  assert.ok(ipc && ipc !== here, `another IPC namespace is another host (${ipc})`);
+  const privateShm = idIn('unshare', '--mount', 'sh', '-c', 'mount -t tmpfs none /dev/shm && exec "$0" "$@"');
+  assert.ok(privateShm && privateShm !== here, `a private /dev/shm is another host (${privateShm})`);
+});
+
 test('shm setup checks the ACK: a name this host does not make, a bad size or a short object is refused', () => {
   let seg: Segment;
   try {

@@ -31,7 +31,7 @@ test('SUBSCRIBE takes only a mailbox, only from a groupcomm client: "/", "", "pg
     await c.ping();
     const before = server.numKeys;
     assert.is(before, 10);
-    for (const p of ['/', '', 'pg/', '/pg/', '/pg/1/', '/pg/1/to/', '/1/to/1/']) {
+    for (const p of ['/', '', 'pg/', '/pg/', '/pg/1/', '/pg/1/to/', '/to/1/', '/pg/1/to/x/']) {
       const r = await Raw.connect(server.port);
       r.write(VALIDATE, probe(), SUBSCRIBE, str(p));
       const reply = await r.read(1).catch(() => undefined); // the probe's answer, if any
