@@ -18,6 +18,7 @@ import { loadBackend } from '../device/registry.js';
 import type { DeviceBackendV1, ProbeResult } from '../device/types.js';
 import { TcpStoreServer } from '../store/index.js';
 import { conformanceCases } from './cases.js';
+import { variableCaseIds } from './variable.js';
 import { spawnRanks, type Runtime, type WorkerResult } from './spawn.js';
 
 export type { Runtime };
@@ -83,7 +84,14 @@ async function plan(spec: ConformanceSpec): Promise<Plan> {
       if (unsupported.length) {
         notes.push(`${backend.name}, world size ${worldSize}: ${unsupported.length} case(s) skipped, their dtype is not in capabilities.reduceDtypes`);
       }
-      return { worldSize, ids: [...cases.map((c) => c.id), ...failures], unsupported: unsupported.map((c) => `${c.id} (not in ${backend.name}'s capabilities.reduceDtypes)`) };
+      // The optional variable-size collectives: run when the backend says it has them, else listed as skipped.
+      const variable = variableCaseIds(worldSize);
+      const has = backend.capabilities.variableCollectives === true;
+      return {
+        worldSize, ids: [...cases.map((c) => c.id), ...(has ? variable : []), ...failures],
+        unsupported: [...unsupported.map((c) => `${c.id} (not in ${backend.name}'s capabilities.reduceDtypes)`),
+          ...(has ? [] : variable.map((id) => `${id} (capabilities.variableCollectives is not set)`))],
+      };
     }),
   };
 }
@@ -130,7 +138,7 @@ export async function runConformance(spec: ConformanceSpec): Promise<Conformance
         return why === undefined ? { id, status: 'passed' } : { id, status: 'failed', message: why };
       });
     }
-    cases.push(...s.unsupported.map((id) => skipped(id, 'dtype not in capabilities.reduceDtypes')));
+    cases.push(...s.unsupported.map((id) => skipped(id, 'not in the backend\'s capabilities')));
     runs.push({ worldSize: s.worldSize, cases });
   }
   const all = runs.flatMap((r) => r.cases);

@@ -12,6 +12,7 @@ import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp }
 import {
   compare, conformanceCases, expectedReduce, FAILURE_CASES, inputValue, makeInput, type Case,
 } from './cases.js';
+import { runVariableCases } from './variable.js';
 
 export interface RunContext {
   backend: DeviceBackendV1;
@@ -256,6 +257,7 @@ export async function runRank(ctx: RunContext, opts: OpOptions = {}): Promise<Re
   const boot = bootstrapFor(ctx, `${ctx.prefix}/main`, opts.timeoutMs ?? ctx.timeoutMs);
   const comm = await ctx.backend.createCommunicator({ rank: ctx.rank, worldSize: ctx.worldSize, deviceIndex: ctx.deviceIndex, bootstrap: boot, timeoutMs: ctx.timeoutMs, name: 'conformance' });
   for (const c of cases) out[c.id] = await runCase(ctx, comm, c);
+  Object.assign(out, await runVariableCases(ctx.backend, comm, ctx.deviceIndex));
   await comm.close();
   let k = 0;
   for (const f of failures) out[f] = await runFailure(ctx, f, k++);

@@ -11,8 +11,8 @@
 export { DEVICE_API_VERSION, REDUCE_OPS } from './types.js';
 export type {
   BackendCapabilities, BroadcastOptions, Collectives, CollectiveOptions, CommunicatorOptions, DeviceBackendV1,
-  CommSplitOptions, DeviceBootstrap, DeviceCommunicatorV1, GatherOptions, OutOptions, ProbeResult, ReduceOp, ReduceOptions,
-  SizesOptions, SizesReduceOptions, SplitOptions,
+  AllToAllSplitsOptions, CommSplitOptions, DeviceBootstrap, DeviceCommunicatorV1, GatherOptions, OutOptions, ProbeResult,
+  ReduceOp, ReduceOptions, SizesOptions, SizesReduceOptions,
 } from './types.js';
 export type { CpuTensor, DeviceBuffer, DType, Tensor, TypedArray } from '../core/tensor.js';
 export type { OpOptions } from '../base/deadline.js';

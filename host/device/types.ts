@@ -29,10 +29,10 @@ import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
 import type {
-  BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, SplitOptions,
+  AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions,
 } from '../core/collectives.js';
 
-export type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, SplitOptions };
+export type { AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions };
 
 export const DEVICE_API_VERSION = 1;
 
@@ -115,7 +115,7 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
    */
   allGatherv?(input: Tensor, opts: SizesOptions<Tensor>): Promise<Tensor>;
   reduceScatterv?(input: Tensor, opts: SizesReduceOptions<Tensor>): Promise<Tensor>;
-  allToAllv?(input: Tensor, opts: SplitOptions<Tensor>): Promise<Tensor>;
+  allToAllv?(input: Tensor, opts: AllToAllSplitsOptions<Tensor>): Promise<Tensor>;
   /** Resolves when every operation issued so far has completed on the device. */
   synchronize(opts?: OpOptions): Promise<void>;
   /** Immediate, local, idempotent: pending operations reject with ERR_GROUPCOMM_ABORTED. */
@@ -144,6 +144,8 @@ export interface BackendCapabilities {
   sharedDevice: boolean;
   /** True when communicators implement split() (cuda: ncclCommSplit, NCCL 2.18+). */
   split?: boolean;
+  /** True when communicators implement allGatherv, reduceScatterv and allToAllv (the conformance suite then runs their cases). */
+  variableCollectives?: boolean;
 }
 
 export interface DeviceBackendV1 {

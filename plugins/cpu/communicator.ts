@@ -10,7 +10,7 @@ import {
   gatheredShape, guard, invalidArgument, logger, OrderedOps, scatteredShape, simpleTimeout,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceCommunicatorV1, type DeviceOutput,
   type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type SizesOptions, type SizesReduceOptions,
-  type SplitOptions, type Tensor,
+  type AllToAllSplitsOptions, type Tensor,
 } from 'groupcomm/plugin';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
@@ -200,7 +200,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     }));
   }
 
-  // ---- variable sizes (optional in the interface; the CPU group's, on the group transport) ----
+  // ---- variable sizes (optional in the interface; capabilities.variableCollectives) ----
 
   /** Rows per rank (dim 0) for a variable collective, checked; and the elements of one row. */
   private rowsOf(t: Tensor, v: unknown, what: string): { counts: number[]; rowElems: number } {
@@ -211,21 +211,14 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     return { counts: [...v], rowElems: t.shape.slice(1).reduce((a, b) => a * b, 1) };
   }
 
-  private variable(what: string): Required<Pick<HostTransport, 'allGatherv' | 'reduceScatterv' | 'allToAllv'>> {
-    const n = this.net;
-    if (!n.allGatherv || !n.reduceScatterv || !n.allToAllv) throw invalidArgument(`${what}: needs the group transport (a bootstrap with a store)`, { rank: this.rank });
-    return n as Required<Pick<HostTransport, 'allGatherv' | 'reduceScatterv' | 'allToAllv'>>;
-  }
-
   async allGatherv(input: Tensor, opts: SizesOptions): Promise<Tensor> {
     const i = this.t(input, 'allGatherv');
     const { counts: sizes, rowElems } = this.rowsOf(input, opts?.sizes, 'allGatherv sizes');
     if (input.shape[0] !== sizes[this.rank]) throw invalidArgument(`allGatherv: rank ${this.rank}'s input has ${input.shape[0]} rows, sizes[${this.rank}] says ${sizes[this.rank]}`, { rank: this.rank });
-    const net = this.variable('allGatherv');
     const total = sizes.reduce((a, b) => a + b, 0);
     const o = this.output(opts.out, input, total * rowElems, [total, ...input.shape.slice(1)], false, 'allGatherv');
     return o.settle(this.ops.run('allGatherv', opts, async (signal) => {
-      await net.allGatherv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, this.o(signal, opts));
+      await this.net.allGatherv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, this.o(signal, opts));
       return o.tensor;
     }));
   }
@@ -236,26 +229,24 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     checkReduce(input.dtype, op);
     const { counts: sizes, rowElems } = this.rowsOf(input, opts?.sizes, 'reduceScatterv sizes');
     if (input.shape[0] !== sizes.reduce((a, b) => a + b, 0)) throw invalidArgument(`reduceScatterv: ${input.shape[0]} rows, the sizes add up to ${sizes.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
-    const net = this.variable('reduceScatterv');
     const o = this.output(opts.out, input, sizes[this.rank] * rowElems, [sizes[this.rank], ...input.shape.slice(1)], false, 'reduceScatterv');
     return o.settle(this.ops.run('reduceScatterv', opts, async (signal) => {
-      await net.reduceScatterv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, op, this.o(signal, opts));
+      await this.net.reduceScatterv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, op, this.o(signal, opts));
       return o.tensor;
     }));
   }
 
-  async allToAllv(input: Tensor, opts: SplitOptions = {}): Promise<Tensor> {
+  async allToAllv(input: Tensor, opts: AllToAllSplitsOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'allToAllv');
     const rows = input.shape[0];
     const equal = () => { this.splits(rows ?? 0, 'allToAllv'); return Array.from({ length: this.worldSize }, () => rows / this.worldSize); };
     const ins = this.rowsOf(input, opts.inputSplits ?? equal(), 'allToAllv inputSplits');
     const outs = this.rowsOf(input, opts.outputSplits ?? equal(), 'allToAllv outputSplits').counts;
     if (ins.counts.reduce((a, b) => a + b, 0) !== rows) throw invalidArgument(`allToAllv: ${rows} rows, inputSplits add up to ${ins.counts.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
-    const net = this.variable('allToAllv');
     const total = outs.reduce((a, b) => a + b, 0);
     const o = this.output(opts.out, input, total * ins.rowElems, [total, ...input.shape.slice(1)], false, 'allToAllv');
     return o.settle(this.ops.run('allToAllv', opts, async (signal) => {
-      await net.allToAllv(this.v(o.at), this.v(i), input.dtype, ins.rowElems, ins.counts, outs, this.o(signal, opts));
+      await this.net.allToAllv(this.v(o.at), this.v(i), input.dtype, ins.rowElems, ins.counts, outs, this.o(signal, opts));
       return o.tensor;
     }));
   }

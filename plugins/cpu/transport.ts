@@ -15,7 +15,7 @@
  * waiting at once.
  */
 import {
-  arrayClassOf, CpuGroup, finishAvg, reduceBytes,
+  arrayClassOf, CpuGroup, finishAvg, itemSize, protocolError, reduceBytes,
   type CpuTensor, type DeviceBootstrap, type DType, type OpOptions, type ReduceOp, type Store,
 } from 'groupcomm/plugin';
 
@@ -33,13 +33,10 @@ export interface HostTransport {
   allToAll(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions): Promise<void>;
   barrier(o: OpOptions): Promise<void>;
   close(): Promise<void>;
-  /**
-   * The variable-size collectives on `rows`-row views (the CPU group's; absent on the bootstrap
-   * transport, where the communicator refuses them).
-   */
-  allGatherv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions): Promise<void>;
-  reduceScatterv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions): Promise<void>;
-  allToAllv?(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions): Promise<void>;
+  /** The variable-size collectives, on `rowElems`-wide rows (sizes and splits count rows). */
+  allGatherv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions): Promise<void>;
+  reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions): Promise<void>;
+  allToAllv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions): Promise<void>;
 }
 
 /** `bytes` as a `[rows, rowElems]` CPU tensor (the variable collectives count rows). */
@@ -210,6 +207,39 @@ export class BootstrapTransport implements HostTransport {
   }
   barrier(o: OpOptions) {
     return this.boot.barrier(o);
+  }
+  /** Every rank's whole input (the bootstrap has no cheaper way), each checked against `want(rank)` bytes. */
+  private async gatherChecked(inp: Uint8Array, want: (r: number) => number, what: string, o: OpOptions): Promise<Uint8Array[]> {
+    const parts = await this.gatherAll(inp, o);
+    parts.forEach((p, r) => {
+      if (p.byteLength !== want(r)) throw protocolError(`${what}: rank ${r} gave ${p.byteLength} bytes, the sizes say ${want(r)}`, { rank: this.rank, peerRank: r });
+    });
+    return parts;
+  }
+  async allGatherv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions) {
+    const row = rowElems * itemSize(dtype);
+    const parts = await this.gatherChecked(inp, (r) => sizes[r] * row, 'allGatherv', o);
+    let at = 0;
+    for (const p of parts) { out.set(p, at); at += p.byteLength; }
+  }
+  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions) {
+    const row = rowElems * itemSize(dtype);
+    const parts = await this.gatherChecked(inp, () => sum(sizes) * row, 'reduceScatterv', o);
+    const at = sum(sizes.slice(0, this.rank)) * row;
+    reduceParts(dtype, op, out, parts.map((p) => p.subarray(at, at + out.byteLength)));
+  }
+  async allToAllv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions) {
+    const row = rowElems * itemSize(dtype);
+    // Every rank's inputSplits first: what rank i sends here starts after its rows for ranks < this one.
+    const splits = (await this.gatherAll(new Uint8Array(Float64Array.from(inputSplits).buffer), o)).map((b) => [...new Float64Array(b.slice().buffer)]);
+    const parts = await this.gatherChecked(inp, (r) => sum(splits[r]) * row, 'allToAllv', o);
+    let at = 0;
+    parts.forEach((p, i) => {
+      if (splits[i][this.rank] !== outputSplits[i]) throw protocolError(`allToAllv: rank ${i} sends ${splits[i][this.rank]} rows here, outputSplits[${i}] says ${outputSplits[i]}`, { rank: this.rank, peerRank: i });
+      const from = sum(splits[i].slice(0, this.rank)) * row;
+      out.set(p.subarray(from, from + outputSplits[i] * row), at);
+      at += outputSplits[i] * row;
+    });
   }
   async close() {}
 }
