@@ -136,7 +136,13 @@ export class StatelessGroupCoordinator {
     this.faults = new GroupFaults({
       label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu,
       // The pending operations' signal fires with the failure; the ops then reject with it (judge).
-      onFail: (e) => this.life.abort(e),
+      onFail: (e) => {
+        this.life.abort(e);
+        // A rank lost (not one that left): its store keys would stay forever (pg/group.ts reclaim).
+        const dead = e.code === 'ERR_GROUPCOMM_PEER_LOST' ? e.peerRanks ?? (e.peerRank === undefined ? [] : [e.peerRank]) : [];
+        const lost = dead.filter((r) => r !== this.rankInGroup && !ch.cpu?.hasLeft(r));
+        if (lost.length) void ch.pg?.reclaim(lost).catch(() => {});
+      },
     });
     this.faults.listen();
   }

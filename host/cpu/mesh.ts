@@ -97,10 +97,12 @@ export class Mesh {
       await m.setup();
     } catch (e) {
       m.close();
-      // A failed setup must not leave its address behind (a stale key outlives the group).
-      if (m.published) {
-        opts.store.deleteKey(m.published, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${m.published}: ${err}`));
-      }
+      // A failed setup must not leave addresses behind (a stale key outlives the group): ours,
+      // and those of peers that refused our last dial — a rank that died after publishing its
+      // address, which nobody else would ever delete.
+      const stale = [...m.refusedBy].map((r) => m.addrKey(r));
+      if (m.published) stale.push(m.published);
+      await Promise.all(stale.map((k) => opts.store.deleteKey(k, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${k}: ${err}`))));
       throw e;
     }
     return m;
@@ -108,6 +110,12 @@ export class Mesh {
 
   /** This rank's address key while it is in the store (setup deletes it once complete). */
   private published: string | undefined;
+  /** Peers whose listener refused our latest dial (their address is stale: they died). */
+  private readonly refusedBy = new Set<number>();
+
+  private addrKey(r: number): string {
+    return `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}/addr/${r}`;
+  }
 
   /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
   transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
@@ -133,8 +141,7 @@ export class Mesh {
     const left = () => Math.max(1, timeoutMs - (performance.now() - t0));
     if (worldSize === 1) return;
     await this.listen();
-    const prefix = `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}`;
-    const keys = [...Array(worldSize).keys()].map((r) => `${prefix}/addr/${r}`);
+    const keys = [...Array(worldSize).keys()].map((r) => this.addrKey(r));
     await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
     this.published = keys[rank];
     const peers = keys.filter((_, r) => r !== rank);
@@ -298,6 +305,7 @@ export class Mesh {
       const s = dialReader(addr.slice(0, cut), Number(addr.slice(cut + 1)), inbound);
       s.on('connect', () => {
         connected = true;
+        this.refusedBy.delete(peer);
         s.setNoDelay(true);
         applyKeepAlive(s);
         this.dialed[peer] = s;
@@ -311,6 +319,7 @@ export class Mesh {
       s.once('error', (e: NodeJS.ErrnoException) => {
         if (connected) return;
         s.destroy();
+        if (e.code === 'ECONNREFUSED') this.refusedBy.add(peer);
         // The peer publishes its address only once it listens, so a refusal means the address
         // is stale (a crashed earlier run of this group): read the key again and retry until
         // the peer's new incarnation has replaced it, or the deadline.

@@ -25,14 +25,14 @@
  * connection; a message's tag, not its arrival time, says which receive it answers.
  */
 import os from 'node:os';
-import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
+import { abortedError, destroyedError, invalidArgument, isGroupcommError } from '../base/errors.js';
 import { anySignal, Deadline, effectiveTimeout, settled, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { IS_BUN } from '../base/runtime.js';
-import type { Store } from '../store/types.js';
+import type { Store, Subscription } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
 import { bytesOf, empty, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkOutAliasing } from '../core/alias.js';
@@ -129,6 +129,10 @@ export class StatelessProcessGroup {
   #closing: Promise<void> | undefined;
   /** Fired by abort(): cuts short a close() in progress (its departure requests). */
   readonly #life = new AbortController();
+  /** Ranks reclaim() was told are dead: close() no longer waits for them. */
+  readonly #dead = new Set<number>();
+  /** Dead ranks' mailboxes this rank holds (reclaim), so nothing sent to them is stored. */
+  readonly #sinks = new Map<number, Subscription>();
 
   private constructor(token: symbol, o: { rank: number; worldSize: number; groupName: string; epoch: number; store: Store; timeoutMs: number; ownsStore: boolean }) {
     checkFactory(token, MADE, 'StatelessProcessGroup', 'const pg = await StatelessProcessGroup.create({ host, port, rank, worldSize })',
@@ -345,6 +349,57 @@ export class StatelessProcessGroup {
   // ---------------------------------------------------------------- lifecycle
 
   /**
+   * Reclaims the store keys of ranks known to be dead (a coordinator that saw PEER_LOST, a
+   * launcher that saw the process exit): nothing else would ever delete them. Local and
+   * idempotent; every survivor may call it (docs/process-group.md, "Cleanup guarantees").
+   * - Their mailboxes: this rank subscribes to each one in the dead rank's place (the store
+   *   allows one subscriber per mailbox, and frees it when the dead rank's connection closes),
+   *   which hands over and deletes what was queued there, and swallows whatever is sent to it
+   *   until this group closes. If the mailbox stays taken for `timeoutMs` (default 1000 ms) —
+   *   another survivor holds it, or the rank is not dead after all — it is left alone.
+   * - Large broadcast values they will never acknowledge: close() deletes the ones this rank
+   *   wrote or read, once the survivors have departed.
+   * - close()'s departure handshake waits only for the survivors (they must all be told the same
+   *   ranks); the lowest surviving rank leaves last and deletes the group's keys.
+   * Resolves with the ranks whose mailbox this rank now holds (none on a store that cannot
+   * push, such as torch's: its keys stay until the store closes).
+   */
+  async reclaim(ranks: number[], opts: OpOptions = {}): Promise<number[]> {
+    for (const r of ranks) {
+      if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || r === this.rank) {
+        throw invalidArgument(`reclaim: ${r} is not another rank of this group (worldSize ${this.worldSize})`, { rank: this.rank, peerRank: r });
+      }
+    }
+    if (this.#closing) return [...this.#sinks.keys()];
+    for (const r of ranks) this.#dead.add(r);
+    const store = this.store;
+    if (!store.subscribe || this.worldSize === 1) return [];
+    const until = performance.now() + (opts.timeoutMs ?? Math.min(1000, this.timeoutMs));
+    await Promise.all(ranks.filter((r) => !this.#sinks.has(r)).map(async (r) => {
+      for (;;) {
+        try {
+          const left = Math.max(1, until - performance.now());
+          const sub = await store.subscribe!(this.#msgs.inbox(r), () => {}, { timeoutMs: left, signal: opts.signal });
+          if (!sub) return;
+          if (this.#closing || this.#sinks.has(r)) return sub.close();
+          this.#sinks.set(r, sub);
+          log.debug(`group '${this.groupName}' epoch ${this.epoch} rank ${this.rank}: holds dead rank ${r}'s mailbox`);
+          return;
+        } catch (e) {
+          // Taken: the server has not seen the dead rank's connection close yet, or another
+          // survivor holds it. Anything else (the store is gone) ends the attempt too.
+          if (!isGroupcommError(e, 'ERR_GROUPCOMM_INVALID_ARGUMENT') || performance.now() >= until || opts.signal?.aborted) {
+            log.debug(`reclaim of rank ${r}'s mailbox on rank ${this.rank}: ${(e as Error).message}`);
+            return;
+          }
+          await new Promise((res) => setTimeout(res, 20));
+        }
+      }
+    }));
+    return [...this.#sinks.keys()];
+  }
+
+  /**
    * Leaves the group gracefully (base/lifecycle.ts): refuses new operations, waits for this
    * rank's unfinished ones (within `timeoutMs`, default the group's timeout, and until `signal`
    * fires; then they are aborted), then runs a departure handshake so that rank 0 — which may
@@ -378,6 +433,7 @@ export class StatelessProcessGroup {
       this.#life.abort(err);
       this.#tracker.abortAll(err);
       this.#msgs.mailbox?.close(err);
+      this.#closeSinks();
       const closed = this.#ownsStore ? (this.store as TcpStore).abort(reason) : Promise.resolve();
       this.#closing ??= closed;
     }
@@ -406,22 +462,43 @@ export class StatelessProcessGroup {
     }
     const left = () => ({ timeoutMs: Math.max(1, d.remainingMs()), signal });
     try {
+      // The lowest surviving rank (rank 0 unless reclaim() was told it died) leaves last.
+      const leader = [...Array(this.worldSize).keys()].find((r) => !this.#dead.has(r))!;
       if (this.worldSize > 1 && !signal?.aborted) {
         const bye = this.#msgs.ns + 'bye';
-        if (this.rank !== 0) {
+        if (this.rank !== leader) {
           const n = await this.store.add(bye, 1, left());
-          if (n === this.worldSize - 1) await this.store.set(bye + '/all', '1', left());
-        } else {
+          if (n === this.worldSize - 1 - this.#dead.size) await this.store.set(bye + '/all', '1', left());
+        } else if (this.worldSize - this.#dead.size > 1) {
           await this.store.wait([bye + '/all'], left());
         }
       }
-      if (this.rank === 0 && !signal?.aborted) await this.#cleanup(left());
+      // Every survivor has left: the large broadcast values a dead reader never acknowledged go.
+      if (this.#dead.size > 0 && !signal?.aborted) await this.#discardStored(left());
+      if (this.rank === leader && !signal?.aborted) await this.#cleanup(left());
     } catch (e) {
       // Departure is best effort: a peer that died must not make close throw or hang forever.
       log.warn(`close of group '${this.groupName}' epoch ${this.epoch} on rank ${this.rank}: ${(e as Error).message}`);
     } finally {
       this.#msgs.mailbox?.close(destroyedError(`group '${this.groupName}' was closed`, { rank: this.rank }));
+      this.#closeSinks();
       if (this.#ownsStore) await this.store.close().catch(() => {});
+    }
+  }
+
+  #closeSinks(): void {
+    for (const sub of this.#sinks.values()) sub.close();
+    this.#sinks.clear();
+  }
+
+  /** Deletes the stored broadcast values (and their ack counters) this rank wrote or read. */
+  async #discardStored(o: OpOptions): Promise<void> {
+    const keys = this.#msgs.stored.flatMap((k) => [k, k + '/ack']);
+    this.#msgs.stored.length = 0;
+    for (let i = 0; i < keys.length; i += 4096) {
+      const part = keys.slice(i, i + 4096);
+      if (this.store.discard) await this.store.discard(part, o);
+      else await Promise.all(part.map((k) => this.store.deleteKey(k, o)));
     }
   }
 

@@ -25,6 +25,9 @@ const FANOUT_MAX_BYTES = 64 * 1024;
 
 const log = logger('PG');
 
+/** Stored broadcast keys remembered for reclaim (see Messages.stored). */
+const STORED_KEPT = 1024;
+
 export interface MessagesOptions {
   rank: number;
   worldSize: number;
@@ -59,6 +62,17 @@ export class Messages {
   readonly #recvSeq: number[];
   #bcastSendSeq = 0;
   readonly #bcastRecvSeq: number[];
+  /**
+   * Stored broadcast values (`ns b/{src}/{n}`) this rank wrote, or read without being the last
+   * reader: if a reader dies they are never deleted by the ack protocol, so a close after
+   * reclaim() deletes them (group.ts). Only the latest STORED_KEPT: a value that many large
+   * broadcasts old was read by every reader that was alive, or the group would have failed.
+   */
+  readonly stored: string[] = [];
+
+  #remember(key: string): void {
+    if (this.stored.push(key) > 2 * STORED_KEPT) this.stored.splice(0, STORED_KEPT);
+  }
 
   constructor(o: MessagesOptions) {
     this.rank = o.rank;
@@ -167,6 +181,7 @@ export class Messages {
     const others = this.others;
     const o = this.opts(opts);
     if (others.length === 1 || bytes.length <= FANOUT_MAX_BYTES) return this.post(others, tag, bytes, what, o);
+    this.#remember(this.ns + tag);
     return this.post(others, tag, EMPTY, what, o, [this.ns + tag, bytes]);
   }
 
@@ -194,6 +209,7 @@ export class Messages {
     const ack = key + '/ack';
     this.#tracker.later(`ack ${key}`, () => this.store.add(ack, 1).then((k) => {
       if (k === this.worldSize - 1) return this.discard([key, ack]);
+      this.#remember(key);
     }));
     return [bytes, { key, src }];
   }

@@ -121,10 +121,17 @@ export const DEFAULT_LIMITS: StoreLimits = {
 };
 
 /**
- * What a client assumes of a server that has no LIMITS opcode (torch's): torch libuv's key and
- * key-count limits; values as our own default (torch's legacy server has none).
+ * What a client assumes of a server that has no LIMITS opcode (torch's): torch libuv's limits
+ * (TCPStoreLibUvBackend.cpp: 8 KiB keys, 8 MiB values, 131072 keys per request; the default
+ * backend since torch 2.4, which drops the connection on any of them) and no whole-request limit
+ * (it has none). torch's legacy backend has no limits at all; 8 MiB is the one both accept.
  */
-export const TORCH_LIMITS: StoreLimits = { ...DEFAULT_LIMITS };
+export const TORCH_LIMITS: StoreLimits = {
+  maxKeyBytes: 8192,
+  maxValueBytes: 8 * 1024 * 1024,
+  maxKeysPerRequest: 131072,
+  maxRequestBytes: Number.MAX_SAFE_INTEGER,
+};
 
 /** Fills in defaults; maxRequestBytes follows a raised maxValueBytes unless given. */
 export function resolveLimits(l: Partial<StoreLimits> = {}): StoreLimits {

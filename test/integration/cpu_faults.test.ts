@@ -7,7 +7,10 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { spawnRanks } from '../helpers/ranks.js';
+import { spawnRanks, startRanks } from '../helpers/ranks.js';
+import { TcpStoreServer } from '../../host/store/server.js';
+import { TcpStore } from '../../host/store/client.js';
+import { CpuGroup } from '../../host/cpu/group.js';
 
 function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'cpu-faults-'));
@@ -49,6 +52,33 @@ test('a rank killed mid-allReduce with every frame in shared-memory rings (Node 
     assert.equal(left, []);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a rank SIGKILLed after publishing its address: the survivor\'s failed setup deletes that address key', async () => {
+  const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
+  const store = await TcpStore.create({ host: '127.0.0.1', port: server.port, timeoutMs: 10_000 });
+  const groupName = `addr${process.pid}`;
+  const key = `groupcomm/cpu/${groupName}/0/addr/1`;
+  const victim = startRanks(1, 'test/integration/workers/cpu_addr_victim', { args: [String(server.port), groupName], timeoutMs: 40_000 });
+  try {
+    const t0 = performance.now();
+    while (!await store.check([key])) {
+      assert.ok(performance.now() - t0 < 30_000, 'the victim never published its address');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    victim.kill(0, 'SIGKILL');
+    const [out] = await victim.done;
+    assert.is(out.signal, 'SIGKILL');
+    assert.is(await store.numKeys(), 1, 'the dead rank\'s address is there');
+    const err = await CpuGroup.create({ store, rank: 0, worldSize: 2, groupName, timeoutMs: 1500 }).then(() => undefined, (e) => e);
+    assert.ok(err && ['ERR_GROUPCOMM_PEER_LOST', 'ERR_GROUPCOMM_TIMEOUT'].includes(err.code), String(err));
+    assert.is(err.peerRank ?? err.peerRanks?.[0], 1, err.message);
+    assert.is(await store.numKeys(), 0, 'an address key outlived the failed setup');
+  } finally {
+    victim.children[0].kill('SIGKILL');
+    await store.close();
+    await server.close();
   }
 });
 

@@ -104,4 +104,21 @@ test('when rank 0 (the store host) dies the others fail with PEER_LOST naming ra
   }
 });
 
+test('a SIGKILLed rank: survivors reclaim its 1,000 queued messages and a 1 MiB broadcast, and leave nothing', async () => {
+  const before = await probe.numKeys();
+  const outs = await startRanks<{ queued: number; held: number[]; closeMs: number }>(3, WORKER, {
+    args: ['reclaim'], env: env(), timeoutMs: 50_000,
+  }).done;
+  assert.is(outs[1].signal, 'SIGKILL');
+  for (const o of [outs[0], outs[2]]) assert.ok(o.result, `rank ${o.rank} reported nothing: ${o.stderr}`);
+  // Really queued (seen by the sender, after its writes): the 1,000 messages, the stored
+  // broadcast value and its ack counter.
+  assert.ok(outs[0].result!.queued - before >= 1002, `queued ${outs[0].result!.queued} (before ${before})`);
+  // Exactly one survivor holds the dead rank's mailbox (one subscriber per prefix).
+  assert.equal([...outs[0].result!.held, ...outs[2].result!.held], [1]);
+  // Everything is gone: mailbox, broadcast value and ack, and the group's own keys (the
+  // departure handshake waited only for the survivors).
+  assert.is(await probe.numKeys(), before);
+});
+
 test.run();

@@ -578,6 +578,22 @@ test('spinUs: a waiting receive keeps the event loop turning for that long, then
   assert.is(still.early + still.late, 0, 'spinUs 0 never turns the loop while waiting');
 });
 
+test('200 create/close cycles of differently named groups leave no key (epoch counters included)', async () => {
+  const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  const s1 = await TcpStore.create({ port: s0.port, timeoutMs: 10_000 });
+  try {
+    for (let i = 0; i < 200; i++) {
+      const gs = await Promise.all([s0, s1].map((store, rank) => StatelessProcessGroup.create({ rank, worldSize: 2, store, timeoutMs: 10_000, groupName: `cycle${i}` })));
+      await Promise.all([gs[0].sendObj(i, 1), gs[1].recvObj(0), gs[0].barrier(), gs[1].barrier()]);
+      await Promise.all(gs.map((g) => g.close()));
+    }
+    assert.is(await s0.numKeys(), 0);
+  } finally {
+    await s1.close();
+    await s0.close();
+  }
+});
+
 test('spinUs: a bad value (option or GROUPCOMM_PG_SPIN_US) is refused before any store traffic', async () => {
   const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 2000 });
   try {

@@ -111,6 +111,26 @@ test('the connection cap refuses new connections at accept; clients already in k
   }
 });
 
+test('a client that cannot ask (a torch server has no LIMITS) uses torch libuv\'s limits: an 8 MiB + 1 value is refused before sending, the connection survives', async () => {
+  // Our server takes 64 MiB; a torch-mode client (what talks to a torch server) must not rely on that.
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const c = await TcpStore.create({ port: server.port, timeoutMs: 10_000, extensions: false });
+  try {
+    assert.equal([c.limits.maxKeyBytes, c.limits.maxValueBytes, c.limits.maxKeysPerRequest], [8192, 8 * 1024 * 1024, 131072]);
+    const over = c.set('big', new Uint8Array(8 * 1024 * 1024 + 1));
+    const behind = c.set('behind', 'b');
+    await rejectsWith(over, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await behind;
+    assert.is(text(await c.get('behind')), 'b');
+    assert.is(await c.check(['big']), false);
+    await c.set('exact', new Uint8Array(8 * 1024 * 1024));
+    assert.is((await c.get('exact')).length, 8 * 1024 * 1024);
+  } finally {
+    await c.close();
+    await server.close();
+  }
+});
+
 test('the client learns the server\'s limits and refuses an oversized key or value itself; the connection and the writes behind survive', async () => {
   const server = await TcpStoreServer.listen({ port: 0, limits: { maxValueBytes: 1000, maxKeyBytes: 64 } });
   const c = await TcpStore.create({ port: server.port, timeoutMs: 5000 });

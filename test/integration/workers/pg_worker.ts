@@ -195,7 +195,35 @@ async function die(): Promise<unknown> {
   }
 }
 
-const scenarios: Record<string, () => Promise<unknown>> = { ops, inflight, twoSenders, recreate, keys, hostile, die };
+/**
+ * Rank 1 is SIGKILLed after a barrier; then the survivors leave it what nobody would ever read:
+ * 1,000 messages to its mailbox, a 1 MiB broadcast it never acknowledges. They report the key
+ * count, reclaim rank 1, send 100 more to it, and close.
+ */
+async function reclaim(): Promise<unknown> {
+  const g = await open('reclaim');
+  await g.barrier();
+  if (rank === 1) process.kill(process.pid, 'SIGKILL');
+  // Long enough for the store to see the victim's connections close (it frees its mailbox).
+  await new Promise((r) => setTimeout(r, 500));
+  if (rank === 0) {
+    await Promise.all(Array.from({ length: 1000 }, (_, i) => g.sendObj({ i }, 1)));
+    await g.broadcastObj(new Uint8Array(1 << 20).fill(7), 0);
+  } else {
+    const v = await g.broadcastObj<Uint8Array>(new Uint8Array(0), 0);
+    if (v.length !== 1 << 20) throw new Error(`broadcast of ${v.length} bytes`);
+  }
+  // Both survivors are past the broadcast (rank 2's ack is queued: let it go out).
+  await new Promise((r) => setTimeout(r, 300));
+  const queued = await g.store.numKeys();
+  const held = await g.reclaim([1]);
+  if (rank === 0) await Promise.all(Array.from({ length: 100 }, (_, i) => g.sendObj({ late: i }, 1)));
+  const t0 = performance.now();
+  await g.close({ timeoutMs: 3000 });
+  return { queued, held, closeMs: performance.now() - t0 };
+}
+
+const scenarios: Record<string, () => Promise<unknown>> = { ops, inflight, twoSenders, recreate, keys, hostile, die, reclaim };
 const run = scenarios[scenario];
 if (!run) {
   console.error(`unknown scenario ${scenario}`);
