@@ -100,6 +100,8 @@ class Conn {
   stage: 'validate' | 'auth-hello' | 'auth-proof' | 'ready';
   readonly inbox = new Inbox(true);
   out: Buffer[] = [];
+  /** The array `out` was last flushed from (flush swaps the two). */
+  spare: Buffer[] = [];
   outBytes = 0;
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
   waitCount = 0;
@@ -593,17 +595,27 @@ export class TcpStoreServer {
   // --- parsing helpers: each checks the limit on the declared length before reading bytes ---
 
   private key(cur: Cursor): [number, number] {
+    const at = this.keyAt(cur);
+    return [at, cur.pos];
+  }
+
+  /** A key's start; it ends at `cur.pos` (no pair allocated: the hot requests use this). */
+  private keyAt(cur: Cursor): number {
     const n = cur.u64();
     if (n > this.limits.maxKeyBytes) throw new Violation(`key of ${n} bytes exceeds maxKeyBytes ${this.limits.maxKeyBytes}`);
-    const at = cur.take(n);
-    return [at, at + n];
+    return cur.take(n);
   }
 
   private value(cur: Cursor): [number, number] {
+    const at = this.valueAt(cur);
+    return [at, cur.pos];
+  }
+
+  /** A value's start; it ends at `cur.pos`. */
+  private valueAt(cur: Cursor): number {
     const n = cur.u64();
     if (n > this.limits.maxValueBytes) throw new Violation(`value of ${n} bytes exceeds maxValueBytes ${this.limits.maxValueBytes}`);
-    const at = cur.take(n);
-    return [at, at + n];
+    return cur.take(n);
   }
 
   private count(cur: Cursor): number {
@@ -648,9 +660,10 @@ export class TcpStoreServer {
         return;
       }
       case Op.SET: {
-        const [ka, kb] = this.key(cur);
-        const [va, vb] = this.value(cur);
-        this.write(buf.toString('latin1', ka, kb), buf, va, vb);
+        const ka = this.keyAt(cur);
+        const kb = cur.pos;
+        const va = this.valueAt(cur);
+        this.write(buf.toString('latin1', ka, kb), buf, va, cur.pos);
         return;
       }
       case Op.SUBSCRIBE: {
@@ -675,8 +688,8 @@ export class TcpStoreServer {
       }
       case Op.GET:
       case Op.TRY_GET: {
-        const [ka, kb] = this.key(cur);
-        const v = this.table.get(buf.toString('latin1', ka, kb));
+        const ka = this.keyAt(cur);
+        const v = this.table.get(buf.toString('latin1', ka, cur.pos));
         if (op === Op.TRY_GET) {
           if (v === undefined) this.send(conn, Buffer.from([0]));
           else this.sendValue(conn, v, 1);
@@ -687,10 +700,10 @@ export class TcpStoreServer {
         return;
       }
       case Op.ADD: {
-        const [ka, kb] = this.key(cur);
+        const ka = this.keyAt(cur);
+        const kb = cur.pos;
         const delta = cur.i64();
-        const n = this.table.add(buf.toString('latin1', ka, kb), delta);
-        this.send(conn, new Frame(8).i64(n).done());
+        this.sendI64(conn, this.table.add(buf.toString('latin1', ka, kb), delta));
         return;
       }
       case Op.COMPARE_SET: {
@@ -731,13 +744,13 @@ export class TcpStoreServer {
         return;
       }
       case Op.GETNUMKEYS: {
-        this.send(conn, new Frame(8).i64(BigInt(this.table.size)).done());
+        this.sendI64(conn, BigInt(this.table.size));
         return;
       }
       case Op.DELETE_KEY: {
         const [ka, kb] = this.key(cur);
         const existed = this.table.delete(buf.toString('latin1', ka, kb));
-        this.send(conn, new Frame(8).i64(existed ? 1n : 0n).done());
+        this.sendI64(conn, existed ? 1n : 0n);
         return;
       }
       case Op.APPEND: {
@@ -786,13 +799,13 @@ export class TcpStoreServer {
       case Op.QUEUE_POP: {
         const [ka, kb] = this.key(cur);
         const [len, v] = this.table.queuePop(buf.toString('latin1', ka, kb));
-        this.send(conn, new Frame(8).i64(BigInt(len)).done());
+        this.sendI64(conn, BigInt(len));
         if (v !== undefined) this.sendValue(conn, v, -1);
         return;
       }
       case Op.QUEUE_LEN: {
         const [ka, kb] = this.key(cur);
-        this.send(conn, new Frame(8).i64(BigInt(this.table.queueLen(buf.toString('latin1', ka, kb)))).done());
+        this.sendI64(conn, BigInt(this.table.queueLen(buf.toString('latin1', ka, kb))));
         return;
       }
       case Op.LIMITS: {
@@ -941,6 +954,13 @@ export class TcpStoreServer {
     }
   }
 
+  /** An i64 reply (ADD, GETNUMKEYS, DELETE_KEY, queue lengths). */
+  private sendI64(conn: Conn, n: bigint): void {
+    const f = Buffer.allocUnsafe(8);
+    f.writeBigInt64LE(n, 0);
+    this.send(conn, f);
+  }
+
   private send(conn: Conn, b: Buffer): void {
     if (conn.closed) return;
     conn.out.push(b);
@@ -985,7 +1005,9 @@ export class TcpStoreServer {
   private flush(conn: Conn): void {
     const out = conn.out;
     if (out.length === 0 || conn.closed) return;
-    conn.out = [];
+    // Two arrays taking turns: no new array per flush.
+    conn.out = conn.spare;
+    conn.spare = out;
     const total = conn.outBytes;
     conn.outBytes = 0;
     const s = conn.socket;
@@ -1009,6 +1031,7 @@ export class TcpStoreServer {
       if (out.length > from) s.write(out.length - from === 1 ? out[from] : Buffer.concat(out.slice(from), runBytes));
       s.uncork();
     }
+    out.length = 0;
     if (s.writableLength > MAX_PENDING_REPLY_BYTES && !s.isPaused()) {
       s.pause();
       s.once('drain', () => { if (!conn.closed) s.resume(); });
