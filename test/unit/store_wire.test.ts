@@ -219,6 +219,29 @@ test('server: many requests in one write get their replies in order', () => with
   assert.is((await r.read(4)).readUInt32LE(), 7);
 }));
 
+test('server: replies mixing big and small values, and requests sent in separate segments, come back whole and in order', () => withRaw(async (r) => {
+  // Big replies are written as they are next to the small ones batched around them (flush);
+  // segments read in one turn are answered together: the bytes must be exactly the replies.
+  const big1 = Buffer.alloc(20 * 1024, 0xa1);
+  const big2 = Buffer.alloc(70 * 1024, 0xb2);
+  r.write(Buffer.from([1]), str('/b1'), str(big1), Buffer.from([1]), str('/b2'), str(big2), Buffer.from([1]), str('/s'), str('small'));
+  await sync(r);
+  const segments = [
+    Buffer.concat([Buffer.from([10]), keys('/s', '/b1', '/s', '/s', '/b2', '/missing', '/b1', '/b2')]),
+    Buffer.concat([Buffer.from([3]), str('/b2')]),
+    Buffer.concat([Buffer.from([4]), str('/n'), le64(5)]),
+    Buffer.concat([Buffer.from([3]), str('/s')]),
+    ping(9),
+  ];
+  for (const seg of segments) r.socket.write(seg);
+  const want = Buffer.concat([
+    str('small'), str(big1), str('small'), str('small'), str(big2), str(''), str(big1), str(big2),
+    str(big2), le64(5), str('small'), ping(9).subarray(1),
+  ]);
+  assert.ok((await r.read(want.length)).equals(want));
+  await sync(r);
+}));
+
 test('server: CHECK of the extension probe key is READY without storing it; TRY_GET and JOIN_RANK frames', () => withRaw(async (r, server) => {
   r.write(Buffer.from([5]), keys('\u0000groupcomm/ext/1'));
   assert.is(hex(await r.read(1)), '00');
