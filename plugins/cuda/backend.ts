@@ -67,7 +67,7 @@ export class CudaBackend implements DeviceBackendV1 {
   // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
   // seen the hardware and NCCL for it (every caller of a backend probes it first).
   get capabilities() {
-    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits };
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true };
   }
   private libs: NcclLibs | undefined;
 

@@ -31,9 +31,10 @@ import {
   pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
   type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
-  type CommSplitOptions, type Tensor,
+  type CommSplitOptions, type Tensor, type SizesOptions, type SizesReduceOptions, type AllToAllSplitsOptions,
 } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
+import * as variable from './variable.js';
 import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
 
 export const DEVICE_TYPE = 'cuda';
@@ -473,6 +474,27 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
         this.rc(nccl.ncclRecv(d, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
       }
     }), o.tensor));
+  }
+
+  // ---- variable sizes (capabilities.variableCollectives; ./variable.ts) ----
+
+  allGatherv(input: Tensor, opts: SizesOptions): Promise<Tensor> { return variable.allGatherv(this.variableIo(), input, opts); }
+  reduceScatterv(input: Tensor, opts: SizesReduceOptions): Promise<Tensor> { return variable.reduceScatterv(this.variableIo(), input, opts); }
+  allToAllv(input: Tensor, opts?: AllToAllSplitsOptions): Promise<Tensor> { return variable.allToAllv(this.variableIo(), input, opts); }
+
+  /** This communicator's private parts that ./variable.ts uses (comm and stream read at enqueue time). */
+  private variableIo(): variable.VariableIo {
+    return {
+      rank: this.rank, worldSize: this.worldSize, libs: this.libs,
+      comm: () => this.comm, stream: () => this.stream,
+      t: (t, w) => this.t(t, w),
+      output: (out, input, count, shape, inPlace, w) => this.output(out, input, count, shape, inPlace, w),
+      issue: (w, o, enqueue, result) => this.issue(w, o, enqueue, result),
+      grouped: (w, body) => this.grouped(w, body),
+      rc: (rc, w) => this.rc(rc, w),
+      reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes),
+      splits: (count, w) => this.splits(count, w),
+    };
   }
 
   /** NCCL has no barrier: a one-byte allReduce every rank must join, completed on the device. */
