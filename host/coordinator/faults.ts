@@ -80,9 +80,8 @@ export class GroupFaults {
     o.cpu?.onLost((e) => this.fail(e, -1, true));
   }
 
+  /** Shaped like a process-group mailbox (`…/<epoch>/to/<rank>/`): the only prefixes the store lets clients subscribe to. */
   private inbox(r: number): string {
-    // Mailbox form (…/<epoch>/to/<rank>/): the store lets SUBSCRIBE claim nothing else
-    // (store/server.ts). The group's store lives as long as this incarnation, so the epoch is 0.
     return `groupcomm/faults/${this.o.label}/0/to/${r}/`;
   }
 
@@ -211,7 +210,10 @@ export class GroupFaults {
   private async survey(): Promise<Map<number, { calls: number; busy: boolean }> | undefined> {
     const store = this.o.store;
     if (!this.sub) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ASK_MS))]);
-    if (!store?.publish || !this.sub) return undefined;
+    if (!store?.publish || !this.sub) {
+      this.log.debug(`cannot ask the other members: ${this.sub ? 'the store cannot push' : 'the fault inbox is not open'}`);
+      return undefined;
+    }
     const me = this.o.rankInGroup;
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
     const k = this.surveys++;
@@ -221,11 +223,13 @@ export class GroupFaults {
       await store.publish(others.map((r) => `${this.inbox(r)}ask/${k}/${me}`), others.map(() => new Uint8Array(0)), { timeoutMs: ASK_MS });
       // Done early when everyone answered, or when another member explains the stall meanwhile.
       await this.until(ASK_MS, () => got.size === others.length || this.failure !== undefined);
-    } catch {
+    } catch (e) {
+      this.log.debug(`asking the other members failed: ${(e as Error).message}`);
       return undefined;
     } finally {
       this.answers.delete(k);
     }
+    this.log.debug(`survey ${k}: ${[...got].map(([r, v]) => `${r}:${v.calls}${v.busy ? 'b' : ''}`).join(' ')}`);
     return got;
   }
 

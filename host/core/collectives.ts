@@ -63,7 +63,7 @@ export interface SizesReduceOptions<T extends Tensor = Tensor> extends SizesOpti
 }
 
 /** allToAll with per-rank splits (torch's all_to_all_single): either side omitted means equal blocks. */
-export interface AllToAllSplitsOptions<T extends Tensor = Tensor> extends OutOptions<T> {
+export interface SplitOptions<T extends Tensor = Tensor> extends OutOptions<T> {
   /** Rows of the input, in order, that go to rank 0, 1, …; must sum to the input's dim 0. */
   inputSplits?: readonly number[];
   /** Rows of the result, in order, that came from rank 0, 1, …; rank p's inputSplits[me] must equal this rank's outputSplits[p]. */

@@ -34,7 +34,7 @@ import { validRingBytes } from './shm.js';
 import { checkExposure, resolveSecret } from '../base/secret.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
-import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '../core/collectives.js';
+import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
 import { fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
 
 /** The shape and dim a call is checked by: the caller's own view (OutOptions.call) when it gave one. */
@@ -505,8 +505,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * Block p of `input` ([P*n, ...]) goes to rank p; block p of the result came from rank p. With
    * `inputSplits` / `outputSplits` (rows per rank), the blocks have those sizes (variable.ts).
    */
-  allToAll<T extends CpuTensor>(input: T, opts?: AllToAllSplitsOptions<T>): Promise<T>;
-  allToAll(input: CpuTensor, opts: OutOptions & AllToAllSplitsOptions<CpuTensor> = {}): Promise<CpuTensor> {
+  allToAll<T extends CpuTensor>(input: T, opts?: SplitOptions<T>): Promise<T>;
+  allToAll(input: CpuTensor, opts: OutOptions & SplitOptions<CpuTensor> = {}): Promise<CpuTensor> {
     if (opts.inputSplits !== undefined || opts.outputSplits !== undefined) return variable.allToAllv(this, input, opts);
     return this.start('allToAll', opts, () => {
       const x = this.cpu(input, 'allToAll');

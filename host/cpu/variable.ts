@@ -16,7 +16,7 @@
 import type { OpOptions } from '../base/deadline.js';
 import { invalidArgument } from '../base/errors.js';
 import { checkOutAliasing } from '../core/alias.js';
-import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '../core/collectives.js';
+import type { SizesOptions, SizesReduceOptions, SplitOptions } from '../core/collectives.js';
 import { DTYPE_NAMES } from '../core/dtype.js';
 import { directPeers } from '../core/layout.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
@@ -103,7 +103,7 @@ export function reduceScatterv(g: VariableHost, input: CpuTensor, opts: SizesRed
   });
 }
 
-export function allToAllv(g: VariableHost, input: CpuTensor, opts: AllToAllSplitsOptions<CpuTensor>): Promise<CpuTensor> {
+export function allToAllv(g: VariableHost, input: CpuTensor, opts: SplitOptions<CpuTensor>): Promise<CpuTensor> {
   return g.runVariable('allToAll', opts, () => {
     const what = 'allToAll';
     const x = cpu(input, what);

@@ -11,8 +11,8 @@
 export { DEVICE_API_VERSION, REDUCE_OPS } from './types.js';
 export type {
   BackendCapabilities, BroadcastOptions, Collectives, CollectiveOptions, CommunicatorOptions, DeviceBackendV1,
-  DeviceBootstrap, DeviceCommunicatorV1, GatherOptions, OutOptions, ProbeResult, ReduceOp, ReduceOptions, SplitOptions,
-  AllToAllSplitsOptions, SizesOptions, SizesReduceOptions,
+  CommSplitOptions, DeviceBootstrap, DeviceCommunicatorV1, GatherOptions, OutOptions, ProbeResult, ReduceOp, ReduceOptions,
+  SizesOptions, SizesReduceOptions, SplitOptions,
 } from './types.js';
 export type { CpuTensor, DeviceBuffer, DType, Tensor, TypedArray } from '../core/tensor.js';
 export type { OpOptions } from '../base/deadline.js';

@@ -29,10 +29,10 @@ import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
 import type {
-  AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions,
+  BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, SplitOptions,
 } from '../core/collectives.js';
 
-export type { AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions };
+export type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, SplitOptions };
 
 export const DEVICE_API_VERSION = 1;
 
@@ -83,7 +83,7 @@ export interface CommunicatorOptions {
 }
 
 /** Options of DeviceCommunicatorV1.split (timeoutMs / signal bound the whole split). */
-export interface SplitOptions extends OpOptions {
+export interface CommSplitOptions extends OpOptions {
   /** Ranks passing the same color form one new communicator; a negative color takes no part. */
   color: number;
   /** Orders the ranks within a color (ties: the parent's rank order); default this rank. */
@@ -115,7 +115,7 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
    */
   allGatherv?(input: Tensor, opts: SizesOptions<Tensor>): Promise<Tensor>;
   reduceScatterv?(input: Tensor, opts: SizesReduceOptions<Tensor>): Promise<Tensor>;
-  allToAllv?(input: Tensor, opts: AllToAllSplitsOptions<Tensor>): Promise<Tensor>;
+  allToAllv?(input: Tensor, opts: SplitOptions<Tensor>): Promise<Tensor>;
   /** Resolves when every operation issued so far has completed on the device. */
   synchronize(opts?: OpOptions): Promise<void>;
   /** Immediate, local, idempotent: pending operations reject with ERR_GROUPCOMM_ABORTED. */
@@ -133,7 +133,7 @@ export interface DeviceCommunicatorV1 extends Collectives<Tensor> {
    * any operation; resolves with the new communicator (ranks ordered by key), or undefined for
    * a negative color. Closing either communicator leaves the other working.
    */
-  split?(opts: SplitOptions): Promise<DeviceCommunicatorV1 | undefined>;
+  split?(opts: CommSplitOptions): Promise<DeviceCommunicatorV1 | undefined>;
 }
 
 /** What a backend can do; optional features are found here, not by calling and catching. */

@@ -10,7 +10,7 @@ import {
   gatheredShape, guard, invalidArgument, logger, OrderedOps, scatteredShape, simpleTimeout,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceCommunicatorV1, type DeviceOutput,
   type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions, type SizesOptions, type SizesReduceOptions,
-  type AllToAllSplitsOptions, type Tensor,
+  type SplitOptions, type Tensor,
 } from 'groupcomm/plugin';
 import type { HostMemory } from './memory.js';
 import { BootstrapTransport, GroupTransport, type HostTransport } from './transport.js';
@@ -236,7 +236,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     }));
   }
 
-  async allToAllv(input: Tensor, opts: AllToAllSplitsOptions = {}): Promise<Tensor> {
+  async allToAllv(input: Tensor, opts: SplitOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'allToAllv');
     const rows = input.shape[0];
     const equal = () => { this.splits(rows ?? 0, 'allToAllv'); return Array.from({ length: this.worldSize }, () => rows / this.worldSize); };

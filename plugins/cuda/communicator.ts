@@ -31,7 +31,7 @@ import {
   pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
   type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
-  type SplitOptions, type Tensor,
+  type CommSplitOptions, type Tensor,
 } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
 import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
@@ -233,7 +233,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
    * communicator's operations (every rank of it must call); the new communicator is made
    * non-blocking and polled like init, then gets its own stream and a warm-up.
    */
-  async split(opts: SplitOptions): Promise<DeviceCommunicatorV1 | undefined> {
+  async split(opts: CommSplitOptions): Promise<DeviceCommunicatorV1 | undefined> {
     const { nccl } = this.libs;
     if (!nccl.ncclCommSplit) throw pluginUnavailable(`split needs ncclCommSplit (NCCL >= 2.18; this is ${this.libs.ncclVersion})`, { rank: this.rank });
     const color = opts?.color;

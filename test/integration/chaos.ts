@@ -63,7 +63,11 @@ function start(rank: number, port: number, runtime: 'node' | 'bun'): Worker {
   const queue: (RoundReport & { type: string })[] = [];
   let wake: (() => void) | undefined;
   const stderr: string[] = [];
-  child.stderr!.on('data', (d) => { stderr.push(String(d)); if (stderr.length > 50) stderr.shift(); });
+  child.stderr!.on('data', (d) => {
+    stderr.push(String(d));
+    if (stderr.length > 50) stderr.shift();
+    if (process.env.CHAOS_STDERR) process.stderr.write(d);
+  });
   readline.createInterface({ input: child.stdout! }).on('line', (l) => {
     if (!l.startsWith('@@CHAOS ')) return;
     queue.push(JSON.parse(l.slice(8)));
