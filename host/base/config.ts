@@ -126,6 +126,27 @@ export const SETTINGS = {
     default: undefined, defaultDoc: 'all', readBy: 'all (`host/base/log.ts`)', read: 'process', onBad: 'warn',
     doc: 'log only these subsystems.',
   }),
+  GROUPCOMM_RUN_ID: decl<string>({
+    parser: text('1–64 characters'),
+    default: undefined, defaultDoc: 'unset', readBy: 'env:// helpers (`host/base/launch_env.ts`), coordinator', read: 'call', kind: 'internal',
+    doc: 'the job\'s id, set by `groupcomm launch` for its ranks (also as `TORCHELASTIC_RUN_ID`); while it is set, a coordinator refuses `groupRanks` naming ranks ≥ `WORLD_SIZE`. See [multinode.md](multinode.md).',
+  }),
+  GROUPCOMM_SOCKET_IFNAME: decl<string>({
+    parser: text('interface names, comma-separated: prefixes (`eth`), `^` to exclude (`^docker,lo`), `=` for exact names (`=eth0`)'),
+    default: undefined, defaultDoc: 'the source address of the route toward MASTER_ADDR (or the rendezvous store), else 127.0.0.1',
+    readBy: 'CPU group, coordinator (`host/base/netaddr.ts`)', read: 'call',
+    doc: 'which interface listeners bind and advertise, with NCCL_SOCKET_IFNAME\'s rules (prefix match, `^` excludes, `=` exact); the first matching address of the peer\'s family wins. See [multinode.md](multinode.md).',
+  }),
+  GROUPCOMM_LIVENESS_MS: decl<number>({
+    parser: nonNegativeInt('milliseconds; 0 turns detection off'),
+    default: 30_000, readBy: 'CPU group, store client, launcher', read: 'call',
+    doc: 'bound on noticing a silently cut link (packets dropped, no FIN): a CPU-group peer silent this long, or a store that does not answer a ping within it while a call waits, is lost (`ERR_GROUPCOMM_PEER_LOST` naming the ranks). Heartbeats go every fifth of it. See [multinode.md](multinode.md#liveness).',
+  }),
+  GROUPCOMM_TCP_KEEPALIVE_MS: decl<number>({
+    parser: nonNegativeInt('milliseconds; 0 turns keepalive off'),
+    default: 10_000, readBy: 'CPU group, store client and server', read: 'call',
+    doc: 'idle time before the kernel sends TCP keepalive probes on long-lived connections (store clients, CPU mesh links), so that dead peers and stale NAT/firewall state are noticed by the kernel too.',
+  }),
   GROUPCOMM_TIMEOUT_MS: decl<number>({
     parser: positiveInt('milliseconds'),
     default: 300_000, readBy: 'all (`host/base/deadline.ts`)', read: 'call',

@@ -110,6 +110,10 @@ export const internalError = (msg: string, f: GroupcommErrorFields = {}) =>
 export const configError = (variable: string, value: string, accepts: string) =>
   new GroupcommError(ErrorCode.CONFIG, `${variable}=${JSON.stringify(value)} is not valid: expected ${accepts}`, { variable });
 
+/** `variable` is not set though it is required (`message` says what it holds and who sets it). */
+export const missingVariableError = (variable: string, message: string) =>
+  new GroupcommError(ErrorCode.CONFIG, message, { variable });
+
 /** Error codes of listen() that mean "this address cannot be bound", not a bug of ours. */
 const BIND_CODES = new Set(['EADDRINUSE', 'EADDRNOTAVAIL', 'EACCES', 'EPERM', 'ENOTFOUND']);
 

@@ -17,7 +17,7 @@ const debugOn = () => {
 
 const COMMANDS: Record<string, string> = {
   store: 'run a standalone TCPStore-compatible server',
-  launch: 'start N local ranks of a script (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT)',
+  launch: 'start the ranks of a script on this node; --nnodes for many (torchrun\'s variables)',
   demo: 'elastic scale-up/down demo on local ranks',
   bench: 'benchmarks: core | store | pg | cpu | device | coordinator',
   doctor: 'versions, runtimes, koffi/shm, device probes, settings: what a bug report needs (alias: info)',
@@ -29,12 +29,20 @@ const ALIASES: Record<string, string> = { info: 'doctor' };
 export function usage(): string {
   const lines = Object.entries(COMMANDS).map(([k, v]) => `  ${k.padEnd(8)} ${v}`);
   return `usage: groupcomm <command> [options]\n\ncommands:\n${lines.join('\n')}\n\n` +
-    `Run \`groupcomm <command> --help\` for a command's options.`;
+    `Run \`groupcomm <command> --help\` for a command's options; \`groupcomm --version\` prints the version.`;
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [given, ...rest] = argv;
   const cmd = given !== undefined ? ALIASES[given] ?? given : given;
+  if (cmd === '--version' || cmd === '-V' || cmd === 'version') {
+    // pkgroot, not log.ts: loading log.ts checks GROUPCOMM_DEBUG, and --version must always work.
+    const { packageRoot } = await import('../base/pkgroot.js');
+    const fs = await import('node:fs');
+    const pkg = JSON.parse(fs.readFileSync(`${packageRoot()}/package.json`, 'utf8')) as { version: string };
+    console.log(`groupcomm ${pkg.version}`);
+    return 0;
+  }
   if (!cmd || cmd === '--help' || cmd === '-h' || cmd === 'help') {
     console.log(usage());
     return cmd ? 0 : 2;

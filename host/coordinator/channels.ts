@@ -5,7 +5,7 @@
  */
 import { anySignal, type Deadline } from '../base/deadline.js';
 import { logger } from '../base/log.js';
-import { isGroupcommError, peerLostError, withContext } from '../base/errors.js';
+import { isGroupcommError, peerLostError, withContext, type GroupcommError } from '../base/errors.js';
 import { setting } from '../base/config.js';
 import type { GroupLayout } from '../core/layout.js';
 import { TcpStore, type TcpStoreServer } from '../store/index.js';
@@ -38,7 +38,12 @@ export interface OpenRequest {
   layout: GroupLayout;
   /** The group name's base (CoordinatorOptions.groupName or its default). */
   base: string;
+  /** Where this rank listens if it is its group's rank 0 (explicit ports: rank 0's host). */
   host: string;
+  /** Where this rank's CPU listener binds otherwise (see ports.ts's groupAddresses). */
+  localHost: string;
+  /** What rank 0 publishes in rendezvous mode (never a wildcard). */
+  advertise: string;
   localRank: number;
   timeoutMs: number;
   budget: Deadline;
@@ -50,7 +55,7 @@ export interface OpenRequest {
  * whatever it had opened and releases the held ports before rethrowing.
  */
 export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; ports: PortTriple | undefined }> {
-  const { o, layout, base, host, localRank, timeoutMs, budget, backend } = r;
+  const { o, layout, base, host, localHost, advertise, localRank, timeoutMs, budget, backend } = r;
   const ch: Channels = {};
   let ports: PortTriple | undefined;
   let held: ResolvedPorts | undefined;
@@ -60,7 +65,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       const wireName = `${base}_${layout.groupIndex}`;
       const isHost = layout.rankInGroup === 0;
       const plan = await resolvePorts({
-        key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, groupPorts: o.groupPorts,
+        key: wireName, index: layout.groupIndex, numGroups: o.groupRanks.length, isHost, host, advertise, groupPorts: o.groupPorts,
         rendezvous: o.rendezvous, opts: budget.next(),
         // Rank 0 hosts the group's store and reaches it in memory (TcpStore isServer: the
         // in-process link, store/local.ts), never over loopback TCP: a request it makes is then
@@ -74,7 +79,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       });
       ports = plan.ports;
       held = plan;
-      ch.store ??= await TcpStore.create({ host, port: ports[2], secret: o.secret, ...budget.next() });
+      ch.store ??= await TcpStore.create({ host: plan.host, port: ports[2], hostRank: 0, secret: o.secret, ...budget.next() });
       const rank = layout.rankInGroup;
       const worldSize = layout.ranks.length;
       // The store channel's join and the CPU mesh are independent rendezvous on the group's
@@ -89,7 +94,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         failFast((async () => {
           await plan.cpu?.release();
           return CpuGroup.create({
-            store: ch.store!, rank, worldSize, groupName: wireName, host, port: isHost ? ports![1] : 0,
+            store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
             secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
           });
         })()),
@@ -106,7 +111,7 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         // The wire name, not the unique name: it is the same on every member (unique names are
         // process-local), so logs and errors of one communicator match across ranks.
         ch.comm = tracedCommunicator(await backend.createCommunicator({
-          rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host, ...budget.next(),
+          rank, worldSize, deviceIndex: localRank, bootstrap, name: wireName, host: plan.host, ...budget.next(),
         }), wireName);
       }
       await plan.device?.release();
@@ -116,13 +121,43 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
     await held?.device?.release();
     // Rank 0 hosts the group's store: keeping it up a moment lets the others, which time out
     // about now too, still ask it who never arrived instead of finding it closed.
+    let err = e;
+    const wireName = `${base}_${layout.groupIndex}`;
     if (ch.server && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+      // Rank 0 sees the whole join; what it found out is left for the others to read.
+      const named = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
+      if (named.length) {
+        await ch.store?.set(createFailKey(wireName), JSON.stringify({ peerRanks: named, message: e.message }), { timeoutMs: 200 }).catch(() => {});
+      }
       await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
+    } else if (!ch.server && ch.store && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+      err = await hostsView(ch.store, wireName, e);
     }
     await closeChannels(ch, 0);
-    throw namedCreateError(e, layout);
+    throw namedCreateError(err, layout);
   }
   return { ch, ports };
+}
+
+const createFailKey = (wireName: string) => `groupcomm/create-failed/${wireName}`;
+
+/**
+ * A member's create failed: group rank 0's own verdict, when it left one in the group's store
+ * within a moment, names who it was waiting for. It wins over the member's: rank 0 sees the
+ * whole join (and a member that gave up a moment earlier may already have taken its keys back,
+ * so a member's own look at the keys can name ranks that were there).
+ */
+async function hostsView(store: TcpStore, wireName: string, e: GroupcommError): Promise<GroupcommError> {
+  try {
+    const v = JSON.parse(new TextDecoder().decode(await store.get(createFailKey(wireName), { timeoutMs: 300 }))) as { peerRanks: number[]; message: string };
+    const peerRanks = v.peerRanks.filter((r) => Number.isInteger(r) && r > 0);
+    if (peerRanks.length === 0) return e;
+    return withContext(e, `group rank 0 could not complete the group (${v.message}); here: ${e.message}`, {
+      peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined,
+    });
+  } catch {
+    return e;
+  }
 }
 
 /** How long a group rank 0 whose create failed keeps the group's store up for the others. */

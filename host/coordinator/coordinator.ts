@@ -37,10 +37,13 @@ import { reserveName, registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import type { PortTriple } from './ports.js';
+import { groupAddresses, type PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
+import { checkLaunchedWorld } from './env.js';
+import { launchEnv } from '../base/launch_env.js';
+import { TcpStore } from '../store/index.js';
 import { GroupFaults } from './faults.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
@@ -153,8 +156,9 @@ export class StatelessGroupCoordinator {
     if (typeof base !== 'string' || base === '' || base.includes('/')) {
       throw invalidArgument(`groupName must be a non-empty string without '/', got ${JSON.stringify(base)}`);
     }
+    checkLaunchedWorld(o);
     const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
-    const host = o.host ?? '127.0.0.1';
+    const addrs = await groupAddresses(o);
     const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
 
     let backend: DeviceBackendV1 | undefined;
@@ -164,7 +168,7 @@ export class StatelessGroupCoordinator {
     const uniqueName = reserveName(base);
     let opened: Awaited<ReturnType<typeof openChannels>>;
     try {
-      opened = await openChannels({ o, layout, base, host, localRank, timeoutMs, budget, backend });
+      opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend });
     } catch (e) {
       releaseName(uniqueName);
       throw e;
@@ -186,6 +190,25 @@ export class StatelessGroupCoordinator {
     registerName(uniqueName, g);
     g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
+  }
+
+  /**
+   * env://: joins a group with the launcher's variables (RANK, LOCAL_RANK, WORLD_SIZE,
+   * MASTER_ADDR, MASTER_PORT; see docs/multinode.md) — globalRank, localRank and globalWorldSize
+   * default to them and the rendezvous is the launcher's store, connected for the creation only.
+   * A missing or malformed variable is ERR_GROUPCOMM_CONFIG naming it.
+   */
+  static async fromEnv(o: Omit<CoordinatorOptions, 'globalRank' | 'rendezvous' | 'groupPorts'> & { globalRank?: number }): Promise<StatelessGroupCoordinator> {
+    const env = launchEnv();
+    const store = await TcpStore.fromEnv({ timeoutMs: o.timeoutMs, signal: o.signal });
+    try {
+      return await StatelessGroupCoordinator.create({
+        ...o, globalRank: o.globalRank ?? env.rank, localRank: o.localRank ?? env.localRank,
+        globalWorldSize: o.globalWorldSize ?? env.worldSize, rendezvous: store,
+      });
+    } finally {
+      await store.close();
+    }
   }
 
   /** The live coordinator registered under a unique name in this process, if any. */

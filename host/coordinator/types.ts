@@ -22,7 +22,12 @@ export interface CoordinatorOptions {
   useDeviceCommunicator?: boolean;
   /** Base of the unique name (`name:N`) and, with `rendezvous`, of the port key `${groupName}_${index}`. */
   groupName?: string;
-  /** Address the group's rank 0 listens on and the others connect to. Default 127.0.0.1. */
+  /**
+   * With groupPorts (or no rendezvous): the address the group's rank 0 listens on and the others
+   * connect to (default 127.0.0.1). With rendezvous: where this rank listens if it is its group's
+   * rank 0 (default: GROUPCOMM_SOCKET_IFNAME's address, else the route toward the rendezvous
+   * store's host); rank 0 publishes it, so it may be on any node. See docs/multinode.md.
+   */
   host?: string;
   /**
    * The job secret for the group's store and CPU mesh (default GROUPCOMM_SECRET). A non-loopback

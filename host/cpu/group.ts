@@ -8,6 +8,7 @@
  * every other overlap of `out` and the input is refused. recv fills the tensor it is given. No
  * tensor passed to an operation may be changed by the caller until that operation settles.
  */
+import { chooseAddress, isUnspecified, masterAddr } from '../base/netaddr.js';
 import type { Store } from '../store/types.js';
 import { effectiveTimeout, guard, settled, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
@@ -50,7 +51,11 @@ export interface CpuGroupOptions {
   worldSize: number;
   /** Names the group in the store and in every handshake; groups with other names are refused. */
   groupName: string;
-  /** Address to listen on and to publish (default 127.0.0.1). */
+  /**
+   * Address to listen on and to publish (default: GROUPCOMM_SOCKET_IFNAME's, else the source
+   * address of the route toward MASTER_ADDR, else 127.0.0.1; see docs/multinode.md). A wildcard
+   * (0.0.0.0, ::) listens everywhere and publishes the default instead.
+   */
   host?: string;
   /** Port to listen on (default 0: any free port). */
   port?: number;
@@ -195,12 +200,16 @@ export class CpuGroup implements Collectives<CpuTensor> {
     const secret = resolveSecret(opts.secret, 'CpuGroup');
     const maxFrameBytes = opts.maxFrameBytes ?? setting('GROUPCOMM_CPU_MAX_FRAME_BYTES');
     if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw invalidArgument(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
-    const host = opts.host ?? '127.0.0.1';
+    // Where to listen and what to tell peers: the given host, else the address chosen by
+    // GROUPCOMM_SOCKET_IFNAME or the route toward MASTER_ADDR (base/netaddr.ts); a wildcard
+    // (0.0.0.0, ::) is bound but never advertised.
+    const host = opts.host ?? await chooseAddress({ toward: masterAddr() });
+    const advertiseHost = isUnspecified(host) ? await chooseAddress({ toward: masterAddr() }) : host;
     checkExposure(`CPU group '${groupName}' rank ${rank}`, host, secret, opts.insecure, log);
     const mesh = await Mesh.connect({
       framing: { chunkBytes: tuning.chunkBytes, smallBytes: tuning.smallBytes },
       store: opts.store, rank, worldSize, groupName, epoch,
-      host,
+      host, advertiseHost,
       port: opts.port ?? 0,
       timeoutMs,
       signal: opts.signal,
@@ -247,7 +256,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     if (this.closing) throw destroyedError(`CPU group '${this.groupName}' was closed`, { rank: this.rank });
     if (this.broken) {
       throw peerLostError(`CPU group '${this.groupName}' is unusable: ${this.broken.message}`, {
-        rank: this.rank, peerRank: this.broken.peerRank, cause: this.broken,
+        rank: this.rank, peerRank: this.broken.peerRank, peerRanks: this.broken.peerRanks, cause: this.broken,
       });
     }
   }

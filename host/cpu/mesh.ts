@@ -12,6 +12,8 @@
 import net from 'node:net';
 import type { Store } from '../store/types.js';
 import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { applyKeepAlive } from '../base/netaddr.js';
+import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
@@ -30,6 +32,8 @@ const MAX_STRANGERS = 64;
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   store: Store;
   host: string;
+  /** The address peers are told (default `host`; never a wildcard like 0.0.0.0). */
+  advertiseHost?: string;
   port: number;
   timeoutMs: number;
   signal?: AbortSignal;
@@ -71,6 +75,8 @@ export class Mesh {
   address: { host: string; port: number } = { host: '', port: 0 };
   /** Recycled buffers for copied frames; a buffer returns when its write has completed. */
   private sendPool = new SidePool();
+  /** Stops the liveness check (startLiveness). */
+  private stopLiveness: (() => void) | undefined;
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -173,6 +179,20 @@ export class Mesh {
     // grow, and a later group of the same name and epoch cannot find a stale address.
     this.published = undefined;
     store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
+    this.startLiveness();
+  }
+
+  /** The heartbeat and silence check (liveness.ts), once the mesh is complete. */
+  private startLiveness(): void {
+    this.stopLiveness = watchLiveness({
+      rank: this.rank,
+      worldSize: this.worldSize,
+      active: () => !this.closing && !this.lost,
+      departed: (p) => this.departed.has(p),
+      ping: (p, frame, payload, done) => this.links[p]?.send(frame, payload, { copy: true }, done),
+      bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
+      lose: (silent, why) => this.lose(silent[0], why, false, silent),
+    });
   }
 
   /**
@@ -201,7 +221,7 @@ export class Mesh {
   private async listen(): Promise<void> {
     this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`))
       .catch((e) => { throw bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e); });
-    this.address = { host: this.opts.host, port: (this.server.address() as net.AddressInfo).port };
+    this.address = { host: this.opts.advertiseHost ?? this.opts.host, port: (this.server.address() as net.AddressInfo).port };
   }
 
   /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
@@ -215,6 +235,7 @@ export class Mesh {
       return;
     }
     s.setNoDelay(true);
+    applyKeepAlive(s);
     this.strangers.add(s);
     const timer = setTimeout(() => {
       if (this.strangers.has(s)) {
@@ -278,6 +299,7 @@ export class Mesh {
       s.on('connect', () => {
         connected = true;
         s.setNoDelay(true);
+        applyKeepAlive(s);
         this.dialed[peer] = s;
         // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
         // Everything a peer sends, its goodbye included, arrives in order on this connection,
@@ -345,10 +367,12 @@ export class Mesh {
     setTimeout(() => this.lose(peer, why), 1000).unref();
   }
 
-  private lose(peer: number, why: string, protocol = false): void {
+  private lose(peer: number, why: string, protocol = false, peers: number[] = [peer]): void {
     if (this.closing || this.lost || this.departed.has(peer)) return;
-    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: lost rank ${peer} (${why})`;
-    const err = protocol ? protocolError(msg, { rank: this.rank, peerRank: peer }) : peerLostError(msg, { rank: this.rank, peerRank: peer });
+    const who = peers.length > 1 ? `ranks ${peers.join(', ')}` : `rank ${peer}`;
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: lost ${who} (${why})`;
+    const fields = { rank: this.rank, peerRank: peer, peerRanks: peers.length > 1 ? peers : undefined };
+    const err = protocol ? protocolError(msg, fields) : peerLostError(msg, fields);
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
     this.log.info(err.message);
@@ -401,6 +425,7 @@ export class Mesh {
   close(): void {
     if (this.closing) return;
     this.closing = true;
+    this.stopLiveness?.();
     this.server?.close();
     this.server = undefined;
     for (const link of this.links) link?.close();

@@ -33,6 +33,11 @@ export const KIND_P2P = 2;
 /** Sent by destroy(): "I am leaving on purpose; everything I had to send precedes this". */
 export const KIND_BYE = 3;
 /**
+ * A heartbeat on an idle TCP link (mesh.ts, liveness): no payload, belongs to no operation. Its
+ * only use is that bytes arrive, so a silently cut link is told from a quiet one.
+ */
+export const KIND_PING = 4;
+/**
  * Or'ed into a frame's kind when its payload lies in the shared-memory ring: the frame then
  * carries DOORBELL_SIZE bytes (f64 ring position, f64 payload length) instead of the payload.
  */

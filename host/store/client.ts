@@ -14,10 +14,12 @@
  */
 import { anySignal, effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
-import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, protocolError, timeoutError } from '../base/errors.js';
+import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { setting } from '../base/config.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { resolveSecret } from '../base/secret.js';
+import { launchEnv } from '../base/launch_env.js';
 import { openConnection, type ConnectSpec } from './connect.js';
 import {
   Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
@@ -52,6 +54,11 @@ export interface TcpStoreOptions {
   insecure?: boolean;
   /** Put torch's '/' before every user key, so torch clients see the same keys (default true). */
   prefixKeys?: boolean;
+  /**
+   * The rank whose process hosts the server, named (peerRank) in the ERR_GROUPCOMM_PEER_LOST of
+   * a store that stopped answering (liveness, GROUPCOMM_LIVENESS_MS).
+   */
+  hostRank?: number;
   /** Server limits, with isServer. */
   limits?: Partial<StoreLimits>;
   /** With isServer: which prefixes SUBSCRIBE may claim (TcpStoreServerOptions.subscribePrefixes). */
@@ -189,6 +196,13 @@ export class TcpStore implements Store {
   private readonly life = new AbortController();
   /** waitWire and subscribe calls in progress (with the main connection's requests: what close() waits for). */
   private waiting = 0;
+  /** The liveness check's timer (startLiveness), and whether its ping is out. */
+  private liveTimer?: NodeJS.Timeout;
+  private pinging = false;
+  /** TcpStoreOptions.hostRank. */
+  private hostRank?: number;
+  /** Set when liveness gave up on the server: every call fails with it from then on. */
+  private lostErr?: GroupcommError;
   /**
    * The server's limits (its LIMITS answer; torch's for a server without extensions): requests
    * over them are refused here with INVALID_ARGUMENT, before anything is sent, so the
@@ -253,6 +267,8 @@ export class TcpStore implements Store {
       const { conn, ext } = await openConnection(spec);
       store = new TcpStore(MADE, spec, conn, ext, opts.prefixKeys ?? true, server);
       await store.learnLimits({ timeoutMs, signal: opts.signal });
+      store.hostRank = opts.hostRank;
+      store.startLiveness();
       if (opts.worldSize !== undefined) {
         const join = { timeoutMs, signal: opts.signal };
         if (opts.rank !== undefined && ext) {
@@ -270,6 +286,18 @@ export class TcpStore implements Store {
       else await server?.abort(e);
       throw e;
     }
+  }
+
+  /**
+   * env://: a client of the store at MASTER_ADDR:MASTER_PORT (the variables `groupcomm launch` and
+   * torchrun set; ERR_GROUPCOMM_CONFIG names a missing or malformed one). Under a launcher
+   * (GROUPCOMM_RUN_ID or TORCHELASTIC_RUN_ID set) the launcher hosts the store; otherwise RANK 0
+   * hosts it in-process (torch's env:// rule), unless `isServer` says otherwise.
+   */
+  static async fromEnv(opts: Omit<TcpStoreOptions, 'host' | 'port'> = {}): Promise<TcpStore> {
+    const env = launchEnv();
+    const isServer = opts.isServer ?? (env.runId === undefined && env.rank === 0);
+    return TcpStore.create({ rank: opts.worldSize !== undefined ? env.rank : undefined, ...opts, host: env.masterAddr, port: env.masterPort, isServer });
   }
 
   /** A second client of the same server (a new connection; torch's clone()). */
@@ -325,11 +353,13 @@ export class TcpStore implements Store {
 
   /** At the start of an operation: none are taken once close() or abort() was called. */
   private ensureOpen(): void {
+    if (this.lostErr) throw this.lostErr;
     if (this.closing) throw destroyedError('this TcpStore was closed');
   }
 
   /** At a later step of an operation (close() lets those finish): only once the connections are gone. */
   private ensureLive(): void {
+    if (this.lostErr) throw this.lostErr;
     if (this.closed) throw this.aborted ? this.life.signal.reason : destroyedError('this TcpStore was closed');
   }
 
@@ -414,6 +444,8 @@ export class TcpStore implements Store {
     let conn: Connection;
     try {
       ({ conn } = await openConnection({ ...this.spec, timeoutMs, signal: anySignal([opts?.signal, this.life.signal]) }));
+    } catch (e) {
+      throw this.lostErr ?? e;
     } finally {
       this.waiting--;
     }
@@ -704,6 +736,7 @@ export class TcpStore implements Store {
             signal: anySignal([opts?.signal, this.life.signal]),
           }));
         } catch (e) {
+          if (this.lostErr) throw this.lostErr;
           // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
           // on these keys, and the error says so.
           const shown = reportMs ?? timeoutMs;
@@ -850,10 +883,43 @@ export class TcpStore implements Store {
     return true;
   }
 
+  /**
+   * Liveness (GROUPCOMM_LIVENESS_MS, L): while a call waits on the server (a wait, a blocking get,
+   * a subscription, a request in flight), every L/5 a PING goes on the main connection; one not
+   * answered within L means the link is cut or the server is gone, and every connection fails
+   * with ERR_GROUPCOMM_PEER_LOST (peerRank: hostRank) instead of waiting out the call's timeout.
+   * A blocked WAIT cannot tell: its connection carries nothing until the key comes. Not for a
+   * client reaching its own in-process server (nothing to cut).
+   */
+  private startLiveness(): void {
+    const bound = setting('GROUPCOMM_LIVENESS_MS');
+    if (!bound || this.spec.local) return;
+    this.liveTimer = setInterval(() => {
+      if (this.closed) {
+        clearInterval(this.liveTimer);
+        return;
+      }
+      if (this.pinging || (this.waiting === 0 && this.subscriptions.size === 0 && !this.main.inFlight)) return;
+      this.pinging = true;
+      this.ping({ timeoutMs: bound }).then(() => {}, (e) => {
+        if (this.closed || !isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return;
+        const by = this.hostRank === undefined ? '' : ` (hosted by rank ${this.hostRank})`;
+        const err = peerLostError(`store ${this.host}:${this.port}${by} did not answer a ping within ${bound} ms ` +
+          `(GROUPCOMM_LIVENESS_MS): the link is cut or the server is gone`, { peerRank: this.hostRank, cause: e });
+        // Connections being opened (a wait's, a subscription's) give up too, with this error.
+        this.lostErr = err;
+        this.shut(err);
+        this.life.abort(err);
+      }).finally(() => { this.pinging = false; });
+    }, Math.max(10, Math.floor(bound / 5)));
+    this.liveTimer.unref?.();
+  }
+
   /** Closes every connection and subscription with `err` (pending requests reject with it). */
   private shut(err: GroupcommError): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.liveTimer) clearInterval(this.liveTimer);
     this.main.close(err);
     for (const c of [...this.waitConns]) c.close(err);
     for (const sub of [...this.subscriptions]) sub.fail(err);

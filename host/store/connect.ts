@@ -10,6 +10,7 @@ import { guard, sleep } from '../base/deadline.js';
 import { abortedError, authError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
 import type { Logger } from '../base/log.js';
 import { IS_BUN } from '../base/runtime.js';
+import { applyKeepAlive } from '../base/netaddr.js';
 import { authProof } from './auth.js';
 import { Connection, readU32, readU8, type AttachReads } from './connection.js';
 import {
@@ -81,6 +82,7 @@ function connectSocket(host: string, port: number, timeoutMs: number): Promise<{
     }, timeoutMs);
     s.once('connect', () => {
       clearTimeout(timer);
+      applyKeepAlive(s);
       s.removeAllListeners('error');
       resolve({ socket: s, attach: hook.attach });
     });

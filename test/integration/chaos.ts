@@ -145,8 +145,10 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosStats> {
         }
         stats.reports++;
         bp.reports++;
-        // A kill during destroy may leave a survivor's own destroy unaffected: no error is right.
-        const fine = e === undefined ? cmd.point === 'destroy' && cmd.mode === 'kill' : nameSet(e).join() === String(victim);
+        // A kill during destroy (the point, or a later kill that landed there: this survivor's
+        // barrier had resolved) may leave its own destroy unaffected: no error is right.
+        const inDestroy = cmd.point === 'destroy' || (rep.workDoneAt !== undefined && rep.workDoneAt <= eventAt);
+        const fine = e === undefined ? cmd.mode === 'kill' && inDestroy : nameSet(e).join() === String(victim);
         if (fine) { stats.named++; bp.named++; }
         else stats.problems.push(`round ${round} (${cmd.mode} ${cmd.point}, victim ${victim}, delay ${cmd.delayMs}) rank ${rep.rank}: ${e ? `${e.code} naming [${nameSet(e)}]: ${e.message}` : 'no error'}`);
         if (rep.errAt !== undefined) {

@@ -44,7 +44,12 @@ test('a failing rank stops the others and the launcher exits with its code, nami
   const r = await launch(['-n', '3', '--grace-ms', '3000', worker, 'fail']);
   assert.is(r.code, 3);
   assert.match(r.stderr, '[launch] rank 1 exited with code 3');
-  assert.match(r.stderr, '[rank 1] rank 1 fails on purpose');
+  assert.match(r.stderr, '[rank 1] Error: rank 1 fails on purpose');
+  // The summary table: one row per rank, the failed one with its first error-looking line.
+  assert.match(r.stderr, '[launch] FAILED');
+  assert.match(r.stderr, /\n\s+rank\s+node\s+local\s+host\s+exit\s+first error line\n/);
+  assert.match(r.stderr, /\n\s+1\s+0\s+1\s+\S+\s+code 3\s+Error: rank 1 fails on purpose\n/);
+  assert.match(r.stderr, /\n\s+0\s+0\s+0\s+\S+\s+code 0\n/);
   assert.match(r.stdout, '[rank 0] stopped by SIGTERM');
   assert.match(r.stdout, '[rank 2] stopped by SIGTERM');
 });
@@ -87,10 +92,24 @@ test('a .ts script runs on Bun whichever runtime runs the launcher', async () =>
   assert.match(r.stdout, '[rank 1] sum=3');
 });
 
+test('everything after the script goes to the script, options included', async () => {
+  const r = await launch(['-n', '1', worker, 'env', '--foo', '-n', '7']);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, '[rank 0] env RANK=0');
+  assert.match(r.stdout, 'args=--foo,-n,7 GROUP_RANK=0 GROUP_WORLD_SIZE=1 RUN_ID=');
+  assert.match(r.stderr, '[launch] done');
+});
+
 test('usage errors exit 2 and say what is wrong', async () => {
   const noN = await launch([worker]);
   assert.is(noN.code, 2);
-  assert.match(noN.stderr, '-n/--nproc');
+  assert.match(noN.stderr, '-n/--nproc-per-node is required');
+  const badNode = await launch(['--nnodes', '2', '--node-rank', '2', '-n', '1', '--master-addr', '127.0.0.1', '--master-port', '1234', worker]);
+  assert.is(badNode.code, 2);
+  assert.match(badNode.stderr, '--node-rank must be below --nnodes');
+  const noPort = await launch(['--nnodes', '2', '-n', '1', '--master-addr', '127.0.0.1', worker]);
+  assert.is(noPort.code, 2);
+  assert.match(noPort.stderr, '--nnodes > 1 needs --master-port');
   const noScript = await launch(['-n', '2']);
   assert.is(noScript.code, 2);
   assert.match(noScript.stderr, 'missing script');

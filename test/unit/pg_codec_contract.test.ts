@@ -158,6 +158,9 @@ test('objects: what msgpack cannot carry is refused up front; Maps, Sets, Dates 
   throwsGc(() => encodeObject({ a: [Symbol('s')] }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a symbol/);
   throwsGc(() => encodeObject(new Map([[1, () => 2]])), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a function/);
   throwsGc(() => encodeObject(new Set([Symbol.iterator])), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a symbol/);
+  // Receivers refuse RegExp and Error extensions: the sender says so instead of sending them.
+  throwsGc(() => encodeObject({ r: [/x/g] }), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a RegExp \(objects carry data only; send its text\)$/);
+  throwsGc(() => encodeObject(new Map([[1, new TypeError('t')]])), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /^cannot send a TypeError /);
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
   const cyclicArray: unknown[] = [new Map()];

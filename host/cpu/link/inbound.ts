@@ -15,7 +15,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_SHM, readHeader } from '../wire.js';
+import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
 import { describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
@@ -161,6 +161,8 @@ export class Inbound {
   /** The tag of the frame being read (a collective's fingerprint). */
   private tag = 0;
   private skipping = false;
+  /** Bytes read so far: the mesh's liveness check only asks whether it moved. */
+  bytesIn = 0;
   /** The current frame is a doorbell: its payload waits in `ring`. */
   private bell = false;
   private bellBuf = new Uint8Array(DOORBELL_SIZE);
@@ -216,6 +218,7 @@ export class Inbound {
 
   /** `n` bytes were read into `buf` (the buffer `nextBuffer` returned). */
   feed(buf: Uint8Array, n: number): void {
+    this.bytesIn += n;
     if (buf.buffer !== this.recvBuf.buffer) {
       // A direct read (see nextBuffer): the bytes are already where they belong.
       this.destOff += n;
@@ -281,6 +284,11 @@ export class Inbound {
     }
     if (h.length > this.maxFrameBytes) {
       this.malformed(`frame length ${h.length} is above the negotiated maximum of ${this.maxFrameBytes} bytes (GROUPCOMM_CPU_MAX_FRAME_BYTES)`);
+      return;
+    }
+    if (h.kind === KIND_PING) {
+      this.skipping = true;
+      this.remaining = h.length;
       return;
     }
     if (h.kind === KIND_BYE) {

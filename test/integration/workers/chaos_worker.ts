@@ -36,6 +36,8 @@ export interface RoundReport {
   regrouped?: boolean;
   regroupError?: string;
   wrong?: string;
+  /** Date.now() when this rank's last operation before destroy (the barrier) resolved. */
+  workDoneAt?: number;
   /** Date.now() when this rank's round ended without an error (its destroy resolved). */
   doneAt?: number;
   /** The victim in 'stop' mode: when it stopped calling. */
@@ -85,6 +87,7 @@ async function round(c: RoundCommand): Promise<void> {
       if (got.from !== (rank - 1 + ws) % ws) rep.wrong = 'p2p';
     });
     await g.barrier(opts);
+    rep.workDoneAt = Date.now();
     await at('destroy', () => g!.destroy({ lingerMs: 300 }));
     rep.doneAt = Date.now();
   } catch (e) {

@@ -1,0 +1,70 @@
+/**
+ * Liveness of a CPU group's links (GROUPCOMM_LIVENESS_MS, L): every L/5 each rank sends a
+ * heartbeat frame to each peer and checks that bytes came from each since the last check. A peer
+ * silent for L is lost; the loss names every peer silent for L/2 (a healthy peer is never silent
+ * for much more than one heartbeat period, so those went with the first: all the ranks of a node
+ * whose link was cut go together).
+ *
+ * Why not TCP keepalive alone: Node and Bun set only TCP_KEEPIDLE, and the kernel sends no probe
+ * while unacknowledged data waits to be sent, which is exactly the case of a rank blocked in an
+ * allReduce toward a cut peer. Peers with shared-memory rings are checked too: their doorbells
+ * and heartbeats still travel over the socket.
+ */
+import { setting } from '../base/config.js';
+import { KIND_PING, type FrameHeader } from './wire.js';
+
+const PING: FrameHeader = { kind: KIND_PING, tag: 0, seq: 0, slot: 0 };
+const EMPTY = new Uint8Array(0);
+const noop = () => {};
+
+/** What the check needs from the mesh. */
+export interface LivenessPeers {
+  rank: number;
+  worldSize: number;
+  /** False once the mesh is closing or lost: the check stops. */
+  active(): boolean;
+  /** Peers that said goodbye are not expected to send. */
+  departed(peer: number): boolean;
+  /** Sends one heartbeat frame to `peer` (a no-op when there is no connection). */
+  ping(peer: number, frame: FrameHeader, payload: Uint8Array, done: () => void): void;
+  /** Bytes read from `peer` so far. */
+  bytesIn(peer: number): number;
+  /** The peers in `silent` are lost (the first was silent longest). */
+  lose(silent: number[], why: string): void;
+}
+
+/** Starts the check; returns the function that stops it (undefined when the bound is 0). */
+export function watchLiveness(m: LivenessPeers): (() => void) | undefined {
+  const bound = setting('GROUPCOMM_LIVENESS_MS');
+  if (!bound || m.worldSize === 1) return undefined;
+  const seen = Array.from({ length: m.worldSize }, (_, p) => (p === m.rank ? 0 : m.bytesIn(p)));
+  const since = new Array<number>(m.worldSize).fill(performance.now());
+  const timer = setInterval(() => {
+    if (!m.active()) {
+      clearInterval(timer);
+      return;
+    }
+    const now = performance.now();
+    let over = false;
+    for (let p = 0; p < m.worldSize; p++) {
+      if (p === m.rank || m.departed(p)) continue;
+      m.ping(p, PING, EMPTY, noop);
+      const b = m.bytesIn(p);
+      if (b !== seen[p]) {
+        seen[p] = b;
+        since[p] = now;
+      } else if (now - since[p] >= bound) {
+        over = true;
+      }
+    }
+    if (!over) return;
+    const silent: number[] = [];
+    for (let p = 0; p < m.worldSize; p++) {
+      if (p !== m.rank && !m.departed(p) && now - since[p] >= bound / 2) silent.push(p);
+    }
+    silent.sort((a, b) => since[a] - since[b]);
+    m.lose(silent, `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`);
+  }, Math.max(10, Math.floor(bound / 5)));
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
