@@ -29,10 +29,10 @@ import type { ReduceOp } from '../core/reduce.js';
 import type { Store } from '../store/types.js';
 import type { DeviceBuffer, DType, Tensor } from '../core/tensor.js';
 import type {
-  AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions,
+  BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, AllToAllSplitsOptions,
 } from '../core/collectives.js';
 
-export type { AllToAllSplitsOptions, BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions };
+export type { BroadcastOptions, Collectives, GatherOptions, OutOptions, ReduceOptions, SizesOptions, SizesReduceOptions, AllToAllSplitsOptions };
 
 export const DEVICE_API_VERSION = 1;
 
