@@ -1,6 +1,6 @@
 // vLLM's remaining coordinator methods (tensor send / recv, allGatherv / reduceScatterv,
-// allToAll with splits) at world sizes 1–4, one process per rank, on CPU tensors and on the cpu
-// backend's device tensors; Node and Bun ranks mixed in the 4-rank group. The worker checks
+// allToAll with splits) at world sizes 1–5, one process per rank, on CPU tensors and on the cpu
+// backend's device tensors; Node and Bun ranks mixed in the 4- and 5-rank groups. The worker checks
 // every result against plain-JS references and reports what failed.
 import { test } from 'uvu';
 import { TcpStoreServer } from '../../host/store/index.js';
@@ -26,6 +26,10 @@ for (const n of [1, 2, 3]) {
 
 test('world size 4, Node and Bun ranks in one group', async () => {
   assertClean(await scenario(4, 'mixed'), 20);
+});
+
+test('world size 5, Node and Bun ranks in one group', async () => {
+  assertClean(await scenario(5, 'mixed'), 20);
 });
 
 test.run();

@@ -105,10 +105,16 @@ test('when rank 0 (the store host) dies the others fail with PEER_LOST naming ra
 });
 
 test('a SIGKILLed rank: survivors reclaim its 1,000 queued messages and a 1 MiB broadcast, and leave nothing', async () => {
-  const before = await probe.numKeys();
-  const outs = await startRanks<{ queued: number; held: number[]; closeMs: number }>(3, WORKER, {
+  const before = await probe.numKeys() + 1; // + the test's own 'victim exited' key while the ranks run
+  const run = startRanks<{ queued: number; held: number[]; closeMs: number }>(3, WORKER, {
     args: ['reclaim'], env: env(), timeoutMs: 50_000,
-  }).done;
+  });
+  run.children[1].once('exit', () => {
+    // A moment for the server (this process) to handle the dead connections' close.
+    setTimeout(() => void probe.set('reclaim-test/victim-exited', '1').catch(() => {}), 200);
+  });
+  const outs = await run.done;
+  await probe.deleteKey('reclaim-test/victim-exited');
   assert.is(outs[1].signal, 'SIGKILL');
   for (const o of [outs[0], outs[2]]) assert.ok(o.result, `rank ${o.rank} reported nothing: ${o.stderr}`);
   // Really queued (seen by the sender, after its writes): the 1,000 messages, the stored
@@ -118,7 +124,7 @@ test('a SIGKILLed rank: survivors reclaim its 1,000 queued messages and a 1 MiB 
   assert.equal([...outs[0].result!.held, ...outs[2].result!.held], [1]);
   // Everything is gone: mailbox, broadcast value and ack, and the group's own keys (the
   // departure handshake waited only for the survivors).
-  assert.is(await probe.numKeys(), before);
+  assert.is(await probe.numKeys(), before - 1);
 });
 
 test.run();

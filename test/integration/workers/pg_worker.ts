@@ -204,8 +204,8 @@ async function reclaim(): Promise<unknown> {
   const g = await open('reclaim');
   await g.barrier();
   if (rank === 1) process.kill(process.pid, 'SIGKILL');
-  // Long enough for the store to see the victim's connections close (it frees its mailbox).
-  await new Promise((r) => setTimeout(r, 500));
+  // The test sets this key once the victim has exited (and the store has seen its connections close).
+  await g.store.get('reclaim-test/victim-exited', { timeoutMs: 30_000 });
   if (rank === 0) {
     await Promise.all(Array.from({ length: 1000 }, (_, i) => g.sendObj({ i }, 1)));
     await g.broadcastObj(new Uint8Array(1 << 20).fill(7), 0);

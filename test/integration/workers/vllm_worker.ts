@@ -140,7 +140,7 @@ async function variable(s: Side): Promise<void> {
   const { g } = s;
   const ws = g.worldSize, me = g.rankInGroup;
   const w = `${s.name} v`;
-  const sizes = [3, 0, 5, 1].slice(0, ws); // a rank with nothing to give, uneven otherwise
+  const sizes = [3, 0, 5, 1, 2].slice(0, ws); // a rank with nothing to give, uneven otherwise
   const base = [2, 4, 3];
   for (const d of [0, 1, 2]) {
     const shape = withDim(base, d, sizes[me]);
