@@ -10,9 +10,10 @@
  * channel of a group of one) and calls the one collective shape they share
  * (host/core/collectives.ts).
  *
- * This file holds the public class: creation, the operations' signatures, their order and
- * deadlines, and the lifecycle. The work is in the sibling files: channels.ts opens and closes
- * the channels, io.ts routes tensors to them, objects.ts and tensors.ts are the operations.
+ * This file holds the public class: the operations' signatures, their order and deadlines, and
+ * the lifecycle. The work is in the sibling files: create.ts checks the options and opens the
+ * group for create(), channels.ts opens and closes the channels, io.ts routes tensors to them,
+ * objects.ts and tensors.ts are the operations.
  *
  * Contracts (the same for every method; docs/coordinator.md has the table):
  * - World size 1: every operation returns at once, without traffic: objects, lists and dicts
@@ -25,31 +26,25 @@
  * - Ranks in arguments (src, dst) are ranks *in the group* and are range-checked.
  */
 import { type OpOptions } from '../base/deadline.js';
-import {
-  abortedError, destroyedError, invalidArgument, isGroupcommError, withContext,
-} from '../base/errors.js';
+import { abortedError, destroyedError } from '../base/errors.js';
 import { logger, traceOp, type Logger } from '../base/log.js';
 import { isTensor, nbytes, type DType, type Tensor } from '../core/tensor.js';
-import { resolveBackend } from '../device/registry.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
-import { findGroup, type GroupLayout } from '../core/layout.js';
-import { reserveName, registerName, releaseName, lookupName } from './names.js';
+import type { GroupLayout } from '../core/layout.js';
+import { registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { groupAddresses, type PortTriple } from './ports.js';
+import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
-import { abortChannels, closeChannels, openChannels, type Channels } from './channels.js';
+import { abortChannels, closeChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
-import { checkLaunchedWorld } from './env.js';
-import { launchEnv } from '../base/launch_env.js';
-import { TcpStore } from '../store/index.js';
-import { GroupFaults } from './faults.js';
+import type { GroupFaults } from './faults.js';
+import { createFromEnv, explainError, groupFaults, openGroup } from './create.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
 import * as variable from './variable.js';
-import { MessageQueue } from './mq.js';
 import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 
@@ -133,17 +128,7 @@ export class StatelessGroupCoordinator {
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
     this.tracer = this.log.tracing ? this.log : undefined;
-    this.faults = new GroupFaults({
-      label: this.label, rankInGroup: this.rankInGroup, worldSize: this.worldSize, store: ch.store, cpu: ch.cpu,
-      // The pending operations' signal fires with the failure; the ops then reject with it (judge).
-      onFail: (e) => {
-        this.life.abort(e);
-        // A rank lost (not one that left): its store keys would stay forever (pg/group.ts reclaim).
-        const dead = e.code === 'ERR_GROUPCOMM_PEER_LOST' ? e.peerRanks ?? (e.peerRank === undefined ? [] : [e.peerRank]) : [];
-        const lost = dead.filter((r) => r !== this.rankInGroup && !ch.cpu?.hasLeft(r));
-        if (lost.length) void ch.pg?.reclaim(lost).catch(() => {});
-      },
-    });
+    this.faults = groupFaults(this.label, this.rankInGroup, this.worldSize, ch, this.life);
     this.faults.listen();
   }
 
@@ -153,43 +138,7 @@ export class StatelessGroupCoordinator {
    * and the device communicator are up on every member, or rejects naming who is missing.
    */
   static async create(o: CoordinatorOptions): Promise<StatelessGroupCoordinator> {
-    if (!o || typeof o !== 'object') throw invalidArgument('StatelessGroupCoordinator.create: options object required');
-    const timeoutMs = effectiveTimeout(o);
-    const localRank = o.localRank ?? 0;
-    if (!Number.isInteger(localRank) || localRank < 0) throw invalidArgument(`localRank must be an integer >= 0, got ${localRank}`);
-    if (o.groupPorts && o.rendezvous) throw invalidArgument('pass groupPorts or rendezvous, not both');
-    const base = o.groupName ?? 'anonymous';
-    if (typeof base !== 'string' || base === '' || base.includes('/')) {
-      throw invalidArgument(`groupName must be a non-empty string without '/', got ${JSON.stringify(base)}`);
-    }
-    checkLaunchedWorld(o);
-    const layout = findGroup(o.groupRanks, o.globalRank, o.globalWorldSize);
-    const addrs = await groupAddresses(o);
-    const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
-
-    let backend: DeviceBackendV1 | undefined;
-    if (o.useDeviceCommunicator) backend = await resolveBackend(o.backend);
-    const device = backend ? `${backend.deviceType}:${localRank}` : 'cpu';
-
-    const uniqueName = reserveName(base);
-    let opened: Awaited<ReturnType<typeof openChannels>>;
-    try {
-      opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend });
-    } catch (e) {
-      releaseName(uniqueName);
-      throw e;
-    }
-    const { ch, ports } = opened;
-    let mq: MessageQueue | undefined;
-    if (o.useMessageQueueBroadcaster && ch.pg && ch.cpu) {
-      try {
-        mq = await MessageQueue.create({ pg: ch.pg, cpu: ch.cpu, rank: layout.rankInGroup, worldSize: layout.ranks.length, label: `${base}_${layout.groupIndex}` }, budget.next());
-      } catch (e) {
-        await closeChannels(ch, 0);
-        releaseName(uniqueName);
-        throw e;
-      }
-    }
+    const { layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs, mq } = await openGroup(o);
     const g = new StatelessGroupCoordinator(MADE, o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
       o.groupPorts !== undefined);
     g.io.mq = mq;
@@ -205,16 +154,7 @@ export class StatelessGroupCoordinator {
    * A missing or malformed variable is ERR_GROUPCOMM_CONFIG naming it.
    */
   static async fromEnv(o: Omit<CoordinatorOptions, 'globalRank' | 'rendezvous' | 'groupPorts'> & { globalRank?: number }): Promise<StatelessGroupCoordinator> {
-    const env = launchEnv();
-    const store = await TcpStore.fromEnv({ timeoutMs: o.timeoutMs, signal: o.signal });
-    try {
-      return await StatelessGroupCoordinator.create({
-        ...o, globalRank: o.globalRank ?? env.rank, localRank: o.localRank ?? env.localRank,
-        globalWorldSize: o.globalWorldSize ?? env.worldSize, rendezvous: store,
-      });
-    } finally {
-      await store.close();
-    }
+    return createFromEnv(o, (c) => StatelessGroupCoordinator.create(c));
   }
 
   /** The live coordinator registered under a unique name in this process, if any. */
@@ -509,12 +449,6 @@ export class StatelessGroupCoordinator {
 
   /** Adds the group's name and the global rank of a named peer to a lower layer's error. */
   private explain(e: unknown, what: string): unknown {
-    if (!isGroupcommError(e)) return e;
-    const peers = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
-    const named = peers.filter((r) => r >= 0 && r < this.worldSize)
-      .map((r) => `group rank ${r} = global rank ${this.ranks[r]}`);
-    const msg = `${this.label}.${what} (global rank ${this.rank}): ${e.message}` +
-      (named.length ? ` [${named.join('; ')}]` : '');
-    return withContext(e, msg, { rank: this.rank });
+    return explainError(e, what, this.label, this.rank, this.ranks);
   }
 }
