@@ -23,21 +23,21 @@
  * ranks issue the same sequence (per peer for send/recv, per source for broadcasts, globally
  * for collectives). Writes go out at once, in call order, on the store client's pipelined
  * connection; a message's tag, not its arrival time, says which receive it answers.
+ *
+ * This file is the public class; options.ts holds its options, close.ts the work of close() and
+ * reclaim() (departure, key cleanup, dead ranks' mailboxes).
  */
-import os from 'node:os';
-import { abortedError, destroyedError, invalidArgument, isGroupcommError } from '../base/errors.js';
-import { anySignal, Deadline, effectiveTimeout, settled, type OpOptions } from '../base/deadline.js';
-import { setting } from '../base/config.js';
+import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
+import { effectiveTimeout, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { IS_BUN } from '../base/runtime.js';
 import type { Store, Subscription } from '../store/types.js';
 import { TcpStore } from '../store/client.js';
 import { bytesOf, empty, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkOutAliasing } from '../core/alias.js';
 import type { BroadcastOptions, ReduceOptions } from '../core/collectives.js';
-import { reduceBytes, finishAvg, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
+import { reduceBytes, finishAvg, REDUCE_OPS } from '../core/reduce.js';
 import {
   checkCpuTensor, decodeObject, decodeTensor, encodeObject, encodeTensor, fillTensor,
 } from './codec.js';
@@ -46,67 +46,14 @@ import { openMailbox, PushMailbox } from './mailbox.js';
 import { EMPTY, Messages } from './messages.js';
 import { CollectiveLane, HUB_MIN_RANKS } from './collective.js';
 import { OpTracker } from './tracker.js';
+import { spinUs, type DestroyOptions, type ProcessGroupOptions, type ReduceOpName } from './options.js';
+import { closeGroup, reclaimMailboxes, type GroupState } from './close.js';
 
 const log = logger('PG');
 /** Only create() constructs a group (base/factory.ts). */
 const MADE = factoryToken('StatelessProcessGroup');
 
-export interface ProcessGroupOptions {
-  /** Address of the store server (rank 0 listens there unless `store` is given). Default 127.0.0.1. */
-  host?: string;
-  /** Port of the store server; rank 0 may pass 0 only together with `store`. */
-  port?: number;
-  rank: number;
-  worldSize: number;
-  /** Deadline of create() and default of every op (default GROUPCOMM_TIMEOUT_MS or 300 s). */
-  timeoutMs?: number;
-  /** Use this store instead of hosting/connecting one; the group then never closes it. */
-  store?: Store;
-  /**
-   * The job secret for the store this group hosts or connects to (default GROUPCOMM_SECRET).
-   * Rank 0 refuses a non-loopback `host` without one unless `insecure` (docs/security.md).
-   */
-  secret?: string | Uint8Array;
-  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
-  insecure?: boolean;
-  /** Namespace of the group's keys; groups sharing one store need distinct names. Default 'pg'. */
-  groupName?: string;
-  /**
-   * How long a receive whose message has not arrived keeps this process awake before it may
-   * sleep (µs; the event loop keeps running). Default GROUPCOMM_PG_SPIN_US, else
-   * DEFAULT_SPIN_US when worldSize is at most the number of CPUs here, else 0 (ranks competing
-   * for CPUs would take it from each other). Always 0 by default under Bun (see spinUs()).
-   */
-  spinUs?: number;
-  signal?: AbortSignal;
-}
-
-/** Options of destroy(), the older name of close(). */
-export interface DestroyOptions extends CloseOptions {
-  /**
-   * Skip waiting for this rank's unfinished ops and the departure handshake (after a failure;
-   * rank 0 then may close the server under the others' feet): abort() instead of close().
-   */
-  force?: boolean;
-}
-
-/** The reduce ops of the core (kept as an alias for readability at call sites). */
-export type ReduceOpName = ReduceOp;
-
-/** See ProcessGroupOptions.spinUs: measured on a 2-vCPU VM, 50–100 µs cut a 2-rank round trip by a third. */
-const DEFAULT_SPIN_US = 100;
-
-function spinUs(worldSize: number, given: number | undefined): number {
-  const v = given ?? setting('GROUPCOMM_PG_SPIN_US');
-  if (v !== undefined) {
-    if (!(Number.isFinite(v) && v >= 0)) throw invalidArgument(`spinUs must be a non-negative number of microseconds, got ${v}`);
-    return v;
-  }
-  // Bun runs the immediates it has queued before it polls for I/O again, so a spin there holds
-  // back the very message it waits for (measured: 2-rank round trip 154 µs with it, 97 without).
-  if (IS_BUN) return 0;
-  return worldSize <= os.availableParallelism() ? DEFAULT_SPIN_US : 0;
-}
+export type { ProcessGroupOptions, DestroyOptions, ReduceOpName };
 
 export class StatelessProcessGroup {
   readonly rank: number;
@@ -371,32 +318,7 @@ export class StatelessProcessGroup {
       }
     }
     if (this.#closing) return [...this.#sinks.keys()];
-    for (const r of ranks) this.#dead.add(r);
-    const store = this.store;
-    if (!store.subscribe || this.worldSize === 1) return [];
-    const until = performance.now() + (opts.timeoutMs ?? Math.min(1000, this.timeoutMs));
-    await Promise.all(ranks.filter((r) => !this.#sinks.has(r)).map(async (r) => {
-      for (;;) {
-        try {
-          const left = Math.max(1, until - performance.now());
-          const sub = await store.subscribe!(this.#msgs.inbox(r), () => {}, { timeoutMs: left, signal: opts.signal });
-          if (!sub) return;
-          if (this.#closing || this.#sinks.has(r)) return sub.close();
-          this.#sinks.set(r, sub);
-          log.debug(`group '${this.groupName}' epoch ${this.epoch} rank ${this.rank}: holds dead rank ${r}'s mailbox`);
-          return;
-        } catch (e) {
-          // Taken: the server has not seen the dead rank's connection close yet, or another
-          // survivor holds it. Anything else (the store is gone) ends the attempt too.
-          if (!isGroupcommError(e, 'ERR_GROUPCOMM_INVALID_ARGUMENT') || performance.now() >= until || opts.signal?.aborted) {
-            log.debug(`reclaim of rank ${r}'s mailbox on rank ${this.rank}: ${(e as Error).message}`);
-            return;
-          }
-          await new Promise((res) => setTimeout(res, 20));
-        }
-      }
-    }));
-    return [...this.#sinks.keys()];
+    return reclaimMailboxes(this.#state(), ranks, opts);
   }
 
   /**
@@ -449,41 +371,8 @@ export class StatelessProcessGroup {
     return this.#msgs.ns;
   }
 
-  async #close(opts: CloseOptions): Promise<void> {
-    const d = Deadline.of(opts, this.timeoutMs, `close of group '${this.groupName}' on rank ${this.rank}`);
-    const signal = anySignal([opts.signal, this.#life.signal]);
-    // Cleanups queued by finished ops add requests while we wait; drain until nothing is left.
-    while (this.#tracker.pending.size && !this.#life.signal.aborted) {
-      this.#tracker.drain();
-      if (!await settled(this.#tracker.pending, { timeoutMs: Math.max(1, d.remainingMs()), signal })) {
-        // Not awaited: abort() returns this very close's promise.
-        void this.abort(opts.signal?.aborted ? opts.signal.reason : `close() waited ${d.timeoutMs}ms for the operations in flight`);
-      }
-    }
-    const left = () => ({ timeoutMs: Math.max(1, d.remainingMs()), signal });
-    try {
-      // The lowest surviving rank (rank 0 unless reclaim() was told it died) leaves last.
-      const leader = [...Array(this.worldSize).keys()].find((r) => !this.#dead.has(r))!;
-      if (this.worldSize > 1 && !signal?.aborted) {
-        const bye = this.#msgs.ns + 'bye';
-        if (this.rank !== leader) {
-          const n = await this.store.add(bye, 1, left());
-          if (n === this.worldSize - 1 - this.#dead.size) await this.store.set(bye + '/all', '1', left());
-        } else if (this.worldSize - this.#dead.size > 1) {
-          await this.store.wait([bye + '/all'], left());
-        }
-      }
-      // Every survivor has left: the large broadcast values a dead reader never acknowledged go.
-      if (this.#dead.size > 0 && !signal?.aborted) await this.#discardStored(left());
-      if (this.rank === leader && !signal?.aborted) await this.#cleanup(left());
-    } catch (e) {
-      // Departure is best effort: a peer that died must not make close throw or hang forever.
-      log.warn(`close of group '${this.groupName}' epoch ${this.epoch} on rank ${this.rank}: ${(e as Error).message}`);
-    } finally {
-      this.#msgs.mailbox?.close(destroyedError(`group '${this.groupName}' was closed`, { rank: this.rank }));
-      this.#closeSinks();
-      if (this.#ownsStore) await this.store.close().catch(() => {});
-    }
+  #close(opts: CloseOptions): Promise<void> {
+    return closeGroup(this.#state(), opts, (reason) => this.abort(reason), () => this.#closeSinks());
   }
 
   #closeSinks(): void {
@@ -491,31 +380,13 @@ export class StatelessProcessGroup {
     this.#sinks.clear();
   }
 
-  /** Deletes the stored broadcast values (and their ack counters) this rank wrote or read. */
-  async #discardStored(o: OpOptions): Promise<void> {
-    const keys = this.#msgs.stored.flatMap((k) => [k, k + '/ack']);
-    this.#msgs.stored.length = 0;
-    for (let i = 0; i < keys.length; i += 4096) {
-      const part = keys.slice(i, i + 4096);
-      if (this.store.discard) await this.store.discard(part, o);
-      else await Promise.all(part.map((k) => this.store.deleteKey(k, o)));
-    }
-  }
-
-  /** Rank 0, after everyone departed: delete the keys that outlive their operations. */
-  async #cleanup(o: OpOptions): Promise<void> {
-    const g = this.groupName;
-    // g/open first: from now on a re-creating rank blocks until the next epoch opens.
-    const keys = [joinKeys.open(g), joinKeys.all(g, this.epoch), this.#msgs.ns + 'bye', this.#msgs.ns + 'bye/all'];
-    await Promise.all(keys.map((k) => this.store.deleteKey(k, o)));
-    // The epoch counter goes too, unless a newer incarnation has bumped it meanwhile: a store
-    // that hosts many short-lived groups must not keep one key per name forever. A later group
-    // of this name starts again at epoch 1; every key of this one is gone by now.
-    const epochKey = joinKeys.epoch(g);
-    if (await this.store.check([epochKey], o)) {
-      const now = Number(new TextDecoder().decode(await this.store.get(epochKey, o)));
-      if (now === this.epoch) await this.store.deleteKey(epochKey, o);
-    }
+  /** What close.ts works with: this group's state, shared by reference. */
+  #state(): GroupState {
+    return {
+      rank: this.rank, worldSize: this.worldSize, groupName: this.groupName, epoch: this.epoch, store: this.store,
+      timeoutMs: this.timeoutMs, ownsStore: this.#ownsStore, tracker: this.#tracker, msgs: this.#msgs, life: this.#life,
+      dead: this.#dead, sinks: this.#sinks, closing: () => this.#closing !== undefined,
+    };
   }
 
   // ---------------------------------------------------------------- internals
