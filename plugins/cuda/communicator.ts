@@ -24,61 +24,26 @@
  * - Results follow the aliasing contract through the kit's deviceOutput: NCCL's separate send
  *   and receive buffers take the input and `out` (or a buffer allocated here) directly; in place
  *   is the same pointer for both.
+ *
+ * This file is the communicator's creation, issue and lifecycle; fixed.ts and variable.ts hold
+ * the collectives and point to point, nccl.ts what they share (reduce dtypes and args, NcclLibs).
  */
 import {
-  abortedError, checkDeviceTensor, checkPeer, checkReduce, deviceOutput, deviceString, dtypeInfo,
-  effectiveTimeout, ErrorCode, gatheredShape, GroupcommError, guard, invalidArgument, isGroupcommError, logger, OrderedOps, peerLostError,
-  pluginUnavailable, scatteredShape, simpleTimeout, timeoutError,
+  abortedError, checkDeviceTensor, deviceOutput, deviceString,
+  effectiveTimeout, ErrorCode, GroupcommError, guard, invalidArgument, isGroupcommError, logger, OrderedOps, peerLostError,
+  pluginUnavailable, simpleTimeout, timeoutError,
   type BroadcastOptions, type CheckedTensor, type CommunicatorOptions, type DeviceBuffer, type DeviceCommunicatorV1,
-  type DeviceOutput, type DType, type GatherOptions, type OpOptions, type OutOptions, type ReduceOp, type ReduceOptions,
+  type DeviceOutput, type GatherOptions, type OpOptions, type OutOptions, type ReduceOptions,
   type CommSplitOptions, type Tensor, type SizesOptions, type SizesReduceOptions, type AllToAllSplitsOptions,
 } from 'groupcomm/plugin';
-import type { CudaRuntime } from './memory.js';
 import * as variable from './variable.js';
-import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes, type FnTable } from './transport.js';
+import * as fixed from './fixed.js';
+import {
+  CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS, type NcclLibs,
+} from './nccl.js';
+import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
 
-export const DEVICE_TYPE = 'cuda';
-
-/** Dtypes NCCL reduces on every GPU it supports (fp8 needs sm_90; int16 has no NCCL type). */
-export const CUDA_REDUCE_DTYPES: readonly DType[] = [
-  'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64', 'bfloat16', 'bool',
-];
-/** With NCCL >= 2.24 and every device sm_90 or later, fp8 reduces too. */
-export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 'float8_e4m3fn', 'float8_e5m2'];
-
-const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
-
-/** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
-  checkReduce(dtype, op);
-  if (!allowed.includes(dtype)) {
-    throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
-  }
-  if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
-  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
-}
-
-/**
- * The pause between two completion polls: the first few on the next event-loop turn
- * (setImmediate, microseconds: small messages finish within them), then timers (Node rounds
- * them up to 1 ms), kind to the CPU for long operations.
- */
-function pollPause(spins: number): Promise<void> {
-  if (spins < 64) return new Promise((resolve) => setImmediate(resolve));
-  return new Promise((resolve) => setTimeout(resolve, 1));
-}
-
-/** NCCL_SPLIT_NOCOLOR (nccl.h): this rank takes no part in the new communicator. */
-const NCCL_SPLIT_NOCOLOR = -1;
-
-/** How long completion is polled without yielding to the event loop (ms; 20 µs). */
-const SPIN_MS = 0.02;
-
-export interface NcclLibs {
-  cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string;
-  /** What reductions take here (capabilities.reduceDtypes: fp8 only on sm_90+ with NCCL 2.24+). */
-  reduceDtypes: readonly DType[];
-}
+export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, type NcclLibs };
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -397,83 +362,35 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   }
 
   async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
-    const i = this.t(input, 'allReduce');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
-    const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
-    return o.settle(this.issue('allReduce', opts, () => this.rc(this.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, a.op, this.comm, this.stream), 'ncclAllReduce'), o.tensor));
+    return fixed.allReduce(this.variableIo(), input, opts);
   }
 
   async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
-    const i = this.t(input, 'allGather');
-    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'allGather');
-    return o.settle(this.issue('allGather', opts, () => this.rc(this.libs.nccl.ncclAllGather(i.buf.ptr, o.at.buf.ptr, i.nbytes, NcclDataType.ncclUint8, this.comm, this.stream), 'ncclAllGather'), o.tensor));
+    return fixed.allGather(this.variableIo(), input, opts);
   }
 
   async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
-    const i = this.t(input, 'reduceScatter');
-    this.splits(i.count, 'reduceScatter');
-    const a = ncclReduceArgs(input.dtype, opts.op ?? 'sum', this.libs.reduceDtypes);
-    const P = this.worldSize;
-    const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
-    const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');
-    return o.settle(this.issue('reduceScatter', opts, () => this.rc(this.libs.nccl.ncclReduceScatter(i.buf.ptr, o.at.buf.ptr, o.at.count, a.type, a.op, this.comm, this.stream), 'ncclReduceScatter'), o.tensor));
+    return fixed.reduceScatter(this.variableIo(), input, opts);
   }
 
   async broadcast(tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {
-    const i = this.t(tensor, 'broadcast');
-    const src = opts?.src;
-    checkPeer(src, this.worldSize, 'broadcast', this.rank);
-    const o = this.output(opts.out, tensor, i.count, tensor.shape, true, 'broadcast');
-    // NCCL reads the send buffer on the root only and writes the receive buffer everywhere.
-    return o.settle(this.issue('broadcast', opts, () => this.rc(this.libs.nccl.ncclBroadcast(i.buf.ptr, o.at.buf.ptr, i.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclBroadcast'), o.tensor, src));
+    return fixed.broadcast(this.variableIo(), tensor, opts);
   }
 
   async send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
-    const x = this.t(tensor, 'send');
-    checkPeer(dst, this.worldSize, 'send', this.rank);
-    if (dst === this.rank) throw invalidArgument('send: destination is this rank', { rank: this.rank });
-    return this.issue('send', opts, () => this.rc(this.libs.nccl.ncclSend(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend'), undefined, dst);
+    return fixed.send(this.variableIo(), tensor, dst, opts);
   }
 
   async recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
-    const x = this.t(dst, 'recv');
-    checkPeer(src, this.worldSize, 'recv', this.rank);
-    if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
-    return this.issue('recv', opts, () => this.rc(this.libs.nccl.ncclRecv(x.buf.ptr, x.nbytes, NcclDataType.ncclUint8, src, this.comm, this.stream), 'ncclRecv'), dst, src);
+    return fixed.recv(this.variableIo(), dst, src, opts);
   }
 
   async gather(input: Tensor, opts: GatherOptions): Promise<Tensor | undefined> {
-    const i = this.t(input, 'gather');
-    const dst = opts?.dst;
-    checkPeer(dst, this.worldSize, 'gather', this.rank);
-    const { nccl } = this.libs;
-    if (this.rank !== dst) {
-      return this.issue('gather', opts, () => this.grouped('gather', () => this.rc(nccl.ncclSend(i.buf.ptr, i.nbytes, NcclDataType.ncclUint8, dst, this.comm, this.stream), 'ncclSend')), undefined, dst);
-    }
-    const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'gather');
-    return o.settle(this.issue('gather', opts, () => this.grouped('gather', () => {
-      for (let r = 0; r < this.worldSize; r++) {
-        const at = o.at.buf.ptr + BigInt(r * i.nbytes);
-        if (r === dst) this.libs.cuda.copyOnStream(at, i.buf.ptr, i.nbytes, this.stream);
-        else this.rc(nccl.ncclRecv(at, i.nbytes, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
-      }
-    }), o.tensor, dst));
+    return fixed.gather(this.variableIo(), input, opts);
   }
 
   async allToAll(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
-    const i = this.t(input, 'allToAll');
-    this.splits(i.count, 'allToAll');
-    const o = this.output(opts.out, input, i.count, input.shape, false, 'allToAll');
-    const block = i.nbytes / this.worldSize;
-    const { nccl } = this.libs;
-    return o.settle(this.issue('allToAll', opts, () => this.grouped('allToAll', () => {
-      for (let r = 0; r < this.worldSize; r++) {
-        const s = i.buf.ptr + BigInt(r * block), d = o.at.buf.ptr + BigInt(r * block);
-        if (r === this.rank) { this.libs.cuda.copyOnStream(d, s, block, this.stream); continue; }
-        this.rc(nccl.ncclSend(s, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclSend');
-        this.rc(nccl.ncclRecv(d, block, NcclDataType.ncclUint8, r, this.comm, this.stream), 'ncclRecv');
-      }
-    }), o.tensor));
+    return fixed.allToAll(this.variableIo(), input, opts);
   }
 
   // ---- variable sizes (capabilities.variableCollectives; ./variable.ts) ----
@@ -482,14 +399,14 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   reduceScatterv(input: Tensor, opts: SizesReduceOptions): Promise<Tensor> { return variable.reduceScatterv(this.variableIo(), input, opts); }
   allToAllv(input: Tensor, opts?: AllToAllSplitsOptions): Promise<Tensor> { return variable.allToAllv(this.variableIo(), input, opts); }
 
-  /** This communicator's private parts that ./variable.ts uses (comm and stream read at enqueue time). */
+  /** This communicator's private parts that ./variable.ts and ./fixed.ts use (comm and stream read at enqueue time). */
   private variableIo(): variable.VariableIo {
     return {
       rank: this.rank, worldSize: this.worldSize, libs: this.libs,
       comm: () => this.comm, stream: () => this.stream,
       t: (t, w) => this.t(t, w),
       output: (out, input, count, shape, inPlace, w) => this.output(out, input, count, shape, inPlace, w),
-      issue: (w, o, enqueue, result) => this.issue(w, o, enqueue, result),
+      issue: (w, o, enqueue, result, peerRank) => this.issue(w, o, enqueue, result, peerRank),
       grouped: (w, body) => this.grouped(w, body),
       rc: (rc, w) => this.rc(rc, w),
       reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes),

@@ -18,7 +18,7 @@ import { dtypeInfo, invalidArgument, type AllToAllSplitsOptions, type CheckedTen
 import type { NcclLibs } from './communicator.js';
 import { NcclDataType } from './transport.js';
 
-/** What these collectives need of a CudaCommunicator (its private parts, lent by it). */
+/** What these collectives (and fixed.ts's) need of a CudaCommunicator (its private parts, lent by it). */
 export interface VariableIo {
   readonly rank: number;
   readonly worldSize: number;
@@ -27,7 +27,7 @@ export interface VariableIo {
   stream(): bigint;
   t(t: Tensor | undefined, what: string): CheckedTensor;
   output(out: Tensor | undefined, input: Tensor, count: number, shape: number[], inPlace: boolean, what: string): DeviceOutput;
-  issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T): Promise<T>;
+  issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T>;
   grouped(what: string, body: () => void): void;
   rc(rc: number, what: string): void;
   reduceArgs(dtype: DType, op: ReduceOp): { type: number; op: number };

@@ -1,0 +1,51 @@
+/**
+ * What the cuda communicator and its collectives share: the device type, the dtypes and ops NCCL
+ * reduces (and how a reduction maps to NCCL's type and op), the completion polling's pace, and
+ * the libraries a communicator is given (NcclLibs). communicator.ts re-exports the public names.
+ */
+import { checkReduce, dtypeInfo, invalidArgument, type DType, type ReduceOp } from 'groupcomm/plugin';
+import type { CudaRuntime } from './memory.js';
+import { NcclDataType, NcclRedOp, type FnTable } from './transport.js';
+
+export const DEVICE_TYPE = 'cuda';
+
+/** Dtypes NCCL reduces on every GPU it supports (fp8 needs sm_90; int16 has no NCCL type). */
+export const CUDA_REDUCE_DTYPES: readonly DType[] = [
+  'int8', 'uint8', 'int32', 'uint32', 'int64', 'uint64', 'float16', 'float32', 'float64', 'bfloat16', 'bool',
+];
+/** With NCCL >= 2.24 and every device sm_90 or later, fp8 reduces too. */
+export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 'float8_e4m3fn', 'float8_e5m2'];
+
+const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
+
+/** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
+export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
+  checkReduce(dtype, op);
+  if (!allowed.includes(dtype)) {
+    throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
+  }
+  if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
+  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
+}
+
+/**
+ * The pause between two completion polls: the first few on the next event-loop turn
+ * (setImmediate, microseconds: small messages finish within them), then timers (Node rounds
+ * them up to 1 ms), kind to the CPU for long operations.
+ */
+export function pollPause(spins: number): Promise<void> {
+  if (spins < 64) return new Promise((resolve) => setImmediate(resolve));
+  return new Promise((resolve) => setTimeout(resolve, 1));
+}
+
+/** NCCL_SPLIT_NOCOLOR (nccl.h): this rank takes no part in the new communicator. */
+export const NCCL_SPLIT_NOCOLOR = -1;
+
+/** How long completion is polled without yielding to the event loop (ms; 20 µs). */
+export const SPIN_MS = 0.02;
+
+export interface NcclLibs {
+  cuda: CudaRuntime; nccl: FnTable; ncclVersion: number; ncclPath: string;
+  /** What reductions take here (capabilities.reduceDtypes: fp8 only on sm_90+ with NCCL 2.24+). */
+  reduceDtypes: readonly DType[];
+}
