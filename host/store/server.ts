@@ -3,61 +3,26 @@
  * model: incremental, transactional parsing; limits checked on declared lengths before any bytes
  * are buffered; a bad client loses its own connection and nothing else).
  *
- * This module is the network side: connections, the handshake, parsing, replies. The data and
- * the wait bookkeeping live in table.ts.
+ * This module is the network side: listening, connections and their limits, the read loop, the
+ * in-process entry points and the lifecycle. The class is built in layers, one file each:
+ * server_reply.ts (reply writing) ← server_parse.ts (request fields) ← server_ops.ts (the
+ * handshake, each opcode, waits, subscriptions) ← this file; server_conn.ts holds the
+ * per-connection state. The data and the wait bookkeeping live in table.ts.
  */
-import crypto from 'node:crypto';
 import net from 'node:net';
 import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { bindError, destroyedError, type GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import {
-  AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Cursor, EXT_PROBE_KEY, isAscii, resolveLimits,
-  Frame, INCOMPLETE, Inbox, INIT_KEY, Op, SubscribeReply, VALIDATE_MAGIC, WAIT_GET_DELETE, WaitReply, type StoreLimits,
-} from './protocol.js';
-import { authProof } from './auth.js';
+import { Cursor, INCOMPLETE, INIT_KEY, resolveLimits, type StoreLimits } from './protocol.js';
 import { checkExposure, resolveSecret } from '../base/secret.js';
 import { setting } from '../base/config.js';
-import { bytesOf, KeyTable, strtoll, valueOf, Violation, type Value } from './table.js';
+import { bytesOf, strtoll, valueOf, Violation } from './table.js';
 import { LocalSocket } from './local.js';
-/** Pause reading from a client whose unread replies exceed this (it pipelines faster than it reads). */
-const MAX_PENDING_REPLY_BYTES = 64 * 1024 * 1024;
-/** A reply buffer this big is written as it is (its own iovec) rather than copied into a batch. */
-const FLUSH_ALONE_BYTES = 16 * 1024;
+import { Conn, LocalSub, utf8Key } from './server_conn.js';
+import { StoreOps } from './server_ops.js';
 
-const EXT_PROBE_LATIN1 = Buffer.from(EXT_PROBE_KEY, 'utf8').toString('latin1');
-/**
- * A mailbox prefix: `<ns>/to/<rank>/` with a non-empty namespace — a process group's
- * (pg/messages.ts: `<group>/<epoch>/to/<rank>/`) or the coordinator's fault inbox
- * (`groupcomm/faults/<label>/to/<rank>/`). One rank's messages, never a whole namespace.
- */
-const MAILBOX_PREFIX = /^[^]*[^/][^]*\/to\/\d+\/$/;
-const STOP_WAITING = Buffer.from([WaitReply.STOP_WAITING]);
-const WAIT_CANCELED = Buffer.from([WaitReply.WAIT_CANCELED]);
-const READY = Buffer.from([CheckReply.READY]);
-const NOT_READY = Buffer.from([CheckReply.NOT_READY]);
-
-/** A u64 length field, little-endian (lengths here stay far below 2^53). */
-function putU64(f: Buffer, at: number, n: number): void {
-  f.writeUInt32LE(n % 0x1_0000_0000, at);
-  f.writeUInt32LE(Math.floor(n / 0x1_0000_0000), at + 4);
-}
-
-/** Writes a latin1 string (a wire key); short ones in a loop, cheaper than the native call. */
-function putLatin1(f: Buffer, at: number, s: string): void {
-  if (s.length > 64) {
-    f.write(s, at, 'latin1');
-    return;
-  }
-  for (let i = 0; i < s.length; i++) f[at + i] = s.charCodeAt(i);
-}
-
-/** A wire key (latin1, one char per byte) as the text it encodes (UTF-8). */
-function utf8Key(key: string): string {
-  return isAscii(key) ? key : Buffer.from(key, 'latin1').toString('utf8');
-}
 
 export interface TcpStoreServerOptions {
   /** Interface to bind (default 127.0.0.1; torch binds every interface, we do not by default). */
@@ -95,74 +60,20 @@ export interface TcpStoreServerOptions {
   server?: net.Server;
 }
 
-class Conn {
-  readonly id: number;
-  stage: 'validate' | 'auth-hello' | 'auth-proof' | 'ready';
-  readonly inbox = new Inbox(true);
-  out: Buffer[] = [];
-  /** The array `out` was last flushed from (flush swaps the two). */
-  spare: Buffer[] = [];
-  outBytes = 0;
-  /** Keys this connection's current WAIT still misses (torch: one count per connection). */
-  waitCount = 0;
-  waitKeys: string[] | null = null;
-  /** The keys of a pending WAIT_GET (answered with their values), null for a plain WAIT. */
-  waitGet: string[] | null = null;
-  /** The pending WAIT_GET deletes its keys once answered. */
-  waitTake = false;
-  closed = false;
-  /** The prefix this connection subscribed to (it is a push stream from then on). */
-  subscribed: string | null = null;
-  clientNonce?: Buffer;
-  serverNonce?: Buffer;
-  /** Sent the extension probe: a groupcomm client (SUBSCRIBE needs it). */
-  groupcomm = false;
-  /** Bytes this connection's inbox holds toward the server-wide budget. */
-  held = 0;
-  /** Closes the connection if the handshake is not done in time. */
-  deadline?: NodeJS.Timeout;
-  constructor(readonly socket: net.Socket, id: number) {
-    this.id = id;
-    this.stage = 'validate';
-  }
-  get remote(): string {
-    return `${this.socket.remoteAddress}:${this.socket.remotePort}`;
-  }
-}
-
-/** A subscriber in this process (subscribeLocal): its pushes are calls, not bytes on a link. */
-class LocalSub {
-  closed = false;
-  constructor(readonly fn: (key: string, value: Uint8Array) => void, readonly onEnd: (e: GroupcommError) => void) {}
-}
 
 /** Only listen() constructs a server (base/factory.ts). */
 const MADE = factoryToken('TcpStoreServer');
 
-export class TcpStoreServer {
+export class TcpStoreServer extends StoreOps {
   private readonly hostOption: string;
   readonly worldSize?: number;
-  readonly limits: StoreLimits;
-  private readonly table = new KeyTable<Conn>((c) => this.wake(c), new Set([EXT_PROBE_LATIN1]));
   private readonly conns = new Set<Conn>();
-  /** Ranks announced with JOIN_RANK (a groupcomm client given a rank); kept after they leave. */
-  private readonly joinedRanks = new Set<number>();
-  private readonly dirty = new Set<Conn>();
-  /** Subscriptions by prefix (latin1, as keys are): writes under a prefix are pushed, not stored. */
-  private readonly subs = new Map<string, Conn | LocalSub>();
-  /** The lengths of those prefixes, shortest first: a key is looked up once per length, not per '/'. */
-  private subLengths: number[] = [];
-  /** Keys answered to a consuming WAIT_GET, deleted at the end of the current request. */
-  private takes: string[] = [];
   private readonly cursor = new Cursor();
   /**
    * Requests (onData) and publishLocal calls being handled. A subscriber called from inside one
    * may publish in turn; only the outermost applies the consuming reads (`takes`).
    */
   private depth = 0;
-  private readonly secret?: Buffer;
-  private readonly log: Logger;
-  private readonly subscribeAny: boolean;
   private readonly handshakeTimeoutMs: number;
   private readonly maxConnections: number;
   private readonly maxBufferedBytes: number;
@@ -178,12 +89,9 @@ export class TcpStoreServer {
 
   private constructor(token: symbol, private readonly server: net.Server, opts: TcpStoreServerOptions) {
     checkFactory(token, MADE, 'TcpStoreServer', 'const server = await TcpStoreServer.listen({ host, port })', 'a server listens before it is usable');
+    super(resolveLimits(opts.limits), opts.logger ?? makeLogger('STORE'), resolveSecret(opts.secret, 'TcpStoreServer'), opts.subscribePrefixes === 'any');
     this.hostOption = opts.host ?? '127.0.0.1';
     this.worldSize = opts.worldSize;
-    this.limits = resolveLimits(opts.limits);
-    this.log = opts.logger ?? makeLogger('STORE');
-    this.secret = resolveSecret(opts.secret, 'TcpStoreServer');
-    this.subscribeAny = opts.subscribePrefixes === 'any';
     this.handshakeTimeoutMs = opts.handshakeTimeoutMs ?? setting('GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS');
     this.maxConnections = opts.maxConnections ?? setting('GROUPCOMM_STORE_MAX_CONNECTIONS');
     this.maxBufferedBytes = opts.maxBufferedBytes ?? setting('GROUPCOMM_STORE_MAX_BUFFERED_BYTES');
@@ -362,44 +270,6 @@ export class TcpStoreServer {
     this.flushAll();
   }
 
-  /**
-   * A subscription takes every key under its prefix away from the store, so only one rank's
-   * mailbox (`<namespace>/to/<rank>/`) may be claimed, unless the server was told 'any'.
-   */
-  private checkPrefix(prefix: string): void {
-    if (this.subscribeAny || MAILBOX_PREFIX.test(prefix)) return;
-    throw new Violation(`SUBSCRIBE prefix '${prefix.slice(0, 100)}' is not a mailbox (…/to/<rank>/)`);
-  }
-
-  /**
-   * Makes `sub` the subscriber of `prefix` unless a live one holds it (then null); returns the
-   * keys stored under the prefix, now removed, for `sub` to be handed first.
-   */
-  private claim(prefix: string, sub: Conn | LocalSub): [string, Value][] | null {
-    const holder = this.subs.get(prefix);
-    if (holder && !holder.closed) return null;
-    this.subs.set(prefix, sub);
-    this.measureSubs();
-    return this.table.takePrefix(prefix);
-  }
-
-  private unsub(prefix: string): void {
-    this.subs.delete(prefix);
-    this.measureSubs();
-  }
-
-  private measureSubs(): void {
-    this.subLengths = [...new Set([...this.subs.keys()].map((p) => p.length))].sort((a, b) => a - b);
-  }
-
-  /** A throwing subscriber must not take the writer's connection down with it. */
-  private callLocal(sub: LocalSub, key: string, value: Uint8Array): void {
-    try {
-      sub.fn(key, value);
-    } catch (e) {
-      this.log.warn(`in-process subscriber threw on '${key}': ${(e as Error).message}`);
-    }
-  }
 
   // ---- lifecycle (base/lifecycle.ts) ----------------------------------------------------------
 
@@ -587,428 +457,4 @@ export class TcpStoreServer {
     return true;
   }
 
-  // --- parsing helpers: each checks the limit on the declared length before reading bytes ---
-
-  private key(cur: Cursor): [number, number] {
-    const at = this.keyAt(cur);
-    return [at, cur.pos];
-  }
-
-  /** A key's start; it ends at `cur.pos` (no pair allocated: the hot requests use this). */
-  private keyAt(cur: Cursor): number {
-    const n = cur.u64();
-    if (n > this.limits.maxKeyBytes) throw new Violation(`key of ${n} bytes exceeds maxKeyBytes ${this.limits.maxKeyBytes}`);
-    return cur.take(n);
-  }
-
-  private value(cur: Cursor): [number, number] {
-    const at = this.valueAt(cur);
-    return [at, cur.pos];
-  }
-
-  /** A value's start; it ends at `cur.pos`. */
-  private valueAt(cur: Cursor): number {
-    const n = cur.u64();
-    if (n > this.limits.maxValueBytes) throw new Violation(`value of ${n} bytes exceeds maxValueBytes ${this.limits.maxValueBytes}`);
-    return cur.take(n);
-  }
-
-  private count(cur: Cursor): number {
-    const n = cur.u64();
-    if (n > this.limits.maxKeysPerRequest) {
-      throw new Violation(`${n} keys in one request exceeds maxKeysPerRequest ${this.limits.maxKeysPerRequest}`);
-    }
-    return n;
-  }
-
-  private keyList(cur: Cursor, buf: Buffer): string[] {
-    const n = this.count(cur);
-    const spans: number[] = [];
-    for (let i = 0; i < n; i++) {
-      const [a, b] = this.key(cur);
-      spans.push(a, b);
-    }
-    const keys = new Array<string>(n);
-    for (let i = 0; i < n; i++) keys[i] = buf.toString('latin1', spans[2 * i], spans[2 * i + 1]);
-    return keys;
-  }
-
-  /**
-   * Parses one whole request, then acts on it. Nothing changes before the last field has
-   * arrived (INCOMPLETE rewinds), so a request split across reads is applied exactly once.
-   */
-  private handle(conn: Conn, cur: Cursor, buf: Buffer): void {
-    const op = cur.u8();
-    if (conn.stage !== 'ready') {
-      this.handshake(conn, cur, op);
-      return;
-    }
-    if (conn.subscribed !== null) throw new Violation(`opcode ${op} on a subscription connection`);
-    switch (op) {
-      case Op.VALIDATE: {
-        if (cur.u32() !== VALIDATE_MAGIC) throw new Violation('bad VALIDATE magic');
-        return;
-      }
-      case Op.PING: {
-        const at = cur.take(4);
-        this.send(conn, Buffer.from(buf.subarray(at, at + 4)));
-        return;
-      }
-      case Op.SET: {
-        const ka = this.keyAt(cur);
-        const kb = cur.pos;
-        const va = this.valueAt(cur);
-        this.write(buf.toString('latin1', ka, kb), buf, va, cur.pos);
-        return;
-      }
-      case Op.SUBSCRIBE: {
-        const [ka, kb] = this.key(cur);
-        const prefix = buf.toString('latin1', ka, kb);
-        if (!prefix.endsWith('/')) throw new Violation('SUBSCRIBE prefix must be non-empty and end in \'/\'');
-        if (!this.subscribeAny && !conn.groupcomm) throw new Violation('SUBSCRIBE from a client that did not negotiate groupcomm\'s extensions');
-        if (!this.subscribeAny && !MAILBOX_PREFIX.test(prefix)) {
-          this.log.warn(`connection ${conn.id} (${conn.remote}): SUBSCRIBE '${prefix.slice(0, 100)}' refused: not a mailbox prefix`);
-          this.send(conn, Buffer.from([SubscribeReply.REFUSED]));
-          return;
-        }
-        const backlog = this.claim(prefix, conn);
-        if (!backlog) {
-          this.send(conn, Buffer.from([SubscribeReply.TAKEN]));
-          return;
-        }
-        this.send(conn, Buffer.from([SubscribeReply.OK]));
-        conn.subscribed = prefix;
-        for (const [k, v] of backlog) this.pushValue(conn, k, v);
-        return;
-      }
-      case Op.GET:
-      case Op.TRY_GET: {
-        const ka = this.keyAt(cur);
-        const v = this.table.get(buf.toString('latin1', ka, cur.pos));
-        if (op === Op.TRY_GET) {
-          if (v === undefined) this.send(conn, Buffer.from([0]));
-          else this.sendValue(conn, v, 1);
-        } else {
-          // torch's libuv server answers a missing key with an empty value (legacy closes).
-          this.sendValue(conn, v ?? '', -1);
-        }
-        return;
-      }
-      case Op.ADD: {
-        const ka = this.keyAt(cur);
-        const kb = cur.pos;
-        const delta = cur.i64();
-        this.sendI64(conn, this.table.add(buf.toString('latin1', ka, kb), delta));
-        return;
-      }
-      case Op.COMPARE_SET: {
-        const [ka, kb] = this.key(cur);
-        const [ea, eb] = this.value(cur);
-        const [da, db] = this.value(cur);
-        this.sendValue(conn, this.table.compareSet(buf.toString('latin1', ka, kb), buf, ea, eb, da, db), -1);
-        return;
-      }
-      case Op.CHECK: {
-        const keys = this.keyList(cur, buf);
-        if (keys.length === 1 && keys[0] === EXT_PROBE_LATIN1) conn.groupcomm = true;
-        this.send(conn, keys.every((k) => this.table.exists(k)) ? READY : NOT_READY);
-        return;
-      }
-      case Op.WAIT: {
-        conn.waitGet = null;
-        if (this.table.wait(conn, this.keyList(cur, buf))) this.send(conn, STOP_WAITING);
-        return;
-      }
-      case Op.WAIT_GET: {
-        const flags = cur.u8();
-        if (flags & ~WAIT_GET_DELETE) throw new Violation(`WAIT_GET with unknown flags ${flags}`);
-        const keys = this.keyList(cur, buf);
-        conn.waitGet = keys;
-        conn.waitTake = flags === WAIT_GET_DELETE;
-        if (this.table.wait(conn, keys)) this.wake(conn);
-        return;
-      }
-      case Op.DELETE_QUIET: {
-        for (const k of this.keyList(cur, buf)) this.table.delete(k);
-        return;
-      }
-      case Op.CANCEL_WAIT: {
-        this.table.cancelWait(conn);
-        conn.waitGet = null;
-        this.send(conn, WAIT_CANCELED);
-        return;
-      }
-      case Op.GETNUMKEYS: {
-        this.sendI64(conn, BigInt(this.table.size));
-        return;
-      }
-      case Op.DELETE_KEY: {
-        const [ka, kb] = this.key(cur);
-        const existed = this.table.delete(buf.toString('latin1', ka, kb));
-        this.sendI64(conn, existed ? 1n : 0n);
-        return;
-      }
-      case Op.APPEND: {
-        const [ka, kb] = this.key(cur);
-        const [va, vb] = this.value(cur);
-        this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
-        return;
-      }
-      case Op.APPEND_CHECKED: {
-        const [ka, kb] = this.key(cur);
-        const [va, vb] = this.value(cur);
-        let status = 0;
-        try {
-          this.table.append(buf.toString('latin1', ka, kb), buf, va, vb, this.limits.maxValueBytes);
-        } catch (e) {
-          if (!(e instanceof Violation)) throw e;
-          status = 1;
-        }
-        this.send(conn, Buffer.from([status]));
-        return;
-      }
-      case Op.MULTI_GET: {
-        const keys = this.keyList(cur, buf);
-        for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);
-        return;
-      }
-      case Op.MULTI_SET: {
-        const n = this.count(cur);
-        const spans: number[] = [];
-        for (let i = 0; i < n; i++) {
-          const [ka, kb] = this.key(cur);
-          const [va, vb] = this.value(cur);
-          spans.push(ka, kb, va, vb);
-        }
-        for (let i = 0; i < spans.length; i += 4) {
-          this.write(buf.toString('latin1', spans[i], spans[i + 1]), buf, spans[i + 2], spans[i + 3]);
-        }
-        return;
-      }
-      case Op.QUEUE_PUSH: {
-        const [ka, kb] = this.key(cur);
-        const [va, vb] = this.value(cur);
-        this.table.queuePush(buf.toString('latin1', ka, kb), valueOf(buf, va, vb));
-        return;
-      }
-      case Op.QUEUE_POP: {
-        const [ka, kb] = this.key(cur);
-        const [len, v] = this.table.queuePop(buf.toString('latin1', ka, kb));
-        this.sendI64(conn, BigInt(len));
-        if (v !== undefined) this.sendValue(conn, v, -1);
-        return;
-      }
-      case Op.QUEUE_LEN: {
-        const [ka, kb] = this.key(cur);
-        this.sendI64(conn, BigInt(this.table.queueLen(buf.toString('latin1', ka, kb))));
-        return;
-      }
-      case Op.LIMITS: {
-        const l = this.limits;
-        this.send(conn, new Frame(32).u64(l.maxKeyBytes).u64(l.maxValueBytes).u64(l.maxKeysPerRequest).u64(l.maxRequestBytes).done());
-        return;
-      }
-      case Op.JOIN_RANK: {
-        const rank = cur.i64();
-        if (rank < 0n || rank > 0xffffffffn) throw new Violation(`JOIN_RANK with rank ${rank}`);
-        this.joinedRanks.add(Number(rank));
-        return;
-      }
-      case Op.AUTH_HELLO:
-        throw new Violation(this.secret ? 'AUTH_HELLO after authentication' : 'client asked to authenticate but this server has no secret');
-      default:
-        throw new Violation(`unknown opcode ${op}`);
-    }
-  }
-
-  /** VALIDATE first; then, on a server with a secret, the two-step HMAC exchange. */
-  private handshake(conn: Conn, cur: Cursor, op: number): void {
-    if (conn.stage === 'validate') {
-      if (op !== Op.VALIDATE) throw new Violation(`first message has opcode ${op}, not VALIDATE`);
-      const magic = cur.u32();
-      if (magic !== VALIDATE_MAGIC) throw new Violation(`bad VALIDATE magic 0x${magic.toString(16)}`);
-      conn.stage = this.secret ? 'auth-hello' : 'ready';
-      return;
-    }
-    const secret = this.secret!;
-    if (conn.stage === 'auth-hello') {
-      if (op === Op.PING) {
-        // Tell our client why instead of letting it guess; a torch client just sees a bad echo.
-        cur.take(4);
-        this.send(conn, new Frame(4).u32(AUTH_REQUIRED_NONCE).done());
-        this.flush(conn);
-        throw new Violation('client did not authenticate (this server requires a secret)');
-      }
-      if (op !== Op.AUTH_HELLO) throw new Violation(`opcode ${op} before authentication (this server requires a secret)`);
-      const at = cur.take(AUTH_NONCE_BYTES);
-      conn.clientNonce = Buffer.from(cur.buf.subarray(at, at + AUTH_NONCE_BYTES));
-      conn.serverNonce = crypto.randomBytes(AUTH_NONCE_BYTES);
-      this.send(conn, Buffer.concat([conn.serverNonce, authProof(secret, 'server', conn.clientNonce, conn.serverNonce)]));
-      conn.stage = 'auth-proof';
-      return;
-    }
-    if (op !== Op.AUTH_PROOF) throw new Violation(`opcode ${op} during authentication`);
-    const at = cur.take(32);
-    const got = cur.buf.subarray(at, at + 32);
-    const want = authProof(secret, 'client', conn.serverNonce!, conn.clientNonce!);
-    if (!crypto.timingSafeEqual(got, want)) throw new Violation('authentication failed: wrong secret');
-    conn.stage = 'ready';
-    this.send(conn, Buffer.from([0]));
-  }
-
-  private applyTakes(): void {
-    const keys = this.takes;
-    this.takes = [];
-    for (const k of keys) this.table.delete(k);
-  }
-
-  /** A WAIT (STOP_WAITING) or WAIT_GET (STOP_WAITING, then the values) is satisfied. */
-  private wake(conn: Conn): void {
-    const keys = conn.waitGet;
-    if (!keys) {
-      this.send(conn, STOP_WAITING);
-      return;
-    }
-    conn.waitGet = null;
-    // Called from inside the write that completed the wait: every key has its value now (a key
-    // that exists only as a non-empty queue reads as empty, as GET answers it).
-    if (keys.length === 1) {
-      this.sendValue(conn, this.table.get(keys[0]) ?? '', WaitReply.STOP_WAITING);
-    } else {
-      this.send(conn, STOP_WAITING);
-      for (const k of keys) this.sendValue(conn, this.table.get(k) ?? '', -1);
-    }
-    // Deleted once the request that completed the wait is done: other waiters of the same write
-    // are still being woken and must see the value too.
-    if (conn.waitTake) for (const k of keys) this.takes.push(k);
-  }
-
-  /**
-   * A write of `key` (wire form, latin1) with `value`: when a live subscription's prefix covers
-   * the key, sends it there and returns true (the key is then not stored); the shortest such
-   * prefix wins. `inReadBuffer`: the value is a view
-   * of a connection's read buffer (nobody writes over it, so a big one may be handed on as it is);
-   * otherwise it belongs to an in-process caller and is copied.
-   */
-  private push(key: string, value: Uint8Array, inReadBuffer: boolean): boolean {
-    for (const n of this.subLengths) {
-      if (n > key.length || key.charCodeAt(n - 1) !== 0x2f /* '/' */) continue;
-      const c = this.subs.get(key.slice(0, n));
-      if (!c || c.closed) continue;
-      const vl = value.length;
-      // Copied: a small value (a view would pin the whole read buffer) and a caller's value. A
-      // big view of a read buffer is handed on as it is.
-      const copy = vl <= 4096 || !inReadBuffer;
-      if (c instanceof LocalSub) {
-        this.callLocal(c, utf8Key(key), copy ? new Uint8Array(value) : value);
-        return true;
-      }
-      const kl = key.length;
-      const f = Buffer.allocUnsafe(16 + kl + (copy ? vl : 0));
-      putU64(f, 0, kl);
-      putLatin1(f, 8, key);
-      putU64(f, 8 + kl, vl);
-      if (copy) f.set(value, 16 + kl);
-      this.send(c, f);
-      if (!copy) this.send(c, value as Buffer);
-      return true;
-    }
-    return false;
-  }
-
-  /** SET of `key` to buf[a, b) from a connection: pushed to its subscriber, else stored. */
-  private write(key: string, buf: Buffer, a: number, b: number): void {
-    if (this.subs.size && this.push(key, buf.subarray(a, b), true)) return;
-    this.table.set(key, valueOf(buf, a, b));
-  }
-
-  /** Pushes a stored key (a subscription's backlog). */
-  private pushValue(conn: Conn, key: string, v: Value): void {
-    this.send(conn, new Frame(8 + key.length).bytes(Buffer.from(key, 'latin1')).done());
-    this.sendValue(conn, v, -1);
-  }
-
-  /** Queues a value reply: optional 1-byte tag (TRY_GET), u64 length, bytes. */
-  private sendValue(conn: Conn, v: Value, tag: number): void {
-    const len = v.length;
-    const head = tag >= 0 ? 9 : 8;
-    if (typeof v === 'string') {
-      const f = Buffer.allocUnsafe(head + len);
-      if (tag >= 0) f[0] = tag;
-      f.writeUInt32LE(len, head - 8);
-      f.writeUInt32LE(0, head - 4);
-      f.write(v, head, 'latin1');
-      this.send(conn, f);
-    } else {
-      const f = Buffer.allocUnsafe(head);
-      if (tag >= 0) f[0] = tag;
-      f.writeUInt32LE(len % 0x1_0000_0000, head - 8);
-      f.writeUInt32LE(Math.floor(len / 0x1_0000_0000), head - 4);
-      this.send(conn, f);
-      this.send(conn, v);
-    }
-  }
-
-  /** An i64 reply (ADD, GETNUMKEYS, DELETE_KEY, queue lengths). */
-  private sendI64(conn: Conn, n: bigint): void {
-    const f = Buffer.allocUnsafe(8);
-    f.writeBigInt64LE(n, 0);
-    this.send(conn, f);
-  }
-
-  private send(conn: Conn, b: Buffer): void {
-    if (conn.closed) return;
-    conn.out.push(b);
-    conn.outBytes += b.length;
-    this.dirty.add(conn);
-  }
-
-  private flushAll(): void {
-    for (const c of this.dirty) this.flush(c);
-    this.dirty.clear();
-  }
-
-  /**
-   * One write per connection and read (replies go out at the end of each onData; deferring them
-   * to setImmediate to gather several reads measured as more server CPU per op at depth 1 and
-   * no gain at depth 16, whose clients already send their requests in one write): small replies
-   * are gathered into one buffer; a big one
-   * (a value of FLUSH_ALONE_BYTES or more) goes out as it is, next to the gathered ones in the
-   * same corked batch (one writev, no copy of the value).
-   */
-  private flush(conn: Conn): void {
-    const out = conn.out;
-    if (out.length === 0 || conn.closed) return;
-    // Two arrays taking turns: no new array per flush.
-    conn.out = conn.spare;
-    conn.spare = out;
-    const total = conn.outBytes;
-    conn.outBytes = 0;
-    const s = conn.socket;
-    if (out.length === 1) s.write(out[0]);
-    else if (total < FLUSH_ALONE_BYTES) s.write(Buffer.concat(out, total));
-    else {
-      s.cork();
-      let from = 0;
-      let runBytes = 0;
-      for (let i = 0; i < out.length; i++) {
-        const b = out[i];
-        if (b.length < FLUSH_ALONE_BYTES) {
-          runBytes += b.length;
-          continue;
-        }
-        if (i > from) s.write(i - from === 1 ? out[from] : Buffer.concat(out.slice(from, i), runBytes));
-        s.write(b);
-        from = i + 1;
-        runBytes = 0;
-      }
-      if (out.length > from) s.write(out.length - from === 1 ? out[from] : Buffer.concat(out.slice(from), runBytes));
-      s.uncork();
-    }
-    out.length = 0;
-    if (s.writableLength > MAX_PENDING_REPLY_BYTES && !s.isPaused()) {
-      s.pause();
-      s.once('drain', () => { if (!conn.closed) s.resume(); });
-    }
-  }
 }
