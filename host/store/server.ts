@@ -6,60 +6,25 @@
  * This module is the network side: listening, connections and their limits, the read loop, the
  * in-process entry points and the lifecycle. The class is built in layers, one file each:
  * server_reply.ts (reply writing) ← server_parse.ts (request fields) ← server_ops.ts (the
- * handshake, each opcode, waits, subscriptions) ← this file; server_conn.ts holds the
- * per-connection state. The data and the wait bookkeeping live in table.ts.
+ * handshake, each opcode, waits, subscriptions) ← this file; server_options.ts holds its
+ * options (re-exported here), server_conn.ts the per-connection state. The data and the wait bookkeeping live in table.ts.
  */
 import net from 'node:net';
 import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { bindError, destroyedError, type GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
-import { logger as makeLogger, type Logger } from '../base/log.js';
+import { logger as makeLogger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { Cursor, INCOMPLETE, INIT_KEY, resolveLimits, type StoreLimits } from './protocol.js';
+import { Cursor, INCOMPLETE, INIT_KEY, resolveLimits } from './protocol.js';
 import { checkExposure, resolveSecret } from '../base/secret.js';
 import { setting } from '../base/config.js';
 import { bytesOf, strtoll, valueOf, Violation } from './table.js';
 import { LocalSocket } from './local.js';
 import { Conn, LocalSub, utf8Key } from './server_conn.js';
 import { StoreOps } from './server_ops.js';
+import type { TcpStoreServerOptions } from './server_options.js';
 
-
-export interface TcpStoreServerOptions {
-  /** Interface to bind (default 127.0.0.1; torch binds every interface, we do not by default). */
-  host?: string;
-  /** Port to bind; 0 picks a free one, readable as `.port` afterwards. */
-  port?: number;
-  /** Number of clients expected to join through the `init/` counter (see waitForWorkers). */
-  worldSize?: number;
-  limits?: Partial<StoreLimits>;
-  /**
-   * When set, clients must prove they know it (HMAC handshake) before anything else. Default
-   * GROUPCOMM_SECRET. Without one, listening on a non-loopback address is refused unless `insecure`.
-   */
-  secret?: string | Uint8Array;
-  /** Allow a non-loopback `host` without a secret (logged as a warning). Default GROUPCOMM_INSECURE. */
-  insecure?: boolean;
-  /**
-   * Which prefixes SUBSCRIBE may claim. 'mailboxes' (default): only one rank's mailbox
-   * (`<namespace>/to/<rank>/`), and only by a groupcomm client (one that sent the extension probe;
-   * with a secret, authenticated). 'any': any prefix ending in '/' (tests, trusted setups).
-   */
-  subscribePrefixes?: 'mailboxes' | 'any';
-  /** Close a connection that has not finished the handshake (and authentication) by then. Default GROUPCOMM_STORE_HANDSHAKE_TIMEOUT_MS (10 s). */
-  handshakeTimeoutMs?: number;
-  /** Connections held at once; more are closed at accept. Default GROUPCOMM_STORE_MAX_CONNECTIONS (4096). */
-  maxConnections?: number;
-  /** Server-wide bytes held in partially received requests. Default GROUPCOMM_STORE_MAX_BUFFERED_BYTES (1 GiB). */
-  maxBufferedBytes?: number;
-  logger?: Logger;
-  /**
-   * A net.Server to serve on instead of binding host:port, e.g. one the caller bound itself to
-   * restrict the interface or hold the port (torch's master_listen_fd). Listened on if it is not
-   * listening yet; closed by close().
-   */
-  server?: net.Server;
-}
-
+export type { TcpStoreServerOptions } from './server_options.js';
 
 /** Only listen() constructs a server (base/factory.ts). */
 const MADE = factoryToken('TcpStoreServer');
@@ -269,7 +234,6 @@ export class TcpStoreServer extends StoreOps {
     }
     this.flushAll();
   }
-
 
   // ---- lifecycle (base/lifecycle.ts) ----------------------------------------------------------
 
