@@ -7,7 +7,8 @@
  * in-process entry points and the lifecycle. The class is built in layers, one file each:
  * server_reply.ts (reply writing) ← server_parse.ts (request fields) ← server_ops.ts (the
  * handshake, each opcode, waits, subscriptions) ← this file; server_options.ts holds its
- * options (re-exported here), server_conn.ts the per-connection state. The data and the wait bookkeeping live in table.ts.
+ * options (re-exported here), server_conn.ts the per-connection state. The data and the wait
+ * bookkeeping live in table.ts.
  */
 import net from 'node:net';
 import { effectiveTimeout, guard, type OpOptions } from '../base/deadline.js';
