@@ -11,25 +11,26 @@
  * handshake) we send TRY_GET, which answers in one round trip when the key exists and only then
  * fall back to a wait. Against a torch server: CHECK then GET on the pipelined connection, and a
  * wait only when the key is missing.
+ *
+ * Files. This one is the public class: creation and the operations. It is built in layers:
+ * client_base.ts (state, LIMITS and the checks against them, the main connection's call path,
+ * liveness, lifecycle) ← client_wait.ts (waits and subscriptions, on connections of their own)
+ * ← this file; client_frames.ts encodes the requests, client_subscription.ts is what
+ * subscribe() hands out.
  */
-import { anySignal, effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
-import { abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
-import { setting } from '../base/config.js';
+import { effectiveTimeout, type OpOptions } from '../base/deadline.js';
+import { destroyedError, invalidArgument, protocolError } from '../base/errors.js';
+import { openConnection, type ConnectSpec } from './connect.js';
+import { Connection, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32, readU8 } from './connection.js';
+import { CheckReply, Frame, INIT_KEY, keyListFrame, Op, type StoreLimits } from './protocol.js';
+import { TcpStoreServer } from './server.js';
+import type { Store, StoreValue } from './types.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { resolveSecret } from '../base/secret.js';
 import { launchEnv } from '../base/launch_env.js';
-import { openConnection, type ConnectSpec } from './connect.js';
-import {
-  Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32,
-  readU8, readWaitGet, type OpKeys, type Reader,
-} from './connection.js';
-import {
-  CheckReply, Frame, INIT_KEY, isAscii, keyListFrame, Op, SubscribeReply, TORCH_LIMITS, WAIT_GET_DELETE, WaitReply, type StoreLimits,
-} from './protocol.js';
-import { TcpStoreServer } from './server.js';
-import type { Store, StoreValue, Subscription } from './types.js';
+import { keyFrame, keyValueFrame, multiSetFrame, safeNumber, u64, valueBytes } from './client_frames.js';
+import { WaitingClient } from './client_wait.js';
 
 export interface TcpStoreOptions {
   host?: string;
@@ -79,143 +80,12 @@ export interface TcpStoreOptions {
 /** Only create() and clone() construct a TcpStore (base/factory.ts). */
 const MADE = factoryToken('TcpStore');
 
-/** Idle wait connections kept for reuse; more are closed after use. */
-const MAX_IDLE_WAIT_CONNECTIONS = 4;
-
-/** Keys remembered as written-but-unconfirmed (TcpStore.unconfirmed) before the map is pruned. */
-const MAX_TRACKED_WRITES = 4096;
-
-const u64 = 8;
-
-function keyFrame(op: number, key: Uint8Array): Buffer {
-  return new Frame(1 + u64 + key.length).u8(op).bytes(key).done();
-}
-
-/** key + value; a big value travels as its own buffer (no copy into the frame). */
-function keyValueFrame(op: number, key: Uint8Array, value: Uint8Array): Buffer | Buffer[] {
-  if (value.length >= 64 * 1024) {
-    const head = new Frame(1 + u64 + key.length + u64).u8(op).bytes(key).u64(value.length).done();
-    return [head, Buffer.from(value.buffer, value.byteOffset, value.length)];
-  }
-  return new Frame(1 + 2 * u64 + key.length + value.length).u8(op).bytes(key).bytes(value).done();
-}
-
-/** WAIT_GET: flags, then the key list as WAIT has it. */
-function waitGetFrame(keys: Uint8Array[], del: boolean): Buffer {
-  let size = 2 + u64;
-  for (const k of keys) size += u64 + k.length;
-  const f = new Frame(size).u8(Op.WAIT_GET).u8(del ? WAIT_GET_DELETE : 0).u64(keys.length);
-  for (const k of keys) f.bytes(k);
-  return f.done();
-}
-
-/** MULTI_SET: count, then key and value of each. */
-function multiSetFrame(wks: Uint8Array[], vs: Uint8Array[]): Buffer {
-  let size = 1 + u64;
-  for (let i = 0; i < wks.length; i++) size += 2 * u64 + wks[i].length + vs[i].length;
-  const f = new Frame(size).u8(Op.MULTI_SET).u64(wks.length);
-  for (let i = 0; i < wks.length; i++) f.bytes(wks[i]).bytes(vs[i]);
-  return f.done();
-}
-
-function valueBytes(v: StoreValue): Uint8Array {
-  if (typeof v === 'string') return Buffer.from(v, 'utf8');
-  if (v instanceof Uint8Array) return v;
-  throw invalidArgument(`store values are Uint8Array or string, got ${typeof v}`);
-}
-
-function safeNumber(v: bigint, what: string): number {
-  const n = Number(v);
-  if (!Number.isSafeInteger(n)) throw protocolError(`${what} returned ${v}, beyond Number's exact range`);
-  return n;
-}
-
-/**
- * What subscribe() hands out, over TCP or in memory alike: close() once; onClose listeners hear
- * the reason the stream ended, or nothing when it was closed on purpose.
- */
-class SubscriptionHandle implements Subscription {
-  private closing = false;
-  private ended = false;
-  private reason?: Error;
-  private readonly listeners: ((e?: Error) => void)[] = [];
-
-  /** @param stop ends the stream (with the reason, when it is a failure) */
-  constructor(private readonly stop: (e?: GroupcommError) => void) {}
-
-  /** The stream ended (closed, lost, or its store closed). Idempotent. */
-  end(e?: Error): void {
-    if (this.ended) return;
-    this.ended = true;
-    this.reason = e;
-    for (const fn of this.listeners) fn(this.closing ? undefined : e);
-  }
-
-  /** Ends the stream because of `e` (its TcpStore closed). */
-  fail(e: GroupcommError): void {
-    this.stop(e);
-    this.end(e);
-  }
-
-  close(): void {
-    this.closing = true;
-    this.stop();
-    this.end();
-  }
-
-  onClose(fn: (e?: Error) => void): void {
-    if (this.ended) fn(this.closing ? undefined : this.reason ?? destroyedError('subscription closed'));
-    else this.listeners.push(fn);
-  }
-}
-
-export class TcpStore implements Store {
-  readonly host: string;
-  readonly port: number;
-  /** The in-process server when created with isServer, else undefined. */
-  readonly server?: TcpStoreServer;
-  readonly timeoutMs: number;
-  private readonly prefix: boolean;
-  private readonly idle: Connection[] = [];
-  private readonly waitConns = new Set<Connection>();
-  private readonly subscriptions = new Set<SubscriptionHandle>();
-  /**
-   * Keys this client changed on the main connection, with the request's sequence number there,
-   * until a later reply proves the server applied the change. A get sent on a wait connection
-   * (WAIT_GET) could overtake such a change; see mayBypass.
-   */
-  private readonly unconfirmed = new Map<string, number>();
-  /** After the map overflowed: nothing is known to be applied until this request is. */
-  private unconfirmedCutoff = 0;
-  /** Connections closed (close() done draining, or abort()): nothing more can be sent. */
-  private closed = false;
-  /** The first close() or abort(): from then on new operations are refused. */
-  private closing?: Promise<void>;
-  private aborted = false;
-  /** Aborted by abort(): connections being opened for a wait or a subscription give up too. */
-  private readonly life = new AbortController();
-  /** waitWire and subscribe calls in progress (with the main connection's requests: what close() waits for). */
-  private waiting = 0;
-  /** The liveness check's timer (startLiveness), and whether its ping is out. */
-  private liveTimer?: NodeJS.Timeout;
-  private pinging = false;
-  /** TcpStoreOptions.hostRank. */
-  private hostRank?: number;
-  /** Set when liveness gave up on the server: every call fails with it from then on. */
-  private lostErr?: GroupcommError;
-  /**
-   * The server's limits (its LIMITS answer; torch's for a server without extensions): requests
-   * over them are refused here with INVALID_ARGUMENT, before anything is sent, so the
-   * connection and the requests queued on it are not lost to a server-side violation.
-   */
-  limits: StoreLimits = TORCH_LIMITS;
-
+export class TcpStore extends WaitingClient implements Store {
   private constructor(
     token: symbol,
-    private readonly spec: ConnectSpec,
-    private readonly main: Connection,
-    /** The server understands groupcomm's extension opcodes (TRY_GET). */
-    readonly extended: boolean,
+    spec: ConnectSpec,
+    main: Connection,
+    extended: boolean,
     prefixKeys: boolean,
     server?: TcpStoreServer,
   ) {
@@ -224,11 +94,7 @@ export class TcpStore implements Store {
     // leave port, server and connection errors unknown until some later call).
     checkFactory(token, MADE, 'TcpStore', 'const store = await TcpStore.create({ host, port })',
       'a store connects (and, with isServer, listens) before it is usable');
-    this.host = spec.host;
-    this.port = spec.port;
-    this.timeoutMs = spec.timeoutMs;
-    this.prefix = prefixKeys;
-    this.server = server;
+    super(spec, main, extended, prefixKeys, server);
   }
 
   /**
@@ -309,77 +175,6 @@ export class TcpStore implements Store {
     return c;
   }
 
-  /** Asks a groupcomm server for its limits (one round trip, once per store). */
-  private async learnLimits(opts: OpOptions): Promise<void> {
-    if (!this.extended) return;
-    const r = (c: import('./protocol.js').Cursor) => ({ maxKeyBytes: c.u64(), maxValueBytes: c.u64(), maxKeysPerRequest: c.u64(), maxRequestBytes: c.u64() });
-    this.limits = await this.call(Buffer.from([Op.LIMITS]), r, 'negotiate limits', opts);
-  }
-
-  /** Refuses a value over the server's limit before it is sent. */
-  private checkValue(v: Uint8Array, what: string, key: string): Uint8Array {
-    if (v.length > this.limits.maxValueBytes) {
-      throw invalidArgument(`${what}: a value of ${v.length} bytes exceeds the store's maxValueBytes ${this.limits.maxValueBytes}`, { key });
-    }
-    return v;
-  }
-
-  /** A MULTI_SET as a whole must fit the server's maxRequestBytes too. */
-  private checkRequest(wks: Uint8Array[], vs: Uint8Array[], what: string): void {
-    let n = 9;
-    for (let i = 0; i < wks.length; i++) n += 16 + wks[i].length + vs[i].length;
-    if (n > this.limits.maxRequestBytes) throw invalidArgument(`${what}: a request of ${n} bytes exceeds the store's maxRequestBytes ${this.limits.maxRequestBytes}`);
-  }
-
-  private checkCount(n: number, what: string): void {
-    if (n > this.limits.maxKeysPerRequest) throw invalidArgument(`${what}: ${n} keys exceed the store's maxKeysPerRequest ${this.limits.maxKeysPerRequest}`);
-  }
-
-  private wireKey(key: string): Buffer {
-    if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
-    const b = Buffer.from(this.prefix ? '/' + key : key, 'utf8');
-    if (b.length > this.limits.maxKeyBytes) throw invalidArgument(`a key of ${b.length} bytes exceeds the store's maxKeyBytes ${this.limits.maxKeyBytes}`, { key: key.slice(0, 200) });
-    return b;
-  }
-
-  /** wireKey as a latin1 string (how the server holds keys), without a Buffer for ASCII keys. */
-  private wireLatin1(key: string): string {
-    if (typeof key !== 'string') throw invalidArgument(`store keys are strings, got ${typeof key}`);
-    const k = this.prefix ? '/' + key : key;
-    const w = isAscii(k) ? k : Buffer.from(k, 'utf8').toString('latin1');
-    if (w.length > this.limits.maxKeyBytes) throw invalidArgument(`a key of ${w.length} bytes exceeds the store's maxKeyBytes ${this.limits.maxKeyBytes}`, { key: key.slice(0, 200) });
-    return w;
-  }
-
-  /** At the start of an operation: none are taken once close() or abort() was called. */
-  private ensureOpen(): void {
-    if (this.lostErr) throw this.lostErr;
-    if (this.closing) throw destroyedError('this TcpStore was closed');
-  }
-
-  /** At a later step of an operation (close() lets those finish): only once the connections are gone. */
-  private ensureLive(): void {
-    if (this.lostErr) throw this.lostErr;
-    if (this.closed) throw this.aborted ? this.life.signal.reason : destroyedError('this TcpStore was closed');
-  }
-
-  /**
-   * Every request on the pipelined connection goes through here: per-call timeout and signal.
-   * `step`: a later request of an operation already under way (see ensureLive).
-   */
-  private call<T>(frame: Buffer | Buffer[], read: Reader<T> | null, what: string, opts?: OpOptions, key?: OpKeys, step = false): Promise<T> {
-    if (step) this.ensureLive();
-    else this.ensureOpen();
-    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const p = this.main.request(frame, read, timeoutMs, what, key);
-    if (!opts?.signal && opts?.timeoutMs === undefined) return p;
-    return guard(p, {
-      timeoutMs, signal: opts?.signal, what,
-      fields: keyFields(key),
-      onTimeout: (elapsedMs) => timeoutError(`store ${what} timed out after ${timeoutMs}ms${keySuffix(key)}`, { ...keyFields(key), timeoutMs, elapsedMs }),
-    });
-  }
-
   async set(key: string, value: StoreValue, opts?: OpOptions): Promise<void> {
     this.wrote(key);
     await this.call(keyValueFrame(Op.SET, this.wireKey(key), this.checkValue(valueBytes(value), 'set', key)), null, 'set', opts, key);
@@ -425,86 +220,6 @@ export class TcpStore implements Store {
     const v = await this.get(key, opts);
     this.deleteKey(key).catch(() => {});
     return v;
-  }
-
-  /**
-   * Store.subscribe: against a groupcomm server, a connection of its own that receives every
-   * key written under `prefix` as the server applies the write (SUBSCRIBE). undefined against a
-   * torch server. `onMessage` runs inside the socket's data handler: it must not throw.
-   */
-  async subscribe(prefix: string, onMessage: (key: string, value: Uint8Array) => void, opts?: OpOptions): Promise<Subscription | undefined> {
-    this.ensureOpen();
-    if (typeof prefix !== 'string' || !prefix.endsWith('/')) throw invalidArgument(`subscribe: prefix must end in '/', got '${prefix}'`);
-    if (!this.extended) return undefined;
-    const cut = this.prefix ? 1 : 0;
-    const local = this.spec.local?.subscribeLocal ? this.subscribeLocal(prefix, (k, v) => onMessage(k.slice(cut), v)) : undefined;
-    if (local) return local;
-    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    this.waiting++;
-    let conn: Connection;
-    try {
-      ({ conn } = await openConnection({ ...this.spec, timeoutMs, signal: anySignal([opts?.signal, this.life.signal]) }));
-    } catch (e) {
-      throw this.lostErr ?? e;
-    } finally {
-      this.waiting--;
-    }
-    if (this.closed) {
-      conn.close();
-      this.ensureLive();
-    }
-    const sub = this.track(new SubscriptionHandle((e) => conn.close(e)));
-    conn.onClose((e) => sub.end(e));
-    // Set before the request: pushes may arrive in the same read as the reply.
-    conn.stream((cur) => {
-      const kn = cur.u64();
-      if (kn > 1 << 20) throw protocolError(`store pushed a key of ${kn} bytes`);
-      const at = cur.take(kn);
-      const v = readBytes(cur);
-      onMessage(cur.buf.toString('utf8', at + cut, at + kn), v);
-    });
-    let status: number;
-    try {
-      status = await guard(conn.request(keyFrame(Op.SUBSCRIBE, this.wireKey(prefix)), readU8, timeoutMs, 'subscribe', prefix), {
-        timeoutMs, signal: opts?.signal, what: `subscribe to ${prefix}`, fields: { key: prefix },
-        onTimeout: (elapsedMs) => timeoutError(`store subscribe timed out after ${timeoutMs}ms, key: ${prefix}`, { key: prefix, timeoutMs, elapsedMs }),
-      });
-    } catch (e) {
-      sub.close();
-      throw e;
-    }
-    if (status !== SubscribeReply.OK) {
-      sub.close();
-      throw invalidArgument(status === SubscribeReply.REFUSED
-        ? `subscribe: the store lets clients subscribe only to mailboxes (<namespace>/to/<rank>/), not '${prefix}'`
-        : `subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
-    }
-    return sub;
-  }
-
-  /**
-   * subscribe() against the server in this process: pushes are calls (TcpStoreServer.subscribeLocal).
-   * undefined when that server is closing (the caller then goes the TCP way, and fails as it would).
-   */
-  private subscribeLocal(prefix: string, onMessage: (key: string, value: Uint8Array) => void): Subscription | undefined {
-    let sub: SubscriptionHandle | undefined;
-    let handle: { close(): void } | null;
-    try {
-      handle = this.spec.local!.subscribeLocal!(this.wireLatin1(prefix), onMessage, (e) => sub!.end(e));
-    } catch {
-      return undefined;
-    }
-    if (handle === null) throw invalidArgument(`subscribe: another client already subscribed to '${prefix}'`, { key: prefix });
-    const h = handle;
-    sub = this.track(new SubscriptionHandle(() => h.close()));
-    return sub;
-  }
-
-  /** Keeps `sub` until it ends, so that close() can end it. */
-  private track(sub: SubscriptionHandle): SubscriptionHandle {
-    this.subscriptions.add(sub);
-    sub.onClose(() => this.subscriptions.delete(sub));
-    return sub;
   }
 
   async add(key: string, delta: number | bigint, opts?: OpOptions): Promise<number> {
@@ -678,251 +393,5 @@ export class TcpStore implements Store {
 
   async queueLen(key: string, opts?: OpOptions): Promise<number> {
     return safeNumber(await this.call(keyFrame(Op.QUEUE_LEN, this.wireKey(key)), readI64, 'queueLen', opts, key), 'queueLen');
-  }
-
-  /** Notes that `key` is changed by the request about to be sent on the main connection (see mayBypass). */
-  private wrote(key: string): void {
-    const u = this.unconfirmed;
-    u.set(key, this.main.seq);
-    if (u.size <= MAX_TRACKED_WRITES) return;
-    for (const [k, seq] of u) if (this.main.applied(seq)) u.delete(k);
-    if (u.size > MAX_TRACKED_WRITES / 2) {
-      // Mostly reply-less writes (nothing confirms them): forget them all, and bypass nothing
-      // until the newest of them is confirmed.
-      u.clear();
-      this.unconfirmedCutoff = this.main.seq;
-    }
-  }
-
-  /**
-   * May a read of `key` go on a wait connection instead of the main one? Only if no change of
-   * the key made by this client could still be on its way: the server applies each connection's
-   * requests in order, but nothing orders two connections, so a WAIT_GET could otherwise overtake
-   * this client's own SET or DELETE and read the older value.
-   */
-  private mayBypass(key: string): boolean {
-    if (!this.main.applied(this.unconfirmedCutoff)) return false;
-    const seq = this.unconfirmed.get(key);
-    if (seq === undefined) return true;
-    if (!this.main.applied(seq)) return false;
-    this.unconfirmed.delete(key);
-    return true;
-  }
-
-  /**
-   * WAIT (or, with `get`, WAIT_GET, which also returns the values) on a connection of its own.
-   * On timeout or abort: CANCEL_WAIT, and the reply reader accepts either WAIT_CANCELED alone or
-   * a STOP_WAITING (with the values) that raced it followed by WAIT_CANCELED; after that the
-   * connection is in step again and goes back to the pool.
-   */
-  private async waitWire(
-    wks: Buffer[], keys: string[], opts?: OpOptions, reportMs?: number, knownMissing = false, mode: 'wait' | 'get' | 'take' = 'wait',
-  ): Promise<Uint8Array[] | undefined> {
-    this.waiting++;
-    try {
-      const get = mode !== 'wait';
-      this.ensureLive();
-      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-      const t0 = performance.now();
-      let conn = this.idle.pop();
-      if (!conn) {
-        // Often the keys are there already: one pipelined CHECK saves opening a connection.
-        if (!knownMissing && await this.call(keyListFrame(Op.CHECK, wks), readU8, 'wait', opts, keys, true) === CheckReply.READY) return undefined;
-        let c: Connection;
-        try {
-          ({ conn: c } = await openConnection({
-            ...this.spec,
-            timeoutMs: Math.max(1, timeoutMs - (performance.now() - t0)),
-            signal: anySignal([opts?.signal, this.life.signal]),
-          }));
-        } catch (e) {
-          if (this.lostErr) throw this.lostErr;
-          // Out of time (or aborted) before the wait could even be sent: still a wait that gave up
-          // on these keys, and the error says so.
-          const shown = reportMs ?? timeoutMs;
-          if (isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-            throw timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')} (opening a wait connection: ${e.message})`,
-              { keys, timeoutMs: shown, elapsedMs: performance.now() - t0, cause: e });
-          }
-          if (isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED')) {
-            throw abortedError(`wait for ${keys.join(', ')} aborted`, { keys, cause: e });
-          }
-          throw e;
-        }
-        if (this.closed) {
-          c.close();
-          this.ensureLive();
-        }
-        conn = c;
-        this.waitConns.add(c);
-        c.onClose(() => {
-          this.waitConns.delete(c);
-          const i = this.idle.indexOf(c);
-          if (i >= 0) this.idle.splice(i, 1);
-        });
-      }
-      const c = conn;
-      let cancelled = false;
-      let cancelTimer: NodeJS.Timeout | undefined;
-      const reply: Promise<unknown> = get
-        ? c.request(waitGetFrame(wks, mode === 'take'), readWaitGet(wks.length), Infinity)
-        : c.request(keyListFrame(Op.WAIT, wks), readU8, Infinity);
-      reply.then(
-        () => { clearTimeout(cancelTimer); this.release(c); },
-        () => { clearTimeout(cancelTimer); c.close(); },
-      );
-      const shown = reportMs ?? timeoutMs;
-      const left = Math.max(1, timeoutMs - (performance.now() - t0));
-      const got = await guard(reply, {
-        timeoutMs: left,
-        signal: opts?.signal,
-        what: `wait for ${keys.join(', ')}`,
-        fields: { keys },
-        onTimeout: (elapsedMs) => timeoutError(`wait timeout after ${shown}ms, keys: ${keys.join(', ')}`, { keys, timeoutMs: shown, elapsedMs }),
-        cancel: () => {
-          if (cancelled || c.closed) return;
-          cancelled = true;
-          // The WAIT's reply may already have been read in this very tick (an abort fired by a
-          // 'data' listener, before the reply's promise callbacks ran). Then there is nothing to
-          // cancel, and a CANCEL_WAIT now would leave a WAIT_CANCELED byte that the next WAIT on
-          // this pooled connection would take for its own reply.
-          const swapped = c.replaceHeadReader((cur) => {
-            const b = cur.u8();
-            if (b === WaitReply.STOP_WAITING) {
-              if (get) for (let i = 0; i < wks.length; i++) readBytes(cur);
-              if (cur.u8() !== WaitReply.WAIT_CANCELED) throw protocolError('expected WAIT_CANCELED after STOP_WAITING');
-            } else if (b !== WaitReply.WAIT_CANCELED) {
-              throw protocolError(`unexpected wait reply ${b}`);
-            }
-            return b;
-          });
-          if (!swapped) return;
-          c.writeNow(Buffer.from([Op.CANCEL_WAIT]));
-          // A server that never answers the cancel would keep this connection (and its socket)
-          // forever: the WAIT itself has no deadline. Give the answer the store's timeout.
-          cancelTimer = setTimeout(() => c.close(timeoutError(
-            `store ${this.host}:${this.port} did not answer CANCEL_WAIT within ${this.timeoutMs}ms (keys: ${keys.join(', ')})`,
-            { keys, timeoutMs: this.timeoutMs })), this.timeoutMs);
-          cancelTimer.unref?.();
-        },
-      });
-      return get ? got as Uint8Array[] : undefined;
-    } finally {
-      this.waiting--;
-    }
-  }
-
-  private release(c: Connection): void {
-    if (this.closed || c.closed) return c.close();
-    if (this.idle.length >= MAX_IDLE_WAIT_CONNECTIONS) {
-      this.waitConns.delete(c);
-      return c.close();
-    }
-    this.idle.push(c);
-  }
-
-  // ---- lifecycle (base/lifecycle.ts) ----------------------------------------------------------
-
-  /**
-   * Graceful: refuses new operations, lets the ones under way finish (within `timeoutMs`, default
-   * the store's timeout, and until `signal` fires; then they are aborted), then closes the
-   * connections and subscriptions, and the server too when this store started it (graceful as
-   * well). Idempotent.
-   */
-  close(opts: CloseOptions = {}): Promise<void> {
-    this.closing ??= (async () => {
-      const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-      const until = performance.now() + timeoutMs;
-      if (!await this.drained(until, opts.signal)) {
-        this.shut(this.abortError(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`));
-      }
-      this.shut(destroyedError('this TcpStore was closed'));
-      await this.server?.close({ timeoutMs: Math.max(1, until - performance.now()), signal: opts.signal });
-    })();
-    return this.closing;
-  }
-
-  /**
-   * Immediate and local: operations in flight reject with ERR_GROUPCOMM_ABORTED (`cause`: the
-   * reason), connections and subscriptions close now, and a server this store started is
-   * aborted. Idempotent.
-   */
-  abort(reason?: unknown): Promise<void> {
-    if (!this.aborted) {
-      this.shut(this.abortError(reason));
-      const server = this.server?.abort(reason) ?? Promise.resolve();
-      this.closing ??= server;
-    }
-    return this.closing!;
-  }
-
-  async [asyncDispose](): Promise<void> {
-    await this.close();
-  }
-
-  private abortError(reason: unknown): GroupcommError {
-    this.aborted = true;
-    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
-    const err = abortedError(`this TcpStore was aborted${why}`, { cause: reason });
-    this.life.abort(err);
-    return err;
-  }
-
-  /**
-   * Resolves true once nothing is in flight (no request awaiting its reply or write, no wait or
-   * subscribe under way), false at `until` or when `signal` fires. Polled: keeping a count on
-   * every request would cost the request path, and close() is rare. A check from a timer never
-   * falls between two steps of one operation: the next step starts in the same microtask run
-   * that delivered the previous one's reply.
-   */
-  private async drained(until: number, signal?: AbortSignal): Promise<boolean> {
-    while (this.main.inFlight || this.waiting > 0) {
-      if (this.aborted || signal?.aborted || performance.now() >= until) return false;
-      await sleep(Math.min(2, Math.max(1, until - performance.now()))).catch(() => {});
-    }
-    return true;
-  }
-
-  /**
-   * Liveness (GROUPCOMM_LIVENESS_MS, L): while a call waits on the server (a wait, a blocking get,
-   * a subscription, a request in flight), every L/5 a PING goes on the main connection; one not
-   * answered within L means the link is cut or the server is gone, and every connection fails
-   * with ERR_GROUPCOMM_PEER_LOST (peerRank: hostRank) instead of waiting out the call's timeout.
-   * A blocked WAIT cannot tell: its connection carries nothing until the key comes. Not for a
-   * client reaching its own in-process server (nothing to cut).
-   */
-  private startLiveness(): void {
-    const bound = setting('GROUPCOMM_LIVENESS_MS');
-    if (!bound || this.spec.local) return;
-    this.liveTimer = setInterval(() => {
-      if (this.closed) {
-        clearInterval(this.liveTimer);
-        return;
-      }
-      if (this.pinging || (this.waiting === 0 && this.subscriptions.size === 0 && !this.main.inFlight)) return;
-      this.pinging = true;
-      this.ping({ timeoutMs: bound }).then(() => {}, (e) => {
-        if (this.closed || !isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return;
-        const by = this.hostRank === undefined ? '' : ` (hosted by rank ${this.hostRank})`;
-        const err = peerLostError(`store ${this.host}:${this.port}${by} did not answer a ping within ${bound} ms ` +
-          `(GROUPCOMM_LIVENESS_MS): the link is cut or the server is gone`, { peerRank: this.hostRank, cause: e });
-        // Connections being opened (a wait's, a subscription's) give up too, with this error.
-        this.lostErr = err;
-        this.shut(err);
-        this.life.abort(err);
-      }).finally(() => { this.pinging = false; });
-    }, Math.max(10, Math.floor(bound / 5)));
-    this.liveTimer.unref?.();
-  }
-
-  /** Closes every connection and subscription with `err` (pending requests reject with it). */
-  private shut(err: GroupcommError): void {
-    if (this.closed) return;
-    this.closed = true;
-    if (this.liveTimer) clearInterval(this.liveTimer);
-    this.main.close(err);
-    for (const c of [...this.waitConns]) c.close(err);
-    for (const sub of [...this.subscriptions]) sub.fail(err);
-    this.idle.length = 0;
   }
 }
