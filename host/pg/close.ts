@@ -7,24 +7,14 @@ import { destroyedError, isGroupcommError } from '../base/errors.js';
 import { anySignal, Deadline, settled, type OpOptions } from '../base/deadline.js';
 import type { CloseOptions } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
-import type { Store, Subscription } from '../store/types.js';
+import type { Subscription } from '../store/types.js';
 import { joinKeys } from './join.js';
-import type { Messages } from './messages.js';
-import type { OpTracker } from './tracker.js';
+import type { Messages, MessagesOptions } from './messages.js';
 
 const log = logger('PG');
 
 /** The process group's state these functions read and change (the class's fields, by reference). */
-export interface GroupState {
-  rank: number;
-  worldSize: number;
-  groupName: string;
-  epoch: number;
-  store: Store;
-  timeoutMs: number;
-  /** We opened the store (and, on rank 0, its server): close closes it. */
-  ownsStore: boolean;
-  tracker: OpTracker;
+export interface GroupState extends MessagesOptions {
   msgs: Messages;
   /** Fired by abort(): cuts short a close() in progress. */
   life: AbortController;

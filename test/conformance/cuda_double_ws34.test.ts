@@ -2,17 +2,6 @@
 // the test double (test/cuda-double, built here with the system C compiler), loaded through the
 // plugin's normal discovery (GROUPCOMM_CUDART_PATH / GROUPCOMM_NCCL_PATH). World sizes 3 and 4 (cuda_double_ws12 runs 1 and 2;
 // cuda_double_strict the strict mode).
-import { suite, test } from 'uvu';
-import * as assert from 'uvu/assert';
-import { defineConformance } from 'groupcomm/conformance';
-import { CudaBackend } from '../../plugins/cuda/index.js';
-import { useCudaDouble } from '../cuda-double/build.js';
+import { cudaDoubleConformance } from '../cuda-double/conformance.js';
 
-const d = useCudaDouble();
-if ('skip' in d) console.log(`# ${d.skip}`);
-const t = 'skip' in d ? test.skip : test;
-t('the cuda plugin probes the test double as available (else the suite below would only skip)', async () => {
-  assert.equal(await new CudaBackend().probe(), { available: true });
-});
-test.run();
-if (!('skip' in d)) await defineConformance({ plugin: 'cuda', worldSizes: [3, 4] }, { suite });
+await cudaDoubleConformance([3, 4]);

@@ -8,6 +8,7 @@ import { TcpStore } from '../../../host/store/index.js';
 import { tensor, type CpuTensor, type Tensor, type TypedArray } from '../../../host/core/tensor.js';
 import { isGroupcommError } from '../../../host/base/errors.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
+import { checker } from '../../helpers/checks.js';
 
 const { rank, worldSize } = rankEnv();
 const scenario = process.argv[2];
@@ -15,12 +16,8 @@ const port = Number(process.env.COORD_STORE_PORT);
 const timeoutMs = Number(process.env.COORD_TIMEOUT_MS ?? 30_000);
 const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs });
 
-let checks = 0;
-const failures: string[] = [];
-function check(ok: boolean, what: string): void {
-  checks++;
-  if (!ok) failures.push(`rank ${rank}: ${what}`);
-}
+const checks = checker(rank);
+const { check, failures } = checks;
 const arr = (t: Tensor | undefined) => (t ? [...((t as CpuTensor).data as TypedArray)].map(Number) : undefined);
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
@@ -328,7 +325,7 @@ async function killed(): Promise<void> {
     }
   } catch (e) {
     const err = e as { code?: string; message?: string; peerRank?: number; peerRanks?: number[] };
-    reportResult({ checks, failures, error: { code: err.code, message: err.message, peerRank: err.peerRank, peerRanks: err.peerRanks } });
+    reportResult({ checks: checks.count, failures, error: { code: err.code, message: err.message, peerRank: err.peerRank, peerRanks: err.peerRanks } });
     // Leave the others time to see the loss themselves: this rank's goodbye reaching a slower
     // survivor before the dead rank's closed socket would be reported there as this rank's
     // departure (the flake of issue 20: 2 in 28 runs on a loaded machine).
@@ -342,9 +339,9 @@ async function killed(): Promise<void> {
 const scenarios: Record<string, () => Promise<void>> = { methods, overlapping, recreate, many, killed };
 try {
   await scenarios[scenario]();
-  reportResult({ checks, failures });
+  reportResult({ checks: checks.count, failures });
 } catch (e) {
-  reportResult({ checks, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
+  reportResult({ checks: checks.count, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
 } finally {
   await store.close();
 }

@@ -13,17 +13,14 @@ import type { ReduceOp } from '../../../host/core/reduce.js';
 import { FileStore } from '../../helpers/cpu_filestore.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 import { ALL_DTYPES, ALL_OPS, expectedReduce, input, sameBytes } from './cpu_data.js';
+import { checker } from '../../helpers/checks.js';
 
 const { rank, worldSize: P } = rankEnv();
 const [mode, storeDir, ...opts] = process.argv.slice(2);
 const store = new FileStore(storeDir);
-const failures: string[] = [];
-let checks = 0;
 
-function check(ok: boolean, what: string): void {
-  checks++;
-  if (!ok && failures.length < 20) failures.push(`rank ${rank}: ${what}`);
-}
+const checks = checker(rank, 20);
+const { check, failures } = checks;
 
 /** Small chunks and a low small-message threshold, so short inputs already take the ring paths. */
 const TUNING = { chunkBytes: 512, window: 2, smallBytes: 64 };
@@ -122,7 +119,7 @@ async function main(): Promise<void> {
     await matrix(g, dtypes, counts);
     await matrix(g, bigDtypes, [bigCount]);
     await g.destroy();
-    reportResult({ rank, checks, failures });
+    reportResult({ rank, checks: checks.count, failures });
   } else if (mode === 'kill') {
     const victim = P - 1;
     const g = await CpuGroup.create({ store, rank, worldSize: P, groupName: 'kill', timeoutMs: 20_000, chunkBytes: 4096 });
@@ -158,7 +155,7 @@ async function main(): Promise<void> {
       check(sameBytes(bytesOf(b), bytesOf(input(dtype, undefined, 1, 3, n))), `large broadcast ${dtype}`);
     }
     await g.destroy();
-    reportResult({ rank, checks, failures });
+    reportResult({ rank, checks: checks.count, failures });
   } else if (mode === 'groups') {
     // Group "all" spans every rank; group "odd" holds the odd ranks only, in reverse order.
     const odd = [...Array(P).keys()].filter((r) => r % 2 === 1).reverse();
@@ -179,7 +176,7 @@ async function main(): Promise<void> {
       check(sameBytes(bytesOf(a), expectedReduce('float32', 'sum', P, round, 1000)), `group all round ${round}`);
     }
     await Promise.all([gAll.destroy(), gOdd?.destroy()]);
-    reportResult({ rank, checks, failures });
+    reportResult({ rank, checks: checks.count, failures });
   } else {
     throw new Error(`unknown mode ${mode}`);
   }

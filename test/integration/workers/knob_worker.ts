@@ -15,18 +15,15 @@ import { finishAvg, reduceBytes, type ReduceOp } from '../../../host/core/reduce
 import { FileStore } from '../../helpers/cpu_filestore.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
 import { expectedReduce, input, sameBytes } from './cpu_data.js';
+import { checker } from '../../helpers/checks.js';
 
 const { rank, worldSize: P } = rankEnv();
 const [mode, storeDir, json = '{}'] = process.argv.slice(2);
 const store = new FileStore(storeDir);
-const failures: string[] = [];
 const transports: Record<string, string[]> = {};
-let checks = 0;
 
-function check(ok: boolean, what: string): void {
-  checks++;
-  if (!ok && failures.length < 20) failures.push(`rank ${rank}: ${what}`);
-}
+const checks = checker(rank, 20);
+const { check, failures } = checks;
 
 export interface KnobConfig {
   name: string;
@@ -203,7 +200,7 @@ async function main(): Promise<void> {
   } else {
     throw new Error(`unknown mode ${mode}`);
   }
-  reportResult({ rank, checks, failures, transports });
+  reportResult({ rank, checks: checks.count, failures, transports });
 }
 
 await main();

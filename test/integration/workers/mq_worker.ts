@@ -10,18 +10,15 @@ import { TcpStore } from '../../../host/store/index.js';
 import { tensor, type CpuTensor } from '../../../host/core/tensor.js';
 import { isGroupcommError } from '../../../host/base/errors.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
+import { checker } from '../../helpers/checks.js';
 
 const { rank, worldSize } = rankEnv();
 const store = await TcpStore.create({ host: '127.0.0.1', port: Number(process.env.COORD_STORE_PORT), timeoutMs: 30_000 });
 const socketRank = process.env.MQ_SOCKET_RANK === undefined ? -1 : Number(process.env.MQ_SOCKET_RANK);
 if (rank === socketRank) process.env.GROUPCOMM_MQ_TRANSPORT = 'socket';
 
-let checks = 0;
-const failures: string[] = [];
-function check(ok: boolean, what: string): void {
-  checks++;
-  if (!ok) failures.push(`rank ${rank}: ${what}`);
-}
+const checks = checker(rank);
+const { check, failures } = checks;
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -107,9 +104,9 @@ async function killed(): Promise<void> {
 try {
   if (process.env.MQ_SCENARIO === 'killed') await killed();
   else await main();
-  reportResult({ checks, failures });
+  reportResult({ checks: checks.count, failures });
 } catch (e) {
-  reportResult({ checks, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
+  reportResult({ checks: checks.count, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
 } finally {
   await store.close();
 }

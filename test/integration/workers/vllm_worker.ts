@@ -10,18 +10,15 @@ import { tensor, type CpuTensor, type DType, type Tensor, type TypedArray } from
 import { fromDevice, toDevice } from '../../../host/device/tensors.js';
 import { isGroupcommError } from '../../../host/base/errors.js';
 import { rankEnv, reportResult } from '../../helpers/ranks.js';
+import { checker } from '../../helpers/checks.js';
 
 const { rank, worldSize } = rankEnv();
 const port = Number(process.env.COORD_STORE_PORT);
 const timeoutMs = 30_000;
 const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs });
 
-let checks = 0;
-const failures: string[] = [];
-function check(ok: boolean, what: string): void {
-  checks++;
-  if (!ok) failures.push(`rank ${rank}: ${what}`);
-}
+const checks = checker(rank);
+const { check, failures } = checks;
 const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b);
 
 async function expectCode(p: Promise<unknown>, code: string, what: string, text?: RegExp): Promise<void> {
@@ -224,9 +221,9 @@ async function main(): Promise<void> {
 
 try {
   await main();
-  reportResult({ checks, failures });
+  reportResult({ checks: checks.count, failures });
 } catch (e) {
-  reportResult({ checks, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
+  reportResult({ checks: checks.count, failures: [...failures, `rank ${rank}: threw ${(e as Error).stack ?? e}`] });
 } finally {
   await store.close();
 }
