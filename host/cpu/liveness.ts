@@ -9,6 +9,13 @@
  * while unacknowledged data waits to be sent, which is exactly the case of a rank blocked in an
  * allReduce toward a cut peer. Peers with shared-memory rings are checked too: their doorbells
  * and heartbeats still travel over the socket.
+ *
+ * Only the pairs this rank has connected, or is connecting, are watched: pairs connect on demand
+ * (mesh.ts), and a peer no operation has needed yet is not expected to send. A peer that dies
+ * unwatched is found when an operation first needs it: its dial is refused (the group is lost
+ * naming it) or stays unanswered, and then it is watched from the dial on, so it is lost after L.
+ * Whole-group failure notice for ranks one never talks to comes from the coordinator's store
+ * channel, not from here.
  */
 import { setting } from '../base/config.js';
 import { KIND_PING, type FrameHeader } from './wire.js';
@@ -25,6 +32,8 @@ export interface LivenessPeers {
   active(): boolean;
   /** Peers that said goodbye are not expected to send. */
   departed(peer: number): boolean;
+  /** Peers this rank has connected or is connecting to (the others are not expected to send). */
+  watched(peer: number): boolean;
   /** Sends one heartbeat frame to `peer` (a no-op when there is no connection). */
   ping(peer: number, frame: FrameHeader, payload: Uint8Array, done: () => void): void;
   /** Bytes read from `peer` so far. */
@@ -48,6 +57,11 @@ export function watchLiveness(m: LivenessPeers): (() => void) | undefined {
     let over = false;
     for (let p = 0; p < m.worldSize; p++) {
       if (p === m.rank || m.departed(p)) continue;
+      if (!m.watched(p)) {
+        // Not connected: watched from the moment its dial starts.
+        since[p] = now;
+        continue;
+      }
       m.ping(p, PING, EMPTY, noop);
       const b = m.bytesIn(p);
       if (b !== seen[p]) {
@@ -60,7 +74,7 @@ export function watchLiveness(m: LivenessPeers): (() => void) | undefined {
     if (!over) return;
     const silent: number[] = [];
     for (let p = 0; p < m.worldSize; p++) {
-      if (p !== m.rank && !m.departed(p) && now - since[p] >= bound / 2) silent.push(p);
+      if (p !== m.rank && !m.departed(p) && m.watched(p) && now - since[p] >= bound / 2) silent.push(p);
     }
     silent.sort((a, b) => since[a] - since[b]);
     m.lose(silent, `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`);

@@ -1,11 +1,20 @@
 /**
- * The mesh of one CPU group: two one-way connections per pair of ranks. Every rank dials every
- * peer and only ever *reads* from the sockets it dialed (link/tcp.ts says why), and only ever
- * *writes* to the sockets it accepted. Two connections per pair also keep the handshake
- * symmetric and the setup order-free: nobody waits on who dials.
+ * The mesh of one CPU group: two one-way connections per pair of ranks. A rank only ever *reads*
+ * from the sockets it dialed (link/tcp.ts says why), and only ever *writes* to the sockets it
+ * accepted. Two connections per pair also keep the handshake symmetric and order-free: nobody
+ * waits on who dials.
  *
- * This file holds the peers, the setup (listen, publish, dial, wait for every handshake), loss
- * and close. The rest is in link/: the handshake, the inbound parser that routes frames to
+ * Pairs connect lazily (docs/cpu-group.md, "Setup"): setup publishes this rank's address, reads
+ * every peer's (one multiGet: O(ranks) store operations per group in total) and connects only
+ * the ring neighbours (rank ± 1); any other pair connects the first time an operation sends to
+ * or expects data from that peer, and a rank that accepts a peer's connection dials it back, so
+ * a pair is always both ways. A group's collectives only talk to some peers (ring neighbours,
+ * recursive-doubling partners), so creation no longer costs O(ranks²) connections, handshakes
+ * and shared-memory rings. The listener stays open for the group's life, and the address key
+ * stays in the store until close.
+ *
+ * This file holds the peers, the setup (listen, publish, read the addresses, connect the
+ * neighbours), connecting on demand, loss and close. The rest is in link/: the handshake, the inbound parser that routes frames to
  * operations, and one link per peer for sending — TCP, or a shared-memory ring for same-host
  * peers (transport 'auto' / 'shm') — behind one `Link` interface.
  */
@@ -27,6 +36,19 @@ export type { Sink, Transport };
 const HELLO_TIMEOUT_MS = 10_000;
 /** Connections without a HELLO yet held at once (besides 2 per peer). */
 const MAX_STRANGERS = 64;
+/**
+ * After setup, a peer whose listener refuses our dial while its address key still names the
+ * same address is gone (a live rank listens for its group's whole life): we give it this long
+ * (a restarting listener, a stale key about to be replaced) before the group is lost naming it.
+ */
+const REFUSED_GRACE_MS = 2000;
+
+/** The peers connected at setup: the ring neighbours (every ring algorithm needs them). */
+export function setupPeers(rank: number, worldSize: number): number[] {
+  if (worldSize < 2) return [];
+  const next = (rank + 1) % worldSize, prev = (rank + worldSize - 1) % worldSize;
+  return next === prev ? [next] : [prev, next];
+}
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
@@ -77,6 +99,16 @@ export class Mesh {
   private sendPool = new SidePool();
   /** Stops the liveness check (startLiveness). */
   private stopLiveness: (() => void) | undefined;
+  /** Per peer: its published address (from setup's multiGet; undefined until then). */
+  private addrOf: (string | undefined)[];
+  /** Peers that dialed us before we knew their address: dialed back once we do. */
+  private wanted = new Set<number>();
+  /** Per peer: frames waiting for the send side of the pair (sent in order once it is ready). */
+  private queued: ((err?: Error) => void)[][];
+  /** Setup has finished: a dial that fails from now on loses the group (or finds the peer gone). */
+  private ready = false;
+  /** Setup's deadline (performance.now() ms): it bounds the dials made during setup. */
+  private deadline = 0;
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -88,27 +120,28 @@ export class Mesh {
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
     this.peerMaxFrame = new Array(opts.worldSize).fill(0);
+    this.addrOf = new Array(opts.worldSize).fill(undefined);
+    this.queued = Array.from({ length: opts.worldSize }, () => []);
   }
 
-  /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
+  /** Listens, publishes this rank's address, reads every peer's and connects the ring neighbours. */
   static async connect(opts: MeshOptions): Promise<Mesh> {
     const m = new Mesh(opts);
     try {
       await m.setup();
     } catch (e) {
-      m.close();
-      // A failed setup must not leave addresses behind (a stale key outlives the group): ours,
-      // and those of peers that refused our last dial — a rank that died after publishing its
-      // address, which nobody else would ever delete.
+      const ours = m.close();
+      // A failed setup must not leave addresses behind (a stale key outlives the group): ours
+      // (close deletes it), and those of peers that refused our last dial — a rank that died
+      // after publishing its address, which nobody else would ever delete.
       const stale = [...m.refusedBy].map((r) => m.addrKey(r));
-      if (m.published) stale.push(m.published);
-      await Promise.all(stale.map((k) => opts.store.deleteKey(k, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${k}: ${err}`))));
+      await Promise.all([ours, ...stale.map((k) => opts.store.deleteKey(k, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${k}: ${err}`)))]);
       throw e;
     }
     return m;
   }
 
-  /** This rank's address key while it is in the store (setup deletes it once complete). */
+  /** This rank's address key while it is in the store (close deletes it). */
   private published: string | undefined;
   /** Peers whose listener refused our latest dial (their address is stale: they died). */
   private readonly refusedBy = new Set<number>();
@@ -117,9 +150,13 @@ export class Mesh {
     return `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}/addr/${r}`;
   }
 
-  /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
-  transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
+  /**
+   * How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed;
+   * 'none' while the pair is not connected (no operation has needed it yet).
+   */
+  transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
     if (peer === this.rank) return 'self';
+    if (!this.outReady[peer] || !this.inbound[peer]?.acked) return 'none';
     const a = this.links[peer]?.transport === 'shm';
     const b = this.inbound[peer]?.ring !== undefined;
     return a && b ? 'shm' : !a && !b ? 'tcp' : 'mixed';
@@ -139,6 +176,7 @@ export class Mesh {
     const { store, rank, worldSize, timeoutMs, signal } = this.opts;
     const t0 = performance.now();
     const left = () => Math.max(1, timeoutMs - (performance.now() - t0));
+    this.deadline = t0 + timeoutMs;
     if (worldSize === 1) return;
     await this.listen();
     const keys = [...Array(worldSize).keys()].map((r) => this.addrKey(r));
@@ -151,13 +189,13 @@ export class Mesh {
     } catch (e) {
       throw await this.unpublished(e, keys);
     }
-    const addrOf = new Map<number, string>();
     let i = 0;
-    for (let r = 0; r < worldSize; r++) if (r !== rank) addrOf.set(r, Buffer.from(addrs[i++]).toString('utf8'));
+    for (let r = 0; r < worldSize; r++) if (r !== rank) this.addrOf[r] = Buffer.from(addrs[i++]).toString('utf8');
+    const eager = setupPeers(rank, worldSize);
 
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const missing = this.missingPeers();
+        const missing = this.missingPeers(eager);
         fail(timeoutError(
           `CPU group '${this.opts.groupName}' rank ${rank}: mesh not connected after ${timeoutMs}ms; no handshake with ranks ${missing.join(', ')}`,
           { rank, peerRanks: missing, timeoutMs }));
@@ -173,19 +211,17 @@ export class Mesh {
       const fail = (e: GroupcommError) => { cleanup(); reject(e); };
       this.setupError = fail;
       this.readyCheck = () => {
-        if (this.missingPeers().length === 0) { cleanup(); resolve(); }
+        if (this.missingPeers(eager).length === 0) { cleanup(); resolve(); }
       };
-      for (const [r, a] of addrOf) this.dial(r, a, keys[r], performance.now() + left());
+      for (const r of eager) this.connectTo(r);
+      // Peers that dialed us while we were still reading the addresses get their dial back now.
+      for (const r of this.wanted) this.connectTo(r);
+      this.wanted.clear();
+      this.readyCheck();
     });
-    // Everyone is here: stop listening (the port is free again) and drop unfinished strangers.
-    this.server?.close();
-    this.server = undefined;
-    for (const s of this.strangers) s.destroy();
-    this.strangers.clear();
-    // Every peer has read our address (it connected to us): drop the key so the store does not
-    // grow, and a later group of the same name and epoch cannot find a stale address.
-    this.published = undefined;
-    store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
+    this.ready = true;
+    // The listener stays open (other pairs connect on demand) and our address key stays in the
+    // store until close: a peer may read it again to dial us (a stale address it read first).
     this.startLiveness();
   }
 
@@ -196,7 +232,8 @@ export class Mesh {
       worldSize: this.worldSize,
       active: () => !this.closing && !this.lost,
       departed: (p) => this.departed.has(p),
-      ping: (p, frame, payload, done) => this.links[p]?.send(frame, payload, { copy: true }, done),
+      watched: (p) => this.inbound[p] !== undefined,
+      ping: (p, frame, payload, done) => { if (this.outReady[p]) this.links[p]?.send(frame, payload, { copy: true }, done); },
       bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
       lose: (silent, why) => this.lose(silent[0], why, false, silent),
     });
@@ -217,12 +254,48 @@ export class Mesh {
     { rank, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, cause: e });
   }
 
-  private missingPeers(): number[] {
+  private missingPeers(peers: number[]): number[] {
+    return peers.filter((r) => !(this.outReady[r] && this.inbound[r]?.acked));
+  }
+
+  /** The peers this rank has a complete pair of connections with (tests, the bench). */
+  connectedPeers(): number[] {
     const m: number[] = [];
-    for (let r = 0; r < this.worldSize; r++) {
-      if (r !== this.rank && !(this.outReady[r] && this.inbound[r]?.acked)) m.push(r);
-    }
+    for (let r = 0; r < this.worldSize; r++) if (r !== this.rank && this.outReady[r] && this.inbound[r]?.acked) m.push(r);
     return m;
+  }
+
+  /**
+   * Connects the pair with `peer` if it is not (being) connected: dials it (our receive side);
+   * the peer dials back when it accepts (our send side). Idempotent.
+   */
+  private connectTo(peer: number): void {
+    if (peer === this.rank || this.inbound[peer] || this.closing || this.lost) return;
+    const addr = this.addrOf[peer];
+    if (addr === undefined) {
+      // Setup has not read the addresses yet (only a peer's dial gets us here that early).
+      this.wanted.add(peer);
+      return;
+    }
+    this.dial(peer, addr, this.addrKey(peer));
+  }
+
+  /** The send side of the pair with `peer` is ready: its queued frames go out, in order. */
+  private sendReady(peer: number): void {
+    this.outReady[peer] = true;
+    const q = this.queued[peer];
+    this.queued[peer] = [];
+    for (const f of q) f();
+    this.readyCheck();
+  }
+
+  /** Fails every queued frame (the mesh closed or was lost, or `peer` left). */
+  private dropQueued(peers: Iterable<number>, why: string): void {
+    for (const p of peers) {
+      const q = this.queued[p];
+      this.queued[p] = [];
+      for (const f of q) f(new Error(why));
+    }
   }
 
   private async listen(): Promise<void> {
@@ -270,22 +343,24 @@ export class Mesh {
         onAnswer: (mapped) => {
           if (mapped) this.log.debug(`rank ${peer}: sending through shared memory (${seg.ringBytes} byte ring)`);
           else this.hs.fallback(peer, 'the peer could not map the segment');
-          this.outReady[peer] = true;
-          this.readyCheck();
+          this.sendReady(peer);
         },
       });
     } else {
       this.links[peer] = new TcpLink({ peer, socket: s, events, pool: this.sendPool });
-      this.outReady[peer] = true;
     }
     this.peerMaxFrame[peer] = h.maxFrameBytes;
     s.write(this.hs.ack(h, seg));
     this.log.debug(`accepted rank ${peer} from ${s.remoteAddress}:${s.remotePort}`);
-    this.readyCheck();
+    if (!seg) this.sendReady(peer);
+    // The peer connected to send to us: our side of the pair (reading from it) follows.
+    this.connectTo(peer);
   }
 
-  private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
+  private dial(peer: number, firstAddr: string, key: string): void {
     let addr = firstAddr;
+    /** When the peer's listener first refused us at this address (after setup), if it did. */
+    let refusedAt = 0;
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
       challenge: (b) => {
@@ -298,8 +373,10 @@ export class Mesh {
       malformed: (why) => this.protocolFailure(peer, why),
     }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
+    // During setup the setup's deadline bounds the retries; after it, the group's timeout from now.
+    const deadline = this.ready ? performance.now() + this.opts.timeoutMs : this.deadline;
     const attempt = () => {
-      if (this.closing) return;
+      if (this.closing || this.lost) return;
       let connected = false;
       const cut = addr.lastIndexOf(':');
       const s = dialReader(addr.slice(0, cut), Number(addr.slice(cut + 1)), inbound);
@@ -319,19 +396,39 @@ export class Mesh {
       s.once('error', (e: NodeJS.ErrnoException) => {
         if (connected) return;
         s.destroy();
-        if (e.code === 'ECONNREFUSED') this.refusedBy.add(peer);
-        // The peer publishes its address only once it listens, so a refusal means the address
-        // is stale (a crashed earlier run of this group): read the key again and retry until
-        // the peer's new incarnation has replaced it, or the deadline.
-        if (performance.now() < deadline) {
-          setTimeout(() => {
-            this.opts.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()) })
-              .then((v) => { addr = Buffer.from(v).toString('utf8'); }, () => {})
-              .finally(attempt);
-          }, 50);
+        const now = performance.now();
+        if (e.code === 'ECONNREFUSED') {
+          this.refusedBy.add(peer);
+          refusedAt ||= now;
         }
-        else this.setupError?.(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
+        const cannot = () => peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e });
+        // After setup a live peer listens until it closes: a refusal at the address its key
+        // still names means it is gone, after a short grace (see REFUSED_GRACE_MS).
+        const gaveUp = now >= deadline || (this.ready && refusedAt > 0 && now - refusedAt >= REFUSED_GRACE_MS);
+        if (gaveUp) {
+          if (this.setupError) this.setupError(cannot());
+          else this.lose(peer, `cannot connect to it at ${addr}: ${e.message}`);
+          return;
+        }
+        // A refusal during setup means the address is stale (a crashed earlier run of this
+        // group; a peer publishes only once it listens): read the key again and retry until the
+        // peer's new incarnation has replaced it, or the deadline. After setup a key that is
+        // gone means the peer closed its end of the group (close deletes it): it left.
+        setTimeout(() => {
+          const opts = { timeoutMs: Math.max(1, Math.min(2000, deadline - performance.now())) };
+          const reread = this.ready
+            ? this.opts.store.check([key], opts).then((there) => {
+              if (!there) { this.onBye(peer); return false; }
+              return this.opts.store.get(key, opts).then((v) => { setAddr(Buffer.from(v).toString('utf8')); return true; });
+            })
+            : this.opts.store.get(key, opts).then((v) => { setAddr(Buffer.from(v).toString('utf8')); return true; });
+          reread.then((again) => { if (again) attempt(); }, () => attempt());
+        }, 50);
       });
+    };
+    const setAddr = (a: string) => {
+      if (a !== addr) refusedAt = 0;
+      addr = a;
     };
     attempt();
   }
@@ -363,6 +460,7 @@ export class Mesh {
   private onBye(peer: number): void {
     if (this.departed.has(peer)) return;
     this.departed.add(peer);
+    this.dropQueued([peer], `rank ${peer} left the group`);
     this.log.debug(`rank ${peer} left the group`);
     this.departHandler(peer);
   }
@@ -384,6 +482,7 @@ export class Mesh {
     const err = protocol ? protocolError(msg, fields) : peerLostError(msg, fields);
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
+    this.dropQueued(this.queued.keys(), err.message);
     this.log.info(err.message);
     this.lostHandler(err);
   }
@@ -396,9 +495,13 @@ export class Mesh {
     this.lose(peer, `protocol error: ${why}`, true);
   }
 
-  /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
+  /**
+   * Routes frames with `key` from `peer` to `sink`, first handing over any that came early;
+   * connects the pair first if no operation has needed it yet.
+   */
   register(peer: number, key: string, sink: Sink): void {
-    this.inbound[peer]!.register(key, sink);
+    this.connectTo(peer);
+    this.inbound[peer]?.register(key, sink);
   }
 
   unregister(peer: number, key: string): void {
@@ -412,8 +515,23 @@ export class Mesh {
     }
   }
 
-  /** Sends one frame to `peer` (see Link.send for when `payload` may change again). */
+  /**
+   * Sends one frame to `peer` (see Link.send for when `payload` may change again). A pair not
+   * connected yet is connected now; its frames wait, in order, until the send side is ready.
+   */
   send(peer: number, frame: FrameHeader, payload: Uint8Array, opts: SendOptions, done: WriteDone): void {
+    if (!this.outReady[peer] || this.queued[peer].length > 0) {
+      if (this.closing || this.lost || this.departed.has(peer) || peer === this.rank || !(peer >= 0 && peer < this.worldSize)) {
+        done(new Error(`no connection to rank ${peer}`));
+        return;
+      }
+      // The header is read during the call only, a copied payload may change at once: keep both.
+      const f = { ...frame };
+      const p = opts.copy ? payload.slice() : payload;
+      this.queued[peer].push((err) => (err ? done(err) : this.send(peer, f, p, { copy: false }, done)));
+      this.connectTo(peer);
+      return;
+    }
     const link = this.links[peer];
     if (!link) {
       done(new Error(`no connection to rank ${peer}`));
@@ -431,9 +549,10 @@ export class Mesh {
    * everything already written to it, so it can tell a departure from a crash; sockets that
    * have not drained within a second are destroyed. Idempotent.
    */
-  close(): void {
-    if (this.closing) return;
+  close(): Promise<void> {
+    if (this.closing) return Promise.resolve();
     this.closing = true;
+    this.dropQueued(this.queued.keys(), 'the group was closed');
     this.stopLiveness?.();
     this.server?.close();
     this.server = undefined;
@@ -443,5 +562,11 @@ export class Mesh {
     // Nothing reads or writes a ring once its link is closed (both paths check), so the
     // mappings can go now; the peer keeps its own mapping of each segment until it closes.
     this.hs.closeSegments();
+    // Our address goes with us: the store does not grow, a later group of this name and epoch
+    // finds no stale address, and a peer that dials us from now on finds the key gone (we left).
+    const key = this.published;
+    this.published = undefined;
+    if (!key) return Promise.resolve();
+    return this.opts.store.deleteKey(key, { timeoutMs: 2000 }).then(() => {}, (e) => this.log.debug(`could not delete ${key}: ${e}`));
   }
 }
