@@ -14,8 +14,12 @@
  * (mesh.ts), and a peer no operation has needed yet is not expected to send. A peer that dies
  * unwatched is found when an operation first needs it: its dial is refused (the group is lost
  * naming it) or stays unanswered, and then it is watched from the dial on, so it is lost after L.
- * Whole-group failure notice for ranks one never talks to comes from the coordinator's store
- * channel, not from here.
+ * When watched peers go silent, the unwatched peers published at the same host address are
+ * probed with a bare TCP connect (mesh.ts): one that does not complete within a moment (the
+ * host is cut) or is refused (the process is gone) is named with them — so all the ranks of a
+ * node whose link was cut still go together — while a host that answers (a stuck process, not a
+ * cut link) keeps its other ranks out of the verdict. Failure notice for ranks one never talks
+ * to otherwise comes from the coordinator's store channel, not from here.
  */
 import { setting } from '../base/config.js';
 import { KIND_PING, type FrameHeader } from './wire.js';
@@ -40,6 +44,11 @@ export interface LivenessPeers {
   bytesIn(peer: number): number;
   /** The peers in `silent` are lost (the first was silent longest). */
   lose(silent: number[], why: string): void;
+  /**
+   * Unwatched peers that went with the silent ones (the mesh probes those on the same hosts);
+   * named with them.
+   */
+  alsoCut(silent: number[]): Promise<number[]>;
 }
 
 /** Starts the check; returns the function that stops it (undefined when the bound is 0). */
@@ -48,7 +57,9 @@ export function watchLiveness(m: LivenessPeers): (() => void) | undefined {
   if (!bound || m.worldSize === 1) return undefined;
   const seen = Array.from({ length: m.worldSize }, (_, p) => (p === m.rank ? 0 : m.bytesIn(p)));
   const since = new Array<number>(m.worldSize).fill(performance.now());
+  let deciding = false;
   const timer = setInterval(() => {
+    if (deciding) return;
     if (!m.active()) {
       clearInterval(timer);
       return;
@@ -77,7 +88,12 @@ export function watchLiveness(m: LivenessPeers): (() => void) | undefined {
       if (p !== m.rank && !m.departed(p) && m.watched(p) && now - since[p] >= bound / 2) silent.push(p);
     }
     silent.sort((a, b) => since[a] - since[b]);
-    m.lose(silent, `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`);
+    const why = `nothing received for ${Math.round(now - since[silent[0]])} ms, bound ${bound} ms (GROUPCOMM_LIVENESS_MS): link cut or process stuck`;
+    deciding = true;
+    void m.alsoCut(silent).catch(() => []).then((more) => {
+      deciding = false;
+      if (m.active()) m.lose([...silent, ...more], more.length ? `${why}; unreachable with them: rank${more.length > 1 ? 's' : ''} ${more.join(', ')}` : why);
+    });
   }, Math.max(10, Math.floor(bound / 5)));
   timer.unref?.();
   return () => clearInterval(timer);

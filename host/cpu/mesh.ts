@@ -20,28 +20,21 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
-import { applyKeepAlive } from '../base/netaddr.js';
+import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
 import type { FrameHeader, Link, SendOptions, WriteDone } from './link/link.js';
 import { RingReader, ShmLink } from './link/shm.js';
-import { dialReader, listen, TcpLink } from './link/tcp.js';
+import { TcpLink } from './link/tcp.js';
+import { dialPeer, reachable } from './link/dial.js';
+import { setting } from '../base/config.js';
+import { Listener } from './link/listener.js';
+import { addrKey, exchangeAddresses } from './link/addresses.js';
+import { SendQueues } from './link/queue.js';
 
 export type { Sink, Transport };
-
-/** A connection must send a valid HELLO within this (ms), or it is closed. */
-const HELLO_TIMEOUT_MS = 10_000;
-/** Connections without a HELLO yet held at once (besides 2 per peer). */
-const MAX_STRANGERS = 64;
-/**
- * After setup, a peer whose listener refuses our dial while its address key still names the
- * same address is gone (a live rank listens for its group's whole life): we give it this long
- * (a restarting listener, a stale key about to be replaced) before the group is lost naming it.
- */
-const REFUSED_GRACE_MS = 2000;
 
 /** The peers connected at setup: the ring neighbours (every ring algorithm needs them). */
 export function setupPeers(rank: number, worldSize: number): number[] {
@@ -75,7 +68,7 @@ export class Mesh {
   readonly worldSize: number;
   readonly log: Logger;
   private readonly hs: Handshake;
-  private server: net.Server | undefined;
+  private listener: Listener | undefined;
   /** Per peer: the parser of what it sends us (read from the connection we dialed). */
   private inbound: (Inbound | undefined)[];
   private dialed: (net.Socket | undefined)[];
@@ -85,7 +78,6 @@ export class Mesh {
   private outReady: boolean[];
   /** Per peer: the largest frame payload it accepts (from its HELLO). */
   private peerMaxFrame: number[];
-  private strangers = new Set<net.Socket>();
   private closing = false;
   private lost = false;
   private lostHandler: (err: GroupcommError) => void = () => {};
@@ -104,7 +96,7 @@ export class Mesh {
   /** Peers that dialed us before we knew their address: dialed back once we do. */
   private wanted = new Set<number>();
   /** Per peer: frames waiting for the send side of the pair (sent in order once it is ready). */
-  private queued: ((err?: Error) => void)[][];
+  private queued: SendQueues;
   /** Setup has finished: a dial that fails from now on loses the group (or finds the peer gone). */
   private ready = false;
   /** Setup's deadline (performance.now() ms): it bounds the dials made during setup. */
@@ -121,7 +113,7 @@ export class Mesh {
     this.outReady = new Array(opts.worldSize).fill(false);
     this.peerMaxFrame = new Array(opts.worldSize).fill(0);
     this.addrOf = new Array(opts.worldSize).fill(undefined);
-    this.queued = Array.from({ length: opts.worldSize }, () => []);
+    this.queued = new SendQueues(opts.worldSize);
   }
 
   /** Listens, publishes this rank's address, reads every peer's and connects the ring neighbours. */
@@ -147,7 +139,7 @@ export class Mesh {
   private readonly refusedBy = new Set<number>();
 
   private addrKey(r: number): string {
-    return `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}/addr/${r}`;
+    return addrKey(this.opts, r);
   }
 
   /**
@@ -173,24 +165,13 @@ export class Mesh {
   }
 
   private async setup(): Promise<void> {
-    const { store, rank, worldSize, timeoutMs, signal } = this.opts;
+    const { rank, worldSize, timeoutMs, signal } = this.opts;
     const t0 = performance.now();
     const left = () => Math.max(1, timeoutMs - (performance.now() - t0));
     this.deadline = t0 + timeoutMs;
     if (worldSize === 1) return;
     await this.listen();
-    const keys = [...Array(worldSize).keys()].map((r) => this.addrKey(r));
-    await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
-    this.published = keys[rank];
-    const peers = keys.filter((_, r) => r !== rank);
-    let addrs: Uint8Array[];
-    try {
-      addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
-    } catch (e) {
-      throw await this.unpublished(e, keys);
-    }
-    let i = 0;
-    for (let r = 0; r < worldSize; r++) if (r !== rank) this.addrOf[r] = Buffer.from(addrs[i++]).toString('utf8');
+    this.addrOf = await exchangeAddresses(this.opts, `${this.address.host}:${this.address.port}`, left, (k) => { this.published = k; });
     const eager = setupPeers(rank, worldSize);
 
     await new Promise<void>((resolve, reject) => {
@@ -236,22 +217,21 @@ export class Mesh {
       ping: (p, frame, payload, done) => { if (this.outReady[p]) this.links[p]?.send(frame, payload, { copy: true }, done); },
       bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
       lose: (silent, why) => this.lose(silent[0], why, false, silent),
+      alsoCut: (silent) => this.sameHostUnreachable(silent),
     });
   }
 
-  /**
-   * The address wait timed out: name the ranks whose address never appeared (a store wait only
-   * knows its keys), asking the store key by key, briefly.
-   */
-  private async unpublished(e: unknown, keys: string[]): Promise<unknown> {
-    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return e;
-    const { store, rank } = this.opts;
-    const there = await Promise.all(keys.map((k, r) => (r === rank ? true : store.check([k], { timeoutMs: 300 }).catch(() => undefined))));
-    const missing = keys.map((_, r) => r).filter((r) => there[r] === false);
-    if (missing.length === 0) return e;
-    return timeoutError(`CPU group '${this.opts.groupName}' rank ${rank}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
-      `never published ${missing.length > 1 ? 'their' : 'its'} address (did ${missing.length > 1 ? 'they' : 'it'} call create?): ${e.message}`,
-    { rank, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, cause: e });
+  /** Unconnected peers published at the host of a silent one that do not answer a TCP connect. */
+  private async sameHostUnreachable(silent: number[]): Promise<number[]> {
+    const hostOf = (r: number) => { const a = this.addrOf[r] ?? ''; return a.slice(0, a.lastIndexOf(':')); };
+    const hosts = new Set(silent.map(hostOf));
+    const probe: number[] = [];
+    for (let r = 0; r < this.worldSize; r++) {
+      if (r !== this.rank && !this.inbound[r] && !this.departed.has(r) && hosts.has(hostOf(r))) probe.push(r);
+    }
+    const ms = Math.min(1000, Math.max(100, (setting('GROUPCOMM_LIVENESS_MS') ?? 0) / 4));
+    const up = await Promise.all(probe.map((r) => reachable(this.addrOf[r]!, ms)));
+    return probe.filter((_, i) => !up[i]);
   }
 
   private missingPeers(peers: number[]): number[] {
@@ -283,55 +263,24 @@ export class Mesh {
   /** The send side of the pair with `peer` is ready: its queued frames go out, in order. */
   private sendReady(peer: number): void {
     this.outReady[peer] = true;
-    const q = this.queued[peer];
-    this.queued[peer] = [];
-    for (const f of q) f();
+    this.queued.flush(peer);
     this.readyCheck();
   }
 
-  /** Fails every queued frame (the mesh closed or was lost, or `peer` left). */
-  private dropQueued(peers: Iterable<number>, why: string): void {
-    for (const p of peers) {
-      const q = this.queued[p];
-      this.queued[p] = [];
-      for (const f of q) f(new Error(why));
-    }
-  }
-
   private async listen(): Promise<void> {
-    this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`))
-      .catch((e) => { throw bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e); });
-    this.address = { host: this.opts.advertiseHost ?? this.opts.host, port: (this.server.address() as net.AddressInfo).port };
+    const o = this.opts;
+    this.listener = await Listener.open({
+      host: o.host, port: o.port, what: `CPU group '${o.groupName}' rank ${o.rank}`, worldSize: o.worldSize,
+      helloTimeoutMs: o.helloTimeoutMs, hs: this.hs, log: this.log,
+      connected: (r) => this.links[r] !== undefined,
+      accepted: (s, h) => { if (this.closing) s.destroy(); else this.accept(s, h); },
+    });
+    this.address = { host: o.advertiseHost ?? o.host, port: this.listener.port };
   }
 
-  /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
-  private onConnection(s: net.Socket): void {
-    if (this.closing) { s.destroy(); return; }
-    // Unauthenticated connections are bounded in number and in time: a flood during setup must
-    // not take this rank's descriptors, nor a silent socket hold one until setup ends.
-    if (this.strangers.size >= MAX_STRANGERS + 2 * this.worldSize) {
-      this.log.warn(`too many connections that have not completed a HELLO (${this.strangers.size}): refusing ${s.remoteAddress}:${s.remotePort}`);
-      s.destroy();
-      return;
-    }
-    s.setNoDelay(true);
-    applyKeepAlive(s);
-    this.strangers.add(s);
-    const timer = setTimeout(() => {
-      if (this.strangers.has(s)) {
-        this.log.warn(`no valid HELLO from ${s.remoteAddress}:${s.remotePort} within ${this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS} ms: closing it`);
-        s.destroy();
-      }
-    }, this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
-    timer.unref?.();
-    s.on('error', () => {});
-    s.on('close', () => { clearTimeout(timer); this.strangers.delete(s); });
-    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => { clearTimeout(timer); this.accept(s, h); });
-  }
-
+  /** An accepted socket whose HELLO checked out: the link we send to that rank on. */
   private accept(s: net.Socket, h: PeerHello): void {
     const peer = h.rank;
-    this.strangers.delete(s);
     const events = {
       lost: (why: string) => this.loseLater(peer, why),
       malformed: (why: string) => this.protocolFailure(peer, why),
@@ -357,10 +306,7 @@ export class Mesh {
     this.connectTo(peer);
   }
 
-  private dial(peer: number, firstAddr: string, key: string): void {
-    let addr = firstAddr;
-    /** When the peer's listener first refused us at this address (after setup), if it did. */
-    let refusedAt = 0;
+  private dial(peer: number, addr: string, key: string): void {
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
       challenge: (b) => {
@@ -373,64 +319,25 @@ export class Mesh {
       malformed: (why) => this.protocolFailure(peer, why),
     }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
-    // During setup the setup's deadline bounds the retries; after it, the group's timeout from now.
-    const deadline = this.ready ? performance.now() + this.opts.timeoutMs : this.deadline;
-    const attempt = () => {
-      if (this.closing || this.lost) return;
-      let connected = false;
-      const cut = addr.lastIndexOf(':');
-      const s = dialReader(addr.slice(0, cut), Number(addr.slice(cut + 1)), inbound);
-      s.on('connect', () => {
-        connected = true;
-        this.refusedBy.delete(peer);
-        s.setNoDelay(true);
-        applyKeepAlive(s);
-        this.dialed[peer] = s;
-        // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
-        // Everything a peer sends, its goodbye included, arrives in order on this connection,
-        // so the end of *this* stream decides: after a goodbye it is a departure, else a loss.
-        s.on('error', (e) => this.lose(peer, e.message));
-        s.on('end', () => this.lose(peer, 'connection closed by the peer'));
-        s.on('close', () => this.lose(peer, 'connection closed'));
-      });
-      s.once('error', (e: NodeJS.ErrnoException) => {
-        if (connected) return;
-        s.destroy();
-        const now = performance.now();
-        if (e.code === 'ECONNREFUSED') {
-          this.refusedBy.add(peer);
-          refusedAt ||= now;
+    dialPeer({
+      peer, addr, key, store: this.opts.store, inbound,
+      // During setup the setup's deadline bounds the retries; after it, the group's timeout from now.
+      deadline: this.ready ? performance.now() + this.opts.timeoutMs : this.deadline,
+      afterSetup: () => this.ready,
+      active: () => !this.closing && !this.lost,
+      refused: (yes) => (yes ? this.refusedBy.add(peer) : this.refusedBy.delete(peer)),
+      // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
+      connected: (s) => { this.dialed[peer] = s; },
+      lost: (why) => this.lose(peer, why),
+      failed: (e, at) => {
+        if (this.setupError) {
+          this.setupError(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${at}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
+        } else {
+          this.lose(peer, `cannot connect to it at ${at}: ${e.message}`);
         }
-        const cannot = () => peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e });
-        // After setup a live peer listens until it closes: a refusal at the address its key
-        // still names means it is gone, after a short grace (see REFUSED_GRACE_MS).
-        const gaveUp = now >= deadline || (this.ready && refusedAt > 0 && now - refusedAt >= REFUSED_GRACE_MS);
-        if (gaveUp) {
-          if (this.setupError) this.setupError(cannot());
-          else this.lose(peer, `cannot connect to it at ${addr}: ${e.message}`);
-          return;
-        }
-        // A refusal during setup means the address is stale (a crashed earlier run of this
-        // group; a peer publishes only once it listens): read the key again and retry until the
-        // peer's new incarnation has replaced it, or the deadline. After setup a key that is
-        // gone means the peer closed its end of the group (close deletes it): it left.
-        setTimeout(() => {
-          const opts = { timeoutMs: Math.max(1, Math.min(2000, deadline - performance.now())) };
-          const reread = this.ready
-            ? this.opts.store.check([key], opts).then((there) => {
-              if (!there) { this.onBye(peer); return false; }
-              return this.opts.store.get(key, opts).then((v) => { setAddr(Buffer.from(v).toString('utf8')); return true; });
-            })
-            : this.opts.store.get(key, opts).then((v) => { setAddr(Buffer.from(v).toString('utf8')); return true; });
-          reread.then((again) => { if (again) attempt(); }, () => attempt());
-        }, 50);
-      });
-    };
-    const setAddr = (a: string) => {
-      if (a !== addr) refusedAt = 0;
-      addr = a;
-    };
-    attempt();
+      },
+      left: () => this.onBye(peer),
+    });
   }
 
   /** The ACK on a dialed connection; with a ring offer, map it and answer. */
@@ -460,7 +367,7 @@ export class Mesh {
   private onBye(peer: number): void {
     if (this.departed.has(peer)) return;
     this.departed.add(peer);
-    this.dropQueued([peer], `rank ${peer} left the group`);
+    this.queued.fail(`rank ${peer} left the group`, [peer]);
     this.log.debug(`rank ${peer} left the group`);
     this.departHandler(peer);
   }
@@ -482,7 +389,7 @@ export class Mesh {
     const err = protocol ? protocolError(msg, fields) : peerLostError(msg, fields);
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
-    this.dropQueued(this.queued.keys(), err.message);
+    this.queued.fail(err.message);
     this.log.info(err.message);
     this.lostHandler(err);
   }
@@ -520,15 +427,12 @@ export class Mesh {
    * connected yet is connected now; its frames wait, in order, until the send side is ready.
    */
   send(peer: number, frame: FrameHeader, payload: Uint8Array, opts: SendOptions, done: WriteDone): void {
-    if (!this.outReady[peer] || this.queued[peer].length > 0) {
+    if (!this.outReady[peer] || this.queued.waiting(peer)) {
       if (this.closing || this.lost || this.departed.has(peer) || peer === this.rank || !(peer >= 0 && peer < this.worldSize)) {
         done(new Error(`no connection to rank ${peer}`));
         return;
       }
-      // The header is read during the call only, a copied payload may change at once: keep both.
-      const f = { ...frame };
-      const p = opts.copy ? payload.slice() : payload;
-      this.queued[peer].push((err) => (err ? done(err) : this.send(peer, f, p, { copy: false }, done)));
+      this.queued.push(peer, frame, payload, opts, done, (f, p, o, d) => this.send(peer, f, p, o, d));
       this.connectTo(peer);
       return;
     }
@@ -552,13 +456,12 @@ export class Mesh {
   close(): Promise<void> {
     if (this.closing) return Promise.resolve();
     this.closing = true;
-    this.dropQueued(this.queued.keys(), 'the group was closed');
+    this.queued.fail('the group was closed');
     this.stopLiveness?.();
-    this.server?.close();
-    this.server = undefined;
+    this.listener?.close();
+    this.listener = undefined;
     for (const link of this.links) link?.close();
-    for (const s of [...this.dialed, ...this.strangers]) s?.destroy();
-    this.strangers.clear();
+    for (const s of this.dialed) s?.destroy();
     // Nothing reads or writes a ring once its link is closed (both paths check), so the
     // mappings can go now; the peer keeps its own mapping of each segment until it closes.
     this.hs.closeSegments();
