@@ -91,8 +91,8 @@ export class Mesh {
   private sendPool = new SidePool();
   /** Stops the liveness check (startLiveness). */
   private stopLiveness: (() => void) | undefined;
-  /** Per peer: its published address (from setup's multiGet; undefined until then). */
-  private addrOf: (string | undefined)[];
+  /** A peer's published address (from setup's multiGet; undefined until then). */
+  private addrOf: (r: number) => string | undefined = () => undefined;
   /** Peers that dialed us before we knew their address: dialed back once we do. */
   private wanted = new Set<number>();
   /** Per peer: frames waiting for the send side of the pair (sent in order once it is ready). */
@@ -112,7 +112,6 @@ export class Mesh {
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
     this.peerMaxFrame = new Array(opts.worldSize).fill(0);
-    this.addrOf = new Array(opts.worldSize).fill(undefined);
     this.queued = new SendQueues(opts.worldSize);
   }
 
@@ -223,14 +222,14 @@ export class Mesh {
 
   /** Unconnected peers published at the host of a silent one that do not answer a TCP connect. */
   private async sameHostUnreachable(silent: number[]): Promise<number[]> {
-    const hostOf = (r: number) => { const a = this.addrOf[r] ?? ''; return a.slice(0, a.lastIndexOf(':')); };
+    const hostOf = (r: number) => { const a = this.addrOf(r) ?? ''; return a.slice(0, a.lastIndexOf(':')); };
     const hosts = new Set(silent.map(hostOf));
     const probe: number[] = [];
     for (let r = 0; r < this.worldSize; r++) {
       if (r !== this.rank && !this.inbound[r] && !this.departed.has(r) && hosts.has(hostOf(r))) probe.push(r);
     }
     const ms = Math.min(1000, Math.max(100, (setting('GROUPCOMM_LIVENESS_MS') ?? 0) / 4));
-    const up = await Promise.all(probe.map((r) => reachable(this.addrOf[r]!, ms)));
+    const up = await Promise.all(probe.map((r) => reachable(this.addrOf(r)!, ms)));
     return probe.filter((_, i) => !up[i]);
   }
 
@@ -251,7 +250,7 @@ export class Mesh {
    */
   private connectTo(peer: number): void {
     if (peer === this.rank || this.inbound[peer] || this.closing || this.lost) return;
-    const addr = this.addrOf[peer];
+    const addr = this.addrOf(peer);
     if (addr === undefined) {
       // Setup has not read the addresses yet (only a peer's dial gets us here that early).
       this.wanted.add(peer);

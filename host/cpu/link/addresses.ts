@@ -20,8 +20,12 @@ export function addrKey(s: { groupName: string; epoch: number }, r: number): str
   return `groupcomm/cpu/${s.groupName}/${s.epoch}/addr/${r}`;
 }
 
-/** Publishes this rank's address (then `published()`), waits for every peer's; one per rank (own: undefined). */
-export async function exchangeAddresses(s: AddressSpec, mine: string, left: () => number, published: (key: string) => void): Promise<(string | undefined)[]> {
+/**
+ * Publishes this rank's address (then `published()`) and waits for every peer's. Returns rank →
+ * address (own: undefined), decoded when first asked for: a rank only dials a few peers, and
+ * decoding every one of P−1 addresses on each of P ranks would be O(P²) work again.
+ */
+export async function exchangeAddresses(s: AddressSpec, mine: string, left: () => number, published: (key: string) => void): Promise<(r: number) => string | undefined> {
   const keys = [...Array(s.worldSize).keys()].map((r) => addrKey(s, r));
   await s.store.set(keys[s.rank], mine, { timeoutMs: left(), signal: s.signal });
   published(keys[s.rank]);
@@ -31,8 +35,7 @@ export async function exchangeAddresses(s: AddressSpec, mine: string, left: () =
   } catch (e) {
     throw await unpublished(s, e, keys);
   }
-  let i = 0;
-  return keys.map((_, r) => (r === s.rank ? undefined : Buffer.from(addrs[i++]).toString('utf8')));
+  return (r) => (r === s.rank || r < 0 || r >= s.worldSize ? undefined : Buffer.from(addrs[r < s.rank ? r : r - 1]).toString('utf8'));
 }
 
 /**
