@@ -14,9 +14,11 @@
  * stays in the store until close.
  *
  * This file holds the peers, the setup (listen, publish, read the addresses, connect the
- * neighbours), connecting on demand, loss and close. The rest is in link/: the handshake, the inbound parser that routes frames to
- * operations, and one link per peer for sending — TCP, or a shared-memory ring for same-host
- * peers (transport 'auto' / 'shm') — behind one `Link` interface.
+ * neighbours), connecting on demand, loss and close. The rest is in link/: the rendezvous
+ * (addresses.ts), the listener, dialing (dial.ts), the handshake, the inbound parser that routes
+ * frames to operations, frames waiting for a pair (queue.ts), and one link per peer for sending
+ * — TCP, or a shared-memory ring for same-host peers (transport 'auto' / 'shm') — behind one
+ * `Link` interface.
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
@@ -28,7 +30,7 @@ import { Inbound, SidePool, type Sink } from './link/inbound.js';
 import type { FrameHeader, Link, SendOptions, WriteDone } from './link/link.js';
 import { RingReader, ShmLink } from './link/shm.js';
 import { TcpLink } from './link/tcp.js';
-import { dialPeer, reachable } from './link/dial.js';
+import { dialPeer, unreachableWith } from './link/dial.js';
 import { setting } from '../base/config.js';
 import { Listener } from './link/listener.js';
 import { addrKey, exchangeAddresses } from './link/addresses.js';
@@ -221,16 +223,10 @@ export class Mesh {
   }
 
   /** Unconnected peers published at the host of a silent one that do not answer a TCP connect. */
-  private async sameHostUnreachable(silent: number[]): Promise<number[]> {
-    const hostOf = (r: number) => { const a = this.addrOf(r) ?? ''; return a.slice(0, a.lastIndexOf(':')); };
-    const hosts = new Set(silent.map(hostOf));
-    const probe: number[] = [];
-    for (let r = 0; r < this.worldSize; r++) {
-      if (r !== this.rank && !this.inbound[r] && !this.departed.has(r) && hosts.has(hostOf(r))) probe.push(r);
-    }
+  private sameHostUnreachable(silent: number[]): Promise<number[]> {
+    const unconnected = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank && !this.inbound[r] && !this.departed.has(r));
     const ms = Math.min(1000, Math.max(100, (setting('GROUPCOMM_LIVENESS_MS') ?? 0) / 4));
-    const up = await Promise.all(probe.map((r) => reachable(this.addrOf(r)!, ms)));
-    return probe.filter((_, i) => !up[i]);
+    return unreachableWith(silent, unconnected, this.addrOf, ms);
   }
 
   private missingPeers(peers: number[]): number[] {

@@ -132,3 +132,15 @@ export function reachable(addr: string, timeoutMs: number): Promise<boolean> {
     s.once('error', () => end(false));
   });
 }
+
+/**
+ * Of `candidates`, those published at the host of a peer in `silent` that are not reachable
+ * (liveness.ts: the ranks of a cut node go together; a stuck process's host still answers).
+ */
+export async function unreachableWith(silent: number[], candidates: number[], addrOf: (r: number) => string | undefined, timeoutMs: number): Promise<number[]> {
+  const hostOf = (r: number) => { const a = addrOf(r) ?? ''; return a.slice(0, a.lastIndexOf(':')); };
+  const hosts = new Set(silent.map(hostOf));
+  const probe = candidates.filter((r) => addrOf(r) !== undefined && hosts.has(hostOf(r)));
+  const up = await Promise.all(probe.map((r) => reachable(addrOf(r)!, timeoutMs)));
+  return probe.filter((_, i) => !up[i]);
+}
