@@ -151,6 +151,7 @@ typedef struct { char internal[128]; } ncclUniqueId;
 
 EXPORT int ncclGetUniqueId(ncclUniqueId *id) {
   static volatile int seq;
+  gcd_count("unique_id");
   const char *dir = getenv("GCDOUBLE_DIR");
   if (!dir || !*dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   struct timespec ts;
@@ -274,6 +275,7 @@ EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) 
   (void)config; /* always non-blocking here: completion through ncclCommGetAsyncError(newcomm) */
   comm_t *p = live(h, "ncclCommSplit");
   if (!p) return ncclInvalidArgument;
+  gcd_count("comm_split");
   if (p->init_state != ncclSuccess || p->aborted) { set_error("ncclCommSplit: the parent is not usable"); return ncclInvalidUsage; }
   comm_t *c = calloc(1, sizeof *c);
   c->parent = p; c->color = color < 0 ? -1 : color; c->key = key; c->device = p->device;
