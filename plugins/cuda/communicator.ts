@@ -39,9 +39,9 @@ import {
 import * as variable from './variable.js';
 import * as fixed from './fixed.js';
 import {
-  CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS, type NcclLibs,
+  CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS, type NcclLibs, type NcclReduceArgs,
 } from './nccl.js';
-import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
+import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NcclScalarResidence, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
 
 export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, type NcclLibs };
 
@@ -410,8 +410,25 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       grouped: (w, body) => this.grouped(w, body),
       rc: (rc, w) => this.rc(rc, w),
       reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes),
+      redOp: (a) => this.redOp(a),
+      freeOp: (a, op) => this.freeOp(a, op),
       splits: (count, w) => this.splits(count, w),
     };
+  }
+
+  /** The op for a reduction: a's own, or a premulSum op created on this communicator (HostImmediate: the scalar is read now). */
+  private redOp(a: NcclReduceArgs): number {
+    if (!a.scalar) return a.op;
+    const { nccl } = this.libs;
+    if (!nccl.ncclRedOpCreatePreMulSum || !nccl.ncclRedOpDestroy) throw pluginUnavailable(`premulSum needs ncclRedOpCreatePreMulSum (NCCL >= 2.11; this is ${this.libs.ncclVersion})`, { rank: this.rank });
+    const out = [0];
+    this.rc(nccl.ncclRedOpCreatePreMulSum(out, a.scalar, a.type, NcclScalarResidence.ncclScalarHostImmediate, this.comm), 'ncclRedOpCreatePreMulSum');
+    return out[0];
+  }
+
+  /** NCCL lets an op go as soon as the last call using it has returned (its kernels keep their copy). */
+  private freeOp(a: NcclReduceArgs, op: number): void {
+    if (a.scalar) this.rc(this.libs.nccl.ncclRedOpDestroy(op, this.comm), 'ncclRedOpDestroy');
   }
 
   /** NCCL has no barrier: a one-byte allReduce every rank must join, completed on the device. */

@@ -3,7 +3,7 @@
  * reduces (and how a reduction maps to NCCL's type and op), the completion polling's pace, and
  * the libraries a communicator is given (NcclLibs). communicator.ts re-exports the public names.
  */
-import { checkReduce, dtypeInfo, invalidArgument, type DType, type ReduceOp } from 'groupcomm/plugin';
+import { checkReduce, dtypeInfo, invalidArgument, isPreMulSum, premulScalarBytes, type DType, type ReduceOp, type ReduceOpSpec } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
 import { NcclDataType, NcclRedOp, type FnTable } from './transport.js';
 
@@ -18,14 +18,22 @@ export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 
 
 const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
 
+/**
+ * A reduction's NCCL datatype and op. premulSum has no fixed op: `scalar` then holds the factor's
+ * bytes in the dtype, and each operation creates the op with ncclRedOpCreatePreMulSum
+ * (ncclScalarHostImmediate) and destroys it once the NCCL call has returned (communicator.ts redOp).
+ */
+export interface NcclReduceArgs { type: number; op: number; scalar?: Uint8Array }
+
 /** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
+export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): NcclReduceArgs {
   checkReduce(dtype, op);
   if (!allowed.includes(dtype)) {
     throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
   }
+  if (isPreMulSum(op)) return { type: dtypeInfo(dtype)!.ncclType, op: -1, scalar: premulScalarBytes(dtype, op) };
   if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
-  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
+  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op as ReduceOp] };
 }
 
 /**
