@@ -15,7 +15,7 @@
  * the same sizes everywhere; a disagreement shows as a size mismatch or a timeout, not a result.
  */
 import { dtypeInfo, invalidArgument, type AllToAllSplitsOptions, type CheckedTensor, type DeviceOutput, type DType, type OpOptions, type ReduceOpSpec, type SizesOptions, type SizesReduceOptions, type Tensor } from 'groupcomm/plugin';
-import type { NcclLibs, NcclReduceArgs } from './nccl.js';
+import type { CudaOpOptions, NcclLibs, NcclReduceArgs } from './nccl.js';
 import { NcclDataType } from './transport.js';
 
 /** What these collectives (and fixed.ts's) need of a CudaCommunicator (its private parts, lent by it). */
@@ -27,7 +27,8 @@ export interface VariableIo {
   stream(): bigint;
   t(t: Tensor | undefined, what: string): CheckedTensor;
   output(out: Tensor | undefined, input: Tensor, count: number, shape: number[], inPlace: boolean, what: string): DeviceOutput;
-  issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T>;
+  /** Enqueues on the caller's stream (opts.stream) or the communicator's own; stream() is that stream while enqueue runs. */
+  issue<T>(what: string, opts: CudaOpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T>;
   grouped(what: string, body: () => void): void;
   rc(rc: number, what: string): void;
   reduceArgs(dtype: DType, op: ReduceOpSpec): NcclReduceArgs;
