@@ -47,8 +47,8 @@ import * as p2p from './p2p.js';
 import * as variable from './variable.js';
 import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
-import { agreeOnSplit, creationSignal, planSplit, splitDevice, splitRendezvous, type CoordinatorSubgroupOptions, type Inherited, type SplitParent } from './split.js';
-import type { OpenedGroup, InheritedDevice } from './create.js';
+import { planSplit, runSplit, type CoordinatorSubgroupOptions, type Inherited, type SplitParent } from './split.js';
+import type { OpenedGroup } from './create.js';
 
 export type { TensorDict, PortTriple, RecvSpec };
 export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions, CoordinatorSubgroupOptions };
@@ -184,28 +184,8 @@ export class StatelessGroupCoordinator {
       return Promise.reject(this.explain(e, 'split'));
     }
     this.splitSeq++;
-    return this.op('split', opts, async (b) => {
-      await agreeOnSplit(parent, plan.options, b);
-      const comm = await splitDevice(parent, plan, b);
-      if (!plan.layout) return undefined;
-      const rendezvous = splitRendezvous(parent, seq);
-      const creation = creationSignal(b.signal);
-      const inherit: InheritedDevice = { backend: this.backend, comm };
-      try {
-        const o: CoordinatorOptions = { ...plan.options, rendezvous, signal: creation.signal, timeoutMs: b.next().timeoutMs };
-        const opened = await openGroup(o, inherit);
-        // The new group's own default timeout is the one asked for, not what was left of it.
-        const how = comm ? 'its device communicator split' : opened.ch.comm ? 'its device communicator bootstrapped' : 'no device communicator';
-        return StatelessGroupCoordinator.build({ ...o, timeoutMs: plan.options.timeoutMs }, { ...opened, timeoutMs: plan.options.timeoutMs! },
-          `split from ${this.label}, ${how}`);
-      } catch (e) {
-        await comm?.close({ timeoutMs: 1 }).catch(() => {});
-        throw e;
-      } finally {
-        creation.detach();
-        await rendezvous?.close().catch(() => {});
-      }
-    });
+    return this.op('split', opts, (b) => runSplit(parent, plan, seq, b,
+      (o, opened, how) => StatelessGroupCoordinator.build(o, opened, `split from ${this.label}, ${how}`)));
   }
 
   /**

@@ -23,6 +23,7 @@ import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import { PrefixStore } from '../store/prefix.js';
 import type { Store } from '../store/types.js';
 import type { CoordinatorOptions } from './types.js';
+import { openGroup, type OpenedGroup } from './create.js';
 
 export interface CoordinatorSubgroupOptions extends OpOptions {
   /**
@@ -132,6 +133,35 @@ export async function splitDevice(p: SplitParent, plan: SplitPlan, b: Deadline):
 /** The rendezvous of this split's groups: the parent's group store, under a prefix no other split uses. */
 export function splitRendezvous(p: SplitParent, seq: number): PrefixStore | undefined {
   return p.store ? new PrefixStore(`groupcomm/split/${p.label}/${seq}`, p.store) : undefined;
+}
+
+/**
+ * The split itself, as the parent's operation `split` (in its call order, under its deadline):
+ * the partition agreed on, the device communicator split on every parent rank, then on the
+ * members the new group opened (create.ts's openGroup, adopting the split communicator) and
+ * built by `build` (the coordinator's constructor path). Undefined on a rank in no list.
+ */
+export async function runSplit<G>(p: SplitParent, plan: SplitPlan, seq: number, b: Deadline,
+  build: (o: CoordinatorOptions, opened: OpenedGroup, how: string) => G): Promise<G | undefined> {
+  await agreeOnSplit(p, plan.options, b);
+  const comm = await splitDevice(p, plan, b);
+  if (!plan.layout) return undefined;
+  const rendezvous = splitRendezvous(p, seq);
+  const creation = creationSignal(b.signal);
+  try {
+    const o: CoordinatorOptions = { ...plan.options, rendezvous, signal: creation.signal, timeoutMs: b.next().timeoutMs };
+    const opened = await openGroup(o, { backend: p.backend, comm });
+    const how = comm ? 'its device communicator split' : opened.ch.comm ? 'its device communicator bootstrapped' : 'no device communicator';
+    // The new group's own default timeout is the one asked for, not what was left of it.
+    const timeoutMs = plan.options.timeoutMs ?? opened.timeoutMs;
+    return build({ ...o, timeoutMs }, { ...opened, timeoutMs }, how);
+  } catch (e) {
+    await comm?.close({ timeoutMs: 1 }).catch(() => {});
+    throw e;
+  } finally {
+    creation.detach();
+    await rendezvous?.close().catch(() => {});
+  }
 }
 
 /**

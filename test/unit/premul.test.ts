@@ -6,7 +6,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/index.js';
+import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { tensor, type CpuTensor, type DType, type Tensor } from '../../host/core/tensor.js';
 import { premulScalar, premulScalarBytes, premulSum, scaleBytes } from '../../host/core/premul.js';
 import { describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
@@ -185,6 +185,25 @@ test('a coordinator of one rank: premulSum scales its own input (CPU and device 
     assert.equal([...fromDevice(g.backend!, d).data as Float32Array], [1, 2, 3, 4]);
   } finally {
     await g.close();
+  }
+});
+
+test('coordinators of two ranks: premulSum on CPU tensors (the CPU group) and device tensors (the cpu plugin\'s communicator)', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const clients = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
+  const gs = await Promise.all([0, 1].map((r) => StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: r, localRank: r, groupName: 'pmco', rendezvous: clients[r], timeoutMs: 20_000, backend: 'cpu', useDeviceCommunicator: true,
+  })));
+  try {
+    const cpuSums = await Promise.all(gs.map((g, r) => g.allReduce(tensor(new Int32Array([r + 1, -(r + 1)])), { op: premulSum(3.9) })));
+    assert.equal(cpuSums.map((x) => [...x.data as Int32Array]), [[9, -9], [9, -9]]); // 3·(1 + 2)
+    const devs = gs.map((g, r) => toDevice(g.backend!, tensor(Float32Array.from([4, 8, 2, 6], (v) => v * (r + 1))), r));
+    const rs = await Promise.all(gs.map((g, r) => g.reduceScatter(devs[r], 0, { op: premulSum(0.25) })));
+    assert.equal(rs.map((x, r) => [...fromDevice(gs[r].backend!, x).data as Float32Array]), [[3, 6], [1.5, 4.5]]);
+  } finally {
+    await Promise.all(gs.map((g) => g.close({ lingerMs: 100 })));
+    for (const c of clients) await c.close();
+    await server.close();
   }
 });
 
