@@ -70,6 +70,8 @@ export class CudaBackend implements DeviceBackendV1 {
     return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true };
   }
   private libs: NcclLibs | undefined;
+  /** The load in progress (see load()). */
+  private loading: Promise<NcclLibs> | undefined;
 
   /** The child-process probe, run once per process (the libraries do not change under us). */
   report(): Promise<ProbeReport | { error: string }> {
@@ -85,9 +87,19 @@ export class CudaBackend implements DeviceBackendV1 {
     return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
   }
 
-  /** The libraries, loaded in-process after a successful probe; throws the probe's reason otherwise. */
-  private async load(): Promise<NcclLibs> {
-    if (this.libs) return this.libs;
+  /**
+   * The libraries, loaded in-process after a successful probe; throws the probe's reason
+   * otherwise. Concurrent first calls share one load: two CudaRuntimes would each keep their own
+   * allocations and in-flight count, so a free through one would neither find the other's buffer
+   * nor wait for its operations.
+   */
+  private load(): Promise<NcclLibs> {
+    if (this.libs) return Promise.resolve(this.libs);
+    this.loading ??= this.loadOnce().finally(() => { this.loading = undefined; });
+    return this.loading;
+  }
+
+  private async loadOnce(): Promise<NcclLibs> {
     const r = await this.report();
     const reasons = probeReasons(r);
     if (reasons.length || 'error' in r) throw pluginUnavailable(`device backend 'cuda' is not available: ${reasons.join('; ')}`);

@@ -59,6 +59,8 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private scratch: DeviceBuffer | undefined;
   /** Operations of this communicator holding CudaRuntime's deferred frees (see issue()). */
   private holds = 0;
+  /** The first abortNative's work (see there). */
+  private aborting: Promise<void> | undefined;
   /** The caller's stream (CudaOpOptions.stream) of the operation being issued or stuck; undefined: the own stream. */
   private opStream: bigint | undefined;
   /** What fixed.ts and variable.ts use of this communicator, made once (no allocation per call). */
@@ -245,9 +247,14 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
    * ncclCommAbort off the event loop (it may wait for kernels), bounded so we never hang on it:
    * on a detached native thread, which cannot keep the process alive, then waiting (at most
    * 10 s) for this communicator's stream to drain; or, where no such thread can be made, on
-   * koffi's thread pool.
+   * koffi's thread pool. Once: a later call (close() right after a timeout's abort) waits for
+   * the first instead of releasing the held frees while the aborted kernel may still run.
    */
-  private async abortNative(reason: string): Promise<void> {
+  private abortNative(reason: string): Promise<void> {
+    return (this.aborting ??= this.abortOnce(reason));
+  }
+
+  private async abortOnce(reason: string): Promise<void> {
     const comm = this.comm;
     this.comm = 0n;
     if (comm) this.log.warn(`aborting NCCL communicator: ${reason}`);

@@ -47,6 +47,17 @@ const copyOn = (x: Tensor, vals: number[], stream: bigint) => {
   assert.is(memcpyAsync((x.data as { ptr: bigint }).ptr, src, src.byteLength, 1, stream), 0);
 };
 
+t('communicators created at once by a fresh backend share one CUDA runtime (one allocation table, one in-flight count)', async () => {
+  const fresh = new CudaBackend();
+  const prefix = `fresh${seq++}`;
+  const cs = await Promise.all([0, 1].map((rank) => fresh.createCommunicator({
+    rank, worldSize: 2, deviceIndex: rank, timeoutMs: 20_000, bootstrap: storeBootstrap(store.client(), { rank, worldSize: 2, prefix, timeoutMs: 20_000 }),
+  })));
+  const rt = (x: unknown) => (x as { libs: { cuda: unknown } }).libs.cuda;
+  assert.ok(rt(cs[0]) === rt(cs[1]) && rt(cs[0]) === rt(fresh), 'two CudaRuntimes: a free through one skips the other\'s buffers and in-flight operations');
+  for (const c of cs) await c.close();
+});
+
 t('world size 2: the operation runs on the caller\'s stream, after a slow write the caller enqueued there first', async () => {
   const cs = await communicators(2);
   const streams = [0, 1].map((r) => { cuda().setDevice(r); return cuda().createStream(); });
@@ -94,6 +105,31 @@ t('a stream that is not a handle is refused before anything is issued; a stream 
   assert.is(Number(counterFn('stream_device_mismatch')), before + 1);
   assert.equal(host(await c.allReduce(x)), [7], 'the communicator still works');
   await c.close();
+});
+
+t('an operation stuck on a caller\'s stream: frees stay deferred until the abort has returned and that stream has drained', async () => {
+  setFn('GCDOUBLE_FAULT_RANK', 0, 1);
+  setFn('GCDOUBLE_ABORT_DELAY_MS', 300, 1); // the stuck kernel outlives the timeout by this much
+  try {
+    const [c0, c1] = await communicators(2);
+    cuda().setDevice(0);
+    const s = cuda().createStream();
+    const busy = Number(counterFn('free_while_busy'));
+    const x = toDevice(backend, tensor(new Int32Array([1, 2])), 0);
+    // Rank 1 never joins: rank 0's kernel waits on the caller's stream until the abort.
+    const e = await c0.allReduce(x, { stream: s, timeoutMs: 300 }).then(() => null, (err) => err);
+    assert.is((e as { code?: string })?.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
+    backend.free(x.data as never);
+    assert.is(Number(counterFn('free_while_busy')), busy, 'cudaFree ran while a kernel was stuck on the caller\'s stream');
+    await c0.close();
+    await c1.close();
+    const rt = (backend as unknown as { libs: { cuda: { deferredFrees: number } } }).libs.cuda;
+    assert.is(rt.deferredFrees, 0, 'the deferred frees ran once the abort returned and the stream drained');
+    assert.is(Number(counterFn('free_while_busy')), busy);
+  } finally {
+    setFn('GCDOUBLE_FAULT_RANK', 0, 0);
+    setFn('GCDOUBLE_ABORT_DELAY_MS', 0, 0);
+  }
 });
 
 test('the cpu plugin has no streams: the option is refused (INVALID_ARGUMENT), not ignored', async () => {
