@@ -63,11 +63,13 @@ export class CudaBackend implements DeviceBackendV1 {
   private fp8 = false;
   /** Set by probe(): NCCL >= 2.18 (ncclCommSplit). */
   private splits = false;
+  /** ncclRedOpCreatePreMulSum and ncclRedOpDestroy (NCCL 2.11+, so every NCCL the probe accepts; checked at load). */
+  private premul = true;
 
   // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
   // seen the hardware and NCCL for it (every caller of a backend probes it first).
   get capabilities() {
-    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true };
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true, premulSum: this.premul };
   }
   private libs: NcclLibs | undefined;
   /** The load in progress (see load()). */
@@ -108,6 +110,7 @@ export class CudaBackend implements DeviceBackendV1 {
     log.info(`cuda backend: CUDA runtime ${r.cudart!.runtimeVersion} (${r.cudart!.path}), NCCL ${ncclVersionString(r.nccl!.version)} (${r.nccl!.path}), ${r.cudart!.deviceCount} device(s)`);
     this.fp8 = fp8Reduces(r);
     this.splits = !!nccl.ncclCommSplit;
+    this.premul = !!nccl.ncclRedOpCreatePreMulSum && !!nccl.ncclRedOpDestroy;
     return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path, reduceDtypes: this.capabilities.reduceDtypes });
   }
 

@@ -200,6 +200,18 @@ test('coordinators of two ranks: premulSum on CPU tensors (the CPU group) and de
     const devs = gs.map((g, r) => toDevice(g.backend!, tensor(Float32Array.from([4, 8, 2, 6], (v) => v * (r + 1))), r));
     const rs = await Promise.all(gs.map((g, r) => g.reduceScatter(devs[r], 0, { op: premulSum(0.25) })));
     assert.equal(rs.map((x, r) => [...fromDevice(gs[r].backend!, x).data as Float32Array]), [[3, 6], [1.5, 4.5]]);
+    // A backend without capabilities.premulSum: refused on device tensors, except reduceScatterv, which then goes through host memory.
+    const caps = gs[0].backend!.capabilities as { premulSum?: boolean };
+    caps.premulSum = false;
+    try {
+      const e = await gs[0].allReduce(devs[0], { op: premulSum(2) }).then(() => null, (x) => x);
+      assert.ok(invalid(e), String(e));
+      assert.match(String(e), 'capabilities.premulSum');
+      const rv = await Promise.all(gs.map((g, r) => g.reduceScatterv(devs[r], [1, 3], 0, { op: premulSum(0.5) })));
+      assert.equal(rv.map((x, r) => [...fromDevice(gs[r].backend!, x).data as Float32Array]), [[6], [12, 3, 9]]);
+    } finally {
+      caps.premulSum = true;
+    }
   } finally {
     await Promise.all(gs.map((g) => g.close({ lingerMs: 100 })));
     for (const c of clients) await c.close();
