@@ -109,6 +109,22 @@ test('split without capabilities.split bootstraps each sub-group\'s communicator
   }
 });
 
+test('split of a split, with the message-queue broadcaster: the grandchild\'s objects and tensors arrive, the child and parent still work', async () => {
+  const parent = await world(3, 'mq');
+  const kids = await Promise.all(parent.map((g) => g.split({ groupRanks: [[2, 0, 1]], groupName: 'all' })));
+  for (const k of kids) track({ close: () => k!.destroy({ lingerMs: 100 }) });
+  const before = creates;
+  const grand = await Promise.all(kids.map((k) => k!.split({ groupRanks: [[1, 2]], useMessageQueueBroadcaster: true })));
+  for (const g of grand) if (g) track({ close: () => g.destroy({ lingerMs: 100 }) });
+  assert.is(creates, before);
+  assert.equal(grand.map((g) => g && [...g.ranks]), [undefined, [1, 2], [1, 2]]);
+  assert.ok(grand[1]!.messageQueue, 'the grandchild has its message queue');
+  const got = await Promise.all([grand[1]!.broadcastObject({ hi: 1 }, 0), grand[2]!.broadcastObject(undefined, 0)]);
+  assert.equal(got, [{ hi: 1 }, { hi: 1 }]);
+  await check(grand, [[1, 2]]);
+  await check(kids, [[2, 0, 1]]);
+});
+
 test('a rank that passes another partition fails every rank alike, naming it, and the parent still works', async () => {
   const parent = await world(3, 'disagree');
   const res = await Promise.allSettled(parent.map((g, r) => g.split({ groupRanks: r === 2 ? [[0, 2]] : [[0, 1]] })));
