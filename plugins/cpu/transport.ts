@@ -49,9 +49,11 @@ const sum = (a: readonly number[]) => a.reduce((x, y) => x + y, 0);
 /** out = op over `parts`, combined in rank order so every rank gets the same bits. */
 function reduceParts(dtype: DType, op: ReduceOpSpec, out: Uint8Array, parts: readonly Uint8Array[]): void {
   if (isPreMulSum(op)) {
-    // Each rank's part scaled, then summed; the parts are this call's own copies (gatherAll).
+    // Each rank's part scaled, then summed. Scaled into a buffer of this call's own: a part may be
+    // the very bytes an in-process store hands every reader of a key.
     scaleBytes(dtype, out, parts[0], op);
-    for (let r = 1; r < parts.length; r++) { scaleBytes(dtype, parts[r], parts[r], op); reduceBytes('sum', dtype, out, parts[r]); }
+    const scaled = new Uint8Array(out.byteLength);
+    for (let r = 1; r < parts.length; r++) { scaleBytes(dtype, scaled, parts[r], op); reduceBytes('sum', dtype, out, scaled); }
     return;
   }
   out.set(parts[0]);
