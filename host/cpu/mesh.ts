@@ -11,7 +11,8 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { bindError, GroupcommError, isGroupcommError, mismatchError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { Status } from './wire.js';
 import { applyKeepAlive } from '../base/netaddr.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
@@ -340,7 +341,7 @@ export class Mesh {
   private onAck(peer: number, b: Uint8Array): void {
     const a = this.hs.readAck(peer, b);
     if (!a.ok) {
-      this.refused(peer, a.why);
+      this.refused(peer, a.why, a.status);
       return;
     }
     const s = this.dialed[peer];
@@ -353,8 +354,12 @@ export class Mesh {
   }
 
   /** The handshake with `peer` failed on our dialed connection: setup fails naming it. */
-  private refused(peer: number, why: string): void {
-    const err = protocolError(`CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`, { rank: this.rank, peerRank: peer });
+  private refused(peer: number, why: string, status?: number): void {
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`;
+    // Another world size for the same group and epoch is the caller's mismatch, not a bad peer.
+    const err = status === Status.WRONG_SIZE
+      ? mismatchError(`${msg} (this rank has world size ${this.worldSize}): the ranks disagree on the group's members`, { rank: this.rank, peerRank: peer })
+      : protocolError(msg, { rank: this.rank, peerRank: peer });
     this.dialed[peer]?.destroy();
     if (this.setupError) this.setupError(err);
     else this.protocolFailure(peer, why);

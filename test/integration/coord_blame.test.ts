@@ -71,4 +71,22 @@ for (const field of ['dtype', 'op', 'dim', 'collective']) {
   });
 }
 
+for (const [kind, n] of [['bigger', 2], ['smaller', 2], ['members', 3]] as const) {
+  for (const runtime of ['same', 'mixed'] as const) {
+    test(`groupRanks differ (${kind}, ${runtime}): create fails with MISMATCH on every rank, naming both views`, async () => {
+      const outs = await spawnRanks<Seen>(n, 'test/integration/workers/blame_worker', {
+        args: ['ranks', kind, runtime], runtime, timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '8000' },
+      });
+      for (const [r, o] of outs.entries()) {
+        assert.ok(typeof o === 'object' && o.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(o)}`);
+        assert.match(o.message, /groupRanks/);
+        // Both views, and who holds them, by group and global rank.
+        assert.match(o.message, kind === 'members' ? /\[0, 1, 2\][\s\S]*\[0, 2, 1\]|\[0, 2, 1\][\s\S]*\[0, 1, 2\]/ : /\[0, 1\] \(world size 2\)[\s\S]*\[0, 1, 2\] \(world size 3\)|\[0, 1, 2\] \(world size 3\)[\s\S]*\[0, 1\] \(world size 2\)/);
+        assert.match(o.message, /global rank \d/);
+        assert.ok(o.ms < 7_000, `rank ${r} took ${o.ms}ms (its timeout is 8000)`);
+      }
+    });
+  }
+}
+
 test.run();

@@ -120,6 +120,17 @@ switch (scenario) {
     result = await outcome(create('cabsent'));
     break;
   }
+  // The ranks describe the group differently (argv[3]): 'bigger' — rank 1 passes one rank more
+  // than rank 0; 'smaller' — rank 0 does; 'members' (3 ranks) — rank 1 lists the same ranks in
+  // another order. Every rank's create fails with MISMATCH naming both views.
+  case 'ranks': {
+    const kind = process.argv[3];
+    const groups = kind === 'members' ? (rank === 1 ? [[0, 2, 1]] : [all])
+      : (kind === 'bigger') === (rank === 1) ? [[...all, worldSize]] : [all];
+    result = await outcome(StatelessGroupCoordinator.create({ groupRanks: groups, globalRank: rank, groupName: `ranks-${kind}-${process.argv[4]}`, rendezvous: store, timeoutMs })
+      .then((g) => g.destroy()));
+    break;
+  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }
