@@ -68,6 +68,24 @@ async function check(gs: CpuGroup[], call: Call, words: RegExp, what: string, ws
   }
 }
 
+test('2 ranks, both take themselves as the broadcast root: the next collective fails with MISMATCH naming the earlier call', async () => {
+  const gs = await groupOf(2);
+  try {
+    // No frame of this call is received by anyone: nothing can be compared yet.
+    await Promise.all(gs.map((g, r) => g.broadcast(f32(), { src: r })));
+    const res = await Promise.allSettled(gs.map((g) => g.allReduce(f32())));
+    for (const [r, x] of res.entries()) {
+      assert.is(x.status, 'rejected', `rank ${r} resolved`);
+      const e = (x as PromiseRejectedResult).reason as { code: string; message: string; peerRank?: number };
+      assert.is(e.code, 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${e.message}`);
+      assert.match(e.message, new RegExp(`collective #0 \\(its call: broadcast \\(dtype float32, root ${1 - r}\\)`));
+      assert.is(e.peerRank, 1 - r);
+    }
+  } finally {
+    await Promise.all(gs.map((g) => g.abort()));
+  }
+});
+
 test('equal calls are not flagged; fingerprints differ by field', async () => {
   const gs = await groupOf(2);
   const out = await Promise.all(gs.map((g) => g.allReduce(f32(), { op: 'sum' }))) as CpuTensor[];
