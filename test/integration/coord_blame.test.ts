@@ -71,6 +71,23 @@ for (const field of ['dtype', 'op', 'dim', 'collective']) {
   });
 }
 
+for (const kind of ['root', 'recv']) {
+  test(`barrier against broadcastObject (${kind === 'root' ? 'rank 0 the root' : 'both wait'}): MISMATCH naming both calls on every rank`, async () => {
+    const outs = await spawnRanks<{ first: Seen; later: Seen }>(2, 'test/integration/workers/blame_worker', {
+      args: ['store-mismatch', kind, 'x'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '2000' },
+    });
+    for (const [r, o] of outs.entries()) {
+      // Rank 0 as the root only sends and may resolve; its next call then fails.
+      const e = r === 0 && kind === 'root' && o.first === 'ok' ? o.later : o.first;
+      assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(o)}`);
+      assert.match(e.message, /barrier/);
+      assert.match(e.message, /broadcastObject/);
+      assert.is(e.peerRank, 1 - r);
+      assert.ok(typeof o.later === 'object' && o.later.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r} later: ${JSON.stringify(o.later)}`);
+    }
+  });
+}
+
 for (const [kind, n] of [['bigger', 2], ['smaller', 2], ['members', 3]] as const) {
   for (const runtime of ['same', 'mixed'] as const) {
     test(`groupRanks differ (${kind}, ${runtime}): create fails with MISMATCH on every rank, naming both views`, async () => {

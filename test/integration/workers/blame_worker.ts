@@ -120,6 +120,21 @@ switch (scenario) {
     result = await outcome(create('cabsent'));
     break;
   }
+  // Store-channel calls that differ (argv[3]): 'root' — rank 0 calls broadcastObject as its
+  // root while rank 1 calls barrier (rank 0 resolves: it only sends); 'recv' — rank 1 is the
+  // root, so both wait. No message of one call answers the other: both must get MISMATCH
+  // naming the two calls (rank 0 at the latest on its next call), never a bare timeout.
+  case 'store-mismatch': {
+    const g = await create(`smm-${process.argv[3]}-${process.argv[4]}`, { timeoutMs: 30_000 });
+    await g.barrier();
+    const src = process.argv[3] === 'root' ? 0 : 1;
+    const first = await outcome(rank === 0 ? g.broadcastObject(rank === src ? { x: 1 } : undefined, src, { timeoutMs })
+      : g.barrier({ timeoutMs }));
+    const later = await outcome(g.barrier({ timeoutMs }));
+    result = { first, later };
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
   // The ranks describe the group differently (argv[3]): 'bigger' — rank 1 passes one rank more
   // than rank 0; 'smaller' — rank 0 does; 'members' (3 ranks) — rank 1 lists the same ranks in
   // another order. Every rank's create fails with MISMATCH naming both views.
