@@ -18,7 +18,7 @@
  * nothing here costs anything per operation but a counter.
  */
 import {
-  ErrorCode, isGroupcommError, mismatchError, peerLostError, protocolError, timeoutError, type GroupcommError,
+  ErrorCode, isGroupcommError, mismatchError, peerLeftError, peerLostError, protocolError, timeoutError, type GroupcommError,
 } from '../base/errors.js';
 import { logger } from '../base/log.js';
 import type { Store, Subscription } from '../store/types.js';
@@ -203,7 +203,7 @@ export class GroupFaults {
       if (c.code === ErrorCode.MISMATCH) peerRanks = [...new Set([...peerRanks, by])].filter((r) => r !== this.o.rankInGroup);
       const f = { rank: this.o.rankInGroup, peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined };
       const msg = `${c.message} (seen by group rank ${by})`;
-      const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f)
+      const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f) : c.code === ErrorCode.PEER_LEFT ? peerLeftError(msg, f)
         : c.code === ErrorCode.TIMEOUT ? timeoutError(msg, f)
           : c.code === ErrorCode.MISMATCH ? mismatchError(msg, f) : protocolError(msg, f);
       this.fail(e, Number.isInteger(c.n) ? c.n : -1, c.fatal === true, false);
@@ -294,18 +294,18 @@ export class GroupFaults {
     if (this.failure) return this.failure;
     if (!isGroupcommError(e)) return e;
     const me = this.o.rankInGroup;
-    if (e.code === ErrorCode.PEER_LOST) {
+    if (e.code === ErrorCode.PEER_LOST || e.code === ErrorCode.PEER_LEFT) {
       let peer = e.peerRank ?? (e.peerRanks?.length === 1 ? e.peerRanks[0] : undefined);
       let err = e;
-      if (peer === undefined && me !== 0) {
+      if (peer === undefined && me !== 0 && e.code === ErrorCode.PEER_LOST) {
         // No rank named: the group's store connection closed, and group rank 0 hosts the store.
         peer = 0;
         err = peerLostError(`lost group rank 0, which hosts the group's store: ${e.message}`, { rank: me, peerRank: 0, cause: e });
       }
-      if (peer !== undefined && this.o.cpu?.hasLeft(peer)) {
+      if (e.code === ErrorCode.PEER_LEFT || (peer !== undefined && this.o.cpu?.hasLeft(peer))) {
         const why = await this.causeOf(n, ASK_MS, fresh);
         if (why) return why;
-        return peerLostError(`group rank ${peer} left the group (closed it) while this ${what} still needed it; ` +
+        return peerLeftError(`group rank ${peer ?? '?'} left the group (closed it) while this ${what} still needed it; ` +
           'it was not lost: did every rank issue the same operations?', { rank: me, peerRank: peer, cause: e });
       }
       // A peer gone without a goodbye may be a symptom (of a rank another member lost first):

@@ -2,7 +2,7 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { peerLostError, protocolError, type GroupcommError } from '../base/errors.js';
+import { peerLeftError, protocolError, type GroupcommError } from '../base/errors.js';
 import { routeKey, type Sink } from './link/inbound.js';
 import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
@@ -128,8 +128,8 @@ export class Exchange {
   /** Fails this operation if it still expects frames from `peer`, which has left the group. */
   checkDeparted(peer: number): void {
     if (this.mesh.departed.has(peer) && (this.expecting.get(peer) ?? 0) > 0) {
-      this.fail(peerLostError(
-        `rank ${this.rank}: rank ${peer} destroyed its end of the group while this operation still expected data from it`,
+      this.fail(peerLeftError(
+        `rank ${this.rank}: rank ${peer} left the group (destroyed its end on purpose) while this operation still expected data from it`,
         { rank: this.rank, peerRank: peer }));
     }
   }

@@ -359,7 +359,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * Graceful: refuses new operations, lets the ones in flight finish (within `timeoutMs`,
    * default the group's timeout, and until `signal` fires; then they are aborted), then closes
    * the mesh: each peer gets a goodbye frame behind everything already sent to it (their
-   * operations that still need this rank fail with ERR_GROUPCOMM_PEER_LOST naming it).
+   * operations that still need this rank fail with ERR_GROUPCOMM_PEER_LEFT naming it).
    * Idempotent.
    */
   close(opts: CloseOptions = {}): Promise<void> {

@@ -71,6 +71,20 @@ for (const field of ['dtype', 'op', 'dim', 'collective']) {
   });
 }
 
+for (const runtime of ['same', 'mixed'] as const) {
+  test(`a member that destroyed its group cleanly is reported as having left (PEER_LEFT), never lost (${runtime})`, async () => {
+    const outs = await spawnRanks<Seen | 'left'>(2, 'test/integration/workers/blame_worker', {
+      args: ['leave', runtime], runtime, timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port) },
+    });
+    assert.is(outs[0], 'left');
+    const e = outs[1];
+    assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_PEER_LEFT' && e.peerRank === 0, JSON.stringify(e));
+    assert.match(e.message, /left the group/);
+    assert.match(e.message, /group rank 0 = global rank 0/);
+    assert.ok(e.ms < 15_000, `took ${e.ms}ms`);
+  });
+}
+
 for (const kind of ['root', 'recv']) {
   test(`barrier against broadcastObject (${kind === 'root' ? 'rank 0 the root' : 'both wait'}): MISMATCH naming both calls on every rank`, async () => {
     const outs = await spawnRanks<{ first: Seen; later: Seen }>(2, 'test/integration/workers/blame_worker', {

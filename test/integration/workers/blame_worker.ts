@@ -120,6 +120,20 @@ switch (scenario) {
     result = await outcome(create('cabsent'));
     break;
   }
+  // Rank 0 destroys its group cleanly while rank 1 still calls allReduce: rank 1 gets PEER_LEFT
+  // naming rank 0 (group and global rank), never PEER_LOST.
+  case 'leave': {
+    const g = await create(`leave-${process.argv[3]}`, { timeoutMs: 30_000 });
+    await g.barrier();
+    if (rank === 0) {
+      await g.destroy();
+      result = 'left';
+      break;
+    }
+    result = await outcome(g.allReduce(tensor(new Float32Array(1 << 16).fill(1)), { timeoutMs: 20_000 }));
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
   // Store-channel calls that differ (argv[3]): 'root' — rank 0 calls broadcastObject as its
   // root while rank 1 calls barrier (rank 0 resolves: it only sends); 'recv' — rank 1 is the
   // root, so both wait. No message of one call answers the other: both must get MISMATCH
