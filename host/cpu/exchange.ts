@@ -8,6 +8,9 @@ import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
 import type { Mesh } from './mesh.js';
 
+/** MISMATCH errors made from a peer's verdict (group.ts): not told back. */
+export const told = new WeakSet<GroupcommError>();
+
 const COPY: SendOptions = Object.freeze({ copy: true });
 const NO_COPY: SendOptions = Object.freeze({ copy: false });
 
@@ -182,6 +185,11 @@ export class Exchange {
   fail(err: GroupcommError): void {
     if (this.failure || this.finished) return;
     this.failure = err;
+    // A frame of another call from that peer: tell it, since a peer that only sends in this
+    // collective compares nothing (not for a verdict it told us: it knows).
+    if (err.code === 'ERR_GROUPCOMM_MISMATCH' && this.kind === KIND_COLL && err.peerRank !== undefined && !told.has(err)) {
+      this.mesh.sendVerdict(err.peerRank, this.seq, this.tag);
+    }
     for (const w of this.failWaiters) w(err);
     this.failWaiters.clear();
     this.release(true);

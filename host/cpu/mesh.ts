@@ -12,7 +12,7 @@
 import net from 'node:net';
 import type { Store } from '../store/types.js';
 import { bindError, GroupcommError, isGroupcommError, mismatchError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
-import { Status } from './wire.js';
+import { KIND_VERDICT, Status } from './wire.js';
 import { applyKeepAlive } from '../base/netaddr.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
@@ -23,6 +23,8 @@ import { RingReader, ShmLink } from './link/shm.js';
 import { dialReader, listen, TcpLink } from './link/tcp.js';
 
 export type { Sink, Transport };
+
+const NO_PAYLOAD = new Uint8Array(0);
 
 /** A connection must send a valid HELLO within this (ms), or it is closed. */
 const HELLO_TIMEOUT_MS = 10_000;
@@ -69,6 +71,7 @@ export class Mesh {
   private lost = false;
   private lostHandler: (err: GroupcommError) => void = () => {};
   private departHandler: (peer: number) => void = () => {};
+  private verdictHandler: (peer: number, seq: number, theirFp: number) => void = () => {};
   /** Peers that said goodbye (destroyed their group): no more frames will come from them. */
   readonly departed = new Set<number>();
   private readyCheck: () => void = () => {};
@@ -129,6 +132,16 @@ export class Mesh {
   /** Called once with the first connection loss after setup (the group is unusable after it). */
   onLost(fn: (err: GroupcommError) => void): void {
     this.lostHandler = fn;
+  }
+
+  /** Called when a peer tells that our call for collective `seq` differed from its own (KIND_VERDICT). */
+  onVerdict(fn: (peer: number, seq: number, theirFp: number) => void): void {
+    this.verdictHandler = fn;
+  }
+
+  /** Tells `peer` that its call for collective `seq` differed from ours (`fp`); best effort. */
+  sendVerdict(peer: number, seq: number, fp: number): void {
+    this.links[peer]?.send({ kind: KIND_VERDICT, tag: fp, seq, slot: 0 }, NO_PAYLOAD, { copy: true }, () => {});
   }
 
   /** Called when a peer destroys its group on purpose (after its last frame to us). */
@@ -296,6 +309,7 @@ export class Mesh {
       },
       ack: (b) => this.onAck(peer, b),
       bye: () => this.onBye(peer),
+      verdict: (seq, fp) => this.verdictHandler(peer, seq, fp),
       malformed: (why) => this.protocolFailure(peer, why),
     }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;

@@ -15,7 +15,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
+import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, KIND_VERDICT, readHeader } from '../wire.js';
 import { describeCall, describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
@@ -58,6 +58,8 @@ export interface InboundEvents {
   ack(bytes: Uint8Array): void;
   /** The peer's goodbye: it leaves on purpose and everything it sent came before. */
   bye(): void;
+  /** The peer found that our call for collective `seq` differed from its own (`theirFp`). */
+  verdict?(seq: number, theirFp: number): void;
   /** The stream broke the protocol (reported once; the parser ignores the rest of it). */
   malformed(why: string): void;
 }
@@ -326,6 +328,12 @@ export class Inbound {
       this.skipping = true;
       this.remaining = h.length;
       this.events.bye();
+      return;
+    }
+    if (h.kind === KIND_VERDICT) {
+      this.skipping = true;
+      this.remaining = h.length;
+      this.events.verdict?.(h.seq, h.tag);
       return;
     }
     this.bell = false;
