@@ -97,14 +97,16 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
       let first: unknown;
       const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
-      // Beside the join: every member compares its groupRanks with group rank 0's, and every
-      // rank fails as soon as one reports a difference (members.ts). Not aborted by a sibling's
-      // failure: a mesh refusal for another world size is better explained by both views.
+      // Before the join, every member compares its groupRanks with group rank 0's; every rank
+      // fails as soon as one reports a difference (members.ts).
       const watching = new AbortController();
       const watchOpts = { timeoutMs, signal: anySignal([both.signal, watching.signal]) };
       views = isHost ? Promise.resolve() : checkView(ch.store, layout, wireName, budget.next());
       const watch = views.then(() => watchViews(ch.store!, layout, wireName, watchOpts));
       for (const p of [views, watch]) p.catch((e) => { if (isGroupcommError(e, 'ERR_GROUPCOMM_MISMATCH')) { viewErr ??= e; first ??= e; sibling.abort(e); } });
+      // A member joins only once its view matched: one that differs then never takes a place
+      // in the join or the mesh (where it would take another rank's).
+      await views;
       const [pg, cpu] = await Promise.allSettled([
         failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
         failFast((async () => {

@@ -7,11 +7,12 @@
  *
  * - group rank 0 writes its view of the group into its store (in process) before anyone can
  *   reach it (before the port record is published);
- * - every other member reads it (one store round trip, side by side with the join) and compares
- *   it with its own; on a difference it leaves its own view under the group's mismatch key and
- *   fails;
+ * - every other member reads it (one store round trip, before it joins) and compares it with
+ *   its own; on a difference it leaves its own view under the group's mismatch key and fails
+ *   without joining;
  * - group rank 0 and the members whose view matched wait on that key while they create the
- *   group, and fail with the same MISMATCH as soon as it appears.
+ *   group, and fail with the same MISMATCH as soon as it appears — unless the reporter is no
+ *   member in their view (it failed alone, and they can still form the group they agree on).
  */
 import { isGroupcommError, mismatchError, type GroupcommError } from '../base/errors.js';
 import type { OpOptions } from '../base/deadline.js';
@@ -29,10 +30,10 @@ const mismatchKey = (wire: string) => `groupcomm/members/${wire}/mismatch`;
 const viewOf = (l: GroupLayout): View => ({ ranks: l.ranks, globalRank: l.ranks[l.rankInGroup], groupRank: l.rankInGroup });
 const list = (r: readonly number[]) => `[${r.join(', ')}]`;
 
-function parse(b: Uint8Array): View | undefined {
+function parse(b: Uint8Array, line = 0): View | undefined {
   try {
     // The mismatch key is appended to: one JSON line per member that found a difference.
-    const v = JSON.parse(dec.decode(b).split('\n')[0]) as View;
+    const v = JSON.parse(dec.decode(b).split('\n')[line]) as View;
     return Array.isArray(v?.ranks) && v.ranks.every(Number.isInteger) && Number.isInteger(v.globalRank) && Number.isInteger(v.groupRank) ? v : undefined;
   } catch {
     return undefined;
@@ -84,7 +85,17 @@ function reported(layout: GroupLayout, wire: string, b: Uint8Array): GroupcommEr
  */
 export async function watchViews(store: Store, layout: GroupLayout, wire: string, opts: OpOptions): Promise<never> {
   const b = await store.get(mismatchKey(wire), opts);
-  throw reported(layout, wire, b) ?? mismatchError(`group '${wire}': a member's view of the group differs (unreadable report)`, { rank: layout.rankInGroup });
+  const e = reported(layout, wire, b);
+  // A report from a rank that is no member here (it named itself into this group by another
+  // groupRanks) does not stop the members from forming the group they agree on: it failed alone
+  // (before joining: checkView runs first).
+  if (e && e.peerRank === undefined) {
+    await new Promise((_, reject) => {
+      if (opts.signal?.aborted) reject(opts.signal.reason);
+      opts.signal?.addEventListener('abort', () => reject(opts.signal!.reason), { once: true });
+    });
+  }
+  throw e ?? mismatchError(`group '${wire}': a member's view of the group differs (unreadable report)`, { rank: layout.rankInGroup });
 }
 
 /**

@@ -102,6 +102,18 @@ for (const kind of ['root', 'recv']) {
   });
 }
 
+test('a rank that names itself into another group of the same name fails alone with MISMATCH; the members form their group', async () => {
+  const outs = await spawnRanks<Seen>(4, 'test/integration/workers/blame_worker', {
+    args: ['ranks', 'other', 'x'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '8000' },
+  });
+  for (const r of [0, 1, 2]) assert.is(outs[r], 'ok', `rank ${r}: ${JSON.stringify(outs[r])}`);
+  const e = outs[3];
+  // It reaches the store before the group forms (it starts a second earlier); should it come after,
+  // rank 0 has taken its port record back and it times out naming group rank 0.
+  assert.ok(typeof e === 'object' && (e.code === 'ERR_GROUPCOMM_MISMATCH' || e.code === 'ERR_GROUPCOMM_TIMEOUT'), JSON.stringify(e));
+  if (e.code === 'ERR_GROUPCOMM_MISMATCH') assert.match(e.message, /\[0, 1, 2\][\s\S]*\[0, 1, 3\]/);
+});
+
 for (const [kind, n] of [['bigger', 2], ['smaller', 2], ['members', 3]] as const) {
   for (const runtime of ['same', 'mixed'] as const) {
     test(`groupRanks differ (${kind}, ${runtime}): create fails with MISMATCH on every rank, naming both views`, async () => {

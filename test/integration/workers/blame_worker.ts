@@ -154,7 +154,11 @@ switch (scenario) {
   // another order. Every rank's create fails with MISMATCH naming both views.
   case 'ranks': {
     const kind = process.argv[3];
-    const groups = kind === 'members' ? (rank === 1 ? [[0, 2, 1]] : [all])
+    // 'other' (4 ranks): global rank 3 names itself into [0, 1, 3] while 0..2 create [0, 1, 2]
+    // (it comes first, so it reaches the group's store before the others formed the group).
+    if (kind === 'other' && rank !== 3) await new Promise((r) => setTimeout(r, 1_000));
+    const groups = kind === 'other' ? (rank === 3 ? [[0, 1, 3]] : [[0, 1, 2]])
+      : kind === 'members' ? (rank === 1 ? [[0, 2, 1]] : [all])
       : (kind === 'bigger') === (rank === 1) ? [[...all, worldSize]] : [all];
     result = await outcome(StatelessGroupCoordinator.create({ groupRanks: groups, globalRank: rank, groupName: `ranks-${kind}-${process.argv[4]}`, rendezvous: store, timeoutMs })
       .then((g) => g.destroy()));
