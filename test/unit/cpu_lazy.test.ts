@@ -140,7 +140,8 @@ test('a peer that left before anyone dialed it is named when an operation first 
   assert.not.ok(gs[0].connectedPeers().includes(gone));
   await gs[gone].destroy();
   live.delete(gs[gone]);
-  const e = await rejectsWith(gs[0].recv(tensor(new Float32Array(4)), gone, { timeoutMs: 10_000 }), 'ERR_GROUPCOMM_PEER_LOST');
+  // It left (destroyed its end): PEER_LEFT, never PEER_LOST.
+  const e = await rejectsWith(gs[0].recv(tensor(new Float32Array(4)), gone, { timeoutMs: 10_000 }), 'ERR_GROUPCOMM_PEER_LEFT');
   assert.is(e.peerRank, gone, e.message);
   assert.match(e.message, new RegExp(`rank ${gone}`));
 });
