@@ -407,6 +407,7 @@ export class StatelessGroupCoordinator {
             this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
           this.io.mq?.close();
+          if (!this.aborted) await this.faults.settle();
           this.faults.close();
           await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
         } finally {

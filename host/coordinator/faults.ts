@@ -79,6 +79,8 @@ export class GroupFaults {
   private readonly answers = new Map<number, Map<number, Answer>>();
   private surveys = 0;
   private told = 0;
+  /** Causes still on their way to the other members (close() lets them land first). */
+  private readonly telling = new Set<Promise<unknown>>();
   private wake = new Set<() => void>();
   private readonly log;
 
@@ -156,8 +158,22 @@ export class GroupFaults {
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
     const value = enc.encode(JSON.stringify(c));
     const k = this.told++;
-    store.publish(others.map((r) => `${this.inbox(r)}fail/${me}/${k}`), others.map(() => value), { timeoutMs: ASK_MS })
+    const p = store.publish(others.map((r) => `${this.inbox(r)}fail/${me}/${k}`), others.map(() => value), { timeoutMs: ASK_MS })
       .catch(() => {});
+    this.telling.add(p);
+    void p.finally(() => this.telling.delete(p));
+  }
+
+  /**
+   * Waits (at most ASK_MS) for the causes this rank is still telling: a rank that failed and then
+   * closes its group must not say goodbye (or take down the store group rank 0 hosts) before the
+   * others heard why, or they report it as having left instead of naming the rank that failed.
+   */
+  async settle(): Promise<void> {
+    if (this.telling.size === 0) return;
+    let t: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([Promise.allSettled([...this.telling]), new Promise((r) => { t = setTimeout(r, ASK_MS); })]);
+    clearTimeout(t);
   }
 
   private onMessage(tag: string, value: Uint8Array): void {

@@ -18,7 +18,11 @@ test(`chaos slice: ${ROUNDS} seeded rounds, every survivor names the rank that d
   assert.is(s.rounds, ROUNDS);
   assert.is(s.wrongResults, 0);
   assert.is(s.regroupFailures, 0, s.problems.join('\n'));
-  assert.ok(s.named / s.reports >= 0.99, `${s.named}/${s.reports} named the victim:\n${s.problems.join('\n')}`);
+  assert.is(s.late, 0, 'a survivor rejected later than timeoutMs + 1 s');
+  // The ≥ 99 % figure is the full run's (`npm run chaos`, 120 rounds: 338–341 reports). A slice
+  // has ~30 reports, so 99 % of them would mean none may miss: the slice allows one, and still
+  // fails on a systematic misnaming (a code path that names the wrong rank does so every time).
+  assert.ok(s.reports - s.named <= 1, `${s.named}/${s.reports} named the victim:\n${s.problems.join('\n')}`);
 });
 
 test.run();

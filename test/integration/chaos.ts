@@ -51,6 +51,8 @@ interface Worker {
   child: ChildProcess;
   exited: Promise<{ signal: NodeJS.Signals | null; at: number }>;
   next(type: string): Promise<RoundReport & { type: string }>;
+  /** Takes a message of `type` already received, without waiting. */
+  take(type: string): (RoundReport & { type: string }) | undefined;
   stderr: string[];
 }
 
@@ -80,6 +82,10 @@ function start(rank: number, port: number, runtime: 'node' | 'bun'): Worker {
   void exited.then(() => { gone = true; });
   return {
     rank, child, exited, stderr,
+    take(type) {
+      const i = queue.findIndex((m) => m.type === type);
+      return i >= 0 ? queue.splice(i, 1)[0] : undefined;
+    },
     async next(type) {
       for (;;) {
         const i = queue.findIndex((m) => m.type === type);
@@ -122,9 +128,14 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosStats> {
       const bound = timeoutMs * 3 + 30_000;
       const reports = await within(Promise.all(survivors.map((w) => w.next('result'))), bound, `round ${round}: survivors' reports`);
       let eventAt: number;
+      let victimInBarrier = false;
       if (cmd.mode === 'kill') {
         const ex = await within(workers[victim].exited, bound, `round ${round}: the victim's death`);
         eventAt = ex.at;
+        // Its last lines may still be in the pipe when 'exit' fires: read them to the end first.
+        const out = workers[victim].child.stdout!;
+        if (!out.closed) await within(new Promise((r) => out.once('close', r)), 10_000, `round ${round}: the victim's output`);
+        victimInBarrier = workers[victim].take('barrier')?.round === round;
       } else {
         const v = await within(workers[victim].next('result'), bound, `round ${round}: the stopped victim`);
         eventAt = v.stoppedAt ?? Date.now();
@@ -147,7 +158,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosStats> {
         bp.reports++;
         // A kill during destroy (the point, or a later kill that landed there: this survivor's
         // barrier had resolved) may leave its own destroy unaffected: no error is right.
-        const inDestroy = cmd.point === 'destroy' || (rep.workDoneAt !== undefined && rep.workDoneAt <= eventAt);
+        // So may a kill after the victim entered the last barrier (its arrival counts there).
+        const inDestroy = cmd.point === 'destroy' || victimInBarrier || (rep.workDoneAt !== undefined && rep.workDoneAt <= eventAt);
         // A killed rank never says goodbye: a report that it left (PEER_LEFT) is wrong even when it names it.
         const fine = e === undefined ? cmd.mode === 'kill' && inDestroy
           : nameSet(e).join() === String(victim) && !(cmd.mode === 'kill' && e.code === 'ERR_GROUPCOMM_PEER_LEFT');

@@ -86,6 +86,10 @@ async function round(c: RoundCommand): Promise<void> {
       await sent;
       if (got.from !== (rank - 1 + ws) % ws) rep.wrong = 'p2p';
     });
+    // The victim has contributed to the last collective: a survivor whose barrier then resolves
+    // and whose destroy never needs the victim rightly sees no error (lazily connected pairs:
+    // it may never have talked to the victim at all). Said before the call, so before any kill.
+    if (victim && c.mode === 'kill') say({ type: 'barrier', round: c.round, rank });
     await g.barrier(opts);
     rep.workDoneAt = Date.now();
     await at('destroy', () => g!.destroy({ lingerMs: 300 }));
