@@ -6,6 +6,10 @@
 //   npm run mutate -- --files host/pg/codec.ts --tests pg_codec [--name codec]
 // A whole folder takes long (every mutant runs its tests); on a shared machine run one file
 // with a tight test selection. `--concurrency N` runs N mutants at once (default 1).
+// Reruns are incremental: reports/mutation/<name>.incremental.json keeps the killed mutants of
+// the last run; a rerun retests only mutants in changed code and the previous survivors (the
+// command runner gives Stryker no per-test coverage, so survivors are always retested).
+// `--full` ignores that file and tests every mutant.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -38,7 +42,7 @@ const TARGETS = {
 };
 
 function parse(argv) {
-  const o = { targets: [], files: [], tests: [], name: undefined, concurrency: 1 };
+  const o = { targets: [], files: [], tests: [], name: undefined, concurrency: 1, full: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const list = () => argv[++i].split(',').filter(Boolean);
@@ -46,6 +50,7 @@ function parse(argv) {
     else if (a === '--tests') o.tests.push(...list());
     else if (a === '--name') o.name = argv[++i];
     else if (a === '--concurrency') o.concurrency = Number(argv[++i]);
+    else if (a === '--full') o.full = true;
     else if (a === 'all') o.targets.push(...Object.keys(TARGETS));
     else if (TARGETS[a]) o.targets.push(a);
     else throw new Error(`unknown argument ${a}; expected ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
@@ -83,12 +88,33 @@ function summarize(name, jsonFile, txtFile, command) {
   return score;
 }
 
-function run(name, files, tests, concurrency) {
+/**
+ * Keeps only the detected mutants (Killed, Timeout) in an incremental report, so that Stryker
+ * reuses those and retests everything else: a survivor may be killed by a test added since.
+ */
+function keepDetected(incrementalFile) {
+  if (!fs.existsSync(incrementalFile)) return;
+  const report = JSON.parse(fs.readFileSync(incrementalFile, 'utf8'));
+  let kept = 0, dropped = 0;
+  for (const f of Object.values(report.files ?? {})) {
+    const before = f.mutants.length;
+    f.mutants = f.mutants.filter((m) => m.status === 'Killed' || m.status === 'Timeout');
+    kept += f.mutants.length;
+    dropped += before - f.mutants.length;
+  }
+  fs.writeFileSync(incrementalFile, JSON.stringify(report));
+  console.log(`[mutate] ${path.relative(root, incrementalFile)}: reusing ${kept} detected mutants, retesting ${dropped} others`);
+}
+
+function run(name, files, tests, concurrency, full) {
   if (!files.length || !tests.length) throw new Error('need files to mutate and tests to run');
   const outDir = path.join(root, 'reports', 'mutation');
   fs.mkdirSync(outDir, { recursive: true });
   const command = `node scripts/test.js node ${tests.map((t) => JSON.stringify(t)).join(' ')}`;
   const json = path.join(outDir, `${name}.json`);
+  const incremental = path.join(outDir, `${name}.incremental.json`);
+  if (full) fs.rmSync(incremental, { force: true });
+  else keepDetected(incremental);
   const env = {
     ...process.env,
     STRYKER_MUTATE: JSON.stringify(files),
@@ -96,6 +122,7 @@ function run(name, files, tests, concurrency) {
     STRYKER_JSON: path.relative(root, json),
     STRYKER_HTML: path.relative(root, path.join(outDir, `${name}.html`)),
     STRYKER_CONCURRENCY: String(concurrency),
+    STRYKER_INCREMENTAL_FILE: path.relative(root, incremental),
   };
   const stryker = path.join(root, 'node_modules', '.bin', 'stryker');
   const r = spawnSync(stryker, ['run', 'stryker.config.mjs'], { cwd: root, env, stdio: 'inherit' });
@@ -127,9 +154,9 @@ if (process.argv[2] === '--build') {
 const o = parse(process.argv.slice(2));
 let failed = false;
 if (o.files.length) {
-  failed = run(o.name ?? path.basename(o.files[0]).replace(/\W+/g, '_'), o.files, o.tests, o.concurrency) === undefined;
+  failed = run(o.name ?? path.basename(o.files[0]).replace(/\W+/g, '_'), o.files, o.tests, o.concurrency, o.full) === undefined;
 } else {
   if (!o.targets.length) throw new Error(`name a target: ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
-  for (const t of o.targets) failed = run(t, TARGETS[t].files, TARGETS[t].tests, o.concurrency) === undefined || failed;
+  for (const t of o.targets) failed = run(t, TARGETS[t].files, TARGETS[t].tests, o.concurrency, o.full) === undefined || failed;
 }
 process.exit(failed ? 1 : 0);
