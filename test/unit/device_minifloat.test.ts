@@ -1,0 +1,116 @@
+/**
+ * The small float codecs (host/device/elementwise.ts) across every bit pattern of all four
+ * formats: decode → encode is the identity, each format's landmark values (smallest subnormal,
+ * largest subnormal, smallest normal, largest finite) decode to what the format defines, and
+ * every midpoint between neighbours rounds to the even one (just above or below it rounds to
+ * the nearer one), including the subnormal range and the step past the largest finite value
+ * (inf, or NaN for float8_e4m3fn). device_elementwise.test.ts has the hand-picked cases.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { MINIFLOATS, decodeMiniFloat, encodeMiniFloat } from '../../host/device/elementwise.js';
+
+type Name = keyof typeof MINIFLOATS;
+const NAMES = Object.keys(MINIFLOATS) as Name[];
+const width = (n: Name) => 1 + MINIFLOATS[n].exp + MINIFLOATS[n].man;
+const hex = (b: number) => '0x' + b.toString(16);
+
+/** [smallest subnormal, largest subnormal, smallest normal, largest finite, NaN bits, +inf bits or undefined]. */
+const LANDMARKS: Record<Name, [number, number, number, number, number, number | undefined]> = {
+  float16: [2 ** -24, 1023 * 2 ** -24, 2 ** -14, 65504, 0x7e00, 0x7c00],
+  bfloat16: [2 ** -133, 127 * 2 ** -133, 2 ** -126, (2 - 2 ** -7) * 2 ** 127, 0x7fc0, 0x7f80],
+  float8_e4m3fn: [2 ** -9, 7 * 2 ** -9, 2 ** -6, 448, 0x7f, undefined],
+  float8_e5m2: [2 ** -16, 3 * 2 ** -16, 2 ** -14, 57344, 0x7e, 0x7c],
+};
+
+/** The largest positive finite pattern (patterns of one sign are ordered like their values). */
+function maxFinite(n: Name): number {
+  const m = MINIFLOATS[n];
+  return m.ieee ? (((1 << m.exp) - 1) << m.man) - 1 : (((1 << m.exp) - 1) << m.man) | ((1 << m.man) - 2);
+}
+
+test('landmark values decode as each format defines them; NaN and infinity patterns', () => {
+  for (const n of NAMES) {
+    const m = MINIFLOATS[n];
+    const [sub, maxSub, minNormal, max, nan, inf] = LANDMARKS[n];
+    const signBit = 1 << (width(n) - 1);
+    assert.is(decodeMiniFloat(1, m), sub, `${n} smallest subnormal`);
+    assert.is(decodeMiniFloat((1 << m.man) - 1, m), maxSub, `${n} largest subnormal`);
+    assert.is(decodeMiniFloat(1 << m.man, m), minNormal, `${n} smallest normal`);
+    assert.is(decodeMiniFloat(maxFinite(n), m), max, `${n} largest finite`);
+    assert.is(decodeMiniFloat(maxFinite(n) | signBit, m), -max, `${n} lowest finite`);
+    assert.is(decodeMiniFloat(signBit | 1, m), -sub, `${n} negative subnormal`);
+    assert.ok(Object.is(decodeMiniFloat(signBit, m), -0), `${n} -0`);
+    assert.ok(Number.isNaN(decodeMiniFloat(nan, m)), `${n} NaN pattern`);
+    assert.is(encodeMiniFloat(NaN, m), nan, `${n} NaN encoding`);
+    assert.is(encodeMiniFloat(sub, m), 1);
+    assert.is(encodeMiniFloat(-max, m), maxFinite(n) | signBit);
+    assert.is(encodeMiniFloat(-0, m), signBit);
+    assert.is(encodeMiniFloat(0, m), 0);
+    if (inf !== undefined) {
+      assert.is(decodeMiniFloat(inf, m), Infinity);
+      assert.is(decodeMiniFloat(inf | signBit, m), -Infinity);
+      assert.is(encodeMiniFloat(Infinity, m), inf);
+      assert.is(encodeMiniFloat(-Infinity, m), inf | signBit);
+      assert.is(encodeMiniFloat(1e300, m), inf);
+    } else {
+      // e4m3fn has no infinity: overflow and ±inf are NaN (sign kept), as torch does.
+      assert.is(encodeMiniFloat(Infinity, m), nan);
+      assert.is(encodeMiniFloat(-Infinity, m), nan | signBit);
+      assert.is(encodeMiniFloat(1e300, m), nan);
+      assert.ok(Number.isNaN(decodeMiniFloat(nan | signBit, m)));
+    }
+    assert.is(encodeMiniFloat(1e-300, m), 0, `${n} underflow to +0`);
+    assert.is(encodeMiniFloat(-1e-300, m), signBit, `${n} underflow to -0`);
+  }
+});
+
+test('every non-NaN bit pattern of every format survives decode → encode', () => {
+  for (const n of NAMES) {
+    const m = MINIFLOATS[n];
+    for (let bits = 0; bits < 2 ** width(n); bits++) {
+      const v = decodeMiniFloat(bits, m);
+      if (Number.isNaN(v)) continue;
+      const back = encodeMiniFloat(v, m);
+      if (back !== bits) assert.unreachable(`${n} ${hex(bits)} → ${v} → ${hex(back)}`);
+    }
+  }
+});
+
+test('midpoints round to the even neighbour, and just off a midpoint to the nearer one (both signs)', () => {
+  for (const n of NAMES) {
+    const m = MINIFLOATS[n];
+    const signBit = 1 << (width(n) - 1);
+    for (let k = 0; k < maxFinite(n); k++) {
+      const lo = decodeMiniFloat(k, m);
+      const hi = decodeMiniFloat(k + 1, m);
+      const mid = (lo + hi) / 2;
+      const eps = (hi - lo) / 1024;
+      const even = k % 2 === 0 ? k : k + 1;
+      for (const [x, want, what] of [[mid, even, 'midpoint'], [mid + eps, k + 1, 'above'], [mid - eps, k, 'below']] as const) {
+        const got = encodeMiniFloat(x, m);
+        if (got !== want) assert.unreachable(`${n} ${what} ${x} between ${hex(k)} and ${hex(k + 1)}: ${hex(got)}, expected ${hex(want)}`);
+        const neg = encodeMiniFloat(-x, m);
+        if (neg !== (want | signBit)) assert.unreachable(`${n} -${what} ${-x}: ${hex(neg)}, expected ${hex(want | signBit)}`);
+      }
+    }
+  }
+});
+
+test('past the largest finite value: the midpoint rounds to even, above it is inf (NaN for e4m3fn)', () => {
+  for (const n of NAMES) {
+    const m = MINIFLOATS[n];
+    const top = maxFinite(n);
+    const max = decodeMiniFloat(top, m);
+    const step = max - decodeMiniFloat(top - 1, m);
+    const over = LANDMARKS[n][5] ?? LANDMARKS[n][4];
+    // IEEE formats: top is odd (all mantissa bits set), so the tie goes up, to inf. e4m3fn's
+    // top (0x7e) is even: 464 rounds to 448 as in torch, anything above it is NaN.
+    assert.is(encodeMiniFloat(max + step / 2, m), top % 2 === 0 ? top : over, `${n} max + half a step`);
+    assert.is(encodeMiniFloat(max + step / 2 + step / 64, m), over, `${n} just over max + half a step`);
+    assert.is(encodeMiniFloat(max + step * 4, m), over, `${n} far past max`);
+    assert.is(encodeMiniFloat(max + step / 2 - step / 64, m), top, `${n} just under max + half a step`);
+  }
+});
+
+test.run();
