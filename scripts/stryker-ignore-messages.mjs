@@ -12,6 +12,7 @@ const MESSAGE_ARG = new Map([
   ['invalidArgument', 0], ['pluginUnavailable', 0], ['destroyedError', 0], ['authError', 0],
   ['mismatchError', 0], ['internalError', 0], ['missingVariableError', 1], ['withContext', 1],
   ['GroupcommError', 1], ['Error', 0], ['TypeError', 0], ['RangeError', 0],
+  ['Violation', 0], // host/store/table.ts: a client's protocol violation (its connection is closed)
 ]);
 const LOG_LEVELS = new Set(['trace', 'debug', 'info', 'warn', 'error']);
 
