@@ -8,7 +8,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { MINIFLOATS, decodeMiniFloat, encodeMiniFloat } from '../../host/device/elementwise.js';
+import { MINIFLOATS, decodeMiniFloat, encodeMiniFloat, readElement, writeElement } from '../../host/device/elementwise.js';
+import type { DType } from '../../host/core/tensor.js';
 
 type Name = keyof typeof MINIFLOATS;
 const NAMES = Object.keys(MINIFLOATS) as Name[];
@@ -110,6 +111,41 @@ test('past the largest finite value: the midpoint rounds to even, above it is in
     assert.is(encodeMiniFloat(max + step / 2 + step / 64, m), over, `${n} just over max + half a step`);
     assert.is(encodeMiniFloat(max + step * 4, m), over, `${n} far past max`);
     assert.is(encodeMiniFloat(max + step / 2 - step / 64, m), top, `${n} just under max + half a step`);
+  }
+});
+
+test('readElement / writeElement for every dtype at index 1: its bytes only, little-endian, wrapped or rounded', () => {
+  // [dtype, value written, value read back, the 16-byte buffer after the write (filled with aa)]
+  const a = (n: number) => 'aa'.repeat(n);
+  const cases: [DType, number | bigint, number | bigint, string][] = [
+    ['int8', -2, -2, 'aa' + 'fe' + a(14)],
+    ['int8', 200, -56, 'aa' + 'c8' + a(14)],
+    ['uint8', 257, 1, 'aa' + '01' + a(14)],
+    ['bool', 5, 1, 'aa' + '01' + a(14)],
+    ['bool', 0, 0, 'aa' + '00' + a(14)],
+    ['int16', -2, -2, a(2) + 'feff' + a(12)],
+    ['int16', 40000, -25536, a(2) + '409c' + a(12)],
+    ['int32', -2, -2, a(4) + 'feffffff' + a(8)],
+    ['uint32', 2 ** 32 + 3, 3, a(4) + '03000000' + a(8)],
+    ['uint32', -1, 2 ** 32 - 1, a(4) + 'ffffffff' + a(8)],
+    ['int64', 2n ** 63n, -(2n ** 63n), a(8) + '0000000000000080'],
+    ['int64', 5, 5n, a(8) + '0500000000000000'],
+    ['uint64', -2n, 2n ** 64n - 2n, a(8) + 'feffffffffffffff'],
+    ['float32', 1.5, 1.5, a(4) + '0000c03f' + a(8)],
+    ['float32', 0.1, Math.fround(0.1), a(4) + 'cdcccc3d' + a(8)],
+    ['float64', -2, -2, a(8) + '00000000000000c0'],
+    ['float16', -2, -2, a(2) + '00c0' + a(12)],
+    ['bfloat16', 1, 1, a(2) + '803f' + a(12)],
+    ['bfloat16', 3, 3, a(2) + '4040' + a(12)],
+    ['float8_e4m3fn', 1, 1, 'aa' + '38' + a(14)],
+    ['float8_e5m2', -1, -1, 'aa' + 'bc' + a(14)],
+  ];
+  for (const [dtype, v, back, bytes] of cases) {
+    const buf = new Uint8Array(16).fill(0xaa);
+    const dv = new DataView(buf.buffer);
+    writeElement(dtype, dv, 1, v);
+    assert.is(Buffer.from(buf).toString('hex'), bytes, `${dtype} ${v}`);
+    assert.is(readElement(dtype, dv, 1), back, `${dtype} ${v} read back`);
   }
 });
 
