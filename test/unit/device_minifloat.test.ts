@@ -124,6 +124,25 @@ test('past the largest finite value: the midpoint rounds to even, above it is in
   }
 });
 
+test('just below a power of two (where Math.log2 rounds up to it) and rounding up into the next binade', () => {
+  for (const n of NAMES) {
+    const m = MINIFLOATS[n];
+    const [sub, , minNormal, max] = LANDMARKS[n];
+    for (let k = Math.ceil(Math.log2(sub)) + 1; 2 ** k <= max; k++) {
+      const below = 2 ** k * (1 - 2 ** -53);
+      assert.is(encodeMiniFloat(below, m), encodeMiniFloat(2 ** k, m), `${n} 2^${k} - ulp`);
+      assert.is(encodeMiniFloat(-below, m), encodeMiniFloat(-(2 ** k), m), `${n} -(2^${k} - ulp)`);
+    }
+    assert.is(encodeMiniFloat(minNormal * (1 - 2 ** -53), m), 1 << m.man, `${n} just under the smallest normal`);
+  }
+  // The mantissa rounding up past the largest binade: e4m3fn's 500 has exponent 8 and rounds to
+  // 512, which needs exponent 9: beyond the format, so NaN (not a carry into the sign bit).
+  assert.is(encodeMiniFloat(500, MINIFLOATS.float8_e4m3fn), 0x7f);
+  assert.is(encodeMiniFloat(-500, MINIFLOATS.float8_e4m3fn), 0xff);
+  assert.is(encodeMiniFloat(65520, MINIFLOATS.float16), 0x7c00);
+  assert.is(encodeMiniFloat(3.99, MINIFLOATS.float8_e5m2), 0x44, 'rounds up to 4: exponent + 1, mantissa 0');
+});
+
 test('readElement / writeElement for every dtype at index 1: its bytes only, little-endian, wrapped or rounded', () => {
   // [dtype, value written, value read back, the 16-byte buffer after the write (filled with aa)]
   const a = (n: number) => 'aa'.repeat(n);
