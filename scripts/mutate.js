@@ -106,11 +106,36 @@ function keepDetected(incrementalFile) {
   console.log(`[mutate] ${path.relative(root, incrementalFile)}: reusing ${kept} detected mutants, retesting ${dropped} others`);
 }
 
+/**
+ * The command Stryker runs per mutant: each compiled test file that scripts/test.js would select
+ * for `tests` (Node), run directly and chained with `&&`, so a mutant is killed by the first
+ * failing file without running the rest (uvu exits non-zero on a failure; a hang is a Timeout).
+ * In the order given: put the fastest, sharpest tests first.
+ */
+function testCommand(tests) {
+  const base = path.join(root, 'dist-test', 'test');
+  const all = [];
+  const walk = (dir) => {
+    for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+      const p = path.join(dir, e.name);
+      if (e.isDirectory()) walk(p);
+      else if (e.name.endsWith('.test.js')) all.push(path.relative(base, p));
+    }
+  };
+  if (!fs.existsSync(base)) throw new Error('dist-test/ is missing: run `npm run build` first');
+  walk(base);
+  all.sort();
+  const files = [];
+  for (const t of tests) for (const f of all) if (f.includes(t) && !files.includes(f)) files.push(f);
+  if (!files.length) throw new Error(`no compiled test file matches ${tests.join(', ')}`);
+  return files.map((f) => `node ${JSON.stringify(path.join('dist-test', 'test', f))}`).join(' && ');
+}
+
 function run(name, files, tests, concurrency, full) {
   if (!files.length || !tests.length) throw new Error('need files to mutate and tests to run');
   const outDir = path.join(root, 'reports', 'mutation');
   fs.mkdirSync(outDir, { recursive: true });
-  const command = `node scripts/test.js node ${tests.map((t) => JSON.stringify(t)).join(' ')}`;
+  const command = testCommand(tests);
   const json = path.join(outDir, `${name}.json`);
   const incremental = path.join(outDir, `${name}.incremental.json`);
   if (full) fs.rmSync(incremental, { force: true });
