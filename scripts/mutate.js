@@ -17,19 +17,22 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
-/** Each layer: what to mutate, and the test files (substrings for scripts/test.js) that cover it. */
+/**
+ * Each layer: what to mutate, and the test files (substrings of their paths, as scripts/test.js
+ * takes them) that cover it, fastest and sharpest first (a mutant stops at the first failure).
+ */
 const TARGETS = {
   store: {
     files: ['host/store/**/*.ts'],
-    tests: ['unit/store', 'integration/store.test', 'golden'],
+    tests: ['unit/store_table', 'unit/store_protocol', 'unit/store_prefix', 'unit/store', 'integration/store.test', 'golden'],
   },
   pg: {
     files: ['host/pg/**/*.ts'],
-    tests: ['unit/pg', 'integration/pg.test', 'integration/pg_faults'],
+    tests: ['unit/pg_tracker', 'unit/pg_codec', 'unit/pg', 'unit/trust_decode', 'integration/pg.test', 'integration/pg_faults'],
   },
   cpu: {
     files: ['host/cpu/**/*.ts'],
-    tests: ['unit/cpu_', 'unit/shm_ring_wrap', 'unit/ws1_out', 'integration/cpu_'],
+    tests: ['unit/shm_ring_exact', 'unit/cpu_shm', 'unit/shm_ring_wrap', 'unit/cpu_', 'unit/ws1_out', 'integration/cpu_'],
   },
   coordinator: {
     files: ['host/coordinator/**/*.ts'],
@@ -37,7 +40,7 @@ const TARGETS = {
   },
   device: {
     files: ['host/device/**/*.ts'],
-    tests: ['unit/device_', 'unit/plugin_kit', 'unit/ws1_out', 'conformance/cpu_ws12'],
+    tests: ['unit/device_check', 'unit/device_minifloat', 'unit/device_', 'unit/plugin_kit', 'unit/ws1_out', 'conformance/cpu_ws12'],
   },
 };
 
