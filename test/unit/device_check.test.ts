@@ -90,6 +90,10 @@ test('checkCommunicator: a complete one is returned; each missing method is refu
       assert.ok((e as Error).message.endsWith(`without ${name}`), (e as Error).message);
     }
   }
+  // A function carrying every method is not a communicator object either.
+  const f = Object.assign(() => undefined, comm());
+  f[Symbol.asyncDispose] = fn;
+  assert.throws(() => checkCommunicator(f, "'fake'"), (e: unknown) => isGroupcommError(e, 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE'));
   for (const v of [null, undefined, 42]) {
     assert.throws(() => checkCommunicator(v, "'fake'"), (e: unknown) => isGroupcommError(e, 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE'));
   }

@@ -150,6 +150,7 @@ test('readElement / writeElement for every dtype at index 1: its bytes only, lit
     ['int8', -2, -2, 'aa' + 'fe' + a(14)],
     ['int8', 200, -56, 'aa' + 'c8' + a(14)],
     ['uint8', 257, 1, 'aa' + '01' + a(14)],
+    ['uint8', 2, 2, 'aa' + '02' + a(14)], // not bool's 1
     ['bool', 5, 1, 'aa' + '01' + a(14)],
     ['bool', 0, 0, 'aa' + '00' + a(14)],
     ['int16', -2, -2, a(2) + 'feff' + a(12)],
