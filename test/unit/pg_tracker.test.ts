@@ -71,6 +71,10 @@ test('later: queued until drain(), run once each in order, and tracked until the
   assert.is(t.pending.size, 0);
   t.drain();
   assert.equal(ran, ['a', 'b'], 'drain with an empty queue runs nothing again');
+  assert.is(t.pending.size, 0, 'and tracks nothing');
+  const fresh = new OpTracker();
+  fresh.drain();
+  assert.is(fresh.pending.size, 0, 'a new tracker has nothing queued');
 });
 
 test('later: without a write, the timer sends the queue within milliseconds', async () => {

@@ -151,6 +151,10 @@ test('append: creates, concatenates small strings, switches to a fresh buffer wh
   t.append('m', b('de'), 0, 2, 5);
   assert.is(t.get('m'), 'abcde', 'exactly the limit is allowed');
   violation(() => t.append('m', b('f'), 0, 1, 5), /maxValueBytes 5/);
+  // The limit counts the appended span [a, b), not its end offset.
+  t.set('o', 'abc');
+  t.append('o', b('xde'), 1, 3, 5);
+  assert.is(t.get('o'), 'abcde');
   assert.is(t.get('m'), 'abcde');
 });
 
@@ -211,6 +215,13 @@ test('wait: a new WAIT replaces the previous one; cancelWait forgets it; closed 
   t.wait(d, ['p']);
   c.closed = true;
   t.set('p', '1');
+  assert.equal(woken, [1, 3, 5]);
+  // Cancelling after some keys were written (their lists are gone) forgets the rest.
+  const f = waiter(7);
+  t.wait(f, ['s1', 's2']);
+  t.set('s1', '1');
+  t.cancelWait(f);
+  t.set('s2', '1');
   assert.equal(woken, [1, 3, 5]);
   // Cancelling the only waiter of a key leaves nothing behind: a later set wakes no one.
   const e = waiter(6);
