@@ -19,7 +19,7 @@ export default {
   ignorers: ['messages'],
   // Shared machine: one mutant at a time by default; a run that hangs counts as killed (Timeout).
   concurrency: Number(env('STRYKER_CONCURRENCY', '1')),
-  timeoutMS: 60_000,
+  timeoutMS: Number(env('STRYKER_TIMEOUT_MS', '60000')),
   timeoutFactor: 2,
   // Instrumented files are not type-checked by the sandbox build.
   disableTypeChecks: 'host/**/*.ts',

@@ -9,7 +9,8 @@
 // Reruns are incremental: reports/mutation/<name>.incremental.json keeps the killed mutants of
 // the last run; a rerun retests only mutants in changed code and the previous survivors (the
 // command runner gives Stryker no per-test coverage, so survivors are always retested).
-// `--full` ignores that file and tests every mutant.
+// `--full` ignores that file and tests every mutant. `--timeout-ms N` (default 60000) is the
+// margin over twice the unmutated run's time after which a mutant's run counts as a Timeout.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -45,7 +46,7 @@ const TARGETS = {
 };
 
 function parse(argv) {
-  const o = { targets: [], files: [], tests: [], name: undefined, concurrency: 1, full: false };
+  const o = { targets: [], files: [], tests: [], name: undefined, concurrency: 1, full: false, timeoutMs: 60_000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const list = () => argv[++i].split(',').filter(Boolean);
@@ -54,6 +55,7 @@ function parse(argv) {
     else if (a === '--name') o.name = argv[++i];
     else if (a === '--concurrency') o.concurrency = Number(argv[++i]);
     else if (a === '--full') o.full = true;
+    else if (a === '--timeout-ms') o.timeoutMs = Number(argv[++i]);
     else if (a === 'all') o.targets.push(...Object.keys(TARGETS));
     else if (TARGETS[a]) o.targets.push(a);
     else throw new Error(`unknown argument ${a}; expected ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
@@ -134,7 +136,7 @@ function testCommand(tests) {
   return files.map((f) => `node ${JSON.stringify(path.join('dist-test', 'test', f))}`).join(' && ');
 }
 
-function run(name, files, tests, concurrency, full) {
+function run(name, files, tests, { concurrency, full, timeoutMs }) {
   if (!files.length || !tests.length) throw new Error('need files to mutate and tests to run');
   const outDir = path.join(root, 'reports', 'mutation');
   fs.mkdirSync(outDir, { recursive: true });
@@ -150,6 +152,7 @@ function run(name, files, tests, concurrency, full) {
     STRYKER_JSON: path.relative(root, json),
     STRYKER_HTML: path.relative(root, path.join(outDir, `${name}.html`)),
     STRYKER_CONCURRENCY: String(concurrency),
+    STRYKER_TIMEOUT_MS: String(timeoutMs),
     STRYKER_INCREMENTAL_FILE: path.relative(root, incremental),
   };
   const stryker = path.join(root, 'node_modules', '.bin', 'stryker');
@@ -182,9 +185,9 @@ if (process.argv[2] === '--build') {
 const o = parse(process.argv.slice(2));
 let failed = false;
 if (o.files.length) {
-  failed = run(o.name ?? path.basename(o.files[0]).replace(/\W+/g, '_'), o.files, o.tests, o.concurrency, o.full) === undefined;
+  failed = run(o.name ?? path.basename(o.files[0]).replace(/\W+/g, '_'), o.files, o.tests, o) === undefined;
 } else {
   if (!o.targets.length) throw new Error(`name a target: ${Object.keys(TARGETS).join('|')}|all, or --files F --tests T`);
-  for (const t of o.targets) failed = run(t, TARGETS[t].files, TARGETS[t].tests, o.concurrency, o.full) === undefined || failed;
+  for (const t of o.targets) failed = run(t, TARGETS[t].files, TARGETS[t].tests, o) === undefined || failed;
 }
 process.exit(failed ? 1 : 0);
