@@ -8,29 +8,38 @@
 //   'a' arrive (barrier part, 1 B)   'r' release (1 B)   'b' broadcast (8 B f64 stamp, ns)
 //   'p' ping/echo (SMALL_BYTES)      'g' allGather part (SMALL_BYTES)   'G' bundle (4 × SMALL_BYTES)
 //   'n' plan (u32: 0 = warm up another round, else the timed count; 4 B unused)
+//   'P' / 'Q' 1 MiB ping-pong (MiB bytes; 'Q' is the last one)
 import net from 'node:net';
 import { now } from './clock.js';
-import { timedCalls, warmUp } from './warmup.js';
+import { budgetNs, timedCalls, warmupNs, warmUp } from './warmup.js';
 
 const rank = Number(process.env.RANK);
 const worldSize = Number(process.env.WORLD_SIZE);
 /** About the msgpack size of pg_worker's SMALL dict. */
 const SMALL_BYTES = 120;
-const SIZE: Record<number, number> = { 0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES };
+const MiB = 1 << 20;
+const SIZE: Record<number, number> = {
+  0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES, 0x50: 1 + MiB, 0x51: 1 + MiB,
+};
 
 /** Splits a byte stream into messages, handed out in arrival order. */
 class Peer {
-  private buf: Buffer = Buffer.alloc(0);
+  /** Reads not split yet; joined once a whole message is there (a 1 MiB one is copied once). */
+  private parts: Buffer[] = [];
+  private have = 0;
   private readonly waiting: ((m: Buffer) => void)[] = [];
   private readonly queued: Buffer[] = [];
   constructor(readonly socket: net.Socket) {
     socket.setNoDelay(true);
     socket.on('data', (d: Buffer) => {
-      this.buf = this.buf.length ? Buffer.concat([this.buf, d]) : d;
-      while (this.buf.length && this.buf.length >= SIZE[this.buf[0]]) {
-        const n = SIZE[this.buf[0]];
-        const m = this.buf.subarray(0, n);
-        this.buf = this.buf.subarray(n);
+      this.parts.push(d);
+      this.have += d.length;
+      while (this.have && this.have >= SIZE[this.parts[0][0]]) {
+        const n = SIZE[this.parts[0][0]];
+        const buf = this.parts.length === 1 ? this.parts[0] : Buffer.concat(this.parts, this.have);
+        const m = buf.subarray(0, n);
+        this.parts = buf.length > n ? [buf.subarray(n)] : [];
+        this.have -= n;
         const w = this.waiting.shift();
         if (w) w(m);
         else this.queued.push(m);
@@ -121,6 +130,31 @@ if (worldSize === 2) {
     }
   });
   if (rank === 0) res.pingpong_small = durs;
+  // Ping-pong of 1 MiB, warmed up and timed like pg_worker's (by time, at most 1000 timed).
+  if (rank === 0) {
+    const big = Buffer.alloc(1 + MiB, 7);
+    const rtts: number[] = [];
+    const warmEnd = now() + warmupNs;
+    let start = 0;
+    for (;;) {
+      const warming = now() < warmEnd;
+      if (!warming && start === 0) start = now();
+      const stop = !warming && (now() - start > budgetNs || rtts.length >= 1000);
+      big[0] = stop ? 0x51 : 0x50;
+      const a = now();
+      peers[1].send(big);
+      await peers[1].next();
+      if (!warming) rtts.push(now() - a);
+      if (stop) break;
+    }
+    res.pingpong_1MiB = rtts;
+  } else {
+    for (;;) {
+      const m = await hub.next();
+      hub.send(m);
+      if (m[0] === 0x51) break;
+    }
+  }
 } else {
   // broadcastObj one-way latency after an untimed barrier (receivers keep the root's stamp).
   const lat: number[] = [];

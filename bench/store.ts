@@ -28,6 +28,7 @@ import { peerCommand, runPeer, tail } from './peers.js';
 import { writePlot } from './plot.js';
 import { median, percentile, type Report, type Row } from './report.js';
 import { summarize } from './rounds.js';
+import { loadNote, runSameClients } from './store_torch.js';
 
 const SMALL = 16;
 const BIG = 64 * 1024;
@@ -258,6 +259,10 @@ export const OPTIONS = {
   seconds: { arg: 'S', group: 'parameters', default: '1', parse: number(0), help: 'seconds per case' },
   depth: { arg: 'D', group: 'parameters', default: '16', parse: integer(1, 4096), help: 'concurrent set+get pairs per client in the pipelined rows' },
   'memory-keys': { arg: 'N', group: 'parameters', default: '1000000', parse: integer(0), help: 'keys of 16 B for the RSS measurement (0 skips it)' },
+  'torch-clients': {
+    group: 'comparison',
+    help: 'also run torch\'s own clients (under --python) against our server and torch\'s legacy server, depth 1, with server and client CPU per op',
+  },
   ...peerOptions('torch_store_bench.py'),
   ...OUTPUT_OPTIONS,
   ...PLOT_OPTION,
@@ -298,6 +303,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
       title: `set+get throughput at depth 1 across ${v.rounds} round(s); ratio of medians (> 1: ours faster)`,
     });
   }
+  if (v['torch-clients']) await sameClients(report, v.python, clients, seconds, v.rounds);
   if (v.plot) {
     writePlot(v.plot, storePanels(report.rows), { title: 'groupcomm bench store', yLabel: 'median latency (us, log scale)', xLabel: 'value size (bytes, log scale)', logY: true });
     report.note(`plot: ${v.plot}`);
@@ -305,6 +311,36 @@ export async function run(argv: string[], report: Report): Promise<void> {
   if (memKeys > 0) {
     report.section(`store server memory: ${memKeys} keys of 16 B`);
     await runMemory(report, memKeys);
+  }
+}
+
+/** torch's clients against both servers (store_torch.ts), --rounds times, then the summary. */
+async function sameClients(report: Report, python: string, clients: number[], seconds: number, rounds: number): Promise<void> {
+  report.section(`torch's clients (${python}) against each server, depth 1, ${seconds}s per case, ${rounds} round(s): ops/s, server and client CPU per op`);
+  report.note(loadNote());
+  const samples = clients.map((k) => ({ name: 'torch clients set+get', impl: 'torch-2.6-server', round: rounds, op: 'set+get', clients: k, size_bytes: BIG, depth: 1, ops_s: 999999, server_cpu_us_op: 999.9, client_cpu_us_op: 999.9 }));
+  const startOurs = async () => {
+    const server = spawnSelf('server');
+    const { port } = await nextJson<{ port: number }>(lines(server), 'server');
+    return {
+      port, pid: server.pid!, stop: () => {
+        server.stdin!.write('quit\n');
+        setTimeout(() => server.kill('SIGKILL'), 2000).unref();
+      },
+    };
+  };
+  for (let round = 1; round <= rounds; round++) await runSameClients(report, python, clients, seconds, round, startOurs, samples);
+  const rows = report.rows.filter((r) => r.name.startsWith('torch clients'));
+  const show = { size_bytes: (x: unknown) => (x === BIG ? '64KiB' : `${x}B`) };
+  summarize(report, rows, {
+    caseKeys: ['op', 'size_bytes', 'clients'], metric: 'ops_s', unit: 'ops/s', decimals: 0, ours: ['groupcomm-server'], show,
+    title: `torch's clients, ops/s across ${rounds} round(s); ratio of medians (> 1: our server faster)`,
+  });
+  for (const metric of ['server_cpu_us_op', 'client_cpu_us_op'] as const) {
+    summarize(report, rows.filter((r) => typeof r[metric] === 'number'), {
+      caseKeys: ['op', 'size_bytes', 'clients'], metric, unit: 'us', decimals: 1, ours: ['groupcomm-server'], show,
+      title: `torch's clients, ${metric === 'server_cpu_us_op' ? 'server' : 'clients\''} CPU µs per op across ${rounds} round(s); ratio of medians (< 1: ours less)`,
+    });
   }
 }
 

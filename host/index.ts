@@ -16,6 +16,7 @@ export type { OpOptions } from './base/deadline.js';
 export { tensor, empty, isTensor, isCpu, numel, nbytes } from './core/tensor.js';
 export type { Tensor, CpuTensor, DType, DeviceBuffer, TypedArray } from './core/tensor.js';
 export type { ReduceOp } from './core/reduce.js';
+export { premulSum } from './core/premul.js';
 // The store.
 export { TcpStore, TcpStoreServer, PrefixStore } from './store/index.js';
 export type { Store, StoreValue } from './store/types.js';

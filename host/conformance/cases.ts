@@ -23,7 +23,14 @@ export type Kind = 'allReduce' | 'reduceScatter' | 'allGather' | 'broadcast' | '
 /** Where a case's result goes: a tensor passed as `out`, one the communicator allocates, or the input (in place). */
 export type ResultMode = 'out' | 'new' | 'inPlace';
 
-export interface Case { id: string; kind: Kind; dtype: DType; op?: ReduceOp; count: number; root?: number; mode: ResultMode }
+export interface Case {
+  id: string; kind: Kind; dtype: DType; op?: ReduceOp; count: number; root?: number; mode: ResultMode;
+  /** A premulSum(premul) reduction (op is then 'sum', for the inputs). */
+  premul?: number;
+}
+
+/** premulSum's factors in the cases: an integer dtype truncates 2.7 to 2 (NCCL's scalar of the tensor's dtype); 0.5 is exact in every float dtype. */
+export const premulFactor = (dtype: DType): number => (isFloat(dtype) ? 0.5 : 2.7);
 
 export const FAILURE_CASES = [
   'bad arguments and an out overlapping the input (in place only for allReduce and broadcast) fail locally; the communicator keeps working',
@@ -62,6 +69,11 @@ export function conformanceCases(backend: Pick<DeviceBackendV1, 'capabilities'>,
       for (const op of REDUCE_OPS) {
         if (op === 'avg' && dtype === 'bool') continue;
         const c: Case = { id: `${kind} ${dtype} ${op} n=${N}`, kind, dtype, op, count: N, mode: 'out' };
+        (backend.capabilities.reduceDtypes.includes(dtype) ? cases : unsupported).push(c);
+      }
+      if (dtype !== 'bool' && backend.capabilities.premulSum) {
+        const f = premulFactor(dtype);
+        const c: Case = { id: `${kind} ${dtype} premulSum(${f}) n=${N}`, kind, dtype, op: 'sum', premul: f, count: N, mode: 'out' };
         (backend.capabilities.reduceDtypes.includes(dtype) ? cases : unsupported).push(c);
       }
     }
@@ -155,6 +167,14 @@ export function expectedReduce(dtype: DType, op: ReduceOp, worldSize: number, i:
     case 'sum': return isFloat(dtype) ? vals.reduce((a, b) => a + b, 0) : wrapInt(dtype, vals.reduce((a, b) => a + BigInt(b), 0n));
     case 'prod': return isFloat(dtype) ? vals.reduce((a, b) => a * b, 1) : wrapInt(dtype, vals.reduce((a, b) => a * BigInt(b), 1n));
   }
+}
+
+/** premulSum(factor) of every rank's element i: each input times the factor as the dtype holds it (integers truncate it, products wrap), summed. */
+export function expectedPremul(dtype: DType, factor: number, worldSize: number, i: number): number {
+  const vals = Array.from({ length: worldSize }, (_, r) => inputValue(dtype, 'sum', r, i));
+  if (isFloat(dtype)) return vals.reduce((a, v) => a + v * factor, 0);
+  const s = BigInt(Math.trunc(factor));
+  return wrapInt(dtype, vals.reduce((a, v) => a + BigInt(v) * s, 0n));
 }
 
 /** Relative tolerance: exact for integers; about half an ulp of the dtype for floats (avg rounds). */

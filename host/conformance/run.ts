@@ -10,9 +10,10 @@ import { storeBootstrap, type BootstrapStore } from '../device/bootstrap.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../device/tensors.js';
 import type { DeviceBackendV1, DeviceBootstrap, DeviceCommunicatorV1, ReduceOp } from '../device/types.js';
 import {
-  compare, conformanceCases, expectedReduce, FAILURE_CASES, inputValue, makeInput, SPLIT_CASE, splitColor, type Case,
+  compare, conformanceCases, expectedPremul, expectedReduce, FAILURE_CASES, inputValue, makeInput, SPLIT_CASE, splitColor, type Case,
 } from './cases.js';
 import { runVariableCases } from './variable.js';
+import { premulSum, type ReduceOpSpec } from '../core/premul.js';
 
 export interface RunContext {
   backend: DeviceBackendV1;
@@ -31,6 +32,10 @@ function bootstrapFor(ctx: RunContext, prefix: string, timeoutMs = ctx.timeoutMs
   const b = storeBootstrap(ctx.store, { rank: ctx.rank, worldSize: ctx.worldSize, prefix, timeoutMs });
   return ctx.bareBootstrap ? { ...b, store: undefined } : b;
 }
+
+/** A case's reduce op: its name, or premulSum(factor). */
+const opOf = (c: Case): ReduceOpSpec => (c.premul === undefined ? c.op! : premulSum(c.premul));
+const expected = (c: Case, ws: number, i: number): number => (c.premul === undefined ? expectedReduce(c.dtype, c.op!, ws, i) : expectedPremul(c.dtype, c.premul, ws, i));
 
 const sameBytes = (a: CpuTensor, b: CpuTensor) => Buffer.from(bytesOf(a)).equals(Buffer.from(bytesOf(b)));
 
@@ -68,18 +73,18 @@ async function runCase(ctx: RunContext, comm: DeviceCommunicatorV1, c: Case): Pr
         const mine = makeInput(c.dtype, c.op, rank, c.count);
         const t = dt(mine);
         const out = outFor(t, c.count);
-        const r = result(await comm.allReduce(t, { op: c.op, out }), t, out);
+        const r = result(await comm.allReduce(t, { op: opOf(c), out }), t, out);
         if (typeof r === 'string') return r;
-        return unchanged(t, mine) ?? compare(c.id, c.dtype, host(r), (i) => expectedReduce(c.dtype, c.op!, ws, i), c.count);
+        return unchanged(t, mine) ?? compare(c.id, c.dtype, host(r), (i) => expected(c, ws, i), c.count);
       }
       case 'reduceScatter': {
         // Rank r's input is ws blocks; block b holds the values for element index b*count+i.
         const mine = makeInput(c.dtype, c.op, rank, c.count * ws);
         const inp = dt(mine);
         const out = outFor(inp, c.count);
-        const r = result(await comm.reduceScatter(inp, { op: c.op, out }), inp, out);
+        const r = result(await comm.reduceScatter(inp, { op: opOf(c), out }), inp, out);
         if (typeof r === 'string') return r;
-        return unchanged(inp, mine) ?? compare(c.id, c.dtype, host(r), (i) => expectedReduce(c.dtype, c.op!, ws, rank * c.count + i), c.count);
+        return unchanged(inp, mine) ?? compare(c.id, c.dtype, host(r), (i) => expected(c, ws, rank * c.count + i), c.count);
       }
       case 'allGather': {
         const mine = makeInput(c.dtype, undefined, rank, c.count);

@@ -48,6 +48,8 @@ export interface OpenRequest {
   timeoutMs: number;
   budget: Deadline;
   backend: DeviceBackendV1 | undefined;
+  /** A device communicator made already (split from a parent's): used instead of bootstrapping one. */
+  adopt?: DeviceCommunicatorV1;
 }
 
 /**
@@ -104,7 +106,9 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       if (first !== undefined) throw first;
       // Every member has read the record once the store channel has formed.
       if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
-      if (backend) {
+      if (backend && r.adopt) {
+        ch.comm = tracedCommunicator(r.adopt, wireName);
+      } else if (backend) {
         const bootstrap = storeBootstrap(ch.store, {
           rank, worldSize, prefix: `groupcomm/device/${wireName}`, timeoutMs,
         });

@@ -47,9 +47,11 @@ import * as p2p from './p2p.js';
 import * as variable from './variable.js';
 import type { RecvSpec } from './p2p.js';
 import type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
+import { planSplit, runSplit, type CoordinatorSubgroupOptions, type Inherited, type SplitParent } from './split.js';
+import type { OpenedGroup } from './create.js';
 
 export type { TensorDict, PortTriple, RecvSpec };
-export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions };
+export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions, CoordinatorSubgroupOptions };
 
 /** A tensor result's size for the trace line; none for objects and dicts. */
 const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
@@ -103,6 +105,10 @@ export class StatelessGroupCoordinator {
   private closing: Promise<void> | undefined;
   /** abort() was called, or close() gave up waiting for the operations in flight. */
   private aborted = false;
+  /** What split() passes on to sub-groups from this group's create options. */
+  private inherited: Inherited = {};
+  /** split() calls so far: the same on every member (collective, in call order), so it names their keys. */
+  private splitSeq = 0;
 
   private constructor(token: symbol, globalRank: number, layout: GroupLayout, uniqueName: string, localRank: number, device: string,
     ports: PortTriple | undefined, backend: DeviceBackendV1 | undefined, ch: Channels, timeoutMs: number,
@@ -138,13 +144,48 @@ export class StatelessGroupCoordinator {
    * and the device communicator are up on every member, or rejects naming who is missing.
    */
   static async create(o: CoordinatorOptions): Promise<StatelessGroupCoordinator> {
-    const { layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs, mq } = await openGroup(o);
+    return StatelessGroupCoordinator.build(o, await openGroup(o));
+  }
+
+  /** The coordinator over an opened group (create, split). */
+  private static build(o: CoordinatorOptions, opened: OpenedGroup, how = 'created'): StatelessGroupCoordinator {
+    const { layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs, mq } = opened;
     const g = new StatelessGroupCoordinator(MADE, o.globalRank, layout, uniqueName, localRank, device, ports, backend, ch, timeoutMs,
       o.groupPorts !== undefined);
     g.io.mq = mq;
+    g.inherited = { host: o.host, secret: o.secret, insecure: o.insecure, globalWorldSize: o.globalWorldSize, useDeviceCommunicator: o.useDeviceCommunicator };
     registerName(uniqueName, g);
-    g.log.info(`created: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
+    g.log.info(`${how}: global ranks [${layout.ranks.join(', ')}], ports [${ports?.join(', ') ?? 'none'}]`);
     return g;
+  }
+
+  /**
+   * Sub-groups of this group, like torch's split_group. Collective over THIS group: every member
+   * calls it, in the same order as its other operations, with the same `groupRanks` (disjoint
+   * lists of this group's global ranks); a member in one of the lists resolves with the new
+   * group's coordinator (group ranks in list order), the others with undefined. The new groups'
+   * device communicators are split from this group's (ncclCommSplit: no new unique id) when the
+   * backend has capabilities.split, else bootstrapped as create() does; their store channels and
+   * CPU groups are created as create() does, with this group's store as the rendezvous. This
+   * group keeps working; closing either leaves the other working.
+   */
+  split(opts: CoordinatorSubgroupOptions): Promise<StatelessGroupCoordinator | undefined> {
+    const net = this.io.net;
+    const parent: SplitParent = {
+      rank: this.rank, ranks: this.ranks, localRank: this.localRank, label: this.label, timeoutMs: this.timeoutMs,
+      inherited: this.inherited, backend: this.backend, store: this.ch.store, cpu: net?.cpu, comm: net?.comm,
+    };
+    const seq = this.splitSeq;
+    let plan: ReturnType<typeof planSplit>;
+    try {
+      plan = planSplit(parent, opts, seq);
+    } catch (e) {
+      // Refused here, before it is queued: neither the split count nor the collective count moves.
+      return Promise.reject(this.explain(e, 'split'));
+    }
+    this.splitSeq++;
+    return this.op('split', opts, (b) => runSplit(parent, plan, seq, b,
+      (o, opened, how) => StatelessGroupCoordinator.build(o, opened, `split from ${this.label}, ${how}`)));
   }
 
   /**

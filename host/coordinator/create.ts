@@ -7,7 +7,7 @@
  */
 import { invalidArgument, isGroupcommError, withContext } from '../base/errors.js';
 import { resolveBackend } from '../device/registry.js';
-import type { DeviceBackendV1 } from '../device/types.js';
+import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import { findGroup, type GroupLayout } from '../core/layout.js';
 import { reserveName, releaseName } from './names.js';
 import { Deadline, effectiveTimeout } from '../base/deadline.js';
@@ -33,8 +33,17 @@ export interface OpenedGroup {
   mq: MessageQueue | undefined;
 }
 
+/**
+ * What a sub-group (split.ts) takes from its parent instead of finding it: the parent's backend,
+ * and the device communicator already split from the parent's (adopted instead of bootstrapped).
+ */
+export interface InheritedDevice {
+  backend?: DeviceBackendV1;
+  comm?: DeviceCommunicatorV1;
+}
+
 /** The body of StatelessGroupCoordinator.create up to the constructor. */
-export async function openGroup(o: CoordinatorOptions): Promise<OpenedGroup> {
+export async function openGroup(o: CoordinatorOptions, inherit?: InheritedDevice): Promise<OpenedGroup> {
   if (!o || typeof o !== 'object') throw invalidArgument('StatelessGroupCoordinator.create: options object required');
   const timeoutMs = effectiveTimeout(o);
   const localRank = o.localRank ?? 0;
@@ -50,13 +59,13 @@ export async function openGroup(o: CoordinatorOptions): Promise<OpenedGroup> {
   const budget = new Deadline(timeoutMs, o.signal, `creating group '${base}' on global rank ${o.globalRank}`);
 
   let backend: DeviceBackendV1 | undefined;
-  if (o.useDeviceCommunicator) backend = await resolveBackend(o.backend);
+  if (o.useDeviceCommunicator) backend = inherit?.backend ?? await resolveBackend(o.backend);
   const device = backend ? `${backend.deviceType}:${localRank}` : 'cpu';
 
   const uniqueName = reserveName(base);
   let opened: Awaited<ReturnType<typeof openChannels>>;
   try {
-    opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend });
+    opened = await openChannels({ o, layout, base, ...addrs, localRank, timeoutMs, budget, backend, adopt: inherit?.comm });
   } catch (e) {
     releaseName(uniqueName);
     throw e;

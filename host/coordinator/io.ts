@@ -5,7 +5,8 @@
  */
 import { invalidArgument } from '../base/errors.js';
 import { Deadline } from '../base/deadline.js';
-import { isCpu, parseDevice, empty as emptyCpu, type DType, type Tensor } from '../core/tensor.js';
+import { bytesOf, isCpu, nbytes, parseDevice, empty as emptyCpu, type DeviceBuffer, type DType, type Tensor } from '../core/tensor.js';
+import { scaleBytes, type PreMulSum } from '../core/premul.js';
 import type { Collectives } from '../core/collectives.js';
 import { emptyOn, freeTensor } from '../device/tensors.js';
 import type { DeviceBackendV1 } from '../device/types.js';
@@ -42,7 +43,10 @@ export class GroupIo {
   ) {
     this.net = net;
     this.ring = ringNeighbors(rankInGroup, worldSize);
-    this.local = new LocalChannel({ empty: (shape, dtype, dev) => this.empty(shape, dtype, dev), copy: (dst, src) => void this.copyInto(dst, src) });
+    this.local = new LocalChannel({
+      empty: (shape, dtype, dev) => this.empty(shape, dtype, dev), copy: (dst, src) => void this.copyInto(dst, src),
+      scale: (t, op) => this.scale(t, op),
+    });
   }
 
   /**
@@ -65,6 +69,16 @@ export class GroupIo {
       return net?.comm ?? this.local;
     }
     return net?.cpu ?? this.local;
+  }
+
+  /** t's elements times premulSum's scalar, in place (device tensors through host memory: a group of one's path). */
+  private scale(t: Tensor, op: PreMulSum): void {
+    if (isCpu(t)) return scaleBytes(t.dtype, bytesOf(t), bytesOf(t), op);
+    const b = this.backendFor(t.device, 'premulSum');
+    const host = new Uint8Array(nbytes(t));
+    b.copyToHost(host, t.data as DeviceBuffer);
+    scaleBytes(t.dtype, host, host, op);
+    b.copyFromHost(t.data as DeviceBuffer, host);
   }
 
   /** A zero-filled tensor on `device`. */

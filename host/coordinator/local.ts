@@ -12,12 +12,15 @@ import {
 } from '../core/collectives.js';
 import { numel, type DType, type Tensor } from '../core/tensor.js';
 import { checkReduce } from '../device/elementwise.js';
+import { isPreMulSum, type PreMulSum } from '../core/premul.js';
 
 export interface LocalIo {
   /** A new tensor on `device`. */
   empty(shape: number[], dtype: DType, device: string): Tensor;
   /** Copies src's bytes into dst (same byte size). */
   copy(dst: Tensor, src: Tensor): void;
+  /** Multiplies t's elements by premulSum's scalar, in place (a sum over one rank of scaled inputs). */
+  scale(t: Tensor, op: PreMulSum): void;
 }
 
 export class LocalChannel implements Collectives<Tensor> {
@@ -40,8 +43,9 @@ export class LocalChannel implements Collectives<Tensor> {
   }
 
   async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
-    checkReduce(input.dtype, opts.op ?? 'sum');
-    return this.result(input, opts.out, input.shape, true, 'allReduce');
+    const op = opts.op ?? 'sum';
+    checkReduce(input.dtype, op);
+    return this.scaled(this.result(input, opts.out, input.shape, true, 'allReduce'), op);
   }
 
   async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
@@ -49,8 +53,15 @@ export class LocalChannel implements Collectives<Tensor> {
   }
 
   async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
-    checkReduce(input.dtype, opts.op ?? 'sum');
-    return this.result(input, opts.out, input.shape, false, 'reduceScatter');
+    const op = opts.op ?? 'sum';
+    checkReduce(input.dtype, op);
+    return this.scaled(this.result(input, opts.out, input.shape, false, 'reduceScatter'), op);
+  }
+
+  /** A sum of one rank's scaled input is that input scaled (premulSum); every other op leaves one input as it is. */
+  private scaled(t: Tensor, op: ReduceOptions['op']): Tensor {
+    if (isPreMulSum(op)) this.io.scale(t, op);
+    return t;
   }
 
   async broadcast(tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {

@@ -12,6 +12,9 @@ import { catShape, normDim, outerCount, scatterShape } from './dims.js';
 import type { GroupIo } from './io.js';
 import { checkDeviceCall } from './check.js';
 import type { CoordinatorOutOptions, CoordinatorReduceOptions } from './types.js';
+import { isPreMulSum } from '../core/premul.js';
+import { invalidArgument } from '../base/errors.js';
+import type { Collectives } from '../core/collectives.js';
 
 export async function broadcast(io: GroupIo, tensor: Tensor, src: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
   checkRank(src, io.worldSize, 'broadcast', 'src');
@@ -21,8 +24,16 @@ export async function broadcast(io: GroupIo, tensor: Tensor, src: number, opts: 
   return ch.broadcast(tensor, { src, out, ...b.next() });
 }
 
+/** premulSum on the device communicator needs the backend to say it has it (capabilities.premulSum). */
+function checkOp(io: GroupIo, ch: Collectives<Tensor>, op: CoordinatorReduceOptions['op'], what: string): void {
+  if (isPreMulSum(op) && ch === io.net?.comm && !io.backend?.capabilities.premulSum) {
+    throw invalidArgument(`${what}: premulSum on ${io.device} needs a backend with capabilities.premulSum; '${io.backend?.name}' has none (CPU tensors take it)`);
+  }
+}
+
 export async function allReduce(io: GroupIo, tensor: Tensor, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
   const ch = io.channel(tensor, 'allReduce');
+  checkOp(io, ch, opts.op, 'allReduce');
   const out = io.output(opts.out, tensor.shape, tensor, 'allReduce');
   await checkDeviceCall(io, ch, { collective: 'allReduce', dtype: tensor.dtype, op: opts.op ?? 'sum', shape: tensor.shape }, b);
   return ch.allReduce(tensor, { op: opts.op, out, ...b.next() });
@@ -64,6 +75,7 @@ export async function gather(io: GroupIo, tensor: Tensor, dst: number, dim: numb
 
 export async function reduceScatter(io: GroupIo, tensor: Tensor, dim: number, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
   const ch = io.channel(tensor, 'reduceScatter');
+  checkOp(io, ch, opts.op, 'reduceScatter');
   const d = normDim(dim, tensor.shape.length, 'reduceScatter');
   const shape = scatterShape(tensor.shape, d, io.worldSize, 'reduceScatter');
   const out = io.output(opts.out, shape, tensor, 'reduceScatter');

@@ -4,7 +4,7 @@
  */
 import type { OpOptions } from '../base/deadline.js';
 import type { Tensor } from '../core/tensor.js';
-import type { ReduceOp } from '../device/types.js';
+import type { ReduceOpSpec } from '../core/premul.js';
 import type { Store } from '../store/types.js';
 import type { PortTriple } from './ports.js';
 
@@ -60,8 +60,8 @@ export interface CoordinatorOptions {
 }
 
 export interface CoordinatorReduceOptions<T extends Tensor = Tensor> extends OpOptions {
-  /** Reduction operator (default 'sum'). */
-  op?: ReduceOp;
+  /** Reduction operator (default 'sum'): a name, or premulSum(factor) (every input times factor, summed). */
+  op?: ReduceOpSpec;
   /** Write the result here (same shape and dtype as the result) and return it. */
   out?: T;
 }

@@ -24,6 +24,7 @@ import { counts } from '../cpu/variable.js';
 import { normDim, outerCount } from './dims.js';
 import type { GroupIo } from './io.js';
 import type { CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
+import { isPreMulSum } from '../core/premul.js';
 
 /** Every rank's `tensor` (sizes[r] along `dim` on rank r) concatenated along `dim` in group-rank order. */
 export async function allGatherv(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, dim: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
@@ -66,7 +67,8 @@ export async function reduceScatterv(io: GroupIo, t: Tensor, sizes: readonly num
   const cpu = io.net?.cpu;
   if (!cpu) return single(io, t, out, shape, opts.op);
   const comm = io.net?.comm;
-  if (!isCpu(t) && comm?.reduceScatterv && outer === 1) {
+  // premulSum on a backend without it: through host memory over the CPU group, which has it.
+  if (!isCpu(t) && comm?.reduceScatterv && outer === 1 && (!isPreMulSum(opts.op) || io.backend?.capabilities.premulSum)) {
     const r = await comm.reduceScatterv(rows(t, sum(sz), rest), { sizes: sz, op: opts.op, out: out && rows(out, sz[io.rankInGroup], rest), ...b.next() });
     return out ?? { ...r, shape };
   }

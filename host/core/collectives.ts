@@ -19,7 +19,7 @@
  * checks in ./alias.ts.
  */
 import type { OpOptions } from '../base/deadline.js';
-import type { ReduceOp } from './reduce.js';
+import type { ReduceOpSpec } from './premul.js';
 import type { Tensor } from './tensor.js';
 
 export interface OutOptions<T extends Tensor = Tensor> extends OpOptions {
@@ -35,7 +35,7 @@ export interface OutOptions<T extends Tensor = Tensor> extends OpOptions {
 
 export interface ReduceOptions<T extends Tensor = Tensor> extends OutOptions<T> {
   /** Reduction operator (default 'sum'). */
-  op?: ReduceOp;
+  op?: ReduceOpSpec;
 }
 
 export interface BroadcastOptions<T extends Tensor = Tensor> extends OutOptions<T> {
@@ -59,7 +59,7 @@ export interface SizesOptions<T extends Tensor = Tensor> extends OutOptions<T> {
 
 export interface SizesReduceOptions<T extends Tensor = Tensor> extends SizesOptions<T> {
   /** Reduction operator (default 'sum'). */
-  op?: ReduceOp;
+  op?: ReduceOpSpec;
 }
 
 /** allToAll with per-rank splits (torch's all_to_all_single): either side omitted means equal blocks. */

@@ -12,6 +12,7 @@ import {
   type AllToAllSplitsOptions, type BroadcastOptions, type GatherOptions, type OutOptions as OutOpts, type ReduceOptions as ReduceOpts,
 } from '../core/collectives.js';
 import { finishAvg } from '../core/reduce.js';
+import { isPreMulSum, scaleBytes } from '../core/premul.js';
 import { chainBroadcast, exchangeAll, recursiveDoubling, ring, treeBroadcast } from './algorithms.js';
 import type { CallShape } from './fingerprint.js';
 import { callOf, type CallContext, type Prepared } from './checks.js';
@@ -43,7 +44,9 @@ export function prepareAllReduce(c: CallContext, input: CpuTensor, opts: ReduceO
   return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
     // The algorithms reduce in place: out of place, they run on the result after a copy.
     const buf = bytesOf(out);
-    if (!inPlace) buf.set(bytesOf(x));
+    // premulSum: this rank's input, scaled, is its part of the sum.
+    if (isPreMulSum(op)) scaleBytes(x.dtype, buf, bytesOf(x), op);
+    else if (!inPlace) buf.set(bytesOf(x));
     if (buf.byteLength <= c.smallBytes || buf.byteLength < c.worldSize * itemSize(x.dtype)) {
       await recursiveDoubling(ex, buf, reduce, c.staging, c.plans.recursiveDoubling());
     } else {
@@ -91,7 +94,8 @@ export function prepareReduceScatter(c: CallContext, input: CpuTensor, opts: Red
     const o = bytesOf(out);
     // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
     const work = c.staging.get(1, inBytes.byteLength);
-    work.set(inBytes);
+    if (isPreMulSum(op)) scaleBytes(x.dtype, work, inBytes, op);
+    else work.set(inBytes);
     await ring(ex, {
       buf: work, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
       shift: -1, reduce, tuning: c.tuning, staging: c.staging,

@@ -7,7 +7,8 @@ import { invalidArgument } from '../base/errors.js';
 import { empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkOutAliasing } from '../core/alias.js';
 import type { OutOptions } from '../core/collectives.js';
-import { reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
+import { reduceBytes, REDUCE_OPS } from '../core/reduce.js';
+import { isPreMulSum, premulScalar, type ReduceOpSpec } from '../core/premul.js';
 import type { Pipeline, Staging } from './algorithms.js';
 import type { Exchange } from './exchange.js';
 import type { CallShape } from './fingerprint.js';
@@ -43,9 +44,10 @@ export class CallContext {
     return r;
   }
 
-  reduceOp(op: unknown): ReduceOp {
-    const o = (op ?? 'sum') as ReduceOp;
-    if (!REDUCE_OPS.includes(o)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
+  reduceOp(op: unknown): ReduceOpSpec {
+    if (isPreMulSum(op)) return op;
+    const o = (op ?? 'sum') as ReduceOpSpec;
+    if (!REDUCE_OPS.includes(o as never)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}, or premulSum(factor)`);
     return o;
   }
 
@@ -63,9 +65,11 @@ export class CallContext {
     return { t: o, inPlace: input !== undefined && checkOutAliasing(o, input, inPlace, what, { rank: this.rank }) };
   }
 
-  reducer(op: ReduceOp, dtype: CpuTensor['dtype']) {
+  /** The reduction of two partial results: avg and premulSum (inputs scaled first, bodies.ts) combine as sums. */
+  reducer(op: ReduceOpSpec, dtype: CpuTensor['dtype']) {
     if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
-    const k = op === 'avg' ? 'sum' : op;
+    if (isPreMulSum(op)) premulScalar(dtype, op); // refused here (bool, an integer factor out of range), before anything is sent
+    const k = op === 'avg' || isPreMulSum(op) ? 'sum' : op;
     return (dst: Uint8Array, src: Uint8Array) => reduceBytes(k, dtype, dst, src);
   }
 

@@ -8,7 +8,7 @@
  *
  *   bits  0–3   collective (COLLECTIVE_IDS; 0 never appears)
  *   bits  4–8   dtype (index in DTYPE_NAMES + 1)
- *   bits  9–11  reduction (index in REDUCE_OPS + 1; 0: none)
+ *   bits  9–11  reduction (index in REDUCE_OPS + 1, premulSum 6; 0: none)
  *   bits 12–19  root (src or dst) + 1, mod 256 (0: none)
  *   bits 20–23  the caller's dim + 1, mod 16 (0: none)
  *   bits 24–31  a hash of the shape (count and dims)
@@ -17,7 +17,8 @@
  * difference is then still caught by the frame-length check).
  */
 import { DTYPE_NAMES, type DType } from '../core/dtype.js';
-import { REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
+import { REDUCE_OPS } from '../core/reduce.js';
+import { opName, type ReduceOpSpec } from '../core/premul.js';
 
 const COLLECTIVE_IDS = ['', 'broadcast', 'allReduce', 'allGather', 'reduceScatter', 'gather', 'scatter', 'allToAll', 'barrier', 'allGatherv', 'reduceScatterv'] as const;
 export type CollectiveName = Exclude<(typeof COLLECTIVE_IDS)[number], ''>;
@@ -25,7 +26,7 @@ export type CollectiveName = Exclude<(typeof COLLECTIVE_IDS)[number], ''>;
 export interface CallShape {
   collective: CollectiveName;
   dtype?: DType;
-  op?: ReduceOp;
+  op?: ReduceOpSpec;
   root?: number;
   shape?: readonly number[];
   /** The dim the caller (the coordinator) gathers or scatters along, when it has one. */
@@ -33,7 +34,9 @@ export interface CallShape {
 }
 
 const dtypeIndex = new Map<string, number>(DTYPE_NAMES.map((d, i) => [d, i + 1]));
-const opIndex = new Map<string, number>(REDUCE_OPS.map((o, i) => [o, i + 1]));
+/** The reduction field's names: the reduce ops, then premulSum (its factor is not part of the fingerprint). */
+const OP_NAMES: readonly string[] = [...REDUCE_OPS, 'premulSum'];
+const opIndex = new Map<string, number>(OP_NAMES.map((o, i) => [o, i + 1]));
 
 function shapeHash(shape: readonly number[] | undefined): number {
   if (!shape) return 0;
@@ -45,7 +48,7 @@ function shapeHash(shape: readonly number[] | undefined): number {
 export function fingerprint(c: CallShape): number {
   const coll = COLLECTIVE_IDS.indexOf(c.collective);
   const dt = c.dtype ? dtypeIndex.get(c.dtype) ?? 0 : 0;
-  const op = c.op ? opIndex.get(c.op) ?? 0 : 0;
+  const op = c.op ? opIndex.get(opName(c.op)) ?? 0 : 0;
   const root = c.root === undefined ? 0 : (c.root + 1) & 0xff;
   const dim = c.dim === undefined ? 0 : (c.dim + 1) & 0xf;
   return (coll | (dt << 4) | (op << 9) | (root << 12) | (dim << 20) | (shapeHash(c.shape) << 24)) >>> 0;
@@ -57,7 +60,7 @@ function fields(fp: number): Record<string, string> {
   return {
     collective: COLLECTIVE_IDS[fp & 0xf] || `#${fp & 0xf}`,
     dtype: dt ? DTYPE_NAMES[dt - 1] ?? `#${dt}` : '-',
-    op: op ? REDUCE_OPS[op - 1] ?? `#${op}` : '-',
+    op: op ? OP_NAMES[op - 1] ?? `#${op}` : '-',
     root: root ? String(root - 1) : '-',
     dim: dim ? String(dim - 1) : '-',
     shape: `#${(fp >>> 24).toString(16)}`,

@@ -20,6 +20,7 @@ import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '..
 import { DTYPE_NAMES } from '../core/dtype.js';
 import { directPeers } from '../core/layout.js';
 import { finishAvg, reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
+import { isPreMulSum, premulScalar, scaleBytes, type ReduceOpSpec } from '../core/premul.js';
 import { bytesOf, empty, isCpu, itemSize, numel, type CpuTensor, type DType } from '../core/tensor.js';
 import type { Exchange } from './exchange.js';
 
@@ -95,6 +96,16 @@ export function reduceScatterv(g: VariableHost, input: CpuTensor, opts: SizesRed
       }));
       // In rank order on every rank: the same inputs give the same bits, wherever they arrive from.
       const o = bytesOf(out);
+      if (isPreMulSum(op)) {
+        // Each rank's part scaled, then summed (the received parts are this call's own buffers; this rank's is the input's).
+        scaleBytes(x.dtype, o, got[0], op);
+        for (let p = 1; p < g.worldSize; p++) {
+          const part = p === g.rank ? new Uint8Array(got[p].byteLength) : got[p];
+          scaleBytes(x.dtype, part, got[p], op);
+          reduceBytes('sum', x.dtype, o, part);
+        }
+        return out;
+      }
       o.set(got[0]);
       for (let p = 1; p < g.worldSize; p++) reduceBytes(op === 'avg' ? 'sum' : op, x.dtype, o, got[p]);
       if (op === 'avg') finishAvg(x.dtype, o, g.worldSize);
@@ -176,7 +187,8 @@ function offsets(sizes: readonly number[], rowBytes: number): number[] {
   return at;
 }
 
-function reduceOp(op: unknown, dtype: DType): ReduceOp {
+function reduceOp(op: unknown, dtype: DType): ReduceOpSpec {
+  if (isPreMulSum(op)) { premulScalar(dtype, op); return op; }
   const o = (op ?? 'sum') as ReduceOp;
   if (!REDUCE_OPS.includes(o)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
   if (o === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');

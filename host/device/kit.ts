@@ -49,4 +49,5 @@ export { decodeMiniFloat, encodeMiniFloat, MINIFLOATS, readElement, writeElement
 // Moving bytes: the bootstrap, reductions on host bytes (WASM core), host collectives.
 export { storeBootstrap, type BootstrapStore, type StoreBootstrapOptions } from './bootstrap.js';
 export { finishAvg, reduceBytes } from '../core/reduce.js';
+export { isPreMulSum, premulScalar, premulScalarBytes, premulSum, scaleBytes, type PreMulSum, type ReduceOpSpec } from '../core/premul.js';
 export { CpuGroup, type CpuGroupOptions } from '../cpu/group.js';

@@ -144,6 +144,12 @@ export interface BackendCapabilities {
   sharedDevice: boolean;
   /** True when communicators implement split() (cuda: ncclCommSplit, NCCL 2.18+). */
   split?: boolean;
+  /**
+   * True when allReduce, reduceScatter (and reduceScatterv) take `op: premulSum(factor)`
+   * (cuda: ncclRedOpCreatePreMulSum). Without it the coordinator refuses premulSum on device
+   * tensors, and the conformance suite lists those cases as unsupported.
+   */
+  premulSum?: boolean;
   /** True when communicators implement allGatherv, reduceScatterv and allToAllv (the conformance suite then runs their cases). */
   variableCollectives?: boolean;
 }

@@ -253,6 +253,8 @@ export class StatelessProcessGroup {
     return this.#op(async () => {
       checkCpuTensor(input, 'allReduce');
       const op = opts.op ?? 'sum';
+      // The store channel folds small tensors itself and has no pre-multiplied sum (the CPU group and device communicators do).
+      if (typeof op !== 'string') throw invalidArgument('allReduce: the store channel takes the ops by name; premulSum runs on the CPU group and device communicators');
       if (!REDUCE_OPS.includes(op)) throw invalidArgument(`allReduce: unsupported op '${op}'; use one of ${REDUCE_OPS.join(', ')}`);
       if (op === 'avg' && input.dtype === 'bool') throw invalidArgument('allReduce: avg is not defined for bool (sum/max = any, prod/min = all)');
       const { t: out, inPlace } = this.#out(opts.out, input, 'allReduce', true);

@@ -124,14 +124,20 @@ export class Messages {
     return this.#inboxes[rank];
   }
 
-  /** Writes message `tag` to each of `dsts` (one request); a failure names them. */
+  /**
+   * Writes message `tag` to each of `dsts` (one request); a failure names them. The values are
+   * handed over to the store (Store.publish): every caller passes bytes it encoded for this
+   * message and never changes afterwards, so a store may write them out without a copy.
+   */
   post(dsts: number[], tag: string, bytes: Uint8Array, what: string, o: TimedOptions, extra?: [string, Uint8Array]): Promise<void> {
     const keys = dsts.map((d) => this.inbox(d) + tag);
     const values: Uint8Array[] = keys.map(() => bytes);
     // The stored payload first: a reader that gets its marker finds the payload already there.
     if (extra) keys.unshift(extra[0]), values.unshift(extra[1]);
     const s = this.store;
-    const p = s.publish ? s.publish(keys, values, o) : keys.length === 1 ? s.set(keys[0], values[0], o) : s.multiSet(keys, values, o);
+    const p = s.publish
+      ? s.publish(keys, values, { timeoutMs: o.timeoutMs, signal: o.signal, handOver: true })
+      : keys.length === 1 ? s.set(keys[0], values[0], o) : s.multiSet(keys, values, o);
     this.#tracker.drain();
     return p.catch((e) => { throw this.fail(e, what, dsts, keys[0], o.timeoutMs); });
   }

@@ -24,7 +24,7 @@ import { openConnection, type ConnectSpec } from './connect.js';
 import { Connection, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU32, readU8 } from './connection.js';
 import { CheckReply, Frame, INIT_KEY, keyListFrame, Op, type StoreLimits } from './protocol.js';
 import { TcpStoreServer } from './server.js';
-import type { Store, StoreValue } from './types.js';
+import type { PublishOptions, Store, StoreValue } from './types.js';
 import { logger as makeLogger, type Logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { resolveSecret } from '../base/secret.js';
@@ -331,10 +331,11 @@ export class TcpStore extends WaitingClient implements Store {
    * the client keeps no record of the write (see mayBypass: a read of these keys through this
    * client could overtake it, so do not read them back), and with the server in this process
    * the write is applied at once, in memory (TcpStoreServer.publishLocal), unless requests of
-   * this client are still on their way there (then it follows them over the link, in order).
+   * this client are still on their way there (then it follows them over the link, in order);
+   * with `handOver`, a big value goes on to a subscriber's socket without a copy.
    * The timeout is enforced by the connection's watchdog, not a timer per call.
    */
-  publish(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void> {
+  publish(keys: string[], values: Uint8Array[], opts?: PublishOptions): Promise<void> {
     if (this.closing) return Promise.reject(destroyedError('this TcpStore was closed'));
     if (keys.length !== values.length) return Promise.reject(invalidArgument(`publish: ${keys.length} keys but ${values.length} values`));
     if (keys.length === 0) return Promise.resolve();
@@ -351,7 +352,7 @@ export class TcpStore extends WaitingClient implements Store {
     const local = this.spec.local;
     if (local?.publishLocal && this.extended && !this.main.closed && !this.main.unsent) {
       try {
-        local.publishLocal(keys.map((k) => this.wireLatin1(k)), values);
+        local.publishLocal(keys.map((k) => this.wireLatin1(k)), values, opts?.handOver === true);
         return Promise.resolve();
       } catch (e) {
         return Promise.reject(e);

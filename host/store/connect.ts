@@ -34,20 +34,22 @@ export interface ConnectSpec {
   local?: {
     connectLocal(): LocalSocket | undefined;
     subscribeLocal?(prefix: string, fn: (key: string, value: Uint8Array) => void, onEnd: (e: GroupcommError) => void): { close(): void } | null;
-    publishLocal?(keys: string[], values: Uint8Array[]): void;
+    publishLocal?(keys: string[], values: Uint8Array[], handOver?: boolean): void;
   };
   log: Logger;
 }
 
 /**
- * Node: the socket reads into one buffer of its own (net's `onread`), and the Connection gets a
- * copy of exactly the bytes read — no stream machinery ('data' events through Readable) and no
- * 64 KiB allocation per read, both paid by every small reply and push. Copies up to 4 KiB come
- * from Buffer's pool. Bun keeps plain 'data' events.
+ * Node: the socket reads into one buffer of its own (net's `onread`), and the Connection copies
+ * the bytes read from it (Inbox.push, transient) — no stream machinery ('data' events through
+ * Readable) and no 64 KiB allocation per read, both paid by every small reply and push; the
+ * reads of a big value are copied once, into the buffer that holds the whole value (copying
+ * each read to a buffer of its own first doubled the copies, each into fresh memory). Bun
+ * keeps plain 'data' events.
  */
 function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: AttachReads } {
   if (IS_BUN) return { opts: {} };
-  let sink: ((c: Buffer) => void) | undefined;
+  let sink: ((c: Buffer, transient: boolean) => void) | undefined;
   // The Connection attaches in the microtask after 'connect', before any read can be delivered;
   // reads are kept here anyway, so that nothing depends on that ordering.
   const early: Buffer[] = [];
@@ -55,18 +57,19 @@ function readHook(): { opts: Partial<net.NetConnectOpts>; attach?: AttachReads }
     opts: {
       onread: {
         buffer: Buffer.allocUnsafeSlow(64 * 1024),
-        callback: (n: number, buf: Uint8Array) => {
-          const c = n <= 4096 ? Buffer.allocUnsafe(n) : Buffer.allocUnsafeSlow(n);
-          c.set(buf.subarray(0, n));
-          if (sink) sink(c);
-          else early.push(c);
+        callback: (n: number, buf: Buffer) => {
+          const view = buf.subarray(0, n);
+          // The Connection copies the read where it belongs (Inbox.push: a big value's bytes
+          // straight into the buffer of the whole value).
+          if (sink) sink(view, true);
+          else early.push(Buffer.from(view));
           return true;
         },
       },
     },
     attach: (fn) => {
       sink = fn;
-      for (const c of early.splice(0)) fn(c);
+      for (const c of early.splice(0)) fn(c, false);
     },
   };
 }

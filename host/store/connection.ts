@@ -45,9 +45,10 @@ interface Pending {
 
 /**
  * For a socket that hands its reads to one function instead of emitting 'data' (connect.ts sets
- * that up on Node): registers the function. Each chunk is a buffer of its own.
+ * that up on Node): registers the function. A `transient` chunk is a view of the socket's read
+ * buffer, valid only during the call (the inbox copies it).
  */
-export type AttachReads = (sink: (c: Buffer) => void) => void;
+export type AttachReads = (sink: (c: Buffer, transient: boolean) => void) => void;
 
 const BIG_WRITE = 64 * 1024;
 const MAX_LENGTH = bufferConstants.MAX_LENGTH;
@@ -80,7 +81,7 @@ export class Connection {
     attachReads?: AttachReads,
   ) {
     socket.setNoDelay(true);
-    if (attachReads) attachReads((c) => this.onData(c));
+    if (attachReads) attachReads((c, transient) => this.onData(c, transient));
     else socket.on('data', (c: Buffer) => this.onData(c));
     socket.on('error', (e) => this.fail(peerLostError(`store connection to ${address} failed: ${e.message}`, { cause: e })));
     socket.on('close', () => this.fail(peerLostError(`store server ${address} closed the connection`)));
@@ -232,11 +233,11 @@ export class Connection {
     }
   }
 
-  private onData(chunk: Buffer): void {
+  private onData(chunk: Buffer, transient = false): void {
     if (this.failure) return;
     const inbox = this.inbox;
     try {
-      if (!inbox.push(chunk)) return;
+      if (!inbox.push(chunk, transient)) return;
     } catch (e) {
       // The buffer for a declared reply length could not be allocated (a hostile or broken
       // server announcing terabytes): this connection is unusable, the process must not die.

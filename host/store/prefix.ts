@@ -10,7 +10,7 @@
 import { anySignal, effectiveTimeout, settled, type OpOptions } from '../base/deadline.js';
 import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
 import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
-import type { Store, StoreValue, Subscription } from './types.js';
+import type { PublishOptions, Store, StoreValue, Subscription } from './types.js';
 
 export class PrefixStore implements Store {
   /** Calls in flight through this view, each with its reject (for abort()). */
@@ -96,10 +96,10 @@ export class PrefixStore implements Store {
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions) {
     return this.#op(() => this.inner.multiSet(keys.map((k) => this.k(k)), values, this.#o(opts)));
   }
-  publish(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void> {
+  publish(keys: string[], values: Uint8Array[], opts?: PublishOptions): Promise<void> {
     return this.#op(() => {
       const ks = keys.map((k) => this.k(k));
-      return this.inner.publish ? this.inner.publish(ks, values, this.#o(opts)) : this.inner.multiSet(ks, values, this.#o(opts));
+      return this.inner.publish ? this.inner.publish(ks, values, { ...this.#o(opts), handOver: opts?.handOver }) : this.inner.multiSet(ks, values, this.#o(opts));
     });
   }
   ping(opts?: OpOptions) { return this.#op(() => this.inner.ping(this.#o(opts))); }

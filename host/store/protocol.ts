@@ -263,6 +263,16 @@ export class Cursor {
 
 const EMPTY = Buffer.alloc(0);
 
+/** See Inbox's growWithReceived. */
+const GROW_FACTOR = 4;
+
+/** A copy of `b` of exactly its length: small ones from Buffer's pool (cheap, and they share a slab). */
+function copyOf(b: Uint8Array): Buffer {
+  const c = b.length <= 4096 ? Buffer.allocUnsafe(b.length) : Buffer.allocUnsafeSlow(b.length);
+  c.set(b);
+  return c;
+}
+
 /**
  * The bytes received and not parsed yet, copied at most once. A read that arrives when nothing
  * is pending is used as it is; otherwise pending bytes and the new read go into a buffer of our
@@ -278,7 +288,11 @@ export class Inbox {
   need = 0;
   private owned = false;
 
-  /** `growWithReceived`: never allocate more than twice what has arrived (a peer's declared length is not trusted). */
+  /**
+   * `growWithReceived`: never allocate more than GROW_FACTOR times what has arrived (a peer's
+   * declared length is not trusted). 4, not 2: a 1 MiB value arriving in 64 KiB reads is then
+   * copied into two buffers on its way (512 KiB, then its own size) instead of four.
+   */
   constructor(private readonly growWithReceived = false) {}
 
   /** Bytes this inbox keeps alive: its own buffer, or the pending part of a read it borrowed. */
@@ -286,10 +300,16 @@ export class Inbox {
     return this.owned ? this.buf.length : this.end - this.start;
   }
 
-  /** Adds a read; true when enough is buffered to try parsing. */
-  push(chunk: Buffer): boolean {
+  /**
+   * Adds a read; true when enough is buffered to try parsing. `transient`: `chunk` is a view of
+   * a read buffer the socket reuses for its next read (connect.ts), so it is copied — straight
+   * into this inbox's buffer when a message is partly here (one copy of a big value, not two),
+   * else into a buffer of its own.
+   */
+  push(chunk: Buffer, transient = false): boolean {
     const have = this.end - this.start;
     if (have === 0) {
+      if (transient) chunk = copyOf(chunk);
       this.buf = chunk;
       this.start = 0;
       this.end = chunk.length;
@@ -299,7 +319,7 @@ export class Inbox {
       this.end += chunk.length;
     } else {
       const total = have + chunk.length;
-      const size = this.growWithReceived ? Math.max(total, Math.min(this.need, Math.max(2 * total, 64 * 1024))) : Math.max(total, this.need);
+      const size = this.growWithReceived ? Math.max(total, Math.min(this.need, Math.max(GROW_FACTOR * total, 64 * 1024))) : Math.max(total, this.need);
       const nb = Buffer.allocUnsafeSlow(size);
       this.buf.copy(nb, 0, this.start, this.end);
       chunk.copy(nb, have);

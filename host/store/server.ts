@@ -210,10 +210,11 @@ export class TcpStoreServer extends StoreOps {
   /**
    * SET (one key) or MULTI_SET for a client in this process, applied now: no frame, no link, no
    * parsing (TcpStore.publish). Keys are in wire form (latin1, like stored keys); values are
-   * copied, so the caller may reuse its buffers at once. Subscribers get their keys as with any
-   * write; other keys are stored.
+   * copied, so the caller may reuse its buffers at once — except, with `handOver` (the caller
+   * never changes them again), a big value pushed to a subscriber's socket, which is written as
+   * it is. Subscribers get their keys as with any write; other keys are stored.
    */
-  publishLocal(keys: string[], values: Uint8Array[]): void {
+  publishLocal(keys: string[], values: Uint8Array[], handOver = false): void {
     if (this.closing) throw destroyedError('publish on a closed TcpStoreServer');
     for (let i = 0; i < keys.length; i++) {
       const v = values[i];
@@ -226,7 +227,7 @@ export class TcpStoreServer extends StoreOps {
     try {
       for (let i = 0; i < keys.length; i++) {
         const k = keys[i];
-        if (this.subs.size && this.push(k, values[i], false)) continue;
+        if (this.subs.size && this.push(k, values[i], false, handOver)) continue;
         const v = Buffer.from(values[i]);
         this.table.set(k, valueOf(v, 0, v.length));
       }

@@ -323,9 +323,12 @@ export abstract class StoreOps extends RequestParser {
    * the key, sends it there and returns true (the key is then not stored); the shortest such
    * prefix wins. `inReadBuffer`: the value is a view
    * of a connection's read buffer (nobody writes over it, so a big one may be handed on as it is);
-   * otherwise it belongs to an in-process caller and is copied.
+   * otherwise it belongs to an in-process caller and is copied — unless `handedOver` (the caller
+   * never changes it again) and it goes to a socket. An in-process subscriber still gets a copy
+   * of a handed-over value: the same value may be on its way to other subscribers' sockets, and
+   * what a subscriber receives is its own to change.
    */
-  protected push(key: string, value: Uint8Array, inReadBuffer: boolean): boolean {
+  protected push(key: string, value: Uint8Array, inReadBuffer: boolean, handedOver = false): boolean {
     for (const n of this.subLengths) {
       if (n > key.length || key.charCodeAt(n - 1) !== 0x2f /* '/' */) continue;
       const c = this.subs.get(key.slice(0, n));
@@ -333,11 +336,11 @@ export abstract class StoreOps extends RequestParser {
       const vl = value.length;
       // Copied: a small value (a view would pin the whole read buffer) and a caller's value. A
       // big view of a read buffer is handed on as it is.
-      const copy = vl <= 4096 || !inReadBuffer;
       if (c instanceof LocalSub) {
-        this.callLocal(c, utf8Key(key), copy ? new Uint8Array(value) : value);
+        this.callLocal(c, utf8Key(key), vl <= 4096 || !inReadBuffer ? new Uint8Array(value) : value);
         return true;
       }
+      const copy = vl <= 4096 || !(inReadBuffer || handedOver);
       const kl = key.length;
       const f = Buffer.allocUnsafe(16 + kl + (copy ? vl : 0));
       putU64(f, 0, kl);
@@ -345,7 +348,7 @@ export abstract class StoreOps extends RequestParser {
       putU64(f, 8 + kl, vl);
       if (copy) f.set(value, 16 + kl);
       this.send(c, f);
-      if (!copy) this.send(c, value as Buffer);
+      if (!copy) this.send(c, Buffer.isBuffer(value) ? value : Buffer.from(value.buffer, value.byteOffset, vl));
       return true;
     }
     return false;

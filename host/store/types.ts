@@ -7,6 +7,12 @@ import type { CloseOptions } from '../base/lifecycle.js';
 
 export type StoreValue = Uint8Array | string;
 
+/** Options of Store.publish. */
+export interface PublishOptions extends OpOptions {
+  /** The caller will not change the values again: the store may send them on as they are. */
+  handOver?: boolean;
+}
+
 /** A push stream of the keys written under one prefix (Store.subscribe). */
 export interface Subscription {
   /** Ends the stream (closes its connection). Idempotent. */
@@ -58,9 +64,11 @@ export interface Store {
    * Optional: writes keys meant for a subscriber (see subscribe), like set (one key) or
    * multiSet, as cheaply as the store can: it need not remember the write for later reads
    * through this client (do not read these keys back through it), and a store in this process
-   * may apply it at once. Resolves once the write is handed over.
+   * may apply it at once. Resolves once the write is handed over. With `handOver`, the caller
+   * gives the values away (it never changes them afterwards), so the store may send them on
+   * without copying them first.
    */
-  publish?(keys: string[], values: Uint8Array[], opts?: OpOptions): Promise<void>;
+  publish?(keys: string[], values: Uint8Array[], opts?: PublishOptions): Promise<void>;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

@@ -16,7 +16,7 @@ export class CpuBackend implements DeviceBackendV1 {
   readonly apiVersion = 1 as const;
   readonly name = 'cpu';
   readonly deviceType = DEVICE_TYPE;
-  readonly capabilities = { reduceDtypes: DTYPE_NAMES, sharedDevice: true, variableCollectives: true, split: true };
+  readonly capabilities = { reduceDtypes: DTYPE_NAMES, sharedDevice: true, variableCollectives: true, split: true, premulSum: true };
   /** Exposed for tests that check for leaks (live allocation count). */
   readonly memory = new HostMemory();
 

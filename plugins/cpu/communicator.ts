@@ -110,6 +110,17 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     });
   }
 
+  /**
+   * OrderedOps.run, after refusing a `stream` (the cuda backend's per-call option): host memory
+   * has no streams, and a caller who meant one must not believe the work was ordered on it.
+   */
+  private run<T>(what: string, opts: OpOptions | undefined, fn: (signal: AbortSignal) => Promise<T>, fields?: Parameters<OrderedOps['run']>[3]): Promise<T> {
+    if ((opts as { stream?: unknown } | undefined)?.stream !== undefined) {
+      return Promise.reject(invalidArgument(`${what}: the cpu backend has no streams; the stream option is the cuda backend's (leave it out here)`, { rank: this.rank }));
+    }
+    return this.ops.run(what, opts, fn, fields);
+  }
+
   private splits(count: number, what: string): void {
     if (count % this.worldSize !== 0) throw invalidArgument(`${what}: ${count} elements do not split evenly over ${this.worldSize} ranks`, { rank: this.rank });
   }
@@ -119,7 +130,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const i = this.t(input, 'allReduce');
     checkReduce(input.dtype, op);
     const o = this.output(opts.out, input, i.count, input.shape, true, 'allReduce');
-    return o.settle(this.ops.run('allReduce', opts, async (signal) => {
+    return o.settle(this.run('allReduce', opts, async (signal) => {
       // The transports reduce in place: out of place, they run on the result after a copy.
       const buf = this.v(o.at);
       if (!o.inPlace) buf.set(this.v(i));
@@ -131,7 +142,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
   async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
     const i = this.t(input, 'allGather');
     const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'allGather');
-    return o.settle(this.ops.run('allGather', opts, async (signal) => {
+    return o.settle(this.run('allGather', opts, async (signal) => {
       await this.net.allGather(this.v(o.at), this.v(i), input.dtype, this.o(signal, opts));
       return o.tensor;
     }));
@@ -145,7 +156,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const P = this.worldSize;
     const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
     const o = this.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');
-    return o.settle(this.ops.run('reduceScatter', opts, async (signal) => {
+    return o.settle(this.run('reduceScatter', opts, async (signal) => {
       await this.net.reduceScatter(this.v(o.at), this.v(i), input.dtype, op, this.o(signal, opts));
       return o.tensor;
     }));
@@ -156,7 +167,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const src = opts?.src;
     checkPeer(src, this.worldSize, 'broadcast', this.rank);
     const o = this.output(opts.out, tensor, i.count, tensor.shape, true, 'broadcast');
-    return o.settle(this.ops.run('broadcast', opts, async (signal) => {
+    return o.settle(this.run('broadcast', opts, async (signal) => {
       const buf = this.v(o.at);
       if (this.rank === src && !o.inPlace) buf.set(this.v(i)); // the source sends from its result
       const n = await this.net.broadcast(buf, src, tensor.dtype, this.o(signal, opts));
@@ -169,7 +180,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const x = this.t(tensor, 'send');
     checkPeer(dst, this.worldSize, 'send', this.rank);
     if (dst === this.rank) throw invalidArgument('send: destination is this rank', { rank: this.rank });
-    return this.ops.run('send', opts, async (signal) => {
+    return this.run('send', opts, async (signal) => {
       await this.net.send(this.v(x), dst, tensor.dtype, this.o(signal, opts));
     }, { peerRank: dst });
   }
@@ -178,7 +189,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const x = this.t(dst, 'recv');
     checkPeer(src, this.worldSize, 'recv', this.rank);
     if (src === this.rank) throw invalidArgument('recv: source is this rank', { rank: this.rank });
-    return this.ops.run('recv', opts, async (signal) => {
+    return this.run('recv', opts, async (signal) => {
       const n = await this.net.recv(this.v(x), src, dst.dtype, this.o(signal, opts));
       if (n !== x.nbytes) throw invalidArgument(`recv: rank ${src} sent ${n} bytes, expected ${x.nbytes}`, { rank: this.rank, peerRank: src });
       return dst;
@@ -190,13 +201,13 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const dst = opts?.dst;
     checkPeer(dst, this.worldSize, 'gather', this.rank);
     if (this.rank !== dst) {
-      return this.ops.run('gather', opts, async (signal) => {
+      return this.run('gather', opts, async (signal) => {
         await this.net.gather(undefined, this.v(i), dst, input.dtype, this.o(signal, opts));
         return undefined;
       }, { peerRank: dst });
     }
     const o = this.output(opts.out, input, i.count * this.worldSize, gatheredShape(input.shape, this.worldSize), false, 'gather');
-    return o.settle(this.ops.run('gather', opts, async (signal) => {
+    return o.settle(this.run('gather', opts, async (signal) => {
       await this.net.gather(this.v(o.at), this.v(i), dst, input.dtype, this.o(signal, opts));
       return o.tensor;
     }));
@@ -206,7 +217,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const i = this.t(input, 'allToAll');
     this.splits(i.count, 'allToAll');
     const o = this.output(opts.out, input, i.count, input.shape, false, 'allToAll');
-    return o.settle(this.ops.run('allToAll', opts, async (signal) => {
+    return o.settle(this.run('allToAll', opts, async (signal) => {
       await this.net.allToAll(this.v(o.at), this.v(i), input.dtype, this.o(signal, opts));
       return o.tensor;
     }));
@@ -229,7 +240,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     if (input.shape[0] !== sizes[this.rank]) throw invalidArgument(`allGatherv: rank ${this.rank}'s input has ${input.shape[0]} rows, sizes[${this.rank}] says ${sizes[this.rank]}`, { rank: this.rank });
     const total = sizes.reduce((a, b) => a + b, 0);
     const o = this.output(opts.out, input, total * rowElems, [total, ...input.shape.slice(1)], false, 'allGatherv');
-    return o.settle(this.ops.run('allGatherv', opts, async (signal) => {
+    return o.settle(this.run('allGatherv', opts, async (signal) => {
       await this.net.allGatherv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, this.o(signal, opts));
       return o.tensor;
     }));
@@ -242,7 +253,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     const { counts: sizes, rowElems } = this.rowsOf(input, opts?.sizes, 'reduceScatterv sizes');
     if (input.shape[0] !== sizes.reduce((a, b) => a + b, 0)) throw invalidArgument(`reduceScatterv: ${input.shape[0]} rows, the sizes add up to ${sizes.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
     const o = this.output(opts.out, input, sizes[this.rank] * rowElems, [sizes[this.rank], ...input.shape.slice(1)], false, 'reduceScatterv');
-    return o.settle(this.ops.run('reduceScatterv', opts, async (signal) => {
+    return o.settle(this.run('reduceScatterv', opts, async (signal) => {
       await this.net.reduceScatterv(this.v(o.at), this.v(i), input.dtype, rowElems, sizes, op, this.o(signal, opts));
       return o.tensor;
     }));
@@ -257,7 +268,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     if (ins.counts.reduce((a, b) => a + b, 0) !== rows) throw invalidArgument(`allToAllv: ${rows} rows, inputSplits add up to ${ins.counts.reduce((a, b) => a + b, 0)}`, { rank: this.rank });
     const total = outs.reduce((a, b) => a + b, 0);
     const o = this.output(opts.out, input, total * ins.rowElems, [total, ...input.shape.slice(1)], false, 'allToAllv');
-    return o.settle(this.ops.run('allToAllv', opts, async (signal) => {
+    return o.settle(this.run('allToAllv', opts, async (signal) => {
       await this.net.allToAllv(this.v(o.at), this.v(i), input.dtype, ins.rowElems, ins.counts, outs, this.o(signal, opts));
       return o.tensor;
     }));
@@ -281,7 +292,7 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
     if (!store) throw pluginUnavailable('split: the cpu backend builds sub-groups on the bootstrap\'s store, and this communicator runs on a bootstrap without one', { rank: this.rank });
     const seq = this.splitSeq++;
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    return this.ops.run('split', opts, async (signal) => {
+    return this.run('split', opts, async (signal) => {
       const mine = new Uint8Array(new Int32Array([color, key]).buffer);
       const all = new Uint8Array(8 * this.worldSize);
       await this.net.allGather(all, mine, 'int32', { timeoutMs, signal });
@@ -307,12 +318,12 @@ export class CpuCommunicator implements DeviceCommunicatorV1 {
   }
 
   async barrier(opts?: OpOptions): Promise<void> {
-    return this.ops.run('barrier', opts, (signal) => this.net.barrier(this.o(signal, opts)));
+    return this.run('barrier', opts, (signal) => this.net.barrier(this.o(signal, opts)));
   }
 
   /** Host memory is written when each operation resolves, so this only waits for the queue. */
   async synchronize(opts?: OpOptions): Promise<void> {
-    return this.ops.run('synchronize', opts, async () => {});
+    return this.run('synchronize', opts, async () => {});
   }
 
   async abort(reason = 'abort() called'): Promise<void> {

@@ -15,15 +15,15 @@
  * waiting at once.
  */
 import {
-  arrayClassOf, CpuGroup, finishAvg, itemSize, protocolError, reduceBytes,
-  type CpuTensor, type DeviceBootstrap, type DType, type OpOptions, type ReduceOp, type Store,
+  arrayClassOf, CpuGroup, finishAvg, isPreMulSum, itemSize, protocolError, reduceBytes, scaleBytes,
+  type CpuTensor, type DeviceBootstrap, type DType, type OpOptions, type ReduceOpSpec, type Store,
 } from 'groupcomm/plugin';
 
 export interface HostTransport {
   readonly kind: 'group' | 'bootstrap';
-  allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions): Promise<void>;
+  allReduce(buf: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions): Promise<void>;
   allGather(out: Uint8Array, inp: Uint8Array, dtype: DType, o: OpOptions): Promise<void>;
-  reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions): Promise<void>;
+  reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions): Promise<void>;
   /** Resolves with the number of bytes src broadcast (the caller checks it against the buffer). */
   broadcast(buf: Uint8Array, src: number, dtype: DType, o: OpOptions): Promise<number>;
   send(buf: Uint8Array, dst: number, dtype: DType, o: OpOptions): Promise<void>;
@@ -35,7 +35,7 @@ export interface HostTransport {
   close(): Promise<void>;
   /** The variable-size collectives, on `rowElems`-wide rows (sizes and splits count rows). */
   allGatherv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], o: OpOptions): Promise<void>;
-  reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions): Promise<void>;
+  reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOpSpec, o: OpOptions): Promise<void>;
   allToAllv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, inputSplits: readonly number[], outputSplits: readonly number[], o: OpOptions): Promise<void>;
 }
 
@@ -47,7 +47,15 @@ function rowsView(bytes: Uint8Array, dtype: DType, rows: number, rowElems: numbe
 const sum = (a: readonly number[]) => a.reduce((x, y) => x + y, 0);
 
 /** out = op over `parts`, combined in rank order so every rank gets the same bits. */
-function reduceParts(dtype: DType, op: ReduceOp, out: Uint8Array, parts: readonly Uint8Array[]): void {
+function reduceParts(dtype: DType, op: ReduceOpSpec, out: Uint8Array, parts: readonly Uint8Array[]): void {
+  if (isPreMulSum(op)) {
+    // Each rank's part scaled, then summed. Scaled into a buffer of this call's own: a part may be
+    // the very bytes an in-process store hands every reader of a key.
+    scaleBytes(dtype, out, parts[0], op);
+    const scaled = new Uint8Array(out.byteLength);
+    for (let r = 1; r < parts.length; r++) { scaleBytes(dtype, scaled, parts[r], op); reduceBytes('sum', dtype, out, scaled); }
+    return;
+  }
   out.set(parts[0]);
   for (let r = 1; r < parts.length; r++) reduceBytes(op === 'avg' ? 'sum' : op, dtype, out, parts[r]);
   if (op === 'avg') finishAvg(dtype, out, parts.length);
@@ -80,7 +88,7 @@ export class GroupTransport implements HostTransport {
     }));
   }
 
-  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions) {
     const t = view(buf, dtype);
     await this.g.allReduce(t, { ...o, op, out: t });
     settle(t, buf);
@@ -90,7 +98,7 @@ export class GroupTransport implements HostTransport {
     await this.g.allGather(view(inp, dtype), { ...o, out: r });
     settle(r, out);
   }
-  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions) {
     const r = view(out, dtype);
     await this.g.reduceScatter(view(inp, dtype), { ...o, op, out: r });
     settle(r, out);
@@ -128,7 +136,7 @@ export class GroupTransport implements HostTransport {
     await this.g.allGatherv(rowsView(inp, dtype, sizes[this.g.rank], rowElems), { ...o, sizes, out: r });
     settle(r, out);
   }
-  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions) {
+  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOpSpec, o: OpOptions) {
     const r = rowsView(out, dtype, sizes[this.g.rank], rowElems);
     await this.g.reduceScatterv(rowsView(inp, dtype, sum(sizes), rowElems), { ...o, sizes, op, out: r });
     settle(r, out);
@@ -164,14 +172,14 @@ export class BootstrapTransport implements HostTransport {
     return Promise.all(Array.from({ length: this.worldSize }, (_, src) => this.bcast(src === this.rank ? mine : undefined, src, o)));
   }
 
-  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+  async allReduce(buf: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions) {
     reduceParts(dtype, op, buf, await this.gatherAll(buf, o));
   }
   async allGather(out: Uint8Array, inp: Uint8Array, _dtype: DType, o: OpOptions) {
     const parts = await this.gatherAll(inp, o);
     parts.forEach((p, r) => out.set(p, r * inp.byteLength));
   }
-  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOp, o: OpOptions) {
+  async reduceScatter(out: Uint8Array, inp: Uint8Array, dtype: DType, op: ReduceOpSpec, o: OpOptions) {
     const parts = await this.gatherAll(inp, o);
     const n = out.byteLength;
     reduceParts(dtype, op, out, parts.map((p) => p.subarray(this.rank * n, (this.rank + 1) * n)));
@@ -222,7 +230,7 @@ export class BootstrapTransport implements HostTransport {
     let at = 0;
     for (const p of parts) { out.set(p, at); at += p.byteLength; }
   }
-  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOp, o: OpOptions) {
+  async reduceScatterv(out: Uint8Array, inp: Uint8Array, dtype: DType, rowElems: number, sizes: readonly number[], op: ReduceOpSpec, o: OpOptions) {
     const row = rowElems * itemSize(dtype);
     const parts = await this.gatherChecked(inp, () => sum(sizes) * row, 'reduceScatterv', o);
     const at = sum(sizes.slice(0, this.rank)) * row;

@@ -63,13 +63,17 @@ export class CudaBackend implements DeviceBackendV1 {
   private fp8 = false;
   /** Set by probe(): NCCL >= 2.18 (ncclCommSplit). */
   private splits = false;
+  /** ncclRedOpCreatePreMulSum and ncclRedOpDestroy (NCCL 2.11+, so every NCCL the probe accepts; checked at load). */
+  private premul = true;
 
   // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
   // seen the hardware and NCCL for it (every caller of a backend probes it first).
   get capabilities() {
-    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true };
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true, premulSum: this.premul };
   }
   private libs: NcclLibs | undefined;
+  /** The load in progress (see load()). */
+  private loading: Promise<NcclLibs> | undefined;
 
   /** The child-process probe, run once per process (the libraries do not change under us). */
   report(): Promise<ProbeReport | { error: string }> {
@@ -85,9 +89,19 @@ export class CudaBackend implements DeviceBackendV1 {
     return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
   }
 
-  /** The libraries, loaded in-process after a successful probe; throws the probe's reason otherwise. */
-  private async load(): Promise<NcclLibs> {
-    if (this.libs) return this.libs;
+  /**
+   * The libraries, loaded in-process after a successful probe; throws the probe's reason
+   * otherwise. Concurrent first calls share one load: two CudaRuntimes would each keep their own
+   * allocations and in-flight count, so a free through one would neither find the other's buffer
+   * nor wait for its operations.
+   */
+  private load(): Promise<NcclLibs> {
+    if (this.libs) return Promise.resolve(this.libs);
+    this.loading ??= this.loadOnce().finally(() => { this.loading = undefined; });
+    return this.loading;
+  }
+
+  private async loadOnce(): Promise<NcclLibs> {
     const r = await this.report();
     const reasons = probeReasons(r);
     if (reasons.length || 'error' in r) throw pluginUnavailable(`device backend 'cuda' is not available: ${reasons.join('; ')}`);
@@ -96,6 +110,7 @@ export class CudaBackend implements DeviceBackendV1 {
     log.info(`cuda backend: CUDA runtime ${r.cudart!.runtimeVersion} (${r.cudart!.path}), NCCL ${ncclVersionString(r.nccl!.version)} (${r.nccl!.path}), ${r.cudart!.deviceCount} device(s)`);
     this.fp8 = fp8Reduces(r);
     this.splits = !!nccl.ncclCommSplit;
+    this.premul = !!nccl.ncclRedOpCreatePreMulSum && !!nccl.ncclRedOpDestroy;
     return (this.libs = { cuda, nccl, ncclVersion: r.nccl!.version, ncclPath: r.nccl!.path, reduceDtypes: this.capabilities.reduceDtypes });
   }
 

@@ -39,11 +39,12 @@ import {
 import * as variable from './variable.js';
 import * as fixed from './fixed.js';
 import {
-  CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS, type NcclLibs,
+  callerStream, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS,
+  type CudaOpOptions, type CudaStream, type NcclLibs, type NcclReduceArgs,
 } from './nccl.js';
-import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
+import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NcclScalarResidence, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
 
-export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, type NcclLibs };
+export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, type CudaOpOptions, type CudaStream, type NcclLibs };
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -58,6 +59,12 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private scratch: DeviceBuffer | undefined;
   /** Operations of this communicator holding CudaRuntime's deferred frees (see issue()). */
   private holds = 0;
+  /** The first abortNative's work (see there). */
+  private aborting: Promise<void> | undefined;
+  /** The caller's stream (CudaOpOptions.stream) of the operation being issued or stuck; undefined: the own stream. */
+  private opStream: bigint | undefined;
+  /** What fixed.ts and variable.ts use of this communicator, made once (no allocation per call). */
+  private io: variable.VariableIo | undefined;
 
   private constructor(private readonly libs: NcclLibs, o: Pick<CommunicatorOptions, 'rank' | 'worldSize' | 'deviceIndex' | 'name'>, private readonly timeoutMs: number) {
     this.rank = o.rank;
@@ -240,9 +247,14 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
    * ncclCommAbort off the event loop (it may wait for kernels), bounded so we never hang on it:
    * on a detached native thread, which cannot keep the process alive, then waiting (at most
    * 10 s) for this communicator's stream to drain; or, where no such thread can be made, on
-   * koffi's thread pool.
+   * koffi's thread pool. Once: a later call (close() right after a timeout's abort) waits for
+   * the first instead of releasing the held frees while the aborted kernel may still run.
    */
-  private async abortNative(reason: string): Promise<void> {
+  private abortNative(reason: string): Promise<void> {
+    return (this.aborting ??= this.abortOnce(reason));
+  }
+
+  private async abortOnce(reason: string): Promise<void> {
     const comm = this.comm;
     this.comm = 0n;
     if (comm) this.log.warn(`aborting NCCL communicator: ${reason}`);
@@ -265,12 +277,20 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     this.releaseStream();
   }
 
-  /** Polls cudaStreamQuery until this communicator's stream is idle; false after `timeoutMs`. */
+  /**
+   * Polls cudaStreamQuery until this communicator's stream, and a caller's stream an operation
+   * was stuck on, are idle; false after `timeoutMs`.
+   */
   private async streamDrained(timeoutMs: number): Promise<boolean> {
-    if (!this.stream) return true;
+    const streams: bigint[] = [];
+    if (this.stream) streams.push(this.stream);
+    if (this.opStream !== undefined) streams.push(this.opStream); // 0n: the legacy default stream
     const t0 = performance.now();
     for (let spins = 0; performance.now() - t0 < timeoutMs; spins++) {
-      if (this.libs.cuda.fn.cudaStreamQuery(this.stream) !== CudaError.cudaErrorNotReady) return true;
+      if (streams.every((s) => this.libs.cuda.fn.cudaStreamQuery(s) !== CudaError.cudaErrorNotReady)) {
+        this.opStream = undefined;
+        return true;
+      }
       await pollPause(spins);
     }
     return false;
@@ -286,16 +306,25 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     if (this.stream) { fn.cudaStreamDestroy(this.stream); this.stream = 0n; }
   }
 
-  /** Enqueues with `enqueue` (its NCCL calls), then waits for the stream to reach that point. */
-  private issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T> {
+  /**
+   * Enqueues with `enqueue` (its NCCL calls) on the caller's stream (opts.stream) or the
+   * communicator's own, then waits for that stream to reach that point.
+   */
+  private issue<T>(what: string, opts: CudaOpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T> {
+    let stream: bigint | undefined;
+    // Refused as a rejection, not a throw: the caller settles (frees) its allocated result on it.
+    try { stream = callerStream(opts?.stream, what, this.rank); } catch (e) { return Promise.reject(e); }
     return this.ops.run(what, opts, async (signal) => {
       this.libs.cuda.setDevice(this.deviceIndex);
       // Until this operation is seen done (or the communicator's abort has returned), frees are
       // deferred: a synchronising cudaFree behind a stuck kernel would freeze the event loop.
       this.hold();
+      // Read by io.stream() while enqueuing, and by abortNative (a stuck operation's stream must drain too).
+      this.opStream = stream;
       try {
         enqueue();
       } catch (e) {
+        this.opStream = undefined; // nothing was enqueued
         this.unhold();
         throw e;
       }
@@ -306,11 +335,12 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
           await pollPause(spins);
           this.libs.cuda.setDevice(this.deviceIndex); // after an await: another communicator may have changed it
         }
-        this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, this.stream), 'cudaEventRecord');
+        this.libs.cuda.check(this.libs.cuda.fn.cudaEventRecord(this.event, stream ?? this.stream), 'cudaEventRecord');
         await this.waitEvent(what, signal);
       } catch (e) {
-        throw this.fatal(e, what); // the hold stays until ncclCommAbort has returned
+        throw this.fatal(e, what); // the hold (and opStream) stay until ncclCommAbort has returned
       }
+      this.opStream = undefined;
       this.unhold();
       return result;
     }, peerRank === undefined ? {} : { peerRank });
@@ -361,57 +391,74 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     if (count % this.worldSize !== 0) throw invalidArgument(`${what}: ${count} elements do not split evenly over ${this.worldSize} ranks`, { rank: this.rank });
   }
 
-  async allReduce(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+  async allReduce(input: Tensor, opts: ReduceOptions & CudaOpOptions = {}): Promise<Tensor> {
     return fixed.allReduce(this.variableIo(), input, opts);
   }
 
-  async allGather(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+  async allGather(input: Tensor, opts: OutOptions & CudaOpOptions = {}): Promise<Tensor> {
     return fixed.allGather(this.variableIo(), input, opts);
   }
 
-  async reduceScatter(input: Tensor, opts: ReduceOptions = {}): Promise<Tensor> {
+  async reduceScatter(input: Tensor, opts: ReduceOptions & CudaOpOptions = {}): Promise<Tensor> {
     return fixed.reduceScatter(this.variableIo(), input, opts);
   }
 
-  async broadcast(tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {
+  async broadcast(tensor: Tensor, opts: BroadcastOptions & CudaOpOptions): Promise<Tensor> {
     return fixed.broadcast(this.variableIo(), tensor, opts);
   }
 
-  async send(tensor: Tensor, dst: number, opts?: OpOptions): Promise<void> {
+  async send(tensor: Tensor, dst: number, opts?: CudaOpOptions): Promise<void> {
     return fixed.send(this.variableIo(), tensor, dst, opts);
   }
 
-  async recv(dst: Tensor, src: number, opts?: OpOptions): Promise<Tensor> {
+  async recv(dst: Tensor, src: number, opts?: CudaOpOptions): Promise<Tensor> {
     return fixed.recv(this.variableIo(), dst, src, opts);
   }
 
-  async gather(input: Tensor, opts: GatherOptions): Promise<Tensor | undefined> {
+  async gather(input: Tensor, opts: GatherOptions & CudaOpOptions): Promise<Tensor | undefined> {
     return fixed.gather(this.variableIo(), input, opts);
   }
 
-  async allToAll(input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
+  async allToAll(input: Tensor, opts: OutOptions & CudaOpOptions = {}): Promise<Tensor> {
     return fixed.allToAll(this.variableIo(), input, opts);
   }
 
   // ---- variable sizes (capabilities.variableCollectives; ./variable.ts) ----
 
-  allGatherv(input: Tensor, opts: SizesOptions): Promise<Tensor> { return variable.allGatherv(this.variableIo(), input, opts); }
-  reduceScatterv(input: Tensor, opts: SizesReduceOptions): Promise<Tensor> { return variable.reduceScatterv(this.variableIo(), input, opts); }
-  allToAllv(input: Tensor, opts?: AllToAllSplitsOptions): Promise<Tensor> { return variable.allToAllv(this.variableIo(), input, opts); }
+  allGatherv(input: Tensor, opts: SizesOptions & CudaOpOptions): Promise<Tensor> { return variable.allGatherv(this.variableIo(), input, opts); }
+  reduceScatterv(input: Tensor, opts: SizesReduceOptions & CudaOpOptions): Promise<Tensor> { return variable.reduceScatterv(this.variableIo(), input, opts); }
+  allToAllv(input: Tensor, opts?: AllToAllSplitsOptions & CudaOpOptions): Promise<Tensor> { return variable.allToAllv(this.variableIo(), input, opts); }
 
   /** This communicator's private parts that ./variable.ts and ./fixed.ts use (comm and stream read at enqueue time). */
   private variableIo(): variable.VariableIo {
-    return {
+    return this.io ??= {
       rank: this.rank, worldSize: this.worldSize, libs: this.libs,
-      comm: () => this.comm, stream: () => this.stream,
+      comm: () => this.comm, stream: () => this.opStream ?? this.stream,
       t: (t, w) => this.t(t, w),
       output: (out, input, count, shape, inPlace, w) => this.output(out, input, count, shape, inPlace, w),
       issue: (w, o, enqueue, result, peerRank) => this.issue(w, o, enqueue, result, peerRank),
       grouped: (w, body) => this.grouped(w, body),
       rc: (rc, w) => this.rc(rc, w),
       reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes),
+      redOp: (a) => this.redOp(a),
+      freeOp: (a, op) => this.freeOp(a, op),
       splits: (count, w) => this.splits(count, w),
     };
+  }
+
+  /** The op for a reduction: a's own, or a premulSum op created on this communicator (HostImmediate: the scalar is read now). */
+  private redOp(a: NcclReduceArgs): number {
+    if (!a.scalar) return a.op;
+    const { nccl } = this.libs;
+    if (!nccl.ncclRedOpCreatePreMulSum || !nccl.ncclRedOpDestroy) throw pluginUnavailable(`premulSum needs ncclRedOpCreatePreMulSum (NCCL >= 2.11; this is ${this.libs.ncclVersion})`, { rank: this.rank });
+    const out = [0];
+    this.rc(nccl.ncclRedOpCreatePreMulSum(out, a.scalar, a.type, NcclScalarResidence.ncclScalarHostImmediate, this.comm), 'ncclRedOpCreatePreMulSum');
+    return out[0];
+  }
+
+  /** NCCL lets an op go as soon as the last call using it has returned (its kernels keep their copy). */
+  private freeOp(a: NcclReduceArgs, op: number): void {
+    if (a.scalar) this.rc(this.libs.nccl.ncclRedOpDestroy(op, this.comm), 'ncclRedOpDestroy');
   }
 
   /** NCCL has no barrier: a one-byte allReduce every rank must join, completed on the device. */

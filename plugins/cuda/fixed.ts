@@ -16,7 +16,10 @@ export async function allReduce(io: VariableIo, input: Tensor, opts: ReduceOptio
   const i = io.t(input, 'allReduce');
   const a = io.reduceArgs(input.dtype, opts.op ?? 'sum');
   const o = io.output(opts.out, input, i.count, input.shape, true, 'allReduce');
-  return o.settle(io.issue('allReduce', opts, () => io.rc(io.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, a.op, io.comm(), io.stream()), 'ncclAllReduce'), o.tensor));
+  return o.settle(io.issue('allReduce', opts, () => {
+    const op = io.redOp(a);
+    try { io.rc(io.libs.nccl.ncclAllReduce(i.buf.ptr, o.at.buf.ptr, i.count, a.type, op, io.comm(), io.stream()), 'ncclAllReduce'); } finally { io.freeOp(a, op); }
+  }, o.tensor));
 }
 
 export async function allGather(io: VariableIo, input: Tensor, opts: OutOptions = {}): Promise<Tensor> {
@@ -32,7 +35,10 @@ export async function reduceScatter(io: VariableIo, input: Tensor, opts: ReduceO
   const P = io.worldSize;
   const shape = input.shape.length > 0 && input.shape[0] % P === 0 ? scatteredShape(input.shape, P) : [i.count / P];
   const o = io.output(opts.out, input, i.count / P, shape, false, 'reduceScatter');
-  return o.settle(io.issue('reduceScatter', opts, () => io.rc(io.libs.nccl.ncclReduceScatter(i.buf.ptr, o.at.buf.ptr, o.at.count, a.type, a.op, io.comm(), io.stream()), 'ncclReduceScatter'), o.tensor));
+  return o.settle(io.issue('reduceScatter', opts, () => {
+    const op = io.redOp(a);
+    try { io.rc(io.libs.nccl.ncclReduceScatter(i.buf.ptr, o.at.buf.ptr, o.at.count, a.type, op, io.comm(), io.stream()), 'ncclReduceScatter'); } finally { io.freeOp(a, op); }
+  }, o.tensor));
 }
 
 export async function broadcast(io: VariableIo, tensor: Tensor, opts: BroadcastOptions): Promise<Tensor> {

@@ -6,7 +6,7 @@
 import { CudaBackend } from './backend.js';
 
 export { CudaBackend, fp8Reduces, probeReasons } from './backend.js';
-export { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, ncclReduceArgs } from './communicator.js';
+export { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, ncclReduceArgs, type CudaOpOptions, type CudaStream } from './communicator.js';
 export { CudaRuntime } from './memory.js';
 export {
   CUDART_FUNCTIONS, NCCL_FUNCTIONS, NcclDataType, NcclRedOp, NcclResult, NCCL_UNIQUE_ID_BYTES, NCCL_API_MAGIC,

@@ -3,9 +3,9 @@
  * reduces (and how a reduction maps to NCCL's type and op), the completion polling's pace, and
  * the libraries a communicator is given (NcclLibs). communicator.ts re-exports the public names.
  */
-import { checkReduce, dtypeInfo, invalidArgument, type DType, type ReduceOp } from 'groupcomm/plugin';
+import { checkReduce, dtypeInfo, invalidArgument, isPreMulSum, premulScalarBytes, type DType, type OpOptions, type ReduceOp, type ReduceOpSpec } from 'groupcomm/plugin';
 import type { CudaRuntime } from './memory.js';
-import { NcclDataType, NcclRedOp, type FnTable } from './transport.js';
+import { koffi, NcclDataType, NcclRedOp, type FnTable } from './transport.js';
 
 export const DEVICE_TYPE = 'cuda';
 
@@ -18,14 +18,22 @@ export const CUDA_FP8_REDUCE_DTYPES: readonly DType[] = [...CUDA_REDUCE_DTYPES, 
 
 const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.ncclProd, max: NcclRedOp.ncclMax, min: NcclRedOp.ncclMin, avg: NcclRedOp.ncclAvg };
 
+/**
+ * A reduction's NCCL datatype and op. premulSum has no fixed op: `scalar` then holds the factor's
+ * bytes in the dtype, and each operation creates the op with ncclRedOpCreatePreMulSum
+ * (ncclScalarHostImmediate) and destroys it once the NCCL call has returned (communicator.ts redOp).
+ */
+export interface NcclReduceArgs { type: number; op: number; scalar?: Uint8Array }
+
 /** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): { type: number; op: number } {
+export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): NcclReduceArgs {
   checkReduce(dtype, op);
   if (!allowed.includes(dtype)) {
     throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
   }
+  if (isPreMulSum(op)) return { type: dtypeInfo(dtype)!.ncclType, op: -1, scalar: premulScalarBytes(dtype, op) };
   if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };
-  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op] };
+  return { type: dtypeInfo(dtype)!.ncclType, op: OPS[op as ReduceOp] };
 }
 
 /**
@@ -36,6 +44,29 @@ export function ncclReduceArgs(dtype: DType, op: ReduceOp, allowed: readonly DTy
 export function pollPause(spins: number): Promise<void> {
   if (spins < 64) return new Promise((resolve) => setImmediate(resolve));
   return new Promise((resolve) => setTimeout(resolve, 1));
+}
+
+/**
+ * A CUDA stream (cudaStream_t) of the caller's: a bigint (koffi 3's pointer; PyTorch's
+ * `torch.cuda.current_stream().cuda_stream`), or a pointer object koffi can take the address of;
+ * 0n or null is the legacy default stream.
+ */
+export type CudaStream = bigint | object | null;
+
+/** The cuda communicator's per-call options: `stream` runs the operation on the caller's stream. */
+export interface CudaOpOptions extends OpOptions {
+  stream?: CudaStream;
+}
+
+/** `stream` as the handle NCCL takes (undefined: the communicator's own); INVALID_ARGUMENT for anything else. */
+export function callerStream(stream: unknown, what: string, rank: number): bigint | undefined {
+  if (stream === undefined) return undefined;
+  if (stream === null) return 0n;
+  if (typeof stream === 'bigint' && stream >= 0n && stream < 1n << 64n) return stream;
+  if (typeof stream === 'object') {
+    try { return BigInt(koffi().address(stream)); } catch { /* not a pointer */ }
+  }
+  throw invalidArgument(`${what}: stream must be a cudaStream_t (a bigint or a koffi pointer; 0n or null: the legacy default stream), got ${typeof stream === 'bigint' ? stream : typeof stream}`, { rank });
 }
 
 /** NCCL_SPLIT_NOCOLOR (nccl.h): this rank takes no part in the new communicator. */

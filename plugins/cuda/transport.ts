@@ -28,6 +28,9 @@ export const NcclResult = {
 /** ncclRedOp_t (nccl.h). */
 export const NcclRedOp = { ncclSum: 0, ncclProd: 1, ncclMax: 2, ncclMin: 3, ncclAvg: 4 } as const;
 
+/** ncclScalarResidence_t (nccl.h): where ncclRedOpCreatePreMulSum's scalar lives; HostImmediate is read before the call returns. */
+export const NcclScalarResidence = { ncclScalarDevice: 0, ncclScalarHostImmediate: 1 } as const;
+
 /** ncclDataType_t (nccl.h; the fp8 types since NCCL 2.24). groupcomm dtype codes 0..11 equal these. */
 export const NcclDataType = {
   ncclInt8: 0, ncclUint8: 1, ncclInt32: 2, ncclUint32: 3, ncclInt64: 4, ncclUint64: 5,
@@ -174,6 +177,10 @@ export const NCCL_FUNCTIONS: readonly Binding[] = [
   { name: 'ncclBroadcast', decl: 'int ncclBroadcast(const void *sendbuff, void *recvbuff, size_t count, int datatype, int root, void *comm, void *stream)' },
   // ncclResult_t ncclReduce(const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t datatype, ncclRedOp_t op, int root, ncclComm_t comm, cudaStream_t stream)
   { name: 'ncclReduce', decl: 'int ncclReduce(const void *sendbuff, void *recvbuff, size_t count, int datatype, int op, int root, void *comm, void *stream)' },
+  // ncclResult_t ncclRedOpCreatePreMulSum(ncclRedOp_t *op, void *scalar, ncclDataType_t datatype, ncclScalarResidence_t residence, ncclComm_t comm)   (NCCL >= 2.11)
+  { name: 'ncclRedOpCreatePreMulSum', decl: 'int ncclRedOpCreatePreMulSum(_Out_ int *op, void *scalar, int datatype, int residence, void *comm)', optional: true },
+  // ncclResult_t ncclRedOpDestroy(ncclRedOp_t op, ncclComm_t comm)   (NCCL >= 2.11)
+  { name: 'ncclRedOpDestroy', decl: 'int ncclRedOpDestroy(int op, void *comm)', optional: true },
   // ncclResult_t ncclSend(const void* sendbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm, cudaStream_t stream)
   { name: 'ncclSend', decl: 'int ncclSend(const void *sendbuff, size_t count, int datatype, int peer, void *comm, void *stream)' },
   // ncclResult_t ncclRecv(void* recvbuff, size_t count, ncclDataType_t datatype, int peer, ncclComm_t comm, cudaStream_t stream)

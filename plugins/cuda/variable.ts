@@ -14,8 +14,8 @@
  * agree. NCCL cannot check that they agree (neither does vLLM): the coordinator's callers pass
  * the same sizes everywhere; a disagreement shows as a size mismatch or a timeout, not a result.
  */
-import { dtypeInfo, invalidArgument, type AllToAllSplitsOptions, type CheckedTensor, type DeviceOutput, type DType, type OpOptions, type ReduceOp, type SizesOptions, type SizesReduceOptions, type Tensor } from 'groupcomm/plugin';
-import type { NcclLibs } from './communicator.js';
+import { dtypeInfo, invalidArgument, type AllToAllSplitsOptions, type CheckedTensor, type DeviceOutput, type DType, type OpOptions, type ReduceOpSpec, type SizesOptions, type SizesReduceOptions, type Tensor } from 'groupcomm/plugin';
+import type { CudaOpOptions, NcclLibs, NcclReduceArgs } from './nccl.js';
 import { NcclDataType } from './transport.js';
 
 /** What these collectives (and fixed.ts's) need of a CudaCommunicator (its private parts, lent by it). */
@@ -27,10 +27,15 @@ export interface VariableIo {
   stream(): bigint;
   t(t: Tensor | undefined, what: string): CheckedTensor;
   output(out: Tensor | undefined, input: Tensor, count: number, shape: number[], inPlace: boolean, what: string): DeviceOutput;
-  issue<T>(what: string, opts: OpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T>;
+  /** Enqueues on the caller's stream (opts.stream) or the communicator's own; stream() is that stream while enqueue runs. */
+  issue<T>(what: string, opts: CudaOpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T>;
   grouped(what: string, body: () => void): void;
   rc(rc: number, what: string): void;
-  reduceArgs(dtype: DType, op: ReduceOp): { type: number; op: number };
+  reduceArgs(dtype: DType, op: ReduceOpSpec): NcclReduceArgs;
+  /** The ncclRedOp_t to pass: `a.op`, or for premulSum one created now (after the device is set, inside enqueue). */
+  redOp(a: NcclReduceArgs): number;
+  /** Destroys an op redOp created (premulSum), once the NCCL call that uses it has returned; nothing otherwise. */
+  freeOp(a: NcclReduceArgs, op: number): void;
   splits(count: number, what: string): void;
 }
 
@@ -79,13 +84,20 @@ export function reduceScatterv(io: VariableIo, input: Tensor, opts: SizesReduceO
   const o = io.output(opts.out, input, sizes[io.rank] * rowElems, [sizes[io.rank], ...input.shape.slice(1)], false, 'reduceScatterv');
   const at = offsets(sizes, rowBytes);
   const { nccl } = io.libs;
-  return o.settle(io.issue('reduceScatterv', opts, () => io.grouped('reduceScatterv', () => {
-    for (let r = 0; r < io.worldSize; r++) {
-      if (sizes[r] === 0) continue;
-      // The receive buffer is written on the root only (NCCL ignores it elsewhere).
-      io.rc(nccl.ncclReduce(i.buf.ptr + BigInt(at[r]), o.at.buf.ptr, sizes[r] * rowElems, a.type, a.op, r, io.comm(), io.stream()), 'ncclReduce (reduceScatterv)');
+  return o.settle(io.issue('reduceScatterv', opts, () => {
+    const op = io.redOp(a);
+    try {
+      io.grouped('reduceScatterv', () => {
+        for (let r = 0; r < io.worldSize; r++) {
+          if (sizes[r] === 0) continue;
+          // The receive buffer is written on the root only (NCCL ignores it elsewhere).
+          io.rc(nccl.ncclReduce(i.buf.ptr + BigInt(at[r]), o.at.buf.ptr, sizes[r] * rowElems, a.type, op, r, io.comm(), io.stream()), 'ncclReduce (reduceScatterv)');
+        }
+      });
+    } finally {
+      io.freeOp(a, op); // after ncclGroupEnd: the group's calls have all been issued
     }
-  }), o.tensor));
+  }, o.tensor));
 }
 
 export function allToAllv(io: VariableIo, input: Tensor, opts: AllToAllSplitsOptions = {}): Promise<Tensor> {

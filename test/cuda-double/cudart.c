@@ -8,6 +8,9 @@
  *     cudaDeviceSynchronize, cudaFree): CUDA lets cudaMemset and a pageable host-to-device
  *     cudaMemcpy return before the device has done them, and non-blocking streams never wait
  *     for the legacy stream;
+ *   - asking about the legacy stream (cudaStreamQuery(0), cudaEventQuery of an event recorded
+ *     there) runs its pending work: the device progresses, so a poll for completion terminates;
+ *   - gcdouble_enqueue_sleep(stream, us) puts a slow "kernel" of the caller's on a stream;
  *   - cudaFree synchronises the device, as CUDA's does (counted as free_while_busy when a stream
  *     still has work);
  *   - GCDOUBLE_DEVICES (default 8) devices; GCDOUBLE_FAIL_FREE=1 makes cudaFree fail; built
@@ -429,6 +432,8 @@ EXPORT int cudaStreamSynchronize(void *h) {
 EXPORT int cudaStreamQuery(void *h) {
   if (!known_stream(h)) return ret(eInvalidResourceHandle);
   stream_t *s = resolve(h);
+  /* The device makes progress on legacy work: asking about it runs it (strict mode defers it until then). */
+  if (s->legacy) flush_legacy(s->device);
   pthread_mutex_lock(&s->mu);
   long b = s->busy;
   pthread_mutex_unlock(&s->mu);
@@ -446,9 +451,16 @@ EXPORT int cudaStreamDestroy(void *h) {
   return OK;
 }
 
+/* Test hook: an item on `stream` that takes `us` microseconds (a slow kernel of the caller's). */
+static void sleep_item(void *a) { gcd_sleep_us((long)(intptr_t)a); }
+EXPORT int gcdouble_enqueue_sleep(void *stream, long us) {
+  if (!known_stream(stream)) return ret(eInvalidResourceHandle);
+  return gcd_stream_enqueue(stream, sleep_item, (void *)(intptr_t)us);
+}
+
 EXPORT int cudaDeviceSynchronize(void) { sync_device(cur_dev); return OK; }
 
-typedef struct { volatile int done; int device; } event_t;
+typedef struct { volatile int done; int device, legacy; } event_t;
 
 EXPORT int cudaEventCreateWithFlags(void **out, unsigned flags) {
   (void)flags;
@@ -466,11 +478,15 @@ EXPORT int cudaEventRecord(void *ev, void *stream) {
   event_t *e = ev;
   if (gcd_stream_device(stream) != e->device) { gcd_count("event_device_mismatch"); return ret(eInvalidResourceHandle); }
   __atomic_store_n(&e->done, 0, __ATOMIC_RELEASE);
+  e->legacy = resolve(stream)->legacy;
   return gcd_stream_enqueue(stream, event_item, e);
 }
 
 EXPORT int cudaEventQuery(void *ev) {
   if (!ev) return ret(eInvalidResourceHandle);
+  event_t *e = ev;
+  /* As cudaStreamQuery: an event recorded on the legacy stream is reached once that work runs. */
+  if (e->legacy && !__atomic_load_n(&e->done, __ATOMIC_ACQUIRE)) flush_legacy(e->device);
   return __atomic_load_n(&((event_t *)ev)->done, __ATOMIC_ACQUIRE) ? OK : eNotReady;
 }
 

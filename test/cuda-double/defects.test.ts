@@ -148,10 +148,11 @@ t('a free while an operation is stuck is deferred, not a device-synchronising cu
   assert.ok(isGroupcommError(e, ErrorCode.TIMEOUT), String(e));
   backend.free(x.data as never);
   assert.is(counter('free_while_busy'), busy, 'cudaFree ran while a kernel was stuck (it synchronises the device)');
-  await c0.close();
+  await c0.close(); // right after the timeout: its abort is still under way
   await c1.close();
   const cuda = (backend as unknown as { libs: { cuda: { deferredFrees: number } } }).libs.cuda;
   assert.is(cuda.deferredFrees, 0, 'the deferred frees ran once the abort returned');
+  assert.is(counter('free_while_busy'), busy, 'close() during the abort released the held free while the aborted kernel still ran');
   assert.is(misuse(), bad, 'NCCL was called with an aborted or NULL communicator');
 });
 

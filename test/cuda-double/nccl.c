@@ -10,6 +10,9 @@
  * What NCCL checks, this checks too (counted, see gcdouble_counter): the stream's device and the
  * buffers' device against the communicator's device, handles used after abort/destroy or NULL,
  * two ranks on one device. NCCL_COMM_BLOCKING overrides the config's `blocking`, as in NCCL.
+ * ncclRedOpCreatePreMulSum ops (host-immediate scalars) are checked at use (live, this
+ * communicator, this datatype: redop_bad_use) and counted (redop_created, redop_destroyed); so
+ * are unique ids (unique_id) and splits (comm_split), so tests can tell a split from a bootstrap.
  *
  * Fault injection, for the rank GCDOUBLE_FAULT_RANK (default: every rank):
  *   GCDOUBLE_INIT_NEVER=1          init never completes (stays ncclInProgress until abort)
@@ -151,6 +154,7 @@ typedef struct { char internal[128]; } ncclUniqueId;
 
 EXPORT int ncclGetUniqueId(ncclUniqueId *id) {
   static volatile int seq;
+  gcd_count("unique_id");
   const char *dir = getenv("GCDOUBLE_DIR");
   if (!dir || !*dir) dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   struct timespec ts;
@@ -274,6 +278,7 @@ EXPORT int ncclCommSplit(void *h, int color, int key, void **out, void *config) 
   (void)config; /* always non-blocking here: completion through ncclCommGetAsyncError(newcomm) */
   comm_t *p = live(h, "ncclCommSplit");
   if (!p) return ncclInvalidArgument;
+  gcd_count("comm_split");
   if (p->init_state != ncclSuccess || p->aborted) { set_error("ncclCommSplit: the parent is not usable"); return ncclInvalidUsage; }
   comm_t *c = calloc(1, sizeof *c);
   c->parent = p; c->color = color < 0 ? -1 : color; c->key = key; c->device = p->device;
@@ -438,6 +443,29 @@ static void puti(char *p, int dt, size_t i, uint64_t v) {
   }
 }
 
+/* ncclRedOpCreatePreMulSum's ops: the scalar as the datatype holds it, read at creation
+   (ncclScalarHostImmediate). An op value >= 5 names slot op - 5. */
+typedef struct { int used, dt; double f; uint64_t i; void *comm; } redop_t;
+static redop_t redops[256];
+static pthread_mutex_t redops_mu = PTHREAD_MUTEX_INITIALIZER;
+#define NUM_OPS 5
+#define DO_REDUCE(o, out, src, n, count) ((o)->premul ? premul_reduce(out, src, n, count, (o)->dt, (o)->pf, (o)->pk) : reduce(out, src, n, count, (o)->dt, (o)->op))
+
+/* sum over r of src[r][i] * scalar, in the datatype's arithmetic for integers (wrapping). */
+static void premul_reduce(char *out, char *const *src, int n, size_t count, int dt, double f, uint64_t k) {
+  for (size_t i = 0; i < count; i++) {
+    if (dt >= 6) {
+      double a = 0;
+      for (int r = 0; r < n; r++) a += getf(src[r], dt, i) * f;
+      putf(out, dt, i, a);
+    } else {
+      uint64_t a = 0;
+      for (int r = 0; r < n; r++) a += (uint64_t)geti(src[r], dt, i) * k;
+      puti(out, dt, i, a);
+    }
+  }
+}
+
 /* out[i] = op over r of src[r][i], in rank order. */
 static void reduce(char *out, char *const *src, int n, size_t count, int dt, int op) {
   int isf = dt >= 6;
@@ -471,7 +499,7 @@ static void reduce(char *out, char *const *src, int n, size_t count, int dt, int
 
 enum { ALLREDUCE, ALLGATHER, REDUCESCATTER, BROADCAST, REDUCE, SEND, RECV };
 
-typedef struct { int kind, dt, op, root, peer; const char *send; char *recv; size_t count; } op_t;
+typedef struct { int kind, dt, op, root, peer; const char *send; char *recv; size_t count; int premul; double pf; uint64_t pk; } op_t;
 typedef struct { comm_t *c; int nops; op_t ops[]; } item_t;
 
 static int run_coll(comm_t *c, const op_t *o) {
@@ -483,12 +511,12 @@ static int run_coll(comm_t *c, const op_t *o) {
   if (!(o->kind == BROADCAST && me != o->root) && staged) memcpy(slot(c, me), o->send, staged);
   if (barrier(c)) return -1;
   switch (o->kind) {
-    case ALLREDUCE: reduce(o->recv, src, n, o->count, o->dt, o->op); break;
-    case REDUCE: if (me == o->root) reduce(o->recv, src, n, o->count, o->dt, o->op); break;
+    case ALLREDUCE: DO_REDUCE(o, o->recv, src, n, o->count); break;
+    case REDUCE: if (me == o->root) DO_REDUCE(o, o->recv, src, n, o->count); break;
     case REDUCESCATTER: {
       char *part[MAXR];
       for (int r = 0; r < n; r++) part[r] = src[r] + me * bytes;
-      reduce(o->recv, part, n, o->count, o->dt, o->op);
+      DO_REDUCE(o, o->recv, part, n, o->count);
       break;
     }
     case ALLGATHER: for (int r = 0; r < n; r++) memcpy(o->recv + r * bytes, src[r], bytes); break;
@@ -590,7 +618,18 @@ static int submit(void *h, void *stream, op_t o, const char *what) {
   if (c->aborted) { set_error("%s: communicator aborted", what); return ncclInvalidUsage; }
   if (o.dt < 0 || o.dt > 11) { set_error("%s: invalid datatype %d", what, o.dt); return ncclInvalidArgument; }
   int reduces = o.kind == ALLREDUCE || o.kind == REDUCE || o.kind == REDUCESCATTER;
-  if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  if (reduces && o.op >= NUM_OPS && o.op < NUM_OPS + 256) {
+    /* A premulSum op: it must be live, of this communicator and this datatype; its scalar travels with the operation. */
+    pthread_mutex_lock(&redops_mu);
+    redop_t r = redops[o.op - NUM_OPS];
+    pthread_mutex_unlock(&redops_mu);
+    if (!r.used || r.comm != c || r.dt != o.dt) {
+      gcd_count("redop_bad_use");
+      set_error("%s: reduction op %d is not a live op of this communicator for datatype %d", what, o.op, o.dt);
+      return ncclInvalidArgument;
+    }
+    o.premul = 1; o.pf = r.f; o.pk = r.i;
+  } else if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
   if (reduces && o.dt >= 10 && (gcd_env_long("GCDOUBLE_CC_MAJOR", 9) < 9 || gcd_env_long("GCDOUBLE_NCCL_VERSION", 22703) < 22400)) {
     set_error("%s: fp8 reductions need sm_90 and NCCL 2.24", what);
     return ncclInvalidArgument;
@@ -620,6 +659,36 @@ static int submit(void *h, void *stream, op_t o, const char *what) {
     return ncclSuccess;
   }
   return enqueue(c, stream, &o, 1);
+}
+
+/* ncclResult_t ncclRedOpCreatePreMulSum(ncclRedOp_t *op, void *scalar, ncclDataType_t datatype, ncclScalarResidence_t residence, ncclComm_t comm) */
+EXPORT int ncclRedOpCreatePreMulSum(int *op, void *scalar, int dt, int residence, void *h) {
+  comm_t *c = live(h, "ncclRedOpCreatePreMulSum");
+  if (!c) return ncclInvalidArgument;
+  if (dt < 0 || dt > 11 || !scalar) { set_error("ncclRedOpCreatePreMulSum: invalid datatype %d or NULL scalar", dt); return ncclInvalidArgument; }
+  if (residence != 1) { set_error("ncclRedOpCreatePreMulSum: this double takes ncclScalarHostImmediate only"); return ncclInvalidArgument; }
+  pthread_mutex_lock(&redops_mu);
+  int k = 0;
+  while (k < 256 && redops[k].used) k++;
+  if (k < 256) redops[k] = (redop_t){ 1, dt, dt >= 6 ? getf(scalar, dt, 0) : 0, dt < 6 ? (uint64_t)geti(scalar, dt, 0) : 0, c };
+  pthread_mutex_unlock(&redops_mu);
+  if (k == 256) { set_error("ncclRedOpCreatePreMulSum: more than 256 live ops (leaked?)"); return ncclInternalError; }
+  gcd_count("redop_created");
+  *op = NUM_OPS + k;
+  return ncclSuccess;
+}
+
+/* ncclResult_t ncclRedOpDestroy(ncclRedOp_t op, ncclComm_t comm) */
+EXPORT int ncclRedOpDestroy(int op, void *h) {
+  comm_t *c = live(h, "ncclRedOpDestroy");
+  if (!c) return ncclInvalidArgument;
+  int k = op - NUM_OPS, ok = 0;
+  pthread_mutex_lock(&redops_mu);
+  if (k >= 0 && k < 256 && redops[k].used && redops[k].comm == c) { redops[k].used = 0; ok = 1; }
+  pthread_mutex_unlock(&redops_mu);
+  if (!ok) { gcd_count("redop_bad_destroy"); set_error("ncclRedOpDestroy: %d is not a live op of this communicator", op); return ncclInvalidArgument; }
+  gcd_count("redop_destroyed");
+  return ncclSuccess;
 }
 
 EXPORT int ncclGroupStart(void) { depth++; return ncclSuccess; }

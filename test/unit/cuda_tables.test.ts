@@ -89,6 +89,8 @@ const NCCL_HEADER: Record<string, string> = {
   ncclReduceScatter: 'p p z i i p p',      // (const void* sendbuff, void* recvbuff, size_t recvcount, ncclDataType_t, ncclRedOp_t, ncclComm_t, cudaStream_t)
   ncclBroadcast: 'p p z i i p p',          // (const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t, int root, ncclComm_t, cudaStream_t)
   ncclReduce: 'p p z i i i p p',           // (const void* sendbuff, void* recvbuff, size_t count, ncclDataType_t, ncclRedOp_t, int root, ncclComm_t, cudaStream_t)
+  ncclRedOpCreatePreMulSum: 'o p i i p',  // (ncclRedOp_t *op, void *scalar, ncclDataType_t, ncclScalarResidence_t, ncclComm_t)
+  ncclRedOpDestroy: 'i p',                 // (ncclRedOp_t op, ncclComm_t comm)
   ncclSend: 'p z i i p p',                 // (const void* sendbuff, size_t count, ncclDataType_t, int peer, ncclComm_t, cudaStream_t)
   ncclRecv: 'p z i i p p',                 // (void* recvbuff, size_t count, ncclDataType_t, int peer, ncclComm_t, cudaStream_t)
   ncclGroupStart: '',                      // ncclResult_t ncclGroupStart()

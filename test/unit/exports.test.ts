@@ -11,7 +11,7 @@ import { packageRoot } from '../../host/base/pkgroot.js';
 
 const MAIN_VALUES = [
   'GroupcommError', 'ErrorCode', 'isGroupcommError',
-  'tensor', 'empty', 'isTensor', 'isCpu', 'numel', 'nbytes', 'toHost',
+  'tensor', 'empty', 'isTensor', 'isCpu', 'numel', 'nbytes', 'toHost', 'premulSum',
   'TcpStore', 'TcpStoreServer', 'PrefixStore',
   'StatelessProcessGroup', 'CpuGroup',
   'resolveBackend', 'registerBackend', 'toDevice', 'fromDevice',

@@ -6,6 +6,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PrefixStore, TcpStore, TcpStoreServer } from '../../host/index.js';
 import { rejectsWith } from '../helpers/rejects.js';
+import net from 'node:net';
+import { IS_BUN } from '../../host/base/runtime.js';
+import { le64, str, VALIDATE } from './store_raw.js';
+
+const SUBSCRIBE = Buffer.from([0xe6]);
 
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 const bytes = (s: string) => new Uint8Array(Buffer.from(s));
@@ -139,6 +144,52 @@ test('in-process publisher and in-process subscriber: a call each way, no link; 
     await remote.close();
     await b.close();
     await a.close();
+  }
+});
+
+test('handOver: a big value goes to a subscriber\'s socket as it is (no copy); without it, and to an in-process subscriber, a copy', async () => {
+  const pub = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 20_000, subscribePrefixes: 'any' });
+  const local = await pub.clone();
+  const socket = net.connect({ port: pub.port, host: '127.0.0.1' });
+  const chunks: Buffer[] = [];
+  let got = 0;
+  socket.on('data', (d: Buffer) => { chunks.push(d); got += d.length; });
+  try {
+    socket.write(Buffer.concat([VALIDATE, SUBSCRIBE, str('/r/')]));
+    await until(() => got >= 1, 'the SUBSCRIBE reply');
+    const seen: Uint8Array[] = [];
+    const sub = await local.subscribe('mine/', (_k, v) => { seen.push(v); });
+    // The subscriber stops reading: a value far beyond the socket buffers (at most 4 + 32 MiB
+    // here, and they start small) is still in this process after publish returns. Changing its
+    // last byte then shows whether the server kept the caller's buffer or a copy.
+    const size = 48 << 20;
+    socket.pause();
+    const given = new Uint8Array(size).fill(1);
+    const copied = new Uint8Array(size).fill(2);
+    await pub.publish(['r/given'], [given], { handOver: true });
+    await pub.publish(['r/copied'], [copied]);
+    await pub.publish(['mine/x'], [given], { handOver: true });
+    given[size - 1] = 9;
+    copied[size - 1] = 9;
+    socket.resume();
+    const head = (key: string) => Buffer.concat([str(key), le64(size)]);
+    const a0 = 1 + head('/r/given').length;
+    const b0 = a0 + size + head('/r/copied').length;
+    await until(() => got >= b0 + size, 'both pushes', 20_000);
+    const all = Buffer.concat(chunks, got);
+    assert.ok(all.subarray(1, a0).equals(head('/r/given')));
+    assert.ok(all.subarray(a0 + size, b0).equals(head('/r/copied')));
+    assert.is(all[a0], 1);
+    // Bun's socket copies what it cannot write at once, so there the buffer is free again anyway.
+    if (!IS_BUN) assert.is(all[a0 + size - 1], 9, 'handed over: the very buffer was written');
+    assert.is(all[b0 + size - 1], 2, 'not handed over: a copy was written');
+    assert.is(seen.length, 1);
+    assert.is(seen[0][size - 1], 1, 'an in-process subscriber gets its own copy');
+    sub!.close();
+  } finally {
+    socket.destroy();
+    await local.close();
+    await pub.close();
   }
 });
 
