@@ -131,15 +131,15 @@ test('Inbox: parsed bytes are never written again (a value view stays valid)', (
   assert.is(ib.buf.toString('latin1', ib.start, ib.end), '456789');
 });
 
-test('Inbox with growWithReceived: a huge declared length does not allocate more than twice what arrived (64 KiB at least)', () => {
+test('Inbox with growWithReceived: a huge declared length does not allocate more than 4× what arrived (64 KiB at least)', () => {
   const ib = new Inbox(true);
   ib.push(Buffer.alloc(10));
   ib.consume(2, 1 << 30); // the peer says: 1 GiB follows
   ib.push(Buffer.alloc(100));
   assert.is(ib.buf.length, 64 * 1024, 'small reads: 64 KiB');
   assert.is(ib.end - ib.start, 108);
-  ib.push(Buffer.alloc(64 * 1024)); // 65644 held, no room: grows to twice that
-  assert.is(ib.buf.length, 2 * (108 + 64 * 1024));
+  ib.push(Buffer.alloc(64 * 1024)); // 65644 held, no room: grows to four times that
+  assert.is(ib.buf.length, 4 * (108 + 64 * 1024));
   const trusting = new Inbox(false);
   trusting.push(Buffer.alloc(10));
   trusting.consume(2, 1000);
@@ -155,6 +155,31 @@ test('Inbox with growWithReceived: a huge declared length does not allocate more
   over.consume(2, 4);
   over.push(Buffer.alloc(100_000));
   assert.is(over.buf.length, 100_008, 'never less than what arrived');
+});
+
+test('Inbox: a transient read (a buffer the socket reuses) is copied, never borrowed', () => {
+  const ib = new Inbox();
+  const r = Buffer.from('abcd');
+  assert.is(ib.push(r, true), true);
+  assert.is.not(ib.buf, r, 'copied');
+  r.fill(0x7a);
+  assert.is(ib.buf.toString('latin1', ib.start, ib.end), 'abcd', 'the socket reusing its buffer changes nothing');
+  ib.consume(2, 6);
+  const r2 = Buffer.from('ef');
+  ib.push(r2, true);
+  r2.fill(0x7a);
+  assert.is(ib.buf.toString('latin1', ib.start, ib.end), 'cdef');
+  const big = Buffer.alloc(5000, 0x41);
+  const jb = new Inbox();
+  jb.push(big, true);
+  assert.is.not(jb.buf, big);
+  assert.is(jb.buf.length, 5000);
+  big[0] = 0;
+  assert.is(jb.buf[0], 0x41);
+  const kb = new Inbox();
+  const own = Buffer.from('xy');
+  kb.push(own);
+  assert.is(kb.buf, own, 'not transient: borrowed as before');
 });
 
 test('isAscii and toBytes', () => {
