@@ -188,11 +188,13 @@ test('close() that runs out of time rejects the calls still in flight as ABORTED
   const s2 = new PrefixStore('b', inner);
   const q = s2.get('k');
   const r = s2.get('j');
-  await s2.abort(new Error('gone'));
+  const reason = new Error('gone');
+  await s2.abort(reason);
   for (const x of [q, r]) {
     await x.then(() => assert.unreachable('resolved'), (e) => {
       assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED'), String(e));
       assert.match((e as Error).message, /PrefixStore 'b' was aborted: gone/);
+      assert.is((e as Error & { cause?: unknown }).cause, reason, 'the reason is the cause');
     });
   }
   await s2.abort();

@@ -117,6 +117,24 @@ test('Inbox: a read arriving when nothing is pending is borrowed; what is left o
   assert.is(ib.buf, r2, 'empty again: the next read is borrowed');
 });
 
+test('Inbox: push answers whether the pending bytes reach what the parser needs', () => {
+  const ib = new Inbox();
+  assert.is(ib.held, 0);
+  ib.push(Buffer.from('abcdef'));
+  ib.consume(4, 10);
+  ib.push(Buffer.from('gh')); // own buffer of 10: 'efgh'
+  ib.consume(2, 6); // 'gh' pending, the next message needs 6 bytes
+  assert.is(ib.push(Buffer.from('ij')), false, '4 of 6 (appended in place)');
+  assert.is(ib.push(Buffer.from('kl')), true, '6 of 6');
+  assert.is(ib.buf.toString('latin1', ib.start, ib.end), 'ghijkl');
+  // Without growWithReceived (the default) the buffer is sized for the declared need at once.
+  const d = new Inbox();
+  d.push(Buffer.alloc(10));
+  d.consume(2, 1_000_000);
+  d.push(Buffer.alloc(5));
+  assert.is(d.buf.length, 1_000_000);
+});
+
 test('Inbox: parsed bytes are never written again (a value view stays valid)', () => {
   const ib = new Inbox();
   ib.push(Buffer.from('0123'));
@@ -190,6 +208,8 @@ test('isAscii and toBytes', () => {
   assert.not.ok(isAscii('\u00e9abc'), 'anchored at the start');
   assert.not.ok(isAscii('abc\u00e9'), 'anchored at the end');
   assert.is(hex(toBytes('\u00e9')), 'c3a9', 'strings are UTF-8');
+  assert.instance(toBytes('a'), Uint8Array);
+  assert.is(toBytes('').length, 0);
   const b = Uint8Array.of(0xff);
   assert.is(toBytes(b), b, 'bytes pass through');
 });
