@@ -120,8 +120,12 @@ test('take, discard, subscribe and publish use the wrapped store\'s own calls wh
   assert.ok(sub);
   inner.subscribed!('g/to/1/p/0', enc('hi'));
   assert.equal(got, ['to/1/p/0=hi'], 'keys come back without the view\'s prefix');
-  await s.publish(['to/1/q'], [enc('z')]);
+  await s.publish(['to/1/q'], [enc('z')], { timeoutMs: 77, handOver: true });
   assert.equal(inner.calls, ['set g/t', 'take g/t', 'discard g/x,g/y', 'subscribe g/to/1/', 'publish g/to/1/q']);
+  const po = inner.opts.at(-1) as { timeoutMs?: number; handOver?: boolean; signal?: AbortSignal };
+  assert.is(po.timeoutMs, 77);
+  assert.is(po.handOver, true, 'publish passes handOver through');
+  assert.ok(po.signal instanceof AbortSignal);
 });
 
 test('without them: take is get + deleteKey, discard deletes each key, subscribe answers undefined, publish is multiSet', async () => {
