@@ -9,6 +9,10 @@ import * as assert from 'uvu/assert';
 import { transportOf, tuningOf } from '../../host/cpu/options.js';
 import { describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
 import { isGroupcommError } from '../../host/base/errors.js';
+import { premulSum } from '../../host/core/premul.js';
+
+/** Fingerprints computed by this version (see the golden test). */
+const GOLDEN = [0xe8000282, 0x2d208053, 0xcc000ca4];
 
 const VARS = ['GROUPCOMM_CPU_TRANSPORT', 'GROUPCOMM_CPU_SHM_RING_BYTES', 'GROUPCOMM_CPU_SHM_MIN_BYTES', 'GROUPCOMM_CPU_CHUNK_BYTES', 'GROUPCOMM_CPU_WINDOW', 'GROUPCOMM_CPU_SMALL_BYTES'];
 
@@ -58,6 +62,7 @@ test('tuningOf: defaults, variables, options; each knob an integer in [1, 2^32)'
     assert.equal(tuningOf({ ...base, chunkBytes: 1, window: 0xffffffff, smallBytes: 7 }), { chunkBytes: 1, window: 0xffffffff, smallBytes: 7 });
     for (const k of ['chunkBytes', 'window', 'smallBytes']) {
       for (const bad of [0, -1, 1.5, 2 ** 32, NaN]) invalid(() => tuningOf({ ...base, [k]: bad }));
+      assert.throws(() => tuningOf({ ...base, [k]: 0 }), new RegExp(`^${k} must be an integer`), 'the message names the knob');
     }
   });
   withEnv({ GROUPCOMM_CPU_CHUNK_BYTES: '1000', GROUPCOMM_CPU_WINDOW: '2', GROUPCOMM_CPU_SMALL_BYTES: '3' }, () => {
@@ -89,6 +94,16 @@ test('fingerprint: each field in its bits; absent fields are 0', () => {
   assert.is(fingerprint({ ...one, shape: [4, 5] }), f0, 'the same shape hashes the same');
   assert.is.not(fingerprint({ collective: 'allReduce', shape: [] }) >>> 24, 0, 'an empty shape is a shape');
   assert.is(fingerprint({ collective: 'allReduce', dtype: 'nope' as never, op: 'nope' as never }) >>> 4, 0, 'unknown names count as absent');
+});
+
+test('fingerprint golden values: the tag travels in every frame, so builds must agree bit for bit', () => {
+  // Shapes with dims of 256 and more exercise every step of the shape hash.
+  assert.is(fingerprint({ collective: 'allReduce', dtype: 'float32', op: 'sum', shape: [1000, 3] }), GOLDEN[0]);
+  assert.is(fingerprint({ collective: 'allGather', dtype: 'int64', root: 7, dim: 1, shape: [70000] }), GOLDEN[1]);
+  assert.is(fingerprint({ collective: 'reduceScatter', dtype: 'bfloat16', op: premulSum(0.5), shape: [2, 256, 65536] }), GOLDEN[2]);
+  assert.is((fingerprint({ collective: 'allReduce', op: premulSum(2) }) >>> 9) & 7, 6, 'premulSum is reduction 6');
+  const d = describeMismatch(fingerprint({ collective: 'allReduce', op: premulSum(2) }), fingerprint({ collective: 'allReduce', op: 'sum' }), 1);
+  assert.is(d.text, 'op (premulSum here, sum on rank 1)');
 });
 
 test('describeMismatch names each differing field with both values and the peer', () => {
