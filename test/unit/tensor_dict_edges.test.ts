@@ -33,6 +33,10 @@ test('a shape must be an array of non-negative safe integers; the error names th
     const e = thrown(() => encodeTensorDict({ k: cpu(shape, new Float32Array(1)) }), INVALID);
     assert.is(e.key, 'k', JSON.stringify(shape));
   }
+  // A device buffer's size check (>=) would not catch these: the shape check must.
+  for (const shape of [[-1], [1.5], [2, -3]]) {
+    assert.is(thrown(() => encodeTensorDict({ g: dev(shape, 1 << 20) }), INVALID).key, 'g', JSON.stringify(shape));
+  }
   assert.is(encodeTensorDict({ k: cpu([0, 3], new Float32Array(0)) }).tensors.length, 1, 'zero-size dims are fine');
 });
 
@@ -42,6 +46,10 @@ test('a CPU tensor\'s data must match its shape exactly; a device buffer may be 
   assert.is(encodeTensorDict({ d: dev([2], 64) }).tensors.length, 1, 'device buffer larger than needed');
   assert.is(encodeTensorDict({ d: dev([2], 8) }).tensors.length, 1, 'exactly');
   assert.is(thrown(() => encodeTensorDict({ d: dev([2], 7) }), INVALID).key, 'd');
+});
+
+test('only a plain object is a dict', () => {
+  for (const d of ['abc', 5, true, [1], new Map(), null]) thrown(() => encodeTensorDict(d as never), INVALID);
 });
 
 test('a value msgpack cannot encode is refused with its key and the encoder\'s error as cause', () => {
