@@ -8,6 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { backendProblems, checkBackend, checkCommunicator, COMMUNICATOR_FUNCTIONS } from '../../host/device/check.js';
 import { isGroupcommError } from '../../host/base/errors.js';
+import { checkReduce } from '../../host/device/elementwise.js';
+import { premulSum } from '../../host/core/premul.js';
 
 const fn = () => undefined;
 const FUNCTIONS = ['probe', 'deviceCount', 'alloc', 'free', 'copyFromHost', 'copyToHost', 'createCommunicator'];
@@ -97,6 +99,14 @@ test('checkCommunicator: a complete one is returned; each missing method is refu
   for (const v of [null, undefined, 42]) {
     assert.throws(() => checkCommunicator(v, "'fake'"), (e: unknown) => isGroupcommError(e, 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE'));
   }
+});
+
+test('checkReduce takes premulSum (its factor checked against the dtype) besides the named ops', () => {
+  checkReduce('float32', premulSum(0.5));
+  checkReduce('int32', premulSum(3));
+  checkReduce('bool', 'max');
+  assert.throws(() => checkReduce('bool', 'avg'), (e: unknown) => isGroupcommError(e, 'ERR_GROUPCOMM_INVALID_ARGUMENT'));
+  assert.throws(() => checkReduce('float32', 'mean' as never), (e: unknown) => isGroupcommError(e, 'ERR_GROUPCOMM_INVALID_ARGUMENT'));
 });
 
 test.run();
