@@ -101,6 +101,7 @@ test('emptyOn / toDevice / fromDevice / freeTensor over a backend', () => {
   const back = fromDevice(backend, d);
   assert.equal(Array.from(back.data as Float32Array), [1, 2, 3]);
   assert.is(back.device, 'cpu');
+  assert.equal(back.shape, [3]);
   assert.is.not(back.shape, d.shape);
   assert.is(fromDevice(backend, src as never), src as never, 'a CPU tensor is returned as is');
   freeTensor(backend, d);
