@@ -7,6 +7,11 @@ export const ErrorCode = {
   TIMEOUT: 'ERR_GROUPCOMM_TIMEOUT',
   ABORTED: 'ERR_GROUPCOMM_ABORTED',
   PEER_LOST: 'ERR_GROUPCOMM_PEER_LOST',
+  /**
+   * A peer destroyed its end of the group on purpose (close, destroy, abort: its goodbye came)
+   * while an operation still needed it: it left, it was not lost. `peerRank` names it.
+   */
+  PEER_LEFT: 'ERR_GROUPCOMM_PEER_LEFT',
   PROTOCOL: 'ERR_GROUPCOMM_PROTOCOL',
   INVALID_ARGUMENT: 'ERR_GROUPCOMM_INVALID_ARGUMENT',
   PLUGIN_UNAVAILABLE: 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE',
@@ -91,6 +96,8 @@ export const abortedError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.ABORTED, msg, f);
 export const peerLostError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.PEER_LOST, msg, f);
+export const peerLeftError = (msg: string, f: GroupcommErrorFields = {}) =>
+  new GroupcommError(ErrorCode.PEER_LEFT, msg, f);
 export const protocolError = (msg: string, f: GroupcommErrorFields = {}) =>
   new GroupcommError(ErrorCode.PROTOCOL, msg, f);
 export const invalidArgument = (msg: string, f: GroupcommErrorFields = {}) =>

@@ -3,9 +3,10 @@
  * and the CPU group side by side, then the device communicator) and closing them in order at
  * close, abort, or after a failed create.
  */
-import { anySignal, type Deadline } from '../base/deadline.js';
+import { anySignal, sleep, type Deadline } from '../base/deadline.js';
 import { logger } from '../base/log.js';
-import { isGroupcommError, peerLostError, withContext, type GroupcommError } from '../base/errors.js';
+import { isGroupcommError, mismatchError, peerLostError, withContext, type GroupcommError } from '../base/errors.js';
+import { checkView, publishView, reportedMismatch, watchViews } from './members.js';
 import { setting } from '../base/config.js';
 import type { GroupLayout } from '../core/layout.js';
 import { TcpStore, type TcpStoreServer } from '../store/index.js';
@@ -61,6 +62,9 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
   const ch: Channels = {};
   let ports: PortTriple | undefined;
   let held: ResolvedPorts | undefined;
+  /** The groupRanks comparison (members.ts): rank 0's watch, or a member's check. */
+  let views: Promise<void> | undefined;
+  let viewErr: unknown;
   try {
     if (layout.ranks.length > 1) {
       // One wire name per group, equal on every member (unique names are process-local).
@@ -76,6 +80,8 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
         listenStore: async (port) => {
           ch.store = await TcpStore.create({ host, port, isServer: true, secret: o.secret, insecure: o.insecure, ...budget.next() });
           ch.server = ch.store.server!;
+          // Before anyone can reach the store: the members compare their view with it (members.ts).
+          await publishView(ch.store, layout, wireName, budget.next());
           return ch.server.port;
         },
       });
@@ -91,6 +97,16 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
       let first: unknown;
       const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
+      // Before the join, every member compares its groupRanks with group rank 0's; every rank
+      // fails as soon as one reports a difference (members.ts).
+      const watching = new AbortController();
+      const watchOpts = { timeoutMs, signal: anySignal([both.signal, watching.signal]) };
+      views = isHost ? Promise.resolve() : checkView(ch.store, layout, wireName, budget.next());
+      const watch = views.then(() => watchViews(ch.store!, layout, wireName, watchOpts));
+      for (const p of [views, watch]) p.catch((e) => { if (isGroupcommError(e, 'ERR_GROUPCOMM_MISMATCH')) { viewErr ??= e; first ??= e; sibling.abort(e); } });
+      // A member joins only once its view matched: one that differs then never takes a place
+      // in the join or the mesh (where it would take another rank's).
+      await views;
       const [pg, cpu] = await Promise.allSettled([
         failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
         failFast((async () => {
@@ -98,12 +114,16 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
           return CpuGroup.create({
             store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
             secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
+            // Group rank 0 hosts the store the fault reports travel through: everyone sees its loss directly.
+            hub: 0,
           });
         })()),
       ]);
       if (pg.status === 'fulfilled') ch.pg = pg.value;
       if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
+      watching.abort();
       if (first !== undefined) throw first;
+      await views;
       // Every member has read the record once the store channel has formed.
       if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
       if (backend && r.adopt) {
@@ -127,15 +147,24 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
     // about now too, still ask it who never arrived instead of finding it closed.
     let err = e;
     const wireName = `${base}_${layout.groupIndex}`;
-    if (ch.server && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
+    // Another groupRanks on some member explains whatever else failed (a refused handshake, a
+    // lost connection, a timeout): this rank's own comparison, else a member's report (waited
+    // for a moment after a refused handshake, which can come just before the report).
+    if (isGroupcommError(e) && e !== viewErr && e.code !== 'ERR_GROUPCOMM_ABORTED' && ch.store) {
+      const mine = views && await Promise.race([views.then(() => undefined, (x) => x), sleep(CREATE_FAIL_LINGER_MS)]);
+      const m = viewErr ?? (isGroupcommError(mine, 'ERR_GROUPCOMM_MISMATCH') ? mine
+        : await reportedMismatch(ch.store, layout, wireName, e.code === 'ERR_GROUPCOMM_PROTOCOL' || e.code === 'ERR_GROUPCOMM_MISMATCH' ? CREATE_FAIL_LINGER_MS : 0));
+      if (isGroupcommError(m, 'ERR_GROUPCOMM_MISMATCH')) err = m;
+    }
+    if (ch.server && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_MISMATCH')) {
       // Rank 0 sees the whole join; what it found out is left for the others to read.
-      const named = e.peerRanks ?? (e.peerRank !== undefined ? [e.peerRank] : []);
-      if (named.length) {
-        await ch.store?.set(createFailKey(wireName), JSON.stringify({ peerRanks: named, message: e.message }), { timeoutMs: 200 }).catch(() => {});
+      const named = err.peerRanks ?? (err.peerRank !== undefined ? [err.peerRank] : []);
+      if (named.length || err.code === 'ERR_GROUPCOMM_MISMATCH') {
+        await ch.store?.set(createFailKey(wireName), JSON.stringify({ code: err.code, peerRanks: named, message: err.message }), { timeoutMs: 200 }).catch(() => {});
       }
       await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
-    } else if (!ch.server && ch.store && isGroupcommError(e) && (e.code === 'ERR_GROUPCOMM_TIMEOUT' || e.code === 'ERR_GROUPCOMM_PEER_LOST')) {
-      err = await hostsView(ch.store, wireName, e);
+    } else if (!ch.server && ch.store && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_PROTOCOL')) {
+      err = await hostsView(ch.store, wireName, err);
     }
     await closeChannels(ch, 0);
     throw namedCreateError(err, layout);
@@ -153,8 +182,14 @@ const createFailKey = (wireName: string) => `groupcomm/create-failed/${wireName}
  */
 async function hostsView(store: TcpStore, wireName: string, e: GroupcommError): Promise<GroupcommError> {
   try {
-    const v = JSON.parse(new TextDecoder().decode(await store.get(createFailKey(wireName), { timeoutMs: 300 }))) as { peerRanks: number[]; message: string };
+    const v = JSON.parse(new TextDecoder().decode(await store.get(createFailKey(wireName), { timeoutMs: 300 }))) as { code?: string; peerRanks: number[]; message: string };
     const peerRanks = v.peerRanks.filter((r) => Number.isInteger(r) && r > 0);
+    if (v.code === 'ERR_GROUPCOMM_MISMATCH') {
+      // Group rank 0 found that a member describes the group differently: so does this one's create fail.
+      return mismatchError(`group rank 0 could not complete the group: ${v.message}; here: ${e.message}`, {
+        peerRanks: [0, ...peerRanks], cause: e,
+      });
+    }
     if (peerRanks.length === 0) return e;
     return withContext(e, `group rank 0 could not complete the group (${v.message}); here: ${e.message}`, {
       peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined,

@@ -269,7 +269,7 @@ export class StatelessGroupCoordinator {
 
   /** Resolves once every member has called it; a timeout names the ranks that did not. */
   barrier(opts?: OpOptions): Promise<void> {
-    return this.op('barrier', opts, (b) => objects.barrier(this.io, b));
+    return this.op('barrier', opts, (b, n) => objects.barrier(this.io, b, n, (at) => this.faults.callsAt(at)));
   }
 
   // ---- tensor dicts ---------------------------------------------------------------------------
@@ -459,13 +459,14 @@ export class StatelessGroupCoordinator {
   }
 
   /** Runs `fn` after every earlier operation of this group, under one deadline. */
-  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline) => Promise<T>): Promise<T> {
+  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const faults = this.faults;
     // Collectives are numbered in call order (every member calls them in the same order), so a
     // timeout can ask the others whether they reached this one; point to point is not counted.
     const n = P2P.test(what) ? -1 : faults.calls++;
+    if (n >= 0) faults.record(n, what);
     const run = async () => {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
@@ -475,7 +476,7 @@ export class StatelessGroupCoordinator {
       const signal = anySignal([opts?.signal, this.life.signal]);
       faults.busy++;
       try {
-        return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`));
+        return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`), n);
       } catch (e) {
         throw this.explain(this.aborted ? e : await faults.judge(e, n, what, timeoutMs), what);
       } finally {

@@ -18,7 +18,7 @@
  * nothing here costs anything per operation but a counter.
  */
 import {
-  ErrorCode, isGroupcommError, mismatchError, peerLostError, protocolError, timeoutError, type GroupcommError,
+  ErrorCode, isGroupcommError, mismatchError, peerLeftError, peerLostError, protocolError, timeoutError, type GroupcommError,
 } from '../base/errors.js';
 import { logger } from '../base/log.js';
 import type { Store, Subscription } from '../store/types.js';
@@ -28,9 +28,14 @@ import type { CpuGroup } from '../cpu/group.js';
 const ASK_MS = 500;
 /** Non-fatal causes (collective timeouts) kept for late readers: the last few only. */
 const MAX_CAUSES = 16;
+/** Collectives whose names a rank keeps to answer "which call was #n?". */
+const MAX_CALLED = 64;
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
+
+/** How far another rank is: collectives called, inside one now, and which call its #n was. */
+interface Answer { calls: number; busy: boolean; what?: string }
 
 /** A cause as it travels to the other members. */
 interface Cause { code: string; message: string; peerRanks: number[]; n: number; fatal: boolean }
@@ -68,8 +73,10 @@ export class GroupFaults {
   private stall: { e: GroupcommError; at: number } | undefined;
   /** Operations of this rank in flight (an answer says whether this rank is busy in one). */
   busy = 0;
+  /** The last few collectives this rank called, by index: an answer says which one it called. */
+  private readonly called = new Map<number, string>();
   /** Answers to this rank's survey, by survey number: rank → how far it is. */
-  private readonly answers = new Map<number, Map<number, { calls: number; busy: boolean }>>();
+  private readonly answers = new Map<number, Map<number, Answer>>();
   private surveys = 0;
   private told = 0;
   private wake = new Set<() => void>();
@@ -83,6 +90,22 @@ export class GroupFaults {
   /** Shaped like a process-group mailbox (`…/<epoch>/to/<rank>/`): the only prefixes the store lets clients subscribe to. */
   private inbox(r: number): string {
     return `groupcomm/faults/${this.o.label}/0/to/${r}/`;
+  }
+
+  /** Collective `n` of this rank is `what` (kept for answers: the last MAX_CALLED only). */
+  record(n: number, what: string): void {
+    this.called.set(n, what);
+    if (this.called.size > MAX_CALLED) this.called.delete(n - MAX_CALLED);
+  }
+
+  /** Which call collective `n` was on each rank that answers within ASK_MS, this one included. */
+  async callsAt(n: number): Promise<Map<number, string>> {
+    const out = new Map<number, string>();
+    const mine = this.called.get(n);
+    if (mine) out.set(this.o.rankInGroup, mine);
+    const s = await this.survey(n);
+    for (const [r, a] of s ?? []) if (a.what) out.set(r, a.what);
+    return new Map([...out].sort(([a], [b]) => a - b));
   }
 
   /** Opens this rank's fault inbox (in the background: create does not wait for it). */
@@ -144,20 +167,26 @@ export class GroupFaults {
       // this rank is doing (only its event loop has to turn).
       const q = Number(b);
       if (!Number.isInteger(q) || q < 0 || q >= this.o.worldSize) return;
-      const ans = enc.encode(JSON.stringify({ calls: this.calls, busy: this.busy > 0 }));
+      // The asker's collective index, when it asks about one: say which call this rank made there.
+      let n = -1;
+      try {
+        n = value.length ? Number(JSON.parse(dec.decode(value))?.n) : -1;
+      } catch { /* an ask without an index */ }
+      const what = Number.isInteger(n) && n >= 0 ? this.called.get(n) : undefined;
+      const ans = enc.encode(JSON.stringify({ calls: this.calls, busy: this.busy > 0, what }));
       this.o.store?.publish?.([`${this.inbox(q)}ans/${a}/${this.o.rankInGroup}`], [ans], { timeoutMs: ASK_MS })
         .catch(() => {});
     } else if (kind === 'ans') {
       const m = this.answers.get(Number(a));
       const r = Number(b);
-      let v: { calls: number; busy: boolean };
+      let v: { calls: number; busy: boolean; what?: unknown };
       try {
         v = JSON.parse(dec.decode(value));
       } catch {
         return;
       }
       if (m && Number.isInteger(r) && Number.isFinite(v?.calls)) {
-        m.set(r, { calls: v.calls, busy: v.busy === true });
+        m.set(r, { calls: v.calls, busy: v.busy === true, what: typeof v.what === 'string' ? v.what : undefined });
         for (const w of this.wake) w();
       }
     } else if (kind === 'fail') {
@@ -174,7 +203,7 @@ export class GroupFaults {
       if (c.code === ErrorCode.MISMATCH) peerRanks = [...new Set([...peerRanks, by])].filter((r) => r !== this.o.rankInGroup);
       const f = { rank: this.o.rankInGroup, peerRanks, peerRank: peerRanks.length === 1 ? peerRanks[0] : undefined };
       const msg = `${c.message} (seen by group rank ${by})`;
-      const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f)
+      const e = c.code === ErrorCode.PEER_LOST ? peerLostError(msg, f) : c.code === ErrorCode.PEER_LEFT ? peerLeftError(msg, f)
         : c.code === ErrorCode.TIMEOUT ? timeoutError(msg, f)
           : c.code === ErrorCode.MISMATCH ? mismatchError(msg, f) : protocolError(msg, f);
       this.fail(e, Number.isInteger(c.n) ? c.n : -1, c.fatal === true, false);
@@ -207,7 +236,7 @@ export class GroupFaults {
   }
 
   /** How far every other rank is (a rank missing from the answer did not answer within ASK_MS). */
-  private async survey(): Promise<Map<number, { calls: number; busy: boolean }> | undefined> {
+  private async survey(n = -1): Promise<Map<number, Answer> | undefined> {
     const store = this.o.store;
     if (!this.sub) await Promise.race([this.opening, new Promise((r) => setTimeout(r, ASK_MS))]);
     if (!store?.publish || !this.sub) {
@@ -217,10 +246,11 @@ export class GroupFaults {
     const me = this.o.rankInGroup;
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== me);
     const k = this.surveys++;
-    const got = new Map<number, { calls: number; busy: boolean }>();
+    const got = new Map<number, Answer>();
     this.answers.set(k, got);
     try {
-      await store.publish(others.map((r) => `${this.inbox(r)}ask/${k}/${me}`), others.map(() => new Uint8Array(0)), { timeoutMs: ASK_MS });
+      const q = n >= 0 ? enc.encode(JSON.stringify({ n })) : new Uint8Array(0);
+      await store.publish(others.map((r) => `${this.inbox(r)}ask/${k}/${me}`), others.map(() => q), { timeoutMs: ASK_MS });
       // Done early when everyone answered, or when another member explains the stall meanwhile.
       await this.until(ASK_MS, () => got.size === others.length || this.failure !== undefined);
     } catch (e) {
@@ -239,7 +269,7 @@ export class GroupFaults {
    * operation (it stopped calling) is the cause rather than one that is itself stuck waiting,
    * and a rank that did not answer counts as in none.
    */
-  private culprits(s: Map<number, { calls: number; busy: boolean }>, n: number, peer: number | undefined): number[] {
+  private culprits(s: Map<number, Answer>, n: number, peer: number | undefined): number[] {
     const others = [...Array(this.o.worldSize).keys()].filter((r) => r !== this.o.rankInGroup);
     const idle = (r: number) => !s.get(r)?.busy;
     if (n >= 0) {
@@ -264,18 +294,18 @@ export class GroupFaults {
     if (this.failure) return this.failure;
     if (!isGroupcommError(e)) return e;
     const me = this.o.rankInGroup;
-    if (e.code === ErrorCode.PEER_LOST) {
+    if (e.code === ErrorCode.PEER_LOST || e.code === ErrorCode.PEER_LEFT) {
       let peer = e.peerRank ?? (e.peerRanks?.length === 1 ? e.peerRanks[0] : undefined);
       let err = e;
-      if (peer === undefined && me !== 0) {
+      if (peer === undefined && me !== 0 && e.code === ErrorCode.PEER_LOST) {
         // No rank named: the group's store connection closed, and group rank 0 hosts the store.
         peer = 0;
         err = peerLostError(`lost group rank 0, which hosts the group's store: ${e.message}`, { rank: me, peerRank: 0, cause: e });
       }
-      if (peer !== undefined && this.o.cpu?.hasLeft(peer)) {
+      if (e.code === ErrorCode.PEER_LEFT || (peer !== undefined && this.o.cpu?.hasLeft(peer))) {
         const why = await this.causeOf(n, ASK_MS, fresh);
         if (why) return why;
-        return peerLostError(`group rank ${peer} left the group (closed it) while this ${what} still needed it; ` +
+        return peerLeftError(`group rank ${peer ?? '?'} left the group (closed it) while this ${what} still needed it; ` +
           'it was not lost: did every rank issue the same operations?', { rank: me, peerRank: peer, cause: e });
       }
       // A peer gone without a goodbye may be a symptom (of a rank another member lost first):
@@ -289,10 +319,21 @@ export class GroupFaults {
       // Another member that timed out first may have explained it already (and left since).
       const told = (n >= 0 ? this.causes.get(n) : undefined) ?? this.freshStall(fresh);
       if (told) return told;
-      const s = await this.survey();
+      const s = await this.survey(n);
       const known = this.failure ?? (n >= 0 ? this.causes.get(n) : undefined) ?? this.freshStall(fresh);
       if (known) return known;
       if (!s) return e;
+      // Ranks whose collective #n was another call (a barrier against a broadcastObject): no
+      // message of one can answer the other, so both wait; that is a mismatch, not a stall.
+      const other = n >= 0 ? [...s].filter(([, a]) => a.what !== undefined && a.what !== what) : [];
+      if (other.length) {
+        const ranks = other.map(([r]) => r).sort((a, b) => a - b);
+        const m = mismatchError(`${what} (collective #${n}): the ranks called different collectives: ` +
+          `${other.map(([r, a]) => `group rank ${r} called ${a.what}`).join(', ')}, this rank (group rank ${me}) ${what}; here: ${e.message}`,
+        { rank: me, peerRanks: ranks, peerRank: ranks.length === 1 ? ranks[0] : undefined, cause: e });
+        this.fail(m, -1, true);
+        return this.failure;
+      }
       const peer = e.peerRanks?.length === 1 ? e.peerRanks[0] : e.peerRank;
       const missing = this.culprits(s, n, n >= 0 ? undefined : peer);
       if (missing.length === 0) return e;

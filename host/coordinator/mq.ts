@@ -19,7 +19,7 @@
  */
 import { Deadline, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
-import { isGroupcommError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
+import { isGroupcommError, peerLeftError, peerLostError, protocolError, timeoutError } from '../base/errors.js';
 import { logger } from '../base/log.js';
 import { tensor } from '../core/tensor.js';
 import { hostId, Segment } from '../cpu/shm.js';
@@ -214,7 +214,7 @@ export class MessageQueue {
     const ready = () => {
       this.checkOpen();
       if (ring.written !== this.readCount) return true;
-      if (ring.writerClosed) throw peerLostError(`${this.o.label}: group rank 0 closed the message queue`, { rank: this.o.rank, peerRank: 0 });
+      if (ring.writerClosed) throw peerLeftError(`${this.o.label}: group rank 0 closed the message queue (it left the group)`, { rank: this.o.rank, peerRank: 0 });
       return false;
     };
     for (;;) {

@@ -5,7 +5,7 @@
  * group of one, go through the loopback queue (io.self) instead.
  */
 import type { Deadline } from '../base/deadline.js';
-import { invalidArgument } from '../base/errors.js';
+import { invalidArgument, mismatchError } from '../base/errors.js';
 import { isTensor } from '../core/tensor.js';
 import { checkRank } from './ops.js';
 import { copyTensor } from './copy.js';
@@ -45,8 +45,26 @@ export async function recvObject<T>(io: GroupIo, src: number, b: Deadline): Prom
   return (await io.net.pg.recvObj(src, b.next())) as T;
 }
 
-export async function barrier(io: GroupIo, b: Deadline): Promise<void> {
-  await io.net?.pg.barrier(b.next());
+/**
+ * Every member enters it as its collective #n: the store channel's barrier carries n (a few
+ * bytes instead of none), so ranks whose earlier calls differed (a broadcastObject on one, a
+ * barrier on another: the store channel numbers broadcasts apart from collectives, so the
+ * next barriers would pair up silently) fail with MISMATCH naming the calls, which `callsAt`
+ * asks the others for (failure path only).
+ */
+export async function barrier(io: GroupIo, b: Deadline, n: number, callsAt: (n: number) => Promise<Map<number, string>>): Promise<void> {
+  const pg = io.net?.pg;
+  if (!pg) return;
+  const at = await pg.allGatherObj(n, b.next());
+  const off = at.map((m, r) => [r, m] as const).filter(([, m]) => m !== n);
+  if (off.length === 0) return;
+  // The first index where the calls may differ: the lowest either side entered this barrier as.
+  const first = Math.min(n, ...off.map(([, m]) => Number(m)).filter(Number.isInteger));
+  const names = await callsAt(first).catch(() => new Map<number, string>());
+  const ranks = off.map(([r]) => r);
+  throw mismatchError(`barrier (collective #${n} here): ${off.map(([r, m]) => `group rank ${r} entered it as its collective #${m}`).join(', ')}: ` +
+    `the ranks' earlier calls differ (collective #${first}: ${[...names].map(([r, w]) => `${w} on group rank ${r}`).join(', ') || '?'}` +
+    ')', { rank: io.rankInGroup, peerRanks: ranks, peerRank: ranks.length === 1 ? ranks[0] : undefined });
 }
 
 export async function broadcastTensorDict(io: GroupIo, dict: TensorDict | undefined, src: number, b: Deadline): Promise<TensorDict> {

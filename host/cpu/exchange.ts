@@ -2,11 +2,14 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { peerLostError, protocolError, type GroupcommError } from '../base/errors.js';
+import { peerLeftError, protocolError, type GroupcommError } from '../base/errors.js';
 import { routeKey, type Sink } from './link/inbound.js';
 import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
 import type { Mesh } from './mesh.js';
+
+/** MISMATCH errors made from a peer's verdict (group.ts): not told back. */
+export const told = new WeakSet<GroupcommError>();
 
 const COPY: SendOptions = Object.freeze({ copy: true });
 const NO_COPY: SendOptions = Object.freeze({ copy: false });
@@ -128,8 +131,8 @@ export class Exchange {
   /** Fails this operation if it still expects frames from `peer`, which has left the group. */
   checkDeparted(peer: number): void {
     if (this.mesh.departed.has(peer) && (this.expecting.get(peer) ?? 0) > 0) {
-      this.fail(peerLostError(
-        `rank ${this.rank}: rank ${peer} destroyed its end of the group while this operation still expected data from it`,
+      this.fail(peerLeftError(
+        `rank ${this.rank}: rank ${peer} left the group (destroyed its end on purpose) while this operation still expected data from it`,
         { rank: this.rank, peerRank: peer }));
     }
   }
@@ -182,6 +185,11 @@ export class Exchange {
   fail(err: GroupcommError): void {
     if (this.failure || this.finished) return;
     this.failure = err;
+    // A frame of another call from that peer: tell it, since a peer that only sends in this
+    // collective compares nothing (not for a verdict it told us: it knows).
+    if (err.code === 'ERR_GROUPCOMM_MISMATCH' && this.kind === KIND_COLL && err.peerRank !== undefined && !told.has(err)) {
+      this.mesh.sendVerdict(err.peerRank, this.seq, this.tag);
+    }
     for (const w of this.failWaiters) w(err);
     this.failWaiters.clear();
     this.release(true);

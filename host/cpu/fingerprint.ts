@@ -67,6 +67,13 @@ function fields(fp: number): Record<string, string> {
   };
 }
 
+/** A fingerprint's call in words: "broadcast (dtype float32, root 1)". */
+export function describeCall(fp: number): string {
+  const f = fields(fp);
+  const rest = Object.entries(f).filter(([k, v]) => k !== 'collective' && k !== 'shape' && v !== '-').map(([k, v]) => `${k} ${v}`);
+  return `${f.collective}${rest.length ? ` (${rest.join(', ')})` : ''}`;
+}
+
 /**
  * What differs between this rank's call (`mine`) and a peer's (`theirs`), in words:
  * "dtype (float32 here, int32 on rank 1), op (sum here, max on rank 1)".

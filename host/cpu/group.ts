@@ -19,7 +19,7 @@ import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { logger, othersOf, traceOp, type Logger } from '../base/log.js';
 import {
-  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, peerLostError, timeoutError,
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, mismatchError, peerLostError, timeoutError,
 } from '../base/errors.js';
 import { bytesOf, type CpuTensor } from '../core/tensor.js';
 import type {
@@ -27,14 +27,14 @@ import type {
 } from '../core/collectives.js';
 import type { ReduceOp } from '../core/reduce.js';
 import { dissemination, Staging, type Tuning } from './algorithms.js';
-import { Exchange } from './exchange.js';
+import { Exchange, told } from './exchange.js';
 import { Schedules } from './schedule.js';
 import { Mesh, type Transport } from './mesh.js';
 import { checkExposure, resolveSecret } from '../base/secret.js';
 import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
 import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '../core/collectives.js';
-import { fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
+import { describeMismatch, fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
 import { transportOf, tuningOf, type CpuGroupOptions } from './options.js';
 import { CallContext } from './checks.js';
 import {
@@ -70,6 +70,11 @@ export class CpuGroup implements Collectives<CpuTensor> {
   private active = new Map<Exchange, Promise<void>>();
   private p2pSeq = new Map<string, number>();
   private broken: GroupcommError | undefined;
+  /** A peer's verdict on a collective this rank finished (it only sent): the next operation fails with it. */
+  private verdict: GroupcommError | undefined;
+  /** The last few collectives that succeeded here, by seq & 7: their seq and fingerprint (for a late verdict). */
+  private readonly doneSeq = new Float64Array(8).fill(-1);
+  private readonly doneFp = new Uint32Array(8);
   private readonly lostListeners: ((err: GroupcommError) => void)[] = [];
   // Schedules and segment plans from the core, computed once per group (host/cpu/schedule.ts).
   private readonly plans: Schedules;
@@ -99,6 +104,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     mesh.onDeparted((peer) => {
       for (const ex of this.active.keys()) ex.checkDeparted(peer);
     });
+    mesh.onVerdict((peer, seq, theirFp) => this.onVerdict(peer, seq, theirFp));
   }
 
   /** Listens, publishes this rank's address in the store, reads the peers' and connects the ring neighbours. */
@@ -109,6 +115,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     if (typeof groupName !== 'string' || groupName.length === 0 || Buffer.byteLength(groupName) > 1024) {
       throw invalidArgument('groupName must be a non-empty string of at most 1024 bytes');
     }
+    if (opts.hub !== undefined && !(Number.isInteger(opts.hub) && opts.hub >= 0 && opts.hub < worldSize)) throw invalidArgument(`hub must be a rank in [0, ${worldSize}), got ${opts.hub}`);
     const epoch = opts.epoch ?? 0;
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
     const timeoutMs = effectiveTimeout(opts);
@@ -134,6 +141,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
       secret,
       maxFrameBytes,
+      hub: opts.hub,
     });
     return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }
@@ -176,8 +184,34 @@ export class CpuGroup implements Collectives<CpuTensor> {
 
   // ---- the operation runner -------------------------------------------------------------
 
+  /**
+   * `peer` received a frame of our collective `seq` made for another call than its own (a
+   * KIND_VERDICT): that collective fails here too if it is under way, else (this rank only
+   * sent in it, and it resolved) the collectives under way now, or else the next operation, do.
+   */
+  private onVerdict(peer: number, seq: number, theirFp: number): void {
+    let ex: Exchange | undefined;
+    for (const e of this.active.keys()) if (e.kind === KIND_COLL && e.seq === seq) ex = e;
+    const mine = ex?.tag ?? (this.doneSeq[seq & 7] === seq ? this.doneFp[seq & 7] : undefined);
+    if (mine === undefined) return; // failed here already, or too long ago to say
+    const d = describeMismatch(mine, theirFp, peer);
+    const err = mismatchError(`CPU group '${this.groupName}' rank ${this.rank}: rank ${peer} received a frame of this rank's ` +
+      `collective #${seq} made for another call than its own: ${d.text}`, { rank: this.rank, peerRank: peer });
+    told.add(err);
+    if (ex) return ex.fail(err);
+    // Collectives under way now came after it (and wait on ranks that failed it): they fail too.
+    let failed = false;
+    for (const e of this.active.keys()) if (e.kind === KIND_COLL) { e.fail(err); failed = true; }
+    if (!failed) this.verdict ??= err;
+  }
+
   private check(): void {
     if (this.closing) throw destroyedError(`CPU group '${this.groupName}' was closed`, { rank: this.rank });
+    if (this.verdict) {
+      const v = this.verdict;
+      this.verdict = undefined;
+      throw v;
+    }
     if (this.broken) {
       throw peerLostError(`CPU group '${this.groupName}' is unusable: ${this.broken.message}`, {
         rank: this.rank, peerRank: this.broken.peerRank, peerRanks: this.broken.peerRanks, cause: this.broken,
@@ -197,6 +231,10 @@ export class CpuGroup implements Collectives<CpuTensor> {
       const v = await body(ex);
       await ex.flushed();
       ex.release(false);
+      if (queued) {
+        this.doneSeq[ex.seq & 7] = ex.seq;
+        this.doneFp[ex.seq & 7] = ex.tag;
+      }
       return v;
     };
     const p = queued ? this.tail.then(exec) : exec();
@@ -366,7 +404,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * Graceful: refuses new operations, lets the ones in flight finish (within `timeoutMs`,
    * default the group's timeout, and until `signal` fires; then they are aborted), then closes
    * the mesh: each peer gets a goodbye frame behind everything already sent to it (their
-   * operations that still need this rank fail with ERR_GROUPCOMM_PEER_LOST naming it).
+   * operations that still need this rank fail with ERR_GROUPCOMM_PEER_LEFT naming it).
    * Idempotent.
    */
   close(opts: CloseOptions = {}): Promise<void> {

@@ -22,7 +22,8 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { GroupcommError, mismatchError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { KIND_VERDICT, Status } from './wire.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
@@ -38,11 +39,20 @@ import { SendQueues } from './link/queue.js';
 
 export type { Sink, Transport };
 
-/** The peers connected at setup: the ring neighbours (every ring algorithm needs them). */
-export function setupPeers(rank: number, worldSize: number): number[] {
+const NO_PAYLOAD = new Uint8Array(0);
+
+/**
+ * The peers connected at setup: the ring neighbours (every ring algorithm needs them) and, with
+ * a `hub`, that rank (which connects to everyone).
+ */
+export function setupPeers(rank: number, worldSize: number, hub?: number): number[] {
   if (worldSize < 2) return [];
   const next = (rank + 1) % worldSize, prev = (rank + worldSize - 1) % worldSize;
-  return next === prev ? [next] : [prev, next];
+  const peers = new Set([prev, next]);
+  if (hub === rank) for (let r = 0; r < worldSize; r++) peers.add(r);
+  else if (hub !== undefined && hub >= 0 && hub < worldSize) peers.add(hub);
+  peers.delete(rank);
+  return [...peers].sort((a, b) => a - b);
 }
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
@@ -63,6 +73,8 @@ export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   shmMinBytes: number;
   /** A connection that has not sent a valid HELLO by then is closed (default 10 s). */
   helloTimeoutMs?: number;
+  /** A rank every rank connects to at setup (CpuGroupOptions.hub). */
+  hub?: number;
 }
 
 export class Mesh {
@@ -84,6 +96,7 @@ export class Mesh {
   private lost = false;
   private lostHandler: (err: GroupcommError) => void = () => {};
   private departHandler: (peer: number) => void = () => {};
+  private verdictHandler: (peer: number, seq: number, theirFp: number) => void = () => {};
   /** Peers that said goodbye (destroyed their group): no more frames will come from them. */
   readonly departed = new Set<number>();
   private readyCheck: () => void = () => {};
@@ -160,6 +173,16 @@ export class Mesh {
     this.lostHandler = fn;
   }
 
+  /** Called when a peer tells that our call for collective `seq` differed from its own (KIND_VERDICT). */
+  onVerdict(fn: (peer: number, seq: number, theirFp: number) => void): void {
+    this.verdictHandler = fn;
+  }
+
+  /** Tells `peer` that its call for collective `seq` differed from ours (`fp`); best effort. */
+  sendVerdict(peer: number, seq: number, fp: number): void {
+    this.send(peer, { kind: KIND_VERDICT, tag: fp, seq, slot: 0 }, NO_PAYLOAD, { copy: true }, () => {});
+  }
+
   /** Called when a peer destroys its group on purpose (after its last frame to us). */
   onDeparted(fn: (peer: number) => void): void {
     this.departHandler = fn;
@@ -173,7 +196,7 @@ export class Mesh {
     if (worldSize === 1) return;
     await this.listen();
     this.addrOf = await exchangeAddresses(this.opts, `${this.address.host}:${this.address.port}`, left, (k) => { this.published = k; });
-    const eager = setupPeers(rank, worldSize);
+    const eager = setupPeers(rank, worldSize, this.opts.hub);
 
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -311,6 +334,7 @@ export class Mesh {
       },
       ack: (b) => this.onAck(peer, b),
       bye: () => this.onBye(peer),
+      verdict: (seq, fp) => this.verdictHandler(peer, seq, fp),
       malformed: (why) => this.protocolFailure(peer, why),
     }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
@@ -339,7 +363,7 @@ export class Mesh {
   private onAck(peer: number, b: Uint8Array): void {
     const a = this.hs.readAck(peer, b);
     if (!a.ok) {
-      this.refused(peer, a.why);
+      this.refused(peer, a.why, a.status);
       return;
     }
     const s = this.dialed[peer];
@@ -352,8 +376,12 @@ export class Mesh {
   }
 
   /** The handshake with `peer` failed on our dialed connection: setup fails naming it. */
-  private refused(peer: number, why: string): void {
-    const err = protocolError(`CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`, { rank: this.rank, peerRank: peer });
+  private refused(peer: number, why: string, status?: number): void {
+    const msg = `CPU group '${this.opts.groupName}' rank ${this.rank}: the connection to rank ${peer} failed its handshake: ${why}`;
+    // Another world size for the same group and epoch is the caller's mismatch, not a bad peer.
+    const err = status === Status.WRONG_SIZE
+      ? mismatchError(`${msg} (this rank has world size ${this.worldSize}): the ranks disagree on the group's members`, { rank: this.rank, peerRank: peer })
+      : protocolError(msg, { rank: this.rank, peerRank: peer });
     this.dialed[peer]?.destroy();
     if (this.setupError) this.setupError(err);
     else this.protocolFailure(peer, why);

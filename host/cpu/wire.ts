@@ -38,6 +38,13 @@ export const KIND_BYE = 3;
  */
 export const KIND_PING = 4;
 /**
+ * A verdict (no payload): the sender of this frame received, for collective `seq`, a frame of
+ * ours made for another call, and failed it with ERR_GROUPCOMM_MISMATCH; `tag` is its own call's
+ * fingerprint. Tells a rank that only sent in that collective (and so compared nothing) that
+ * its call differed: its pending or next operation fails too.
+ */
+export const KIND_VERDICT = 5;
+/**
  * Or'ed into a frame's kind when its payload lies in the shared-memory ring: the frame then
  * carries DOORBELL_SIZE bytes (f64 ring position, f64 payload length) instead of the payload.
  */

@@ -148,7 +148,9 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosStats> {
         // A kill during destroy (the point, or a later kill that landed there: this survivor's
         // barrier had resolved) may leave its own destroy unaffected: no error is right.
         const inDestroy = cmd.point === 'destroy' || (rep.workDoneAt !== undefined && rep.workDoneAt <= eventAt);
-        const fine = e === undefined ? cmd.mode === 'kill' && inDestroy : nameSet(e).join() === String(victim);
+        // A killed rank never says goodbye: a report that it left (PEER_LEFT) is wrong even when it names it.
+        const fine = e === undefined ? cmd.mode === 'kill' && inDestroy
+          : nameSet(e).join() === String(victim) && !(cmd.mode === 'kill' && e.code === 'ERR_GROUPCOMM_PEER_LEFT');
         if (fine) { stats.named++; bp.named++; }
         else stats.problems.push(`round ${round} (${cmd.mode} ${cmd.point}, victim ${victim}, delay ${cmd.delayMs}) rank ${rep.rank}: ${e ? `${e.code} naming [${nameSet(e)}]: ${e.message}` : 'no error'}`);
         if (rep.errAt !== undefined) {

@@ -71,4 +71,65 @@ for (const field of ['dtype', 'op', 'dim', 'collective']) {
   });
 }
 
+for (const runtime of ['same', 'mixed'] as const) {
+  test(`a member that destroyed its group cleanly is reported as having left (PEER_LEFT), never lost (${runtime})`, async () => {
+    const outs = await spawnRanks<Seen | 'left'>(2, 'test/integration/workers/blame_worker', {
+      args: ['leave', runtime], runtime, timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port) },
+    });
+    assert.is(outs[0], 'left');
+    const e = outs[1];
+    assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_PEER_LEFT' && e.peerRank === 0, JSON.stringify(e));
+    assert.match(e.message, /left the group/);
+    assert.match(e.message, /group rank 0 = global rank 0/);
+    assert.ok(e.ms < 15_000, `took ${e.ms}ms`);
+  });
+}
+
+for (const kind of ['root', 'recv']) {
+  test(`barrier against broadcastObject (${kind === 'root' ? 'rank 0 the root' : 'both wait'}): MISMATCH naming both calls on every rank`, async () => {
+    const outs = await spawnRanks<{ first: Seen; later: Seen }>(2, 'test/integration/workers/blame_worker', {
+      args: ['store-mismatch', kind, 'x'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '2000' },
+    });
+    for (const [r, o] of outs.entries()) {
+      // Rank 0 as the root only sends and may resolve; its next call then fails.
+      const e = r === 0 && kind === 'root' && o.first === 'ok' ? o.later : o.first;
+      assert.ok(typeof e === 'object' && e.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(o)}`);
+      assert.match(e.message, /barrier/);
+      assert.match(e.message, /broadcastObject/);
+      assert.is(e.peerRank, 1 - r);
+      assert.ok(typeof o.later === 'object' && o.later.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r} later: ${JSON.stringify(o.later)}`);
+    }
+  });
+}
+
+test('a rank that names itself into another group of the same name fails alone with MISMATCH; the members form their group', async () => {
+  const outs = await spawnRanks<Seen>(4, 'test/integration/workers/blame_worker', {
+    args: ['ranks', 'other', 'x'], timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '8000' },
+  });
+  for (const r of [0, 1, 2]) assert.is(outs[r], 'ok', `rank ${r}: ${JSON.stringify(outs[r])}`);
+  const e = outs[3];
+  // It reaches the store before the group forms (it starts a second earlier); should it come after,
+  // rank 0 has taken its port record back and it times out naming group rank 0.
+  assert.ok(typeof e === 'object' && (e.code === 'ERR_GROUPCOMM_MISMATCH' || e.code === 'ERR_GROUPCOMM_TIMEOUT'), JSON.stringify(e));
+  if (e.code === 'ERR_GROUPCOMM_MISMATCH') assert.match(e.message, /\[0, 1, 2\][\s\S]*\[0, 1, 3\]/);
+});
+
+for (const [kind, n] of [['bigger', 2], ['smaller', 2], ['members', 3]] as const) {
+  for (const runtime of ['same', 'mixed'] as const) {
+    test(`groupRanks differ (${kind}, ${runtime}): create fails with MISMATCH on every rank, naming both views`, async () => {
+      const outs = await spawnRanks<Seen>(n, 'test/integration/workers/blame_worker', {
+        args: ['ranks', kind, runtime], runtime, timeoutMs: 90_000, env: { COORD_STORE_PORT: String(server.port), COORD_TIMEOUT_MS: '8000' },
+      });
+      for (const [r, o] of outs.entries()) {
+        assert.ok(typeof o === 'object' && o.code === 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${JSON.stringify(o)}`);
+        assert.match(o.message, /groupRanks/);
+        // Both views, and who holds them, by group and global rank.
+        assert.match(o.message, kind === 'members' ? /\[0, 1, 2\][\s\S]*\[0, 2, 1\]|\[0, 2, 1\][\s\S]*\[0, 1, 2\]/ : /\[0, 1\] \(world size 2\)[\s\S]*\[0, 1, 2\] \(world size 3\)|\[0, 1, 2\] \(world size 3\)[\s\S]*\[0, 1\] \(world size 2\)/);
+        assert.match(o.message, /global rank \d/);
+        assert.ok(o.ms < 7_000, `rank ${r} took ${o.ms}ms (its timeout is 8000)`);
+      }
+    });
+  }
+}
+
 test.run();

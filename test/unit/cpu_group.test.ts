@@ -215,7 +215,7 @@ test('an aborted signal rejects with ABORTED', async () => {
   await destroyAll(gs);
 });
 
-test('abort: pending ops fail (ABORTED here, PEER_LOST naming the rank on the peer), later ops with DESTROYED, the port is free', async () => {
+test('abort: pending ops fail (ABORTED here, PEER_LEFT naming the rank on the peer: its goodbye came), later ops with DESTROYED, the port is free', async () => {
   const port = await new Promise<number>((resolve) => {
     const s = net.createServer().listen(0, '127.0.0.1', () => {
       const p = (s.address() as net.AddressInfo).port;
@@ -232,7 +232,7 @@ test('abort: pending ops fail (ABORTED here, PEER_LOST naming the rank on the pe
   const theirs = gs[1].allReduce(empty([4], 'float32'));
   await gs[0].abort('test');
   await rejectsWith(mine, 'ERR_GROUPCOMM_ABORTED');
-  const lost = await rejectsWith(theirs, 'ERR_GROUPCOMM_PEER_LOST');
+  const lost = await rejectsWith(theirs, 'ERR_GROUPCOMM_PEER_LEFT');
   assert.is((lost as { peerRank?: number }).peerRank, 0);
   await rejectsWith(gs[0].barrier(), 'ERR_GROUPCOMM_DESTROYED');
   await gs[0].abort(); // idempotent

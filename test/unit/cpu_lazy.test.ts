@@ -73,6 +73,14 @@ test('after create only the ring neighbours are connected; a ring allReduce open
   }
 });
 
+test('with a hub (the coordinator passes its store host, group rank 0) every rank is also connected to it; it to all', async () => {
+  const n = 6;
+  const gs = await groupOf(n, { hub: 0 });
+  assert.equal(gs[0].connectedPeers(), [1, 2, 3, 4, 5]);
+  for (const g of gs.slice(1)) assert.equal(g.connectedPeers(), [...new Set([0, ...neighbours(g.rank, n)])].sort((a, b) => a - b), `rank ${g.rank}`);
+  await rejectsWith(CpuGroup.create({ store: server, rank: 0, worldSize: 2, groupName: 'badhub', hub: 2 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+});
+
 for (const n of [3, 5, 8]) {
   test(`${n} ranks connected on demand: every collective is exact, point to point reaches the far side`, async () => {
     const gs = await groupOf(n, { smallBytes: 256 });
@@ -132,7 +140,8 @@ test('a peer that left before anyone dialed it is named when an operation first 
   assert.not.ok(gs[0].connectedPeers().includes(gone));
   await gs[gone].destroy();
   live.delete(gs[gone]);
-  const e = await rejectsWith(gs[0].recv(tensor(new Float32Array(4)), gone, { timeoutMs: 10_000 }), 'ERR_GROUPCOMM_PEER_LOST');
+  // It left (destroyed its end): PEER_LEFT, never PEER_LOST.
+  const e = await rejectsWith(gs[0].recv(tensor(new Float32Array(4)), gone, { timeoutMs: 10_000 }), 'ERR_GROUPCOMM_PEER_LEFT');
   assert.is(e.peerRank, gone, e.message);
   assert.match(e.message, new RegExp(`rank ${gone}`));
 });

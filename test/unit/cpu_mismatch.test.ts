@@ -68,6 +68,44 @@ async function check(gs: CpuGroup[], call: Call, words: RegExp, what: string, ws
   }
 }
 
+test('2 ranks, both take themselves as the broadcast root: the next collective fails with MISMATCH naming the earlier call', async () => {
+  const gs = await groupOf(2);
+  try {
+    // No frame of this call is received by anyone: nothing can be compared yet.
+    await Promise.all(gs.map((g, r) => g.broadcast(f32(), { src: r })));
+    const res = await Promise.allSettled(gs.map((g) => g.allReduce(f32())));
+    for (const [r, x] of res.entries()) {
+      assert.is(x.status, 'rejected', `rank ${r} resolved`);
+      const e = (x as PromiseRejectedResult).reason as { code: string; message: string; peerRank?: number };
+      assert.is(e.code, 'ERR_GROUPCOMM_MISMATCH', `rank ${r}: ${e.message}`);
+      assert.match(e.message, new RegExp(`collective #0 \\(its call: broadcast \\(dtype float32, root ${1 - r}\\)`));
+      assert.is(e.peerRank, 1 - r);
+    }
+  } finally {
+    await Promise.all(gs.map((g) => g.abort()));
+  }
+});
+
+test('a rank that only sends (gather, not the root) learns of the mismatch its receiver saw: its next collective fails with MISMATCH', async () => {
+  const gs = await groupOf(2);
+  try {
+    const [root, sender] = await Promise.allSettled([gs[0].gather(f32(), { dst: 0 }), gs[1].gather(i32(), { dst: 0 })]);
+    assert.is(root.status, 'rejected');
+    assert.is(((root as PromiseRejectedResult).reason as { code: string }).code, 'ERR_GROUPCOMM_MISMATCH');
+    // Rank 1 compared nothing; its gather may have resolved. Its next collective (which rank 0,
+    // having failed, never joins) must fail with the verdict, not time out.
+    const t0 = performance.now();
+    const e = await gs[1].allReduce(f32()).then(() => undefined, (x) => x as { code: string; message: string; peerRank?: number });
+    assert.ok(e, 'rank 1 resolved');
+    assert.is(e!.code, 'ERR_GROUPCOMM_MISMATCH', e!.message);
+    assert.match(e!.message, /dtype \(int32 here, float32 on rank 0\)/);
+    assert.is(e!.peerRank, 0);
+    assert.ok(performance.now() - t0 < 1_000, 'it waited for its timeout');
+  } finally {
+    await Promise.all(gs.map((g) => g.abort()));
+  }
+});
+
 test('equal calls are not flagged; fingerprints differ by field', async () => {
   const gs = await groupOf(2);
   const out = await Promise.all(gs.map((g) => g.allReduce(f32(), { op: 'sum' }))) as CpuTensor[];

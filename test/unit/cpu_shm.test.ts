@@ -159,7 +159,7 @@ test('a bad transport or ring size is refused', async () => {
   }
 });
 
-test('destroy over shm: the peer sees PEER_LOST naming the rank, nothing hangs', async () => {
+test('destroy over shm: the peer sees PEER_LEFT (not PEER_LOST) naming the rank, nothing hangs', async () => {
   const gs = await groupOf(2);
   const t = tensor(new Float32Array(1 << 20));
   const pending = gs[1].allReduce(t);
@@ -168,7 +168,7 @@ test('destroy over shm: the peer sees PEER_LOST naming the rank, nothing hangs',
     await pending;
     assert.unreachable('should have failed');
   } catch (e) {
-    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LOST'), String(e));
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_PEER_LEFT'), String(e));
     assert.is((e as { peerRank?: number }).peerRank, 0);
   }
   await gs[1].destroy();

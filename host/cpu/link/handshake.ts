@@ -86,7 +86,7 @@ export interface PeerHello {
 }
 
 /** An ACK the dialer received: a refusal, or the peer's shm offer (ringBytes 0: none). */
-export type AckResult = { ok: false; why: string } | { ok: true; ringBytes: number; shmName: string };
+export type AckResult = { ok: false; why: string; status?: number } | { ok: true; ringBytes: number; shmName: string };
 
 export class Handshake {
   /** Every segment this rank created or mapped (the mesh unmaps them on close). */
@@ -201,6 +201,7 @@ export class Handshake {
     if (a.magic !== MAGIC || a.version !== VERSION || a.status !== Status.OK || a.rank !== peer) {
       return {
         ok: false,
+        status: a.magic === MAGIC && a.version === VERSION ? a.status : undefined,
         why: a.magic !== MAGIC ? 'not a groupcomm CPU group' : a.version !== VERSION ? `protocol version ${a.version}`
           : a.status !== Status.OK ? statusText(a.status) : `it is rank ${a.rank}`,
       };

@@ -15,8 +15,8 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import { mismatchError, protocolError, type GroupcommError } from '../../base/errors.js';
-import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, readHeader } from '../wire.js';
-import { describeMismatch } from '../fingerprint.js';
+import { ACK_SIZE, CHALLENGE_SIZE, DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_COLL, KIND_PING, KIND_SHM, KIND_VERDICT, readHeader } from '../wire.js';
+import { describeCall, describeMismatch } from '../fingerprint.js';
 
 /** Receives the frames of one operation from one peer. */
 export interface Sink {
@@ -58,6 +58,8 @@ export interface InboundEvents {
   ack(bytes: Uint8Array): void;
   /** The peer's goodbye: it leaves on purpose and everything it sent came before. */
   bye(): void;
+  /** The peer found that our call for collective `seq` differed from its own (`theirFp`). */
+  verdict?(seq: number, theirFp: number): void;
   /** The stream broke the protocol (reported once; the parser ignores the rest of it). */
   malformed(why: string): void;
 }
@@ -73,6 +75,9 @@ export interface RingSource {
 }
 
 export const frameKey = (kind: number, tag: number, seq: number) => `${kind}:${tag}:${seq}`;
+/** What every collective's route key starts with (routeKey: kind, tag 0, then the seq). */
+const COLL_PREFIX = frameKey(KIND_COLL, 0, 0).slice(0, -1);
+const COLL_CHAR = COLL_PREFIX.charCodeAt(0);
 
 /** Payload still to come above which reads go straight into the frame's destination. */
 export const DIRECT_READ_MIN = 64 * 1024;
@@ -199,9 +204,37 @@ export class Inbound {
   register(key: string, sink: Sink): void {
     this.sinks.set(key, sink);
     const early = this.early.get(key);
+    if (sink.fingerprint !== undefined && this.early.size > (early ? 1 : 0) && this.stray(key, sink)) return;
     if (!early) return;
     this.early.delete(key);
     for (const f of early) deliver(sink, key, this.peer, f.slot, f.buf, this.pool, f.tag);
+  }
+
+  /**
+   * Collectives run one after the other, and every frame a peer sends for one is read before it
+   * ends here: a frame still kept for an earlier collective was sent for a call this rank made
+   * differently (a 2-rank broadcast where both took themselves as the root: nobody receives,
+   * so nothing else compares). Fails `sink`'s collective naming the earlier one; true if so.
+   * Only looked for when frames are kept besides this collective's own (rare, never per frame).
+   */
+  private stray(key: string, sink: Sink): boolean {
+    if (!key.startsWith(COLL_PREFIX)) return false;
+    const seq = Number(key.slice(COLL_PREFIX.length));
+    for (const [k, q] of this.early) {
+      if (!k.startsWith(COLL_PREFIX)) continue;
+      const n = Number(k.slice(COLL_PREFIX.length));
+      if (!(n < seq)) continue;
+      this.early.delete(k);
+      this.failStray(sink, n, q[0].tag, seq);
+      return true;
+    }
+    return false;
+  }
+
+  private failStray(sink: Sink, n: number, tag: number, seq: number): void {
+    sink.fail(mismatchError(`rank ${this.peer} sent a frame for collective #${n} (its call: ${describeCall(tag)}), ` +
+      `which this rank had finished without expecting one from it (this rank's call #${n} differed: did both take themselves ` +
+      `as the root?); found at collective #${seq}`, { peerRank: this.peer }));
   }
 
   unregister(key: string): void {
@@ -308,6 +341,12 @@ export class Inbound {
       this.events.bye();
       return;
     }
+    if (h.kind === KIND_VERDICT) {
+      this.skipping = true;
+      this.remaining = h.length;
+      this.events.verdict?.(h.seq, h.tag);
+      return;
+    }
     this.bell = false;
     if (h.kind & KIND_SHM) {
       if (!this.ring || h.length !== DOORBELL_SIZE) {
@@ -392,6 +431,16 @@ export class Inbound {
   }
 
   private keepEarly(key: string, slot: number, buf: Uint8Array, tag: number): void {
+    // A collective frame kept while a later collective is registered is a stray (see stray).
+    if (this.sinks.size > 0 && key.charCodeAt(0) === COLL_CHAR && key.startsWith(COLL_PREFIX)) {
+      const n = Number(key.slice(COLL_PREFIX.length));
+      for (const [k, sink] of this.sinks) {
+        if (k.startsWith(COLL_PREFIX) && Number(k.slice(COLL_PREFIX.length)) > n) {
+          this.failStray(sink, n, tag, Number(k.slice(COLL_PREFIX.length)));
+          return;
+        }
+      }
+    }
     let q = this.early.get(key);
     if (!q) this.early.set(key, (q = []));
     q.push({ slot, buf, tag });

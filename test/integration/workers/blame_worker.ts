@@ -125,6 +125,50 @@ switch (scenario) {
     result = await outcome(create('cabsent'));
     break;
   }
+  // Rank 0 destroys its group cleanly while rank 1 still calls allReduce: rank 1 gets PEER_LEFT
+  // naming rank 0 (group and global rank), never PEER_LOST.
+  case 'leave': {
+    const g = await create(`leave-${process.argv[3]}`, { timeoutMs: 30_000 });
+    await g.barrier();
+    if (rank === 0) {
+      await g.destroy();
+      result = 'left';
+      break;
+    }
+    result = await outcome(g.allReduce(tensor(new Float32Array(1 << 16).fill(1)), { timeoutMs: 20_000 }));
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
+  // Store-channel calls that differ (argv[3]): 'root' — rank 0 calls broadcastObject as its
+  // root while rank 1 calls barrier (rank 0 resolves: it only sends); 'recv' — rank 1 is the
+  // root, so both wait. No message of one call answers the other: both must get MISMATCH
+  // naming the two calls (rank 0 at the latest on its next call), never a bare timeout.
+  case 'store-mismatch': {
+    const g = await create(`smm-${process.argv[3]}-${process.argv[4]}`, { timeoutMs: 30_000 });
+    await g.barrier();
+    const src = process.argv[3] === 'root' ? 0 : 1;
+    const first = await outcome(rank === 0 ? g.broadcastObject(rank === src ? { x: 1 } : undefined, src, { timeoutMs })
+      : g.barrier({ timeoutMs }));
+    const later = await outcome(g.barrier({ timeoutMs }));
+    result = { first, later };
+    await g.destroy({ lingerMs: 500 });
+    break;
+  }
+  // The ranks describe the group differently (argv[3]): 'bigger' — rank 1 passes one rank more
+  // than rank 0; 'smaller' — rank 0 does; 'members' (3 ranks) — rank 1 lists the same ranks in
+  // another order. Every rank's create fails with MISMATCH naming both views.
+  case 'ranks': {
+    const kind = process.argv[3];
+    // 'other' (4 ranks): global rank 3 names itself into [0, 1, 3] while 0..2 create [0, 1, 2]
+    // (it comes first, so it reaches the group's store before the others formed the group).
+    if (kind === 'other' && rank !== 3) await new Promise((r) => setTimeout(r, 1_000));
+    const groups = kind === 'other' ? (rank === 3 ? [[0, 1, 3]] : [[0, 1, 2]])
+      : kind === 'members' ? (rank === 1 ? [[0, 2, 1]] : [all])
+      : (kind === 'bigger') === (rank === 1) ? [[...all, worldSize]] : [all];
+    result = await outcome(StatelessGroupCoordinator.create({ groupRanks: groups, globalRank: rank, groupName: `ranks-${kind}-${process.argv[4]}`, rendezvous: store, timeoutMs })
+      .then((g) => g.destroy()));
+    break;
+  }
   default:
     throw new Error(`unknown scenario ${scenario}`);
 }
