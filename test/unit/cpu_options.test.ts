@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { transportOf, tuningOf } from '../../host/cpu/options.js';
-import { describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
+import { describeCall, describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
 import { isGroupcommError } from '../../host/base/errors.js';
 import { premulSum } from '../../host/core/premul.js';
 
@@ -118,6 +118,12 @@ test('describeMismatch names each differing field with both values and the peer'
   // Fields no build of this version writes still read as numbers, not as a crash.
   const e = describeMismatch(0xf | (31 << 4) | (7 << 9), 1, 2);
   assert.is(e.text, 'collective (#15 here, broadcast on rank 2), dtype (#31 here, - on rank 2), op (#7 here, - on rank 2)');
+});
+
+test('describeCall names the collective and its set fields, never the shape hash', () => {
+  assert.is(describeCall(fingerprint({ collective: 'barrier' })), 'barrier');
+  assert.is(describeCall(fingerprint({ collective: 'broadcast', dtype: 'float32', root: 1, shape: [3] })), 'broadcast (dtype float32, root 1)');
+  assert.is(describeCall(fingerprint({ collective: 'allReduce', dtype: 'int64', op: 'max', dim: 0 })), 'allReduce (dtype int64, op max, dim 0)');
 });
 
 test.run();
