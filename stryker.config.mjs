@@ -14,9 +14,12 @@ export default {
   commandRunner: { command: env('STRYKER_COMMAND', 'node scripts/test.js node pg_codec') },
   buildCommand: 'node scripts/mutate.js --build', // build:ts then build:test, in the sandbox
   coverageAnalysis: 'off',
+  // Mutants in error-message and log text are skipped (they change wording, not behaviour).
+  plugins: ['@stryker-mutator/*', './scripts/stryker-ignore-messages.mjs'],
+  ignorers: ['messages'],
   // Shared machine: one mutant at a time by default; a run that hangs counts as killed (Timeout).
   concurrency: Number(env('STRYKER_CONCURRENCY', '1')),
-  timeoutMS: 60_000,
+  timeoutMS: Number(env('STRYKER_TIMEOUT_MS', '60000')),
   timeoutFactor: 2,
   // Instrumented files are not type-checked by the sandbox build.
   disableTypeChecks: 'host/**/*.ts',
@@ -27,6 +30,11 @@ export default {
   // Stryker would rewrite tsconfig.json's outside paths with TypeScript's JS API, which the
   // native TypeScript 7 compiler here does not have; ours name no path outside the sandbox.
   tsconfigFile: 'no-tsconfig-rewrite.json',
+  // scripts/mutate.js keeps one incremental file per run name and strips its survivors first:
+  // the command runner reports no per-test coverage, so Stryker would otherwise reuse a
+  // survivor's status after a new test was added. Killed mutants of unchanged code are reused.
+  incremental: Boolean(process.env.STRYKER_INCREMENTAL_FILE),
+  incrementalFile: env('STRYKER_INCREMENTAL_FILE', 'reports/stryker-incremental.json'),
   tempDirName: '.stryker-tmp',
   cleanTempDir: true,
 };

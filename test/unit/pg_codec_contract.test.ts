@@ -292,4 +292,13 @@ test('hostile segment references and tables: the error says what is wrong', () =
   assert.ok(/\((.{1,120})\) under key/.test(e.message));
 });
 
+test('an object referenced twice travels as two copies: no structured-clone references on the wire', () => {
+  const shared = { x: 1, list: [1, 2] };
+  const bytes = encodeObject({ a: shared, b: shared, c: [shared] });
+  // msgpackr's structured clone would write the second occurrence as a reference extension
+  // (0xd6 0x70), which decodeObject refuses from a peer.
+  for (let i = 0; i + 1 < bytes.length; i++) assert.not.ok(bytes[i] === 0xd6 && (bytes[i + 1] === 0x70 || bytes[i + 1] === 0x69), `reference extension at byte ${i}`);
+  assert.equal(decodeObject(bytes, O), { a: { x: 1, list: [1, 2] }, b: { x: 1, list: [1, 2] }, c: [{ x: 1, list: [1, 2] }] });
+});
+
 test.run();
