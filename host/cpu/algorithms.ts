@@ -90,22 +90,30 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
       if (s < spec.reduceSteps) return spec.staging.get(0, length);
       return seg(recvBlock(s), k);
     },
-    done(slot, data) {
-      const s = Math.floor(slot / K);
-      const k = slot % K;
-      const target = seg(recvBlock(s), k);
-      if (s < spec.reduceSteps) {
-        if (target.byteLength !== data.byteLength) throw protocolError(`ring segment of ${data.byteLength} bytes, expected ${target.byteLength}`, { peerRank: left });
-        spec.reduce!(target, data);
-      }
-      if (s + 1 < spec.steps) ex.send(right, (s + 1) * K + k, target);
-      if (s === 0 && k + W < K) ex.send(right, k + W, seg(sendBlock(0), k + W));
-      if (++received === total) resolveDone();
+    // A reduce step's segment still in the peer's shared-memory ring is reduced straight from
+    // there, one copy fewer than receiving it into staging first (docs/cpu-group.md).
+    consume(slot, src) {
+      if (Math.floor(slot / K) >= spec.reduceSteps) return false;
+      arrived(slot, src);
+      return true;
     },
+    done: arrived,
     fail(e) {
       ex.fail(e);
     },
   };
+  function arrived(slot: number, data: Uint8Array): void {
+    const s = Math.floor(slot / K);
+    const k = slot % K;
+    const target = seg(recvBlock(s), k);
+    if (s < spec.reduceSteps) {
+      if (target.byteLength !== data.byteLength) throw protocolError(`ring segment of ${data.byteLength} bytes, expected ${target.byteLength}`, { peerRank: left });
+      spec.reduce!(target, data);
+    }
+    if (s + 1 < spec.steps) ex.send(right, (s + 1) * K + k, target);
+    if (s === 0 && k + W < K) ex.send(right, k + W, seg(sendBlock(0), k + W));
+    if (++received === total) resolveDone();
+  }
   ex.stream(left, total, sink);
   for (let k = 0; k < Math.min(W, K); k++) ex.send(right, k, seg(sendBlock(0), k));
   await Promise.race([done, ex.failed()]);
