@@ -108,7 +108,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
       const k = xs.reduce((a, x, i) => a + (x - mx) * (ys[i] - my), 0) / xs.reduce((a, x) => a + (x - mx) ** 2, 0);
       const [n0, t0] = fit[0], [n1, t1] = fit[fit.length - 1];
       report.note(`creation time grows like ranks^${k.toFixed(2)}: ${(t0 / 1000).toFixed(1)} ms at ${n0} ranks, ${(t1 / 1000).toFixed(1)} ms at ${n1} ranks ` +
-        `(${(t1 / t0).toFixed(1)}x for ${(n1 / n0).toFixed(0)}x the ranks; the CPU group's full mesh is O(ranks^2) connections in total)`);
+        `(${(t1 / t0).toFixed(1)}x for ${(n1 / n0).toFixed(0)}x the ranks; the CPU group connects its ring neighbours at creation and other pairs on first use)`);
     }
 
     report.section(`broadcastTensorDict, 32 entries, 4 ranks (one process each), per call; ${iters} reps of ${count} calls`);

@@ -101,7 +101,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     });
   }
 
-  /** Listens, publishes this rank's address in the store, connects and handshakes the full mesh. */
+  /** Listens, publishes this rank's address in the store, reads the peers' and connects the ring neighbours. */
   static async create(opts: CpuGroupOptions): Promise<CpuGroup> {
     const { rank, worldSize, groupName } = opts;
     if (!Number.isInteger(worldSize) || worldSize < 1) throw invalidArgument(`worldSize must be an integer >= 1, got ${worldSize}`);
@@ -140,11 +140,18 @@ export class CpuGroup implements Collectives<CpuTensor> {
 
   /**
    * How this rank exchanges data with `peer`: 'shm' (shared-memory rings both ways), 'tcp',
-   * 'mixed' (one direction each; a failed shm setup on one side), or 'self'.
+   * 'mixed' (one direction each; a failed shm setup on one side), 'self', or 'none' while the
+   * pair is not connected: pairs other than the ring neighbours connect when an operation first
+   * needs them (docs/cpu-group.md, "Setup").
    */
-  transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
+  transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
     return this.mesh.transportOf(peer);
+  }
+
+  /** The peers this rank is connected with so far (both directions of the pair up), ascending. */
+  connectedPeers(): number[] {
+    return this.mesh.connectedPeers();
   }
 
   /**
@@ -162,7 +169,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     return this.mesh.departed.has(peer);
   }
 
-  /** Where this rank listened during setup (the listener is closed once the mesh is complete). */
+  /** Where this rank listens (for peers that connect on demand; closed with the group). */
   get address(): { host: string; port: number } {
     return { ...this.mesh.address };
   }
@@ -368,7 +375,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
       if (!await settled(this.active.values(), { timeoutMs, signal: opts.signal })) {
         this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
       }
-      this.mesh.close();
+      // Resolves once our address key is deleted (bounded; a failure is only logged).
+      await this.mesh.close();
     })();
     return this.closing;
   }
@@ -385,7 +393,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
   abort(reason?: unknown): Promise<void> {
     if (!this.aborted) {
       this.abortOps(reason);
-      this.mesh.close();
+      void this.mesh.close();
       this.closing ??= Promise.resolve();
     }
     return this.closing!;

@@ -1,32 +1,49 @@
 /**
- * The mesh of one CPU group: two one-way connections per pair of ranks. Every rank dials every
- * peer and only ever *reads* from the sockets it dialed (link/tcp.ts says why), and only ever
- * *writes* to the sockets it accepted. Two connections per pair also keep the handshake
- * symmetric and the setup order-free: nobody waits on who dials.
+ * The mesh of one CPU group: two one-way connections per pair of ranks. A rank only ever *reads*
+ * from the sockets it dialed (link/tcp.ts says why), and only ever *writes* to the sockets it
+ * accepted. Two connections per pair also keep the handshake symmetric and order-free: nobody
+ * waits on who dials.
  *
- * This file holds the peers, the setup (listen, publish, dial, wait for every handshake), loss
- * and close. The rest is in link/: the handshake, the inbound parser that routes frames to
- * operations, and one link per peer for sending — TCP, or a shared-memory ring for same-host
- * peers (transport 'auto' / 'shm') — behind one `Link` interface.
+ * Pairs connect lazily (docs/cpu-group.md, "Setup"): setup publishes this rank's address, reads
+ * every peer's (one multiGet: O(ranks) store operations per group in total) and connects only
+ * the ring neighbours (rank ± 1); any other pair connects the first time an operation sends to
+ * or expects data from that peer, and a rank that accepts a peer's connection dials it back, so
+ * a pair is always both ways. A group's collectives only talk to some peers (ring neighbours,
+ * recursive-doubling partners), so creation no longer costs O(ranks²) connections, handshakes
+ * and shared-memory rings. The listener stays open for the group's life, and the address key
+ * stays in the store until close.
+ *
+ * This file holds the peers, the setup (listen, publish, read the addresses, connect the
+ * neighbours), connecting on demand, loss and close. The rest is in link/: the rendezvous
+ * (addresses.ts), the listener, dialing (dial.ts), the handshake, the inbound parser that routes
+ * frames to operations, frames waiting for a pair (queue.ts), and one link per peer for sending
+ * — TCP, or a shared-memory ring for same-host peers (transport 'auto' / 'shm') — behind one
+ * `Link` interface.
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { bindError, GroupcommError, isGroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
-import { applyKeepAlive } from '../base/netaddr.js';
+import { GroupcommError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
 import { Handshake, type HandshakeOptions, type PeerHello, type Transport } from './link/handshake.js';
 import { Inbound, SidePool, type Sink } from './link/inbound.js';
 import type { FrameHeader, Link, SendOptions, WriteDone } from './link/link.js';
 import { RingReader, ShmLink } from './link/shm.js';
-import { dialReader, listen, TcpLink } from './link/tcp.js';
+import { TcpLink } from './link/tcp.js';
+import { dialPeer, unreachableWith } from './link/dial.js';
+import { setting } from '../base/config.js';
+import { Listener } from './link/listener.js';
+import { addrKey, exchangeAddresses } from './link/addresses.js';
+import { SendQueues } from './link/queue.js';
 
 export type { Sink, Transport };
 
-/** A connection must send a valid HELLO within this (ms), or it is closed. */
-const HELLO_TIMEOUT_MS = 10_000;
-/** Connections without a HELLO yet held at once (besides 2 per peer). */
-const MAX_STRANGERS = 64;
+/** The peers connected at setup: the ring neighbours (every ring algorithm needs them). */
+export function setupPeers(rank: number, worldSize: number): number[] {
+  if (worldSize < 2) return [];
+  const next = (rank + 1) % worldSize, prev = (rank + worldSize - 1) % worldSize;
+  return next === prev ? [next] : [prev, next];
+}
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
 export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
@@ -53,7 +70,7 @@ export class Mesh {
   readonly worldSize: number;
   readonly log: Logger;
   private readonly hs: Handshake;
-  private server: net.Server | undefined;
+  private listener: Listener | undefined;
   /** Per peer: the parser of what it sends us (read from the connection we dialed). */
   private inbound: (Inbound | undefined)[];
   private dialed: (net.Socket | undefined)[];
@@ -63,7 +80,6 @@ export class Mesh {
   private outReady: boolean[];
   /** Per peer: the largest frame payload it accepts (from its HELLO). */
   private peerMaxFrame: number[];
-  private strangers = new Set<net.Socket>();
   private closing = false;
   private lost = false;
   private lostHandler: (err: GroupcommError) => void = () => {};
@@ -77,6 +93,16 @@ export class Mesh {
   private sendPool = new SidePool();
   /** Stops the liveness check (startLiveness). */
   private stopLiveness: (() => void) | undefined;
+  /** A peer's published address (from setup's multiGet; undefined until then). */
+  private addrOf: (r: number) => string | undefined = () => undefined;
+  /** Peers that dialed us before we knew their address: dialed back once we do. */
+  private wanted = new Set<number>();
+  /** Per peer: frames waiting for the send side of the pair (sent in order once it is ready). */
+  private queued: SendQueues;
+  /** Setup has finished: a dial that fails from now on loses the group (or finds the peer gone). */
+  private ready = false;
+  /** Setup's deadline (performance.now() ms): it bounds the dials made during setup. */
+  private deadline = 0;
 
   private constructor(private opts: MeshOptions) {
     this.rank = opts.rank;
@@ -88,38 +114,42 @@ export class Mesh {
     this.links = new Array(opts.worldSize).fill(undefined);
     this.outReady = new Array(opts.worldSize).fill(false);
     this.peerMaxFrame = new Array(opts.worldSize).fill(0);
+    this.queued = new SendQueues(opts.worldSize);
   }
 
-  /** Listens, publishes this rank's address, dials every peer and waits for every handshake. */
+  /** Listens, publishes this rank's address, reads every peer's and connects the ring neighbours. */
   static async connect(opts: MeshOptions): Promise<Mesh> {
     const m = new Mesh(opts);
     try {
       await m.setup();
     } catch (e) {
-      m.close();
-      // A failed setup must not leave addresses behind (a stale key outlives the group): ours,
-      // and those of peers that refused our last dial — a rank that died after publishing its
-      // address, which nobody else would ever delete.
+      const ours = m.close();
+      // A failed setup must not leave addresses behind (a stale key outlives the group): ours
+      // (close deletes it), and those of peers that refused our last dial — a rank that died
+      // after publishing its address, which nobody else would ever delete.
       const stale = [...m.refusedBy].map((r) => m.addrKey(r));
-      if (m.published) stale.push(m.published);
-      await Promise.all(stale.map((k) => opts.store.deleteKey(k, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${k}: ${err}`))));
+      await Promise.all([ours, ...stale.map((k) => opts.store.deleteKey(k, { timeoutMs: 2000 }).catch((err) => m.log.debug(`could not delete ${k}: ${err}`)))]);
       throw e;
     }
     return m;
   }
 
-  /** This rank's address key while it is in the store (setup deletes it once complete). */
+  /** This rank's address key while it is in the store (close deletes it). */
   private published: string | undefined;
   /** Peers whose listener refused our latest dial (their address is stale: they died). */
   private readonly refusedBy = new Set<number>();
 
   private addrKey(r: number): string {
-    return `groupcomm/cpu/${this.opts.groupName}/${this.opts.epoch}/addr/${r}`;
+    return addrKey(this.opts, r);
   }
 
-  /** How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed. */
-  transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' {
+  /**
+   * How this rank talks to `peer`: both directions over shared memory, both over TCP, or mixed;
+   * 'none' while the pair is not connected (no operation has needed it yet).
+   */
+  transportOf(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
     if (peer === this.rank) return 'self';
+    if (!this.outReady[peer] || !this.inbound[peer]?.acked) return 'none';
     const a = this.links[peer]?.transport === 'shm';
     const b = this.inbound[peer]?.ring !== undefined;
     return a && b ? 'shm' : !a && !b ? 'tcp' : 'mixed';
@@ -136,28 +166,18 @@ export class Mesh {
   }
 
   private async setup(): Promise<void> {
-    const { store, rank, worldSize, timeoutMs, signal } = this.opts;
+    const { rank, worldSize, timeoutMs, signal } = this.opts;
     const t0 = performance.now();
     const left = () => Math.max(1, timeoutMs - (performance.now() - t0));
+    this.deadline = t0 + timeoutMs;
     if (worldSize === 1) return;
     await this.listen();
-    const keys = [...Array(worldSize).keys()].map((r) => this.addrKey(r));
-    await store.set(keys[rank], `${this.address.host}:${this.address.port}`, { timeoutMs: left(), signal });
-    this.published = keys[rank];
-    const peers = keys.filter((_, r) => r !== rank);
-    let addrs: Uint8Array[];
-    try {
-      addrs = await store.multiGet(peers, { timeoutMs: left(), signal });
-    } catch (e) {
-      throw await this.unpublished(e, keys);
-    }
-    const addrOf = new Map<number, string>();
-    let i = 0;
-    for (let r = 0; r < worldSize; r++) if (r !== rank) addrOf.set(r, Buffer.from(addrs[i++]).toString('utf8'));
+    this.addrOf = await exchangeAddresses(this.opts, `${this.address.host}:${this.address.port}`, left, (k) => { this.published = k; });
+    const eager = setupPeers(rank, worldSize);
 
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
-        const missing = this.missingPeers();
+        const missing = this.missingPeers(eager);
         fail(timeoutError(
           `CPU group '${this.opts.groupName}' rank ${rank}: mesh not connected after ${timeoutMs}ms; no handshake with ranks ${missing.join(', ')}`,
           { rank, peerRanks: missing, timeoutMs }));
@@ -173,19 +193,17 @@ export class Mesh {
       const fail = (e: GroupcommError) => { cleanup(); reject(e); };
       this.setupError = fail;
       this.readyCheck = () => {
-        if (this.missingPeers().length === 0) { cleanup(); resolve(); }
+        if (this.missingPeers(eager).length === 0) { cleanup(); resolve(); }
       };
-      for (const [r, a] of addrOf) this.dial(r, a, keys[r], performance.now() + left());
+      for (const r of eager) this.connectTo(r);
+      // Peers that dialed us while we were still reading the addresses get their dial back now.
+      for (const r of this.wanted) this.connectTo(r);
+      this.wanted.clear();
+      this.readyCheck();
     });
-    // Everyone is here: stop listening (the port is free again) and drop unfinished strangers.
-    this.server?.close();
-    this.server = undefined;
-    for (const s of this.strangers) s.destroy();
-    this.strangers.clear();
-    // Every peer has read our address (it connected to us): drop the key so the store does not
-    // grow, and a later group of the same name and epoch cannot find a stale address.
-    this.published = undefined;
-    store.deleteKey(keys[rank], { timeoutMs: left() }).catch((e) => this.log.debug(`could not delete ${keys[rank]}: ${e}`));
+    this.ready = true;
+    // The listener stays open (other pairs connect on demand) and our address key stays in the
+    // store until close: a peer may read it again to dial us (a stale address it read first).
     this.startLiveness();
   }
 
@@ -196,69 +214,68 @@ export class Mesh {
       worldSize: this.worldSize,
       active: () => !this.closing && !this.lost,
       departed: (p) => this.departed.has(p),
-      ping: (p, frame, payload, done) => this.links[p]?.send(frame, payload, { copy: true }, done),
+      watched: (p) => this.inbound[p] !== undefined,
+      ping: (p, frame, payload, done) => { if (this.outReady[p]) this.links[p]?.send(frame, payload, { copy: true }, done); },
       bytesIn: (p) => this.inbound[p]?.bytesIn ?? 0,
       lose: (silent, why) => this.lose(silent[0], why, false, silent),
+      alsoCut: (silent) => this.sameHostUnreachable(silent),
     });
   }
 
-  /**
-   * The address wait timed out: name the ranks whose address never appeared (a store wait only
-   * knows its keys), asking the store key by key, briefly.
-   */
-  private async unpublished(e: unknown, keys: string[]): Promise<unknown> {
-    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) return e;
-    const { store, rank } = this.opts;
-    const there = await Promise.all(keys.map((k, r) => (r === rank ? true : store.check([k], { timeoutMs: 300 }).catch(() => undefined))));
-    const missing = keys.map((_, r) => r).filter((r) => there[r] === false);
-    if (missing.length === 0) return e;
-    return timeoutError(`CPU group '${this.opts.groupName}' rank ${rank}: rank${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ` +
-      `never published ${missing.length > 1 ? 'their' : 'its'} address (did ${missing.length > 1 ? 'they' : 'it'} call create?): ${e.message}`,
-    { rank, peerRanks: missing, peerRank: missing.length === 1 ? missing[0] : undefined, timeoutMs: e.timeoutMs, cause: e });
+  /** Unconnected peers published at the host of a silent one that do not answer a TCP connect. */
+  private sameHostUnreachable(silent: number[]): Promise<number[]> {
+    const unconnected = [...Array(this.worldSize).keys()].filter((r) => r !== this.rank && !this.inbound[r] && !this.departed.has(r));
+    const ms = Math.min(1000, Math.max(100, (setting('GROUPCOMM_LIVENESS_MS') ?? 0) / 4));
+    return unreachableWith(silent, unconnected, this.addrOf, ms);
   }
 
-  private missingPeers(): number[] {
+  private missingPeers(peers: number[]): number[] {
+    return peers.filter((r) => !(this.outReady[r] && this.inbound[r]?.acked));
+  }
+
+  /** The peers this rank has a complete pair of connections with (tests, the bench). */
+  connectedPeers(): number[] {
     const m: number[] = [];
-    for (let r = 0; r < this.worldSize; r++) {
-      if (r !== this.rank && !(this.outReady[r] && this.inbound[r]?.acked)) m.push(r);
-    }
+    for (let r = 0; r < this.worldSize; r++) if (r !== this.rank && this.outReady[r] && this.inbound[r]?.acked) m.push(r);
     return m;
   }
 
-  private async listen(): Promise<void> {
-    this.server = await listen(this.opts.host, this.opts.port, (s) => this.onConnection(s), (e) => this.log.warn(`listener error: ${e.message}`))
-      .catch((e) => { throw bindError(`CPU group '${this.opts.groupName}' rank ${this.opts.rank}`, this.opts.host, this.opts.port, e); });
-    this.address = { host: this.opts.advertiseHost ?? this.opts.host, port: (this.server.address() as net.AddressInfo).port };
-  }
-
-  /** An accepted socket: once its HELLO checks out it becomes the link we send to that rank on. */
-  private onConnection(s: net.Socket): void {
-    if (this.closing) { s.destroy(); return; }
-    // Unauthenticated connections are bounded in number and in time: a flood during setup must
-    // not take this rank's descriptors, nor a silent socket hold one until setup ends.
-    if (this.strangers.size >= MAX_STRANGERS + 2 * this.worldSize) {
-      this.log.warn(`too many connections that have not completed a HELLO (${this.strangers.size}): refusing ${s.remoteAddress}:${s.remotePort}`);
-      s.destroy();
+  /**
+   * Connects the pair with `peer` if it is not (being) connected: dials it (our receive side);
+   * the peer dials back when it accepts (our send side). Idempotent.
+   */
+  private connectTo(peer: number): void {
+    if (peer === this.rank || this.inbound[peer] || this.closing || this.lost) return;
+    const addr = this.addrOf(peer);
+    if (addr === undefined) {
+      // Setup has not read the addresses yet (only a peer's dial gets us here that early).
+      this.wanted.add(peer);
       return;
     }
-    s.setNoDelay(true);
-    applyKeepAlive(s);
-    this.strangers.add(s);
-    const timer = setTimeout(() => {
-      if (this.strangers.has(s)) {
-        this.log.warn(`no valid HELLO from ${s.remoteAddress}:${s.remotePort} within ${this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS} ms: closing it`);
-        s.destroy();
-      }
-    }, this.opts.helloTimeoutMs ?? HELLO_TIMEOUT_MS);
-    timer.unref?.();
-    s.on('error', () => {});
-    s.on('close', () => { clearTimeout(timer); this.strangers.delete(s); });
-    this.hs.readHello(s, (r) => this.links[r] !== undefined, (h) => { clearTimeout(timer); this.accept(s, h); });
+    this.dial(peer, addr, this.addrKey(peer));
   }
 
+  /** The send side of the pair with `peer` is ready: its queued frames go out, in order. */
+  private sendReady(peer: number): void {
+    this.outReady[peer] = true;
+    this.queued.flush(peer);
+    this.readyCheck();
+  }
+
+  private async listen(): Promise<void> {
+    const o = this.opts;
+    this.listener = await Listener.open({
+      host: o.host, port: o.port, what: `CPU group '${o.groupName}' rank ${o.rank}`, worldSize: o.worldSize,
+      helloTimeoutMs: o.helloTimeoutMs, hs: this.hs, log: this.log,
+      connected: (r) => this.links[r] !== undefined,
+      accepted: (s, h) => { if (this.closing) s.destroy(); else this.accept(s, h); },
+    });
+    this.address = { host: o.advertiseHost ?? o.host, port: this.listener.port };
+  }
+
+  /** An accepted socket whose HELLO checked out: the link we send to that rank on. */
   private accept(s: net.Socket, h: PeerHello): void {
     const peer = h.rank;
-    this.strangers.delete(s);
     const events = {
       lost: (why: string) => this.loseLater(peer, why),
       malformed: (why: string) => this.protocolFailure(peer, why),
@@ -270,22 +287,21 @@ export class Mesh {
         onAnswer: (mapped) => {
           if (mapped) this.log.debug(`rank ${peer}: sending through shared memory (${seg.ringBytes} byte ring)`);
           else this.hs.fallback(peer, 'the peer could not map the segment');
-          this.outReady[peer] = true;
-          this.readyCheck();
+          this.sendReady(peer);
         },
       });
     } else {
       this.links[peer] = new TcpLink({ peer, socket: s, events, pool: this.sendPool });
-      this.outReady[peer] = true;
     }
     this.peerMaxFrame[peer] = h.maxFrameBytes;
     s.write(this.hs.ack(h, seg));
     this.log.debug(`accepted rank ${peer} from ${s.remoteAddress}:${s.remotePort}`);
-    this.readyCheck();
+    if (!seg) this.sendReady(peer);
+    // The peer connected to send to us: our side of the pair (reading from it) follows.
+    this.connectTo(peer);
   }
 
-  private dial(peer: number, firstAddr: string, key: string, deadline: number): void {
-    let addr = firstAddr;
+  private dial(peer: number, addr: string, key: string): void {
     const buffer = Buffer.alloc(this.opts.recvBufferBytes); // zero-filled: its pages are touched once, here
     const inbound = new Inbound(peer, buffer, {
       challenge: (b) => {
@@ -298,42 +314,25 @@ export class Mesh {
       malformed: (why) => this.protocolFailure(peer, why),
     }, this.opts.maxFrameBytes);
     this.inbound[peer] = inbound;
-    const attempt = () => {
-      if (this.closing) return;
-      let connected = false;
-      const cut = addr.lastIndexOf(':');
-      const s = dialReader(addr.slice(0, cut), Number(addr.slice(cut + 1)), inbound);
-      s.on('connect', () => {
-        connected = true;
-        this.refusedBy.delete(peer);
-        s.setNoDelay(true);
-        applyKeepAlive(s);
-        this.dialed[peer] = s;
-        // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
-        // Everything a peer sends, its goodbye included, arrives in order on this connection,
-        // so the end of *this* stream decides: after a goodbye it is a departure, else a loss.
-        s.on('error', (e) => this.lose(peer, e.message));
-        s.on('end', () => this.lose(peer, 'connection closed by the peer'));
-        s.on('close', () => this.lose(peer, 'connection closed'));
-      });
-      s.once('error', (e: NodeJS.ErrnoException) => {
-        if (connected) return;
-        s.destroy();
-        if (e.code === 'ECONNREFUSED') this.refusedBy.add(peer);
-        // The peer publishes its address only once it listens, so a refusal means the address
-        // is stale (a crashed earlier run of this group): read the key again and retry until
-        // the peer's new incarnation has replaced it, or the deadline.
-        if (performance.now() < deadline) {
-          setTimeout(() => {
-            this.opts.store.get(key, { timeoutMs: Math.max(1, deadline - performance.now()) })
-              .then((v) => { addr = Buffer.from(v).toString('utf8'); }, () => {})
-              .finally(attempt);
-          }, 50);
+    dialPeer({
+      peer, addr, key, store: this.opts.store, inbound,
+      // During setup the setup's deadline bounds the retries; after it, the group's timeout from now.
+      deadline: this.ready ? performance.now() + this.opts.timeoutMs : this.deadline,
+      afterSetup: () => this.ready,
+      active: () => !this.closing && !this.lost,
+      refused: (yes) => (yes ? this.refusedBy.add(peer) : this.refusedBy.delete(peer)),
+      // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
+      connected: (s) => { this.dialed[peer] = s; },
+      lost: (why) => this.lose(peer, why),
+      failed: (e, at) => {
+        if (this.setupError) {
+          this.setupError(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${at}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
+        } else {
+          this.lose(peer, `cannot connect to it at ${at}: ${e.message}`);
         }
-        else this.setupError?.(peerLostError(`rank ${this.rank}: cannot connect to rank ${peer} at ${addr}: ${e.message}`, { rank: this.rank, peerRank: peer, cause: e }));
-      });
-    };
-    attempt();
+      },
+      left: () => this.onBye(peer),
+    });
   }
 
   /** The ACK on a dialed connection; with a ring offer, map it and answer. */
@@ -363,6 +362,7 @@ export class Mesh {
   private onBye(peer: number): void {
     if (this.departed.has(peer)) return;
     this.departed.add(peer);
+    this.queued.fail(`rank ${peer} left the group`, [peer]);
     this.log.debug(`rank ${peer} left the group`);
     this.departHandler(peer);
   }
@@ -384,6 +384,7 @@ export class Mesh {
     const err = protocol ? protocolError(msg, fields) : peerLostError(msg, fields);
     if (this.setupError) { this.setupError(err); return; }
     this.lost = true;
+    this.queued.fail(err.message);
     this.log.info(err.message);
     this.lostHandler(err);
   }
@@ -396,9 +397,13 @@ export class Mesh {
     this.lose(peer, `protocol error: ${why}`, true);
   }
 
-  /** Routes frames with `key` from `peer` to `sink`, first handing over any that came early. */
+  /**
+   * Routes frames with `key` from `peer` to `sink`, first handing over any that came early;
+   * connects the pair first if no operation has needed it yet.
+   */
   register(peer: number, key: string, sink: Sink): void {
-    this.inbound[peer]!.register(key, sink);
+    this.connectTo(peer);
+    this.inbound[peer]?.register(key, sink);
   }
 
   unregister(peer: number, key: string): void {
@@ -412,8 +417,20 @@ export class Mesh {
     }
   }
 
-  /** Sends one frame to `peer` (see Link.send for when `payload` may change again). */
+  /**
+   * Sends one frame to `peer` (see Link.send for when `payload` may change again). A pair not
+   * connected yet is connected now; its frames wait, in order, until the send side is ready.
+   */
   send(peer: number, frame: FrameHeader, payload: Uint8Array, opts: SendOptions, done: WriteDone): void {
+    if (!this.outReady[peer] || this.queued.waiting(peer)) {
+      if (this.closing || this.lost || this.departed.has(peer) || peer === this.rank || !(peer >= 0 && peer < this.worldSize)) {
+        done(new Error(`no connection to rank ${peer}`));
+        return;
+      }
+      this.queued.push(peer, frame, payload, opts, done, (f, p, o, d) => this.send(peer, f, p, o, d));
+      this.connectTo(peer);
+      return;
+    }
     const link = this.links[peer];
     if (!link) {
       done(new Error(`no connection to rank ${peer}`));
@@ -431,17 +448,23 @@ export class Mesh {
    * everything already written to it, so it can tell a departure from a crash; sockets that
    * have not drained within a second are destroyed. Idempotent.
    */
-  close(): void {
-    if (this.closing) return;
+  close(): Promise<void> {
+    if (this.closing) return Promise.resolve();
     this.closing = true;
+    this.queued.fail('the group was closed');
     this.stopLiveness?.();
-    this.server?.close();
-    this.server = undefined;
+    this.listener?.close();
+    this.listener = undefined;
     for (const link of this.links) link?.close();
-    for (const s of [...this.dialed, ...this.strangers]) s?.destroy();
-    this.strangers.clear();
+    for (const s of this.dialed) s?.destroy();
     // Nothing reads or writes a ring once its link is closed (both paths check), so the
     // mappings can go now; the peer keeps its own mapping of each segment until it closes.
     this.hs.closeSegments();
+    // Our address goes with us: the store does not grow, a later group of this name and epoch
+    // finds no stale address, and a peer that dials us from now on finds the key gone (we left).
+    const key = this.published;
+    this.published = undefined;
+    if (!key) return Promise.resolve();
+    return this.opts.store.deleteKey(key, { timeoutMs: 2000 }).then(() => {}, (e) => this.log.debug(`could not delete ${key}: ${e}`));
   }
 }

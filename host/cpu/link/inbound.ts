@@ -196,6 +196,17 @@ export class Inbound {
     this.challenged = events.challenge === undefined;
   }
 
+  /**
+   * The connection dropped before its ACK (mesh.ts dials again): the next one starts with a
+   * fresh CHALLENGE. No frame can have arrived yet; registered sinks stay.
+   */
+  restartHandshake(): void {
+    if (this.acked) return;
+    this.challenged = this.events.challenge === undefined;
+    this.challengeFill = 0;
+    this.ackFill = 0;
+  }
+
   /** Routes frames with `key` to `sink`, first handing over any that came early. */
   register(key: string, sink: Sink): void {
     this.sinks.set(key, sink);

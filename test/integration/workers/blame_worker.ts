@@ -15,6 +15,11 @@ const port = Number(process.env.COORD_STORE_PORT);
 const timeoutMs = Number(process.env.COORD_TIMEOUT_MS ?? 3_000);
 const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs: 30_000 });
 const all = [...Array(worldSize).keys()];
+// Ranks start seconds apart on a loaded 2-core machine: meet first, so that start-up skew does not
+// eat into the short timeouts the scenarios below test (a late start is not an absent rank).
+const run = `blame-start/${process.ppid}/${process.argv.slice(2).join(',')}`;
+await store.set(`${run}/${rank}`, '1');
+await store.wait(all.map((r) => `${run}/${r}`), { timeoutMs: 60_000 });
 
 type Seen = { code: string; message: string; peerRank?: number; peerRanks?: number[]; ms: number };
 const seen = (e: unknown, t0: number): Seen => isGroupcommError(e)
