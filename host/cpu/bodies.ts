@@ -44,14 +44,18 @@ export function prepareAllReduce(c: CallContext, input: CpuTensor, opts: ReduceO
   return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
     // The algorithms reduce in place: out of place, they run on the result after a copy.
     const buf = bytesOf(out);
+    const useRing = buf.byteLength > c.smallBytes && buf.byteLength >= c.worldSize * itemSize(x.dtype) && c.worldSize > 1;
     // premulSum: this rank's input, scaled, is its part of the sum.
     if (isPreMulSum(op)) scaleBytes(x.dtype, buf, bytesOf(x), op);
-    else if (!inPlace) buf.set(bytesOf(x));
-    if (buf.byteLength <= c.smallBytes || buf.byteLength < c.worldSize * itemSize(x.dtype)) {
+    else if (!inPlace && !useRing) buf.set(bytesOf(x));
+    // Out of place, the ring reads the input where it is and writes every block of the result
+    // itself: no copy of the input first (one pass over the buffer fewer).
+    const input = !inPlace && !isPreMulSum(op) ? bytesOf(x) : undefined;
+    if (!useRing) {
       await recursiveDoubling(ex, buf, reduce, c.staging, c.plans.recursiveDoubling());
     } else {
       await ring(ex, {
-        buf, itemSize: itemSize(x.dtype), steps: 2 * (c.worldSize - 1), reduceSteps: c.worldSize - 1,
+        buf, input, itemSize: itemSize(x.dtype), steps: 2 * (c.worldSize - 1), reduceSteps: c.worldSize - 1,
         shift: 0, reduce, tuning: c.tuning, staging: c.staging,
       });
     }
