@@ -57,7 +57,8 @@ export interface RingSpec {
    * block from here and each reduce step combines the received segment with this block's part
    * of `input`, writing into `buf`. No copy of the input into `buf` is then needed: every block
    * of `buf` is written by the ring (reduced once, or received in a copy step). Only where the
-   * ring writes every block: allReduce's 2(P−1) steps; reduceScatter keeps its own block only.
+   * ring writes every block it later reads: allReduce's 2(P−1) steps, and reduceScatter, whose
+   * caller keeps only its own block (the last one reduced).
    */
   input?: Uint8Array;
   tuning: Pipeline;

@@ -96,12 +96,14 @@ export function prepareReduceScatter(c: CallContext, input: CpuTensor, opts: Red
   return [{ collective: 'reduceScatter', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
     const inBytes = bytesOf(x);
     const o = bytesOf(out);
-    // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
+    // The ring writes into a reused work buffer, reading this rank's part from the input where
+    // it is (premulSum: from its scaled copy), so the input stays intact without a copy of it.
     const work = c.staging.get(1, inBytes.byteLength);
-    if (isPreMulSum(op)) scaleBytes(x.dtype, work, inBytes, op);
-    else work.set(inBytes);
+    const pre = isPreMulSum(op);
+    if (pre) scaleBytes(x.dtype, work, inBytes, op);
+    else if (P === 1) work.set(inBytes);
     await ring(ex, {
-      buf: work, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
+      buf: work, input: pre ? undefined : inBytes, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
       shift: -1, reduce, tuning: c.tuning, staging: c.staging,
     });
     o.set(work.subarray(c.rank * o.byteLength, (c.rank + 1) * o.byteLength));
