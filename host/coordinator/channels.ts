@@ -98,6 +98,8 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
           return CpuGroup.create({
             store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
             secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
+            // Group rank 0 hosts the store the fault reports travel through: everyone sees its loss directly.
+            hub: 0,
           });
         })()),
       ]);

@@ -109,6 +109,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     if (typeof groupName !== 'string' || groupName.length === 0 || Buffer.byteLength(groupName) > 1024) {
       throw invalidArgument('groupName must be a non-empty string of at most 1024 bytes');
     }
+    if (opts.hub !== undefined && !(Number.isInteger(opts.hub) && opts.hub >= 0 && opts.hub < worldSize)) throw invalidArgument(`hub must be a rank in [0, ${worldSize}), got ${opts.hub}`);
     const epoch = opts.epoch ?? 0;
     if (!Number.isSafeInteger(epoch) || epoch < 0) throw invalidArgument(`epoch must be an integer >= 0, got ${epoch}`);
     const timeoutMs = effectiveTimeout(opts);
@@ -134,6 +135,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       recvBufferBytes: Math.floor(opts.recvBufferBytes ?? setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') ?? 1024 * 1024),
       secret,
       maxFrameBytes,
+      hub: opts.hub,
     });
     return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
   }

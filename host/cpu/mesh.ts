@@ -38,11 +38,18 @@ import { SendQueues } from './link/queue.js';
 
 export type { Sink, Transport };
 
-/** The peers connected at setup: the ring neighbours (every ring algorithm needs them). */
-export function setupPeers(rank: number, worldSize: number): number[] {
+/**
+ * The peers connected at setup: the ring neighbours (every ring algorithm needs them) and, with
+ * a `hub`, that rank (which connects to everyone).
+ */
+export function setupPeers(rank: number, worldSize: number, hub?: number): number[] {
   if (worldSize < 2) return [];
   const next = (rank + 1) % worldSize, prev = (rank + worldSize - 1) % worldSize;
-  return next === prev ? [next] : [prev, next];
+  const peers = new Set([prev, next]);
+  if (hub === rank) for (let r = 0; r < worldSize; r++) peers.add(r);
+  else if (hub !== undefined && hub >= 0 && hub < worldSize) peers.add(hub);
+  peers.delete(rank);
+  return [...peers].sort((a, b) => a - b);
 }
 
 /** The handshake's settings (group, rank, framing, transport, ring size) and the mesh's own. */
@@ -63,6 +70,8 @@ export interface MeshOptions extends Omit<HandshakeOptions, 'log'> {
   shmMinBytes: number;
   /** A connection that has not sent a valid HELLO by then is closed (default 10 s). */
   helloTimeoutMs?: number;
+  /** A rank every rank connects to at setup (CpuGroupOptions.hub). */
+  hub?: number;
 }
 
 export class Mesh {
@@ -173,7 +182,7 @@ export class Mesh {
     if (worldSize === 1) return;
     await this.listen();
     this.addrOf = await exchangeAddresses(this.opts, `${this.address.host}:${this.address.port}`, left, (k) => { this.published = k; });
-    const eager = setupPeers(rank, worldSize);
+    const eager = setupPeers(rank, worldSize, this.opts.hub);
 
     await new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -57,6 +57,13 @@ export interface CpuGroupOptions {
   insecure?: boolean;
   /** Largest frame payload a peer may send this rank (default GROUPCOMM_CPU_MAX_FRAME_BYTES, 4 GiB). */
   maxFrameBytes?: number;
+  /**
+   * A rank connected to every other rank at creation (default none: only the ring neighbours
+   * are, every other pair connects on first use; docs/cpu-group.md, "Setup"). The coordinator
+   * passes group rank 0, which hosts the group's store: the other members' fault reports travel
+   * through that store, so each member must see that rank's loss itself.
+   */
+  hub?: number;
 }
 
 function defaultRingBytes(worldSize: number): number {

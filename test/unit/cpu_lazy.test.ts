@@ -73,6 +73,14 @@ test('after create only the ring neighbours are connected; a ring allReduce open
   }
 });
 
+test('with a hub (the coordinator passes its store host, group rank 0) every rank is also connected to it; it to all', async () => {
+  const n = 6;
+  const gs = await groupOf(n, { hub: 0 });
+  assert.equal(gs[0].connectedPeers(), [1, 2, 3, 4, 5]);
+  for (const g of gs.slice(1)) assert.equal(g.connectedPeers(), [...new Set([0, ...neighbours(g.rank, n)])].sort((a, b) => a - b), `rank ${g.rank}`);
+  await rejectsWith(CpuGroup.create({ store: server, rank: 0, worldSize: 2, groupName: 'badhub', hub: 2 }), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+});
+
 for (const n of [3, 5, 8]) {
   test(`${n} ranks connected on demand: every collective is exact, point to point reaches the far side`, async () => {
     const gs = await groupOf(n, { smallBytes: 256 });
