@@ -93,13 +93,15 @@ const scratch = new Scratch();
 /**
  * dst = op(dst, src), element-wise, on host bytes. dst and src must have the same length, a
  * multiple of the dtype's item size; any byte offset is fine. avg reduces like sum.
+ * With `a`: dst = op(a, src) (same length; may be dst itself), at no extra cost — both operands
+ * pass through the scratch region anyway, so a caller keeps its input and needs no copy of it.
  */
-export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Uint8Array): void {
+export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Uint8Array, a: Uint8Array = dst): void {
   const code = opCode(op);
   const { code: dt, itemSize } = dtypeOf(dtype, op);
   const total = dst.byteLength;
-  if (src.byteLength !== total) {
-    throw invalidArgument(`reduce ${op}/${dtype}: dst has ${total} bytes but src has ${src.byteLength}`);
+  if (src.byteLength !== total || a.byteLength !== total) {
+    throw invalidArgument(`reduce ${op}/${dtype}: dst has ${total} bytes but src has ${src.byteLength}${a === dst ? '' : ` and a ${a.byteLength}`}`);
   }
   if (total % itemSize !== 0) {
     throw invalidArgument(`reduce ${op}/${dtype}: ${total} bytes is not a whole number of ${itemSize}-byte elements`);
@@ -108,7 +110,7 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   // Whole elements per chunk; the chunk size is a multiple of every item size.
   const chunk = Math.min(total, CHUNK_BYTES);
   const base = scratch.ensure(2 * chunk);
-  if (dst.byteLength !== total || src.byteLength !== total) {
+  if (dst.byteLength !== total || src.byteLength !== total || a.byteLength !== total) {
     throw invalidArgument(`reduce ${op}/${dtype}: an operand was a view of core memory and was detached when it grew; use allocCoreBuffer + reduceAt`);
   }
   const x = k();
@@ -116,7 +118,7 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   if (total === chunk) {
     // One piece: no subarrays on the way in (the common small-message case).
     const u8 = core.u8();
-    u8.set(dst, base);
+    u8.set(a, base);
     u8.set(src, base + chunk);
     check(x.reduce(code, dt, base, base + chunk, total / itemSize), `reduce ${op}/${dtype}`);
     dst.set(core.u8().subarray(base, base + total));
@@ -125,7 +127,7 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   for (let off = 0; off < total; off += chunk) {
     const len = Math.min(chunk, total - off);
     const u8 = core.u8();
-    u8.set(dst.subarray(off, off + len), base);
+    u8.set(a.subarray(off, off + len), base);
     u8.set(src.subarray(off, off + len), base + chunk);
     check(x.reduce(code, dt, base, base + chunk, len / itemSize), `reduce ${op}/${dtype}`);
     dst.set(core.u8().subarray(base, base + len), off);

@@ -14,7 +14,8 @@ import type { Sink } from './mesh.js';
 import { protocolError } from '../base/errors.js';
 import type { BinomialTree, RecursiveDoublingPlan, Schedules } from './schedule.js';
 
-export type ReduceFn = (dst: Uint8Array, src: Uint8Array) => void;
+/** dst = op(a, src) element-wise; `a` defaults to dst (in place). */
+export type ReduceFn = (dst: Uint8Array, src: Uint8Array, a?: Uint8Array) => void;
 
 export interface Tuning {
   /** Bytes per pipelined segment. */
@@ -51,6 +52,15 @@ export interface RingSpec {
   /** Block sent at step s is (rank - s + shift) mod P (Schedules.ringBlocks). */
   shift: number;
   reduce?: ReduceFn;
+  /**
+   * This rank's contribution when it is not already in `buf` (out of place): step 0 sends its
+   * block from here and each reduce step combines the received segment with this block's part
+   * of `input`, writing into `buf`. No copy of the input into `buf` is then needed: every block
+   * of `buf` is written by the ring (reduced once, or received in a copy step). Only where the
+   * ring writes every block it later reads: allReduce's 2(P−1) steps, and reduceScatter, whose
+   * caller keeps only its own block (the last one reduced).
+   */
+  input?: Uint8Array;
   tuning: Pipeline;
   staging: Staging;
 }
@@ -68,10 +78,11 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
   if (ex.size === 1 || spec.steps === 0) return;
   const plans = spec.tuning.plans;
   const { segments: K, offsets, lengths } = plans.ringSegments(spec.buf.byteLength, spec.itemSize);
-  const seg = (b: number, k: number) => {
+  const seg = (b: number, k: number, from = spec.buf) => {
     const i = b * K + k;
-    return spec.buf.subarray(offsets[i], offsets[i] + lengths[i]);
+    return from.subarray(offsets[i], offsets[i] + lengths[i]);
   };
+  const input = spec.input ?? spec.buf;
   const { next: right, prev: left } = plans.ring();
   const blocks = plans.ringBlocks(spec.shift);
   const sendBlock = (s: number) => blocks[s];
@@ -90,24 +101,33 @@ export async function ring(ex: Exchange, spec: RingSpec): Promise<void> {
       if (s < spec.reduceSteps) return spec.staging.get(0, length);
       return seg(recvBlock(s), k);
     },
-    done(slot, data) {
-      const s = Math.floor(slot / K);
-      const k = slot % K;
-      const target = seg(recvBlock(s), k);
-      if (s < spec.reduceSteps) {
-        if (target.byteLength !== data.byteLength) throw protocolError(`ring segment of ${data.byteLength} bytes, expected ${target.byteLength}`, { peerRank: left });
-        spec.reduce!(target, data);
-      }
-      if (s + 1 < spec.steps) ex.send(right, (s + 1) * K + k, target);
-      if (s === 0 && k + W < K) ex.send(right, k + W, seg(sendBlock(0), k + W));
-      if (++received === total) resolveDone();
+    // A reduce step's segment still in the peer's shared-memory ring is reduced straight from
+    // there, one copy fewer than receiving it into staging first (docs/cpu-group.md).
+    consume(slot, src) {
+      if (Math.floor(slot / K) >= spec.reduceSteps) return false;
+      arrived(slot, src);
+      return true;
     },
+    done: arrived,
     fail(e) {
       ex.fail(e);
     },
   };
+  function arrived(slot: number, data: Uint8Array): void {
+    const s = Math.floor(slot / K);
+    const k = slot % K;
+    const target = seg(recvBlock(s), k);
+    if (s < spec.reduceSteps) {
+      if (target.byteLength !== data.byteLength) throw protocolError(`ring segment of ${data.byteLength} bytes, expected ${target.byteLength}`, { peerRank: left });
+      // A block is received at most once in the reduce steps, so its local part is still the input's.
+      spec.reduce!(target, data, seg(recvBlock(s), k, input));
+    }
+    if (s + 1 < spec.steps) ex.send(right, (s + 1) * K + k, target);
+    if (s === 0 && k + W < K) ex.send(right, k + W, seg(sendBlock(0), k + W, input));
+    if (++received === total) resolveDone();
+  }
   ex.stream(left, total, sink);
-  for (let k = 0; k < Math.min(W, K); k++) ex.send(right, k, seg(sendBlock(0), k));
+  for (let k = 0; k < Math.min(W, K); k++) ex.send(right, k, seg(sendBlock(0), k, input));
   await Promise.race([done, ex.failed()]);
 }
 

@@ -44,14 +44,18 @@ export function prepareAllReduce(c: CallContext, input: CpuTensor, opts: ReduceO
   return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
     // The algorithms reduce in place: out of place, they run on the result after a copy.
     const buf = bytesOf(out);
+    const useRing = buf.byteLength > c.smallBytes && buf.byteLength >= c.worldSize * itemSize(x.dtype) && c.worldSize > 1;
     // premulSum: this rank's input, scaled, is its part of the sum.
     if (isPreMulSum(op)) scaleBytes(x.dtype, buf, bytesOf(x), op);
-    else if (!inPlace) buf.set(bytesOf(x));
-    if (buf.byteLength <= c.smallBytes || buf.byteLength < c.worldSize * itemSize(x.dtype)) {
+    else if (!inPlace && !useRing) buf.set(bytesOf(x));
+    // Out of place, the ring reads the input where it is and writes every block of the result
+    // itself: no copy of the input first (one pass over the buffer fewer).
+    const input = !inPlace && !isPreMulSum(op) ? bytesOf(x) : undefined;
+    if (!useRing) {
       await recursiveDoubling(ex, buf, reduce, c.staging, c.plans.recursiveDoubling());
     } else {
       await ring(ex, {
-        buf, itemSize: itemSize(x.dtype), steps: 2 * (c.worldSize - 1), reduceSteps: c.worldSize - 1,
+        buf, input, itemSize: itemSize(x.dtype), steps: 2 * (c.worldSize - 1), reduceSteps: c.worldSize - 1,
         shift: 0, reduce, tuning: c.tuning, staging: c.staging,
       });
     }
@@ -92,12 +96,14 @@ export function prepareReduceScatter(c: CallContext, input: CpuTensor, opts: Red
   return [{ collective: 'reduceScatter', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
     const inBytes = bytesOf(x);
     const o = bytesOf(out);
-    // The ring reduces in place, so it runs on a reused work copy: the input stays intact.
+    // The ring writes into a reused work buffer, reading this rank's part from the input where
+    // it is (premulSum: from its scaled copy), so the input stays intact without a copy of it.
     const work = c.staging.get(1, inBytes.byteLength);
-    if (isPreMulSum(op)) scaleBytes(x.dtype, work, inBytes, op);
-    else work.set(inBytes);
+    const pre = isPreMulSum(op);
+    if (pre) scaleBytes(x.dtype, work, inBytes, op);
+    else if (P === 1) work.set(inBytes);
     await ring(ex, {
-      buf: work, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
+      buf: work, input: pre ? undefined : inBytes, itemSize: itemSize(x.dtype), steps: P - 1, reduceSteps: P - 1,
       shift: -1, reduce, tuning: c.tuning, staging: c.staging,
     });
     o.set(work.subarray(c.rank * o.byteLength, (c.rank + 1) * o.byteLength));

@@ -70,7 +70,7 @@ export class CallContext {
     if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
     if (isPreMulSum(op)) premulScalar(dtype, op); // refused here (bool, an integer factor out of range), before anything is sent
     const k = op === 'avg' || isPreMulSum(op) ? 'sum' : op;
-    return (dst: Uint8Array, src: Uint8Array) => reduceBytes(k, dtype, dst, src);
+    return (dst: Uint8Array, src: Uint8Array, a?: Uint8Array) => reduceBytes(k, dtype, dst, src, a);
   }
 
   tree(root: number): BinomialTree {

@@ -88,6 +88,21 @@ export class Exchange {
         if (!m) this.arrived.set(peer, (m = new Map()));
         m.set(slot, buf);
       },
+      consume: (slot, src) => {
+        if (this.finished) return false;
+        const st = this.streams.get(peer);
+        if (!st?.consume) return false;
+        let used: boolean;
+        try {
+          used = st.consume(slot, src);
+        } catch (e) {
+          this.expect(peer, -1);
+          this.fail(e as GroupcommError);
+          return true;
+        }
+        if (used) this.expect(peer, -1);
+        return used;
+      },
       fail: (e) => this.fail(e),
       fingerprint: this.kind === KIND_COLL ? this.tag : undefined,
     };

@@ -166,6 +166,25 @@ test('reduceBytes: inputs larger than one chunk are reduced in pieces, all of th
   }
 });
 
+test('reduceBytes with a separate first operand: dst = op(a, src), a and src untouched, one chunk and several, odd offsets', () => {
+  const rnd = prng(11);
+  for (const [dtype, bytes, op] of [['float32', 4000, 'sum'], ['int64', CHUNK_BYTES * 2 + 24, 'max'], ['float16', CHUNK_BYTES + 6, 'prod']] as Array<[DType, number, Op]>) {
+    const n = bytes / dtypeInfo(dtype)!.itemSize;
+    const a = randomBytes(dtype, n, rnd);
+    const b = randomBytes(dtype, n, rnd);
+    const aCopy = a.slice();
+    const bCopy = b.slice();
+    // dst at an odd byte offset, holding garbage that must not leak into the result.
+    const dst = new Uint8Array(bytes + 3).fill(0x5a).subarray(3);
+    reduceBytes(op, dtype, dst, b, a);
+    const bad = sameResult(dtype, dst, referenceReduce(op, dtype, a, b));
+    if (bad) assert.unreachable(`${dtype}: ${bad}`);
+    assert.equal(a, aCopy, `${dtype}: a changed`);
+    assert.equal(b, bCopy, `${dtype}: src changed`);
+  }
+  assert.throws(() => reduceBytes('sum', 'float32', new Uint8Array(8), new Uint8Array(8), new Uint8Array(4)), (e: unknown) => isGroupcommError(e) && e.code === ErrorCode.INVALID_ARGUMENT);
+});
+
 test('avg: sum of three contributions then finishAvg (and finishAvgAt) matches sum-then-divide', () => {
   const rnd = prng(4242);
   const world = 3;

@@ -24,6 +24,14 @@ export interface Sink {
   dest(slot: number, length: number): Uint8Array | null;
   /** The frame is complete; `buf` is the dest given (or the copy). Called synchronously. */
   done(slot: number, buf: Uint8Array): void;
+  /**
+   * Optional: offered a complete payload where it already lies in memory the receiver reads
+   * anyway (a shared-memory ring, a side buffer), before `dest` is asked. Returning true means
+   * the sink used `src` synchronously (e.g. reduced it into place: one copy fewer) and the frame
+   * is done; false (or throwing, which fails the sink) falls back to `dest` and `done`. `src` is
+   * only valid during the call: the ring space is freed right after.
+   */
+  consume?(slot: number, src: Uint8Array): boolean;
   /** The frame did not fit what was expected (a collective mismatch). */
   fail(err: GroupcommError): void;
   /**
@@ -104,6 +112,10 @@ export function deliver(sink: Sink, key: string, peer: number, slot: number, buf
   if (mismatched(sink, tag, peer, key)) return;
   let d: Uint8Array | null;
   try {
+    if (sink.consume?.(slot, buf)) {
+      pool.put(buf);
+      return;
+    }
     d = sink.dest(slot, buf.byteLength);
   } catch (e) {
     sink.fail(e as GroupcommError);
@@ -472,6 +484,10 @@ export class Inbound {
       failed = true;
     } else if (sink) {
       try {
+        if (sink.consume?.(slot, src)) {
+          ring.release(pos, n);
+          return;
+        }
         out = sink.dest(slot, n);
       } catch (e) {
         sink.fail(e as GroupcommError);

@@ -32,6 +32,10 @@ export interface ShmLinkOptions {
 
 const copyHeader = (f: FrameHeader): FrameHeader => ({ kind: f.kind, tag: f.tag, seq: f.seq, slot: f.slot });
 
+const BELL_BYTES = HEADER_SIZE + DOORBELL_SIZE;
+/** Doorbells gathered into one socket write at most (a pipelined ring rings a few per turn). */
+const MAX_BELLS = 64;
+
 export class ShmLink implements Link {
   readonly peer: number;
   private readonly tcp: TcpLink;
@@ -41,6 +45,29 @@ export class ShmLink implements Link {
   /** Sends waiting for ring space; later sends queue behind them to keep the order. */
   private q: (() => boolean)[] = [];
   private closed = false;
+  /**
+   * Doorbells rung during this turn of the event loop, written together once the turn's
+   * synchronous work is done (a microtask): one write and one wake-up of the receiver for all
+   * the segments a read callback forwarded, instead of one each. Any frame that goes over the
+   * socket itself flushes them first, so the stream order stays the send order.
+   */
+  private bells: Buffer | undefined;
+  private bellCount = 0;
+  private bellDones: WriteDone[] = [];
+  private flushQueued = false;
+  private readonly flushBells = (): void => {
+    this.flushQueued = false;
+    const n = this.bellCount;
+    if (n === 0) return;
+    const b = this.bells!;
+    const dones = this.bellDones;
+    this.bells = undefined;
+    this.bellCount = 0;
+    this.bellDones = [];
+    this.tcp.writeRaw(b.subarray(0, n * BELL_BYTES), n === 1 ? dones[0] : (err) => {
+      for (const d of dones) d(err);
+    });
+  };
 
   constructor(o: ShmLinkOptions) {
     this.peer = o.peer;
@@ -94,11 +121,13 @@ export class ShmLink implements Link {
       const f = copyHeader(frame);
       const p = copy || n <= COPY_BELOW ? payload.slice() : payload;
       this.q.push(() => {
+        this.flushBells();
         this.tcp.write(f, p, copy, done);
         return true;
       });
       return;
     }
+    this.flushBells();
     this.tcp.write(frame, payload, copy, done);
   }
 
@@ -110,11 +139,18 @@ export class ShmLink implements Link {
     }
     const pos = ring.put(payload);
     if (pos < 0) return false;
-    const b = Buffer.allocUnsafe(HEADER_SIZE + DOORBELL_SIZE);
-    writeHeader(b, 0, frame, DOORBELL_SIZE, KIND_SHM);
-    b.writeDoubleLE(pos, HEADER_SIZE);
-    b.writeDoubleLE(payload.byteLength, HEADER_SIZE + 8);
-    this.tcp.writeRaw(b, done);
+    if (this.bellCount === MAX_BELLS) this.flushBells();
+    const b = (this.bells ??= Buffer.allocUnsafe(MAX_BELLS * BELL_BYTES));
+    const off = this.bellCount * BELL_BYTES;
+    writeHeader(b, off, frame, DOORBELL_SIZE, KIND_SHM);
+    b.writeDoubleLE(pos, off + HEADER_SIZE);
+    b.writeDoubleLE(payload.byteLength, off + HEADER_SIZE + 8);
+    this.bellCount++;
+    this.bellDones.push(done);
+    if (!this.flushQueued) {
+      this.flushQueued = true;
+      queueMicrotask(this.flushBells);
+    }
     return true;
   }
 
@@ -125,12 +161,14 @@ export class ShmLink implements Link {
   }
 
   close(): void {
+    this.flushBells();
     this.closed = true;
     this.tcp.close();
     this.q.length = 0;
   }
 
   destroy(): void {
+    this.flushBells(); // their writes then fail with the connection, so nobody waits on them
     this.tcp.destroy();
   }
 }
