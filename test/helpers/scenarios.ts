@@ -3,11 +3,23 @@
  * asserts that every rank checked results and found no failure.
  */
 import fs from 'node:fs';
+import { createRequire } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
 import * as assert from 'uvu/assert';
 import { spawnRanks, type Runtime } from './ranks.js';
 import { TcpStoreServer } from '../../host/store/index.js';
+
+/** Whether this machine can use shared memory (Linux with koffi): shm configs must then use it. */
+export const shmAvailable = (() => {
+  if (process.platform !== 'linux') return false;
+  try {
+    createRequire(import.meta.url).resolve('koffi');
+    return true;
+  } catch {
+    return false;
+  }
+})();
 
 export interface Outcome { checks: number; failures: string[] }
 

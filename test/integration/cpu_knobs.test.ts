@@ -13,21 +13,10 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createRequire } from 'node:module';
 import { spawnRanks } from '../helpers/ranks.js';
-import { assertClean, coordScenario, type Outcome } from '../helpers/scenarios.js';
+import { assertClean, coordScenario, shmAvailable, type Outcome } from '../helpers/scenarios.js';
 import type { KnobConfig } from './workers/knob_worker.js';
 
-/** Whether this machine can use shared memory (Linux with koffi): shm configs must then use it. */
-const shmAvailable = (() => {
-  if (process.platform !== 'linux') return false;
-  try {
-    createRequire(import.meta.url).resolve('koffi');
-    return true;
-  } catch {
-    return false;
-  }
-})();
 
 const KIB = 1024;
 const CONFIGS: KnobConfig[] = [
