@@ -37,3 +37,8 @@ export interface Closable {
   abort(reason?: unknown): Promise<void>;
   [Symbol.asyncDispose](): Promise<void>;
 }
+
+/** The `: reason` suffix an abort's message carries (nothing when no reason was given). */
+export function reasonSuffix(reason: unknown): string {
+  return reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+}

@@ -33,7 +33,7 @@ import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import type { GroupLayout } from '../core/layout.js';
 import { registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
@@ -456,7 +456,7 @@ export class StatelessGroupCoordinator {
 
   private abortOps(reason: unknown): void {
     this.aborted = true;
-    this.life.abort(abortedError(`group ${this.label} was aborted${reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`}`, { cause: reason }));
+    this.life.abort(abortedError(`group ${this.label} was aborted${reasonSuffix(reason)}`, { cause: reason }));
   }
 
   /** Runs `fn` after every earlier operation of this group, under one deadline. */

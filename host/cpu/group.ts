@@ -15,7 +15,7 @@
 import { chooseAddress, isUnspecified, masterAddr } from '../base/netaddr.js';
 import { effectiveTimeout, guard, settled, type OpOptions } from '../base/deadline.js';
 import { setting } from '../base/config.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { logger, othersOf, traceOp, type Logger } from '../base/log.js';
 import {
@@ -443,7 +443,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
 
   private abortOps(reason: unknown): void {
     this.aborted = true;
-    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+    const why = reasonSuffix(reason);
     const err = abortedError(`CPU group '${this.groupName}' was aborted${why}`, { rank: this.rank, cause: reason });
     for (const ex of this.active.keys()) ex.fail(err);
   }

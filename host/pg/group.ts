@@ -29,7 +29,7 @@
  */
 import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
 import { effectiveTimeout, type OpOptions } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import type { Store, Subscription } from '../store/types.js';
@@ -352,7 +352,7 @@ export class StatelessProcessGroup {
    */
   abort(reason?: unknown): Promise<void> {
     if (!this.#life.signal.aborted) {
-      const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+      const why = reasonSuffix(reason);
       const err = abortedError(`group '${this.groupName}' was aborted${why}`, { rank: this.rank, cause: reason });
       this.#life.abort(err);
       this.#tracker.abortAll(err);

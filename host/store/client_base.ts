@@ -5,7 +5,7 @@
  * client_wait.ts.
  */
 import { effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
 import {
   abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, peerLostError,
   timeoutError,
@@ -188,7 +188,7 @@ export abstract class StoreClientBase {
 
   protected abortError(reason: unknown): GroupcommError {
     this.aborted = true;
-    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+    const why = reasonSuffix(reason);
     const err = abortedError(`this TcpStore was aborted${why}`, { cause: reason });
     this.life.abort(err);
     return err;

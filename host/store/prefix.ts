@@ -9,7 +9,7 @@
  */
 import { anySignal, effectiveTimeout, settled, type OpOptions } from '../base/deadline.js';
 import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
-import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
 import type { PublishOptions, Store, StoreValue, Subscription } from './types.js';
 
 export class PrefixStore implements Store {
@@ -132,7 +132,7 @@ export class PrefixStore implements Store {
   }
 
   #abortCalls(reason: unknown): void {
-    const why = reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+    const why = reasonSuffix(reason);
     const err = abortedError(`PrefixStore '${this.prefix}' was aborted${why}`, { cause: reason });
     for (const reject of this.#inFlight.values()) reject(err);
     this.#life.abort(err);
