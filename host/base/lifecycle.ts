@@ -17,6 +17,7 @@
  * Device communicators (host/device/types.ts) use the same three words, but both close and
  * abort are local there (no departure protocol), and abort's reason is a string.
  */
+import { setMaxListeners } from 'node:events';
 import type { OpOptions } from './deadline.js';
 
 /** Options of close(): how long the graceful part may take, and a signal that cuts it short. */
@@ -41,4 +42,16 @@ export interface Closable {
 /** The `: reason` suffix an abort's message carries (nothing when no reason was given). */
 export function reasonSuffix(reason: unknown): string {
   return reason === undefined ? '' : `: ${reason instanceof Error ? reason.message : String(reason)}`;
+}
+
+/**
+ * The AbortController of a long-lived object's own lifetime. Its signal is attached to every
+ * operation in flight on the object (each removes its listener when it settles), so sixteen ranks
+ * of one process waiting on one PrefixStore are normal concurrency, not a leak: Node's
+ * "11 abort listeners" warning is turned off for this signal only (a caller's own signal keeps it).
+ */
+export function lifeController(): AbortController {
+  const c = new AbortController();
+  setMaxListeners(0, c.signal);
+  return c;
 }

@@ -33,7 +33,7 @@ import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import type { GroupLayout } from '../core/layout.js';
 import { registerName, releaseName, lookupName } from './names.js';
 import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, lifeController, reasonSuffix } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
@@ -90,7 +90,7 @@ export class StatelessGroupCoordinator {
   private readonly explicitPorts: boolean;
   private readonly timeoutMs: number;
   private readonly log: Logger;
-  private readonly life = new AbortController();
+  private readonly life = lifeController();
   /** The group's failure state, shared by its channels (faults.ts). */
   private readonly faults: GroupFaults;
   /**

@@ -8,6 +8,7 @@
  * honest answer is a dead communicator that says why, not a hang on the next call.
  */
 import { effectiveTimeout, type OpOptions } from '../base/deadline.js';
+import { lifeController } from '../base/lifecycle.js';
 import {
   abortedError, destroyedError, ErrorCode, isGroupcommError, timeoutError, type GroupcommError, type GroupcommErrorFields,
 } from '../base/errors.js';
@@ -20,7 +21,7 @@ const FATAL = new Set<string>([ErrorCode.TIMEOUT, ErrorCode.ABORTED, ErrorCode.P
 export class OrderedOps {
   state: CommState = 'ready';
   /** Aborted when the communicator dies; every in-flight operation listens to it. */
-  readonly lifetime = new AbortController();
+  readonly lifetime = lifeController();
   private tail: Promise<unknown> = Promise.resolve();
   private abortReason = '';
   /** Calls in flight, told when the communicator dies (cheaper than a listener per call). */

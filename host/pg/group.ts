@@ -29,7 +29,7 @@
  */
 import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
 import { effectiveTimeout, type OpOptions } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, lifeController, reasonSuffix } from '../base/lifecycle.js';
 import { logger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import type { Store, Subscription } from '../store/types.js';
@@ -75,7 +75,7 @@ export class StatelessProcessGroup {
   /** The first close() or abort(): from then on new operations are refused. */
   #closing: Promise<void> | undefined;
   /** Fired by abort(): cuts short a close() in progress (its departure requests). */
-  readonly #life = new AbortController();
+  readonly #life = lifeController();
   /** Ranks reclaim() was told are dead: close() no longer waits for them. */
   readonly #dead = new Set<number>();
   /** Dead ranks' mailboxes this rank holds (reclaim), so nothing sent to them is stored. */

@@ -16,6 +16,7 @@
 import { abortedError, type GroupcommError } from '../base/errors.js';
 import { AlarmClock, anySignal, guard, simpleTimeout, type Alarm, type TimedOptions } from '../base/deadline.js';
 import type { Store, Subscription } from '../store/types.js';
+import { lifeController } from '../base/lifecycle.js';
 
 /** A take still waiting `leadMs` before its deadline calls `fn` (once). */
 export interface Early {
@@ -221,7 +222,7 @@ export class PollMailbox implements Mailbox {
   readonly #lanes = new Map<string, Promise<unknown>>();
   #failure?: GroupcommError;
   /** Aborted by close(): the store reads in flight give up too (the store may outlive the group). */
-  readonly #stop = new AbortController();
+  readonly #stop = lifeController();
 
   constructor(private readonly store: Store, private readonly inbox: string, private readonly discard: (keys: string[]) => void) {}
 

@@ -5,7 +5,7 @@
  * client_wait.ts.
  */
 import { effectiveTimeout, guard, sleep, type OpOptions } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, lifeController, reasonSuffix } from '../base/lifecycle.js';
 import {
   abortedError, destroyedError, type GroupcommError, invalidArgument, isGroupcommError, peerLostError,
   timeoutError,
@@ -41,7 +41,7 @@ export abstract class StoreClientBase {
   protected closing?: Promise<void>;
   protected aborted = false;
   /** Aborted by abort(): connections being opened for a wait or a subscription give up too. */
-  protected readonly life = new AbortController();
+  protected readonly life = lifeController();
   /** waitWire and subscribe calls in progress (with the main connection's requests: what close() waits for). */
   protected waiting = 0;
   /** The liveness check's timer (startLiveness), and whether its ping is out. */

@@ -9,7 +9,7 @@
  */
 import { anySignal, effectiveTimeout, settled, type OpOptions } from '../base/deadline.js';
 import { abortedError, destroyedError, invalidArgument } from '../base/errors.js';
-import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle.js';
+import { asyncDispose, type CloseOptions, lifeController, reasonSuffix } from '../base/lifecycle.js';
 import type { PublishOptions, Store, StoreValue, Subscription } from './types.js';
 
 export class PrefixStore implements Store {
@@ -17,7 +17,7 @@ export class PrefixStore implements Store {
   readonly #inFlight = new Map<Promise<unknown>, (e: unknown) => void>();
   #closing: Promise<void> | undefined;
   /** Aborted by abort() (or a close() that gave up): cancels the calls in flight in the wrapped store too. */
-  readonly #life = new AbortController();
+  readonly #life = lifeController();
 
   constructor(readonly prefix: string, readonly inner: Store) {
     if (typeof prefix !== 'string') throw invalidArgument('PrefixStore: prefix must be a string');

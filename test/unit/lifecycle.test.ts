@@ -153,6 +153,26 @@ test('PrefixStore: close and abort end the view, never the store it wraps', asyn
   await Promise.all([a.close(), b.close()]);
 });
 
+test('many operations in flight on one object raise no listener-leak warning (its lifetime signal is shared by design)', async () => {
+  const warnings: string[] = [];
+  const onWarning = (w: Error) => warnings.push(`${w.name}: ${w.message}`);
+  process.on('warning', onWarning);
+  const [a, b] = await Promise.all([client(), client()]);
+  try {
+    const view = new PrefixStore('many', a);
+    // 24 gets waiting at once, as 24 ranks of one process joining a group through one store.
+    const gets = [...Array(24).keys()].map((i) => view.get(`k${i}`));
+    await sleep(30);
+    await Promise.all([...Array(24).keys()].map((i) => b.set(`many/k${i}`, String(i))));
+    assert.equal((await Promise.all(gets)).map(text), [...Array(24).keys()].map(String));
+    await sleep(10); // warnings are emitted on a later tick
+    assert.equal(warnings.filter((w) => w.includes('MaxListeners')), []);
+  } finally {
+    process.off('warning', onWarning);
+    await Promise.all([a.close(), b.close()]);
+  }
+});
+
 test('StatelessProcessGroup: close() lets a recv in flight finish, then departs; abort() rejects with ABORTED', async () => {
   const mem = new MemStoreServer();
   const make = (rank: number, groupName: string) =>
