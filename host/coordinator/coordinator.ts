@@ -242,7 +242,8 @@ export class StatelessGroupCoordinator {
 
   /** `src` passes the object; every rank resolves with it (src: the same object, others: a copy). */
   broadcastObject<T>(obj?: T, src = 0, opts?: OpOptions): Promise<T> {
-    return this.op('broadcastObject', opts, (b) => objects.broadcastObject(this.io, obj, src, b));
+    return this.op('broadcastObject', opts, (b) => objects.broadcastObject(this.io, obj, src, b),
+      () => this.io.publishedObj(src) as { value: T } | undefined);
   }
 
   /**
@@ -251,7 +252,10 @@ export class StatelessGroupCoordinator {
    * with INVALID_ARGUMENT and its list untouched, instead of desynchronising the group.
    */
   broadcastObjectList<T>(list: T[], src = 0, opts?: OpOptions): Promise<T[]> {
-    return this.op('broadcastObjectList', opts, (b) => objects.broadcastObjectList(this.io, list, src, b));
+    return this.op('broadcastObjectList', opts, (b) => objects.broadcastObjectList(this.io, list, src, b), () => {
+      const got = this.io.publishedObj(src);
+      return got && { value: objects.fillList(list, got.value, src) };
+    });
   }
 
   /**
@@ -460,7 +464,13 @@ export class StatelessGroupCoordinator {
   }
 
   /** Runs `fn` after every earlier operation of this group, under one deadline. */
-  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>): Promise<T> {
+  /**
+   * Runs one operation in call order under the group's failure state. `published`: what the
+   * operation can still return once the group has failed, without any channel (a broadcast the
+   * message queue's writer published before it died); undefined when nothing.
+   */
+  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>,
+    published?: () => { value: T } | undefined): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
     const faults = this.faults;
@@ -471,7 +481,11 @@ export class StatelessGroupCoordinator {
     const run = async () => {
       // Called before close(), so it runs, unless the group was aborted meanwhile.
       if (this.aborted) throw this.explain(this.life.signal.reason, what);
-      if (faults.failure) throw this.explain(faults.failure, what);
+      if (faults.failure) {
+        const got = published?.();
+        if (got) return got.value;
+        throw this.explain(faults.failure, what);
+      }
       // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
       // then rejects at once, whatever channel it waits on.
       const signal = anySignal([opts?.signal, this.life.signal]);
@@ -479,7 +493,11 @@ export class StatelessGroupCoordinator {
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`), n);
       } catch (e) {
-        throw this.explain(this.aborted ? e : await faults.judge(e, n, what, timeoutMs), what);
+        if (this.aborted) throw this.explain(e, what);
+        const judged = await faults.judge(e, n, what, timeoutMs);
+        const got = faults.failure ? published?.() : undefined;
+        if (got) return got.value;
+        throw this.explain(judged, what);
       } finally {
         faults.busy--;
       }

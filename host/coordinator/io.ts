@@ -16,6 +16,7 @@ import type { DictIo } from './dict.js';
 import { LocalChannel } from './local.js';
 import type { Net } from './channels.js';
 import type { MessageQueue } from './mq.js';
+import { decodeObject } from '../pg/codec.js';
 
 export class GroupIo {
   /** The group's channels; undefined for a group of one rank (it has none). */
@@ -142,6 +143,15 @@ export class GroupIo {
   }
 
   /** An object from `src` on every rank: through the message queue when there is one and src is 0, else the store channel. */
+  /**
+   * After the group failed: a broadcast group rank 0 had already published into the message
+   * queue's ring and this rank has not read yet (`{ value }`), else undefined.
+   */
+  publishedObj(src: number): { value: unknown } | undefined {
+    const bytes = src === 0 ? this.mq?.takePublished() : undefined;
+    return bytes && { value: decodeObject(bytes, { key: `${this.name}/mq`, src: 0 }) };
+  }
+
   broadcastObj(obj: unknown, src: number, opts: { timeoutMs: number; signal?: AbortSignal }): Promise<unknown> {
     if (this.mq && src === 0) return this.mq.broadcastObj(obj, new Deadline(opts.timeoutMs, opts.signal, `${this.name}.broadcast`));
     return this.net!.pg.broadcastObj(obj, src, opts);

@@ -57,6 +57,8 @@ export class MessageQueue {
   readonly socketReaders: readonly number[];
   private written = 0;
   private readCount = 0;
+  /** Chunks of the message being read (a message spans chunks; see mq_ring.ts). */
+  private parts: Uint8Array[] = [];
   private closed = false;
 
   private constructor(private readonly o: MqOptions, private readonly ring: MqRing | undefined, private readonly index: Map<number, number>,
@@ -207,30 +209,61 @@ export class MessageQueue {
     }
   }
 
+  /**
+   * A message group rank 0 finished publishing into the ring and this reader has not read yet,
+   * taken without waiting; undefined when there is none (or this rank does not read the ring).
+   * What a reader still gets after the group failed: a writer that died right after publishing
+   * loses nothing it published (docs/coordinator.md, "Message queue").
+   */
+  takePublished(): Uint8Array | undefined {
+    const ring = this.ring;
+    if (!ring || this.o.rank === 0 || this.closed) return undefined;
+    const written = ring.written;
+    for (let k = this.readCount; k !== written; k = (k + 1) >>> 0) {
+      if (!ring.get(k).last) continue;
+      for (;;) {
+        const last = this.take(ring);
+        if (last) return this.joined();
+      }
+    }
+    return undefined;
+  }
+
+  /** Reads the next chunk into `parts` and acknowledges it; true when it ended a message. */
+  private take(ring: MqRing): boolean {
+    const { part, last } = ring.get(this.readCount);
+    this.parts.push(part.slice());
+    this.readCount = (this.readCount + 1) >>> 0;
+    ring.ack(this.index.get(this.o.rank)!, this.readCount);
+    if (!last && this.parts.length > 1 << 20) throw protocolError(`${this.o.label}: message queue message without an end`, { peerRank: 0 });
+    return last;
+  }
+
+  /** The chunks read so far as one message; `parts` starts over. */
+  private joined(): Uint8Array {
+    const parts = this.parts;
+    this.parts = [];
+    if (parts.length === 1) return parts[0];
+    const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
+    let at = 0;
+    for (const p of parts) { out.set(p, at); at += p.byteLength; }
+    return out;
+  }
+
   private async read(b: Deadline): Promise<Uint8Array> {
     const ring = this.ring!;
     const i = this.index.get(this.o.rank)!;
-    const parts: Uint8Array[] = [];
     const ready = () => {
       this.checkOpen();
       if (ring.written !== this.readCount) return true;
       if (ring.writerClosed) throw peerLeftError(`${this.o.label}: group rank 0 closed the message queue (it left the group)`, { rank: this.o.rank, peerRank: 0 });
       return false;
     };
+    // Chunks of a message read before a failed call stay in `parts` (takePublished may finish it).
     for (;;) {
       if (!await this.spin(ready, b)) await this.sleep(ring, i, ready, b);
       this.checkOpen();
-      const { part, last } = ring.get(this.readCount);
-      parts.push(part.slice());
-      this.readCount = (this.readCount + 1) >>> 0;
-      ring.ack(i, this.readCount);
-      if (last) break;
-      if (parts.length > 1 << 20) throw protocolError(`${this.o.label}: message queue message without an end`, { peerRank: 0 });
+      if (this.take(ring)) return this.joined();
     }
-    if (parts.length === 1) return parts[0];
-    const out = new Uint8Array(parts.reduce((a, p) => a + p.byteLength, 0));
-    let at = 0;
-    for (const p of parts) { out.set(p, at); at += p.byteLength; }
-    return out;
   }
 }

@@ -26,6 +26,11 @@ export async function broadcastObjectList<T>(io: GroupIo, list: T[], src: number
   if (!net) return list;
   const got = (await io.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
   if (io.rankInGroup === src) return list;
+  return fillList(list, got, src);
+}
+
+/** Fills `list` in place with the elements src sent; INVALID_ARGUMENT (list untouched) when the lengths differ. */
+export function fillList<T>(list: T[], got: unknown, src: number): T[] {
   if (!Array.isArray(got) || got.length !== list.length) {
     throw invalidArgument(`broadcastObjectList: rank ${src} sent ${Array.isArray(got) ? got.length : 'no'} elements, this rank's list has ${list.length}`, { peerRank: src });
   }

@@ -44,4 +44,9 @@ test('world size 3: group rank 0 killed mid-stream, every reader fails naming it
   assertClean(res.slice(1), 11);
 });
 
+test('world size 3: group rank 0 publishes and dies before anyone reads; the readers still get every message it published, then fail naming it', async () => {
+  const res = await scenario(3, 'mixed', { MQ_SCENARIO: 'killed-before-read' }, [0]);
+  assertClean(res.slice(1), 4);
+});
+
 test.run();

@@ -106,8 +106,32 @@ async function killed(): Promise<void> {
   await g.abort('test done');
 }
 
+/**
+ * Group rank 0 publishes three messages and dies before any reader reads; the readers start
+ * once its death is known to them (their CPU links saw it): what it published is still read, in
+ * order, and only then does a reader fail naming it.
+ */
+async function killedBeforeRead(): Promise<void> {
+  const g = await StatelessGroupCoordinator.create({
+    groupRanks: [[...Array(worldSize).keys()]], globalRank: rank, groupName: 'mqkr', rendezvous: store, timeoutMs: 20_000, useMessageQueueBroadcaster: true,
+  });
+  try {
+    if (rank === 0) {
+      for (let i = 0; i < 3; i++) await g.broadcastObject(message(i), 0);
+      process.kill(process.pid, 'SIGKILL');
+    }
+    await sleep(1500);
+    for (let i = 0; i < 3; i++) check(same(await g.broadcastObject(undefined, 0), message(i)), `broadcast ${i}, published before the kill`);
+    await expectCode(g.broadcastObject(undefined, 0), 'ERR_GROUPCOMM_PEER_LOST', 'the broadcast after the last one published', /group rank 0 = global rank 0/);
+  } catch (e) {
+    check(false, `threw before the published messages were read: ${(e as Error).message}`);
+  }
+  await g.abort('test done');
+}
+
 try {
   if (process.env.MQ_SCENARIO === 'killed') await killed();
+  else if (process.env.MQ_SCENARIO === 'killed-before-read') await killedBeforeRead();
   else await main();
   reportResult({ checks: checks.count, failures });
 } catch (e) {
