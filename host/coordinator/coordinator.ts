@@ -10,10 +10,11 @@
  * channel of a group of one) and calls the one collective shape they share
  * (host/core/collectives.ts).
  *
- * This file holds the public class: the operations' signatures, their order and deadlines, and
- * the lifecycle. The work is in the sibling files: create.ts checks the options and opens the
- * group for create(), channels.ts opens and closes the channels, io.ts routes tensors to them,
- * objects.ts and tensors.ts are the operations.
+ * This file holds the public class: the operations' signatures and the lifecycle. The work is in
+ * the sibling files: create.ts checks the options and opens the group for create(), channels.ts
+ * opens and closes the channels, queue.ts runs the operations in order under their deadlines and
+ * the failure state, io.ts routes tensors to the channels, objects.ts and tensors.ts are the
+ * operations.
  *
  * Contracts (the same for every method; docs/coordinator.md has the table):
  * - World size 1: every operation returns at once, without traffic: objects, lists and dicts
@@ -26,21 +27,22 @@
  * - Ranks in arguments (src, dst) are ranks *in the group* and are range-checked.
  */
 import { type OpOptions } from '../base/deadline.js';
-import { abortedError, destroyedError } from '../base/errors.js';
-import { logger, traceOp, type Logger } from '../base/log.js';
-import { isTensor, nbytes, type DType, type Tensor } from '../core/tensor.js';
+import { destroyedError } from '../base/errors.js';
+import { logger, type Logger } from '../base/log.js';
+import type { DType, Tensor } from '../core/tensor.js';
 import type { DeviceBackendV1, DeviceCommunicatorV1 } from '../device/types.js';
 import type { GroupLayout } from '../core/layout.js';
 import { registerName, releaseName, lookupName } from './names.js';
-import { anySignal, Deadline, effectiveTimeout, settled } from '../base/deadline.js';
-import { asyncDispose, type CloseOptions, lifeController, reasonSuffix } from '../base/lifecycle.js';
+import { type Deadline, effectiveTimeout, settled } from '../base/deadline.js';
+import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
 import type { PortTriple } from './ports.js';
 import type { TensorDict } from './dict.js';
 import { abortChannels, closeChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
 import type { GroupFaults } from './faults.js';
-import { createFromEnv, explainError, groupFaults, openGroup } from './create.js';
+import { createFromEnv, groupFaults, openGroup } from './create.js';
+import { OpQueue } from './queue.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
@@ -52,12 +54,6 @@ import type { OpenedGroup } from './create.js';
 
 export type { TensorDict, PortTriple, RecvSpec };
 export type { CoordinatorOptions, CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions, CoordinatorSubgroupOptions };
-
-/** A tensor result's size for the trace line; none for objects and dicts. */
-const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
-
-/** Point-to-point operations: not numbered as collectives (faults.ts). */
-const P2P = /^(send|recv)/;
 
 /** Only create() constructs a coordinator (base/factory.ts). */
 const MADE = factoryToken('StatelessGroupCoordinator');
@@ -90,7 +86,8 @@ export class StatelessGroupCoordinator {
   private readonly explicitPorts: boolean;
   private readonly timeoutMs: number;
   private readonly log: Logger;
-  private readonly life = lifeController();
+  /** Runs the operations in call order under the group's failure state (queue.ts). */
+  private readonly queue: OpQueue;
   /** The group's failure state, shared by its channels (faults.ts). */
   private readonly faults: GroupFaults;
   /**
@@ -98,13 +95,8 @@ export class StatelessGroupCoordinator {
    * the same on every member and in the CPU group's, store channel's and device's own lines.
    */
   private readonly label: string;
-  /** Set when GROUPCOMM_DEBUG=trace: each operation logs one line (base/log.ts traceOp). */
-  private readonly tracer: Logger | undefined;
-  private tail: Promise<unknown> = Promise.resolve();
   /** The first close() or abort(): from then on new operations are refused. */
   private closing: Promise<void> | undefined;
-  /** abort() was called, or close() gave up waiting for the operations in flight. */
-  private aborted = false;
   /** What split() passes on to sub-groups from this group's create options. */
   private inherited: Inherited = {};
   /** split() calls so far: the same on every member (collective, in call order), so it names their keys. */
@@ -133,8 +125,9 @@ export class StatelessGroupCoordinator {
     this.explicitPorts = explicitPorts;
     this.timeoutMs = timeoutMs;
     this.log = logger('COORD', `${this.label} rank ${this.rankInGroup}/${this.worldSize}`);
-    this.tracer = this.log.tracing ? this.log : undefined;
-    this.faults = groupFaults(this.label, this.rankInGroup, this.worldSize, ch, this.life);
+    this.queue = new OpQueue({ label: this.label, rank: globalRank, ranks: this.ranks, timeoutMs, tracer: this.log.tracing ? this.log : undefined });
+    this.faults = groupFaults(this.label, this.rankInGroup, this.worldSize, ch, this.queue.life);
+    this.queue.faults = this.faults;
     this.faults.listen();
   }
 
@@ -407,13 +400,13 @@ export class StatelessGroupCoordinator {
       this.closing = (async () => {
         try {
           const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-          if (!await settled([this.tail], { timeoutMs, signal: opts.signal })) {
-            this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
+          if (!await settled([this.queue.idle], { timeoutMs, signal: opts.signal })) {
+            this.queue.abort(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
           }
           this.io.mq?.close();
-          if (!this.aborted) await this.faults.settle();
+          if (!this.queue.aborted) await this.faults.settle();
           this.faults.close();
-          await closeChannels(this.ch, this.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.aborted);
+          await closeChannels(this.ch, this.queue.aborted ? 0 : opts.lingerMs ?? 5_000, this.explicitPorts && !this.queue.aborted);
         } finally {
           releaseName(this.uniqueName);
           this.log.info('closed');
@@ -434,8 +427,8 @@ export class StatelessGroupCoordinator {
    * rank as lost), and the name is released. Idempotent; resolves once everything is closed.
    */
   abort(reason?: unknown): Promise<void> {
-    if (!this.aborted) {
-      this.abortOps(reason);
+    if (!this.queue.aborted) {
+      this.queue.abort(reason);
       this.io.mq?.close();
       // A close() in progress finishes on the aborted channels; otherwise close them now.
       this.faults.close();
@@ -458,58 +451,14 @@ export class StatelessGroupCoordinator {
 
   // ---- internals --------------------------------------------------------------------------------
 
-  private abortOps(reason: unknown): void {
-    this.aborted = true;
-    this.life.abort(abortedError(`group ${this.label} was aborted${reasonSuffix(reason)}`, { cause: reason }));
-  }
-
-  /** Runs `fn` after every earlier operation of this group, under one deadline. */
-  /**
-   * Runs one operation in call order under the group's failure state. `published`: what the
-   * operation can still return once the group has failed, without any channel (a broadcast the
-   * message queue's writer published before it died); undefined when nothing.
-   */
+  /** Refuses once close() or abort() was called; else queues `fn` (queue.ts). */
   private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>,
     published?: () => { value: T } | undefined): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
-    const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
-    const faults = this.faults;
-    // Collectives are numbered in call order (every member calls them in the same order), so a
-    // timeout can ask the others whether they reached this one; point to point is not counted.
-    const n = P2P.test(what) ? -1 : faults.calls++;
-    if (n >= 0) faults.record(n, what);
-    const run = async () => {
-      // Called before close(), so it runs, unless the group was aborted meanwhile.
-      if (this.aborted) throw this.explain(this.life.signal.reason, what);
-      if (faults.failure) {
-        const got = published?.();
-        if (got) return got.value;
-        throw this.explain(faults.failure, what);
-      }
-      // this.life fires on abort() and on the group's failure (faults.ts): a pending operation
-      // then rejects at once, whatever channel it waits on.
-      const signal = anySignal([opts?.signal, this.life.signal]);
-      faults.busy++;
-      try {
-        return await fn(new Deadline(timeoutMs, signal, `${this.label}.${what}`), n);
-      } catch (e) {
-        if (this.aborted) throw this.explain(e, what);
-        const judged = await faults.judge(e, n, what, timeoutMs);
-        const got = faults.failure ? published?.() : undefined;
-        if (got) return got.value;
-        throw this.explain(judged, what);
-      } finally {
-        faults.busy--;
-      }
-    };
-    const p = this.tail.then(run, run);
-    this.tail = p.catch(() => {});
-    // bytes: the result tensor's size (tensor ops); peers: the other members' global ranks.
-    return this.tracer ? traceOp(this.tracer, what, traceBytes, this.ranks.filter((r) => r !== this.rank), p) : p;
+    return this.queue.run(what, opts, fn, published);
   }
 
-  /** Adds the group's name and the global rank of a named peer to a lower layer's error. */
   private explain(e: unknown, what: string): unknown {
-    return explainError(e, what, this.label, this.rank, this.ranks);
+    return this.queue.explain(e, what);
   }
 }
