@@ -255,12 +255,16 @@ export class PollMailbox implements Mailbox {
       onTimeout: simpleTimeout(what, o.timeoutMs, { keys: tags }),
       cancel: () => { gaveUp = true; },
     }).catch(async (e) => {
-      // Name only the messages still missing (what a timeout error's `keys` promise).
-      if ((e as GroupcommError).code === 'ERR_GROUPCOMM_TIMEOUT' && tags.length > 1) {
+      if ((e as GroupcommError).code !== 'ERR_GROUPCOMM_TIMEOUT') throw e;
+      // Name the tags still missing (what a timeout error's `keys` promise), whichever timer
+      // fired: guard's names the tags, the store read's own (due at the same moment) its key.
+      let missing = tags;
+      if (tags.length > 1) {
         const present = await Promise.all(keys.map((k) => this.store.check([k], { timeoutMs: 2000 }).catch(() => false)));
-        const missing = tags.filter((_, i) => !present[i]);
-        if (missing.length) (e as { keys?: string[] }).keys = missing;
+        missing = tags.filter((_, i) => !present[i]);
+        if (missing.length === 0) missing = tags;
       }
+      (e as { keys?: string[] }).keys = missing;
       throw e;
     });
   }
