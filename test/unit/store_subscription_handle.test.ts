@@ -72,4 +72,13 @@ test('close() after the stream failed: listeners already heard the failure; a ne
   assert.is(later, undefined);
 });
 
+test('close(): a stream that reports its own end with an error while stopping is still a close on purpose', () => {
+  let h!: SubscriptionHandle;
+  h = new SubscriptionHandle(() => h.end(new Error('socket closed')));
+  const heard: (Error | undefined)[] = [];
+  h.onClose((e) => heard.push(e));
+  h.close();
+  assert.equal(heard, [undefined]);
+});
+
 test.run();

@@ -1,0 +1,213 @@
+// Opening a store connection (host/store/connect.ts) against scripted servers on 127.0.0.1: the
+// handshake's bytes (VALIDATE, PING, the extension probe), what is retried (refused, reset, no
+// answer) with backoff until the deadline, and what fails at once (abort, a server that wants a
+// secret, a wrong PING echo). The handshake with a real server is in store.test/store_auth.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import net from 'node:net';
+import { openConnection, type ConnectSpec } from '../../host/store/connect.js';
+import { logger } from '../../host/base/log.js';
+import { AUTH_REQUIRED_NONCE, CheckReply, Op } from '../../host/store/protocol.js';
+import { type GroupcommError } from '../../host/base/errors.js';
+import { VALIDATE } from './store_raw.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const log = logger('STORE');
+
+type Reply = (req: { ping?: number; bytes: Buffer }) => Buffer | null;
+
+/**
+ * A server that reads the client's VALIDATE + PING (+ CHECK probe), then answers what `reply`
+ * returns (null: nothing). Counts connections and keeps every connection's bytes.
+ */
+async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = () => null) {
+  const seen: Buffer[] = [];
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => {});
+    const i = seen.push(Buffer.alloc(0)) - 1;
+    if (onConn === 'reset') { s.destroy(); return; }
+    let answered = false;
+    s.on('data', (d: Buffer) => {
+      seen[i] = Buffer.concat([seen[i], d]);
+      const b = seen[i];
+      if (onConn === 'silent' || answered || b.length < 10) return;
+      answered = true;
+      const out = reply({ ping: b[5] === Op.PING ? b.readUInt32LE(6) : undefined, bytes: b });
+      if (out) s.write(out);
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port, seen,
+    close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
+  };
+}
+
+const spec = (port: number, o: Partial<ConnectSpec> = {}): ConnectSpec => ({ host: '127.0.0.1', port, timeoutMs: 3000, probe: false, log, ...o });
+
+async function failure(p: Promise<unknown>): Promise<GroupcommError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as GroupcommError;
+  }
+  throw new Error('expected a rejection');
+}
+
+const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; };
+
+test('handshake: VALIDATE then PING in one write; the echo connects, without the probe the extensions are off', async () => {
+  const srv = await scripted('answer', ({ ping }) => u32(ping!));
+  try {
+    const { conn, ext } = await openConnection(spec(srv.port));
+    assert.is(ext, false);
+    await sleep(20);
+    const b = srv.seen[0];
+    assert.equal(b.subarray(0, 5), VALIDATE);
+    assert.is(b[5], Op.PING);
+    assert.is(b.length, 10, 'no probe sent');
+    conn.close();
+  } finally {
+    await srv.close();
+  }
+});
+
+test('probe: a CHECK of the probe key in the same write; READY turns the extensions on, NOT_READY off', async () => {
+  for (const [answer, want] of [[CheckReply.READY, true], [CheckReply.NOT_READY, false]] as const) {
+    const srv = await scripted('answer', ({ ping }) => Buffer.concat([u32(ping!), Buffer.from([answer])]));
+    try {
+      const { conn, ext } = await openConnection(spec(srv.port, { probe: true }));
+      assert.is(ext, want);
+      await sleep(20);
+      const b = srv.seen[0];
+      assert.is(b[10], Op.CHECK);
+      assert.is(b.readUInt32LE(11), 1, 'one key');
+      assert.is(srv.seen.length, 1);
+      conn.close();
+    } finally {
+      await srv.close();
+    }
+  }
+});
+
+test('a PING echoed with AUTH_REQUIRED_NONCE is ERR_GROUPCOMM_AUTH at once, not retried', async () => {
+  const srv = await scripted('answer', () => u32(AUTH_REQUIRED_NONCE));
+  try {
+    const t0 = performance.now();
+    const e = await failure(openConnection(spec(srv.port)));
+    assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
+    assert.ok(performance.now() - t0 < 1000);
+    await sleep(50);
+    assert.is(srv.seen.length, 1, 'one connection');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a wrong PING echo is ERR_GROUPCOMM_PROTOCOL at once, not retried', async () => {
+  const srv = await scripted('answer', ({ ping }) => u32(ping! ^ 0x10));
+  try {
+    const e = await failure(openConnection(spec(srv.port)));
+    assert.is(e.code, 'ERR_GROUPCOMM_PROTOCOL');
+    await sleep(50);
+    assert.is(srv.seen.length, 1);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a server that resets every connection is retried with growing pauses until the deadline, then TIMEOUT', async () => {
+  const srv = await scripted('reset');
+  try {
+    const t0 = performance.now();
+    const e = await failure(openConnection(spec(srv.port, { timeoutMs: 600 })));
+    const took = performance.now() - t0;
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.is(e.timeoutMs, 600);
+    assert.ok(e.cause, 'the last failure is the cause');
+    assert.ok(took >= 550 && took < 2000, `gave up after ${took} ms`);
+    // Pauses from ~20 ms growing 1.5× (with jitter): 4 to 12 tries in 600 ms.
+    assert.ok(srv.seen.length >= 4 && srv.seen.length <= 12, `${srv.seen.length} connections in 600 ms`);
+  } finally {
+    await srv.close();
+  }
+});
+
+test('nobody listening: refused connects are retried until the deadline; the error is TIMEOUT with ECONNREFUSED as its cause', async () => {
+  const srv = await scripted('reset');
+  const port = srv.port;
+  await srv.close();
+  const t0 = performance.now();
+  const e = await failure(openConnection(spec(port, { timeoutMs: 300 })));
+  assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is((e.cause as NodeJS.ErrnoException).code, 'ECONNREFUSED');
+  assert.ok(performance.now() - t0 >= 280);
+});
+
+test('a server that never answers the handshake: each try gets what is left of the deadline, then TIMEOUT', async () => {
+  const srv = await scripted('silent');
+  try {
+    const t0 = performance.now();
+    const e = await failure(openConnection(spec(srv.port, { timeoutMs: 300 })));
+    const took = performance.now() - t0;
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.ok(took >= 280 && took < 1500, `gave up after ${took} ms`);
+    assert.is(srv.seen.length, 1, 'the handshake had the whole deadline');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('abort: before the first try nothing connects; during the backoff it ends at once', async () => {
+  const srv = await scripted('reset');
+  try {
+    const ac = new AbortController();
+    ac.abort('no');
+    const e = await failure(openConnection(spec(srv.port, { signal: ac.signal })));
+    assert.is(e.code, 'ERR_GROUPCOMM_ABORTED');
+    assert.is(e.cause, 'no');
+    await sleep(30);
+    assert.is(srv.seen.length, 0);
+
+    const ac2 = new AbortController();
+    const t0 = performance.now();
+    const p = failure(openConnection(spec(srv.port, { signal: ac2.signal, timeoutMs: 10_000 })));
+    await sleep(150);
+    ac2.abort();
+    const e2 = await p;
+    assert.is(e2.code, 'ERR_GROUPCOMM_ABORTED');
+    assert.ok(performance.now() - t0 < 1500, 'ended at the abort, not at the deadline');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a client with a secret and a server that closes on AUTH_HELLO: ERR_GROUPCOMM_AUTH, not a retry', async () => {
+  const sockets: net.Socket[] = [];
+  let conns = 0;
+  const server = net.createServer((s) => {
+    conns++;
+    sockets.push(s);
+    s.on('error', () => {});
+    let got = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      got = Buffer.concat([got, d]);
+      if (got.length >= 6 && got[5] === Op.AUTH_HELLO) s.destroy();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret: Buffer.from('x') })));
+    assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
+    assert.is(conns, 1);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test.run();
