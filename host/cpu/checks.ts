@@ -1,7 +1,7 @@
 /**
  * The CPU group's argument checks (tensors, ranks, reduce ops, `out`, tags) and what a
  * collective's body reads from its group (CallContext). Every check throws synchronously, so a
- * bad call rejects before anything is queued (group.ts start()).
+ * bad call rejects before anything is queued (group.ts start()). Each error carries this rank.
  */
 import { invalidArgument } from '../base/errors.js';
 import { empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
@@ -33,7 +33,7 @@ export class CallContext {
     }
     const ct = t as CpuTensor;
     const n = numel(ct.shape) * itemSize(ct.dtype);
-    if (ct.data.byteLength !== n) throw invalidArgument(`${what}: shape [${ct.shape.join(', ')}] of ${ct.dtype} needs ${n} bytes, data has ${ct.data.byteLength}`);
+    if (ct.data.byteLength !== n) throw invalidArgument(`${what}: shape [${ct.shape.join(', ')}] of ${ct.dtype} needs ${n} bytes, data has ${ct.data.byteLength}`, { rank: this.rank });
     return ct;
   }
 
@@ -47,7 +47,7 @@ export class CallContext {
   reduceOp(op: unknown): ReduceOpSpec {
     if (isPreMulSum(op)) return op;
     const o = (op ?? 'sum') as ReduceOpSpec;
-    if (!REDUCE_OPS.includes(o as never)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}, or premulSum(factor)`);
+    if (!REDUCE_OPS.includes(o as never)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}, or premulSum(factor)`, { rank: this.rank });
     return o;
   }
 
@@ -67,7 +67,7 @@ export class CallContext {
 
   /** The reduction of two partial results: avg and premulSum (inputs scaled first, bodies.ts) combine as sums. */
   reducer(op: ReduceOpSpec, dtype: CpuTensor['dtype']) {
-    if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
+    if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")', { rank: this.rank });
     if (isPreMulSum(op)) premulScalar(dtype, op); // refused here (bool, an integer factor out of range), before anything is sent
     const k = op === 'avg' || isPreMulSum(op) ? 'sum' : op;
     return (dst: Uint8Array, src: Uint8Array, a?: Uint8Array) => reduceBytes(k, dtype, dst, src, a);
@@ -79,7 +79,7 @@ export class CallContext {
 
   tagOf(tag: unknown): number {
     const t = tag ?? 0;
-    if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 0xffffffff) throw invalidArgument(`tag must be an integer in [0, 2^32), got ${String(tag)}`);
+    if (!Number.isInteger(t) || (t as number) < 0 || (t as number) > 0xffffffff) throw invalidArgument(`tag must be an integer in [0, 2^32), got ${String(tag)}`, { rank: this.rank });
     return t as number;
   }
 }

@@ -67,6 +67,18 @@ test('checkDeviceTensor: type and index must match; the buffer must hold the sha
   assert.match(invalid(() => checkDeviceTensor(t('fake:1', [1], buf(4)), 'fake', 0, 'allReduce'), 'msg').message, /^allReduce: /);
 });
 
+test('the errors name the operation, the device the tensor is on and the device wanted', () => {
+  const m = (f: () => unknown) => invalid(f, 'message').message;
+  assert.match(m(() => checkDeviceTensor(t('fake:1', [1], buf(4)), 'fake', 0, 'op')), "op: tensor is on 'fake:1', this communicator works on 'fake:0'");
+  assert.match(m(() => checkDeviceTensor(t('other:0', [1], buf(4)), 'fake', undefined, 'op')), "works on 'fake:*'");
+  const { backend } = fakeBackend();
+  assert.match(m(() => fromDevice(backend, t('other:0', [1], buf(4)))), /^fromDevice: /);
+  const input = t('fake:0', [1], buf(4));
+  const spec = { input, count: 1, shape: [1], inPlace: false, what: 'broadcast', device: 'fake:0', alloc: () => buf(4), free: () => {},
+    check: (x: Tensor | undefined, what: string) => checkDeviceTensor(x, 'fake', 0, what) };
+  assert.match(m(() => deviceOutput({ ...spec, out: t('fake:1', [1], buf(4)) })), /^broadcast out: /);
+});
+
 test('subBuffer: pointer arithmetic within bounds only', () => {
   assert.equal(subBuffer(buf(100), 10, 90), { ptr: 4106n, nbytes: 90 });
   assert.equal(subBuffer(buf(100), 100, 0), { ptr: 4196n, nbytes: 0 });
