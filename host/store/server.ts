@@ -16,7 +16,7 @@ import { asyncDispose, type CloseOptions } from '../base/lifecycle.js';
 import { bindError, destroyedError, type GroupcommError, invalidArgument, peerLostError, timeoutError } from '../base/errors.js';
 import { logger as makeLogger } from '../base/log.js';
 import { checkFactory, factoryToken } from '../base/factory.js';
-import { Cursor, INCOMPLETE, INIT_KEY, resolveLimits } from './protocol.js';
+import { Cursor, INCOMPLETE, INIT_KEY, Op, resolveLimits } from './protocol.js';
 import { checkExposure, resolveSecret } from '../base/secret.js';
 import { setting } from '../base/config.js';
 import { bytesOf, strtoll, valueOf, Violation } from './table.js';
@@ -338,7 +338,7 @@ export class TcpStoreServer extends StoreOps {
     if (conn.subscribed !== null && this.subs.get(conn.subscribed) === conn) this.unsub(conn.subscribed);
     this.table.cancelWait(conn);
     this.conns.delete(conn);
-    this.dirty.delete(conn);
+    // Still listed in `dirty` if replies were queued: flush() skips a closed connection.
     conn.inbox.clear();
     if (graceful) {
       const s = conn.socket;
@@ -379,10 +379,18 @@ export class TcpStoreServer extends StoreOps {
     try {
       while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
+        if (buf[start] === Op.SET && conn.stage === 'ready') {
+          // A SET not all here yet (a big value): wait for its length (server_parse.ts).
+          const n = this.setLength(buf, start, cur.end);
+          if (n > cur.end - start) {
+            need = n;
+            break;
+          }
+        }
         this.handle(conn, cur, buf);
         if (this.takes.length) this.applyTakes();
       }
-      start = cur.pos;
+      start = cur.pos; // where the loop stopped: the end, or the SET waited for (not parsed)
     } catch (e) {
       if (this.takes.length) this.applyTakes();
       if (e !== INCOMPLETE) {
@@ -392,14 +400,14 @@ export class TcpStoreServer extends StoreOps {
         return;
       }
       need = cur.needed - start;
-      if (need > this.limits.maxRequestBytes) {
-        this.flush(conn);
-        this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
-        this.flushAll();
-        return;
-      }
     } finally {
       this.depth--;
+    }
+    if (need > this.limits.maxRequestBytes) {
+      this.flush(conn);
+      this.drop(conn, `request of at least ${need} bytes exceeds maxRequestBytes ${this.limits.maxRequestBytes}`);
+      this.flushAll();
+      return;
     }
     if (!conn.closed) {
       inbox.consume(start, need);

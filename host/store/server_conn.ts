@@ -51,6 +51,8 @@ export class Conn {
   /** The array `out` was last flushed from (flush swaps the two). */
   spare: Buffer[] = [];
   outBytes = 0;
+  /** In the server's list of connections to flush (server_reply.ts). */
+  queued = false;
   /** Keys this connection's current WAIT still misses (torch: one count per connection). */
   waitCount = 0;
   waitKeys: string[] | null = null;

@@ -6,9 +6,34 @@ import type { Cursor, StoreLimits } from './protocol.js';
 import { Violation } from './table.js';
 import { ServerReplies } from './server_reply.js';
 
+/** A u64 length at buf[at] (Cursor.u64 without the cursor): ≥ 2^53 reads as Infinity. */
+function u64At(buf: Buffer, at: number): number {
+  const hi = buf.readUInt32LE(at + 4);
+  return hi >= 0x200000 ? Infinity : hi * 0x1_0000_0000 + buf.readUInt32LE(at);
+}
+
 export abstract class RequestParser extends ServerReplies {
   constructor(readonly limits: StoreLimits) {
     super();
+  }
+
+  /**
+   * The whole length of the SET request at buf[pos] (opcode, key, value) once its header is
+   * here: a big value arriving over many reads is then waited for by length, without parsing
+   * the request (and throwing INCOMPLETE, which costs a stack unwind and can deoptimize the
+   * parser) on each read. 0 when the header is not complete or a length is over its limit:
+   * handle() parses it then and reports which.
+   */
+  protected setLength(buf: Buffer, pos: number, end: number): number {
+    const at = pos + 1;
+    if (at + 8 > end) return 0;
+    const kl = u64At(buf, at);
+    if (kl > this.limits.maxKeyBytes) return 0;
+    const vat = at + 8 + kl;
+    if (vat + 8 > end) return 0;
+    const vl = u64At(buf, vat);
+    if (vl > this.limits.maxValueBytes) return 0;
+    return vat + 8 + vl - pos;
   }
 
   // --- parsing helpers: each checks the limit on the declared length before reading bytes ---

@@ -7,8 +7,11 @@ import type { Value } from './table.js';
 import { type Conn, FLUSH_ALONE_BYTES, MAX_PENDING_REPLY_BYTES } from './server_conn.js';
 
 export abstract class ServerReplies {
-  /** Connections with replies queued since the last flushAll. */
-  protected readonly dirty = new Set<Conn>();
+  /**
+   * Connections with replies queued since the last flushAll, each once (Conn.queued says it is
+   * here): an array and a flag, not a Set, so queuing a reply allocates and hashes nothing.
+   */
+  protected dirty: Conn[] = [];
 
   /** Pushes a stored key (a subscription's backlog). */
   protected pushValue(conn: Conn, key: string, v: Value): void {
@@ -48,12 +51,21 @@ export abstract class ServerReplies {
     if (conn.closed) return;
     conn.out.push(b);
     conn.outBytes += b.length;
-    this.dirty.add(conn);
+    if (!conn.queued) {
+      conn.queued = true;
+      this.dirty.push(conn);
+    }
   }
 
   protected flushAll(): void {
-    for (const c of this.dirty) this.flush(c);
-    this.dirty.clear();
+    const dirty = this.dirty;
+    // Indexed, the length read each time: a reply queued while flushing goes out in this pass too.
+    for (let i = 0; i < dirty.length; i++) {
+      const c = dirty[i];
+      c.queued = false;
+      this.flush(c);
+    }
+    dirty.length = 0;
   }
 
   /**
