@@ -2,7 +2,8 @@
  * `groupcomm bench pg`: StatelessProcessGroup over the TCP store, ranks in child processes on
  * 127.0.0.1:
  *   2 ranks: ping-pong round trip of a small dict and of a 1 MiB Uint8Array (rank 0 measures);
- *   4 ranks: broadcastObj one-way latency to the slowest receiver, allGatherObj and barrier
+ *   4 ranks: broadcastObj one-way latency to the slowest receiver (a small dict, and one
+ *            carrying 1 MiB of bytes; the peer has no 1 MiB broadcast), allGatherObj and barrier
  *            (slowest rank per iteration, back to back).
  * With a peer (`--peer CMD` or `--peers-dir DIR`: peers/vllm_like_pg_bench.py), the peer runs
  * after each of our rounds and its SUMMARY line becomes rows (impl 'vllm-like-torch-X.Y'), so
@@ -28,7 +29,8 @@ const MiB = 1 << 20;
 
 export const DESCRIPTION = `The object channel (StatelessProcessGroup over the TCP store), ranks as processes on
 127.0.0.1: small-dict and 1 MiB ping-pong round trips (2 ranks); broadcastObj to the slowest
-receiver, allGatherObj and barrier (4 ranks). Each case warms up, then runs for --seconds.`;
+receiver (a small dict, and one carrying 1 MiB), allGatherObj and barrier (4 ranks). Each case
+warms up, then runs for --seconds.`;
 
 export const OPTIONS = {
   seconds: { arg: 'S', group: 'parameters', default: '2', parse: number(0), help: 'timed seconds per case' },
@@ -114,6 +116,7 @@ const CASES: Record<string, Case> = {
   pingpong_small: { name: 'pingpong_small_rtt', ranks: 2, op: 'sendObj+recvObj', size_bytes: encodeObject(SMALL).length },
   pingpong_1MiB: { name: 'pingpong_1MiB_rtt', ranks: 2, op: 'sendObj+recvObj', size_bytes: MiB },
   bcast4: { name: 'broadcastObj_last_receiver', ranks: 4, op: 'broadcastObj', size_bytes: encodeObject(SMALL).length },
+  bcast4_1MiB: { name: 'broadcastObj_1MiB_last_receiver', ranks: 4, op: 'broadcastObj', size_bytes: MiB },
   allgather4: { name: 'allGatherObj', ranks: 4, op: 'allGatherObj', size_bytes: encodeObject(SMALL).length },
   barrier4: { name: 'barrier', ranks: 4, op: 'barrier', size_bytes: 0 },
 };
@@ -125,6 +128,7 @@ async function ourRound(o: Options, worker: 'pg_worker' | 'pg_floor_worker', emi
   if (two[0].pingpong_1MiB) emit('pingpong_1MiB', two[0].pingpong_1MiB);
   const four = await runWorld(4, o, worker);
   emit('bcast4', slowest([1, 2, 3].map((r) => four[r].broadcast_obj)));
+  if (four[1].broadcast_obj_1MiB) emit('bcast4_1MiB', slowest([1, 2, 3].map((r) => four[r].broadcast_obj_1MiB)));
   emit('allgather4', slowest(four.map((r) => r.all_gather_obj)));
   if (four[0].barrier) emit('barrier4', slowest(four.map((r) => r.barrier)));
 }

@@ -9,6 +9,7 @@
 //   'p' ping/echo (SMALL_BYTES)      'g' allGather part (SMALL_BYTES)   'G' bundle (4 × SMALL_BYTES)
 //   'n' plan (u32: 0 = warm up another round, else the timed count; 4 B unused)
 //   'P' / 'Q' 1 MiB ping-pong (MiB bytes; 'Q' is the last one)
+//   'B' 1 MiB broadcast (8 B f64 stamp, then MiB bytes)
 import net from 'node:net';
 import { now } from './clock.js';
 import { budgetNs, timedCalls, warmupNs, warmUp } from './warmup.js';
@@ -20,6 +21,7 @@ const SMALL_BYTES = 120;
 const MiB = 1 << 20;
 const SIZE: Record<number, number> = {
   0x61: 1, 0x72: 1, 0x62: 9, 0x6e: 9, 0x70: 1 + SMALL_BYTES, 0x67: 1 + SMALL_BYTES, 0x47: 1 + 4 * SMALL_BYTES, 0x50: 1 + MiB, 0x51: 1 + MiB,
+  0x42: 9 + MiB,
 };
 
 /** Splits a byte stream into messages, handed out in arrival order. */
@@ -102,7 +104,7 @@ async function barrier(): Promise<void> {
 }
 
 /** Warm-up, then the number of timed calls (see warmup.ts); rank 0's plan travels as message 'n'. */
-function plan(fn: () => Promise<void>): Promise<number> {
+function plan(fn: () => Promise<void>, minCalls?: number): Promise<number> {
   return warmUp(rank, fn, async (n) => {
     if (rank !== 0) return (await hub.next()).readUInt32LE(1);
     const m = Buffer.alloc(9);
@@ -110,7 +112,7 @@ function plan(fn: () => Promise<void>): Promise<number> {
     m.writeUInt32LE(n!, 1);
     for (const p of others) p.send(m);
     return n!;
-  });
+  }, undefined, minCalls);
 }
 
 /** Warm-up, then the timed calls of `fn`, each one's duration kept. */
@@ -156,25 +158,29 @@ if (worldSize === 2) {
     }
   }
 } else {
-  // broadcastObj one-way latency after an untimed barrier (receivers keep the root's stamp).
-  const lat: number[] = [];
-  let keep = false;
-  const bcast = async () => {
-    await barrier();
-    if (rank === 0) {
-      const m = Buffer.alloc(9);
-      m[0] = 0x62;
-      m.writeDoubleLE(now(), 1);
-      for (const p of others) p.send(m);
-    } else {
-      const m = await hub.next();
-      if (keep) lat.push(now() - m.readDoubleLE(1));
-    }
+  // broadcastObj one-way latency after an untimed barrier (receivers keep the root's stamp): a
+  // stamp alone ('b'), then a stamp and 1 MiB ('B', one buffer written to every socket, as the
+  // store writes a handed-over value).
+  const broadcast = async (name: string, m: Buffer) => {
+    const lat: number[] = [];
+    let keep = false;
+    const bcast = async () => {
+      await barrier();
+      if (rank === 0) {
+        m.writeDoubleLE(now(), 1);
+        for (const p of others) p.send(m);
+      } else {
+        const got = await hub.next();
+        if (keep) lat.push(now() - got.readDoubleLE(1));
+      }
+    };
+    const n = await plan(bcast, m.length > 9 ? 0 : undefined);
+    keep = true;
+    for (let i = 0; i < n; i++) await bcast();
+    res[name] = lat;
   };
-  const n = await plan(bcast);
-  keep = true;
-  for (let i = 0; i < n; i++) await bcast();
-  res.broadcast_obj = lat;
+  await broadcast('broadcast_obj', Buffer.alloc(9).fill(0x62, 0, 1));
+  await broadcast('broadcast_obj_1MiB', Buffer.alloc(9 + MiB, 7).fill(0x42, 0, 1));
   // allGather through the hub: parts to rank 0, one bundle back to each.
   res.all_gather_obj = await run(async () => {
     if (rank === 0) {

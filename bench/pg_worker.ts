@@ -22,8 +22,8 @@ const pg = await StatelessProcessGroup.create({ rank, worldSize, store, timeoutM
 const res: Record<string, number[]> = {};
 
 /** Warm-up, then the number of timed calls (see warmup.ts); rank 0's plan travels by broadcastObj. */
-function iterations(fn: () => Promise<unknown>): Promise<number> {
-  return warmUp(rank, fn, (plan) => pg.broadcastObj(plan, 0) as Promise<number>);
+function iterations(fn: () => Promise<unknown>, minCalls?: number): Promise<number> {
+  return warmUp(rank, fn, (plan) => pg.broadcastObj(plan, 0) as Promise<number>, undefined, minCalls);
 }
 
 /** Rank 0 times round trips; rank 1 echoes until a message says stop. Warm-up is by time. */
@@ -63,23 +63,30 @@ if (worldSize === 2) {
   await pingPong('pingpong_1MiB', blob, 1000);
 } else {
   // broadcastObj one-way latency (root's stamp → receiver's clock), iterations separated by an
-  // untimed barrier; the parent takes the slowest receiver per iteration.
-  const lat: number[] = [];
-  const once = async (out?: number[]) => {
-    await pg.barrier();
-    if (rank === 0) {
-      const obj = { ...SMALL, t0: now() };
-      await pg.broadcastObj(obj, 0);
-      out?.push(now() - obj.t0);
-    } else {
-      const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: number; name: string };
-      out?.push(now() - obj.t0);
-      if (obj.name !== SMALL.name) throw new Error('broadcast mismatch');
-    }
+  // untimed barrier; the parent takes the slowest receiver per iteration. The small dict, then
+  // the same dict carrying 1 MiB of bytes.
+  const bcast = async (name: string, blob?: Uint8Array) => {
+    const lat: number[] = [];
+    const once = async (out?: number[]) => {
+      await pg.barrier();
+      if (rank === 0) {
+        const obj = blob ? { ...SMALL, blob, t0: now() } : { ...SMALL, t0: now() };
+        await pg.broadcastObj(obj, 0);
+        out?.push(now() - obj.t0);
+      } else {
+        const obj = (await pg.broadcastObj<unknown>(null, 0)) as { t0: number; name: string; blob?: Uint8Array };
+        out?.push(now() - obj.t0);
+        if (obj.name !== SMALL.name || obj.blob?.length !== blob?.length) throw new Error('broadcast mismatch');
+      }
+    };
+    const n = await iterations(() => once(), blob ? 0 : undefined);
+    for (let i = 0; i < n; i++) await once(lat);
+    res[name] = lat;
   };
-  const n = await iterations(() => once());
-  for (let i = 0; i < n; i++) await once(lat);
-  res.broadcast_obj = lat;
+  await bcast('broadcast_obj');
+  const blob = new Uint8Array(MiB);
+  for (let i = 0; i < blob.length; i += 4096) blob[i] = i & 0xff;
+  await bcast('broadcast_obj_1MiB', blob);
   for (const [name, fn] of [
     ['all_gather_obj', () => pg.allGatherObj(SMALL)],
     ['barrier', () => pg.barrier()],

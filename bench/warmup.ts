@@ -19,9 +19,12 @@ export const budgetNs = Number(process.env.PG_BENCH_SECONDS ?? 2) * 1e9;
 
 /**
  * Warms `fn` up and resolves with the number of timed calls to make. `agree(plan)` hands rank 0's
- * decision to every rank (0: another round, else the count); other ranks pass null.
+ * decision to every rank (0: another round, else the count); other ranks pass null. `minCalls`:
+ * 0 for calls of milliseconds (1 MiB), warmed up by time alone, as the 1 MiB ping-pong is.
  */
-export async function warmUp(rank: number, fn: () => Promise<unknown>, agree: (plan: number | null) => Promise<number>, hi = 20_000): Promise<number> {
+export async function warmUp(
+  rank: number, fn: () => Promise<unknown>, agree: (plan: number | null) => Promise<number>, hi = 20_000, minCalls = warmupCalls,
+): Promise<number> {
   const warmEnd = now() + warmupNs;
   let calls = 0;
   for (let chunk = 10; ; chunk = Math.min(2 * chunk, 1000)) {
@@ -29,7 +32,7 @@ export async function warmUp(rank: number, fn: () => Promise<unknown>, agree: (p
     for (let i = 0; i < chunk; i++) await fn();
     calls += chunk;
     const per = Math.max(1, (now() - t0) / chunk);
-    const more = now() < warmEnd || calls < warmupCalls;
+    const more = now() < warmEnd || calls < minCalls;
     const n = await agree(rank === 0 ? (more ? 0 : Math.max(100, Math.min(hi, Math.floor(budgetNs / per)))) : null);
     if (n > 0) return n;
   }

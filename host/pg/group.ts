@@ -9,8 +9,9 @@
  * pushed by a groupcomm store the moment it is written, read key by key from a torch store;
  * messages.ts writes and takes them, collective.ts runs the collectives):
  *   tag p/{src}/{n}    n-th point-to-point message src → dst (objects and tensors share n)
- *   tag b/{src}/{n}    n-th broadcast from src: the value itself (up to FANOUT_MAX_BYTES, or with
- *                      one reader), else an empty marker: the value is then stored once at
+ *   tag b/{src}/{n}    n-th broadcast from src: the value itself (up to FANOUT_MAX_BYTES, with
+ *                      one reader, or when src's process hosts the store), else an empty
+ *                      marker: the value is then stored once at
  *                      ns b/{src}/{n}, and the reader that brings ns b/{src}/{n}/ack to
  *                      worldSize−1 deletes both
  *   tag c/{n}/{src}    src's part of the n-th collective (barrier, allGatherObj, allReduce); with a

@@ -172,9 +172,13 @@ export class Messages {
   }
 
   /**
-   * Writes broadcast n. A value up to FANOUT_MAX_BYTES (or any value, with one reader) goes to
-   * every reader's mailbox: one store hop, no acknowledgement traffic. A larger one is stored once
-   * (copies would multiply the root's upload) and each reader gets an empty marker sending it there.
+   * Writes broadcast n. A value up to FANOUT_MAX_BYTES goes to every reader's mailbox: one store
+   * hop, no acknowledgement traffic. So does any value with one reader, or from the rank whose
+   * process hosts the store (Store.publishesLocally): this process writes the value to every
+   * reader's socket either way, as a push or as the reply to its read, and a push saves each
+   * reader the read's round trip and its acknowledgement (the value is handed over, not copied
+   * per reader). Otherwise a larger value is stored once (copies would multiply the root's
+   * upload) and each reader gets an empty marker sending it there.
    */
   bcastSend(bytes: Uint8Array, what: string, opts?: OpOptions): Promise<void> {
     const p = this.#bcastSend(bytes, what, opts);
@@ -186,7 +190,7 @@ export class Messages {
     const tag = `b/${this.rank}/${n}`;
     const others = this.others;
     const o = this.opts(opts);
-    if (others.length === 1 || bytes.length <= FANOUT_MAX_BYTES) return this.post(others, tag, bytes, what, o);
+    if (others.length === 1 || bytes.length <= FANOUT_MAX_BYTES || this.store.publishesLocally) return this.post(others, tag, bytes, what, o);
     this.#remember(this.ns + tag);
     return this.post(others, tag, EMPTY, what, o, [this.ns + tag, bytes]);
   }

@@ -365,6 +365,11 @@ export class TcpStore extends WaitingClient implements Store {
     return this.main.request(frame, null, effectiveTimeout(opts, this.timeoutMs), 'publish', keys);
   }
 
+  /** Store.publishesLocally: the server runs in this process and publish() reaches it in memory. */
+  get publishesLocally(): boolean {
+    return this.spec.local?.publishLocal !== undefined && this.extended && !this.closing;
+  }
+
   async ping(opts?: OpOptions): Promise<number> {
     const nonce = (Math.random() * 0xffffffff) >>> 0;
     const t0 = performance.now();

@@ -102,6 +102,10 @@ export class PrefixStore implements Store {
       return this.inner.publish ? this.inner.publish(ks, values, { ...this.#o(opts), handOver: opts?.handOver }) : this.inner.multiSet(ks, values, this.#o(opts));
     });
   }
+  /** The wrapped store's (a view adds nothing between this process and the server). */
+  get publishesLocally(): boolean {
+    return this.inner.publishesLocally === true;
+  }
   ping(opts?: OpOptions) { return this.#op(() => this.inner.ping(this.#o(opts))); }
   /**
    * Ends the view, not the wrapped store: refuses new calls, and waits for the calls in flight

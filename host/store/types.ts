@@ -69,6 +69,13 @@ export interface Store {
    * without copying them first.
    */
   publish?(keys: string[], values: Uint8Array[], opts?: PublishOptions): Promise<void>;
+  /**
+   * Optional: true when publish() hands writes to a server in this process (it applies them at
+   * once). A value published to many subscribers is then written to their sockets by this
+   * process whether it sends them the value or each of them fetches one stored copy: sending
+   * costs no more upload, and saves every reader a round trip (pg/messages.ts, bcastSend).
+   */
+  readonly publishesLocally?: boolean;
   /** Waits for all keys, then returns their values in order. */
   multiGet(keys: string[], opts?: OpOptions): Promise<Uint8Array[]>;
   multiSet(keys: string[], values: StoreValue[], opts?: OpOptions): Promise<void>;

@@ -17,9 +17,9 @@ test('bench pg --floor: groupcomm and raw-socket rows for every case, with sampl
     console.log = log;
   }
   const ours = report.rows.filter((r) => r.impl === 'groupcomm').map((r) => r.name);
-  assert.equal(ours, ['pingpong_small_rtt', 'pingpong_1MiB_rtt', 'broadcastObj_last_receiver', 'allGatherObj', 'barrier']);
+  assert.equal(ours, ['pingpong_small_rtt', 'pingpong_1MiB_rtt', 'broadcastObj_last_receiver', 'broadcastObj_1MiB_last_receiver', 'allGatherObj', 'barrier']);
   const floor = report.rows.filter((r) => r.impl === 'raw-node-sockets').map((r) => r.name);
-  assert.equal(floor, ['pingpong_small_rtt', 'pingpong_1MiB_rtt', 'broadcastObj_last_receiver', 'allGatherObj']);
+  assert.equal(floor, ['pingpong_small_rtt', 'pingpong_1MiB_rtt', 'broadcastObj_last_receiver', 'broadcastObj_1MiB_last_receiver', 'allGatherObj']);
   for (const r of report.rows) {
     assert.ok((r.median_us ?? NaN) > 0 && Number.isFinite(r.median_us), `${r.impl} ${r.name}: median ${r.median_us}`);
     assert.ok((r.samples as number) >= 3, `${r.impl} ${r.name}: ${r.samples} samples`);

@@ -225,4 +225,25 @@ test('PrefixStore: publish writes x/k (to x/\'s subscriber), also over a store w
   }
 });
 
+test('publishesLocally: only a client whose server is in this process (and speaks the extensions), through any PrefixStore; not once closed', async () => {
+  const host = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const remote = await TcpStore.create({ port: host.port, timeoutMs: 5000 });
+  const torchHost = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, extensions: false });
+  const overTcp = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000, inProcess: false });
+  try {
+    assert.is(host.publishesLocally, true);
+    assert.is(new PrefixStore('a', new PrefixStore('b', host)).publishesLocally, true);
+    assert.is(remote.publishesLocally, false);
+    assert.is(new PrefixStore('a', remote).publishesLocally, false);
+    assert.is(torchHost.publishesLocally, false, 'a torch-mode client publishes with SET over its link');
+    assert.is(overTcp.publishesLocally, false, 'inProcess: false reaches its own server over TCP');
+  } finally {
+    await remote.close();
+    await torchHost.close();
+    await overTcp.close();
+    await host.close();
+  }
+  assert.is(host.publishesLocally, false);
+});
+
 test.run();
