@@ -242,6 +242,16 @@ export const SETTINGS = {
     default: 8192, readBy: 'CPU group', read: 'call',
     doc: 'smallest frame sent through a ring (smaller ones go over the socket; 1 sends everything through the rings).',
   }),
+  GROUPCOMM_CPU_SHM_REDUCE_BYTES: decl<number>({
+    parser: nonNegativeInt('bytes'),
+    default: 256 * 1024, readBy: 'CPU group', read: 'call',
+    doc: 'an allReduce of at least this many bytes, in a group of 3 or more ranks all on one host, reduces straight out of every rank\'s shared segment (one copy in, one out) instead of the ring; 0 turns it off. Must be the same on every rank. See [cpu-group.md](cpu-group.md#shared-segment-allreduce).',
+  }),
+  GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES: decl<number>({
+    parser: integer(4096, 1 << 30, 'an integer in [4096, 2^30] (bytes)'),
+    default: 1024 * 1024, readBy: 'CPU group', read: 'call',
+    doc: 'bytes of each of the three buffers in a rank\'s allReduce segment (lowered so that the P mapped segments stay within 24 MiB). Must be the same on every rank.',
+  }),
   GROUPCOMM_INLINE_CPU_BYTES: decl<number>({
     parser: nonNegativeInt('bytes'),
     default: 64 * 1024, readBy: 'coordinator', read: 'process',

@@ -134,6 +134,45 @@ export function reduceBytes(op: ReduceOp, dtype: DType, dst: Uint8Array, src: Ui
   }
 }
 
+/**
+ * dst = op(srcs[0], srcs[1], …) element-wise, left to right (the order a chain of reduceBytes
+ * calls in that order gives, so the bytes are the same), in one pass over dst: each piece of
+ * every input is copied into core memory once, reduced there into an accumulator, and the
+ * result copied out once. With `divisor` (avg), the result is divided by it before it leaves
+ * (finishAvg's rounding). dst may be one of the inputs (equal, not partly overlapping). The
+ * CPU group's shared-memory allReduce reduces its slice of every rank's segment with it.
+ */
+export function reduceMany(op: ReduceOp, dtype: DType, dst: Uint8Array, srcs: readonly Uint8Array[], divisor?: number): void {
+  const code = opCode(op);
+  const { code: dt, itemSize } = dtypeOf(dtype, op);
+  const total = dst.byteLength;
+  if (srcs.length === 0) throw invalidArgument(`reduceMany ${op}/${dtype}: no inputs`);
+  for (const s of srcs) {
+    if (s.byteLength !== total) throw invalidArgument(`reduceMany ${op}/${dtype}: dst has ${total} bytes but an input has ${s.byteLength}`);
+  }
+  if (total % itemSize !== 0) {
+    throw invalidArgument(`reduceMany ${op}/${dtype}: ${total} bytes is not a whole number of ${itemSize}-byte elements`);
+  }
+  if (divisor !== undefined) checkDivisor(divisor);
+  if (total === 0) return;
+  const chunk = Math.min(total, CHUNK_BYTES);
+  const base = scratch.ensure(2 * chunk);
+  const x = k();
+  const core = getCore();
+  for (let off = 0; off < total; off += chunk) {
+    const len = Math.min(chunk, total - off);
+    const n = len / itemSize;
+    const u8 = core.u8();
+    u8.set(srcs[0].subarray(off, off + len), base);
+    for (let i = 1; i < srcs.length; i++) {
+      u8.set(srcs[i].subarray(off, off + len), base + chunk);
+      check(x.reduce(code, dt, base, base + chunk, n), `reduce ${op}/${dtype}`);
+    }
+    if (divisor !== undefined) check(x.reduceDivide(dt, base, n, divisor), `avg ${dtype}`);
+    dst.set(u8.subarray(base, base + len), off);
+  }
+}
+
 /** The last step of avg: every element of buf divided by worldSize (see the header). */
 export function finishAvg(dtype: DType, buf: Uint8Array, worldSize: number): void {
   const { code: dt, itemSize } = dtypeOf(dtype, 'avg');

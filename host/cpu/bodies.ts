@@ -42,8 +42,18 @@ export function prepareAllReduce(c: CallContext, input: CpuTensor, opts: ReduceO
   const reduce = c.reducer(op, x.dtype);
   const { t: out, inPlace } = c.output(opts.out, x.dtype, x.shape, x, 'allReduce', true);
   return [{ collective: 'allReduce', dtype: x.dtype, op, ...callOf(x, opts) }, async (ex) => {
-    // The algorithms reduce in place: out of place, they run on the result after a copy.
     const buf = bytesOf(out);
+    // Large, every rank on this host: straight out of the shared segments (segments.ts).
+    const seg = c.segments;
+    if (seg?.wants(buf.byteLength) && await seg.setup(ex)) {
+      await seg.allReduce(ex, {
+        input: bytesOf(x), out: buf, dtype: x.dtype, itemSize: itemSize(x.dtype), op: c.kernelOp(op),
+        divisor: op === 'avg' ? c.worldSize : undefined,
+        scale: isPreMulSum(op) ? (d, s) => scaleBytes(x.dtype, d, s, op) : undefined,
+      });
+      return out;
+    }
+    // The algorithms reduce in place: out of place, they run on the result after a copy.
     const useRing = buf.byteLength > c.smallBytes && buf.byteLength >= c.worldSize * itemSize(x.dtype) && c.worldSize > 1;
     // premulSum: this rank's input, scaled, is its part of the sum.
     if (isPreMulSum(op)) scaleBytes(x.dtype, buf, bytesOf(x), op);

@@ -7,11 +7,12 @@ import { invalidArgument } from '../base/errors.js';
 import { empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkOutAliasing } from '../core/alias.js';
 import type { OutOptions } from '../core/collectives.js';
-import { reduceBytes, REDUCE_OPS } from '../core/reduce.js';
+import { reduceBytes, REDUCE_OPS, type ReduceOp } from '../core/reduce.js';
 import { isPreMulSum, premulScalar, type ReduceOpSpec } from '../core/premul.js';
 import type { Pipeline, Staging } from './algorithms.js';
 import type { Exchange } from './exchange.js';
 import type { CallShape } from './fingerprint.js';
+import type { SharedSegments } from './segments.js';
 import type { BinomialTree, Schedules } from './schedule.js';
 
 /** The shape and dim a call is checked by: the caller's own view (OutOptions.call) when it gave one. */
@@ -25,7 +26,7 @@ export type Prepared<T> = [CallShape, (ex: Exchange) => Promise<T>];
 /** One group's rank, size, tuning and schedules, with the checks; built once by its constructor. */
 export class CallContext {
   constructor(readonly rank: number, readonly worldSize: number, readonly smallBytes: number, readonly tuning: Pipeline,
-    readonly staging: Staging, readonly plans: Schedules) {}
+    readonly staging: Staging, readonly plans: Schedules, readonly segments?: SharedSegments) {}
 
   cpu(t: Tensor | undefined, what: string): CpuTensor {
     if (!t || typeof t !== 'object' || !isCpu(t) || !ArrayBuffer.isView((t as CpuTensor).data)) {
@@ -69,8 +70,13 @@ export class CallContext {
   reducer(op: ReduceOpSpec, dtype: CpuTensor['dtype']) {
     if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")', { rank: this.rank });
     if (isPreMulSum(op)) premulScalar(dtype, op); // refused here (bool, an integer factor out of range), before anything is sent
-    const k = op === 'avg' || isPreMulSum(op) ? 'sum' : op;
+    const k = this.kernelOp(op);
     return (dst: Uint8Array, src: Uint8Array, a?: Uint8Array) => reduceBytes(k, dtype, dst, src, a);
+  }
+
+  /** The kernel op a reduction runs (avg and premulSum combine as sums). */
+  kernelOp(op: ReduceOpSpec): ReduceOp {
+    return op === 'avg' || isPreMulSum(op) ? 'sum' : op;
   }
 
   tree(root: number): BinomialTree {

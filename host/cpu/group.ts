@@ -35,7 +35,8 @@ import { KIND_COLL, KIND_P2P } from './wire.js';
 import * as variable from './variable.js';
 import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '../core/collectives.js';
 import { describeMismatch, fingerprint, type CallShape, type CollectiveName } from './fingerprint.js';
-import { transportOf, tuningOf, type CpuGroupOptions } from './options.js';
+import { shmReduceOf, transportOf, tuningOf, type CpuGroupOptions } from './options.js';
+import { SharedSegments } from './segments.js';
 import { CallContext } from './checks.js';
 import {
   prepareAllGather, prepareAllReduce, prepareAllToAll, prepareBroadcast, prepareGather, prepareReduceScatter, prepareScatter,
@@ -84,7 +85,11 @@ export class CpuGroup implements Collectives<CpuTensor> {
   /** Set when GROUPCOMM_DEBUG=trace: each operation then logs one line (base/log.ts traceOp). */
   private readonly tracer: Logger | undefined;
 
-  private constructor(token: symbol, private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number }) {
+  /** The shared-segment allReduce's segments (segments.ts); unmapped when the group closes. */
+  private readonly segments: SharedSegments;
+
+  private constructor(token: symbol, private readonly mesh: Mesh, opts: CpuGroupOptions, timeoutMs: number, tuning: Tuning & { smallBytes: number },
+    shmReduce: { minBytes: number; chunkBytes: number; shm: boolean }) {
     checkFactory(token, MADE, 'CpuGroup', 'const group = await CpuGroup.create({ store, rank, worldSize, groupName })',
       'a CPU group connects its mesh of peers before it is usable');
     this.rank = opts.rank;
@@ -93,8 +98,11 @@ export class CpuGroup implements Collectives<CpuTensor> {
     this.epoch = opts.epoch ?? 0;
     this.timeoutMs = timeoutMs;
     this.plans = new Schedules(this.rank, this.worldSize, tuning.chunkBytes);
+    this.segments = new SharedSegments({
+      rank: this.rank, worldSize: this.worldSize, ...shmReduce, log: mesh.log,
+    });
     this.c = new CallContext(this.rank, this.worldSize, tuning.smallBytes,
-      { chunkBytes: tuning.chunkBytes, window: tuning.window, plans: this.plans }, new Staging(), this.plans);
+      { chunkBytes: tuning.chunkBytes, window: tuning.window, plans: this.plans }, new Staging(), this.plans, this.segments);
     this.tracer = log.tracing ? log.child(`${this.groupName} rank ${this.rank}/${this.worldSize}`) : undefined;
     mesh.onLost((err) => {
       this.broken = err;
@@ -121,6 +129,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     const timeoutMs = effectiveTimeout(opts);
     const tuning = tuningOf(opts);
     const transport = transportOf(opts);
+    const shmReduce = { ...shmReduceOf(opts), shm: transport.transport !== 'tcp' };
     const secret = resolveSecret(opts.secret, 'CpuGroup');
     const maxFrameBytes = opts.maxFrameBytes ?? setting('GROUPCOMM_CPU_MAX_FRAME_BYTES');
     if (!Number.isSafeInteger(maxFrameBytes) || maxFrameBytes < 1) throw invalidArgument(`maxFrameBytes must be a positive integer, got ${maxFrameBytes}`);
@@ -143,7 +152,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
       maxFrameBytes,
       hub: opts.hub,
     });
-    return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning);
+    return new CpuGroup(MADE, mesh, opts, timeoutMs, tuning, shmReduce);
   }
 
   /**
@@ -155,6 +164,11 @@ export class CpuGroup implements Collectives<CpuTensor> {
   transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
     return this.mesh.transportOf(peer);
+  }
+
+  /** True once large allReduces reduce straight out of the ranks' shared segments (docs/cpu-group.md). */
+  get sharedSegments(): boolean {
+    return this.segments.active;
   }
 
   /** The peers this rank is connected with so far (both directions of the pair up), ascending. */
@@ -414,7 +428,9 @@ export class CpuGroup implements Collectives<CpuTensor> {
         this.abortOps(opts.signal?.aborted ? opts.signal.reason : `close() waited ${timeoutMs}ms for the operations in flight`);
       }
       // Resolves once our address key is deleted (bounded; a failure is only logged).
-      await this.mesh.close();
+      const closed = this.mesh.close();
+      this.segments.close();
+      await closed;
     })();
     return this.closing;
   }
@@ -432,6 +448,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
     if (!this.aborted) {
       this.abortOps(reason);
       void this.mesh.close();
+      this.segments.close(); // once the aborted operations stop touching them
       this.closing ??= Promise.resolve();
     }
     return this.closing!;

@@ -49,6 +49,18 @@ export interface CpuGroupOptions {
    */
   shmRingBytes?: number;
   /**
+   * An allReduce of at least this many bytes, in a group of 3 or more ranks all on this host,
+   * reduces straight out of every rank's shared segment (segments.ts) instead of the ring; 0
+   * turns it off. Default GROUPCOMM_CPU_SHM_REDUCE_BYTES or 256 KiB; the same on every rank.
+   */
+  shmReduceBytes?: number;
+  /**
+   * Bytes of each of the 3 buffers of a rank's allReduce segment (default
+   * GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES or 1 MiB; lowered so that the P segments a rank maps
+   * stay within 24 MiB). The same on every rank.
+   */
+  shmReduceChunkBytes?: number;
+  /**
    * The job secret every peer must prove in its handshake (default GROUPCOMM_SECRET). Without
    * one, a non-loopback `host` is refused unless `insecure` (docs/security.md).
    */
@@ -81,6 +93,17 @@ export function transportOf(opts: CpuGroupOptions): { transport: Transport; shmR
   // Tests set it to 1 to send every frame through the rings.
   const shmMinBytes = setting('GROUPCOMM_CPU_SHM_MIN_BYTES');
   return { transport: t, shmRingBytes: r, shmMinBytes };
+}
+
+/** The shared-segment allReduce's threshold and chunk (segments.ts). */
+export function shmReduceOf(opts: CpuGroupOptions): { minBytes: number; chunkBytes: number } {
+  const minBytes = opts.shmReduceBytes ?? setting('GROUPCOMM_CPU_SHM_REDUCE_BYTES');
+  if (!Number.isSafeInteger(minBytes) || minBytes < 0) throw invalidArgument(`shmReduceBytes must be an integer >= 0, got ${minBytes}`);
+  const chunkBytes = opts.shmReduceChunkBytes ?? setting('GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES');
+  if (!Number.isInteger(chunkBytes) || chunkBytes < 4096 || chunkBytes > (1 << 30)) {
+    throw invalidArgument(`shmReduceChunkBytes must be an integer in [4096, 2^30], got ${chunkBytes}`);
+  }
+  return { minBytes, chunkBytes };
 }
 
 export function tuningOf(opts: CpuGroupOptions): Tuning & { smallBytes: number } {

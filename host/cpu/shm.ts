@@ -189,11 +189,12 @@ export class Segment {
    * Maps a segment the peer created (the receiver's side) and unlinks its name, unless
    * `unlinkNow` is false (several readers must still open it; the creator unlinks it later). The
    * name must be one this code makes, the size a valid ring, and the object exactly that size
-   * (mapping past a shorter file would fault on first touch).
+   * (mapping past a shorter file would fault on first touch). `valid` checks the size (the
+   * shared-memory allReduce's segments, segments.ts, are not rings: any whole number of chunks).
    */
-  static open(name: string, ringBytes: number, unlinkNow = true): Segment {
+  static open(name: string, ringBytes: number, unlinkNow = true, what = 'a power of two in [64 KiB, 1 GiB]', valid = validRingBytes): Segment {
     if (!validSegmentName(name)) throw new Error(`segment name '${name}' is not one a rank of this host creates`);
-    if (!validRingBytes(ringBytes)) throw new Error(`ring of ${ringBytes} bytes is not a power of two in [64 KiB, 1 GiB]`);
+    if (!valid(ringBytes)) throw new Error(`ring of ${ringBytes} bytes is not ${what}`);
     const lc = loadLibc();
     const fd = lc.shmOpen(name, O_RDWR, 0o600);
     if (fd < 0) throw new Error(`shm_open(${name}) failed: errno ${lc.koffi.errno()}`);

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { spawnRanks, startRanks } from '../helpers/ranks.js';
+import { shmAvailable } from '../helpers/scenarios.js';
 import { TcpStoreServer } from '../../host/store/server.js';
 import { TcpStore } from '../../host/store/client.js';
 import { CpuGroup } from '../../host/cpu/group.js';
@@ -16,7 +17,7 @@ function tmp(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), 'cpu-faults-'));
 }
 
-interface Lost { rank: number; code: string; peerRank?: number; message: string; elapsedMs: number; pid: number }
+interface Lost { rank: number; code: string; peerRank?: number; message: string; elapsedMs: number; pid: number; segments: boolean }
 
 test('a rank killed mid-allReduce: every other rank fails with PEER_LOST naming it, well within the timeout', async () => {
   const dir = tmp();
@@ -35,7 +36,7 @@ test('a rank killed mid-allReduce: every other rank fails with PEER_LOST naming 
   }
 });
 
-test('a rank killed mid-allReduce with every frame in shared-memory rings (Node and Bun mixed): PEER_LOST naming it, no segment left', async () => {
+test('a rank killed mid-allReduce with every frame in shared-memory rings and the allReduces through shared segments (Node and Bun mixed): PEER_LOST naming it, no segment left', async () => {
   const dir = tmp();
   try {
     const env = { GROUPCOMM_CPU_TRANSPORT: 'shm', GROUPCOMM_CPU_SHM_MIN_BYTES: '1', GROUPCOMM_CPU_SHM_RING_BYTES: '65536' };
@@ -46,9 +47,10 @@ test('a rank killed mid-allReduce with every frame in shared-memory rings (Node 
       assert.is(r.code, 'ERR_GROUPCOMM_PEER_LOST', r.message);
       assert.is(r.peerRank, 2, r.message);
       assert.ok(r.elapsedMs < 20_000, `failed after ${r.elapsedMs} ms, the op timeout is 20000 ms`);
+      assert.is(r.segments, shmAvailable, 'the allReduces did not go through the shared segments');
     }
     // Names are unlinked once both sides mapped them: none of the survivors' segments is left.
-    const left = fs.readdirSync('/dev/shm').filter((f) => survivors.some((r) => f.startsWith(`gcpu-${r.pid}-`)));
+    const left = fs.readdirSync('/dev/shm').filter((f) => survivors.some((r) => new RegExp(`^gcpu-[0-9a-f]{12}-${r.pid}-`).test(f)));
     assert.equal(left, []);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });

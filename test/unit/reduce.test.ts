@@ -1,7 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
-  reduceBytes, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, CHUNK_BYTES, type ReduceOp,
+  reduceBytes, reduceMany, finishAvg, allocCoreBuffer, reduceAt, finishAvgAt, CHUNK_BYTES, type ReduceOp,
 } from '../../host/core/reduce.js';
 import { DTYPE_NAMES, dtypeInfo, type DType } from '../../host/core/dtype.js';
 import { getCore } from '../../host/core/loader.js';
@@ -183,6 +183,41 @@ test('reduceBytes with a separate first operand: dst = op(a, src), a and src unt
     assert.equal(b, bCopy, `${dtype}: src changed`);
   }
   assert.throws(() => reduceBytes('sum', 'float32', new Uint8Array(8), new Uint8Array(8), new Uint8Array(4)), (e: unknown) => isGroupcommError(e) && e.code === ErrorCode.INVALID_ARGUMENT);
+});
+
+test('reduceMany: the bytes of a reduceBytes chain in input order, for 1 to 5 inputs, pieces, odd offsets, in place, avg divisor', () => {
+  const rnd = prng(77);
+  for (const dtype of ['float32', 'bfloat16', 'int64', 'uint8', 'bool', 'float8_e4m3fn'] as DType[]) {
+    const size = dtypeInfo(dtype)!.itemSize;
+    for (const op of [...OPS, 'avg'] as ReduceOp[]) {
+      if (op === 'avg' && dtype === 'bool') continue;
+      for (const count of [0, 3, 1001, (CHUNK_BYTES / size) + 5]) {
+        for (const k of [1, 2, 5]) {
+          // Views at an odd offset into larger buffers: host bytes need no alignment.
+          const srcs = Array.from({ length: k }, () => {
+            const b = new Uint8Array(count * size + 3);
+            for (let i = 0; i < b.length; i++) b[i] = (rnd() * 256) | 0;
+            return b.subarray(3);
+          });
+          const want = srcs[0].slice();
+          for (let i = 1; i < k; i++) reduceBytes(op, dtype, want, srcs[i]);
+          if (op === 'avg') finishAvg(dtype, want, 7);
+          const dst = new Uint8Array(count * size);
+          const keep = srcs.map((s) => s.slice());
+          reduceMany(op, dtype, dst, srcs, op === 'avg' ? 7 : undefined);
+          assert.equal(dst, want, `${dtype} ${op} n=${count} k=${k}`);
+          assert.equal(srcs, keep, `${dtype} ${op}: inputs untouched`);
+          // In place: dst is the last input.
+          reduceMany(op, dtype, srcs[k - 1], srcs, op === 'avg' ? 7 : undefined);
+          assert.equal(srcs[k - 1].slice(), want, `${dtype} ${op} n=${count} k=${k} in place`);
+        }
+      }
+    }
+  }
+  assert.throws(() => reduceMany('sum', 'float32', new Uint8Array(8), [new Uint8Array(8), new Uint8Array(4)]), /an input has 4/);
+  assert.throws(() => reduceMany('sum', 'float32', new Uint8Array(8), []), /no inputs/);
+  assert.throws(() => reduceMany('sum', 'float32', new Uint8Array(6), [new Uint8Array(6)]), /whole number/);
+  assert.throws(() => reduceMany('sum', 'float32', new Uint8Array(8), [new Uint8Array(8)], 0), /must be an integer >= 1/);
 });
 
 test('avg: sum of three contributions then finishAvg (and finishAvgAt) matches sum-then-divide', () => {

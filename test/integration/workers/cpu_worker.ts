@@ -126,12 +126,17 @@ async function main(): Promise<void> {
     const t = empty([1 << 18], 'float32');
     const t0 = performance.now();
     if (rank === victim) setTimeout(() => process.kill(process.pid, 'SIGKILL'), 300);
+    // Whether the allReduces went through the shared segments (1 MiB: above their threshold).
+    let segments = false;
     try {
-      for (;;) await g.allReduce(t, { out: t });
+      for (;;) {
+        await g.allReduce(t, { out: t });
+        segments ||= g.sharedSegments;
+      }
     } catch (e) {
       reportResult({
         rank, code: isGroupcommError(e) ? e.code : String(e), peerRank: isGroupcommError(e) ? e.peerRank : undefined,
-        message: (e as Error).message, elapsedMs: performance.now() - t0, pid: process.pid,
+        message: (e as Error).message, elapsedMs: performance.now() - t0, pid: process.pid, segments,
       });
     }
     // Leave the others time to see the loss themselves: a survivor's goodbye reaching a slower

@@ -48,7 +48,7 @@ async function main(): Promise<void> {
       `readers: shm ${mq?.shmReaders}, socket ${mq?.socketReaders} (expected shm ${expectShm})`);
   }
   // The names are unlinked once every reader has mapped the ring: a crash leaves nothing behind.
-  if (rank === 0) check(fs.readdirSync('/dev/shm').filter((f) => f.startsWith(`gcpu-${process.pid}-`)).length === 0, 'no segment names left in /dev/shm');
+  if (rank === 0) check(fs.readdirSync('/dev/shm').filter((f) => new RegExp(`^gcpu-[0-9a-f]{12}-${process.pid}-`).test(f)).length === 0, 'no segment names left in /dev/shm');
 
   // 60 broadcasts in a row (the ring laps many times), a late reader, and other sources between.
   for (let i = 0; i < 60; i++) {
