@@ -40,12 +40,19 @@ async function ranks(s: TcpStore, n: number, o: Partial<MessagesOptions> = {}): 
   return ms;
 }
 
+/**
+ * A client of a server in this process, as every rank but the store's host has: its publish goes
+ * over a socket (publishesLocally false), so big broadcasts take the stored-once path.
+ */
 async function withStore(fn: (s: TcpStore) => Promise<void>): Promise<void> {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const server = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const s = await TcpStore.create({ host: '127.0.0.1', port: server.port, timeoutMs: 5000 });
   try {
+    assert.not.ok(s.publishesLocally);
     await fn(s);
   } finally {
     await s.close();
+    await server.close();
   }
 }
 
