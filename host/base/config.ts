@@ -245,7 +245,7 @@ export const SETTINGS = {
   GROUPCOMM_CPU_SHM_REDUCE_BYTES: decl<number>({
     parser: nonNegativeInt('bytes'),
     default: 256 * 1024, readBy: 'CPU group', read: 'call',
-    doc: 'an allReduce of at least this many bytes, in a group of 3 or more ranks all on one host, reduces straight out of every rank\'s shared segment (one copy in, one out) instead of the ring; 0 turns it off. Must be the same on every rank. See [cpu-group.md](cpu-group.md#shared-segment-allreduce).',
+    doc: 'an allReduce of at least this many bytes, in a group of 3 to 8 ranks all on one host, reduces straight out of every rank\'s shared segment (one copy in, one out) instead of the ring; 0 turns it off. Must be the same on every rank. See [cpu-group.md](cpu-group.md#shared-segment-allreduce).',
   }),
   GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES: decl<number>({
     parser: integer(4096, 1 << 30, 'an integer in [4096, 2^30] (bytes)'),

@@ -49,7 +49,7 @@ export interface CpuGroupOptions {
    */
   shmRingBytes?: number;
   /**
-   * An allReduce of at least this many bytes, in a group of 3 or more ranks all on this host,
+   * An allReduce of at least this many bytes, in a group of 3 to 8 ranks all on this host,
    * reduces straight out of every rank's shared segment (segments.ts) instead of the ring; 0
    * turns it off. Default GROUPCOMM_CPU_SHM_REDUCE_BYTES or 256 KiB; the same on every rank.
    */

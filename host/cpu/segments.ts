@@ -1,6 +1,6 @@
 /**
  * The shared-segment allReduce (docs/cpu-group.md, "Shared-segment allReduce"): when every rank
- * of a group of 3 or more is on this host, a large allReduce skips the ring and reduces straight
+ * of a group of 3 to 8 is on this host, a large allReduce skips the ring and reduces straight
  * out of the other ranks' memory. Each rank owns one shared segment (a Segment of shm.ts, named,
  * owned and reclaimed by its rules) of BUFFERS buffers of `chunkBytes`, and maps every peer's
  * once, on the group's first such allReduce; the mappings are reused by every later one.
@@ -43,6 +43,11 @@ const BUFFERS = 4;
 export const MAX_MAPPED_BYTES = 24 << 20;
 /** Groups of fewer ranks keep the ring (measured: no gain at 2 ranks). */
 export const MIN_RANKS = 3;
+/**
+ * Groups of more ranks keep the ring: every rank signals every peer per chunk (P² small frames
+ * per chunk in all) and connects every pair, and the chunk shrinks with P.
+ */
+export const MAX_RANKS = 8;
 const OFFER = 0xfffffff0;
 const ANSWER = 0xfffffff1;
 const EMPTY = new Uint8Array(0);
@@ -91,7 +96,7 @@ export class SharedSegments {
 
   constructor(private readonly o: SegmentOptions) {
     this.chunkBytes = segmentChunkBytes(o.chunkBytes, o.worldSize);
-    this.state = o.worldSize >= MIN_RANKS && o.minBytes > 0 ? 'unknown' : 'off';
+    this.state = o.worldSize >= MIN_RANKS && o.worldSize <= MAX_RANKS && o.minBytes > 0 ? 'unknown' : 'off';
   }
 
   /** Whether an allReduce of `bytes` goes this way (once setup agrees; see setup()). */

@@ -6,7 +6,8 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { transportOf, tuningOf } from '../../host/cpu/options.js';
+import { shmReduceOf, transportOf, tuningOf } from '../../host/cpu/options.js';
+import { segmentChunkBytes } from '../../host/cpu/segments.js';
 import { describeCall, describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
 import { isGroupcommError } from '../../host/base/errors.js';
 import { premulSum } from '../../host/core/premul.js';
@@ -14,7 +15,8 @@ import { premulSum } from '../../host/core/premul.js';
 /** Fingerprints computed by this version (see the golden test). */
 const GOLDEN = [0xe8000282, 0x2d208053, 0xcc000ca4];
 
-const VARS = ['GROUPCOMM_CPU_TRANSPORT', 'GROUPCOMM_CPU_SHM_RING_BYTES', 'GROUPCOMM_CPU_SHM_MIN_BYTES', 'GROUPCOMM_CPU_CHUNK_BYTES', 'GROUPCOMM_CPU_WINDOW', 'GROUPCOMM_CPU_SMALL_BYTES'];
+const VARS = ['GROUPCOMM_CPU_TRANSPORT', 'GROUPCOMM_CPU_SHM_RING_BYTES', 'GROUPCOMM_CPU_SHM_MIN_BYTES', 'GROUPCOMM_CPU_CHUNK_BYTES', 'GROUPCOMM_CPU_WINDOW', 'GROUPCOMM_CPU_SMALL_BYTES',
+  'GROUPCOMM_CPU_SHM_REDUCE_BYTES', 'GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES'];
 
 /** Runs `f` with only `env` of the variables above set. */
 function withEnv(env: Record<string, string>, f: () => void): void {
@@ -69,6 +71,23 @@ test('tuningOf: defaults, variables, options; each knob an integer in [1, 2^32)'
     assert.equal(tuningOf(base), { chunkBytes: 1000, window: 2, smallBytes: 3 });
     assert.is(tuningOf({ ...base, window: 9 }).window, 9);
   });
+});
+
+test('shmReduceOf: option, then variable, then 256 KiB / 1 MiB; the chunk shrinks so P segments stay within 24 MiB', () => {
+  withEnv({}, () => {
+    assert.equal(shmReduceOf(base), { minBytes: 256 << 10, chunkBytes: 1 << 20 });
+    assert.equal(shmReduceOf({ ...base, shmReduceBytes: 0, shmReduceChunkBytes: 4096 }), { minBytes: 0, chunkBytes: 4096 });
+    for (const bad of [-1, 1.5, NaN]) invalid(() => shmReduceOf({ ...base, shmReduceBytes: bad }));
+    for (const bad of [4095, 2 ** 30 + 1, 1.5]) invalid(() => shmReduceOf({ ...base, shmReduceChunkBytes: bad }));
+  });
+  withEnv({ GROUPCOMM_CPU_SHM_REDUCE_BYTES: '1024', GROUPCOMM_CPU_SHM_REDUCE_CHUNK_BYTES: '65536' }, () => {
+    assert.equal(shmReduceOf(base), { minBytes: 1024, chunkBytes: 65536 });
+    assert.is(shmReduceOf({ ...base, shmReduceBytes: 7 }).minBytes, 7, 'options win');
+  });
+  assert.is(segmentChunkBytes(1 << 20, 4), 1 << 20);
+  assert.is(segmentChunkBytes(1 << 20, 8), (24 << 20) / 32, '4 buffers × 8 segments within 24 MiB');
+  assert.is(segmentChunkBytes(4096, 1000), 4096, 'never below 4 KiB');
+  assert.is(segmentChunkBytes(5000, 3) % 64, 0, 'a multiple of 64 bytes');
 });
 
 test('fingerprint: each field in its bits; absent fields are 0', () => {
