@@ -117,18 +117,23 @@ async function memberJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
   const snap = snapshotMissing(s, () => epoch);
   try {
     return await memberLoop();
+  } catch (e) {
+    // A store request timed out: the join's timeout, named like it. (Near the deadline, left()
+    // gives a request as little as 1 ms, so any of them may be the one.) A timeout that already
+    // names its ranks is a joinTimeout of memberLoop's own.
+    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') || e.peerRanks !== undefined) throw e;
+    let missing: number[] = [];
+    if (epoch >= 0) {
+      missing = (await snap.get()).filter((r) => r !== s.rank);
+      s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
+    }
+    throw joinTimeout(s, epoch, missing, timeoutMs, e);
   } finally {
     snap.cancel();
   }
   async function memberLoop(): Promise<number> {
     for (;;) {
-      let open: number;
-      try {
-        open = Number(dec.decode(await s.store.get(joinKeys.open(g), opts())));
-      } catch (e) {
-        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-        throw joinTimeout(s, epoch, [], timeoutMs, e);
-      }
+      const open = Number(dec.decode(await s.store.get(joinKeys.open(g), opts())));
       if (open !== epoch) {
         // Leaving an abandoned epoch: take our join key back so it does not linger.
         if (epoch >= 0) s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
@@ -145,12 +150,8 @@ async function memberJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
         await s.store.wait([joinKeys.all(g, epoch)], { timeoutMs: Math.min(REPOLL_MS, left(s.deadline)), signal: s.signal });
         return epoch;
       } catch (e) {
-        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-        if (performance.now() >= s.deadline) {
-          const missing = (await snap.get()).filter((r) => r !== s.rank);
-          s.store.deleteKey(joinKeys.join(g, epoch, s.rank)).catch(() => {});
-          throw joinTimeout(s, epoch, missing, timeoutMs, e);
-        }
+        // Before the deadline: a re-poll of g/open. At the deadline: the join's timeout (above).
+        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT') || performance.now() >= s.deadline) throw e;
       }
     }
   }
