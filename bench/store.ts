@@ -261,7 +261,7 @@ export const OPTIONS = {
   'memory-keys': { arg: 'N', group: 'parameters', default: '1000000', parse: integer(0), help: 'keys of 16 B for the RSS measurement (0 skips it)' },
   'torch-clients': {
     group: 'comparison',
-    help: 'also run torch\'s own clients (under --python) against our server and torch\'s legacy server, depth 1, with server and client CPU per op',
+    help: 'also run torch\'s own clients (under --python) against our server and torch\'s legacy server, depth 1, with server CPU per op (and its user-space part) and client CPU per op',
   },
   ...peerOptions('torch_store_bench.py'),
   ...OUTPUT_OPTIONS,
