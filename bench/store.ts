@@ -261,7 +261,7 @@ export const OPTIONS = {
   'memory-keys': { arg: 'N', group: 'parameters', default: '1000000', parse: integer(0), help: 'keys of 16 B for the RSS measurement (0 skips it)' },
   'torch-clients': {
     group: 'comparison',
-    help: 'also run torch\'s own clients (under --python) against our server and torch\'s legacy server, depth 1, with server and client CPU per op',
+    help: 'also run torch\'s own clients (under --python) against our server and torch\'s legacy server, depth 1, with server CPU per op (and its user-space part) and client CPU per op',
   },
   ...peerOptions('torch_store_bench.py'),
   ...OUTPUT_OPTIONS,
@@ -318,7 +318,7 @@ export async function run(argv: string[], report: Report): Promise<void> {
 async function sameClients(report: Report, python: string, clients: number[], seconds: number, rounds: number): Promise<void> {
   report.section(`torch's clients (${python}) against each server, depth 1, ${seconds}s per case, ${rounds} round(s): ops/s, server and client CPU per op`);
   report.note(loadNote());
-  const samples = clients.map((k) => ({ name: 'torch clients set+get', impl: 'torch-2.6-server', round: rounds, op: 'set+get', clients: k, size_bytes: BIG, depth: 1, ops_s: 999999, server_cpu_us_op: 999.9, client_cpu_us_op: 999.9 }));
+  const samples = clients.map((k) => ({ name: 'torch clients set+get', impl: 'torch-2.6-server', round: rounds, op: 'set+get', clients: k, size_bytes: BIG, depth: 1, ops_s: 999999, server_cpu_us_op: 999.9, server_user_us_op: 999.9, client_cpu_us_op: 999.9 }));
   const startOurs = async () => {
     const server = spawnSelf('server');
     const { port } = await nextJson<{ port: number }>(lines(server), 'server');
@@ -336,10 +336,11 @@ async function sameClients(report: Report, python: string, clients: number[], se
     caseKeys: ['op', 'size_bytes', 'clients'], metric: 'ops_s', unit: 'ops/s', decimals: 0, ours: ['groupcomm-server'], show,
     title: `torch's clients, ops/s across ${rounds} round(s); ratio of medians (> 1: our server faster)`,
   });
-  for (const metric of ['server_cpu_us_op', 'client_cpu_us_op'] as const) {
+  const whose = { server_cpu_us_op: 'server', server_user_us_op: 'server user-space', client_cpu_us_op: 'clients\'' };
+  for (const metric of ['server_cpu_us_op', 'server_user_us_op', 'client_cpu_us_op'] as const) {
     summarize(report, rows.filter((r) => typeof r[metric] === 'number'), {
       caseKeys: ['op', 'size_bytes', 'clients'], metric, unit: 'us', decimals: 1, ours: ['groupcomm-server'], show,
-      title: `torch's clients, ${metric === 'server_cpu_us_op' ? 'server' : 'clients\''} CPU µs per op across ${rounds} round(s); ratio of medians (< 1: ours less)`,
+      title: `torch's clients, ${whose[metric]} CPU µs per op across ${rounds} round(s); ratio of medians (< 1: ours less)`,
     });
   }
 }

@@ -5,7 +5,7 @@
  * server and then against torch's legacy TCPStore server (use_libuv=False: Debian's torch has no
  * libuv), so the server is measured apart from the client. Besides ops/s, each row carries the
  * CPU time per op of the server process (from /proc/PID/stat over the timed seconds) and of the
- * clients (their own process time): with K clients on few CPUs, the clients' CPU can set the
+ * clients (their own process time), and the server's user-space part alone: with K clients on few CPUs, the clients' CPU can set the
  * pace whatever the server does, and these columns show whether it does.
  *
  * The driver is the python program below, fed on stdin (`<python> - server|clients …`), so it
@@ -99,16 +99,22 @@ main()
 
 interface DriverRow { op: string; size: number; ops_s: number; client_cpu_us: number; torch: string }
 
-/** CPU seconds (user + system) of process `pid` so far, from /proc; undefined where there is none. */
-export function cpuSeconds(pid: number): number | undefined {
+/** CPU seconds of process `pid` so far, user-space and kernel apart, from /proc; undefined where there is none. */
+export function cpuTimes(pid: number): { user: number; system: number } | undefined {
   try {
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
     // Fields after the command (which may hold spaces) start after its closing parenthesis.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS;
+    return { user: Number(f[11]) / CLOCK_TICKS, system: Number(f[12]) / CLOCK_TICKS };
   } catch {
     return undefined;
   }
+}
+
+/** CPU seconds (user + system) of process `pid` so far, from /proc; undefined where there is none. */
+export function cpuSeconds(pid: number): number | undefined {
+  const t = cpuTimes(pid);
+  return t && t.user + t.system;
 }
 /** USER_HZ: 100 on every Linux build that matters here. */
 const CLOCK_TICKS = 100;
@@ -134,20 +140,22 @@ function firstJson<T>(child: ChildProcess, what: string, timeoutMs: number): Pro
 }
 
 /** Runs the K torch clients against the server on `port` whose process is `serverPid`. */
-async function clientsAgainst(python: string, port: number, serverPid: number, k: number, seconds: number): Promise<(DriverRow & { server_cpu_us?: number })[]> {
+async function clientsAgainst(python: string, port: number, serverPid: number, k: number, seconds: number): Promise<(DriverRow & { server_cpu_us?: number; server_user_us?: number })[]> {
   const child = driver(python, ['clients', String(port), String(k), String(seconds)]);
   const rl = readline.createInterface({ input: child.stdout! });
   const serverCpu: number[] = [];
+  const serverUser: number[] = [];
   const rows: DriverRow[] = [];
-  let cpu0: number | undefined;
+  let cpu0: { user: number; system: number } | undefined;
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const timer = setTimeout(() => child.kill('SIGKILL'), (3 * (seconds + 10) + 120) * 1000);
   try {
     for await (const l of rl) {
-      if (l === '@@start') cpu0 = cpuSeconds(serverPid);
+      if (l === '@@start') cpu0 = cpuTimes(serverPid);
       else if (l === '@@end') {
-        const c1 = cpuSeconds(serverPid);
-        serverCpu.push(cpu0 !== undefined && c1 !== undefined ? c1 - cpu0 : NaN);
+        const c1 = cpuTimes(serverPid);
+        serverCpu.push(cpu0 && c1 ? c1.user + c1.system - cpu0.user - cpu0.system : NaN);
+        serverUser.push(cpu0 && c1 ? c1.user - cpu0.user : NaN);
       } else if (l.startsWith('{')) rows.push(JSON.parse(l) as DriverRow);
     }
   } finally {
@@ -155,7 +163,8 @@ async function clientsAgainst(python: string, port: number, serverPid: number, k
   }
   const code = await exited;
   if (code !== 0 || rows.length !== serverCpu.length) throw new Error(`bench store: the torch clients exited with ${code} after ${rows.length} case(s)`);
-  return rows.map((r, i) => ({ ...r, server_cpu_us: Number.isFinite(serverCpu[i]) ? serverCpu[i] / (r.ops_s * seconds) * 1e6 : undefined }));
+  const perOp = (cpu: number, r: DriverRow) => (Number.isFinite(cpu) ? cpu / (r.ops_s * seconds) * 1e6 : undefined);
+  return rows.map((r, i) => ({ ...r, server_cpu_us: perOp(serverCpu[i], r), server_user_us: perOp(serverUser[i], r) }));
 }
 
 /**
@@ -194,6 +203,8 @@ export async function runSameClients(
           name: `torch clients ${r.op}`, impl, round, op: r.op, clients: k, size_bytes: r.size, depth: 1,
           ops_s: Math.round(r.ops_s),
           server_cpu_us_op: r.server_cpu_us === undefined ? undefined : +r.server_cpu_us.toFixed(1),
+          // the server's user-space share: what a faster server could cut (the rest is the kernel's)
+          server_user_us_op: r.server_user_us === undefined ? undefined : +r.server_user_us.toFixed(1),
           client_cpu_us_op: +r.client_cpu_us.toFixed(1),
         }, samples);
       }

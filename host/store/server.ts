@@ -379,7 +379,7 @@ export class TcpStoreServer extends StoreOps {
     try {
       while (cur.pos < cur.end && !conn.closed) {
         start = cur.pos;
-        if (buf[start] === Op.SET && conn.stage === 'ready') {
+        if (buf[start] === Op.SET && conn.stage === 'ready' && conn.subscribed === null) {
           // A SET not all here yet (a big value): wait for its length (server_parse.ts).
           const n = this.setLength(buf, start, cur.end);
           if (n > cur.end - start) {
