@@ -187,7 +187,8 @@ test('push mode: a few thousand mixed messages, then only the epoch key is left'
     }
     await Promise.all(jobs);
     assert.equal(got, [...Array(2000).keys()]);
-    // Large broadcasts are stored once until their last reader acknowledges them (short timer).
+    // Rank 0 hosts the store, so its large broadcasts are pushed, never stored (pg_bcast_push);
+    // anything queued for cleanup goes within a short timer.
     assert.ok(await eventually(() => st.server.numKeys === baseline), `${st.server.numKeys} keys, ${baseline} before the workload`);
     await onlyEpochLeft(st);
   } finally {
