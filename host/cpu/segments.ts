@@ -216,13 +216,15 @@ export class SharedSegments {
       const a = buffer(k) + lo(n, rank) * s;
       const b = buffer(k) + lo(n, rank + 1) * s;
       reduceMany(r.op, r.dtype, own.subarray(a, b), views.map((v) => v.subarray(a, b)), r.divisor);
+      // This rank's own slice goes out now, while it is still in cache (copyOut skips it).
+      r.out.set(own.subarray(a, b), k * per * s + lo(n, rank) * s);
     };
     const copyOut = (k: number) => {
       const n = count(k);
       const at = k * per * s;
       for (let p = 0; p < P; p++) {
         const a = lo(n, p) * s, b = lo(n, p + 1) * s;
-        if (b > a) r.out.set(views[p].subarray(buffer(k) + a, buffer(k) + b), at + a);
+        if (b > a && p !== rank) r.out.set(views[p].subarray(buffer(k) + a, buffer(k) + b), at + a);
       }
     };
     this.busy++;
