@@ -6,21 +6,21 @@
  * once, on the group's first such allReduce; the mappings are reused by every later one.
  *
  * Per chunk of the tensor, on every rank:
- *   write    copy (premulSum: scale) the input's chunk into its own buffer, signal READY;
- *   reduce   once every peer's READY is in: reduce ITS slice of the chunk out of all P buffers
- *            in one pass (core reduceMany; avg divides there), write it back into its own
- *            buffer's slice, signal REDUCED;
- *   copy out once every peer's REDUCED is in: copy slice p of rank p's buffer into the result.
+ *   write    copy (premulSum: scale) the input's chunk into its own buffer;
+ *   reduce   once every peer has written it: reduce ITS slice of the chunk out of all P
+ *            buffers in one pass (core reduceMany; avg divides there), into its own buffer;
+ *   copy out once every peer has reduced its slice: copy slice p of rank p's buffer out.
  * One copy in, one reduce pass, one copy out, against the ring's copy into and out of a
  * ring per step. Each slice is reduced by one rank, in rank order, so every rank gets the same
  * bytes (the same a chain of reduceBytes calls in rank order gives).
  *
- * Step t of the loop copies chunk t−2 out, writes chunk t and reduces chunk t−1. Writing chunk t
- * reuses the buffer of chunk t−3: peers read it last while copying chunk t−3 out, which they do
- * at their step t−1 before they signal READY(t−1) — which this rank waits for before writing.
- * Signals are empty frames of the operation's Exchange (the fingerprint in every tag still
- * catches a mismatched call; READY(0) carries the byte count to catch a size mismatch), so
- * timeouts name the ranks not heard from, aborts and a lost peer fail the wait like any other.
+ * Step t of the loop reduces chunk t−1, writes chunk t, signals STEP(t), then copies chunk t−2
+ * out. One signal per step says all a peer needs (see allReduce()); the copy out comes after it,
+ * off the critical path, which is why there are 4 buffers: chunk t reuses chunk t−4's, which
+ * every peer copied out before its STEP(t−1). Signals are empty frames of the operation's
+ * Exchange (the fingerprint in every tag still catches a mismatched call; STEP(0) carries the
+ * byte count to catch a size mismatch), so timeouts name the ranks not heard from, and aborts
+ * and a lost peer fail the wait like any other.
  *
  * Setup (one round of offers, one of answers, inside the first such allReduce): each rank offers
  * its host id and segment name ('' when it uses TCP only or could not create one); every rank
@@ -37,7 +37,7 @@ import { reduceMany, type ReduceOp } from '../core/reduce.js';
 import type { Exchange } from './exchange.js';
 import { hostId, Segment } from './shm.js';
 
-/** Buffers per segment: chunk t is written while t−1 is reduced and t−2 copied out. */
+/** Buffers per segment: chunk t is written while t−1 is reduced and t−2, t−3 may still be copied out. */
 const BUFFERS = 4;
 /** Bytes of segments a rank maps at most (its own and every peer's); the chunk shrinks to fit. */
 export const MAX_MAPPED_BYTES = 24 << 20;
@@ -216,13 +216,15 @@ export class SharedSegments {
       const a = buffer(k) + lo(n, rank) * s;
       const b = buffer(k) + lo(n, rank + 1) * s;
       reduceMany(r.op, r.dtype, own.subarray(a, b), views.map((v) => v.subarray(a, b)), r.divisor);
+      // This rank's own slice goes out now, while it is still in cache (copyOut skips it).
+      r.out.set(own.subarray(a, b), k * per * s + lo(n, rank) * s);
     };
     const copyOut = (k: number) => {
       const n = count(k);
       const at = k * per * s;
       for (let p = 0; p < P; p++) {
         const a = lo(n, p) * s, b = lo(n, p + 1) * s;
-        if (b > a) r.out.set(views[p].subarray(buffer(k) + a, buffer(k) + b), at + a);
+        if (b > a && p !== rank) r.out.set(views[p].subarray(buffer(k) + a, buffer(k) + b), at + a);
       }
     };
     this.busy++;

@@ -7,7 +7,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { shmReduceOf, transportOf, tuningOf } from '../../host/cpu/options.js';
-import { segmentChunkBytes } from '../../host/cpu/segments.js';
+import { segmentChunkBytes, SharedSegments } from '../../host/cpu/segments.js';
+import { logger } from '../../host/base/log.js';
 import { describeCall, describeMismatch, fingerprint } from '../../host/cpu/fingerprint.js';
 import { isGroupcommError } from '../../host/base/errors.js';
 import { premulSum } from '../../host/core/premul.js';
@@ -88,6 +89,15 @@ test('shmReduceOf: option, then variable, then 256 KiB / 1 MiB; the chunk shrink
   assert.is(segmentChunkBytes(1 << 20, 8), (24 << 20) / 32, '4 buffers × 8 segments within 24 MiB');
   assert.is(segmentChunkBytes(4096, 1000), 4096, 'never below 4 KiB');
   assert.is(segmentChunkBytes(5000, 3) % 64, 0, 'a multiple of 64 bytes');
+  // Which groups and sizes take the path (before the setup round decides for the group).
+  const wants = (worldSize: number, minBytes: number, bytes: number) =>
+    new SharedSegments({ rank: 0, worldSize, minBytes, chunkBytes: 1 << 20, shm: true, log: logger('CPU') }).wants(bytes);
+  assert.ok(wants(3, 256 << 10, 256 << 10), '3 ranks, at the threshold');
+  assert.not.ok(wants(3, 256 << 10, (256 << 10) - 1), 'below the threshold');
+  assert.not.ok(wants(2, 256 << 10, 64 << 20), '2 ranks keep the ring');
+  assert.ok(wants(8, 256 << 10, 64 << 20));
+  assert.not.ok(wants(9, 256 << 10, 64 << 20), 'more than 8 ranks keep the ring');
+  assert.not.ok(wants(4, 0, 64 << 20), '0 turns it off');
 });
 
 test('fingerprint: each field in its bits; absent fields are 0', () => {

@@ -108,7 +108,8 @@ async function faults(): Promise<void> {
       if (kind === 'abort') setTimeout(() => ac.abort(new Error('test abort')), 300);
       info[kind] = await g.allReduce(x(2), kind === 'abort' ? { signal: ac.signal } : { timeoutMs: 1000 }).then(() => ({ code: 'ok' }), outcome);
     } else {
-      await new Promise((r) => setTimeout(r, 1500));
+      // Well past the others' timeout: its goodbye must not reach them before it fires.
+      await new Promise((r) => setTimeout(r, 3000));
     }
     await g.destroy();
   }
