@@ -4,7 +4,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
-import type { Tensor } from '../../host/core/tensor.js';
+import { tensor, type Tensor } from '../../host/core/tensor.js';
+import { checkEvery } from '../../host/coordinator/check.js';
 
 async function pair(name: string) {
   const server = await TcpStoreServer.listen({ port: 0 });
@@ -54,6 +55,35 @@ test('GROUPCOMM_CHECK_CALLS_EVERY=0: no check over the store channel', async () 
     const res = await Promise.allSettled(groups.map((g, r) => g.allGather(onDevice(g, [1, 2, 3, 4], [2, 2]), r === 1 ? 1 : 0)));
     for (const x of res) {
       if (x.status === 'rejected') assert.not.match(String((x.reason as Error).message), /store channel/);
+    }
+  } finally {
+    await close();
+    delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  }
+});
+
+test('checkEvery: GROUPCOMM_CHECK_CALLS_EVERY, else every 64th (every call under GROUPCOMM_DEBUG=debug: device_trace)', () => {
+  delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  assert.is(checkEvery(), 64);
+  process.env.GROUPCOMM_CHECK_CALLS_EVERY = '3';
+  assert.is(checkEvery(), 3);
+  delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+});
+
+test('GROUPCOMM_CHECK_CALLS_EVERY=2: device calls 0, 2, 4 … are checked, CPU-tensor calls neither checked nor counted', async () => {
+  process.env.GROUPCOMM_CHECK_CALLS_EVERY = '2';
+  const { groups, close } = await pair('chk2');
+  try {
+    const mismatched = () => Promise.allSettled(groups.map((g, r) => g.allGather(onDevice(g, [1, 2, 3, 4], [2, 2]), r === 1 ? 1 : 0)));
+    // Device call #0 (checked, equal); CPU calls in between do not count.
+    await Promise.all(groups.map((g, r) => g.allReduce(onDevice(g, [r, 1], [2]))));
+    for (let i = 0; i < 3; i++) await Promise.all(groups.map((g) => g.allReduce(tensor(Float32Array.of(1)))));
+    // Device call #1 is not checked: the same bytes on both ranks, so it completes.
+    for (const x of await mismatched()) assert.is(x.status, 'fulfilled', String((x as PromiseRejectedResult).reason));
+    // Device call #2 is checked.
+    for (const x of await mismatched()) {
+      assert.is(x.status, 'rejected');
+      assert.match(String((x as PromiseRejectedResult).reason?.message), /device collective #2, checked over the store channel/);
     }
   } finally {
     await close();

@@ -15,6 +15,7 @@ const { tracedCommunicator } = await import('../../host/device/trace.js');
 const { registerBackend, resolveBackend } = await import('../../host/device/registry.js');
 const { invalidArgument } = await import('../../host/base/errors.js');
 const { backend: cpu } = await import('../../plugins/cpu/index.js');
+const { checkEvery } = await import('../../host/coordinator/check.js');
 type Comm = Parameters<typeof tracedCommunicator>[0];
 
 const tensor = (n: number) => ({ dtype: 'float32' as const, shape: [n], device: 'cpu', data: new Float32Array(n) });
@@ -125,6 +126,16 @@ test('resolving a backend logs under DEVICE: unavailable at info, available at d
   assert.is(await resolveBackend('trace-on'), on as never);
   assert.ok(lines.some((l) => / DEVICE INFO backend trace-off unavailable: switched off$/.test(l)), lines.join('\n'));
   assert.ok(lines.some((l) => / DEVICE DEBUG backend trace-on available$/.test(l)), lines.join('\n'));
+});
+
+test('under GROUPCOMM_DEBUG=trace the coordinator checks every device call (GROUPCOMM_CHECK_CALLS_EVERY unset)', () => {
+  const old = process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  try {
+    assert.is(checkEvery(), 1);
+  } finally {
+    if (old !== undefined) process.env.GROUPCOMM_CHECK_CALLS_EVERY = old;
+  }
 });
 
 test.after(() => { process.stderr.write = write; });
