@@ -252,7 +252,7 @@ export class PollMailbox implements Mailbox {
       timeoutMs: o.timeoutMs,
       signal: o.signal,
       what,
-      onTimeout: simpleTimeout(what, o.timeoutMs, { keys: tags }),
+      onTimeout: simpleTimeout(what, o.timeoutMs), // keys: set below
       cancel: () => { gaveUp = true; },
     }).catch(async (e) => {
       if ((e as GroupcommError).code !== 'ERR_GROUPCOMM_TIMEOUT') throw e;

@@ -40,6 +40,9 @@ test('push: messages delivered before or after take come back in tag order, each
   box.deliver('c', b('C'));
   box.deliver('a', b('A'));
   assert.equal(text(await p), ['A', 'B', 'C']);
+  // 'b' came from the box: the take never waited for it, so a new 'b' is boxed, not lost.
+  box.deliver('b', b('B2'));
+  assert.equal(box.arrived(['b']), [true]);
   // All present at the call: resolved without waiting.
   box.deliver('x', b('X'));
   box.deliver('y', b('Y'));
@@ -59,6 +62,8 @@ test('push: a timeout names only the tags still missing and its timeoutMs; a lat
   assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
   assert.equal(e.keys, ['a', 'c']);
   assert.ok(took >= 55 && took < 1500, `timed out after ${took} ms`);
+  assert.ok(e.elapsedMs! >= 55 && e.elapsedMs! < 1500, `elapsedMs ${e.elapsedMs}`);
+  assert.is(e.timeoutMs, 60);
   assert.match(e.message, /recv/);
   // The late ones are dropped on arrival, once: a second message with the same tag is kept.
   box.deliver('a', b('late'));
@@ -134,12 +139,15 @@ test('push: a resolved take ignores a later abort of its signal', async () => {
 test('push: arrived() — boxed, held by a take waiting for others, awaited, unknown', async () => {
   const box = new PushMailbox();
   box.deliver('boxed', b('1'));
+  const first = box.take(['other'], 'l', { timeoutMs: 2000 }, 'op'); // another take, waiting first
   const p = box.take(['held', 'awaited'], 'l', { timeoutMs: 2000 }, 'op');
   box.deliver('held', b('2'));
   assert.equal(box.arrived(['boxed', 'held', 'awaited', 'unknown']), [true, true, false, false]);
   box.deliver('awaited', b('3'));
   assert.equal(text(await p), ['2', '3']);
   assert.equal(box.arrived(['held', 'awaited']), [false, false]);
+  box.deliver('other', b('4'));
+  await first;
 });
 
 test('push: tags under interceptPrefix go to onIntercept, not to the box', () => {
@@ -151,6 +159,9 @@ test('push: tags under interceptPrefix go to onIntercept, not to the box', () =>
   box.deliver('q/2', b('hub'));
   box.deliver('r/2', b('box'));
   assert.equal(seen, ['q/2=hub']);
+  box.onIntercept = undefined;
+  box.deliver('q/3', b('no handler: dropped'));
+  assert.equal(box.arrived(['q/3']), [false]);
   assert.equal(box.arrived(['q/1', 'q/2', 'r/2']), [true, false, true]);
 });
 
@@ -168,6 +179,69 @@ test('push: close() fails waiting and later takes with the reason and closes the
   assert.is(sub.closed, 1);
   box.close(abortedError('second'));
   assert.is(await failure(box.take(['d'], 'l', { timeoutMs: 5000 }, 'op')), reason, 'the first reason stays');
+});
+
+test('push: close() without a subscription; the early calls of the takes it failed never run', async () => {
+  const box = new PushMailbox();
+  let early = 0;
+  const p = box.take(['a'], 'l', { timeoutMs: 120 }, 'op', { leadMs: 100, fn: () => { early++; } });
+  const reason = destroyedError('closed');
+  box.close(reason);
+  assert.is(await failure(p), reason);
+  await sleep(60);
+  assert.is(early, 0);
+});
+
+test('push: a take that gives up leaves another take\'s claim on the same tag alone', async () => {
+  const box = new PushMailbox();
+  const short = failure(box.take(['t'], 'l', { timeoutMs: 30 }, 'op'));
+  const long = box.take(['t'], 'l', { timeoutMs: 2000 }, 'op');
+  assert.is((await short).code, 'ERR_GROUPCOMM_TIMEOUT');
+  box.deliver('t', b('dropped')); // the first delivery after a give-up is dropped
+  box.deliver('t', b('kept'));
+  assert.equal(text(await long), ['kept']);
+});
+
+/** Counts setImmediate calls while `fn` runs (the spin's turns: nothing else here schedules one). */
+async function countTurns(fn: (count: () => number) => Promise<void>): Promise<void> {
+  const real = globalThis.setImmediate;
+  let n = 0;
+  globalThis.setImmediate = ((f: (...a: unknown[]) => void, ...args: unknown[]) => { n++; return real(f, ...args); }) as typeof setImmediate;
+  try {
+    await fn(() => n);
+  } finally {
+    globalThis.setImmediate = real;
+  }
+}
+
+test('push spinUs: a waiting take turns the loop until its message arrives or spinUs passed; 0 never turns it', async () => {
+  await countTurns(async (turns) => {
+    const still = new PushMailbox(0);
+    const p0 = still.take(['a'], 'l', { timeoutMs: 1000 }, 'op');
+    await sleep(30);
+    assert.is(turns(), 0, 'spinUs 0');
+    still.deliver('a', b('A'));
+    await p0;
+
+    const spun = new PushMailbox(150_000);
+    const p = spun.take(['a'], 'l', { timeoutMs: 1000 }, 'op');
+    await sleep(40);
+    assert.ok(turns() > 5, `turned the loop ${turns()} times while waiting 40 ms`);
+    spun.deliver('a', b('A'));
+    await p;
+    await sleep(5);
+    const atArrival = turns();
+    await sleep(40);
+    assert.is(turns(), atArrival, 'stopped when the message arrived (well before 150 ms)');
+
+    const q = spun.take(['z'], 'l', { timeoutMs: 1000 }, 'op');
+    await sleep(200);
+    const after = turns();
+    await sleep(40);
+    assert.is(turns(), after, 'stopped after 150 ms without a message');
+    spun.deliver('z', b('Z'));
+    await q;
+  });
 });
 
 test('push: a subscription that ends with an error fails the box; one closed on purpose does not', async () => {
@@ -215,6 +289,10 @@ test('openMailbox: push with a store that subscribes, poll with one that cannot'
   await withStore(async (s) => {
     assert.instance(await openMailbox(s, 'g/to/0/', { timeoutMs: 2000 }, () => {}), PollMailbox);
   }, false);
+  await withStore(async (s) => {
+    const noSubscribe = new Proxy(s, { get: (t, p) => p === 'subscribe' ? undefined : ((v) => typeof v === 'function' ? v.bind(t) : v)(Reflect.get(t, p, t)) }) as unknown as Store;
+    assert.instance(await openMailbox(noSubscribe, 'g/to/0/', { timeoutMs: 2000 }, () => {}), PollMailbox);
+  });
 });
 
 test('poll: one tag by take (no discard), one by get + discard, several by multiGet + discard, in order', async () => {
@@ -284,6 +362,42 @@ test('poll: a take queued behind a slow one on its lane times out on time and ne
     // And the lane works again after its takes settled.
     await s.set('in/z', 'Z');
     assert.equal(text(await box.take(['z'], 'lane', { timeoutMs: 1000 }, 'op')), ['Z']);
+  });
+});
+
+test('poll: a lane stays in order after its first take settled (the next ones still queue)', async () => {
+  await withStore(async (s) => {
+    const box = new PollMailbox(s, 'in/', () => {});
+    const one = box.take(['a'], 'lane', { timeoutMs: 2000 }, 'op');
+    const two = box.take(['b'], 'lane', { timeoutMs: 2000 }, 'op');
+    await s.set('in/a', 'A');
+    assert.equal(text(await one), ['A']);
+    const three = box.take(['c'], 'lane', { timeoutMs: 2000 }, 'op');
+    let thirdDone = false;
+    void three.then(() => { thirdDone = true; });
+    await s.set('in/c', 'C');
+    await sleep(80);
+    assert.not.ok(thirdDone, 'the third take waits for the second');
+    await s.set('in/b', 'B');
+    assert.equal(text(await two), ['B']);
+    assert.equal(text(await three), ['C']);
+  });
+});
+
+test('poll: several tags that all arrived just after the timeout: the error names them all', async () => {
+  await withStore(async (s) => {
+    // The check after the timeout is slow (30 ms), and the messages land meanwhile.
+    const slowCheck = new Proxy(s, {
+      get: (t, p) => p === 'check' ? async (ks: string[], o: unknown) => { await sleep(30); return t.check(ks, o as never); }
+        : ((v) => typeof v === 'function' ? v.bind(t) : v)(Reflect.get(t, p, t)),
+    }) as unknown as Store;
+    const box = new PollMailbox(slowCheck, 'in/', () => {});
+    const p = failure(box.take(['a', 'b'], 'l', { timeoutMs: 50 }, 'gather'));
+    await sleep(60);
+    await s.multiSet(['in/a', 'in/b'], ['A', 'B']);
+    const e = await p;
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.equal(e.keys, ['a', 'b']);
   });
 });
 
