@@ -140,7 +140,27 @@ export class Exchange {
     this.streams.set(peer, sink);
     this.expect(peer, count);
     this.ensureSink(peer);
+    // Frames from `peer` that came before the stream, while this operation was receiving from
+    // it already (the shared-segment setup, which may end on the ring), go to the stream now.
+    const early = this.arrived.get(peer);
+    if (early?.size) {
+      this.arrived.delete(peer);
+      for (const [slot, buf] of early) if (!this.finished) this.handOver(sink, peer, slot, buf);
+    }
     this.checkDeparted(peer);
+  }
+
+  /** An early frame to a stream, the way the parser hands it one (link/inbound.ts deliver). */
+  private handOver(sink: Sink, peer: number, slot: number, buf: Uint8Array): void {
+    try {
+      if (sink.consume?.(slot, buf)) return;
+      const d = sink.dest(slot, buf.byteLength);
+      if (d && d.byteLength !== buf.byteLength) throw this.mismatch(peer, slot, buf.byteLength, d.byteLength);
+      if (d) d.set(buf);
+      sink.done(slot, d ?? buf);
+    } catch (e) {
+      this.fail(e as GroupcommError);
+    }
   }
 
   /** Fails this operation if it still expects frames from `peer`, which has left the group. */
