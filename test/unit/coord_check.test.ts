@@ -91,4 +91,39 @@ test('GROUPCOMM_CHECK_CALLS_EVERY=2: device calls 0, 2, 4 … are checked, CPU-t
   }
 });
 
+test('GROUPCOMM_CHECK_CALLS_EVERY=1: each device collective names what differs; an omitted op equals sum', async () => {
+  process.env.GROUPCOMM_CHECK_CALLS_EVERY = '1';
+  type G = StatelessGroupCoordinator;
+  const cases: [string, (g: G, r: number) => Promise<unknown>, RegExp][] = [
+    ['broadcast', (g, r) => g.broadcast(onDevice(g, [1, 2], [2]), r), /broadcast: .*root/],
+    ['allReduce', (g, r) => g.allReduce(onDevice(g, [1, 2], [2]), r === 1 ? { op: 'max' } : {}), /allReduce: .*op/],
+    ['gather', (g, r) => g.gather(onDevice(g, [1, 2], [2]), r, 0), /gather: .*root/],
+    ['reduceScatter', (g, r) => g.reduceScatter(onDevice(g, [1, 2, 3, 4], [2, 2]), r), /reduceScatter: .*dim/],
+  ];
+  try {
+    for (const [name, call, re] of cases) {
+      const { groups, close } = await pair(`chk_${name}`);
+      try {
+        for (const x of await Promise.allSettled(groups.map((g, r) => call(g, r)))) {
+          assert.is(x.status, 'rejected', `${name} resolved`);
+          const e = (x as PromiseRejectedResult).reason as { code: string; message: string };
+          assert.is(e.code, 'ERR_GROUPCOMM_MISMATCH', e.message);
+          assert.match(e.message, re);
+        }
+      } finally {
+        await close();
+      }
+    }
+    const { groups, close } = await pair('chk_sum');
+    try {
+      await Promise.all(groups.map((g, r) => g.allReduce(onDevice(g, [1, 2], [2]), r === 1 ? { op: 'sum' } : {})));
+      await Promise.all(groups.map((g, r) => g.reduceScatter(onDevice(g, [1, 2, 3, 4], [4]), 0, r === 0 ? { op: 'sum' } : {})));
+    } finally {
+      await close();
+    }
+  } finally {
+    delete process.env.GROUPCOMM_CHECK_CALLS_EVERY;
+  }
+});
+
 test.run();
