@@ -104,4 +104,18 @@ test('a receiver given an object instead of a dict frame fails with ERR_GROUPCOM
   }
 });
 
+test('a dict holding a tensor this group cannot carry is refused before anything is sent', async () => {
+  const { groups, close } = await pair('dict_pre');
+  try {
+    const alien = { dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 1n, nbytes: 4 } } as Tensor;
+    const e = await groups[0].broadcastTensorDict({ ok: tensor(Float32Array.of(1)), alien }, 0).then(() => undefined, (x) => x);
+    assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', String(e));
+    // Nothing went out: the next broadcast is the one rank 1 receives.
+    const got = await Promise.all(groups.map((g, r) => g.broadcastTensorDict(r === 0 ? { a: 1 } : undefined, 0)));
+    assert.equal(got[1], { a: 1 });
+  } finally {
+    await close();
+  }
+});
+
 test.run();

@@ -142,6 +142,16 @@ test('poll: spins (no pause) for spinUs, then polls once a millisecond', async (
   assert.ok(fast > 200, `spinning: ${fast} checks in 40 ms`);
 });
 
+test('poll: the spin lasts spinUs microseconds, measured from the call', async () => {
+  const t0 = performance.now();
+  const at: number[] = [];
+  await poll(() => (at.push(performance.now() - t0), performance.now() - t0 > 45), spec({ spinUs: 10_000 }));
+  const early = at.filter((t) => t < 8).length;
+  const late = at.filter((t) => t > 25).length;
+  assert.ok(early > 10, `spinning for the first 10 ms: ${early} checks in 8 ms`);
+  assert.ok(late < 60, `1 ms polls after it: ${late} checks in the last 20 ms`);
+});
+
 test('poll: the deadline and the signal end it, and the checks stop', async () => {
   let calls = 0;
   const e = await poll(() => (calls++, false), spec({ timeoutMs: 20 })).then(() => undefined, (x) => x);

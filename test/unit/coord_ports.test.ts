@@ -42,6 +42,7 @@ test('reservePort: holds a port until released; release is idempotent; connectio
 test('reservePort: an address not on this machine fails with ERR_GROUPCOMM_BIND', async () => {
   const e = await reservePort('10.77.255.254').then(() => undefined, (x) => x);
   assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_BIND'), String(e));
+  assert.match(e.message, 'reserving a port');
 });
 
 const plan = (over: Partial<PortPlan>): PortPlan => ({

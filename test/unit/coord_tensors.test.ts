@@ -36,7 +36,7 @@ const both = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => 
 async function rejects(p: Promise<unknown>, code: string, re?: RegExp): Promise<{ peerRank?: number }> {
   const e = await p.then(() => undefined, (x) => x);
   assert.is(e?.code, code, String(e));
-  if (re) assert.match(String(e.message), re);
+  if (re) assert.match(String(e.message), re, String(e.message));
   return e;
 }
 
@@ -130,6 +130,38 @@ test('a broadcast src or gather dst outside the group is refused, with peerRank'
   const t = tensor(Float32Array.of(1, 2));
   assert.is((await rejects(g.broadcast(t, 2), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /src 2/)).peerRank, 2);
   assert.is((await rejects(g.gather(t, -1, 0), 'ERR_GROUPCOMM_INVALID_ARGUMENT', /dst -1/)).peerRank, -1);
+});
+
+test('each refusal names its collective: the tensor, out, dim, overlap, root', async () => {
+  const g = groups[0];
+  const t = tensor(new Float32Array(8), { shape: [2, 4] });
+  const alien = { dtype: 'float32', shape: [2], device: 'cuda:0', data: { ptr: 1n, nbytes: 8 } } as Tensor;
+  const wrongOut = { out: tensor(new Float32Array(3)) };
+  const bad = 'ERR_GROUPCOMM_INVALID_ARGUMENT';
+  const overlap = new Float32Array(16);
+  const inp = tensor(overlap.subarray(0, 8), { shape: [2, 4] });
+  await rejects(g.broadcast(alien, 0), bad, /\): broadcast: tensor is on cuda:0/);
+  await rejects(g.broadcast(t, 0, wrongOut), bad, /\): broadcast: out must be/);
+  await rejects(g.broadcast(t, 5), bad, /\): broadcast: src 5/);
+  await rejects(g.allReduce(alien), bad, /\): allReduce: tensor is on/);
+  await rejects(g.allReduce(t, wrongOut), bad, /\): allReduce: out must be/);
+  await rejects(g.allGather(alien, 0), bad, /\): allGather: tensor is on/);
+  await rejects(g.allGather(t, 2), bad, /\): allGather: dim 2 out of range/);
+  await rejects(g.allGather(t, 0, wrongOut), bad, /\): allGather: out must be/);
+  await rejects(g.allGather(inp, 1, { out: tensor(overlap, { shape: [2, 8] }) }), bad, /\): allGather: out/);
+  await rejects(g.gather(alien, 0, 0), bad, /\): gather: tensor is on/);
+  await rejects(g.gather(t, 0, 2), bad, /\): gather: dim 2 out of range/);
+  await rejects(g.gather(t, 0, 0, wrongOut), bad, /\): gather: out must be/);
+  await rejects(g.gather(t, 7, 0), bad, /\): gather: dst 7/);
+  await rejects(g.gather(inp, 0, 1, { out: tensor(overlap, { shape: [2, 8] }) }), bad, /\): gather: out/);
+  await rejects(g.reduceScatter(alien, 0), bad, /\): reduceScatter: tensor is on/);
+  await rejects(g.reduceScatter(t, 2), bad, /\): reduceScatter: dim 2 out of range/);
+  await rejects(g.reduceScatter(tensor(new Float32Array(3)), 0), bad, /\): reduceScatter: dim 0 has size 3/);
+  await rejects(g.reduceScatter(t, 0, wrongOut), bad, /\): reduceScatter: out must be/);
+  await rejects(g.reduceScatter(inp, 1, { out: tensor(overlap.subarray(2, 6), { shape: [2, 2] }) }), bad, /\): reduceScatter: out/);
+  // None of these reached the other rank: the group still works.
+  const ok = await both((g2, r) => g2.allReduce(tensor(Float32Array.of(r + 1))));
+  assert.equal([...(ok[0].data as Float32Array)], [3]);
 });
 
 test.after(async () => {
