@@ -47,6 +47,37 @@ test('close: the others depart first, the last of them opens bye/all, the leader
     await Promise.all(closes);
     assert.is(order[order.length - 1], 0, `rank 0 left last (${order})`);
     assert.equal(await has(s, ['g/open', 'g/2/all', 'g/2/bye', 'g/2/bye/all', 'g/epoch']), [false, false, false, false, false]);
+    assert.is(s.server!.numKeys, 0, 'no key left at all');
+  });
+});
+
+test('close: the leader waits until every other rank departed; the others delete nothing, stored values stay with their acks', async () => {
+  await withStore(async (s) => {
+    await s.multiSet(['g/open', 'g/2/b/1/0'], ['2', 'v']);
+    const sts = [0, 1, 2].map((r) => state(s, r, 3));
+    sts[1].msgs.stored.push('g/2/b/1/0');
+    const done: number[] = [];
+    const c0 = closeGroup(sts[0], {}, noAbort, () => {}).then(() => done.push(0));
+    await closeGroup(sts[1], {}, noAbort, () => {});
+    await sleep(80);
+    assert.equal(done, [], 'rank 0 still waits for rank 2');
+    assert.ok(await s.check(['g/open']), 'a non-leader deleted nothing');
+    assert.ok(await s.check(['g/2/b/1/0']), 'no dead rank: a stored value is the ack protocol\'s');
+    await closeGroup(sts[2], {}, noAbort, () => {});
+    await c0;
+    assert.not.ok(await s.check(['g/open']));
+  });
+});
+
+test('close: an abort (of the group) while the leader waits for the others ends the wait at once', async () => {
+  await withStore(async (s) => {
+    const st = state(s, 0, 2);
+    const t0 = performance.now();
+    const p = closeGroup(st, { timeoutMs: 4000 }, noAbort, () => {});
+    await sleep(50);
+    st.life.abort('abort()');
+    await p;
+    assert.ok(performance.now() - t0 < 1500, `close ended ${performance.now() - t0} ms after it began`);
   });
 });
 
@@ -147,6 +178,10 @@ test('discardStored: each value with its ack counter, 4096 keys per request; wit
     await s.multiSet(['g/2/b/0/0', 'g/2/b/0/0/ack', 'g/2/b/0/2099', 'g/2/b/0/2099/ack'], ['v', '1', 'v', '1']);
     await discardStored(st, { timeoutMs: 2000 });
     assert.equal(batches, [4096, 104]);
+    batches.length = 0;
+    for (let i = 0; i < 2048; i++) st.msgs.stored.push(`g/2/b/0/${i}`);
+    await discardStored(st, { timeoutMs: 2000 });
+    assert.equal(batches, [4096], 'exactly 4096 keys: one request');
     assert.equal(st.msgs.stored, []);
     await sleep(20);
     assert.equal(await has(s, ['g/2/b/0/0', 'g/2/b/0/0/ack', 'g/2/b/0/2099', 'g/2/b/0/2099/ack']), [false, false, false, false]);
@@ -184,7 +219,9 @@ test('reclaim: holds each dead rank\'s mailbox once; nothing without subscribe o
     assert.equal([...st.dead], [2]);
     const sub = st.sinks.get(2)!;
     assert.ok(sub);
+    const t1 = performance.now();
     assert.equal(await reclaimMailboxes(st, [2, 1], { timeoutMs: 1000 }), [2, 1]);
+    assert.ok(performance.now() - t1 < 500, 'a mailbox already held is not subscribed to again');
     assert.is(st.sinks.get(2), sub, 'not subscribed again');
     // Held: a message to rank 2 is not stored.
     await s.set('g/2/to/2/p/0/0', 'x');
@@ -197,6 +234,12 @@ test('reclaim: holds each dead rank\'s mailbox once; nothing without subscribe o
     assert.equal(await reclaimMailboxes(st2, [1], { timeoutMs: 1000 }), []);
     assert.equal([...st2.dead], [1], 'still remembered as dead');
     assert.equal(await reclaimMailboxes(state(s, 0, 1), [0], { timeoutMs: 1000 }), []);
+    const torch = await TcpStore.create({ port: s.port, timeoutMs: 2000, extensions: false });
+    try {
+      assert.equal(await reclaimMailboxes(state(torch, 0, 3), [1], { timeoutMs: 1000 }), [], 'a store that cannot subscribe');
+    } finally {
+      await torch.close();
+    }
   });
 });
 
@@ -214,6 +257,16 @@ test('reclaim: a mailbox another client holds is retried until the time is up; a
     holder!.close();
     assert.equal(await p, [1]);
     st.sinks.get(1)!.close();
+
+    // Without timeoutMs: min(1 s, the group's timeout).
+    const short = state(s, 0, 2, { timeoutMs: 150 });
+    const held = await s.subscribe('g/2/to/1/', () => {});
+    const t1 = performance.now();
+    assert.equal(await reclaimMailboxes(short, [1], {}), []);
+    const took1 = performance.now() - t1;
+    assert.ok(took1 >= 140 && took1 < 700, `default reclaim time ${took1} ms`);
+    held!.close();
+    await sleep(20);
 
     const closing = state(s, 0, 2, { closing: () => true });
     assert.equal(await reclaimMailboxes(closing, [1], { timeoutMs: 1000 }), []);

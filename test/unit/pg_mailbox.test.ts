@@ -62,7 +62,7 @@ test('push: a timeout names only the tags still missing and its timeoutMs; a lat
   assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
   assert.equal(e.keys, ['a', 'c']);
   assert.ok(took >= 55 && took < 1500, `timed out after ${took} ms`);
-  assert.ok(e.elapsedMs! >= 55 && e.elapsedMs! < 1500, `elapsedMs ${e.elapsedMs}`);
+  assert.ok(e.elapsedMs! >= 55 && e.elapsedMs! <= took, `elapsedMs ${e.elapsedMs}, took ${took}`);
   assert.is(e.timeoutMs, 60);
   assert.match(e.message, /recv/);
   // The late ones are dropped on arrival, once: a second message with the same tag is kept.

@@ -96,6 +96,9 @@ test('broadcast up to 64 KiB: one key per reader, nothing stored', async () => {
     assert.is((await c.bcastRecv(0, 'bcast'))[0].length, small.length);
     assert.equal(a.stored, []);
     assert.not.ok(await s.check(['g/3/b/0/0']));
+    await a.bcastSend(Buffer.from('second'), 'bcast');
+    await a.bcastSend(Buffer.from('third'), 'bcast');
+    assert.equal([str((await b.bcastRecv(0, 'bcast'))[0]), str((await b.bcastRecv(0, 'bcast'))[0])], ['second', 'third']);
   });
 });
 
@@ -155,6 +158,15 @@ test('take of several: a timeout names the senders still missing, and the first 
     assert.equal(e.peerRanks, [1]);
     assert.is(e.key, 'g/3/to/0/p/1/0');
     void b;
+  });
+});
+
+test('a receive from a closed mailbox fails with the close\'s reason (no keys to name)', async () => {
+  await withStore(async (s) => {
+    const [, b] = await ranks(s, 2);
+    const reason = peerLostError('group gone');
+    b.mailbox!.close(reason);
+    assert.is(await failure(b.recv(0, 'recv')), reason);
   });
 });
 
@@ -243,7 +255,9 @@ test('a marker whose stored value never comes: TIMEOUT naming the source and the
   await withStore(async (s) => {
     const [, b] = await ranks(s, 3);
     await s.set('g/3/to/1/b/0/0', '');
+    const t0 = performance.now();
     const e = await failure(b.bcastRecv(0, 'bcast', { timeoutMs: 80 }));
+    assert.ok(performance.now() - t0 < 1000, 'the stored value\'s read gets what is left of the 80 ms');
     assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
     assert.is(e.peerRank, 0);
     assert.is(e.key, 'g/3/b/0/0');
@@ -254,7 +268,9 @@ test('stored keys: only the latest 1024 to 2048 are remembered', async () => {
   const failing = new Proxy({} as Store, { get: (_, p) => p === 'publish' ? () => Promise.reject(timeoutError('t')) : undefined });
   const m = new Messages(opts(0, 3, failing));
   const big = Buffer.alloc(70_000);
-  await Promise.all(Array.from({ length: 2049 }, () => m.bcastSend(big, 'bcast').catch(() => {})));
+  await Promise.all(Array.from({ length: 2048 }, () => m.bcastSend(big, 'bcast').catch(() => {})));
+  assert.is(m.stored.length, 2048, 'up to 2048 kept');
+  await m.bcastSend(big, 'bcast').catch(() => {});
   assert.is(m.stored.length, 1025);
   assert.is(m.stored[0], 'g/3/b/0/1024');
   assert.is(m.stored[1024], 'g/3/b/0/2048');
@@ -263,8 +279,12 @@ test('stored keys: only the latest 1024 to 2048 are remembered', async () => {
 test('discard: through Store.discard when the store has it, else one deleteKey per key', async () => {
   await withStore(async (s) => {
     await s.multiSet(['d/1', 'd/2', 'd/3'], ['1', '2', '3']);
-    const m = new Messages(opts(0, 2, s));
-    await m.discard(['d/1']);
+    const used: string[] = [];
+    const spied = new Proxy(s, {
+      get: (t, p) => ((v) => typeof v === 'function' ? (...a: unknown[]) => { used.push(String(p)); return v.apply(t, a); } : v)(Reflect.get(t, p, t)),
+    }) as unknown as Store;
+    await new Messages(opts(0, 2, spied)).discard(['d/1']);
+    assert.equal(used, ['discard']);
     const deletes: string[] = [];
     const plain = new Proxy(s, {
       get: (t, p) => p === 'discard' ? undefined
