@@ -1,7 +1,7 @@
 // One assertion for "this promise rejects with a GroupcommError of that code" (shared by the
 // store, process-group and CPU-group tests). Resolves with the error for further checks.
 import * as assert from 'uvu/assert';
-import { isGroupcommError } from '../../host/base/errors.js';
+import { isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- tests read arbitrary error fields
 export async function rejectsWith(p: Promise<unknown>, code: string): Promise<any> {
@@ -13,4 +13,14 @@ export async function rejectsWith(p: Promise<unknown>, code: string): Promise<an
     return e;
   }
   throw new Error(`expected ${code}, but it resolved`);
+}
+
+/** The error `p` rejects with, whatever it is (for tests that check its fields themselves). */
+export async function failure(p: Promise<unknown>): Promise<GroupcommError> {
+  try {
+    await p;
+  } catch (e) {
+    return e as GroupcommError;
+  }
+  throw new Error('expected a rejection');
 }

@@ -5,19 +5,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join, joinKeys, type JoinSpec } from '../../host/pg/join.js';
 import { TcpStore } from '../../host/index.js';
-import { timeoutError, type GroupcommError } from '../../host/base/errors.js';
+import { timeoutError } from '../../host/base/errors.js';
 import type { Store } from '../../host/store/types.js';
+import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function failure(p: Promise<unknown>): Promise<GroupcommError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as GroupcommError;
-  }
-  throw new Error('expected a rejection');
-}
 
 async function withStore(fn: (s: TcpStore) => Promise<void>): Promise<void> {
   const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });

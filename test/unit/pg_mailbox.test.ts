@@ -6,21 +6,13 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { PushMailbox, PollMailbox, openMailbox } from '../../host/pg/mailbox.js';
 import { TcpStore } from '../../host/index.js';
-import { abortedError, destroyedError, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
+import { abortedError, destroyedError, isGroupcommError } from '../../host/base/errors.js';
 import type { Store, Subscription } from '../../host/store/types.js';
+import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const b = (s: string) => Buffer.from(s);
 const text = (vs: Uint8Array[]) => vs.map((v) => Buffer.from(v).toString());
-
-async function failure(p: Promise<unknown>): Promise<GroupcommError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as GroupcommError;
-  }
-  throw new Error('expected a rejection');
-}
 
 /** A subscription whose end the test controls (what attach() listens to). */
 function fakeSub(): Subscription & { closed: number; endWith(e?: Error): void } {

@@ -8,19 +8,11 @@ import { PushMailbox } from '../../host/pg/mailbox.js';
 import { OpTracker } from '../../host/pg/tracker.js';
 import { TcpStore } from '../../host/index.js';
 import type { Store } from '../../host/store/types.js';
-import { isGroupcommError, peerLostError, timeoutError, invalidArgument, type GroupcommError } from '../../host/base/errors.js';
+import { isGroupcommError, peerLostError, timeoutError, invalidArgument } from '../../host/base/errors.js';
+import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const str = (b: Uint8Array) => Buffer.from(b).toString();
-
-async function failure(p: Promise<unknown>): Promise<GroupcommError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as GroupcommError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const opts = (rank: number, worldSize: number, store: Store, o: Partial<MessagesOptions> = {}): MessagesOptions =>
   ({ rank, worldSize, groupName: 'g', epoch: 3, store, timeoutMs: 2000, ownsStore: false, tracker: new OpTracker(), ...o });

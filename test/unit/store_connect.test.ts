@@ -8,8 +8,8 @@ import net from 'node:net';
 import { openConnection, type ConnectSpec } from '../../host/store/connect.js';
 import { logger } from '../../host/base/log.js';
 import { AUTH_REQUIRED_NONCE, CheckReply, Op } from '../../host/store/protocol.js';
-import { type GroupcommError } from '../../host/base/errors.js';
 import { VALIDATE } from './store_raw.js';
+import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const log = logger('STORE');
@@ -48,15 +48,6 @@ async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = ()
 }
 
 const spec = (port: number, o: Partial<ConnectSpec> = {}): ConnectSpec => ({ host: '127.0.0.1', port, timeoutMs: 3000, probe: false, log, ...o });
-
-async function failure(p: Promise<unknown>): Promise<GroupcommError> {
-  try {
-    await p;
-  } catch (e) {
-    return e as GroupcommError;
-  }
-  throw new Error('expected a rejection');
-}
 
 const u32 = (n: number) => { const b = Buffer.alloc(4); b.writeUInt32LE(n >>> 0); return b; };
 
