@@ -91,20 +91,47 @@ function joinTimeout(s: JoinSpec, epoch: number, missing: number[], timeoutMs: n
 /** Rank 0: opens a new epoch and waits for every other rank's join key. */
 async function hostJoin(s: JoinSpec, timeoutMs: number): Promise<number> {
   const g = s.groupName;
-  const epoch = await s.store.add(joinKeys.epoch(g), 1, { timeoutMs: left(s.deadline), signal: s.signal });
-  await s.store.set(joinKeys.open(g), String(epoch), { timeoutMs: left(s.deadline), signal: s.signal });
+  let epoch = -1;
+  // A store request of rank 0's own that times out (near the deadline it gets as little as
+  // 1 ms) is the join's timeout too, naming the step and its key — not a bare store timeout.
+  const step = async <T>(key: string, p: Promise<T>): Promise<T> => {
+    try {
+      return await p;
+    } catch (e) {
+      if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+      throw timeoutError(
+        `create(group '${g}'${epoch >= 0 ? `, epoch ${epoch}` : ''}) timed out on rank 0 of ${s.worldSize}: ` +
+        `the store did not take ${key} in time. Raise timeoutMs or GROUPCOMM_TIMEOUT_MS.`,
+        { rank: s.rank, key, timeoutMs, cause: e },
+      );
+    }
+  };
+  epoch = await step(joinKeys.epoch(g), s.store.add(joinKeys.epoch(g), 1, { timeoutMs: left(s.deadline), signal: s.signal }));
+  await step(joinKeys.open(g), s.store.set(joinKeys.open(g), String(epoch), { timeoutMs: left(s.deadline), signal: s.signal }));
   const keys = [];
   for (let r = 1; r < s.worldSize; r++) keys.push(joinKeys.join(g, epoch, r));
   const snap = snapshotMissing(s, () => epoch);
   try {
-    await s.store.wait(keys, { timeoutMs: left(s.deadline), signal: s.signal });
-  } catch (e) {
-    if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
-    throw joinTimeout(s, epoch, await snap.get(), timeoutMs, e);
+    for (;;) {
+      try {
+        await s.store.wait(keys, { timeoutMs: Math.min(REPOLL_MS, left(s.deadline)), signal: s.signal });
+        break;
+      } catch (e) {
+        if (!isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) throw e;
+        if (performance.now() >= s.deadline) throw joinTimeout(s, epoch, await snap.get(), timeoutMs, e);
+      }
+      // The previous incarnation's rank 0 deletes g/open in its cleanup, which may run after
+      // this one set it (a group re-created while the old one is still leaving): the members
+      // would block on it until their timeout. Open the epoch again.
+      const o = { timeoutMs: left(s.deadline), signal: s.signal };
+      if (!(await step(joinKeys.open(g), s.store.check([joinKeys.open(g)], o)))) {
+        await step(joinKeys.open(g), s.store.set(joinKeys.open(g), String(epoch), o));
+      }
+    }
   } finally {
     snap.cancel();
   }
-  await s.store.set(joinKeys.all(g, epoch), '1', { timeoutMs: left(s.deadline), signal: s.signal });
+  await step(joinKeys.all(g, epoch), s.store.set(joinKeys.all(g, epoch), '1', { timeoutMs: left(s.deadline), signal: s.signal }));
   for (const k of keys) s.store.deleteKey(k).catch(() => {});
   return epoch;
 }

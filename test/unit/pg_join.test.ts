@@ -150,6 +150,38 @@ test('a store request that times out near the deadline is still the join\'s time
   });
 });
 
+test('rank 0: a store write that times out after every rank joined is the join\'s timeout, naming rank 0 and the key', async () => {
+  await withStore(async (s) => {
+    // Epoch 1's member key is there already; the write of g/1/all then times out on its own, as
+    // a real client's does when it is sent with a moment left before the deadline.
+    await s.set(joinKeys.join('g', 1, 1), '1');
+    const slow = new Proxy(s, {
+      get: (t, p) => p === 'set'
+        ? (k: string, v: string, o: { timeoutMs: number }) => k === joinKeys.all('g', 1)
+          ? Promise.reject(timeoutError(`store set timed out after ${o.timeoutMs}ms`, { key: k }))
+          : t.set(k, v, o)
+        : ((v) => typeof v === 'function' ? v.bind(t) : v)(Reflect.get(t, p, t)),
+    }) as unknown as Store;
+    const e = await failure(join(spec(slow, 0, 2, 2000), 2000));
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.is(e.rank, 0);
+    assert.is(e.key, 'g/1/all');
+    assert.is(e.timeoutMs, 2000);
+    assert.match(e.message, /create\(group 'g', epoch 1\) timed out on rank 0 of 2/);
+    assert.ok(e.cause, 'the store\'s own timeout is the cause');
+  });
+});
+
+test('rank 0 opens its epoch again when g/open is deleted under it (an old incarnation\'s cleanup)', async () => {
+  await withStore(async (s) => {
+    const host = join(spec(s, 0, 2, 3000), 3000);
+    await s.wait(['g/open']);
+    await s.deleteKey('g/open');
+    const member = join(spec(s, 1, 2, 3000), 3000);
+    assert.equal(await Promise.all([host, member]), [1, 1]);
+  });
+});
+
 test('an abort ends a join at once with ABORTED', async () => {
   await withStore(async (s) => {
     const ac = new AbortController();
