@@ -7,6 +7,7 @@ import { closeGroup, cleanup, discardStored, reclaimMailboxes, type GroupState }
 import { Messages } from '../../host/pg/messages.js';
 import { PushMailbox } from '../../host/pg/mailbox.js';
 import { OpTracker } from '../../host/pg/tracker.js';
+import { withStore } from '../helpers/server_store.js';
 import { TcpStore } from '../../host/index.js';
 import type { Store, Subscription } from '../../host/store/types.js';
 import type { GroupcommError } from '../../host/base/errors.js';
@@ -24,15 +25,6 @@ function state(store: Store, rank: number, worldSize: number, o: Partial<GroupSt
     closing: () => false,
     ...o,
   };
-}
-
-async function withStore(fn: (s: TcpStore) => Promise<void>): Promise<void> {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
-  try {
-    await fn(s);
-  } finally {
-    await s.close();
-  }
 }
 
 const has = async (s: Store, ks: string[]) => Promise.all(ks.map((k) => s.check([k])));

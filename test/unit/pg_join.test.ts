@@ -4,21 +4,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join, joinKeys, type JoinSpec } from '../../host/pg/join.js';
+import { withStore } from '../helpers/server_store.js';
 import { TcpStore } from '../../host/index.js';
 import { timeoutError } from '../../host/base/errors.js';
 import type { Store } from '../../host/store/types.js';
 import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function withStore(fn: (s: TcpStore) => Promise<void>): Promise<void> {
-  const s = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
-  try {
-    await fn(s);
-  } finally {
-    await s.close();
-  }
-}
 
 const spec = (store: Store, rank: number, worldSize: number, ms: number, groupName = 'g'): JoinSpec =>
   ({ store, groupName, rank, worldSize, deadline: performance.now() + ms });
