@@ -7,7 +7,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { join, type JoinSpec } from '../../host/pg/join.js';
 import { withStore } from '../helpers/server_store.js';
-import { timeoutError } from '../../host/base/errors.js';
+import { abortedError, timeoutError } from '../../host/base/errors.js';
 import type { Store } from '../../host/store/types.js';
 import { failure } from '../helpers/rejects.js';
 
@@ -61,6 +61,8 @@ test('every request carries the signal and at most the time left (the missing-ra
     }
     const sets = mem.calls.filter((c) => c.method === 'set' && c.key === 'g/1/join/1');
     assert.is(sets.length, 1, 'a member announces itself once, however often it re-reads g/open');
+    assert.is(host.calls.filter((c) => c.method === 'set' && c.key === 'g/open').length, 1, 'rank 0 opens its epoch once while g/open stays');
+    assert.ok(host.calls.filter((c) => c.method === 'check' && c.key === 'g/open').length >= 2, 'it did look at g/open between wait slices');
     assert.ok(mem.calls.filter((c) => c.method === 'get' && c.key === 'g/open').length >= 3, 'it did re-read g/open');
   });
 });
@@ -119,13 +121,17 @@ test('rank 0 names a rank missing both at its early look and at the deadline: no
 test('a member whose epoch opened after its early look names the ranks missing at the deadline', async () => {
   await withStore(async (s) => {
     // 600 ms: the member's early look at 450 ms finds no epoch yet; rank 0 opens epoch 4 at 500 ms.
-    const member = failure(join({ store: s, groupName: 'g', rank: 1, worldSize: 3, deadline: performance.now() + 600 }, 600));
+    const deadline = performance.now() + 600;
+    const sp = spy(s, deadline);
+    const member = failure(join({ store: sp.store, groupName: 'g', rank: 1, worldSize: 3, deadline }, 600));
     await sleep(500);
     await s.set('g/open', '4');
     const e = await member;
     assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', e.message);
     assert.equal(e.peerRanks, [2]);
     assert.match(e.message, 'epoch 4');
+    await sleep(20);
+    assert.equal(sp.calls.filter((c) => c.key.includes('/-1/')).map((c) => `${c.method} ${c.key}`), [], 'no request for an epoch not found yet');
   });
 });
 
@@ -145,6 +151,20 @@ test('a member whose own announcement timed out does not name itself', async () 
     const e = await failure(join({ store: stuck, groupName: 'g', rank: 1, worldSize: 3, deadline }, 300));
     assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
     assert.equal(e.peerRanks, [2], e.message);
+  });
+});
+
+test('rank 0: its epoch counter timing out names no epoch; other failures of its requests pass through unchanged', async () => {
+  await withStore(async (s) => {
+    const failing = (err: Error) => new Proxy(s, {
+      get: (t, p) => p === 'add' ? () => Promise.reject(err) : ((v) => typeof v === 'function' ? v.bind(t) : v)(Reflect.get(t, p, t)),
+    }) as unknown as Store;
+    const e = await failure(join({ store: failing(timeoutError('store add timed out')), groupName: 'g', rank: 0, worldSize: 2, deadline: performance.now() + 500 }, 500));
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.is(e.key, 'g/epoch');
+    assert.match(e.message, /create\(group 'g'\) timed out on rank 0 of 2/);
+    const other = abortedError('stopped');
+    assert.is(await failure(join({ store: failing(other), groupName: 'g', rank: 0, worldSize: 2, deadline: performance.now() + 500 }, 500)), other);
   });
 });
 
