@@ -15,7 +15,7 @@ import { failure } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-interface Posted { key: string; value: Uint8Array; at: number }
+interface Posted { key: string; value: Uint8Array; at: number; timeoutMs?: number }
 
 /** `n` ranks whose lanes go through rank 0 (hub); `drop(key)` loses a message on its way. */
 function ranks(n: number, o: { hub?: boolean; drop?: (key: string) => boolean; answer?: boolean } = {}) {
@@ -24,9 +24,9 @@ function ranks(n: number, o: { hub?: boolean; drop?: (key: string) => boolean; a
   const t0 = performance.now();
   const store = {
     publishesLocally: true,
-    publish: async (keys: string[], values: Uint8Array[]) => {
+    publish: async (keys: string[], values: Uint8Array[], po?: { timeoutMs?: number }) => {
       keys.forEach((key, i) => {
-        posted.push({ key, value: values[i], at: performance.now() - t0 });
+        posted.push({ key, value: values[i], at: performance.now() - t0, timeoutMs: po?.timeoutMs });
         if (o.drop?.(key)) return;
         const m = /^g\/1\/to\/(\d+)\/(.*)$/.exec(key);
         if (m) queueMicrotask(() => boxes[Number(m[1])].deliver(m[2], values[i]));
@@ -60,6 +60,7 @@ test('the hub answers a query with whether it entered n and whose parts it holds
   boxes[0].deliver('q/0/1', new Uint8Array(0));
   await sleep(0);
   assert.equal(answers(posted), [{ key: 'g/1/to/1/a/0', entered: false, arrived: [2] }]);
+  assert.is(posted.find((p) => p.key === 'g/1/to/1/a/0')?.timeoutMs, 2000, 'the answer is written under the group\'s timeout');
   // Rank 0 enters 0 (its take holds rank 2's part and waits for 1 and 3): entered, still [2].
   const run = lanes[0].run(obj('p0'), 'allGatherObj');
   boxes[0].deliver('q/0/3', new Uint8Array(0));
@@ -130,6 +131,8 @@ test('a rank about to time out asks the hub a quarter of its timeout (at most 50
   const q = posted.find((p) => p.key === 'g/1/to/0/q/0/1');
   assert.ok(q, 'rank 1 asked');
   assert.ok(q.at >= 280 && q.at < 380, `asked at ${q.at.toFixed(0)} ms, not 300`);
+  assert.is(posted.filter((p) => p.key === 'g/1/to/0/q/0/1').length, 1, 'asked once');
+  assert.match(e1.message, /^barrier \(collective #0\) timed out after 400ms on rank 1/);
   assert.equal((await all[0]).peerRanks, [2], 'the hub itself names rank 2');
 });
 
@@ -184,6 +187,28 @@ test('hub mode: origins name the bundle key and each source; this rank\'s entry 
   assert.equal(got[1].map((p) => p.origin), [0, 1, 2].map((src) => ({ key: 'g/1/to/1/c/0/all', src })));
   assert.equal(got[0].map((p) => p.origin), [0, 1, 2].map((src) => ({ key: `g/1/to/0/c/0/${src}`, src })));
   assert.equal(got[2].map((p) => decodeObject(p.bytes, p.origin)), ['v0', 'v1', 'v2']);
+});
+
+test('a bundle too short for its count, or whose count is not the group\'s, is ERR_GROUPCOMM_PROTOCOL naming its key', async () => {
+  const u32 = (...xs: number[]) => new Uint8Array(new Uint32Array(xs).buffer);
+  for (const [name, bytes] of [
+    ['6 bytes', new Uint8Array([3, 0, 0, 0, 0, 0])],
+    ['count 9, three empty parts', u32(9, 0, 0, 0)],
+    ['count 2, two empty parts', u32(2, 0, 0)],
+  ] as const) {
+    const { boxes, lanes } = ranks(3);
+    const p = failure(lanes[1].run(new Uint8Array(0), 'barrier', { timeoutMs: 500 }));
+    boxes[1].deliver('c/0/all', bytes);
+    const e = await p;
+    assert.is(e.code, 'ERR_GROUPCOMM_PROTOCOL', `${name}: ${e.message}`);
+    assert.is(e.key, 'g/1/to/1/c/0/all');
+    assert.is(e.peerRank, 0);
+  }
+  // The same layout with the right count is a barrier's result.
+  const { boxes, lanes } = ranks(3);
+  const ok = lanes[1].run(new Uint8Array(0), 'barrier', { timeoutMs: 500 });
+  boxes[1].deliver('c/0/all', u32(3, 0, 0, 0));
+  assert.equal((await ok).map((x) => x.bytes.length), [0, 0, 0]);
 });
 
 test.run();
