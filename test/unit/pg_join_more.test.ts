@@ -92,6 +92,9 @@ test('nothing is sent after a join settled: the early look at who is missing is 
     const done = performance.now();
     await sleep(ms + 50);
     for (const [rank, sp] of spies.entries()) {
+      for (const c of sp.calls.filter((x) => x.method !== 'deleteKey' && !(x.method === 'check' && /\/join\//.test(x.key)))) {
+        assert.ok(c.timeoutMs !== undefined && c.timeoutMs <= Math.max(1, c.left) + 1, `rank ${rank} ${c.method} ${c.key}: ${c.timeoutMs} ms asked, ${c.left.toFixed(1)} left`);
+      }
       const late = sp.calls.filter((c) => c.at > done && c.method !== 'deleteKey');
       assert.equal(late.map((c) => `${c.method} ${c.key}`), [], `rank ${rank}: requests after the join settled`);
     }
@@ -131,7 +134,7 @@ test('a member whose epoch opened after its early look names the ranks missing a
     assert.equal(e.peerRanks, [2]);
     assert.match(e.message, 'epoch 4');
     await sleep(20);
-    assert.equal(sp.calls.filter((c) => c.key.includes('/-1/')).map((c) => `${c.method} ${c.key}`), [], 'no request for an epoch not found yet');
+    assert.equal(sp.calls.filter((c) => /\/(-1|undefined|NaN)\//.test(c.key)).map((c) => `${c.method} ${c.key}`), [], 'no request for an epoch not found yet');
   });
 });
 
@@ -165,6 +168,16 @@ test('rank 0: its epoch counter timing out names no epoch; other failures of its
     assert.match(e.message, /create\(group 'g'\) timed out on rank 0 of 2/);
     const other = abortedError('stopped');
     assert.is(await failure(join({ store: failing(other), groupName: 'g', rank: 0, worldSize: 2, deadline: performance.now() + 500 }, 500)), other);
+  });
+});
+
+test('a member names only the ranks whose join keys are missing (not one that joined), in words too', async () => {
+  await withStore(async (s) => {
+    await s.set('g/open', '5');
+    await s.set('g/5/join/2', '1');
+    const e = await failure(join({ store: s, groupName: 'g', rank: 1, worldSize: 5, deadline: performance.now() + 200 }, 200));
+    assert.equal(e.peerRanks, [3, 4]);
+    assert.match(e.message, 'ranks [3, 4] never joined');
   });
 });
 
