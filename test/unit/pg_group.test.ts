@@ -11,6 +11,7 @@ import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 import type { Store } from '../../host/store/types.js';
 import { MemStoreServer } from '../helpers/memstore.js';
 import { failure } from '../helpers/rejects.js';
+import { isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
 type PG = StatelessProcessGroup;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -218,6 +219,115 @@ test('a store given to the group is not closed by close or abort; await using cl
   await a.abort('x');
   await a.store.set('still', 'open');
   assert.ok(server.data.has('still'));
+});
+
+test('every refusal and timeout names its op', async () => {
+  const [a, b] = await groups(2);
+  const gpu = { dtype: 'float32', shape: [1], device: 'cuda:0', data: { ptr: 0n, nbytes: 4 } } as never;
+  const t = () => tensor(new Float32Array(1));
+  const refusals: [() => Promise<unknown>, RegExp][] = [
+    [() => a.send(t(), 0), /^send: dst is this rank/],
+    [() => a.send(t(), 2), /^send: dst 2 is not a rank/],
+    [() => a.recv(t(), 0), /^recv: src is this rank/],
+    [() => a.recv(gpu, 1), /^recv: .*CPU tensors only/],
+    [() => a.recvObj(0), /^recvObj: src is this rank/],
+    [() => a.sendObj(1, 2), /^sendObj: dst 2/],
+    [() => a.broadcastObj(1, 2), /^broadcastObj: src 2 is not a rank/],
+    [() => a.broadcast(t(), { src: 2 }), /^broadcast: src 2 is not a rank/],
+    [() => a.broadcast(gpu, { src: 0 }), /^broadcast: .*CPU tensors only/],
+    [() => a.broadcast(t(), { src: 0, out: gpu }), /^broadcast out: .*CPU tensors only/],
+    [() => a.allReduce(gpu), /^allReduce: .*CPU tensors only/],
+    [() => a.allReduce(t(), { out: gpu }), /^allReduce out: .*CPU tensors only/],
+    [() => a.allReduce(t(), { op: 'xor' as never }), /^allReduce: unsupported op 'xor'; use one of sum, /],
+  ];
+  for (const [p, msg] of refusals) {
+    const e = await failure(p());
+    assert.is(e.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', e.message);
+    assert.match(e.message, msg);
+  }
+  const o = { timeoutMs: 30 };
+  const timeouts: [Promise<GroupcommError>, string][] = [
+    [failure(b.recvObj(0, o)), 'recvObj'], [failure(b.recv(t(), 0, o)), 'recv'], [failure(b.broadcastObj(0, 0, o)), 'broadcastObj'],
+    [failure(b.broadcast(t(), { src: 0, ...o })), 'broadcast'], [failure(b.allGatherObj(0, o)), 'allGatherObj (collective #0)'],
+    [failure(b.barrier(o)), 'barrier (collective #1)'], [failure(b.allReduce(t(), o)), 'allReduce (collective #2)'],
+  ];
+  for (const [p, what] of timeouts) {
+    const e = await p;
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', e.message);
+    assert.ok(e.message.startsWith(`${what} timed out after 30ms`), e.message);
+  }
+  // A receive into the wrong shape names the op that received (messages 0 and 1 went to the
+  // receives that timed out above).
+  await a.sendObj('late 0', 1);
+  await a.sendObj('late 1', 1);
+  await a.send(tensor(new Float32Array(2)), 1);
+  assert.match((await failure(b.recv(t(), 0))).message, /^recv: /);
+  await a.sendObj(1, 1);
+  await Promise.all([a.close({ timeoutMs: 300 }), b.close({ timeoutMs: 300 })]);
+});
+
+test('create passes its signal, timeout and secret on: to the join, and to the store it opens', async () => {
+  // The join: an abort ends a create over a given store.
+  const ac = new AbortController();
+  const p = failure(StatelessProcessGroup.create({ rank: 0, worldSize: 2, store: new MemStoreServer().client(), timeoutMs: 5000, signal: ac.signal }));
+  await sleep(30);
+  ac.abort('stop');
+  assert.is((await p).code, 'ERR_GROUPCOMM_ABORTED');
+  const port = await freePort();
+  // The store it opens: nobody listens on the port, so rank 1's connect fails within its 300 ms,
+  // or at once when its signal fired.
+  const t0 = performance.now();
+  const e = await failure(StatelessProcessGroup.create({ rank: 1, worldSize: 2, port, timeoutMs: 300 }));
+  assert.ok(performance.now() - t0 < 2000, `failed after ${(performance.now() - t0).toFixed(0)} ms`);
+  assert.ok(isGroupcommError(e), String(e));
+  const gone = new AbortController();
+  gone.abort('no');
+  const t1 = performance.now();
+  assert.is((await failure(StatelessProcessGroup.create({ rank: 1, worldSize: 2, port, timeoutMs: 20_000, signal: gone.signal }))).code, 'ERR_GROUPCOMM_ABORTED');
+  assert.ok(performance.now() - t1 < 2000);
+  // A secret: both ranks join with it, and a client without it is refused by rank 0's server.
+  const [x, y] = await Promise.all([0, 1].map((rank) => StatelessProcessGroup.create({ rank, worldSize: 2, port, timeoutMs: 3000, secret: 'pg-secret' })));
+  const stranger = await TcpStore.create({ port, timeoutMs: 1000 }).then((s) => s.get('pg/epoch', { timeoutMs: 500 }).then(() => s.close().then(() => 'served'), () => 'refused'), () => 'refused');
+  assert.is(stranger, 'refused');
+  await Promise.all([y.close(), x.close()]);
+});
+
+test('push mode with 3 ranks: collectives go through rank 0 (a rank writes its part to rank 0 only)', async () => {
+  const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const s1 = await TcpStore.create({ port: s0.port, timeoutMs: 5000 });
+  const s2 = await TcpStore.create({ port: s0.port, timeoutMs: 5000 });
+  const written: string[] = [];
+  const rec = new Proxy(s1, {
+    get: (t, p) => {
+      const v = Reflect.get(t, p, t);
+      if (p === 'publish') return (keys: string[], ...rest: unknown[]) => { written.push(...keys); return (v as Function).apply(t, [keys, ...rest]); };
+      return typeof v === 'function' ? v.bind(t) : v;
+    },
+  }) as unknown as Store;
+  const pgs = await Promise.all([s0, rec, s2].map((store, rank) => StatelessProcessGroup.create({ rank, worldSize: 3, store, timeoutMs: 5000 })));
+  try {
+    written.length = 0;
+    assert.equal(await Promise.all(pgs.map((g) => g.allGatherObj(g.rank))), new Array(3).fill([0, 1, 2]));
+    assert.equal(written.map((k) => k.slice(pgs[1].keyPrefix.length)), ['to/0/c/0/1']);
+  } finally {
+    await Promise.all(pgs.map((g) => g.close()));
+    await s2.close();
+    await s1.close();
+    await s0.close();
+  }
+});
+
+test('new StatelessProcessGroup() is refused, naming the factory and why', () => {
+  const C = StatelessProcessGroup as unknown as new (...a: unknown[]) => unknown;
+  try {
+    new C(Symbol('x'), {});
+    assert.unreachable('constructed');
+  } catch (e) {
+    assert.is((e as { code?: string }).code, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    const m = (e as Error).message;
+    assert.match(m, 'new StatelessProcessGroup() is not supported: a process group joins its peers through the store before it is usable');
+    assert.match(m, 'const pg = await StatelessProcessGroup.create({ host, port, rank, worldSize })');
+  }
 });
 
 test.run();
