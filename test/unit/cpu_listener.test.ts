@@ -33,9 +33,14 @@ function logger() {
   return { log, warnings };
 }
 
+/** Closed after each test even when an assertion failed (an open server keeps the process alive). */
+const opened: { close(): void }[] = [];
+test.after.each(() => { for (const o of opened.splice(0)) o.close(); });
+
 function connect(port: number): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port }, () => resolve(s));
+    opened.push({ close: () => s.destroy() });
     s.once('error', reject);
   });
 }
@@ -51,7 +56,8 @@ test('a HELLO hands the connection over (with no-delay set); one already connect
   const { hs, asked } = scripted();
   const { log } = logger();
   const got: [number, net.Socket][] = [];
-  const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'test listener', worldSize: 4, hs, log, connected: (r) => r === 2, accepted: (s, h) => got.push([h.rank, s]) });
+  const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'test listener', worldSize: 4, hs, log, connected: (r) => r === 2, accepted: (s, h) => { opened.push({ close: () => s.destroy() }); got.push([h.rank, s]); } });
+  opened.push(l);
   assert.ok(l.port > 0);
   const a = await connect(l.port);
   a.write(Buffer.from([1]));
@@ -73,6 +79,7 @@ test('a connection without a HELLO is closed after helloTimeoutMs, with a warnin
   const { hs } = scripted();
   const { log, warnings } = logger();
   const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'x', worldSize: 2, helloTimeoutMs: 80, hs, log, connected: () => false, accepted: () => {} });
+  opened.push(l);
   const t0 = performance.now();
   const s = await connect(l.port);
   assert.ok(await closedBy(s), 'closed');
@@ -82,7 +89,8 @@ test('a connection without a HELLO is closed after helloTimeoutMs, with a warnin
   assert.match(warnings[0], /no valid HELLO/);
   // One that sent its HELLO in time is not closed by the timer.
   let accepted: net.Socket | undefined;
-  const l2 = await Listener.open({ host: '127.0.0.1', port: 0, what: 'x', worldSize: 2, helloTimeoutMs: 60, hs, log, connected: () => false, accepted: (c) => { accepted = c; } });
+  const l2 = await Listener.open({ host: '127.0.0.1', port: 0, what: 'x', worldSize: 2, helloTimeoutMs: 60, hs, log, connected: () => false, accepted: (c) => { opened.push({ close: () => c.destroy() }); accepted = c; } });
+  opened.push(l2);
   const ok = await connect(l2.port);
   ok.write(Buffer.from([1]));
   await sleep(150);
@@ -98,6 +106,7 @@ test('strangers are bounded: 64 plus 2 per rank held at once, the next refused; 
   const { hs } = scripted();
   const { log, warnings } = logger();
   const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'x', worldSize: 3, hs, log, connected: () => false, accepted: () => {} });
+  opened.push(l);
   const held: net.Socket[] = [];
   for (let i = 0; i < 70; i++) held.push(await connect(l.port));
   const closed = held.map((s) => closedBy(s, 500));
@@ -121,6 +130,7 @@ test('a port already taken is a BIND error naming the listener', async () => {
   const { hs } = scripted();
   const { log } = logger();
   const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'first', worldSize: 2, hs, log, connected: () => false, accepted: () => {} });
+  opened.push(l);
   const e = await failure(Listener.open({ host: '127.0.0.1', port: l.port, what: 'second listener', worldSize: 2, hs, log, connected: () => false, accepted: () => {} }));
   assert.is(e.code, ErrorCode.BIND);
   assert.match(e.message, /^second listener/);

@@ -82,6 +82,9 @@ test('every watched peer but this rank gets PING frames every fifth of the bound
   await sleep(220);
   stop();
   clearInterval(feed);
+  const before = m.pings.length;
+  await sleep(100);
+  assert.is(m.pings.length, before, 'no pings after stop()');
   const peers = new Set(m.pings.map((p) => p.peer));
   assert.equal([...peers].sort(), [0, 2], 'not itself, not a departed peer');
   for (const p of m.pings) {
@@ -108,9 +111,15 @@ test('the period is at least 10 ms, even for a tiny bound', () => withBound(20, 
 
 test('a silent watched peer is lost after the bound, not before, naming it and the bound', () => withBound(150, async () => {
   const m = mesh(3);
+  // Bytes received before the check starts are its baseline (read once per peer, at once), not news.
+  m.bytes[1] = 5;
+  const asked: number[] = [];
+  const bytesIn = m.bytesIn;
+  m.bytesIn = (p: number) => { asked.push(p); return bytesIn(p); };
   let n = 0;
   const feed = setInterval(() => { m.bytes[2] = ++n; }, 5);
   const stop = watchLiveness(m)!;
+  assert.equal(asked, [1, 2]);
   await until(() => m.losses.length > 0);
   stop();
   clearInterval(feed);
