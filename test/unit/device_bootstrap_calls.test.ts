@@ -181,6 +181,7 @@ test('refusals: bad sizes and ranks, sending to or receiving from itself, a sour
   refused(() => storeBootstrap(m.store, { rank: -1, worldSize: 2, prefix: 'x' }));
   refused(() => storeBootstrap(m.store, { rank: 0.5, worldSize: 2, prefix: 'x' }));
   refused(() => storeBootstrap(m.store, { rank: 2, worldSize: 2, prefix: 'x' }));
+  assert.throws(() => storeBootstrap(m.store, { rank: 3, worldSize: 2, prefix: 'x' }), (e: unknown) => (e as { rank?: number }).rank === 3);
   const b = storeBootstrap(m.store, { rank: 1, worldSize: 2, prefix: 'x' });
   const code = async (p: Promise<unknown>) => { const e = await failure(p); assert.is(e.code, ErrorCode.INVALID_ARGUMENT); return e; };
   for (const r of [-1, 2, 0.5]) {

@@ -159,19 +159,20 @@ test('abort(): a call in flight that ignores its signal still rejects at once, n
 });
 
 test('markClosed on a ready communicator ends calls in flight and fires the lifetime signal; after an abort it does neither again', async () => {
-  const { o, reasons } = ops(0);
+  const { o, reasons } = ops(3);
   const inflight = o.run('stuck', {}, never);
   await sleep(5);
   assert.ok(o.markClosed());
   const e = await failure(inflight);
   assert.is(e.code, ErrorCode.ABORTED);
   assert.ok(isGroupcommError(e.cause, ErrorCode.DESTROYED));
+  assert.is((e.cause as GroupcommError).rank, 3);
   assert.ok(isGroupcommError(o.lifetime.signal.reason, ErrorCode.DESTROYED));
   assert.is(o.state, 'closed');
   assert.equal(reasons, [], 'closing is not a fatal failure');
   const d = await failure(o.run('after', {}, async () => 1));
   assert.is(d.code, ErrorCode.DESTROYED);
-  assert.is(d.rank, 0);
+  assert.is(d.rank, 3);
   assert.throws(() => o.assertUsable('x'), (x: unknown) => isGroupcommError(x, ErrorCode.DESTROYED));
   await o.abort('too late');
   assert.is(o.state, 'closed', 'abort does not reopen a closed communicator');
