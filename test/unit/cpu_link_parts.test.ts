@@ -1,6 +1,7 @@
-// Two small parts of the CPU group's links on their own: SendQueues (host/cpu/link/queue.ts), the
-// frames waiting for a peer's send side, and the address rendezvous (host/cpu/link/addresses.ts)
-// against a scripted store (a test double of the few Store methods it calls).
+// Small parts of the CPU group's links on their own: SendQueues (host/cpu/link/queue.ts), the
+// frames waiting for a peer's send side; the address rendezvous (host/cpu/link/addresses.ts)
+// against a scripted store (a test double of the few Store methods it calls); and the reachability
+// probe of host/cpu/link/dial.ts over loopback.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SendQueues } from '../../host/cpu/link/queue.js';
@@ -8,7 +9,9 @@ import { addrKey, exchangeAddresses, type AddressSpec } from '../../host/cpu/lin
 import type { FrameHeader, SendOptions } from '../../host/cpu/link/link.js';
 import { ErrorCode, invalidArgument, timeoutError } from '../../host/base/errors.js';
 import type { Store } from '../../host/store/types.js';
+import { reachable, unreachableWith } from '../../host/cpu/link/dial.js';
 import { failure } from '../helpers/rejects.js';
+import net from 'node:net';
 
 const frame = (tag: number): FrameHeader => ({ kind: 1, tag, seq: tag, slot: 0 });
 
@@ -177,6 +180,52 @@ test('exchangeAddresses: the wait\'s own error when no rank can be named, or whe
   const s = scripted(new Map(), () => Promise.reject(other));
   assert.is(await failure(exchangeAddresses(spec(s.store, 0, 3), 'x:1', () => 250, () => {})), other);
   assert.not.ok(s.calls.some((c) => c.op === 'check'));
+});
+
+// ---- dial.ts: reachable, unreachableWith ----
+
+function server(): Promise<net.Server> {
+  return new Promise((resolve) => { const srv = net.createServer((c) => c.destroy()); srv.listen(0, '127.0.0.1', () => resolve(srv)); });
+}
+const portOf = (srv: net.Server) => (srv.address() as net.AddressInfo).port;
+
+test('reachable: true for a listening port, false for a closed one (then the socket is gone)', async () => {
+  const live = await server();
+  const dead = await server();
+  const deadPort = portOf(dead);
+  await new Promise((r) => dead.close(r));
+  let accepted = 0;
+  live.on('connection', () => accepted++);
+  try {
+    assert.is(await reachable(`127.0.0.1:${portOf(live)}`, 2000), true);
+    assert.is(await reachable(`127.0.0.1:${deadPort}`, 2000), false);
+    assert.is(accepted, 1);
+  } finally {
+    live.close();
+  }
+});
+
+test('unreachableWith: of the candidates at a silent peer\'s host, those whose listener is gone', async () => {
+  const live = await server();
+  const dead = await server();
+  const deadPort = portOf(dead);
+  await new Promise((r) => dead.close(r));
+  const addrs: Record<number, string | undefined> = {
+    1: `127.0.0.1:${deadPort}`, // silent
+    2: `127.0.0.1:${portOf(live)}`, // same host, answers: a stuck process is not a cut host
+    3: `127.0.0.1:${deadPort}`, // same host, gone
+    4: `127.0.0.2:${deadPort}`, // another host: not probed
+    5: undefined, // no address known
+  };
+  const probed: string[] = [];
+  const addrOf = (r: number) => { if (addrs[r]) probed.push(addrs[r]!); return addrs[r]; };
+  try {
+    assert.equal(await unreachableWith([1], [2, 3, 4, 5], addrOf, 2000), [3]);
+    assert.equal(await unreachableWith([4], [3], addrOf, 2000), [], 'only candidates at a silent peer\'s host');
+    assert.equal(await unreachableWith([5], [3], addrOf, 2000), []);
+  } finally {
+    live.close();
+  }
 });
 
 test.run();
