@@ -65,7 +65,7 @@ function spec(addr: string, o: { afterSetup?: boolean; deadlineMs?: number; key?
   return { d, events, storeCalls, inbound, sockets, stop: () => { active = false; } };
 }
 
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
+async function until(cond: () => boolean, ms = 2000): Promise<void> {
   const end = performance.now() + ms;
   while (!cond()) {
     if (performance.now() > end) throw new Error('condition not reached');
@@ -138,7 +138,7 @@ test('after setup refusals at an unchanged address fail after the grace, well be
   const s = spec(dead, { afterSetup: true, key: () => dead, deadlineMs: 60_000 });
   const t0 = performance.now();
   dialPeer(s.d);
-  await until(() => has(s.events, 'failed'), 10_000);
+  await until(() => has(s.events, 'failed'), 5000);
   const took = performance.now() - t0;
   assert.ok(took >= REFUSED_GRACE_MS && took < REFUSED_GRACE_MS + 1500, `failed after ${took} ms`);
   assert.equal(s.events.find((e) => e.ev === 'failed')!.arg, ['ECONNREFUSED', dead]);
