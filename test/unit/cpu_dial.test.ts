@@ -62,6 +62,8 @@ function spec(addr: string, o: { afterSetup?: boolean; deadlineMs?: number; key?
     failed: (e, at) => events.push({ ev: 'failed', arg: [(e as NodeJS.ErrnoException).code ?? e.message, at] }),
     left: () => events.push({ ev: 'left' }),
   };
+  // After each case the mesh goes inactive: a dial still retrying stops (else its timers keep the file alive).
+  opened.push({ close: () => { active = false; } });
   return { d, events, storeCalls, inbound, sockets, stop: () => { active = false; } };
 }
 
