@@ -1,11 +1,13 @@
-// CpuGroup.barrier (the dissemination barrier of host/cpu/algorithms.ts): no rank leaves before the
-// last one entered, for group sizes that take one, two and three rounds. Ranks live in this process
-// over real sockets and a real TcpStore.
+// Algorithms of host/cpu/algorithms.ts that cpu_group does not pin, through CpuGroup: the
+// dissemination barrier (no rank leaves before the last one entered, for sizes that take one, two
+// and three rounds) and the chain broadcast from roots other than 0 (the chain wraps past rank 0).
+// Ranks live in this process over real sockets and a real TcpStore.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CpuGroup } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
 import { sleep } from '../../host/base/deadline.js';
+import { tensor } from '../../host/core/tensor.js';
 
 let server: TcpStore;
 let groupNo = 0;
@@ -38,5 +40,22 @@ for (const n of [2, 3, 5]) {
     }
   });
 }
+
+test('a large broadcast (the chain) from every root of 3 ranks reaches every rank exactly', async () => {
+  const n = 3;
+  const groupName = `bcast-${groupNo++}`;
+  // smallBytes 1024: 64 KiB goes through the segmented chain, not the binomial tree.
+  const gs = await Promise.all([...Array(n).keys()].map((rank) =>
+    CpuGroup.create({ store: server, rank, worldSize: n, groupName, timeoutMs: 10_000, transport: 'tcp', smallBytes: 1024 })));
+  for (const g of gs) live.add(g);
+  for (const src of [1, 2, 0]) {
+    const ts = gs.map((_, r) => tensor(Float32Array.from({ length: 16384 }, (_, i) => (r === src ? src * 100_000 + i : -1))));
+    await Promise.all(gs.map((g, r) => g.broadcast(ts[r], { src, out: ts[r] })));
+    for (const [r, t] of ts.entries()) {
+      const d = t.data as Float32Array;
+      assert.ok(d.every((x, i) => x === src * 100_000 + i), `root ${src}: rank ${r} got other bytes`);
+    }
+  }
+});
 
 test.run();
