@@ -198,7 +198,10 @@ test('reachable: true for a listening port, false for a closed one (then the soc
   live.on('connection', () => accepted++);
   try {
     assert.is(await reachable(`127.0.0.1:${portOf(live)}`, 2000), true);
-    assert.is(await reachable(`127.0.0.1:${deadPort}`, 2000), false);
+    // A refusal answers at once, not at the timeout.
+    const t0 = performance.now();
+    assert.is(await reachable(`127.0.0.1:${deadPort}`, 5000), false);
+    assert.ok(performance.now() - t0 < 2500, 'refused: false without waiting for the timeout');
     assert.is(accepted, 1);
   } finally {
     live.close();
@@ -208,12 +211,15 @@ test('reachable: true for a listening port, false for a closed one (then the soc
 test('unreachableWith: of the candidates at a silent peer\'s host, those whose listener is gone', async () => {
   const live = await server();
   const dead = await server();
+  const dead2 = await server();
   const deadPort = portOf(dead);
+  const deadPort2 = portOf(dead2);
   await new Promise((r) => dead.close(r));
+  await new Promise((r) => dead2.close(r));
   const addrs: Record<number, string | undefined> = {
     1: `127.0.0.1:${deadPort}`, // silent
     2: `127.0.0.1:${portOf(live)}`, // same host, answers: a stuck process is not a cut host
-    3: `127.0.0.1:${deadPort}`, // same host, gone
+    3: `127.0.0.1:${deadPort2}`, // same host (another port), gone
     4: `127.0.0.2:${deadPort}`, // another host: not probed
     5: undefined, // no address known
   };
@@ -223,6 +229,8 @@ test('unreachableWith: of the candidates at a silent peer\'s host, those whose l
     assert.equal(await unreachableWith([1], [2, 3, 4, 5], addrOf, 2000), [3]);
     assert.equal(await unreachableWith([4], [3], addrOf, 2000), [], 'only candidates at a silent peer\'s host');
     assert.equal(await unreachableWith([5], [3], addrOf, 2000), []);
+    // A silent rank and a candidate that both have no known address: nothing to probe.
+    assert.equal(await unreachableWith([5], [5, 6], addrOf, 2000), []);
   } finally {
     live.close();
   }
