@@ -5,6 +5,11 @@
  * reduceScatter of device tensors are refused on every rank, naming the collective and the
  * backend, before anything is sent; CPU tensors (the CPU group) and a group of one (the local
  * channel) take premulSum; other ops still reach the device communicator.
+ *
+ * The double also counts its allocations: collectives along dim 0 with `out` stage nothing (the
+ * channel writes into `out`), along an inner dim they stage once and give it back; and in a
+ * group of one (whose result shape along any dim is the input's) `out` may not be the input for
+ * allGather, gather or reduceScatter, along dim 0 or an inner dim.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -19,6 +24,10 @@ import { CpuBackend } from '../../plugins/cpu/index.js';
 const noPremul = new CpuBackend();
 Object.defineProperty(noPremul, 'name', { value: 'cpu-nopremul' });
 Object.defineProperty(noPremul, 'capabilities', { value: { ...noPremul.capabilities, premulSum: false } });
+let allocs = 0;
+// Counted in its memory: the backend's own allocations and its communicator's.
+const alloc = noPremul.memory.alloc.bind(noPremul.memory);
+noPremul.memory.alloc = (n: number) => { allocs++; return alloc(n); };
 registerBackend(noPremul);
 
 const server = await TcpStoreServer.listen({ port: 0 });
@@ -82,6 +91,48 @@ test('a group of one takes premulSum on CPU and device tensors (no device commun
     assert.equal(read(solo, await solo.allReduce(tensor(Float32Array.of(2, 4)), { op: premulSum(0.5) })), [1, 2]);
     assert.equal(read(solo, await solo.allReduce(onDevice(solo, [2, 4], [2]), { op: premulSum(3) })), [6, 12]);
     assert.equal(read(solo, await solo.reduceScatter(onDevice(solo, [2, 4], [2]), 0, { op: premulSum(0.5) })), [1, 2]);
+  } finally {
+    await solo.abort();
+  }
+});
+
+test('dim 0 with out stages nothing; an inner dim stages once and frees it', async () => {
+  const outs = groups.map((g) => [g.empty([4], 'float32'), g.empty([4], 'float32'), g.empty([1, 2], 'float32')]);
+  const live0 = noPremul.memory.liveCount;
+  let before = allocs;
+  await both((g, r) => g.allGather(onDevice(g, [r, r], [2]), 0, { out: outs[r][0] }));
+  await both((g, r) => g.gather(onDevice(g, [r, r], [2]), 1, 0, r === 1 ? { out: outs[r][1] } : {}));
+  await both((g, r) => g.reduceScatter(onDevice(g, v4(r), [2, 2]), 0, { out: outs[r][2] }));
+  assert.is(allocs - before, 6, 'only the inputs were allocated');
+  assert.equal(read(groups[0], outs[0][0]), [0, 0, 1, 1]);
+  assert.equal(read(groups[1], outs[1][1]), [0, 0, 1, 1]);
+  assert.equal(read(groups[1], outs[1][2]), [14, 16]);
+  assert.is(noPremul.memory.liveCount - live0, 6, 'the inputs (not freed by the test)');
+  before = allocs;
+  const live1 = noPremul.memory.liveCount;
+  const rs = await both((g, r) => g.reduceScatter(onDevice(g, v4(r), [2, 2]), 1, { op: 'max' }));
+  assert.equal(rs.map((t, r) => read(groups[r], t)), [[10, 12], [11, 13]]);
+  assert.is(noPremul.memory.liveCount - live1, 4, 'inputs and results: the staging tensors were freed');
+  assert.is(allocs - before, 6, 'input, staging and result on each rank');
+});
+
+test('a group of one refuses out = input for allGather, gather and reduceScatter along any dim', async () => {
+  const solo = await StatelessGroupCoordinator.create({
+    groupRanks: [[0]], globalRank: 0, groupName: 'cpremul2', rendezvous: stores[0], timeoutMs: 10_000, backend: 'cpu-nopremul', useDeviceCommunicator: true,
+  });
+  try {
+    for (const dim of [0, 1]) {
+      for (const x of [tensor(Float32Array.of(1, 2, 3, 4), { shape: [2, 2] }), onDevice(solo, [1, 2, 3, 4], [2, 2])]) {
+        for (const [what, p] of [
+          ['allGather', solo.allGather(x, dim, { out: x })], ['gather', solo.gather(x, 0, dim, { out: x })],
+          ['reduceScatter', solo.reduceScatter(x, dim, { out: x })],
+        ] as const) {
+          const e = await p.then(() => undefined, (z) => z);
+          assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', `${what} dim ${dim}: ${e}`);
+          assert.match(e.message, new RegExp(`${what}: out is the input`));
+        }
+      }
+    }
   } finally {
     await solo.abort();
   }
