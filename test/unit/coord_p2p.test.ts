@@ -140,6 +140,16 @@ test('a receive that fails gives back the tensor it allocated, not an out it was
   assert.is(live(g), before, 'the new tensor was freed');
 });
 
+// Last: it fails the group. (The first device collective is always checked over the store channel.)
+test('a device collective two ranks make differently from rank 0: MISMATCH naming both, no single peerRank', async () => {
+  const r = await Promise.allSettled(groups.map((g, i) => g.allReduce(onDevice(g, i === 0 ? [1, 2] : [1, 2, 3]))));
+  const e = (r[0] as PromiseRejectedResult).reason;
+  assert.is(e?.code, 'ERR_GROUPCOMM_MISMATCH', String(e));
+  assert.match(e.message, /allReduce: ranks made different calls \(device collective #0, .*rank 1: .*; rank 2: /);
+  assert.equal(e.peerRanks, [1, 2]);
+  assert.is(e.peerRank, undefined);
+});
+
 test('close', async () => {
   await Promise.all([...groups, solo].map((g) => g.abort()));
   await Promise.all(stores.map((s) => s.close()));
