@@ -96,6 +96,25 @@ test('watchViews: the first report fails rank 0 and the matching members, naming
   assert.is(e2.rank, 1);
 });
 
+test('watchViews: a reporter that is group rank 0 in this view is named as such', async () => {
+  const s = new MemStoreServer();
+  const store = s.client();
+  await store.append(mismatchKey('g10'), `${JSON.stringify({ ranks: [3, 5], globalRank: 5, groupRank: 1 })}\n`);
+  const e = await mismatch(watchViews(store, findGroup([[5, 3]], 3), 'g10', opts), /global rank 5 \(group rank 0 here, group rank 1 in its view\)/);
+  assert.is(e.peerRank, 0);
+  assert.equal(e.peerRanks, [0]);
+});
+
+test('watchViews without a signal: a reporter that is no member here leaves it pending', async () => {
+  const s = new MemStoreServer();
+  const store = s.client();
+  await store.append(mismatchKey('g11'), `${JSON.stringify({ ranks: [0, 6], globalRank: 6, groupRank: 1 })}\n`);
+  let settled: unknown;
+  void watchViews(store, findGroup([[0, 1]], 1), 'g11', { timeoutMs: 2_000 }).then(() => { settled = 'resolved'; }, (e) => { settled = e; });
+  await new Promise((r) => setTimeout(r, 30));
+  assert.is(settled, undefined, String(settled));
+});
+
 test('watchViews: a reporter that is no member here does not stop the others (waits for the signal); an unreadable report is MISMATCH', async () => {
   const s = new MemStoreServer();
   const store = s.client();
@@ -119,7 +138,13 @@ test('reportedMismatch: a report there now or within ms (at least 200 ms); none,
   const s = new MemStoreServer();
   const store = s.client();
   const layout = findGroup([[0, 1, 2]], 0);
-  assert.is(await reportedMismatch(store, layout, 'g7', 0), undefined);
+  const checked: unknown[] = [];
+  const recording = Object.assign(Object.create(store), {
+    check: (keys: string[], o: unknown) => { checked.push([keys, o]); return store.check(keys); },
+  }) as Store;
+  assert.is(await reportedMismatch(recording, layout, 'g7', 0), undefined);
+  assert.equal(checked, [[[mismatchKey('g7')], { timeoutMs: 200 }]], 'ms 0: one check of the key, bounded');
+  assert.is(s.ops.get('get') ?? 0, 0, 'nothing there: not read');
   const t0 = performance.now();
   assert.is(await reportedMismatch(store, layout, 'g7', 50), undefined);
   assert.ok(performance.now() - t0 >= 190, 'waited 200 ms, not 50');

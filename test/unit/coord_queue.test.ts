@@ -7,7 +7,7 @@
  * failed group returns what was published or its failure; an error is judged and named with the
  * group, this rank and the peers; `busy` counts the one running; the tracer gets one line each.
  */
-import { test } from 'uvu';
+import { test as uvuTest } from 'uvu';
 import * as assert from 'uvu/assert';
 import { OpQueue } from '../../host/coordinator/queue.js';
 import type { Deadline } from '../../host/base/deadline.js';
@@ -38,6 +38,17 @@ function queue(tracer?: Logger) {
   q.faults = f as unknown as GroupFaults;
   return { q, f };
 }
+// uvu exits 0 when a test throws `undefined` (it reports the test as neither passed nor failed),
+// and a broken queue can reject with exactly that (an explained `undefined` reason): turn any
+// such throw into a real failure.
+const test = (name: string, fn: () => Promise<void>) => uvuTest(name, async () => {
+  try {
+    await fn();
+  } catch (e) {
+    throw e instanceof Error ? e : new Error(`threw ${String(e)}`);
+  }
+});
+test.run = () => uvuTest.run();
 const caught = (p: Promise<unknown>) => p.then(() => undefined, (e) => e);
 const tick = () => new Promise((r) => setTimeout(r, 5));
 
@@ -166,6 +177,10 @@ test('an error is judged (call number, name, timeout) and named; a failure found
   // Judging found the group failed, and the broadcast had been published: its value.
   f.judgeWith = (x) => { f.failure = new GroupcommError('ERR_GROUPCOMM_PEER_LOST', 'gone'); return x; };
   assert.is(await q.run<number>('broadcastObject', undefined, async () => { throw new Error('cut'); }, () => ({ value: 42 })), 42);
+  // Judging found the group failed, and nothing was published (or nothing can be): the judged error.
+  f.failure = undefined;
+  const e4 = await caught(q.run('allReduce', undefined, async () => { throw timeoutError('slow'); }));
+  assert.is(e4?.code, 'ERR_GROUPCOMM_TIMEOUT', String(e4));
   // Not failed: the published value is not consulted.
   const { q: q2, f: f2 } = queue();
   let asked = false;
