@@ -168,6 +168,25 @@ test('barrier: every member returns; entered as different collectives it fails w
   }
 });
 
+test('barrier in a group of two: the one rank that differs is the peerRank', async () => {
+  const pair = await Promise.all(stores.slice(0, 2).map((rendezvous, r) => StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: r, groupName: 'cobjb2', rendezvous, timeoutMs: 10_000, backend: 'cpu',
+  })));
+  try {
+    const r = await Promise.allSettled(pair.map(async (g, i) => {
+      if (i === 0) await g.broadcastObject('extra', 0);
+      return g.barrier({ timeoutMs: 5_000 });
+    }));
+    const e0 = (r[0] as PromiseRejectedResult).reason;
+    assert.is(e0?.code, 'ERR_GROUPCOMM_MISMATCH', String(e0));
+    assert.match(e0.message, /barrier \(collective #1 here\): group rank 1 entered it as its collective #0: .*\(collective #0: broadcastObject on group rank 0, barrier on group rank 1\)/);
+    assert.is(e0.peerRank, 1);
+    assert.equal(e0.peerRanks, [1]);
+  } finally {
+    await Promise.all(pair.map((g) => g.abort()));
+  }
+});
+
 test('close', async () => {
   await Promise.all([...groups, solo].map((g) => g.abort()));
   await Promise.all(stores.map((s) => s.close()));

@@ -123,10 +123,12 @@ test('recv refuses a bad description before anything is allocated or received', 
   await refused(g.recv({ shape: [2], dtype: 'float33' as never }, 0), /recv: unknown dtype "float33"/);
   await refused(g.recv({ shape: [2], dtype: 5 as never }, 0), /recv: unknown dtype 5/);
   await refused(g.recv({ shape: [2], dtype: 'float32', device: 5 as never }, 0), /recv: device must be a string, got 5/);
-  await refused(g.recv({ shape: [2], dtype: 'float32', device: 'cuda:0' }, 0), /recv/);
+  await refused(g.recv({ shape: [2], dtype: 'float32', device: 'cuda:0' }, 0), /\): recv: tensor is on cuda:0/);
+  await refused(g.send({ ...onDevice(g, [1]), device: 'cuda:0' }, 0), /\): send: tensor is on cuda:0/);
+  await refused(g.recv(f32(0, 0), 0, { out: f32(0, 0, 0) }), /\): recv: out must be float32\[2\]/);
   await refused(g.recv(f32(0), 3), /recv: src 3 is not a rank/);
   await refused(g.send(f32(0), -1), /send: dst -1 is not a rank/);
-  assert.is(live(g), before);
+  assert.is(live(g), before + 1, 'only the tensor made for the send above');
   // A tensor passed as the description keeps its own device even if it says another.
   const [, t] = await Promise.all([groups[0].send(onDevice(groups[0], [1]), 1), g.recv({ ...onDevice(g, [0]) }, 0)]);
   assert.is(t.device, g.device);
@@ -138,6 +140,18 @@ test('a receive that fails gives back the tensor it allocated, not an out it was
   const e = await g.recv({ shape: [4], dtype: 'float32' }, 1, { timeoutMs: 200 }).then(() => undefined, (x) => x);
   assert.ok(e?.code, String(e));
   assert.is(live(g), before, 'the new tensor was freed');
+  const out = onDevice(g, [1, 2, 3, 4]);
+  const e2 = await g.recv(out, 1, { out, timeoutMs: 200 }).then(() => undefined, (x) => x);
+  assert.ok(e2?.code, String(e2));
+  assert.is(live(g), before + 1, 'out is the caller\'s: not freed');
+  assert.equal(read(g, out).length, 4);
+});
+
+test('an empty tensor to oneself: a shape with a 0 dimension is a valid description', async () => {
+  const g = groups[1];
+  await g.send(tensor(new Float32Array(0), { shape: [0, 2] }), 1);
+  const t = await g.recv({ shape: [2, 0], dtype: 'float32', device: 'cpu' }, 1);
+  assert.equal(t.shape, [2, 0]);
 });
 
 // Last: it fails the group. (The first device collective is always checked over the store channel.)
