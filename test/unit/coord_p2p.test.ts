@@ -147,6 +147,16 @@ test('a receive that fails gives back the tensor it allocated, not an out it was
   assert.equal(read(g, out).length, 4);
 });
 
+test('a self-sent tensor takes the expected shape whenever it differs (more dims, or the same dims reordered)', async () => {
+  const g = groups[1];
+  for (const [sent, want] of [[[4], [4, 1]], [[4, 1], [4]], [[2, 2, 1], [2, 1, 2]], [[1, 4], [4, 1]]]) {
+    await g.send(tensor(Float32Array.of(1, 2, 3, 4), { shape: sent }), 1);
+    const t = await g.recv({ shape: want, dtype: 'float32', device: 'cpu' }, 1);
+    assert.equal(t.shape, want, `${sent} → ${want}`);
+    assert.equal(read(g, t), [1, 2, 3, 4]);
+  }
+});
+
 test('an empty tensor to oneself: a shape with a 0 dimension is a valid description', async () => {
   const g = groups[1];
   await g.send(tensor(new Float32Array(0), { shape: [0, 2] }), 1);
