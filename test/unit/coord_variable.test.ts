@@ -39,10 +39,11 @@ const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
 const vals = (r: number, n: number) => Array.from({ length: n }, (_, i) => r * 100 + i);
 const both = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => Promise.all(groups.map((g, r) => f(g, r)));
 const live = (g: StatelessGroupCoordinator) => (g.backend as CpuBackend).memory.liveCount;
-async function refused(p: Promise<unknown>, re: RegExp): Promise<void> {
+async function refused(p: Promise<unknown>, re: RegExp, rank?: number): Promise<void> {
   const e = await p.then(() => undefined, (x) => x);
   assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', String(e));
   assert.match(String(e.message), re);
+  if (rank !== undefined) assert.is(e.rank, rank, 'the refusing group rank');
 }
 
 for (const where of ['cpu', 'dev'] as const) {
@@ -99,6 +100,38 @@ for (const where of ['cpu', 'dev'] as const) {
   });
 }
 
+test('device tensors along dim 0 use the communicator\'s own variable collectives; inner dims and CPU tensors do not', async () => {
+  const calls: string[] = [];
+  for (const g of groups) {
+    const comm = g.deviceCommunicator as unknown as Record<string, (...a: unknown[]) => unknown>;
+    for (const m of ['allGatherv', 'reduceScatterv', 'allToAllv']) {
+      const orig = comm[m].bind(comm);
+      comm[m] = (...a: unknown[]) => { calls.push(m); return orig(...a); };
+    }
+  }
+  try {
+    await both((g, r) => g.allGatherv(make(g, 'dev', vals(r, 2), [2]), undefined, 0));
+    await both((g, r) => g.reduceScatterv(make(g, 'dev', vals(r, 2), [2]), undefined, 0));
+    await both((g, r) => g.reduceScatterv(make(g, 'dev', vals(r, 2), [2]), undefined, 0, { op: premulSum(2) }));
+    await both((g, r) => g.allToAll(make(g, 'dev', vals(r, 2), [2])));
+    assert.equal(calls, ['allGatherv', 'allGatherv', 'reduceScatterv', 'reduceScatterv', 'reduceScatterv', 'reduceScatterv', 'allToAllv', 'allToAllv']);
+    calls.length = 0;
+    await both((g, r) => g.allGatherv(make(g, 'dev', vals(r, 4), [2, 2]), undefined, 1));
+    await both((g, r) => g.reduceScatterv(make(g, 'dev', vals(r, 4), [2, 2]), undefined, 1));
+    for (const where of ['cpu'] as const) {
+      await both((g, r) => g.allGatherv(make(g, where, vals(r, 2), [2]), undefined, 0));
+      await both((g, r) => g.reduceScatterv(make(g, where, vals(r, 2), [2]), undefined, 0));
+      await both((g, r) => g.allToAll(make(g, where, vals(r, 2), [2])));
+    }
+    assert.equal(calls, [], 'through the CPU group');
+  } finally {
+    for (const g of groups) {
+      const comm = g.deviceCommunicator as unknown as Record<string, unknown>;
+      for (const m of ['allGatherv', 'reduceScatterv', 'allToAllv']) delete comm[m];
+    }
+  }
+});
+
 test('device tensors through host memory leave no staging memory behind', async () => {
   // Both ranks' backends are the one cpu plugin of this process: one memory.
   assert.is(groups[0].backend, groups[1].backend);
@@ -112,13 +145,19 @@ test('device tensors through host memory leave no staging memory behind', async 
 test('refusals: sizes that disagree with the tensor or the dim, 0-d tensors, splits that do not add up, out = input', async () => {
   const g = groups[0];
   const t = tensor(Float32Array.of(1, 2, 3), { shape: [3] });
-  await refused(g.allGatherv(t, [2, 3], 0), /allGatherv: group rank 0's tensor has 3 along dim 0, sizes\[0\] says 2/);
+  await refused(g.allGatherv(t, [2, 3], 0), /allGatherv: group rank 0's tensor has 3 along dim 0, sizes\[0\] says 2/, 0);
+  await refused(groups[1].allGatherv(t, [2, 2], 0), /allGatherv: group rank 1's tensor has 3 along dim 0, sizes\[1\] says 2/, 1);
+  await refused(g.reduceScatterv(t, [1, 1, 1], 0), /reduceScatterv sizes/);
+  await refused(g.allToAll(t, { inputSplits: [3] }), /allToAll inputSplits/);
+  await refused(g.allToAll(t, { inputSplits: [1, 2] }), /allToAll output: dim 0 has size 3, not divisible/);
   await refused(g.allGatherv(t, [3], 0), /allGatherv sizes/);
-  await refused(g.reduceScatterv(t, [1, 1], 0), /reduceScatterv: dim 0 has size 3, the sizes \[1, 1\] add up to 2/);
+  await refused(g.reduceScatterv(t, [1, 1], 0), /reduceScatterv: dim 0 has size 3, the sizes \[1, 1\] add up to 2/, 0);
+  await refused(groups[1].reduceScatterv(t, [1, 1], 0), /add up to 2/, 1);
   await refused(g.reduceScatterv(t, undefined, 0), /reduceScatterv: dim 0 has size 3, not divisible by the world size 2/);
   await refused(g.reduceScatterv(tensor(Float32Array.of(1), { shape: [] }), undefined, 0), /reduceScatterv: cannot scatter a 0-d tensor/);
   await refused(g.allToAll(tensor(Float32Array.of(1), { shape: [] })), /allToAll: a 0-d tensor has no rows/);
-  await refused(g.allToAll(t, { inputSplits: [1, 1], outputSplits: [1, 2] }), /allToAll: dim 0 has 3 rows, inputSplits add up to 2/);
+  await refused(g.allToAll(t, { inputSplits: [1, 1], outputSplits: [1, 2] }), /allToAll: dim 0 has 3 rows, inputSplits add up to 2/, 0);
+  await refused(groups[1].allToAll(t, { inputSplits: [1, 1], outputSplits: [1, 2] }), /inputSplits add up to 2/, 1);
   await refused(g.allToAll(t), /allToAll input: dim 0 has size 3, not divisible/);
   await refused(g.allToAll(tensor(Float32Array.of(1, 2)), { outputSplits: [1, 2, 3] }), /allToAll outputSplits/);
   await refused(g.allGatherv({ ...t, device: 'cuda:0' }, undefined, 0), /allGatherv: tensor is on cuda:0/);
