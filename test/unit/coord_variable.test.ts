@@ -12,7 +12,11 @@ import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { premulSum } from '../../host/core/premul.js';
 import { tensor, type Tensor } from '../../host/core/tensor.js';
-import type { CpuBackend } from '../../plugins/cpu/index.js';
+import { CpuBackend } from '../../plugins/cpu/index.js';
+import { GroupIo } from '../../host/coordinator/io.js';
+import { allGatherv as gatherv, allToAll as toAll, reduceScatterv as scatterv } from '../../host/coordinator/variable.js';
+import { Deadline } from '../../host/base/deadline.js';
+import type { Net } from '../../host/coordinator/channels.js';
 
 const server = await TcpStoreServer.listen({ port: 0 });
 const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
@@ -191,6 +195,37 @@ test('a group of one: a copy of the input (scaled by premulSum), into out when g
   const z = await solo.allGatherv(tensor(Float32Array.of(7), { shape: [] }), undefined, 0);
   assert.equal(z.shape, [1]);
   assert.equal(read(solo, z), [7]);
+});
+
+test('called directly with stand-in channels: refusals carry the group rank; premulSum without the backend\'s support goes through host memory', async () => {
+  const used: string[] = [];
+  const b = new CpuBackend();
+  const cpu = { reduceScatterv: async (x: Tensor) => { used.push('cpu'); return tensor(new Float32Array(x.shape[1] ?? 1)); } };
+  const comm = { reduceScatterv: async () => { used.push('comm'); throw new Error('not this way'); } };
+  const mk = (caps: boolean) => {
+    const be = new CpuBackend();
+    Object.defineProperty(be, 'capabilities', { value: { ...b.capabilities, premulSum: caps } });
+    return new GroupIo('g_0', 2, 1, 'host:0', be, { cpu, comm, pg: {} } as unknown as Net);
+  };
+  const dl = () => new Deadline(5_000, undefined, 'x');
+  const io = mk(false);
+  const t = tensor(Float32Array.of(1, 2, 3), { shape: [3] });
+  const rank = async (p: Promise<unknown>) => ((await p.then(() => undefined, (e) => e)) as { rank?: number })?.rank;
+  assert.is(await rank(gatherv(io, t, [3, 2], 0, {}, dl())), 1);
+  assert.is(await rank(scatterv(io, t, [1, 1], 0, {}, dl())), 1);
+  assert.is(await rank(toAll(io, t, { inputSplits: [1, 1], outputSplits: [1, 2] }, dl())), 1);
+  const d = io.empty([2], 'float32', 'host:0');
+  const r = await scatterv(io, d, undefined, 0, { op: premulSum(2) }, dl());
+  assert.equal(used, ['cpu'], 'premulSum on a backend without it: the CPU group');
+  assert.equal(r.shape, [1]);
+  io.free(d);
+  io.free(r);
+  used.length = 0;
+  const io2 = mk(true);
+  const d2 = io2.empty([2], 'float32', 'host:0');
+  await scatterv(io2, d2, undefined, 0, { op: premulSum(2) }, dl()).catch(() => undefined);
+  assert.equal(used, ['comm'], 'with it: the communicator');
+  io2.free(d2);
 });
 
 test('close', async () => {
