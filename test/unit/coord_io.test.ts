@@ -78,6 +78,7 @@ test('output: undefined passes; dtype, device, rank and each dimension must matc
   refused(() => io.output(tensor(new Float32Array(6), { shape: [2, 3, 1] }), [2, 3], like, 'allGather'), re);
   refused(() => io.output(tensor(new Float32Array(6), { shape: [3, 2] }), [2, 3], like, 'allGather'), re);
   refused(() => io.output(tensor(new Float32Array(8), { shape: [2, 4] }), [2, 3], like, 'allGather'), re);
+  refused(() => io.output(tensor(new Float32Array(2), { shape: [2] }), [2, 3], like, 'allGather'), re);
 });
 
 test('device tensors: empty on this backend\'s device type only; free and reordered give memory back', async () => {
@@ -124,6 +125,14 @@ test('objects: from group rank 0 through the message queue when there is one, el
   assert.is(await io.broadcastObj('b', 0, opts), 'from mq');
   assert.is(await io.broadcastObj('c', 1, opts), 'from pg');
   assert.equal(mqCalls, [['b', 1_000]]);
+  // The queue's deadline is named after the group's broadcast (what its timeout says).
+  let late: unknown;
+  io.mq = { broadcastObj: async (_o: unknown, b: { next(): unknown }) => {
+    await new Promise((r) => setTimeout(r, 5));
+    try { b.next(); } catch (e) { late = e; }
+  } } as unknown as MessageQueue;
+  await io.broadcastObj('d', 0, { timeoutMs: 1 });
+  assert.match(String((late as Error)?.message), /^grp_0\.broadcast timed out after 1ms/);
   assert.equal(pgCalls, [['a', 0, opts], ['c', 1, opts]]);
 });
 
