@@ -28,7 +28,8 @@ export interface Mailbox {
   /**
    * Resolves with the messages `tags` (in that order) once all arrived, consuming them. `lane`
    * names the stream they belong to (messages of one lane are taken in order). Rejects with
-   * ERR_GROUPCOMM_TIMEOUT whose `keys` are the tags still missing, or ERR_GROUPCOMM_ABORTED.
+   * ERR_GROUPCOMM_TIMEOUT whose `keys` are the tags still missing, or ERR_GROUPCOMM_ABORTED
+   * (the signal fired) whose `keys` are the tags it had not got.
    */
   take(tags: string[], lane: string, o: TimedOptions, what: string, early?: Early): Promise<Uint8Array[]>;
   /** Stops receiving; pending takes fail with `reason`. */
@@ -252,6 +253,9 @@ export class PollMailbox implements Mailbox {
       timeoutMs: o.timeoutMs,
       signal: o.signal,
       what,
+      // An abort names every tag, as PushMailbox's names the ones it still lacked: a poll take
+      // holds none until its read returns them all.
+      fields: { keys: tags },
       onTimeout: simpleTimeout(what, o.timeoutMs), // keys: set below
       cancel: () => { gaveUp = true; },
     }).catch(async (e) => {
