@@ -12,6 +12,7 @@ import * as assert from 'uvu/assert';
 import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { tensor, type CpuTensor, type Tensor } from '../../host/core/tensor.js';
+import { onDevice, read } from '../helpers/coord_f32.js';
 
 const server = await TcpStoreServer.listen({ port: 0 });
 const stores = await Promise.all([0, 1, 2].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
@@ -23,17 +24,6 @@ const solo = await StatelessGroupCoordinator.create({
 });
 const all = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => Promise.all(groups.map((g, r) => f(g, r)));
 
-const onDevice = (g: StatelessGroupCoordinator, v: number[]): Tensor => {
-  const t = g.empty([v.length], 'float32');
-  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(v).buffer));
-  return t;
-};
-const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
-  if (t.device === 'cpu') return [...(t.data as Float32Array)];
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as never);
-  return [...out];
-};
 async function rejects(p: Promise<unknown>, code: string, re: RegExp): Promise<Record<string, unknown>> {
   const e = await p.then(() => undefined, (x) => x);
   assert.is(e?.code, code, String(e));

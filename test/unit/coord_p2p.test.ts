@@ -11,8 +11,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
-import { tensor, type CpuTensor, type Tensor } from '../../host/core/tensor.js';
+import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 import type { CpuBackend } from '../../plugins/cpu/index.js';
+import { onDevice, read } from '../helpers/coord_f32.js';
 
 const server = await TcpStoreServer.listen({ port: 0 });
 const stores = await Promise.all([0, 1, 2].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
@@ -23,17 +24,6 @@ const solo = await StatelessGroupCoordinator.create({
   groupRanks: [[0]], globalRank: 0, groupName: 'cp2p1', rendezvous: stores[0], timeoutMs: 10_000, backend: 'cpu', useDeviceCommunicator: true,
 });
 
-const onDevice = (g: StatelessGroupCoordinator, v: number[], shape = [v.length]): Tensor => {
-  const t = g.empty(shape, 'float32');
-  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(v).buffer));
-  return t;
-};
-const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
-  if (t.device === 'cpu') return [...(t.data as Float32Array)];
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as never);
-  return [...out];
-};
 const f32 = (...v: number[]) => tensor(Float32Array.from(v));
 const live = (g: StatelessGroupCoordinator) => (g.backend as CpuBackend).memory.liveCount;
 async function refused(p: Promise<unknown>, re: RegExp): Promise<void> {

@@ -17,8 +17,9 @@ import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { registerBackend } from '../../host/device/registry.js';
 import { premulSum } from '../../host/core/premul.js';
-import { tensor, type Tensor } from '../../host/core/tensor.js';
+import { tensor } from '../../host/core/tensor.js';
 import { CpuBackend } from '../../plugins/cpu/index.js';
+import { onDevice, read } from '../helpers/coord_f32.js';
 
 // The double: the real cpu plugin under another name, without premulSum (test-only).
 const noPremul = new CpuBackend();
@@ -36,17 +37,6 @@ const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoo
   groupRanks: [[0, 1]], globalRank: r, groupName: 'cpremul', rendezvous, timeoutMs: 10_000, backend: 'cpu-nopremul', useDeviceCommunicator: true,
 })));
 
-const onDevice = (g: StatelessGroupCoordinator, v: number[], shape: number[]): Tensor => {
-  const t = g.empty(shape, 'float32');
-  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(v).buffer));
-  return t;
-};
-const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
-  if (t.device === 'cpu') return [...(t.data as Float32Array)];
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as never);
-  return [...out];
-};
 const both = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => Promise.all(groups.map((g, r) => f(g, r)));
 const v4 = (r: number) => [0, 1, 2, 3].map((i) => r * 10 + i);
 

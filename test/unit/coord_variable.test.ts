@@ -17,6 +17,7 @@ import { GroupIo } from '../../host/coordinator/io.js';
 import { allGatherv as gatherv, allToAll as toAll, reduceScatterv as scatterv } from '../../host/coordinator/variable.js';
 import { Deadline } from '../../host/base/deadline.js';
 import type { Net } from '../../host/coordinator/channels.js';
+import { make, read } from '../helpers/coord_f32.js';
 
 const server = await TcpStoreServer.listen({ port: 0 });
 const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
@@ -27,19 +28,6 @@ const solo = await StatelessGroupCoordinator.create({
   groupRanks: [[0]], globalRank: 0, groupName: 'cvar1', rendezvous: stores[0], timeoutMs: 10_000, backend: 'cpu', useDeviceCommunicator: true,
 });
 
-type Where = 'cpu' | 'dev';
-const make = (g: StatelessGroupCoordinator, where: Where, v: number[], shape: number[]): Tensor => {
-  if (where === 'cpu') return tensor(Float32Array.from(v), { shape });
-  const t = g.empty(shape, 'float32');
-  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(v).buffer));
-  return t;
-};
-const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
-  if (t.device === 'cpu') return [...(t.data as Float32Array)];
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as never);
-  return [...out];
-};
 const vals = (r: number, n: number) => Array.from({ length: n }, (_, i) => r * 100 + i);
 const both = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => Promise.all(groups.map((g, r) => f(g, r)));
 const live = (g: StatelessGroupCoordinator) => (g.backend as CpuBackend).memory.liveCount;
