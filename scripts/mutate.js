@@ -114,7 +114,9 @@ function keepDetected(incrementalFile) {
 /**
  * The command Stryker runs per mutant: each compiled test file that scripts/test.js would select
  * for `tests` (Node), run directly and chained with `&&`, so a mutant is killed by the first
- * failing file without running the rest (uvu exits non-zero on a failure; a hang is a Timeout).
+ * failing file without running the rest (a hang is a Timeout). Each file runs under
+ * scripts/uvu-strict.mjs, which also fails when uvu's summary shows a failed test but uvu exited 0
+ * (a test that threw a non-Error).
  * In the order given: put the fastest, sharpest tests first.
  */
 function testCommand(tests) {
@@ -133,7 +135,7 @@ function testCommand(tests) {
   const files = [];
   for (const t of tests) for (const f of all) if (f.includes(t) && !files.includes(f)) files.push(f);
   if (!files.length) throw new Error(`no compiled test file matches ${tests.join(', ')}`);
-  return files.map((f) => `node ${JSON.stringify(path.join('dist-test', 'test', f))}`).join(' && ');
+  return files.map((f) => `node scripts/uvu-strict.mjs ${JSON.stringify(path.join('dist-test', 'test', f))}`).join(' && ');
 }
 
 function run(name, files, tests, { concurrency, full, timeoutMs }) {

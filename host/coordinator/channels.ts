@@ -96,7 +96,14 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       const sibling = new AbortController();
       const both = { ...budget.next(), signal: anySignal([o.signal, sibling.signal]) };
       let first: unknown;
-      const failFast = <T>(p: Promise<T>) => p.catch((e) => { first ??= e; sibling.abort(e); throw e; });
+      // Both run to the same deadline: one that times out gives the other a moment to reach its
+      // own verdict before aborting it (bothVerdict picks between two timeouts).
+      const failFast = <T>(p: Promise<T>, other: () => Promise<unknown>) => p.catch(async (e) => {
+        if (first === undefined && isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
+          await Promise.race([other().then(() => {}, () => {}), sleep(TIMEOUT_GRACE_MS)]);
+        }
+        first ??= e; sibling.abort(e); throw e;
+      });
       // Before the join, every member compares its groupRanks with group rank 0's; every rank
       // fails as soon as one reports a difference (members.ts).
       const watching = new AbortController();
@@ -107,9 +114,11 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       // A member joins only once its view matched: one that differs then never takes a place
       // in the join or the mesh (where it would take another rank's).
       await views;
+      const joining = StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both });
+      let meshing: Promise<CpuGroup> | undefined;
       const [pg, cpu] = await Promise.allSettled([
-        failFast(StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both })),
-        failFast((async () => {
+        failFast(joining, () => meshing!),
+        meshing = failFast((async () => {
           await plan.cpu?.release();
           return CpuGroup.create({
             store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
@@ -117,12 +126,12 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
             // Group rank 0 hosts the store the fault reports travel through: everyone sees its loss directly.
             hub: 0,
           });
-        })()),
+        })(), () => joining),
       ]);
       if (pg.status === 'fulfilled') ch.pg = pg.value;
       if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
       watching.abort();
-      if (first !== undefined) throw first;
+      if (first !== undefined) throw bothVerdict(pg, cpu, first);
       await views;
       // Every member has read the record once the store channel has formed.
       if (isHost && o.rendezvous) await o.rendezvous.deleteKey(wireName, budget.next());
@@ -173,6 +182,23 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
 }
 
 const createFailKey = (wireName: string) => `groupcomm/create-failed/${wireName}`;
+
+/** How long a rendezvous that timed out waits for the other one's verdict (they share a deadline). */
+const TIMEOUT_GRACE_MS = 100;
+
+/**
+ * Which error a failed create reports when the store channel's join and the CPU mesh both ran
+ * out of time: the join's. Rank 0 sees the whole join, so it names exactly the ranks that never
+ * arrived; the mesh names every rank whose address it lacked, and a rank that did arrive can be
+ * among them (busy in the join, or slow to listen, at the deadline) — the chaos test saw group
+ * rank 0 name [1, 2] for a stopped rank 1 when the mesh's timer fired first. Otherwise: the
+ * first failure (the other one is then an abort it caused).
+ */
+export function bothVerdict(pg: PromiseSettledResult<unknown>, cpu: PromiseSettledResult<unknown>, first: unknown): unknown {
+  if (pg.status === 'rejected' && cpu.status === 'rejected' &&
+    isGroupcommError(pg.reason, 'ERR_GROUPCOMM_TIMEOUT') && isGroupcommError(cpu.reason, 'ERR_GROUPCOMM_TIMEOUT')) return pg.reason;
+  return first;
+}
 
 /**
  * A member's create failed: group rank 0's own verdict, when it left one in the group's store

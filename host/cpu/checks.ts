@@ -3,7 +3,7 @@
  * collective's body reads from its group (CallContext). Every check throws synchronously, so a
  * bad call rejects before anything is queued (group.ts start()). Each error carries this rank.
  */
-import { invalidArgument } from '../base/errors.js';
+import { invalidArgument, isGroupcommError, withContext } from '../base/errors.js';
 import { empty, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { checkOutAliasing } from '../core/alias.js';
 import type { OutOptions } from '../core/collectives.js';
@@ -69,7 +69,10 @@ export class CallContext {
   /** The reduction of two partial results: avg and premulSum (inputs scaled first, bodies.ts) combine as sums. */
   reducer(op: ReduceOpSpec, dtype: CpuTensor['dtype']) {
     if (op === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")', { rank: this.rank });
-    if (isPreMulSum(op)) premulScalar(dtype, op); // refused here (bool, an integer factor out of range), before anything is sent
+    // Refused here (bool, an integer factor out of range), before anything is sent, naming this rank.
+    if (isPreMulSum(op)) {
+      try { premulScalar(dtype, op); } catch (e) { throw isGroupcommError(e) ? withContext(e, e.message, { rank: this.rank }) : e; }
+    }
     const k = this.kernelOp(op);
     return (dst: Uint8Array, src: Uint8Array, a?: Uint8Array) => reduceBytes(k, dtype, dst, src, a);
   }

@@ -3,7 +3,7 @@
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
 import { peerLeftError, protocolError, type GroupcommError } from '../base/errors.js';
-import { routeKey, type Sink } from './link/inbound.js';
+import { routeKey, type Sink } from './link/sink.js';
 import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
 import type { Mesh } from './mesh.js';

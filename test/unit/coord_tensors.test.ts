@@ -10,6 +10,7 @@ import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js
 import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { premulSum } from '../../host/core/premul.js';
 import { tensor, type Tensor } from '../../host/core/tensor.js';
+import { make, read } from '../helpers/coord_f32.js';
 
 const server = await TcpStoreServer.listen({ port: 0 });
 const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 20_000 })));
@@ -18,18 +19,6 @@ const groups = await Promise.all(stores.map((rendezvous, r) => StatelessGroupCoo
 })));
 
 type Where = 'cpu' | 'dev';
-const make = (g: StatelessGroupCoordinator, where: Where, v: number[], shape: number[]): Tensor => {
-  if (where === 'cpu') return tensor(Float32Array.from(v), { shape });
-  const t = g.empty(shape, 'float32');
-  g.backend!.copyFromHost(t.data as never, new Uint8Array(Float32Array.from(v).buffer));
-  return t;
-};
-const read = (g: StatelessGroupCoordinator, t: Tensor): number[] => {
-  if (t.device === 'cpu') return [...(t.data as Float32Array)];
-  const out = new Float32Array(t.shape.reduce((a, b) => a * b, 1));
-  g.backend!.copyToHost(new Uint8Array(out.buffer), t.data as never);
-  return [...out];
-};
 /** Rank r's 2×4 input: r·100 + i. */
 const input = (g: StatelessGroupCoordinator, r: number, where: Where) => make(g, where, [0, 1, 2, 3, 4, 5, 6, 7].map((i) => r * 100 + i), [2, 4]);
 const both = <T>(f: (g: StatelessGroupCoordinator, r: number) => Promise<T>) => Promise.all(groups.map((g, r) => f(g, r)));

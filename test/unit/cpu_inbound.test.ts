@@ -7,7 +7,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import net from 'node:net';
-import { DIRECT_READ_MIN, Inbound, MAX_FRAME_BYTES, type InboundEvents, type RingSource, type Sink } from '../../host/cpu/link/inbound.js';
+import { DIRECT_READ_MIN, Inbound, MAX_FRAME_BYTES, type InboundEvents, type RingSource } from '../../host/cpu/link/inbound.js';
+import type { Sink } from '../../host/cpu/link/sink.js';
 import { Mesh } from '../../host/cpu/mesh.js';
 import { signAck, signHello } from '../../host/cpu/link/handshake.js';
 import {

@@ -12,7 +12,8 @@
 import type net from 'node:net';
 import { DOORBELL_SIZE, HEADER_SIZE, KIND_SHM, writeHeader, type FrameHeader } from '../wire.js';
 import { RecvRing, SendRing, type Segment } from '../shm.js';
-import { COPY_BELOW, type RingSource, type SidePool } from './inbound.js';
+import type { RingSource } from './inbound.js';
+import { COPY_BELOW, type SidePool } from './sink.js';
 import type { Link, LinkEvents, SendOptions, WriteDone } from './link.js';
 import { TcpLink } from './tcp.js';
 

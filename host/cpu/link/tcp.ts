@@ -9,7 +9,8 @@
  */
 import net from 'node:net';
 import { HEADER_SIZE, KIND_BYE, writeHeader, type FrameHeader } from '../wire.js';
-import { COPY_BELOW, type Inbound, type SidePool } from './inbound.js';
+import type { Inbound } from './inbound.js';
+import { COPY_BELOW, type SidePool } from './sink.js';
 import type { Link, LinkEvents, SendOptions, WriteDone } from './link.js';
 
 const BYE: FrameHeader = { kind: KIND_BYE, tag: 0, seq: 0, slot: 0 };
