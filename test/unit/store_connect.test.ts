@@ -201,4 +201,31 @@ test('a client with a secret and a server that closes on AUTH_HELLO: ERR_GROUPCO
   }
 });
 
+test('a server that answers AUTH_HELLO without proving the secret: ERR_GROUPCOMM_AUTH, nothing more sent, not retried', async () => {
+  const sockets: net.Socket[] = [];
+  const seen: Buffer[] = [];
+  const server = net.createServer((s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    const i = seen.push(Buffer.alloc(0)) - 1;
+    s.on('data', (d: Buffer) => {
+      seen[i] = Buffer.concat([seen[i], d]);
+      // VALIDATE (5) + AUTH_HELLO (1 + 32): answer a nonce and a proof made with another secret.
+      if (seen[i].length === 5 + 1 + 32) s.write(Buffer.alloc(64, 0x42));
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret: Buffer.from('x') })));
+    assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
+    assert.match(e.message, /prove/);
+    await sleep(30);
+    assert.is(seen.length, 1, 'not retried');
+    assert.is(seen[0].length, 5 + 1 + 32, 'no AUTH_PROOF (nor anything else) sent to a server that did not prove itself');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
 test.run();

@@ -47,6 +47,21 @@ test('TRY_GET and a one-key WAIT_GET of values kept as buffers: the tag byte, th
   }
 }));
 
+test('small values (kept as latin1 strings) come back byte-exact, bytes over 0x7f included; exactly maxKeysPerRequest keys is fine', () => withServer(async (server) => {
+  const r = await Raw.connect(server.port);
+  try {
+    const bytes = Buffer.from(Array.from({ length: 256 }, (_, i) => 255 - i)); // 256: the largest string value
+    r.write(VALIDATE, set('/hi', bytes), set('/one', Buffer.from([0xe9])), get('/hi'), op(TRY_GET), str('/one'));
+    const want = Buffer.concat([str(bytes), op(1), str(Buffer.from([0xe9]))]);
+    assert.ok((await r.read(want.length)).equals(want));
+    r.write(op(CHECK), keys('/hi', '/one', '/hi', '/one'));
+    assert.is((await r.read(1))[0], 0, 'four keys at maxKeysPerRequest 4: READY');
+    await sync(r);
+  } finally {
+    r.close();
+  }
+}, { limits: { maxKeysPerRequest: 4 } }));
+
 test('pushes: `str key` `str value` for keys of up to 64 and over 64 bytes, values under and over 4 KiB, backlog and live', () => withServer(async (server) => {
   const sub = await Raw.connect(server.port);
   const w = await Raw.connect(server.port);
@@ -80,7 +95,7 @@ test('pushes: `str key` `str value` for keys of up to 64 and over 64 bytes, valu
 test('SUBSCRIBE by default: exactly one mailbox `<ns>/to/<rank>/` with a namespace that is not all slashes', () => withServer(async (server) => {
   const cases: [string, number][] = [
     ['a/to/0/', 0], ['/a/to/12/', 0], ['x/y/to/345/', 0], ['é/to/7/', 0],
-    ['/to/1/', 2], ['//to/1/', 2], ['a/to/1/x/', 2], ['a/to//', 2], ['a/to/1x/', 2], ['a/to/x1/', 2], ['a/tox/1/', 2], ['a/xto/1/', 2], ['ab/to/1/', 0],
+    ['/to/1/', 2], ['//to/1/', 2], ['a/to/1/x/', 2], ['a/to//', 2], ['a/to/1x/', 2], ['a/to/x1/', 2], ['a/tox/1/', 2], ['a/xto/1/', 2], ['ab/to/1/', 0], ['a//to/1/', 0],
   ];
   for (const [prefix, want] of cases) {
     const r = await Raw.connect(server.port);
