@@ -98,9 +98,9 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       let first: unknown;
       // Both run to the same deadline: one that times out gives the other a moment to reach its
       // own verdict before aborting it (bothVerdict picks between two timeouts).
-      const failFast = <T>(p: Promise<T>, other: () => Promise<unknown>) => p.catch(async (e) => {
+      const failFast = <T>(p: Promise<T>, other: Promise<unknown>) => p.catch(async (e) => {
         if (first === undefined && isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT')) {
-          await Promise.race([other().then(() => {}, () => {}), sleep(TIMEOUT_GRACE_MS)]);
+          await Promise.race([other.then(() => {}, () => {}), sleep(TIMEOUT_GRACE_MS)]);
         }
         first ??= e; sibling.abort(e); throw e;
       });
@@ -115,19 +115,16 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
       // in the join or the mesh (where it would take another rank's).
       await views;
       const joining = StatelessProcessGroup.create({ store: ch.store, rank, worldSize, groupName: wireName, ...both });
-      let meshing: Promise<CpuGroup> | undefined;
-      const [pg, cpu] = await Promise.allSettled([
-        failFast(joining, () => meshing!),
-        meshing = failFast((async () => {
-          await plan.cpu?.release();
-          return CpuGroup.create({
-            store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
-            secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
-            // Group rank 0 hosts the store the fault reports travel through: everyone sees its loss directly.
-            hub: 0,
-          });
-        })(), () => joining),
-      ]);
+      const meshing = (async () => {
+        await plan.cpu?.release();
+        return CpuGroup.create({
+          store: ch.store!, rank, worldSize, groupName: wireName, host: isHost ? host : localHost, port: isHost ? ports![1] : 0,
+          secret: o.secret, insecure: o.insecure, recvBufferBytes: recvBufferFor(worldSize), ...both,
+          // Group rank 0 hosts the store the fault reports travel through: everyone sees its loss directly.
+          hub: 0,
+        });
+      })();
+      const [pg, cpu] = await Promise.allSettled([failFast(joining, meshing), failFast(meshing, joining)]);
       if (pg.status === 'fulfilled') ch.pg = pg.value;
       if (cpu.status === 'fulfilled') ch.cpu = cpu.value;
       watching.abort();
