@@ -28,7 +28,7 @@ interface Rank {
 interface Trio { ranks: Rank[]; stores: TcpStore[]; label: string; close(): Promise<void> }
 
 let seq = 0;
-async function trio(n = 3, o: { noPublish?: boolean } = {}): Promise<Trio> {
+async function trio(n = 3, o: { noPublish?: boolean; failPublish?: boolean } = {}): Promise<Trio> {
   const label = `faults${seq++}_0`;
   const s0 = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 3_000 });
   const stores = [s0];
@@ -36,7 +36,8 @@ async function trio(n = 3, o: { noPublish?: boolean } = {}): Promise<Trio> {
   const ranks = stores.map((store, r) => {
     const x: Rank = { failed: [], left: new Set(), f: undefined as unknown as GroupFaults };
     const cpu = { onLost: (fn: (e: GroupcommError) => void) => { x.lost = fn; }, hasLeft: (p: number) => x.left.has(p) };
-    const st = o.noPublish ? Object.assign(Object.create(store), { publish: undefined }) : store;
+    const st = o.noPublish ? Object.assign(Object.create(store), { publish: undefined })
+      : o.failPublish ? Object.assign(Object.create(store), { publish: () => Promise.reject(new Error('no room')) }) : store;
     x.f = new GroupFaults({ label, rankInGroup: r, worldSize: n, store: st, cpu: cpu as never, onFail: (e) => x.failed.push(e) });
     x.f.listen();
     return x;
@@ -368,6 +369,98 @@ test('a store that cannot push: nobody is asked, the timeout stays as it was; cl
     assert.is(await solo.judge(x, 0, 'barrier', 10), x);
   } finally {
     await t2.close();
+  }
+});
+
+test('a rank that does not answer counts as in no operation and short of the collective (after ASK_MS)', async () => {
+  await on(async ([a, b, c]) => {
+    a.f.calls = 1; b.f.calls = 1; c.f.calls = 1;
+    c.f.close();
+    const t0 = performance.now();
+    const e = await a.f.judge(timeoutError('w'), 0, 'barrier', 100) as GroupcommError;
+    assert.ok(performance.now() - t0 >= 450, 'waited for the answers');
+    assert.equal(e.peerRanks, [2]);
+  });
+});
+
+test('an inbox closed before it opened stays closed; a store that refuses to push: the timeout as it was', async () => {
+  const t = await trio(2);
+  try {
+    const late = new GroupFaults({ label: t.label, rankInGroup: 1, worldSize: 2, store: t.stores[1], onFail: () => {} });
+    t.ranks[1].f.close();
+    late.listen();
+    late.close();
+    await (late as unknown as { opening: Promise<unknown> }).opening;
+    t.ranks[0].f.fail(protocolError('p'), -1, true);
+    await t.ranks[0].f.settle();
+    await sleep(100);
+    assert.is(late.failure, undefined);
+  } finally {
+    await t.close();
+  }
+  const t2 = await trio(2, { failPublish: true });
+  try {
+    const w = timeoutError('w');
+    assert.is(await t2.ranks[0].f.judge(w, 0, 'barrier', 100), w);
+  } finally {
+    await t2.close();
+  }
+});
+
+test('settle: at once when nothing is being told; at most ASK_MS for a tell that hangs', async () => {
+  await on(async ([a]) => {
+    a.f.fail(protocolError('p'), -1, true);
+    await a.f.settle();
+    const t0 = performance.now();
+    await a.f.settle();
+    assert.ok(performance.now() - t0 < 50);
+  }, 2);
+  const hang = { publish: () => new Promise(() => {}) };
+  const f = new GroupFaults({ label: 'hang_0', rankInGroup: 0, worldSize: 2, store: hang as never, onFail: () => {} });
+  f.fail(protocolError('p'), -1, true);
+  const t0 = performance.now();
+  await f.settle();
+  const took = performance.now() - t0;
+  assert.ok(took >= 450 && took < 1_500, `${took} ms`);
+});
+
+test('only the last 16 causes are kept: an old collective\'s cause is forgotten', async () => {
+  await on(async ([a, b]) => {
+    for (let n = 0; n <= 16; n++) b.f.fail(timeoutError(`cause ${n}`), n, false, false);
+    // A negative timeout makes no stall fresh: only the kept causes answer.
+    const keep = await b.f.judge(timeoutError('w'), 1, 'barrier', -1_000) as GroupcommError;
+    assert.is(keep.message, 'cause 1');
+    a.f.calls = 0;
+    const old = await b.f.judge(timeoutError('w'), 0, 'barrier', -1_000) as GroupcommError;
+    assert.match(old.message, /^barrier \(collective #0\) timed out: group rank 0 never called it/);
+  }, 2);
+});
+
+test('answers: one for an unknown survey, a rank out of range or calls that are no number are ignored', async () => {
+  const t = await trio();
+  try {
+    const [a, b] = t.ranks;
+    const pub = (tag: string, v: string) => t.stores[2].publish!([`${inbox(t.label, 0)}${tag}`], [enc.encode(v)], { timeoutMs: 500 });
+    // rank 2 does not answer for itself (its inbox is closed); forged answers in its name are checked.
+    t.ranks[2].f.close();
+    a.f.calls = 1; b.f.calls = 1;
+    const surveyed = (a.f as unknown as { survey(n: number): Promise<Map<number, unknown>> }).survey(0);
+    await sleep(30);
+    await pub('ans/0/x', JSON.stringify({ calls: 5, busy: false }));
+    await pub('ans/0/2', JSON.stringify({ calls: 'many', busy: true }));
+    await pub('ans/9/2', JSON.stringify({ calls: 5, busy: true }));
+    await pub('ans/0/2', 'null');
+    const s = await surveyed;
+    assert.equal([...s.keys()], [1]);
+    // A well-formed one: busy only when `true`, what only a string.
+    const surveyed2 = (a.f as unknown as { survey(n: number): Promise<Map<number, unknown>> }).survey(0);
+    await sleep(30);
+    await pub('ans/1/2', JSON.stringify({ calls: 3, busy: 'yes', what: 7 }));
+    assert.equal((await surveyed2).get(2), { calls: 3, busy: false, what: undefined });
+    // An ask naming a rank out of range gets no answer.
+    await t.stores[2].publish!([`${inbox(t.label, 1)}ask/0/-1`], [new Uint8Array(0)], { timeoutMs: 500 });
+  } finally {
+    await t.close();
   }
 });
 
