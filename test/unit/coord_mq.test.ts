@@ -18,6 +18,13 @@ import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { Deadline } from '../../host/base/deadline.js';
 import { encodeObject } from '../../host/pg/codec.js';
 import { failure } from '../helpers/rejects.js';
+import type { StatelessProcessGroup } from '../../host/pg/group.js';
+import fs from 'node:fs';
+import { timeoutError } from '../../host/base/errors.js';
+
+/** Mappings of shared-memory segments in this process (all ranks' are here). */
+const mappings = (name = '/dev/shm/gcpu-') => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes(name)).length;
+const segName = (q: MessageQueue) => (q as unknown as { ring: { seg: { name: string } } }).ring.seg.name;
 
 const opened: { close(): Promise<unknown> }[] = [];
 const track = <T extends { close(): Promise<unknown> }>(x: T): T => (opened.push(x), x);
@@ -41,7 +48,8 @@ type Env = Record<string, string | undefined>;
 const KEYS = ['GROUPCOMM_MQ_SLOTS', 'GROUPCOMM_MQ_SLOT_BYTES', 'GROUPCOMM_MQ_SPIN_US', 'GROUPCOMM_MQ_TRANSPORT'];
 
 /** Each rank's MessageQueue, rank r's settings from `env(r)` (read before create's first await). */
-async function queues(gs: StatelessGroupCoordinator[], env: (r: number) => Env = () => ({}), timeoutMs = 3_000): Promise<MessageQueue[]> {
+async function queues(gs: StatelessGroupCoordinator[], env: (r: number) => Env = () => ({}), timeoutMs = 3_000,
+  wrap: (r: number, pg: StatelessProcessGroup) => StatelessProcessGroup = (_r, pg) => pg): Promise<MessageQueue[]> {
   const saved = KEYS.map((k) => process.env[k]);
   const ps: Promise<MessageQueue>[] = [];
   try {
@@ -52,7 +60,7 @@ async function queues(gs: StatelessGroupCoordinator[], env: (r: number) => Env =
         else process.env[k] = e[k];
       }
       const ch = (g as unknown as { ch: Channels }).ch;
-      ps.push(MessageQueue.create({ pg: ch.pg!, cpu: ch.cpu!, rank: r, worldSize: gs.length, label: 'mqt_0' }, { timeoutMs }));
+      ps.push(MessageQueue.create({ pg: wrap(r, ch.pg!), cpu: ch.cpu!, rank: r, worldSize: gs.length, label: 'mqt_0' }, { timeoutMs }));
     }
   } finally {
     KEYS.forEach((k, i) => { if (saved[i] === undefined) delete process.env[k]; else process.env[k] = saved[i]; });
@@ -167,6 +175,53 @@ test('takePublished: whole messages published and not yet read, in order; none o
   await qs[0].broadcastObj(message(5), dl());
   await r2c;
   qs[1].close();
+  assert.is(qs[1].takePublished(), undefined);
+});
+
+test('mappings: one per rank that reads or writes the ring, none when nobody maps it, none after close', async () => {
+  let gs = await world(3);
+  let qs = await queues(gs);
+  const name = segName(qs[1]);
+  assert.is(mappings(name), 3, 'rank 0 and two readers');
+  for (const q of qs) q.close();
+  assert.is(mappings(name), 0);
+  gs = await world(3);
+  const before = mappings();
+  qs = await queues(gs, (r) => ({ GROUPCOMM_MQ_TRANSPORT: r === 0 ? 'auto' : 'socket' }));
+  assert.equal([[...qs[0].shmReaders], [...qs[0].socketReaders]], [[], [1, 2]]);
+  assert.is(mappings(), before, 'rank 0 unmapped the segment nobody else mapped');
+  await stream(qs, 2);
+  for (const q of qs) q.close(); // no ring anywhere: closing does not throw
+});
+
+test('a setup that fails after the segment was made leaves no mapping', async () => {
+  const gs = await world(2);
+  const before = mappings();
+  let calls = 0;
+  const p = queues(gs, () => ({}), 300, (r, pg) => r !== 0 ? pg : {
+    allGatherObj: (v: unknown, o: object) => (++calls === 2 ? Promise.reject(timeoutError('no gather')) : pg.allGatherObj(v, o as never)),
+    broadcastObj: (v: unknown, src: number, o: object) => pg.broadcastObj(v, src, o as never),
+  } as unknown as StatelessProcessGroup);
+  const e = await failure(p);
+  assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
+  assert.is(calls, 2);
+  await new Promise((r) => setTimeout(r, 400)); // rank 1's gather times out too
+  assert.is(mappings(), before);
+});
+
+test('a reader that closes does not end the others\' broadcasts', async () => {
+  const qs = await queues(await world(3));
+  qs[1].close();
+  await Promise.all([qs[0].broadcastObj('x', dl()), qs[2].broadcastObj(undefined, dl()).then((v) => assert.is(v, 'x'))]);
+});
+
+test('takePublished: nothing while a message is only partly published (the writer blocked mid-message)', async () => {
+  const qs = await queues(await world(2));
+  const big = 'z'.repeat(6 * 4096);
+  const w = failure(qs[0].broadcastObj(big, dl(200)));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(qs[1].takePublished(), undefined);
+  assert.is((await w).code, 'ERR_GROUPCOMM_TIMEOUT');
   assert.is(qs[1].takePublished(), undefined);
 });
 
