@@ -172,9 +172,6 @@ test('judge: a peer that left cleanly is reported as having left; a loss becomes
     assert.match(lost.message, /^lost group rank 0, which hosts the group's store: store closed/);
     assert.is(c.f.failure, lost);
     assert.equal(c.failed, [lost]);
-    // On group rank 0 the same error is the failure as it is.
-    const e0 = peerLostError('x');
-    assert.is(await a.f.judge(e0, -1, 'barrier', 50), a.f.failure);
   } finally {
     await t.close();
   }
@@ -462,6 +459,65 @@ test('answers: one for an unknown survey, a rank out of range or calls that are 
   } finally {
     await t.close();
   }
+});
+
+test('collective #0: a told cause, a survey, a mismatch; a loss explained by a cause is not the failure', async () => {
+  await on(async ([a, b, c]) => {
+    a.f.calls = 1; b.f.calls = 1; c.f.calls = 0;
+    const e = await a.f.judge(timeoutError('w'), 0, 'barrier', 100) as GroupcommError;
+    assert.equal(e.peerRanks, [2]);
+    assert.match(e.message, /^barrier \(collective #0\) timed out/);
+    await until(() => (b.f as unknown as { causes: Map<number, unknown> }).causes.has(0));
+    // A peer gone without a goodbye while a cause for this collective is known: the cause.
+    const lost = await b.f.judge(peerLostError('eof', { peerRank: 2 }), 0, 'barrier', 100) as GroupcommError;
+    assert.match(lost.message, /\(seen by group rank 0\)$/);
+    assert.is(b.f.failure, undefined);
+  });
+  await on(async ([a, b, c]) => {
+    a.f.record(0, 'barrier'); b.f.record(0, 'allReduce'); c.f.record(0, 'broadcastObject');
+    a.f.calls = 1; b.f.calls = 1; c.f.calls = 1;
+    const e = await a.f.judge(timeoutError('w'), 0, 'barrier', 100) as GroupcommError;
+    assert.equal([e.code, e.peerRanks, e.peerRank], ['ERR_GROUPCOMM_MISMATCH', [1, 2], undefined]);
+  });
+  await on(async ([a, b]) => {
+    // Point to point: no call names are compared (an answer for #-1 names none).
+    b.f.record(0, 'allReduce');
+    const e = await a.f.judge(timeoutError('w', { peerRanks: [1] }), -1, 'recv', 100) as GroupcommError;
+    assert.equal([e.code, e.peerRanks], ['ERR_GROUPCOMM_TIMEOUT', [1]]);
+  });
+});
+
+test('a failure told while this rank surveys wins over the survey', async () => {
+  await on(async ([a, b, c]) => {
+    c.f.close(); // c does not answer: the survey would wait ASK_MS
+    const t0 = performance.now();
+    const judged = a.f.judge(timeoutError('w'), 0, 'barrier', 100);
+    await sleep(50);
+    b.f.fail(peerLostError('c is gone', { peerRank: 2 }), -1, true);
+    const e = await judged as GroupcommError;
+    assert.is(e, a.f.failure);
+    assert.equal([e.code, e.message], ['ERR_GROUPCOMM_PEER_LOST', 'c is gone (seen by group rank 1)']);
+    assert.ok(performance.now() - t0 < 400, 'the survey ended with the failure');
+  });
+});
+
+test('a point-to-point timeout naming one peer by peerRanks, every rank in no operation: that peer', async () => {
+  await on(async ([a]) => {
+    const e = await a.f.judge(timeoutError('recv', { peerRanks: [1] }), -1, 'recv', 100) as GroupcommError;
+    assert.equal(e.peerRanks, [1]);
+  });
+});
+
+test('without a CPU group: a lost peer is the failure', async () => {
+  const f = new GroupFaults({ label: 'nocpu_0', rankInGroup: 1, worldSize: 3, onFail: () => {} });
+  const e = peerLostError('x', { peerRank: 2 });
+  assert.is(await f.judge(e, -1, 'recv', 10), e);
+  assert.is(f.failure, e);
+  // On group rank 0 a loss naming no rank is the failure as it is (rank 0 hosts the store).
+  const f0 = new GroupFaults({ label: 'nocpu_0', rankInGroup: 0, worldSize: 3, onFail: () => {} });
+  const e0 = peerLostError('x');
+  assert.is(await f0.judge(e0, -1, 'barrier', 10), e0);
+  assert.is(f0.failure, e0);
 });
 
 test.run();
