@@ -207,6 +207,17 @@ test('a setup that fails after the segment was made leaves no mapping', async ()
   assert.is(calls, 2);
   await new Promise((r) => setTimeout(r, 400)); // rank 1's gather times out too
   assert.is(mappings(), before);
+  // A rank that mapped nothing (told to use sockets) fails with the gather's error too.
+  const gs2 = await world(2);
+  const before2 = mappings();
+  calls = 0;
+  const e2 = await failure(queues(gs2, (r) => ({ GROUPCOMM_MQ_TRANSPORT: r === 1 ? 'socket' : 'auto' }), 300, (r, pg) => r !== 1 ? pg : {
+    allGatherObj: (v: unknown, o: object) => (++calls === 2 ? Promise.reject(timeoutError('no gather')) : pg.allGatherObj(v, o as never)),
+    broadcastObj: (v: unknown, src: number, o: object) => pg.broadcastObj(v, src, o as never),
+  } as unknown as StatelessProcessGroup));
+  assert.is(e2.code, 'ERR_GROUPCOMM_TIMEOUT', String(e2));
+  await new Promise((r) => setTimeout(r, 400));
+  assert.is(mappings(), before2);
 });
 
 test('a reader that closes does not end the others\' broadcasts', async () => {
