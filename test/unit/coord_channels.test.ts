@@ -121,6 +121,18 @@ test('a member that cannot reach group rank 0\'s store names it', async () => {
   assert.match(e.message, /^creating group 0 of \[0, 1\] on global rank 1: could not reach group rank 0, which hosts the group's store/);
 });
 
+test('group rank 0 alone with explicit ports: it names the missing rank, and every port is free again', async () => {
+  const ports: [number, number, number] = [await freePort(), await freePort(), await freePort()];
+  const e = await failure(StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: 0, groupName: 'alone', groupPorts: [ports], host: '127.0.0.1', timeoutMs: 200, useDeviceCommunicator: true, backend: 'cpu',
+  }));
+  assert.equal([e.code, e.rank, e.peerRanks], ['ERR_GROUPCOMM_TIMEOUT', 0, [1]], e.message);
+  assert.match(e.message, /^creating group 0 of \[0, 1\] on global rank 0: .*\[group rank 1 = global rank 1\]$/);
+  for (const port of ports) {
+    await new Promise<void>((res, rej) => { const s = net.createServer().once('error', rej).listen(port, '127.0.0.1', () => s.close(() => res())); });
+  }
+});
+
 test('a member adopts group rank 0\'s verdict: the rank that never came', async () => {
   const server = await TcpStoreServer.listen({ port: 0 });
   const stores = [await TcpStore.create({ port: server.port, timeoutMs: 3_000 }), await TcpStore.create({ port: server.port, timeoutMs: 3_000 })];
