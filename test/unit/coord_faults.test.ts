@@ -37,7 +37,7 @@ async function trio(n = 3, o: { noPublish?: boolean; failPublish?: boolean } = {
     const x: Rank = { failed: [], left: new Set(), f: undefined as unknown as GroupFaults };
     const cpu = { onLost: (fn: (e: GroupcommError) => void) => { x.lost = fn; }, hasLeft: (p: number) => x.left.has(p) };
     const st = o.noPublish ? Object.assign(Object.create(store), { publish: undefined })
-      : o.failPublish ? Object.assign(Object.create(store), { publish: () => Promise.reject(new Error('no room')) }) : store;
+      : o.failPublish ? { subscribe: store.subscribe.bind(store), publish: () => Promise.reject(new Error('no room')) } : store;
     x.f = new GroupFaults({ label, rankInGroup: r, worldSize: n, store: st, cpu: cpu as never, onFail: (e) => x.failed.push(e) });
     x.f.listen();
     return x;
@@ -160,6 +160,7 @@ test('judge: a peer that left cleanly is reported as having left; a loss becomes
     const left = await b.f.judge(peerLeftError('bye', { peerRank: 2 }), -1, 'recv', 50) as GroupcommError;
     assert.equal([left.code, left.rank, left.peerRank], ['ERR_GROUPCOMM_PEER_LEFT', 1, 2]);
     assert.match(left.message, /^group rank 2 left the group \(closed it\) while this recv still needed it/);
+    assert.match(left.message, /still needed it; it was not lost: did every rank issue the same operations\?$/);
     b.left.add(2);
     const lostButLeft = await b.f.judge(peerLostError('eof', { peerRanks: [2] }), -1, 'recv', 50) as GroupcommError;
     assert.is(lostButLeft.code, 'ERR_GROUPCOMM_PEER_LEFT');
@@ -320,10 +321,17 @@ test('malformed inbox messages are ignored; an ask with an index but no record a
     assert.is(b.f.failure, undefined);
     // A non-fatal cause with out-of-range ranks: those are dropped; fatal only when `true`.
     await pub('fail/2/4', JSON.stringify({ code: 'ERR_GROUPCOMM_TIMEOUT', message: 'm', peerRanks: [0, 3, -1, 1.5, 'x'], n: 'a', fatal: 'yes' }));
-    await sleep(50);
+    // A message of another kind is no failure, whatever it holds.
+    await pub('bogus/2/9', JSON.stringify({ code: 'ERR_GROUPCOMM_PROTOCOL', message: 'x', peerRanks: [], n: -1, fatal: true }));
+    // Still fresh after 300 ms: a stall is adopted for 2 × timeoutMs + 2 × ASK_MS (1.2 s here).
+    await sleep(300);
+
     assert.is(b.f.failure, undefined);
     const stall = await b.f.judge(timeoutError('w'), -1, 'recv', 100) as GroupcommError;
     assert.equal([stall.message, stall.peerRanks, stall.peerRank, stall.rank], ['m (seen by group rank 2)', [0], 0, 1]);
+    // A cause whose index is unreadable is no collective's cause (only the stall).
+    const none = await b.f.judge(timeoutError('w1'), 1, 'barrier', -1_000) as GroupcommError;
+    assert.match(none.message, /^barrier \(collective #1\) timed out/);
     // An ask whose index is unknown still answers, without a call name.
     a.f.calls = 1;
     const s = await (b.f as unknown as { survey(n: number): Promise<Map<number, { calls: number; what?: string }>> }).survey(9);
@@ -518,6 +526,46 @@ test('without a CPU group: a lost peer is the failure', async () => {
   const e0 = peerLostError('x');
   assert.is(await f0.judge(e0, -1, 'barrier', 10), e0);
   assert.is(f0.failure, e0);
+});
+
+test('the first cause told for a collective is kept; a newer stall does not replace it', async () => {
+  await on(async ([a, b]) => {
+    b.f.fail(timeoutError('first'), 0, false, false);
+    b.f.fail(timeoutError('second'), 0, false, false);
+    b.f.fail(timeoutError('newer stall'), 6, false, false);
+    assert.is(((await b.f.judge(timeoutError('w'), 0, 'barrier', 100)) as Error).message, 'first');
+    b.left.add(0);
+    assert.is(((await b.f.judge(peerLeftError('bye', { peerRank: 0 }), 0, 'barrier', 100)) as Error).message, 'first');
+    // A rank's own tell comes back to nobody: its stall stays its own error.
+    a.f.fail(timeoutError('mine'), -1, false);
+    await sleep(50);
+    assert.is(((await a.f.judge(timeoutError('w'), -1, 'recv', 100)) as Error).message, 'mine');
+  }, 2);
+});
+
+test('a cause told while a departure is judged is waited for (up to ASK_MS)', async () => {
+  await on(async ([a, b]) => {
+    const judged = b.f.judge(peerLeftError('bye', { peerRank: 0 }), 3, 'barrier', 100);
+    await sleep(100);
+    a.f.fail(timeoutError('the cause'), 3, false);
+    assert.is(((await judged) as Error).message, 'the cause (seen by group rank 0)');
+  }, 2);
+});
+
+test('without a store: a timeout is judged as it was; a group of one opens no inbox', async () => {
+  const f = new GroupFaults({ label: 'nostore_0', rankInGroup: 0, worldSize: 2, onFail: () => {} });
+  const w = timeoutError('w');
+  assert.is(await f.judge(w, 0, 'barrier', 10), w);
+  const t = await trio(2);
+  try {
+    const solo = new GroupFaults({ label: 'solo1_0', rankInGroup: 0, worldSize: 1, store: t.stores[0], onFail: () => {} });
+    solo.listen();
+    await (solo as unknown as { opening: Promise<unknown> }).opening;
+    assert.is((solo as unknown as { sub: unknown }).sub, undefined);
+    solo.close();
+  } finally {
+    await t.close();
+  }
 });
 
 test.run();
