@@ -77,6 +77,10 @@ test('a message queue that cannot be set up: every rank fails, its channels clos
     assert.equal([...gs[0].messageQueue!.shmReaders], [1]);
     assert.equal(await Promise.all(gs.map((g) => g.broadcastObject(g.rankInGroup === 0 ? 'hi' : undefined, 0))), ['hi', 'hi']);
     await Promise.all(gs.map((g) => g.destroy({ lingerMs: 50 })));
+    // Not asked for: no message queue.
+    const plain = await Promise.all([0, 1].map((r) => create({ groupRanks: [[0, 1]], globalRank: r, groupName: 'nomq', rendezvous: stores[r], timeoutMs: 3_000 })));
+    assert.equal(plain.map((g) => g.messageQueue), [undefined, undefined]);
+    await Promise.all(plain.map((g) => g.destroy({ lingerMs: 50 })));
   } finally {
     if (saved === undefined) delete process.env.GROUPCOMM_MQ_SLOTS;
     else process.env.GROUPCOMM_MQ_SLOTS = saved;
@@ -96,7 +100,7 @@ test('fromEnv: global rank, local rank and world size from the launch variables 
     const h = await StatelessGroupCoordinator.fromEnv({ groupRanks: [[0, 1], [2], [3]], groupName: 'env', globalRank: 2, localRank: 1 });
     assert.equal([h.rank, h.localRank, [...h.ranks]], [2, 1, [2]]);
     // The launch's world size bounds the ranks (a rank 9 is no rank of a 4-rank job).
-    const e = await failure(StatelessGroupCoordinator.fromEnv({ groupRanks: [[0, 9]], groupName: 'env' }));
+    const e = await failure(StatelessGroupCoordinator.fromEnv({ groupRanks: [[0, 9], [3]], groupName: 'env' }));
     assert.is(e.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', e.message);
     await Promise.all([g.destroy(), h.destroy()]);
     // Every client of the server is gone: fromEnv closed its store each time.
@@ -154,7 +158,7 @@ test('the failure state\'s onFail: pending operations aborted with it; ranks los
   await new Promise((r) => setTimeout(r, 10)); // the failed reclaim is swallowed
   // A group without channels (a group of one): nothing to reclaim from.
   const l2 = new AbortController();
-  groupFaults('solo_0', 0, 1, {}, l2).fail(peerLostError('x', { peerRank: 0 }), -1, true, false);
+  groupFaults('solo_0', 0, 2, {}, l2).fail(peerLostError('x', { peerRank: 1 }), -1, true, false);
   assert.is(l2.signal.aborted, true);
 });
 
