@@ -557,6 +557,11 @@ test('without a store: a timeout is judged as it was; a group of one opens no in
   const w = timeoutError('w');
   assert.is(await f.judge(w, 0, 'barrier', 10), w);
   const t = await trio(2);
+  // A store that can push but gives no inbox: nobody is asked (no answer could come back).
+  const s0 = t.stores[0];
+  const pushOnly = new GroupFaults({ label: 'push_0', rankInGroup: 0, worldSize: 2, store: { publish: s0.publish.bind(s0) } as never, onFail: () => {} });
+  pushOnly.listen();
+  assert.is(await pushOnly.judge(w, 0, 'barrier', 10), w);
   try {
     const solo = new GroupFaults({ label: 'solo1_0', rankInGroup: 0, worldSize: 1, store: t.stores[0], onFail: () => {} });
     solo.listen();
