@@ -6,7 +6,8 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import net from 'node:net';
-import { Handshake, signHello, type HandshakeOptions, type PeerHello } from '../../host/cpu/link/handshake.js';
+import crypto from 'node:crypto';
+import { Handshake, helloMac, signAck, signHello, type HandshakeOptions, type PeerHello } from '../../host/cpu/link/handshake.js';
 import {
   ACK_SIZE, CHALLENGE_SIZE, decodeAck, encodeAck, encodeChallenge, encodeHello, MAX_NAME_BYTES, Status, VERSION, WANT_SHM, WANT_TCP,
 } from '../../host/cpu/wire.js';
@@ -248,6 +249,26 @@ test('shared memory: offered only when both want it on one host; taken unless tc
   assert.match(odd.lines[0][1], /^rank 2: shared memory not used/);
   assert.equal([...hs(2).h.answer(true)], [1, 0, 0, 0]);
   assert.equal([...hs(2).h.answer(false)], [0, 0, 0, 0]);
+});
+
+test('the MACs are the documented HMAC-SHA256s (docs/cpu-group.md, wire format), an empty key without a secret', () => {
+  const hmac = (key: Buffer, label: string, ...parts: Uint8Array[]) => {
+    const h = crypto.createHmac('sha256', key).update(`groupcomm-cpu-${label}-v3\n`);
+    for (const p of parts) h.update(p);
+    return h.digest();
+  };
+  const nonce = Buffer.alloc(32, 5);
+  for (const secret of [SECRET, undefined]) {
+    const key = secret ?? Buffer.alloc(0);
+    const hello = encodeHello({ rank: 1, worldSize: 2, epoch: 0, name: 'g', chunkBytes: 1, smallBytes: 1 });
+    const m = signHello(secret, hello, nonce);
+    const want = hmac(key, 'hello', hello.subarray(0, hello.length - 32), nonce);
+    assert.equal([...m], [...want]);
+    assert.equal([...hello.subarray(hello.length - 32)], [...want], 'written at the end of the HELLO');
+    assert.equal([...helloMac(secret, hello, nonce)], [...want], 'the MAC bytes themselves are not covered');
+    const ack = signAck(secret, encodeAck(0, 1), m);
+    assert.equal([...ack.subarray(ACK_SIZE - 32)], [...hmac(key, 'ack', ack.subarray(0, ACK_SIZE - 32), m)]);
+  }
 });
 
 test.run();
