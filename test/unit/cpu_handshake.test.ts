@@ -1,8 +1,8 @@
 // The CPU mesh's connection setup (host/cpu/link/handshake.ts) between two Handshake objects,
 // without a mesh: the acceptor reads HELLOs on a real loopback socket (whole, or a byte at a
 // time), each refusal answers its status in an ACK, warns naming the remote address and closes;
-// the dialer's readAck names each kind of refusal; the shared-memory offer, take and answer;
-// fallback's level by transport. Loopback only.
+// the dialer's readAck names each kind of refusal; the MACs are the documented HMACs; the
+// shared-memory offer, take and answer; fallback's level by transport; closeSegments. Loopback only.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import net from 'node:net';
@@ -11,7 +11,7 @@ import { Handshake, helloMac, signAck, signHello, type HandshakeOptions, type Pe
 import {
   ACK_SIZE, CHALLENGE_SIZE, decodeAck, encodeAck, encodeChallenge, encodeHello, MAX_NAME_BYTES, Status, VERSION, WANT_SHM, WANT_TCP,
 } from '../../host/cpu/wire.js';
-import { hostId } from '../../host/cpu/shm.js';
+import { hostId, type Segment } from '../../host/cpu/shm.js';
 import type { Logger } from '../../host/base/log.js';
 import { sleep } from '../../host/base/deadline.js';
 
@@ -106,6 +106,11 @@ test('the dialer\'s HELLO is accepted whole or a byte at a time: rank, want, hos
   const tcp = hs(2, { transport: 'tcp' });
   const r = await knock(hs(0).h, (ch) => tcp.h.hello(0, ch) as Buffer);
   assert.is(r.accepted!.want, WANT_TCP);
+  // The limits themselves are allowed: maxFrameBytes 1, a group name of MAX_NAME_BYTES bytes.
+  const long = 'n'.repeat(MAX_NAME_BYTES);
+  const edgeDialer = hs(2, { groupName: long, maxFrameBytes: 1 });
+  const edge = await knock(hs(0, { groupName: long }).h, (ch) => edgeDialer.h.hello(0, ch) as Buffer);
+  assert.is(edge.accepted?.maxFrameBytes, 1);
 });
 
 test('each bad HELLO is refused with its status in an ACK, a warning naming the remote address, and the connection closed', async () => {
@@ -148,6 +153,7 @@ test('each bad HELLO is refused with its status in an ACK, a warning naming the 
   const asked: number[] = [];
   const r2 = await knock(dup.h, helloOf(), { connected: (r) => { asked.push(r); return true; } });
   assert.equal([r2.accepted, decodeAck(r2.reply).status, asked], [undefined, Status.DUPLICATE, [2]]);
+  assert.match(dup.lines[0][1], /\(rank 2\)$/);
 });
 
 test('a refused peer that keeps its end open is closed after 100 ms; what it sends after the HELLO is not read', async () => {
@@ -211,8 +217,8 @@ test('shared memory: offered only when both want it on one host; taken unless tc
   const auto = hs(0, { transport: 'auto' });
   assert.is(auto.h.offer(peer({ want: WANT_TCP })), undefined);
   assert.is(auto.h.offer(peer({ hostId: 'elsewhere' })), undefined);
-  assert.equal(auto.lines.map(([l]) => l), ['debug']);
   assert.is(auto.h.offer(peer({ hostId: '' })), undefined, 'an unknown host is another host');
+  assert.equal(auto.lines, [['debug', 'rank 2 is on another host (elsewhere): TCP'], ['debug', 'rank 2 is on another host (unknown): TCP']]);
   assert.is(auto.h.segments.length, 0);
   const seg = auto.h.offer(peer({}));
   if (seg) {
@@ -247,6 +253,15 @@ test('shared memory: offered only when both want it on one host; taken unless tc
   assert.is(odd.h.offer(peer({})), undefined);
   assert.equal(odd.lines.map(([l]) => l), ['warn']);
   assert.match(odd.lines[0][1], /^rank 2: shared memory not used/);
+  // closeSegments unmaps every segment even when one fails (logged), and forgets them all.
+  const closing = hs(0);
+  const closed: string[] = [];
+  const fake = (name: string, fail: boolean) => ({ name, close() { closed.push(name); if (fail) throw new Error('EINVAL'); } }) as unknown as Segment;
+  closing.h.segments.push(fake('/a', true), fake('/b', false));
+  closing.h.closeSegments();
+  assert.equal(closed, ['/a', '/b']);
+  assert.is(closing.h.segments.length, 0);
+  assert.equal(closing.lines, [['debug', 'could not unmap /a: Error: EINVAL']]);
   assert.equal([...hs(2).h.answer(true)], [1, 0, 0, 0]);
   assert.equal([...hs(2).h.answer(false)], [0, 0, 0, 0]);
 });
