@@ -1,8 +1,9 @@
 /**
- * The CPU group's variable-size collectives (host/cpu/variable.ts) called on the group itself, 3
- * ranks in this process over real sockets: exact results with uneven sizes (a rank with none
- * included) for every reduce op, and every refusal — rejected on the calling rank before anything
- * is queued, naming that rank — after which the group still runs the next call on every rank.
+ * The CPU group's variable-size collectives (host/cpu/variable.ts) and scatter called on the
+ * group itself, 3 ranks in this process over real sockets: exact results with uneven sizes (a
+ * rank with none included) for every reduce op, and every refusal — rejected on the calling rank
+ * before anything is queued, naming that rank — after which the group still runs the next call on
+ * every rank.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -126,6 +127,28 @@ test('every refusal rejects on the calling rank alone, names it, and costs the g
   const sizes = [1, 1, 1];
   const got = await Promise.all(gs.map((gr, r) => gr.allGatherv(rowsOf(r, 1), { sizes })));
   for (const t of got) assert.equal([...t.data], [0, -0, 100, -100, 200, -200]);
+});
+
+test('scatter from each root: every rank gets its block (into its out); refusals name the rank', async () => {
+  for (let src = 0; src < P; src++) {
+    const outs = gs.map(() => tensor(new Float32Array(4), { shape: [2, 2] }));
+    const input = rowsOf(src, 2 * P);
+    const got = await Promise.all(gs.map((g, r) => g.scatter(r === src ? input : undefined, { src, out: outs[r] })));
+    got.forEach((t, r) => {
+      assert.is(t, outs[r], `src ${src} rank ${r}: into out`);
+      assert.equal([...t.data], [...(input.data as Float32Array)].slice(4 * r, 4 * (r + 1)), `src ${src} rank ${r}`);
+    });
+  }
+  const out = tensor(new Float32Array(4), { shape: [2, 2] });
+  await refused(gs[0].scatter(rowsOf(0, 5), { src: 0, out }), 'scatter: input is float32[5, 2], expected float32[6, 2] for out float32[2, 2]', 'input shape');
+  await refused(gs[0].scatter(rowsOf(0, 6), { src: 3, out }), 'scatter src', 'src past the end');
+  await refused(gs[0].scatter(rowsOf(0, 6), { src: 0, out: undefined as never }), 'scatter out: expected a CPU tensor', 'no out');
+  await refused(gs[0].reduceScatter(rowsOf(0, 2)), 'reduceScatter: dim 0 of [2, 2] must be a multiple of the world size 3', 'reduceScatter rows');
+  await refused(gs[0].allToAll(rowsOf(0, 2)), 'allToAll: dim 0 of [2, 2] must be a multiple of the world size 3', 'allToAll rows');
+  const e = (() => { try { gs[0].transportTo(3); } catch (x) { return x as GroupcommError; } })();
+  assert.equal([e?.code, e?.rank], ['ERR_GROUPCOMM_INVALID_ARGUMENT', 0]);
+  const sums = await Promise.all(gs.map((g) => g.allReduce(tensor(Float32Array.from([1])))));
+  for (const t of sums) assert.equal([...t.data], [3]);
 });
 
 test('ranks that disagree on the sizes: each fails naming the peer and both views, and the group goes on', async () => {
