@@ -92,6 +92,23 @@ test('wait pool: at most 4 idle wait connections; a closed idle one leaves the p
   assert.is(i.idle.length, 3);
 }));
 
+test('a wait on a pooled connection: TIMEOUT after its timeoutMs (not sooner), with keys, timeoutMs and elapsedMs', () => withTcp(async (s, writer) => {
+  const w = s.wait(['pool-warm'], { timeoutMs: 5000 });
+  await sleep(30);
+  await writer.set('pool-warm', 'v');
+  await w;
+  for (let t = 0; t < 100 && inside(s).idle.length === 0; t++) await sleep(10);
+  assert.is(inside(s).idle.length, 1);
+  const t0 = performance.now();
+  const e = await failure(s.wait(['never1', 'never2'], { timeoutMs: 300 }));
+  const took = performance.now() - t0;
+  assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
+  assert.equal(e.keys, ['never1', 'never2']);
+  assert.is(e.timeoutMs, 300);
+  assert.ok(took >= 250, `timed out after ${took} ms`);
+  assert.ok(e.elapsedMs! >= 250 && e.elapsedMs! <= took + 1, `elapsedMs ${e.elapsedMs}, measured ${took}`);
+}));
+
 test('close() lets a wait under way finish, also after a subscribe (each counted once, in and out)', () => withTcp(async (s, writer) => {
   const sub = await s.subscribe('c/', () => {});
   assert.ok(sub);
@@ -218,98 +235,6 @@ test('wait whose connection fails otherwise (a wrong PING echo): that error, not
     assert.is(e.code, 'ERR_GROUPCOMM_PROTOCOL', String(e));
     assert.is(f.conns(), 2);
   } finally {
-    await f.close();
-  }
-});
-
-/**
- * A groupcomm-like server that never answers a WAIT_GET (but one of the key 'z', answered at once
- * with 'zed'), and answers CANCEL_WAIT as if the values had won the race: STOP_WAITING, one value
- * per key, then WAIT_CANCELED. Enough of the rest for a client: PING, the probe (READY), LIMITS,
- * TRY_GET (missing).
- */
-async function racingCancels() {
-  const sockets = new Set<net.Socket>();
-  const keyList = (b: Buffer, at: number): { keys: string[]; end: number } | undefined => {
-    if (b.length < at + 8) return undefined;
-    const n = Number(b.readBigUInt64LE(at));
-    const keys: string[] = [];
-    at += 8;
-    for (let j = 0; j < n; j++) {
-      if (b.length < at + 8) return undefined;
-      const len = Number(b.readBigUInt64LE(at));
-      if (b.length < at + 8 + len) return undefined;
-      keys.push(b.toString('latin1', at + 8, at + 8 + len));
-      at += 8 + len;
-    }
-    return { keys, end: at };
-  };
-  const str = (v: string) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v.length)); return Buffer.concat([b, Buffer.from(v)]); };
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
-    let buf = Buffer.alloc(0);
-    let waiting: string[] = [];
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      for (;;) {
-        const op = buf[0];
-        let used = 0;
-        if (op === 0 && buf.length >= 5) used = 5; // VALIDATE
-        else if (op === 13 && buf.length >= 5) { s.write(buf.subarray(1, 5)); used = 5; } // PING
-        else if (op === 5) { // CHECK: only the probe is ever asked here
-          const l = keyList(buf, 1);
-          if (l) { s.write(Buffer.from([0])); used = l.end; }
-        } else if (op === 0xe7) { // LIMITS
-          const b = Buffer.alloc(32);
-          [8192, 1 << 20, 1024, 1 << 24].forEach((v, j) => b.writeBigUInt64LE(BigInt(v), 8 * j));
-          s.write(b);
-          used = 1;
-        } else if (op === 0xe0) { // TRY_GET: missing
-          const l = buf.length >= 9 ? 9 + Number(buf.readBigUInt64LE(1)) : Infinity;
-          if (buf.length >= l) { s.write(Buffer.from([0])); used = l; }
-        } else if (op === 0xe4) { // WAIT_GET: u8 flags, key list
-          const l = keyList(buf, 2);
-          if (l) {
-            used = l.end;
-            if (l.keys.length === 1 && l.keys[0] === '/z') s.write(Buffer.concat([Buffer.from([0]), str('zed')]));
-            else waiting = l.keys;
-          }
-        } else if (op === 12) { // CANCEL_WAIT: the values raced it
-          s.write(Buffer.concat([Buffer.from([0]), ...waiting.map((k) => str(`raced ${k}`)), Buffer.from([1])]));
-          waiting = [];
-          used = 1;
-        }
-        if (!used) return;
-        buf = buf.subarray(used);
-      }
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => server.close(() => r())); },
-  };
-}
-
-test('WAIT_GET timed out while its values were on the way: the cancel reader takes them and WAIT_CANCELED; the pooled connection stays in step', async () => {
-  const f = await racingCancels();
-  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
-  try {
-    assert.ok(c.extended);
-    const idleSoon = async (n: number) => {
-      for (let t = 0; t < 200 && inside(c).idle.length < n; t++) await sleep(10);
-      assert.is(inside(c).idle.length, n, 'the cancelled wait connection is back in the pool');
-    };
-    await rejectsWith(c.get('one', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
-    await idleSoon(1);
-    await rejectsWith(c.multiGet(['a', 'b', 'c'], { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
-    await idleSoon(1);
-    assert.is(text(await c.get('z', { timeoutMs: 2000 })), 'zed', 'the next WAIT_GET on it reads its own reply');
-    assert.is(inside(c).waitConns.size, 1, 'one wait connection all along');
-  } finally {
-    await c.abort();
     await f.close();
   }
 });
