@@ -121,7 +121,8 @@ test('close() lets a wait under way finish, also after a subscribe (each counted
   await closing;
 }));
 
-test('subscribe: an aborted signal rejects with ABORTED; a closed subscription is forgotten', () => withTcp(async (s) => {
+test('subscribe: a prefix that is not a string is INVALID_ARGUMENT; an aborted signal rejects with ABORTED; a closed subscription is forgotten', () => withTcp(async (s) => {
+  await rejectsWith(s.subscribe(42 as unknown as string, () => {}), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   const ac = new AbortController();
   ac.abort('stop');
   await rejectsWith(s.subscribe('d/', () => {}, { signal: ac.signal }), 'ERR_GROUPCOMM_ABORTED');
