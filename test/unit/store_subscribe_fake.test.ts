@@ -16,7 +16,7 @@ const inside = (s: TcpStore) => s as unknown as { idle: unknown[]; waitConns: Se
  * A groupcomm-like server that never answers a WAIT_GET (but one of the key 'z', answered at once
  * with 'zed'), and answers CANCEL_WAIT as if the values had won the race: STOP_WAITING, one value
  * per key, then WAIT_CANCELED. It never answers SUBSCRIBE. Enough of the rest for a client: PING,
- * the probe (READY), LIMITS, TRY_GET (missing). `later: 'silent'`: every connection after the
+ * the probe (READY), LIMITS, TRY_GET (missing). A CANCEL_WAIT of the key 'garbage' is answered 07. `later: 'silent'`: every connection after the
  * first is left unanswered (a subscription's or a wait's connection never opens).
  */
 async function fakeServer(later: 'serve' | 'silent' = 'serve') {
@@ -73,6 +73,10 @@ async function fakeServer(later: 'serve' | 'silent' = 'serve') {
         } else if (op === 0xe6) { // SUBSCRIBE: str prefix, never answered
           const l = buf.length >= 9 ? 9 + Number(buf.readBigUInt64LE(1)) : Infinity;
           if (buf.length >= l) used = l;
+        } else if (op === 12 && waiting[0] === '/garbage') { // CANCEL_WAIT answered with nonsense
+          s.write(Buffer.from([7]));
+          waiting = [];
+          used = 1;
         } else if (op === 12) { // CANCEL_WAIT: the values raced it
           s.write(Buffer.concat([Buffer.from([0]), ...waiting.map((k) => str(`raced ${k}`)), Buffer.from([1])]));
           waiting = [];
@@ -106,6 +110,21 @@ test('WAIT_GET timed out while its values were on the way: the cancel reader tak
     await idleSoon(1);
     assert.is(text(await c.get('z', { timeoutMs: 2000 })), 'zed', 'the next WAIT_GET on it reads its own reply');
     assert.is(inside(c).waitConns.size, 1, 'one wait connection all along');
+  } finally {
+    await c.abort();
+    await f.close();
+  }
+});
+
+test('a CANCEL_WAIT answered with neither STOP_WAITING nor WAIT_CANCELED fails that wait connection (it is out of step)', async () => {
+  const f = await fakeServer();
+  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
+  try {
+    await rejectsWith(c.get('garbage', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
+    for (let t = 0; t < 100 && inside(c).waitConns.size > 0; t++) await sleep(10);
+    assert.is(inside(c).waitConns.size, 0, 'closed, not pooled');
+    assert.is(inside(c).idle.length, 0);
+    assert.ok((await c.ping()) >= 0, 'the main connection is unaffected');
   } finally {
     await c.abort();
     await f.close();
