@@ -48,6 +48,21 @@ test('bad options are refused with INVALID_ARGUMENT before anything is published
   await Promise.all(gs.map((g) => g.destroy()));
 });
 
+test('two ranks of one group and epoch that disagree on the world size: the one refused fails at once with MISMATCH naming the peer', async () => {
+  // Rank 0 thinks the group has 2 ranks, rank 1 thinks 3: rank 0 dials rank 1, whose handshake
+  // refuses a HELLO with another world size. Rank 1 waits for a rank 2 that never comes.
+  const t0 = performance.now();
+  const [e0, e1] = await Promise.all([[0, 2], [1, 3]].map(([rank, worldSize]) =>
+    CpuGroup.create({ store, rank, worldSize, groupName: 'sizes-differ', timeoutMs: 1500 })
+      .then((g) => { void g.abort('x'); return undefined; }, (e: GroupcommError) => ({ e, ms: performance.now() - t0 }))));
+  assert.is(e0?.e.code, 'ERR_GROUPCOMM_MISMATCH', String(e0?.e));
+  assert.equal([e0!.e.rank, e0!.e.peerRank], [0, 1]);
+  assert.match(e0!.e.message, 'world size differs (this rank has world size 2): the ranks disagree on the group\'s members');
+  assert.ok(e0!.ms < e1!.ms, `rank 0 failed first (${e0!.ms} ms), before rank 1's timeout (${e1!.ms} ms)`);
+  assert.is(e1?.e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e1?.e));
+  assert.ok(e1!.e.peerRanks?.includes(2), `rank 1 names the rank it waited for: ${e1!.e.message}`);
+});
+
 test('a peer that leaves (destroy or abort: both say goodbye) is no loss: hasLeft, and the next call fails at once with PEER_LEFT', async () => {
   for (const how of ['destroy', 'abort'] as const) {
     const gs = await Promise.all([0, 1, 2].map((rank) => CpuGroup.create({ store, rank, worldSize: 3, groupName: `leave-${how}`, timeoutMs: 5000 })));
