@@ -151,6 +151,26 @@ test('scatter from each root: every rank gets its block (into its out); refusals
   for (const t of sums) assert.equal([...t.data], [3]);
 });
 
+test('send/recv of different sizes: the receiver fails with PROTOCOL naming itself and the sender, posted first or not; the pair goes on', async () => {
+  const check = (e: GroupcommError | undefined, got: number, want: number, what: string) => {
+    assert.is(e?.code, 'ERR_GROUPCOMM_PROTOCOL', `${what}: ${e}`);
+    assert.equal([e!.rank, e!.peerRank], [1, 0], what);
+    assert.match(e!.message, `from rank 0 has ${got} bytes, expected ${want}: the ranks called different collectives or sizes`, what);
+  };
+  // The receive is waiting when the frame comes.
+  const [e1] = await Promise.all([
+    gs[1].recv(tensor(new Float32Array(8)), 0).then(() => undefined, (e: GroupcommError) => e),
+    gs[0].send(tensor(Float32Array.from([1, 2, 3, 4])), 1),
+  ]);
+  check(e1, 16, 32, 'posted first');
+  // The frame came first (kept for a receive not yet made).
+  await gs[0].send(tensor(Float32Array.from([1, 2, 3, 4])), 1, { tag: 3 });
+  await new Promise((r) => setTimeout(r, 50));
+  check(await gs[1].recv(tensor(new Float32Array(2)), 0, { tag: 3 }).then(() => undefined, (e: GroupcommError) => e), 16, 8, 'frame first');
+  const [got] = await Promise.all([gs[1].recv(tensor(new Float32Array(2)), 0), gs[0].send(tensor(Float32Array.from([5, 6])), 1)]);
+  assert.equal([...got.data], [5, 6]);
+});
+
 test('ranks that disagree on the sizes: each fails naming the peer and both views, and the group goes on', async () => {
   const views = [[1, 1, 1], [1, 1, 1], [2, 0, 1]];
   const res = await Promise.all(gs.map((g, r) => g.allGatherv(rowsOf(r, 1), { sizes: views[r] }).then(() => undefined, (e: GroupcommError) => e)));
