@@ -75,11 +75,17 @@ async function round(c: RoundCommand): Promise<void> {
   try {
     // The short timeout is for the calls a rank dies in. A create that is not this round's point
     // gets a long one: 4 mixed-runtime ranks on a loaded 2-CPU machine have overrun 1.5 s (the
-    // round then had no victim to name). Every call below passes the short one itself.
+    // round then had no victim to name). Every call below passes the short one itself, and no
+    // rank goes on before all have created (through the store, not the group), so a victim
+    // cannot die while the others are still in that long create.
     g = await at('create', () => StatelessGroupCoordinator.create({
       groupRanks: [all], globalRank: rank, groupName: `chaos${c.round}`, rendezvous: store,
       timeoutMs: c.point === 'create' ? c.timeoutMs : Math.max(c.timeoutMs, CREATE_TIMEOUT_MS),
     }));
+    if (c.point !== 'create') {
+      await store.set(`chaos/${c.round}/created/${rank}`, '1');
+      await store.wait(all.map((r) => `chaos/${c.round}/created/${r}`), { timeoutMs: 2 * CREATE_TIMEOUT_MS });
+    }
     for (let i = 0; i < 2; i++) {
       const s = (await at('allReduce', () => g!.allReduce(tensor(new Float32Array(256).fill(rank + 1)), opts))) as CpuTensor;
       if (s.data[0] !== (ws * (ws + 1)) / 2) rep.wrong = `allReduce gave ${s.data[0]}`;
