@@ -162,7 +162,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * needs them (docs/cpu-group.md, "Setup").
    */
   transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
-    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
+    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`, { rank: this.rank });
     return this.mesh.transportOf(peer);
   }
 
