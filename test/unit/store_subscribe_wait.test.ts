@@ -109,6 +109,8 @@ test('a wait on a pooled connection: TIMEOUT after its timeoutMs (not sooner), w
   assert.ok(took >= 250, `timed out after ${took} ms`);
   assert.ok(e.elapsedMs! >= 250 && e.elapsedMs! <= took + 1, `elapsedMs ${e.elapsedMs}, measured ${took}`);
   for (let t = 0; t < 100 && inside(s).idle.length === 0; t++) await sleep(10);
+  assert.is(inside(s).idle.length, 1, 'WAIT_CANCELED alone: the connection is in step and back in the pool');
+  assert.is(inside(s).waitConns.size, 1);
   const ac = new AbortController();
   setTimeout(() => ac.abort('enough'), 50);
   const a = await failure(s.wait(['never3'], { timeoutMs: 5000, signal: ac.signal }));
