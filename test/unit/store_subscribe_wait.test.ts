@@ -89,13 +89,14 @@ test('wait pool: at most 4 idle wait connections; a closed idle one leaves the p
   await sleep(50);
   await writer.multiSet(['later', 'later2'], ['L', 'L2']);
   assert.is(text(await g), 'L');
+  assert.is(text(await writer.get('later')), 'L', 'a get (unlike take) leaves the key');
   await w;
   await sleep(20);
   assert.is(i.waitConns.size, 3, 'both went on idle connections, none opened');
   assert.is(i.idle.length, 3);
 }));
 
-test('a wait on a pooled connection: TIMEOUT after its timeoutMs (not sooner), with keys, timeoutMs and elapsedMs', () => withTcp(async (s, writer) => {
+test('a wait on a pooled connection: TIMEOUT after its timeoutMs (not sooner), with keys, timeoutMs and elapsedMs; an abort names the keys', () => withTcp(async (s, writer) => {
   const w = s.wait(['pool-warm'], { timeoutMs: 5000 });
   await sleep(30);
   await writer.set('pool-warm', 'v');
@@ -110,6 +111,14 @@ test('a wait on a pooled connection: TIMEOUT after its timeoutMs (not sooner), w
   assert.is(e.timeoutMs, 300);
   assert.ok(took >= 250, `timed out after ${took} ms`);
   assert.ok(e.elapsedMs! >= 250 && e.elapsedMs! <= took + 1, `elapsedMs ${e.elapsedMs}, measured ${took}`);
+  for (let t = 0; t < 100 && inside(s).idle.length === 0; t++) await sleep(10);
+  assert.is(inside(s).idle.length, 1, 'WAIT_CANCELED alone: the connection is in step and back in the pool');
+  assert.is(inside(s).waitConns.size, 1);
+  const ac = new AbortController();
+  setTimeout(() => ac.abort('enough'), 50);
+  const a = await failure(s.wait(['never3'], { timeoutMs: 5000, signal: ac.signal }));
+  assert.is(a.code, 'ERR_GROUPCOMM_ABORTED', String(a));
+  assert.equal(a.keys, ['never3']);
 }));
 
 test('close() lets a wait under way finish, also after a subscribe (each counted once, in and out)', () => withTcp(async (s, writer) => {
