@@ -6,9 +6,9 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
 import { GroupcommError } from '../../host/base/errors.js';
-import { Raw, VALIDATE, keys, ping } from './store_raw.js';
+import { Raw, VALIDATE, keys, ping, str } from './store_raw.js';
 
-const WAIT_GET = 0xe4;
+const WAIT_GET = 0xe4, MULTI_SET = 11;
 const bytes = (s: string) => new Uint8Array(Buffer.from(s));
 const noop = () => {};
 
@@ -90,6 +90,36 @@ test('a consuming WAIT_GET completed by publishLocal gets the value, and the key
     assert.is(server.numKeys, 1, 'an ordinary publish stays');
   } finally {
     r.close();
+    await server.close();
+  }
+});
+
+test('a publishLocal nested in a request (a subscriber publishing) leaves that request\'s consuming reads for its end', async () => {
+  const server = await TcpStoreServer.listen({ port: 0, subscribePrefixes: 'any' });
+  const taker = await Raw.connect(server.port);
+  const reader = await Raw.connect(server.port);
+  const w = await Raw.connect(server.port);
+  try {
+    const hub = server.subscribeLocal('/s/', () => server.publishLocal(['/o'], [bytes('o')]), noop)!;
+    taker.write(VALIDATE, Buffer.from([WAIT_GET, 1]), keys('/t'), ping(1)); // consuming
+    reader.write(VALIDATE, Buffer.from([WAIT_GET, 0]), keys('/t', '/t2'), ping(2));
+    await taker.read(4);
+    await reader.read(4);
+    // One request: /t (wakes the taker: /t is to be deleted), /s/x (the hub publishes /o from
+    // inside it), then /t2 (wakes the reader, which must still see /t).
+    w.write(VALIDATE, Buffer.from([MULTI_SET]), Buffer.from([3, 0, 0, 0, 0, 0, 0, 0]), str('/t'), str('tv'), str('/s/x'), str('1'), str('/t2'), str('t2v'));
+    const one = Buffer.concat([Buffer.from([0]), str('tv')]);
+    assert.ok((await taker.read(one.length)).equals(one), 'the taker');
+    const two = Buffer.concat([Buffer.from([0]), str('tv'), str('t2v')]);
+    assert.ok((await reader.read(two.length)).equals(two), 'the reader still saw /t');
+    w.write(ping(3));
+    await w.read(4);
+    assert.is(server.numKeys, 2, '/t taken at the end; /t2 and /o stay');
+    hub.close();
+  } finally {
+    taker.close();
+    reader.close();
+    w.close();
     await server.close();
   }
 });
