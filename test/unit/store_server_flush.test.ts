@@ -6,22 +6,13 @@ import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
-import { Raw, VALIDATE, keys, ping, str } from './store_raw.js';
+import { Raw, VALIDATE, keys, ping, str, withServer } from './store_raw.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
 const SET = 1, GET = 3, WAIT_GET = 0xe4;
 const set = (k: string, v: string | Buffer) => Buffer.concat([op(SET), str(k), str(v)]);
 const get = (k: string) => Buffer.concat([op(GET), str(k)]);
-
-async function withServer(fn: (server: TcpStoreServer) => Promise<void>): Promise<void> {
-  const server = await TcpStoreServer.listen({ port: 0 });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
 
 /** A raw client that counts the reply bytes it reads (and notices its close) instead of keeping them. */
 function counting(port: number): Promise<{ socket: net.Socket; received: () => number; closed: () => boolean }> {

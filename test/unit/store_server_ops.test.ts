@@ -5,27 +5,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
 import { EXT_PROBE_KEY } from '../../host/store/protocol.js';
-import { Raw, VALIDATE, keys, ping, str } from './store_raw.js';
+import { Raw, VALIDATE, keys, ping, str, withServer, sync } from './store_raw.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
 const SET = 1, CHECK = 5, SUBSCRIBE = 0xe6;
 const set = (k: string, v: string | Buffer) => Buffer.concat([op(SET), str(k), str(v)]);
-
-async function withServer(fn: (server: TcpStoreServer) => Promise<void>, opts: Parameters<typeof TcpStoreServer.listen>[0] = {}): Promise<void> {
-  const server = await TcpStoreServer.listen({ port: 0, ...opts });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-/** Sends a PING and checks that its echo is the very next thing on the wire. */
-async function sync(r: Raw, nonce = 0x0a0b0c0d): Promise<void> {
-  r.write(ping(nonce));
-  assert.ok((await r.read(4)).equals(ping(nonce).subarray(1)), 'the PING echo came next');
-}
 
 test('VALIDATE again on a ready connection: the right magic is accepted silently, a wrong one closes it', () => withServer(async (server) => {
   const r = await Raw.connect(server.port);

@@ -8,26 +8,12 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
 import { authProof, secretBytes } from '../../host/store/auth.js';
-import { Raw, VALIDATE, keys, le64, ping, str } from './store_raw.js';
+import { Raw, VALIDATE, keys, le64, ping, str, withServer, sync } from './store_raw.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
 const SET = 1, PING = 13, QUEUE_PUSH = 14, QUEUE_POP = 15, AUTH_HELLO = 0xe1, AUTH_PROOF = 0xe2, JOIN_RANK = 0xe3, WAIT_GET = 0xe4, SUBSCRIBE = 0xe6;
 const set = (k: string, v: string | Buffer) => Buffer.concat([op(SET), str(k), str(v)]);
-
-async function withServer(fn: (server: TcpStoreServer) => Promise<void>, opts: Parameters<typeof TcpStoreServer.listen>[0] = {}): Promise<void> {
-  const server = await TcpStoreServer.listen({ port: 0, ...opts });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-async function sync(r: Raw, nonce = 0x0a0b0c0d): Promise<void> {
-  r.write(ping(nonce));
-  assert.ok((await r.read(4)).equals(ping(nonce).subarray(1)), 'the PING echo came next');
-}
 
 /** Sends `bytes` on a new connection; true when the server closed it without a byte of reply. */
 async function refused(port: number, ...bytes: Buffer[]): Promise<boolean> {
