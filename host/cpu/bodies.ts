@@ -99,7 +99,7 @@ export function prepareReduceScatter(c: CallContext, input: CpuTensor, opts: Red
   const op = c.reduceOp(opts.op);
   const P = c.worldSize;
   if (x.shape.length === 0 || x.shape[0] % P !== 0) {
-    throw invalidArgument(`reduceScatter: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`, { rank: c.rank });
+    throw invalidArgument(`reduceScatter: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
   }
   const { t: out } = c.output(opts.out, x.dtype, scatteredShape(x.shape, P), x, 'reduceScatter');
   const reduce = c.reducer(op, x.dtype);
@@ -160,7 +160,7 @@ export function prepareScatter(c: CallContext, t: CpuTensor | undefined, opts: O
   const x = c.cpu(t, 'scatter');
   const want = gatheredShape(out.shape, c.worldSize);
   if (x.dtype !== out.dtype || x.shape.length !== want.length || x.shape.some((d, i) => d !== want[i])) {
-    throw invalidArgument(`scatter: input is ${x.dtype}[${x.shape.join(', ')}], expected ${out.dtype}[${want.join(', ')}] for out ${out.dtype}[${out.shape.join(', ')}]`, { rank: c.rank });
+    throw invalidArgument(`scatter: input is ${x.dtype}[${x.shape.join(', ')}], expected ${out.dtype}[${want.join(', ')}] for out ${out.dtype}[${out.shape.join(', ')}]`);
   }
   const input = bytesOf(x);
   checkOutAliasing(out, x, false, 'scatter', { rank: c.rank });
@@ -176,7 +176,7 @@ export function prepareAllToAll(c: CallContext, input: CpuTensor, opts: OutOptio
   const x = c.cpu(input, 'allToAll');
   const P = c.worldSize;
   if (x.shape.length === 0 || x.shape[0] % P !== 0) {
-    throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`, { rank: c.rank });
+    throw invalidArgument(`allToAll: dim 0 of [${x.shape.join(', ')}] must be a multiple of the world size ${P}`);
   }
   const { t: out } = c.output(opts.out, x.dtype, [...x.shape], x, 'allToAll');
   return [{ collective: 'allToAll', dtype: x.dtype, ...callOf(x, opts) }, async (ex) => {

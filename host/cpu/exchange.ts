@@ -2,7 +2,7 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { isGroupcommError, peerLeftError, protocolError, withContext, type GroupcommError } from '../base/errors.js';
+import { isGroupcommError, peerLeftError, protocolError, withRank, type GroupcommError } from '../base/errors.js';
 import { routeKey, type Sink } from './link/sink.js';
 import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
@@ -104,7 +104,7 @@ export class Exchange {
         return used;
       },
       // The parser's errors name the peer; the caller's rank is this operation's to add.
-      fail: (e) => this.fail(isGroupcommError(e) && e.rank === undefined ? withContext(e, e.message, { rank: this.rank }) : e),
+      fail: (e) => this.fail(withRank(e, this.rank) as GroupcommError),
       fingerprint: this.kind === KIND_COLL ? this.tag : undefined,
     };
     this.mesh.register(peer, this.key, sink);

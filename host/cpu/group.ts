@@ -19,7 +19,7 @@ import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { logger, othersOf, traceOp, type Logger } from '../base/log.js';
 import {
-  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, mismatchError, peerLostError, timeoutError,
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, mismatchError, peerLostError, timeoutError, withRank,
 } from '../base/errors.js';
 import { bytesOf, type CpuTensor } from '../core/tensor.js';
 import type {
@@ -366,7 +366,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
     try {
       [call, body] = prepare();
     } catch (e) {
-      return Promise.reject(e);
+      // Every refusal names this rank (checks that do not know it, variable.ts's, get it here).
+      return Promise.reject(withRank(e, this.rank));
     }
     return this.collective(what, opts, body, fingerprint(call));
   }

@@ -38,12 +38,12 @@ const PAYLOAD = 1;
 export function allGatherv(g: VariableHost, input: CpuTensor, opts: SizesOptions<CpuTensor>): Promise<CpuTensor> {
   return g.runVariable('allGatherv', opts, () => {
     const what = 'allGatherv';
-    const x = cpu(input, what, g.rank);
-    const sizes = counts(opts?.sizes, g.worldSize, `${what} sizes`, g.rank);
-    const rows = rowsOf(x, what, g.rank);
+    const x = cpu(input, what);
+    const sizes = counts(opts?.sizes, g.worldSize, `${what} sizes`);
+    const rows = rowsOf(x, what);
     if (rows !== sizes[g.rank]) throw invalidArgument(`${what}: rank ${g.rank}'s input has ${rows} rows (dim 0), sizes[${g.rank}] says ${sizes[g.rank]}`, { rank: g.rank });
     const row = rowShape(x);
-    const out = output(opts.out, x, [sum(sizes), ...row], what, g.rank);
+    const out = output(opts.out, x, [sum(sizes), ...row], what);
     const rowBytes = numel(row) * itemSize(x.dtype);
     const header = encode(x.dtype, row, sizes);
     return async (ex) => {
@@ -69,13 +69,13 @@ export function allGatherv(g: VariableHost, input: CpuTensor, opts: SizesOptions
 export function reduceScatterv(g: VariableHost, input: CpuTensor, opts: SizesReduceOptions<CpuTensor>): Promise<CpuTensor> {
   return g.runVariable('reduceScatterv', opts, () => {
     const what = 'reduceScatterv';
-    const x = cpu(input, what, g.rank);
-    const sizes = counts(opts?.sizes, g.worldSize, `${what} sizes`, g.rank);
-    const op = reduceOp(opts.op, x.dtype, what, g.rank);
-    const rows = rowsOf(x, what, g.rank);
+    const x = cpu(input, what);
+    const sizes = counts(opts?.sizes, g.worldSize, `${what} sizes`);
+    const op = reduceOp(opts.op, x.dtype, what);
+    const rows = rowsOf(x, what);
     if (rows !== sum(sizes)) throw invalidArgument(`${what}: rank ${g.rank}'s input has ${rows} rows (dim 0), the sizes add up to ${sum(sizes)}`, { rank: g.rank });
     const row = rowShape(x);
-    const out = output(opts.out, x, [sizes[g.rank], ...row], what, g.rank);
+    const out = output(opts.out, x, [sizes[g.rank], ...row], what);
     const rowBytes = numel(row) * itemSize(x.dtype);
     const header = encode(x.dtype, row, sizes);
     return async (ex) => {
@@ -117,18 +117,18 @@ export function reduceScatterv(g: VariableHost, input: CpuTensor, opts: SizesRed
 export function allToAllv(g: VariableHost, input: CpuTensor, opts: AllToAllSplitsOptions<CpuTensor>): Promise<CpuTensor> {
   return g.runVariable('allToAll', opts, () => {
     const what = 'allToAll';
-    const x = cpu(input, what, g.rank);
+    const x = cpu(input, what);
     const P = g.worldSize;
-    const rows = rowsOf(x, what, g.rank);
-    const ins = opts.inputSplits === undefined ? equal(rows, P, `${what}: input`, g.rank) : counts(opts.inputSplits, P, `${what} inputSplits`, g.rank);
+    const rows = rowsOf(x, what);
+    const ins = opts.inputSplits === undefined ? equal(rows, P, `${what}: input`) : counts(opts.inputSplits, P, `${what} inputSplits`);
     if (sum(ins) !== rows) throw invalidArgument(`${what}: rank ${g.rank}'s input has ${rows} rows (dim 0), inputSplits add up to ${sum(ins)}`, { rank: g.rank });
     // Without outputSplits each peer sends as many rows as this rank sends it (torch: equal blocks).
-    const outs = opts.outputSplits === undefined ? equal(rows, P, `${what}: output`, g.rank) : counts(opts.outputSplits, P, `${what} outputSplits`, g.rank);
+    const outs = opts.outputSplits === undefined ? equal(rows, P, `${what}: output`) : counts(opts.outputSplits, P, `${what} outputSplits`);
     if (outs[g.rank] !== ins[g.rank]) {
       throw invalidArgument(`${what}: rank ${g.rank} sends itself ${ins[g.rank]} rows (inputSplits) but expects ${outs[g.rank]} (outputSplits)`, { rank: g.rank });
     }
     const row = rowShape(x);
-    const out = output(opts.out, x, [sum(outs), ...row], what, g.rank);
+    const out = output(opts.out, x, [sum(outs), ...row], what);
     const rowBytes = numel(row) * itemSize(x.dtype);
     return async (ex) => {
       const inp = bytesOf(x);
@@ -150,33 +150,33 @@ export function allToAllv(g: VariableHost, input: CpuTensor, opts: AllToAllSplit
   });
 }
 
-// ---- checks (each refusal names this rank, like the CPU group's other checks) -------------------
+// ---- checks (thrown from runVariable's prepare: the CPU group adds this rank to each) -----------
 
-function cpu(t: CpuTensor | undefined, what: string, rank: number): CpuTensor {
-  if (!t || typeof t !== 'object' || !isCpu(t) || !ArrayBuffer.isView(t.data)) throw invalidArgument(`${what}: expected a CPU tensor`, { rank });
+function cpu(t: CpuTensor | undefined, what: string): CpuTensor {
+  if (!t || typeof t !== 'object' || !isCpu(t) || !ArrayBuffer.isView(t.data)) throw invalidArgument(`${what}: expected a CPU tensor`);
   const n = numel(t.shape) * itemSize(t.dtype);
-  if (t.data.byteLength !== n) throw invalidArgument(`${what}: shape [${t.shape.join(', ')}] of ${t.dtype} needs ${n} bytes, data has ${t.data.byteLength}`, { rank });
+  if (t.data.byteLength !== n) throw invalidArgument(`${what}: shape [${t.shape.join(', ')}] of ${t.dtype} needs ${n} bytes, data has ${t.data.byteLength}`);
   return t;
 }
 
-function rowsOf(t: CpuTensor, what: string, rank: number): number {
-  if (t.shape.length === 0) throw invalidArgument(`${what}: a 0-d tensor has no rows to split`, { rank });
+function rowsOf(t: CpuTensor, what: string): number {
+  if (t.shape.length === 0) throw invalidArgument(`${what}: a 0-d tensor has no rows to split`);
   return t.shape[0];
 }
 
 const rowShape = (t: CpuTensor): number[] => t.shape.slice(1);
 const sum = (a: readonly number[]): number => a.reduce((x, y) => x + y, 0);
 
-/** A list of `n` row counts (integers >= 0). `rank`: the caller's, for the error (the coordinator adds its own). */
-export function counts(v: unknown, n: number, what: string, rank?: number): number[] {
+/** A list of `n` row counts (integers >= 0). */
+export function counts(v: unknown, n: number, what: string): number[] {
   if (!Array.isArray(v) || v.length !== n || !v.every((s) => Number.isSafeInteger(s) && s >= 0)) {
-    throw invalidArgument(`${what}: expected ${n} integers >= 0 (one per rank), got ${JSON.stringify(v)}`, { rank });
+    throw invalidArgument(`${what}: expected ${n} integers >= 0 (one per rank), got ${JSON.stringify(v)}`);
   }
   return [...v];
 }
 
-function equal(rows: number, P: number, what: string, rank: number): number[] {
-  if (rows % P !== 0) throw invalidArgument(`${what}: dim 0 has ${rows} rows, not divisible by the world size ${P}; pass splits`, { rank });
+function equal(rows: number, P: number, what: string): number[] {
+  if (rows % P !== 0) throw invalidArgument(`${what}: dim 0 has ${rows} rows, not divisible by the world size ${P}; pass splits`);
   return Array.from({ length: P }, () => rows / P);
 }
 
@@ -187,28 +187,28 @@ function offsets(sizes: readonly number[], rowBytes: number): number[] {
   return at;
 }
 
-function reduceOp(op: unknown, dtype: DType, what: string, rank: number): ReduceOpSpec {
+function reduceOp(op: unknown, dtype: DType, what: string): ReduceOpSpec {
   if (isPreMulSum(op)) {
     try {
       premulScalar(dtype, op);
     } catch (e) {
-      throw isGroupcommError(e) ? withContext(e, `${what}: ${e.message}`, { rank }) : e;
+      throw isGroupcommError(e) ? withContext(e, `${what}: ${e.message}`) : e;
     }
     return op;
   }
   const o = (op ?? 'sum') as ReduceOp;
-  if (!REDUCE_OPS.includes(o)) throw invalidArgument(`${what}: unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`, { rank });
-  if (o === 'avg' && dtype === 'bool') throw invalidArgument(`${what}: avg is not defined for bool (sum or max for "any", prod or min for "all")`, { rank });
+  if (!REDUCE_OPS.includes(o)) throw invalidArgument(`${what}: unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
+  if (o === 'avg' && dtype === 'bool') throw invalidArgument(`${what}: avg is not defined for bool (sum or max for "any", prod or min for "all")`);
   return o;
 }
 
-function output(out: CpuTensor | undefined, x: CpuTensor, shape: number[], what: string, rank: number): CpuTensor {
+function output(out: CpuTensor | undefined, x: CpuTensor, shape: number[], what: string): CpuTensor {
   if (out === undefined) return empty(shape, x.dtype);
-  const o = cpu(out, `${what} out`, rank);
+  const o = cpu(out, `${what} out`);
   if (o.dtype !== x.dtype || o.shape.length !== shape.length || o.shape.some((d, i) => d !== shape[i])) {
-    throw invalidArgument(`${what}: out is ${o.dtype}[${o.shape.join(', ')}], expected ${x.dtype}[${shape.join(', ')}]`, { rank });
+    throw invalidArgument(`${what}: out is ${o.dtype}[${o.shape.join(', ')}], expected ${x.dtype}[${shape.join(', ')}]`);
   }
-  checkOutAliasing(o, x, false, what, { rank });
+  checkOutAliasing(o, x, false, what);
   return o;
 }
 
