@@ -190,7 +190,7 @@ export const SETTINGS = {
   GROUPCOMM_CPU_MAX_FRAME_BYTES: decl<number>({
     parser: positiveInt('bytes'),
     default: 2 ** 32, readBy: 'CPU group', read: 'call',
-    doc: 'largest frame payload a peer may declare (exchanged in the handshake; a larger declared length closes that link with ERR_GROUPCOMM_PROTOCOL before anything is allocated).',
+    doc: 'largest frame payload a peer may declare (exchanged in the handshake; a larger declared length closes that link with ERR_GROUPCOMM_PROTOCOL before anything is allocated). A call whose frame (a point-to-point tensor, a collective step\'s segment) is above a peer\'s limit fails on the sender with ERR_GROUPCOMM_INVALID_ARGUMENT naming that peer.',
   }),
   GROUPCOMM_MAX_DECODE_BYTES: decl<number>({
     parser: positiveInt('bytes'),

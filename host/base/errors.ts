@@ -149,3 +149,8 @@ export function withContext(e: GroupcommError, message: string, fields: Groupcom
     host: e.host, port: e.port, ...fields, cause: e,
   });
 }
+
+/** `e` naming `rank` as the rank it happened on, when it names none (a lower layer did not know it). */
+export function withRank(e: unknown, rank: number): unknown {
+  return isGroupcommError(e) && e.rank === undefined ? withContext(e, e.message, { rank }) : e;
+}

@@ -2,7 +2,7 @@
  * One operation's view of the mesh: its frames (one key), the receives it is waiting for, the
  * writes not yet flushed, and a single way to fail. Algorithms are written against this.
  */
-import { peerLeftError, protocolError, type GroupcommError } from '../base/errors.js';
+import { isGroupcommError, peerLeftError, protocolError, withRank, type GroupcommError } from '../base/errors.js';
 import { routeKey, type Sink } from './link/sink.js';
 import { KIND_COLL } from './wire.js';
 import type { FrameHeader, SendOptions } from './link/link.js';
@@ -103,7 +103,8 @@ export class Exchange {
         if (used) this.expect(peer, -1);
         return used;
       },
-      fail: (e) => this.fail(e),
+      // The parser's errors name the peer; the caller's rank is this operation's to add.
+      fail: (e) => this.fail(withRank(e, this.rank) as GroupcommError),
       fingerprint: this.kind === KIND_COLL ? this.tag : undefined,
     };
     this.mesh.register(peer, this.key, sink);
@@ -187,9 +188,10 @@ export class Exchange {
     this.writes++;
     this.frame.slot = slot;
     this.mesh.send(peer, this.frame, payload, copy ? COPY : NO_COPY, (err) => {
-      // A failed write means a lost connection, which the mesh reports with the peer's name;
-      // counting it as done only keeps flushed() from waiting forever.
-      void err;
+      // A frame the peer would refuse (its maximum) fails the operation here, naming it. Any
+      // other failed write means a lost connection, which the mesh reports with the peer's
+      // name; counting it as done only keeps flushed() from waiting forever.
+      if (isGroupcommError(err)) this.fail(err);
       this.writes--;
       if (this.writes === 0 && this.flushWaiter) {
         const w = this.flushWaiter;

@@ -19,7 +19,7 @@ import { asyncDispose, type CloseOptions, reasonSuffix } from '../base/lifecycle
 import { checkFactory, factoryToken } from '../base/factory.js';
 import { logger, othersOf, traceOp, type Logger } from '../base/log.js';
 import {
-  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, mismatchError, peerLostError, timeoutError,
+  abortedError, destroyedError, GroupcommError, invalidArgument, isGroupcommError, mismatchError, peerLostError, timeoutError, withRank,
 } from '../base/errors.js';
 import { bytesOf, type CpuTensor } from '../core/tensor.js';
 import type {
@@ -162,7 +162,7 @@ export class CpuGroup implements Collectives<CpuTensor> {
    * needs them (docs/cpu-group.md, "Setup").
    */
   transportTo(peer: number): 'self' | 'tcp' | 'shm' | 'mixed' | 'none' {
-    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`);
+    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize) throw invalidArgument(`peer must be in [0, ${this.worldSize}), got ${peer}`, { rank: this.rank });
     return this.mesh.transportOf(peer);
   }
 
@@ -366,7 +366,8 @@ export class CpuGroup implements Collectives<CpuTensor> {
     try {
       [call, body] = prepare();
     } catch (e) {
-      return Promise.reject(e);
+      // Every refusal names this rank (checks that do not know it, variable.ts's, get it here).
+      return Promise.reject(withRank(e, this.rank));
     }
     return this.collective(what, opts, body, fingerprint(call));
   }

@@ -22,7 +22,7 @@
  */
 import net from 'node:net';
 import type { Store } from '../store/types.js';
-import { GroupcommError, mismatchError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
+import { GroupcommError, invalidArgument, mismatchError, peerLostError, protocolError, timeoutError, abortedError } from '../base/errors.js';
 import { KIND_VERDICT, Status } from './wire.js';
 import { watchLiveness } from './liveness.js';
 import { logger, type Logger } from '../base/log.js';
@@ -466,7 +466,9 @@ export class Mesh {
       return;
     }
     if (payload.byteLength > this.peerMaxFrame[peer]) {
-      done(new Error(`a frame of ${payload.byteLength} bytes is above rank ${peer}'s maximum of ${this.peerMaxFrame[peer]} (GROUPCOMM_CPU_MAX_FRAME_BYTES)`));
+      // A limit, not a lost link: the operation fails with it (Exchange.send), nothing is sent.
+      done(invalidArgument(`rank ${this.rank}: a frame of ${payload.byteLength} bytes is above rank ${peer}'s maximum of ${this.peerMaxFrame[peer]} (GROUPCOMM_CPU_MAX_FRAME_BYTES)`,
+        { rank: this.rank, peerRank: peer }));
       return;
     }
     link.send(frame, payload, opts, done);

@@ -178,7 +178,7 @@ export class SharedSegments {
     const s = r.itemSize;
     const C = this.chunkBytes;
     const per = Math.floor(C / s); // elements per chunk
-    if (per < 1) throw invalidArgument(`allReduce: ${s}-byte elements do not fit a ${C}-byte chunk`);
+    if (per < 1) throw invalidArgument(`allReduce: ${s}-byte elements do not fit a ${C}-byte chunk`, { rank });
     const E = r.input.byteLength / s;
     const K = Math.ceil(E / per);
     const views = this.views;

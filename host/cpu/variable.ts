@@ -14,7 +14,7 @@
  * instead of leaving one waiting; the payload (slot 1) is read only after its header matched.
  */
 import type { OpOptions } from '../base/deadline.js';
-import { invalidArgument } from '../base/errors.js';
+import { invalidArgument, isGroupcommError, withContext } from '../base/errors.js';
 import { checkOutAliasing } from '../core/alias.js';
 import type { SizesOptions, SizesReduceOptions, AllToAllSplitsOptions } from '../core/collectives.js';
 import { DTYPE_NAMES } from '../core/dtype.js';
@@ -71,7 +71,7 @@ export function reduceScatterv(g: VariableHost, input: CpuTensor, opts: SizesRed
     const what = 'reduceScatterv';
     const x = cpu(input, what);
     const sizes = counts(opts?.sizes, g.worldSize, `${what} sizes`);
-    const op = reduceOp(opts.op, x.dtype);
+    const op = reduceOp(opts.op, x.dtype, what);
     const rows = rowsOf(x, what);
     if (rows !== sum(sizes)) throw invalidArgument(`${what}: rank ${g.rank}'s input has ${rows} rows (dim 0), the sizes add up to ${sum(sizes)}`, { rank: g.rank });
     const row = rowShape(x);
@@ -150,7 +150,7 @@ export function allToAllv(g: VariableHost, input: CpuTensor, opts: AllToAllSplit
   });
 }
 
-// ---- checks ------------------------------------------------------------------------------------
+// ---- checks (thrown from runVariable's prepare: the CPU group adds this rank to each) -----------
 
 function cpu(t: CpuTensor | undefined, what: string): CpuTensor {
   if (!t || typeof t !== 'object' || !isCpu(t) || !ArrayBuffer.isView(t.data)) throw invalidArgument(`${what}: expected a CPU tensor`);
@@ -187,11 +187,18 @@ function offsets(sizes: readonly number[], rowBytes: number): number[] {
   return at;
 }
 
-function reduceOp(op: unknown, dtype: DType): ReduceOpSpec {
-  if (isPreMulSum(op)) { premulScalar(dtype, op); return op; }
+function reduceOp(op: unknown, dtype: DType, what: string): ReduceOpSpec {
+  if (isPreMulSum(op)) {
+    try {
+      premulScalar(dtype, op);
+    } catch (e) {
+      throw isGroupcommError(e) ? withContext(e, `${what}: ${e.message}`) : e;
+    }
+    return op;
+  }
   const o = (op ?? 'sum') as ReduceOp;
-  if (!REDUCE_OPS.includes(o)) throw invalidArgument(`unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
-  if (o === 'avg' && dtype === 'bool') throw invalidArgument('avg is not defined for bool (sum or max for "any", prod or min for "all")');
+  if (!REDUCE_OPS.includes(o)) throw invalidArgument(`${what}: unknown reduce op '${String(op)}'; expected one of ${REDUCE_OPS.join(', ')}`);
+  if (o === 'avg' && dtype === 'bool') throw invalidArgument(`${what}: avg is not defined for bool (sum or max for "any", prod or min for "all")`);
   return o;
 }
 

@@ -29,10 +29,17 @@ export class CollectiveLane {
   hub = false;
   #collSeq = 0;
   /**
-   * On the hub (rank 0): the ranks whose parts it had when one of its collectives failed (the
-   * parts are gone with the failed read; a late query still gets the answer). The last few only.
+   * On the hub (rank 0): the ranks whose parts it had when one of its collectives ended — all of
+   * them when it completed, some when it failed. The parts are gone with the read, and a late
+   * query still gets the answer: a rank whose bundle was lost on its way then names rank 0, not
+   * ranks that had arrived. The last few only.
    */
-  readonly #hubGaveUp = new Map<number, number[]>();
+  readonly #hubEnded = new Map<number, number[]>();
+
+  #ended(n: number, arrived: number[]): void {
+    this.#hubEnded.set(n, arrived);
+    if (this.#hubEnded.size > 16) this.#hubEnded.delete(this.#hubEnded.keys().next().value!);
+  }
 
   constructor(private readonly m: Messages) {}
 
@@ -81,10 +88,10 @@ export class CollectiveLane {
         values = await m.take(others.map(tagOf), others, 'c', label, o);
       } catch (e) {
         const missing = (e as GroupcommError).peerRanks ?? others;
-        this.#hubGaveUp.set(n, others.filter((r) => !missing.includes(r)));
-        if (this.#hubGaveUp.size > 16) this.#hubGaveUp.delete(this.#hubGaveUp.keys().next().value!);
+        this.#ended(n, others.filter((r) => !missing.includes(r)));
         throw e;
       }
+      this.#ended(n, others);
       await m.post(others, `c/${n}/all`, packParts([mine, ...values]), label, o);
     } else {
       const put = m.post(others, tagOf(m.rank), mine, label, o);
@@ -129,7 +136,7 @@ export class CollectiveLane {
       if (!Number.isInteger(n) || n < 0 || !Number.isInteger(r) || r <= 0 || r >= m.worldSize) return;
       const ranks = m.others; // this is rank 0: every other rank
       const got = box.arrived(ranks.map((s) => `c/${n}/${s}`));
-      const ans = encodeObject({ entered: n < this.#collSeq, arrived: this.#hubGaveUp.get(n) ?? ranks.filter((_, i) => got[i]) });
+      const ans = encodeObject({ entered: n < this.#collSeq, arrived: this.#hubEnded.get(n) ?? ranks.filter((_, i) => got[i]) });
       m.post([r], `a/${n}`, ans, 'collective query', { timeoutMs: m.timeoutMs }).catch(() => {});
     };
   }

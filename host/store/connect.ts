@@ -157,7 +157,8 @@ export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connect
       throw abortedError(`connect to store ${address} aborted`, { cause: spec.signal.reason });
     }
     const left = spec.timeoutMs - (performance.now() - t0);
-    if (left <= 0) break;
+    // Under a millisecond is no time for a try: a timer may fire that much before its time.
+    if (left < 1) break;
     attempts++;
     let conn: Connection | undefined;
     try {
@@ -182,7 +183,7 @@ export async function openConnection(spec: ConnectSpec): Promise<{ conn: Connect
       spec.log.debug(`connect to ${address} failed (try ${attempts}): ${(e as Error).message}; retrying in ~${Math.round(delay)}ms`);
     }
     const left2 = spec.timeoutMs - (performance.now() - t0);
-    if (left2 <= 0) break;
+    if (left2 < 1) break;
     const pause = Math.min(left2, delay * (0.5 + Math.random()));
     await sleep(pause, spec.signal);
     delay = Math.min(BACKOFF_MAX_MS, delay * BACKOFF_FACTOR);

@@ -114,7 +114,7 @@ test('a SIGKILLed rank: survivors reclaim its 1,000 queued messages and a 1 MiB 
     setTimeout(() => void probe.set('reclaim-test/victim-exited', '1').catch(() => {}), 200);
   });
   const outs = await run.done;
-  await probe.deleteKey('reclaim-test/victim-exited');
+  for (const k of ['victim-exited', 'reclaimed/0', 'reclaimed/2']) await probe.deleteKey(`reclaim-test/${k}`);
   assert.is(outs[1].signal, 'SIGKILL');
   for (const o of [outs[0], outs[2]]) assert.ok(o.result, `rank ${o.rank} reported nothing: ${o.stderr}`);
   // Really queued (seen by the sender, after its writes): the 1,000 messages, the stored

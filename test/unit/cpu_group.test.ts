@@ -11,6 +11,7 @@ import { bytesOf, empty, tensor, type CpuTensor } from '../../host/core/tensor.j
 import { encodeHello, ACK_SIZE, CHALLENGE_SIZE, decodeAck, Status } from '../../host/cpu/wire.js';
 import { signHello } from '../../host/cpu/link/handshake.js';
 import { rejectsWith } from '../helpers/rejects.js';
+import type { GroupcommError } from '../../host/base/errors.js';
 
 let store: TcpStore;
 let groupNo = 0;
@@ -296,6 +297,29 @@ test('aliasing contract: inputs unchanged after every op, out honoured, in place
   } finally {
     await destroyAll(gs); // also when an assertion failed: open sockets would keep the file running
   }
+});
+
+test('a frame above the peer\'s maximum (maxFrameBytes) fails the sender\'s call at once, naming the peer', async () => {
+  // Rank 1 accepts frames up to 64 KiB; rank 0 keeps the default. A 1 MiB send is one frame and
+  // so is each half of a 2-rank 2 MiB allReduce: rank 0's calls fail with the limit (before, they
+  // resolved or waited as if the frame had gone), while rank 1 waits for rank 0 and times out.
+  const groupName = `unit-${groupNo++}`;
+  const gs = await Promise.all([0, 1].map((rank) => CpuGroup.create({
+    store, rank, worldSize: 2, groupName, timeoutMs: 1500, maxFrameBytes: rank === 1 ? 1 << 16 : undefined,
+  })));
+  for (const g of gs) live.add(g);
+  const big = () => tensor(new Float32Array(1 << 18));
+  const limit = (e: GroupcommError, what: string) => {
+    assert.is(e.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', `${what}: ${e.message}`);
+    assert.equal([e.rank, e.peerRank], [0, 1], what);
+    assert.match(e.message, /above rank 1's maximum of 65536 \(GROUPCOMM_CPU_MAX_FRAME_BYTES\)/, what);
+  };
+  const [sent, got] = await Promise.all([gs[0].send(big(), 1).then(() => undefined, (e) => e), gs[1].recv(big(), 0).then(() => undefined, (e) => e)]);
+  limit(sent, 'send');
+  assert.is(got?.code, 'ERR_GROUPCOMM_TIMEOUT');
+  assert.equal(got.peerRanks, [0]);
+  const [r0] = await Promise.all(gs.map((g) => g.allReduce(tensor(new Float32Array(1 << 19))).then(() => undefined, (e) => e)));
+  limit(r0, 'allReduce');
 });
 
 test('world size 1: every collective completes locally', async () => {

@@ -1,6 +1,7 @@
 // The CPU group's Listener (host/cpu/link/listener.ts) with a scripted handshake (a test double of
 // Handshake.readHello): connections without a HELLO are bounded in time and number, accepted ones
-// are handed over, close drops the strangers, a taken port is a BIND error. Loopback only.
+// are handed over, close drops the strangers, a taken port is a BIND error, a stranger's reset and
+// a server error after listening are survived. Loopback only.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import net from 'node:net';
@@ -135,6 +136,26 @@ test('a port already taken is a BIND error naming the listener', async () => {
   assert.is(e.code, ErrorCode.BIND);
   assert.match(e.message, /^second listener/);
   assert.is((e as { port?: number }).port, l.port);
+  l.close();
+});
+
+test('a stranger that resets its connection before its HELLO does not take the listener down; an error of the server after listening is a warning', async () => {
+  const { hs } = scripted();
+  const { log, warnings } = logger();
+  const got: number[] = [];
+  const l = await Listener.open({ host: '127.0.0.1', port: 0, what: 'x', worldSize: 2, hs, log, connected: () => false, accepted: (s, h) => { opened.push({ close: () => s.destroy() }); got.push(h.rank); } });
+  opened.push(l);
+  const rude = await connect(l.port);
+  await sleep(20);
+  rude.resetAndDestroy(); // the listener's side reads ECONNRESET: an 'error' event on its socket
+  await sleep(50);
+  const ok = await connect(l.port);
+  ok.write(Buffer.from([1]));
+  for (let i = 0; i < 100 && got.length === 0; i++) await sleep(5);
+  assert.equal(got, [1], 'still accepting');
+  // Past listen(), a server error (EMFILE on accept, say) is logged, not thrown.
+  (l as unknown as { server: net.Server }).server.emit('error', new Error('accept failed'));
+  assert.equal(warnings, ['listener error: accept failed']);
   l.close();
 });
 

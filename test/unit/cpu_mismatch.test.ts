@@ -106,6 +106,25 @@ test('a rank that only sends (gather, not the root) learns of the mismatch its r
   }
 });
 
+test('a verdict that arrives between calls fails the next call before it is numbered: the pair is in step again after it', async () => {
+  const gs = await groupOf(2);
+  try {
+    const [root, sender] = await Promise.allSettled([gs[0].gather(f32(), { dst: 0 }), gs[1].gather(i32(), { dst: 0 })]);
+    assert.is(root.status, 'rejected');
+    assert.is(sender.status, 'fulfilled', 'the sender compared nothing');
+    // Let the verdict frame arrive while rank 1 has nothing in flight.
+    await new Promise((r) => setTimeout(r, 200));
+    const e = await gs[1].barrier().then(() => undefined, (x) => x as { code: string; message: string; peerRank?: number });
+    assert.is(e?.code, 'ERR_GROUPCOMM_MISMATCH', String(e?.message));
+    assert.equal([e!.peerRank, /dtype \(int32 here, float32 on rank 0\)/.test(e!.message)], [0, true]);
+    // Both ranks are at collective #1 now: a matching call works, and the verdict is not told twice.
+    const sums = await Promise.all(gs.map((g) => g.allReduce(f32())));
+    for (const t of sums) assert.equal([...t.data], [...f32().data].map((v) => 2 * v));
+  } finally {
+    await Promise.all(gs.map((g) => g.abort()));
+  }
+});
+
 test('equal calls are not flagged; fingerprints differ by field', async () => {
   const gs = await groupOf(2);
   const out = await Promise.all(gs.map((g) => g.allReduce(f32(), { op: 'sum' }))) as CpuTensor[];

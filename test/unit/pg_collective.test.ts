@@ -136,6 +136,20 @@ test('a rank about to time out asks the hub a quarter of its timeout (at most 50
   assert.equal((await all[0]).peerRanks, [2], 'the hub itself names rank 2');
 });
 
+test('a bundle lost on its way after the hub completed: the late query hears that every part arrived, and rank 0 is named', async () => {
+  // Every part reaches rank 0, which completes collective 0; its bundle to rank 1 is lost.
+  const { posted, lanes } = ranks(3, { drop: (k) => k === 'g/1/to/1/c/0/all' });
+  const [ok0, e1, ok2] = await Promise.all([
+    lanes[0].run(obj('p0'), 'barrier', { timeoutMs: 2000 }),
+    failure(lanes[1].run(obj('p1'), 'barrier', { timeoutMs: 200 })),
+    lanes[2].run(obj('p2'), 'barrier', { timeoutMs: 2000 }),
+  ]);
+  assert.equal([ok0.length, ok2.length], [3, 3]);
+  assert.is(e1.code, 'ERR_GROUPCOMM_TIMEOUT');
+  assert.equal(e1.peerRanks, [0], `rank 2 had arrived: ${e1.message}`);
+  assert.equal(answers(posted).map((a) => [a.key, a.entered, a.arrived]), [['g/1/to/1/a/0', true, [1, 2]]]);
+});
+
 test('the hub that never answers, or one that never entered, is named (rank 0); so is a hub that had everything', async () => {
   // No answers: rank 0 named.
   {

@@ -7,7 +7,8 @@ import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { openConnection, type ConnectSpec } from '../../host/store/connect.js';
 import { logger } from '../../host/base/log.js';
-import { AUTH_REQUIRED_NONCE, CheckReply, Op } from '../../host/store/protocol.js';
+import { AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Op } from '../../host/store/protocol.js';
+import { authProof } from '../../host/store/auth.js';
 import { VALIDATE } from './store_raw.js';
 import { failure } from '../helpers/rejects.js';
 
@@ -137,6 +138,8 @@ test('nobody listening: refused connects are retried until the deadline; the err
   assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
   assert.is((e.cause as NodeJS.ErrnoException).code, 'ECONNREFUSED');
   assert.ok(performance.now() - t0 >= 280);
+  const tries = Number(/\((\d+) attempts/.exec(e.message)?.[1]);
+  assert.ok(tries >= 2, `the message counts the tries: ${e.message}`);
 });
 
 test('a server that never answers the handshake: each try gets what is left of the deadline, then TIMEOUT', async () => {
@@ -148,6 +151,10 @@ test('a server that never answers the handshake: each try gets what is left of t
     assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
     assert.ok(took >= 280 && took < 1500, `gave up after ${took} ms`);
     assert.is(srv.seen.length, 1, 'the handshake had the whole deadline');
+    // The handshake's own timeout is retried like a refused connect: the error is the loop's
+    // (timeoutMs, the last failure as cause), not the handshake's.
+    assert.is(e.timeoutMs, 300);
+    assert.is((e.cause as { code?: string }).code, 'ERR_GROUPCOMM_TIMEOUT');
   } finally {
     await srv.close();
   }
@@ -194,6 +201,7 @@ test('a client with a secret and a server that closes on AUTH_HELLO: ERR_GROUPCO
   try {
     const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret: Buffer.from('x') })));
     assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
+    assert.is((e.cause as { code?: string }).code, 'ERR_GROUPCOMM_PEER_LOST', 'the lost connection is the cause');
     assert.is(conns, 1);
   } finally {
     for (const s of sockets) s.destroy();
@@ -226,6 +234,64 @@ test('a server that answers AUTH_HELLO without proving the secret: ERR_GROUPCOMM
     for (const s of sockets) s.destroy();
     await new Promise((r) => server.close(r));
   }
+});
+
+test('a server that proves the secret but closes on our AUTH_PROOF: ERR_GROUPCOMM_AUTH (cause: the lost connection), not retried', async () => {
+  const secret = Buffer.from('shared');
+  const sockets: net.Socket[] = [];
+  const seen: Buffer[] = [];
+  const server = net.createServer((s) => {
+    sockets.push(s);
+    s.on('error', () => {});
+    const i = seen.push(Buffer.alloc(0)) - 1;
+    s.on('data', (d: Buffer) => {
+      seen[i] = Buffer.concat([seen[i], d]);
+      const b = seen[i];
+      // VALIDATE (5) + AUTH_HELLO (1 + nonce): prove the secret as a real server would.
+      if (b.length === 5 + 1 + AUTH_NONCE_BYTES) {
+        const clientNonce = b.subarray(6);
+        const serverNonce = Buffer.alloc(AUTH_NONCE_BYTES, 0x5a);
+        s.write(Buffer.concat([serverNonce, authProof(secret, 'server', clientNonce, serverNonce)]));
+      } else if (b.length >= 5 + 1 + AUTH_NONCE_BYTES + 1 + 32) {
+        s.destroy(); // the client's AUTH_PROOF arrived: refuse it by closing, as the server does
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret, timeoutMs: 2000 })));
+    assert.is(e.code, 'ERR_GROUPCOMM_AUTH', e.message);
+    assert.match(e.message, /rejected our secret/);
+    assert.is((e.cause as { code?: string }).code, 'ERR_GROUPCOMM_PEER_LOST');
+    await sleep(30);
+    assert.is(seen.length, 1, 'not retried');
+    assert.is(seen[0][5 + 1 + AUTH_NONCE_BYTES], Op.AUTH_PROOF);
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('no time at all (timeoutMs 0): TIMEOUT without a single try, and no cause', async () => {
+  const srv = await scripted('answer', ({ ping }) => u32(ping!));
+  try {
+    const e = await failure(openConnection(spec(srv.port, { timeoutMs: 0 })));
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
+    assert.is(e.cause, undefined);
+    assert.match(e.message, /\(0 attempts, last error: no attempt\)/);
+    await sleep(30);
+    assert.is(srv.seen.length, 0, 'nothing connected');
+  } finally {
+    await srv.close();
+  }
+});
+
+test('a failure that is not a network error (a port out of range) is PEER_LOST at once, with it as the cause', async () => {
+  const t0 = performance.now();
+  const e = await failure(openConnection(spec(70_000)));
+  assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST', String(e));
+  assert.is((e.cause as NodeJS.ErrnoException).code, 'ERR_SOCKET_BAD_PORT');
+  assert.ok(performance.now() - t0 < 1000, 'not retried until the deadline');
 });
 
 test.run();

@@ -1,5 +1,23 @@
 // Raw-socket helpers for the store's byte-level tests (not a test file itself).
 import net from 'node:net';
+import * as assert from 'uvu/assert';
+import { TcpStoreServer } from '../../host/index.js';
+
+/** Runs `fn` against a fresh server on a free port, closed afterwards whether `fn` passed or not. */
+export async function withServer(fn: (server: TcpStoreServer) => Promise<void>, opts: Parameters<typeof TcpStoreServer.listen>[0] = {}): Promise<void> {
+  const server = await TcpStoreServer.listen({ port: 0, ...opts });
+  try {
+    await fn(server);
+  } finally {
+    await server.close();
+  }
+}
+
+/** Sends a PING and checks that its echo is the very next thing on the wire. */
+export async function sync(r: Raw, nonce = 0x0a0b0c0d): Promise<void> {
+  r.write(ping(nonce));
+  assert.ok((await r.read(4)).equals(ping(nonce).subarray(1)), 'the PING echo came next');
+}
 
 export function le64(n: number | bigint): Buffer {
   const b = Buffer.alloc(8);

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
-import { Raw, VALIDATE, keys, le64, str } from './store_raw.js';
+import { Raw, VALIDATE, keys, le64, str, withServer } from './store_raw.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
@@ -19,15 +19,6 @@ function get(k: string): Buffer {
 }
 function add(k: string, n: number): Buffer {
   return Buffer.concat([op(ADD), str(k), le64(n)]);
-}
-
-async function withServer(fn: (server: TcpStoreServer) => Promise<void>, limits?: Parameters<typeof TcpStoreServer.listen>[0]): Promise<void> {
-  const server = await TcpStoreServer.listen({ port: 0, ...limits });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
 }
 
 /** Connects with Nagle off, so each write leaves as its own segment (the server's own read). */

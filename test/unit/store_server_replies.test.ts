@@ -7,28 +7,13 @@ import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
 import { EXT_PROBE_KEY } from '../../host/store/protocol.js';
 import { MAX_PENDING_REPLY_BYTES } from '../../host/store/server_conn.js';
-import { Raw, VALIDATE, keys, le64, ping, str } from './store_raw.js';
+import { Raw, VALIDATE, keys, le64, ping, str, withServer, sync } from './store_raw.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
 const SET = 1, GET = 3, CHECK = 5, TRY_GET = 0xe0, WAIT_GET = 0xe4, SUBSCRIBE = 0xe6;
 const set = (k: string, v: string | Buffer) => Buffer.concat([op(SET), str(k), str(v)]);
 const get = (k: string) => Buffer.concat([op(GET), str(k)]);
-
-async function withServer(fn: (server: TcpStoreServer) => Promise<void>, opts: Parameters<typeof TcpStoreServer.listen>[0] = {}): Promise<void> {
-  const server = await TcpStoreServer.listen({ port: 0, ...opts });
-  try {
-    await fn(server);
-  } finally {
-    await server.close();
-  }
-}
-
-/** Sends a PING and checks that its echo is the very next thing on the wire. */
-async function sync(r: Raw, nonce = 0x0a0b0c0d): Promise<void> {
-  r.write(ping(nonce));
-  assert.ok((await r.read(4)).equals(ping(nonce).subarray(1)), 'the PING echo came next');
-}
 
 test('TRY_GET and a one-key WAIT_GET of values kept as buffers: the tag byte, then the u64 length and the bytes', () => withServer(async (server) => {
   const r = await Raw.connect(server.port);

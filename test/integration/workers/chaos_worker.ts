@@ -48,6 +48,8 @@ const { rank } = rankEnv();
 const port = Number(process.env.COORD_STORE_PORT);
 const store = await TcpStore.create({ host: '127.0.0.1', port, timeoutMs: 60_000 });
 const say = (m: object) => process.stdout.write(`@@CHAOS ${JSON.stringify(m)}\n`);
+/** The timeout of a create that is not the round's point (see round()). */
+const CREATE_TIMEOUT_MS = 10_000;
 
 async function round(c: RoundCommand): Promise<void> {
   const ws = c.worldSize;
@@ -71,9 +73,19 @@ async function round(c: RoundCommand): Promise<void> {
   };
   const opts = { timeoutMs: c.timeoutMs };
   try {
+    // The short timeout is for the calls a rank dies in. A create that is not this round's point
+    // gets a long one: 4 mixed-runtime ranks on a loaded 2-CPU machine have overrun 1.5 s (the
+    // round then had no victim to name). Every call below passes the short one itself, and no
+    // rank goes on before all have created (through the store, not the group), so a victim
+    // cannot die while the others are still in that long create.
     g = await at('create', () => StatelessGroupCoordinator.create({
-      groupRanks: [all], globalRank: rank, groupName: `chaos${c.round}`, rendezvous: store, timeoutMs: c.timeoutMs,
+      groupRanks: [all], globalRank: rank, groupName: `chaos${c.round}`, rendezvous: store,
+      timeoutMs: c.point === 'create' ? c.timeoutMs : Math.max(c.timeoutMs, CREATE_TIMEOUT_MS),
     }));
+    if (c.point !== 'create') {
+      await store.set(`chaos/${c.round}/created/${rank}`, '1');
+      await store.wait(all.map((r) => `chaos/${c.round}/created/${r}`), { timeoutMs: 2 * CREATE_TIMEOUT_MS });
+    }
     for (let i = 0; i < 2; i++) {
       const s = (await at('allReduce', () => g!.allReduce(tensor(new Float32Array(256).fill(rank + 1)), opts))) as CpuTensor;
       if (s.data[0] !== (ws * (ws + 1)) / 2) rep.wrong = `allReduce gave ${s.data[0]}`;
@@ -92,7 +104,7 @@ async function round(c: RoundCommand): Promise<void> {
     if (victim && c.mode === 'kill') say({ type: 'barrier', round: c.round, rank });
     await g.barrier(opts);
     rep.workDoneAt = Date.now();
-    await at('destroy', () => g!.destroy({ lingerMs: 300 }));
+    await at('destroy', () => g!.destroy({ lingerMs: 300, timeoutMs: c.timeoutMs }));
     rep.doneAt = Date.now();
   } catch (e) {
     if (victim && c.mode === 'stop') {
@@ -104,7 +116,7 @@ async function round(c: RoundCommand): Promise<void> {
     rep.error = isGroupcommError(e)
       ? { code: e.code, message: e.message, peerRank: e.peerRank, peerRanks: e.peerRanks }
       : { code: 'NOT_GROUPCOMM', message: String((e as Error)?.stack ?? e) };
-    await g?.destroy({ lingerMs: 300 }).catch(() => {});
+    await g?.destroy({ lingerMs: 300, timeoutMs: c.timeoutMs }).catch(() => {});
   }
   if (victim) {
     // A victim whose own round failed before its point (a spurious timeout on a loaded machine)

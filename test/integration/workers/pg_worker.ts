@@ -198,7 +198,7 @@ async function die(): Promise<unknown> {
 /**
  * Rank 1 is SIGKILLed after a barrier; then the survivors leave it what nobody would ever read:
  * 1,000 messages to its mailbox, a 1 MiB broadcast it never acknowledges. They report the key
- * count, reclaim rank 1, send 100 more to it, and close.
+ * count, reclaim rank 1, wait for each other, send 100 more to it, and close.
  */
 async function reclaim(): Promise<unknown> {
   const g = await open('reclaim');
@@ -217,6 +217,10 @@ async function reclaim(): Promise<unknown> {
   await new Promise((r) => setTimeout(r, 300));
   const queued = await g.store.numKeys();
   const held = await g.reclaim([1]);
+  // Neither survivor closes before both have reclaimed: close() gives the mailbox up, and the
+  // other, still retrying, would then take it too (two holders in turn, never at once).
+  await g.store.set(`reclaim-test/reclaimed/${rank}`, '1');
+  await g.store.get(`reclaim-test/reclaimed/${2 - rank}`, { timeoutMs: 10_000 });
   if (rank === 0) await Promise.all(Array.from({ length: 100 }, (_, i) => g.sendObj({ late: i }, 1)));
   const t0 = performance.now();
   await g.close({ timeoutMs: 3000 });

@@ -1,0 +1,57 @@
+/**
+ * The shared-segment allReduce (host/cpu/segments.ts) with premulSum: each rank writes its input
+ * scaled into its own segment, then reduces its slice out of every rank's. 3 ranks in this
+ * process over shm (each maps the others' segments as another process would); the integration
+ * suite covers the five plain ops across processes (cpu_shm_segments), not the scaled write.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { CpuGroup } from '../../host/cpu/group.js';
+import { TcpStore } from '../../host/store/client.js';
+import { premulSum } from '../../host/core/premul.js';
+import { tensor, type CpuTensor } from '../../host/core/tensor.js';
+
+const P = 3;
+let store: TcpStore;
+let gs: CpuGroup[];
+
+test.before(async () => {
+  store = await TcpStore.create({ host: '127.0.0.1', port: 0, isServer: true, timeoutMs: 10_000 });
+  // Every allReduce of 4 KiB or more goes through the segments, in 4 KiB chunks: the sizes
+  // below take several chunks and a last partial one.
+  gs = await Promise.all([...Array(P).keys()].map((rank) => CpuGroup.create({
+    store, rank, worldSize: P, groupName: 'cpu-segments', timeoutMs: 10_000,
+    transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096,
+  })));
+});
+
+test.after(async () => {
+  await Promise.all(gs.map((g) => g.abort('test over')));
+  await store.close();
+});
+
+/** Rank r's n values: (i % 97) + r, small integers (exact in every dtype used). */
+const input = (r: number, n: number, dtype: 'float32' | 'int32' | 'float64'): CpuTensor => {
+  const v = Array.from({ length: n }, (_, i) => (i % 97) + r);
+  const C = { float32: Float32Array, int32: Int32Array, float64: Float64Array }[dtype];
+  return tensor(C.from(v), { dtype });
+};
+
+test('premulSum over the shared segments: every rank\'s input scaled, then summed; exact, in and out of place', async () => {
+  const n = 5000; // 20 KiB of float32: five chunks, the last one partial
+  for (const [dtype, factor] of [['float32', 0.5], ['int32', 3], ['float64', -2]] as const) {
+    const xs = gs.map((_, r) => input(r, n, dtype));
+    const got = await Promise.all(gs.map((g, r) => g.allReduce(xs[r], { op: premulSum(factor) })));
+    const want = Array.from({ length: n }, (_, i) => factor * (3 * (i % 97) + 0 + 1 + 2));
+    got.forEach((t, r) => {
+      assert.is.not(t, xs[r]);
+      assert.equal([...(t.data as Float32Array)], want, `${dtype} rank ${r}`);
+      assert.equal([...(xs[r].data as Float32Array)], [...(input(r, n, dtype).data as Float32Array)], `${dtype} rank ${r}: input unchanged`);
+    });
+    const inPlace = await Promise.all(gs.map((g, r) => g.allReduce(xs[r], { op: premulSum(factor), out: xs[r] })));
+    inPlace.forEach((t, r) => { assert.is(t, xs[r]); assert.equal([...(t.data as Float32Array)], want, `${dtype} rank ${r} in place`); });
+  }
+  assert.equal(gs.map((g) => g.sharedSegments), [true, true, true], 'the segments were used');
+});
+
+test.run();
