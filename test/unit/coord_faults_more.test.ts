@@ -54,7 +54,7 @@ test('settle: at once when nothing is being told; at most ASK_MS for a tell that
     await a.f.settle();
     const t0 = performance.now();
     await a.f.settle();
-    assert.ok(performance.now() - t0 < 50);
+    assert.ok(performance.now() - t0 < 300, 'at once, not after ASK_MS');
   }, 2);
   const hang = { publish: () => new Promise(() => {}) };
   const f = new GroupFaults({ label: 'hang_0', rankInGroup: 0, worldSize: 2, store: hang as never, onFail: () => {} });
@@ -62,7 +62,7 @@ test('settle: at once when nothing is being told; at most ASK_MS for a tell that
   const t0 = performance.now();
   await f.settle();
   const took = performance.now() - t0;
-  assert.ok(took >= 450 && took < 1_500, `${took} ms`);
+  assert.ok(took >= 450 && took < 3_000, `${took} ms`);
 });
 
 test('only the last 16 causes are kept: an old collective\'s cause is forgotten', async () => {
@@ -141,7 +141,7 @@ test('a failure told while this rank surveys wins over the survey', async () => 
     const e = await judged as GroupcommError;
     assert.is(e, a.f.failure);
     assert.equal([e.code, e.message], ['ERR_GROUPCOMM_PEER_LOST', 'c is gone (seen by group rank 1)']);
-    assert.ok(performance.now() - t0 < 400, 'the survey ended with the failure');
+    assert.ok(performance.now() - t0 < 450, 'the survey ended with the failure');
   });
 });
 
