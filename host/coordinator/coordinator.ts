@@ -423,8 +423,9 @@ export class StatelessGroupCoordinator {
 
   /**
    * Immediate and local: operations in flight or queued reject with ERR_GROUPCOMM_ABORTED
-   * (`cause`: the reason), every channel is aborted without a departure handshake (peers see this
-   * rank as lost), and the name is released. Idempotent; resolves once everything is closed.
+   * (`cause`: the reason), every channel is aborted without a departure handshake (the CPU links
+   * still say goodbye: peers see PEER_LEFT, as after close()), and the name is released.
+   * Idempotent; resolves once everything is closed.
    */
   abort(reason?: unknown): Promise<void> {
     if (!this.queue.aborted) {
