@@ -304,7 +304,7 @@ export class Connection {
         p.reject(timeoutError(
           `store ${p.what} timed out after ${p.timeoutMs}ms${keySuffix(p.key)} ` +
           `(no ${p.read ? 'reply' : 'completed write'} from ${this.address})`,
-          { ...keyFields(p.key), timeoutMs: p.timeoutMs }));
+          { ...keyFields(p.key), timeoutMs: p.timeoutMs, elapsedMs: now - (p.deadline - p.timeoutMs) }));
       };
       for (let i = this.head; i < this.queue.length; i++) check(this.queue[i]);
       for (const p of this.writing) check(p);

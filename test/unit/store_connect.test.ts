@@ -6,6 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import net from 'node:net';
 import { openConnection, type ConnectSpec } from '../../host/store/connect.js';
+import { Connection, readU8 } from '../../host/store/connection.js';
 import { logger } from '../../host/base/log.js';
 import { AUTH_NONCE_BYTES, AUTH_REQUIRED_NONCE, CheckReply, Op } from '../../host/store/protocol.js';
 import { authProof } from '../../host/store/auth.js';
@@ -292,6 +293,27 @@ test('a failure that is not a network error (a port out of range) is PEER_LOST a
   assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST', String(e));
   assert.is((e.cause as NodeJS.ErrnoException).code, 'ERR_SOCKET_BAD_PORT');
   assert.ok(performance.now() - t0 < 1000, 'not retried until the deadline');
+});
+
+test('a request never answered: the connection\'s watchdog rejects it with TIMEOUT, its key, timeoutMs and elapsedMs', async () => {
+  // The watchdog and a caller's own guard race at the same deadline (subscribe has both): either
+  // error must carry the same fields.
+  const server = net.createServer((s) => s.on('data', () => {}));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  await new Promise((r) => socket.once('connect', r));
+  const conn = new Connection(socket, 'silent', 200, logger('STORE'));
+  try {
+    const t0 = performance.now();
+    const e = await failure(conn.request(Buffer.from([Op.PING, 1, 2, 3, 4]), readU8, 200, 'ping', 'k'));
+    const took = performance.now() - t0;
+    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+    assert.equal([e.key, e.timeoutMs], ['k', 200]);
+    assert.ok(e.elapsedMs !== undefined && e.elapsedMs >= 200 && e.elapsedMs <= took + 1, `elapsedMs ${e.elapsedMs}, took ${took}`);
+  } finally {
+    conn.close();
+    await new Promise((r) => server.close(r));
+  }
 });
 
 test.run();
