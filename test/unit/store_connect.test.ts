@@ -22,7 +22,8 @@ type Reply = (req: { ping?: number; bytes: Buffer }) => Buffer | null;
  * A server that reads the client's VALIDATE + PING (+ CHECK probe), then answers what `reply`
  * returns (null: nothing). Counts connections and keeps every connection's bytes.
  */
-async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = () => null) {
+/** A server that records what each connection sent and lets `onData` answer it (all bytes so far). */
+async function recording(onData: (s: net.Socket, got: Buffer) => void, resetAtConnect = false) {
   const seen: Buffer[] = [];
   const sockets = new Set<net.Socket>();
   const server = net.createServer((s) => {
@@ -30,15 +31,10 @@ async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = ()
     s.on('close', () => sockets.delete(s));
     s.on('error', () => {});
     const i = seen.push(Buffer.alloc(0)) - 1;
-    if (onConn === 'reset') { s.destroy(); return; }
-    let answered = false;
+    if (resetAtConnect) { s.destroy(); return; }
     s.on('data', (d: Buffer) => {
       seen[i] = Buffer.concat([seen[i], d]);
-      const b = seen[i];
-      if (onConn === 'silent' || answered || b.length < 10) return;
-      answered = true;
-      const out = reply({ ping: b[5] === Op.PING ? b.readUInt32LE(6) : undefined, bytes: b });
-      if (out) s.write(out);
+      onData(s, seen[i]);
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -47,6 +43,16 @@ async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = ()
     port, seen,
     close: () => new Promise<void>((r) => { for (const s of sockets) s.destroy(); server.close(() => r()); }),
   };
+}
+
+async function scripted(onConn: 'answer' | 'reset' | 'silent', reply: Reply = () => null) {
+  const answered = new WeakSet<net.Socket>();
+  return recording((s, b) => {
+    if (onConn === 'silent' || answered.has(s) || b.length < 10) return;
+    answered.add(s);
+    const out = reply({ ping: b[5] === Op.PING ? b.readUInt32LE(6) : undefined, bytes: b });
+    if (out) s.write(out);
+  }, onConn === 'reset');
 }
 
 const spec = (port: number, o: Partial<ConnectSpec> = {}): ConnectSpec => ({ host: '127.0.0.1', port, timeoutMs: 3000, probe: false, log, ...o });
@@ -186,90 +192,54 @@ test('abort: before the first try nothing connects; during the backoff it ends a
 });
 
 test('a client with a secret and a server that closes on AUTH_HELLO: ERR_GROUPCOMM_AUTH, not a retry', async () => {
-  const sockets: net.Socket[] = [];
-  let conns = 0;
-  const server = net.createServer((s) => {
-    conns++;
-    sockets.push(s);
-    s.on('error', () => {});
-    let got = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      got = Buffer.concat([got, d]);
-      if (got.length >= 6 && got[5] === Op.AUTH_HELLO) s.destroy();
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const srv = await recording((s, got) => { if (got.length >= 6 && got[5] === Op.AUTH_HELLO) s.destroy(); });
   try {
-    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret: Buffer.from('x') })));
+    const e = await failure(openConnection(spec(srv.port, { secret: Buffer.from('x') })));
     assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
     assert.is((e.cause as { code?: string }).code, 'ERR_GROUPCOMM_PEER_LOST', 'the lost connection is the cause');
-    assert.is(conns, 1);
+    assert.is(srv.seen.length, 1);
   } finally {
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
+    await srv.close();
   }
 });
 
 test('a server that answers AUTH_HELLO without proving the secret: ERR_GROUPCOMM_AUTH, nothing more sent, not retried', async () => {
-  const sockets: net.Socket[] = [];
-  const seen: Buffer[] = [];
-  const server = net.createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => {});
-    const i = seen.push(Buffer.alloc(0)) - 1;
-    s.on('data', (d: Buffer) => {
-      seen[i] = Buffer.concat([seen[i], d]);
-      // VALIDATE (5) + AUTH_HELLO (1 + 32): answer a nonce and a proof made with another secret.
-      if (seen[i].length === 5 + 1 + 32) s.write(Buffer.alloc(64, 0x42));
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  // VALIDATE (5) + AUTH_HELLO (1 + 32): answer a nonce and a proof made with another secret.
+  const srv = await recording((s, b) => { if (b.length === 5 + 1 + 32) s.write(Buffer.alloc(64, 0x42)); });
   try {
-    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret: Buffer.from('x') })));
+    const e = await failure(openConnection(spec(srv.port, { secret: Buffer.from('x') })));
     assert.is(e.code, 'ERR_GROUPCOMM_AUTH');
     assert.match(e.message, /prove/);
     await sleep(30);
-    assert.is(seen.length, 1, 'not retried');
-    assert.is(seen[0].length, 5 + 1 + 32, 'no AUTH_PROOF (nor anything else) sent to a server that did not prove itself');
+    assert.is(srv.seen.length, 1, 'not retried');
+    assert.is(srv.seen[0].length, 5 + 1 + 32, 'no AUTH_PROOF (nor anything else) sent to a server that did not prove itself');
   } finally {
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
+    await srv.close();
   }
 });
 
 test('a server that proves the secret but closes on our AUTH_PROOF: ERR_GROUPCOMM_AUTH (cause: the lost connection), not retried', async () => {
   const secret = Buffer.from('shared');
-  const sockets: net.Socket[] = [];
-  const seen: Buffer[] = [];
-  const server = net.createServer((s) => {
-    sockets.push(s);
-    s.on('error', () => {});
-    const i = seen.push(Buffer.alloc(0)) - 1;
-    s.on('data', (d: Buffer) => {
-      seen[i] = Buffer.concat([seen[i], d]);
-      const b = seen[i];
-      // VALIDATE (5) + AUTH_HELLO (1 + nonce): prove the secret as a real server would.
-      if (b.length === 5 + 1 + AUTH_NONCE_BYTES) {
-        const clientNonce = b.subarray(6);
-        const serverNonce = Buffer.alloc(AUTH_NONCE_BYTES, 0x5a);
-        s.write(Buffer.concat([serverNonce, authProof(secret, 'server', clientNonce, serverNonce)]));
-      } else if (b.length >= 5 + 1 + AUTH_NONCE_BYTES + 1 + 32) {
-        s.destroy(); // the client's AUTH_PROOF arrived: refuse it by closing, as the server does
-      }
-    });
+  const srv = await recording((s, b) => {
+    // VALIDATE (5) + AUTH_HELLO (1 + nonce): prove the secret as a real server would.
+    if (b.length === 5 + 1 + AUTH_NONCE_BYTES) {
+      const clientNonce = b.subarray(6);
+      const serverNonce = Buffer.alloc(AUTH_NONCE_BYTES, 0x5a);
+      s.write(Buffer.concat([serverNonce, authProof(secret, 'server', clientNonce, serverNonce)]));
+    } else if (b.length >= 5 + 1 + AUTH_NONCE_BYTES + 1 + 32) {
+      s.destroy(); // the client's AUTH_PROOF arrived: refuse it by closing, as the server does
+    }
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   try {
-    const e = await failure(openConnection(spec((server.address() as net.AddressInfo).port, { secret, timeoutMs: 2000 })));
+    const e = await failure(openConnection(spec(srv.port, { secret, timeoutMs: 2000 })));
     assert.is(e.code, 'ERR_GROUPCOMM_AUTH', e.message);
     assert.match(e.message, /rejected our secret/);
     assert.is((e.cause as { code?: string }).code, 'ERR_GROUPCOMM_PEER_LOST');
     await sleep(30);
-    assert.is(seen.length, 1, 'not retried');
-    assert.is(seen[0][5 + 1 + AUTH_NONCE_BYTES], Op.AUTH_PROOF);
+    assert.is(srv.seen.length, 1, 'not retried');
+    assert.is(srv.seen[0][5 + 1 + AUTH_NONCE_BYTES], Op.AUTH_PROOF);
   } finally {
-    for (const s of sockets) s.destroy();
-    await new Promise((r) => server.close(r));
+    await srv.close();
   }
 });
 
@@ -298,9 +268,8 @@ test('a failure that is not a network error (a port out of range) is PEER_LOST a
 test('a request never answered: the connection\'s watchdog rejects it with TIMEOUT, its key, timeoutMs and elapsedMs', async () => {
   // The watchdog and a caller's own guard race at the same deadline (subscribe has both): either
   // error must carry the same fields.
-  const server = net.createServer((s) => s.on('data', () => {}));
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const socket = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+  const srv = await scripted('silent');
+  const socket = net.connect(srv.port, '127.0.0.1');
   await new Promise((r) => socket.once('connect', r));
   const conn = new Connection(socket, 'silent', 200, logger('STORE'));
   try {
@@ -312,7 +281,7 @@ test('a request never answered: the connection\'s watchdog rejects it with TIMEO
     assert.ok(e.elapsedMs !== undefined && e.elapsedMs >= 200 && e.elapsedMs <= took + 1, `elapsedMs ${e.elapsedMs}, took ${took}`);
   } finally {
     conn.close();
-    await new Promise((r) => server.close(r));
+    await srv.close();
   }
 });
 

@@ -95,94 +95,71 @@ async function fakeServer(later: 'serve' | 'silent' = 'serve') {
   };
 }
 
-test('WAIT_GET timed out while its values were on the way: the cancel reader takes them and WAIT_CANCELED; the pooled connection stays in step', async () => {
-  const f = await fakeServer();
+/** A client of a fresh fake server (see fakeServer), both closed after `fn`, pass or fail. */
+async function withFake(fn: (c: TcpStore, f: Awaited<ReturnType<typeof fakeServer>>) => Promise<void>, later: 'serve' | 'silent' = 'serve'): Promise<void> {
+  const f = await fakeServer(later);
   const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
   try {
-    assert.ok(c.extended);
-    const idleSoon = async (n: number) => {
-      for (let t = 0; t < 200 && inside(c).idle.length < n; t++) await sleep(10);
-      assert.is(inside(c).idle.length, n, 'the cancelled wait connection is back in the pool');
-    };
-    await rejectsWith(c.get('one', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
-    await idleSoon(1);
-    await rejectsWith(c.multiGet(['a', 'b', 'c'], { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
-    await idleSoon(1);
-    assert.is(text(await c.get('z', { timeoutMs: 2000 })), 'zed', 'the next WAIT_GET on it reads its own reply');
-    assert.is(inside(c).waitConns.size, 1, 'one wait connection all along');
+    await fn(c, f);
   } finally {
     await c.abort();
     await f.close();
   }
-});
+}
 
-test('a CANCEL_WAIT answered with neither STOP_WAITING nor WAIT_CANCELED fails that wait connection (it is out of step)', async () => {
-  const f = await fakeServer();
-  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
-  try {
-    await rejectsWith(c.get('garbage', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
-    for (let t = 0; t < 100 && inside(c).waitConns.size > 0; t++) await sleep(10);
-    assert.is(inside(c).waitConns.size, 0, 'closed, not pooled');
-    assert.is(inside(c).idle.length, 0);
-    assert.ok((await c.ping()) >= 0, 'the main connection is unaffected');
-  } finally {
-    await c.abort();
-    await f.close();
-  }
-});
+test('WAIT_GET timed out while its values were on the way: the cancel reader takes them and WAIT_CANCELED; the pooled connection stays in step', () => withFake(async (c) => {
+  assert.ok(c.extended);
+  const idleSoon = async (n: number) => {
+    for (let t = 0; t < 200 && inside(c).idle.length < n; t++) await sleep(10);
+    assert.is(inside(c).idle.length, n, 'the cancelled wait connection is back in the pool');
+  };
+  await rejectsWith(c.get('one', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
+  await idleSoon(1);
+  await rejectsWith(c.multiGet(['a', 'b', 'c'], { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
+  await idleSoon(1);
+  assert.is(text(await c.get('z', { timeoutMs: 2000 })), 'zed', 'the next WAIT_GET on it reads its own reply');
+  assert.is(inside(c).waitConns.size, 1, 'one wait connection all along');
+}));
 
-test('SUBSCRIBE never answered: TIMEOUT after timeoutMs naming the prefix; the half-made subscription is closed', async () => {
-  const f = await fakeServer();
-  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
-  try {
-    const t0 = performance.now();
-    const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 300 }));
-    const took = performance.now() - t0;
-    assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
-    assert.is(e.key, 't/');
-    assert.is(e.timeoutMs, 300);
-    assert.ok(took >= 250, `gave up after ${took} ms`);
-    assert.ok(e.elapsedMs !== undefined && e.elapsedMs <= took + 1, `elapsedMs ${e.elapsedMs}`);
-    assert.is(inside(c).subscriptions.size, 0);
-  } finally {
-    await c.abort();
-    await f.close();
-  }
-});
+test('a CANCEL_WAIT answered with neither STOP_WAITING nor WAIT_CANCELED fails that wait connection (it is out of step)', () => withFake(async (c) => {
+  await rejectsWith(c.get('garbage', { timeoutMs: 50 }), 'ERR_GROUPCOMM_TIMEOUT');
+  for (let t = 0; t < 100 && inside(c).waitConns.size > 0; t++) await sleep(10);
+  assert.is(inside(c).waitConns.size, 0, 'closed, not pooled');
+  assert.is(inside(c).idle.length, 0);
+  assert.ok((await c.ping()) >= 0, 'the main connection is unaffected');
+}));
 
-test('SUBSCRIBE aborted while unanswered: ABORTED naming the prefix, at the abort; the half-made subscription is closed', async () => {
-  const f = await fakeServer();
-  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
-  try {
-    const ac = new AbortController();
-    setTimeout(() => ac.abort('enough'), 150);
-    const t0 = performance.now();
-    const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 10_000, signal: ac.signal }));
-    assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', String(e));
-    assert.is(e.key, 't/');
-    assert.ok(performance.now() - t0 < 3000);
-    assert.is(inside(c).subscriptions.size, 0);
-  } finally {
-    await c.abort();
-    await f.close();
-  }
-});
+test('SUBSCRIBE never answered: TIMEOUT after timeoutMs naming the prefix; the half-made subscription is closed', () => withFake(async (c) => {
+  const t0 = performance.now();
+  const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 300 }));
+  const took = performance.now() - t0;
+  assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
+  assert.is(e.key, 't/');
+  assert.is(e.timeoutMs, 300);
+  assert.ok(took >= 250, `gave up after ${took} ms`);
+  assert.ok(e.elapsedMs !== undefined && e.elapsedMs <= took + 1, `elapsedMs ${e.elapsedMs}`);
+  assert.is(inside(c).subscriptions.size, 0);
+}));
 
-test('a subscription whose connection never opens: the abort reaches the connect (ABORTED at once, not at the deadline)', async () => {
-  const f = await fakeServer('silent');
-  const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
-  try {
-    const ac = new AbortController();
-    setTimeout(() => ac.abort('enough'), 150);
-    const t0 = performance.now();
-    const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 10_000, signal: ac.signal }));
-    assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', String(e));
-    assert.ok(performance.now() - t0 < 3000, 'ended at the abort');
-    assert.is(f.connections(), 2);
-  } finally {
-    await c.abort();
-    await f.close();
-  }
-});
+test('SUBSCRIBE aborted while unanswered: ABORTED naming the prefix, at the abort; the half-made subscription is closed', () => withFake(async (c) => {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort('enough'), 150);
+  const t0 = performance.now();
+  const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 10_000, signal: ac.signal }));
+  assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', String(e));
+  assert.is(e.key, 't/');
+  assert.ok(performance.now() - t0 < 3000);
+  assert.is(inside(c).subscriptions.size, 0);
+}));
+
+test('a subscription whose connection never opens: the abort reaches the connect (ABORTED at once, not at the deadline)', () => withFake(async (c, f) => {
+  const ac = new AbortController();
+  setTimeout(() => ac.abort('enough'), 150);
+  const t0 = performance.now();
+  const e = await failure(c.subscribe('t/', () => {}, { timeoutMs: 10_000, signal: ac.signal }));
+  assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', String(e));
+  assert.ok(performance.now() - t0 < 3000, 'ended at the abort');
+  assert.is(f.connections(), 2);
+}, 'silent'));
 
 test.run();
