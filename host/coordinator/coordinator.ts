@@ -42,7 +42,7 @@ import { abortChannels, closeChannels, type Channels } from './channels.js';
 import { GroupIo } from './io.js';
 import type { GroupFaults } from './faults.js';
 import { createFromEnv, groupFaults, openGroup } from './create.js';
-import { OpQueue } from './queue.js';
+import { OpQueue, type Run } from './queue.js';
 import * as objects from './objects.js';
 import * as tensors from './tensors.js';
 import * as p2p from './p2p.js';
@@ -168,17 +168,14 @@ export class StatelessGroupCoordinator {
       rank: this.rank, ranks: this.ranks, localRank: this.localRank, label: this.label, timeoutMs: this.timeoutMs,
       inherited: this.inherited, backend: this.backend, store: this.ch.store, cpu: net?.cpu, comm: net?.comm,
     };
-    const seq = this.splitSeq;
-    let plan: ReturnType<typeof planSplit>;
-    try {
-      plan = planSplit(parent, opts, seq);
-    } catch (e) {
-      // Refused here, before it is queued: neither the split count nor the collective count moves.
-      return Promise.reject(this.explain(e, 'split'));
-    }
-    this.splitSeq++;
-    return this.op('split', opts, (b) => runSplit(parent, plan, seq, b,
-      (o, opened, how) => StatelessGroupCoordinator.build(o, opened, `split from ${this.label}, ${how}`)));
+    return this.op('split', opts, () => {
+      // A refused split moves neither the split count nor the collective count (op()).
+      const seq = this.splitSeq;
+      const plan = planSplit(parent, opts, seq);
+      this.splitSeq++;
+      return (b) => runSplit(parent, plan, seq, b,
+        (o, opened, how) => StatelessGroupCoordinator.build(o, opened, `split from ${this.label}, ${how}`));
+    });
   }
 
   /**
@@ -235,7 +232,7 @@ export class StatelessGroupCoordinator {
 
   /** `src` passes the object; every rank resolves with it (src: the same object, others: a copy). */
   broadcastObject<T>(obj?: T, src = 0, opts?: OpOptions): Promise<T> {
-    return this.op('broadcastObject', opts, (b) => objects.broadcastObject(this.io, obj, src, b),
+    return this.op('broadcastObject', opts, () => objects.broadcastObject(this.io, obj, src),
       () => this.io.publishedObj(src) as { value: T } | undefined);
   }
 
@@ -245,7 +242,7 @@ export class StatelessGroupCoordinator {
    * with INVALID_ARGUMENT and its list untouched, instead of desynchronising the group.
    */
   broadcastObjectList<T>(list: T[], src = 0, opts?: OpOptions): Promise<T[]> {
-    return this.op('broadcastObjectList', opts, (b) => objects.broadcastObjectList(this.io, list, src, b), () => {
+    return this.op('broadcastObjectList', opts, () => objects.broadcastObjectList(this.io, list, src), () => {
       const got = this.io.publishedObj(src);
       return got && { value: objects.fillList(list, got.value, src) };
     });
@@ -256,17 +253,17 @@ export class StatelessGroupCoordinator {
    * next recvObject(rankInGroup) (how point to point stays uniform down to world size 1).
    */
   sendObject(obj: unknown, dst: number, opts?: OpOptions): Promise<void> {
-    return this.op('sendObject', opts, (b) => objects.sendObject(this.io, obj, dst, b));
+    return this.op('sendObject', opts, () => (b) => objects.sendObject(this.io, obj, dst, b));
   }
 
   /** The next object group rank `src` sent to this rank. */
   recvObject<T = unknown>(src: number, opts?: OpOptions): Promise<T> {
-    return this.op('recvObject', opts, (b) => objects.recvObject<T>(this.io, src, b));
+    return this.op('recvObject', opts, () => (b) => objects.recvObject<T>(this.io, src, b));
   }
 
   /** Resolves once every member has called it; a timeout names the ranks that did not. */
   barrier(opts?: OpOptions): Promise<void> {
-    return this.op('barrier', opts, (b, n) => objects.barrier(this.io, b, n, (at) => this.faults.callsAt(at)));
+    return this.op('barrier', opts, () => (b, n) => objects.barrier(this.io, b, n, (at) => this.faults.callsAt(at)));
   }
 
   // ---- tensor dicts ---------------------------------------------------------------------------
@@ -279,19 +276,19 @@ export class StatelessGroupCoordinator {
    */
   broadcastTensorDict<T extends object = TensorDict>(dict?: T, src?: number, opts?: OpOptions): Promise<T>;
   broadcastTensorDict(dict?: TensorDict, src = 0, opts?: OpOptions): Promise<TensorDict> {
-    return this.op('broadcastTensorDict', opts, (b) => objects.broadcastTensorDict(this.io, dict, src, b));
+    return this.op('broadcastTensorDict', opts, () => objects.broadcastTensorDict(this.io, dict, src));
   }
 
   /** Sends a tensor dict to group rank `dst` (default: the next rank). */
   sendTensorDict<T extends object>(dict: T, dst?: number, opts?: OpOptions): Promise<void>;
   sendTensorDict(dict: TensorDict, dst?: number, opts?: OpOptions): Promise<void> {
-    return this.op('sendTensorDict', opts, (b) => objects.sendTensorDict(this.io, dict, dst, b));
+    return this.op('sendTensorDict', opts, () => (b) => objects.sendTensorDict(this.io, dict, dst, b));
   }
 
   /** The next tensor dict group rank `src` (default: the previous rank) sent; always a new dict. */
   recvTensorDict<T extends object = TensorDict>(src?: number, opts?: OpOptions): Promise<T>;
   recvTensorDict(src?: number, opts?: OpOptions): Promise<TensorDict> {
-    return this.op('recvTensorDict', opts, (b) => objects.recvTensorDict(this.io, src, b));
+    return this.op('recvTensorDict', opts, () => (b) => objects.recvTensorDict(this.io, src, b));
   }
 
   // ---- tensor collectives -----------------------------------------------------------------------
@@ -299,19 +296,19 @@ export class StatelessGroupCoordinator {
   /** src's `tensor` on every rank, into `out` (in place: `out: tensor`) or a new tensor. */
   broadcast<T extends Tensor>(tensor: T, src?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   broadcast(tensor: Tensor, src = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
-    return this.op('broadcast', opts, (b) => tensors.broadcast(this.io, tensor, src, opts, b));
+    return this.op('broadcast', opts, () => tensors.broadcast(this.io, tensor, src, opts));
   }
 
   /** The elementwise reduction (`op`, default sum) of every rank's `tensor`, into `out` (in place: `out: tensor`) or a new tensor. */
   allReduce<T extends Tensor>(tensor: T, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   allReduce(tensor: Tensor, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
-    return this.op('allReduce', opts, (b) => tensors.allReduce(this.io, tensor, opts, b));
+    return this.op('allReduce', opts, () => tensors.allReduce(this.io, tensor, opts));
   }
 
   /** Every rank's `tensor` concatenated along `dim` in group-rank order (any dim, negative allowed). */
   allGather<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   allGather(tensor: Tensor, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
-    return this.op('allGather', opts, (b) => tensors.allGather(this.io, tensor, dim, opts, b));
+    return this.op('allGather', opts, () => tensors.allGather(this.io, tensor, dim, opts));
   }
 
   /**
@@ -320,7 +317,7 @@ export class StatelessGroupCoordinator {
    */
   gather<T extends Tensor>(tensor: T, dst?: number, dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T | undefined>;
   gather(tensor: Tensor, dst = 0, dim = -1, opts: CoordinatorOutOptions = {}): Promise<Tensor | undefined> {
-    return this.op('gather', opts, (b) => tensors.gather(this.io, tensor, dst, dim, opts, b));
+    return this.op('gather', opts, () => tensors.gather(this.io, tensor, dst, dim, opts));
   }
 
   /**
@@ -329,7 +326,7 @@ export class StatelessGroupCoordinator {
    */
   reduceScatter<T extends Tensor>(tensor: T, dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   reduceScatter(tensor: Tensor, dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
-    return this.op('reduceScatter', opts, (b) => tensors.reduceScatter(this.io, tensor, dim, opts, b));
+    return this.op('reduceScatter', opts, () => tensors.reduceScatter(this.io, tensor, dim, opts));
   }
 
   // ---- variable sizes and all-to-all (variable.ts) ------------------------------------------------
@@ -341,7 +338,7 @@ export class StatelessGroupCoordinator {
    */
   allGatherv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   allGatherv(tensor: Tensor, sizes?: readonly number[], dim = 0, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
-    return this.op('allGatherv', opts, (b) => variable.allGatherv(this.io, tensor, sizes, dim, opts, b));
+    return this.op('allGatherv', opts, () => variable.allGatherv(this.io, tensor, sizes, dim, opts));
   }
 
   /**
@@ -350,7 +347,7 @@ export class StatelessGroupCoordinator {
    */
   reduceScatterv<T extends Tensor>(tensor: T, sizes?: readonly number[], dim?: number, opts?: CoordinatorReduceOptions<T>): Promise<T>;
   reduceScatterv(tensor: Tensor, sizes?: readonly number[], dim = -1, opts: CoordinatorReduceOptions = {}): Promise<Tensor> {
-    return this.op('reduceScatterv', opts, (b) => variable.reduceScatterv(this.io, tensor, sizes, dim, opts, b));
+    return this.op('reduceScatterv', opts, () => variable.reduceScatterv(this.io, tensor, sizes, dim, opts));
   }
 
   /**
@@ -360,7 +357,7 @@ export class StatelessGroupCoordinator {
    */
   allToAll<T extends Tensor>(tensor: T, opts?: CoordinatorSplitOptions<T>): Promise<T>;
   allToAll(tensor: Tensor, opts: CoordinatorSplitOptions = {}): Promise<Tensor> {
-    return this.op('allToAll', opts, (b) => variable.allToAll(this.io, tensor, opts, b));
+    return this.op('allToAll', opts, () => variable.allToAll(this.io, tensor, opts));
   }
 
   // ---- tensor point to point (p2p.ts) ---------------------------------------------------------
@@ -371,7 +368,7 @@ export class StatelessGroupCoordinator {
    * a copy is queued.
    */
   send(tensor: Tensor, dst?: number, opts?: OpOptions): Promise<void> {
-    return this.op('send', opts, (b) => p2p.send(this.io, tensor, dst, b));
+    return this.op('send', opts, () => (b) => p2p.send(this.io, tensor, dst, b));
   }
 
   /**
@@ -380,7 +377,7 @@ export class StatelessGroupCoordinator {
    */
   recv<T extends Tensor = Tensor>(like: RecvSpec, src?: number, opts?: CoordinatorOutOptions<T>): Promise<T>;
   recv(like: RecvSpec, src?: number, opts: CoordinatorOutOptions = {}): Promise<Tensor> {
-    return this.op('recv', opts, (b) => p2p.recv(this.io, like, src, opts.out, b));
+    return this.op('recv', opts, () => (b) => p2p.recv(this.io, like, src, opts.out, b));
   }
 
   // ---- lifetime -----------------------------------------------------------------------------------
@@ -452,10 +449,21 @@ export class StatelessGroupCoordinator {
 
   // ---- internals --------------------------------------------------------------------------------
 
-  /** Refuses once close() or abort() was called; else queues `fn` (queue.ts). */
-  private op<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>,
+  /**
+   * Refuses once close() or abort() was called; else checks the call's arguments (`plan`) and
+   * queues what it returns (queue.ts). A call refused by its checks is never queued: it takes no
+   * collective number, so this rank stays in step with the others when the caller mends the
+   * arguments and calls again.
+   */
+  private op<T>(what: string, opts: OpOptions | undefined, plan: () => Run<T>,
     published?: () => { value: T } | undefined): Promise<T> {
     if (this.closing) return Promise.reject(destroyedError(`${this.label}.${what}: the group was closed`));
+    let fn: Run<T>;
+    try {
+      fn = plan();
+    } catch (e) {
+      return Promise.reject(this.explain(e, what));
+    }
     return this.queue.run(what, opts, fn, published);
   }
 

@@ -2,9 +2,11 @@
  * The coordinator's object and tensor-dict operations: objects and dict metadata travel over the
  * store channel (StatelessProcessGroup), a dict's tensors over the CPU group or the device
  * communicator (dict.ts). Sends to this rank itself, and every point-to-point operation in a
- * group of one, go through the loopback queue (io.self) instead.
+ * group of one, go through the loopback queue (io.self) instead. The collectives check their
+ * arguments when called, before they are queued (tensors.ts says why).
  */
 import type { Deadline } from '../base/deadline.js';
+import type { Run } from './queue.js';
 import { invalidArgument, mismatchError } from '../base/errors.js';
 import { isTensor } from '../core/tensor.js';
 import { checkRank } from './ops.js';
@@ -12,21 +14,23 @@ import { copyTensor } from './copy.js';
 import { receiveDict, sendDict, type TensorDict } from './dict.js';
 import type { GroupIo } from './io.js';
 
-export async function broadcastObject<T>(io: GroupIo, obj: T | undefined, src: number, b: Deadline): Promise<T> {
+export function broadcastObject<T>(io: GroupIo, obj: T | undefined, src: number): Run<T> {
   checkRank(src, io.worldSize, 'broadcastObject', 'src');
-  const net = io.net;
-  if (!net) return obj as T;
-  return (await io.broadcastObj(io.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+  return async (b) => {
+    if (!io.net) return obj as T;
+    return (await io.broadcastObj(io.rankInGroup === src ? obj : undefined, src, b.next())) as T;
+  };
 }
 
-export async function broadcastObjectList<T>(io: GroupIo, list: T[], src: number, b: Deadline): Promise<T[]> {
+export function broadcastObjectList<T>(io: GroupIo, list: T[], src: number): Run<T[]> {
   checkRank(src, io.worldSize, 'broadcastObjectList', 'src');
   if (!Array.isArray(list)) throw invalidArgument('broadcastObjectList: list must be an array');
-  const net = io.net;
-  if (!net) return list;
-  const got = (await io.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
-  if (io.rankInGroup === src) return list;
-  return fillList(list, got, src);
+  return async (b) => {
+    if (!io.net) return list;
+    const got = (await io.broadcastObj(io.rankInGroup === src ? list : undefined, src, b.next())) as T[];
+    if (io.rankInGroup === src) return list;
+    return fillList(list, got, src);
+  };
 }
 
 /** Fills `list` in place with the elements src sent; INVALID_ARGUMENT (list untouched) when the lengths differ. */
@@ -72,16 +76,18 @@ export async function barrier(io: GroupIo, b: Deadline, n: number, callsAt: (n: 
     ')', { rank: io.rankInGroup, peerRanks: ranks, peerRank: ranks.length === 1 ? ranks[0] : undefined });
 }
 
-export async function broadcastTensorDict(io: GroupIo, dict: TensorDict | undefined, src: number, b: Deadline): Promise<TensorDict> {
+export function broadcastTensorDict(io: GroupIo, dict: TensorDict | undefined, src: number): Run<TensorDict> {
   checkRank(src, io.worldSize, 'broadcastTensorDict', 'src');
   if (io.rankInGroup === src) checkDict(dict, 'broadcastTensorDict');
-  const dio = io.dictIo();
-  if (!dio) return dict!;
-  if (io.rankInGroup === src) {
-    await sendDict(dio, dict!, { kind: 'broadcast', peer: src }, b);
-    return dict!;
-  }
-  return receiveDict(dio, { kind: 'broadcast', peer: src }, b);
+  return async (b) => {
+    const dio = io.dictIo();
+    if (!dio) return dict!;
+    if (io.rankInGroup === src) {
+      await sendDict(dio, dict!, { kind: 'broadcast', peer: src }, b);
+      return dict!;
+    }
+    return receiveDict(dio, { kind: 'broadcast', peer: src }, b);
+  };
 }
 
 export async function sendTensorDict(io: GroupIo, dict: TensorDict, dst: number | undefined, b: Deadline): Promise<void> {

@@ -17,6 +17,13 @@ const P2P = /^(send|recv)/;
 
 const traceBytes = (v: unknown): number | undefined => (isTensor(v) ? nbytes(v) : undefined);
 
+/**
+ * What an operation runs once every earlier one has settled, under its deadline; `n`: its
+ * collective number (-1 for point to point). The caller's arguments are checked before it is
+ * made, so a refused call is never queued and never numbered.
+ */
+export type Run<T> = (b: Deadline, n: number) => Promise<T>;
+
 export interface QueueOptions {
   /** The group's name in errors (`${groupName}_${index}`). */
   label: string;
@@ -63,7 +70,7 @@ export class OpQueue {
    * once the group has failed, without any channel (a broadcast the message queue's writer
    * published before it died); undefined when nothing.
    */
-  run<T>(what: string, opts: OpOptions | undefined, fn: (b: Deadline, n: number) => Promise<T>,
+  run<T>(what: string, opts: OpOptions | undefined, fn: Run<T>,
     published?: () => { value: T } | undefined): Promise<T> {
     const timeoutMs = effectiveTimeout(opts, this.o.timeoutMs);
     const faults = this.#faults!;

@@ -15,19 +15,22 @@
  *
  * Sizes are checked on every rank against the caller's tensor, and across ranks by the CPU
  * group (each peer's view travels with its data; a disagreement fails naming both ranks).
+ * This rank's checks run when the coordinator method is called, before the call is queued
+ * (tensors.ts says why).
  */
-import type { Deadline } from '../base/deadline.js';
 import { invalidArgument } from '../base/errors.js';
 import { checkOutAliasing } from '../core/alias.js';
 import { bytesOf, empty, fromBytes, isCpu, itemSize, numel, type CpuTensor, type Tensor } from '../core/tensor.js';
 import { counts } from '../cpu/variable.js';
+import { checkReduce } from '../device/elementwise.js';
 import { normDim, outerCount } from './dims.js';
 import type { GroupIo } from './io.js';
 import type { CoordinatorOutOptions, CoordinatorReduceOptions, CoordinatorSplitOptions } from './types.js';
 import { isPreMulSum } from '../core/premul.js';
+import type { Run } from './queue.js';
 
 /** Every rank's `tensor` (sizes[r] along `dim` on rank r) concatenated along `dim` in group-rank order. */
-export async function allGatherv(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, dim: number, opts: CoordinatorOutOptions, b: Deadline): Promise<Tensor> {
+export function allGatherv(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, dim: number, opts: CoordinatorOutOptions): Run<Tensor> {
   const what = 'allGatherv';
   io.channel(t, what);
   const d = normDim(dim, t.shape.length, what);
@@ -37,23 +40,26 @@ export async function allGatherv(io: GroupIo, t: Tensor, sizes: readonly number[
   if (out) checkOutAliasing(out, t, false, what);
   const outer = outerCount(t.shape, d);
   const rest = inner(t.shape, d);
-  const cpu = io.net?.cpu;
-  if (!cpu) return single(io, t, out, shape);
-  const comm = io.net?.comm;
-  if (!isCpu(t) && comm?.allGatherv && outer === 1) {
-    const r = await comm.allGatherv(rows(t, sz[io.rankInGroup], rest), { sizes: sz, out: out && rows(out, sum(sz), rest), ...b.next() });
-    return out ?? { ...r, shape };
-  }
-  const x = onHost(io, t);
-  const staged = await cpu.allGatherv(rows(x, sz[io.rankInGroup], outer * rest), { sizes: sz, ...b.next() });
-  return deliver(io, t, out, shape, (dst) => interleave(bytesOf(staged), dst, sz, outer, rest * itemSize(t.dtype)));
+  return async (b) => {
+    const cpu = io.net?.cpu;
+    if (!cpu) return single(io, t, out, shape);
+    const comm = io.net?.comm;
+    if (!isCpu(t) && comm?.allGatherv && outer === 1) {
+      const r = await comm.allGatherv(rows(t, sz[io.rankInGroup], rest), { sizes: sz, out: out && rows(out, sum(sz), rest), ...b.next() });
+      return out ?? { ...r, shape };
+    }
+    const x = onHost(io, t);
+    const staged = await cpu.allGatherv(rows(x, sz[io.rankInGroup], outer * rest), { sizes: sz, ...b.next() });
+    return deliver(io, t, out, shape, (dst) => interleave(bytesOf(staged), dst, sz, outer, rest * itemSize(t.dtype)));
+  };
 }
 
 /** The reduction of every rank's `tensor` (Σ sizes along `dim`); rank r keeps its sizes[r] along `dim`. */
-export async function reduceScatterv(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, dim: number, opts: CoordinatorReduceOptions, b: Deadline): Promise<Tensor> {
+export function reduceScatterv(io: GroupIo, t: Tensor, sizes: readonly number[] | undefined, dim: number, opts: CoordinatorReduceOptions): Run<Tensor> {
   const what = 'reduceScatterv';
   io.channel(t, what);
   if (t.shape.length === 0) throw invalidArgument(`${what}: cannot scatter a 0-d tensor`);
+  checkReduce(t.dtype, opts.op ?? 'sum');
   const d = normDim(dim, t.shape.length, what);
   const sz = sizes === undefined ? equalSplit(t.shape[d], io.worldSize, what, d) : counts(sizes, io.worldSize, `${what} sizes`);
   if (sum(sz) !== t.shape[d]) {
@@ -64,26 +70,28 @@ export async function reduceScatterv(io: GroupIo, t: Tensor, sizes: readonly num
   if (out) checkOutAliasing(out, t, false, what);
   const outer = outerCount(t.shape, d);
   const rest = inner(t.shape, d);
-  const cpu = io.net?.cpu;
-  if (!cpu) return single(io, t, out, shape, opts.op);
-  const comm = io.net?.comm;
-  // premulSum on a backend without it: through host memory over the CPU group, which has it.
-  if (!isCpu(t) && comm?.reduceScatterv && outer === 1 && (!isPreMulSum(opts.op) || io.backend?.capabilities.premulSum)) {
-    const r = await comm.reduceScatterv(rows(t, sum(sz), rest), { sizes: sz, op: opts.op, out: out && rows(out, sz[io.rankInGroup], rest), ...b.next() });
-    return out ?? { ...r, shape };
-  }
-  let x = onHost(io, t);
-  if (outer > 1) {
-    const rm = empty([numel(t.shape)], t.dtype);
-    deinterleave(bytesOf(x), bytesOf(rm), sz, outer, rest * itemSize(t.dtype));
-    x = rm;
-  }
-  const r = await cpu.reduceScatterv(rows(x, sum(sz), outer * rest), { sizes: sz, op: opts.op, ...b.next() });
-  return deliver(io, t, out, shape, (dst) => dst.set(bytesOf(r)));
+  return async (b) => {
+    const cpu = io.net?.cpu;
+    if (!cpu) return single(io, t, out, shape, opts.op);
+    const comm = io.net?.comm;
+    // premulSum on a backend without it: through host memory over the CPU group, which has it.
+    if (!isCpu(t) && comm?.reduceScatterv && outer === 1 && (!isPreMulSum(opts.op) || io.backend?.capabilities.premulSum)) {
+      const r = await comm.reduceScatterv(rows(t, sum(sz), rest), { sizes: sz, op: opts.op, out: out && rows(out, sz[io.rankInGroup], rest), ...b.next() });
+      return out ?? { ...r, shape };
+    }
+    let x = onHost(io, t);
+    if (outer > 1) {
+      const rm = empty([numel(t.shape)], t.dtype);
+      deinterleave(bytesOf(x), bytesOf(rm), sz, outer, rest * itemSize(t.dtype));
+      x = rm;
+    }
+    const r = await cpu.reduceScatterv(rows(x, sum(sz), outer * rest), { sizes: sz, op: opts.op, ...b.next() });
+    return deliver(io, t, out, shape, (dst) => dst.set(bytesOf(r)));
+  };
 }
 
 /** Rows of `tensor` (dim 0) to each rank by `inputSplits`; the result holds what each rank sent here, by `outputSplits`. */
-export async function allToAll(io: GroupIo, t: Tensor, opts: CoordinatorSplitOptions, b: Deadline): Promise<Tensor> {
+export function allToAll(io: GroupIo, t: Tensor, opts: CoordinatorSplitOptions): Run<Tensor> {
   const what = 'allToAll';
   io.channel(t, what);
   if (t.shape.length === 0) throw invalidArgument(`${what}: a 0-d tensor has no rows to split`);
@@ -94,20 +102,20 @@ export async function allToAll(io: GroupIo, t: Tensor, opts: CoordinatorSplitOpt
   const shape = withDim(t.shape, 0, sum(outs));
   const out = io.output(opts.out, shape, t, what);
   if (out) checkOutAliasing(out, t, false, what);
-  const cpu = io.net?.cpu;
-  if (!cpu) {
-    if (ins[0] !== outs[0]) throw invalidArgument(`${what}: a group of one sends itself ${ins[0]} rows but expects ${outs[0]}`);
-    return single(io, t, out, shape);
-  }
-  const rowElems = inner(t.shape, 0);
-  const comm = io.net?.comm;
-  if (!isCpu(t) && comm?.allToAllv) {
-    const r = await comm.allToAllv(rows(t, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, out: out && rows(out, sum(outs), rowElems), ...b.next() });
-    return out ?? { ...r, shape };
-  }
-  const x = onHost(io, t);
-  const r = await cpu.allToAll(rows(x, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, ...b.next() });
-  return deliver(io, t, out, shape, (dst) => dst.set(bytesOf(r)));
+  if (!io.net?.cpu && ins[0] !== outs[0]) throw invalidArgument(`${what}: a group of one sends itself ${ins[0]} rows but expects ${outs[0]}`);
+  return async (b) => {
+    const cpu = io.net?.cpu;
+    if (!cpu) return single(io, t, out, shape);
+    const rowElems = inner(t.shape, 0);
+    const comm = io.net?.comm;
+    if (!isCpu(t) && comm?.allToAllv) {
+      const r = await comm.allToAllv(rows(t, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, out: out && rows(out, sum(outs), rowElems), ...b.next() });
+      return out ?? { ...r, shape };
+    }
+    const x = onHost(io, t);
+    const r = await cpu.allToAll(rows(x, t.shape[0], rowElems), { inputSplits: ins, outputSplits: outs, ...b.next() });
+    return deliver(io, t, out, shape, (dst) => dst.set(bytesOf(r)));
+  };
 }
 
 // ---- helpers ---------------------------------------------------------------------------------------
