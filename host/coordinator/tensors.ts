@@ -25,6 +25,7 @@ export function broadcast(io: GroupIo, tensor: Tensor, src: number, opts: Coordi
   checkRank(src, io.worldSize, 'broadcast', 'src');
   const ch = io.channel(tensor, 'broadcast');
   const out = io.output(opts.out, tensor.shape, tensor, 'broadcast');
+  if (out) checkOutAliasing(out, tensor, true, 'broadcast');
   return async (b) => {
     await checkDeviceCall(io, ch, { collective: 'broadcast', dtype: tensor.dtype, root: src, shape: tensor.shape }, b);
     return ch.broadcast(tensor, { src, out, ...b.next() });
@@ -47,6 +48,7 @@ export function allReduce(io: GroupIo, tensor: Tensor, opts: CoordinatorReduceOp
   const ch = io.channel(tensor, 'allReduce');
   checkOp(io, ch, tensor.dtype, opts.op, 'allReduce');
   const out = io.output(opts.out, tensor.shape, tensor, 'allReduce');
+  if (out) checkOutAliasing(out, tensor, true, 'allReduce');
   return async (b) => {
     await checkDeviceCall(io, ch, { collective: 'allReduce', dtype: tensor.dtype, op: opts.op ?? 'sum', shape: tensor.shape }, b);
     return ch.allReduce(tensor, { op: opts.op, out, ...b.next() });
@@ -59,7 +61,7 @@ export function allGather(io: GroupIo, tensor: Tensor, dim: number, opts: Coordi
   const shape = catShape(tensor.shape, d, io.worldSize);
   const out = io.output(opts.out, shape, tensor, 'allGather');
   const outer = outerCount(tensor.shape, d);
-  if (out && outer > 1) checkOutAliasing(out, tensor, false, 'allGather');
+  if (out) checkOutAliasing(out, tensor, false, 'allGather');
   // What every rank's call is checked by (the channel sees a flat tensor).
   const call = { shape: tensor.shape, dim: d };
   return async (b) => {
@@ -78,7 +80,7 @@ export function gather(io: GroupIo, tensor: Tensor, dst: number, dim: number, op
   const shape = catShape(tensor.shape, d, io.worldSize);
   const out = io.rankInGroup === dst ? io.output(opts.out, shape, tensor, 'gather') : undefined;
   const outer = outerCount(tensor.shape, d);
-  if (out && outer > 1) checkOutAliasing(out, tensor, false, 'gather');
+  if (out) checkOutAliasing(out, tensor, false, 'gather');
   const call = { shape: tensor.shape, dim: d };
   return async (b) => {
     await checkDeviceCall(io, ch, { collective: 'gather', dtype: tensor.dtype, root: dst, ...call }, b);
@@ -98,7 +100,7 @@ export function reduceScatter(io: GroupIo, tensor: Tensor, dim: number, opts: Co
   const shape = scatterShape(tensor.shape, d, io.worldSize, 'reduceScatter');
   const out = io.output(opts.out, shape, tensor, 'reduceScatter');
   const outer = outerCount(tensor.shape, d);
-  if (out && outer > 1) checkOutAliasing(out, tensor, false, 'reduceScatter');
+  if (out) checkOutAliasing(out, tensor, false, 'reduceScatter');
   const call = { shape: tensor.shape, dim: d };
   return async (b) => {
     await checkDeviceCall(io, ch, { collective: 'reduceScatter', dtype: tensor.dtype, op: opts.op ?? 'sum', ...call }, b);

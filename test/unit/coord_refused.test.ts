@@ -50,6 +50,15 @@ test('broadcast, gather, allGather, reduceScatter: a rank out of range or a bad 
   await refusedThenGood('reduceScatter', () => groups[1].reduceScatter(f32([1, 2, 3])), (g) => g.reduceScatter(f32([1, 2])));
 });
 
+test('an out that overlaps the input: allReduce (partly), allGather along dim 0 (at all)', async () => {
+  const buf = new Float32Array(3);
+  await refusedThenGood('allReduce overlap', () => groups[1].allReduce(tensor(buf.subarray(0, 2)), { out: tensor(buf.subarray(1, 3)) }),
+    (g) => g.allReduce(f32([1, 2])));
+  const four = new Float32Array(4);
+  await refusedThenGood('allGather overlap', () => groups[1].allGather(tensor(four.subarray(0, 2)), 0, { out: tensor(four) }),
+    (g) => g.allGather(f32([1]), 0));
+});
+
 test('allGatherv, reduceScatterv, allToAll: sizes that do not fit', async () => {
   await refusedThenGood('allGatherv', () => groups[1].allGatherv(f32([1, 2]), [1, 1]), (g, r) => g.allGatherv(f32(r ? [1, 2] : [1]), [1, 2]));
   await refusedThenGood('reduceScatterv', () => groups[1].reduceScatterv(f32([1, 2]), [1, 2]), (g) => g.reduceScatterv(f32([1, 2, 3]), [1, 2]));
