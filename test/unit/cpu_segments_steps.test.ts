@@ -213,11 +213,16 @@ test('setup off on every rank: a rank on TCP only (offers no host, no name), ano
     assert.equal(w.frames.filter((f) => f.slot === ANSWER).map((f) => [f.from, f.bytes[0]]).sort(), [[0, 0], [0, 0], [1, 0], [1, 0], [2, 1], [2, 1]], why);
     if (why === 'a name that does not open') assert.ok(lines.some((l) => l.startsWith("shared-segment allReduce off: rank 2's segment: ")), lines.join('\n'));
   }
+  // One rank refuses one peer's offer, every other answer is yes: the one no keeps every rank off.
+  w = new World(4);
+  w.edit = (f, d) => (f.from === 3 && f.to === 0 && f.slot === OFFER ? offerBytes(['elsewhere', ...offerText(d).slice(1)]) : d);
+  await allOff(make(4), w, before, 'one no among yeses');
+  assert.equal(w.frames.filter((f) => f.slot === ANSWER && f.bytes[0] === 0).map((f) => f.from), [0, 0, 0]);
 });
 
-test('setup failing (the wait for the offers is failed): rejects with that error, the path off, nothing left mapped or named', async () => {
+test('setup failing (the wait for the offers is failed): rejects with that error (a TCP-only rank too), the path off, nothing left mapped or named', async () => {
   const before = mapped();
-  const segs = make(3);
+  const segs = make(3, { shm: (r) => r !== 2 });
   const w = new World(3);
   w.dropped.add(2);
   const runs = segs.map((s, r) => s.setup(w.ex(r)).then(() => 'resolved', (e) => e));
@@ -315,6 +320,14 @@ test('another size on one rank: MISMATCH naming the peer on every rank, the path
   assert.is(e.rank, 0);
   assert.is(w2.frames.length, 0);
   assert.is(big.active, true);
+  // An element exactly the chunk's size still fits (one element per chunk, reduced by the last rank).
+  const w3 = new World(3);
+  const el = (r: number) => Uint8Array.from({ length: 2 * 4096 }, (_, i) => (i + r) & 63);
+  const outs = [0, 1, 2].map(() => new Uint8Array(2 * 4096));
+  await within(Promise.all(segs2.map((s, r) => s.allReduce(w3.ex(r), { input: el(r), out: outs[r], dtype: 'uint8', itemSize: 4096, op: 'sum' }))));
+  const [e0, e1, e2] = [el(0), el(1), el(2)];
+  const want = [...e0].map((v, i) => v + e1[i] + e2[i]);
+  for (let r = 0; r < 3; r++) assert.equal([...outs[r]], want, `rank ${r}`);
   for (const s of [...segs, ...segs2]) s.close();
 });
 
@@ -346,6 +359,8 @@ test('a failed wait fails the allReduce, turns the path off, and close() called 
   assert.equal(segs2.map((s) => [s.active, s.wants(1 << 20)]), [[false, false], [false, false], [false, false]]);
   assert.is(mapped() - before, P * P);
   for (const s of segs2) s.close();
+  assert.is(mapped(), before);
+  for (const s of segs2) s.close(); // a second close does nothing
   assert.is(mapped(), before);
 });
 
