@@ -1,0 +1,68 @@
+// host/cpu/bodies.ts: the call shape each collective is fingerprinted by (what every rank must
+// agree on: the collective, the dtype, the op, the root, the shape, or the caller's own view of
+// it), read straight from the prepare functions on a CallContext of rank 1 of 3 — no sockets.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import {
+  prepareAllGather, prepareAllReduce, prepareAllToAll, prepareBroadcast, prepareGather, prepareReduceScatter, prepareScatter,
+} from '../../host/cpu/bodies.js';
+import { CallContext } from '../../host/cpu/checks.js';
+import { Staging } from '../../host/cpu/algorithms.js';
+import { Schedules } from '../../host/cpu/schedule.js';
+import { premulSum } from '../../host/core/premul.js';
+import { empty, tensor } from '../../host/core/tensor.js';
+
+const P = 3;
+const ctx = (rank: number) => {
+  const plans = new Schedules(rank, P, 1024);
+  return new CallContext(rank, P, 256, { chunkBytes: 1024, window: 2, plans }, new Staging(), plans);
+};
+
+test('call shapes: collective, dtype, op, root and shape; the caller\'s own view (call) when given', () => {
+  const c = ctx(1);
+  const x = tensor(new Int32Array(6), { shape: [3, 2] });
+  const call = { shape: [6], dim: 0 };
+  assert.equal(prepareBroadcast(c, x, { src: 2 })[0], { collective: 'broadcast', dtype: 'int32', root: 2, shape: [3, 2] });
+  assert.equal(prepareBroadcast(c, x, { src: 0, call })[0], { collective: 'broadcast', dtype: 'int32', root: 0, ...call });
+  assert.equal(prepareAllReduce(c, x, {})[0], { collective: 'allReduce', dtype: 'int32', op: 'sum', shape: [3, 2] });
+  assert.equal(prepareAllReduce(c, x, { op: 'max', call })[0], { collective: 'allReduce', dtype: 'int32', op: 'max', ...call });
+  const pm = premulSum(2);
+  assert.equal(prepareAllReduce(c, x, { op: pm })[0], { collective: 'allReduce', dtype: 'int32', op: pm, shape: [3, 2] });
+  assert.equal(prepareAllGather(c, x, {})[0], { collective: 'allGather', dtype: 'int32', shape: [3, 2] });
+  assert.equal(prepareAllGather(c, x, { call })[0], { collective: 'allGather', dtype: 'int32', ...call });
+  assert.equal(prepareReduceScatter(c, x, { op: 'min' })[0], { collective: 'reduceScatter', dtype: 'int32', op: 'min', shape: [3, 2] });
+  assert.equal(prepareReduceScatter(c, x, { call })[0], { collective: 'reduceScatter', dtype: 'int32', op: 'sum', ...call });
+  // gather: the root (which checks out) and the others (which do not) send the same shape.
+  assert.equal(prepareGather(c, x, { dst: 1 })[0], { collective: 'gather', dtype: 'int32', root: 1, shape: [3, 2] });
+  assert.equal(prepareGather(c, x, { dst: 0 })[0], { collective: 'gather', dtype: 'int32', root: 0, shape: [3, 2] });
+  assert.equal(prepareGather(c, x, { dst: 0, call })[0], { collective: 'gather', dtype: 'int32', root: 0, ...call });
+  // scatter: the out's dtype and shape, on the root and elsewhere.
+  const out = empty([1, 2], 'int32');
+  assert.equal(prepareScatter(c, undefined, { src: 0, out })[0], { collective: 'scatter', dtype: 'int32', root: 0, shape: [1, 2] });
+  assert.equal(prepareScatter(c, x, { src: 1, out })[0], { collective: 'scatter', dtype: 'int32', root: 1, shape: [1, 2] });
+  assert.equal(prepareAllToAll(c, x, {})[0], { collective: 'allToAll', dtype: 'int32', shape: [3, 2] });
+  assert.equal(prepareAllToAll(c, x, { call })[0], { collective: 'allToAll', dtype: 'int32', ...call });
+});
+
+test('checks before anything runs: reduceScatter and allToAll need dim 0 a multiple of 3; scatter\'s input must be out × 3', () => {
+  const c = ctx(1);
+  const refused = (f: () => unknown, prefix: string) => {
+    const e = (() => { try { f(); } catch (x) { return x as { code: string; rank: number; message: string }; } })();
+    assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', prefix);
+    assert.ok(e!.message.startsWith(prefix), e!.message);
+  };
+  const x = tensor(new Float32Array(4), { shape: [2, 2] });
+  refused(() => prepareReduceScatter(c, x, {}), 'reduceScatter: dim 0 of [2, 2] must be a multiple of the world size 3');
+  refused(() => prepareReduceScatter(c, tensor(new Float32Array(1), { shape: [] }), {}), 'reduceScatter: dim 0 of [] must be a multiple');
+  refused(() => prepareAllToAll(c, tensor(new Float32Array(1), { shape: [] }), {}), 'allToAll: dim 0 of [] must be a multiple');
+  const out = empty([2], 'float32');
+  refused(() => prepareScatter(c, tensor(new Float32Array(6), { shape: [3, 2] }), { src: 1, out }), 'scatter: input is float32[3, 2], expected float32[6] for out float32[2]');
+  refused(() => prepareScatter(c, tensor(new Float32Array(5)), { src: 1, out }), 'scatter: input is float32[5], expected float32[6]');
+  refused(() => prepareScatter(c, tensor(new Int32Array(6)), { src: 1, out }), 'scatter: input is int32[6], expected float32[6]');
+  const b = new Float32Array(6);
+  refused(() => prepareScatter(c, tensor(b), { src: 1, out: tensor(b.subarray(2, 4)) }), 'scatter');
+  // Not the root: no input needed, none checked.
+  assert.is(prepareScatter(c, undefined, { src: 0, out }).length, 2);
+});
+
+test.run();
