@@ -54,4 +54,19 @@ test('premulSum over the shared segments: every rank\'s input scaled, then summe
   assert.equal(gs.map((g) => g.sharedSegments), [true, true, true], 'the segments were used');
 });
 
+test('sum, avg and max over the shared segments (out of place and in place); below the threshold the ring, same results', async () => {
+  for (const n of [5000, 1000]) { // 20 KiB: the segments; 4000 bytes: below shmReduceBytes
+    const xs = gs.map((_, r) => input(r, n, 'float32'));
+    for (const [op, f] of [['sum', (v: number[]) => v[0] + v[1] + v[2]], ['avg', (v: number[]) => (v[0] + v[1] + v[2]) / 3], ['max', (v: number[]) => Math.max(...v)]] as const) {
+      const want = Array.from({ length: n }, (_, i) => Math.fround(f([0, 1, 2].map((r) => (i % 97) + r))));
+      const got = await Promise.all(gs.map((g, r) => g.allReduce(xs[r], { op })));
+      got.forEach((t, r) => assert.equal([...(t.data as Float32Array)], want, `${n} ${op} rank ${r}`));
+      const copies = xs.map((x) => tensor((x.data as Float32Array).slice()));
+      const inPlace = await Promise.all(gs.map((g, r) => g.allReduce(copies[r], { op, out: copies[r] })));
+      inPlace.forEach((t, r) => { assert.is(t, copies[r]); assert.equal([...(t.data as Float32Array)], want, `${n} ${op} rank ${r} in place`); });
+      xs.forEach((x, r) => assert.equal([...(x.data as Float32Array)], [...(input(r, n, 'float32').data as Float32Array)], `${n} ${op}: input unchanged`));
+    }
+  }
+});
+
 test.run();
