@@ -11,11 +11,12 @@ import { Staging } from '../../host/cpu/algorithms.js';
 import { Schedules } from '../../host/cpu/schedule.js';
 import { premulSum } from '../../host/core/premul.js';
 import { empty, tensor } from '../../host/core/tensor.js';
+import type { Exchange } from '../../host/cpu/exchange.js';
 
 const P = 3;
-const ctx = (rank: number) => {
-  const plans = new Schedules(rank, P, 1024);
-  return new CallContext(rank, P, 256, { chunkBytes: 1024, window: 2, plans }, new Staging(), plans);
+const ctx = (rank: number, size = P) => {
+  const plans = new Schedules(rank, size, 1024);
+  return new CallContext(rank, size, 256, { chunkBytes: 1024, window: 2, plans }, new Staging(), plans);
 };
 
 test('call shapes: collective, dtype, op, root and shape; the caller\'s own view (call) when given', () => {
@@ -63,6 +64,47 @@ test('checks before anything runs: reduceScatter and allToAll need dim 0 a multi
   refused(() => prepareScatter(c, tensor(b), { src: 1, out: tensor(b.subarray(2, 4)) }), 'scatter');
   // Not the root: no input needed, none checked.
   assert.is(prepareScatter(c, undefined, { src: 0, out }).length, 2);
+});
+
+test('each check names its collective: no tensor, no options, out of another dtype', () => {
+  const c = ctx(1);
+  const msg = (f: () => unknown) => { try { f(); } catch (e) { return (e as Error).message; } return 'accepted'; };
+  const x = tensor(new Float32Array(6));
+  const bad = empty([6], 'int32');
+  for (const [what, f] of [
+    ['broadcast', (t: never, o: never) => prepareBroadcast(c, t, o)],
+    ['allReduce', (t: never, o: never) => prepareAllReduce(c, t, o)],
+    ['allGather', (t: never, o: never) => prepareAllGather(c, t, o)],
+    ['reduceScatter', (t: never, o: never) => prepareReduceScatter(c, t, o)],
+    ['gather', (t: never, o: never) => prepareGather(c, t, { dst: 1, ...(o as object) } as never)],
+    ['allToAll', (t: never, o: never) => prepareAllToAll(c, t, o)],
+  ] as const) {
+    assert.is(msg(() => f(null as never, { src: 0 } as never)), `${what}: expected a CPU tensor`, what);
+    assert.match(msg(() => f(x as never, { src: 0, out: bad } as never)), new RegExp(`^${what}: out has dtype int32`), what);
+  }
+  assert.match(msg(() => prepareBroadcast(c, x, undefined as never)), /^broadcast src: rank undefined is not a rank/);
+  assert.match(msg(() => prepareGather(c, x, undefined as never)), /^gather dst: rank undefined is not a rank/);
+  assert.match(msg(() => prepareScatter(c, x, undefined as never)), /^scatter src: rank undefined is not a rank/);
+  assert.match(msg(() => prepareScatter(c, null as never, { src: 1, out: empty([2], 'float32') })), /^scatter: expected a CPU tensor/);
+  assert.match(msg(() => prepareScatter(c, x, { src: 0, out: null as never })), /^scatter out: expected a CPU tensor/);
+  // A group of one: scatter's out cannot be its input (the only size where they could be the same).
+  const one = ctx(0, 1);
+  assert.match(msg(() => prepareScatter(one, x, { src: 0, out: x })), /^scatter/);
+  assert.is.not(msg(() => prepareScatter(one, x, { src: 0, out: x })), 'accepted');
+});
+
+test('a context without shared segments (a group of one): allReduce runs its own body, avg and in place too', async () => {
+  const one = ctx(0, 1);
+  const ex = { flushed: async () => {} } as unknown as Exchange;
+  const x = tensor(Float32Array.from([1, 2, 3]));
+  for (const op of ['sum', 'avg', 'max'] as const) {
+    const [, body] = prepareAllReduce(one, x, { op });
+    const got = await body(ex);
+    assert.is.not(got, x);
+    assert.equal([...got.data], [1, 2, 3], op);
+  }
+  const [, inPlace] = prepareAllReduce(one, x, { out: x });
+  assert.is(await inPlace(ex), x);
 });
 
 test.run();
