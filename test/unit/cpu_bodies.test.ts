@@ -60,6 +60,8 @@ test('checks before anything runs: reduceScatter and allToAll need dim 0 a multi
   refused(() => prepareScatter(c, tensor(new Float32Array(6), { shape: [3, 2] }), { src: 1, out }), 'scatter: input is float32[3, 2], expected float32[6] for out float32[2]');
   refused(() => prepareScatter(c, tensor(new Float32Array(5)), { src: 1, out }), 'scatter: input is float32[5], expected float32[6]');
   refused(() => prepareScatter(c, tensor(new Int32Array(6)), { src: 1, out }), 'scatter: input is int32[6], expected float32[6]');
+  // Fewer dims than expected, the ones there matching: out [2, 2] wants [6, 2], not [6].
+  refused(() => prepareScatter(c, tensor(new Float32Array(6)), { src: 1, out: empty([2, 2], 'float32') }), 'scatter: input is float32[6], expected float32[6, 2]');
   const b = new Float32Array(6);
   refused(() => prepareScatter(c, tensor(b), { src: 1, out: tensor(b.subarray(2, 4)) }), 'scatter');
   // Not the root: no input needed, none checked.
