@@ -12,6 +12,7 @@ import { Schedules } from '../../host/cpu/schedule.js';
 import { premulSum } from '../../host/core/premul.js';
 import { empty, tensor } from '../../host/core/tensor.js';
 import type { Exchange } from '../../host/cpu/exchange.js';
+import { World } from '../helpers/fake_exchange.js';
 
 const P = 3;
 const ctx = (rank: number, size = P) => {
@@ -107,6 +108,36 @@ test('a context without shared segments (a group of one): allReduce runs its own
   }
   const [, inPlace] = prepareAllReduce(one, x, { out: x });
   assert.is(await inPlace(ex), x);
+});
+
+/** Runs prepared bodies of 3 ranks (smallBytes 256, chunkBytes 64) over a scripted Exchange; returns the frames each rank sent. */
+async function framesOf(prepare: (c: CallContext, r: number) => [unknown, (ex: Exchange) => Promise<unknown>], smallBytes = 256): Promise<number[]> {
+  const w = new World(P);
+  const ctxs = [0, 1, 2].map((r) => {
+    const plans = new Schedules(r, P, 64);
+    return new CallContext(r, P, smallBytes, { chunkBytes: 64, window: 2, plans }, new Staging(), plans);
+  });
+  let t: NodeJS.Timeout | undefined;
+  await Promise.race([
+    Promise.all(ctxs.map((c, r) => prepare(c, r)[1](w.ranks[r].ex))),
+    new Promise((_, rej) => { t = setTimeout(() => rej(new Error('not settled within 3 s')), 3000); }),
+  ]).finally(() => clearTimeout(t));
+  assert.equal(w.bad, []);
+  return [0, 1, 2].map((r) => w.sends(r));
+}
+
+test('the algorithm a size takes (frames per rank, 3 ranks): up to smallBytes the latency ones, above it the pipelined ones', async () => {
+  const f32 = (r: number, n: number) => tensor(Float32Array.from({ length: n }, (_, i) => r + i));
+  // allReduce: recursive doubling (3 ranks: one fold, one exchange, one result; 1, 2, 1 frames)
+  // at exactly smallBytes, and above a smaller smallBytes with fewer elements than ranks; the ring
+  // (2 (P − 1) steps, two 64-byte segments per block of 260 bytes) above it.
+  assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 64), {})), [1, 2, 1], 'allReduce of 256 bytes');
+  assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 2), {}), 1), [1, 2, 1], 'allReduce of 2 elements, smallBytes 1');
+  assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 65), {})), [8, 8, 8], 'allReduce of 260 bytes');
+  // broadcast from rank 0: the tree sends the whole buffer to each child (2 frames), the chain
+  // 64-byte segments down the chain 0 → 1 → 2 (5 frames of 260 bytes each).
+  assert.equal(await framesOf((c, r) => prepareBroadcast(c, f32(r, 64), { src: 0 })), [2, 0, 0], 'broadcast of 256 bytes');
+  assert.equal(await framesOf((c, r) => prepareBroadcast(c, f32(r, 65), { src: 0 })), [5, 5, 0], 'broadcast of 260 bytes');
 });
 
 test.run();
