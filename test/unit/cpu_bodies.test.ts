@@ -134,6 +134,8 @@ test('the algorithm a size takes (frames per rank, 3 ranks): up to smallBytes th
   assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 64), {})), [1, 2, 1], 'allReduce of 256 bytes');
   assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 2), {}), 1), [1, 2, 1], 'allReduce of 2 elements, smallBytes 1');
   assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 65), {})), [8, 8, 8], 'allReduce of 260 bytes');
+  // One element per rank is enough for the ring (one 4-byte segment per step).
+  assert.equal(await framesOf((c, r) => prepareAllReduce(c, f32(r, 3), {}), 1), [4, 4, 4], 'allReduce of 3 elements, smallBytes 1');
   // broadcast from rank 0: the tree sends the whole buffer to each child (2 frames), the chain
   // 64-byte segments down the chain 0 → 1 → 2 (5 frames of 260 bytes each).
   assert.equal(await framesOf((c, r) => prepareBroadcast(c, f32(r, 64), { src: 0 })), [2, 0, 0], 'broadcast of 256 bytes');
