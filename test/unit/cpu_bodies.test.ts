@@ -1,6 +1,8 @@
-// host/cpu/bodies.ts: the call shape each collective is fingerprinted by (what every rank must
-// agree on: the collective, the dtype, the op, the root, the shape, or the caller's own view of
-// it), read straight from the prepare functions on a CallContext of rank 1 of 3 — no sockets.
+// host/cpu/bodies.ts without sockets: the call shape each collective is fingerprinted by (what
+// every rank must agree on: the collective, the dtype, the op, the root, the shape, or the
+// caller's own view of it) and the checks, read straight from the prepare functions on a
+// CallContext of rank 1 of 3; a group of one's allReduce without shared segments; and which
+// algorithm a size takes, counted in frames over a scripted Exchange (test/helpers/fake_exchange).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import {
