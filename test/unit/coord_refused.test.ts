@@ -59,6 +59,20 @@ test('an out that overlaps the input: allReduce (partly), allGather along dim 0 
     (g) => g.allGather(f32([1]), 0));
 });
 
+test('in place (out is the input) is no overlap for broadcast and allReduce; a partly overlapping out on broadcast is refused', async () => {
+  const ts = [f32([1, 2]), f32([10, 20])];
+  const sums = await Promise.all(groups.map((g, r) => g.allReduce(ts[r], { out: ts[r] })));
+  assert.ok(sums[0] === ts[0] && sums[1] === ts[1], 'allReduce resolves with the input itself');
+  assert.equal([...ts[0].data, ...ts[1].data], [11, 22, 11, 22]);
+  const bs = [f32([5, 6]), f32([0, 0])];
+  const got = await Promise.all(groups.map((g, r) => g.broadcast(bs[r], 0, { out: bs[r] })));
+  assert.ok(got[1] === bs[1], 'broadcast resolves with the input itself');
+  assert.equal([...bs[1].data], [5, 6]);
+  const buf = new Float32Array(3);
+  await refusedThenGood('broadcast overlap', () => groups[1].broadcast(tensor(buf.subarray(0, 2)), 0, { out: tensor(buf.subarray(1, 3)) }),
+    (g) => g.broadcast(f32([1, 2]), 0));
+});
+
 test('allGatherv, reduceScatterv, allToAll: sizes that do not fit', async () => {
   await refusedThenGood('allGatherv', () => groups[1].allGatherv(f32([1, 2]), [1, 1]), (g, r) => g.allGatherv(f32(r ? [1, 2] : [1]), [1, 2]));
   await refusedThenGood('reduceScatterv', () => groups[1].reduceScatterv(f32([1, 2]), [1, 2]), (g) => g.reduceScatterv(f32([1, 2, 3]), [1, 2]));

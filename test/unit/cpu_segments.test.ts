@@ -22,6 +22,9 @@ test.before(async () => {
   gs = await Promise.all([...Array(P).keys()].map((rank) => CpuGroup.create({
     store, rank, worldSize: P, groupName: 'cpu-segments', timeoutMs: 10_000,
     transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096,
+    // No frame above 1 KiB: a large allReduce that went the ring's way (4 KiB segments) would
+    // be refused; the segments' own frames are empty signals and the setup's small offers.
+    maxFrameBytes: 1024, chunkBytes: 4096,
   })));
 });
 
@@ -52,6 +55,21 @@ test('premulSum over the shared segments: every rank\'s input scaled, then summe
     inPlace.forEach((t, r) => { assert.is(t, xs[r]); assert.equal([...(t.data as Float32Array)], want, `${dtype} rank ${r} in place`); });
   }
   assert.equal(gs.map((g) => g.sharedSegments), [true, true, true], 'the segments were used');
+});
+
+test('sum, avg and max over the shared segments (out of place and in place); below the threshold the ring, same results', async () => {
+  for (const n of [5000, 200]) { // 20 KiB: the segments; 800 bytes: below shmReduceBytes (one frame)
+    const xs = gs.map((_, r) => input(r, n, 'float32'));
+    for (const [op, f] of [['sum', (v: number[]) => v[0] + v[1] + v[2]], ['avg', (v: number[]) => (v[0] + v[1] + v[2]) / 3], ['max', (v: number[]) => Math.max(...v)]] as const) {
+      const want = Array.from({ length: n }, (_, i) => Math.fround(f([0, 1, 2].map((r) => (i % 97) + r))));
+      const got = await Promise.all(gs.map((g, r) => g.allReduce(xs[r], { op })));
+      got.forEach((t, r) => assert.equal([...(t.data as Float32Array)], want, `${n} ${op} rank ${r}`));
+      const copies = xs.map((x) => tensor((x.data as Float32Array).slice()));
+      const inPlace = await Promise.all(gs.map((g, r) => g.allReduce(copies[r], { op, out: copies[r] })));
+      inPlace.forEach((t, r) => { assert.is(t, copies[r]); assert.equal([...(t.data as Float32Array)], want, `${n} ${op} rank ${r} in place`); });
+      xs.forEach((x, r) => assert.equal([...(x.data as Float32Array)], [...(input(r, n, 'float32').data as Float32Array)], `${n} ${op}: input unchanged`));
+    }
+  }
 });
 
 test.run();
