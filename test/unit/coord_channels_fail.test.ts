@@ -78,11 +78,12 @@ test('namedCreateError: a member\'s unnamed failures name group rank 0; every na
   assert.equal([reach.peerRank, reach.peerRanks], [0, [0]]);
   assert.is(reach.message, `${at}could not reach group rank 0, which hosts the group's store (gone, or it gave up creating the group): connect [group rank 0 = global rank 7]`);
 
-  // Left as they are: a wait for other keys, a protocol error, a failure that names its ranks, and group rank 0's own.
+  // Left as they are: a wait for other keys, a protocol error, an aborted wait for the ports, a failure that names its ranks, and group rank 0's own.
   const asIs: [GroupcommError, GroupLayout, string][] = [
     [timeoutError('keys', { keys: ['groupcomm/x'] }), l, `${at}keys`],
     [timeoutError('two', { keys: ['a', 'b'] }), l, `${at}two`],
     [protocolError('refused'), l, `${at}refused`],
+    [abortedError('stopped', { keys: ['g_2'] }), l, `${at}stopped`],
     [peerLostError('one', { peerRanks: [] }), l, `${at}one`],
     [peerLostError('two', { peerRank: 2 }), l, `${at}two [group rank 2 = global rank 9]`],
     [peerLostError('own'), layout([7, 5, 9], 0, 2), 'creating group 2 of [7, 5, 9] on global rank 7: own'],
