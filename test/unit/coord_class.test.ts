@@ -7,6 +7,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import net from 'node:net';
 import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
 import { asyncDispose } from '../../host/base/lifecycle.js';
 import { tensor } from '../../host/core/tensor.js';
@@ -14,6 +15,13 @@ import { TcpStore, TcpStoreServer } from '../../host/store/index.js';
 import { failure } from '../helpers/rejects.js';
 
 type G = StatelessGroupCoordinator;
+
+async function freePort(): Promise<number> {
+  const s = await new Promise<net.Server>((res) => { const x = net.createServer().listen(0, '127.0.0.1', () => res(x)); });
+  const port = (s.address() as net.AddressInfo).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
 
 /** A float32 CPU tensor from a vector or a matrix. */
 function cpuTensor(v: number[] | number[][]) {
@@ -116,6 +124,75 @@ test('a group of three: ring neighbours, first and last, the default source and 
     assert.equal(await Promise.all(gs.map((g) => g.recvTensorDict())), [{ from: 2 }, { from: 0 }, { from: 1 }]);
   } finally {
     await done();
+  }
+});
+
+test('new is refused naming the factory and why; empty() makes float32 on the group\'s device; split through the class', async () => {
+  let err: Error | undefined;
+  try {
+    new (StatelessGroupCoordinator as unknown as new (o: unknown) => unknown)({ groupRanks: [[0]], globalRank: 0 });
+  } catch (e) {
+    err = e as Error;
+  }
+  assert.is(err?.message, 'new StatelessGroupCoordinator() is not supported: a group opens its channels with the other members before it is usable, ' +
+    'and a constructor cannot wait. Use `const group = await StatelessGroupCoordinator.create({ groupRanks, globalRank, rendezvous })`');
+  const g = await StatelessGroupCoordinator.create({ groupRanks: [[4]], globalRank: 4, groupName: 'parent', timeoutMs: 2_000 });
+  const t = g.empty([2]);
+  assert.equal([t.dtype, t.device, t.shape], ['float32', 'cpu', [2]]);
+  g.free(t);
+  // A split this rank's lists do not allow is refused before it is queued, naming the group and 'split'.
+  const e = await failure(g.split({ groupRanks: [[9]] }));
+  assert.is(e.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  assert.match(e.message, /^parent_0\.split \(global rank 4\): /);
+  const sub = await g.split({ groupRanks: [[4]], groupName: 'child' });
+  assert.ok(sub instanceof StatelessGroupCoordinator);
+  assert.equal([sub!.ranks, sub!.rank, StatelessGroupCoordinator.lookup(sub!.uniqueName)], [[4], 4, sub]);
+  await sub!.close();
+  // The second split (the refused one did not count) is named after the parent and its count.
+  const next = await g.split({ groupRanks: [[4]] });
+  assert.match(next!.uniqueName, /^parent_0\.split1:/);
+  await next!.close();
+  await g.close();
+});
+
+test('close with explicit ports: a member waits for group rank 0\'s server to go; with a rendezvous it does not', async () => {
+  const ports: [number, number, number] = [await freePort(), await freePort(), await freePort()];
+  const fixed = await Promise.all([0, 1].map((r) => StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: r, groupName: 'ports', groupPorts: [ports], host: '127.0.0.1', timeoutMs: 4_000,
+  })));
+  let t0 = performance.now();
+  const member = fixed[1].close({ lingerMs: 3_000 }).then(() => performance.now() - t0);
+  await new Promise((r) => setTimeout(r, 400));
+  await fixed[0].close({ lingerMs: 3_000 });
+  const waited = await member;
+  assert.ok(waited >= 350, `the member left after ${waited} ms, before rank 0's server closed`);
+  const { gs, done } = await trio('rdv');
+  try {
+    t0 = performance.now();
+    await gs[2].close({ lingerMs: 3_000 });
+    const took = performance.now() - t0;
+    assert.ok(took < 2_000, `a member with a rendezvous waited ${took} ms for rank 0`);
+  } finally {
+    await done();
+  }
+});
+
+test('split passes the create options on: sub-groups of a group with a device communicator have one', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 5_000 })));
+  const gs = await Promise.all([0, 1].map((r) => StatelessGroupCoordinator.create({
+    groupRanks: [[0, 1]], globalRank: r, groupName: 'dev', rendezvous: stores[r], timeoutMs: 5_000, useDeviceCommunicator: true, backend: 'cpu',
+  })));
+  try {
+    assert.ok(gs[0].deviceCommunicator !== undefined);
+    const subs = await Promise.all(gs.map((g) => g.split({ groupRanks: [[0, 1]], timeoutMs: 3_000 })));
+    const has = subs.map((s) => s!.deviceCommunicator !== undefined);
+    await Promise.all(subs.map((s) => s!.destroy({ lingerMs: 200 })));
+    assert.equal(has, [true, true]);
+  } finally {
+    await Promise.all(gs.map((g) => g.destroy({ lingerMs: 200 })));
+    for (const s of stores) await s.close();
+    await server.close();
   }
 });
 
