@@ -196,6 +196,22 @@ test('split passes the create options on: sub-groups of a group with a device co
   }
 });
 
+test('close({ timeoutMs }) aborts an operation still in flight; rank 0 waits only lingerMs for members that stay', async () => {
+  const { gs, done } = await trio('stuck');
+  try {
+    const pending = failure(gs[1].recvObject(0)); // rank 0 sends nothing: it waits
+    await gs[1].close({ timeoutMs: 200, lingerMs: 100 });
+    const e = await pending;
+    assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', e.message);
+    const t0 = performance.now();
+    await gs[0].close({ lingerMs: 300 });
+    const took = performance.now() - t0;
+    assert.ok(took >= 250 && took < 2_500, `rank 0 lingered ${took} ms`);
+  } finally {
+    await done();
+  }
+});
+
 test('abort: later operations are refused, lookup forgets the group; asyncDispose closes', async () => {
   const g = await StatelessGroupCoordinator.create({ groupRanks: [[0]], globalRank: 0, groupName: 'gone', timeoutMs: 2_000 });
   const aborting = g.abort(new Error('stop'));
