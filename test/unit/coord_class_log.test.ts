@@ -1,0 +1,35 @@
+/**
+ * What a coordinator logs about itself (host/coordinator/coordinator.ts) at GROUPCOMM_DEBUG=info:
+ * one line when it is created or split off (its global ranks and ports), tagged with the group's
+ * wire name and this rank's place, under the COORD subsystem. GROUPCOMM_DEBUG is read when the
+ * logger loads, so this file sets it before importing the library.
+ */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+
+process.env.GROUPCOMM_DEBUG = 'info';
+process.env.GROUPCOMM_DEBUG_SUBSYS = 'COORD';
+const { StatelessGroupCoordinator } = await import('../../host/coordinator/coordinator.js');
+
+const lines: string[] = [];
+const write = process.stderr.write;
+process.stderr.write = ((chunk: string | Uint8Array) => {
+  lines.push(String(chunk));
+  return true;
+}) as typeof process.stderr.write;
+test.after(() => { process.stderr.write = write; });
+
+const logged = () => lines.splice(0).filter((l) => l.includes(' COORD ')).map((l) => l.replace(/^.* COORD /, '').trim());
+
+test('created and split off: one line each, naming the ranks and the ports', async () => {
+  logged();
+  const g = await StatelessGroupCoordinator.create({ groupRanks: [[3]], globalRank: 3, groupName: 'told', timeoutMs: 2_000 });
+  assert.equal(logged(), ['told_0 rank 0/1 INFO created: global ranks [3], ports [none]']);
+  const sub = await g.split({ groupRanks: [[3]], groupName: 'part' });
+  assert.equal(logged(), ['part_0 rank 0/1 INFO split from told_0, no device communicator: global ranks [3], ports [none]']);
+  await sub!.close();
+  await g.close();
+  assert.equal(logged(), ['part_0 rank 0/1 INFO closed', 'told_0 rank 0/1 INFO closed']);
+});
+
+test.run();
