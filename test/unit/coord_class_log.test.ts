@@ -32,4 +32,23 @@ test('created and split off: one line each, naming the ranks and the ports', asy
   assert.equal(logged(), ['part_0 rank 0/1 INFO closed', 'told_0 rank 0/1 INFO closed']);
 });
 
+test('a group of two: the ranks and rank 0\'s ports, comma separated', async () => {
+  const { TcpStore, TcpStoreServer } = await import('../../host/store/index.js');
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const stores = await Promise.all([0, 1].map(() => TcpStore.create({ port: server.port, timeoutMs: 5_000 })));
+  try {
+    logged();
+    const gs = await Promise.all([0, 1].map((r) => StatelessGroupCoordinator.create({
+      groupRanks: [[0, 1]], globalRank: r, groupName: 'pair', rendezvous: stores[r], timeoutMs: 5_000,
+    })));
+    const created = logged().filter((l) => l.includes('created'));
+    assert.is(created.length, 2);
+    for (const g of gs) assert.ok(created.includes(`pair_0 rank ${g.rankInGroup}/2 INFO created: global ranks [0, 1], ports [${g.ports!.join(', ')}]`), created.join('\n'));
+    await Promise.all(gs.map((g) => g.destroy({ lingerMs: 100 })));
+  } finally {
+    for (const s of stores) await s.close();
+    await server.close();
+  }
+});
+
 test.run();
