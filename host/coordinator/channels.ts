@@ -149,33 +149,52 @@ export async function openChannels(r: OpenRequest): Promise<{ ch: Channels; port
   } catch (e) {
     await held?.cpu?.release();
     await held?.device?.release();
-    // Rank 0 hosts the group's store: keeping it up a moment lets the others, which time out
-    // about now too, still ask it who never arrived instead of finding it closed.
-    let err = e;
-    const wireName = `${base}_${layout.groupIndex}`;
-    // Another groupRanks on some member explains whatever else failed (a refused handshake, a
-    // lost connection, a timeout): this rank's own comparison, else a member's report (waited
-    // for a moment after a refused handshake, which can come just before the report).
-    if (isGroupcommError(e) && e !== viewErr && e.code !== 'ERR_GROUPCOMM_ABORTED' && ch.store) {
-      const mine = views && await Promise.race([views.then(() => undefined, (x) => x), sleep(CREATE_FAIL_LINGER_MS)]);
-      const m = viewErr ?? (isGroupcommError(mine, 'ERR_GROUPCOMM_MISMATCH') ? mine
-        : await reportedMismatch(ch.store, layout, wireName, e.code === 'ERR_GROUPCOMM_PROTOCOL' || e.code === 'ERR_GROUPCOMM_MISMATCH' ? CREATE_FAIL_LINGER_MS : 0));
-      if (isGroupcommError(m, 'ERR_GROUPCOMM_MISMATCH')) err = m;
-    }
-    if (ch.server && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_MISMATCH')) {
-      // Rank 0 sees the whole join; what it found out is left for the others to read.
-      const named = err.peerRanks ?? (err.peerRank !== undefined ? [err.peerRank] : []);
-      if (named.length || err.code === 'ERR_GROUPCOMM_MISMATCH') {
-        await ch.store?.set(createFailKey(wireName), JSON.stringify({ code: err.code, peerRanks: named, message: err.message }), { timeoutMs: 200 }).catch(() => {});
-      }
-      await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
-    } else if (!ch.server && ch.store && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_PROTOCOL')) {
-      err = await hostsView(ch.store, wireName, err);
-    }
+    const err = await createFailVerdict(e, { ch, layout, wireName: `${base}_${layout.groupIndex}`, views, viewErr: () => viewErr });
     await closeChannels(ch, 0);
     throw namedCreateError(err, layout);
   }
   return { ch, ports };
+}
+
+/** What a failed create knows when it picks its error (openChannels's catch). */
+export interface FailedCreate {
+  ch: Channels;
+  layout: GroupLayout;
+  wireName: string;
+  /** The groupRanks comparison (members.ts), if it had started. */
+  views: Promise<void> | undefined;
+  /** The MISMATCH that comparison or the watch found, as of now (either may still report one). */
+  viewErr: () => unknown;
+}
+
+/**
+ * The error a failed create reports (exported for tests). Another groupRanks on some member
+ * explains whatever else failed (a refused handshake, a lost connection, a timeout): this rank's
+ * own comparison, else a member's report (waited for a moment after a refused handshake, which
+ * can come just before the report). Rank 0 hosts the group's store: it leaves what it found out
+ * there and keeps the store up a moment, so the others, which time out about now too, can still
+ * ask it who never arrived instead of finding it closed; a member adopts that verdict.
+ */
+export async function createFailVerdict(e: unknown, f: FailedCreate): Promise<unknown> {
+  const { ch, layout, wireName, views } = f;
+  let err = e;
+  if (isGroupcommError(e) && e !== f.viewErr() && e.code !== 'ERR_GROUPCOMM_ABORTED' && ch.store) {
+    const mine = views && await Promise.race([views.then(() => undefined, (x) => x), sleep(CREATE_FAIL_LINGER_MS)]);
+    const m = f.viewErr() ?? (isGroupcommError(mine, 'ERR_GROUPCOMM_MISMATCH') ? mine
+      : await reportedMismatch(ch.store, layout, wireName, e.code === 'ERR_GROUPCOMM_PROTOCOL' || e.code === 'ERR_GROUPCOMM_MISMATCH' ? CREATE_FAIL_LINGER_MS : 0));
+    if (isGroupcommError(m, 'ERR_GROUPCOMM_MISMATCH')) err = m;
+  }
+  if (ch.server && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_MISMATCH')) {
+    // Rank 0 sees the whole join; what it found out is left for the others to read.
+    const named = err.peerRanks ?? (err.peerRank !== undefined ? [err.peerRank] : []);
+    if (named.length || err.code === 'ERR_GROUPCOMM_MISMATCH') {
+      await ch.store?.set(createFailKey(wireName), JSON.stringify({ code: err.code, peerRanks: named, message: err.message }), { timeoutMs: 200 }).catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, CREATE_FAIL_LINGER_MS));
+  } else if (!ch.server && ch.store && isGroupcommError(err) && (err.code === 'ERR_GROUPCOMM_TIMEOUT' || err.code === 'ERR_GROUPCOMM_PEER_LOST' || err.code === 'ERR_GROUPCOMM_PROTOCOL')) {
+    err = await hostsView(ch.store, wireName, err);
+  }
+  return err;
 }
 
 const createFailKey = (wireName: string) => `groupcomm/create-failed/${wireName}`;
@@ -203,7 +222,7 @@ export function bothVerdict(pg: PromiseSettledResult<unknown>, cpu: PromiseSettl
  * whole join (and a member that gave up a moment earlier may already have taken its keys back,
  * so a member's own look at the keys can name ranks that were there).
  */
-async function hostsView(store: TcpStore, wireName: string, e: GroupcommError): Promise<GroupcommError> {
+export async function hostsView(store: TcpStore, wireName: string, e: GroupcommError): Promise<GroupcommError> {
   try {
     const v = JSON.parse(new TextDecoder().decode(await store.get(createFailKey(wireName), { timeoutMs: 300 }))) as { code?: string; peerRanks: number[]; message: string };
     const peerRanks = v.peerRanks.filter((r) => Number.isInteger(r) && r > 0);
@@ -230,7 +249,7 @@ const CREATE_FAIL_LINGER_MS = 500;
  * loss of group rank 0, which hosts it; a port record that never came is group rank 0 that never
  * called create.
  */
-function namedCreateError(e: unknown, layout: GroupLayout): unknown {
+export function namedCreateError(e: unknown, layout: GroupLayout): unknown {
   if (!isGroupcommError(e)) return e;
   const me = layout.rankInGroup;
   let err = e;
@@ -256,7 +275,7 @@ function namedCreateError(e: unknown, layout: GroupLayout): unknown {
  * total per rank is capped at 16 MiB (at least 64 KiB per peer) past 17 ranks. Large messages are
  * read straight into their destination anyway. GROUPCOMM_CPU_RECV_BUFFER_BYTES, when set, wins.
  */
-function recvBufferFor(worldSize: number): number | undefined {
+export function recvBufferFor(worldSize: number): number | undefined {
   if (setting('GROUPCOMM_CPU_RECV_BUFFER_BYTES') !== undefined || worldSize <= 17) return undefined;
   return Math.max(64 * 1024, Math.floor((16 << 20) / (worldSize - 1)));
 }
