@@ -1,7 +1,9 @@
 // TcpStoreServer's own surface outside the read loop (server.ts): listen's argument checks and
 // exposure check, host/port once closed, waitForWorkers's shortcuts, the connection cap's rate
 // limited warning, a close() deadline or signal cutting half-open clients, and a misbehaving
-// client that keeps its side open destroyed shortly after its connection was ended.
+// client that keeps its side open destroyed shortly after its connection was ended; abort() not
+// waiting for anyone; which closes are warned about; a listener error or a client's reset
+// logged, never thrown.
 import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -38,6 +40,20 @@ async function halfOpen(port: number): Promise<{ socket: net.Socket; ended: Prom
   const ended = new Promise<void>((r) => socket.once('end', () => r()));
   await new Promise((r) => socket.once('connect', r));
   return { socket, ended };
+}
+
+/** A logger that keeps the warnings. */
+function capture(): { log: Logger; warnings: string[] } {
+  const warnings: string[] = [];
+  const log = {
+    warn: (m: string) => { warnings.push(m); }, info() {}, debug() {}, trace() {}, warnOnce() {},
+    enabled: () => false, tracing: false, child() { return log; },
+  } as Logger;
+  return { log, warnings };
+}
+
+function warned(warnings: string[], text: string): void {
+  assert.ok(warnings.some((w) => w.includes(text)), `a warning with '${text}' in ${JSON.stringify(warnings)}`);
 }
 
 async function connections(server: TcpStoreServer, n: number): Promise<void> {
@@ -96,6 +112,12 @@ test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is 
     assert.ok((e.elapsedMs ?? 0) >= 90, `elapsedMs ${e.elapsedMs}`);
     const b = await TcpStore.create({ port: server.port, worldSize: 2, timeoutMs: 5000 });
     assert.ok(await within(server.waitForWorkers({ timeoutMs: 60_000 }), 1000), 'both joined: at once');
+    const ac = new AbortController();
+    const waiting = server.waitForWorkers({ worldSize: 3, signal: ac.signal, timeoutMs: 60_000 }).then(() => undefined, (x) => x);
+    ac.abort();
+    const aborted = await waiting;
+    assert.ok(isGroupcommError(aborted, 'ERR_GROUPCOMM_ABORTED'), String(aborted));
+    assert.is(aborted.key, 'init/', 'the abort names the key');
     await b.close();
   } finally {
     await a.close();
@@ -104,11 +126,7 @@ test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is 
 });
 
 test('the connection cap: one warning for a burst of refused connections', async () => {
-  const warnings: string[] = [];
-  const log = {
-    warn: (m: string) => { warnings.push(m); }, info() {}, debug() {}, trace() {}, warnOnce() {},
-    enabled: () => false, tracing: false, child() { return log; },
-  } as Logger;
+  const { log, warnings } = capture();
   const server = await TcpStoreServer.listen({ port: 0, maxConnections: 1, logger: log });
   const held = await Raw.connect(server.port);
   try {
@@ -161,6 +179,49 @@ test('a misbehaving client that keeps its side open: ended at once, destroyed ab
     assert.ok(await within(server.close({ timeoutMs: 60_000 }), 5000), 'destroyed by the server');
   } finally {
     c.socket.destroy();
+    await server.close();
+  }
+});
+
+test('abort() destroys every connection at once, a half-open client too', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const c = await halfOpen(server.port);
+  try {
+    await connections(server, 1);
+    assert.ok(await within(server.abort(), 5000), 'not held by the client');
+    assert.ok(await within(c.ended, 3000), 'the client saw its connection go');
+  } finally {
+    c.socket.destroy();
+  }
+});
+
+test('warnings: none for clients that hang up or a server closing; one for a closed misbehaving client; a listener error and a client\'s reset are logged, not thrown', async () => {
+  const { log, warnings } = capture();
+  const server = await TcpStoreServer.listen({ port: 0, logger: log });
+  try {
+    const a = await Raw.connect(server.port);
+    a.write(VALIDATE);
+    await connections(server, 1);
+    a.close();
+    await connections(server, 0);
+    const kept = await Raw.connect(server.port);
+    await connections(server, 1);
+    const bad = await Raw.connect(server.port);
+    bad.write(Buffer.from([99]));
+    assert.ok(await bad.waitClosed(3000));
+    bad.close();
+    const inner = (server as unknown as { server: net.Server }).server;
+    assert.not.throws(() => inner.emit('error', new Error('accept EMFILE')));
+    warned(warnings, 'listener error: accept EMFILE');
+    const reset = await Raw.connect(server.port);
+    await connections(server, 2);
+    if (typeof reset.socket.resetAndDestroy === 'function') reset.socket.resetAndDestroy();
+    else reset.close();
+    await connections(server, 1);
+    await server.close({ timeoutMs: 5000 });
+    assert.ok(kept.closed || await kept.waitClosed(3000));
+    assert.is(warnings.filter((w) => w.includes('closing connection')).length, 1, JSON.stringify(warnings));
+  } finally {
     await server.close();
   }
 });
