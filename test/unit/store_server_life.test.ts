@@ -110,7 +110,10 @@ test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is 
     assert.is(e.key, 'init/');
     assert.is(e.timeoutMs, 100);
     assert.ok((e.elapsedMs ?? 0) >= 90, `elapsedMs ${e.elapsedMs}`);
+    assert.is(e.peerRanks, undefined, 'no client said its rank');
+    const later = server.waitForWorkers({ timeoutMs: 60_000 });
     const b = await TcpStore.create({ port: server.port, worldSize: 2, timeoutMs: 5000 });
+    assert.ok(await within(later, 3000), 'resolved when the second joined');
     assert.ok(await within(server.waitForWorkers({ timeoutMs: 60_000 }), 1000), 'both joined: at once');
     const ac = new AbortController();
     const waiting = server.waitForWorkers({ worldSize: 3, signal: ac.signal, timeoutMs: 60_000 }).then(() => undefined, (x) => x);
@@ -123,6 +126,33 @@ test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is 
     await a.close();
     await server.close();
   }
+});
+
+test('waitForWorkers: the timeout names the ranks that did not join when clients said theirs', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const c = await TcpStore.create({ port: server.port, worldSize: 3, rank: 1, timeoutMs: 5000 });
+  try {
+    const e = await server.waitForWorkers({ worldSize: 3, timeoutMs: 100 }).then(() => undefined, (x) => x);
+    assert.ok(isGroupcommError(e, 'ERR_GROUPCOMM_TIMEOUT'), String(e));
+    assert.equal(e.peerRanks, [0, 2]);
+  } finally {
+    await c.close();
+    await server.close();
+  }
+});
+
+test('close() and abort() return one promise; connectLocal links in until the server closes; a busy port is ERR_GROUPCOMM_BIND', async () => {
+  const server = await TcpStoreServer.listen({ port: 0 });
+  const local = server.connectLocal();
+  assert.ok(local, 'a link while open');
+  assert.is(server.numConnections, 1);
+  assert.is(await code(TcpStoreServer.listen({ port: server.port })), 'ERR_GROUPCOMM_BIND');
+  const closing = server.close();
+  assert.is(server.close(), closing);
+  assert.is(server.abort(), closing);
+  assert.is(server.connectLocal(), undefined, 'none once closing');
+  await closing;
+  assert.is(server.numConnections, 0);
 });
 
 test('the connection cap: one warning for a burst of refused connections', async () => {
