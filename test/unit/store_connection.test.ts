@@ -158,7 +158,7 @@ test('watchdog: checked every quarter of the connection\'s timeout, an unanswere
   assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
   assert.equal(e.keys, ['a', 'b']);
   assert.is(e.timeoutMs, 60);
-  assert.ok((e.elapsedMs ?? 0) >= 60, `elapsedMs ${e.elapsedMs}`);
+  assert.ok((e.elapsedMs ?? 0) >= 60 && (e.elapsedMs ?? 0) < 5000, `elapsedMs ${e.elapsedMs}`);
   assert.ok(performance.now() - t0 < 700, `took ${performance.now() - t0} ms`);
   const next = conn.request(Buffer.from([2]), readU8);
   server.write(Buffer.from([1, 2])); // the late reply, then the next one
