@@ -83,6 +83,7 @@ test('listen without a secret: refused on a reachable host before binding; a ser
   try {
     const server = await TcpStoreServer.listen({ server: pre, host: '0.0.0.0', insecure: false });
     assert.is(server.host, '127.0.0.1', 'the bound address');
+    assert.not.throws(() => pre.emit('error', new Error('accept EMFILE')), 'a listener error on a server bound by the caller is logged');
     await server.close();
   } finally {
     pre.close();
@@ -95,6 +96,9 @@ test('host and port once closed: the given host, port 0', async () => {
   await server.close();
   assert.is(server.port, 0);
   assert.is(server.host, 'localhost');
+  const plain = await TcpStoreServer.listen({ port: 0 });
+  await plain.close();
+  assert.is(plain.host, '127.0.0.1', 'the default host');
 });
 
 test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is used; the timeout carries its fields; a closed server rejects', async () => {
@@ -112,11 +116,12 @@ test('waitForWorkers: no worldSize resolves at once; the server\'s worldSize is 
     assert.ok((e.elapsedMs ?? 0) >= 90, `elapsedMs ${e.elapsedMs}`);
     assert.is(e.peerRanks, undefined, 'no client said its rank');
     const later = server.waitForWorkers({ timeoutMs: 60_000 });
+    const ac = new AbortController();
+    const waiting = server.waitForWorkers({ worldSize: 3, signal: ac.signal, timeoutMs: 60_000 }).then(() => undefined, (x) => x);
     const b = await TcpStore.create({ port: server.port, worldSize: 2, timeoutMs: 5000 });
     assert.ok(await within(later, 3000), 'resolved when the second joined');
     assert.ok(await within(server.waitForWorkers({ timeoutMs: 60_000 }), 1000), 'both joined: at once');
-    const ac = new AbortController();
-    const waiting = server.waitForWorkers({ worldSize: 3, signal: ac.signal, timeoutMs: 60_000 }).then(() => undefined, (x) => x);
+    assert.not.ok(await within(waiting, 100), 'a wait for 3 is not woken by the second join');
     ac.abort();
     const aborted = await waiting;
     assert.ok(isGroupcommError(aborted, 'ERR_GROUPCOMM_ABORTED'), String(aborted));
@@ -153,6 +158,24 @@ test('close() and abort() return one promise; connectLocal links in until the se
   assert.is(server.connectLocal(), undefined, 'none once closing');
   await closing;
   assert.is(server.numConnections, 0);
+});
+
+test('asyncDispose closes the server; in-process subscribers hear PEER_LOST; a handshake timeout is logged', async () => {
+  const { log, warnings } = capture();
+  const server = await TcpStoreServer.listen({ port: 0, handshakeTimeoutMs: 100, logger: log });
+  const ended: string[] = [];
+  server.subscribeLocal('g/to/0/', () => {}, (e) => ended.push(e.code));
+  try {
+    const silent = await Raw.connect(server.port);
+    assert.ok(await silent.waitClosed(3000), 'no handshake: closed');
+    silent.close();
+    warned(warnings, 'no completed handshake within 100 ms');
+    await within(server[Symbol.asyncDispose](), 5000);
+    assert.is(server.connectLocal(), undefined, 'closed');
+    assert.equal(ended, ['ERR_GROUPCOMM_PEER_LOST']);
+  } finally {
+    await server.abort();
+  }
 });
 
 test('the connection cap: one warning for a burst of refused connections', async () => {
