@@ -115,6 +115,7 @@ test('unsent and inFlight: a request is unsent until handed over, in flight unti
   assert.ok(conn.unsent, 'not written yet');
   assert.ok(conn.inFlight);
   await tick();
+  assert.ok(conn.unsent, 'handed to the socket, not delivered yet');
   await tick();
   assert.not.ok(conn.unsent, 'delivered');
   assert.ok(conn.inFlight, 'no reply yet');
@@ -160,6 +161,7 @@ test('watchdog: checked every quarter of the connection\'s timeout, an unanswere
   assert.is(e.timeoutMs, 60);
   assert.ok((e.elapsedMs ?? 0) >= 60 && (e.elapsedMs ?? 0) < 5000, `elapsedMs ${e.elapsedMs}`);
   assert.ok(performance.now() - t0 < 700, `took ${performance.now() - t0} ms`);
+  assert.not.ok(conn.inFlight, 'a timed-out request is settled, though its reader stays queued');
   const next = conn.request(Buffer.from([2]), readU8);
   server.write(Buffer.from([1, 2])); // the late reply, then the next one
   assert.is(await next, 2);
@@ -196,6 +198,12 @@ test('readers: a value of 4 KiB or more filling half its read is a view, others 
   const c = conn.request(Buffer.from([1]), readBytes);
   server.write(Buffer.concat([bytes(Buffer.alloc(4095, 3))]));
   assert.is((await c).buffer.byteLength, 4095, '4095 bytes: a copy');
+  // 4 KiB in a read of 8 + 4096 + 8 + 4200 bytes: less than half of it, copied; the 4200 over half
+  const c1 = conn.request(Buffer.from([1]), readBytes);
+  const c2 = conn.request(Buffer.from([1]), readBytes);
+  server.write(Buffer.concat([bytes(Buffer.alloc(4096, 4)), bytes(Buffer.alloc(4200, 5))]));
+  assert.is((await c1).buffer.byteLength, 4096, 'under half the read: a copy');
+  assert.is((await c2).buffer.byteLength, 8312, 'over half the read: a view');
   const d = conn.request(Buffer.from([1]), readTryGet);
   const e = conn.request(Buffer.from([1]), readTryGet);
   const f = conn.request(Buffer.from([1]), readQueuePop);
