@@ -323,6 +323,9 @@ export class Connection {
     this.log.debug(`connection to ${this.address} closed: ${err.message}`);
     if (this.watchdog) clearInterval(this.watchdog);
     this.socket.destroy();
+    // Frames queued in this tick are never written now: not in flight, not unsent.
+    this.out = [];
+    this.outBytes = 0;
     const pending = [...this.queue.slice(this.head), ...this.noReply, ...this.writing];
     this.queue.length = 0;
     this.head = 0;
