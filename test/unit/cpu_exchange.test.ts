@@ -220,13 +220,14 @@ test('stream: frames kept before it are handed over in order, like the parser (c
   const b = make();
   void b.ex.recv(3, 99).catch(() => {});
   b.m.sink(3, b.ex.key).done(0, Uint8Array.of(1, 2));
+  b.m.sink(3, b.ex.key).done(1, Uint8Array.of(3, 4));
   const failed = b.ex.failed();
-  const seen: number[] = [];
-  b.ex.stream(3, 1, { dest: () => new Uint8Array(5), done: (slot) => { seen.push(slot); }, fail: () => {} });
+  const seen: string[] = [];
+  b.ex.stream(3, 2, { dest: (slot) => { seen.push(`dest ${slot}`); return new Uint8Array(5); }, done: (slot) => { seen.push(`done ${slot}`); }, fail: () => {} });
   const f = await state(failed);
   assert.is(code(f.e), ErrorCode.PROTOCOL);
   assert.is((f.e as GroupcommError).peerRank, 3);
-  assert.equal(seen, []);
+  assert.equal(seen, ['dest 0'], 'the failed operation hands over no further early frame');
   // A throwing consume on an early frame fails the operation too.
   const c = make();
   void c.ex.recv(3, 99).catch(() => {});
@@ -347,6 +348,9 @@ test('the sink\'s fail adds this rank to the parser\'s error; release without ab
   s.done(0, Uint8Array.of(1));
   assert.equal(b.ex.waitingOn(), [0, 2]);
   assert.is(s.dest(0, 1), null, 'postings dropped');
+  // A frame for a finished operation is not kept for a receive either.
+  s.done(4, Uint8Array.of(9));
+  assert.ok((await state(b.ex.recv(2, 4))).pending, 'nothing kept after the operation finished');
 });
 
 test.run();
