@@ -345,4 +345,94 @@ test('stray collective frames: one kept for an earlier collective fails the next
   }
 });
 
+test('routing details: socket frames never go to consume, dest is asked once per frame, frames kept for one key all arrive in order', () => {
+  const log = new Log();
+  const inb = new Inbound(PEER, new Uint8Array(64), log.events());
+  inb.ring = ring(new Map([[0, bytes(4, 9)]]));
+  const asked: string[] = [];
+  inb.register('2:1:0', log.sink('s', {
+    dest: (slot, n) => { asked.push(`dest ${slot}`); return new Uint8Array(n); },
+    consume: (slot) => { asked.push(`consume ${slot}`); return slot === 5; },
+  }));
+  inb.register('1:0:1', log.sink('r', { dest: (slot, n) => { asked.push(`rdest ${slot}`); return new Uint8Array(n); } }));
+  feedAll(inb, concat(ACK, frame(KIND_P2P, 1, 0, 5, bytes(3, 1)), doorbell(1, 0, 0, 4), frame(KIND_P2P, 2, 0, 0, bytes(2, 2)), frame(KIND_P2P, 2, 0, 1, bytes(2, 3))));
+  assert.equal(asked, ['dest 5', 'rdest 0'], 'a socket frame is read into dest, not offered to consume; one dest per frame');
+  assert.equal(log.out.slice(1), [`s 5 ${hex(bytes(3, 1))}`, `r 0 ${hex(bytes(4, 9))}`]);
+  inb.register('2:2:0', log.sink('k'));
+  assert.equal(log.out.slice(3), [`k 0 ${hex(bytes(2, 2))}`, `k 1 ${hex(bytes(2, 3))}`], 'both kept frames, in order');
+  // Pings are neither kept nor delivered, whatever registers later.
+  feedAll(inb, concat(frame(KIND_PING, 0, 0, 0, bytes(2, 1)), frame(KIND_PING, 0, 0, 0, 0)));
+  inb.register(`${KIND_PING}:0:0`, log.sink('ping'));
+  assert.is(log.out.length, 5);
+  // A doorbell without a ring is named as such.
+  const l = new Log();
+  const q = new Inbound(PEER, new Uint8Array(64), l.events());
+  feedAll(q, concat(ACK, doorbell(1, 0, 0, 4)));
+  assert.equal(l.out.slice(1), ['malformed doorbell without a shared-memory ring']);
+});
+
+test('a doorbell whose dest is shorter than its payload fails the sink (nothing is copied), and the stream goes on', () => {
+  const log = new Log();
+  const inb = new Inbound(PEER, new Uint8Array(64), log.events());
+  const r = ring(new Map([[0, bytes(6, 1)], [8, bytes(2, 2)]]));
+  inb.ring = r;
+  inb.register('1:0:1', log.sink('s', { dest: () => new Uint8Array(5) }));
+  feedAll(inb, concat(ACK, doorbell(1, 0, 0, 6), doorbell(1, 1, 8, 2)));
+  assert.match(log.out[1], /^s fail ERR_GROUPCOMM_PROTOCOL 1 frame 1:0:1 slot 0 from rank 1 has 6 bytes, expected 5/);
+  assert.equal(r.released, ['0+6', '8+2']);
+});
+
+test('stray lookups: the earliest kept collective is found past later ones, own frames and point-to-point keys', () => {
+  // Kept: this collective's own frame, a later one, a point-to-point frame, then an earlier one.
+  const log = new Log();
+  const inb = new Inbound(PEER, new Uint8Array(64), log.events());
+  feedAll(inb, concat(ACK, frame(KIND_COLL, 7, 5, 0, bytes(1, 1)), frame(KIND_COLL, 0, 9, 0, bytes(1, 2)),
+    frame(KIND_P2P, 4, 0, 0, bytes(1, 3)), frame(KIND_COLL, 0, 2, 0, bytes(1, 4))));
+  inb.register('1:0:5', log.sink('c5', { fingerprint: 7 }));
+  assert.is(log.out.length, 2, log.out.join(' | '));
+  assert.match(log.out[1], /^c5 fail ERR_GROUPCOMM_MISMATCH 1 rank 1 sent a frame for collective #2 .*found at collective #5$/, 'the earlier collective, nothing else');
+  // No stray: own frames are handed over (a later collective and a p2p frame are kept besides).
+  const ok = new Log();
+  const q = new Inbound(PEER, new Uint8Array(64), ok.events());
+  feedAll(q, concat(ACK, frame(KIND_COLL, 7, 5, 0, bytes(1, 1)), frame(KIND_COLL, 0, 9, 0, bytes(1, 2)), frame(KIND_P2P, 4, 9, 0, bytes(1, 3))));
+  q.register('1:0:5', ok.sink('c5', { fingerprint: 7 }));
+  assert.equal(ok.out.slice(1), [`c5 0 ${hex(bytes(1, 1))}`]);
+  // A point-to-point key is never looked up as a collective, even with a fingerprint and a seq past a kept collective.
+  const pl = new Log();
+  const y = new Inbound(PEER, new Uint8Array(64), pl.events());
+  feedAll(y, concat(ACK, frame(KIND_COLL, 0, 3, 0, bytes(1, 5)), frame(KIND_P2P, 4, 9, 0, bytes(1, 3))));
+  y.register('2:4:9', pl.sink('p', { fingerprint: 4 }));
+  assert.equal(pl.out.slice(1), [`p 0 ${hex(bytes(1, 3))}`]);
+  // A point-to-point frame kept while a collective is registered is no stray.
+  const r = new Log();
+  const x = new Inbound(PEER, new Uint8Array(64), r.events());
+  x.register('1:0:6', r.sink('c6'));
+  feedAll(x, concat(ACK, frame(KIND_P2P, 4, 3, 0, bytes(1, 6))));
+  x.register('2:4:3', r.sink('p'));
+  assert.equal(r.out.slice(1), [`p 0 ${hex(bytes(1, 6))}`]);
+});
+
+test('a large frame completed by a direct read is delivered at once; reads go in place only while DIRECT_READ_MIN or more is to come', () => {
+  for (const len of [DIRECT_READ_MIN - 1, DIRECT_READ_MIN, DIRECT_READ_MIN + 1]) {
+    const log = new Log();
+    const recv = new Uint8Array(64);
+    const inb = new Inbound(PEER, recv, log.events());
+    const target = new Uint8Array(len);
+    inb.register('2:1:0', log.sink('s', { dest: () => target }));
+    const payload = bytes(len, 3);
+    feedAll(inb, concat(ACK, frame(KIND_P2P, 1, 0, 0, payload).subarray(0, HEADER_SIZE)));
+    const b = inb.nextBuffer();
+    if (len >= DIRECT_READ_MIN) {
+      assert.is(b.buffer, target.buffer, `${len}: read in place`);
+      assert.is(b.byteLength, len);
+      b.set(payload);
+      inb.feed(b, len);
+      assert.is(log.out.length, 2, `${len}: delivered with the read that completed it`);
+      assert.ok(Buffer.from(target).equals(Buffer.from(payload)));
+    } else {
+      assert.is(b, recv, `${len}: read into the receive buffer`);
+    }
+  }
+});
+
 test.run();
