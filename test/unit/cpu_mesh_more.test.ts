@@ -185,4 +185,55 @@ test('an aborted setup rejects with ABORTED at once and leaves no address behind
   }
 });
 
+test('four ranks: a pair that is not ring neighbours is \'none\' until a send connects it; its frames wait and arrive in order', async () => {
+  groups++;
+  const g = `mesh-four-${groups}`;
+  const ms = await Promise.all([0, 1, 2, 3].map((r) => Mesh.connect(opts(g, r, 4))));
+  try {
+    assert.is(ms[0].transportOf(2), 'none');
+    assert.equal(ms[0].connectedPeers(), [1, 3]);
+    const got: string[] = [];
+    ms[2].register(0, '2:8:0', { dest: () => null, done: (slot, b) => { got.push(`${slot}:${b[0]}`); }, fail: () => {} });
+    const done: string[] = [];
+    for (let i = 0; i < 3; i++) ms[0].send(2, { kind: KIND_P2P, tag: 8, seq: 0, slot: i }, Uint8Array.of(10 + i), { copy: true }, (e) => done.push(e ? String(e) : `ok ${i}`));
+    const until = Date.now() + 5000;
+    while (got.length < 3 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(got, ['0:10', '1:11', '2:12']);
+    assert.equal(done, ['ok 0', 'ok 1', 'ok 2']);
+    assert.is(ms[0].transportOf(2), 'tcp');
+    assert.is(ms[2].transportOf(0), 'tcp');
+    assert.equal(ms[0].connectedPeers(), [1, 2, 3]);
+    assert.equal(ms[2].connectedPeers(), [0, 1, 3]);
+  } finally {
+    await Promise.all(ms.map((m) => m.close()));
+  }
+});
+
+test('shared memory both ways between two ranks of this host: transportOf says shm', async () => {
+  groups++;
+  const g = `mesh-shm-${groups}`;
+  const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2, { transport: 'shm' }))));
+  try {
+    assert.is(m0.transportOf(1), 'shm');
+    assert.is(m1.transportOf(0), 'shm');
+  } finally {
+    await Promise.all([m0.close(), m1.close()]);
+  }
+});
+
+test('a setup whose peer refuses every dial fails, and deletes that peer\'s stale address as well as its own', async () => {
+  groups++;
+  const g = `mesh-stale-${groups}`;
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  await store.set(addr(g, 1), `127.0.0.1:${port}`);
+  const e = await Mesh.connect(opts(g, 0, 2, { timeoutMs: 700 })).then(() => undefined, (x) => x as GroupcommError);
+  assert.ok(isGroupcommError(e), String(e));
+  assert.is(e!.rank, 0);
+  assert.not.ok(await has(addr(g, 0)), 'its own address');
+  assert.not.ok(await has(addr(g, 1)), 'the address of the rank that refused');
+});
+
 test.run();
