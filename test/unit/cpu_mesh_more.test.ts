@@ -204,6 +204,11 @@ test('four ranks: a pair that is not ring neighbours is \'none\' until a send co
     assert.is(ms[2].transportOf(0), 'tcp');
     assert.equal(ms[0].connectedPeers(), [1, 2, 3]);
     assert.equal(ms[2].connectedPeers(), [0, 1, 3]);
+    // Frames still waiting for their pair when the mesh closes fail with the reason.
+    const waiting: string[] = [];
+    ms[1].send(3, { kind: KIND_P2P, tag: 8, seq: 0, slot: 0 }, Uint8Array.of(1), { copy: true }, (e) => waiting.push(String(e?.message)));
+    await ms[1].close();
+    assert.equal(waiting, ['the group was closed']);
   } finally {
     await Promise.all(ms.map((m) => m.close()));
   }
@@ -234,6 +239,52 @@ test('a setup whose peer refuses every dial fails, and deletes that peer\'s stal
   assert.is(e!.rank, 0);
   assert.not.ok(await has(addr(g, 0)), 'its own address');
   assert.not.ok(await has(addr(g, 1)), 'the address of the rank that refused');
+});
+
+test('advertiseHost is the address published (the listener may be a wildcard); discard drops a key from the peers named only', async () => {
+  groups++;
+  const g = `mesh-adv-${groups}`;
+  const ms = await Promise.all([0, 1, 2].map((r) => Mesh.connect(opts(g, r, 3, r === 0 ? { host: '0.0.0.0', advertiseHost: '127.0.0.1' } : {}))));
+  try {
+    assert.equal(ms[0].address.host, '127.0.0.1');
+    assert.is(Buffer.from(await store.get(addr(g, 0))).toString(), `127.0.0.1:${ms[0].address.port}`);
+    ms[0].discard('2:5:0', [1]);
+    const f = { kind: KIND_P2P, tag: 5, seq: 0, slot: 0 };
+    const sent = Promise.all([1, 2].map((r) => new Promise<void>((res) => ms[r].send(0, f, Uint8Array.of(r), { copy: true }, () => res()))));
+    await sent;
+    await new Promise((r) => setTimeout(r, 100));
+    const got: number[] = [];
+    for (const r of [1, 2]) ms[0].register(r, '2:5:0', { dest: () => null, done: (_s, b) => { got.push(b[0]); }, fail: () => {} });
+    assert.equal(got, [2], 'rank 1\'s frame was dropped, rank 2\'s kept');
+    // Unregistered: a later frame is kept again, not handed to the old sink.
+    ms[0].unregister(2, '2:5:0');
+    await new Promise<void>((res) => ms[2].send(0, { ...f, slot: 1 }, Uint8Array.of(7), { copy: true }, () => res()));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(got, [2]);
+  } finally {
+    await Promise.all(ms.map((m) => m.close()));
+  }
+});
+
+test('a peer that vanishes without a goodbye is lost: onLost once with PEER_LOST naming it; later sends fail', async () => {
+  groups++;
+  const g = `mesh-lost-${groups}`;
+  const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2))));
+  const lost: GroupcommError[] = [];
+  m0.onLost((e) => lost.push(e));
+  // Rank 1 "crashes": its sockets go without a goodbye.
+  const inner = m1 as unknown as { dialed: (net.Socket | undefined)[]; links: ({ destroy(): void } | undefined)[] };
+  for (const s of inner.dialed) s?.destroy();
+  for (const l of inner.links) l?.destroy();
+  const until = Date.now() + 5000;
+  while (!lost.length && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.is(lost.length, 1);
+  assert.ok(isGroupcommError(lost[0], ErrorCode.PEER_LOST), lost[0].message);
+  assert.equal([lost[0].rank, lost[0].peerRank, lost[0].peerRanks], [0, 1, undefined]);
+  assert.match(lost[0].message, /rank 0: lost rank 1 \(/);
+  assert.not.ok(m0.departed.has(1));
+  await Promise.all([m0.close(), m1.close()]);
 });
 
 test.run();
