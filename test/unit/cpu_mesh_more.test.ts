@@ -90,9 +90,15 @@ test('two meshes over loopback: tcp both ways; send refuses itself, unknown rank
     await send(m1, 0, 8);
     await send(m1, 0, 9);
     assert.equal(results, ['ok', `${ErrorCode.INVALID_ARGUMENT} 0 1`, 'ok', `${ErrorCode.INVALID_ARGUMENT} 1 0`]);
+    // A verdict reaches the peer's onVerdict with our rank, the seq and our fingerprint.
+    const verdicts: number[][] = [];
+    m1.onVerdict((peer, seq, fp) => verdicts.push([peer, seq, fp]));
+    m0.sendVerdict(1, 7, 0xfeedbeef);
     const until = Date.now() + 5000;
     while (got.length < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
     assert.equal(got.sort((a, b) => a - b), [8, 116], "each side got the frame within its maximum");
+    while (!verdicts.length && Date.now() < until) await new Promise((r) => setTimeout(r, 5));
+    assert.equal(verdicts, [[0, 7, 0xfeedbeef]]);
   } finally {
     await Promise.all([m0.close(), m1.close()]);
   }
