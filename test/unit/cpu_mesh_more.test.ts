@@ -293,4 +293,31 @@ test('a peer that vanishes without a goodbye is lost: onLost once with PEER_LOST
   await Promise.all([m0.close(), m1.close()]);
 });
 
+test('liveness on a real pair: heartbeats keep an idle pair alive; a peer that stops sending is lost naming it', async () => {
+  groups++;
+  const g = `mesh-live-${groups}`;
+  const old = process.env.GROUPCOMM_LIVENESS_MS;
+  process.env.GROUPCOMM_LIVENESS_MS = '400';
+  try {
+    const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2))));
+    const lost: GroupcommError[][] = [[], []];
+    m0.onLost((e) => lost[0].push(e));
+    m1.onLost((e) => lost[1].push(e));
+    await new Promise((r) => setTimeout(r, 700));
+    assert.equal(lost, [[], []], 'an idle pair is kept alive by its heartbeats');
+    // Rank 1 stops its heartbeats (a stuck process): rank 0 hears nothing more from it.
+    (m1 as unknown as { stopLiveness?: () => void }).stopLiveness?.();
+    const until = Date.now() + 5000;
+    while (!lost[0].length && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assert.is(lost[0].length, 1);
+    assert.ok(isGroupcommError(lost[0][0], ErrorCode.PEER_LOST), lost[0][0].message);
+    assert.is(lost[0][0].peerRank, 1);
+    assert.match(lost[0][0].message, /lost rank 1 \(nothing received for \d+ ms/);
+    await Promise.all([m0.close(), m1.close()]);
+  } finally {
+    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
+    else process.env.GROUPCOMM_LIVENESS_MS = old;
+  }
+});
+
 test.run();
