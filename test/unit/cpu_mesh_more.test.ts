@@ -5,6 +5,7 @@
  */
 import { test } from 'uvu';
 import net from 'node:net';
+import { getEventListeners } from 'node:events';
 import * as assert from 'uvu/assert';
 import { Mesh, setupPeers, type MeshOptions } from '../../host/cpu/mesh.js';
 import { TcpStore } from '../../host/store/client.js';
@@ -223,8 +224,10 @@ test('four ranks: a pair that is not ring neighbours is \'none\' until a send co
 test('shared memory both ways between two ranks of this host: transportOf says shm', async () => {
   groups++;
   const g = `mesh-shm-${groups}`;
-  const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2, { transport: 'shm' }))));
+  const ac = new AbortController();
+  const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2, { transport: 'shm', signal: ac.signal }))));
   try {
+    assert.is(getEventListeners(ac.signal, 'abort').length, 0, 'a finished setup leaves no listener on the caller\'s signal');
     assert.is(m0.transportOf(1), 'shm');
     assert.is(m1.transportOf(0), 'shm');
   } finally {
@@ -240,8 +243,10 @@ test('a setup whose peer refuses every dial fails, and deletes that peer\'s stal
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
   await store.set(addr(g, 1), `127.0.0.1:${port}`);
+  const t0 = Date.now();
   const e = await Mesh.connect(opts(g, 0, 2, { timeoutMs: 700 })).then(() => undefined, (x) => x as GroupcommError);
   assert.ok(isGroupcommError(e), String(e));
+  assert.ok(Date.now() - t0 >= 600, `a refused dial is retried until the setup's deadline (${Date.now() - t0} ms)`);
   assert.is(e!.rank, 0);
   assert.not.ok(await has(addr(g, 0)), 'its own address');
   assert.not.ok(await has(addr(g, 1)), 'the address of the rank that refused');
@@ -299,12 +304,14 @@ test('liveness on a real pair: heartbeats keep an idle pair alive; a peer that s
   const old = process.env.GROUPCOMM_LIVENESS_MS;
   process.env.GROUPCOMM_LIVENESS_MS = '1000'; // loose: a starved machine fires timers late
   try {
-    const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2))));
-    const lost: GroupcommError[][] = [[], []];
-    m0.onLost((e) => lost[0].push(e));
-    m1.onLost((e) => lost[1].push(e));
+    // Four ranks: 0 and 2 are not connected (nothing to watch between them).
+    const ms = await Promise.all([0, 1, 2, 3].map((r) => Mesh.connect(opts(g, r, 4))));
+    const [m0, m1] = ms;
+    const lost: GroupcommError[][] = [[], [], [], []];
+    ms.forEach((m, r) => m.onLost((e) => lost[r].push(e)));
     await new Promise((r) => setTimeout(r, 1300));
-    assert.equal(lost, [[], []], 'an idle pair is kept alive by its heartbeats');
+    assert.equal(lost, [[], [], [], []], 'an idle mesh is kept alive by its heartbeats; an unconnected pair is not watched');
+    assert.is(m0.transportOf(2), 'none');
     // Rank 1 stops its heartbeats (a stuck process): rank 0 hears nothing more from it.
     (m1 as unknown as { stopLiveness?: () => void }).stopLiveness?.();
     const until = Date.now() + 5000;
@@ -313,7 +320,7 @@ test('liveness on a real pair: heartbeats keep an idle pair alive; a peer that s
     assert.ok(isGroupcommError(lost[0][0], ErrorCode.PEER_LOST), lost[0][0].message);
     assert.is(lost[0][0].peerRank, 1);
     assert.match(lost[0][0].message, /lost rank 1 \(nothing received for \d+ ms/);
-    await Promise.all([m0.close(), m1.close()]);
+    await Promise.all(ms.map((m) => m.close()));
   } finally {
     if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
     else process.env.GROUPCOMM_LIVENESS_MS = old;
