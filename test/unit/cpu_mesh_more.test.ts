@@ -298,7 +298,7 @@ test('a peer that vanishes without a goodbye is lost: onLost once with PEER_LOST
   await Promise.all([m0.close(), m1.close()]);
 });
 
-test('liveness on a real pair: heartbeats keep an idle pair alive; a peer that stops sending is lost naming it', async () => {
+test('liveness in a real mesh: heartbeats keep idle pairs alive, unconnected pairs are not watched; a peer that stops sending is lost, named', async () => {
   groups++;
   const g = `mesh-live-${groups}`;
   const old = process.env.GROUPCOMM_LIVENESS_MS;
