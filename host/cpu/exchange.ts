@@ -68,9 +68,9 @@ export class Exchange {
       },
       done: (slot, buf) => {
         if (this.finished) return;
-        this.expect(peer, -1);
         const st = this.streams.get(peer);
         if (st) {
+          this.expect(peer, -1);
           try {
             st.done(slot, buf);
           } catch (e) {
@@ -80,10 +80,13 @@ export class Exchange {
         }
         const p = this.posted.get(peer)?.get(slot);
         if (p) {
+          this.expect(peer, -1);
           this.posted.get(peer)!.delete(slot);
           p.resolve(buf);
           return;
         }
+        // Early: not counted here, since no receive counted it yet (recv takes it uncounted; a
+        // stream, which counts every frame, counts it down when it is handed over).
         let m = this.arrived.get(peer);
         if (!m) this.arrived.set(peer, (m = new Map()));
         m.set(slot, buf);
@@ -146,7 +149,11 @@ export class Exchange {
     const early = this.arrived.get(peer);
     if (early?.size) {
       this.arrived.delete(peer);
-      for (const [slot, buf] of early) if (!this.finished) this.handOver(sink, peer, slot, buf);
+      for (const [slot, buf] of early) {
+        if (this.finished) break;
+        this.expect(peer, -1);
+        this.handOver(sink, peer, slot, buf);
+      }
     }
     this.checkDeparted(peer);
   }

@@ -347,7 +347,9 @@ export class Mesh {
       active: () => !this.closing && !this.lost,
       refused: (yes) => (yes ? this.refusedBy.add(peer) : this.refusedBy.delete(peer)),
       // The peer's CHALLENGE comes first; the HELLO answers it (see the inbound's challenge event).
-      connected: (s) => { this.dialed[peer] = s; },
+      // A dial that connects after close (setup failed or was aborted meanwhile) is closed at once:
+      // close() could not destroy it, and a silent peer would keep it, and the process, alive.
+      connected: (s) => { if (this.closing) s.destroy(); else this.dialed[peer] = s; },
       lost: (why) => this.lose(peer, why),
       failed: (e, at) => {
         if (this.setupError) {
