@@ -18,9 +18,12 @@ const R = 1 << 16;
 const opened: (net.Socket | Segment)[] = [];
 function t(name: string, fn: () => Promise<void>): void {
   test(name, async () => {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await fn();
+      // A case that waits for a write that never completes fails in 5 s instead of hanging.
+      await Promise.race([fn(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('case did not finish within 5 s')), 5000); })]);
     } finally {
+      clearTimeout(timer);
       for (const o of opened.splice(0)) {
         if (o instanceof net.Socket) o.destroy();
         else o.close();

@@ -16,9 +16,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const opened: (net.Socket | net.Server)[] = [];
 function t(name: string, fn: () => Promise<void>): void {
   test(name, async () => {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await fn();
+      // A case that waits for a write that never completes fails in 5 s instead of hanging.
+      await Promise.race([fn(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('case did not finish within 5 s')), 5000); })]);
     } finally {
+      clearTimeout(timer);
       for (const o of opened.splice(0)) {
         if (o instanceof net.Socket) o.destroy();
         else o.close();
