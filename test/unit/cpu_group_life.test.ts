@@ -146,4 +146,39 @@ test('a refused argument rejects (never throws) and names this rank', async () =
   assert.is(e3?.rank, 1);
 });
 
+test('a dropped connection: the operation in flight fails PEER_LOST, onLost is told (at once when registered later), later calls fail naming the loss', async () => {
+  const gs = await groupOf(2);
+  const early: GroupcommError[] = [];
+  gs[0].onLost((e) => early.push(e));
+  const r = failure(gs[0].recv(empty([1], 'int32'), 1));
+  // The connection rank 0 dialed to rank 1 (its read side) drops without a goodbye.
+  (gs[0] as unknown as { mesh: { dialed: { destroy(): void }[] } }).mesh.dialed[1].destroy();
+  const e = await r;
+  assert.is(e?.code, 'ERR_GROUPCOMM_PEER_LOST');
+  assert.is(e?.peerRank, 1);
+  assert.is(early.length, 1);
+  assert.is(early[0].peerRank, 1);
+  const late: GroupcommError[] = [];
+  gs[0].onLost((x) => late.push(x));
+  assert.equal(late, [early[0]], 'called at once with the same error');
+  const next = await failure(gs[0].allReduce(tensor(new Float32Array(1))));
+  assert.is(next?.code, 'ERR_GROUPCOMM_PEER_LOST');
+  assert.is(next?.rank, 0);
+  assert.is(next?.peerRank, 1);
+  assert.is(next?.cause, early[0]);
+  assert.match(next!.message, /is unusable: /);
+  const p2p = await failure(gs[0].send(tensor(new Int32Array([1])), 1));
+  assert.is(p2p?.code, 'ERR_GROUPCOMM_PEER_LOST');
+});
+
+test('identity: rank, worldSize, groupName, epoch (0 by default) and the timeout', async () => {
+  const gs = await groupOf(2);
+  assert.equal([gs[1].rank, gs[1].worldSize, gs[1].epoch, gs[1].timeoutMs], [1, 2, 0, 10_000]);
+  assert.match(gs[1].groupName, /^life-/);
+  const groupName = `epoch-${n++}`;
+  const e = await Promise.all([0, 1].map((rank) => CpuGroup.create({ store, rank, worldSize: 2, groupName, epoch: 7, timeoutMs: 10_000 })));
+  for (const g of e) live.add(g);
+  assert.is(e[0].epoch, 7);
+});
+
 test.run();
