@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import fs from 'node:fs';
 import net from 'node:net';
 import { RingReader, ShmLink } from '../../host/cpu/link/shm.js';
-import { SidePool } from '../../host/cpu/link/sink.js';
+import { COPY_BELOW, SidePool } from '../../host/cpu/link/sink.js';
 import { RecvRing, Segment } from '../../host/cpu/shm.js';
 import { DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../../host/cpu/wire.js';
 
@@ -247,6 +247,27 @@ t('a full ring: a large frame not asked to copy waits in the caller\'s memory; o
   assert.equal(s.reader.frames.slice(2), [`shm 1:0:0:2 ${big} 33`, `shm 1:0:0:3 ${big} 4`, 'tcp 2:0:0:4 500000 99', 'shm 1:0:0:5 2000 5']);
 });
 
+t('a waiting frame of exactly COPY_BELOW bytes is copied, through the ring or behind it over TCP', async () => {
+  if (!shmOk) return;
+  for (const minBytes of [COPY_BELOW, COPY_BELOW + 1]) { // the frame goes through the ring / over TCP
+    const s = await setup(1 << 20, minBytes);
+    s.peer.write(s.u32(1));
+    await sleep(30);
+    const big = 400_000;
+    await Promise.all([send(s.link, 0, big, 1), send(s.link, 1, big, 2)]);
+    await sleep(30); // the reader has their doorbells
+    s.link.send({ kind: 1, tag: 0, seq: 0, slot: 2 }, fill(big, 3), {}, () => {}); // no room: waits
+    const p = fill(COPY_BELOW, 7);
+    s.link.send({ kind: 1, tag: 0, seq: 0, slot: 3 }, p, {}, () => {}); // waits behind it
+    p.fill(8);
+    s.rx.release(0, 2 * big);
+    s.peer.write(s.u32(1));
+    await sleep(80);
+    const via = minBytes === COPY_BELOW ? 'shm' : 'tcp';
+    assert.equal(s.reader.frames.slice(2), [`shm 1:0:0:2 ${big} 3`, `${via} 1:0:0:3 ${COPY_BELOW} 7`]);
+  }
+});
+
 t('close flushes the bells of this turn before the goodbye and drops the frames waiting for space; later sends fail', async () => {
   if (!shmOk) return;
   const s = await setup(R, 1024, true); // the peer may still write after our goodbye (a wake-up in flight)
@@ -276,8 +297,12 @@ t('ring writes once the segment is closed or the link destroyed fail with no con
   s.peer.write(s.u32(1));
   await sleep(30);
   s.seg.close();
-  const e1 = await send(s.link, 0, 2048, 1);
+  let calls = 0;
+  const e1 = await new Promise<Error | null | undefined>((r) => s.link.send({ kind: 1, tag: 0, seq: 0, slot: 0 }, fill(2048, 1), {}, (e) => { calls++; r(e); }));
   assert.match(String(e1?.message), /no connection to rank 3/);
+  s.peer.write(s.u32(1)); // a wake-up: the failed frame is not tried (and failed) again
+  await sleep(30);
+  assert.is(calls, 1);
   const s2 = await setup(R, 1024);
   s2.peer.write(s2.u32(1));
   await sleep(30);
