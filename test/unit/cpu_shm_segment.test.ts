@@ -74,6 +74,30 @@ test('reclaimDeadSegments: removes exactly the files of this tag whose pid is de
   assert.is(reclaimDeadSegments(path.join(dir, 'gone')), 0);
 });
 
+test('reclaimDeadSegments: a pid it may not signal (EPERM) is alive, its files stay', () => {
+  // Root may signal any process: the reclaim runs in a child as nobody, about this process's pid.
+  if (!onLinux || process.getuid?.() !== 0) return;
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gcpu-eperm-'));
+  fs.chmodSync(dir, 0o777);
+  try {
+    const shm = new URL('../../host/cpu/shm.js', import.meta.url).href;
+    const js = `import(${JSON.stringify(shm)}).then(({ reclaimDeadSegments, ownerTag }) => {
+      const fs = require('node:fs');
+      const f = ${JSON.stringify(dir)} + '/gcpu-' + ownerTag() + '-${process.pid}-' + 'ab'.repeat(16);
+      fs.writeFileSync(f, 'x');
+      let code = 'none';
+      try { process.kill(${process.pid}, 0); } catch (e) { code = e.code; }
+      console.log(JSON.stringify({ removed: reclaimDeadSegments(${JSON.stringify(dir)}), kept: fs.existsSync(f), code }));
+    })`;
+    const r = spawnSync(process.execPath, ['-e', js], { uid: 65534, gid: 65534, encoding: 'utf8', timeout: 20_000 });
+    const out = JSON.parse(r.stdout.trim() || '{}');
+    if (out.code !== 'EPERM') { console.log(`  (skipped: the child got ${out.code ?? r.stderr})`); return; }
+    assert.equal(out, { removed: 0, kept: true, code: 'EPERM' });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('Segment.create: a fresh name of this tag and pid, a file of 4 KiB + the ring, views of the ring and the control word', () => {
   if (!shmOk) return;
   const before = fds();
