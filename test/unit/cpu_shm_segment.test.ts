@@ -19,6 +19,8 @@ try { Segment.create(1 << 16).close(); } catch (e) {
 }
 
 const onLinux = fs.existsSync('/proc/self/ns/pid');
+// Open descriptors; compared with <= (a runtime may close one of its own meanwhile: Bun closes a
+// finished child's pipes lazily), and each leak checked is repeated so that one more shows anyway.
 const fds = () => fs.readdirSync('/proc/self/fd').length;
 const shmFile = (name: string) => `/dev/shm${name}`;
 /** A pid that is not running (pids are below 2^22 on Linux; searched down from the top). */
@@ -101,6 +103,7 @@ test('reclaimDeadSegments: a pid it may not signal (EPERM) is alive, its files s
 test('Segment.create: a fresh name of this tag and pid, a file of 4 KiB + the ring, views of the ring and the control word', () => {
   if (!shmOk) return;
   const before = fds();
+  const more = Array.from({ length: 4 }, () => Segment.create(1 << 16));
   const a = Segment.create(1 << 16);
   const b = Segment.create(1 << 16);
   try {
@@ -113,10 +116,11 @@ test('Segment.create: a fresh name of this tag and pid, a file of 4 KiB + the ri
     assert.is(a.control.length, 1);
     assert.is(a.control.byteOffset, 0);
     assert.is(a.ring.byteOffset, 4096);
-    assert.is(fds(), before, 'no descriptor kept: the mapping stays, the fd is closed');
+    assert.ok(fds() <= before, 'no descriptor kept: the mapping stays, the fd is closed');
   } finally {
     a.close();
     b.close();
+    for (const x of more) x.close();
   }
 });
 
@@ -124,9 +128,10 @@ test('Segment.open: maps the same memory; unlinks the name at once unless told n
   if (!shmOk) return;
   const a = Segment.create(1 << 16);
   const before = fds();
-  const b = Segment.open(a.name, 1 << 16, false);
+  const bs = Array.from({ length: 5 }, () => Segment.open(a.name, 1 << 16, false));
+  const b = bs[0];
   try {
-    assert.is(fds(), before);
+    assert.ok(fds() <= before);
     assert.ok(fs.existsSync(shmFile(a.name)), 'unlinkNow false: the name stays');
     a.ring[5] = 42;
     Atomics.store(a.control, 0, 7);
@@ -138,7 +143,7 @@ test('Segment.open: maps the same memory; unlinks the name at once unless told n
     c.close();
   } finally {
     a.close();
-    b.close();
+    for (const x of bs) x.close();
   }
 });
 
@@ -150,10 +155,10 @@ test('Segment.open refuses a foreign name, a bad size, a missing or a shorter ob
     assert.throws(() => Segment.open('/etc/passwd', 1 << 16), /not one a rank of this host creates/);
     assert.throws(() => Segment.open(a.name, 12345), /ring of 12345 bytes is not a power of two in \[64 KiB, 1 GiB\]/);
     assert.throws(() => Segment.open(a.name, 3000, false, '3 pages', (n) => n === 3 * 4096), /ring of 3000 bytes is not 3 pages/);
-    assert.throws(() => Segment.open(a.name, 1 << 17), /has 69632 bytes, the offer said 135168/);
+    for (let i = 0; i < 5; i++) assert.throws(() => Segment.open(a.name, 1 << 17), /has 69632 bytes, the offer said 135168/);
     const missing = a.name.slice(0, -1) + (a.name.endsWith('0') ? '1' : '0');
     assert.throws(() => Segment.open(missing, 1 << 16), /shm_open\(.*\) failed: errno \d+/);
-    assert.is(fds(), before);
+    assert.ok(fds() <= before);
     assert.ok(fs.existsSync(shmFile(a.name)), 'a refused open does not unlink');
     // a custom check accepts any size it likes (the shared-segment allReduce's segments)
     const b = Segment.create(3 * 4096); // a 12 KiB ring: not a power of two
