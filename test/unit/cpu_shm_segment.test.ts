@@ -9,6 +9,7 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { spawnSync } from 'node:child_process';
 import { hostId, ownerTag, reclaimDeadSegments, Segment, validSegmentName } from '../../host/cpu/shm.js';
 
@@ -82,8 +83,11 @@ test('reclaimDeadSegments: a pid it may not signal (EPERM) is alive, its files s
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gcpu-eperm-'));
   fs.chmodSync(dir, 0o777);
   try {
-    const shm = new URL('../../host/cpu/shm.js', import.meta.url).href;
-    const js = `import(${JSON.stringify(shm)}).then(({ reclaimDeadSegments, ownerTag }) => {
+    // A copy where nobody can read it (this build's directory may be private to root).
+    const shm = path.join(dir, 'shm.mjs');
+    fs.copyFileSync(new URL('../../host/cpu/shm.js', import.meta.url), shm);
+    fs.chmodSync(shm, 0o644);
+    const js = `import(${JSON.stringify(pathToFileURL(shm).href)}).then(({ reclaimDeadSegments, ownerTag }) => {
       const fs = require('node:fs');
       const f = ${JSON.stringify(dir)} + '/gcpu-' + ownerTag() + '-${process.pid}-' + 'ab'.repeat(16);
       fs.writeFileSync(f, 'x');
