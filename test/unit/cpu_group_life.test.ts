@@ -98,6 +98,19 @@ test('close with an aborted signal aborts the operations at once, the signal\'s 
   assert.is(e?.cause, why);
 });
 
+test('an operation its signal aborted is over at once: close does not wait for it', async () => {
+  const gs = await groupOf(2);
+  const ac = new AbortController();
+  const r = failure(gs[1].recv(empty([1], 'int32'), 0, { signal: ac.signal }));
+  ac.abort('changed my mind');
+  const e = await r;
+  assert.is(e?.code, 'ERR_GROUPCOMM_ABORTED');
+  const t0 = performance.now();
+  await gs[1].close({ timeoutMs: 3000 });
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1500, `close waited ${ms} ms for an operation already aborted`);
+});
+
 test('abort: in-flight operations fail with ABORTED carrying the reason; a second abort changes nothing', async () => {
   const gs = await groupOf(2);
   const r = failure(gs[0].recv(empty([1], 'int32'), 1));
