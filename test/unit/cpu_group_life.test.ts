@@ -5,6 +5,7 @@
  * sequence numbers kept per direction, peer and tag.
  */
 import { test } from 'uvu';
+import fs from 'node:fs';
 import * as assert from 'uvu/assert';
 import { CpuGroup } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
@@ -109,6 +110,23 @@ test('an operation its signal aborted is over at once: close does not wait for i
   await gs[1].close({ timeoutMs: 3000 });
   const ms = performance.now() - t0;
   assert.ok(ms < 1500, `close waited ${ms} ms for an operation already aborted`);
+});
+
+test('close and abort unmap the shared-segment allReduce\'s segments', async () => {
+  const maps = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/gcpu-')).length;
+  if (!fs.existsSync('/proc/self/maps')) return;
+  for (const how of ['close', 'abort'] as const) {
+    const before = maps();
+    const groupName = `segs-${n++}`;
+    const gs = await Promise.all([0, 1, 2].map((rank) => CpuGroup.create({ store, rank, worldSize: 3, groupName, timeoutMs: 10_000, transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096 })));
+    for (const g of gs) live.add(g);
+    await Promise.all(gs.map((g) => g.allReduce(tensor(new Float32Array(4096)))));
+    if (!gs[0].sharedSegments) { console.log('  (skipped: no shared segments here)'); return; }
+    assert.ok(maps() > before, `${maps()} > ${before}`);
+    await Promise.all(gs.map((g) => (how === 'close' ? g.close() : g.abort('done'))));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.is(maps(), before, `${how}: every segment unmapped`);
+  }
 });
 
 test('abort: in-flight operations fail with ABORTED carrying the reason; a second abort changes nothing', async () => {
