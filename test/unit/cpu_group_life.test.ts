@@ -11,6 +11,7 @@ import { CpuGroup } from '../../host/cpu/group.js';
 import { TcpStore } from '../../host/store/client.js';
 import { empty, tensor } from '../../host/core/tensor.js';
 import { isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
+import { asyncDispose } from '../../host/base/lifecycle.js';
 
 let store: TcpStore;
 let n = 0;
@@ -106,6 +107,7 @@ test('an operation its signal aborted is over at once: close does not wait for i
   ac.abort('changed my mind');
   const e = await r;
   assert.is(e?.code, 'ERR_GROUPCOMM_ABORTED');
+  assert.is(e?.rank, 1);
   const t0 = performance.now();
   await gs[1].close({ timeoutMs: 3000 });
   const ms = performance.now() - t0;
@@ -127,6 +129,20 @@ test('close and abort unmap the shared-segment allReduce\'s segments', async () 
     await new Promise((r) => setTimeout(r, 50));
     assert.is(maps(), before, `${how}: every segment unmapped`);
   }
+});
+
+test('a pending receive does not hold up the collectives behind it; async dispose closes the group', async () => {
+  const gs = await groupOf(2);
+  const got = empty([1], 'int32');
+  const r = gs[1].recv(got, 0, { tag: 8 });
+  const sums = await Promise.all(gs.map((g) => g.allReduce(tensor(new Float32Array([2])))));
+  assert.equal(sums.map((t) => t.data[0]), [4, 4]);
+  await gs[0].send(tensor(new Int32Array([3])), 1, { tag: 8 });
+  await r;
+  assert.is(got.data[0], 3);
+  await Promise.all(gs.map((g) => g[asyncDispose]()));
+  const e = await failure(gs[0].barrier());
+  assert.is(e?.code, 'ERR_GROUPCOMM_DESTROYED');
 });
 
 test('abort: in-flight operations fail with ABORTED carrying the reason; a second abort changes nothing', async () => {
