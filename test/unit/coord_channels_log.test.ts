@@ -6,19 +6,14 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { stderrLines } from '../helpers/capture.js';
 
 process.env.GROUPCOMM_DEBUG = 'debug';
 process.env.GROUPCOMM_DEBUG_SUBSYS = 'COORD';
 const { closeChannels } = await import('../../host/coordinator/channels.js');
 type Channels = import('../../host/coordinator/channels.js').Channels;
 
-const lines: string[] = [];
-const write = process.stderr.write;
-process.stderr.write = ((chunk: string | Uint8Array) => {
-  lines.push(String(chunk));
-  return true;
-}) as typeof process.stderr.write;
-test.after(() => { process.stderr.write = write; });
+const lines = stderrLines();
 
 /** Only the named channels are open; those in `fail` throw when closed. */
 function open(names: string[], fail: string[] = [], pings: number[] = []): Channels {

@@ -6,18 +6,13 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { stderrLines } from '../helpers/capture.js';
 
 process.env.GROUPCOMM_DEBUG = 'info';
 process.env.GROUPCOMM_DEBUG_SUBSYS = 'COORD';
 const { StatelessGroupCoordinator } = await import('../../host/coordinator/coordinator.js');
 
-const lines: string[] = [];
-const write = process.stderr.write;
-process.stderr.write = ((chunk: string | Uint8Array) => {
-  lines.push(String(chunk));
-  return true;
-}) as typeof process.stderr.write;
-test.after(() => { process.stderr.write = write; });
+const lines = stderrLines();
 
 const logged = () => lines.splice(0).filter((l) => l.includes(' COORD ')).map((l) => l.replace(/^.* COORD /, '').trim());
 

@@ -10,47 +10,20 @@ import { RingReader, ShmLink } from '../../host/cpu/link/shm.js';
 import { COPY_BELOW, SidePool } from '../../host/cpu/link/sink.js';
 import { RecvRing, Segment } from '../../host/cpu/shm.js';
 import { DOORBELL_SIZE, HEADER_SIZE, KIND_BYE, KIND_SHM, readHeader } from '../../host/cpu/wire.js';
+import { linkCase, opened, socketPair } from '../helpers/link_cases.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const R = 1 << 16;
-
-/** Sockets and segments a case opened: closed after it, passed or failed (a failure must not hang the file). */
-const opened: (net.Socket | Segment)[] = [];
-function t(name: string, fn: () => Promise<void>): void {
-  // Every case needs real segments: skipped (and counted as skipped) where there are none.
-  (shmOk ? test : test.skip)(name, async () => {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // A case that waits for a write that never completes fails in 5 s instead of hanging.
-      await Promise.race([fn(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('case did not finish within 5 s')), 5000); })]);
-    } finally {
-      clearTimeout(timer);
-      for (const o of opened.splice(0)) {
-        if (o instanceof net.Socket) o.destroy();
-        else o.close();
-      }
-    }
-  });
-}
 
 let shmOk = true;
 try { Segment.create(R).close(); } catch (e) {
   shmOk = false;
   console.log(`  (shared memory unavailable, the cases are skipped: ${(e as Error).message})`);
 }
+/** Every case needs real segments: skipped (and counted as skipped) where there are none. */
+const t = linkCase(shmOk);
 
-/** The link's accepted socket and the peer (dialer) that reads its frames and answers. */
-async function pair(peerHalfOpen = false): Promise<{ mine: net.Socket; peer: net.Socket }> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-  const peer = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: peerHalfOpen });
-  peer.on('error', () => {});
-  const mine = await accepted;
-  opened.push(mine, peer);
-  srv.close();
-  return { mine, peer };
-}
+const pair = socketPair;
 
 /** Parses what the peer reads: plain frames (with payload) and doorbells (payload read from the ring). */
 class Reader {

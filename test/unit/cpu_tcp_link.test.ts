@@ -9,39 +9,12 @@ import { dialReader, listen, TcpLink } from '../../host/cpu/link/tcp.js';
 import { COPY_BELOW, SidePool } from '../../host/cpu/link/sink.js';
 import { HEADER_SIZE, KIND_BYE, readHeader } from '../../host/cpu/wire.js';
 import type { Inbound } from '../../host/cpu/link/inbound.js';
+import { linkCase, opened, socketPair } from '../helpers/link_cases.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Every socket and server a case opened: closed after it, passed or failed (a failure must not hang the file). */
-const opened: (net.Socket | net.Server)[] = [];
-function t(name: string, fn: () => Promise<void>): void {
-  test(name, async () => {
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      // A case that waits for a write that never completes fails in 5 s instead of hanging.
-      await Promise.race([fn(), new Promise((_, reject) => { timer = setTimeout(() => reject(new Error('case did not finish within 5 s')), 5000); })]);
-    } finally {
-      clearTimeout(timer);
-      for (const o of opened.splice(0)) {
-        if (o instanceof net.Socket) o.destroy();
-        else o.close();
-      }
-    }
-  });
-}
-
-/** An accepted socket (the link's) and the dialer at the other end (the peer, which reads). */
-async function pair(peerHalfOpen = false): Promise<{ mine: net.Socket; peer: net.Socket; srv: net.Server }> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-  const accepted = new Promise<net.Socket>((r) => srv.once('connection', r));
-  const peer = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', allowHalfOpen: peerHalfOpen });
-  peer.on('error', () => {});
-  const mine = await accepted;
-  opened.push(mine, peer);
-  srv.close();
-  return { mine, peer, srv };
-}
+const t = linkCase();
+const pair = socketPair;
 
 /** Everything the peer reads, until it has `n` bytes (or the connection ends). */
 function readN(peer: net.Socket, n: number): Promise<Buffer> {

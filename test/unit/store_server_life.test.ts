@@ -9,8 +9,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { isGroupcommError } from '../../host/base/errors.js';
-import type { Logger } from '../../host/base/log.js';
 import { Raw, VALIDATE } from './store_raw.js';
+import { capture, warned } from '../helpers/capture.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -42,19 +42,6 @@ async function halfOpen(port: number): Promise<{ socket: net.Socket; ended: Prom
   return { socket, ended };
 }
 
-/** A logger that keeps the warnings. */
-function capture(): { log: Logger; warnings: string[] } {
-  const warnings: string[] = [];
-  const log = {
-    warn: (m: string) => { warnings.push(m); }, info() {}, debug() {}, trace() {}, warnOnce() {},
-    enabled: () => false, tracing: false, child() { return log; },
-  } as Logger;
-  return { log, warnings };
-}
-
-function warned(warnings: string[], text: string): void {
-  assert.ok(warnings.some((w) => w.includes(text)), `a warning with '${text}' in ${JSON.stringify(warnings)}`);
-}
 
 async function connections(server: TcpStoreServer, n: number): Promise<void> {
   for (let t0 = Date.now(); server.numConnections !== n && Date.now() - t0 < 3000;) await pause(10);

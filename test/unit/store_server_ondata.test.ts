@@ -7,28 +7,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStoreServer } from '../../host/index.js';
-import type { Logger } from '../../host/base/log.js';
 import { Inbox } from '../../host/store/protocol.js';
 import { Raw, VALIDATE, keys, le64, ping, str, sync, withServer } from './store_raw.js';
+import { capture, warned } from '../helpers/capture.js';
 
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const op = (n: number) => Buffer.from([n]);
 const SET = 1, GET = 3, WAIT_GET = 0xe4, SUBSCRIBE = 0xe6;
 const set = (k: string, v: string | Buffer) => Buffer.concat([op(SET), str(k), str(v)]);
 
-/** A logger that keeps the warnings (the reason a connection was closed is one). */
-function capture(): { log: Logger; warnings: string[] } {
-  const warnings: string[] = [];
-  const log = {
-    warn: (m: string) => { warnings.push(m); }, info() {}, debug() {}, trace() {}, warnOnce() {},
-    enabled: () => false, tracing: false, child() { return log; },
-  } as Logger;
-  return { log, warnings };
-}
-
-function warned(warnings: string[], text: string): void {
-  assert.ok(warnings.some((w) => w.includes(text)), `a warning with '${text}' in ${JSON.stringify(warnings)}`);
-}
 
 /** Counts the server's handle() calls (one per parse of a request, finished or not). */
 function countHandles(server: TcpStoreServer): () => number {
