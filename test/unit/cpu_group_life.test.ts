@@ -117,6 +117,7 @@ test('an operation its signal aborted is over at once: close does not wait for i
 
 // Needs /proc/self/maps and shared memory; skipped (and counted as skipped) elsewhere.
 const segmentsHere = fs.existsSync('/proc/self/maps') && (() => { try { Segment.create(1 << 16).close(); return true; } catch { return false; } })();
+if (!segmentsHere) console.log('  (skipped: the segment unmap case needs /proc/self/maps and shared memory)');
 (segmentsHere ? test : test.skip)('close and abort unmap the shared-segment allReduce\'s segments', async () => {
   const maps = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/gcpu-')).length;
   for (const how of ['close', 'abort'] as const) {

@@ -22,6 +22,7 @@ try { Segment.create(1 << 16).close(); } catch (e) {
 const shmTest = shmOk ? test : test.skip;
 
 const onLinux = fs.existsSync('/proc/self/ns/pid');
+if (!onLinux) console.log('  (skipped: the hostId and reclaim cases read /proc, which this system has not)');
 // Open descriptors; compared with <= (a runtime may close one of its own meanwhile: Bun closes a
 // finished child's pipes lazily), and each leak checked is repeated so that one more shows anyway.
 const fds = () => fs.readdirSync('/proc/self/fd').length;
@@ -84,6 +85,7 @@ test('validSegmentName: /gcpu-<12 hex>-<pid>-<32 hex> exactly', () => {
  */
 const asNobody = onLinux && process.getuid?.() === 0 &&
   spawnSync(process.execPath, ['-e', '0'], { uid: 65534, gid: 65534, timeout: 20_000 }).status === 0;
+if (!asNobody) console.log('  (skipped: the EPERM case needs root on Linux and a runtime that runs as uid 65534)');
 (asNobody ? test : test.skip)('reclaimDeadSegments: a pid it may not signal (EPERM) is alive, its files stay', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'gcpu-eperm-'));
   fs.chmodSync(dir, 0o777);
