@@ -2,7 +2,8 @@
  * CpuGroup's accessors and lifecycle (host/cpu/group.ts) in one process: transportTo's refusal,
  * address as a copy, close() waiting for the operations in flight (and aborting them after its
  * timeout or on its signal, with the reason as cause), abort() idempotent, and point-to-point
- * sequence numbers kept per direction, peer and tag.
+ * sequence numbers kept per direction, peer and tag; each collective's entry point (its name in a
+ * timeout, barrier vs allGatherv told apart) and a send not queued behind a collective.
  */
 import { test } from 'uvu';
 import fs from 'node:fs';
