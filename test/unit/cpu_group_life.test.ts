@@ -2,7 +2,8 @@
  * CpuGroup's accessors and lifecycle (host/cpu/group.ts) in one process: transportTo's refusal,
  * address as a copy, close() waiting for the operations in flight (and aborting them after its
  * timeout or on its signal, with the reason as cause), abort() idempotent, and point-to-point
- * sequence numbers kept per direction, peer and tag.
+ * sequence numbers kept per direction, peer and tag; each collective's entry point (its name in a
+ * timeout, barrier vs allGatherv told apart) and a send not queued behind a collective.
  */
 import { test } from 'uvu';
 import fs from 'node:fs';
@@ -189,8 +190,13 @@ test('a refused argument rejects (never throws) and names this rank', async () =
   const e = await failure(p!);
   assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   assert.is(e?.rank, 1);
+  assert.match(e!.message, /^send dst: rank 5 /);
   const e2 = await failure(gs[1].recv(empty([1], 'int32'), 1));
   assert.is(e2?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  assert.match(e2!.message, /^recv src: rank 1 /);
+  // which argument is refused is named (the message starts with it)
+  assert.match((await failure(gs[1].send({} as never, 0)))!.message, /^send: expected a CPU tensor/);
+  assert.match((await failure(gs[1].recv({} as never, 0)))!.message, /^recv: expected a CPU tensor/);
   const e3 = await failure(gs[1].allReduce(tensor(new Float32Array(1)), { op: 'nope' as never }));
   assert.is(e3?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT');
   assert.is(e3?.rank, 1);
@@ -229,6 +235,49 @@ test('identity: rank, worldSize, groupName, epoch (0 by default) and the timeout
   const e = await Promise.all([0, 1].map((rank) => CpuGroup.create({ store, rank, worldSize: 2, groupName, epoch: 7, timeoutMs: 10_000 })));
   for (const g of e) live.add(g);
   assert.is(e[0].epoch, 7);
+});
+
+test('each collective times out under its own name and call number (the other rank never calls)', async () => {
+  const gs = await groupOf(2);
+  const g = gs[0];
+  const o = { timeoutMs: 30 };
+  const f32 = (n: number) => tensor(new Float32Array(n));
+  const calls: [string, () => Promise<unknown>][] = [
+    ['broadcast #0', () => g.broadcast(f32(2), { src: 1, ...o })],
+    ['allReduce #1', () => g.allReduce(f32(2), o)],
+    ['allGather #2', () => g.allGather(f32(2), o)],
+    ['reduceScatter #3', () => g.reduceScatter(f32(2), o)],
+    ['gather #4', () => g.gather(f32(2), { dst: 0, ...o })],
+    ['scatter #5', () => g.scatter(undefined, { src: 1, out: f32(1), ...o })],
+    ['allToAll #6', () => g.allToAll(f32(2), o)],
+    ['allToAll #7', () => g.allToAll(f32(2), { inputSplits: [1, 1], ...o })],
+    ['allGatherv #8', () => g.allGatherv(f32(1), { sizes: [1, 1], ...o })],
+    ['reduceScatterv #9', () => g.reduceScatterv(f32(2), { sizes: [1, 1], ...o })],
+    ['barrier #10', () => g.barrier(o)],
+  ];
+  for (const [name, call] of calls) {
+    const e = await failure(call());
+    assert.is(e?.code, 'ERR_GROUPCOMM_TIMEOUT', name);
+    assert.match(e!.message, `rank 0: ${name} timed out`);
+  }
+});
+
+test('a barrier and a variable-size collective are told apart by name (MISMATCH names both)', async () => {
+  const gs = await groupOf(2);
+  const res = await Promise.allSettled([gs[0].barrier(), gs[1].allGatherv(tensor(new Float32Array(1)), { sizes: [1, 1] })]);
+  const msgs = res.map((x) => x.status === 'rejected' ? `${(x.reason as GroupcommError).code} ${(x.reason as Error).message}` : 'resolved');
+  assert.ok(msgs.some((m) => /ERR_GROUPCOMM_MISMATCH .*collective \((barrier here, allGatherv on rank 1|allGatherv here, barrier on rank 0)\)/.test(m)), msgs.join('; '));
+});
+
+test('a send does not wait for a collective still in flight before it', async () => {
+  const gs = await groupOf(2);
+  const sum = gs[0].allReduce(tensor(new Float32Array([1])));
+  sum.catch(() => {}); // awaited below; handled here so that a failure above is reported as such
+  const got = empty([1], 'int32');
+  await Promise.all([gs[0].send(tensor(new Int32Array([5])), 1, { timeoutMs: 2_000 }), gs[1].recv(got, 0, { timeoutMs: 2_000 })]);
+  assert.is(got.data[0], 5);
+  const [a] = await Promise.all([sum, gs[1].allReduce(tensor(new Float32Array([2])))]);
+  assert.is(a.data[0], 3);
 });
 
 test.run();
