@@ -5,6 +5,7 @@ import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
+import { TORCH_LIMITS } from '../../host/store/protocol.js';
 import { rejectsWith } from '../helpers/rejects.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -41,6 +42,21 @@ test('the limits are learnt from the server, and each check refuses just past it
       assert.is(text(await raw.get('k'.repeat(16))), 'unprefixed');
     } finally {
       await raw.close();
+    }
+  } finally {
+    await c.close();
+  }
+});
+
+test('without extensions the client keeps torch\'s limits and never asks LIMITS', async () => {
+  const c = await TcpStore.create({ port: 0, isServer: true, inProcess: false, limits: LIMITS, timeoutMs: 5000 });
+  try {
+    const t = await TcpStore.create({ port: c.port, extensions: false, timeoutMs: 5000 });
+    try {
+      assert.not.ok(t.extended);
+      assert.equal({ ...t.limits }, { ...TORCH_LIMITS });
+    } finally {
+      await t.close();
     }
   } finally {
     await c.close();
