@@ -1,0 +1,147 @@
+// TcpStore's connection side (host/store/client_base.ts): the limits learnt from the server and
+// the checks against them at their exact boundaries (refused here, before anything is sent, so the
+// connection survives), and the liveness ping against a server that stops answering.
+import net from 'node:net';
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TcpStore } from '../../host/index.js';
+import { TORCH_LIMITS } from '../../host/store/protocol.js';
+import { rejectsWith } from '../helpers/rejects.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
+const LIMITS = { maxKeyBytes: 16, maxValueBytes: 32, maxKeysPerRequest: 3, maxRequestBytes: 150 };
+
+test('the limits are learnt from the server, and each check refuses just past its bound, before sending', async () => {
+  const c = await TcpStore.create({ port: 0, isServer: true, inProcess: false, limits: LIMITS, timeoutMs: 5000 });
+  try {
+    assert.equal({ ...c.limits }, LIMITS, 'LIMITS negotiated');
+    // maxKeyBytes counts the wire key: '/' + key with prefixKeys (the default)
+    await c.set('k'.repeat(15), 'x');
+    let e = await rejectsWith(c.set('k'.repeat(16), 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    assert.is(e.key, 'k'.repeat(16));
+    // maxValueBytes
+    await c.set('v', 'y'.repeat(32));
+    e = await rejectsWith(c.set('v', 'y'.repeat(33)), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    assert.is(e.key, 'v');
+    // maxKeysPerRequest
+    await c.multiSet(['a', 'b', 'c'], ['1', '2', '3']);
+    await rejectsWith(c.multiSet(['a', 'b', 'c', 'd'], ['1', '2', '3', '4']), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    await rejectsWith(c.check(['a', 'b', 'c', 'd']), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    // maxRequestBytes: 9 + 3 * (16 + 2 + 29) = 150 fits, one value byte more does not
+    await c.multiSet(['a', 'b', 'c'], ['p'.repeat(29), 'q'.repeat(29), 'r'.repeat(29)]);
+    await rejectsWith(c.multiSet(['a', 'b', 'c'], ['p'.repeat(29), 'q'.repeat(29), 'r'.repeat(30)]), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    // nothing refused reached the server: the connection and the values are intact
+    assert.is(text(await c.get('c')), 'r'.repeat(29));
+    assert.is(text(await c.get('v')), 'y'.repeat(32));
+    await rejectsWith(c.set(7 as unknown as string, 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    const raw = await TcpStore.create({ port: c.port, prefixKeys: false, timeoutMs: 5000 });
+    try {
+      await raw.set('k'.repeat(16), 'unprefixed'); // no '/': 16 bytes fit
+      await rejectsWith(raw.set('k'.repeat(17), 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+      assert.is(text(await raw.get('k'.repeat(16))), 'unprefixed');
+    } finally {
+      await raw.close();
+    }
+  } finally {
+    await c.close();
+  }
+});
+
+test('without extensions the client keeps torch\'s limits and never asks LIMITS', async () => {
+  const c = await TcpStore.create({ port: 0, isServer: true, inProcess: false, limits: LIMITS, timeoutMs: 5000 });
+  try {
+    const t = await TcpStore.create({ port: c.port, extensions: false, timeoutMs: 5000 });
+    try {
+      assert.not.ok(t.extended);
+      assert.equal({ ...t.limits }, { ...TORCH_LIMITS });
+    } finally {
+      await t.close();
+    }
+  } finally {
+    await c.close();
+  }
+});
+
+/**
+ * Enough of a groupcomm server for a client (VALIDATE, the probe's CHECK, LIMITS, PING) until
+ * `mute()`: from then on it reads and answers nothing. Counts the PINGs it saw.
+ */
+async function fakeServer() {
+  const sockets = new Set<net.Socket>();
+  const state = { muted: false, pings: 0 };
+  const server = net.createServer((s) => {
+    sockets.add(s);
+    s.on('error', () => {});
+    s.on('close', () => sockets.delete(s));
+    let buf = Buffer.alloc(0);
+    s.on('data', (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      for (;;) {
+        const op = buf[0];
+        let used = 0;
+        if (op === 13 && buf.length >= 5) { state.pings++; if (!state.muted) s.write(buf.subarray(1, 5)); used = 5; } // PING
+        else if (state.muted) return;
+        else if (op === 0 && buf.length >= 5) used = 5; // VALIDATE
+        else if (op === 5 && buf.length >= 17) { // CHECK: the probe, one key
+          const end = 17 + Number(buf.readBigUInt64LE(9));
+          if (buf.length >= end) { s.write(Buffer.from([0])); used = end; }
+        } else if (op === 0xe7) { // LIMITS
+          const b = Buffer.alloc(32);
+          [8192, 1 << 20, 1024, 1 << 24].forEach((v, j) => b.writeBigUInt64LE(BigInt(v), 8 * j));
+          s.write(b);
+          used = 1;
+        }
+        if (!used) return;
+        buf = buf.subarray(used);
+      }
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    state,
+    close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => server.close(() => r())); },
+  };
+}
+
+async function withLiveness(ms: string, fn: (c: TcpStore, f: Awaited<ReturnType<typeof fakeServer>>) => Promise<void>): Promise<void> {
+  const old = process.env.GROUPCOMM_LIVENESS_MS;
+  process.env.GROUPCOMM_LIVENESS_MS = ms;
+  const f = await fakeServer();
+  let c: TcpStore | undefined;
+  try {
+    c = await TcpStore.create({ port: f.port, timeoutMs: 5000, hostRank: 3 });
+    await fn(c, f);
+  } finally {
+    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
+    else process.env.GROUPCOMM_LIVENESS_MS = old;
+    await c?.abort();
+    await f.close();
+  }
+}
+
+test('liveness: no ping while nothing waits; a call waiting on a server that went silent fails PEER_LOST naming the host rank, and so does every later call', () => withLiveness('100', async (c, f) => {
+  assert.ok(c.extended);
+  const before = f.state.pings;
+  await sleep(150);
+  assert.is(f.state.pings, before, 'idle: no ping sent');
+  f.state.muted = true;
+  const t0 = performance.now();
+  const e = await rejectsWith(c.ping({ timeoutMs: 4000 }), 'ERR_GROUPCOMM_PEER_LOST');
+  assert.ok(performance.now() - t0 < 3000, 'well before the call\'s own timeout');
+  assert.is(e.peerRank, 3);
+  assert.match(e.message, /hosted by rank 3/);
+  assert.ok(f.state.pings > before + 1, 'liveness pings went out while the call waited');
+  const again = await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_PEER_LOST');
+  assert.is(again, e, 'later calls fail with the same error');
+}));
+
+test('liveness off (0): a silent server only costs the call its own timeout', () => withLiveness('0', async (c, f) => {
+  const before = f.state.pings;
+  f.state.muted = true;
+  await rejectsWith(c.ping({ timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is(f.state.pings, before + 1, 'only the call\'s own ping');
+}));
+
+test.run();
