@@ -7,25 +7,11 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupForFile } from '../helpers/cpu_groups.js';
 import { tensor } from '../../host/core/tensor.js';
 
 const P = 3;
-let store: TcpStore;
-let gs: CpuGroup[];
-
-test.before(async () => {
-  store = await TcpStore.create({ host: '127.0.0.1', port: 0, isServer: true, timeoutMs: 10_000 });
-  gs = await Promise.all([...Array(P).keys()].map((rank) => CpuGroup.create({
-    store, rank, worldSize: P, groupName: 'cpu-bodies', timeoutMs: 5000, chunkBytes: 1024, smallBytes: 1024, maxFrameBytes: 2048,
-  })));
-});
-
-test.after(async () => {
-  await Promise.all(gs.map((g) => g.abort('test over')));
-  await store.close();
-});
+const { gs } = groupForFile(P, { groupName: 'cpu-bodies', timeoutMs: 5000, chunkBytes: 1024, smallBytes: 1024, maxFrameBytes: 2048 });
 
 /** Rank r's n float32 values: 10 r + (i % 7). */
 const input = (r: number, n: number) => tensor(Float32Array.from({ length: n }, (_, i) => 10 * r + (i % 7)));

@@ -6,31 +6,19 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupForFile } from '../helpers/cpu_groups.js';
 import { premulSum } from '../../host/core/premul.js';
 import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 
 const P = 3;
-let store: TcpStore;
-let gs: CpuGroup[];
-
-test.before(async () => {
-  store = await TcpStore.create({ host: '127.0.0.1', port: 0, isServer: true, timeoutMs: 10_000 });
+const { gs } = groupForFile(P, {
+  groupName: 'cpu-segments', timeoutMs: 10_000,
   // Every allReduce of 4 KiB or more goes through the segments, in 4 KiB chunks: the sizes
   // below take several chunks and a last partial one.
-  gs = await Promise.all([...Array(P).keys()].map((rank) => CpuGroup.create({
-    store, rank, worldSize: P, groupName: 'cpu-segments', timeoutMs: 10_000,
-    transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096,
-    // No frame above 1 KiB: a large allReduce that went the ring's way (4 KiB segments) would
-    // be refused; the segments' own frames are empty signals and the setup's small offers.
-    maxFrameBytes: 1024, chunkBytes: 4096,
-  })));
-});
-
-test.after(async () => {
-  await Promise.all(gs.map((g) => g.abort('test over')));
-  await store.close();
+  transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096,
+  // No frame above 1 KiB: a large allReduce that went the ring's way (4 KiB segments) would
+  // be refused; the segments' own frames are empty signals and the setup's small offers.
+  maxFrameBytes: 1024, chunkBytes: 4096,
 });
 
 /** Rank r's n values: (i % 97) + r, small integers (exact in every dtype used). */

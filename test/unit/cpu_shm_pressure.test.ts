@@ -8,24 +8,10 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupForFile } from '../helpers/cpu_groups.js';
 import { tensor } from '../../host/core/tensor.js';
 
-let store: TcpStore;
-let gs: CpuGroup[];
-
-test.before(async () => {
-  store = await TcpStore.create({ host: '127.0.0.1', port: 0, isServer: true, timeoutMs: 10_000 });
-  gs = await Promise.all([0, 1].map((rank) => CpuGroup.create({
-    store, rank, worldSize: 2, groupName: 'shm-pressure', timeoutMs: 10_000, transport: 'shm', shmRingBytes: 1 << 16,
-  })));
-});
-
-test.after(async () => {
-  await Promise.all(gs.map((g) => g.abort('test over')));
-  await store.close();
-});
+const { gs } = groupForFile(2, { groupName: 'shm-pressure', timeoutMs: 10_000, transport: 'shm', shmRingBytes: 1 << 16 });
 
 /** n bytes, each (i * 7 + seed) & 255. */
 const bytes = (n: number, seed: number) => tensor(Uint8Array.from({ length: n }, (_, i) => (i * 7 + seed) & 255));

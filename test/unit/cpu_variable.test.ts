@@ -7,26 +7,13 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupForFile } from '../helpers/cpu_groups.js';
 import { premulSum } from '../../host/core/premul.js';
 import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 import { isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
 const P = 3;
-let store: TcpStore;
-let gs: CpuGroup[];
-
-test.before(async () => {
-  store = await TcpStore.create({ host: '127.0.0.1', port: 0, isServer: true, timeoutMs: 10_000 });
-  gs = await Promise.all([...Array(P).keys()].map((rank) =>
-    CpuGroup.create({ store, rank, worldSize: P, groupName: 'cpu-variable', timeoutMs: 10_000 })));
-});
-
-test.after(async () => {
-  await Promise.all(gs.map((g) => g.abort('test over')));
-  await store.close();
-});
+const { gs } = groupForFile(P, { groupName: 'cpu-variable', timeoutMs: 10_000 });
 
 /** rows × 2 float32 values: rank r's row i is [100r + i, -(100r + i)]. */
 const rowsOf = (r: number, n: number, dtype: 'float32' | 'int32' = 'float32'): CpuTensor => {
