@@ -5,7 +5,7 @@
  * in flight at once, whatever channel it waits on.
  */
 import { anySignal, Deadline, effectiveTimeout, type OpOptions } from '../base/deadline.js';
-import { abortedError } from '../base/errors.js';
+import { abortedError, isGroupcommError } from '../base/errors.js';
 import { lifeController, reasonSuffix } from '../base/lifecycle.js';
 import { traceOp, type Logger } from '../base/log.js';
 import { isTensor, nbytes } from '../core/tensor.js';
@@ -91,7 +91,9 @@ export class OpQueue {
       try {
         return await fn(new Deadline(timeoutMs, signal, `${this.o.label}.${what}`), n);
       } catch (e) {
-        if (this.#aborted) throw this.explain(e, what);
+        // A channel that the abort closed under the operation fails it with its own ABORTED,
+        // which does not say why (close() gave up waiting, or abort()'s reason): the queue's does.
+        if (this.#aborted) throw this.explain(isGroupcommError(e, 'ERR_GROUPCOMM_ABORTED') ? this.life.signal.reason : e, what);
         const judged = await faults.judge(e, n, what, timeoutMs);
         const got = faults.failure ? published?.() : undefined;
         if (got) return got.value;

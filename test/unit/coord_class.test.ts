@@ -203,6 +203,9 @@ test('close({ timeoutMs }) aborts an operation still in flight; rank 0 waits onl
     await gs[1].close({ timeoutMs: 200, lingerMs: 100 });
     const e = await pending;
     assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', e.message);
+    // The operation says why it ended: close() stopped waiting for it.
+    assert.match(e.message, /close\(\) waited 200ms for the operations in flight/);
+    assert.match(e.message, /recvObject/);
     const t0 = performance.now();
     await gs[0].close({ lingerMs: 300 });
     const took = performance.now() - t0;
