@@ -2,11 +2,11 @@
 // a WAIT_GET's values racing its CANCEL_WAIT (the cancel reader in get mode, client_wait.ts), a
 // SUBSCRIBE never answered (the subscribe's own deadline and abort), and a subscription's
 // connection that never opens (the abort reaches the connect).
-import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
 import { failure, rejectsWith } from '../helpers/rejects.js';
+import { keyList, oneString, scriptedServer, str, type ScriptedServer } from '../helpers/fake_store_server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
@@ -19,84 +19,41 @@ const inside = (s: TcpStore) => s as unknown as { idle: unknown[]; waitConns: Se
  * the probe (READY), LIMITS, TRY_GET (missing). A CANCEL_WAIT of the key 'garbage' is answered 07. `later: 'silent'`: every connection after the
  * first is left unanswered (a subscription's or a wait's connection never opens).
  */
-async function fakeServer(later: 'serve' | 'silent' = 'serve') {
-  let n = 0;
-  const sockets = new Set<net.Socket>();
-  const keyList = (b: Buffer, at: number): { keys: string[]; end: number } | undefined => {
-    if (b.length < at + 8) return undefined;
-    const n = Number(b.readBigUInt64LE(at));
-    const keys: string[] = [];
-    at += 8;
-    for (let j = 0; j < n; j++) {
-      if (b.length < at + 8) return undefined;
-      const len = Number(b.readBigUInt64LE(at));
-      if (b.length < at + 8 + len) return undefined;
-      keys.push(b.toString('latin1', at + 8, at + 8 + len));
-      at += 8 + len;
-    }
-    return { keys, end: at };
-  };
-  const str = (v: string) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt(v.length)); return Buffer.concat([b, Buffer.from(v)]); };
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
-    const silent = n++ > 0 && later === 'silent';
-    let buf = Buffer.alloc(0);
+async function fakeServer(later: 'serve' | 'silent' = 'serve'): Promise<ScriptedServer> {
+  return scriptedServer((i) => {
+    if (i > 0 && later === 'silent') return undefined;
     let waiting: string[] = [];
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (silent) return;
-      for (;;) {
-        const op = buf[0];
-        let used = 0;
-        if (op === 0 && buf.length >= 5) used = 5; // VALIDATE
-        else if (op === 13 && buf.length >= 5) { s.write(buf.subarray(1, 5)); used = 5; } // PING
-        else if (op === 5) { // CHECK: only the probe is ever asked here
-          const l = keyList(buf, 1);
-          if (l) { s.write(Buffer.from([0])); used = l.end; }
-        } else if (op === 0xe7) { // LIMITS
-          const b = Buffer.alloc(32);
-          [8192, 1 << 20, 1024, 1 << 24].forEach((v, j) => b.writeBigUInt64LE(BigInt(v), 8 * j));
-          s.write(b);
-          used = 1;
-        } else if (op === 0xe0) { // TRY_GET: missing
-          const l = buf.length >= 9 ? 9 + Number(buf.readBigUInt64LE(1)) : Infinity;
-          if (buf.length >= l) { s.write(Buffer.from([0])); used = l; }
-        } else if (op === 0xe4) { // WAIT_GET: u8 flags, key list
-          const l = keyList(buf, 2);
-          if (l) {
-            used = l.end;
-            if (l.keys.length === 1 && l.keys[0] === '/z') s.write(Buffer.concat([Buffer.from([0]), str('zed')]));
-            else waiting = l.keys;
-          }
-        } else if (op === 0xe6) { // SUBSCRIBE: str prefix, never answered
-          const l = buf.length >= 9 ? 9 + Number(buf.readBigUInt64LE(1)) : Infinity;
-          if (buf.length >= l) used = l;
-        } else if (op === 12 && waiting[0] === '/garbage') { // CANCEL_WAIT answered with nonsense
-          s.write(Buffer.from([7]));
-          waiting = [];
-          used = 1;
-        } else if (op === 12) { // CANCEL_WAIT: the values raced it
-          s.write(Buffer.concat([Buffer.from([0]), ...waiting.map((k) => str(`raced ${k}`)), Buffer.from([1])]));
-          waiting = [];
-          used = 1;
-        }
-        if (!used) return;
-        buf = buf.subarray(used);
+    return (op, buf, s) => {
+      if (op === 0xe0) { // TRY_GET: missing
+        const l = oneString(buf);
+        if (l) s.write(Buffer.from([0]));
+        return l;
       }
-    });
+      if (op === 0xe4) { // WAIT_GET: u8 flags, key list
+        const l = keyList(buf, 2);
+        if (!l) return 0;
+        if (l.keys.length === 1 && l.keys[0] === '/z') s.write(Buffer.concat([Buffer.from([0]), str('zed')]));
+        else waiting = l.keys;
+        return l.end;
+      }
+      if (op === 0xe6) return oneString(buf); // SUBSCRIBE: str prefix, never answered
+      if (op === 12 && waiting[0] === '/garbage') { // CANCEL_WAIT answered with nonsense
+        s.write(Buffer.from([7]));
+        waiting = [];
+        return 1;
+      }
+      if (op === 12) { // CANCEL_WAIT: the values raced it
+        s.write(Buffer.concat([Buffer.from([0]), ...waiting.map((k) => str(`raced ${k}`)), Buffer.from([1])]));
+        waiting = [];
+        return 1;
+      }
+      return undefined;
+    };
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    connections: () => n,
-    close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => server.close(() => r())); },
-  };
 }
 
 /** A client of a fresh fake server (see fakeServer), both closed after `fn`, pass or fail. */
-async function withFake(fn: (c: TcpStore, f: Awaited<ReturnType<typeof fakeServer>>) => Promise<void>, later: 'serve' | 'silent' = 'serve'): Promise<void> {
+async function withFake(fn: (c: TcpStore, f: ScriptedServer) => Promise<void>, later: 'serve' | 'silent' = 'serve'): Promise<void> {
   const f = await fakeServer(later);
   const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
   try {
