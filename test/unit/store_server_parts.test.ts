@@ -157,6 +157,7 @@ test('flush: a big reply first, a small one alone after it; nothing queued or a 
   p.queue(c, small);
   p.flushNow(c);
   assert.equal(s.calls, ['cork', `write ${2 * FLUSH_ALONE_BYTES}`, 'write 3', 'uncork']);
+  assert.ok(s.writes[0] === big && s.writes[1] === small, 'neither copied');
   p.flushNow(c);
   assert.is(s.calls.length, 4, 'nothing queued: no write');
   p.queue(c, small);
@@ -165,6 +166,23 @@ test('flush: a big reply first, a small one alone after it; nothing queued or a 
   assert.is(s.calls.length, 4, 'closed: no write');
   p.queue(c, small);
   assert.is(c.out.length, 1, 'a closed connection queues nothing more');
+});
+
+test('flush: a big reply last ends the batch (no empty write after it); exactly FLUSH_ALONE_BYTES of small replies are one batch', () => {
+  const p = new Parser(limits());
+  const [c, s] = conn();
+  const small = bytes(4, 1), big = bytes(FLUSH_ALONE_BYTES, 2);
+  p.queue(c, small);
+  p.queue(c, big);
+  p.flushNow(c);
+  assert.equal(s.calls, ['cork', 'write 4', `write ${FLUSH_ALONE_BYTES}`, 'uncork']);
+  // Small replies adding up to FLUSH_ALONE_BYTES exactly: not under it, so the corked path,
+  // which gathers them as one run all the same.
+  s.calls.length = 0;
+  p.queue(c, bytes(FLUSH_ALONE_BYTES / 2, 3));
+  p.queue(c, bytes(FLUSH_ALONE_BYTES / 2, 4));
+  p.flushNow(c);
+  assert.equal(s.calls, ['cork', `write ${FLUSH_ALONE_BYTES}`, 'uncork']);
 });
 
 test('flushAll: each connection once, however many replies; a connection queued again later flushes again', () => {
