@@ -1,12 +1,12 @@
 // TcpStore's connection side (host/store/client_base.ts): the limits learnt from the server and
 // the checks against them at their exact boundaries (refused here, before anything is sent, so the
 // connection survives), and the liveness ping against a server that stops answering.
-import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
 import { TORCH_LIMITS } from '../../host/store/protocol.js';
 import { rejectsWith } from '../helpers/rejects.js';
+import { scriptedServer } from '../helpers/fake_store_server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
@@ -64,45 +64,20 @@ test('without extensions the client keeps torch\'s limits and never asks LIMITS'
 });
 
 /**
- * Enough of a groupcomm server for a client (VALIDATE, the probe's CHECK, LIMITS, PING) until
- * `mute()`: from then on it reads and answers nothing. Counts the PINGs it saw.
+ * A groupcomm-like server (test/helpers/fake_store_server.ts) that answers until `state.muted`:
+ * from then on it reads and answers nothing. Counts the PINGs it saw, muted or not.
  */
 async function fakeServer() {
-  const sockets = new Set<net.Socket>();
   const state = { muted: false, pings: 0 };
-  const server = net.createServer((s) => {
-    sockets.add(s);
-    s.on('error', () => {});
-    s.on('close', () => sockets.delete(s));
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      for (;;) {
-        const op = buf[0];
-        let used = 0;
-        if (op === 13 && buf.length >= 5) { state.pings++; if (!state.muted) s.write(buf.subarray(1, 5)); used = 5; } // PING
-        else if (state.muted) return;
-        else if (op === 0 && buf.length >= 5) used = 5; // VALIDATE
-        else if (op === 5 && buf.length >= 17) { // CHECK: the probe, one key
-          const end = 17 + Number(buf.readBigUInt64LE(9));
-          if (buf.length >= end) { s.write(Buffer.from([0])); used = end; }
-        } else if (op === 0xe7) { // LIMITS
-          const b = Buffer.alloc(32);
-          [8192, 1 << 20, 1024, 1 << 24].forEach((v, j) => b.writeBigUInt64LE(BigInt(v), 8 * j));
-          s.write(b);
-          used = 1;
-        }
-        if (!used) return;
-        buf = buf.subarray(used);
-      }
-    });
+  const server = await scriptedServer(() => (op, buf) => {
+    if (op === 13) { // PING: counted; the basics echo it unless muted
+      if (buf.length < 5) return 0;
+      state.pings++;
+      return state.muted ? 5 : undefined;
+    }
+    return state.muted ? 0 : undefined;
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    state,
-    close: () => { for (const s of sockets) s.destroy(); return new Promise<void>((r) => server.close(() => r())); },
-  };
+  return { port: server.port, state, close: server.close };
 }
 
 async function withLiveness(ms: string, fn: (c: TcpStore, f: Awaited<ReturnType<typeof fakeServer>>) => Promise<void>): Promise<void> {
