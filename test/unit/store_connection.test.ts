@@ -3,33 +3,19 @@
 // order, applied(), the head reader replaced, a push stream, unsent/inFlight, what fails the
 // connection (bytes nobody asked for, a reader's error), the watchdog's timeouts, close(), and
 // the reply readers (a value handed out as a view or copied).
-import type net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { LocalSocket } from '../../host/store/local.js';
 import {
-  Connection, keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU8, readWaitGet,
+  keyFields, keySuffix, readBytes, readI64, readManyBytes, readQueuePop, readTryGet, readU8, readWaitGet,
 } from '../../host/store/connection.js';
 import { destroyedError, GroupcommError } from '../../host/base/errors.js';
-import { logger } from '../../host/base/log.js';
 import type { Cursor } from '../../host/store/protocol.js';
+import { le64, openPair, tick } from '../helpers/store_connection_pair.js';
 
-const tick = () => new Promise<void>((r) => setImmediate(r));
 const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const le64 = (n: number | bigint) => { const b = Buffer.alloc(8); b.writeBigUInt64LE(BigInt.asUintN(64, BigInt(n))); return b; };
 const bytes = (v: Buffer) => Buffer.concat([le64(v.length), v]);
 
-/** A Connection on one end of a LocalSocket pair; `server` is the other end; `writes` the sizes written. */
-function open(timeoutMs = 10_000) {
-  const [client, server] = LocalSocket.pair();
-  const writes: number[] = [];
-  const write = client.write.bind(client);
-  client.write = (b: Uint8Array, cb?: (e?: Error | null) => void) => { writes.push(b.length); return write(b, cb); };
-  const got: Buffer[] = [];
-  server.on('data', (d: Buffer) => got.push(d));
-  const conn = new Connection(client as unknown as net.Socket, 'test:1', timeoutMs, logger('STORE'));
-  return { conn, server, writes, got };
-}
+const open = openPair;
 
 async function rejection(p: Promise<unknown>): Promise<GroupcommError> {
   try {

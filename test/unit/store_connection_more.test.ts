@@ -1,0 +1,164 @@
+// More of one store Connection (host/store/connection.ts) over a LocalSocket pair: what the first
+// file leaves out — a write that fails or never completes, a socket error, data after a failure,
+// a reply too large to buffer, a reply split after another one in the same read, the write plan
+// of a lone big frame, the stray write of writeNow, and what a long-lived connection must not
+// keep (its reply queue compacted, its watchdog stopped once nothing is pending).
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { constants as bufferConstants } from 'node:buffer';
+import { readBytes, readU8 } from '../../host/store/connection.js';
+import { failure } from '../helpers/rejects.js';
+import { le64, openPair, tick } from '../helpers/store_connection_pair.js';
+
+const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+// The watchdog is unref'd and a LocalSocket holds no handle: keep the process up while we wait.
+const keepAlive = () => setTimeout(() => {}, 10_000);
+
+test('a write whose callback reports an error fails its reply-less request with PEER_LOST, the error as cause', async () => {
+  const o = openPair();
+  const boom = new Error('boom');
+  o.client.write = (_b: Uint8Array, cb?: (e?: Error | null) => void) => { if (cb) setImmediate(() => cb(boom)); return true; };
+  const e = await failure(o.conn.request(Buffer.from([1]), null));
+  assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST');
+  assert.match(e.message, /write to store test:1 failed: boom/);
+  assert.is((e as { cause?: unknown }).cause, boom);
+  o.conn.close();
+});
+
+test('a reply-less request whose write never completes times out, and is then no longer in flight', async () => {
+  const alive = keepAlive();
+  const o = openPair(200);
+  o.client.write = () => true; // the kernel never takes it: the callback never comes
+  const e = await failure(o.conn.request(Buffer.from([1]), null, 40, 'set', 'k'));
+  clearTimeout(alive);
+  assert.is(e.code, 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is(e.key, 'k');
+  assert.match(e.message, /no completed write/);
+  assert.not.ok(o.conn.inFlight, 'settled by the watchdog, though its write is still outstanding');
+  o.conn.close();
+});
+
+test('a request without a name times out as "store request"', async () => {
+  const alive = keepAlive();
+  const o = openPair(200);
+  const e = await failure(o.conn.request(Buffer.from([1]), readU8, 30));
+  clearTimeout(alive);
+  assert.match(e.message, /^store request timed out after 30ms/);
+  o.conn.close();
+});
+
+test('a socket error fails the connection at once with PEER_LOST, the error as cause', async () => {
+  const o = openPair();
+  const closes: string[] = [];
+  o.conn.onClose((e) => closes.push(e.code));
+  const p = o.conn.request(Buffer.from([1]), readU8);
+  const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  o.client.emit('error', reset); // a LocalSocket does not close on its own after it
+  const e = await failure(p);
+  assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST');
+  assert.is((e as { cause?: unknown }).cause, reset);
+  assert.ok(o.conn.closed);
+  assert.equal(closes, ['ERR_GROUPCOMM_PEER_LOST']);
+});
+
+test('bytes that reach a failed connection are not parsed: a stream reader hears nothing more', async () => {
+  const o = openPair();
+  const pushes: number[] = [];
+  o.conn.stream((c) => { pushes.push(c.u8()); });
+  o.server.write(Buffer.from([1]));
+  await tick();
+  assert.equal(pushes, [1]);
+  o.conn.close();
+  o.client.emit('data', Buffer.from([2, 3])); // as a socket may still hand over a read it had
+  assert.equal(pushes, [1]);
+});
+
+test('bytes nobody asked for: the failure says how many', async () => {
+  const o = openPair();
+  o.server.write(Buffer.from([9, 9, 9]));
+  await tick();
+  const e = await failure(o.conn.request(Buffer.from([1]), readU8));
+  assert.is(e.code, 'ERR_GROUPCOMM_PROTOCOL');
+  assert.match(e.message, /sent 3 bytes nobody asked for/);
+});
+
+test('a value of exactly Buffer\'s MAX_LENGTH is waited for; its buffer cannot be made: PROTOCOL, the RangeError as cause, the process unharmed', async () => {
+  const o = openPair();
+  const p = o.conn.request(Buffer.from([1]), readBytes);
+  o.server.write(le64(bufferConstants.MAX_LENGTH)); // declares the value; none of it comes yet
+  await tick();
+  assert.not.ok(o.conn.closed, 'a length a Buffer can hold is waited for');
+  o.server.write(Buffer.from([1, 2, 3]));
+  const e = await failure(p);
+  assert.is(e.code, 'ERR_GROUPCOMM_PROTOCOL');
+  assert.match(e.message, /reply too large to buffer/);
+  assert.instance((e as { cause?: unknown }).cause, Error);
+  assert.ok(o.conn.closed);
+});
+
+test('a reply that starts after another one in the same read and ends in the next read is read', async () => {
+  const o = openPair();
+  const a = o.conn.request(Buffer.from([1]), readU8);
+  const b = o.conn.request(Buffer.from([1]), readBytes);
+  const value = Buffer.alloc(100, 7);
+  const reply = Buffer.concat([le64(value.length), value]);
+  o.server.write(Buffer.concat([Buffer.from([5]), reply.subarray(0, 50)]));
+  assert.is(await a, 5);
+  o.server.write(reply.subarray(50));
+  assert.equal(Buffer.from(await b), value);
+  o.conn.close();
+});
+
+test('one frame of 256 KiB or more is one write, without the empty write for the callback', async () => {
+  const o = openPair();
+  await o.conn.request(Buffer.alloc(300_000), null);
+  assert.equal(o.writes, [300_000]);
+  o.conn.close();
+});
+
+test('writeNow writes at once and only once; on a closed connection it writes nothing', async () => {
+  const o = openPair();
+  o.conn.writeNow(Buffer.alloc(7));
+  assert.equal(o.writes, [7], 'before the end of the tick');
+  await tick();
+  assert.equal(o.writes, [7], 'the flush queued for the tick finds nothing left');
+  o.conn.close();
+  o.writes.length = 0;
+  o.conn.writeNow(Buffer.alloc(3));
+  await tick();
+  assert.equal(o.writes, [], 'a closed connection writes nothing');
+});
+
+test('a long-lived connection: the reply queue is compacted as replies are read, in pipelined batches too', async () => {
+  const o = openPair();
+  const queue = () => (o.conn as unknown as { queue: unknown[] }).queue.length;
+  for (let batch = 0; batch < 4; batch++) {
+    const ps = Array.from({ length: 3000 }, () => o.conn.request(Buffer.from([1]), readU8));
+    o.server.write(Buffer.alloc(3000, 1));
+    await Promise.all(ps);
+  }
+  // 12000 requests answered: what is kept is what was not compacted yet (under half, ≤ 3000)
+  assert.ok(queue() <= 3000, `the queue holds ${queue()} entries after 12000 replies`);
+  o.conn.close();
+});
+
+test('the watchdog stops once nothing is pending, and starts again for the next request', async () => {
+  const alive = keepAlive();
+  const o = openPair(40); // checks every 10 ms
+  const watchdog = () => (o.conn as unknown as { watchdog?: unknown }).watchdog;
+  const a = o.conn.request(Buffer.from([1]), readU8);
+  assert.ok(watchdog(), 'armed by a request');
+  o.server.write(Buffer.from([1]));
+  await a;
+  await pause(60);
+  assert.is(watchdog(), undefined, 'stopped: nothing pending');
+  const b = o.conn.request(Buffer.from([1]), readU8);
+  assert.ok(watchdog(), 'armed again');
+  assert.is((await failure(b)).code, 'ERR_GROUPCOMM_TIMEOUT');
+  await pause(30);
+  assert.is(watchdog(), undefined, 'stopped after the timeout settled the only request');
+  clearTimeout(alive);
+  o.conn.close();
+});
+
+test.run();
