@@ -254,7 +254,9 @@ export class TcpStoreServer extends StoreOps {
       const cut = () => { for (const s of this.ending) s.destroy(); };
       const timer = setTimeout(cut, timeoutMs);
       timer.unref?.();
-      opts.signal?.addEventListener('abort', cut, { once: true });
+      // A signal aborted already fires no 'abort' event: cut now.
+      if (opts.signal?.aborted) cut();
+      else opts.signal?.addEventListener('abort', cut, { once: true });
       void this.closing!.finally(() => {
         clearTimeout(timer);
         opts.signal?.removeEventListener('abort', cut);
