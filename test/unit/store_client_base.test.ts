@@ -1,6 +1,8 @@
 // TcpStore's connection side (host/store/client_base.ts): the limits learnt from the server and
 // the checks against them at their exact boundaries (refused here, before anything is sent, so the
-// connection survives), and the liveness ping against a server that stops answering.
+// connection survives), the key named in a refusal, the in-process paths (publish, subscribe) and
+// their wire keys, a LIMITS never answered, and the liveness ping against a server that stops
+// answering.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
@@ -60,6 +62,42 @@ test('without extensions the client keeps torch\'s limits and never asks LIMITS'
     }
   } finally {
     await c.close();
+  }
+});
+
+test('a refused key is named by its first 200 characters', async () => {
+  const c = await TcpStore.create({ port: 0, isServer: true, inProcess: false, timeoutMs: 5000 });
+  try {
+    const e = await rejectsWith(c.set('k'.repeat(9000), 'x'), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+    assert.is(e.key, 'k'.repeat(200));
+  } finally {
+    await c.close();
+  }
+});
+
+test('in process: a published non-ASCII key is stored as the wire has it (latin1 of its UTF-8); a subscription at the key bound is local, one past it refused', async () => {
+  const c = await TcpStore.create({ port: 0, isServer: true, limits: LIMITS, timeoutMs: 5000 });
+  try {
+    await c.publish(['é/x'], [Buffer.from('v')]);
+    assert.is(text(await c.get('é/x', { timeoutMs: 1000 })), 'v', 'a get over the link finds it');
+    const links = c.server!.numConnections;
+    // '/' + 15 characters: exactly maxKeyBytes (16); a local subscription opens no connection
+    const sub = (await c.subscribe('abcdefgh/to/12/', () => {}))!;
+    assert.is(c.server!.numConnections, links, 'subscribed in process, not over a connection');
+    sub.close();
+    await rejectsWith(c.subscribe('abcdefghi/to/12/', () => {}), 'ERR_GROUPCOMM_INVALID_ARGUMENT');
+  } finally {
+    await c.close();
+  }
+});
+
+test('a server that never answers LIMITS: create() times out naming the negotiation', async () => {
+  const f = await scriptedServer(() => (op) => (op === 0xe7 ? 0 : undefined));
+  try {
+    const e = await rejectsWith(TcpStore.create({ port: f.port, timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT');
+    assert.match(e.message, /negotiate limits/);
+  } finally {
+    await f.close();
   }
 });
 

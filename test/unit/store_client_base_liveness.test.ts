@@ -1,0 +1,135 @@
+// TcpStore's liveness ping (host/store/client_base.ts, GROUPCOMM_LIVENESS_MS) while the main
+// connection itself is idle: a wait blocked on its own connection, or a subscription, keeps it
+// going, one ping at a time every L/5; a server that stops answering fails them PEER_LOST. A ping
+// cut short by abort() or by the connection's loss is not a silent server.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { TcpStore } from '../../host/index.js';
+import { failure, rejectsWith } from '../helpers/rejects.js';
+import { keyList, oneString, scriptedServer } from '../helpers/fake_store_server.js';
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** True when `p` settles within `ms`. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => { t = setTimeout(() => r(false), ms); });
+  const r = await Promise.race([p.then(() => true, () => true), late]);
+  clearTimeout(t);
+  return r;
+}
+
+/**
+ * The main connection (the first) counts PINGs and answers CHECK "not ready" (the extension
+ * probe aside); once `state.muted` it answers nothing. Every later connection holds a WAIT
+ * unanswered and grants a SUBSCRIBE.
+ */
+async function server() {
+  const state = { muted: false, pings: 0 };
+  const s = await scriptedServer((i) => (op, buf, socket) => {
+    if (i > 0) {
+      if (op === 6) return keyList(buf, 1)?.end ?? 0; // WAIT: held
+      if (op === 0xe6) { // SUBSCRIBE: OK
+        const n = oneString(buf);
+        if (n) socket.write(Buffer.from([0]));
+        return n;
+      }
+      return undefined;
+    }
+    if (op === 13) {
+      if (buf.length < 5) return 0;
+      state.pings++;
+      return state.muted ? 5 : undefined;
+    }
+    if (state.muted) return 0;
+    if (op === 5) {
+      const l = keyList(buf, 1);
+      if (!l) return 0;
+      if (l.keys[0].includes('groupcomm/ext')) return undefined;
+      socket.write(Buffer.from([1])); // NOT_READY
+      return l.end;
+    }
+    return undefined;
+  });
+  return { ...s, state };
+}
+
+async function withLiveness(fn: (c: TcpStore, f: Awaited<ReturnType<typeof server>>) => Promise<void>, hostRank?: number): Promise<void> {
+  const old = process.env.GROUPCOMM_LIVENESS_MS;
+  process.env.GROUPCOMM_LIVENESS_MS = '500';
+  const f = await server();
+  let c: TcpStore | undefined;
+  try {
+    c = await TcpStore.create({ port: f.port, timeoutMs: 8000, hostRank });
+    await fn(c, f);
+  } finally {
+    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
+    else process.env.GROUPCOMM_LIVENESS_MS = old;
+    await c?.abort();
+    await f.close();
+  }
+}
+
+/** Until the muted server has read a ping more than `n`. */
+async function pingOut(f: { state: { pings: number } }, n: number): Promise<void> {
+  for (let t0 = Date.now(); f.state.pings <= n && Date.now() - t0 < 3000;) await sleep(5);
+  assert.ok(f.state.pings > n, 'a liveness ping went out');
+}
+
+test('a wait blocked on its own connection: a ping every L/5, one at a time; unanswered, the wait fails PEER_LOST (no host rank named), and so does a clone', () => withLiveness(async (c, f) => {
+  const w = failure(c.wait(['k']));
+  await sleep(100);
+  const p0 = f.state.pings;
+  await sleep(500);
+  const n = f.state.pings - p0;
+  assert.ok(n >= 2 && n <= 8, `${n} pings in 500 ms at L = 500 ms (one each 100 ms)`);
+  f.state.muted = true;
+  const m0 = f.state.pings;
+  const t0 = performance.now();
+  const e = await w;
+  assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST', e.message);
+  assert.ok(performance.now() - t0 < 3000, 'within about L, not the wait\'s timeout');
+  assert.ok(f.state.pings - m0 <= 2, `one ping out at a time (${f.state.pings - m0} sent)`);
+  assert.not.match(e.message, /hosted by/);
+  assert.is(e.peerRank, undefined);
+  f.state.muted = false;
+  assert.is(await rejectsWith(c.clone(), 'ERR_GROUPCOMM_PEER_LOST'), e);
+}));
+
+test('a subscription keeps the pings going; unanswered, it ends PEER_LOST', () => withLiveness(async (c, f) => {
+  const sub = (await c.subscribe('mb/to/0/', () => {}))!;
+  const ended = new Promise<Error | undefined>((r) => sub.onClose(r));
+  const p0 = f.state.pings;
+  await sleep(500);
+  assert.ok(f.state.pings - p0 >= 2, `${f.state.pings - p0} pings`);
+  f.state.muted = true;
+  assert.ok(await within(ended, 3000), 'the subscription ended');
+  const e = (await ended) as { code?: string; message: string };
+  assert.is(e.code, 'ERR_GROUPCOMM_PEER_LOST');
+  assert.match(e.message, /hosted by rank 5/);
+}, 5));
+
+test('abort() while a ping is out is not a silent server: later calls are DESTROYED', () => withLiveness(async (c, f) => {
+  const w = failure(c.wait(['k']));
+  await sleep(100);
+  f.state.muted = true;
+  await pingOut(f, f.state.pings);
+  await c.abort('done');
+  assert.is((await w).code, 'ERR_GROUPCOMM_ABORTED');
+  await sleep(20);
+  await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_DESTROYED');
+}));
+
+test('the connection lost while a ping is out: later calls fail with that loss, not with "did not answer a ping"', () => withLiveness(async (c, f) => {
+  const w = failure(c.wait(['k']));
+  await sleep(100);
+  f.state.muted = true;
+  await pingOut(f, f.state.pings);
+  await f.close(); // destroys every connection
+  await w;
+  await sleep(50);
+  const e = await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_PEER_LOST');
+  assert.not.match(e.message, /did not answer a ping/);
+}));
+
+test.run();
