@@ -6,7 +6,8 @@
  * - finished, with later collectives under way: those fail, and nothing is kept for later;
  * - finished, nothing under way: kept for the next call; a pending receive is not failed;
  * - failed here already (its timeout): ignored, even after a point-to-point op of the same
- *   sequence number finished (point to point is not remembered as a collective).
+ *   sequence number finished (point to point is not remembered as a collective), and in a slot
+ *   of the remembered collectives never written yet.
  * The verdicts come from rank 0 as a gather root: it only receives, so rank 1's frames are the
  * only ones compared and rank 1 learns of the mismatch from the verdict alone
  * (cpu_mismatch covers a verdict arriving between calls).
@@ -110,17 +111,21 @@ test('a verdict for a finished collective with only a receive pending: the recei
   assert.match(e!.message, VERDICT_0);
 });
 
-test('a verdict for a collective that already failed here (its timeout) is ignored, even after a send of the same seq finished', async () => {
+test('a verdict for a collective that already failed here (its timeout) is ignored, even after sends of the same seq finished', async () => {
   const gs = await pair();
-  // Rank 1's allReduce #0 sends its frame to rank 0, then times out waiting.
+  // Collective #1, not #0: slot 1 of the remembered collectives was never written (#0 fills slot 0).
+  await Promise.all(gs.map((g) => g.barrier()));
+  // Rank 1's allReduce #1 sends its frame to rank 0, then times out waiting.
   const e = await failure(gs[1].allReduce(i32(), { timeoutMs: 300 }));
   assert.is(e?.code, 'ERR_GROUPCOMM_TIMEOUT', String(e));
-  // Rank 1's first send has p2p seq 0, like the failed collective.
+  // Rank 1's first two sends have p2p seq 0 and 1, the second like the failed collective.
   await p2pWorks(gs, 'before the verdict');
-  await rootFails(gs[0]);
+  await p2pWorks(gs, 'before the verdict, again');
+  const r = await failure(gs[0].gather(f32(), { dst: 0 })); // rank 0's #1: the verdict for rank 1's #1
+  assert.is(r?.code, 'ERR_GROUPCOMM_MISMATCH', String(r));
   await sleep(200); // the verdict arrives and is dropped
   await p2pWorks(gs, 'after the verdict');
-  // Both are at collective #1: a matching call works.
+  // Both are at collective #2: a matching call works.
   const sums = await Promise.all(gs.map((g) => g.allReduce(f32()))) as CpuTensor[];
   for (const t of sums) assert.equal([...t.data], [2, 2, 2, 2]);
 });
