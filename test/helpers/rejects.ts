@@ -24,3 +24,12 @@ export async function failure(p: Promise<unknown>): Promise<GroupcommError> {
   }
   throw new Error('expected a rejection');
 }
+
+/** True when `p` settles (either way) within `ms`. */
+export async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let t: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => { t = setTimeout(() => r(false), ms); });
+  const r = await Promise.race([p.then(() => true, () => true), late]);
+  clearTimeout(t);
+  return r;
+}

@@ -1,8 +1,8 @@
 // TcpStore's connection side (host/store/client_base.ts): the limits learnt from the server and
 // the checks against them at their exact boundaries (refused here, before anything is sent, so the
 // connection survives), the key named in a refusal, the in-process paths (publish, subscribe) and
-// their wire keys, a LIMITS never answered, and the liveness ping against a server that stops
-// answering.
+// their wire keys, and a LIMITS never answered
+// (the liveness ping: store_client_base_liveness).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
@@ -10,7 +10,6 @@ import { TORCH_LIMITS } from '../../host/store/protocol.js';
 import { rejectsWith } from '../helpers/rejects.js';
 import { scriptedServer } from '../helpers/fake_store_server.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
 const LIMITS = { maxKeyBytes: 16, maxValueBytes: 32, maxKeysPerRequest: 3, maxRequestBytes: 150 };
 
@@ -100,61 +99,5 @@ test('a server that never answers LIMITS: create() times out naming the negotiat
     await f.close();
   }
 });
-
-/**
- * A groupcomm-like server (test/helpers/fake_store_server.ts) that answers until `state.muted`:
- * from then on it reads and answers nothing. Counts the PINGs it saw, muted or not.
- */
-async function fakeServer() {
-  const state = { muted: false, pings: 0 };
-  const server = await scriptedServer(() => (op, buf) => {
-    if (op === 13) { // PING: counted; the basics echo it unless muted
-      if (buf.length < 5) return 0;
-      state.pings++;
-      return state.muted ? 5 : undefined;
-    }
-    return state.muted ? 0 : undefined;
-  });
-  return { port: server.port, state, close: server.close };
-}
-
-async function withLiveness(ms: string, fn: (c: TcpStore, f: Awaited<ReturnType<typeof fakeServer>>) => Promise<void>): Promise<void> {
-  const old = process.env.GROUPCOMM_LIVENESS_MS;
-  process.env.GROUPCOMM_LIVENESS_MS = ms;
-  const f = await fakeServer();
-  let c: TcpStore | undefined;
-  try {
-    c = await TcpStore.create({ port: f.port, timeoutMs: 5000, hostRank: 3 });
-    await fn(c, f);
-  } finally {
-    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
-    else process.env.GROUPCOMM_LIVENESS_MS = old;
-    await c?.abort();
-    await f.close();
-  }
-}
-
-test('liveness: no ping while nothing waits; a call waiting on a server that went silent fails PEER_LOST naming the host rank, and so does every later call', () => withLiveness('100', async (c, f) => {
-  assert.ok(c.extended);
-  const before = f.state.pings;
-  await sleep(150);
-  assert.is(f.state.pings, before, 'idle: no ping sent');
-  f.state.muted = true;
-  const t0 = performance.now();
-  const e = await rejectsWith(c.ping({ timeoutMs: 4000 }), 'ERR_GROUPCOMM_PEER_LOST');
-  assert.ok(performance.now() - t0 < 3000, 'well before the call\'s own timeout');
-  assert.is(e.peerRank, 3);
-  assert.match(e.message, /hosted by rank 3/);
-  assert.ok(f.state.pings > before + 1, 'liveness pings went out while the call waited');
-  const again = await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_PEER_LOST');
-  assert.is(again, e, 'later calls fail with the same error');
-}));
-
-test('liveness off (0): a silent server only costs the call its own timeout', () => withLiveness('0', async (c, f) => {
-  const before = f.state.pings;
-  f.state.muted = true;
-  await rejectsWith(c.ping({ timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT');
-  assert.is(f.state.pings, before + 1, 'only the call\'s own ping');
-}));
 
 test.run();

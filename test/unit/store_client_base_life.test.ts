@@ -7,20 +7,11 @@ import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
-import { failure, rejectsWith } from '../helpers/rejects.js';
+import { failure, rejectsWith, within } from '../helpers/rejects.js';
 import { scriptedServer } from '../helpers/fake_store_server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const text = (b: Uint8Array) => Buffer.from(b).toString('utf8');
-
-/** True when `p` settles within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let t: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((r) => { t = setTimeout(() => r(false), ms); });
-  const r = await Promise.race([p.then(() => true, () => true), late]);
-  clearTimeout(t);
-  return r;
-}
 
 /** A raw client that never ends its side (allowHalfOpen): only the server can close it. */
 async function halfOpen(port: number): Promise<net.Socket> {

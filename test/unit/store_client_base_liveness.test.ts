@@ -5,19 +5,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
-import { failure, rejectsWith } from '../helpers/rejects.js';
+import { failure, rejectsWith, within } from '../helpers/rejects.js';
 import { keyList, oneString, scriptedServer } from '../helpers/fake_store_server.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** True when `p` settles within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let t: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((r) => { t = setTimeout(() => r(false), ms); });
-  const r = await Promise.race([p.then(() => true, () => true), late]);
-  clearTimeout(t);
-  return r;
-}
 
 /**
  * The main connection (the first) counts PINGs and answers CHECK "not ready" (the extension
@@ -54,9 +45,9 @@ async function server() {
   return { ...s, state };
 }
 
-async function withLiveness(fn: (c: TcpStore, f: Awaited<ReturnType<typeof server>>) => Promise<void>, hostRank?: number): Promise<void> {
+async function withLiveness(fn: (c: TcpStore, f: Awaited<ReturnType<typeof server>>) => Promise<void>, hostRank?: number, livenessMs = '500'): Promise<void> {
   const old = process.env.GROUPCOMM_LIVENESS_MS;
-  process.env.GROUPCOMM_LIVENESS_MS = '500';
+  process.env.GROUPCOMM_LIVENESS_MS = livenessMs;
   const f = await server();
   let c: TcpStore | undefined;
   try {
@@ -131,5 +122,28 @@ test('the connection lost while a ping is out: later calls fail with that loss, 
   const e = await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_PEER_LOST');
   assert.not.match(e.message, /did not answer a ping/);
 }));
+
+test('liveness: no ping while nothing waits; a call waiting on a server that went silent fails PEER_LOST naming the host rank, and so does every later call', () => withLiveness(async (c, f) => {
+  assert.ok(c.extended);
+  const before = f.state.pings;
+  await sleep(150);
+  assert.is(f.state.pings, before, 'idle: no ping sent');
+  f.state.muted = true;
+  const t0 = performance.now();
+  const e = await rejectsWith(c.ping({ timeoutMs: 4000 }), 'ERR_GROUPCOMM_PEER_LOST');
+  assert.ok(performance.now() - t0 < 3000, 'well before the call\'s own timeout');
+  assert.is(e.peerRank, 3);
+  assert.match(e.message, /hosted by rank 3/);
+  assert.ok(f.state.pings > before + 1, 'liveness pings went out while the call waited');
+  const again = await rejectsWith(c.set('k', 'v'), 'ERR_GROUPCOMM_PEER_LOST');
+  assert.is(again, e, 'later calls fail with the same error');
+}, 3, '100'));
+
+test('liveness off (0): a silent server only costs the call its own timeout', () => withLiveness(async (c, f) => {
+  const before = f.state.pings;
+  f.state.muted = true;
+  await rejectsWith(c.ping({ timeoutMs: 300 }), 'ERR_GROUPCOMM_TIMEOUT');
+  assert.is(f.state.pings, before + 1, 'only the call\'s own ping');
+}, 3, '0'));
 
 test.run();

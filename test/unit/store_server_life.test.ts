@@ -7,6 +7,7 @@
 import net from 'node:net';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { within } from '../helpers/rejects.js';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { isGroupcommError } from '../../host/base/errors.js';
 import { Raw, VALIDATE } from './store_raw.js';
@@ -22,15 +23,6 @@ async function code(p: Promise<unknown>): Promise<string> {
     return (e as { code: string }).code;
   }
   return 'resolved';
-}
-
-/** True when `p` settles within `ms`. */
-async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
-  let t: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((r) => { t = setTimeout(() => r(false), ms); });
-  const r = await Promise.race([p.then(() => true, () => true), late]);
-  clearTimeout(t);
-  return r;
 }
 
 /** A raw client that never ends its side (allowHalfOpen): only the server can close it. */
