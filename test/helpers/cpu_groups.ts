@@ -30,3 +30,40 @@ export function groupForFile(worldSize: number, opts: Omit<CpuGroupOptions, 'sto
   });
   return made;
 }
+
+export interface CaseGroups {
+  /** The store server every case's groups rendezvous through (valid once `before` ran). */
+  readonly store: TcpStore;
+  /** A new group of `size` ranks under a fresh name, aborted after the case that made it. */
+  groupOf(size: number, opts?: Omit<CpuGroupOptions, 'store' | 'rank' | 'worldSize' | 'groupName'>): Promise<CpuGroup[]>;
+  /** Aborted after the current case as well (for groups a case makes itself). */
+  keep(gs: CpuGroup[]): CpuGroup[];
+}
+
+/**
+ * Groups made per case: one store server for the file, and every group a case makes aborted in
+ * `after.each`, so a failing case leaves no sockets behind for the next one.
+ */
+export function groupsPerCase(prefix: string, timeoutMs: number): CaseGroups {
+  let store: TcpStore | undefined;
+  let n = 0;
+  const live = new Set<CpuGroup>();
+  const keep = (gs: CpuGroup[]) => { for (const g of gs) live.add(g); return gs; };
+  test.before(async () => {
+    store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
+  });
+  test.after.each(async () => {
+    await Promise.all([...live].map((g) => g.abort('test over')));
+    live.clear();
+  });
+  test.after(() => store?.close());
+  return {
+    get store() { return store!; },
+    keep,
+    async groupOf(size, opts = {}) {
+      const groupName = `${prefix}-${n++}`;
+      return keep(await Promise.all([...Array(size).keys()].map((rank) =>
+        CpuGroup.create({ timeoutMs, ...opts, store: store!, rank, worldSize: size, groupName }))));
+    },
+  };
+}

@@ -8,32 +8,15 @@
 import { test } from 'uvu';
 import fs from 'node:fs';
 import * as assert from 'uvu/assert';
-import { CpuGroup } from '../../host/cpu/group.js';
 import { Segment } from '../../host/cpu/shm.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupsPerCase } from '../helpers/cpu_groups.js';
 import { empty, tensor } from '../../host/core/tensor.js';
 import { isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 import { asyncDispose } from '../../host/base/lifecycle.js';
 
-let store: TcpStore;
-let n = 0;
-const live = new Set<CpuGroup>();
-async function groupOf(size: number): Promise<CpuGroup[]> {
-  const groupName = `life-${n++}`;
-  const gs = await Promise.all([...Array(size).keys()].map((rank) => CpuGroup.create({ store, rank, worldSize: size, groupName, timeoutMs: 10_000 })));
-  for (const g of gs) live.add(g);
-  return gs;
-}
+const groups = groupsPerCase('life', 10_000);
+const groupOf = (size: number) => groups.groupOf(size);
 const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: GroupcommError) => e);
-
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after.each(async () => {
-  await Promise.all([...live].map((g) => g.abort('test over')));
-  live.clear();
-});
-test.after(() => store.close());
 
 test('transportTo: self, a peer\'s transport; a peer outside the group is refused naming this rank', async () => {
   const gs = await groupOf(2);
@@ -123,9 +106,7 @@ if (!segmentsHere) console.log('  (skipped: the segment unmap case needs /proc/s
   const maps = () => fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('/gcpu-')).length;
   for (const how of ['close', 'abort'] as const) {
     const before = maps();
-    const groupName = `segs-${n++}`;
-    const gs = await Promise.all([0, 1, 2].map((rank) => CpuGroup.create({ store, rank, worldSize: 3, groupName, timeoutMs: 10_000, transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096 })));
-    for (const g of gs) live.add(g);
+    const gs = await groups.groupOf(3, { transport: 'shm', shmReduceBytes: 4096, shmReduceChunkBytes: 4096 });
     await Promise.all(gs.map((g) => g.allReduce(tensor(new Float32Array(4096)))));
     assert.ok(gs[0].sharedSegments, 'three ranks on one host over shm take the shared-segment allReduce');
     assert.ok(maps() > before, `${maps()} > ${before}`);
@@ -231,9 +212,7 @@ test('identity: rank, worldSize, groupName, epoch (0 by default) and the timeout
   const gs = await groupOf(2);
   assert.equal([gs[1].rank, gs[1].worldSize, gs[1].epoch, gs[1].timeoutMs], [1, 2, 0, 10_000]);
   assert.match(gs[1].groupName, /^life-/);
-  const groupName = `epoch-${n++}`;
-  const e = await Promise.all([0, 1].map((rank) => CpuGroup.create({ store, rank, worldSize: 2, groupName, epoch: 7, timeoutMs: 10_000 })));
-  for (const g of e) live.add(g);
+  const e = await groups.groupOf(2, { epoch: 7 });
   assert.is(e[0].epoch, 7);
 });
 

@@ -15,19 +15,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { CpuGroup } from '../../host/cpu/group.js';
-import { TcpStore } from '../../host/store/client.js';
+import { groupsPerCase } from '../helpers/cpu_groups.js';
 import { tensor, type CpuTensor } from '../../host/core/tensor.js';
 import type { GroupcommError } from '../../host/base/errors.js';
 
-let store: TcpStore;
-let n = 0;
-const live = new Set<CpuGroup>();
-async function pair(): Promise<CpuGroup[]> {
-  const groupName = `verdict-${n++}`;
-  const gs = await Promise.all([0, 1].map((rank) => CpuGroup.create({ store, rank, worldSize: 2, groupName, timeoutMs: 3_000 })));
-  for (const g of gs) live.add(g);
-  return gs;
-}
+const groups = groupsPerCase('verdict', 3_000);
+const pair = () => groups.groupOf(2);
 const failure = (p: Promise<unknown>) => p.then(() => undefined, (e: GroupcommError) => e);
 const f32 = (k = 4) => tensor(new Float32Array(k).fill(1));
 const i32 = (k = 4) => tensor(new Int32Array(k).fill(1));
@@ -51,14 +44,6 @@ async function p2pWorks(gs: CpuGroup[], what: string): Promise<void> {
   assert.equal([...got.data], [5, 6, 7, 8], what);
 }
 
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after.each(async () => {
-  await Promise.all([...live].map((g) => g.abort('test over')));
-  live.clear();
-});
-test.after(() => store.close());
 
 test('a verdict for the collective in flight fails that one at once, not the one queued after it', async () => {
   const gs = await pair();
