@@ -143,6 +143,29 @@ test('another world size for the same group refuses the handshake during setup: 
   assert.ok(isGroupcommError(e1), String(e1));
 });
 
+test('a failed setup deletes the address of a peer that refused its dial, not that of a peer it connected to', async () => {
+  groups++;
+  const g = `meshb-kept-${groups}`;
+  const closed = net.createServer();
+  await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+  const port = (closed.address() as net.AddressInfo).port;
+  await new Promise<void>((r) => closed.close(() => r()));
+  await store.set(addr(g, 2), `127.0.0.1:${port}`);
+  // Rank 1 is alive (a long setup, ended by its signal below); rank 2 refuses every dial.
+  const ac = new AbortController();
+  const p1 = Mesh.connect(opts(g, 1, 3, { timeoutMs: 20_000, signal: ac.signal })).then(() => undefined, (x) => x as GroupcommError);
+  try {
+    const e = await Mesh.connect(opts(g, 0, 3, { timeoutMs: 900 })).then(() => undefined, (x) => x as GroupcommError);
+    assert.ok(isGroupcommError(e), String(e));
+    assert.not.ok(await store.check([addr(g, 2)]), 'the refusing rank\'s address');
+    assert.ok(await store.check([addr(g, 1)]), 'the address of rank 1, which answered, stays');
+  } finally {
+    ac.abort();
+    await p1;
+    await store.deleteKey(addr(g, 2));
+  }
+});
+
 /** A listener at a rank's address that answers like a broken or foreign peer. */
 async function fakePeer(answer: (s: net.Socket) => void): Promise<net.Server & { at: string }> {
   const srv = net.createServer((s) => { s.on('error', () => {}); answer(s); }) as net.Server & { at: string };
