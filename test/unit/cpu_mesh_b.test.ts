@@ -91,6 +91,9 @@ test('a lazy dial to a peer that closed (its address gone): departed, not lost; 
     assert.equal(errs, ['rank 2 left the group']);
     assert.equal(departed, [2]);
     assert.ok(ms[0].departed.has(2));
+    // A frame to a departed rank fails at once (nothing would ever send it).
+    ms[0].send(2, f(1), Uint8Array.of(2), { copy: true }, (e) => errs.push(String(e?.message)));
+    assert.equal(errs, ['rank 2 left the group', 'no connection to rank 2']);
     await sleep(50);
     assert.equal(lost, []);
   } finally {
@@ -198,6 +201,11 @@ test('a handshake refused after setup (a foreign challenge; an ACK refusing us):
     assert.match(lost[0].message, /lost rank 2 \(protocol error: not a groupcomm CPU group/);
     assert.equal(errs, [lost[0].message]);
     assert.ok(inner(ms[0]).dialed[2]?.destroyed, 'the dial to it is closed');
+    // A lost mesh connects no more pairs: a frame to rank 3 fails at once, nothing is dialed.
+    ms[0].send(3, f(1), Uint8Array.of(1), { copy: true }, (e) => errs.push(String(e?.message)));
+    assert.equal(errs, [lost[0].message, 'no connection to rank 3']);
+    ms[0].register(3, '2:1:0', sink([]));
+    assert.is(inner(ms[0]).inbound[3], undefined);
     // A second mesh, rank 4 this time, meets the refusing ACK: a refusal after setup is a
     // protocol failure even with the world-size status (no setup to fail as a mismatch).
     const lost4: GroupcommError[] = [];
