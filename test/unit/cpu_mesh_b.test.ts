@@ -52,6 +52,8 @@ test('register connects a lazy pair both ways (no send needed); register after c
   const ms = await Promise.all([0, 1, 2, 3].map((r) => Mesh.connect(opts(g, r, 4))));
   try {
     assert.is(ms[0].transportOf(2), 'none');
+    ms[0].unregister(2, '2:4:0'); // nothing to unregister from: a no-op, no dial
+    assert.is(inner(ms[0]).inbound[2], undefined);
     const got: number[] = [];
     ms[0].register(2, '2:4:0', sink(got));
     await until(() => ms[0].transportOf(2) === 'tcp' && ms[2].transportOf(0) === 'tcp');
@@ -166,6 +168,18 @@ test('a failed setup deletes the address of a peer that refused its dial, not th
     ac.abort();
     await p1;
     await store.deleteKey(addr(g, 2));
+  }
+});
+
+test('another framing refuses the handshake during setup: PROTOCOL (not MISMATCH), naming both ranks', async () => {
+  groups++;
+  const g = `meshb-tuning-${groups}`;
+  const [e0, e1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2, {
+    timeoutMs: 8000, framing: { chunkBytes: r === 0 ? 4096 : 8192, smallBytes: 1024 },
+  })).then(() => undefined, (x) => x as GroupcommError)));
+  for (const [e, r] of [[e0, 0], [e1, 1]] as const) {
+    assert.ok(isGroupcommError(e, ErrorCode.PROTOCOL), String(e));
+    assert.equal([e!.rank, e!.peerRank], [r, 1 - r]);
   }
 });
 
