@@ -9,32 +9,15 @@ import { test } from 'uvu';
 import net from 'node:net';
 import * as assert from 'uvu/assert';
 import { Mesh, type MeshOptions } from '../../host/cpu/mesh.js';
-import { TcpStore } from '../../host/store/client.js';
+import { meshFile, addrKey, until } from '../helpers/mesh_file.js';
 import { KIND_P2P, Status, encodeAck, encodeChallenge } from '../../host/cpu/wire.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
-let store: TcpStore;
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after(async () => {
-  await store.close();
-});
-
+const file = meshFile();
 let groups = 0;
-function opts(groupName: string, rank: number, worldSize: number, over: Partial<MeshOptions> = {}): MeshOptions {
-  return {
-    store, rank, worldSize, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000,
-    recvBufferBytes: 4096, framing: { chunkBytes: 4096, smallBytes: 1024 }, transport: 'tcp', shmRingBytes: 1 << 16,
-    shmMinBytes: 8192, maxFrameBytes: 1 << 20, ...over,
-  } as MeshOptions;
-}
-const addr = (g: string, r: number) => `groupcomm/cpu/${g}/0/addr/${r}`;
+const opts = file.opts;
+const addr = addrKey;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(5);
-}
 /** The mesh's private parts this file looks at. */
 type Inner = {
   inbound: (object | undefined)[];
@@ -112,7 +95,7 @@ test('a lazy dial to a peer whose listener is gone but whose address stays (a cr
   ms[0].onLost((e) => lost.push(e));
   try {
     inner(ms[2]).listener!.close();
-    const at = Buffer.from(await store.get(addr(g, 2))).toString();
+    const at = Buffer.from(await file.store.get(addr(g, 2))).toString();
     // Past setup's own deadline: a dial after setup gets the group's timeout from now.
     await sleep(1600);
     const errs: string[] = [];
@@ -129,7 +112,7 @@ test('a lazy dial to a peer whose listener is gone but whose address stays (a cr
     assert.not.ok(ms[0].departed.has(2));
   } finally {
     await Promise.all(ms.map((m) => m.close()));
-    await store.deleteKey(addr(g, 2));
+    await file.store.deleteKey(addr(g, 2));
   }
 });
 
@@ -155,19 +138,19 @@ test('a failed setup deletes the address of a peer that refused its dial, not th
   await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
-  await store.set(addr(g, 2), `127.0.0.1:${port}`);
+  await file.store.set(addr(g, 2), `127.0.0.1:${port}`);
   // Rank 1 is alive (a long setup, ended by its signal below); rank 2 refuses every dial.
   const ac = new AbortController();
   const p1 = Mesh.connect(opts(g, 1, 3, { timeoutMs: 20_000, signal: ac.signal })).then(() => undefined, (x) => x as GroupcommError);
   try {
     const e = await Mesh.connect(opts(g, 0, 3, { timeoutMs: 900 })).then(() => undefined, (x) => x as GroupcommError);
     assert.ok(isGroupcommError(e), String(e));
-    assert.not.ok(await store.check([addr(g, 2)]), 'the refusing rank\'s address');
-    assert.ok(await store.check([addr(g, 1)]), 'the address of rank 1, which answered, stays');
+    assert.not.ok(await file.store.check([addr(g, 2)]), 'the refusing rank\'s address');
+    assert.ok(await file.store.check([addr(g, 1)]), 'the address of rank 1, which answered, stays');
   } finally {
     ac.abort();
     await p1;
-    await store.deleteKey(addr(g, 2));
+    await file.store.deleteKey(addr(g, 2));
   }
 });
 
@@ -205,7 +188,7 @@ test('a handshake refused after setup (a foreign challenge; an ACK refusing us):
   ms[0].onLost((e) => lost.push(e));
   try {
     for (const r of [2, 3]) inner(ms[r]).listener!.close();
-    await store.set(addr(g, 2), foreign.at);
+    await file.store.set(addr(g, 2), foreign.at);
     const errs: string[] = [];
     ms[0].send(2, f(1), Uint8Array.of(1), { copy: true }, (e) => errs.push(String(e?.message)));
     await until(() => lost.length > 0);
@@ -224,7 +207,7 @@ test('a handshake refused after setup (a foreign challenge; an ACK refusing us):
     // protocol failure even with the world-size status (no setup to fail as a mismatch).
     const lost4: GroupcommError[] = [];
     ms[4].onLost((e) => lost4.push(e));
-    await store.set(addr(g, 2), refusing.at);
+    await file.store.set(addr(g, 2), refusing.at);
     ms[4].register(2, '2:1:0', sink([]));
     await until(() => lost4.length > 0);
     assert.ok(isGroupcommError(lost4[0], ErrorCode.PROTOCOL), lost4[0]?.message);
@@ -290,17 +273,17 @@ test('close: the listener stops accepting, the address goes, later closes do not
   const [m0, m1] = await Promise.all([0, 1].map((r) => Mesh.connect(opts(g, r, 2))));
   const port = m0.address.port;
   await Promise.all([m0.close(), m1.close()]);
-  assert.not.ok(await store.check([addr(g, 0)]));
+  assert.not.ok(await file.store.check([addr(g, 0)]));
   const refused = await new Promise<string>((r) => {
     const s = net.connect(port, '127.0.0.1');
     s.on('connect', () => { s.destroy(); r('connected'); });
     s.on('error', (e: NodeJS.ErrnoException) => r(String(e.code)));
   });
   assert.is(refused, 'ECONNREFUSED');
-  await store.set(addr(g, 0), 'x');
+  await file.store.set(addr(g, 0), 'x');
   await m0.close();
-  assert.ok(await store.check([addr(g, 0)]), 'a second close deletes nothing');
-  await store.deleteKey(addr(g, 0));
+  assert.ok(await file.store.check([addr(g, 0)]), 'a second close deletes nothing');
+  await file.store.deleteKey(addr(g, 0));
 });
 
 test.run();

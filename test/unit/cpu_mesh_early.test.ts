@@ -2,38 +2,21 @@
  * The mesh (host/cpu/mesh.ts) while setup is still under way: a peer that dials us before we
  * have read the addresses is dialed back once we have (connectTo's `wanted`), and a peer lost
  * during setup fails it at once with PEER_LOST instead of waiting for the timeout. Meshes
- * without a group, over loopback, with a real store.
+ * without a group, over loopback, with a real file.store.
  */
 import { test } from 'uvu';
 import net from 'node:net';
 import * as assert from 'uvu/assert';
 import { Mesh, type MeshOptions } from '../../host/cpu/mesh.js';
-import { TcpStore } from '../../host/store/client.js';
+import { meshFile, addrKey, until } from '../helpers/mesh_file.js';
 import type { Store } from '../../host/store/types.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
-let store: TcpStore;
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after(async () => {
-  await store.close();
-});
-
+const file = meshFile();
 let groups = 0;
-function opts(groupName: string, rank: number, worldSize: number, over: Partial<MeshOptions> = {}): MeshOptions {
-  return {
-    store, rank, worldSize, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000,
-    recvBufferBytes: 4096, framing: { chunkBytes: 4096, smallBytes: 1024 }, transport: 'tcp', shmRingBytes: 1 << 16,
-    shmMinBytes: 8192, maxFrameBytes: 1 << 20, ...over,
-  } as MeshOptions;
-}
-const addr = (g: string, r: number) => `groupcomm/cpu/${g}/0/addr/${r}`;
+const opts = file.opts;
+const addr = addrKey;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-async function until(cond: () => boolean, ms = 5000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond() && Date.now() < end) await sleep(5);
-}
 type Inner = { inbound: ({ acked: boolean } | undefined)[]; dialed: (net.Socket | undefined)[]; links: ({ destroy(): void } | undefined)[] };
 const inner = (m: Mesh) => m as unknown as Inner;
 
@@ -42,7 +25,7 @@ test('a peer that dials us before we have read the addresses is dialed back once
   const g = `meshe-wanted-${groups}`;
   // Rank 2 reads the addresses late (its store answers the read a second late); rank 0 does not
   // need it for its setup (ring neighbours 1 and 3), so it is done first and dials rank 2.
-  const slow = new Proxy(store, {
+  const slow = new Proxy(file.store, {
     get: (t, k) => {
       if (k === 'multiGet') return async (...a: Parameters<Store['multiGet']>) => { await sleep(1000); return t.multiGet(...a); };
       const v = (t as unknown as Record<string | symbol, unknown>)[k];
@@ -69,7 +52,7 @@ test('a peer lost during setup fails it at once: PEER_LOST naming it, not the ti
   // "crashes" once its pair with rank 0 is made; its mesh is caught as its setup starts.
   const silent = net.createServer((s) => { s.on('error', () => {}); });
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-  await store.set(addr(g, 2), `127.0.0.1:${(silent.address() as net.AddressInfo).port}`);
+  await file.store.set(addr(g, 2), `127.0.0.1:${(silent.address() as net.AddressInfo).port}`);
   const proto = Mesh.prototype as unknown as { setup(this: Mesh): Promise<void> };
   const setup = proto.setup;
   const seen: Mesh[] = [];
@@ -95,7 +78,7 @@ test('a peer lost during setup fails it at once: PEER_LOST naming it, not the ti
     proto.setup = setup;
     ac.abort();
     silent.close();
-    await store.deleteKey(addr(g, 2));
+    await file.store.deleteKey(addr(g, 2));
   }
 });
 

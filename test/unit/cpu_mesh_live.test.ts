@@ -2,31 +2,18 @@
  * The mesh (host/cpu/mesh.ts) where cpu_mesh_more stops: a pair on a ring one way and TCP the
  * other ('mixed', when one side cannot map the other's segment), and a liveness loss that also
  * cuts the unconnected peers at the silent peer's host whose listener is gone — never a connected
- * peer or one that departed (itself has no address to probe). Meshes without a group, over loopback, real store.
+ * peer or one that departed (itself has no address to probe). Meshes without a group, over loopback, real file.store.
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Mesh, type MeshOptions } from '../../host/cpu/mesh.js';
 import { Handshake } from '../../host/cpu/link/handshake.js';
-import { TcpStore } from '../../host/store/client.js';
+import { meshFile } from '../helpers/mesh_file.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
-let store: TcpStore;
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after(async () => {
-  await store.close();
-});
-
+const file = meshFile();
 let groups = 0;
-function opts(groupName: string, rank: number, worldSize: number, over: Partial<MeshOptions> = {}): MeshOptions {
-  return {
-    store, rank, worldSize, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000,
-    recvBufferBytes: 4096, framing: { chunkBytes: 4096, smallBytes: 1024 }, transport: 'tcp', shmRingBytes: 1 << 16,
-    shmMinBytes: 8192, maxFrameBytes: 1 << 20, ...over,
-  } as MeshOptions;
-}
+const opts = file.opts;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a ring one way, TCP the other: transportOf says mixed on both sides', async () => {

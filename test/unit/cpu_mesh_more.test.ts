@@ -8,28 +8,15 @@ import net from 'node:net';
 import { getEventListeners } from 'node:events';
 import * as assert from 'uvu/assert';
 import { Mesh, setupPeers, type MeshOptions } from '../../host/cpu/mesh.js';
-import { TcpStore } from '../../host/store/client.js';
+import { meshFile, addrKey } from '../helpers/mesh_file.js';
 import { KIND_P2P } from '../../host/cpu/wire.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
 
-let store: TcpStore;
-test.before(async () => {
-  store = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 10_000 });
-});
-test.after(async () => {
-  await store.close();
-});
-
+const file = meshFile();
 let groups = 0;
-function opts(groupName: string, rank: number, worldSize: number, over: Partial<MeshOptions> = {}): MeshOptions {
-  return {
-    store, rank, worldSize, groupName, epoch: 0, host: '127.0.0.1', port: 0, timeoutMs: 10_000,
-    recvBufferBytes: 4096, framing: { chunkBytes: 4096, smallBytes: 1024 }, transport: 'tcp', shmRingBytes: 1 << 16,
-    shmMinBytes: 8192, maxFrameBytes: 1 << 20, ...over,
-  } as MeshOptions;
-}
-const addr = (g: string, r: number) => `groupcomm/cpu/${g}/0/addr/${r}`;
-const has = (k: string) => store.check([k]);
+const opts = file.opts;
+const addr = addrKey;
+const has = (k: string) => file.store.check([k]);
 
 test('setupPeers: the ring neighbours, and with a hub that rank (the hub itself: everyone); an unknown hub is ignored', () => {
   assert.equal(setupPeers(0, 1), []);
@@ -49,10 +36,10 @@ test('setupPeers: the ring neighbours, and with a hub that rank (the hub itself:
 });
 
 test('a world of one: no listener, no address published, nothing to close', async () => {
-  const before = await store.numKeys();
+  const before = await file.store.numKeys();
   const m = await Mesh.connect(opts('mesh-one', 0, 1));
   assert.equal(m.address, { host: '', port: 0 });
-  assert.is(await store.numKeys(), before);
+  assert.is(await file.store.numKeys(), before);
   assert.is(m.transportOf(0), 'self');
   assert.equal(m.connectedPeers(), []);
   await m.close();
@@ -70,7 +57,7 @@ test('two meshes over loopback: tcp both ways; send refuses itself, unknown rank
     assert.equal(m1.connectedPeers(), [0]);
     assert.ok(m0.address.port > 0);
     assert.is(m0.address.host, '127.0.0.1');
-    assert.is(Buffer.from(await store.get(addr(g, 0))).toString(), `127.0.0.1:${m0.address.port}`);
+    assert.is(Buffer.from(await file.store.get(addr(g, 0))).toString(), `127.0.0.1:${m0.address.port}`);
     const frame = { kind: KIND_P2P, tag: 3, seq: 0, slot: 0 };
     const results: string[] = [];
     const send = (m: Mesh, peer: number, n: number) => new Promise<void>((resolve) => {
@@ -144,8 +131,8 @@ test('a setup that times out names the ranks it has no handshake with, and leave
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
   const at = `127.0.0.1:${(silent.address() as net.AddressInfo).port}`;
   const g2 = `${g}-silent`;
-  await store.set(addr(g2, 1), at);
-  await store.set(addr(g2, 2), at);
+  await file.store.set(addr(g2, 1), at);
+  await file.store.set(addr(g2, 2), at);
   try {
     const e2 = await Mesh.connect(opts(g2, 0, 3, { timeoutMs: 800, helloTimeoutMs: 5000 })).then(() => undefined, (x) => x as GroupcommError);
     assert.ok(isGroupcommError(e2, ErrorCode.TIMEOUT), String(e2));
@@ -154,7 +141,7 @@ test('a setup that times out names the ranks it has no handshake with, and leave
     assert.not.ok(await has(addr(g2, 0)));
   } finally {
     silent.close();
-    for (const r of [1, 2]) await store.deleteKey(addr(g2, r));
+    for (const r of [1, 2]) await file.store.deleteKey(addr(g2, r));
   }
 });
 
@@ -166,7 +153,7 @@ test('an aborted setup rejects with ABORTED at once and leaves no address behind
   const dialedP = new Promise<void>((r) => { dialed = r; });
   const silent = net.createServer((s) => { s.on('error', () => {}); dialed(); });
   await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-  await store.set(addr(g, 0), `127.0.0.1:${(silent.address() as net.AddressInfo).port}`);
+  await file.store.set(addr(g, 0), `127.0.0.1:${(silent.address() as net.AddressInfo).port}`);
   const ac = new AbortController();
   try {
     const p = Mesh.connect(opts(g, 1, 2, { signal: ac.signal, timeoutMs: 20_000, helloTimeoutMs: 20_000 })).then(() => undefined, (x) => x as GroupcommError);
@@ -188,7 +175,7 @@ test('an aborted setup rejects with ABORTED at once and leaves no address behind
     assert.is(await open(), 0, 'no connection left open');
   } finally {
     silent.close();
-    await store.deleteKey(addr(g, 0));
+    await file.store.deleteKey(addr(g, 0));
   }
 });
 
@@ -242,7 +229,7 @@ test('a setup whose peer refuses every dial fails, and deletes that peer\'s stal
   await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
   const port = (closed.address() as net.AddressInfo).port;
   await new Promise<void>((r) => closed.close(() => r()));
-  await store.set(addr(g, 1), `127.0.0.1:${port}`);
+  await file.store.set(addr(g, 1), `127.0.0.1:${port}`);
   const t0 = Date.now();
   const e = await Mesh.connect(opts(g, 0, 2, { timeoutMs: 700 })).then(() => undefined, (x) => x as GroupcommError);
   assert.ok(isGroupcommError(e), String(e));
@@ -258,7 +245,7 @@ test('advertiseHost is the address published (the listener may be a wildcard); d
   const ms = await Promise.all([0, 1, 2].map((r) => Mesh.connect(opts(g, r, 3, r === 0 ? { host: '0.0.0.0', advertiseHost: '127.0.0.1' } : {}))));
   try {
     assert.equal(ms[0].address.host, '127.0.0.1');
-    assert.is(Buffer.from(await store.get(addr(g, 0))).toString(), `127.0.0.1:${ms[0].address.port}`);
+    assert.is(Buffer.from(await file.store.get(addr(g, 0))).toString(), `127.0.0.1:${ms[0].address.port}`);
     ms[0].discard('2:5:0', [1]);
     const f = { kind: KIND_P2P, tag: 5, seq: 0, slot: 0 };
     const sent = Promise.all([1, 2].map((r) => new Promise<void>((res) => ms[r].send(0, f, Uint8Array.of(r), { copy: true }, () => res()))));
