@@ -4,7 +4,8 @@
 // of a lone big frame, the stray write of writeNow, and what a long-lived connection must not
 // keep (its reply queue compacted, its watchdog stopped once nothing is pending); and the timers it
 // uses: one watchdog at its interval, stopped by close() at once, one flush per synchronous run,
-// no delay on the socket.
+// no delay on the socket; a big value not copied, nor a lone small frame; when the queue is
+// compacted.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { constants as bufferConstants } from 'node:buffer';
@@ -230,6 +231,52 @@ test('the socket is set to no delay: a request is not held back by Nagle', () =>
   const conn = new Connection(client as unknown as net.Socket, 'test:1', 1000, logger('STORE'));
   assert.equal(calls, [true]);
   conn.close();
+});
+
+test('a big value is a view of the socket\'s own read, not of a copy of it', async () => {
+  const o = openPair();
+  let chunk: Buffer | undefined;
+  o.client.on('data', (d: Buffer) => { chunk = d; }); // after the connection's own listener: the same chunk
+  const p = o.conn.request(Buffer.from([1]), readBytes);
+  o.server.write(Buffer.concat([le64(8000), Buffer.alloc(8000, 3)]));
+  const v = await p;
+  assert.is(v.length, 8000);
+  assert.ok(chunk && v.buffer === chunk.buffer, 'a socket hands each read over for good: nothing to copy');
+  o.conn.close();
+});
+
+test('a lone small frame before a big one is written as it is, not copied', async () => {
+  const o = openPair();
+  const bufs: Uint8Array[] = [];
+  const counted = o.client.write;
+  o.client.write = (b: Uint8Array, cb?: (e?: Error | null) => void) => { bufs.push(b); return counted(b, cb); };
+  const head = Buffer.alloc(10, 1);
+  const big = Buffer.alloc(300_000, 2);
+  await o.conn.request([head, big], null);
+  assert.equal(o.writes, [10, 300_000, 0]);
+  assert.ok(bufs[0] === head && bufs[1] === big);
+  o.conn.close();
+});
+
+test('the reply queue is compacted only past 1024 replies read and once they are more than half of it', async () => {
+  const queue = (o: ReturnType<typeof openPair>) => (o.conn as unknown as { queue: unknown[] }).queue.length;
+  const answer = async (o: ReturnType<typeof openPair>, ps: Promise<unknown>[], n: number) => {
+    o.server.write(Buffer.alloc(n, 1)); // one read
+    await Promise.all(ps.slice(0, n));
+  };
+  const a = openPair();
+  const pa = Array.from({ length: 1024 }, () => a.conn.request(Buffer.from([1]), readU8));
+  await answer(a, pa, 1024);
+  assert.is(queue(a), 1024, 'all 1024 read: not yet');
+  a.conn.close();
+  const b = openPair();
+  const pb = Array.from({ length: 3000 }, () => b.conn.request(Buffer.from([1]), readU8).catch(() => 0));
+  await answer(b, pb, 1500);
+  assert.is(queue(b), 3000, 'exactly half read: not yet');
+  b.server.write(Buffer.from([1]));
+  await pb[1500];
+  assert.is(queue(b), 1499, 'more than half: the 1501 read are dropped');
+  b.conn.close();
 });
 
 test.run();
