@@ -2,11 +2,17 @@
 // file leaves out — a write that fails or never completes, a socket error, data after a failure,
 // a reply too large to buffer, a reply split after another one in the same read, the write plan
 // of a lone big frame, the stray write of writeNow, and what a long-lived connection must not
-// keep (its reply queue compacted, its watchdog stopped once nothing is pending).
+// keep (its reply queue compacted, its watchdog stopped once nothing is pending); and the timers it
+// uses: one watchdog at its interval, stopped by close() at once, one flush per synchronous run,
+// no delay on the socket; a big value not copied, nor a lone small frame; when the queue is
+// compacted.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { constants as bufferConstants } from 'node:buffer';
-import { readBytes, readU8 } from '../../host/store/connection.js';
+import type net from 'node:net';
+import { Connection, readBytes, readU8 } from '../../host/store/connection.js';
+import { logger } from '../../host/base/log.js';
+import { LocalSocket } from '../../host/store/local.js';
 import { failure } from '../helpers/rejects.js';
 import { le64, openPair, tick } from '../helpers/store_connection_pair.js';
 
@@ -159,6 +165,118 @@ test('the watchdog stops once nothing is pending, and starts again for the next 
   assert.is(watchdog(), undefined, 'stopped after the timeout settled the only request');
   clearTimeout(alive);
   o.conn.close();
+});
+
+// The timers below are spied on through globalThis, as connection.ts calls the globals.
+function spyTimers() {
+  const real = { setInterval: globalThis.setInterval, clearInterval: globalThis.clearInterval, queueMicrotask: globalThis.queueMicrotask };
+  const intervals: { ms: number; handle: unknown }[] = [];
+  const cleared: unknown[] = [];
+  let microtasks = 0;
+  const g = globalThis as unknown as Record<string, unknown>;
+  g.setInterval = (fn: () => void, ms: number) => { const handle = real.setInterval(fn, ms); intervals.push({ ms, handle }); return handle; };
+  g.clearInterval = (h: unknown) => { cleared.push(h); real.clearInterval(h as ReturnType<typeof setInterval>); };
+  g.queueMicrotask = (fn: () => void) => { microtasks++; real.queueMicrotask(fn); };
+  const restore = () => Object.assign(globalThis, real);
+  return { intervals, cleared, microtasks: () => microtasks, restore };
+}
+
+test('one watchdog per connection, armed once for requests made together, checking every quarter of the timeout between 10 ms and 1 s', async () => {
+  const t = spyTimers();
+  try {
+    for (const [timeoutMs, every] of [[200, 50], [8000, 1000], [20, 10]]) {
+      const o = openPair(timeoutMs);
+      o.conn.request(Buffer.from([1]), readU8).catch(() => {});
+      o.conn.request(Buffer.from([1]), null).catch(() => {});
+      o.conn.request(Buffer.from([1]), readU8).catch(() => {});
+      assert.equal(t.intervals.map((i) => i.ms), [every], `timeout ${timeoutMs} ms`);
+      o.conn.close();
+      t.intervals.length = 0;
+    }
+  } finally { t.restore(); }
+});
+
+test('close() stops the watchdog at once, not at its next check', () => {
+  const t = spyTimers();
+  try {
+    const o = openPair(200);
+    o.conn.request(Buffer.from([1]), readU8).catch(() => {});
+    assert.is(t.intervals.length, 1);
+    o.conn.close();
+    assert.equal(t.cleared, [t.intervals[0].handle]);
+  } finally { t.restore(); }
+});
+
+test('requests made in one synchronous run share one flush; the next run queues the next', async () => {
+  const t = spyTimers();
+  try {
+    const o = openPair();
+    const ps = [o.conn.request(Buffer.from([1]), null), o.conn.request(Buffer.from([2]), null), o.conn.request(Buffer.from([3]), null)];
+    assert.is(t.microtasks(), 1, 'one flush queued for three requests');
+    await Promise.all(ps);
+    const before = t.microtasks();
+    const q = o.conn.request(Buffer.from([4]), null);
+    assert.is(t.microtasks() - before, 1, 'a request after the flush queues a new one');
+    await q;
+    assert.equal(o.writes, [3, 1]);
+    o.conn.close();
+  } finally { t.restore(); }
+});
+
+test('the socket is set to no delay: a request is not held back by Nagle', () => {
+  const [client] = LocalSocket.pair();
+  const calls: unknown[] = [];
+  const real = client.setNoDelay.bind(client);
+  client.setNoDelay = ((v?: boolean) => { calls.push(v); return real(); }) as typeof client.setNoDelay;
+  const conn = new Connection(client as unknown as net.Socket, 'test:1', 1000, logger('STORE'));
+  assert.equal(calls, [true]);
+  conn.close();
+});
+
+test('a big value is a view of the socket\'s own read, not of a copy of it', async () => {
+  const o = openPair();
+  let chunk: Buffer | undefined;
+  o.client.on('data', (d: Buffer) => { chunk = d; }); // after the connection's own listener: the same chunk
+  const p = o.conn.request(Buffer.from([1]), readBytes);
+  o.server.write(Buffer.concat([le64(8000), Buffer.alloc(8000, 3)]));
+  const v = await p;
+  assert.is(v.length, 8000);
+  assert.ok(chunk && v.buffer === chunk.buffer, 'a socket hands each read over for good: nothing to copy');
+  o.conn.close();
+});
+
+test('a lone small frame before a big one is written as it is, not copied', async () => {
+  const o = openPair();
+  const bufs: Uint8Array[] = [];
+  const counted = o.client.write;
+  o.client.write = (b: Uint8Array, cb?: (e?: Error | null) => void) => { bufs.push(b); return counted(b, cb); };
+  const head = Buffer.alloc(10, 1);
+  const big = Buffer.alloc(300_000, 2);
+  await o.conn.request([head, big], null);
+  assert.equal(o.writes, [10, 300_000, 0]);
+  assert.ok(bufs[0] === head && bufs[1] === big);
+  o.conn.close();
+});
+
+test('the reply queue is compacted only past 1024 replies read and once they are more than half of it', async () => {
+  const queue = (o: ReturnType<typeof openPair>) => (o.conn as unknown as { queue: unknown[] }).queue.length;
+  const answer = async (o: ReturnType<typeof openPair>, ps: Promise<unknown>[], n: number) => {
+    o.server.write(Buffer.alloc(n, 1)); // one read
+    await Promise.all(ps.slice(0, n));
+  };
+  const a = openPair();
+  const pa = Array.from({ length: 1024 }, () => a.conn.request(Buffer.from([1]), readU8));
+  await answer(a, pa, 1024);
+  assert.is(queue(a), 1024, 'all 1024 read: not yet');
+  a.conn.close();
+  const b = openPair();
+  const pb = Array.from({ length: 3000 }, () => b.conn.request(Buffer.from([1]), readU8).catch(() => 0));
+  await answer(b, pb, 1500);
+  assert.is(queue(b), 3000, 'exactly half read: not yet');
+  b.server.write(Buffer.from([1]));
+  await pb[1500];
+  assert.is(queue(b), 1499, 'more than half: the 1501 read are dropped');
+  b.conn.close();
 });
 
 test.run();
