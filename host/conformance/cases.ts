@@ -74,7 +74,8 @@ export function conformanceCases(backend: Pick<DeviceBackendV1, 'capabilities'>,
       if (dtype !== 'bool' && backend.capabilities.premulSum) {
         const f = premulFactor(dtype);
         const c: Case = { id: `${kind} ${dtype} premulSum(${f}) n=${N}`, kind, dtype, op: 'sum', premul: f, count: N, mode: 'out' };
-        (backend.capabilities.reduceDtypes.includes(dtype) ? cases : unsupported).push(c);
+        const refused = worldSize === 1 && !!backend.capabilities.premulSumRefusedAtOneRank?.includes(dtype);
+        (backend.capabilities.reduceDtypes.includes(dtype) && !refused ? cases : unsupported).push(c);
       }
     }
     cases.push({ id: `allGather ${dtype} n=${N}`, kind: 'allGather', dtype, count: N, mode: 'out' });

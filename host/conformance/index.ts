@@ -82,14 +82,14 @@ async function plan(spec: ConformanceSpec): Promise<Plan> {
     sizes: sizes.map((worldSize) => {
       const { cases, failures, unsupported } = conformanceCases(backend, worldSize);
       if (unsupported.length) {
-        notes.push(`${backend.name}, world size ${worldSize}: ${unsupported.length} case(s) skipped, their dtype is not in capabilities.reduceDtypes`);
+        notes.push(`${backend.name}, world size ${worldSize}: ${unsupported.length} case(s) skipped, their dtype is not in capabilities.reduceDtypes${worldSize === 1 && backend.capabilities.premulSumRefusedAtOneRank?.length ? ' or their premulSum is in capabilities.premulSumRefusedAtOneRank' : ''}`);
       }
       // The optional variable-size collectives: run when the backend says it has them, else listed as skipped.
       const variable = variableCaseIds(worldSize);
       const has = backend.capabilities.variableCollectives === true;
       return {
         worldSize, ids: [...cases.map((c) => c.id), ...(has ? variable : []), ...failures],
-        unsupported: [...unsupported.map((c) => `${c.id} (not in ${backend.name}'s capabilities.reduceDtypes)`),
+        unsupported: [...unsupported.map((c) => `${c.id} (${backend.capabilities.reduceDtypes.includes(c.dtype) ? 'its premulSum is in' : 'not in'} ${backend.name}'s capabilities.${backend.capabilities.reduceDtypes.includes(c.dtype) ? 'premulSumRefusedAtOneRank' : 'reduceDtypes'})`),
           ...(has ? [] : variable.map((id) => `${id} (capabilities.variableCollectives is not set)`))],
       };
     }),

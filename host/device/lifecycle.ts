@@ -77,7 +77,7 @@ export class OrderedOps {
         // This call reports its own error, not the abort it causes: detach it first.
         if (isGroupcommError(e) && FATAL.has(e.code)) {
           this.onDeath.delete(onDeath);
-          void this.abort(`${what} failed: ${e.code}`);
+          void this.abort(`${what} failed: ${e.message}`);
         }
         throw e;
       }

@@ -150,6 +150,12 @@ export interface BackendCapabilities {
    * tensors, and the conformance suite lists those cases as unsupported.
    */
   premulSum?: boolean;
+  /**
+   * Dtypes of reduceDtypes whose premulSum a communicator of one rank refuses with
+   * INVALID_ARGUMENT (cuda: NCCL has no one-rank fp8 scaling kernel). The conformance suite lists
+   * those cases as unsupported at world size 1.
+   */
+  premulSumRefusedAtOneRank?: readonly DType[];
   /** True when communicators implement allGatherv, reduceScatterv and allToAllv (the conformance suite then runs their cases). */
   variableCollectives?: boolean;
 }

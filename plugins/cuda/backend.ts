@@ -10,7 +10,7 @@ import {
   logger, pluginUnavailable,
   type CommunicatorOptions, type DeviceBackendV1, type DeviceBuffer, type DeviceCommunicatorV1, type ProbeResult,
 } from 'groupcomm/plugin';
-import { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, type NcclLibs } from './communicator.js';
+import { CudaCommunicator, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, ONE_RANK_UNSCALED, type NcclLibs } from './communicator.js';
 import { CudaRuntime } from './memory.js';
 import {
   bindLibrary, CudaError, CUDART_FUNCTIONS, NCCL_FP8_VERSION, NCCL_FUNCTIONS, NCCL_MIN_VERSION, NCCL_SPLIT_VERSION, ncclVersionString, notFoundMessage, probeLibraries,
@@ -69,7 +69,7 @@ export class CudaBackend implements DeviceBackendV1 {
   // NCCL refuses two ranks of one communicator on the same GPU. fp8 reduces once probe() has
   // seen the hardware and NCCL for it (every caller of a backend probes it first).
   get capabilities() {
-    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true, premulSum: this.premul };
+    return { reduceDtypes: this.fp8 ? CUDA_FP8_REDUCE_DTYPES : CUDA_REDUCE_DTYPES, sharedDevice: false, split: this.splits, variableCollectives: true, premulSum: this.premul, premulSumRefusedAtOneRank: ONE_RANK_UNSCALED };
   }
   private libs: NcclLibs | undefined;
   /** The load in progress (see load()). */

@@ -39,12 +39,12 @@ import {
 import * as variable from './variable.js';
 import * as fixed from './fixed.js';
 import {
-  callerStream, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, pollPause, SPIN_MS,
+  callerStream, CUDA_FP8_REDUCE_DTYPES, CUDA_REDUCE_DTYPES, DEVICE_TYPE, NCCL_SPLIT_NOCOLOR, ncclReduceArgs, ONE_RANK_UNSCALED, pollPause, SPIN_MS,
   type CudaOpOptions, type CudaStream, type NcclLibs, type NcclReduceArgs,
 } from './nccl.js';
 import { callDetached, CudaError, NcclDataType, NcclRedOp, NcclResult, NcclScalarResidence, NCCL_UNIQUE_ID_BYTES, ncclConfigBytes } from './transport.js';
 
-export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, type CudaOpOptions, type CudaStream, type NcclLibs };
+export { DEVICE_TYPE, CUDA_REDUCE_DTYPES, CUDA_FP8_REDUCE_DTYPES, ncclReduceArgs, ONE_RANK_UNSCALED, type CudaOpOptions, type CudaStream, type NcclLibs };
 
 export class CudaCommunicator implements DeviceCommunicatorV1 {
   readonly rank: number;
@@ -100,6 +100,21 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
     if (!isGroupcommError(e)) return e;
     if (e.code === ErrorCode.TIMEOUT || e.code === ErrorCode.ABORTED || e.code === ErrorCode.PEER_LOST || e.code === ErrorCode.PROTOCOL || e.code === ErrorCode.DESTROYED) return e;
     return abortedError(`${e.message}; ${what} cannot complete and the communicator is aborted`, { rank: this.rank, detail: e.detail, cause: e });
+  }
+
+  /**
+   * A non-blocking NCCL communicator keeps the error of any call that failed (ncclEnqueueCheck
+   * and ncclGroupEnd set it as the communicator's async error), and every later call on it fails
+   * with that error. An enqueue error that NCCL kept has killed the communicator: it becomes
+   * ABORTED (OrderedOps then aborts it), not an INVALID_ARGUMENT the caller could mend and retry.
+   * An error of this plugin's own checks, which NCCL never saw, passes through unchanged.
+   */
+  private stickyError(e: unknown, what: string): unknown {
+    if (!isGroupcommError(e) || !this.comm) return e;
+    const st = [0];
+    const rc = this.libs.nccl.ncclCommGetAsyncError(this.comm, st);
+    if (rc === NcclResult.ncclSuccess && (st[0] === NcclResult.ncclSuccess || st[0] === NcclResult.ncclInProgress)) return e;
+    return abortedError(`${e.message}; NCCL keeps that error on the communicator, so ${what} cannot run and the communicator is aborted`, { rank: this.rank, detail: e.detail, cause: e });
   }
 
   /** ncclCommGetAsyncError, checked; returns true while the communicator is still in progress. */
@@ -313,7 +328,13 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
   private issue<T>(what: string, opts: CudaOpOptions | undefined, enqueue: () => void, result: T, peerRank?: number): Promise<T> {
     let stream: bigint | undefined;
     // Refused as a rejection, not a throw: the caller settles (frees) its allocated result on it.
-    try { stream = callerStream(opts?.stream, what, this.rank); } catch (e) { return Promise.reject(e); }
+    try {
+      stream = callerStream(opts?.stream, what, this.rank);
+      // NCCL would fail on another device's stream, and keep that error on the communicator:
+      // refuse it here, where the communicator survives the mistake.
+      const dev = stream ? this.libs.cuda.streamDevice(stream) : undefined;
+      if (dev !== undefined && dev !== this.deviceIndex) throw invalidArgument(`${what}: the stream given is on cuda:${dev}, this communicator on cuda:${this.deviceIndex}`, { rank: this.rank });
+    } catch (e) { return Promise.reject(e); }
     return this.ops.run(what, opts, async (signal) => {
       this.libs.cuda.setDevice(this.deviceIndex);
       // Until this operation is seen done (or the communicator's abort has returned), frees are
@@ -326,7 +347,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       } catch (e) {
         this.opStream = undefined; // nothing was enqueued
         this.unhold();
-        throw e;
+        throw this.stickyError(e, what);
       }
       try {
         // A non-blocking communicator may still be launching: wait until it says it is done.
@@ -439,7 +460,7 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
       issue: (w, o, enqueue, result, peerRank) => this.issue(w, o, enqueue, result, peerRank),
       grouped: (w, body) => this.grouped(w, body),
       rc: (rc, w) => this.rc(rc, w),
-      reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes),
+      reduceArgs: (dtype, op) => ncclReduceArgs(dtype, op, this.libs.reduceDtypes, this.worldSize),
       redOp: (a) => this.redOp(a),
       freeOp: (a, op) => this.freeOp(a, op),
       splits: (count, w) => this.splits(count, w),

@@ -146,6 +146,17 @@ export class CudaRuntime {
     this.check(this.fn.cudaMemcpyAsync(dst, src, nbytes, CudaMemcpyKind.DeviceToDevice, stream), 'cudaMemcpyAsync(DeviceToDevice)');
   }
 
+  /**
+   * The device a caller's stream belongs to, or undefined where the runtime cannot say
+   * (cudaStreamGetDevice is CUDA 12.8's) or the handle is not a stream it knows (then NCCL's own
+   * call fails on it).
+   */
+  streamDevice(stream: bigint): number | undefined {
+    if (!this.fn.cudaStreamGetDevice) return undefined;
+    const out = [0];
+    return this.fn.cudaStreamGetDevice(stream, out) === 0 ? out[0] : undefined;
+  }
+
   createStream(): bigint {
     const out: unknown[] = [null];
     this.check(this.fn.cudaStreamCreateWithFlags(out, CUDA_STREAM_NON_BLOCKING), 'cudaStreamCreateWithFlags');

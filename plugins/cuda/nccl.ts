@@ -25,11 +25,25 @@ const OPS: Record<ReduceOp, number> = { sum: NcclRedOp.ncclSum, prod: NcclRedOp.
  */
 export interface NcclReduceArgs { type: number; op: number; scalar?: Uint8Array }
 
+/**
+ * fp8 dtypes NCCL cannot scale at world size 1: its one-rank path (ncclLaunchOneRank, which
+ * runs avg and premulSum as a scaling kernel when there is one rank) guards its fp8 cases with
+ * `__CUDA_ARCH__ >= 900` in host code, where that macro is never defined, so NCCL answers
+ * ncclInvalidArgument (from 2.24, with fp8, to the newest source read), and a non-blocking
+ * communicator keeps that error: seen on an H200 with NCCL 2.28.9. avg is the input itself there and goes as sum (a plain copy); premulSum is
+ * refused before NCCL sees it (capabilities.premulSumRefusedAtOneRank).
+ */
+export const ONE_RANK_UNSCALED: readonly DType[] = ['float8_e4m3fn', 'float8_e5m2'];
+
 /** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES): NcclReduceArgs {
+export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES, worldSize = 2): NcclReduceArgs {
   checkReduce(dtype, op);
   if (!allowed.includes(dtype)) {
     throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
+  }
+  if (worldSize === 1 && ONE_RANK_UNSCALED.includes(dtype)) {
+    if (isPreMulSum(op)) throw invalidArgument(`premulSum on ${dtype} at world size 1: NCCL has no one-rank ${dtype} scaling kernel (ncclLaunchOneRank answers invalid argument); see capabilities.premulSumRefusedAtOneRank`);
+    if (op === 'avg') return { type: dtypeInfo(dtype)!.ncclType, op: NcclRedOp.ncclSum };
   }
   if (isPreMulSum(op)) return { type: dtypeInfo(dtype)!.ncclType, op: -1, scalar: premulScalarBytes(dtype, op) };
   if (dtype === 'bool') return { type: NcclDataType.ncclUint8, op: op === 'sum' || op === 'max' ? NcclRedOp.ncclMax : NcclRedOp.ncclMin };

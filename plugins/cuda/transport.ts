@@ -127,6 +127,8 @@ export const CUDART_FUNCTIONS: readonly Binding[] = [
   { name: 'cudaStreamSynchronize', decl: 'int cudaStreamSynchronize(void *stream)' },
   // cudaError_t cudaStreamQuery(cudaStream_t stream)   (cudaSuccess when idle, cudaErrorNotReady while busy)
   { name: 'cudaStreamQuery', decl: 'int cudaStreamQuery(void *stream)' },
+  // cudaError_t cudaStreamGetDevice(cudaStream_t hStream, int* device)   (CUDA >= 12.8)
+  { name: 'cudaStreamGetDevice', decl: 'int cudaStreamGetDevice(void *stream, _Out_ int *device)', optional: true },
   // cudaError_t cudaStreamDestroy(cudaStream_t stream)
   { name: 'cudaStreamDestroy', decl: 'int cudaStreamDestroy(void *stream)' },
   // cudaError_t cudaEventCreateWithFlags(cudaEvent_t* event, unsigned int flags)

@@ -440,6 +440,13 @@ EXPORT int cudaStreamQuery(void *h) {
   return b ? eNotReady : OK;
 }
 
+EXPORT int cudaStreamGetDevice(void *h, int *device) {
+  if (!known_stream(h)) return ret(eInvalidResourceHandle);
+  if (gcd_env_long("GCDOUBLE_NO_STREAM_DEVICE", 0)) return ret(eInvalidValue); /* a runtime before CUDA 12.8 cannot say */
+  *device = gcd_stream_device(h);
+  return OK;
+}
+
 EXPORT int cudaStreamDestroy(void *h) {
   if (!h || !known_stream(h)) return ret(eInvalidResourceHandle);
   stream_t *s = h;

@@ -13,6 +13,7 @@ import { ErrorCode, isGroupcommError } from '../../host/base/errors.js';
 import type { CpuTensor, Tensor } from '../../host/core/tensor.js';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
 import { fromDevice, toDevice } from '../../host/device/tensors.js';
+import { premulSum } from '../../host/core/premul.js';
 import type { DeviceCommunicatorV1 } from '../../host/device/types.js';
 import { CudaBackend, probeLibraries, probeReasons } from '../../plugins/cuda/index.js';
 import { MemStoreServer } from '../helpers/memstore.js';
@@ -269,6 +270,40 @@ t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {
     assert.ok(isGroupcommError(e, ErrorCode.PLUGIN_UNAVAILABLE), String(e));
     assert.match((e as Error).message, /cudaFree failed: cudaErrorIllegalAddress \(700\)/);
   }
+});
+
+const fp8 = (bytes: number[], dev: number) => toDevice(backend, { dtype: 'float8_e4m3fn', shape: [bytes.length], device: 'cpu', data: new Uint8Array(bytes) } as CpuTensor, dev);
+const bytesOf = (x: Tensor) => [...new Uint8Array((fromDevice(backend, x).data as Uint8Array).buffer)];
+
+t('at world size 1, fp8 avg runs as sum (NCCL has no one-rank fp8 scaling kernel) and fp8 premulSum is refused before NCCL sees it; the communicator goes on', async () => {
+  assert.ok(backend.capabilities.reduceDtypes.includes('float8_e4m3fn'), 'the double is sm_90 with NCCL 2.27: fp8 reduces');
+  assert.equal(backend.capabilities.premulSumRefusedAtOneRank, ['float8_e4m3fn', 'float8_e5m2']);
+  const [c] = await communicators([0]);
+  const sticky = counter('sticky_errors');
+  const x = fp8([0x38, 0x40, 0x44, 0xb8], 0); // 1, 2, 3, -1
+  assert.equal(bytesOf(await c.allReduce(x, { op: 'avg' })), [0x38, 0x40, 0x44, 0xb8]);
+  assert.equal(bytesOf(await c.reduceScatter(x, { op: 'avg' })), [0x38, 0x40, 0x44, 0xb8]);
+  for (const call of [() => c.allReduce(x, { op: premulSum(0.5) }), () => c.reduceScatter(x, { op: premulSum(0.5) })]) {
+    const e = await rejects(call());
+    assert.ok(isGroupcommError(e, ErrorCode.INVALID_ARGUMENT), String(e));
+    assert.match(e.message, 'premulSum on float8_e4m3fn at world size 1');
+  }
+  assert.is(counter('sticky_errors'), sticky, 'NCCL was handed a call it fails');
+  assert.equal(host(await c.allReduce(f32([1, 2], 0), { op: 'sum' })), [1, 2], 'the communicator still works');
+  await c.close();
+});
+
+t('a call NCCL fails (fp8 after the probe took the GPU for sm_90) kills the communicator, as NCCL keeps the error: ABORTED with NCCL\'s error as the cause, and every later call says what killed it', async () => {
+  const [c] = await communicators([0]);
+  fault('GCDOUBLE_CC_MAJOR', 8);
+  const e = await rejects(c.allReduce(fp8([0x38], 0), { op: 'sum' }));
+  assert.ok(isGroupcommError(e, ErrorCode.ABORTED), String(e));
+  assert.match(e.message, /NCCL ncclAllReduce failed on rank 0: invalid argument.*NCCL keeps that error on the communicator/);
+  assert.ok(isGroupcommError((e as { cause?: unknown }).cause, ErrorCode.INVALID_ARGUMENT), 'the cause is NCCL\'s own answer');
+  const next = await rejects(c.allReduce(f32([1], 0)));
+  assert.ok(isGroupcommError(next, ErrorCode.ABORTED), String(next));
+  assert.match(next.message, 'was aborted (allReduce failed: NCCL ncclAllReduce failed on rank 0: invalid argument');
+  await c.close();
 });
 
 t('a stuck ncclCommAbort does not keep the process alive after close()', async () => {

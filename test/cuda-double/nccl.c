@@ -22,6 +22,8 @@
  *   GCDOUBLE_ABORT_DELAY_MS=ms     ncclCommAbort takes this long before it acts
  *   GCDOUBLE_INIT_DELAY_MS=ms      init takes at least this long (every rank)
  *   GCDOUBLE_NCCL_VERSION=code     what ncclGetVersion answers (default 22703)
+ * As in NCCL, a call that fails keeps its error on the communicator (non-blocking: every
+ * communicator here), and avg or premulSum on fp8 at one rank fails (no one-rank fp8 kernel).
  *   GCDOUBLE_CC_MAJOR=n            compute capability major (libgcd_cudart; default 9: fp8 reduces)
  * Each is also settable in-process with gcdouble_set(name, value, on) (libgcd_cudart.so).
  */
@@ -611,12 +613,24 @@ static int enqueue(comm_t *c, void *stream, const op_t *ops, int k) {
   return ncclSuccess;
 }
 
+/* A non-blocking NCCL communicator keeps the error of a call that failed as its async error
+ * (ncclEnqueueCheck's and ncclGroupEnd's failure paths): every later call, and
+ * ncclCommGetAsyncError, answer it until the communicator is aborted. */
+static int fail(comm_t *c, int rc) {
+  int none = ncclSuccess;
+  if (!c->aborted) __atomic_compare_exchange_n(&c->async_err, &none, rc, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
+  gcd_count("sticky_errors");
+  return rc;
+}
+
 static int submit(void *h, void *stream, op_t o, const char *what) {
   comm_t *c = live(h, what);
   if (!c) return ncclInvalidArgument;
-  if (c->init_state != ncclSuccess) { set_error("%s: the communicator is not initialised (state %d)", what, c->init_state); return ncclInvalidUsage; }
-  if (c->aborted) { set_error("%s: communicator aborted", what); return ncclInvalidUsage; }
-  if (o.dt < 0 || o.dt > 11) { set_error("%s: invalid datatype %d", what, o.dt); return ncclInvalidArgument; }
+  if (c->init_state != ncclSuccess) { set_error("%s: the communicator is not initialised (state %d)", what, c->init_state); return fail(c, ncclInvalidUsage); }
+  if (c->aborted) { set_error("%s: communicator aborted", what); return fail(c, ncclInvalidUsage); }
+  int kept = __atomic_load_n(&c->async_err, __ATOMIC_ACQUIRE);
+  if (kept != ncclSuccess) { set_error("%s: the communicator keeps an earlier error (%d)", what, kept); return kept; }
+  if (o.dt < 0 || o.dt > 11) { set_error("%s: invalid datatype %d", what, o.dt); return fail(c, ncclInvalidArgument); }
   int reduces = o.kind == ALLREDUCE || o.kind == REDUCE || o.kind == REDUCESCATTER;
   if (reduces && o.op >= NUM_OPS && o.op < NUM_OPS + 256) {
     /* A premulSum op: it must be live, of this communicator and this datatype; its scalar travels with the operation. */
@@ -626,35 +640,41 @@ static int submit(void *h, void *stream, op_t o, const char *what) {
     if (!r.used || r.comm != c || r.dt != o.dt) {
       gcd_count("redop_bad_use");
       set_error("%s: reduction op %d is not a live op of this communicator for datatype %d", what, o.op, o.dt);
-      return ncclInvalidArgument;
+      return fail(c, ncclInvalidArgument);
     }
     o.premul = 1; o.pf = r.f; o.pk = r.i;
-  } else if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return ncclInvalidArgument; }
+  } else if (reduces && (o.op < 0 || o.op > 4)) { set_error("%s: invalid reduction op %d on datatype %d", what, o.op, o.dt); return fail(c, ncclInvalidArgument); }
   if (reduces && o.dt >= 10 && (gcd_env_long("GCDOUBLE_CC_MAJOR", 9) < 9 || gcd_env_long("GCDOUBLE_NCCL_VERSION", 22703) < 22400)) {
     set_error("%s: fp8 reductions need sm_90 and NCCL 2.24", what);
-    return ncclInvalidArgument;
+    return fail(c, ncclInvalidArgument);
   }
-  if ((o.kind == BROADCAST || o.kind == REDUCE) && (o.root < 0 || o.root >= c->n)) { set_error("%s: invalid root %d", what, o.root); return ncclInvalidArgument; }
-  if ((o.kind == SEND || o.kind == RECV) && (o.peer < 0 || o.peer >= c->n)) { set_error("%s: invalid peer %d", what, o.peer); return ncclInvalidArgument; }
+  if (reduces && c->n == 1 && o.dt >= 10 && (o.premul || o.op == 4)) {
+    /* NCCL scales one rank's data in ncclLaunchOneRank, whose fp8 cases are compiled out (a
+     * __CUDA_ARCH__ test in host code): 2.24 to 2.28.9 and the newest source seen. */
+    set_error("%s: ncclLaunchOneRank has no fp8 kernel (avg or premulSum at one rank)", what);
+    return fail(c, ncclInvalidArgument);
+  }
+  if ((o.kind == BROADCAST || o.kind == REDUCE) && (o.root < 0 || o.root >= c->n)) { set_error("%s: invalid root %d", what, o.root); return fail(c, ncclInvalidArgument); }
+  if ((o.kind == SEND || o.kind == RECV) && (o.peer < 0 || o.peer >= c->n)) { set_error("%s: invalid peer %d", what, o.peer); return fail(c, ncclInvalidArgument); }
   int sd = gcd_stream_device(stream);
   if (sd != c->device) {
     gcd_count("stream_device_mismatch");
     set_error("%s: stream of device %d, communicator on device %d", what, sd, c->device);
-    return ncclUnhandledCudaError;
+    return fail(c, ncclUnhandledCudaError);
   }
   size_t bytes = o.count * ES[o.dt];
   size_t in = o.kind == REDUCESCATTER ? bytes * c->n : bytes, out = o.kind == ALLGATHER ? bytes * c->n : bytes;
-  if (in > SLOT && o.kind != SEND && o.kind != RECV) { set_error("%s: %zu bytes exceed the double's staging slot (%zu)", what, in, SLOT); return ncclInvalidUsage; }
+  if (in > SLOT && o.kind != SEND && o.kind != RECV) { set_error("%s: %zu bytes exceed the double's staging slot (%zu)", what, in, SLOT); return fail(c, ncclInvalidUsage); }
   int sends = o.kind != RECV && !(o.kind == BROADCAST && c->rank != o.root);
   int recvs = o.kind != SEND && !(o.kind == REDUCE && c->rank != o.root);
   if (bytes && ((sends && gcd_device_of(o.send, in) != c->device) || (recvs && gcd_device_of(o.recv, out) != c->device))) {
     gcd_count("buffer_not_on_device");
     set_error("%s: a buffer is not device memory of device %d", what, c->device);
-    return ncclInvalidArgument;
+    return fail(c, ncclInvalidArgument);
   }
   if (depth > 0) {
-    if (gcomm && (gcomm != c || gstream != stream)) { gerr = ncclInvalidUsage; set_error("%s: one communicator and stream per group in this double", what); return ncclInvalidUsage; }
-    if (ngops == 64) { gerr = ncclInvalidUsage; set_error("%s: more than 64 operations in a group", what); return ncclInvalidUsage; }
+    if (gcomm && (gcomm != c || gstream != stream)) { gerr = ncclInvalidUsage; set_error("%s: one communicator and stream per group in this double", what); return fail(c, ncclInvalidUsage); }
+    if (ngops == 64) { gerr = ncclInvalidUsage; set_error("%s: more than 64 operations in a group", what); return fail(c, ncclInvalidUsage); }
     gcomm = c; gstream = stream; gops[ngops++] = o;
     return ncclSuccess;
   }
@@ -667,6 +687,8 @@ EXPORT int ncclRedOpCreatePreMulSum(int *op, void *scalar, int dt, int residence
   if (!c) return ncclInvalidArgument;
   if (dt < 0 || dt > 11 || !scalar) { set_error("ncclRedOpCreatePreMulSum: invalid datatype %d or NULL scalar", dt); return ncclInvalidArgument; }
   if (residence != 1) { set_error("ncclRedOpCreatePreMulSum: this double takes ncclScalarHostImmediate only"); return ncclInvalidArgument; }
+  int kept = __atomic_load_n(&c->async_err, __ATOMIC_ACQUIRE); /* ncclCommEnsureReady */
+  if (kept != ncclSuccess) { set_error("ncclRedOpCreatePreMulSum: the communicator keeps an earlier error (%d)", kept); return kept; }
   pthread_mutex_lock(&redops_mu);
   int k = 0;
   while (k < 256 && redops[k].used) k++;
@@ -697,6 +719,7 @@ EXPORT int ncclGroupEnd(void) {
   if (depth == 0) { set_error("ncclGroupEnd without ncclGroupStart"); return ncclInvalidUsage; }
   if (--depth > 0) return ncclSuccess;
   int rc = gerr;
+  if (rc && gcomm) fail(gcomm, rc);
   if (!rc && ngops) rc = enqueue(gcomm, gstream, gops, ngops);
   ngops = 0; gcomm = NULL; gstream = NULL; gerr = 0;
   return rc;

@@ -90,7 +90,7 @@ t('strict mode, the legacy default stream (0n): ordered after legacy work that r
   await c.close();
 });
 
-t('a stream that is not a handle is refused before anything is issued; a stream of another device is NCCL\'s error, and the communicator goes on', async () => {
+t('a stream that is not a handle, or a stream of another device, is refused before anything is issued, and the communicator goes on', async () => {
   const [c] = await communicators(1);
   const x = toDevice(backend, tensor(new Int32Array([7])), 0);
   for (const bad of ['s', -1n, 1.5]) {
@@ -100,11 +100,32 @@ t('a stream that is not a handle is refused before anything is issued; a stream 
   cuda().setDevice(3);
   const other = cuda().createStream();
   const before = Number(counterFn('stream_device_mismatch'));
-  const e = await c.allReduce(x, { stream: other }).then(() => null, (err) => err);
-  assert.ok(e, 'a stream of cuda:3 was accepted for a cuda:0 communicator');
-  assert.is(Number(counterFn('stream_device_mismatch')), before + 1);
+  const e = await c.allReduce(x, { stream: other }).then(() => null, (err) => err) as { code?: string; message?: string } | null;
+  assert.is(e?.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', String(e));
+  assert.match(e!.message!, 'on cuda:3, this communicator on cuda:0');
+  assert.is(Number(counterFn('stream_device_mismatch')), before, 'NCCL was handed the stream of cuda:3');
   assert.equal(host(await c.allReduce(x)), [7], 'the communicator still works');
   await c.close();
+});
+
+t('where the runtime cannot name a stream\'s device (before CUDA 12.8), NCCL\'s error on it is kept by NCCL: the communicator is aborted and says so', async () => {
+  setFn('GCDOUBLE_NO_STREAM_DEVICE', 1, 1);
+  try {
+    const [c] = await communicators(1);
+    const x = toDevice(backend, tensor(new Int32Array([7])), 0);
+    cuda().setDevice(3);
+    const other = cuda().createStream();
+    const e = await c.allReduce(x, { stream: other }).then(() => null, (err) => err) as { code?: string; message?: string; cause?: { code?: string } } | null;
+    assert.is(e?.code, 'ERR_GROUPCOMM_ABORTED', String(e));
+    assert.match(e!.message!, 'NCCL keeps that error on the communicator');
+    assert.is(e!.cause?.code, 'ERR_GROUPCOMM_PLUGIN_UNAVAILABLE', 'the cause is NCCL\'s own error');
+    const next = await c.allReduce(x).then(() => null, (err) => err) as { code?: string; message?: string } | null;
+    assert.is(next?.code, 'ERR_GROUPCOMM_ABORTED', String(next));
+    assert.match(next!.message!, 'NCCL ncclAllReduce failed on rank 0', 'the next call names the error that killed the communicator');
+    await c.close();
+  } finally {
+    setFn('GCDOUBLE_NO_STREAM_DEVICE', 0, 0);
+  }
 });
 
 t('an operation stuck on a caller\'s stream: frees stay deferred until the abort has returned and that stream has drained', async () => {

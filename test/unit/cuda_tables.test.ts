@@ -106,7 +106,7 @@ const NCCL_HEADER: Record<string, string> = {
 const CUDART_HEADER: Record<string, string> = {
   cudaGetDeviceCount: 'o', cudaSetDevice: 'i', cudaGetDevice: 'o', cudaMalloc: 'o z', cudaFree: 'p',
   cudaMemset: 'p i z', cudaMemcpy: 'p p z i', cudaMemcpyAsync: 'p p z i p', cudaStreamCreateWithFlags: 'o u',
-  cudaStreamSynchronize: 'p', cudaStreamQuery: 'p', cudaStreamDestroy: 'p', cudaEventCreateWithFlags: 'o u', cudaEventRecord: 'p p',
+  cudaStreamSynchronize: 'p', cudaStreamQuery: 'p', cudaStreamGetDevice: 'p o', cudaStreamDestroy: 'p', cudaEventCreateWithFlags: 'o u', cudaEventRecord: 'p p',
   cudaEventQuery: 'p', cudaEventDestroy: 'p', cudaGetErrorString: 'i', cudaGetErrorName: 'i',
   cudaRuntimeGetVersion: 'o', cudaDriverGetVersion: 'o',
   cudaDeviceGetAttribute: 'o i i',
