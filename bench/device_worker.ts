@@ -3,7 +3,6 @@
 import { storeBootstrap } from '../host/device/bootstrap.js';
 import { resolveBackend } from '../host/device/registry.js';
 import { emptyOn, freeTensor, fromDevice, toDevice } from '../host/device/tensors.js';
-import type { DeviceCommunicatorV1 } from '../host/device/types.js';
 import type { Tensor } from '../host/core/tensor.js';
 import { rankEnv, reportResult } from './ranks.js';
 import { TcpStore } from '../host/store/index.js';
@@ -25,17 +24,19 @@ function f32(count: number, v: number): Tensor {
   return toDevice(backend, { dtype: 'float32', shape: [count], device: 'cpu', data: new Float32Array(count).fill(v) }, dev);
 }
 
-async function once(op: string, count: number): Promise<{ us: number; wrong: number; check: () => number }> {
+/**
+ * One case's buffers, made once and reused by every call (as nccl-tests does): a fresh upload,
+ * a readback and a cudaFree per call would cost far more than the collective at large sizes.
+ */
+function setup(op: string, count: number): { go: () => Promise<unknown>; check: () => number; free: () => void } {
   // size_bytes is the larger buffer, as nccl-tests reports it (allGather: the output).
   const per = op === 'allGather' ? count / n : op === 'reduceScatter' ? count / n : count;
   const inp = f32(op === 'reduceScatter' ? count : per, rank + 1);
   const out = op === 'allGather' ? emptyOn(backend, [count], 'float32', dev) : op === 'reduceScatter' ? emptyOn(backend, [per], 'float32', dev) : inp;
   // In place for allReduce and broadcast (out = the input), as nccl-tests runs them.
-  const go = (c: DeviceCommunicatorV1) => op === 'allReduce' ? c.allReduce(inp, { out }) : op === 'allGather' ? c.allGather(inp, { out })
-    : op === 'reduceScatter' ? c.reduceScatter(inp, { out }) : c.broadcast(inp, { src: 0, out });
-  const t0 = performance.now();
-  await go(comm);
-  const us = (performance.now() - t0) * 1000;
+  const go = () => op === 'allReduce' ? comm.allReduce(inp, { out }) : op === 'allGather' ? comm.allGather(inp, { out })
+    : op === 'reduceScatter' ? comm.reduceScatter(inp, { out }) : comm.broadcast(inp, { src: 0, out });
+  // Right after the first call only: in place, later calls reduce what the earlier ones left.
   const check = () => {
     const got = fromDevice(backend, out).data as Float32Array;
     let wrong = 0;
@@ -45,10 +46,8 @@ async function once(op: string, count: number): Promise<{ us: number; wrong: num
     }
     return wrong;
   };
-  const wrong = check();
-  freeTensor(backend, inp);
-  if (out !== inp) freeTensor(backend, out);
-  return { us, wrong, check };
+  const free = () => { freeTensor(backend, inp); if (out !== inp) freeTensor(backend, out); };
+  return { go, check, free };
 }
 
 const rows: Omit<Row, 'bench'>[] = [];
@@ -56,12 +55,15 @@ for (const op of a.ops) {
   for (const size of a.sizes) {
     const count = Math.max(n, Math.floor(size / 4 / n) * n);
     const times: number[] = [];
-    let wrong = 0;
+    const c = setup(op, count);
+    await c.go();
+    const wrong = c.check(); // the first call checked, as nccl-tests does with -c 1
     for (let i = 0; i < a.warmup + a.iters; i++) {
-      const r = await once(op, count);
-      if (i === 0) wrong = r.wrong; // checked on the first iteration, as nccl-tests does with -c 1
-      if (i >= a.warmup) times.push(r.us);
+      const t0 = performance.now();
+      await c.go();
+      if (i >= a.warmup) times.push((performance.now() - t0) * 1000);
     }
+    c.free();
     const bytes = count * 4;
     // allReduce and broadcast above run in place (out is the input); allGather and reduceScatter out of place.
     const form = placeOf(op as CollOp, bytes, n, { us: median(times), wrong, iters: a.iters });

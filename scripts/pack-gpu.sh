@@ -10,6 +10,7 @@
 #   OUT_DIR/run.sh test node conformance any scripts/test.js mode and filters
 #   OUT_DIR/run.sh bench device [...]    groupcomm bench device
 #   OUT_DIR/run.sh node FILE [...]       the packed node itself
+#   OUT_DIR/check.sh                     the whole GPU check in one call (scripts/gpu-check.sh)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="${1:-$root/build/gpu-pack}"
@@ -45,6 +46,7 @@ cp build/core.wasm "$out/build/core.wasm"
 cp package.json "$out/package.json"
 cp scripts/test.js "$out/scripts/test.js"
 cp bin/groupcomm.js "$out/bin/groupcomm.js"
+cp scripts/gpu-check.sh "$out/check.sh"
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash

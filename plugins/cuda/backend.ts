@@ -86,7 +86,16 @@ export class CudaBackend implements DeviceBackendV1 {
     this.fp8 = fp8Reduces(r);
     this.splits = !('error' in r) && (r.nccl?.version ?? 0) >= NCCL_SPLIT_VERSION;
     const reasons = probeReasons(r);
-    return reasons.length ? { available: false, reason: reasons.join('; ') } : { available: true };
+    if (reasons.length) return { available: false, reason: reasons.join('; ') };
+    // Available means usable: alloc, toDevice and copies are synchronous and need the libraries
+    // in this process, and resolveBackend('cuda') is all a caller awaits before them (a group of
+    // one creates no communicator that would load them).
+    try {
+      await this.load();
+    } catch (e) {
+      return { available: false, reason: (e as Error).message };
+    }
+    return { available: true };
   }
 
   /**
@@ -116,7 +125,7 @@ export class CudaBackend implements DeviceBackendV1 {
 
   /** Synchronous entry points need the libraries already loaded (probe, deviceCount or createCommunicator first). */
   private cuda(): CudaRuntime {
-    if (!this.libs) throw pluginUnavailable("cuda backend not loaded yet: await backend.deviceCount() (or resolveBackend('cuda')) before allocating");
+    if (!this.libs) throw pluginUnavailable("cuda backend not loaded yet: await resolveBackend('cuda') (or backend.probe()) before allocating");
     return this.libs.cuda;
   }
 

@@ -275,6 +275,14 @@ t('a failing cudaFree is an error naming the call and CUDA\'s error', () => {
 const fp8 = (bytes: number[], dev: number) => toDevice(backend, { dtype: 'float8_e4m3fn', shape: [bytes.length], device: 'cpu', data: new Uint8Array(bytes) } as CpuTensor, dev);
 const bytesOf = (x: Tensor) => [...new Uint8Array((fromDevice(backend, x).data as Uint8Array).buffer)];
 
+t('a backend whose probe() answers available is usable at once: alloc and copies need no communicator first (a group of one makes none)', async () => {
+  const fresh = new CudaBackend();
+  assert.equal(await fresh.probe(), { available: true });
+  const x = toDevice(fresh, { dtype: 'float32', shape: [2], device: 'cpu', data: new Float32Array([5, 6]) } as CpuTensor, 0);
+  assert.equal([...(fromDevice(fresh, x).data as Float32Array)], [5, 6]);
+  fresh.free(x.data as never);
+});
+
 t('at world size 1, fp8 avg runs as sum (NCCL has no one-rank fp8 scaling kernel) and fp8 premulSum is refused before NCCL sees it; the communicator goes on', async () => {
   assert.ok(backend.capabilities.reduceDtypes.includes('float8_e4m3fn'), 'the double is sm_90 with NCCL 2.27: fp8 reduces');
   assert.equal(backend.capabilities.premulSumRefusedAtOneRank, ['float8_e4m3fn', 'float8_e5m2']);

@@ -5,7 +5,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { setting } from '../../host/base/config.js';
 import { storeBootstrap } from '../../host/device/bootstrap.js';
-import { loadBackend, toHost } from '../../host/device/registry.js';
+import { loadBackend, resolveBackend, toHost } from '../../host/device/registry.js';
+import { StatelessGroupCoordinator } from '../../host/coordinator/coordinator.js';
+import { premulSum } from '../../host/core/premul.js';
+import { tensor } from '../../host/core/tensor.js';
 import { emptyOn, freeTensor, fromDevice, subBuffer, toDevice } from '../../host/device/tensors.js';
 import { DTYPE_NAMES, arrayClassOf, bytesOf, type CpuTensor } from '../../host/core/tensor.js';
 import { spawnRanks } from '../helpers/ranks.js';
@@ -89,6 +92,34 @@ gpu('a world-size-1 communicator runs allReduce, broadcast and allGather on devi
     freeTensor(backend, out);
   } finally {
     await client.close();
+    await server.close();
+  }
+});
+
+gpu('a group of one over cuda: the coordinator takes device tensors (allReduce new and in place, premulSum), host tensors and a tensor dict', async () => {
+  const server = await TcpStoreServer.listen({ host: '127.0.0.1', port: 0 });
+  const rendezvous = await TcpStore.create({ host: '127.0.0.1', port: server.port });
+  try {
+    // Resolved by name, as an application does: the group of one makes no communicator, so the
+    // backend must be usable for toDevice from resolveBackend alone.
+    const b = await resolveBackend('cuda');
+    const g = await StatelessGroupCoordinator.create({ groupRanks: [[0]], globalRank: 0, localRank: 0, groupName: 'one', rendezvous, backend: 'cuda', useDeviceCommunicator: true, timeoutMs: 60_000 });
+    try {
+      const x = toDevice(b, tensor(new Float32Array([1, 2, 3, 4])), 0);
+      const sum = await g.allReduce(x);
+      await g.allReduce(x, { out: x, op: premulSum(0.5) });
+      assert.equal([...((await toHost(sum)).data as Float32Array)], [1, 2, 3, 4]);
+      assert.equal([...((await toHost(x)).data as Float32Array)], [0.5, 1, 1.5, 2]);
+      assert.equal([...(await g.allReduce(tensor(new Float32Array([5])))).data as Float32Array], [5]);
+      const d = await g.broadcastTensorDict({ step: 7, ids: tensor(new Int32Array([1, 2])) });
+      assert.is(d!.step, 7);
+      g.free(sum);
+      g.free(x);
+    } finally {
+      await g.destroy();
+    }
+  } finally {
+    await rendezvous.close();
     await server.close();
   }
 });

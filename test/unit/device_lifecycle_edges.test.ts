@@ -54,7 +54,7 @@ test('failures that kill the communicator (timeout, aborted, peer lost, protocol
     const e = await failure(o.run('recv', {}, async () => { throw make(); }));
     assert.is(e.code, code, 'the call reports its own error, not the abort it caused');
     assert.is(o.state, 'aborted');
-    assert.equal(reasons, [`recv failed: ${code}`]);
+    assert.equal(reasons, [`recv failed: ${e.message}`], 'the abort says what killed the communicator, not its code alone');
   }
   for (const make of [() => invalidArgument('bad'), () => mismatchError('differs'), () => new Error('plain')]) {
     const { o, reasons } = ops(0);
