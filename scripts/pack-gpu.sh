@@ -11,9 +11,15 @@
 #   OUT_DIR/run.sh bench device [...]    groupcomm bench device
 #   OUT_DIR/run.sh node FILE [...]       the packed node itself
 #   OUT_DIR/check.sh                     the whole GPU check in one call (scripts/gpu-check.sh)
+#   scripts/pack-gpu.sh --bun [OUT_DIR]  Bun instead (default build/gpu-pack-bun); OUT_DIR/check.sh
+#                                        is then scripts/gpu-check-bun.sh
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-out="${1:-$root/build/gpu-pack}"
+# --bun: Bun (xz'd, ≈39 MB) instead of Node, for `DIR/check.sh`, which then runs the TypeScript
+# sources from the repository root (the device call's copy of the working tree) as `npm test`'s
+# Bun half does; dist/ and dist-test/ stay out so that pack and tree fit the 64 MiB together.
+bun=0; if [[ "${1:-}" == --bun ]]; then bun=1; shift; fi
+out="${1:-$root/build/gpu-pack$([[ $bun == 1 ]] && echo -bun)}"
 limit=$((64 * 1024 * 1024))
 
 cd "$root"
@@ -24,10 +30,15 @@ if [[ "${GROUPCOMM_PACK_NO_BUILD:-}" != 1 ]]; then npm run build >/dev/null; fi
 rm -rf "$out"
 mkdir -p "$out/node_modules/@koromix" "$out/node_modules/@assemblyscript" "$out/node_modules/@msgpackr-extract" "$out/build" "$out/scripts" "$out/bin"
 
-# Node: the binary running this machine's npm, without debug info (95 → 86 MB), gzip'd (≈32 MB).
-node_bin="$(node -p process.execPath)"
-strip -o "$out/node" "$node_bin" 2>/dev/null || cp "$node_bin" "$out/node"
-gzip -9 "$out/node"
+if [[ $bun == 1 ]]; then
+  # Unpacked there with python3's lzma (xz itself may be missing).
+  xz -T2 -6 -c "$root/node_modules/.bin/bun" > "$out/bun.xz"
+else
+  # Node: the binary running this machine's npm, without debug info (95 → 86 MB), gzip'd (≈32 MB).
+  node_bin="$(node -p process.execPath)"
+  strip -o "$out/node" "$node_bin" 2>/dev/null || cp "$node_bin" "$out/node"
+  gzip -9 "$out/node"
+fi
 
 nm="$root/node_modules"
 copy() { cp -RL "$nm/$1" "$out/node_modules/$1"; }
@@ -40,6 +51,13 @@ done
 rm -rf "$out/node_modules/koffi/doc" \
        "$out/node_modules/@koromix/koffi-linux-x64/musl_x64"
 
+if [[ $bun == 1 ]]; then
+  cp build/core.wasm "$out/build/core.wasm"
+  cp scripts/gpu-check-bun.sh "$out/check.sh"
+  size=$(du -sb "$out" | cut -f1)
+  echo "pack-gpu: $out is $((size / 1024 / 1024)) MiB with Bun; the working tree travels beside it"
+  exit 0
+fi
 cp -R dist "$out/dist"
 cp -R dist-test "$out/dist-test"
 cp build/core.wasm "$out/build/core.wasm"
