@@ -81,6 +81,15 @@ function runFile(cmd, args, label) {
       const skipped = num(/^\s*Skipped:\s+(\d+)/gm);
       // uvu's Total counts the tests that ran; skipped ones are reported apart, not inside it.
       let failed = Math.max(0, total - passed);
+      // uvu runs its whole queue again when a suite's run() comes after the queue started (a
+      // run() before a top-level await): suites run twice and the exit code is the second
+      // run's. One summary per file, or the file is broken.
+      const summaries = [...out.matchAll(/^\s*Total:\s+\d+/gm)].length;
+      if (summaries > 1) {
+        failed += 1;
+        out += `\n[test runner] ${label} printed ${summaries} uvu summaries: a run() came after uvu had started (a test.run() before an await?), so suites ran twice\n`;
+        console.log(`[test runner] ${label} printed ${summaries} uvu summaries: a run() came after uvu had started (a test.run() before an await?), so suites ran twice`);
+      }
       if ((code !== 0 || signal) && failed === 0) failed = 1; // crashed, hung or never summarised
       if (total === 0 && code === 0) failed += 1; // a test file that ran no test is a broken file
       const ms = Date.now() - t0;
