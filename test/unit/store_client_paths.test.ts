@@ -92,6 +92,12 @@ test('take with extensions: a present key is TRY_GET then a DELETE_KEY on the ma
     assert.not.ok(await other.check(['a']));
     assert.not.ok(await other.check(['b']));
   });
+  await trio(true, async (c, other, log) => {
+    // A missing key, no idle wait connection: TRY_GET finds nothing, then a consuming WAIT_GET.
+    assert.is(text(await writeWhileWaiting(c.take('later'), () => other.set('later', 'l'))), 'l');
+    assert.equal(log.splice(0), ['main:TRY_GET', 'wait:WAIT_GET+DEL']);
+    assert.not.ok(await other.check(['later']));
+  });
 });
 
 test('get and take on torch\'s protocol alone: CHECK then GET; a missing key waits with WAIT on a wait connection between them; take deletes after', async () => {
@@ -119,6 +125,12 @@ test('multiGet with extensions: CHECK and MULTI_GET back to back when no wait co
     assert.equal(log.splice(0), ['wait:WAIT_GET']);
     assert.equal(await c.multiGet([]), []);
     assert.equal(log.splice(0), [], 'no keys, no request');
+    // One of the keys just written by this client, not yet confirmed: the whole read stays on the main connection.
+    const written = c.set('m2', 'new');
+    const got = c.multiGet(['m2', 'm3']);
+    await written;
+    assert.equal((await got).map(text), ['new', '3']);
+    assert.equal(log.splice(0), ['main:SET', 'main:CHECK', 'main:MULTI_GET']);
   });
 });
 
@@ -168,6 +180,8 @@ test('publish through a store that started its server in this process: in memory
     r = recorder(reader);
     recs.push(r);
     assert.not.ok(reader.publishesLocally);
+    await reader.publish([], []);
+    assert.equal(r.log.splice(0), [], 'no keys, no request');
     await reader.publish(['p2'], [Buffer.from('2')]);
     await reader.publish(['p3', 'p4'], [Buffer.from('3'), Buffer.from('4')]);
     assert.equal(r.log.splice(0), ['main:SET', 'main:MULTI_SET']);
