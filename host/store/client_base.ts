@@ -138,6 +138,9 @@ export abstract class StoreClientBase {
     if (step) this.ensureLive();
     else this.ensureOpen();
     const timeoutMs = effectiveTimeout(opts, this.timeoutMs);
+    // Aborted already: send nothing. A reply-less request (set, publish) would otherwise be
+    // written and applied while its caller is told it was aborted.
+    if (opts?.signal?.aborted) return Promise.reject(abortedError(`${what} aborted`, { ...keyFields(key), cause: opts.signal.reason }));
     const p = this.main.request(frame, read, timeoutMs, what, key);
     if (!opts?.signal && opts?.timeoutMs === undefined) return p;
     return guard(p, {

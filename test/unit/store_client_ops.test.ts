@@ -41,7 +41,9 @@ test('a PING answered with another nonce is PROTOCOL', async () => {
   });
   const c = await TcpStore.create({ port: f.port, timeoutMs: 5000 });
   try {
-    assert.ok((await c.ping()) >= 0);
+    const t0 = performance.now();
+    const rtt = await c.ping();
+    assert.ok(rtt >= 0 && rtt <= performance.now() - t0, `ping() answered ${rtt} ms, more than the call took`);
     lie = true;
     const e = await rejectsWith(c.ping(), 'ERR_GROUPCOMM_PROTOCOL');
     assert.match(e.message, /answered PING with \d+, expected \d+/);
@@ -72,6 +74,46 @@ test('a server that stops answering: each operation waiting for a reply times ou
   } finally {
     await c.abort();
     await f.close();
+  }
+});
+
+test('without extensions, a server that holds one request: get (its CHECK, or its GET) and multiGet (its MULTI_GET after the CHECK) time out under their own names', async () => {
+  const cases: Array<[string, number, (c: TcpStore) => Promise<unknown>]> = [
+    ['get', 5, (c) => c.get('k', { timeoutMs: 60 })],
+    ['get', 3, (c) => c.get('k', { timeoutMs: 60 })],
+    ['multiGet', 10, (c) => c.multiGet(['k', 'l'], { timeoutMs: 60 })],
+  ];
+  for (const [what, held, op] of cases) {
+    let hold = false;
+    const f = await scriptedServer(() => (code) => (hold && code === held ? 0 : undefined));
+    const c = await TcpStore.create({ port: f.port, timeoutMs: 5000, extensions: false });
+    try {
+      hold = true; // the scripted server answers every CHECK with READY
+      const e = await rejectsWith(op(c), 'ERR_GROUPCOMM_TIMEOUT');
+      assert.match(e.message, new RegExp(`^store ${what} timed out after 60ms`), `${what} (request ${held} held): ${e.message}`);
+    } finally {
+      await c.abort();
+      await f.close();
+    }
+  }
+});
+
+test('publish while close() is under way is DESTROYED, and with an aborted signal ABORTED; neither writes anything', async () => {
+  const host = await TcpStore.create({ port: 0, isServer: true, timeoutMs: 5000 });
+  const c = await TcpStore.create({ port: host.port, timeoutMs: 5000 });
+  try {
+    const ctl = new AbortController();
+    ctl.abort(new Error('not now'));
+    await rejectsWith(c.publish(['s'], [Buffer.from('1')], { signal: ctl.signal }), 'ERR_GROUPCOMM_ABORTED');
+    await rejectsWith(c.set('t', '1', { signal: ctl.signal }), 'ERR_GROUPCOMM_ABORTED');
+    assert.is(await c.numKeys(), 0, 'an aborted signal sends nothing');
+    // close() has begun, the connection is not shut yet: the in-memory path must not take it.
+    const closing = host.close({ timeoutMs: 2000 });
+    await rejectsWith(host.publish(['p'], [Buffer.from('1')]), 'ERR_GROUPCOMM_DESTROYED');
+    await closing;
+  } finally {
+    await c.abort();
+    await host.abort();
   }
 });
 

@@ -144,6 +144,15 @@ test('multiGet on torch\'s protocol alone: CHECK (then WAIT while a key is missi
   });
 });
 
+test('queuePop on an empty queue: QUEUE_POP, a wait for the queue (CHECK first where no wait connection is idle), then QUEUE_POP once more', async () => {
+  for (const ext of [true, false]) {
+    await trio(ext, async (c, other, log) => {
+      assert.is(text((await writeWhileWaiting(c.queuePop('q'), () => other.queuePush('q', 'x')))!), 'x');
+      assert.equal(log.splice(0), ['main:QUEUE_POP', 'main:CHECK', 'wait:WAIT', 'main:QUEUE_POP'], ext ? 'with extensions' : 'without');
+    });
+  }
+});
+
 test('discard and append: one DELETE_QUIET and APPEND_CHECKED with extensions; a DELETE_KEY per key and APPEND without', async () => {
   await trio(true, async (c, other, log) => {
     await other.multiSet(['d1', 'd2'], ['1', '2']);
