@@ -10,6 +10,7 @@ import { Mesh, type MeshOptions } from '../../host/cpu/mesh.js';
 import { Handshake } from '../../host/cpu/link/handshake.js';
 import { meshFile } from '../helpers/mesh_file.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
+import { withEnv } from '../helpers/env.js';
 
 const file = meshFile();
 let groups = 0;
@@ -43,9 +44,8 @@ test('a ring one way, TCP the other: transportOf says mixed on both sides', asyn
 test('a liveness loss also cuts the unconnected peers at that host that do not answer; not a connected or a departed peer', async () => {
   groups++;
   const g = `meshl-cut-${groups}`;
-  const old = process.env.GROUPCOMM_LIVENESS_MS;
-  process.env.GROUPCOMM_LIVENESS_MS = '1000'; // loose: a starved machine fires timers late
-  try {
+  // loose: a starved machine fires timers late
+  await withEnv({ GROUPCOMM_LIVENESS_MS: '1000' }, async () => {
     // Five ranks, all at 127.0.0.1: rank 0 is connected to 1 and 4 (ring) and 3 (registered
     // below), not to 2.
     const ms = await Promise.all([0, 1, 2, 3, 4].map((r) => Mesh.connect(opts(g, r, 5))));
@@ -72,10 +72,7 @@ test('a liveness loss also cuts the unconnected peers at that host that do not a
     assert.equal([lost[0].rank, lost[0].peerRank, lost[0].peerRanks], [0, 1, [1, 2]]);
     assert.match(lost[0].message, /lost ranks 1, 2 \(nothing received for \d+ ms.*; unreachable with them: rank 2\)$/);
     await Promise.all(ms.map((m) => m.close()));
-  } finally {
-    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
-    else process.env.GROUPCOMM_LIVENESS_MS = old;
-  }
+  });
 });
 
 test.run();

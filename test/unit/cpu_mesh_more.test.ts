@@ -11,6 +11,7 @@ import { Mesh, setupPeers, type MeshOptions } from '../../host/cpu/mesh.js';
 import { meshFile, addrKey } from '../helpers/mesh_file.js';
 import { KIND_P2P } from '../../host/cpu/wire.js';
 import { ErrorCode, isGroupcommError, type GroupcommError } from '../../host/base/errors.js';
+import { withEnv } from '../helpers/env.js';
 
 const file = meshFile();
 let groups = 0;
@@ -288,9 +289,8 @@ test('a peer that vanishes without a goodbye is lost: onLost once with PEER_LOST
 test('liveness in a real mesh: heartbeats keep idle pairs alive, unconnected pairs are not watched; a peer that stops sending is lost, named', async () => {
   groups++;
   const g = `mesh-live-${groups}`;
-  const old = process.env.GROUPCOMM_LIVENESS_MS;
-  process.env.GROUPCOMM_LIVENESS_MS = '1000'; // loose: a starved machine fires timers late
-  try {
+  // loose: a starved machine fires timers late
+  await withEnv({ GROUPCOMM_LIVENESS_MS: '1000' }, async () => {
     // Four ranks: 0 and 2 are not connected (nothing to watch between them).
     const ms = await Promise.all([0, 1, 2, 3].map((r) => Mesh.connect(opts(g, r, 4))));
     const [m0, m1] = ms;
@@ -308,10 +308,7 @@ test('liveness in a real mesh: heartbeats keep idle pairs alive, unconnected pai
     assert.is(lost[0][0].peerRank, 1);
     assert.match(lost[0][0].message, /lost rank 1 \(nothing received for \d+ ms/);
     await Promise.all(ms.map((m) => m.close()));
-  } finally {
-    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
-    else process.env.GROUPCOMM_LIVENESS_MS = old;
-  }
+  });
 });
 
 test.run();

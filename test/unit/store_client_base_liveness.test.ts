@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { TcpStore } from '../../host/index.js';
 import { failure, rejectsWith, within } from '../helpers/rejects.js';
 import { keyList, oneString, scriptedServer } from '../helpers/fake_store_server.js';
+import { withEnv } from '../helpers/env.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -46,19 +47,17 @@ async function server() {
 }
 
 async function withLiveness(fn: (c: TcpStore, f: Awaited<ReturnType<typeof server>>) => Promise<void>, hostRank?: number, livenessMs = '500'): Promise<void> {
-  const old = process.env.GROUPCOMM_LIVENESS_MS;
-  process.env.GROUPCOMM_LIVENESS_MS = livenessMs;
-  const f = await server();
-  let c: TcpStore | undefined;
-  try {
-    c = await TcpStore.create({ port: f.port, timeoutMs: 8000, hostRank });
-    await fn(c, f);
-  } finally {
-    if (old === undefined) delete process.env.GROUPCOMM_LIVENESS_MS;
-    else process.env.GROUPCOMM_LIVENESS_MS = old;
-    await c?.abort();
-    await f.close();
-  }
+  await withEnv({ GROUPCOMM_LIVENESS_MS: livenessMs }, async () => {
+    const f = await server();
+    let c: TcpStore | undefined;
+    try {
+      c = await TcpStore.create({ port: f.port, timeoutMs: 8000, hostRank });
+      await fn(c, f);
+    } finally {
+      await c?.abort();
+      await f.close();
+    }
+  });
 }
 
 /** Until the muted server has read a ping more than `n`. */
