@@ -8,10 +8,12 @@ import * as assert from 'uvu/assert';
 import { TcpStore, TcpStoreServer } from '../../host/index.js';
 import { failure, rejectsWith } from '../helpers/rejects.js';
 import { withEnv } from '../helpers/env.js';
+import { scriptedServer } from '../helpers/fake_store_server.js';
 
 test('create refuses a bad worldSize, rank, port or secret, naming it; the edges of each range are accepted', async () => {
   const refusals: [Parameters<typeof TcpStore.create>[0], RegExp][] = [
-    ...[0, -1, 1.5].map((w): [Parameters<typeof TcpStore.create>[0], RegExp] => [{ port: 0, isServer: true, worldSize: w }, new RegExp(`worldSize must be a positive integer, got ${w}`)]),
+    // A client: the server's listen would refuse a bad worldSize too, in its own words.
+    ...[0, -1, 1.5].map((w): [Parameters<typeof TcpStore.create>[0], RegExp] => [{ port: 1, worldSize: w }, new RegExp(`^TcpStore: worldSize must be a positive integer, got ${w}`)]),
     ...[-1, 1.5, 2].map((r): [Parameters<typeof TcpStore.create>[0], RegExp] => [{ port: 0, isServer: true, worldSize: 2, rank: r }, new RegExp(`rank must be an integer in \\[0, worldSize\\), got ${r}`)]),
     ...[-1, 65536, 1.5].map((p): [Parameters<typeof TcpStore.create>[0], RegExp] => [{ port: p }, new RegExp(`bad port ${p}`)]),
     [{ port: 0 }, /a client needs the server's port \(0 only with isServer\)/],
@@ -29,6 +31,25 @@ test('create refuses a bad worldSize, rank, port or secret, naming it; the edges
   // Port 65535 is a port: nothing listens there, so the connection fails, but not as a bad argument.
   const e = await failure(TcpStore.create({ port: 65535, timeoutMs: 300 }));
   assert.is.not(e.code, 'ERR_GROUPCOMM_INVALID_ARGUMENT', e.message);
+});
+
+test('create\'s signal reaches the steps after the connection: a server that never answers LIMITS, or the join\'s ADD, is left at the abort', async () => {
+  for (const held of [0xe7, 4]) { // LIMITS; the join
+    let hold = false;
+    // The scripted server answers neither JOIN_RANK nor ADD: with 4 the join itself is held.
+    const f = await scriptedServer(() => (op) => (hold && op === held ? 0 : undefined));
+    try {
+      hold = true;
+      const ctl = new AbortController();
+      setTimeout(() => ctl.abort(new Error('enough')), 100);
+      const t0 = performance.now();
+      const e = await failure(TcpStore.create({ port: f.port, timeoutMs: 8000, worldSize: 2, rank: 1, signal: ctl.signal }));
+      assert.is(e.code, 'ERR_GROUPCOMM_ABORTED', `${held}: ${e.message}`);
+      assert.ok(performance.now() - t0 < 4000, `request ${held} held: create waited ${performance.now() - t0} ms after the abort at 100 ms`);
+    } finally {
+      await f.close();
+    }
+  }
 });
 
 test('fromEnv: RANK 0 without a launcher hosts the store; under a launcher, at another rank, or with isServer: false it is a client; with worldSize it joins under its rank', async () => {
