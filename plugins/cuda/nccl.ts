@@ -30,13 +30,17 @@ export interface NcclReduceArgs { type: number; op: number; scalar?: Uint8Array 
  * runs avg and premulSum as a scaling kernel when there is one rank) guards its fp8 cases with
  * `__CUDA_ARCH__ >= 900` in host code, where that macro is never defined, so NCCL answers
  * ncclInvalidArgument (from 2.24, with fp8, to the newest source read), and a non-blocking
- * communicator keeps that error: seen on an H200 with NCCL 2.28.9. avg is the input itself there and goes as sum (a plain copy); premulSum is
- * refused before NCCL sees it (capabilities.premulSumRefusedAtOneRank).
+ * communicator keeps that error: seen on an H200 with NCCL 2.28.9. avg is the input itself
+ * there and goes as sum (a plain copy); premulSum is refused before NCCL sees it
+ * (capabilities.premulSumRefusedAtOneRank).
  */
 export const ONE_RANK_UNSCALED: readonly DType[] = ['float8_e4m3fn', 'float8_e5m2'];
 
-/** The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min. */
-export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES, worldSize = 2): NcclReduceArgs {
+/**
+ * The NCCL type and op for a reduction; bool reduces as uint8 with OR = max and AND = min.
+ * `worldSize`, the communicator's: at 1, fp8 may not scale (ONE_RANK_UNSCALED).
+ */
+export function ncclReduceArgs(dtype: DType, op: ReduceOpSpec, allowed: readonly DType[] = CUDA_REDUCE_DTYPES, worldSize?: number): NcclReduceArgs {
   checkReduce(dtype, op);
   if (!allowed.includes(dtype)) {
     throw invalidArgument(`the cuda backend cannot reduce ${dtype} here (NCCL has no ${dtype} reduction, or not on these GPUs / this NCCL); see capabilities.reduceDtypes`);
