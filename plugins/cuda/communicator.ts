@@ -111,9 +111,10 @@ export class CudaCommunicator implements DeviceCommunicatorV1 {
    */
   private stickyError(e: unknown, what: string): unknown {
     if (!isGroupcommError(e) || !this.comm) return e;
-    const st = [0];
-    const rc = this.libs.nccl.ncclCommGetAsyncError(this.comm, st);
-    if (rc === NcclResult.ncclSuccess && (st[0] === NcclResult.ncclSuccess || st[0] === NcclResult.ncclInProgress)) return e;
+    try {
+      this.asyncPending(what); // throws once NCCL holds an error
+      return e;
+    } catch { /* NCCL kept it: the communicator is dead */ }
     return abortedError(`${e.message}; NCCL keeps that error on the communicator, so ${what} cannot run and the communicator is aborted`, { rank: this.rank, detail: e.detail, cause: e });
   }
 
